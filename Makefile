@@ -1,0 +1,66 @@
+# pcie-acq: the user's entry points. `make run` runs the main job, `make test` the tests.
+# Slow artefacts (toolroot, guest kernel) are cached outside the repo in $(ACQ_CACHE),
+# keyed by their inputs; see qemu/toolroot.sh and qemu/kernel.sh.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+export ACQ_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pcie-acq
+
+GUEST_TARGET := x86_64-unknown-linux-gnu
+GUEST_DIR := target/guest
+ACQ := target/release/acq
+
+.PHONY: all deps toolroot kernel guest build run test test-host test-vm lint fmt clean help
+
+all: build
+
+help:
+	@echo "make run       boot the guest VM and run the main job (builds what is missing)"
+	@echo "make test      host unit tests, lint, then the VM tests (make test-vm)"
+	@echo "make test-vm   only the end-to-end tests in the VM"
+	@echo "make deps      provision the toolroot (QEMU, kernel toolchain) and the guest kernel"
+	@echo "make lint      cargo fmt --check and clippy -D warnings"
+	@echo "cache: $(ACQ_CACHE)"
+
+## Provisioning (cached outside the repo)
+toolroot:
+	@bash qemu/toolroot.sh >/dev/null
+
+kernel: toolroot
+	@bash qemu/kernel.sh >/dev/null
+
+deps: toolroot kernel
+
+## Builds
+# Guest tools are static (glibc, crt-static) and built into their own target directory so
+# their RUSTFLAGS never invalidate the host build.
+guest:
+	RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$(GUEST_DIR) \
+		CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
+		$(CARGO) build --release --locked -p acq-guest --target $(GUEST_TARGET)
+
+build:
+	$(CARGO) build --release --locked -p acq
+
+## The main job
+run: deps guest build
+	$(ACQ) vm
+
+## Tests
+test: test-host lint test-vm
+
+test-host:
+	$(CARGO) test --locked --workspace --exclude acq-e2e
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+test-vm: deps guest
+	$(CARGO) test --locked -p acq-e2e -- --test-threads=1
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,119 @@
+//! The agent protocol: JSON lines over a virtio-serial port.
+//!
+//! The host sends [`Request`]s, one JSON object per line; the agent answers with
+//! [`Event`]s. Output of a command arrives as it is produced ([`Event::Output`]), so the
+//! host can show progress of a long stream, and ends with one [`Event::Exit`].
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the virtio-serial port the agent listens on (`-device virtserialport,name=...`).
+pub const PORT_NAME: &str = "org.pcie-acq.agent";
+
+/// A request from the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Run `argv` (no shell) and report its output and exit status.
+    Exec {
+        /// Chosen by the host; echoed in every event about this command.
+        id: u64,
+        /// Program and arguments; `argv[0]` is looked up in `PATH`.
+        argv: Vec<String>,
+        /// The agent kills the command (SIGKILL) after this many milliseconds.
+        timeout_ms: u64,
+    },
+    /// Flush file systems and power the guest off.
+    Shutdown {
+        /// Echoed in the acknowledgement.
+        id: u64,
+    },
+}
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// The command's standard output.
+    Stdout,
+    /// The command's standard error.
+    Stderr,
+}
+
+/// An event from the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "ev", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Event {
+    /// The agent is up and listening; sent once, first.
+    Ready {
+        /// `uname -r` of the guest kernel.
+        kernel: String,
+        /// Guest uptime when the agent became ready, in milliseconds.
+        uptime_ms: u64,
+    },
+    /// A chunk of a command's output (lossily decoded as UTF-8).
+    Output {
+        /// The request's id.
+        id: u64,
+        /// Which stream.
+        stream: Stream,
+        /// The bytes, as text.
+        data: String,
+    },
+    /// The command ended. Exactly one per `Exec`, after all its `Output` events.
+    Exit {
+        /// The request's id.
+        id: u64,
+        /// Exit code, or `128 + signal` when killed by a signal (as a shell reports it).
+        status: i32,
+        /// Set when the agent killed the command for exceeding its timeout.
+        timed_out: bool,
+        /// Wall-clock run time in milliseconds.
+        elapsed_ms: u64,
+    },
+    /// The request could not be carried out (malformed line, program not found, ...).
+    Error {
+        /// The request's id, when the line was parsed far enough to have one.
+        id: Option<u64>,
+        /// What went wrong.
+        message: String,
+    },
+    /// Acknowledges `Shutdown`; the guest powers off right after.
+    ShuttingDown {
+        /// The request's id.
+        id: u64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips_and_rejects_unknown_fields() {
+        let r = Request::Exec {
+            id: 7,
+            argv: vec!["uname".into(), "-r".into()],
+            timeout_ms: 1000,
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
+        let bad = r#"{"op":"exec","id":1,"argv":[],"timeout_ms":1,"shell":true}"#;
+        let err = serde_json::from_str::<Request>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `shell`"), "{err}");
+    }
+
+    #[test]
+    fn event_tags_are_stable() {
+        let e = Event::Exit {
+            id: 1,
+            status: 0,
+            timed_out: false,
+            elapsed_ms: 5,
+        };
+        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["ev"], "exit");
+        assert_eq!(v["status"], 0);
+    }
+}

@@ -1,0 +1,16 @@
+//! The pcie-acq harness: everything the `acq` CLI does, as a library the end-to-end tests
+//! use too.
+//!
+//! - [`paths`]: where the toolroot, guest kernel and guest binaries are.
+//! - [`accel`]: KVM where it really works, TCG otherwise.
+//! - [`initramfs`]: the guest image, a cpio archive built from `qemu/initramfs.list`.
+//! - [`vm`]: boots QEMU, talks to the guest agent ([`agent`]), tears everything down.
+//! - [`process`]: child processes that are always reaped; [`signals`]: Ctrl-C.
+
+pub mod accel;
+pub mod agent;
+pub mod initramfs;
+pub mod paths;
+pub mod process;
+pub mod signals;
+pub mod vm;

@@ -1,0 +1,171 @@
+//! `acq`: the pcie-acq harness CLI.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use acq::accel::AccelChoice;
+use acq::paths::Paths;
+use acq::signals;
+use acq::vm::{Vm, VmConfig};
+use acq_guest::proto::Stream;
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+/// The pcie-acq harness: boots the guest VM with virtual acquisition cards and runs
+/// commands and scenarios in it.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot the guest, print its status, run guest commands (or a shell), shut it down.
+    ///
+    /// With neither --exec nor a trailing command, the guest boots, reports kernel,
+    /// accelerator and boot time, and powers off. The exit status is the first failing
+    /// guest command's (or 0).
+    Vm(VmArgs),
+}
+
+#[derive(Args)]
+struct VmArgs {
+    /// Accelerator: auto uses KVM only where it really runs a stock guest, TCG otherwise.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    accel: AccelChoice,
+    /// Number of guest vCPUs.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
+    cpus: u32,
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(128..=16384))]
+    memory: u32,
+    /// Attach a card served over vfio-user at this socket (repeatable: one card each).
+    #[arg(long = "card", value_name = "SOCKET")]
+    cards: Vec<PathBuf>,
+    /// Put a kernel module into the guest at /lib/modules/NAME.ko (repeatable).
+    #[arg(long = "module", value_name = "KO")]
+    modules: Vec<PathBuf>,
+    /// Run a shell command in the guest (repeatable; run in order, stops at the first failure).
+    #[arg(long = "exec", short = 'e', value_name = "SHELL-CMD")]
+    exec: Vec<String>,
+    /// Seconds the guest may take to become ready.
+    #[arg(long, default_value_t = 180)]
+    boot_timeout: u64,
+    /// Seconds each guest command may run before it is killed.
+    #[arg(long, default_value_t = 600)]
+    cmd_timeout: u64,
+    /// Interactive shell on the guest's serial console instead of running commands.
+    #[arg(long, conflicts_with_all = ["exec", "argv"])]
+    shell: bool,
+    /// Directory for the run's files (console log, QEMU log, sockets).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Keep the run directory even when the run succeeds (it is always kept on failure).
+    #[arg(long)]
+    keep: bool,
+    /// A guest command to run (program and arguments, no shell), after any --exec.
+    #[arg(last = true, value_name = "ARGV")]
+    argv: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ACQ_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    signals::install();
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Vm(args) => cmd_vm(args),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("acq: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cmd_vm(args: VmArgs) -> Result<ExitCode> {
+    let paths = Paths::discover()?;
+    let run_dir = args.run_dir.clone().unwrap_or_else(|| {
+        paths
+            .repo
+            .join(format!("target/acq-runs/vm-{}", std::process::id()))
+    });
+    let cfg = VmConfig {
+        accel: args.accel,
+        cpus: args.cpus,
+        memory_mib: args.memory,
+        cards: args.cards.clone(),
+        modules: args.modules.clone(),
+        files: Vec::new(),
+        boot_timeout: Duration::from_secs(args.boot_timeout),
+        shell: args.shell,
+        run_dir,
+        keep: args.keep,
+    };
+    let mut vm = Vm::boot(&cfg, &paths).context("booting the guest")?;
+    eprintln!(
+        "guest ready: kernel {}, accelerator {} ({}), boot {:.1} s (guest uptime {:.1} s), {} card(s)",
+        vm.kernel,
+        vm.accel.0,
+        vm.accel.1,
+        vm.boot_time.as_secs_f64(),
+        vm.guest_uptime.as_secs_f64(),
+        cfg.cards.len()
+    );
+    if args.shell {
+        eprintln!("shell on the serial console; `exit` powers the guest off");
+        // The guest powers off when the shell exits; QEMU then exits on its own.
+        vm.wait_exit(None)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let timeout = Duration::from_secs(args.cmd_timeout);
+    let mut commands: Vec<Vec<String>> = args
+        .exec
+        .iter()
+        .map(|c| vec!["/bin/sh".into(), "-c".into(), c.clone()])
+        .collect();
+    if !args.argv.is_empty() {
+        commands.push(args.argv.clone());
+    }
+    let mut code = 0;
+    for argv in &commands {
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = vm.exec_streaming(&argv, timeout, &mut |stream, data| {
+            // Guest output goes straight through, so progress lines show live.
+            let _ = match stream {
+                Stream::Stdout => std::io::stdout().write_all(data.as_bytes()),
+                Stream::Stderr => std::io::stderr().write_all(data.as_bytes()),
+            };
+        })?;
+        if !out.success() {
+            eprintln!(
+                "acq: guest command {argv:?} {}",
+                if out.timed_out {
+                    format!("timed out after {}", args.cmd_timeout)
+                } else {
+                    format!("exited with status {}", out.status)
+                }
+            );
+            code = if out.timed_out {
+                124
+            } else {
+                out.status.clamp(1, 255)
+            };
+            vm.mark_failed();
+            break;
+        }
+    }
+    vm.shutdown(Duration::from_secs(60))?;
+    Ok(ExitCode::from(code as u8))
+}

@@ -1,0 +1,497 @@
+//! One guest: QEMU with the project's kernel and initramfs, the agent channel, the
+//! console log, and (from the device-model issue on) vfio-user cards.
+//!
+//! [`Vm::boot`] returns only once the agent is ready; dropping a [`Vm`] kills and reaps
+//! QEMU and removes the run directory unless the run failed or `keep` was asked for.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use acq_guest::proto::Stream;
+use anyhow::{bail, Context, Result};
+
+use crate::accel::{self, Accel, AccelChoice};
+use crate::agent::{Agent, ExecOutput};
+use crate::initramfs::{self, Entry};
+use crate::paths::{Paths, QemuBinary};
+use crate::process::Child;
+
+/// How to boot a guest.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Accelerator choice.
+    pub accel: AccelChoice,
+    /// Number of vCPUs.
+    pub cpus: u32,
+    /// Guest RAM in MiB (shared memfd, so vfio-user servers can map it).
+    pub memory_mib: u32,
+    /// vfio-user sockets, one card each, each behind its own PCIe root port (hot-unpluggable).
+    pub cards: Vec<PathBuf>,
+    /// Kernel modules to put into the image at `/lib/modules/NAME.ko`.
+    pub modules: Vec<PathBuf>,
+    /// Extra files for the image: (guest path, host path).
+    pub files: Vec<(String, PathBuf)>,
+    /// How long the guest may take to become ready.
+    pub boot_timeout: Duration,
+    /// Give an interactive shell on the serial console (stdio) besides the agent.
+    pub shell: bool,
+    /// Where the run's files (console log, sockets, image) go.
+    pub run_dir: PathBuf,
+    /// Keep the run directory even when everything succeeded.
+    pub keep: bool,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        VmConfig {
+            accel: AccelChoice::Auto,
+            cpus: 2,
+            memory_mib: 1024,
+            cards: Vec::new(),
+            modules: Vec::new(),
+            files: Vec::new(),
+            boot_timeout: Duration::from_secs(180),
+            shell: false,
+            run_dir: PathBuf::from("target/acq-runs/run"),
+            keep: false,
+        }
+    }
+}
+
+/// A booted guest.
+pub struct Vm {
+    qemu: Child,
+    agent: Agent,
+    run_dir: PathBuf,
+    keep: bool,
+    failed: bool,
+    /// The accelerator in use and why it was chosen.
+    pub accel: (Accel, String),
+    /// Guest kernel release.
+    pub kernel: String,
+    /// From QEMU start to agent ready.
+    pub boot_time: Duration,
+    /// Guest uptime when the agent became ready.
+    pub guest_uptime: Duration,
+}
+
+impl Vm {
+    /// Builds the image, starts QEMU and waits for the agent.
+    pub fn boot(cfg: &VmConfig, paths: &Paths) -> Result<Vm> {
+        let accel = accel::resolve(cfg.accel)?;
+        let run_dir = std::path::absolute(&cfg.run_dir)?;
+        if run_dir.exists() {
+            fs::remove_dir_all(&run_dir)
+                .with_context(|| format!("clearing run directory {}", run_dir.display()))?;
+        }
+        fs::create_dir_all(&run_dir)
+            .with_context(|| format!("creating run directory {}", run_dir.display()))?;
+        let image = run_dir.join("initramfs.cpio");
+        build_image(cfg, paths, &image)?;
+        let kernel = run_dir.join("bzImage");
+        fs::copy(paths.bzimage(), &kernel)
+            .with_context(|| format!("copying the guest kernel {}", paths.bzimage().display()))?;
+
+        let agent_sock = run_dir.join("agent.sock");
+        let listener = UnixListener::bind(&agent_sock)
+            .with_context(|| format!("binding {}", agent_sock.display()))?;
+        let console = run_dir.join("console.log");
+        let args = qemu_args(
+            cfg,
+            accel.0,
+            &run_dir,
+            &kernel,
+            &image,
+            &agent_sock,
+            &console,
+        );
+        fs::write(run_dir.join("qemu.cmdline"), shell_words(&args))?;
+
+        let mut cmd = match &paths.qemu {
+            QemuBinary::Host(bin) => {
+                let mut c = Command::new(bin);
+                c.args(&args);
+                c
+            }
+            QemuBinary::Toolroot(_) => {
+                let mut c = Command::new("bash");
+                c.arg(paths.repo.join("qemu/toolroot.sh")).arg("--run");
+                for dir in bind_dirs(&run_dir, &cfg.cards) {
+                    c.arg("--bind").arg(dir);
+                }
+                c.arg("--").arg("qemu-system-x86_64").args(&args);
+                c
+            }
+        };
+        let qemu_log = fs::File::create(run_dir.join("qemu.log"))?;
+        cmd.stderr(qemu_log.try_clone()?);
+        if cfg.shell {
+            cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit());
+        } else {
+            cmd.stdin(Stdio::null()).stdout(qemu_log);
+        }
+        tracing::info!(
+            "starting QEMU ({}), run directory {}",
+            accel.0,
+            run_dir.display()
+        );
+        let start = Instant::now();
+        let mut qemu = Child::spawn("qemu", &mut cmd)?;
+        let ready = {
+            let mut alive = || qemu_alive(&mut qemu, &run_dir);
+            Agent::accept(&listener, cfg.boot_timeout, &mut alive)
+        };
+        let (agent, kernel, guest_uptime) = match ready {
+            Ok(r) => r,
+            Err(e) => {
+                qemu.terminate(Duration::from_secs(3));
+                return Err(e.context(failure_context(&run_dir)));
+            }
+        };
+        drop(listener);
+        let _ = fs::remove_file(&agent_sock);
+        Ok(Vm {
+            qemu,
+            agent,
+            run_dir,
+            keep: cfg.keep,
+            failed: false,
+            accel,
+            kernel,
+            boot_time: start.elapsed(),
+            guest_uptime,
+        })
+    }
+
+    /// The run directory (console log, QEMU log, command line).
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// Runs `argv` in the guest, returning its output whatever its status.
+    pub fn exec(&mut self, argv: &[&str], timeout: Duration) -> Result<ExecOutput> {
+        self.exec_streaming(argv, timeout, &mut |_, _| {})
+    }
+
+    /// Runs `cmd` with the guest's `/bin/sh -c`.
+    pub fn sh(&mut self, cmd: &str, timeout: Duration) -> Result<ExecOutput> {
+        self.exec(&["/bin/sh", "-c", cmd], timeout)
+    }
+
+    /// Runs `cmd` with `/bin/sh -c` and fails unless it exits 0.
+    pub fn sh_ok(&mut self, cmd: &str, timeout: Duration) -> Result<String> {
+        let out = self.sh(cmd, timeout)?;
+        if !out.success() {
+            self.failed = true;
+            bail!(
+                "guest command `{cmd}` failed (status {}{}):\n{}{}",
+                out.status,
+                if out.timed_out { ", timed out" } else { "" },
+                out.stdout,
+                out.stderr
+            );
+        }
+        Ok(out.stdout)
+    }
+
+    /// Runs `argv`, passing output chunks to `on_output` as they arrive.
+    pub fn exec_streaming(
+        &mut self,
+        argv: &[&str],
+        timeout: Duration,
+        on_output: &mut dyn FnMut(Stream, &str),
+    ) -> Result<ExecOutput> {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        let qemu = &mut self.qemu;
+        let run_dir = &self.run_dir;
+        let mut alive = || qemu_alive(qemu, run_dir);
+        let r = self.agent.exec(&argv, timeout, on_output, &mut alive);
+        if r.is_err() {
+            self.failed = true;
+        }
+        r.map_err(|e| e.context(failure_context(&self.run_dir)))
+    }
+
+    /// Marks the run as failed, so its run directory is kept.
+    pub fn mark_failed(&mut self) {
+        self.failed = true;
+    }
+
+    /// Powers the guest off through the agent and waits for QEMU to exit cleanly.
+    pub fn shutdown(mut self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        let r = {
+            let qemu = &mut self.qemu;
+            let run_dir = &self.run_dir;
+            let mut alive = || qemu_alive(qemu, run_dir);
+            self.agent.shutdown(timeout, &mut alive)
+        };
+        if let Err(e) = r {
+            // A QEMU that exits right after the acknowledgement is a clean shutdown too.
+            if self.qemu.try_status().is_none() {
+                self.failed = true;
+                return Err(e);
+            }
+        }
+        let left = timeout.saturating_sub(start.elapsed());
+        match self.qemu.wait_timeout(left) {
+            Some(s) if s.success() => Ok(()),
+            Some(s) => {
+                self.failed = true;
+                bail!(
+                    "QEMU exited with {s} during shutdown; {}",
+                    failure_context(&self.run_dir)
+                )
+            }
+            None => {
+                self.failed = true;
+                bail!(
+                    "the guest did not power off within {timeout:?}; {}",
+                    failure_context(&self.run_dir)
+                )
+            }
+        }
+    }
+
+    /// Waits for QEMU to exit on its own (the guest powered off), up to `timeout` (forever
+    /// with `None`), or until the user interrupts.
+    pub fn wait_exit(&mut self, timeout: Option<Duration>) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if self.qemu.try_status().is_some() {
+                return Ok(());
+            }
+            if crate::signals::interrupted() {
+                bail!("interrupted");
+            }
+            if timeout.is_some_and(|t| start.elapsed() > t) {
+                self.failed = true;
+                bail!("the guest did not power off within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last `n` lines of the guest console.
+    pub fn console_tail(&self, n: usize) -> String {
+        tail(&self.run_dir.join("console.log"), n)
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.qemu.terminate(Duration::from_secs(3));
+        if self.failed || self.keep {
+            eprintln!("run files kept in {}", self.run_dir.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.run_dir);
+        }
+    }
+}
+
+fn qemu_alive(qemu: &mut Child, run_dir: &Path) -> Result<()> {
+    match qemu.try_status() {
+        None => Ok(()),
+        Some(s) => bail!("QEMU exited ({s}); {}", failure_context(run_dir)),
+    }
+}
+
+/// Where to look, with the tails of the logs that usually say why.
+fn failure_context(run_dir: &Path) -> String {
+    let mut s = format!("run files in {}", run_dir.display());
+    let qemu = tail(&run_dir.join("qemu.log"), 10);
+    if !qemu.trim().is_empty() {
+        s.push_str(&format!("\n--- qemu.log (tail) ---\n{qemu}"));
+    }
+    let console = tail(&run_dir.join("console.log"), 25);
+    if !console.trim().is_empty() {
+        s.push_str(&format!("\n--- console.log (tail) ---\n{console}"));
+    }
+    s
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let text = fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn bind_dirs(run_dir: &Path, cards: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs = vec![run_dir.to_path_buf()];
+    for c in cards {
+        if let Some(parent) = c.parent() {
+            let p = parent.to_path_buf();
+            if !dirs.iter().any(|d| p.starts_with(d)) {
+                dirs.push(p);
+            }
+        }
+    }
+    dirs
+}
+
+fn build_image(cfg: &VmConfig, paths: &Paths, out: &Path) -> Result<()> {
+    let recipe_path = paths.repo.join("qemu/initramfs.list");
+    let recipe = fs::read_to_string(&recipe_path)
+        .with_context(|| format!("reading {}", recipe_path.display()))?;
+    let toolroot = paths
+        .toolroot
+        .as_ref()
+        .map(|t| t.display().to_string())
+        .unwrap_or_default();
+    let vars = HashMap::from([
+        ("REPO", paths.repo.display().to_string()),
+        ("TOOLROOT", toolroot),
+        ("GUEST_BIN", paths.guest_bin.display().to_string()),
+    ]);
+    let mut entries = initramfs::parse_recipe(&recipe, &vars, &recipe_path.display().to_string())?;
+    for m in &cfg.modules {
+        let name = m
+            .file_name()
+            .with_context(|| format!("module path {} has no file name", m.display()))?;
+        entries.push(Entry::File {
+            path: format!("/lib/modules/{}", name.to_string_lossy()),
+            source: m.clone(),
+            mode: 0o644,
+        });
+    }
+    for (guest, host) in &cfg.files {
+        entries.push(Entry::File {
+            path: guest.clone(),
+            source: host.clone(),
+            mode: 0o755,
+        });
+    }
+    for e in &entries {
+        if let Entry::File { source, path, .. } = e {
+            if !source.exists() {
+                bail!(
+                    "the guest image needs {} (for {path}), which does not exist: run `make guest` (guest tools) or `make deps`",
+                    source.display()
+                );
+            }
+        }
+    }
+    initramfs::write_cpio(&entries, out)
+}
+
+fn qemu_args(
+    cfg: &VmConfig,
+    accel: Accel,
+    run_dir: &Path,
+    kernel: &Path,
+    image: &Path,
+    agent_sock: &Path,
+    console: &Path,
+) -> Vec<String> {
+    let d = |p: &Path| p.display().to_string();
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
+    // Guest RAM is a shared memfd: vfio-user servers map it to DMA into it.
+    let mem = format!(
+        "memory-backend-memfd,id=mem,size={}M,share=on",
+        cfg.memory_mib
+    );
+    push(&["-object", &mem, "-machine", "q35,memory-backend=mem"]);
+    push(&["-m", &format!("{}M", cfg.memory_mib)]);
+    push(&["-smp", &cfg.cpus.to_string()]);
+    match accel {
+        Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
+        Accel::Tcg => push(&["-accel", "tcg,thread=multi", "-cpu", "max"]),
+    }
+    push(&["-kernel", &d(kernel), "-initrd", &d(image)]);
+    let mut append = String::from("console=ttyS0 panic=-1 loglevel=6");
+    if cfg.shell {
+        append.push_str(" acq.shell=1");
+    }
+    push(&["-append", &append]);
+    // The serial console: a log file, or stdio (and the log file) for --shell.
+    let con = if cfg.shell {
+        format!("stdio,id=con0,signal=off,logfile={}", d(console))
+    } else {
+        format!("file,id=con0,path={}", d(console))
+    };
+    push(&["-chardev", &con, "-serial", "chardev:con0"]);
+    // The agent channel: QEMU connects to the harness's socket.
+    let agent = format!("socket,id=agent,path={},server=off", d(agent_sock));
+    push(&["-chardev", &agent, "-device", "virtio-serial-pci,id=vser0"]);
+    let port = format!(
+        "virtserialport,bus=vser0.0,chardev=agent,name={}",
+        acq_guest::proto::PORT_NAME
+    );
+    push(&["-device", &port]);
+    let qmp = format!("unix:{},server=on,wait=off", d(&run_dir.join("qmp.sock")));
+    push(&["-qmp", &qmp]);
+    for (i, sock) in cfg.cards.iter().enumerate() {
+        let rp = format!("pcie-root-port,id=rp{i},chassis={},slot={}", i + 1, i + 1);
+        let card = serde_json::json!({
+            "driver": "vfio-user-pci",
+            "id": format!("acq{i}"),
+            "bus": format!("rp{i}"),
+            "socket": {"path": d(sock), "type": "unix"},
+        });
+        push(&["-device", &rp, "-device", &card.to_string()]);
+    }
+    a
+}
+
+fn shell_words(args: &[String]) -> String {
+    let mut s = String::from("qemu-system-x86_64");
+    for a in args {
+        s.push(' ');
+        if a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=,./:".contains(c))
+        {
+            s.push_str(a);
+        } else {
+            s.push('\'');
+            s.push_str(&a.replace('\'', "'\\''"));
+            s.push('\'');
+        }
+    }
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cards_get_root_ports_and_shared_memory() {
+        let cfg = VmConfig {
+            cards: vec!["/r/a.sock".into(), "/r/b.sock".into()],
+            ..VmConfig::default()
+        };
+        let p = Path::new("/r");
+        let a = qemu_args(&cfg, Accel::Tcg, p, p, p, p, p).join(" ");
+        assert!(a.contains("memory-backend-memfd,id=mem,size=1024M,share=on"));
+        assert!(a.contains("pcie-root-port,id=rp1,chassis=2,slot=2"));
+        assert!(a.contains(r#""bus":"rp1""#));
+        assert!(a.contains(r#""socket":{"path":"/r/b.sock","type":"unix"}"#));
+        assert!(a.contains("-accel tcg"));
+    }
+
+    #[test]
+    fn bind_dirs_cover_card_sockets_once() {
+        let d = bind_dirs(
+            Path::new("/run/x"),
+            &["/run/x/a.sock".into(), "/elsewhere/b.sock".into()],
+        );
+        assert_eq!(
+            d,
+            vec![PathBuf::from("/run/x"), PathBuf::from("/elsewhere")]
+        );
+    }
+}
