@@ -9,6 +9,7 @@
 
 pub mod accel;
 pub mod agent;
+pub mod devices;
 pub mod initramfs;
 pub mod paths;
 pub mod process;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use acq::accel::AccelChoice;
 use acq::paths::Paths;
 use acq::signals;
-use acq::vm::{Vm, VmConfig};
+use acq::vm::{Card, Vm, VmConfig};
 use acq_guest::proto::Stream;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -43,9 +43,15 @@ struct VmArgs {
     /// Guest RAM in MiB.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(128..=16384))]
     memory: u32,
-    /// Attach a card served over vfio-user at this socket (repeatable: one card each).
-    #[arg(long = "card", value_name = "SOCKET")]
-    cards: Vec<PathBuf>,
+    /// Attach this many cards, each served by its own device model (acq-device).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=8))]
+    cards: u32,
+    /// JSON config file for the device models started by --cards (see docs/device.md).
+    #[arg(long, value_name = "FILE", requires = "cards")]
+    card_config: Option<PathBuf>,
+    /// Attach a card served by an external vfio-user server at this socket (repeatable).
+    #[arg(long = "card-socket", value_name = "SOCKET")]
+    card_sockets: Vec<PathBuf>,
     /// Put a kernel module into the guest at /lib/modules/NAME.ko (repeatable).
     #[arg(long = "module", value_name = "KO")]
     modules: Vec<PathBuf>,
@@ -105,7 +111,12 @@ fn cmd_vm(args: VmArgs) -> Result<ExitCode> {
         accel: args.accel,
         cpus: args.cpus,
         memory_mib: args.memory,
-        cards: args.cards.clone(),
+        cards: (0..args.cards)
+            .map(|_| Card::Model {
+                config: args.card_config.clone(),
+            })
+            .chain(args.card_sockets.iter().cloned().map(Card::External))
+            .collect(),
         modules: args.modules.clone(),
         files: Vec::new(),
         boot_timeout: Duration::from_secs(args.boot_timeout),

@@ -11,6 +11,7 @@
 //! | `ACQ_QEMU` | an existing `qemu-system-x86_64` >= 10.1, run directly instead of the toolroot's |
 //! | `ACQ_KERNEL_DIR` | a built kernel tree (with `arch/x86/boot/bzImage`) |
 //! | `ACQ_GUEST_BIN` | directory of the static guest binaries |
+//! | `ACQ_DEVICE` | the device model binary (default `target/release/acq-device`) |
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,6 +31,8 @@ pub struct Paths {
     pub toolroot: Option<PathBuf>,
     /// Directory of the static guest binaries (`acq-agent`, ...).
     pub guest_bin: PathBuf,
+    /// The device model binary (`acq-device`).
+    pub device_model: PathBuf,
 }
 
 /// Which QEMU runs the guest.
@@ -80,7 +83,12 @@ impl Paths {
             Some(g) => PathBuf::from(g),
             None => repo.join("target/guest/x86_64-unknown-linux-gnu/release"),
         };
+        let device_model = match std::env::var_os("ACQ_DEVICE") {
+            Some(d) => PathBuf::from(d),
+            None => repo.join("target/release/acq-device"),
+        };
         Ok(Paths {
+            device_model,
             repo,
             qemu,
             kernel_build,

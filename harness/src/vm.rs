@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::accel::{self, Accel, AccelChoice};
 use crate::agent::{Agent, ExecOutput};
+use crate::devices::{self, DeviceModel};
 use crate::initramfs::{self, Entry};
 use crate::paths::{Paths, QemuBinary};
 use crate::process::Child;
@@ -29,8 +30,8 @@ pub struct VmConfig {
     pub cpus: u32,
     /// Guest RAM in MiB (shared memfd, so vfio-user servers can map it).
     pub memory_mib: u32,
-    /// vfio-user sockets, one card each, each behind its own PCIe root port (hot-unpluggable).
-    pub cards: Vec<PathBuf>,
+    /// Cards, each behind its own PCIe root port (so it can be hot-unplugged).
+    pub cards: Vec<Card>,
     /// Kernel modules to put into the image at `/lib/modules/NAME.ko`.
     pub modules: Vec<PathBuf>,
     /// Extra files for the image: (guest path, host path).
@@ -62,9 +63,23 @@ impl Default for VmConfig {
     }
 }
 
+/// Where a card comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Card {
+    /// A device model the harness starts (`acq-device`), with an optional JSON config file.
+    Model {
+        /// `acq-device --config FILE`.
+        config: Option<PathBuf>,
+    },
+    /// A vfio-user server someone else runs, at this socket.
+    External(PathBuf),
+}
+
 /// A booted guest.
 pub struct Vm {
     qemu: Child,
+    /// The device models the harness started, in card order (external cards have none).
+    pub models: Vec<DeviceModel>,
     agent: Agent,
     run_dir: PathBuf,
     keep: bool,
@@ -96,12 +111,26 @@ impl Vm {
         fs::copy(paths.bzimage(), &kernel)
             .with_context(|| format!("copying the guest kernel {}", paths.bzimage().display()))?;
 
+        let mut models = Vec::new();
+        let mut sockets = Vec::new();
+        for (i, card) in cfg.cards.iter().enumerate() {
+            match card {
+                Card::Model { config } => {
+                    let m = devices::start(&paths.device_model, &run_dir, i, config.as_deref())?;
+                    sockets.push(m.socket.clone());
+                    models.push(m);
+                }
+                Card::External(sock) => sockets.push(std::path::absolute(sock)?),
+            }
+        }
+
         let agent_sock = run_dir.join("agent.sock");
         let listener = UnixListener::bind(&agent_sock)
             .with_context(|| format!("binding {}", agent_sock.display()))?;
         let console = run_dir.join("console.log");
         let args = qemu_args(
             cfg,
+            &sockets,
             accel.0,
             &run_dir,
             &kernel,
@@ -120,7 +149,7 @@ impl Vm {
             QemuBinary::Toolroot(_) => {
                 let mut c = Command::new("bash");
                 c.arg(paths.repo.join("qemu/toolroot.sh")).arg("--run");
-                for dir in bind_dirs(&run_dir, &cfg.cards) {
+                for dir in bind_dirs(&run_dir, &sockets) {
                     c.arg("--bind").arg(dir);
                 }
                 c.arg("--").arg("qemu-system-x86_64").args(&args);
@@ -156,6 +185,7 @@ impl Vm {
         let _ = fs::remove_file(&agent_sock);
         Ok(Vm {
             qemu,
+            models,
             agent,
             run_dir,
             keep: cfg.keep,
@@ -239,7 +269,7 @@ impl Vm {
         }
         let left = timeout.saturating_sub(start.elapsed());
         match self.qemu.wait_timeout(left) {
-            Some(s) if s.success() => Ok(()),
+            Some(s) if s.success() => self.stop_models(),
             Some(s) => {
                 self.failed = true;
                 bail!(
@@ -255,6 +285,26 @@ impl Vm {
                 )
             }
         }
+    }
+
+    /// Stops the device models (SIGTERM) and fails if any of them had died or exits badly:
+    /// a crashed model is a bug even when the guest did not notice.
+    fn stop_models(&mut self) -> Result<()> {
+        let mut errors = Vec::new();
+        for (i, m) in self.models.iter_mut().enumerate() {
+            match m.child.terminate(Duration::from_secs(5)) {
+                Some(s) if s.success() => {}
+                other => errors.push(format!(
+                    "device model {i} ended with {other:?}; log: {}",
+                    m.log.display()
+                )),
+            }
+        }
+        if !errors.is_empty() {
+            self.failed = true;
+            bail!("{}", errors.join("\n"));
+        }
+        Ok(())
     }
 
     /// Waits for QEMU to exit on its own (the guest powered off), up to `timeout` (forever
@@ -284,7 +334,11 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
+        // QEMU first: it is the device models' client.
         self.qemu.terminate(Duration::from_secs(3));
+        for m in &mut self.models {
+            m.child.terminate(Duration::from_secs(3));
+        }
         if self.failed || self.keep {
             eprintln!("run files kept in {}", self.run_dir.display());
         } else {
@@ -379,8 +433,10 @@ fn build_image(cfg: &VmConfig, paths: &Paths, out: &Path) -> Result<()> {
     initramfs::write_cpio(&entries, out)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn qemu_args(
     cfg: &VmConfig,
+    cards: &[PathBuf],
     accel: Accel,
     run_dir: &Path,
     kernel: &Path,
@@ -433,7 +489,7 @@ fn qemu_args(
     push(&["-device", &port]);
     let qmp = format!("unix:{},server=on,wait=off", d(&run_dir.join("qmp.sock")));
     push(&["-qmp", &qmp]);
-    for (i, sock) in cfg.cards.iter().enumerate() {
+    for (i, sock) in cards.iter().enumerate() {
         let rp = format!("pcie-root-port,id=rp{i},chassis={},slot={}", i + 1, i + 1);
         let card = serde_json::json!({
             "driver": "vfio-user-pci",
@@ -470,12 +526,10 @@ mod tests {
 
     #[test]
     fn cards_get_root_ports_and_shared_memory() {
-        let cfg = VmConfig {
-            cards: vec!["/r/a.sock".into(), "/r/b.sock".into()],
-            ..VmConfig::default()
-        };
+        let cfg = VmConfig::default();
         let p = Path::new("/r");
-        let a = qemu_args(&cfg, Accel::Tcg, p, p, p, p, p).join(" ");
+        let cards = [PathBuf::from("/r/a.sock"), PathBuf::from("/r/b.sock")];
+        let a = qemu_args(&cfg, &cards, Accel::Tcg, p, p, p, p, p).join(" ");
         assert!(a.contains("memory-backend-memfd,id=mem,size=1024M,share=on"));
         assert!(a.contains("pcie-root-port,id=rp1,chassis=2,slot=2"));
         assert!(a.contains(r#""bus":"rp1""#));
