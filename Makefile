@@ -10,7 +10,7 @@ GUEST_TARGET := x86_64-unknown-linux-gnu
 GUEST_DIR := target/guest
 ACQ := target/release/acq
 
-.PHONY: all deps toolroot kernel guest build run test test-host test-vm lint fmt clean help
+.PHONY: all deps toolroot kernel guest build driver run test test-host test-vm lint fmt clean help
 
 all: build
 
@@ -41,6 +41,13 @@ guest:
 
 build:
 	$(CARGO) build --release --locked -p acq
+
+# The kernel module, built in the toolroot by the same rustc as the guest kernel (a module
+# built by any other rustc fails to load: E0514).
+KDIR = $(shell bash qemu/kernel.sh --path)
+driver: kernel
+	bash qemu/toolroot.sh --run --bind $(KDIR) --bind $(CURDIR) -- \
+		make -C $(KDIR)/build M=$(CURDIR)/driver modules
 
 ## The main job
 run: deps guest build
