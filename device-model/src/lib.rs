@@ -1,0 +1,3 @@
+//! The pcie-acq device model: a PCIe data-acquisition card served over vfio-user.
+
+pub mod regs;
