@@ -1,5 +1,5 @@
 #!/bin/sh
-# PID 1 of the guest: mount the pseudo file systems, start the agent, and power off when
+# PID 1 of the guest: mount the pseudo file systems, start the agent, and shut down when
 # it (or the interactive shell) ends. Kept small: everything else is the agent's job.
 /bin/busybox --install -s /bin
 export PATH=/sbin:/bin
@@ -22,4 +22,5 @@ else
     echo "init: the agent exited; powering off" >&2
 fi
 sync
-poweroff -f
+# No ACPI in the guest kernel: "power off" is a reboot, which QEMU's -no-reboot turns into exit.
+reboot -f

@@ -22,6 +22,12 @@ kdir="$ACQ_CACHE/kernel-$key"
 [ "${1:-}" = --path ] && { echo "$kdir"; exit 0; }
 [ -z "${1:-}" ] || die "usage: $0 [--path]"
 if [ -f "$kdir/.complete" ]; then echo "$kdir"; exit 0; fi
+# One build at a time: a second caller (say `make driver` while `make kernel` runs) waits
+# for the first and then finds the kernel built.
+mkdir -p "$ACQ_CACHE"
+exec 9>"$ACQ_CACHE/kernel.lock"
+flock 9
+if [ -f "$kdir/.complete" ]; then echo "$kdir"; exit 0; fi
 
 rm -rf "$kdir"
 mkdir -p "$kdir"

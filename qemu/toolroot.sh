@@ -17,6 +17,11 @@ case "${1:-}" in
 esac
 
 if [ -f "$root/.complete" ]; then echo "$root"; exit 0; fi
+# One provisioning at a time: a second caller waits for the first and then finds it done.
+mkdir -p "$ACQ_CACHE"
+exec 9>"$ACQ_CACHE/toolroot.lock"
+flock 9
+if [ -f "$root/.complete" ]; then echo "$root"; exit 0; fi
 
 [ "$(id -u)" = 0 ] || die "provisioning the toolroot needs root (debootstrap, chroot); or set ACQ_QEMU to an existing qemu-system-x86_64 >= 10.1 and ACQ_KERNEL_DIR to a built kernel"
 command -v debootstrap >/dev/null || die "debootstrap is missing: apt-get install debootstrap"

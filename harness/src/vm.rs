@@ -171,14 +171,14 @@ impl Vm {
         let start = Instant::now();
         let mut qemu = Child::spawn("qemu", &mut cmd)?;
         let ready = {
-            let mut alive = || qemu_alive(&mut qemu, &run_dir);
+            let mut alive = || qemu_alive(&mut qemu);
             Agent::accept(&listener, cfg.boot_timeout, &mut alive)
         };
         let (agent, kernel, guest_uptime) = match ready {
             Ok(r) => r,
             Err(e) => {
                 qemu.terminate(Duration::from_secs(3));
-                return Err(e.context(failure_context(&run_dir)));
+                return Err(with_logs(e, &run_dir));
             }
         };
         drop(listener);
@@ -237,13 +237,12 @@ impl Vm {
     ) -> Result<ExecOutput> {
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         let qemu = &mut self.qemu;
-        let run_dir = &self.run_dir;
-        let mut alive = || qemu_alive(qemu, run_dir);
+        let mut alive = || qemu_alive(qemu);
         let r = self.agent.exec(&argv, timeout, on_output, &mut alive);
         if r.is_err() {
             self.failed = true;
         }
-        r.map_err(|e| e.context(failure_context(&self.run_dir)))
+        r.map_err(|e| with_logs(e, &self.run_dir))
     }
 
     /// Marks the run as failed, so its run directory is kept.
@@ -256,15 +255,14 @@ impl Vm {
         let start = Instant::now();
         let r = {
             let qemu = &mut self.qemu;
-            let run_dir = &self.run_dir;
-            let mut alive = || qemu_alive(qemu, run_dir);
+            let mut alive = || qemu_alive(qemu);
             self.agent.shutdown(timeout, &mut alive)
         };
         if let Err(e) = r {
             // A QEMU that exits right after the acknowledgement is a clean shutdown too.
             if self.qemu.try_status().is_none() {
                 self.failed = true;
-                return Err(e);
+                return Err(with_logs(e, &self.run_dir));
             }
         }
         let left = timeout.saturating_sub(start.elapsed());
@@ -347,11 +345,16 @@ impl Drop for Vm {
     }
 }
 
-fn qemu_alive(qemu: &mut Child, run_dir: &Path) -> Result<()> {
+fn qemu_alive(qemu: &mut Child) -> Result<()> {
     match qemu.try_status() {
         None => Ok(()),
-        Some(s) => bail!("QEMU exited ({s}); {}", failure_context(run_dir)),
+        Some(s) => bail!("QEMU exited unexpectedly ({s})"),
     }
+}
+
+/// `e` followed by where to look: the cause first, then the logs that explain it.
+fn with_logs(e: anyhow::Error, run_dir: &Path) -> anyhow::Error {
+    anyhow::anyhow!("{e:#}; {}", failure_context(run_dir))
 }
 
 /// Where to look, with the tails of the logs that usually say why.
@@ -467,7 +470,7 @@ fn qemu_args(
         Accel::Tcg => push(&["-accel", "tcg,thread=multi", "-cpu", "max"]),
     }
     push(&["-kernel", &d(kernel), "-initrd", &d(image)]);
-    let mut append = String::from("console=ttyS0 panic=-1 loglevel=6");
+    let mut append = String::from("console=ttyS0 panic=-1 loglevel=7");
     if cfg.shell {
         append.push_str(" acq.shell=1");
     }
