@@ -1,0 +1,1408 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! pcie-acq: driver for the virtual PCIe data-acquisition card (docs/device.md).
+//!
+//! One `/dev/acqN` per card with read(), poll() and ioctl() over the card's capture DMA
+//! ring. The design (docs/driver.md):
+//!
+//! * [`Card`] is the per-card state shared by the PCI binding, the interrupt handlers, the
+//!   watchdog and open files. It lives in an [`Arc`], so an open file keeps it alive after
+//!   the card is unbound. Everything the hardware touches ([`Hw`]: rings, event page, the
+//!   buffer pool) sits in [`Inner::hw`] under the card's mutex and is freed at unbind,
+//!   under that mutex, after the engine was stopped: nobody can be copying from a buffer
+//!   at that moment.
+//! * The completion ring itself is the queue of captured blocks: read() consumes
+//!   completions in order, copies from the buffer pages and reposts them.
+//! * Interrupts only wake: vector 0 (completions) wakes the readers; vector 1 (errors)
+//!   wakes its IRQ thread, which reads the status registers. With MSI (one vector) the
+//!   thread reads registers only when the event page's `events` counter moved.
+//! * A delayed work item is the watchdog: a running engine that has buffers but makes no
+//!   progress is reset and restarted.
+
+use kernel::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
+use core::pin::Pin;
+use core::ptr;
+
+use kernel::{
+    bindings, device,
+    device::{Bound, Core},
+    dma::{Coherent, Device as _, DmaMask},
+    error::to_result,
+    fs::{file, File},
+    io::Io,
+    irq::{self, IrqReturn, ThreadedIrqReturn},
+    new_mutex, new_poll_condvar,
+    page::{Page, PAGE_SIZE},
+    pci,
+    prelude::*,
+    str::CString,
+    sync::{
+        aref::ARef,
+        atomic::{Atomic, Relaxed},
+        barrier::{dma_mb, mb, Full, Read, Write},
+        poll::{PollCondVar, PollTable},
+        Arc, CondVarTimeoutResult, Mutex, MutexGuard,
+    },
+    time::msecs_to_jiffies,
+    types::{ForeignOwnable, Opaque},
+    uaccess::{UserPtr, UserSlice},
+    workqueue::{self, impl_has_delayed_work, new_delayed_work, DelayedWork, WorkItem},
+};
+
+/// The shared hardware contract (register map, structures, patterns), included by path:
+/// the device model and the driver compile the same file.
+#[path = "../device-model/src/regs.rs"]
+#[allow(dead_code, unreachable_pub, missing_docs, clippy::all)]
+mod regs;
+
+/// The user API, shared with the guest tools.
+#[path = "uapi.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod uapi;
+
+use uapi::{AcqConfig, AcqInfo, AcqStats};
+
+/// Bytes of BAR0 the driver maps: the register window (the MSI-X table and PBA above it
+/// belong to the PCI core).
+const BAR0_LEN: usize = regs::bar::REG_WINDOW_SIZE as usize;
+
+/// Largest ring (and buffer pool) the driver allocates per card: 1024 pages = 4 MiB.
+const MAX_RING_LOG2: u32 = 10;
+const MAX_ENTRIES: usize = 1 << MAX_RING_LOG2;
+/// Most cards the driver names (`/dev/acq0` .. `/dev/acq31`).
+const MAX_CARDS: u32 = 32;
+/// Watchdog period.
+const WATCHDOG_MS: u32 = 500;
+/// A running engine with buffers that completes nothing for this long (plus four block
+/// times at the configured rate) is considered stuck.
+const STALL_MS: u64 = 2000;
+/// Readers re-check the ring at least this often while they sleep.
+const READ_RECHECK_MS: u32 = 200;
+
+// poll() event bits (include/uapi/asm-generic/poll.h).
+const POLLIN: c_uint = 0x0001;
+const POLLERR: c_uint = 0x0008;
+const POLLHUP: c_uint = 0x0010;
+const POLLRDNORM: c_uint = 0x0040;
+
+// ---------------------------------------------------------------------------
+// Single-page streaming DMA mappings (C shim)
+// ---------------------------------------------------------------------------
+
+extern "C" {
+    fn acq_shim_dma_map_page(
+        dev: *mut c_void,
+        page: *mut c_void,
+        size: usize,
+        addr: *mut bindings::dma_addr_t,
+    ) -> c_int;
+    fn acq_shim_dma_unmap_page(dev: *mut c_void, addr: bindings::dma_addr_t, size: usize);
+    fn acq_shim_dma_sync_for_cpu(dev: *mut c_void, addr: bindings::dma_addr_t, size: usize);
+    fn acq_shim_dma_sync_for_device(dev: *mut c_void, addr: bindings::dma_addr_t, size: usize);
+}
+
+/// One page of the buffer pool with a streaming (device-to-memory) DMA mapping.
+///
+/// The page is a normal `struct page`, so the next issue can lend it to a pipe (splice) or
+/// map it into a process (mmap) instead of copying from it.
+///
+/// # Invariants
+///
+/// `addr` is a live `DMA_FROM_DEVICE` mapping of the whole of `page` for `dev`, created by
+/// [`StreamingPage::new`] and removed only by `drop`.
+struct StreamingPage {
+    page: Page,
+    addr: bindings::dma_addr_t,
+    dev: ARef<device::Device>,
+}
+
+/// The C `struct device` behind a Rust device reference.
+fn raw_dev<Ctx: device::DeviceContext>(dev: &device::Device<Ctx>) -> *mut c_void {
+    // `device::Device` is a transparent wrapper of `struct device` (`Opaque`), so this is a
+    // plain pointer conversion; the C side takes it mutably as usual.
+    ptr::from_ref(dev).cast::<c_void>().cast_mut()
+}
+
+impl StreamingPage {
+    fn new(dev: &device::Device<Bound>) -> Result<Self> {
+        let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+        let mut addr: bindings::dma_addr_t = 0;
+        // SAFETY: `dev` is a valid, bound device and `page` a valid page we own; the shim
+        // writes `addr` only on success.
+        let ret = unsafe { acq_shim_dma_map_page(raw_dev(dev), page.as_ptr().cast(), PAGE_SIZE, &mut addr) };
+        if ret != 0 {
+            return Err(Error::from_errno(ret));
+        }
+        // INVARIANT: the mapping was just created.
+        Ok(Self {
+            page,
+            addr,
+            dev: dev.into(),
+        })
+    }
+
+    /// Bus address of the page.
+    fn bus_addr(&self) -> u64 {
+        self.addr
+    }
+
+    /// Hands the first `len` bytes back to the CPU after the device wrote them.
+    fn sync_for_cpu(&self, len: usize) {
+        // SAFETY: `addr` is a live mapping of `dev` (type invariant) at least `len` long.
+        unsafe { acq_shim_dma_sync_for_cpu(raw_dev(&self.dev), self.addr, len.min(PAGE_SIZE)) };
+    }
+
+    /// Hands the page back to the device before it is posted again.
+    fn sync_for_device(&self) {
+        // SAFETY: `addr` is a live mapping of `dev` (type invariant).
+        unsafe { acq_shim_dma_sync_for_device(raw_dev(&self.dev), self.addr, PAGE_SIZE) };
+    }
+
+    /// Runs `f` on bytes `off .. off + len` of the page (clamped to the page).
+    ///
+    /// The caller must own the buffer (not posted to the device) for the data to be
+    /// meaningful; memory safety does not depend on it (the device only writes bytes).
+    fn with_bytes<R>(&self, off: usize, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        let off = off.min(PAGE_SIZE);
+        let len = len.min(PAGE_SIZE - off);
+        // SAFETY: `page` is a valid page; the local mapping is released below, after the
+        // last use of the slice.
+        let base = unsafe { bindings::kmap_local_page(self.page.as_ptr()) }.cast::<u8>();
+        // SAFETY: `base` maps the whole page and `off + len <= PAGE_SIZE`. The device may
+        // write the page only while the buffer is posted; `u8` has no invalid values.
+        let bytes = unsafe { core::slice::from_raw_parts(base.add(off), len) };
+        let r = f(bytes);
+        // SAFETY: `base` came from `kmap_local_page` above, mappings are released in
+        // reverse order, and `bytes` is no longer used.
+        unsafe { bindings::kunmap_local(base.cast::<c_void>()) };
+        r
+    }
+}
+
+impl Drop for StreamingPage {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is live (type invariant) and is removed exactly once, here.
+        unsafe { acq_shim_dma_unmap_page(raw_dev(&self.dev), self.addr, PAGE_SIZE) };
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Coherent DMA memory shared with the card (rings, event page)
+// ---------------------------------------------------------------------------
+
+/// A block of coherent DMA memory accessed as little-endian 32-bit words at byte offsets.
+/// The card reads and writes it concurrently, so every access is volatile; out-of-range
+/// offsets read 0 and drop writes (they would be driver bugs, not memory corruption).
+struct DmaRegion {
+    mem: Coherent<[u32]>,
+}
+
+impl DmaRegion {
+    fn new(dev: &device::Device<Bound>, bytes: usize) -> Result<Self> {
+        let words = bytes.div_ceil(4);
+        Ok(Self {
+            mem: Coherent::<u32>::zeroed_slice(dev, words, GFP_KERNEL)?,
+        })
+    }
+
+    fn bus_addr(&self) -> u64 {
+        self.mem.dma_address()
+    }
+
+    fn word_ptr(&self, off: usize) -> Option<*mut u32> {
+        let idx = off / 4;
+        if off % 4 != 0 || idx >= self.mem.len() {
+            return None;
+        }
+        // SAFETY: `idx` is within the allocation, so the result stays in bounds.
+        Some(unsafe { self.mem.as_mut_ptr().cast::<u32>().add(idx) })
+    }
+
+    fn read32(&self, off: usize) -> u32 {
+        match self.word_ptr(off) {
+            // SAFETY: `p` is an aligned pointer into live coherent memory (checked above).
+            Some(p) => u32::from_le(unsafe { ptr::read_volatile(p) }),
+            None => 0,
+        }
+    }
+
+    fn write32(&self, off: usize, v: u32) {
+        if let Some(p) = self.word_ptr(off) {
+            // SAFETY: `p` is an aligned pointer into live coherent memory (checked above).
+            unsafe { ptr::write_volatile(p, v.to_le()) };
+        }
+    }
+
+    fn read64(&self, off: usize) -> u64 {
+        regs::join64(self.read32(off), self.read32(off + 4))
+    }
+
+    fn write64(&self, off: usize, v: u64) {
+        self.write32(off, regs::lo32(v));
+        self.write32(off + 4, regs::hi32(v));
+    }
+
+    fn zero(&self, bytes: usize) {
+        let mut off = 0;
+        while off < bytes {
+            self.write32(off, 0);
+            off += 4;
+        }
+    }
+}
+
+/// Everything the card reaches by DMA. Dropped (unmapped and freed) at unbind, after the
+/// engine was stopped.
+struct Hw {
+    desc: DmaRegion,
+    comp: DmaRegion,
+    event: DmaRegion,
+    pool: KVec<StreamingPage>,
+}
+
+impl Hw {
+    fn new(dev: &device::Device<Bound>) -> Result<Self> {
+        let mut pool = KVec::with_capacity(MAX_ENTRIES, GFP_KERNEL)?;
+        for _ in 0..MAX_ENTRIES {
+            pool.push(StreamingPage::new(dev)?, GFP_KERNEL)?;
+        }
+        Ok(Self {
+            desc: DmaRegion::new(dev, MAX_ENTRIES * regs::desc::SIZE)?,
+            comp: DmaRegion::new(dev, MAX_ENTRIES * regs::comp::SIZE)?,
+            event: DmaRegion::new(dev, PAGE_SIZE)?,
+            pool,
+        })
+    }
+
+    /// The completion with index `k`, if the card wrote it (its PHASE matches).
+    fn completion(&self, k: u32, log2: u32) -> Option<regs::Completion> {
+        let base = regs::ring::slot(k, log2) as usize * regs::comp::SIZE;
+        let tail = self.comp.read32(base + regs::comp::OFF_TAIL_DWORD);
+        if regs::comp::tail_phase(tail) != regs::ring::phase(k, log2) {
+            return None;
+        }
+        // ACQUIRE: the tail dword is read before the rest of the record and the buffer.
+        dma_mb(Read);
+        Some(regs::Completion {
+            stream_offset: self.comp.read64(base + regs::comp::OFF_STREAM_OFFSET),
+            lost_bytes: self.comp.read64(base + regs::comp::OFF_LOST_BYTES),
+            timestamp_ns: self.comp.read64(base + regs::comp::OFF_TIMESTAMP_NS),
+            length: self.comp.read32(base + regs::comp::OFF_LENGTH),
+            id: tail as u16,
+            flags: (tail >> 16) as u16,
+        })
+    }
+
+    /// Writes descriptor `k` for pool buffer `id`.
+    fn write_desc(&self, k: u32, log2: u32, id: usize) {
+        let Some(buf) = self.pool.get(id) else {
+            return;
+        };
+        buf.sync_for_device();
+        let base = regs::ring::slot(k, log2) as usize * regs::desc::SIZE;
+        self.desc.write64(base + regs::desc::OFF_ADDR, buf.bus_addr());
+        self.desc.write32(base + regs::desc::OFF_LEN, PAGE_SIZE as u32);
+        // id (bits 15:0) and flags (bits 31:16, reserved 0) share one word.
+        self.desc.write32(base + regs::desc::OFF_ID, id as u32 & 0xFFFF);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Register access
+// ---------------------------------------------------------------------------
+
+/// BAR0 registers, addressed by the offsets of the shared register map. (The kernel's
+/// `register!` macro would need a second copy of the map; regs.rs stays the single source
+/// of truth, so offsets are checked at run time and a failed access reads as all-ones,
+/// like a removed card.)
+struct Regs<'a, 'b>(&'a pci::Bar<'b, BAR0_LEN>);
+
+impl Regs<'_, '_> {
+    fn rd(&self, off: usize) -> u32 {
+        self.0.try_read32(off).unwrap_or(u32::MAX)
+    }
+
+    fn wr(&self, off: usize, v: u32) {
+        let _ = self.0.try_write32(v, off);
+    }
+
+    fn wr64(&self, lo: usize, hi: usize, v: u64) {
+        self.wr(lo, regs::lo32(v));
+        self.wr(hi, regs::hi32(v));
+    }
+
+    /// Stops the engine: ENABLE = 0, then wait for RUNNING = 0 (the model clears it before
+    /// it answers the next access; a card that does not gets a soft reset).
+    fn stop(&self) {
+        self.wr(regs::reg::CTRL, 0);
+        for _ in 0..8 {
+            if self.rd(regs::reg::STATUS) & regs::status::RUNNING == 0 {
+                return;
+            }
+        }
+        self.soft_reset();
+    }
+
+    fn soft_reset(&self) {
+        self.wr(regs::reg::CTRL, regs::ctrl::SOFT_RESET);
+        // The read flushes the write and confirms the reset.
+        let _ = self.rd(regs::reg::ID);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Per-card state
+// ---------------------------------------------------------------------------
+
+/// Mutable card state, under [`Card::inner`].
+struct Inner {
+    /// DMA memory; `None` once the card was unbound.
+    hw: Option<Hw>,
+    cfg: AcqConfig,
+    stats: AcqStats,
+    /// A file is open (one opener at a time).
+    open: bool,
+    /// A session is running.
+    running: bool,
+    /// The engine halted on a fatal error (cleared by the next start).
+    halted: bool,
+    /// The card was unbound (removed).
+    removed: bool,
+    /// Next completion index to consume, and descriptors posted, in this session.
+    head: u32,
+    prod: u32,
+    /// Bytes of completion `head` already returned by read().
+    block_pos: u32,
+    /// read() owes an `EPIPE` (overflow) / an `EIO` (error) before more data.
+    xrun: bool,
+    err: bool,
+    /// Event page `events` counter last seen (MSI: were there vector-1 causes?).
+    last_events: u32,
+    /// Watchdog: completion count at the last tick and how long it has not moved.
+    wd_cons: u32,
+    wd_still_ms: u64,
+}
+
+impl Inner {
+    fn entries(&self) -> u32 {
+        regs::ring::entries(self.cfg.ring_log2)
+    }
+}
+
+/// Default configuration: 4 KiB blocks, 256 buffers, unlimited rate, COUNTER pattern,
+/// one interrupt per 16 completions or 1 ms.
+const DEFAULT_CONFIG: AcqConfig = AcqConfig {
+    block_size: 4096,
+    ring_log2: 8,
+    rate: 0,
+    seed: 0,
+    pattern: regs::pattern::COUNTER,
+    irq_mod_count: 16,
+    irq_mod_time_us: 1000,
+    flags: 0,
+};
+
+/// One card, shared by the binding, the IRQ handlers, the watchdog and open files.
+#[pin_data]
+struct Card {
+    index: u32,
+    hw_version: u32,
+    caps: u32,
+    fifo_depth: u32,
+    irq_mode: u32,
+    bar: pci::DevresBar<BAR0_LEN>,
+    #[pin]
+    inner: Mutex<Inner>,
+    /// Readers and pollers sleep here; interrupts, stop, errors and removal wake them.
+    #[pin]
+    wait: PollCondVar,
+    #[pin]
+    watchdog: DelayedWork<Card>,
+    irqs: Atomic<u64>,
+}
+
+impl_has_delayed_work! {
+    impl HasDelayedWork<Self> for Card { self.watchdog }
+}
+
+impl WorkItem for Card {
+    type Pointer = Arc<Card>;
+
+    fn run(this: Arc<Card>) {
+        if this.watchdog_tick() {
+            let _ = workqueue::system().enqueue_delayed(this, msecs_to_jiffies(WATCHDOG_MS));
+        }
+    }
+}
+
+impl Card {
+    /// Runs `f` with the registers, if the card is still bound. `f` must not sleep (the
+    /// BAR is protected by RCU).
+    fn with_regs<R>(&self, f: impl FnOnce(&Regs<'_, '_>) -> R) -> Option<R> {
+        let bar = self.bar.try_access()?;
+        Some(f(&Regs(&bar)))
+    }
+
+    fn state(g: &Inner) -> u32 {
+        if g.removed {
+            uapi::ACQ_STATE_REMOVED
+        } else if g.halted {
+            uapi::ACQ_STATE_ERROR
+        } else if g.running {
+            uapi::ACQ_STATE_RUNNING
+        } else {
+            uapi::ACQ_STATE_STOPPED
+        }
+    }
+
+    /// Starts a new session with the current configuration.
+    fn start_locked(&self, g: &mut MutexGuard<'_, Inner>) -> Result {
+        if g.removed {
+            return Err(ENODEV);
+        }
+        if g.running {
+            return Err(EBUSY);
+        }
+        let cfg = g.cfg;
+        let log2 = cfg.ring_log2;
+        let n = regs::ring::entries(log2);
+        let Some(hw) = g.hw.as_ref() else {
+            return Err(ENODEV);
+        };
+        self.with_regs(|r| r.stop()).ok_or(ENODEV)?;
+        // Zero the completion ring (stale PHASE bits would look new) and the event page,
+        // then post every buffer.
+        hw.comp.zero(n as usize * regs::comp::SIZE);
+        hw.event.zero(regs::event::SIZE);
+        for k in 0..n {
+            hw.write_desc(k, log2, k as usize);
+        }
+        // RELEASE: descriptors before the producer index.
+        dma_mb(Write);
+        hw.event.write32(regs::event::OFF_PROD, n);
+        // Completion interrupts stay armed for the whole session (moderation bounds them).
+        hw.event
+            .write32(regs::event::OFF_IRQ_ARMED, regs::event::ARMED_CAPTURE);
+        mb(Full);
+        let (desc, comp, event) = (hw.desc.bus_addr(), hw.comp.bus_addr(), hw.event.bus_addr());
+        let status = self
+            .with_regs(|r| {
+                r.wr64(regs::reg::DESC_BASE_LO, regs::reg::DESC_BASE_HI, desc);
+                r.wr64(regs::reg::COMP_BASE_LO, regs::reg::COMP_BASE_HI, comp);
+                r.wr64(regs::reg::EVENT_BASE_LO, regs::reg::EVENT_BASE_HI, event);
+                r.wr(regs::reg::RING_LOG2, log2);
+                r.wr(regs::reg::BLOCK_SIZE, cfg.block_size);
+                r.wr64(regs::reg::RATE_LO, regs::reg::RATE_HI, cfg.rate);
+                r.wr(regs::reg::PATTERN, cfg.pattern);
+                r.wr64(regs::reg::SEED_LO, regs::reg::SEED_HI, cfg.seed);
+                r.wr(regs::reg::IRQ_MOD_COUNT, cfg.irq_mod_count);
+                r.wr(regs::reg::IRQ_MOD_TIME_US, cfg.irq_mod_time_us);
+                r.wr(regs::reg::STATUS, regs::status::W1C_MASK);
+                r.wr(regs::reg::IRQ_STATUS, regs::irq::ALL);
+                r.wr(regs::reg::IRQ_MASK, 0);
+                r.wr(regs::reg::CTRL, regs::ctrl::ENABLE);
+                let status = r.rd(regs::reg::STATUS);
+                if status & regs::status::HALTED != 0 {
+                    let code = r.rd(regs::reg::ERROR_CODE);
+                    r.stop();
+                    (status, code)
+                } else {
+                    (status, 0)
+                }
+            })
+            .ok_or(ENODEV)?;
+        if status.0 == u32::MAX {
+            return Err(ENODEV);
+        }
+        if status.0 & regs::status::HALTED != 0 {
+            pr_err!(
+                "acq{}: the card refused the configuration (ERROR_CODE {:#x})\n",
+                self.index,
+                status.1
+            );
+            return Err(EIO);
+        }
+        g.head = 0;
+        g.prod = n;
+        g.block_pos = 0;
+        g.xrun = false;
+        g.halted = false;
+        g.running = true;
+        g.last_events = 0;
+        g.wd_cons = 0;
+        g.wd_still_ms = 0;
+        g.stats.read_offset = 0;
+        g.stats.session += 1;
+        Ok(())
+    }
+
+    /// Stops the session; captured data not yet read is discarded.
+    fn stop_locked(&self, g: &mut MutexGuard<'_, Inner>) {
+        if g.running || g.halted {
+            let _ = self.with_regs(|r| r.stop());
+        }
+        g.running = false;
+        g.halted = false;
+        g.block_pos = 0;
+        g.xrun = false;
+        self.wait.notify_all();
+    }
+
+    /// Gives buffer `id` back to the card as descriptor `prod` (section 8 of the spec).
+    fn repost(&self, g: &mut MutexGuard<'_, Inner>, id: usize) {
+        let log2 = g.cfg.ring_log2;
+        let prod = g.prod;
+        let Some(hw) = g.hw.as_ref() else {
+            return;
+        };
+        hw.write_desc(prod, log2, id);
+        dma_mb(Write);
+        hw.event.write32(regs::event::OFF_PROD, prod.wrapping_add(1));
+        // FULL: store prod before loading need_doorbell.
+        mb(Full);
+        let ring = hw.event.read32(regs::event::OFF_NEED_DOORBELL) != 0;
+        g.prod = prod.wrapping_add(1);
+        if ring {
+            let _ = self.with_regs(|r| r.wr(regs::reg::DOORBELL, 1));
+        }
+    }
+
+    /// True if a read() would not block.
+    fn readable(g: &Inner) -> bool {
+        if g.removed || g.xrun || g.err || !g.running {
+            return true;
+        }
+        match g.hw.as_ref() {
+            Some(hw) => hw.completion(g.head, g.cfg.ring_log2).is_some(),
+            None => true,
+        }
+    }
+
+    /// read(): see docs/driver.md for the semantics.
+    fn read(&self, nonblock: bool, buf: UserPtr, count: usize) -> Result<usize> {
+        if count == 0 {
+            return Ok(0);
+        }
+        let mut out = UserSlice::new(buf, count).writer();
+        let mut copied = 0usize;
+        let mut g = self.inner.lock();
+        loop {
+            if g.removed {
+                return if copied > 0 { Ok(copied) } else { Err(ENODEV) };
+            }
+            if g.xrun || g.err {
+                if copied > 0 {
+                    return Ok(copied);
+                }
+                if g.xrun {
+                    g.xrun = false;
+                    return Err(EPIPE);
+                }
+                g.err = false;
+                return Err(EIO);
+            }
+            if copied == count {
+                return Ok(copied);
+            }
+            if !g.running {
+                // A stopped card (never started, stopped, or halted) starts on read().
+                self.start_locked(&mut g)?;
+            }
+            let log2 = g.cfg.ring_log2;
+            let head = g.head;
+            let comp = g.hw.as_ref().and_then(|hw| hw.completion(head, log2));
+            let Some(c) = comp else {
+                if nonblock {
+                    return if copied > 0 { Ok(copied) } else { Err(EAGAIN) };
+                }
+                match self
+                    .wait
+                    .wait_interruptible_timeout(&mut g, msecs_to_jiffies(READ_RECHECK_MS))
+                {
+                    CondVarTimeoutResult::Signal { .. } => {
+                        return if copied > 0 { Ok(copied) } else { Err(EINTR) };
+                    }
+                    _ => continue,
+                }
+            };
+            let id = c.id as usize;
+            let len = c.length as usize;
+            if c.is_error() || id >= g.entries() as usize || len > PAGE_SIZE {
+                // The buffer holds nothing: report EIO once, repost and carry on (the
+                // block stays in the card's FIFO and goes to the next buffer).
+                g.stats.errors += 1;
+                g.err = true;
+                g.head = head.wrapping_add(1);
+                g.block_pos = 0;
+                if id < g.entries() as usize {
+                    self.repost(&mut g, id);
+                }
+                continue;
+            }
+            if g.block_pos == 0 && c.stream_offset != g.stats.read_offset {
+                // Bytes were dropped before this block: one EPIPE, then the stream
+                // continues at the block's offset.
+                g.stats.overflows += 1;
+                g.stats.lost_bytes += c.lost_bytes;
+                g.stats.read_offset = c.stream_offset;
+                g.xrun = true;
+                continue;
+            }
+            let pos = g.block_pos as usize;
+            let n = (len - pos.min(len)).min(count - copied);
+            let res = match g.hw.as_ref().and_then(|hw| hw.pool.get(id)) {
+                Some(page) => {
+                    if pos == 0 {
+                        page.sync_for_cpu(len);
+                    }
+                    page.with_bytes(pos, n, |bytes| out.write_slice(bytes))
+                }
+                None => Err(ENODEV),
+            };
+            if let Err(e) = res {
+                return if copied > 0 { Ok(copied) } else { Err(e) };
+            }
+            copied += n;
+            g.stats.bytes += n as u64;
+            g.stats.read_offset += n as u64;
+            if pos + n >= len {
+                g.stats.blocks += 1;
+                g.head = head.wrapping_add(1);
+                g.block_pos = 0;
+                self.repost(&mut g, id);
+            } else {
+                g.block_pos = (pos + n) as u32;
+            }
+        }
+    }
+
+    fn poll(&self, file: &File, table: &PollTable<'_>) -> c_uint {
+        table.register_wait(file, &self.wait);
+        let mut g = self.inner.lock();
+        if g.removed {
+            return POLLERR | POLLHUP;
+        }
+        if !g.running && !g.err && !g.xrun {
+            // Like read(), poll() starts a stopped card, so that poll-driven readers work
+            // without an explicit start.
+            if self.start_locked(&mut g).is_err() {
+                return POLLERR;
+            }
+        }
+        let mut mask = 0;
+        if g.err || g.halted {
+            mask |= POLLERR;
+        }
+        if Self::readable(&g) {
+            mask |= POLLIN | POLLRDNORM;
+        }
+        mask
+    }
+
+    /// Vector-1 work (IRQ thread): read and clear the error/overflow/halt causes.
+    fn handle_events(&self, msi: bool) {
+        let mut g = self.inner.lock();
+        let Some(hw) = g.hw.as_ref() else {
+            return;
+        };
+        let events = hw.event.read32(regs::event::OFF_EVENTS);
+        if msi && events == g.last_events {
+            // Only completions: the hard handler already woke the readers.
+            return;
+        }
+        g.last_events = events;
+        let Some((status, code)) = self.with_regs(|r| {
+            let causes = r.rd(regs::reg::IRQ_STATUS);
+            r.wr(regs::reg::IRQ_STATUS, causes);
+            let status = r.rd(regs::reg::STATUS);
+            let code = r.rd(regs::reg::ERROR_CODE);
+            r.wr(regs::reg::STATUS, status & regs::status::W1C_MASK);
+            (status, code)
+        }) else {
+            return;
+        };
+        if status == u32::MAX {
+            return;
+        }
+        if status & regs::status::HALTED != 0 && g.running {
+            // Fatal: the engine stopped. Readers get EIO once (POLLERR until then); the
+            // next read() or poll() starts a new session.
+            pr_err!(
+                "acq{}: engine halted, ERROR_CODE {:#x}\n",
+                self.index,
+                code
+            );
+            let _ = self.with_regs(|r| r.stop());
+            g.running = false;
+            g.halted = true;
+            g.err = true;
+            g.stats.errors += 1;
+        }
+        drop(g);
+        self.wait.notify_all();
+    }
+
+    /// One watchdog period. Returns false when the watchdog must not run again.
+    fn watchdog_tick(&self) -> bool {
+        let mut g = self.inner.lock();
+        if g.removed {
+            return false;
+        }
+        if !g.running {
+            g.wd_still_ms = 0;
+            return true;
+        }
+        let Some(hw) = g.hw.as_ref() else {
+            return false;
+        };
+        let cons = hw.event.read32(regs::event::OFF_CONS);
+        let outstanding = regs::ring::outstanding(g.prod, cons);
+        if cons != g.wd_cons || outstanding == 0 {
+            // Progress, or the card waits for us (a slow reader is not a stall).
+            g.wd_cons = cons;
+            g.wd_still_ms = 0;
+            return true;
+        }
+        g.wd_still_ms += u64::from(WATCHDOG_MS);
+        let block_ms = match g.cfg.rate {
+            0 => 0,
+            rate => u64::from(g.cfg.block_size).saturating_mul(1000) / rate,
+        };
+        if g.wd_still_ms < STALL_MS.saturating_add(block_ms.saturating_mul(4)) {
+            return true;
+        }
+        pr_warn!(
+            "acq{}: no progress for {} ms with {} buffers posted: resetting the card\n",
+            self.index,
+            g.wd_still_ms,
+            outstanding
+        );
+        g.stats.watchdog_resets += 1;
+        g.stats.errors += 1;
+        g.err = true;
+        let _ = self.with_regs(|r| r.soft_reset());
+        g.running = false;
+        if self.start_locked(&mut g).is_err() {
+            g.halted = true;
+        }
+        drop(g);
+        self.wait.notify_all();
+        true
+    }
+
+    fn ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
+        let user = UserPtr::from_addr(arg);
+        match cmd {
+            uapi::ACQ_IOC_START => {
+                let mut g = self.inner.lock();
+                self.start_locked(&mut g)?;
+            }
+            uapi::ACQ_IOC_STOP => {
+                let mut g = self.inner.lock();
+                if g.removed {
+                    return Err(ENODEV);
+                }
+                self.stop_locked(&mut g);
+            }
+            uapi::ACQ_IOC_RESET => {
+                let mut g = self.inner.lock();
+                if g.removed {
+                    return Err(ENODEV);
+                }
+                self.stop_locked(&mut g);
+                self.with_regs(|r| r.soft_reset()).ok_or(ENODEV)?;
+                g.err = false;
+                g.stats = AcqStats::default();
+                self.irqs.store(0, Relaxed);
+            }
+            uapi::ACQ_IOC_GET_CONFIG => {
+                let cfg = self.inner.lock().cfg;
+                UserSlice::new(user, size_of::<AcqConfig>())
+                    .writer()
+                    .write(&UapiConfig(cfg))?;
+            }
+            uapi::ACQ_IOC_SET_CONFIG => {
+                let UapiConfig(cfg) = UserSlice::new(user, size_of::<AcqConfig>())
+                    .reader()
+                    .read::<UapiConfig>()?;
+                self.validate(&cfg)?;
+                let mut g = self.inner.lock();
+                if g.removed {
+                    return Err(ENODEV);
+                }
+                if g.running {
+                    return Err(EBUSY);
+                }
+                g.cfg = cfg;
+            }
+            uapi::ACQ_IOC_GET_STATS => {
+                let stats = {
+                    let g = self.inner.lock();
+                    let mut s = g.stats;
+                    s.state = Self::state(&g);
+                    s.interrupts = self.irqs.load(Relaxed);
+                    s
+                };
+                UserSlice::new(user, size_of::<AcqStats>())
+                    .writer()
+                    .write(&UapiStats(stats))?;
+            }
+            uapi::ACQ_IOC_GET_INFO => {
+                let info = AcqInfo {
+                    abi_version: uapi::ACQ_ABI_VERSION,
+                    index: self.index,
+                    hw_version: self.hw_version,
+                    caps: self.caps,
+                    fifo_depth: self.fifo_depth,
+                    irq_mode: self.irq_mode,
+                    max_ring_log2: MAX_RING_LOG2,
+                    max_block_size: PAGE_SIZE as u32,
+                };
+                UserSlice::new(user, size_of::<AcqInfo>())
+                    .writer()
+                    .write(&UapiInfo(info))?;
+            }
+            _ => return Err(ENOTTY),
+        }
+        Ok(0)
+    }
+
+    fn validate(&self, c: &AcqConfig) -> Result {
+        let block_ok = regs::limits::block_size_valid(c.block_size, self.fifo_depth)
+            && c.block_size as usize <= PAGE_SIZE;
+        let ring_ok = c.ring_log2 >= regs::limits::RING_LOG2_MIN && c.ring_log2 <= MAX_RING_LOG2;
+        let pat_cap = match regs::pattern::id(c.pattern) {
+            regs::pattern::COUNTER => regs::caps::PAT_COUNTER,
+            regs::pattern::PRBS => regs::caps::PAT_PRBS,
+            regs::pattern::SINE => regs::caps::PAT_SINE,
+            _ => 0,
+        };
+        let pattern_ok = c.pattern & !regs::pattern::REG_MASK == 0
+            && regs::pattern::valid(c.pattern)
+            && self.caps & pat_cap != 0;
+        let irq_ok = c.irq_mod_count <= 0xFFFF && c.irq_mod_time_us <= 1_000_000;
+        if block_ok && ring_ok && pattern_ok && irq_ok && c.flags == 0 {
+            Ok(())
+        } else {
+            Err(EINVAL)
+        }
+    }
+
+    /// Unbind: stop the card, free its DMA memory (under the lock, so no reader is using
+    /// a buffer), wake everybody with ENODEV and stop the watchdog.
+    fn shutdown(self: &Arc<Self>) {
+        let hw = {
+            let mut g = self.inner.lock();
+            g.removed = true;
+            g.running = false;
+            let _ = self.with_regs(|r| {
+                r.wr(regs::reg::CTRL, 0);
+                r.wr(regs::reg::IRQ_MASK, regs::irq::ALL);
+                r.soft_reset();
+            });
+            g.hw.take()
+        };
+        drop(hw);
+        self.wait.notify_all();
+        self.cancel_watchdog();
+    }
+
+    fn cancel_watchdog(self: &Arc<Self>) {
+        let dwork = ptr::from_ref(&self.watchdog)
+            .cast_mut()
+            .cast::<bindings::delayed_work>();
+        // SAFETY: `DelayedWork` is a transparent wrapper of a `struct delayed_work` that
+        // was initialised by `new_delayed_work!` and lives as long as `self`.
+        let was_pending = unsafe { bindings::cancel_delayed_work_sync(dwork) };
+        if was_pending {
+            // SAFETY: a queued work item owns one reference, leaked by `Arc::into_raw` in
+            // `enqueue_delayed`; its `run` will never execute now, so we release it.
+            drop(unsafe { Arc::from_raw(Arc::as_ptr(self)) });
+        }
+    }
+}
+
+// Byte-level views of the uapi structures for `UserSlice::read`/`write`.
+#[repr(transparent)]
+struct UapiConfig(AcqConfig);
+#[repr(transparent)]
+struct UapiStats(AcqStats);
+#[repr(transparent)]
+struct UapiInfo(AcqInfo);
+
+// SAFETY: `AcqConfig` is `repr(C)` with only integer fields and no padding (its size is
+// asserted in uapi.rs), so every bit pattern is valid and every byte is initialised.
+unsafe impl kernel::transmute::FromBytes for UapiConfig {}
+// SAFETY: as above.
+unsafe impl kernel::transmute::AsBytes for UapiConfig {}
+// SAFETY: `AcqStats` is `repr(C)`, integer fields only, no padding.
+unsafe impl kernel::transmute::AsBytes for UapiStats {}
+// SAFETY: `AcqInfo` is `repr(C)`, integer fields only, no padding.
+unsafe impl kernel::transmute::AsBytes for UapiInfo {}
+
+// ---------------------------------------------------------------------------
+// Interrupts
+// ---------------------------------------------------------------------------
+
+/// MSI-X vector 0 (completions): count and wake the readers, nothing else.
+struct CaptureIrq {
+    card: Arc<Card>,
+}
+
+impl irq::Handler for CaptureIrq {
+    fn handle(&self) -> IrqReturn {
+        self.card.irqs.fetch_add(1, Relaxed);
+        self.card.wait.notify_all();
+        IrqReturn::Handled
+    }
+}
+
+/// MSI-X vector 1 (errors), or the single MSI vector: wake the readers and the thread.
+struct EventIrq {
+    card: Arc<Card>,
+    msi: bool,
+}
+
+impl irq::ThreadedHandler for EventIrq {
+    fn handle(&self) -> ThreadedIrqReturn {
+        self.card.irqs.fetch_add(1, Relaxed);
+        if self.msi {
+            self.card.wait.notify_all();
+        }
+        ThreadedIrqReturn::WakeThread
+    }
+
+    fn handle_threaded(&self) -> IrqReturn {
+        self.card.handle_events(self.msi);
+        IrqReturn::Handled
+    }
+}
+
+/// The interrupt vectors of a card and the handlers on them.
+///
+/// Fields drop in order: the handlers are freed before the vectors they borrow.
+struct Irqs<'b> {
+    capture: Option<Pin<KBox<irq::Registration<'b, CaptureIrq>>>>,
+    events: Option<Pin<KBox<irq::ThreadedRegistration<'b, EventIrq>>>>,
+    _vectors: KBox<pci::IrqVectorRegistration<'b>>,
+}
+
+impl<'b> Irqs<'b> {
+    /// MSI-X with vectors 0 and 1 if possible, else one MSI vector.
+    fn alloc(pdev: &'b pci::Device<Bound>) -> Result<(KBox<pci::IrqVectorRegistration<'b>>, u32)> {
+        let msix = pci::IrqTypes::default().with(pci::IrqType::MsiX);
+        let msi = pci::IrqTypes::default().with(pci::IrqType::Msi);
+        match pdev.alloc_irq_vectors(2, u32::from(regs::msix::VECTORS), msix) {
+            Ok(v) => Ok((KBox::new(v, GFP_KERNEL)?, uapi::ACQ_IRQ_MSIX)),
+            Err(_) => {
+                let v = pdev.alloc_irq_vectors(1, 1, msi)?;
+                Ok((KBox::new(v, GFP_KERNEL)?, uapi::ACQ_IRQ_MSI))
+            }
+        }
+    }
+
+    fn request(
+        vectors: KBox<pci::IrqVectorRegistration<'b>>,
+        mode: u32,
+        card: &Arc<Card>,
+    ) -> Result<Self> {
+        // SAFETY: the registration lives in its own heap allocation, which `Self` owns and
+        // never moves out of or mutates; `Self` drops the handlers (which borrow it) before
+        // it (field order), so the reference stays valid for as long as it is used.
+        let vref: &'b pci::IrqVectorRegistration<'b> =
+            unsafe { &*ptr::from_ref::<pci::IrqVectorRegistration<'b>>(&*vectors) };
+        let mut this = Self {
+            capture: None,
+            events: None,
+            _vectors: vectors,
+        };
+        let msi = mode == uapi::ACQ_IRQ_MSI;
+        let ev_index = if msi { 0 } else { usize::from(regs::msix::VEC_ERROR) };
+        let ev = EventIrq {
+            card: card.clone(),
+            msi,
+        };
+        // SAFETY: the registration is kept in `Self` and dropped normally, never leaked.
+        let reg = unsafe {
+            irq::ThreadedRegistration::new(
+                vref.index(ev_index)?.into(),
+                irq::Flags::TRIGGER_NONE,
+                c"acq-events",
+                Ok::<_, Error>(ev),
+            )
+        };
+        this.events = Some(KBox::pin_init(reg, GFP_KERNEL)?);
+        if !msi {
+            let cap = CaptureIrq { card: card.clone() };
+            // SAFETY: as above.
+            let reg = unsafe {
+                irq::Registration::new(
+                    vref.index(usize::from(regs::msix::VEC_CAPTURE))?.into(),
+                    irq::Flags::TRIGGER_NONE,
+                    c"acq-capture",
+                    Ok::<_, Error>(cap),
+                )
+            };
+            this.capture = Some(KBox::pin_init(reg, GFP_KERNEL)?);
+        }
+        Ok(this)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Character device (/dev/acqN): our own file_operations, because the Rust miscdevice
+// abstraction has no poll() in 7.3.
+// ---------------------------------------------------------------------------
+
+/// A registered `struct miscdevice` named `acqN` for one card.
+///
+/// # Invariants
+///
+/// `misc` is registered with [`ACQ_FOPS`] from successful initialisation until drop.
+#[pin_data(PinnedDrop)]
+struct CharDev {
+    card: Arc<Card>,
+    name: CString,
+    #[pin]
+    misc: Opaque<bindings::miscdevice>,
+}
+
+impl CharDev {
+    fn new(card: Arc<Card>) -> Result<impl PinInit<Self, Error>> {
+        let name = CString::try_from_fmt(fmt!("acq{}", card.index))?;
+        let name_ptr = name.as_char_ptr();
+        Ok(try_pin_init!(Self {
+            card,
+            name,
+            misc <- Opaque::try_ffi_init(move |slot: *mut bindings::miscdevice| {
+                // SAFETY: `slot` is valid for writes; an all-zero miscdevice is valid.
+                unsafe {
+                    slot.write(pin_init::zeroed());
+                    (*slot).minor = bindings::MISC_DYNAMIC_MINOR as c_int;
+                    (*slot).name = name_ptr;
+                    (*slot).fops = &ACQ_FOPS.0;
+                    (*slot).mode = 0o600;
+                }
+                // SAFETY: the miscdevice is initialised; it is pinned and deregistered in
+                // `drop` before its memory goes away. `name` (a heap string owned by
+                // `Self`) outlives the registration.
+                to_result(unsafe { bindings::misc_register(slot) })
+            }),
+        }? Error))
+    }
+}
+
+// SAFETY: the miscdevice is only touched by the misc core (under its own lock) and by
+// `drop`; `CharDev` has no `&self` methods that access it.
+unsafe impl Send for CharDev {}
+// SAFETY: as above.
+unsafe impl Sync for CharDev {}
+
+#[pinned_drop]
+impl PinnedDrop for CharDev {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: registered (type invariant); deregistered exactly once.
+        unsafe { bindings::misc_deregister(self.misc.get()) };
+    }
+}
+
+/// Our `file_operations`; an immutable table of function pointers.
+struct Fops(bindings::file_operations);
+// SAFETY: the table is never modified; the kernel only reads it.
+unsafe impl Sync for Fops {}
+
+static ACQ_FOPS: Fops = Fops(bindings::file_operations {
+    owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
+    open: Some(fop_open),
+    release: Some(fop_release),
+    read: Some(fop_read),
+    poll: Some(fop_poll),
+    unlocked_ioctl: Some(fop_ioctl),
+    llseek: Some(bindings::noop_llseek),
+    ..pin_init::zeroed()
+});
+
+/// The card of an open file.
+///
+/// # Safety
+///
+/// `file` must be a file of ours between a successful `fop_open` and `fop_release`.
+unsafe fn file_card<'a>(file: *mut bindings::file) -> <Arc<Card> as ForeignOwnable>::Borrowed<'a> {
+    // SAFETY: `fop_open` stored an `Arc<Card>` with `into_foreign`; `fop_release` has not
+    // reclaimed it yet (caller's guarantee).
+    unsafe { <Arc<Card> as ForeignOwnable>::borrow((*file).private_data) }
+}
+
+unsafe extern "C" fn fop_open(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
+    // SAFETY: `misc_open` set `private_data` to our `struct miscdevice` and holds the misc
+    // lock during this call, so the `CharDev` containing it cannot be deregistered and freed.
+    let chardev = unsafe {
+        let misc = (*file).private_data.cast::<Opaque<bindings::miscdevice>>();
+        &*misc
+            .cast::<u8>()
+            .sub(core::mem::offset_of!(CharDev, misc))
+            .cast::<CharDev>()
+    };
+    let card = chardev.card.clone();
+    {
+        let mut g = card.inner.lock();
+        if g.removed {
+            return ENODEV.to_errno();
+        }
+        if g.open {
+            return EBUSY.to_errno();
+        }
+        g.open = true;
+    }
+    // SAFETY: we own `file` during open; from now on `private_data` is our `Arc<Card>`,
+    // reclaimed in `fop_release`.
+    unsafe { (*file).private_data = card.into_foreign() };
+    0
+}
+
+unsafe extern "C" fn fop_release(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
+    // SAFETY: `private_data` holds the `Arc<Card>` stored by `fop_open`; release is the
+    // last call for this file, so ownership is taken back exactly once.
+    let card = unsafe { <Arc<Card> as ForeignOwnable>::from_foreign((*file).private_data) };
+    let mut g = card.inner.lock();
+    // Closing the device ends the capture session.
+    if !g.removed {
+        card.stop_locked(&mut g);
+    }
+    g.err = false;
+    g.open = false;
+    0
+}
+
+unsafe extern "C" fn fop_read(
+    file: *mut bindings::file,
+    buf: *mut c_char,
+    count: usize,
+    _pos: *mut bindings::loff_t,
+) -> isize {
+    // SAFETY: called by the VFS for an open file of ours.
+    let card = unsafe { file_card(file) };
+    // SAFETY: `file` is valid for the duration of the call.
+    let flags = unsafe { File::from_raw_file(file) }.flags();
+    let nonblock = flags & file::flags::O_NONBLOCK != 0;
+    // Reads are bounded so that the byte count fits the return value.
+    let count = count.min(isize::MAX as usize & !(PAGE_SIZE - 1));
+    match card.read(nonblock, UserPtr::from_ptr(buf.cast()), count) {
+        Ok(n) => n as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+unsafe extern "C" fn fop_poll(
+    file: *mut bindings::file,
+    table: *mut bindings::poll_table_struct,
+) -> bindings::__poll_t {
+    // SAFETY: called by the VFS for an open file of ours.
+    let card = unsafe { file_card(file) };
+    // SAFETY: `table` is null or a valid poll table for the duration of the call.
+    let table = unsafe { PollTable::from_raw(table) };
+    // SAFETY: `file` is valid for the duration of the call.
+    let f = unsafe { File::from_raw_file(file) };
+    card.poll(f, &table)
+}
+
+unsafe extern "C" fn fop_ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
+    // SAFETY: called by the VFS for an open file of ours.
+    let card = unsafe { file_card(file) };
+    match card.ioctl(cmd, arg as usize) {
+        Ok(v) => v as c_long,
+        Err(e) => e.to_errno() as c_long,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Card numbering
+// ---------------------------------------------------------------------------
+
+/// Allocated card indices (bit N = `/dev/acqN` in use).
+static INDICES: Atomic<u32> = Atomic::new(0);
+
+/// An allocated card index, freed on drop.
+struct CardIndex(u32);
+
+impl CardIndex {
+    fn alloc() -> Result<Self> {
+        let mut cur = INDICES.load(Relaxed);
+        loop {
+            let free = (!cur).trailing_zeros();
+            if free >= MAX_CARDS {
+                return Err(ENOSPC);
+            }
+            match INDICES.cmpxchg(cur, cur | (1 << free), Full) {
+                Ok(_) => return Ok(Self(free)),
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+impl Drop for CardIndex {
+    fn drop(&mut self) {
+        let mut cur = INDICES.load(Relaxed);
+        loop {
+            match INDICES.cmpxchg(cur, cur & !(1 << self.0), Full) {
+                Ok(_) => return,
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// PCI driver
+// ---------------------------------------------------------------------------
+
+/// Per-binding data. Field order is drop order: no new opens, then no interrupts, then the
+/// card reference and the index.
+struct AcqData<'b> {
+    _chardev: Pin<KBox<CharDev>>,
+    _irqs: Irqs<'b>,
+    card: Arc<Card>,
+    _index: CardIndex,
+}
+
+impl Drop for AcqData<'_> {
+    fn drop(&mut self) {
+        // Runs after remove() and before devres releases the BAR: stop the card and free
+        // its DMA memory while the registers are still reachable.
+        self.card.shutdown();
+        pr_info!("acq{}: removed\n", self.card.index);
+    }
+}
+
+struct AcqDriver;
+
+// The card is matched by its class code (data acquisition, "other"): `pci::Vendor` has no
+// constructor for the test vendor ID 0x1234, and the model may override vendor and device
+// IDs anyway. probe() then identifies the card by its ID register (magic "ACQ1").
+kernel::pci_device_table!(
+    PCI_TABLE,
+    <AcqDriver as pci::Driver>::IdInfo,
+    [(
+        pci::DeviceId::from_class(regs::pci::CLASS_CODE, pci::ClassMask::Full as u32),
+        ()
+    )]
+);
+
+impl pci::Driver for AcqDriver {
+    type IdInfo = ();
+    type Data<'bound> = AcqData<'bound>;
+
+    const ID_TABLE: pci::IdTable<Self::IdInfo> = &PCI_TABLE;
+
+    fn probe<'bound>(
+        pdev: &'bound pci::Device<Core<'_>>,
+        _info: Option<&'bound Self::IdInfo>,
+    ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
+        probe(pdev)
+    }
+}
+
+fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
+    pdev.enable_device_mem()?;
+    pdev.set_master();
+    // SAFETY: probe is the only user of the device's DMA API at this point.
+    unsafe { pdev.dma_set_mask_and_coherent(DmaMask::new::<64>())? };
+
+    let bar = pdev.iomap_region_sized::<BAR0_LEN>(regs::bar::BAR0_INDEX, c"acq")?;
+    let (hw_version, caps, fifo_depth) = {
+        let r = Regs(&bar);
+        let id = r.rd(regs::reg::ID);
+        let version = r.rd(regs::reg::VERSION);
+        let caps = r.rd(regs::reg::CAPS);
+        if id != regs::id::MAGIC
+            || regs::version::major(version) != regs::version::MAJOR
+            || caps & regs::caps::CAPTURE_DMA == 0
+        {
+            dev_err!(
+                pdev,
+                "not a usable pcie-acq card (ID {:#x}, VERSION {:#x}, CAPS {:#x})\n",
+                id,
+                version,
+                caps
+            );
+            return Err(ENODEV);
+        }
+        r.soft_reset();
+        (version, caps, r.rd(regs::reg::FIFO_DEPTH))
+    };
+
+    let dev: &device::Device<Bound> = pdev.as_ref();
+    let hw = Hw::new(dev)?;
+    let (vectors, irq_mode) = Irqs::alloc(pdev)?;
+    let index = CardIndex::alloc()?;
+    let bar = bar.into_devres()?;
+    let card = Arc::pin_init(
+        pin_init!(Card {
+            index: index.0,
+            hw_version,
+            caps,
+            fifo_depth,
+            irq_mode,
+            bar,
+            inner <- new_mutex!(Inner {
+                hw: Some(hw),
+                cfg: DEFAULT_CONFIG,
+                stats: AcqStats::default(),
+                open: false,
+                running: false,
+                halted: false,
+                removed: false,
+                head: 0,
+                prod: 0,
+                block_pos: 0,
+                xrun: false,
+                err: false,
+                last_events: 0,
+                wd_cons: 0,
+                wd_still_ms: 0,
+            }),
+            wait <- new_poll_condvar!("acq::wait"),
+            watchdog <- new_delayed_work!("acq::watchdog"),
+            irqs: Atomic::new(0),
+        }),
+        GFP_KERNEL,
+    )?;
+    let irqs = Irqs::request(vectors, irq_mode, &card)?;
+    let _ = workqueue::system().enqueue_delayed(card.clone(), msecs_to_jiffies(WATCHDOG_MS));
+    let chardev = match CharDev::new(card.clone()).and_then(|i| KBox::pin_init(i, GFP_KERNEL)) {
+        Ok(c) => c,
+        Err(e) => {
+            card.shutdown();
+            return Err(e);
+        }
+    };
+    let mode = if irq_mode == uapi::ACQ_IRQ_MSIX {
+        "MSI-X"
+    } else {
+        "MSI"
+    };
+    dev_info!(
+        pdev,
+        "/dev/acq{}: version {}.{}, FIFO {} KiB, {}\n",
+        card.index,
+        regs::version::major(hw_version),
+        regs::version::minor(hw_version),
+        fifo_depth / 1024,
+        mode
+    );
+    Ok(AcqData {
+        _chardev: chardev,
+        _irqs: irqs,
+        card,
+        _index: index,
+    })
+}
+
+kernel::module_pci_driver! {
+    type: AcqDriver,
+    name: "acq",
+    authors: ["pcie-acq"],
+    description: "pcie-acq data-acquisition card",
+    license: "GPL v2",
+}

@@ -1,0 +1,175 @@
+//! User API of the pcie-acq driver (`/dev/acqN`): ioctl numbers and argument structures.
+//!
+//! This file is the single definition of the ABI. It is dependency-free and `no_std`
+//! compatible, and is included by path both into the kernel module
+//! (`driver/acq_main.rs`) and into the guest tools (`harness/guest`). docs/driver.md
+//! describes the semantics.
+//!
+//! All structures are `#[repr(C)]`, have no implicit padding and are native-endian
+//! (the guest is x86_64). Reserved fields must be written as 0; the driver refuses
+//! non-zero values with `EINVAL` so that they can be given a meaning later.
+
+/// ioctl "type" byte of the driver (Linux `_IOC_TYPE`).
+pub const ACQ_IOC_MAGIC: u32 = 0xAC;
+
+/// Version of this ABI, reported in [`AcqInfo::abi_version`].
+pub const ACQ_ABI_VERSION: u32 = 1;
+
+const IOC_NRSHIFT: u32 = 0;
+const IOC_TYPESHIFT: u32 = 8;
+const IOC_SIZESHIFT: u32 = 16;
+const IOC_DIRSHIFT: u32 = 30;
+const IOC_NONE: u32 = 0;
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
+
+/// Linux `_IOC(dir, type, nr, size)` for x86 and the asm-generic layout.
+pub const fn ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u32 {
+    (dir << IOC_DIRSHIFT)
+        | ((ty & 0xFF) << IOC_TYPESHIFT)
+        | ((nr & 0xFF) << IOC_NRSHIFT)
+        | (((size as u32) & 0x3FFF) << IOC_SIZESHIFT)
+}
+
+/// Start a capture session with the current configuration (a new session: the stream
+/// offset restarts at 0). `EBUSY` if one is running. No argument.
+pub const ACQ_IOC_START: u32 = ioc(IOC_NONE, ACQ_IOC_MAGIC, 1, 0);
+/// Stop the capture session. Data captured but not yet read is discarded. Stopping a
+/// stopped card is not an error. No argument.
+pub const ACQ_IOC_STOP: u32 = ioc(IOC_NONE, ACQ_IOC_MAGIC, 2, 0);
+/// Reset the card (soft reset), discard all data, clear the error state and the
+/// statistics. The card is stopped afterwards. No argument.
+pub const ACQ_IOC_RESET: u32 = ioc(IOC_NONE, ACQ_IOC_MAGIC, 3, 0);
+/// Read the configuration into an [`AcqConfig`].
+pub const ACQ_IOC_GET_CONFIG: u32 = ioc(
+    IOC_READ,
+    ACQ_IOC_MAGIC,
+    4,
+    core::mem::size_of::<AcqConfig>(),
+);
+/// Set the configuration from an [`AcqConfig`]. Only while stopped (`EBUSY` otherwise);
+/// every field is validated (`EINVAL`), an unreadable argument gives `EFAULT`.
+pub const ACQ_IOC_SET_CONFIG: u32 = ioc(
+    IOC_WRITE,
+    ACQ_IOC_MAGIC,
+    5,
+    core::mem::size_of::<AcqConfig>(),
+);
+/// Read the statistics into an [`AcqStats`].
+pub const ACQ_IOC_GET_STATS: u32 =
+    ioc(IOC_READ, ACQ_IOC_MAGIC, 6, core::mem::size_of::<AcqStats>());
+/// Read the card and driver limits into an [`AcqInfo`].
+pub const ACQ_IOC_GET_INFO: u32 = ioc(IOC_READ, ACQ_IOC_MAGIC, 7, core::mem::size_of::<AcqInfo>());
+
+/// Capture configuration (`ACQ_IOC_GET_CONFIG` / `ACQ_IOC_SET_CONFIG`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcqConfig {
+    /// Bytes per block: a multiple of 8, from 64 up to the page size (4096) and at most
+    /// the card's FIFO depth. Default 4096.
+    pub block_size: u32,
+    /// log2 of the number of ring entries and pool buffers, 1 ..= `AcqInfo::max_ring_log2`.
+    /// Default 8 (256 buffers of one page).
+    pub ring_log2: u32,
+    /// Source rate in bytes per second; 0 = unlimited (the source never overflows).
+    pub rate: u64,
+    /// Pattern seed.
+    pub seed: u64,
+    /// PATTERN register value: id in bits 3:0 (0 COUNTER, 1 PRBS, 2 SINE), sine channels
+    /// minus one in bits 11:8. Other bits must be 0.
+    pub pattern: u32,
+    /// Completions per interrupt, 0 ..= 65535 (0 and 1 both mean 1).
+    pub irq_mod_count: u32,
+    /// Interrupt moderation time in microseconds, 0 (off) ..= 1_000_000.
+    pub irq_mod_time_us: u32,
+    /// Reserved, must be 0.
+    pub flags: u32,
+}
+
+/// Statistics (`ACQ_IOC_GET_STATS`). Counters run from module load or the last
+/// `ACQ_IOC_RESET`, across sessions, except `read_offset`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcqStats {
+    /// Bytes returned by read().
+    pub bytes: u64,
+    /// Data blocks the driver consumed from the ring.
+    pub blocks: u64,
+    /// Overflow episodes seen in the stream (completions flagged OVERFLOW).
+    pub overflows: u64,
+    /// Bytes the card dropped (sum of the completions' `lost_bytes`).
+    pub lost_bytes: u64,
+    /// Errors: error completions, device error events, halts and watchdog resets.
+    pub errors: u64,
+    /// Interrupts the driver handled (all vectors).
+    pub interrupts: u64,
+    /// Stream offset (within the current session) of the next byte read() returns.
+    /// After read() fails with `EPIPE` (overflow) or `EIO` this is where the stream
+    /// continues: a verifier resynchronises from it.
+    pub read_offset: u64,
+    /// Sessions started so far (explicit start, read() auto-start, recovery restarts).
+    /// A change means `read_offset` restarted from 0.
+    pub session: u64,
+    /// Stalls the watchdog detected (each one reset and restarted the card).
+    pub watchdog_resets: u64,
+    /// Current state: `ACQ_STATE_*`.
+    pub state: u32,
+    /// Reserved, 0.
+    pub reserved: u32,
+}
+
+/// [`AcqStats::state`]: no session.
+pub const ACQ_STATE_STOPPED: u32 = 0;
+/// [`AcqStats::state`]: a session is running.
+pub const ACQ_STATE_RUNNING: u32 = 1;
+/// [`AcqStats::state`]: the engine halted on a fatal error; the driver restarts it.
+pub const ACQ_STATE_ERROR: u32 = 2;
+/// [`AcqStats::state`]: the card was removed.
+pub const ACQ_STATE_REMOVED: u32 = 3;
+
+/// Card and driver limits (`ACQ_IOC_GET_INFO`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcqInfo {
+    /// [`ACQ_ABI_VERSION`].
+    pub abi_version: u32,
+    /// Card index N of `/dev/acqN`.
+    pub index: u32,
+    /// The card's VERSION register.
+    pub hw_version: u32,
+    /// The card's CAPS register.
+    pub caps: u32,
+    /// The card's FIFO depth in bytes.
+    pub fifo_depth: u32,
+    /// Interrupt mode: `ACQ_IRQ_MSIX` or `ACQ_IRQ_MSI`.
+    pub irq_mode: u32,
+    /// Largest `AcqConfig::ring_log2` the driver accepts.
+    pub max_ring_log2: u32,
+    /// Largest `AcqConfig::block_size` the driver accepts (one page per buffer).
+    pub max_block_size: u32,
+}
+
+/// [`AcqInfo::irq_mode`]: MSI-X, vector 0 completions and vector 1 errors.
+pub const ACQ_IRQ_MSIX: u32 = 1;
+/// [`AcqInfo::irq_mode`]: one MSI message for every cause.
+pub const ACQ_IRQ_MSI: u32 = 2;
+
+/// Errno values of read() with a documented meaning (Linux numbering).
+pub mod errno {
+    /// Data was lost to an overflow just before the next byte (once per episode, like an
+    /// ALSA xrun). `AcqStats::read_offset` tells where the stream continues.
+    pub const EPIPE: i32 = 32;
+    /// An error completion, a device error or a watchdog reset (once per event). The
+    /// stream continues; after a reset in a new session (see `AcqStats::session`).
+    pub const EIO: i32 = 5;
+    /// The card was removed.
+    pub const ENODEV: i32 = 19;
+    /// O_NONBLOCK and no data is ready.
+    pub const EAGAIN: i32 = 11;
+    /// A signal arrived before any byte was copied.
+    pub const EINTR: i32 = 4;
+}
+
+const _: () = assert!(core::mem::size_of::<AcqConfig>() == 40);
+const _: () = assert!(core::mem::size_of::<AcqStats>() == 80);
+const _: () = assert!(core::mem::size_of::<AcqInfo>() == 32);
