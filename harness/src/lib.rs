@@ -13,5 +13,6 @@ pub mod devices;
 pub mod initramfs;
 pub mod paths;
 pub mod process;
+pub mod scenario;
 pub mod signals;
 pub mod vm;

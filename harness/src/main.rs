@@ -30,6 +30,14 @@ enum Cmd {
     /// accelerator and boot time, and powers off. The exit status is the first failing
     /// guest command's (or 0).
     Vm(VmArgs),
+    /// Validate scenario files without running them (exit 1 if any is malformed).
+    Check {
+        /// Scenario files (JSON, docs/scenarios.md).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of the scenario format (docs/scenario.schema.json).
+    Schema,
 }
 
 #[derive(Args)]
@@ -90,6 +98,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Vm(args) => cmd_vm(args),
+        Cmd::Check { files } => cmd_check(&files),
+        Cmd::Schema => {
+            print!("{}", acq::scenario::format::schema_json());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match r {
         Ok(code) => code,
@@ -98,6 +111,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn cmd_check(files: &[PathBuf]) -> Result<ExitCode> {
+    let mut bad = 0;
+    for f in files {
+        match acq::scenario::load(f) {
+            Ok(sc) => println!(
+                "ok    {} ({} step(s), {} fault(s), {} card(s))",
+                f.display(),
+                sc.steps.len(),
+                sc.faults.len(),
+                sc.cards.len()
+            ),
+            Err(e) => {
+                println!("error {e}");
+                bad += 1;
+            }
+        }
+    }
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn cmd_vm(args: VmArgs) -> Result<ExitCode> {

@@ -1,5 +1,18 @@
-//! Guest-side pieces of pcie-acq that the host harness shares: the agent's wire protocol.
+//! Guest-side pieces of pcie-acq that the host harness shares: the agent's wire protocol,
+//! plus the card's register map and the driver's user API for the stream tools.
 //!
 //! The binaries in `src/bin/` run inside the VM as static executables.
 
 pub mod proto;
+
+/// The card's hardware contract (register map, pattern generators), shared by path with
+/// the device model and the kernel driver.
+#[path = "../../../device-model/src/regs.rs"]
+#[allow(dead_code)]
+pub mod regs;
+
+/// The driver's user API (ioctl numbers and structures), shared by path with the driver.
+#[path = "../../../driver/uapi.rs"]
+pub mod uapi;
+
+pub mod acqdev;

@@ -1,0 +1,846 @@
+//! The scenario file format (JSON): a VM, its cards, a workload, a fault timeline and the
+//! expectations that must hold afterwards.
+//!
+//! These types are the format: `docs/scenario.schema.json` is generated from them
+//! (`acq schema`), and a test keeps the checked-in copy in step. Unknown fields are
+//! rejected everywhere, so a typo is an error, not a silently ignored setting.
+//! `docs/scenarios.md` is the guide for people writing scenarios.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::accel::AccelChoice;
+
+/// One scenario file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name used in reports (default: the file name without `.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What the scenario shows, in a sentence or two.
+    #[serde(default)]
+    pub description: String,
+    /// Time limit for the whole scenario in seconds, boot included. A scenario that runs
+    /// over is killed and reported with the tail of the guest console.
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: u64,
+    /// The virtual machine.
+    #[serde(default)]
+    pub vm: VmSpec,
+    /// The cards, one device model each (`/dev/acq0`, `/dev/acq1`, ... in this order).
+    #[serde(default = "default_cards")]
+    pub cards: Vec<CardSpec>,
+    /// Load the driver (`acq.ko`) before the steps run.
+    #[serde(default = "yes")]
+    pub load_driver: bool,
+    /// The workload, run in order.
+    pub steps: Vec<Step>,
+    /// Faults injected while the steps run.
+    #[serde(default)]
+    pub faults: Vec<FaultSpec>,
+    /// What must hold afterwards.
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+fn default_timeout_s() -> u64 {
+    600
+}
+fn default_cards() -> Vec<CardSpec> {
+    vec![CardSpec::default()]
+}
+fn yes() -> bool {
+    true
+}
+
+/// The virtual machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmSpec {
+    /// Number of vCPUs (1 to 8).
+    #[serde(default = "default_cpus")]
+    pub cpus: u32,
+    /// Guest RAM in MiB (128 to 16384).
+    #[serde(default = "default_memory")]
+    pub memory_mib: u32,
+    /// Accelerator: `auto` (KVM where it really works, else TCG), `kvm` or `tcg`.
+    #[serde(default = "default_accel")]
+    #[schemars(with = "String")]
+    pub accel: AccelChoice,
+}
+
+fn default_cpus() -> u32 {
+    2
+}
+fn default_memory() -> u32 {
+    1024
+}
+fn default_accel() -> AccelChoice {
+    AccelChoice::Auto
+}
+
+impl Default for VmSpec {
+    fn default() -> Self {
+        VmSpec {
+            cpus: default_cpus(),
+            memory_mib: default_memory(),
+            accel: default_accel(),
+        }
+    }
+}
+
+impl Serialize for AccelChoice {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            AccelChoice::Auto => "auto",
+            AccelChoice::Kvm => "kvm",
+            AccelChoice::Tcg => "tcg",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for AccelChoice {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "auto" => Ok(AccelChoice::Auto),
+            "kvm" => Ok(AccelChoice::Kvm),
+            "tcg" => Ok(AccelChoice::Tcg),
+            other => Err(de::Error::invalid_value(
+                de::Unexpected::Str(other),
+                &"one of auto, kvm, tcg",
+            )),
+        }
+    }
+}
+
+/// One card: the device model's settings, and the device settings the driver programs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CardSpec {
+    /// Size of BAR2, the on-card sample memory (power of two, >= 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bar2_size: Option<Size>,
+    /// Number of MSI-X vectors (>= 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msix_vectors: Option<u16>,
+    /// Depth of the card's FIFO in bytes: how much it buffers while the host posts no buffers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fifo_depth: Option<Size>,
+    /// Device settings the driver programs before streaming.
+    #[serde(default)]
+    pub device: DeviceSettings,
+}
+
+/// Settings the driver programs through its ioctls (docs/driver.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSettings {
+    /// Bytes per DMA block (multiple of 8, 64 B to 4 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<Size>,
+    /// Sample rate limit in bytes per second (0: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Size>,
+    /// Sample pattern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<Pattern>,
+    /// Pattern seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Interrupt moderation: one interrupt per this many completions ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub irq_count: Option<u32>,
+    /// ... or after this many microseconds, whichever comes first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub irq_time_us: Option<u32>,
+}
+
+/// The card's sample patterns (docs/device.md, "Sample stream").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Pattern {
+    /// 64-bit counter words.
+    Counter,
+    /// Seekable PRBS-31.
+    Prbs,
+    /// Interleaved 16-bit sine channels.
+    Sine,
+}
+
+impl Pattern {
+    /// The name `acq-stream --pattern` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pattern::Counter => "counter",
+            Pattern::Prbs => "prbs",
+            Pattern::Sine => "sine",
+        }
+    }
+}
+
+/// One workload step. Written as an object with exactly one key naming the step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    /// Stream from a card with `acq-stream` and verify what arrives.
+    Stream(StreamStep),
+    /// Run a shell command in the guest.
+    Exec(ExecStep),
+    /// Wait.
+    SleepMs(u64),
+}
+
+/// A stream from one card.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamStep {
+    /// Which card (index into `cards`).
+    #[serde(default)]
+    pub card: usize,
+    /// How the consumer reads: `read`, `splice` or `mmap`.
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+    /// Where the data goes.
+    #[serde(default = "default_sink")]
+    pub sink: Sink,
+    /// How many bytes to stream.
+    pub bytes: Size,
+    /// Bytes per read()/splice() call (default: the card's block size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<Size>,
+    /// Pipe size for splice (F_SETPIPE_SZ).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipe_size: Option<Size>,
+    /// Verify every byte against the card's pattern.
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// Seconds this step may take.
+    #[serde(default = "default_step_timeout")]
+    pub timeout_s: u64,
+}
+
+fn default_mode() -> Mode {
+    Mode::Read
+}
+fn default_sink() -> Sink {
+    Sink::Null
+}
+fn default_step_timeout() -> u64 {
+    300
+}
+
+/// How a consumer reads the card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// read(2) into a user buffer.
+    Read,
+    /// splice(2) from the device into a pipe, and from the pipe to the sink.
+    Splice,
+    /// The mmap ring.
+    Mmap,
+}
+
+impl Mode {
+    /// The name `acq-stream --mode` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Read => "read",
+            Mode::Splice => "splice",
+            Mode::Mmap => "mmap",
+        }
+    }
+}
+
+/// Where streamed data goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Sink {
+    /// /dev/null.
+    Null,
+    /// A file on tmpfs (re-read and verified afterwards).
+    Tmpfs,
+}
+
+/// A guest shell command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecStep {
+    /// The command, run with `/bin/sh -c`.
+    pub cmd: String,
+    /// The exit status it must have.
+    #[serde(default)]
+    pub status: i32,
+    /// Seconds it may take.
+    #[serde(default = "default_step_timeout")]
+    pub timeout_s: u64,
+}
+
+/// One fault on the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// Which card.
+    #[serde(default)]
+    pub card: usize,
+    /// When: `{"time_ms": N}` after the first step starts, or `{"bytes": N}` when the card's
+    /// stream reaches that offset.
+    pub at: At,
+    /// What (docs/faults.md says what the driver does about each).
+    pub inject: Fault,
+}
+
+/// When a fault fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum At {
+    /// Milliseconds after the steps start.
+    TimeMs(u64),
+    /// When the card has produced this many bytes of its stream.
+    Bytes(Size),
+}
+
+/// The fault catalogue (docs/faults.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fault {
+    /// The next `count` completions carry an error.
+    DmaError {
+        /// How many.
+        #[serde(default = "one")]
+        count: u64,
+    },
+    /// Bit flips in the next `count` blocks: verification must catch them.
+    CorruptData {
+        /// How many blocks.
+        #[serde(default = "one")]
+        count: u64,
+    },
+    /// `count` interrupts are lost.
+    DropIrq {
+        /// How many.
+        #[serde(default = "one")]
+        count: u64,
+    },
+    /// `count` interrupts with nothing completed.
+    SpuriousIrq {
+        /// How many.
+        #[serde(default = "one")]
+        count: u64,
+    },
+    /// No progress for `ms` milliseconds.
+    Stall {
+        /// How long.
+        ms: u64,
+    },
+    /// `count` blocks dropped as if the FIFO overflowed.
+    Overflow {
+        /// How many blocks.
+        #[serde(default = "one")]
+        count: u64,
+    },
+    /// The device stops responding until it is reset.
+    Hang,
+    /// The card is hot-unplugged (QMP device_del) while streaming.
+    SurpriseRemoval,
+    /// The device is reset while streaming.
+    Reset,
+    /// The next `count` BAR0 reads return all-ones, as from a card fallen off the bus.
+    BadRegisterReads {
+        /// How many reads.
+        #[serde(default = "one")]
+        count: u64,
+    },
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl Fault {
+    /// The catalogue name (as in docs/faults.md and the model's control protocol).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fault::DmaError { .. } => "dma_error",
+            Fault::CorruptData { .. } => "corrupt_data",
+            Fault::DropIrq { .. } => "drop_irq",
+            Fault::SpuriousIrq { .. } => "spurious_irq",
+            Fault::Stall { .. } => "stall",
+            Fault::Overflow { .. } => "overflow",
+            Fault::Hang => "hang",
+            Fault::SurpriseRemoval => "surprise_removal",
+            Fault::Reset => "reset",
+            Fault::BadRegisterReads { .. } => "bad_register_reads",
+        }
+    }
+}
+
+/// What must hold after the steps ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Every stream step reaches at least this throughput (MB/s, 10^6 bytes/s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_throughput_mbps: Option<f64>,
+    /// At least this many bytes verified over all stream steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_bytes_min: Option<Size>,
+    /// Errors consumers must see, e.g. `{"EIO": 1}`: each named errno exactly that many
+    /// times over all stream steps. An errno not listed must not occur.
+    #[serde(default)]
+    pub errors: BTreeMap<String, u64>,
+    /// Verification mismatches allowed (non-zero only where data is corrupted on purpose).
+    #[serde(default)]
+    pub mismatches: CountRange,
+    /// After the last error, each stream delivered more verified data (the stream recovered).
+    #[serde(default)]
+    pub recovered: bool,
+    /// Ranges for the cards' counters, keyed `cardN.NAME` (names as in the model's
+    /// `counters` reply, e.g. `card0.irqs`).
+    #[serde(default)]
+    pub counters: BTreeMap<String, CountRange>,
+    /// Kernel log lines that do not count as a failure (substrings), besides none.
+    #[serde(default)]
+    pub dmesg_allow: Vec<String>,
+}
+
+impl Default for Expect {
+    fn default() -> Self {
+        Expect {
+            min_throughput_mbps: None,
+            verified_bytes_min: None,
+            errors: BTreeMap::new(),
+            mismatches: CountRange {
+                min: 0,
+                max: Some(0),
+            },
+            recovered: false,
+            counters: BTreeMap::new(),
+            dmesg_allow: Vec::new(),
+        }
+    }
+}
+
+/// An inclusive range of counts; a missing `max` means no upper bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CountRange {
+    /// Lowest allowed value.
+    #[serde(default)]
+    pub min: u64,
+    /// Highest allowed value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u64>,
+}
+
+impl Default for CountRange {
+    fn default() -> Self {
+        CountRange {
+            min: 0,
+            max: Some(0),
+        }
+    }
+}
+
+impl CountRange {
+    /// True when `v` is in the range.
+    pub fn contains(&self, v: u64) -> bool {
+        v >= self.min && self.max.is_none_or(|m| v <= m)
+    }
+}
+
+impl fmt::Display for CountRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.max {
+            Some(m) if m == self.min => write!(f, "{m}"),
+            Some(m) => write!(f, "{}..={m}", self.min),
+            None => write!(f, ">= {}", self.min),
+        }
+    }
+}
+
+/// A byte count: a number, or a string with a binary suffix (`"64K"`, `"256M"`, `"1G"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[schemars(with = "SizeSchema")]
+pub struct Size(pub u64);
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum SizeSchema {
+    Bytes(u64),
+    /// A number with an optional K, M or G suffix (powers of 1024).
+    Text(#[schemars(regex(pattern = r"^[0-9]+[KMG]?$"))] String),
+}
+
+impl Size {
+    /// Parses `"256M"`-style text.
+    pub fn parse(text: &str) -> Result<Size, String> {
+        let t = text.trim();
+        let (digits, shift) = match t.chars().last() {
+            Some('K') | Some('k') => (&t[..t.len() - 1], 10),
+            Some('M') | Some('m') => (&t[..t.len() - 1], 20),
+            Some('G') | Some('g') => (&t[..t.len() - 1], 30),
+            _ => (t, 0),
+        };
+        let n: u64 = digits.parse().map_err(|_| {
+            format!("`{text}` is not a size (a number, or a number with K, M or G)")
+        })?;
+        n.checked_mul(1 << shift)
+            .map(Size)
+            .ok_or_else(|| format!("`{text}` is too large"))
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.0;
+        if v >= 1 << 30 && v % (1 << 30) == 0 {
+            write!(f, "{}G", v >> 30)
+        } else if v >= 1 << 20 && v % (1 << 20) == 0 {
+            write!(f, "{}M", v >> 20)
+        } else if v >= 1 << 10 && v % (1 << 10) == 0 {
+            write!(f, "{}K", v >> 10)
+        } else {
+            write!(f, "{v}")
+        }
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte count: a number, or a string like \"64K\", \"256M\", \"1G\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom(format!("a size cannot be negative ({v})")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
+                Size::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A scenario file that failed to load: which file, where in it, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {location}: {reason}")]
+pub struct LoadError {
+    /// The file.
+    pub file: String,
+    /// The JSON path (`steps[1].stream.bytes`) and line:column of the problem.
+    pub location: String,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// Parses and validates a scenario.
+pub fn parse(text: &str, file: &str) -> Result<Scenario, LoadError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let sc: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        LoadError {
+            file: file.to_owned(),
+            location: format!("{path} (line {}, column {})", inner.line(), inner.column()),
+            reason: strip_position(&inner.to_string()),
+        }
+    })?;
+    validate(&sc).map_err(|(location, reason)| LoadError {
+        file: file.to_owned(),
+        location,
+        reason,
+    })?;
+    Ok(sc)
+}
+
+/// Loads a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, LoadError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| LoadError {
+        file: file.clone(),
+        location: "file".into(),
+        reason: e.to_string(),
+    })?;
+    let mut sc = parse(&text, &file)?;
+    if sc.name.is_none() {
+        sc.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+    }
+    Ok(sc)
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// Checks what the types alone cannot: ranges and cross-references.
+fn validate(sc: &Scenario) -> Result<(), (String, String)> {
+    let err = |loc: &str, why: String| Err((loc.to_owned(), why));
+    if !(1..=8).contains(&sc.vm.cpus) {
+        return err("vm.cpus", format!("{} is not in 1..=8", sc.vm.cpus));
+    }
+    if !(128..=16384).contains(&sc.vm.memory_mib) {
+        return err(
+            "vm.memory_mib",
+            format!("{} is not in 128..=16384", sc.vm.memory_mib),
+        );
+    }
+    if sc.cards.len() > 8 {
+        return err("cards", format!("{} cards; at most 8", sc.cards.len()));
+    }
+    if sc.steps.is_empty() {
+        return err("steps", "a scenario needs at least one step".into());
+    }
+    if sc.timeout_s == 0 {
+        return err("timeout_s", "must be at least 1".into());
+    }
+    for (i, c) in sc.cards.iter().enumerate() {
+        if let Some(Size(b)) = c.device.block_size {
+            if b % 8 != 0 || !(64..=4 << 20).contains(&b) {
+                return err(
+                    &format!("cards[{i}].device.block_size"),
+                    format!("{b} must be a multiple of 8 between 64 and 4M"),
+                );
+            }
+        }
+        if let Some(Size(b)) = c.bar2_size {
+            if !b.is_power_of_two() || b < 1 << 20 {
+                return err(
+                    &format!("cards[{i}].bar2_size"),
+                    format!("{b} must be a power of two of at least 1M"),
+                );
+            }
+        }
+    }
+    let ncards = sc.cards.len();
+    for (i, s) in sc.steps.iter().enumerate() {
+        if let Step::Stream(st) = s {
+            if st.card >= ncards {
+                return err(
+                    &format!("steps[{i}].stream.card"),
+                    format!("card {} does not exist ({ncards} card(s))", st.card),
+                );
+            }
+            if st.bytes.0 == 0 {
+                return err(
+                    &format!("steps[{i}].stream.bytes"),
+                    "must be more than 0".into(),
+                );
+            }
+            if st.pipe_size.is_some() && st.mode != Mode::Splice {
+                return err(
+                    &format!("steps[{i}].stream.pipe_size"),
+                    "only applies to mode splice".into(),
+                );
+            }
+        }
+    }
+    if sc.faults.iter().any(|_| !sc.load_driver) {
+        return err(
+            "faults",
+            "faults need the driver (load_driver: true)".into(),
+        );
+    }
+    for (i, f) in sc.faults.iter().enumerate() {
+        if f.card >= ncards {
+            return err(
+                &format!("faults[{i}].card"),
+                format!("card {} does not exist ({ncards} card(s))", f.card),
+            );
+        }
+    }
+    for name in sc.expect.errors.keys() {
+        if errno_value(name).is_none() {
+            return err(
+                &format!("expect.errors.{name}"),
+                format!(
+                    "unknown errno name `{name}` (known: {})",
+                    ERRNOS.map(|e| e.0).join(", ")
+                ),
+            );
+        }
+    }
+    for key in sc.expect.counters.keys() {
+        let ok = key
+            .strip_prefix("card")
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(n, name)| Some((n.parse::<usize>().ok()?, name)))
+            .is_some_and(|(n, name)| n < ncards && !name.is_empty());
+        if !ok {
+            return err(
+                &format!("expect.counters.{key}"),
+                format!("counter keys are `cardN.NAME` with N < {ncards}"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The errno names expectations may use, with their Linux values.
+pub const ERRNOS: [(&str, i32); 9] = [
+    ("EIO", 5),
+    ("EINTR", 4),
+    ("EAGAIN", 11),
+    ("ENODEV", 19),
+    ("EINVAL", 22),
+    ("EPIPE", 32),
+    ("ETIMEDOUT", 110),
+    ("EOVERFLOW", 75),
+    ("ENOSPC", 28),
+];
+
+/// The value of an errno name from [`ERRNOS`].
+pub fn errno_value(name: &str) -> Option<i32> {
+    ERRNOS.iter().find(|e| e.0 == name).map(|e| e.1)
+}
+
+/// The JSON Schema of the format, as checked in at `docs/scenario.schema.json`.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(Scenario);
+    let mut s = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{"steps": [{"stream": {"bytes": "16M"}}]}"#;
+
+    #[test]
+    fn minimal_scenario_gets_defaults() {
+        let sc = parse(MINIMAL, "t.json").unwrap();
+        assert_eq!(sc.cards.len(), 1);
+        assert_eq!(sc.vm.cpus, 2);
+        assert!(sc.load_driver);
+        let Step::Stream(st) = &sc.steps[0] else {
+            panic!()
+        };
+        assert_eq!(st.bytes, Size(16 << 20));
+        assert_eq!(st.mode, Mode::Read);
+        assert!(st.verify);
+        assert_eq!(
+            sc.expect.mismatches,
+            CountRange {
+                min: 0,
+                max: Some(0)
+            }
+        );
+    }
+
+    #[test]
+    fn full_scenario_parses() {
+        let text = r#"{
+            "name": "dma-error", "timeout_s": 120,
+            "vm": {"cpus": 1, "memory_mib": 512, "accel": "tcg"},
+            "cards": [{"bar2_size": "2M", "device": {"block_size": "64K", "pattern": "prbs", "seed": 7, "irq_count": 16}}],
+            "steps": [{"stream": {"mode": "splice", "bytes": 1073741824, "pipe_size": "1M"}},
+                      {"exec": {"cmd": "true"}}, {"sleep_ms": 10}],
+            "faults": [{"at": {"bytes": "256M"}, "inject": {"dma_error": {"count": 1}}},
+                       {"card": 0, "at": {"time_ms": 100}, "inject": "hang"}],
+            "expect": {"errors": {"EIO": 1}, "recovered": true,
+                       "counters": {"card0.errors": {"min": 1, "max": 1}}}
+        }"#;
+        let sc = parse(text, "t.json").unwrap();
+        assert_eq!(sc.faults[0].at, At::Bytes(Size(256 << 20)));
+        assert_eq!(sc.faults[0].inject, Fault::DmaError { count: 1 });
+        assert_eq!(sc.faults[1].inject, Fault::Hang);
+        assert_eq!(sc.vm.accel, AccelChoice::Tcg);
+        assert_eq!(sc.expect.errors["EIO"], 1);
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text, "bad.json").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_file_location_and_reason() {
+        let e = error_of(r#"{"steps": [{"stream": {"bytes": "16M", "mdoe": "read"}}]}"#);
+        assert!(e.starts_with("bad.json: steps[0].stream"), "{e}");
+        assert!(e.contains("unknown field `mdoe`"), "{e}");
+
+        let e = error_of(r#"{"steps": [{"stream": {"bytes": "16Q"}}]}"#);
+        assert!(e.contains("steps[0].stream.bytes"), "{e}");
+        assert!(e.contains("`16Q` is not a size"), "{e}");
+
+        let e = error_of(r#"{"steps": [{"stream": {"card": 3, "bytes": 1}}]}"#);
+        assert!(
+            e.contains("steps[0].stream.card: card 3 does not exist"),
+            "{e}"
+        );
+
+        let e = error_of(r#"{"steps": [], "vm": {"accel": "xen"}}"#);
+        assert!(e.contains("vm.accel"), "{e}");
+
+        let e = error_of(r#"{"steps": [{"sleep_ms": 1}], "expect": {"errors": {"EBOGUS": 1}}}"#);
+        assert!(e.contains("unknown errno name `EBOGUS`"), "{e}");
+
+        let e = error_of(
+            r#"{"steps": [{"sleep_ms": 1}], "faults": [{"at": {"bytes": 1}, "inject": {"melt": {}}}]}"#,
+        );
+        assert!(e.contains("faults[0].inject"), "{e}");
+
+        let e = error_of(r#"{"steps": [{"sleep_ms": 1}"#);
+        assert!(e.contains("EOF"), "{e}");
+
+        let e = error_of(r#"{"steps": [{"stream": {"bytes": 8, "pipe_size": "1M"}}]}"#);
+        assert!(e.contains("only applies to mode splice"), "{e}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(Size::parse("4K").unwrap(), Size(4096));
+        assert_eq!(Size::parse("1G").unwrap(), Size(1 << 30));
+        assert_eq!(Size::parse("12").unwrap(), Size(12));
+        assert!(Size::parse("-1").is_err());
+        assert!(Size::parse("99999999999999G").is_err());
+        assert_eq!(Size(256 << 20).to_string(), "256M");
+        assert_eq!(Size(1000).to_string(), "1000");
+    }
+
+    #[test]
+    fn count_range() {
+        assert!(CountRange { min: 1, max: None }.contains(99));
+        assert!(!CountRange {
+            min: 1,
+            max: Some(2)
+        }
+        .contains(3));
+        assert!(!CountRange::default().contains(1));
+    }
+
+    #[test]
+    fn checked_in_schema_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/scenario.schema.json");
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == schema_json(),
+            "docs/scenario.schema.json is stale: run `target/release/acq schema > docs/scenario.schema.json`"
+        );
+    }
+}
