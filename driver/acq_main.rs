@@ -19,9 +19,9 @@
 //! * A delayed work item is the watchdog: a running engine that has buffers but makes no
 //!   progress is reset and restarted.
 
-use kernel::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 use core::pin::Pin;
 use core::ptr;
+use kernel::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 
 use kernel::{
     bindings, device,
@@ -129,7 +129,9 @@ impl StreamingPage {
         let mut addr: bindings::dma_addr_t = 0;
         // SAFETY: `dev` is a valid, bound device and `page` a valid page we own; the shim
         // writes `addr` only on success.
-        let ret = unsafe { acq_shim_dma_map_page(raw_dev(dev), page.as_ptr().cast(), PAGE_SIZE, &mut addr) };
+        let ret = unsafe {
+            acq_shim_dma_map_page(raw_dev(dev), page.as_ptr().cast(), PAGE_SIZE, &mut addr)
+        };
         if ret != 0 {
             return Err(Error::from_errno(ret));
         }
@@ -300,10 +302,13 @@ impl Hw {
         };
         buf.sync_for_device();
         let base = regs::ring::slot(k, log2) as usize * regs::desc::SIZE;
-        self.desc.write64(base + regs::desc::OFF_ADDR, buf.bus_addr());
-        self.desc.write32(base + regs::desc::OFF_LEN, PAGE_SIZE as u32);
+        self.desc
+            .write64(base + regs::desc::OFF_ADDR, buf.bus_addr());
+        self.desc
+            .write32(base + regs::desc::OFF_LEN, PAGE_SIZE as u32);
         // id (bits 15:0) and flags (bits 31:16, reserved 0) share one word.
-        self.desc.write32(base + regs::desc::OFF_ID, id as u32 & 0xFFFF);
+        self.desc
+            .write32(base + regs::desc::OFF_ID, id as u32 & 0xFFFF);
     }
 }
 
@@ -557,7 +562,8 @@ impl Card {
         };
         hw.write_desc(prod, log2, id);
         dma_mb(Write);
-        hw.event.write32(regs::event::OFF_PROD, prod.wrapping_add(1));
+        hw.event
+            .write32(regs::event::OFF_PROD, prod.wrapping_add(1));
         // FULL: store prod before loading need_doorbell.
         mb(Full);
         let ring = hw.event.read32(regs::event::OFF_NEED_DOORBELL) != 0;
@@ -727,11 +733,7 @@ impl Card {
         if status & regs::status::HALTED != 0 && g.running {
             // Fatal: the engine stopped. Readers get EIO once (POLLERR until then); the
             // next read() or poll() starts a new session.
-            pr_err!(
-                "acq{}: engine halted, ERROR_CODE {:#x}\n",
-                self.index,
-                code
-            );
+            pr_err!("acq{}: engine halted, ERROR_CODE {:#x}\n", self.index, code);
             let _ = self.with_regs(|r| r.stop());
             g.running = false;
             g.halted = true;
@@ -1017,7 +1019,11 @@ impl<'b> Irqs<'b> {
             _vectors: vectors,
         };
         let msi = mode == uapi::ACQ_IRQ_MSI;
-        let ev_index = if msi { 0 } else { usize::from(regs::msix::VEC_ERROR) };
+        let ev_index = if msi {
+            0
+        } else {
+            usize::from(regs::msix::VEC_ERROR)
+        };
         let ev = EventIrq {
             card: card.clone(),
             msi,

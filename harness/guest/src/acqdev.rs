@@ -23,9 +23,8 @@ impl AcqDev {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` was just opened and is owned by nobody else.
-        Ok(AcqDev {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(AcqDev { fd })
     }
 
     /// The raw descriptor (for poll()).

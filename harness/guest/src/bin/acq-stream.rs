@@ -241,7 +241,9 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
                 session = Some(s.session);
             }
         }
-        let want = buf.len().min((a.bytes - total).min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min((a.bytes - total).min(usize::MAX as u64) as usize);
         match dev.read(&mut buf[..want]) {
             Ok(0) => {
                 fatal = Some("read returned 0 (end of file)".into());

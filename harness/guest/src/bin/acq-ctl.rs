@@ -1,0 +1,264 @@
+//! acq-ctl: the driver's ioctls from the command line, for tests and people.
+//!
+//! ```text
+//! acq-ctl [--device /dev/acqN] info|config|stats|start|stop|reset
+//! acq-ctl [--device /dev/acqN] set [--block B] [--ring-log2 L] [--rate R] [--pattern P]
+//!                                  [--seed S] [--irq-count C] [--irq-time-us T]
+//! acq-ctl [--device /dev/acqN] probe-invalid
+//! ```
+//!
+//! Every command prints one JSON line. `probe-invalid` sends a battery of invalid ioctls
+//! (bad values, bad pointers, unknown numbers, wrong sizes, wrong states) and reports the
+//! errno of each against the documented one; it exits 1 if any differs. Exit status 2
+//! means bad arguments.
+
+use std::process::ExitCode;
+
+use acq_guest::acqdev::{self, AcqDev};
+use acq_guest::uapi::{self, AcqConfig};
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("acq-ctl: {msg}");
+    eprintln!(
+        "usage: acq-ctl [--device /dev/acqN] info|config|stats|start|stop|reset|probe-invalid\n\
+         \x20      acq-ctl [--device /dev/acqN] set [--block B] [--ring-log2 L] [--rate R] \
+         [--pattern P] [--seed S] [--irq-count C] [--irq-time-us T]"
+    );
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut device = "/dev/acq0".to_string();
+    let mut rest = argv.as_slice();
+    if let [opt, val, tail @ ..] = rest {
+        if opt == "--device" {
+            device = val.clone();
+            rest = tail;
+        }
+    }
+    let Some((cmd, opts)) = rest.split_first() else {
+        return usage("a command is required");
+    };
+    let known = [
+        "info",
+        "config",
+        "stats",
+        "start",
+        "stop",
+        "reset",
+        "set",
+        "probe-invalid",
+    ];
+    if !known.contains(&cmd.as_str()) {
+        return usage(&format!("unknown command {cmd:?}"));
+    }
+    if cmd != "set" && !opts.is_empty() {
+        return usage(&format!("{cmd} takes no arguments"));
+    }
+    let dev = match AcqDev::open(&device, false) {
+        Ok(d) => d,
+        Err(e) => {
+            println!(
+                "{}",
+                serde_json::json!({"device": device, "error": format!("open: {e}"),
+                    "errno": acqdev::errno_name(e.raw_os_error().unwrap_or(0))})
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let result = match cmd.as_str() {
+        "info" => dev.info().map(|i| acqdev::info_json(&i)),
+        "config" => dev.config().map(|c| acqdev::config_json(&c)),
+        "stats" => dev.stats().map(|s| acqdev::stats_json(&s)),
+        "start" => dev.start().map(|_| serde_json::json!({"started": true})),
+        "stop" => dev.stop().map(|_| serde_json::json!({"stopped": true})),
+        "reset" => dev.reset().map(|_| serde_json::json!({"reset": true})),
+        "set" => {
+            let mut c = match dev.config() {
+                Ok(c) => c,
+                Err(e) => return fail(&device, e),
+            };
+            if let Err(e) = apply_options(&mut c, opts) {
+                return usage(&e);
+            }
+            dev.set_config(&c).map(|_| acqdev::config_json(&c))
+        }
+        "probe-invalid" => return probe_invalid(&dev, &device),
+        _ => return usage("unreachable"),
+    };
+    match result {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&device, e),
+    }
+}
+
+fn fail(device: &str, e: std::io::Error) -> ExitCode {
+    println!(
+        "{}",
+        serde_json::json!({"device": device, "error": e.to_string(),
+            "errno": acqdev::errno_name(e.raw_os_error().unwrap_or(0))})
+    );
+    ExitCode::from(1)
+}
+
+fn apply_options(c: &mut AcqConfig, opts: &[String]) -> Result<(), String> {
+    let mut it = opts.iter();
+    while let Some(opt) = it.next() {
+        let v = it.next().ok_or_else(|| format!("{opt} needs a value"))?;
+        let num = || acqdev::parse_size(v).ok_or_else(|| format!("bad value for {opt}: {v:?}"));
+        let num32 =
+            || num().and_then(|n| u32::try_from(n).map_err(|_| format!("{opt} too large: {n}")));
+        match opt.as_str() {
+            "--block" => c.block_size = num32()?,
+            "--ring-log2" => c.ring_log2 = num32()?,
+            "--rate" => c.rate = num()?,
+            "--pattern" => {
+                c.pattern = acqdev::parse_pattern(v).ok_or_else(|| format!("bad pattern {v:?}"))?
+            }
+            "--seed" => c.seed = num()?,
+            "--irq-count" => c.irq_mod_count = num32()?,
+            "--irq-time-us" => c.irq_mod_time_us = num32()?,
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    Ok(())
+}
+
+/// One invalid request and the errno the driver must answer.
+struct Case {
+    name: String,
+    want: i32,
+    got: Result<i32, i32>,
+}
+
+fn probe_invalid(dev: &AcqDev, device: &str) -> ExitCode {
+    let mut cases = Vec::new();
+    let before = match dev.config() {
+        Ok(c) => c,
+        Err(e) => return fail(device, e),
+    };
+    let mut set = |name: &str, f: &dyn Fn(&mut AcqConfig)| {
+        let mut c = before;
+        f(&mut c);
+        cases.push(Case {
+            name: format!("set_config {name}"),
+            want: libc::EINVAL,
+            got: dev.ioctl_raw(uapi::ACQ_IOC_SET_CONFIG, &c as *const AcqConfig as usize),
+        });
+    };
+    set("block_size=0", &|c| c.block_size = 0);
+    set("block_size=63", &|c| c.block_size = 63);
+    set("block_size=100", &|c| c.block_size = 100);
+    set("block_size=8192", &|c| c.block_size = 8192);
+    set("block_size=u32::MAX", &|c| c.block_size = u32::MAX);
+    set("ring_log2=0", &|c| c.ring_log2 = 0);
+    set("ring_log2=16", &|c| c.ring_log2 = 16);
+    set("ring_log2=u32::MAX", &|c| c.ring_log2 = u32::MAX);
+    set("pattern=7", &|c| c.pattern = 7);
+    set("pattern reserved bits", &|c| c.pattern = 0x1_0000);
+    set("irq_mod_count=65536", &|c| c.irq_mod_count = 65536);
+    set("irq_mod_time_us=2000000", &|c| {
+        c.irq_mod_time_us = 2_000_000
+    });
+    set("flags=1", &|c| c.flags = 1);
+
+    let mut raw = |name: &str, cmd: u32, arg: usize, want: i32| {
+        cases.push(Case {
+            name: name.into(),
+            want,
+            got: dev.ioctl_raw(cmd, arg),
+        });
+    };
+    raw("set_config NULL", uapi::ACQ_IOC_SET_CONFIG, 0, libc::EFAULT);
+    raw(
+        "set_config bad pointer",
+        uapi::ACQ_IOC_SET_CONFIG,
+        8,
+        libc::EFAULT,
+    );
+    raw(
+        "set_config kernel pointer",
+        uapi::ACQ_IOC_SET_CONFIG,
+        0xffff_ffff_8100_0000,
+        libc::EFAULT,
+    );
+    raw("get_config NULL", uapi::ACQ_IOC_GET_CONFIG, 0, libc::EFAULT);
+    raw("get_stats NULL", uapi::ACQ_IOC_GET_STATS, 0, libc::EFAULT);
+    raw(
+        "get_stats kernel pointer",
+        uapi::ACQ_IOC_GET_STATS,
+        0xffff_ffff_8100_0000,
+        libc::EFAULT,
+    );
+    raw(
+        "get_info bad pointer",
+        uapi::ACQ_IOC_GET_INFO,
+        16,
+        libc::EFAULT,
+    );
+    raw(
+        "unknown number",
+        uapi::ioc(0, uapi::ACQ_IOC_MAGIC, 0x99, 0),
+        0,
+        libc::ENOTTY,
+    );
+    raw(
+        "get_stats wrong size",
+        uapi::ioc(2, uapi::ACQ_IOC_MAGIC, 6, 8),
+        0,
+        libc::ENOTTY,
+    );
+    raw("other magic", uapi::ioc(0, 0x54, 1, 0), 0, libc::ENOTTY);
+
+    // State errors: a second start, a configuration change while running.
+    let started = dev.start();
+    cases.push(Case {
+        name: "start while running".into(),
+        want: libc::EBUSY,
+        got: dev.ioctl_raw(uapi::ACQ_IOC_START, 0),
+    });
+    cases.push(Case {
+        name: "set_config while running".into(),
+        want: libc::EBUSY,
+        got: dev.ioctl_raw(
+            uapi::ACQ_IOC_SET_CONFIG,
+            &before as *const AcqConfig as usize,
+        ),
+    });
+    let _ = dev.stop();
+
+    let after = dev.config().ok();
+    let mut ok = started.is_ok() && after == Some(before);
+    let list: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|c| {
+            let good = c.got == Err(c.want);
+            ok &= good;
+            serde_json::json!({
+                "case": c.name,
+                "want": acqdev::errno_name(c.want),
+                "got": match c.got { Ok(v) => format!("ok({v})"), Err(e) => acqdev::errno_name(e) },
+                "ok": good,
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "device": device,
+            "cases": list,
+            "config_unchanged": after == Some(before),
+            "start_ok": started.is_ok(),
+            "ok": ok,
+        })
+    );
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
