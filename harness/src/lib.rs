@@ -9,7 +9,9 @@
 
 pub mod accel;
 pub mod agent;
+pub mod control;
 pub mod devices;
+pub mod dmesg;
 pub mod initramfs;
 pub mod paths;
 pub mod process;

@@ -30,6 +30,10 @@ enum Cmd {
     /// accelerator and boot time, and powers off. The exit status is the first failing
     /// guest command's (or 0).
     Vm(VmArgs),
+    /// Run scenario files: boot a VM per scenario, run its steps and faults, check its
+    /// expectations. Prints a table; writes summary.json, junit.xml and per-scenario logs
+    /// under --results. Exit status 1 if any scenario fails.
+    Run(RunArgs),
     /// Validate scenario files without running them (exit 1 if any is malformed).
     Check {
         /// Scenario files (JSON, docs/scenarios.md).
@@ -38,6 +42,38 @@ enum Cmd {
     },
     /// Print the JSON Schema of the scenario format (docs/scenario.schema.json).
     Schema,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Scenario files (JSON, docs/scenarios.md); directories are searched for *.json.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Where reports and per-scenario logs go.
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+    /// Run this many scenarios at once, each in its own VM.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    jobs: u32,
+    /// Run only shard I of N (1-based, e.g. 2/4): scenarios are split by sorted position.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    shard: Option<(usize, usize)>,
+    /// Override every scenario's accelerator.
+    #[arg(long, value_enum)]
+    accel: Option<AccelChoice>,
+    /// Show the guest tools' progress while streaming.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let (i, n) = s.split_once('/').ok_or("expected I/N, e.g. 1/4")?;
+    let i: usize = i.parse().map_err(|_| format!("`{i}` is not a number"))?;
+    let n: usize = n.parse().map_err(|_| format!("`{n}` is not a number"))?;
+    if n == 0 || i == 0 || i > n {
+        return Err(format!("shard {i}/{n}: need 1 <= I <= N"));
+    }
+    Ok((i, n))
 }
 
 #[derive(Args)]
@@ -99,6 +135,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Vm(args) => cmd_vm(args),
         Cmd::Check { files } => cmd_check(&files),
+        Cmd::Run(args) => cmd_run(args),
         Cmd::Schema => {
             print!("{}", acq::scenario::format::schema_json());
             Ok(ExitCode::SUCCESS)
@@ -113,9 +150,122 @@ fn main() -> ExitCode {
     }
 }
 
+/// Expands directories into their `*.json` files, sorted.
+fn scenario_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect();
+            v.sort();
+            out.extend(v);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn cmd_run(args: RunArgs) -> Result<ExitCode> {
+    let files = scenario_files(&args.files)?;
+    // Everything is validated before anything starts: a typo in the last file must not
+    // cost the minutes the first ones take.
+    let mut scenarios = Vec::new();
+    let mut bad = Vec::new();
+    for f in &files {
+        match acq::scenario::load(f) {
+            Ok(sc) => scenarios.push((f.clone(), sc)),
+            Err(e) => bad.push(e.to_string()),
+        }
+    }
+    if !bad.is_empty() {
+        for b in &bad {
+            eprintln!("acq: error: {b}");
+        }
+        anyhow::bail!("{} malformed scenario file(s); nothing was run", bad.len());
+    }
+    if let Some((i, n)) = args.shard {
+        scenarios = scenarios
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| k % n == i - 1)
+            .map(|(_, s)| s)
+            .collect();
+    }
+    let mut names = std::collections::HashSet::new();
+    for (f, sc) in &scenarios {
+        let name = sc.name.clone().unwrap_or_default();
+        if !names.insert(name.clone()) {
+            anyhow::bail!(
+                "two scenarios are named `{name}` (one is {}): names must be unique",
+                f.display()
+            );
+        }
+    }
+    let paths = Paths::discover()?;
+    let opts = acq::scenario::run::RunOptions {
+        results: args.results.clone(),
+        accel: args.accel,
+        verbose: args.verbose,
+    };
+    eprintln!(
+        "running {} scenario(s), {} at a time; results in {}",
+        scenarios.len(),
+        args.jobs,
+        args.results.display()
+    );
+    let queue = std::sync::Mutex::new(scenarios.into_iter().enumerate().collect::<Vec<_>>());
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..args.jobs {
+            s.spawn(|| loop {
+                let next = queue
+                    .lock()
+                    .ok()
+                    .and_then(|mut q| (!q.is_empty()).then(|| q.remove(0)));
+                let Some((k, (file, sc))) = next else { break };
+                if signals::interrupted() {
+                    break;
+                }
+                let r = acq::scenario::run::run(&sc, &file, &paths, &opts);
+                eprintln!(
+                    "{} {} ({:.0} s){}",
+                    if r.passed { "PASS" } else { "FAIL" },
+                    r.name,
+                    r.seconds,
+                    r.error
+                        .as_ref()
+                        .map(|e| format!(": {}", e.lines().next().unwrap_or("")))
+                        .unwrap_or_default()
+                );
+                if let Ok(mut v) = results.lock() {
+                    v.push((k, r));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_default();
+    results.sort_by_key(|(k, _)| *k);
+    let results: Vec<_> = results.into_iter().map(|(_, r)| r).collect();
+    acq::scenario::report::write_all(&args.results, &results)?;
+    print!("{}", acq::scenario::report::table(&results));
+    if signals::interrupted() {
+        anyhow::bail!("interrupted");
+    }
+    Ok(if results.iter().all(|r| r.passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn cmd_check(files: &[PathBuf]) -> Result<ExitCode> {
+    let files = scenario_files(files)?;
     let mut bad = 0;
-    for f in files {
+    for f in &files {
         match acq::scenario::load(f) {
             Ok(sc) => println!(
                 "ok    {} ({} step(s), {} fault(s), {} card(s))",

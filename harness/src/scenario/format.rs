@@ -501,11 +501,11 @@ impl Size {
 impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let v = self.0;
-        if v >= 1 << 30 && v % (1 << 30) == 0 {
+        if v >= 1 << 30 && v.is_multiple_of(1 << 30) {
             write!(f, "{}G", v >> 30)
-        } else if v >= 1 << 20 && v % (1 << 20) == 0 {
+        } else if v >= 1 << 20 && v.is_multiple_of(1 << 20) {
             write!(f, "{}M", v >> 20)
-        } else if v >= 1 << 10 && v % (1 << 10) == 0 {
+        } else if v >= 1 << 10 && v.is_multiple_of(1 << 10) {
             write!(f, "{}K", v >> 10)
         } else {
             write!(f, "{v}")
@@ -620,7 +620,7 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
     }
     for (i, c) in sc.cards.iter().enumerate() {
         if let Some(Size(b)) = c.device.block_size {
-            if b % 8 != 0 || !(64..=4 << 20).contains(&b) {
+            if !b.is_multiple_of(8) || !(64..=4 << 20).contains(&b) {
                 return err(
                     &format!("cards[{i}].device.block_size"),
                     format!("{b} must be a multiple of 8 between 64 and 4M"),

@@ -4,3 +4,5 @@
 pub mod format;
 
 pub use format::{load, parse, LoadError, Scenario};
+pub mod report;
+pub mod run;

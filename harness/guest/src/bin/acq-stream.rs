@@ -5,7 +5,7 @@
 //! acq-stream --device /dev/acq0 --mode read --bytes 256M [--verify] [--sink /dev/null|FILE]
 //!            [--block B] [--ring-log2 L] [--rate R] [--pattern P] [--seed S]
 //!            [--irq-count C] [--irq-time-us T] [--read-size N] [--nonblock]
-//!            [--restart-at N] [--timeout SECONDS]
+//!            [--restart-at N] [--timeout SECONDS] [--stop-on-signal]
 //! ```
 //!
 //! Verification works by stream offset (docs/driver.md): the offset of the next byte is
@@ -46,6 +46,7 @@ struct Args {
     nonblock: bool,
     restart_at: Option<u64>,
     timeout: Option<f64>,
+    stop_on_signal: bool,
 }
 
 fn usage(msg: &str) -> ExitCode {
@@ -54,7 +55,7 @@ fn usage(msg: &str) -> ExitCode {
         "usage: acq-stream --device /dev/acqN --mode read --bytes N [--verify] [--sink PATH] \
          [--block B] [--ring-log2 L] [--rate R] [--pattern counter|prbs|sine[:CH]|N] [--seed S] \
          [--irq-count C] [--irq-time-us T] [--read-size N] [--nonblock] [--restart-at N] \
-         [--timeout SECONDS]"
+         [--timeout SECONDS] [--stop-on-signal]"
     );
     ExitCode::from(2)
 }
@@ -76,6 +77,7 @@ fn parse_args() -> Result<Args, String> {
         nonblock: false,
         restart_at: None,
         timeout: None,
+        stop_on_signal: false,
     };
     let mut mode = None;
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -117,6 +119,7 @@ fn parse_args() -> Result<Args, String> {
                 a.read_size = v as usize;
             }
             "--nonblock" => a.nonblock = true,
+            "--stop-on-signal" => a.stop_on_signal = true,
             "--restart-at" => a.restart_at = Some(size(opt, val(opt)?)?),
             "--timeout" => {
                 let v = val(opt)?;
@@ -223,6 +226,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     let mut restarted = false;
     let mut timed_out = false;
     let mut fatal: Option<String> = None;
+    let mut stopped_by_signal = false;
 
     while total < a.bytes {
         if let Some(t) = a.timeout {
@@ -303,6 +307,10 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
                 }
             }
         }
+        if a.stop_on_signal && SIGNALS.load(Ordering::Relaxed) > 0 {
+            stopped_by_signal = true;
+            break;
+        }
         if progress && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             let secs = start.elapsed().as_secs_f64();
@@ -318,7 +326,8 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         eprintln!();
     }
     let stats = dev.stats().map_err(|e| format!("GET_STATS: {e}"))?;
-    let ok = fatal.is_none() && mismatches == 0 && !timed_out && total >= a.bytes;
+    let ok =
+        fatal.is_none() && mismatches == 0 && !timed_out && (total >= a.bytes || stopped_by_signal);
     let report = serde_json::json!({
         "device": a.device,
         "mode": "read",
@@ -336,6 +345,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         "short_reads": short_reads,
         "restarted": restarted,
         "timed_out": timed_out,
+        "stopped_by_signal": stopped_by_signal,
         "fatal": fatal,
         "config": acqdev::config_json(&cfg),
         "stats": acqdev::stats_json(&stats),

@@ -1,0 +1,143 @@
+//! Clients for the two side channels a run has into its devices: the device model's
+//! control socket (counters, faults) and QEMU's QMP socket (hot-unplug). Both speak JSON
+//! lines, both keep a transcript, and every read has a deadline.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A JSON-lines connection with a transcript.
+struct Lines {
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+    transcript: Option<File>,
+    what: String,
+}
+
+impl Lines {
+    fn connect(path: &Path, what: &str, transcript: Option<&Path>) -> Result<Lines> {
+        let s = UnixStream::connect(path)
+            .with_context(|| format!("connecting to the {what} at {}", path.display()))?;
+        s.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        let transcript = match transcript {
+            Some(p) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| format!("opening {}", p.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Lines {
+            reader: BufReader::new(s.try_clone()?),
+            writer: s,
+            transcript,
+            what: what.to_owned(),
+        })
+    }
+
+    fn log(&mut self, dir: &str, line: &str) {
+        if let Some(t) = &mut self.transcript {
+            let _ = writeln!(t, "{dir} {}", line.trim_end());
+        }
+    }
+
+    fn send(&mut self, v: &Value) -> Result<()> {
+        let line = v.to_string();
+        self.log(">>", &line);
+        self.writer
+            .write_all(format!("{line}\n").as_bytes())
+            .with_context(|| format!("writing to the {}", self.what))
+    }
+
+    fn recv(&mut self) -> Result<Value> {
+        let mut line = String::new();
+        let n = self.reader.read_line(&mut line).with_context(|| {
+            format!("reading from the {} (timeout {REPLY_TIMEOUT:?})", self.what)
+        })?;
+        if n == 0 {
+            bail!("the {} closed the connection", self.what);
+        }
+        self.log("<<", &line);
+        serde_json::from_str(&line).with_context(|| format!("the {} sent {line:?}", self.what))
+    }
+}
+
+/// The device model's control socket (protocol in docs/device.md, "Model control socket").
+pub struct ModelControl {
+    lines: Lines,
+}
+
+impl ModelControl {
+    /// Connects to the control socket at `path`, appending the exchange to `transcript`.
+    pub fn connect(path: &Path, transcript: Option<&Path>) -> Result<ModelControl> {
+        Ok(ModelControl {
+            lines: Lines::connect(path, "device model control socket", transcript)?,
+        })
+    }
+
+    /// Sends one request and returns the reply; a reply with `"ok": false` is an error.
+    pub fn request(&mut self, req: &Value) -> Result<Value> {
+        self.lines.send(req)?;
+        let reply = self.lines.recv()?;
+        if reply.get("ok") == Some(&Value::Bool(false)) {
+            bail!(
+                "device model refused {req}: {}",
+                reply
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("(no reason)")
+            );
+        }
+        Ok(reply)
+    }
+
+    /// The card's counters (a JSON object of numbers).
+    pub fn counters(&mut self) -> Result<Value> {
+        let reply = self.request(&json!({"cmd": "counters"}))?;
+        Ok(reply.get("counters").cloned().unwrap_or(reply))
+    }
+}
+
+/// A QMP connection to QEMU (capabilities negotiated).
+pub struct Qmp {
+    lines: Lines,
+}
+
+impl Qmp {
+    /// Connects and negotiates capabilities.
+    pub fn connect(path: &Path, transcript: Option<&Path>) -> Result<Qmp> {
+        let mut lines = Lines::connect(path, "QMP socket", transcript)?;
+        let greeting = lines.recv()?;
+        if greeting.get("QMP").is_none() {
+            bail!("QEMU's QMP greeting was {greeting}");
+        }
+        let mut qmp = Qmp { lines };
+        qmp.execute("qmp_capabilities", json!({}))?;
+        Ok(qmp)
+    }
+
+    /// Runs a command and returns its `return` value; asynchronous events are skipped
+    /// (they are in the transcript).
+    pub fn execute(&mut self, cmd: &str, args: Value) -> Result<Value> {
+        self.lines
+            .send(&json!({"execute": cmd, "arguments": args}))?;
+        loop {
+            let v = self.lines.recv()?;
+            if let Some(r) = v.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = v.get("error") {
+                bail!("QMP {cmd} failed: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,627 @@
+//! Carrying out one scenario: boot the VM with its cards, load the driver, run the steps
+//! while a timeline thread injects the faults, then check every expectation.
+//!
+//! Everything a run leaves is under its results directory: `console.log`, `qemu.log`,
+//! `acqN.log` (device models), `control.log` and `qmp.log` (transcripts), `result.json`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::format::{At, CardSpec, Expect, Fault, FaultSpec, Scenario, Sink, Step, StreamStep};
+use crate::accel::AccelChoice;
+use crate::control::{ModelControl, Qmp};
+use crate::paths::Paths;
+use crate::vm::{Card, Vm, VmConfig};
+
+/// Guest tools a scenario needs in the image, from the guest binary directory.
+const GUEST_TOOLS: [&str; 2] = ["acq-stream", "acq-ctl"];
+
+/// How scenarios are run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Results go to `results/<scenario name>/`.
+    pub results: PathBuf,
+    /// Overrides every scenario's accelerator.
+    pub accel: Option<AccelChoice>,
+    /// Print guest output (progress) while streaming.
+    pub verbose: bool,
+}
+
+/// One checked expectation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub name: String,
+    /// Whether it held.
+    pub ok: bool,
+    /// The measured value, or why it failed.
+    pub detail: String,
+}
+
+/// What one scenario did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    /// Scenario name.
+    pub name: String,
+    /// Its file.
+    pub file: String,
+    /// All checks held and nothing failed.
+    pub passed: bool,
+    /// Wall-clock seconds, boot included.
+    pub seconds: f64,
+    /// Accelerator used.
+    pub accel: String,
+    /// A failure that stopped the run before the checks (boot failure, step failure, ...).
+    pub error: Option<String>,
+    /// The expectations, each checked.
+    pub checks: Vec<Check>,
+    /// The result line of each stream step.
+    pub streams: Vec<Value>,
+    /// Faults fired: (fault, card, when in ms after the steps started).
+    pub faults_fired: Vec<Value>,
+    /// Each card's counters at the end.
+    pub counters: Vec<Value>,
+    /// The results directory.
+    pub results: String,
+}
+
+/// Runs one scenario; never panics, never leaves processes behind.
+pub fn run(sc: &Scenario, file: &Path, paths: &Paths, opts: &RunOptions) -> ScenarioResult {
+    let name = sc.name.clone().unwrap_or_else(|| "scenario".into());
+    let dir = opts.results.join(&name);
+    let start = Instant::now();
+    let mut res = ScenarioResult {
+        name: name.clone(),
+        file: file.display().to_string(),
+        passed: false,
+        seconds: 0.0,
+        accel: String::new(),
+        error: None,
+        checks: Vec::new(),
+        streams: Vec::new(),
+        faults_fired: Vec::new(),
+        counters: Vec::new(),
+        results: dir.display().to_string(),
+    };
+    if let Err(e) = run_inner(sc, paths, opts, &dir, &mut res) {
+        res.error = Some(format!("{e:#}"));
+    }
+    res.seconds = start.elapsed().as_secs_f64();
+    res.passed = res.error.is_none() && res.checks.iter().all(|c| c.ok);
+    if let Ok(text) = serde_json::to_string_pretty(&res) {
+        let _ = fs::write(dir.join("result.json"), text);
+    }
+    res
+}
+
+fn run_inner(
+    sc: &Scenario,
+    paths: &Paths,
+    opts: &RunOptions,
+    dir: &Path,
+    res: &mut ScenarioResult,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(sc.timeout_s);
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    fs::create_dir_all(dir)?;
+    let mut cards = Vec::new();
+    for (i, c) in sc.cards.iter().enumerate() {
+        let cfg = dir.join(format!("acq{i}.config.json"));
+        fs::write(&cfg, model_config(c).to_string())?;
+        cards.push(Card::Model { config: Some(cfg) });
+    }
+    let mut modules = Vec::new();
+    if sc.load_driver {
+        let ko = paths.repo.join("driver/acq.ko");
+        if !ko.exists() {
+            bail!("{} does not exist: run `make driver`", ko.display());
+        }
+        modules.push(ko);
+    }
+    let files = GUEST_TOOLS
+        .iter()
+        .map(|t| (format!("/bin/{t}"), paths.guest_bin.join(t)))
+        .collect();
+    let cfg = VmConfig {
+        accel: opts.accel.unwrap_or(sc.vm.accel),
+        cpus: sc.vm.cpus,
+        memory_mib: sc.vm.memory_mib,
+        cards,
+        modules,
+        files,
+        boot_timeout: remaining(deadline).min(Duration::from_secs(300)),
+        shell: false,
+        run_dir: dir.to_path_buf(),
+        keep: true,
+    };
+    let mut vm = Vm::boot(&cfg, paths)?;
+    res.accel = vm.accel.0.to_string();
+    let r = run_steps(sc, opts, dir, deadline, &mut vm, res);
+    if r.is_err() {
+        vm.mark_failed();
+    }
+    // Counters and the kernel log are read even after a failed step: they explain it.
+    for (i, m) in vm.models.iter().enumerate() {
+        let c = ModelControl::connect(&m.control, Some(&dir.join("control.log")))
+            .and_then(|mut c| c.counters())
+            .unwrap_or_else(|e| json!({"error": format!("card {i}: {e:#}")}));
+        res.counters.push(c);
+    }
+    let dmesg = vm.sh("dmesg", Duration::from_secs(60).min(remaining(deadline)));
+    r?;
+    let dmesg = dmesg?.stdout;
+    fs::write(dir.join("dmesg.txt"), &dmesg)?;
+    check_expectations(&sc.expect, res, &dmesg);
+    if sc.load_driver {
+        let out = vm.sh("rmmod acq", Duration::from_secs(60))?;
+        res.checks.push(Check {
+            name: "driver unloads".into(),
+            ok: out.success(),
+            detail: format!("status {} {}", out.status, out.stderr.trim()),
+        });
+    }
+    vm.shutdown(Duration::from_secs(60).min(remaining(deadline).max(Duration::from_secs(5))))?;
+    Ok(())
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+/// The device model's JSON config for a card (its model-level settings).
+fn model_config(c: &CardSpec) -> Value {
+    let mut v = serde_json::Map::new();
+    if let Some(s) = c.bar2_size {
+        v.insert("bar2_size".into(), json!(s.0));
+    }
+    if let Some(n) = c.msix_vectors {
+        v.insert("msix_vectors".into(), json!(n));
+    }
+    if let Some(s) = c.fifo_depth {
+        v.insert("fifo_depth".into(), json!(s.0));
+    }
+    Value::Object(v)
+}
+
+fn run_steps(
+    sc: &Scenario,
+    opts: &RunOptions,
+    dir: &Path,
+    deadline: Instant,
+    vm: &mut Vm,
+    res: &mut ScenarioResult,
+) -> Result<()> {
+    if sc.load_driver {
+        vm.sh_ok("insmod /lib/modules/acq.ko", Duration::from_secs(60))?;
+        for i in 0..sc.cards.len() {
+            vm.sh_ok(
+                &format!("for t in $(seq 50); do [ -c /dev/acq{i} ] && exit 0; sleep 0.1; done; echo no /dev/acq{i}; exit 1"),
+                Duration::from_secs(30),
+            )?;
+        }
+    }
+    let controls: Vec<PathBuf> = vm.models.iter().map(|m| m.control.clone()).collect();
+    let timeline = Timeline::start(
+        sc.faults.clone(),
+        controls,
+        dir.join("qmp.sock"),
+        dir.to_path_buf(),
+    );
+    let r = (|| -> Result<()> {
+        for (i, step) in sc.steps.iter().enumerate() {
+            if remaining(deadline).is_zero() {
+                bail!(
+                    "scenario time limit ({} s) reached before step {i}",
+                    sc.timeout_s
+                );
+            }
+            match step {
+                Step::Stream(st) => {
+                    let v = stream(vm, st, &sc.cards[st.card], opts, deadline)
+                        .with_context(|| format!("step {i} (stream)"))?;
+                    res.streams.push(v);
+                }
+                Step::Exec(e) => {
+                    let t = Duration::from_secs(e.timeout_s).min(remaining(deadline));
+                    let out = vm.sh(&e.cmd, t)?;
+                    if out.status != e.status || out.timed_out {
+                        bail!(
+                            "step {i}: `{}` exited {} (expected {}){}:\n{}{}",
+                            e.cmd,
+                            out.status,
+                            e.status,
+                            if out.timed_out { ", timed out" } else { "" },
+                            out.stdout,
+                            out.stderr
+                        );
+                    }
+                }
+                Step::SleepMs(ms) => {
+                    thread::sleep(Duration::from_millis(*ms).min(remaining(deadline)))
+                }
+            }
+        }
+        Ok(())
+    })();
+    let (fired, unfired, errors) = timeline.stop();
+    res.faults_fired = fired;
+    for f in unfired {
+        res.checks.push(Check {
+            name: format!("fault {} on card {} fires", f.inject.name(), f.card),
+            ok: false,
+            detail: format!("never fired ({:?}): the steps ended first", f.at),
+        });
+    }
+    for e in errors {
+        res.checks.push(Check {
+            name: "fault injection".into(),
+            ok: false,
+            detail: e,
+        });
+    }
+    r
+}
+
+/// Runs `acq-stream` for a stream step and returns its JSON result line.
+fn stream(
+    vm: &mut Vm,
+    st: &StreamStep,
+    card: &CardSpec,
+    opts: &RunOptions,
+    deadline: Instant,
+) -> Result<Value> {
+    let mut argv: Vec<String> = vec![
+        "acq-stream".into(),
+        "--device".into(),
+        format!("/dev/acq{}", st.card),
+        "--mode".into(),
+        st.mode.as_str().into(),
+        "--bytes".into(),
+        st.bytes.0.to_string(),
+        "--timeout".into(),
+        st.timeout_s.to_string(),
+    ];
+    if st.verify {
+        argv.push("--verify".into());
+    }
+    match st.sink {
+        Sink::Null => {}
+        Sink::Tmpfs => argv.extend(["--sink".into(), format!("/tmp/acq{}.data", st.card)]),
+    }
+    if let Some(c) = st.chunk {
+        argv.extend(["--read-size".into(), c.0.to_string()]);
+    }
+    if let Some(p) = st.pipe_size {
+        argv.extend(["--pipe-size".into(), p.0.to_string()]);
+    }
+    let d = &card.device;
+    let mut opt = |flag: &str, v: Option<String>| {
+        if let Some(v) = v {
+            argv.extend([flag.to_owned(), v]);
+        }
+    };
+    opt("--block", d.block_size.map(|s| s.0.to_string()));
+    opt("--rate", d.rate.map(|s| s.0.to_string()));
+    opt("--pattern", d.pattern.map(|p| p.as_str().to_owned()));
+    opt("--seed", d.seed.map(|s| s.to_string()));
+    opt("--irq-count", d.irq_count.map(|s| s.to_string()));
+    opt("--irq-time-us", d.irq_time_us.map(|s| s.to_string()));
+    let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
+    // The agent's timeout is a backstop; acq-stream's own --timeout ends the stream first.
+    let t = Duration::from_secs(st.timeout_s + 30).min(remaining(deadline));
+    let verbose = opts.verbose;
+    let out = vm.exec_streaming(&argv_ref, t, &mut |stream, data| {
+        if verbose && stream == acq_guest::proto::Stream::Stderr {
+            eprint!("{data}");
+        }
+    })?;
+    let line = out
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| {
+            anyhow!(
+                "acq-stream printed no result (status {}): {}",
+                out.status,
+                out.stderr.trim()
+            )
+        })?;
+    let v: Value =
+        serde_json::from_str(line).with_context(|| format!("acq-stream result {line:?}"))?;
+    if out.status == 2 {
+        bail!("acq-stream rejected its arguments: {}", out.stderr.trim());
+    }
+    Ok(v)
+}
+
+fn num(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Checks the expectations against what the run measured.
+fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &str) {
+    let mut checks = Vec::new();
+    let streams = &res.streams;
+    for (i, s) in streams.iter().enumerate() {
+        if let Some(f) = s.get("fatal").filter(|f| !f.is_null()) {
+            checks.push(Check {
+                name: format!("stream {i} ends without a fatal error"),
+                ok: false,
+                detail: f.to_string(),
+            });
+        }
+        if s.get("timed_out") == Some(&Value::Bool(true)) {
+            checks.push(Check {
+                name: format!("stream {i} finishes in time"),
+                ok: false,
+                detail: format!("timed out after {} bytes", num(s, "bytes")),
+            });
+        }
+    }
+    if let Some(min) = ex.min_throughput_mbps {
+        for (i, s) in streams.iter().enumerate() {
+            let mbps = s.get("mb_per_s").and_then(Value::as_f64).unwrap_or(0.0);
+            checks.push(Check {
+                name: format!("stream {i} throughput >= {min} MB/s"),
+                ok: mbps >= min,
+                detail: format!("{mbps:.1} MB/s"),
+            });
+        }
+    }
+    let verified: u64 = streams.iter().map(|s| num(s, "verified_bytes")).sum();
+    if let Some(min) = ex.verified_bytes_min {
+        checks.push(Check {
+            name: format!("verified bytes >= {min}"),
+            ok: verified >= min.0,
+            detail: format!("{verified} bytes verified"),
+        });
+    }
+    let mismatches: u64 = streams.iter().map(|s| num(s, "errors")).sum();
+    checks.push(Check {
+        name: format!("verification mismatches {}", ex.mismatches),
+        ok: ex.mismatches.contains(mismatches),
+        detail: format!("{mismatches} mismatching bytes"),
+    });
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    for s in streams {
+        if let Some(m) = s.get("errno").and_then(Value::as_object) {
+            for (k, v) in m {
+                *seen.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
+            }
+        }
+    }
+    let mut names: Vec<&String> = ex.errors.keys().chain(seen.keys()).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let want = ex.errors.get(name).copied().unwrap_or(0);
+        let got = seen.get(name).copied().unwrap_or(0);
+        checks.push(Check {
+            name: format!("{name} seen {want} time(s)"),
+            ok: want == got,
+            detail: format!("seen {got} time(s)"),
+        });
+    }
+    if ex.recovered {
+        for (i, s) in streams.iter().enumerate() {
+            let ok = s.get("ok") == Some(&Value::Bool(true))
+                || (num(s, "bytes") > 0
+                    && s.get("fatal").is_none_or(Value::is_null)
+                    && s.get("timed_out") != Some(&Value::Bool(true)));
+            checks.push(Check {
+                name: format!("stream {i} recovered and reached its byte count"),
+                ok,
+                detail: format!(
+                    "{} bytes, fatal: {}",
+                    num(s, "bytes"),
+                    s.get("fatal").unwrap_or(&Value::Null)
+                ),
+            });
+        }
+    }
+    for (key, range) in &ex.counters {
+        let (card, name) = key.split_once('.').unwrap_or((key, ""));
+        let idx: usize = card
+            .trim_start_matches("card")
+            .parse()
+            .unwrap_or(usize::MAX);
+        let got = res
+            .counters
+            .get(idx)
+            .and_then(|c| c.get(name))
+            .and_then(Value::as_u64);
+        checks.push(Check {
+            name: format!("{key} {range}"),
+            ok: got.is_some_and(|g| range.contains(g)),
+            detail: got.map_or_else(|| "no such counter".into(), |g| g.to_string()),
+        });
+    }
+    let bad: Vec<String> = crate::dmesg::kernel_bug_reports(dmesg)
+        .into_iter()
+        .filter(|l| !ex.dmesg_allow.iter().any(|a| l.contains(a.as_str())))
+        .collect();
+    checks.push(Check {
+        name: "kernel log clean (no WARN/BUG/lockdep)".into(),
+        ok: bad.is_empty(),
+        detail: if bad.is_empty() {
+            "clean".into()
+        } else {
+            bad.join(" | ")
+        },
+    });
+    res.checks.extend(checks);
+}
+
+/// The fault timeline: a thread that fires each fault when its time or stream offset comes.
+struct Timeline {
+    stop: Arc<AtomicBool>,
+    handle: Option<thread::JoinHandle<()>>,
+    state: Arc<Mutex<TimelineState>>,
+}
+
+#[derive(Default)]
+struct TimelineState {
+    pending: Vec<FaultSpec>,
+    fired: Vec<Value>,
+    errors: Vec<String>,
+}
+
+impl Timeline {
+    fn start(
+        faults: Vec<FaultSpec>,
+        controls: Vec<PathBuf>,
+        qmp: PathBuf,
+        dir: PathBuf,
+    ) -> Timeline {
+        let stop = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(Mutex::new(TimelineState {
+            pending: faults,
+            ..Default::default()
+        }));
+        let handle = if state.lock().map(|s| s.pending.is_empty()).unwrap_or(true) {
+            None
+        } else {
+            let (stop, state) = (Arc::clone(&stop), Arc::clone(&state));
+            Some(thread::spawn(move || {
+                timeline_thread(&stop, &state, &controls, &qmp, &dir)
+            }))
+        };
+        Timeline {
+            stop,
+            handle,
+            state,
+        }
+    }
+
+    /// Stops the thread; returns (fired, never fired, injection errors).
+    fn stop(mut self) -> (Vec<Value>, Vec<FaultSpec>, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        (
+            std::mem::take(&mut s.fired),
+            std::mem::take(&mut s.pending),
+            std::mem::take(&mut s.errors),
+        )
+    }
+}
+
+fn timeline_thread(
+    stop: &AtomicBool,
+    state: &Mutex<TimelineState>,
+    controls: &[PathBuf],
+    qmp: &Path,
+    dir: &Path,
+) {
+    let t0 = Instant::now();
+    let transcript = dir.join("control.log");
+    let mut conns: Vec<Option<ModelControl>> = controls.iter().map(|_| None).collect();
+    while !stop.load(Ordering::SeqCst) {
+        let pending = match state.lock() {
+            Ok(s) => s.pending.clone(),
+            Err(_) => return,
+        };
+        if pending.is_empty() {
+            return;
+        }
+        let mut produced: BTreeMap<usize, u64> = BTreeMap::new();
+        for (idx, f) in pending.iter().enumerate() {
+            let due = match f.at {
+                At::TimeMs(ms) => t0.elapsed() >= Duration::from_millis(ms),
+                At::Bytes(b) => {
+                    let p = match produced.get(&f.card) {
+                        Some(p) => *p,
+                        None => {
+                            let p = control(&mut conns, controls, f.card, &transcript)
+                                .and_then(|c| c.counters())
+                                .map(|c| num(&c, "bytes"))
+                                .unwrap_or(0);
+                            produced.insert(f.card, p);
+                            p
+                        }
+                    };
+                    p >= b.0
+                }
+            };
+            if !due {
+                continue;
+            }
+            let when = t0.elapsed().as_millis() as u64;
+            let r = inject(&mut conns, controls, f, qmp, dir, &transcript);
+            if let Ok(mut s) = state.lock() {
+                s.pending.retain(|p| p != f);
+                match r {
+                    Ok(()) => s.fired.push(json!({
+                        "fault": f.inject.name(), "card": f.card, "at_ms": when,
+                        "at_bytes": produced.get(&f.card),
+                    })),
+                    Err(e) => s.errors.push(format!(
+                        "injecting {} on card {}: {e:#}",
+                        f.inject.name(),
+                        f.card
+                    )),
+                }
+            }
+            let _ = idx;
+            break;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn control<'a>(
+    conns: &'a mut [Option<ModelControl>],
+    paths: &[PathBuf],
+    card: usize,
+    transcript: &Path,
+) -> Result<&'a mut ModelControl> {
+    let slot = conns.get_mut(card).context("no such card")?;
+    if slot.is_none() {
+        *slot = Some(ModelControl::connect(&paths[card], Some(transcript))?);
+    }
+    slot.as_mut().context("control connection")
+}
+
+fn inject(
+    conns: &mut [Option<ModelControl>],
+    paths: &[PathBuf],
+    f: &FaultSpec,
+    qmp: &Path,
+    dir: &Path,
+    transcript: &Path,
+) -> Result<()> {
+    let req = match f.inject {
+        Fault::DmaError { count }
+        | Fault::CorruptData { count }
+        | Fault::DropIrq { count }
+        | Fault::SpuriousIrq { count }
+        | Fault::Overflow { count }
+        | Fault::BadRegisterReads { count } => {
+            json!({"cmd": "inject", "fault": f.inject.name(), "count": count})
+        }
+        Fault::Stall { ms } => json!({"cmd": "inject", "fault": "stall", "ms": ms}),
+        Fault::Hang => json!({"cmd": "inject", "fault": "hang"}),
+        Fault::Reset => json!({"cmd": "reset"}),
+        Fault::SurpriseRemoval => {
+            let mut q = Qmp::connect(qmp, Some(&dir.join("qmp.log")))?;
+            q.execute("device_del", json!({"id": format!("acq{}", f.card)}))?;
+            return Ok(());
+        }
+    };
+    control(conns, paths, f.card, transcript)?.request(&req)?;
+    Ok(())
+}
