@@ -28,7 +28,7 @@ pub fn boot_with(
     test: &str,
     cards: usize,
     modules: Vec<PathBuf>,
-    files: Vec<(String, PathBuf)>,
+    files: ImageFiles,
 ) -> Result<(Vm, Paths)> {
     let paths = Paths::discover()?;
     let cfg = VmConfig {
@@ -41,8 +41,11 @@ pub fn boot_with(
     Ok((Vm::boot(&cfg, &paths)?, paths))
 }
 
+/// Extra image files: (guest path, host path).
+pub type ImageFiles = Vec<(String, PathBuf)>;
+
 /// The driver module and the guest tools its tests need, as `boot_with` arguments.
-pub fn driver_image(paths: &Paths) -> Result<(Vec<PathBuf>, Vec<(String, PathBuf)>)> {
+pub fn driver_image(paths: &Paths) -> Result<(Vec<PathBuf>, ImageFiles)> {
     let ko = paths.repo.join("driver/acq.ko");
     if !ko.exists() {
         bail!("{} is missing: run `make driver`", ko.display());

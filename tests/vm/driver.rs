@@ -1,0 +1,273 @@
+//! The Rust kernel driver (driver/acq.ko) in the VM: probe with one and two cards, stream
+//! and verify every byte through read(), control paths (ioctls, O_NONBLOCK, signals,
+//! stop/start, rate), error paths (error completions, overflow, watchdog, removal,
+//! unload with open files) and a clean kernel log after each.
+//!
+//! Needs `make driver guest build` (the module, the guest tools, the device model).
+//! `ACQ_TEST_MIB` scales the per-card stream volume (default 256 MiB).
+
+use std::time::Duration;
+
+use acq_e2e::{
+    assert_dmesg_clean, boot_with, driver_image, json_num, json_true, json_u64, model_request, CMD,
+};
+use anyhow::{ensure, Context, Result};
+
+/// How long a long stream may take in the guest.
+const STREAM: Duration = Duration::from_secs(600);
+
+fn stream_mib() -> u64 {
+    std::env::var("ACQ_TEST_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(256)
+}
+
+fn boot(test: &str, cards: usize) -> Result<acq::vm::Vm> {
+    let paths = acq::paths::Paths::discover()?;
+    let (modules, files) = driver_image(&paths)?;
+    let (vm, _) = boot_with(test, cards, modules, files)?;
+    Ok(vm)
+}
+
+fn insmod(vm: &mut acq::vm::Vm, cards: usize) -> Result<()> {
+    vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
+    let ls = vm.sh_ok("ls /dev", CMD)?;
+    for i in 0..cards {
+        ensure!(
+            ls.lines().any(|l| l.trim() == format!("acq{i}")),
+            "/dev/acq{i} missing after insmod; /dev: {ls}"
+        );
+    }
+    let dmesg = vm.sh_ok("dmesg", CMD)?;
+    let probed = dmesg.lines().filter(|l| l.contains("/dev/acq")).count();
+    ensure!(
+        probed == cards,
+        "{probed} of {cards} cards probed:\n{dmesg}"
+    );
+    Ok(())
+}
+
+fn rmmod_clean(vm: &mut acq::vm::Vm) -> Result<()> {
+    vm.sh_ok("rmmod acq", CMD)?;
+    ensure!(!vm.sh_ok("cat /proc/modules", CMD)?.contains("acq "));
+    assert_dmesg_clean(vm)
+}
+
+/// Runs acq-stream and checks its verdict; returns its JSON line.
+fn stream(vm: &mut acq::vm::Vm, args: &str) -> Result<String> {
+    let out = vm.sh(&format!("acq-stream --mode read {args}"), STREAM)?;
+    ensure!(
+        out.success() && json_true(&out.stdout, "ok"),
+        "acq-stream {args} failed (status {}): {}{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    Ok(out.stdout)
+}
+
+#[test]
+fn driver_loads_and_unloads_without_a_card() -> Result<()> {
+    let mut vm = boot("driver-nocard", 0)?;
+    vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
+    ensure!(vm.sh_ok("cat /proc/modules", CMD)?.contains("acq "));
+    ensure!(!vm.sh_ok("ls /dev", CMD)?.contains("acq0"));
+    rmmod_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}
+
+#[test]
+fn driver_one_card_streams_verified_and_unloads() -> Result<()> {
+    let mib = stream_mib();
+    let mut vm = boot("driver-one", 1)?;
+    insmod(&mut vm, 1)?;
+    let info = vm.sh_ok("acq-ctl info", CMD)?;
+    ensure!(json_u64(&info, "abi_version") == 1, "info: {info}");
+
+    // Standard tools work: dd reads whole 1 MiB blocks (blocking reads fill the request).
+    let dd = vm.sh_ok("dd if=/dev/acq0 of=/dev/null bs=1M count=8 2>&1", STREAM)?;
+    ensure!(dd.contains("8+0 records in"), "dd: {dd}");
+    // COUNTER pattern with seed 0: word i is i (little-endian).
+    let od = vm.sh_ok(
+        "dd if=/dev/acq0 bs=16 count=1 2>/dev/null | od -A n -t x8",
+        CMD,
+    )?;
+    ensure!(
+        od.split_whitespace().collect::<Vec<_>>() == ["0000000000000000", "0000000000000001"],
+        "first words of the stream: {od}"
+    );
+
+    // The main stream: every byte verified (PRBS catches bit errors).
+    let out = stream(
+        &mut vm,
+        &format!("--device /dev/acq0 --bytes {mib}M --pattern prbs --seed 0x1234 --verify"),
+    )?;
+    ensure!(
+        json_u64(&out, "verified_bytes") == mib << 20,
+        "not every byte verified: {out}"
+    );
+    eprintln!(
+        "driver: one card, {mib} MiB through read(): {:.1} MB/s",
+        json_num(&out, "mb_per_s").unwrap_or(0.0)
+    );
+
+    // A single read() of 64 MiB.
+    let out = stream(
+        &mut vm,
+        "--device /dev/acq0 --bytes 64M --read-size 64M --verify --pattern counter --seed 7",
+    )?;
+    ensure!(json_u64(&out, "short_reads") == 0, "64 MiB read: {out}");
+
+    // The stats agree.
+    let stats = vm.sh_ok("acq-ctl stats", CMD)?;
+    ensure!(json_u64(&stats, "errors") == 0, "stats: {stats}");
+    ensure!(json_u64(&stats, "interrupts") > 0, "no interrupts: {stats}");
+
+    rmmod_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}
+
+#[test]
+fn driver_two_cards_stream_in_parallel() -> Result<()> {
+    let mib = stream_mib();
+    let mut vm = boot("driver-two", 2)?;
+    insmod(&mut vm, 2)?;
+    let cmd = format!(
+        "acq-stream --mode read --device /dev/acq0 --bytes {mib}M --pattern prbs --seed 1 --verify > /tmp/s0 & \
+         acq-stream --mode read --device /dev/acq1 --bytes {mib}M --pattern counter --seed 2 --verify > /tmp/s1 & \
+         wait; cat /tmp/s0; cat /tmp/s1"
+    );
+    let out = vm.sh_ok(&cmd, STREAM)?;
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with('{')).collect();
+    ensure!(lines.len() == 2, "two results expected: {out}");
+    for (i, l) in lines.iter().enumerate() {
+        ensure!(json_true(l, "ok"), "card {i}: {l}");
+        ensure!(json_u64(l, "verified_bytes") == mib << 20, "card {i}: {l}");
+        eprintln!(
+            "driver: card {i} of 2, {mib} MiB in parallel: {:.1} MB/s",
+            json_num(l, "mb_per_s").unwrap_or(0.0)
+        );
+    }
+    rmmod_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}
+
+#[test]
+fn driver_control_paths() -> Result<()> {
+    let mut vm = boot("driver-control", 1)?;
+    insmod(&mut vm, 1)?;
+
+    // Every invalid ioctl is refused with the documented errno; nothing changes.
+    let out = vm.sh("acq-ctl probe-invalid", CMD)?;
+    ensure!(
+        out.success() && json_true(&out.stdout, "ok"),
+        "invalid ioctls: {}",
+        out.stdout
+    );
+
+    // One opener at a time: a second open gets EBUSY.
+    let out = vm.sh("exec 3</dev/acq0; acq-ctl stats; exec 3<&-", CMD)?;
+    ensure!(out.stdout.contains("EBUSY"), "second open: {out:?}");
+
+    // Stop and start mid-stream: a new session restarts at offset 0, still verified.
+    let out = stream(
+        &mut vm,
+        "--bytes 32M --restart-at 16M --verify --pattern prbs --seed 3",
+    )?;
+    ensure!(json_true(&out, "restarted"), "{out}");
+
+    // O_NONBLOCK on a slow source: EAGAIN while empty, the data still complete.
+    let out = stream(
+        &mut vm,
+        "--nonblock --bytes 256K --rate 256K --block 4096 --verify",
+    )?;
+    ensure!(json_u64(&out, "EAGAIN") > 0, "no EAGAIN seen: {out}");
+
+    // The rate limit: 4 MiB/s over 16 MiB, within 5%.
+    let rate = 4.0 * 1048576.0 / 1e6;
+    let out = stream(&mut vm, "--bytes 16M --rate 4M --verify --irq-count 8")?;
+    let got = json_num(&out, "mb_per_s").context("no mb_per_s")?;
+    ensure!(
+        (got - rate).abs() <= rate * 0.05,
+        "rate {got:.3} MB/s, configured {rate:.3} MB/s: {out}"
+    );
+
+    // A reader blocked on a slow source, interrupted by a signal: EINTR or a short count,
+    // never a kernel-internal code.
+    let out = vm.sh(
+        "acq-stream --mode read --bytes 16M --read-size 16M --rate 64K --stop-on-signal > /tmp/sig & \
+         sleep 3; kill -USR1 $!; wait; cat /tmp/sig",
+        CMD,
+    )?;
+    let line = out.stdout.trim();
+    ensure!(
+        json_true(line, "stopped_by_signal") && json_true(line, "ok"),
+        "signal: {line}"
+    );
+    ensure!(
+        json_u64(line, "EINTR") + json_u64(line, "short_reads") >= 1,
+        "neither EINTR nor a short count: {line}"
+    );
+    ensure!(!line.contains("errno5"), "kernel-internal errno: {line}");
+
+    rmmod_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}
+
+#[test]
+fn driver_error_paths() -> Result<()> {
+    let mut vm = boot("driver-errors", 1)?;
+    insmod(&mut vm, 1)?;
+
+    // Error completions: EIO once per error, the stream continues and verifies.
+    model_request(&vm, 0, r#"{"cmd":"inject","fault":"dma_error","count":2}"#)?;
+    let out = stream(&mut vm, "--bytes 8M --verify --pattern prbs")?;
+    ensure!(
+        json_u64(&out, "EIO") >= 1,
+        "no EIO after error completions: {out}"
+    );
+    ensure!(json_u64(&out, "verified_bytes") == 8 << 20, "{out}");
+
+    // Overflow: EPIPE once, the lost bytes in the stats, verification resumes by offset.
+    model_request(&vm, 0, r#"{"cmd":"inject","fault":"overflow","count":4}"#)?;
+    let out = stream(&mut vm, "--bytes 8M --verify --pattern counter --seed 9")?;
+    ensure!(
+        json_u64(&out, "EPIPE") >= 1,
+        "no EPIPE after an overflow: {out}"
+    );
+    ensure!(json_u64(&out, "lost_bytes") >= 4 * 4096, "{out}");
+
+    // A device that stops making progress: the watchdog resets it and the stream goes on.
+    model_request(&vm, 0, r#"{"cmd":"inject","fault":"hang"}"#)?;
+    let out = stream(&mut vm, "--bytes 4M --verify --timeout 60")?;
+    ensure!(
+        json_u64(&out, "watchdog_resets") >= 1,
+        "no watchdog reset: {out}"
+    );
+
+    // Unloading with an open file is refused; after close it works (reloaded below).
+    let out = vm.sh("exec 3</dev/acq0; rmmod acq; echo rc=$?; exec 3<&-", CMD)?;
+    ensure!(
+        !out.stdout.contains("rc=0"),
+        "rmmod with an open file: {out:?}"
+    );
+    vm.sh_ok("rmmod acq && insmod /lib/modules/acq.ko", CMD)?;
+
+    // The card is removed while a reader sleeps: the reader gets ENODEV, nothing breaks.
+    let out = vm.sh(
+        "acq-stream --mode read --bytes 16M --rate 64K > /tmp/rm & sleep 3; \
+         for d in /sys/bus/pci/devices/*; do \
+           [ \"$(cat $d/class)\" = 0x118000 ] && echo 1 > $d/remove; done; \
+         wait; cat /tmp/rm",
+        CMD,
+    )?;
+    ensure!(
+        out.stdout.contains("ENODEV") || out.stdout.contains("No such device"),
+        "reader after removal: {out:?}"
+    );
+    ensure!(!vm.sh_ok("ls /dev", CMD)?.contains("acq0"));
+    rmmod_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}
