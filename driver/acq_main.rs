@@ -611,7 +611,11 @@ impl Card {
                 return Ok(copied);
             }
             if !g.running {
-                // A stopped card (never started, stopped, or halted) starts on read().
+                // The session ended under us (stopped, halted): return what we have.
+                if copied > 0 {
+                    return Ok(copied);
+                }
+                // A stopped card (never started, stopped, or recovered) starts on read().
                 self.start_locked(&mut g)?;
             }
             let log2 = g.cfg.ring_log2;
