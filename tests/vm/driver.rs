@@ -271,3 +271,21 @@ fn driver_error_paths() -> Result<()> {
     rmmod_clean(&mut vm)?;
     vm.shutdown(CMD)
 }
+
+/// Not a test: boots `ACQ_DEBUG_CARDS` cards (default 1) with the driver and the guest
+/// tools, runs the shell command `ACQ_DEBUG_CMD` and prints its output. For poking at the
+/// driver by hand: `ACQ_DEBUG_CMD='insmod /lib/modules/acq.ko && acq-ctl info' cargo test
+/// -p acq-e2e --test driver -- --ignored --nocapture debug_shell`.
+#[test]
+#[ignore]
+fn debug_shell() -> Result<()> {
+    let cards = std::env::var("ACQ_DEBUG_CARDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let cmd = std::env::var("ACQ_DEBUG_CMD").unwrap_or_else(|_| "dmesg | tail".into());
+    let mut vm = boot("driver-debug", cards)?;
+    let out = vm.sh(&cmd, STREAM)?;
+    println!("status {}\n{}{}", out.status, out.stdout, out.stderr);
+    vm.shutdown(CMD)
+}

@@ -40,6 +40,9 @@ fn main() -> ExitCode {
     let Some((cmd, opts)) = rest.split_first() else {
         return usage("a command is required");
     };
+    if cmd == "peek" {
+        return peek(opts);
+    }
     let known = [
         "info",
         "config",
@@ -261,4 +264,44 @@ fn probe_invalid(dev: &AcqDev, device: &str) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// `acq-ctl peek RESOURCE OFFSET...`: reads 32-bit words of a PCI BAR through its sysfs
+/// `resourceN` file (mmap), bypassing the driver. A debugging aid.
+fn peek(opts: &[String]) -> ExitCode {
+    let Some((file, offsets)) = opts.split_first() else {
+        return usage("peek RESOURCE_FILE OFFSET...");
+    };
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+    else {
+        return usage(&format!("cannot open {file}"));
+    };
+    let len = 0x4000usize;
+    // SAFETY: a shared mapping of a device resource file; only read below, within `len`.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return usage(&format!("mmap {file}: {}", std::io::Error::last_os_error()));
+    }
+    for o in offsets {
+        let Some(off) = acqdev::parse_size(o).filter(|v| *v % 4 == 0 && (*v as usize) < len) else {
+            return usage(&format!("bad offset {o:?}"));
+        };
+        // SAFETY: `off` is 4-byte aligned and inside the mapping.
+        let v =
+            unsafe { std::ptr::read_volatile(base.cast::<u8>().add(off as usize).cast::<u32>()) };
+        println!("{off:#06x}: {v:#010x}");
+    }
+    ExitCode::SUCCESS
 }
