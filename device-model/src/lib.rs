@@ -1,3 +1,29 @@
-//! The pcie-acq device model: a PCIe data-acquisition card served over vfio-user.
+//! The pcie-acq device model: a PCIe data-acquisition card emulated in its own process and
+//! served to QEMU over vfio-user (docs/device.md is the specification).
+//!
+//! Layers, from the wire inwards:
+//! - [`transport`]: the vfio-user server (the only user of the `vfio_user` crate);
+//! - [`device`]: the PCI function: [`config_space`], BAR0 ([`card`]), BAR2, DMA maps
+//!   ([`dma`]) and interrupt lines ([`irq`]);
+//! - [`engine`]: the capture DMA engine thread, fed by the [`source`] and its FIFO, writing
+//!   [`pattern`] data into host memory;
+//! - [`faults`]: the fault plan every failure site consults;
+//! - [`control`]: the model's JSON-lines control socket;
+//! - [`regs`]: the hardware contract shared with the kernel driver.
 
+pub mod bench;
+pub mod card;
+pub mod config;
+pub mod config_space;
+pub mod control;
+pub mod device;
+pub mod dma;
+pub mod engine;
+pub mod faults;
+pub mod irq;
+pub mod memfd;
+pub mod pattern;
 pub mod regs;
+pub mod shared;
+pub mod source;
+pub mod transport;

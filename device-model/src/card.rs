@@ -1,0 +1,445 @@
+//! The BAR0 register file (docs/device.md section 5), driven by `regs::REGISTERS`.
+//!
+//! Access rules: only naturally aligned 32-bit accesses inside the register window are
+//! valid; anything else there reads all-ones, drops the write and counts in
+//! CNT_REG_ERRORS. Reserved offsets read 0 and ignore writes. The MSI-X table and PBA part
+//! of BAR0 reads 0 at any width and ignores writes (QEMU emulates the table; the PBA is
+//! always 0 from the device's side).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tracing::{debug, info};
+
+use crate::engine::{Engine, SessionConfig};
+use crate::faults::{Action, Site};
+use crate::regs::{self, bar, caps, ctrl, err, id, irq, limits, pattern, reg, status, version};
+use crate::shared::Shared;
+
+/// A BAR0 access outside BAR0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("BAR0 access {offset:#x}+{len} is outside the {size:#x}-byte BAR")]
+pub struct OutOfRange {
+    /// Offset of the access.
+    pub offset: u64,
+    /// Length of the access.
+    pub len: usize,
+    /// Size of BAR0.
+    pub size: u64,
+}
+
+const NREGS: usize = reg::END / 4;
+
+/// Register values that only the host side writes.
+#[derive(Debug)]
+struct RegFile {
+    /// Stored values of the RW registers (SCRATCH, CTRL, session configuration), by
+    /// offset / 4.
+    stored: [u32; NREGS],
+    /// Upper half of CNT_BYTES latched by the last read of CNT_BYTES_LO.
+    latch_bytes: u32,
+    /// Upper half of CNT_LOST latched by the last read of CNT_LOST_LO.
+    latch_lost: u32,
+}
+
+impl RegFile {
+    fn new() -> RegFile {
+        let mut stored = [0u32; NREGS];
+        for r in regs::REGISTERS.iter() {
+            if r.offset == reg::SCRATCH || r.offset == reg::CTRL || reg::is_session_config(r.offset)
+            {
+                stored[r.offset / 4] = r.reset;
+            }
+        }
+        RegFile {
+            stored,
+            latch_bytes: 0,
+            latch_lost: 0,
+        }
+    }
+
+    fn get(&self, off: usize) -> u32 {
+        self.stored[off / 4]
+    }
+
+    fn set(&mut self, off: usize, v: u32) {
+        self.stored[off / 4] = v;
+    }
+
+    fn get64(&self, lo: usize) -> u64 {
+        regs::join64(self.get(lo), self.get(lo + 4))
+    }
+
+    /// The latched session configuration (CTRL.MODE_BAR2 and registers 0x40..0x70).
+    fn session(&self) -> SessionConfig {
+        SessionConfig {
+            bar2_mode: self.get(reg::CTRL) & ctrl::MODE_BAR2 != 0,
+            desc_base: self.get64(reg::DESC_BASE_LO),
+            comp_base: self.get64(reg::COMP_BASE_LO),
+            event_base: self.get64(reg::EVENT_BASE_LO),
+            ring_log2: self.get(reg::RING_LOG2),
+            block: self.get(reg::BLOCK_SIZE),
+            rate: self.get64(reg::RATE_LO),
+            pattern: self.get(reg::PATTERN),
+            seed: self.get64(reg::SEED_LO),
+        }
+    }
+}
+
+/// Checks a session configuration (section 7.1 step 2); `Err(detail)` names the first
+/// failing check.
+pub fn validate(cfg: &SessionConfig, fifo_depth: u32, bar2_size: u64) -> Result<(), u16> {
+    use regs::err::cfg as d;
+    if !limits::ring_log2_valid(cfg.ring_log2) {
+        return Err(d::RING_LOG2);
+    }
+    if !limits::block_size_valid(cfg.block, fifo_depth) {
+        return Err(d::BLOCK_SIZE);
+    }
+    if !cfg.bar2_mode {
+        if !limits::ring_base_valid(cfg.desc_base) {
+            return Err(d::DESC_BASE);
+        }
+        if !limits::ring_base_valid(cfg.comp_base) {
+            return Err(d::COMP_BASE);
+        }
+        if !limits::ring_base_valid(cfg.event_base) {
+            return Err(d::EVENT_BASE);
+        }
+    }
+    if !pattern::valid(cfg.pattern) {
+        return Err(d::PATTERN);
+    }
+    if cfg.bar2_mode && !regs::bar2::layout_fits(bar2_size, cfg.ring_log2, cfg.block) {
+        return Err(d::BAR2_LAYOUT);
+    }
+    Ok(())
+}
+
+/// The register file of one card.
+#[derive(Debug)]
+pub struct Card {
+    shared: Arc<Shared>,
+    engine: Engine,
+    regs: Mutex<RegFile>,
+}
+
+impl Card {
+    /// A card in its reset state, with its engine thread started.
+    pub fn new(shared: Arc<Shared>) -> std::io::Result<Card> {
+        let engine = Engine::spawn(Arc::clone(&shared))?;
+        Ok(Card {
+            shared,
+            engine,
+            regs: Mutex::new(RegFile::new()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RegFile> {
+        self.regs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reg_error(&self, what: &str, offset: u64) {
+        debug!(offset, "bad register access: {what}");
+        self.shared.cnt.reg_errors.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.reg_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn check(offset: u64, len: usize) -> Result<(), OutOfRange> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= bar::BAR0_SIZE => Ok(()),
+            _ => Err(OutOfRange {
+                offset,
+                len,
+                size: bar::BAR0_SIZE,
+            }),
+        }
+    }
+
+    /// A BAR0 read of `data.len()` bytes at `offset`.
+    pub fn read(&self, offset: u64, data: &mut [u8]) -> Result<(), OutOfRange> {
+        Self::check(offset, data.len())?;
+        self.shared.stats.reg_reads.fetch_add(1, Ordering::Relaxed);
+        if self.shared.faults.hook(Site::RegisterRead) == Action::AllOnes {
+            data.fill(0xFF);
+            return Ok(());
+        }
+        if offset >= bar::REG_WINDOW_SIZE {
+            data.fill(0); // MSI-X table (never reached) and PBA (always 0)
+            return Ok(());
+        }
+        if !reg::access_ok(offset, data.len()) {
+            self.reg_error("read width or alignment", offset);
+            data.fill(0xFF);
+            return Ok(());
+        }
+        let mut rf = self.lock();
+        let v = self.read_reg(&mut rf, offset as usize);
+        data.copy_from_slice(&v.to_le_bytes());
+        Ok(())
+    }
+
+    fn read_reg(&self, rf: &mut RegFile, off: usize) -> u32 {
+        let sh = &self.shared;
+        let ld = |a: &std::sync::atomic::AtomicU32| a.load(Ordering::SeqCst);
+        match off {
+            reg::ID => id::MAGIC,
+            reg::VERSION => version::VALUE,
+            reg::CAPS => caps::V1,
+            reg::STATUS => ld(&sh.status),
+            reg::ERROR_CODE => ld(&sh.error_code),
+            reg::DOORBELL => 0,
+            reg::IRQ_STATUS => ld(&sh.irq_status),
+            reg::IRQ_MASK => ld(&sh.irq_mask),
+            reg::IRQ_MOD_COUNT => ld(&sh.mod_count),
+            reg::IRQ_MOD_TIME_US => ld(&sh.mod_time_us),
+            reg::FIFO_DEPTH => sh.model.fifo_depth,
+            reg::BAR2_SIZE => sh.model.bar2_size as u32,
+            reg::DEV_PROD => ld(&sh.dev_prod),
+            reg::DEV_CONS => ld(&sh.dev_cons),
+            reg::BAR2_WR_PTR => ld(&sh.bar2_wr_ptr),
+            reg::BAR2_DATA_OFF => ld(&sh.bar2_data_off),
+            reg::CNT_BLOCKS => ld(&sh.cnt.blocks),
+            reg::CNT_ERRORS => ld(&sh.cnt.errors),
+            reg::CNT_IRQS => ld(&sh.cnt.irqs),
+            reg::CNT_DOORBELLS => ld(&sh.cnt.doorbells),
+            reg::CNT_BYTES_LO => {
+                let v = sh.cnt.bytes.load(Ordering::SeqCst);
+                rf.latch_bytes = regs::hi32(v);
+                regs::lo32(v)
+            }
+            reg::CNT_BYTES_HI => rf.latch_bytes,
+            reg::CNT_LOST_LO => {
+                let v = sh.cnt.lost.load(Ordering::SeqCst);
+                rf.latch_lost = regs::hi32(v);
+                regs::lo32(v)
+            }
+            reg::CNT_LOST_HI => rf.latch_lost,
+            reg::CNT_REG_ERRORS => ld(&sh.cnt.reg_errors),
+            o if o == reg::SCRATCH || o == reg::CTRL || reg::is_session_config(o) => rf.get(o),
+            _ => 0, // reserved
+        }
+    }
+
+    /// A BAR0 write of `data` at `offset`.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), OutOfRange> {
+        Self::check(offset, data.len())?;
+        self.shared.stats.reg_writes.fetch_add(1, Ordering::Relaxed);
+        if self.shared.faults.hook(Site::RegisterWrite) == Action::Ignore {
+            return Ok(());
+        }
+        if offset >= bar::REG_WINDOW_SIZE {
+            return Ok(());
+        }
+        let Ok(bytes) = <[u8; 4]>::try_from(data) else {
+            self.reg_error("write width", offset);
+            return Ok(());
+        };
+        if !reg::access_ok(offset, 4) {
+            self.reg_error("write alignment", offset);
+            return Ok(());
+        }
+        let v = u32::from_le_bytes(bytes);
+        let mut rf = self.lock();
+        self.write_reg(&mut rf, offset as usize, v);
+        Ok(())
+    }
+
+    fn write_reg(&self, rf: &mut RegFile, off: usize, v: u32) {
+        let sh = &self.shared;
+        let Some(info) = regs::reg_info(off) else {
+            return; // reserved: ignored, not counted
+        };
+        let v = v & info.write_mask;
+        match off {
+            reg::SCRATCH => rf.set(off, v),
+            reg::CTRL => self.write_ctrl(rf, v),
+            reg::STATUS => sh.clear_status(v),
+            reg::DOORBELL => {
+                sh.cnt.doorbells.fetch_add(1, Ordering::Relaxed);
+                sh.stats.doorbells.fetch_add(1, Ordering::Relaxed);
+                self.engine.doorbell();
+            }
+            reg::IRQ_STATUS => {
+                sh.irq_status.fetch_and(!v, Ordering::SeqCst);
+            }
+            reg::IRQ_MASK => sh.irq_mask.store(v, Ordering::SeqCst),
+            reg::IRQ_MOD_COUNT => sh.mod_count.store(v, Ordering::SeqCst),
+            reg::IRQ_MOD_TIME_US => sh.mod_time_us.store(v, Ordering::SeqCst),
+            o if reg::is_session_config(o) => {
+                let enabled = rf.get(reg::CTRL) & ctrl::ENABLE != 0;
+                let running = sh.status.load(Ordering::SeqCst) & status::RUNNING != 0;
+                if enabled || running {
+                    self.reg_error("session configuration written while enabled", off as u64);
+                } else {
+                    rf.set(o, v);
+                }
+            }
+            _ => {} // RO: ignored, not counted
+        }
+    }
+
+    fn write_ctrl(&self, rf: &mut RegFile, v: u32) {
+        if v & ctrl::SOFT_RESET != 0 {
+            info!("soft reset");
+            self.reset_locked(rf);
+            return;
+        }
+        let cur = rf.get(reg::CTRL);
+        let enabled = cur & ctrl::ENABLE != 0;
+        let mut new = cur;
+        if (v ^ cur) & ctrl::MODE_BAR2 != 0 {
+            if enabled {
+                self.reg_error("MODE_BAR2 changed while enabled", reg::CTRL as u64);
+            } else {
+                new ^= ctrl::MODE_BAR2;
+            }
+        }
+        match (enabled, v & ctrl::ENABLE != 0) {
+            (false, true) => {
+                if self.shared.status.load(Ordering::SeqCst) & status::RUNNING != 0 {
+                    self.reg_error("ENABLE set while a stop is in progress", reg::CTRL as u64);
+                } else {
+                    new |= ctrl::ENABLE;
+                    rf.set(reg::CTRL, new);
+                    self.enable(rf);
+                    return;
+                }
+            }
+            (true, false) => {
+                self.engine.stop();
+                self.shared
+                    .status
+                    .fetch_and(!status::HALTED, Ordering::SeqCst);
+                new &= !ctrl::ENABLE;
+            }
+            _ => {}
+        }
+        rf.set(reg::CTRL, new);
+    }
+
+    /// ENABLE 0->1: latch and validate the session configuration, then start the engine.
+    fn enable(&self, rf: &RegFile) {
+        let sh = &self.shared;
+        let cfg = rf.session();
+        match validate(&cfg, sh.model.fifo_depth, sh.model.bar2_size) {
+            Ok(()) => self.engine.start(cfg),
+            Err(detail) => {
+                info!(detail, "enable refused: CONFIG error");
+                sh.record_error(err::CONFIG, detail);
+                sh.status.fetch_or(status::HALTED, Ordering::SeqCst);
+                sh.stats.halts.fetch_add(1, Ordering::Relaxed);
+                sh.raise(irq::ERROR);
+                sh.raise(irq::HALTED);
+            }
+        }
+    }
+
+    fn reset_locked(&self, rf: &mut RegFile) {
+        self.engine.stop();
+        self.shared.faults.clear();
+        self.shared.reset_registers();
+        *rf = RegFile::new();
+        self.shared.stats.resets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Resets the function (soft reset, FLR, vfio-user reset): the engine stops before this
+    /// returns, every register returns to its reset value, faults are cleared.
+    pub fn reset(&self) {
+        let mut rf = self.lock();
+        self.reset_locked(&mut rf);
+    }
+
+    /// Stops the engine (process shutdown), leaving the registers as they are.
+    pub fn stop_engine(&self) {
+        self.engine.stop();
+    }
+
+    /// True while a session is active.
+    pub fn engine_busy(&self) -> bool {
+        self.engine.busy()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelConfig;
+
+    fn cfg() -> SessionConfig {
+        SessionConfig {
+            bar2_mode: false,
+            desc_base: 0x1000,
+            comp_base: 0x2000,
+            event_base: 0x3000,
+            ring_log2: 8,
+            block: 4096,
+            rate: 0,
+            pattern: 0,
+            seed: 0,
+        }
+    }
+
+    #[test]
+    fn validation_order_and_details() {
+        let f = 1 << 20;
+        let b2 = 1 << 20;
+        assert_eq!(validate(&cfg(), f, b2), Ok(()));
+        let bad = |m: fn(&mut SessionConfig)| {
+            let mut c = cfg();
+            m(&mut c);
+            validate(&c, f, b2)
+        };
+        assert_eq!(bad(|c| c.ring_log2 = 0), Err(1));
+        assert_eq!(bad(|c| c.ring_log2 = 16), Err(1));
+        assert_eq!(bad(|c| c.block = 100), Err(2));
+        assert_eq!(bad(|c| c.block = 2 << 20), Err(2));
+        assert_eq!(bad(|c| c.desc_base = 0x1020), Err(3));
+        assert_eq!(bad(|c| c.comp_base = 0), Err(4));
+        assert_eq!(bad(|c| c.event_base = 8), Err(5));
+        assert_eq!(bad(|c| c.pattern = 3), Err(6));
+        assert_eq!(
+            bad(|c| {
+                c.bar2_mode = true;
+                c.desc_base = 0;
+                c.ring_log2 = 9;
+            }),
+            Err(7)
+        );
+        // Several problems: the first check in order wins.
+        assert_eq!(
+            bad(|c| {
+                c.block = 3;
+                c.pattern = 9;
+            }),
+            Err(2)
+        );
+    }
+
+    #[test]
+    fn register_file_rules() {
+        let sh = Shared::new(ModelConfig::default()).unwrap();
+        let card = Card::new(Arc::clone(&sh)).unwrap();
+        let rd = |off: u64| {
+            let mut b = [0u8; 4];
+            card.read(off, &mut b).unwrap();
+            u32::from_le_bytes(b)
+        };
+        let wr = |off: u64, v: u32| card.write(off, &v.to_le_bytes()).unwrap();
+        for r in regs::REGISTERS.iter() {
+            assert_eq!(rd(r.offset as u64), r.reset, "{} reset value", r.name);
+        }
+        wr(reg::ID as u64, 5);
+        assert_eq!(rd(reg::ID as u64), id::MAGIC);
+        wr(reg::PATTERN as u64, 0xFFFF_FFFF);
+        assert_eq!(rd(reg::PATTERN as u64), pattern::REG_MASK);
+        let mut b2 = [0u8; 2];
+        card.read(0, &mut b2).unwrap();
+        assert_eq!(b2, [0xFF, 0xFF]);
+        assert_eq!(rd(reg::CNT_REG_ERRORS as u64), 1);
+        assert_eq!(rd(0x1000), 0);
+        assert_eq!(rd(0x3000), 0);
+        assert_eq!(rd(reg::CNT_REG_ERRORS as u64), 1);
+        assert!(card.read(0x3FFE, &mut [0u8; 4]).is_err());
+    }
+}

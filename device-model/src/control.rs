@@ -1,0 +1,273 @@
+//! The model control socket: JSON lines on a Unix stream socket, one reply line per
+//! request line (protocol in docs/device.md, "Model control socket"). The harness reads
+//! counters, injects faults and resets the card through it. Not part of the hardware.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+use tracing::{debug, info, warn};
+
+use crate::faults::Fault;
+
+/// Longest request line accepted.
+const MAX_LINE: u64 = 64 * 1024;
+
+/// What the control socket operates on.
+pub trait ControlTarget: Send + Sync {
+    /// The counters, as a JSON object.
+    fn counters(&self) -> Value;
+    /// Arms (or, for a spurious interrupt, performs) a fault.
+    fn inject(&self, fault: Fault) -> Result<(), String>;
+    /// Disarms every fault.
+    fn clear_faults(&self);
+    /// Resets the card (as an FLR).
+    fn reset(&self);
+}
+
+fn ok() -> Value {
+    json!({"ok": true})
+}
+
+fn fail(msg: impl Into<String>) -> Value {
+    json!({"ok": false, "error": msg.into()})
+}
+
+fn uint(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, String> {
+    match obj.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("`{key}` must be a non-negative integer, not {v}")),
+    }
+}
+
+/// Handles one request line and returns the reply (without the newline).
+pub fn handle_line(target: &dyn ControlTarget, line: &str) -> String {
+    reply(target, line).to_string()
+}
+
+fn reply(target: &dyn ControlTarget, line: &str) -> Value {
+    let req: Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => return fail(format!("malformed JSON: {e}")),
+    };
+    let Some(obj) = req.as_object() else {
+        return fail("a request must be a JSON object");
+    };
+    let Some(cmd) = obj.get("cmd") else {
+        return fail("missing `cmd`");
+    };
+    let Some(cmd) = cmd.as_str() else {
+        return fail("`cmd` must be a string");
+    };
+    let allowed: &[&str] = match cmd {
+        "inject" => &["cmd", "fault", "count", "ms", "vector"],
+        _ => &["cmd"],
+    };
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return fail(format!("unknown field `{k}` for `{cmd}`"));
+    }
+    match cmd {
+        "counters" => {
+            let mut v = target.counters();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("ok".into(), Value::Bool(true));
+            }
+            v
+        }
+        "inject" => {
+            let Some(name) = obj.get("fault").and_then(Value::as_str) else {
+                return fail("`inject` needs a string `fault`");
+            };
+            let parsed = (|| {
+                let count = uint(obj, "count")?;
+                let ms = uint(obj, "ms")?;
+                let vector = uint(obj, "vector")?;
+                Fault::parse(name, count, ms, vector)
+            })();
+            match parsed.and_then(|f| target.inject(f)) {
+                Ok(()) => ok(),
+                Err(e) => fail(e),
+            }
+        }
+        "clear_faults" => {
+            target.clear_faults();
+            ok()
+        }
+        "reset" => {
+            target.reset();
+            ok()
+        }
+        other => fail(format!(
+            "unknown command `{other}` (known: counters, inject, clear_faults, reset)"
+        )),
+    }
+}
+
+/// A bound control socket.
+#[derive(Debug)]
+pub struct ControlServer {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ControlServer {
+    /// Creates the socket at `path` (which must not exist).
+    pub fn bind(path: &Path) -> io::Result<ControlServer> {
+        let listener = UnixListener::bind(path)?;
+        Ok(ControlServer {
+            listener,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves clients in background threads (one per connection).
+    pub fn spawn(self, target: Arc<dyn ControlTarget>) -> io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("acq-control".into())
+            .spawn(move || {
+                for conn in self.listener.incoming() {
+                    match conn {
+                        Ok(stream) => {
+                            let t = Arc::clone(&target);
+                            let r = std::thread::Builder::new()
+                                .name("acq-control-conn".into())
+                                .spawn(move || serve_conn(stream, t.as_ref()));
+                            if let Err(e) = r {
+                                warn!("control connection thread: {e}");
+                            }
+                        }
+                        Err(e) => {
+                            warn!("control socket accept: {e}");
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                        }
+                    }
+                }
+            })
+    }
+}
+
+fn serve_conn(stream: UnixStream, target: &dyn ControlTarget) {
+    debug!("control client connected");
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
+    let mut input = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match (&mut input).take(MAX_LINE + 1).read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                debug!("control read: {e}");
+                break;
+            }
+        }
+        let too_long = buf.len() as u64 > MAX_LINE && buf.last() != Some(&b'\n');
+        let reply = if too_long {
+            fail(format!("request line longer than {MAX_LINE} bytes")).to_string()
+        } else {
+            match std::str::from_utf8(&buf) {
+                Ok(line) if line.trim().is_empty() => continue,
+                Ok(line) => {
+                    let r = handle_line(target, line.trim());
+                    if r.contains("\"ok\":false") {
+                        info!(request = line.trim(), reply = r, "control request refused");
+                    }
+                    r
+                }
+                Err(_) => fail("request is not UTF-8").to_string(),
+            }
+        };
+        if out.write_all(format!("{reply}\n").as_bytes()).is_err() || too_long {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Fake {
+        log: Mutex<Vec<String>>,
+    }
+
+    impl ControlTarget for Fake {
+        fn counters(&self) -> Value {
+            json!({"blocks": 3})
+        }
+        fn inject(&self, fault: Fault) -> Result<(), String> {
+            self.log.lock().unwrap().push(format!("{fault:?}"));
+            Ok(())
+        }
+        fn clear_faults(&self) {
+            self.log.lock().unwrap().push("clear".into());
+        }
+        fn reset(&self) {
+            self.log.lock().unwrap().push("reset".into());
+        }
+    }
+
+    fn ask(f: &Fake, line: &str) -> Value {
+        serde_json::from_str(&handle_line(f, line)).unwrap()
+    }
+
+    #[test]
+    fn requests_and_replies() {
+        let f = Fake::default();
+        assert_eq!(
+            ask(&f, r#"{"cmd":"counters"}"#),
+            json!({"ok": true, "blocks": 3})
+        );
+        assert_eq!(
+            ask(&f, r#"{"cmd":"inject","fault":"dma_error","count":2}"#),
+            ok()
+        );
+        assert_eq!(ask(&f, r#"{"cmd":"inject","fault":"stall","ms":5}"#), ok());
+        assert_eq!(ask(&f, r#"{"cmd":"reset"}"#), ok());
+        assert_eq!(
+            *f.log.lock().unwrap(),
+            vec!["DmaError(2)", "Stall(5)", "reset"]
+        );
+    }
+
+    #[test]
+    fn errors_say_what_was_wrong() {
+        let f = Fake::default();
+        for (line, needle) in [
+            ("{", "malformed JSON"),
+            ("[1]", "JSON object"),
+            (r#"{"cmd":"explode"}"#, "unknown command `explode`"),
+            (r#"{"cmd":7}"#, "`cmd` must be a string"),
+            (r#"{"nocmd":1}"#, "missing `cmd`"),
+            (r#"{"cmd":"inject","fault":"melt"}"#, "unknown fault `melt`"),
+            (
+                r#"{"cmd":"inject","fault":"dma_error","count":-1}"#,
+                "`count`",
+            ),
+            (
+                r#"{"cmd":"inject","fault":"dma_error","cuont":1}"#,
+                "unknown field `cuont`",
+            ),
+            (r#"{"cmd":"inject"}"#, "`fault`"),
+        ] {
+            let r = ask(&f, line);
+            assert_eq!(r["ok"], json!(false), "{line}");
+            let msg = r["error"].as_str().unwrap();
+            assert!(msg.contains(needle), "{line}: {msg}");
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The card as a whole: configuration space, BAR0 register file, BAR2 sample memory, DMA
+//! maps and interrupt lines, behind the transport-neutral [`PciFunction`] trait, plus the
+//! model's control operations (counters, faults, reset).
+
+use std::fs::File;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::card::Card;
+use crate::config::ModelConfig;
+use crate::config_space::ConfigSpace;
+use crate::faults::{Fault, Pending};
+use crate::regs::{bar, pci};
+use crate::shared::{Shared, StatsSnapshot};
+use crate::transport::{DmaRequest, IrqRequest, PciFunction, PciLayout};
+
+/// One pcie-acq card.
+#[derive(Debug)]
+pub struct Device {
+    shared: Arc<Shared>,
+    card: Card,
+    config: Mutex<ConfigSpace>,
+}
+
+/// What the control socket reports for `{"cmd":"counters"}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Counters {
+    /// Model statistics (64-bit, since the process started).
+    #[serde(flatten)]
+    pub stats: StatsSnapshot,
+    /// STATUS register now.
+    pub status: u32,
+    /// ERROR_CODE register now.
+    pub error_code: u32,
+    /// True while a capture session is active.
+    pub running: bool,
+    /// Faults still armed.
+    pub faults_pending: Pending,
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, e.to_string())
+}
+
+impl Device {
+    /// A card with settings `model`, in its reset state.
+    pub fn new(model: ModelConfig) -> io::Result<Arc<Device>> {
+        model.validate().map_err(invalid)?;
+        let config = ConfigSpace::new(&model);
+        let shared = Shared::new(model)?;
+        let card = Card::new(Arc::clone(&shared))?;
+        Ok(Arc::new(Device {
+            shared,
+            card,
+            config: Mutex::new(config),
+        }))
+    }
+
+    /// The card's shared state (tests, benches).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The regions and interrupts the transport announces.
+    pub fn layout(&self) -> PciLayout {
+        PciLayout {
+            config_size: pci::CONFIG_SPACE_SIZE as u64,
+            bar0_size: bar::BAR0_SIZE,
+            bar2_size: self.shared.model.bar2_size,
+            bar2_fd: self.shared.bar2.raw_fd(),
+            irqs: (0..self.shared.irq.num_indexes())
+                .map(|i| self.shared.irq.info(i))
+                .collect(),
+        }
+    }
+
+    /// Function-level reset: configuration space and card (engine stopped first).
+    pub fn function_reset(&self) {
+        self.card.reset();
+        self.config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reset();
+    }
+
+    /// The counters the control socket reports.
+    pub fn counters(&self) -> Counters {
+        let mut stats = self.shared.stats.snapshot();
+        stats.faults_fired = self.shared.faults.fired();
+        Counters {
+            stats,
+            status: self.shared.status.load(Ordering::SeqCst),
+            error_code: self.shared.error_code.load(Ordering::SeqCst),
+            running: self.card.engine_busy(),
+            faults_pending: self.shared.faults.pending(),
+        }
+    }
+
+    /// Arms a fault (a spurious interrupt is sent at once).
+    pub fn inject(&self, fault: Fault) -> Result<(), String> {
+        info!(?fault, "fault injected");
+        match fault {
+            Fault::SpuriousIrq { count, vector } => {
+                if vector >= self.shared.model.msix_vectors {
+                    return Err(format!(
+                        "vector {vector} does not exist (the card has {})",
+                        self.shared.model.msix_vectors
+                    ));
+                }
+                for _ in 0..count {
+                    if self.shared.send(vector) {
+                        self.shared
+                            .stats
+                            .irqs_spurious
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(())
+            }
+            f => self.shared.faults.inject(f),
+        }
+    }
+
+    /// Disarms every fault.
+    pub fn clear_faults(&self) {
+        self.shared.faults.clear();
+    }
+
+    /// Stops DMA for good (process shutdown).
+    pub fn shutdown(&self) {
+        self.card.stop_engine();
+    }
+}
+
+impl PciFunction for Device {
+    fn config_read(&self, offset: u64, data: &mut [u8]) -> io::Result<()> {
+        self.shared
+            .stats
+            .config_reads
+            .fetch_add(1, Ordering::Relaxed);
+        let c = self.config.lock().unwrap_or_else(|e| e.into_inner());
+        c.read(offset, data).map_err(invalid)
+    }
+
+    fn config_write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.shared
+            .stats
+            .config_writes
+            .fetch_add(1, Ordering::Relaxed);
+        let effect = {
+            let mut c = self.config.lock().unwrap_or_else(|e| e.into_inner());
+            c.write(offset, data).map_err(invalid)?
+        };
+        if effect.flr {
+            info!("function level reset (Initiate FLR)");
+            self.function_reset();
+        }
+        Ok(())
+    }
+
+    fn bar_read(&self, bar: u32, offset: u64, data: &mut [u8]) -> io::Result<()> {
+        match bar {
+            bar::BAR0_INDEX => self.card.read(offset, data).map_err(invalid),
+            bar::BAR2_INDEX => {
+                let b = self.shared.bar2.read_bytes(offset, data.len());
+                if b.len() != data.len() {
+                    return Err(invalid(format!(
+                        "BAR2 read {offset:#x}+{} out of range",
+                        data.len()
+                    )));
+                }
+                data.copy_from_slice(&b);
+                Ok(())
+            }
+            other => Err(invalid(format!("BAR{other} does not exist"))),
+        }
+    }
+
+    fn bar_write(&self, bar: u32, offset: u64, data: &[u8]) -> io::Result<()> {
+        match bar {
+            bar::BAR0_INDEX => self.card.write(offset, data).map_err(invalid),
+            bar::BAR2_INDEX => {
+                if self.shared.bar2.write_bytes(offset, data) {
+                    Ok(())
+                } else {
+                    Err(invalid(format!(
+                        "BAR2 write {offset:#x}+{} out of range",
+                        data.len()
+                    )))
+                }
+            }
+            other => Err(invalid(format!("BAR{other} does not exist"))),
+        }
+    }
+
+    fn dma_map(&self, req: DmaRequest, file: Option<File>) -> io::Result<()> {
+        self.shared
+            .dma
+            .map(req.address, req.size, file, req.offset, req.read, req.write)
+            .map_err(|e| {
+                warn!("DMA map refused: {e}");
+                invalid(e)
+            })?;
+        self.shared.stats.dma_maps.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn dma_unmap(&self, address: u64, size: u64, all: bool) -> io::Result<()> {
+        self.shared.stats.dma_unmaps.fetch_add(1, Ordering::Relaxed);
+        if all {
+            self.shared.dma.unmap_all();
+            return Ok(());
+        }
+        self.shared.dma.unmap(address, size).map_err(|e| {
+            warn!("DMA unmap refused: {e}");
+            invalid(e)
+        })
+    }
+
+    fn set_irqs(&self, req: IrqRequest, fds: Vec<File>) -> io::Result<()> {
+        self.shared
+            .irq
+            .set(req.index, req.flags, req.start, req.count, fds)
+            .map_err(|e| {
+                warn!("SET_IRQS refused: {e}");
+                invalid(e)
+            })
+    }
+
+    fn reset(&self) {
+        info!("device reset (vfio-user)");
+        self.function_reset();
+    }
+
+    fn connected(&self) {
+        self.shared
+            .stats
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn disconnected(&self) {
+        // A new connection must find a reset device without maps or interrupts.
+        self.function_reset();
+        self.shared.irq.clear();
+        self.shared.dma.unmap_all();
+    }
+}
+
+impl crate::control::ControlTarget for Device {
+    fn counters(&self) -> serde_json::Value {
+        serde_json::to_value(Device::counters(self)).unwrap_or_default()
+    }
+
+    fn inject(&self, fault: Fault) -> Result<(), String> {
+        Device::inject(self, fault)
+    }
+
+    fn clear_faults(&self) {
+        Device::clear_faults(self);
+    }
+
+    fn reset(&self) {
+        info!("device reset (control socket)");
+        self.function_reset();
+    }
+}

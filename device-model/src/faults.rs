@@ -1,0 +1,299 @@
+//! Fault injection: the one place where every failure a real card can suffer is decided.
+//!
+//! Each place in the model where real hardware can fail calls [`FaultPlan::hook`] with its
+//! [`Site`], and does what the returned [`Action`] says. With nothing armed this is one
+//! relaxed atomic load. Faults are armed through the control socket
+//! (`{"cmd":"inject","fault":...}`, see docs/device.md, "Model control socket").
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// A place where a real device can fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Site {
+    /// The engine reads a descriptor from the ring.
+    DescFetch,
+    /// The engine writes a block into a host buffer.
+    DataWrite,
+    /// The engine writes a completion record.
+    CompletionWrite,
+    /// The device sends an interrupt message.
+    Interrupt,
+    /// The host reads a BAR0 register.
+    RegisterRead,
+    /// The host writes a BAR0 register.
+    RegisterWrite,
+    /// The engine is about to make progress (one pass of its loop).
+    Progress,
+    /// The source produces blocks.
+    Source,
+}
+
+/// What a site must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Work normally.
+    Proceed,
+    /// The operation fails as if the address were not DMA-mapped.
+    Fail,
+    /// Flip a bit in the data just written.
+    Corrupt,
+    /// The interrupt message is lost.
+    Drop,
+    /// The register read returns all-ones.
+    AllOnes,
+    /// The register write is lost.
+    Ignore,
+    /// No progress for this long.
+    Stall(Duration),
+    /// The device hangs: no progress, no DMA, no interrupts, until a reset.
+    Hang,
+    /// Drop this many blocks at the source (as if the FIFO overflowed).
+    DropBlocks(u64),
+}
+
+/// A fault to arm, as named in the control protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The next `count` data writes fail: ERROR completions with code DMA_WRITE.
+    DmaError(u64),
+    /// One bit is flipped in each of the next `count` blocks (completions look normal).
+    CorruptData(u64),
+    /// The next `count` interrupt messages are lost.
+    DropIrq(u64),
+    /// `count` interrupt messages without a cause, sent at once on `vector`.
+    SpuriousIrq {
+        /// Number of messages.
+        count: u64,
+        /// Vector they are sent on.
+        vector: u16,
+    },
+    /// The engine makes no progress for this many milliseconds (the source keeps running).
+    Stall(u64),
+    /// The next `count` blocks the source produces are dropped (counted as overflow).
+    Overflow(u64),
+    /// The device stops responding until a reset (FLR, vfio-user reset, control `reset`).
+    Hang,
+    /// The next `count` BAR0 reads return all-ones.
+    BadRegisterReads(u64),
+}
+
+impl Fault {
+    /// Builds a fault from its control-protocol name and parameters.
+    pub fn parse(
+        name: &str,
+        count: Option<u64>,
+        ms: Option<u64>,
+        vector: Option<u64>,
+    ) -> Result<Fault, String> {
+        let count = || count.unwrap_or(1);
+        Ok(match name {
+            "dma_error" => Fault::DmaError(count()),
+            "corrupt_data" => Fault::CorruptData(count()),
+            "drop_irq" => Fault::DropIrq(count()),
+            "spurious_irq" => Fault::SpuriousIrq {
+                count: count(),
+                vector: u16::try_from(vector.unwrap_or(0))
+                    .map_err(|_| "`vector` is out of range".to_string())?,
+            },
+            "stall" => Fault::Stall(ms.ok_or("`stall` needs `ms` (milliseconds)")?),
+            "overflow" => Fault::Overflow(count()),
+            "hang" => Fault::Hang,
+            "bad_register_reads" => Fault::BadRegisterReads(count()),
+            other => {
+                return Err(format!(
+                "unknown fault `{other}` (known: dma_error, corrupt_data, drop_irq, spurious_irq, \
+                     stall, overflow, hang, bad_register_reads)"
+            ))
+            }
+        })
+    }
+}
+
+/// Faults armed and not yet used up.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Pending {
+    /// Data writes still to fail.
+    pub dma_error: u64,
+    /// Blocks still to corrupt.
+    pub corrupt_data: u64,
+    /// Interrupt messages still to lose.
+    pub drop_irq: u64,
+    /// Stall still to start, in milliseconds.
+    pub stall_ms: u64,
+    /// Blocks still to drop at the source.
+    pub overflow: u64,
+    /// The device is hung.
+    pub hang: bool,
+    /// Register reads still to return all-ones.
+    pub bad_register_reads: u64,
+}
+
+impl Pending {
+    fn any(&self) -> bool {
+        *self != Pending::default()
+    }
+}
+
+/// The device's fault plan.
+#[derive(Debug, Default)]
+pub struct FaultPlan {
+    armed: AtomicBool,
+    pending: Mutex<Pending>,
+    fired: AtomicU64,
+}
+
+impl FaultPlan {
+    /// An empty plan.
+    pub fn new() -> FaultPlan {
+        FaultPlan::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Arms `fault`. Counts add up; a spurious interrupt is not armed here (the device sends
+    /// it at once), so it is refused.
+    pub fn inject(&self, fault: Fault) -> Result<(), String> {
+        let mut p = self.lock();
+        match fault {
+            Fault::DmaError(n) => p.dma_error += n,
+            Fault::CorruptData(n) => p.corrupt_data += n,
+            Fault::DropIrq(n) => p.drop_irq += n,
+            Fault::Stall(ms) => p.stall_ms = p.stall_ms.max(ms),
+            Fault::Overflow(n) => p.overflow += n,
+            Fault::Hang => p.hang = true,
+            Fault::BadRegisterReads(n) => p.bad_register_reads += n,
+            Fault::SpuriousIrq { .. } => return Err("spurious_irq is not a pending fault".into()),
+        }
+        self.armed.store(p.any(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Disarms everything (a reset does this too).
+    pub fn clear(&self) {
+        let mut p = self.lock();
+        *p = Pending::default();
+        self.armed.store(false, Ordering::Release);
+    }
+
+    /// What is still armed.
+    pub fn pending(&self) -> Pending {
+        self.lock().clone()
+    }
+
+    /// Number of times a fault took effect.
+    pub fn fired(&self) -> u64 {
+        self.fired.load(Ordering::Relaxed)
+    }
+
+    /// True while the device is hung.
+    pub fn hung(&self) -> bool {
+        self.armed.load(Ordering::Acquire) && self.lock().hang
+    }
+
+    /// The hook: `site` asks what to do. Consumes one unit of a counted fault that applies.
+    #[inline]
+    pub fn hook(&self, site: Site) -> Action {
+        if !self.armed.load(Ordering::Acquire) {
+            return Action::Proceed;
+        }
+        self.hook_slow(site)
+    }
+
+    #[cold]
+    fn hook_slow(&self, site: Site) -> Action {
+        let mut p = self.lock();
+        fn take(n: &mut u64) -> bool {
+            if *n > 0 {
+                *n -= 1;
+                true
+            } else {
+                false
+            }
+        }
+        let action = if p.hang {
+            match site {
+                Site::RegisterRead => Action::AllOnes,
+                Site::RegisterWrite => Action::Ignore,
+                Site::Interrupt => Action::Drop,
+                Site::Progress => Action::Hang,
+                Site::DescFetch | Site::DataWrite | Site::CompletionWrite => Action::Fail,
+                Site::Source => Action::Proceed,
+            }
+        } else {
+            match site {
+                Site::DataWrite if take(&mut p.dma_error) => Action::Fail,
+                Site::DataWrite if take(&mut p.corrupt_data) => Action::Corrupt,
+                Site::Interrupt if take(&mut p.drop_irq) => Action::Drop,
+                Site::RegisterRead if take(&mut p.bad_register_reads) => Action::AllOnes,
+                Site::Progress if p.stall_ms > 0 => {
+                    let ms = std::mem::take(&mut p.stall_ms);
+                    Action::Stall(Duration::from_millis(ms))
+                }
+                Site::Source if p.overflow > 0 => {
+                    Action::DropBlocks(std::mem::take(&mut p.overflow))
+                }
+                _ => Action::Proceed,
+            }
+        };
+        if action != Action::Proceed && !p.hang {
+            self.fired.fetch_add(1, Ordering::Relaxed);
+        }
+        self.armed.store(p.any(), Ordering::Release);
+        action
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_faults_are_used_up() {
+        let f = FaultPlan::new();
+        assert_eq!(f.hook(Site::DataWrite), Action::Proceed);
+        f.inject(Fault::DmaError(2)).unwrap();
+        assert_eq!(f.hook(Site::Interrupt), Action::Proceed);
+        assert_eq!(f.hook(Site::DataWrite), Action::Fail);
+        assert_eq!(f.hook(Site::DataWrite), Action::Fail);
+        assert_eq!(f.hook(Site::DataWrite), Action::Proceed);
+        assert_eq!(f.fired(), 2);
+        f.inject(Fault::Overflow(5)).unwrap();
+        assert_eq!(f.hook(Site::Source), Action::DropBlocks(5));
+        assert_eq!(f.hook(Site::Source), Action::Proceed);
+    }
+
+    #[test]
+    fn hang_until_cleared() {
+        let f = FaultPlan::new();
+        f.inject(Fault::Hang).unwrap();
+        assert!(f.hung());
+        assert_eq!(f.hook(Site::RegisterRead), Action::AllOnes);
+        assert_eq!(f.hook(Site::RegisterRead), Action::AllOnes);
+        assert_eq!(f.hook(Site::Progress), Action::Hang);
+        f.clear();
+        assert!(!f.hung());
+        assert_eq!(f.hook(Site::RegisterRead), Action::Proceed);
+    }
+
+    #[test]
+    fn parse_names() {
+        assert_eq!(
+            Fault::parse("dma_error", Some(3), None, None),
+            Ok(Fault::DmaError(3))
+        );
+        assert_eq!(
+            Fault::parse("stall", None, Some(20), None),
+            Ok(Fault::Stall(20))
+        );
+        assert!(Fault::parse("stall", None, None, None).is_err());
+        assert!(Fault::parse("melt", None, None, None)
+            .unwrap_err()
+            .contains("melt"));
+    }
+}

@@ -1,0 +1,267 @@
+//! Interrupt lines: the eventfds the VMM gave us for MSI and MSI-X, with VFIO `SET_IRQS`
+//! semantics (independent of the transport that carried the request).
+//!
+//! Which message a cause uses: with MSI-X enabled, its own vector; with MSI, message 0 for
+//! every cause; with neither, no message (docs/device.md section 9.1).
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::RwLock;
+
+use thiserror::Error;
+use vfio_bindings::bindings::vfio::{
+    VFIO_IRQ_INFO_EVENTFD, VFIO_IRQ_SET_ACTION_MASK, VFIO_IRQ_SET_ACTION_TRIGGER,
+    VFIO_IRQ_SET_ACTION_TYPE_MASK, VFIO_IRQ_SET_ACTION_UNMASK, VFIO_IRQ_SET_DATA_EVENTFD,
+    VFIO_IRQ_SET_DATA_NONE, VFIO_IRQ_SET_DATA_TYPE_MASK, VFIO_PCI_ERR_IRQ_INDEX,
+    VFIO_PCI_INTX_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_MSI_IRQ_INDEX, VFIO_PCI_NUM_IRQS,
+    VFIO_PCI_REQ_IRQ_INDEX,
+};
+
+/// A refused `SET_IRQS` request.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum IrqError {
+    /// The IRQ index does not exist.
+    #[error("IRQ index {0} does not exist")]
+    Index(u32),
+    /// `start + count` is past the index's vectors.
+    #[error("vectors {start}..{start}+{count} are outside the {have} of index {index}")]
+    Range {
+        /// IRQ index.
+        index: u32,
+        /// First vector.
+        start: u32,
+        /// Number of vectors.
+        count: u32,
+        /// Vectors the index has.
+        have: u32,
+    },
+    /// A flag combination this device does not implement.
+    #[error("unsupported SET_IRQS flags {0:#x} for index {1}")]
+    Flags(u32, u32),
+}
+
+#[derive(Debug, Default)]
+struct Lines {
+    msi: Vec<Option<File>>,
+    msix: Vec<Option<File>>,
+    /// The index (MSI or MSI-X) that was set up last and not disabled since.
+    active: Option<u32>,
+}
+
+/// The device's interrupt lines.
+#[derive(Debug)]
+pub struct IrqLines {
+    lines: RwLock<Lines>,
+    msix_vectors: u32,
+}
+
+impl IrqLines {
+    /// Lines for one MSI message and `msix_vectors` MSI-X vectors, none connected.
+    pub fn new(msix_vectors: u16) -> IrqLines {
+        IrqLines {
+            lines: RwLock::new(Lines {
+                msi: (0..1).map(|_| None).collect(),
+                msix: (0..msix_vectors).map(|_| None).collect(),
+                active: None,
+            }),
+            msix_vectors: u32::from(msix_vectors),
+        }
+    }
+
+    /// `(count, flags)` of IRQ index `index`, as in `VFIO_DEVICE_GET_IRQ_INFO`.
+    pub fn info(&self, index: u32) -> (u32, u32) {
+        match index {
+            VFIO_PCI_MSI_IRQ_INDEX => (1, VFIO_IRQ_INFO_EVENTFD),
+            VFIO_PCI_MSIX_IRQ_INDEX => (self.msix_vectors, VFIO_IRQ_INFO_EVENTFD),
+            _ => (0, 0),
+        }
+    }
+
+    /// Number of IRQ indexes (as in VFIO for PCI).
+    pub fn num_indexes(&self) -> u32 {
+        VFIO_PCI_NUM_IRQS
+    }
+
+    /// Applies a `SET_IRQS` request. `fds` are the eventfds that came with it, for vectors
+    /// `start ..` in order; vectors of the range without an fd are disconnected (that is
+    /// how QEMU "unassigns").
+    pub fn set(
+        &self,
+        index: u32,
+        flags: u32,
+        start: u32,
+        count: u32,
+        fds: Vec<File>,
+    ) -> Result<(), IrqError> {
+        let data = flags & VFIO_IRQ_SET_DATA_TYPE_MASK;
+        let action = flags & VFIO_IRQ_SET_ACTION_TYPE_MASK;
+        match index {
+            VFIO_PCI_MSI_IRQ_INDEX | VFIO_PCI_MSIX_IRQ_INDEX => {}
+            VFIO_PCI_INTX_IRQ_INDEX | VFIO_PCI_ERR_IRQ_INDEX | VFIO_PCI_REQ_IRQ_INDEX => {
+                // Not supported: only "disable everything" is accepted, as a no-op.
+                if count == 0 && data == VFIO_IRQ_SET_DATA_NONE {
+                    return Ok(());
+                }
+                return Err(IrqError::Flags(flags, index));
+            }
+            other => return Err(IrqError::Index(other)),
+        }
+        let have = self.info(index).0;
+        if start.checked_add(count).is_none_or(|end| end > have) {
+            return Err(IrqError::Range {
+                index,
+                start,
+                count,
+                have,
+            });
+        }
+        let mut l = self.lines.write().unwrap_or_else(|e| e.into_inner());
+        match (action, data) {
+            (VFIO_IRQ_SET_ACTION_MASK | VFIO_IRQ_SET_ACTION_UNMASK, _) => {
+                // MSI/MSI-X masking is done by the VMM (QEMU emulates the table): nothing to
+                // do here.
+                Ok(())
+            }
+            (VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_NONE) if count == 0 => {
+                // Disable: drop every eventfd of this index.
+                let v = if index == VFIO_PCI_MSI_IRQ_INDEX {
+                    &mut l.msi
+                } else {
+                    &mut l.msix
+                };
+                v.iter_mut().for_each(|fd| *fd = None);
+                if l.active == Some(index) {
+                    l.active = None;
+                }
+                Ok(())
+            }
+            (VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_NONE) => {
+                // Loopback trigger of connected vectors.
+                let v = if index == VFIO_PCI_MSI_IRQ_INDEX {
+                    &l.msi
+                } else {
+                    &l.msix
+                };
+                for fd in v.iter().skip(start as usize).take(count as usize).flatten() {
+                    let _ = signal(fd);
+                }
+                Ok(())
+            }
+            (VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD) => {
+                let v = if index == VFIO_PCI_MSI_IRQ_INDEX {
+                    &mut l.msi
+                } else {
+                    &mut l.msix
+                };
+                let mut fds = fds.into_iter();
+                for slot in v.iter_mut().skip(start as usize).take(count as usize) {
+                    // Replacing the old File closes it: QEMU sends a fresh dup every time.
+                    *slot = fds.next();
+                }
+                l.active = Some(index);
+                Ok(())
+            }
+            _ => Err(IrqError::Flags(flags, index)),
+        }
+    }
+
+    /// Disconnects everything (device reset by disconnection).
+    pub fn clear(&self) {
+        let mut l = self.lines.write().unwrap_or_else(|e| e.into_inner());
+        l.msi.iter_mut().for_each(|fd| *fd = None);
+        l.msix.iter_mut().for_each(|fd| *fd = None);
+        l.active = None;
+    }
+
+    /// Sends a message for `vector` (MSI-X numbering) on whatever is enabled. Returns true
+    /// if a message was sent.
+    pub fn trigger(&self, vector: u16) -> bool {
+        let l = self.lines.read().unwrap_or_else(|e| e.into_inner());
+        let fd = match l.active {
+            Some(VFIO_PCI_MSIX_IRQ_INDEX) => {
+                l.msix.get(usize::from(vector)).and_then(Option::as_ref)
+            }
+            Some(VFIO_PCI_MSI_IRQ_INDEX) => l.msi.first().and_then(Option::as_ref),
+            _ => None,
+        };
+        fd.is_some_and(|fd| signal(fd).is_ok())
+    }
+}
+
+fn signal(mut fd: &File) -> std::io::Result<()> {
+    fd.write_all(&1u64.to_ne_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    fn eventfd() -> (File, File) {
+        // SAFETY: eventfd() has no memory-safety preconditions; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK) };
+        assert!(fd >= 0);
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let f = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let g = f.try_clone().unwrap();
+        (f, g)
+    }
+
+    fn count(mut f: &File) -> u64 {
+        let mut b = [0u8; 8];
+        match f.read(&mut b) {
+            Ok(8) => u64::from_ne_bytes(b),
+            _ => 0,
+        }
+    }
+
+    const EVENTFD: u32 = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+
+    #[test]
+    fn msix_vectors_one_per_message() {
+        let l = IrqLines::new(4);
+        let (a, a2) = eventfd();
+        let (b, b2) = eventfd();
+        assert!(!l.trigger(0));
+        l.set(VFIO_PCI_MSIX_IRQ_INDEX, EVENTFD, 0, 1, vec![])
+            .unwrap();
+        l.set(VFIO_PCI_MSIX_IRQ_INDEX, EVENTFD, 0, 1, vec![a])
+            .unwrap();
+        l.set(VFIO_PCI_MSIX_IRQ_INDEX, EVENTFD, 1, 1, vec![b])
+            .unwrap();
+        assert!(l.trigger(0));
+        assert!(l.trigger(1));
+        assert!(l.trigger(1));
+        assert!(!l.trigger(2));
+        assert_eq!(count(&a2), 1);
+        assert_eq!(count(&b2), 2);
+        let disable = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
+        l.set(VFIO_PCI_MSIX_IRQ_INDEX, disable, 0, 0, vec![])
+            .unwrap();
+        assert!(!l.trigger(0));
+    }
+
+    #[test]
+    fn msi_takes_every_cause() {
+        let l = IrqLines::new(4);
+        let (a, a2) = eventfd();
+        l.set(VFIO_PCI_MSI_IRQ_INDEX, EVENTFD, 0, 1, vec![a])
+            .unwrap();
+        assert!(l.trigger(0));
+        assert!(l.trigger(1));
+        assert_eq!(count(&a2), 2);
+    }
+
+    #[test]
+    fn bad_requests_are_refused() {
+        let l = IrqLines::new(4);
+        assert!(l
+            .set(VFIO_PCI_MSIX_IRQ_INDEX, EVENTFD, 3, 2, vec![])
+            .is_err());
+        assert!(l.set(9, EVENTFD, 0, 1, vec![]).is_err());
+        assert!(l
+            .set(VFIO_PCI_INTX_IRQ_INDEX, EVENTFD, 0, 1, vec![])
+            .is_err());
+    }
+}

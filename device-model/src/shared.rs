@@ -1,0 +1,281 @@
+//! Card state shared by the register file (host side) and the capture engine (device
+//! side): status, error and interrupt-cause registers, counters, and the paths to the
+//! outside world (DMA maps, BAR2 memory, interrupt lines, fault plan).
+//!
+//! Everything the engine touches per block is an atomic, so the hot path takes no lock
+//! that a register access needs.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::config::ModelConfig;
+use crate::dma::{DmaSpace, MemView};
+use crate::faults::{Action, FaultPlan, Site};
+use crate::irq::IrqLines;
+use crate::memfd::Memfd;
+use crate::regs::{err, irq, msix, status};
+
+/// The counters that BAR0 exposes (32-bit ones wrap; cleared by reset).
+#[derive(Debug, Default)]
+pub struct RegCounters {
+    /// CNT_BLOCKS.
+    pub blocks: AtomicU32,
+    /// CNT_ERRORS.
+    pub errors: AtomicU32,
+    /// CNT_IRQS.
+    pub irqs: AtomicU32,
+    /// CNT_DOORBELLS.
+    pub doorbells: AtomicU32,
+    /// CNT_BYTES.
+    pub bytes: AtomicU64,
+    /// CNT_LOST.
+    pub lost: AtomicU64,
+    /// CNT_REG_ERRORS.
+    pub reg_errors: AtomicU32,
+}
+
+impl RegCounters {
+    fn clear(&self) {
+        for c in [
+            &self.blocks,
+            &self.errors,
+            &self.irqs,
+            &self.doorbells,
+            &self.reg_errors,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.bytes.store(0, Ordering::Relaxed);
+        self.lost.store(0, Ordering::Relaxed);
+    }
+}
+
+macro_rules! stats {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Model statistics for the control socket: 64-bit, counted since the process
+        /// started, never reset (take differences).
+        #[derive(Debug, Default)]
+        pub struct Stats {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A snapshot of [`Stats`].
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+        pub struct StatsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Stats {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+stats! {
+    /// Data completions written (blocks delivered).
+    blocks,
+    /// Bytes delivered into host buffers (or BAR2 slots).
+    bytes,
+    /// Bytes produced by the source (delivered, lost, or discarded at stop).
+    bytes_produced,
+    /// Bytes dropped by FIFO overflow.
+    lost_bytes,
+    /// Overflow episodes (each raised cause OVERFLOW once).
+    overflows,
+    /// ERROR completions written.
+    error_completions,
+    /// Errors recorded in ERROR_CODE (fatal and non-fatal).
+    errors,
+    /// Engine halts on fatal errors.
+    halts,
+    /// Interrupt messages sent, all vectors.
+    irqs,
+    /// Vector-0 (capture) interrupt messages sent.
+    irqs_capture,
+    /// Vector-1 (error/status) interrupt messages sent.
+    irqs_error,
+    /// Interrupt messages lost to the drop_irq fault.
+    irqs_dropped,
+    /// Spurious interrupt messages sent (spurious_irq fault).
+    irqs_spurious,
+    /// Causes raised while masked or with no interrupt connected (no message).
+    irqs_suppressed,
+    /// DOORBELL writes.
+    doorbells,
+    /// Trapped BAR0 reads.
+    reg_reads,
+    /// Trapped BAR0 writes.
+    reg_writes,
+    /// Bad BAR0 accesses (width, alignment, writes refused while running).
+    reg_errors,
+    /// Config-space reads.
+    config_reads,
+    /// Config-space writes.
+    config_writes,
+    /// Sessions started (ENABLE 0->1 with a valid configuration).
+    sessions,
+    /// Device resets (soft reset, FLR, vfio-user reset, control reset, disconnect).
+    resets,
+    /// DMA maps added.
+    dma_maps,
+    /// DMA unmap requests served.
+    dma_unmaps,
+    /// vfio-user connections accepted.
+    connections,
+    /// Faults that took effect.
+    faults_fired,
+}
+
+/// The state shared by the register file and the engine.
+#[derive(Debug)]
+pub struct Shared {
+    /// Model settings.
+    pub model: ModelConfig,
+    /// STATUS.
+    pub status: AtomicU32,
+    /// ERROR_CODE.
+    pub error_code: AtomicU32,
+    /// IRQ_STATUS.
+    pub irq_status: AtomicU32,
+    /// IRQ_MASK.
+    pub irq_mask: AtomicU32,
+    /// IRQ_MOD_COUNT.
+    pub mod_count: AtomicU32,
+    /// IRQ_MOD_TIME_US.
+    pub mod_time_us: AtomicU32,
+    /// DEV_PROD.
+    pub dev_prod: AtomicU32,
+    /// DEV_CONS.
+    pub dev_cons: AtomicU32,
+    /// BAR2_WR_PTR.
+    pub bar2_wr_ptr: AtomicU32,
+    /// BAR2_DATA_OFF.
+    pub bar2_data_off: AtomicU32,
+    /// BAR0 counters.
+    pub cnt: RegCounters,
+    /// Control-socket statistics.
+    pub stats: Stats,
+    /// DMA maps of the current connection.
+    pub dma: DmaSpace,
+    /// BAR2 sample memory.
+    pub bar2: Memfd,
+    /// BAR2 as a memory view at bus address 0 (BAR2 mode).
+    pub bar2_view: MemView,
+    /// Interrupt lines.
+    pub irq: IrqLines,
+    /// Fault plan.
+    pub faults: FaultPlan,
+    /// Serialises updates of ERROR_CODE with STATUS.ERROR.
+    error_lock: Mutex<()>,
+}
+
+impl Shared {
+    /// Fresh state for a card with settings `model` (BAR2 memory allocated here).
+    pub fn new(model: ModelConfig) -> std::io::Result<Arc<Shared>> {
+        let bar2 = Memfd::new("acq-bar2", model.bar2_size as usize)?;
+        let bar2_view = MemView::single(bar2.region());
+        let irq = IrqLines::new(model.msix_vectors);
+        Ok(Arc::new(Shared {
+            status: AtomicU32::new(0),
+            error_code: AtomicU32::new(0),
+            irq_status: AtomicU32::new(0),
+            irq_mask: AtomicU32::new(irq::ALL),
+            mod_count: AtomicU32::new(0),
+            mod_time_us: AtomicU32::new(0),
+            dev_prod: AtomicU32::new(0),
+            dev_cons: AtomicU32::new(0),
+            bar2_wr_ptr: AtomicU32::new(0),
+            bar2_data_off: AtomicU32::new(0),
+            cnt: RegCounters::default(),
+            stats: Stats::default(),
+            dma: DmaSpace::new(),
+            bar2,
+            bar2_view,
+            irq,
+            faults: FaultPlan::new(),
+            error_lock: Mutex::new(()),
+            model,
+        }))
+    }
+
+    /// Returns the registers the engine shares to their reset values (the engine must be
+    /// stopped).
+    pub fn reset_registers(&self) {
+        for (r, v) in [
+            (&self.status, 0),
+            (&self.error_code, 0),
+            (&self.irq_status, 0),
+            (&self.irq_mask, irq::ALL),
+            (&self.mod_count, 0),
+            (&self.mod_time_us, 0),
+            (&self.dev_prod, 0),
+            (&self.dev_cons, 0),
+            (&self.bar2_wr_ptr, 0),
+            (&self.bar2_data_off, 0),
+        ] {
+            r.store(v, Ordering::SeqCst);
+        }
+        self.cnt.clear();
+    }
+
+    /// Records error `code` with `detail` in ERROR_CODE and STATUS.ERROR and counts it
+    /// (the caller raises cause ERROR).
+    pub fn record_error(&self, code: u8, detail: u16) {
+        let _g = self.error_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.error_code
+            .store(err::make(code, detail), Ordering::SeqCst);
+        self.status.fetch_or(status::ERROR, Ordering::SeqCst);
+        self.cnt.errors.fetch_add(1, Ordering::Relaxed);
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// STATUS write-1-to-clear (clearing ERROR also clears ERROR_CODE).
+    pub fn clear_status(&self, bits: u32) {
+        let bits = bits & status::W1C_MASK;
+        let _g = self.error_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+        if bits & status::ERROR != 0 {
+            self.error_code.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Raises interrupt cause `cause` (one `irq::*` bit): latches it in IRQ_STATUS and, if
+    /// unmasked, sends a message on its vector. Returns true if a message was sent.
+    pub fn raise(&self, cause: u32) -> bool {
+        self.irq_status.fetch_or(cause, Ordering::SeqCst);
+        if self.irq_mask.load(Ordering::SeqCst) & cause != 0 {
+            self.stats.irqs_suppressed.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let vector = irq::vector_of(cause);
+        self.send(vector)
+    }
+
+    /// Sends one message on `vector` through the interrupt fault hook.
+    pub fn send(&self, vector: u16) -> bool {
+        match self.faults.hook(Site::Interrupt) {
+            Action::Proceed => {}
+            _ => {
+                self.stats.irqs_dropped.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        }
+        if !self.irq.trigger(vector) {
+            self.stats.irqs_suppressed.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.cnt.irqs.fetch_add(1, Ordering::Relaxed);
+        self.stats.irqs.fetch_add(1, Ordering::Relaxed);
+        if vector == msix::VEC_CAPTURE {
+            self.stats.irqs_capture.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.irqs_error.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+}
