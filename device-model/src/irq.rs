@@ -44,6 +44,8 @@ pub enum IrqError {
 struct Lines {
     msi: Vec<Option<File>>,
     msix: Vec<Option<File>>,
+    /// Error and request notifiers (QEMU connects them; the card never signals them).
+    notifiers: [Option<File>; 2],
     /// The index (MSI or MSI-X) that was set up last and not disabled since.
     active: Option<u32>,
 }
@@ -62,6 +64,7 @@ impl IrqLines {
             lines: RwLock::new(Lines {
                 msi: (0..1).map(|_| None).collect(),
                 msix: (0..msix_vectors).map(|_| None).collect(),
+                notifiers: [None, None],
                 active: None,
             }),
             msix_vectors: u32::from(msix_vectors),
@@ -73,6 +76,7 @@ impl IrqLines {
         match index {
             VFIO_PCI_MSI_IRQ_INDEX => (1, VFIO_IRQ_INFO_EVENTFD),
             VFIO_PCI_MSIX_IRQ_INDEX => (self.msix_vectors, VFIO_IRQ_INFO_EVENTFD),
+            VFIO_PCI_ERR_IRQ_INDEX | VFIO_PCI_REQ_IRQ_INDEX => (1, VFIO_IRQ_INFO_EVENTFD),
             _ => (0, 0),
         }
     }
@@ -97,8 +101,25 @@ impl IrqLines {
         let action = flags & VFIO_IRQ_SET_ACTION_TYPE_MASK;
         match index {
             VFIO_PCI_MSI_IRQ_INDEX | VFIO_PCI_MSIX_IRQ_INDEX => {}
-            VFIO_PCI_INTX_IRQ_INDEX | VFIO_PCI_ERR_IRQ_INDEX | VFIO_PCI_REQ_IRQ_INDEX => {
-                // Not supported: only "disable everything" is accepted, as a no-op.
+            VFIO_PCI_ERR_IRQ_INDEX | VFIO_PCI_REQ_IRQ_INDEX => {
+                // Error and request notifiers: kept (QEMU wants them accepted), never
+                // signalled: the card reports errors through its own registers.
+                let i = (index - VFIO_PCI_ERR_IRQ_INDEX) as usize;
+                let mut l = self.lines.write().unwrap_or_else(|e| e.into_inner());
+                return match (action, data, count) {
+                    (VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_NONE, 0) => {
+                        l.notifiers[i] = None;
+                        Ok(())
+                    }
+                    (VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD, 1) if start == 0 => {
+                        l.notifiers[i] = fds.into_iter().next();
+                        Ok(())
+                    }
+                    _ => Err(IrqError::Flags(flags, index)),
+                };
+            }
+            VFIO_PCI_INTX_IRQ_INDEX => {
+                // INTx is not supported: only "disable everything" is accepted, as a no-op.
                 if count == 0 && data == VFIO_IRQ_SET_DATA_NONE {
                     return Ok(());
                 }
@@ -170,6 +191,7 @@ impl IrqLines {
         let mut l = self.lines.write().unwrap_or_else(|e| e.into_inner());
         l.msi.iter_mut().for_each(|fd| *fd = None);
         l.msix.iter_mut().for_each(|fd| *fd = None);
+        l.notifiers = [None, None];
         l.active = None;
     }
 
