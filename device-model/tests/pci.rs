@@ -208,7 +208,8 @@ fn config_errors_at_enable_halt_without_dma() {
         let mut r = Rig::new();
         let irqs = r.msix();
         r.wr(reg::IRQ_MASK, 0);
-        let cases: [(u16, fn(&mut Rig)); 7] = [
+        type Spoil = fn(&mut Rig);
+        let cases: [(u16, Spoil); 7] = [
             (1, |r| r.wr(reg::RING_LOG2, 0)),
             (2, |r| r.wr(reg::BLOCK_SIZE, 100)),
             (3, |r| r.wr(reg::DESC_BASE_LO, 0x20)),

@@ -1,0 +1,218 @@
+//! The `acq-device` binary: command line, control socket, reconnects, SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use acq_device::regs::{id, reg};
+use common::{temp_dir, wait_for, with_timeout};
+use serde_json::{json, Value};
+use vfio_user::Client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_acq-device");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path, extra: &[&str]) -> Proc {
+    let child = Command::new(BIN)
+        .arg("--socket")
+        .arg(dir.join("acq.sock"))
+        .arg("--control")
+        .arg(dir.join("acq.ctl"))
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Proc(child);
+    let sock = dir.join("acq.sock");
+    wait_for(20.0, "the vfio-user socket", || sock.exists());
+    p
+}
+
+struct Control {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+}
+
+impl Control {
+    fn connect(path: &Path) -> Control {
+        let w = UnixStream::connect(path).unwrap();
+        w.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        Control {
+            r: BufReader::new(w.try_clone().unwrap()),
+            w,
+        }
+    }
+
+    fn ask(&mut self, line: &str) -> Value {
+        self.w.write_all(format!("{line}\n").as_bytes()).unwrap();
+        let mut reply = String::new();
+        self.r.read_line(&mut reply).unwrap();
+        serde_json::from_str(&reply).unwrap()
+    }
+}
+
+fn read_id(sock: &Path) -> u32 {
+    let mut c = Client::new(sock).unwrap();
+    let mut b = [0u8; 4];
+    c.region_read(0, reg::ID as u64, &mut b).unwrap();
+    c.shutdown().unwrap();
+    u32::from_le_bytes(b)
+}
+
+#[test]
+fn help_names_the_interface() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in ["--socket", "--control", "--config", "bench"] {
+        assert!(text.contains(word), "--help lacks {word}");
+    }
+    let out = Command::new(BIN).output().unwrap();
+    assert!(!out.status.success(), "--socket is required");
+}
+
+#[test]
+fn bad_settings_are_refused_with_the_field_named() {
+    let dir = temp_dir("bin-cfg");
+    let cfg = dir.join("model.json");
+    std::fs::write(&cfg, r#"{"bar2_size": "3M"}"#).unwrap();
+    let out = Command::new(BIN)
+        .arg("--socket")
+        .arg(dir.join("s"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bar2_size"), "{err}");
+    assert!(
+        !dir.join("s").exists(),
+        "no socket for a card that is not ready"
+    );
+    let out = Command::new(BIN)
+        .args(["--socket", "/nonexistent/x", "--fifo-depth", "12345"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fifo_depth"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serves_control_requests_survives_reconnects_and_exits_cleanly_on_sigterm() {
+    with_timeout(60, || {
+        let dir = temp_dir("bin-run");
+        let cfg = dir.join("model.json");
+        std::fs::write(&cfg, r#"{"device_id": "0xac02", "fifo_depth": "256K"}"#).unwrap();
+        let mut p = start(
+            &dir,
+            &["--config", cfg.to_str().unwrap(), "--bar2-size", "2M"],
+        );
+        let sock = dir.join("acq.sock");
+        let mut ctl = Control::connect(&dir.join("acq.ctl"));
+
+        let c = ctl.ask(r#"{"cmd":"counters"}"#);
+        assert_eq!(c["ok"], json!(true));
+        for k in [
+            "blocks",
+            "bytes",
+            "irqs",
+            "reg_reads",
+            "reg_writes",
+            "overflows",
+            "errors",
+            "lost_bytes",
+        ] {
+            assert!(c[k].is_u64(), "counters lack {k}: {c}");
+        }
+        assert_eq!(read_id(&sock), id::MAGIC);
+        // The connection went away: the next one is served too.
+        assert_eq!(read_id(&sock), id::MAGIC);
+        let c = ctl.ask(r#"{"cmd":"counters"}"#);
+        assert_eq!(c["reg_reads"], json!(2));
+        assert!(c["connections"].as_u64().unwrap() >= 2);
+
+        assert_eq!(
+            ctl.ask(r#"{"cmd":"inject","fault":"dma_error","count":3}"#),
+            json!({"ok": true})
+        );
+        let c = ctl.ask(r#"{"cmd":"counters"}"#);
+        assert_eq!(c["faults_pending"]["dma_error"], json!(3));
+        assert_eq!(
+            ctl.ask(r#"{"cmd":"inject","fault":"bad_register_reads","count":1}"#)["ok"],
+            json!(true)
+        );
+        assert_eq!(read_id(&sock), 0xFFFF_FFFF);
+        assert_eq!(ctl.ask(r#"{"cmd":"reset"}"#), json!({"ok": true}));
+        let c = ctl.ask(r#"{"cmd":"counters"}"#);
+        assert_eq!(
+            c["faults_pending"]["dma_error"],
+            json!(0),
+            "reset clears faults"
+        );
+        let r = ctl.ask(r#"{"cmd":"frobnicate"}"#);
+        assert_eq!(r["ok"], json!(false));
+        assert!(r["error"].as_str().unwrap().contains("frobnicate"));
+        let r = ctl.ask("this is not json");
+        assert_eq!(r["ok"], json!(false));
+        assert!(r["error"].as_str().unwrap().contains("JSON"));
+        let r = ctl.ask(r#"{"cmd":"inject","fault":"stall"}"#);
+        assert_eq!(r["ok"], json!(false));
+
+        // SIGTERM: exit 0, sockets removed, even with a client connected.
+        let client = Client::new(&sock).unwrap();
+        // SAFETY: kill() on our own child's pid, which has not been reaped.
+        unsafe { libc::kill(p.0.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = p.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success(), "exit status {status:?}");
+        assert!(
+            !sock.exists() && !dir.join("acq.ctl").exists(),
+            "socket files removed"
+        );
+        drop(client);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced() {
+    with_timeout(30, || {
+        let dir = temp_dir("bin-stale");
+        let sock = dir.join("acq.sock");
+        drop(UnixListener::bind(&sock).unwrap()); // a socket file nobody listens on
+        let p = start(&dir, &[]);
+        // The file existed before: wait until the new server listens on it.
+        wait_for(20.0, "the new socket", || {
+            UnixStream::connect(&sock).is_ok()
+        });
+        assert_eq!(read_id(&sock), id::MAGIC);
+        drop(p);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
