@@ -415,6 +415,8 @@ struct Card {
     caps: u32,
     fifo_depth: u32,
     irq_mode: u32,
+    /// The PCI function, for a function-level reset of a card that stopped answering.
+    pdev: ARef<pci::Device>,
     bar: pci::DevresBar<BAR0_LEN>,
     #[pin]
     inner: Mutex<Inner>,
@@ -448,6 +450,40 @@ impl Card {
         Some(f(&Regs(&bar)))
     }
 
+    /// True if the card answers register reads (its ID register reads the magic).
+    fn alive(&self) -> bool {
+        self.with_regs(|r| r.rd(regs::reg::ID) == regs::id::MAGIC)
+            .unwrap_or(false)
+    }
+
+    /// Resets a card: a soft reset, and if the card still does not answer (a hung card
+    /// ignores register writes), a function-level reset through the PCI core. Returns
+    /// whether the card answers afterwards. Counted in `watchdog_resets`.
+    fn revive_locked(&self, g: &mut MutexGuard<'_, Inner>) -> bool {
+        g.stats.watchdog_resets += 1;
+        g.stats.errors += 1;
+        let _ = self.with_regs(|r| r.soft_reset());
+        if self.alive() {
+            return true;
+        }
+        let pdev = ptr::from_ref::<pci::Device>(&self.pdev)
+            .cast::<bindings::pci_dev>()
+            .cast_mut();
+        // SAFETY: `pci::Device` is a transparent wrapper of `struct pci_dev`, kept alive by
+        // `self.pdev`. The `try` variant only takes the device lock if it is free, so it
+        // cannot deadlock against an unbind that holds it; the reset saves and restores
+        // the function's config space and MSI-X state itself.
+        let ret = unsafe { bindings::pci_try_reset_function(pdev) };
+        let alive = self.alive();
+        pr_warn!(
+            "acq{}: card did not answer after a soft reset; function reset: {}, card {}\n",
+            self.index,
+            ret,
+            if alive { "back" } else { "still dead" }
+        );
+        alive
+    }
+
     fn state(g: &Inner) -> u32 {
         if g.removed {
             uapi::ACQ_STATE_REMOVED
@@ -471,6 +507,13 @@ impl Card {
         let cfg = g.cfg;
         let log2 = cfg.ring_log2;
         let n = regs::ring::entries(log2);
+        if g.hw.is_none() {
+            return Err(ENODEV);
+        }
+        if !self.alive() && !self.revive_locked(g) {
+            g.err = true;
+            return Err(EIO);
+        }
         let Some(hw) = g.hw.as_ref() else {
             return Err(ENODEV);
         };
@@ -517,7 +560,7 @@ impl Card {
             })
             .ok_or(ENODEV)?;
         if status.0 == u32::MAX {
-            return Err(ENODEV);
+            return Err(EIO);
         }
         if status.0 & regs::status::HALTED != 0 {
             pr_err!(
@@ -783,12 +826,9 @@ impl Card {
             g.wd_still_ms,
             outstanding
         );
-        g.stats.watchdog_resets += 1;
-        g.stats.errors += 1;
         g.err = true;
-        let _ = self.with_regs(|r| r.soft_reset());
         g.running = false;
-        if self.start_locked(&mut g).is_err() {
+        if !self.revive_locked(&mut g) || self.start_locked(&mut g).is_err() {
             g.halted = true;
         }
         drop(g);
@@ -1354,6 +1394,7 @@ fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
             caps,
             fifo_depth,
             irq_mode,
+            pdev: pdev.into(),
             bar,
             inner <- new_mutex!(Inner {
                 hw: Some(hw),

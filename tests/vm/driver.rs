@@ -239,12 +239,33 @@ fn driver_error_paths() -> Result<()> {
     );
     ensure!(json_u64(&out, "lost_bytes") >= 4 * 4096, "{out}");
 
-    // A device that stops making progress: the watchdog resets it and the stream goes on.
+    // A card that hangs mid-stream (no progress, registers read all-ones, writes ignored):
+    // the watchdog resets it (soft reset, then a function-level reset), the reader gets
+    // EIO once, and the stream goes on verified in a new session.
+    vm.sh_ok(
+        "acq-stream --mode read --bytes 24M --rate 4M --verify --timeout 120 \
+         > /tmp/hang 2>&1 </dev/null &",
+        CMD,
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
     model_request(&vm, 0, r#"{"cmd":"inject","fault":"hang"}"#)?;
-    let out = stream(&mut vm, "--bytes 4M --verify --timeout 60")?;
+    let out = vm.sh_ok(
+        "while ! grep -q '\"ok\"' /tmp/hang; do sleep 1; done; cat /tmp/hang",
+        STREAM,
+    )?;
+    ensure!(json_true(&out, "ok"), "stream across a hang: {out}");
     ensure!(
         json_u64(&out, "watchdog_resets") >= 1,
         "no watchdog reset: {out}"
+    );
+    ensure!(
+        json_u64(&out, "EIO") >= 1,
+        "the reset was not reported: {out}"
+    );
+    let dmesg = vm.sh_ok("dmesg", CMD)?;
+    ensure!(
+        dmesg.contains("no progress"),
+        "watchdog message missing:\n{dmesg}"
     );
 
     // Unloading with an open file is refused; after close it works (reloaded below).
