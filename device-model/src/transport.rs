@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use vfio_bindings::bindings::vfio::{
     vfio_region_info, vfio_region_sparse_mmap_area, VFIO_PCI_BAR0_REGION_INDEX,
     VFIO_PCI_BAR2_REGION_INDEX, VFIO_PCI_BAR5_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX,
@@ -152,6 +152,7 @@ impl ServerBackend for Adapter<'_> {
             (_, Some(bar)) => self.dev.bar_read(bar, offset, data),
             _ => Err(no_region(region)),
         };
+        tracing::trace!(region, offset, len = data.len(), ?data, "region read");
         logged("region read", r)
     }
 
@@ -162,6 +163,7 @@ impl ServerBackend for Adapter<'_> {
             (_, Some(bar)) => self.dev.bar_write(bar, offset, data),
             _ => Err(no_region(region)),
         };
+        tracing::trace!(region, offset, ?data, "region write");
         logged("region write", r)
     }
 
@@ -192,6 +194,7 @@ impl ServerBackend for Adapter<'_> {
 
     fn dma_unmap(&mut self, flags: DmaUnmapFlags, address: u64, size: u64) -> io::Result<()> {
         self.greet();
+        debug!(address, size, ?flags, "DMA unmap");
         self.dev
             .dma_unmap(address, size, flags.contains(DmaUnmapFlags::UNMAP_ALL))
     }
