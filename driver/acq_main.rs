@@ -45,7 +45,7 @@ use kernel::{
     },
     time::msecs_to_jiffies,
     types::{ForeignOwnable, Opaque},
-    uaccess::{UserPtr, UserSlice},
+    uaccess::{UserPtr, UserSlice, UserSliceWriter},
     workqueue::{self, impl_has_delayed_work, new_delayed_work, DelayedWork, WorkItem},
 };
 
@@ -596,23 +596,51 @@ impl Card {
         self.wait.notify_all();
     }
 
-    /// Gives buffer `id` back to the card as descriptor `prod` (section 8 of the spec).
-    fn repost(&self, g: &mut MutexGuard<'_, Inner>, id: usize) {
+    /// Gives every consumed buffer back to the card (section 8 of the spec), in one batch:
+    /// one producer-index update and at most one DOORBELL for all of them.
+    ///
+    /// Descriptor `d` always carries pool buffer `d mod N`: the session posts buffers
+    /// 0..N-1 as descriptors 0..N-1, and completions (hence reposts) come in order.
+    fn flush_reposts(&self, g: &mut MutexGuard<'_, Inner>) {
+        if !g.running {
+            return;
+        }
+        let n = g.entries();
         let log2 = g.cfg.ring_log2;
+        let target = g.head.wrapping_add(n);
         let prod = g.prod;
+        if prod == target {
+            return;
+        }
         let Some(hw) = g.hw.as_ref() else {
             return;
         };
-        hw.write_desc(prod, log2, id);
+        let mut d = prod;
+        while d != target {
+            hw.write_desc(d, log2, regs::ring::slot(d, log2) as usize);
+            d = d.wrapping_add(1);
+        }
+        // RELEASE: descriptors before the producer index.
         dma_mb(Write);
-        hw.event
-            .write32(regs::event::OFF_PROD, prod.wrapping_add(1));
+        hw.event.write32(regs::event::OFF_PROD, target);
         // FULL: store prod before loading need_doorbell.
         mb(Full);
         let ring = hw.event.read32(regs::event::OFF_NEED_DOORBELL) != 0;
-        g.prod = prod.wrapping_add(1);
+        g.prod = target;
         if ring {
             let _ = self.with_regs(|r| r.wr(regs::reg::DOORBELL, 1));
+        }
+    }
+
+    /// Completion `head` is consumed; its buffer goes back to the card with the next
+    /// batch (a quarter of the ring), or earlier when the reader sleeps or returns.
+    fn consumed(&self, g: &mut MutexGuard<'_, Inner>) {
+        g.head = g.head.wrapping_add(1);
+        g.block_pos = 0;
+        let n = g.entries();
+        let free = g.head.wrapping_add(n).wrapping_sub(g.prod);
+        if free >= (n / 4).max(1) {
+            self.flush_reposts(g);
         }
     }
 
@@ -633,8 +661,21 @@ impl Card {
             return Ok(0);
         }
         let mut out = UserSlice::new(buf, count).writer();
-        let mut copied = 0usize;
         let mut g = self.inner.lock();
+        let r = self.read_locked(&mut g, nonblock, &mut out, count);
+        // Whatever happened, the buffers consumed so far go back to the card now.
+        self.flush_reposts(&mut g);
+        r
+    }
+
+    fn read_locked(
+        &self,
+        g: &mut MutexGuard<'_, Inner>,
+        nonblock: bool,
+        out: &mut UserSliceWriter,
+        count: usize,
+    ) -> Result<usize> {
+        let mut copied = 0usize;
         loop {
             if g.removed {
                 return if copied > 0 { Ok(copied) } else { Err(ENODEV) };
@@ -659,7 +700,7 @@ impl Card {
                     return Ok(copied);
                 }
                 // A stopped card (never started, stopped, or recovered) starts on read().
-                self.start_locked(&mut g)?;
+                self.start_locked(g)?;
             }
             let log2 = g.cfg.ring_log2;
             let head = g.head;
@@ -668,9 +709,11 @@ impl Card {
                 if nonblock {
                     return if copied > 0 { Ok(copied) } else { Err(EAGAIN) };
                 }
+                // Give the card every free buffer before sleeping.
+                self.flush_reposts(g);
                 match self
                     .wait
-                    .wait_interruptible_timeout(&mut g, msecs_to_jiffies(READ_RECHECK_MS))
+                    .wait_interruptible_timeout(g, msecs_to_jiffies(READ_RECHECK_MS))
                 {
                     CondVarTimeoutResult::Signal { .. } => {
                         return if copied > 0 { Ok(copied) } else { Err(EINTR) };
@@ -680,16 +723,13 @@ impl Card {
             };
             let id = c.id as usize;
             let len = c.length as usize;
-            if c.is_error() || id >= g.entries() as usize || len > PAGE_SIZE {
-                // The buffer holds nothing: report EIO once, repost and carry on (the
-                // block stays in the card's FIFO and goes to the next buffer).
+            if c.is_error() || c.id as u32 != regs::ring::slot(head, log2) || len > PAGE_SIZE {
+                // The buffer holds nothing (or the card returned a buffer it was not
+                // given): report EIO once, repost and carry on (the block stays in the
+                // card's FIFO and goes to the next buffer).
                 g.stats.errors += 1;
                 g.err = true;
-                g.head = head.wrapping_add(1);
-                g.block_pos = 0;
-                if id < g.entries() as usize {
-                    self.repost(&mut g, id);
-                }
+                self.consumed(g);
                 continue;
             }
             if g.block_pos == 0 && c.stream_offset != g.stats.read_offset {
@@ -720,9 +760,7 @@ impl Card {
             g.stats.read_offset += n as u64;
             if pos + n >= len {
                 g.stats.blocks += 1;
-                g.head = head.wrapping_add(1);
-                g.block_pos = 0;
-                self.repost(&mut g, id);
+                self.consumed(g);
             } else {
                 g.block_pos = (pos + n) as u32;
             }
@@ -742,6 +780,7 @@ impl Card {
                 return POLLERR;
             }
         }
+        self.flush_reposts(&mut g);
         let mut mask = 0;
         if g.err || g.halted {
             mask |= POLLERR;
