@@ -1077,6 +1077,10 @@ impl<'b> Irqs<'b> {
     fn alloc(pdev: &'b pci::Device<Bound>) -> Result<(KBox<pci::IrqVectorRegistration<'b>>, u32)> {
         let msix = pci::IrqTypes::default().with(pci::IrqType::MsiX);
         let msi = pci::IrqTypes::default().with(pci::IrqType::Msi);
+        if module_parameters::force_msi.value() {
+            let v = pdev.alloc_irq_vectors(1, 1, msi)?;
+            return Ok((KBox::new(v, GFP_KERNEL)?, uapi::ACQ_IRQ_MSI));
+        }
         match pdev.alloc_irq_vectors(2, u32::from(regs::msix::VECTORS), msix) {
             Ok(v) => Ok((KBox::new(v, GFP_KERNEL)?, uapi::ACQ_IRQ_MSIX)),
             Err(_) => {
@@ -1495,4 +1499,10 @@ kernel::module_pci_driver! {
     authors: ["pcie-acq"],
     description: "pcie-acq data-acquisition card",
     license: "GPL v2",
+    params: {
+        force_msi: bool {
+            default: false,
+            description: "Use one MSI vector even when MSI-X is available (tests the fallback)",
+        },
+    },
 }
