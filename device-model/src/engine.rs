@@ -200,17 +200,31 @@ fn engine_main(shared: &Arc<Shared>, ctl: &Ctl) {
                 g = ctl.wait(g);
             }
         };
-        let mut s = Session::new(Arc::clone(shared), cfg);
-        let ok = s.prologue();
-        {
-            let mut g = ctl.lock();
-            g.started = true;
-            ctl.cv.notify_all();
-        }
-        if ok {
-            s.run(ctl);
+        // A bug in a session must not take the card down with it (the register file would
+        // wait for the engine forever): it ends the session as a halt.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut s = Session::new(Arc::clone(shared), cfg);
+            let ok = s.prologue();
+            {
+                let mut g = ctl.lock();
+                g.started = true;
+                ctl.cv.notify_all();
+            }
+            if ok {
+                s.run(ctl);
+            }
+        }));
+        if r.is_err() {
+            tracing::error!("capture engine panicked; session ended as halted");
+            shared
+                .status
+                .fetch_and(!(status::RUNNING | status::NEED_DOORBELL), Ordering::SeqCst);
+            shared
+                .status
+                .fetch_or(status::HALTED | status::ERROR, Ordering::SeqCst);
         }
         let mut g = ctl.lock();
+        g.started = true;
         g.busy = false;
         g.stop = false;
         g.doorbell = false;

@@ -360,3 +360,32 @@ fn malformed_requests_get_error_replies_and_serving_goes_on() {
         assert_eq!(r.rd(reg::ID), id::MAGIC);
     });
 }
+
+#[test]
+fn a_message_that_breaks_the_protocol_library_only_costs_its_connection() {
+    with_timeout(30, || {
+        let mut r = Rig::new();
+        let _ = r.client.shutdown();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // A version message whose capabilities are not NUL-terminated: the crate gives up on
+        // the connection (it panics on it); the server must survive and serve the next one.
+        let mut s = UnixStream::connect(&r.socket).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut v = Vec::new();
+        v.extend_from_slice(&0u16.to_le_bytes());
+        v.extend_from_slice(&1u16.to_le_bytes());
+        v.extend_from_slice(b"{}");
+        s.write_all(&msg(1, 1, &v)).unwrap();
+        let mut buf = [0u8; 64];
+        // Either an error reply or the end of the connection, never a hang.
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n >= 12 {
+            let flags = u32::from_le_bytes(buf[8..12].try_into().unwrap());
+            assert_ne!(flags & ERROR_FLAG, 0);
+        }
+        drop(s);
+        r.reconnect();
+        assert_eq!(r.rd(reg::ID), id::MAGIC);
+    });
+}
