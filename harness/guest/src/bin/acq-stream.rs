@@ -205,7 +205,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         cfg.irq_mod_time_us = v;
     }
     dev.set_config(&cfg)
-        .map_err(|e| format!("SET_CONFIG {:?}: {e}", acqdev::config_json(&cfg)))?;
+        .map_err(|e| format!("SET_CONFIG {}: {e}", acqdev::config_json(&cfg)))?;
     let mut sink = match a.sink.as_deref() {
         None | Some("/dev/null") => None,
         Some(p) => Some(File::create(p).map_err(|e| format!("create {p}: {e}"))?),
