@@ -145,6 +145,18 @@ impl Generator {
                     idx = 0;
                 }
             }
+            regs::pattern::PRBS => {
+                // The PRBS word spelled out, not through `pattern_word` (whose SINE arm keeps
+                // it from being inlined): the words are independent, so the loop pipelines.
+                for i in 0..n {
+                    let w = regs::prbs31_word(regs::prbs31_seed(
+                        self.seed,
+                        first.wrapping_add(i as u64),
+                    ));
+                    // SAFETY: `i < n`, inside the caller's range.
+                    unsafe { dst.add(i).write_unaligned(w.to_le()) };
+                }
+            }
             _ => {
                 for i in 0..n {
                     let w =
