@@ -125,7 +125,7 @@ stats! {
     dma_maps,
     /// DMA unmap requests served.
     dma_unmaps,
-    /// vfio-user connections accepted.
+    /// vfio-user clients served (counted at their first device request).
     connections,
     /// Faults that took effect.
     faults_fired,

@@ -76,6 +76,10 @@ fn read_id(sock: &Path) -> u32 {
 
 #[test]
 fn help_names_the_interface() {
+    with_timeout(30, help_names_the_interface_body);
+}
+
+fn help_names_the_interface_body() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
@@ -88,6 +92,10 @@ fn help_names_the_interface() {
 
 #[test]
 fn bad_settings_are_refused_with_the_field_named() {
+    with_timeout(30, bad_settings_body);
+}
+
+fn bad_settings_body() {
     let dir = temp_dir("bin-cfg");
     let cfg = dir.join("model.json");
     std::fs::write(&cfg, r#"{"bar2_size": "3M"}"#).unwrap();
