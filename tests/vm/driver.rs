@@ -33,6 +33,19 @@ fn boot(test: &str, cards: usize) -> Result<acq::vm::Vm> {
 
 fn insmod(vm: &mut acq::vm::Vm, cards: usize) -> Result<()> {
     vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
+    let dmesg = vm.sh_ok("dmesg", CMD)?;
+    let probed = dmesg.lines().filter(|l| l.contains("/dev/acq")).count();
+    if probed != cards && dmesg.contains("Card not present") {
+        anyhow::bail!(
+            "{probed} of {cards} cards probed: the guest's pciehp found the root-port slot \
+             empty and powered it off (docs/device.md, pciehp 'Card not present': the root \
+             ports need hotplug=off):\n{dmesg}"
+        );
+    }
+    ensure!(
+        probed == cards,
+        "{probed} of {cards} cards probed:\n{dmesg}"
+    );
     let ls = vm.sh_ok("ls /dev", CMD)?;
     for i in 0..cards {
         ensure!(
@@ -40,12 +53,6 @@ fn insmod(vm: &mut acq::vm::Vm, cards: usize) -> Result<()> {
             "/dev/acq{i} missing after insmod; /dev: {ls}"
         );
     }
-    let dmesg = vm.sh_ok("dmesg", CMD)?;
-    let probed = dmesg.lines().filter(|l| l.contains("/dev/acq")).count();
-    ensure!(
-        probed == cards,
-        "{probed} of {cards} cards probed:\n{dmesg}"
-    );
     Ok(())
 }
 
