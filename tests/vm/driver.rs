@@ -32,7 +32,12 @@ fn boot(test: &str, cards: usize) -> Result<acq::vm::Vm> {
 }
 
 fn insmod(vm: &mut acq::vm::Vm, cards: usize) -> Result<()> {
-    vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
+    insmod_with(vm, cards, "")
+}
+
+/// Loads the driver with module parameters `params` and checks that `cards` cards probed.
+fn insmod_with(vm: &mut acq::vm::Vm, cards: usize, params: &str) -> Result<()> {
+    vm.sh_ok(&format!("insmod /lib/modules/acq.ko {params}"), CMD)?;
     let dmesg = vm.sh_ok("dmesg", CMD)?;
     let probed = dmesg.lines().filter(|l| l.contains("/dev/acq")).count();
     if probed != cards && dmesg.contains("Card not present") {
@@ -304,7 +309,7 @@ fn driver_error_paths() -> Result<()> {
 fn driver_msi_fallback() -> Result<()> {
     let mut vm = boot("driver-msi", 1)?;
     // force_msi=1 takes the fallback path: one MSI vector for every cause.
-    vm.sh_ok("insmod /lib/modules/acq.ko force_msi=1", CMD)?;
+    insmod_with(&mut vm, 1, "force_msi=1")?;
     let info = vm.sh_ok("acq-ctl info", CMD)?;
     ensure!(info.contains("\"irq_mode\":\"msi\""), "info: {info}");
     let dmesg = vm.sh_ok("dmesg", CMD)?;
