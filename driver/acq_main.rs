@@ -736,7 +736,8 @@ impl Card {
                 // Bytes were dropped before this block: one EPIPE, then the stream
                 // continues at the block's offset.
                 g.stats.overflows += 1;
-                g.stats.lost_bytes += c.lost_bytes;
+                // Device-provided: saturate rather than trust it not to overflow.
+                g.stats.lost_bytes = g.stats.lost_bytes.saturating_add(c.lost_bytes);
                 g.stats.read_offset = c.stream_offset;
                 g.xrun = true;
                 continue;
@@ -756,8 +757,8 @@ impl Card {
                 return if copied > 0 { Ok(copied) } else { Err(e) };
             }
             copied += n;
-            g.stats.bytes += n as u64;
-            g.stats.read_offset += n as u64;
+            g.stats.bytes = g.stats.bytes.wrapping_add(n as u64);
+            g.stats.read_offset = g.stats.read_offset.wrapping_add(n as u64);
             if pos + n >= len {
                 g.stats.blocks += 1;
                 self.consumed(g);
