@@ -251,6 +251,24 @@ fn driver_error_paths() -> Result<()> {
     );
     ensure!(json_u64(&out, "lost_bytes") >= 4 * 4096, "{out}");
 
+    // A real overflow: the source (200 MiB/s) outruns a verifying reader. Every gap gives
+    // one EPIPE; verification resumes at the offset the driver reports, every byte read is
+    // checked.
+    let out = stream(
+        &mut vm,
+        "--bytes 16M --rate 200M --verify --pattern prbs --seed 11",
+    )?;
+    ensure!(
+        json_u64(&out, "EPIPE") >= 1,
+        "no EPIPE under overload: {out}"
+    );
+    // `overflows` counts since the driver loaded: the injected overflow above is in it.
+    ensure!(
+        json_u64(&out, "overflows") > json_u64(&out, "EPIPE"),
+        "{out}"
+    );
+    ensure!(json_u64(&out, "verified_bytes") == 16 << 20, "{out}");
+
     // A card that hangs mid-stream (no progress, registers read all-ones, writes ignored):
     // the watchdog resets it (soft reset, then a function-level reset), the reader gets
     // EIO once, and the stream goes on verified in a new session.
