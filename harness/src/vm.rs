@@ -99,10 +99,8 @@ impl Vm {
     pub fn boot(cfg: &VmConfig, paths: &Paths) -> Result<Vm> {
         let accel = accel::resolve(cfg.accel)?;
         let run_dir = std::path::absolute(&cfg.run_dir)?;
-        if run_dir.exists() {
-            fs::remove_dir_all(&run_dir)
-                .with_context(|| format!("clearing run directory {}", run_dir.display()))?;
-        }
+        // The directory may already hold the caller's files (card configs); files of a
+        // previous run with the same directory are overwritten below.
         fs::create_dir_all(&run_dir)
             .with_context(|| format!("creating run directory {}", run_dir.display()))?;
         let image = run_dir.join("initramfs.cpio");
@@ -125,6 +123,7 @@ impl Vm {
         }
 
         let agent_sock = run_dir.join("agent.sock");
+        let _ = fs::remove_file(&agent_sock);
         let listener = UnixListener::bind(&agent_sock)
             .with_context(|| format!("binding {}", agent_sock.display()))?;
         let console = run_dir.join("console.log");
@@ -463,6 +462,9 @@ fn qemu_args(
         cfg.memory_mib
     );
     push(&["-object", &mem, "-machine", "q35,memory-backend=mem"]);
+    // q35 hot-plugs through ACPI by default, and the guest kernel has no ACPI: without
+    // this its native PCIe hotplug driver finds the slots "empty" and powers them off.
+    push(&["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]);
     push(&["-m", &format!("{}M", cfg.memory_mib)]);
     push(&["-smp", &cfg.cpus.to_string()]);
     match accel {
