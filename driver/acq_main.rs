@@ -123,6 +123,32 @@ fn raw_dev<Ctx: device::DeviceContext>(dev: &device::Device<Ctx>) -> *mut c_void
     ptr::from_ref(dev).cast::<c_void>().cast_mut()
 }
 
+/// The card's PCI function, for the two PCI-core calls 7.3 has no Rust wrapper for.
+struct PciFunction(ARef<pci::Device>);
+
+impl PciFunction {
+    fn raw(&self) -> *mut bindings::pci_dev {
+        // `pci::Device` is a transparent wrapper of `struct pci_dev`.
+        ptr::from_ref::<pci::Device>(&self.0)
+            .cast::<bindings::pci_dev>()
+            .cast_mut()
+    }
+
+    /// Function-level reset, unless the device lock is taken (then `-EAGAIN`): the `try`
+    /// variant cannot deadlock against an unbind that holds it. The PCI core saves and
+    /// restores config space and MSI-X state around the reset.
+    fn try_reset(&self) -> c_int {
+        // SAFETY: `raw()` is a valid `struct pci_dev`, kept alive by the `ARef`.
+        unsafe { bindings::pci_try_reset_function(self.raw()) }
+    }
+
+    /// Clears Bus Master Enable: the function can no longer write to memory.
+    fn clear_master(&self) {
+        // SAFETY: `raw()` is a valid `struct pci_dev`, kept alive by the `ARef`.
+        unsafe { bindings::pci_clear_master(self.raw()) }
+    }
+}
+
 impl StreamingPage {
     fn new(dev: &device::Device<Bound>) -> Result<Self> {
         let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
@@ -416,7 +442,7 @@ struct Card {
     fifo_depth: u32,
     irq_mode: u32,
     /// The PCI function, for a function-level reset of a card that stopped answering.
-    pdev: ARef<pci::Device>,
+    pdev: PciFunction,
     bar: pci::DevresBar<BAR0_LEN>,
     #[pin]
     inner: Mutex<Inner>,
@@ -466,14 +492,7 @@ impl Card {
         if self.alive() {
             return true;
         }
-        let pdev = ptr::from_ref::<pci::Device>(&self.pdev)
-            .cast::<bindings::pci_dev>()
-            .cast_mut();
-        // SAFETY: `pci::Device` is a transparent wrapper of `struct pci_dev`, kept alive by
-        // `self.pdev`. The `try` variant only takes the device lock if it is free, so it
-        // cannot deadlock against an unbind that holds it; the reset saves and restores
-        // the function's config space and MSI-X state itself.
-        let ret = unsafe { bindings::pci_try_reset_function(pdev) };
+        let ret = self.pdev.try_reset();
         let alive = self.alive();
         pr_warn!(
             "acq{}: card did not answer after a soft reset; function reset: {}, card {}\n",
@@ -982,10 +1001,13 @@ impl Card {
             g.removed = true;
             g.running = false;
             let _ = self.with_regs(|r| {
-                r.wr(regs::reg::CTRL, 0);
+                r.stop();
                 r.wr(regs::reg::IRQ_MASK, regs::irq::ALL);
                 r.soft_reset();
             });
+            // A card that ignores the reset (hung) must still not write into memory we
+            // free: take its bus mastering away first.
+            self.pdev.clear_master();
             g.hw.take()
         };
         drop(hw);
@@ -1438,7 +1460,7 @@ fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
             caps,
             fifo_depth,
             irq_mode,
-            pdev: pdev.into(),
+            pdev: PciFunction(pdev.into()),
             bar,
             inner <- new_mutex!(Inner {
                 hw: Some(hw),
