@@ -7,6 +7,13 @@
  */
 #include <linux/dma-mapping.h>
 
+/* Called from Rust only (declared there in an `extern "C"` block). */
+int acq_shim_dma_map_page(struct device *dev, struct page *page, size_t size,
+			  dma_addr_t *addr);
+void acq_shim_dma_unmap_page(struct device *dev, dma_addr_t addr, size_t size);
+void acq_shim_dma_sync_for_cpu(struct device *dev, dma_addr_t addr, size_t size);
+void acq_shim_dma_sync_for_device(struct device *dev, dma_addr_t addr, size_t size);
+
 int acq_shim_dma_map_page(struct device *dev, struct page *page, size_t size,
 			  dma_addr_t *addr)
 {
