@@ -9,7 +9,8 @@
 //!   [`pattern`] data into host memory;
 //! - [`faults`]: the fault plan every failure site consults;
 //! - [`control`]: the model's JSON-lines control socket;
-//! - [`regs`]: the hardware contract shared with the kernel driver.
+//! - [`regs`]: the hardware contract shared with the kernel driver;
+//! - [`sink`]: `acq-sink`, the capture disk (a vhost-user-blk backend, docs/sink.md).
 
 pub mod bench;
 pub mod card;
@@ -27,3 +28,4 @@ pub mod regs;
 pub mod shared;
 pub mod source;
 pub mod transport;
+pub mod sink;

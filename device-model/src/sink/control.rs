@@ -1,0 +1,212 @@
+//! The sink's control socket: JSON lines, one reply line per request line, the same
+//! conventions as the card's (docs/device.md, "Model control socket"; docs/sink.md).
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tracing::{debug, info, warn};
+
+use super::backend::Sink;
+use super::faults::SinkFault;
+
+/// Longest request line accepted.
+const MAX_LINE: u64 = 64 * 1024;
+
+fn fail(msg: impl Into<String>) -> Value {
+    json!({"ok": false, "error": msg.into()})
+}
+
+/// Handles one request line and returns the reply (without the newline).
+pub fn handle_line(sink: &Sink, line: &str) -> String {
+    reply(sink, line).to_string()
+}
+
+fn reply(sink: &Sink, line: &str) -> Value {
+    let req: Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => return fail(format!("malformed JSON: {e}")),
+    };
+    let Some(obj) = req.as_object() else {
+        return fail("a request must be a JSON object");
+    };
+    let Some(cmd) = obj.get("cmd") else {
+        return fail("missing `cmd`");
+    };
+    let Some(cmd) = cmd.as_str() else {
+        return fail("`cmd` must be a string");
+    };
+    if cmd != "inject" {
+        if let Some(k) = obj.keys().find(|k| k.as_str() != "cmd") {
+            return fail(format!("unknown field `{k}` for `{cmd}`"));
+        }
+    }
+    match cmd {
+        "counters" => json!({"ok": true, "counters": sink.report()}),
+        "inject" => {
+            let Some(name) = obj.get("fault").and_then(Value::as_str) else {
+                return fail("`inject` needs a string `fault`");
+            };
+            match SinkFault::parse(name, obj) {
+                Ok(f) => {
+                    sink.inject(f);
+                    json!({"ok": true})
+                }
+                Err(e) => fail(e),
+            }
+        }
+        "clear_faults" => {
+            sink.clear_faults();
+            json!({"ok": true})
+        }
+        other => fail(format!(
+            "unknown command `{other}` (known: counters, inject, clear_faults)"
+        )),
+    }
+}
+
+/// Binds the control socket at `path` and serves it in background threads.
+pub fn spawn(path: &Path, sink: Arc<Sink>) -> io::Result<()> {
+    let listener = UnixListener::bind(path)?;
+    std::thread::Builder::new()
+        .name("sink-control".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(stream) => {
+                        let s = Arc::clone(&sink);
+                        let r = std::thread::Builder::new()
+                            .name("sink-control-conn".into())
+                            .spawn(move || serve_conn(stream, &s));
+                        if let Err(e) = r {
+                            warn!("control connection thread: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        warn!("control socket accept: {e}");
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn serve_conn(stream: UnixStream, sink: &Sink) {
+    debug!("control client connected");
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
+    let mut input = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match (&mut input).take(MAX_LINE + 1).read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                debug!("control read: {e}");
+                break;
+            }
+        }
+        let too_long = buf.len() as u64 > MAX_LINE && buf.last() != Some(&b'\n');
+        let reply = if too_long {
+            fail(format!("request line longer than {MAX_LINE} bytes")).to_string()
+        } else {
+            match std::str::from_utf8(&buf) {
+                Ok(line) if line.trim().is_empty() => continue,
+                Ok(line) => {
+                    let r = handle_line(sink, line.trim());
+                    if r.contains("\"ok\":false") {
+                        info!(request = line.trim(), reply = r, "control request refused");
+                    }
+                    r
+                }
+                Err(_) => fail("request is not UTF-8").to_string(),
+            }
+        };
+        if out.write_all(format!("{reply}\n").as_bytes()).is_err() || too_long {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::config::SinkConfig;
+    use crate::sink::disk::Disk;
+
+    fn sink() -> Arc<Sink> {
+        Sink::new(
+            Disk::new(SinkConfig {
+                size: 1 << 20,
+                ..SinkConfig::default()
+            })
+            .unwrap(),
+        )
+    }
+
+    fn ask(s: &Sink, line: &str) -> Value {
+        serde_json::from_str(&handle_line(s, line)).unwrap()
+    }
+
+    #[test]
+    fn requests_and_replies() {
+        let s = sink();
+        let c = ask(&s, r#"{"cmd":"counters"}"#);
+        assert_eq!(c["ok"], json!(true));
+        assert_eq!(c["counters"]["bytes_verified"], json!(0));
+        assert_eq!(c["counters"]["size"], json!(1 << 20));
+        assert_eq!(c["counters"]["first_mismatch"], Value::Null);
+        for f in [
+            r#"{"cmd":"inject","fault":"write_error","count":2}"#,
+            r#"{"cmd":"inject","fault":"disk_full","at":65536}"#,
+            r#"{"cmd":"inject","fault":"bandwidth","bytes_per_s":1000000}"#,
+            r#"{"cmd":"inject","fault":"latency","us":100}"#,
+            r#"{"cmd":"inject","fault":"stall","ms":10}"#,
+            r#"{"cmd":"inject","fault":"flush_error","count":1}"#,
+        ] {
+            assert_eq!(ask(&s, f), json!({"ok": true}), "{f}");
+        }
+        let f = &ask(&s, r#"{"cmd":"counters"}"#)["counters"]["faults"];
+        assert_eq!(f["write_error"], json!(2));
+        assert_eq!(f["disk_full"], json!(65536));
+        assert_eq!(f["bandwidth"], json!(1000000));
+        assert_eq!(ask(&s, r#"{"cmd":"clear_faults"}"#), json!({"ok": true}));
+        let f = &ask(&s, r#"{"cmd":"counters"}"#)["counters"]["faults"];
+        assert_eq!(f["write_error"], json!(0));
+        assert_eq!(f["disk_full"], Value::Null);
+    }
+
+    #[test]
+    fn errors_say_what_was_wrong() {
+        let s = sink();
+        for (line, needle) in [
+            ("{", "malformed JSON"),
+            ("[1]", "JSON object"),
+            (r#"{"cmd":"explode"}"#, "unknown command `explode`"),
+            (r#"{"cmd":7}"#, "`cmd` must be a string"),
+            (r#"{"nocmd":1}"#, "missing `cmd`"),
+            (r#"{"cmd":"counters","x":1}"#, "unknown field `x`"),
+            (r#"{"cmd":"inject"}"#, "`fault`"),
+            (r#"{"cmd":"inject","fault":"melt"}"#, "unknown fault `melt`"),
+            (r#"{"cmd":"inject","fault":"write_error"}"#, "needs `count`"),
+            (
+                r#"{"cmd":"inject","fault":"write_error","count":-1}"#,
+                "non-negative",
+            ),
+            (
+                r#"{"cmd":"inject","fault":"disk_full","count":1}"#,
+                "unknown field `count`",
+            ),
+        ] {
+            let r = ask(&s, line);
+            assert_eq!(r["ok"], json!(false), "{line}");
+            let msg = r["error"].as_str().unwrap();
+            assert!(msg.contains(needle), "{line}: {msg}");
+        }
+    }
+}
