@@ -4,14 +4,17 @@
 //! creating it); a reader thread turns the JSON lines into [`Event`]s on a channel, and
 //! every wait on that channel has a deadline.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use acq_guest::proto::{Event, Request, Stream};
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 use crate::signals;
 
@@ -37,16 +40,33 @@ impl ExecOutput {
     }
 }
 
-/// A connected agent.
-pub struct Agent {
-    writer: UnixStream,
-    events: Receiver<Result<Event, String>>,
-    next_id: u64,
+/// Where the reader thread delivers events: per-request channels by id, and a general
+/// channel for the rest (`ready`, unparseable lines).
+#[derive(Default)]
+struct Routes {
+    by_id: HashMap<u64, Sender<Event>>,
 }
 
-/// Why a wait on the agent ended early. `alive` is polled so that a QEMU that died is
-/// noticed at once instead of at the deadline.
+/// A connected agent. Requests may run concurrently from several threads (`&self`
+/// methods): each gets its own id and its own event channel.
+pub struct Agent {
+    writer: Mutex<UnixStream>,
+    routes: Arc<Mutex<Routes>>,
+    general: Mutex<Receiver<Result<Event, String>>>,
+    next_id: AtomicU64,
+}
+
+/// Polled while waiting on the agent, so that a QEMU that died is noticed at once
+/// instead of at the deadline.
 pub type AliveCheck<'a> = &'a mut dyn FnMut() -> Result<()>;
+
+fn event_id(ev: &Event) -> Option<u64> {
+    match ev {
+        Event::Output { id, .. } | Event::Exit { id, .. } | Event::ShuttingDown { id } => Some(*id),
+        Event::Error { id, .. } => *id,
+        Event::Ready { .. } => None,
+    }
+}
 
 impl Agent {
     /// Waits up to `timeout` for QEMU to connect to `listener`, then for the agent's
@@ -70,70 +90,103 @@ impl Agent {
         stream.set_nonblocking(false)?;
         let reader = stream.try_clone()?;
         let (tx, rx) = mpsc::channel();
+        let routes = Arc::new(Mutex::new(Routes::default()));
+        let thread_routes = Arc::clone(&routes);
         thread::spawn(move || {
             for line in BufReader::new(reader).lines() {
                 let Ok(line) = line else { break };
-                let ev = serde_json::from_str::<Event>(&line)
-                    .map_err(|e| format!("unparseable agent line {line:?}: {e}"));
-                if tx.send(ev).is_err() {
-                    break;
+                let ev = match serde_json::from_str::<Event>(&line) {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("unparseable agent line {line:?}: {e}")));
+                        continue;
+                    }
+                };
+                let route = event_id(&ev).and_then(|id| {
+                    thread_routes
+                        .lock()
+                        .ok()
+                        .and_then(|r| r.by_id.get(&id).cloned())
+                });
+                match route {
+                    Some(r) => {
+                        let _ = r.send(ev);
+                    }
+                    None => {
+                        let _ = tx.send(Ok(ev));
+                    }
                 }
+            }
+            // The channel closed: waiters see their senders dropped.
+            if let Ok(mut r) = thread_routes.lock() {
+                r.by_id.clear();
             }
         });
-        let mut agent = Agent {
-            writer: stream,
-            events: rx,
-            next_id: 1,
+        let agent = Agent {
+            writer: Mutex::new(stream),
+            routes,
+            general: Mutex::new(rx),
+            next_id: AtomicU64::new(1),
         };
+        let general = agent
+            .general
+            .lock()
+            .map_err(|_| anyhow!("agent lock poisoned"))?;
         loop {
-            match agent.next_event(deadline, "the guest agent to become ready", alive)? {
-                Event::Ready { kernel, uptime_ms } => {
-                    return Ok((agent, kernel, Duration::from_millis(uptime_ms)))
+            match recv(&general, deadline, "the guest agent to become ready", alive)? {
+                Ok(Event::Ready { kernel, uptime_ms }) => {
+                    drop(general);
+                    return Ok((agent, kernel, Duration::from_millis(uptime_ms)));
                 }
-                other => tracing::debug!("agent event before ready: {other:?}"),
+                Ok(other) => tracing::debug!("agent event before ready: {other:?}"),
+                Err(msg) => bail!("agent protocol error: {msg}"),
             }
         }
     }
 
-    fn next_event(
-        &mut self,
-        deadline: Instant,
-        what: &str,
-        alive: AliveCheck<'_>,
-    ) -> Result<Event> {
-        loop {
-            match self.events.recv_timeout(Duration::from_millis(50)) {
-                Ok(Ok(ev)) => return Ok(ev),
-                Ok(Err(msg)) => bail!("agent protocol error: {msg}"),
-                Err(RecvTimeoutError::Timeout) => check(deadline, what, alive)?,
-                Err(RecvTimeoutError::Disconnected) => {
-                    alive()?;
-                    bail!("the agent channel closed while waiting for {what}")
-                }
-            }
-        }
-    }
-
-    fn send(&mut self, req: &Request) -> Result<()> {
+    fn send(&self, req: &Request) -> Result<()> {
         let mut line = serde_json::to_string(req)?;
         line.push('\n');
-        self.writer
-            .write_all(line.as_bytes())
+        let mut w = self
+            .writer
+            .lock()
+            .map_err(|_| anyhow!("agent lock poisoned"))?;
+        w.write_all(line.as_bytes())
             .context("writing to the agent channel")
+    }
+
+    /// Sends `req` (built from a fresh id) and returns the channel its events arrive on.
+    fn request(&self, make: impl FnOnce(u64) -> Request) -> Result<(u64, Receiver<Event>)> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        self.routes
+            .lock()
+            .map_err(|_| anyhow!("agent lock poisoned"))?
+            .by_id
+            .insert(id, tx);
+        if let Err(e) = self.send(&make(id)) {
+            self.forget(id);
+            return Err(e);
+        }
+        Ok((id, rx))
+    }
+
+    fn forget(&self, id: u64) {
+        if let Ok(mut r) = self.routes.lock() {
+            r.by_id.remove(&id);
+        }
     }
 
     /// Runs `argv` in the guest. The agent kills it after `timeout`; the harness gives up
     /// waiting a little later. `on_output` sees output as it arrives (for progress).
     pub fn exec(
-        &mut self,
+        &self,
         argv: &[String],
         timeout: Duration,
         on_output: &mut dyn FnMut(Stream, &str),
         alive: AliveCheck<'_>,
     ) -> Result<ExecOutput> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send(&Request::Exec {
+        let (id, rx) = self.request(|id| Request::Exec {
             id,
             argv: argv.to_vec(),
             timeout_ms: timeout.as_millis() as u64,
@@ -142,54 +195,62 @@ impl Agent {
         let deadline = Instant::now() + timeout + Duration::from_secs(10);
         let what = format!("guest command {argv:?}");
         let mut out = ExecOutput::default();
-        loop {
-            match self.next_event(deadline, &what, alive)? {
-                Event::Output {
-                    id: i,
-                    stream,
-                    data,
-                } if i == id => {
+        let r = loop {
+            match recv(&rx, deadline, &what, alive) {
+                Err(e) => break Err(e),
+                Ok(Event::Output { stream, data, .. }) => {
                     on_output(stream, &data);
                     match stream {
                         Stream::Stdout => out.stdout.push_str(&data),
                         Stream::Stderr => out.stderr.push_str(&data),
                     }
                 }
-                Event::Exit {
-                    id: i,
+                Ok(Event::Exit {
                     status,
                     timed_out,
                     elapsed_ms,
-                } if i == id => {
+                    ..
+                }) => {
                     out.status = status;
                     out.timed_out = timed_out;
                     out.elapsed = Duration::from_millis(elapsed_ms);
-                    return Ok(out);
+                    break Ok(out);
                 }
-                Event::Error {
-                    id: Some(i),
-                    message,
-                } if i == id => {
-                    bail!("guest command {argv:?}: {message}")
+                Ok(Event::Error { message, .. }) => {
+                    break Err(anyhow!("guest command {argv:?}: {message}"))
                 }
-                other => tracing::debug!("unrelated agent event: {other:?}"),
+                Ok(other) => tracing::debug!("unexpected agent event for {id}: {other:?}"),
             }
-        }
+        };
+        self.forget(id);
+        r
     }
 
     /// Asks the guest to power off and waits for the acknowledgement.
-    pub fn shutdown(&mut self, timeout: Duration, alive: AliveCheck<'_>) -> Result<()> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send(&Request::Shutdown { id })?;
+    pub fn shutdown(&self, timeout: Duration, alive: AliveCheck<'_>) -> Result<()> {
+        let (id, rx) = self.request(|id| Request::Shutdown { id })?;
         let deadline = Instant::now() + timeout;
-        loop {
-            if let Event::ShuttingDown { id: i } =
-                self.next_event(deadline, "the guest to acknowledge shutdown", alive)?
-            {
-                if i == id {
-                    return Ok(());
-                }
+        let r = loop {
+            match recv(&rx, deadline, "the guest to acknowledge shutdown", alive) {
+                Ok(Event::ShuttingDown { .. }) => break Ok(()),
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.forget(id);
+        r
+    }
+}
+
+/// Waits for the next event on `rx` until `deadline`, polling `alive` and Ctrl-C.
+fn recv<T>(rx: &Receiver<T>, deadline: Instant, what: &str, alive: AliveCheck<'_>) -> Result<T> {
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(ev) => return Ok(ev),
+            Err(RecvTimeoutError::Timeout) => check(deadline, what, alive)?,
+            Err(RecvTimeoutError::Disconnected) => {
+                alive()?;
+                bail!("the agent channel closed while waiting for {what}")
             }
         }
     }

@@ -17,4 +17,5 @@ pub mod paths;
 pub mod process;
 pub mod scenario;
 pub mod signals;
+pub mod sink;
 pub mod vm;

@@ -9,6 +9,7 @@ use std::fs;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use acq_guest::proto::Stream;
@@ -32,6 +33,8 @@ pub struct VmConfig {
     pub memory_mib: u32,
     /// Cards, each behind its own PCIe root port (so it can be hot-unplugged).
     pub cards: Vec<Card>,
+    /// Capture disks (`acq-sink`, vhost-user-blk): /dev/vda, /dev/vdb, ... in order.
+    pub disks: Vec<crate::sink::DiskSpec>,
     /// Kernel modules to put into the image at `/lib/modules/NAME.ko`.
     pub modules: Vec<PathBuf>,
     /// Extra files for the image: (guest path, host path).
@@ -53,6 +56,7 @@ impl Default for VmConfig {
             cpus: 2,
             memory_mib: 1024,
             cards: Vec::new(),
+            disks: Vec::new(),
             modules: Vec::new(),
             files: Vec::new(),
             boot_timeout: Duration::from_secs(180),
@@ -78,9 +82,12 @@ pub enum Card {
 /// A booted guest.
 pub struct Vm {
     qemu: Child,
+    /// Shared with [`GuestHandle`]s, which run commands from other threads.
+    agent: Arc<Agent>,
     /// The device models the harness started, in card order (external cards have none).
     pub models: Vec<DeviceModel>,
-    agent: Agent,
+    /// The capture disks the harness started, in disk order.
+    pub sinks: Vec<crate::sink::Sink>,
     run_dir: PathBuf,
     keep: bool,
     failed: bool,
@@ -122,12 +129,17 @@ impl Vm {
             }
         }
 
+        let sink_bin = crate::sink::binary(&paths.device_model);
+        let sinks = (cfg.disks.iter().enumerate())
+            .map(|(i, d)| crate::sink::start(&sink_bin, &run_dir, i, d))
+            .collect::<Result<Vec<_>>>()?;
+
         let agent_sock = run_dir.join("agent.sock");
         let _ = fs::remove_file(&agent_sock);
         let listener = UnixListener::bind(&agent_sock)
             .with_context(|| format!("binding {}", agent_sock.display()))?;
         let console = run_dir.join("console.log");
-        let args = qemu_args(
+        let mut args = qemu_args(
             cfg,
             &sockets,
             accel.0,
@@ -137,6 +149,8 @@ impl Vm {
             &agent_sock,
             &console,
         );
+        let disk_sockets: Vec<PathBuf> = sinks.iter().map(|s| s.socket.clone()).collect();
+        args.extend(crate::sink::qemu_args(&disk_sockets));
         fs::write(run_dir.join("qemu.cmdline"), shell_words(&args))?;
 
         let mut cmd = match &paths.qemu {
@@ -185,7 +199,8 @@ impl Vm {
         Ok(Vm {
             qemu,
             models,
-            agent,
+            sinks,
+            agent: Arc::new(agent),
             run_dir,
             keep: cfg.keep,
             failed: false,
@@ -242,6 +257,14 @@ impl Vm {
             self.failed = true;
         }
         r.map_err(|e| with_logs(e, &self.run_dir))
+    }
+
+    /// A handle that runs guest commands from another thread while this `Vm` is busy
+    /// (say, injecting a fault in the guest while a stream step runs).
+    pub fn guest(&self) -> GuestHandle {
+        GuestHandle {
+            agent: Arc::clone(&self.agent),
+        }
     }
 
     /// Marks the run as failed, so its run directory is kept.
@@ -326,6 +349,22 @@ impl Vm {
     /// The last `n` lines of the guest console.
     pub fn console_tail(&self, n: usize) -> String {
         tail(&self.run_dir.join("console.log"), n)
+    }
+}
+
+/// Runs guest commands from any thread; see [`Vm::guest`]. It does not watch QEMU: the
+/// thread owning the [`Vm`] does, and a dead QEMU closes the channel, which ends any wait.
+#[derive(Clone)]
+pub struct GuestHandle {
+    agent: Arc<Agent>,
+}
+
+impl GuestHandle {
+    /// Runs `cmd` with the guest's `/bin/sh -c`.
+    pub fn sh(&self, cmd: &str, timeout: Duration) -> Result<ExecOutput> {
+        let argv = ["/bin/sh".to_string(), "-c".into(), cmd.into()];
+        self.agent
+            .exec(&argv, timeout, &mut |_, _| {}, &mut || Ok(()))
     }
 }
 
@@ -464,7 +503,10 @@ fn qemu_args(
     push(&["-object", &mem, "-machine", "q35,memory-backend=mem"]);
     // q35 hot-plugs through ACPI by default, and the guest kernel has no ACPI: without
     // this its native PCIe hotplug driver finds the slots "empty" and powers them off.
-    push(&["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]);
+    push(&[
+        "-global",
+        "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
+    ]);
     push(&["-m", &format!("{}M", cfg.memory_mib)]);
     push(&["-smp", &cfg.cpus.to_string()]);
     match accel {
