@@ -40,7 +40,7 @@ guest:
 		$(CARGO) build --release --locked -p acq-guest --target $(GUEST_TARGET)
 
 build:
-	$(CARGO) build --release --locked -p acq
+	$(CARGO) build --release --locked -p acq -p acq-device
 
 # The kernel module, built in the toolroot by the same rustc as the guest kernel (a module
 # built by any other rustc fails to load: E0514).
@@ -49,9 +49,9 @@ driver: kernel
 	bash qemu/toolroot.sh --run --bind $(KDIR) --bind $(CURDIR) -- \
 		make -C $(KDIR)/build M=$(CURDIR)/driver modules
 
-## The main job
-run: deps guest build
-	$(ACQ) vm
+## The main job: a VM with one card, streaming verified samples (tests/scenarios/default.json)
+run: deps guest build driver
+	$(ACQ) run --verbose --results results/run tests/scenarios/default.json
 
 ## Tests
 test: test-host lint test-vm
@@ -63,8 +63,10 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
-test-vm: deps guest
+# The VM tests: the Rust end-to-end tests, then every scenario (reports in results/).
+test-vm: deps guest build driver
 	$(CARGO) test --locked -p acq-e2e -- --test-threads=1
+	$(ACQ) run --results results/test-vm tests/scenarios
 
 fmt:
 	$(CARGO) fmt --all

@@ -306,6 +306,7 @@ fn cmd_vm(args: VmArgs) -> Result<ExitCode> {
             .collect(),
         modules: args.modules.clone(),
         files: Vec::new(),
+        disks: Vec::new(),
         boot_timeout: Duration::from_secs(args.boot_timeout),
         shell: args.shell,
         run_dir,

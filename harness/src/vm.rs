@@ -375,9 +375,9 @@ impl Drop for Vm {
         for m in &mut self.models {
             m.child.terminate(Duration::from_secs(3));
         }
-        if self.failed || self.keep {
+        if self.failed {
             eprintln!("run files kept in {}", self.run_dir.display());
-        } else {
+        } else if !self.keep {
             let _ = fs::remove_dir_all(&self.run_dir);
         }
     }

@@ -142,6 +142,7 @@ fn run_inner(
         files,
         boot_timeout: remaining(deadline).min(Duration::from_secs(300)),
         shell: false,
+        disks: Vec::new(),
         run_dir: dir.to_path_buf(),
         keep: true,
     };
@@ -289,6 +290,9 @@ fn stream(
     ];
     if st.verify {
         argv.push("--verify".into());
+    }
+    if opts.verbose {
+        argv.push("--progress".into());
     }
     match st.sink {
         Sink::Null => {}

@@ -44,6 +44,7 @@ struct Args {
     irq_time_us: Option<u32>,
     read_size: usize,
     nonblock: bool,
+    progress: bool,
     restart_at: Option<u64>,
     timeout: Option<f64>,
     stop_on_signal: bool,
@@ -54,7 +55,7 @@ fn usage(msg: &str) -> ExitCode {
     eprintln!(
         "usage: acq-stream --device /dev/acqN --mode read --bytes N [--verify] [--sink PATH] \
          [--block B] [--ring-log2 L] [--rate R] [--pattern counter|prbs|sine[:CH]|N] [--seed S] \
-         [--irq-count C] [--irq-time-us T] [--read-size N] [--nonblock] [--restart-at N] \
+         [--irq-count C] [--irq-time-us T] [--read-size N] [--nonblock] [--progress] [--restart-at N] \
          [--timeout SECONDS] [--stop-on-signal]"
     );
     ExitCode::from(2)
@@ -75,6 +76,7 @@ fn parse_args() -> Result<Args, String> {
         irq_time_us: None,
         read_size: 1 << 20,
         nonblock: false,
+        progress: false,
         restart_at: None,
         timeout: None,
         stop_on_signal: false,
@@ -119,6 +121,7 @@ fn parse_args() -> Result<Args, String> {
                 a.read_size = v as usize;
             }
             "--nonblock" => a.nonblock = true,
+            "--progress" => a.progress = true,
             "--stop-on-signal" => a.stop_on_signal = true,
             "--restart-at" => a.restart_at = Some(size(opt, val(opt)?)?),
             "--timeout" => {
@@ -211,7 +214,10 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         Some(p) => Some(File::create(p).map_err(|e| format!("create {p}: {e}"))?),
     };
 
-    let progress = std::io::stderr().is_terminal();
+    // Progress on a terminal rewrites one line; forced (--progress, for the harness, which
+    // relays output line by line) it prints a line per second.
+    let tty = std::io::stderr().is_terminal();
+    let progress = tty || a.progress;
     let mut buf = vec![0u8; a.read_size];
     let mut errnos: BTreeMap<String, u64> = BTreeMap::new();
     let start = Instant::now();
@@ -314,15 +320,20 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         if progress && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             let secs = start.elapsed().as_secs_f64();
-            eprint!(
-                "\r{:>8.1} MiB  {:>8.2} MB/s  ",
+            let line = format!(
+                "{:>8.1} MiB  {:>8.2} MB/s",
                 total as f64 / 1048576.0,
                 total as f64 / secs / 1e6
             );
+            if tty {
+                eprint!("\r{line}  ");
+            } else {
+                eprintln!("{line}");
+            }
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    if progress {
+    if tty {
         eprintln!();
     }
     let stats = dev.stats().map_err(|e| format!("GET_STATS: {e}"))?;
