@@ -105,9 +105,7 @@ pub fn start(binary: &Path, run_dir: &Path, index: usize, spec: &DiskSpec) -> Re
     let socket = run_dir.join(format!("sink{index}.sock"));
     let control = run_dir.join(format!("sink{index}.ctl"));
     let log = run_dir.join(format!("sink{index}.log"));
-    let store = spec
-        .store
-        .then(|| run_dir.join(format!("sink{index}.img")));
+    let store = spec.store.then(|| run_dir.join(format!("sink{index}.img")));
     let _ = fs::remove_file(&socket);
     let _ = fs::remove_file(&control);
     let logf = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
