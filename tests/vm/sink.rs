@@ -136,7 +136,10 @@ fn steps(vm: &mut Vm) -> Result<()> {
         vm,
         "dd if=/dev/acq0 of=/dev/vda bs=4096 count=1 seek=8192 oflag=direct",
     )?;
-    ensure!(!ok && out.contains("Input/output error"), "write_error: {out}");
+    ensure!(
+        !ok && out.contains("Input/output error"),
+        "write_error: {out}"
+    );
     let c = counters(vm)?;
     ensure!(n(&c, "write_errors") == 1, "{c}");
     ensure!(n(&c, "failed_write_bytes") == 4096, "{c}");
@@ -155,7 +158,10 @@ fn steps(vm: &mut Vm) -> Result<()> {
     )?;
     let past = "dd if=/dev/zero of=/dev/vda bs=4096 count=1 seek=8192 oflag=direct";
     let (ok, out, _) = run(vm, past)?;
-    ensure!(!ok && out.contains("Input/output error"), "disk_full: {out}");
+    ensure!(
+        !ok && out.contains("Input/output error"),
+        "disk_full: {out}"
+    );
     vm.sh_ok(
         "dd if=/dev/acq0 of=/dev/vda bs=4096 count=1 oflag=direct",
         CMD,
@@ -222,5 +228,69 @@ fn steps(vm: &mut Vm) -> Result<()> {
     eprintln!("sink counters: {c}");
     ensure!(n(&c, "bad_requests") == 0, "{c}");
     assert_dmesg_clean(vm)?;
+    Ok(())
+}
+
+/// Throughput of the raw capture disk from the guest (`cargo test -p acq-e2e --test sink
+/// -- --ignored --nocapture`): the card's stream to /dev/null (the source alone), to the
+/// disk with O_DIRECT and buffered, and zeros to the disk (the disk alone).
+#[test]
+#[ignore]
+fn sink_throughput() -> Result<()> {
+    const SIZE: u64 = 256 * MIB;
+    let paths = acq::paths::Paths::discover()?;
+    let (modules, files) = driver_image(&paths)?;
+    let cfg = VmConfig {
+        cards: vec![Card::Model { config: None }],
+        disks: vec![DiskSpec {
+            size: SIZE,
+            ..DiskSpec::default()
+        }],
+        modules,
+        files,
+        run_dir: paths.repo.join("target/acq-runs/test-sink-throughput"),
+        ..VmConfig::default()
+    };
+    let mut vm = Vm::boot(&cfg, &paths)?;
+    vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
+    let mib = SIZE / MIB;
+    for (what, cmd) in [
+        (
+            "card -> /dev/null, 1 MiB reads",
+            format!("dd if=/dev/acq0 of=/dev/null bs=1M count={mib} iflag=fullblock"),
+        ),
+        (
+            "card -> disk, O_DIRECT 64 KiB",
+            format!(
+                "dd if=/dev/acq0 of=/dev/vda bs=64k count={} iflag=fullblock oflag=direct",
+                mib * 16
+            ),
+        ),
+        (
+            "card -> disk, O_DIRECT 1 MiB",
+            format!("dd if=/dev/acq0 of=/dev/vda bs=1M count={mib} iflag=fullblock oflag=direct"),
+        ),
+        (
+            "card -> disk, buffered 1 MiB + fsync",
+            format!("dd if=/dev/acq0 of=/dev/vda bs=1M count={mib} iflag=fullblock conv=fsync"),
+        ),
+        (
+            "zeros -> disk, O_DIRECT 1 MiB",
+            format!("dd if=/dev/zero of=/dev/vda bs=1M count={mib} oflag=direct"),
+        ),
+    ] {
+        let before = counters(&vm)?;
+        let (ok, out, took) = run(&mut vm, &cmd)?;
+        ensure!(ok, "{what}: {out}");
+        let c = counters(&vm)?;
+        eprintln!(
+            "{what}: {mib} MiB in {:.2} s = {:.0} MiB/s (sink: +{} verified, +{} mismatched)",
+            took.as_secs_f64(),
+            mib as f64 / took.as_secs_f64(),
+            n(&c, "bytes_verified") - n(&before, "bytes_verified"),
+            n(&c, "bytes_mismatched") - n(&before, "bytes_mismatched"),
+        );
+    }
+    vm.shutdown(Duration::from_secs(60))?;
     Ok(())
 }
