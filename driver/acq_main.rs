@@ -142,6 +142,13 @@ impl PciFunction {
         unsafe { bindings::pci_try_reset_function(self.raw()) }
     }
 
+    /// False once the function is gone (its config space reads all-ones: unplugged, or
+    /// the slot is powered off).
+    fn present(&self) -> bool {
+        // SAFETY: `raw()` is a valid `struct pci_dev`, kept alive by the `ARef`.
+        unsafe { bindings::pci_device_is_present(self.raw()) }
+    }
+
     /// Clears Bus Master Enable: the function can no longer write to memory.
     fn clear_master(&self) {
         // SAFETY: `raw()` is a valid `struct pci_dev`, kept alive by the `ARef`.
@@ -491,6 +498,11 @@ impl Card {
         let _ = self.with_regs(|r| r.soft_reset());
         if self.alive() {
             return true;
+        }
+        if !self.pdev.present() {
+            // Unplugged (the unbind follows): a function reset would wait for a card that
+            // cannot come back.
+            return false;
         }
         let ret = self.pdev.try_reset();
         let alive = self.alive();
