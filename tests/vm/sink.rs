@@ -39,6 +39,55 @@ fn first_nonzero_counter_byte(offset: u64, len: u64) -> Option<u64> {
     (offset..offset + len).find(|o| ((o / 8) >> ((o % 8) * 8)) & 0xFF != 0)
 }
 
+/// A file on an ext2 filesystem on the stored disk (vdb), checked on the host in the store
+/// file: every 4 KiB block of the card's COUNTER stream (seed 0) names its own stream
+/// offset in its first word, so the blocks are found wherever the filesystem put them.
+fn filesystem(vm: &mut Vm) -> Result<()> {
+    const FILE: u64 = 8 * MIB;
+    vm.sh_ok(
+        &format!(
+            "mke2fs -q -b 4096 /dev/vdb && mount -t ext2 /dev/vdb /mnt && \
+             dd if=/dev/acq0 of=/mnt/capture bs=1M count={} iflag=fullblock && \
+             sync && umount /mnt",
+            FILE / MIB
+        ),
+        CMD,
+    )?;
+    let img = vm.sinks[1].store.clone().context("vdb has no store file")?;
+    let data = std::fs::read(&img).with_context(|| format!("reading {}", img.display()))?;
+    let blocks = (FILE / 4096) as usize;
+    let mut found = vec![false; blocks];
+    let mut expect = vec![0u8; 4096];
+    for chunk in data.chunks_exact(4096) {
+        let word = u64::from_le_bytes(chunk[..8].try_into().expect("8 bytes"));
+        let off = word.wrapping_mul(8);
+        if off % 4096 != 0 || off >= FILE {
+            continue;
+        }
+        for (i, b) in expect.chunks_exact_mut(8).enumerate() {
+            b.copy_from_slice(&(word + i as u64).to_le_bytes());
+        }
+        if chunk == expect.as_slice() {
+            found[(off / 4096) as usize] = true;
+        }
+    }
+    let missing = found.iter().filter(|f| !**f).count();
+    ensure!(
+        missing == 0,
+        "{missing} of {blocks} stream blocks of /mnt/capture are not on the disk (first: {:?})",
+        found.iter().position(|f| !*f).map(|b| b * 4096)
+    );
+    let c = vm.sinks[1].counters()?;
+    ensure!(n(&c, "bytes_written") >= FILE, "{c}");
+    eprintln!(
+        "ext2 on vdb: {} MiB file found block by block in the store file; sink: {} bytes written, {} flushes",
+        FILE / MIB,
+        n(&c, "bytes_written"),
+        n(&c, "flushes")
+    );
+    Ok(())
+}
+
 /// Runs `cmd` in the guest and returns (success, stdout + stderr, elapsed).
 fn run(vm: &mut Vm, cmd: &str) -> Result<(bool, String, Duration)> {
     let t = Instant::now();
@@ -61,7 +110,16 @@ fn card_stream_to_the_capture_disk_is_verified_on_the_host_and_faults_reach_the_
     };
     let cfg = VmConfig {
         cards: vec![Card::Model { config: None }],
-        disks: vec![disk],
+        // vda: verified raw disk; vdb: a stored disk for a filesystem.
+        disks: vec![
+            disk,
+            DiskSpec {
+                size: DISK,
+                store: true,
+                verify: false,
+                ..DiskSpec::default()
+            },
+        ],
         modules,
         files,
         run_dir: paths.repo.join("target/acq-runs/test-sink"),
@@ -223,6 +281,8 @@ fn steps(vm: &mut Vm) -> Result<()> {
         "zeros -> disk (O_DIRECT, 1 MiB): 32 MiB in {:.2} s: {out}",
         took.as_secs_f64()
     );
+
+    filesystem(vm)?;
 
     let c = counters(vm)?;
     eprintln!("sink counters: {c}");
