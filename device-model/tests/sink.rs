@@ -466,6 +466,9 @@ fn faults_fail_and_hold_requests() {
         assert_eq!(g.write(0, &stream(0, 4096)), S_OK);
         let c = counters(dir);
         assert_eq!(c["write_errors"], json!(2));
+        let x = control(dir, json!({"cmd":"extents"}));
+        assert_eq!(x["written"], json!([[0, 4096]]), "{x}");
+        assert_eq!(x["failed"], json!([[0, 4096]]), "{x}");
         assert_eq!(c["failed_write_bytes"], json!(8192));
         assert_eq!(c["bytes_written"], json!(4096));
 

@@ -29,6 +29,7 @@ use vmm_sys_util::event::{
 };
 
 use super::disk::Disk;
+use super::extents::Extents;
 use super::faults::{Decision, Failure, FaultPlan, Op, SinkFault};
 
 /// Queue size the sink offers (QEMU's vhost-user-blk default is 128).
@@ -89,6 +90,8 @@ pub struct Sink {
     /// Bumped by `clear_faults`: requests held by a fault stop waiting.
     clear_gen: AtomicU64,
     started: Instant,
+    /// Disk ranges of writes failed by faults.
+    failed: Mutex<Extents>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -106,6 +109,7 @@ impl Sink {
             counters: Mutex::new(RequestCounters::default()),
             clear_gen: AtomicU64::new(0),
             started: Instant::now(),
+            failed: Mutex::new(Extents::new()),
         })
     }
 
@@ -163,6 +167,18 @@ impl Sink {
             }
         }
         v
+    }
+
+    /// The written ranges and the ranges of writes failed by faults, as `[start, end)`
+    /// pairs (at most `limit` of each; `truncated` says when there were more).
+    pub fn extents(&self, limit: usize) -> Value {
+        let list = |x: &Extents| -> (Vec<Value>, bool) {
+            let v: Vec<Value> = x.iter().take(limit).map(|(s, e)| json!([s, e])).collect();
+            (v, x.len() > limit)
+        };
+        let (written, wt) = list(lock(&self.disk).written());
+        let (failed, ft) = list(&lock(&self.failed));
+        json!({"written": written, "failed": failed, "truncated": wt || ft})
     }
 
     /// The disk (for tests and the report).
@@ -499,6 +515,7 @@ impl SinkBackend {
         if f != Failure::FlushError {
             c.failed_write_bytes += len;
             c.first_failed_write.get_or_insert(offset);
+            lock(&self.sink.failed).insert(offset, offset.saturating_add(len));
         }
         debug!(?f, offset, len, "request failed by a fault");
     }

@@ -14,6 +14,8 @@ use super::faults::SinkFault;
 
 /// Longest request line accepted.
 const MAX_LINE: u64 = 64 * 1024;
+/// Most ranges listed per set in an `extents` reply.
+pub const MAX_EXTENTS: usize = 10_000;
 
 fn fail(msg: impl Into<String>) -> Value {
     json!({"ok": false, "error": msg.into()})
@@ -57,12 +59,19 @@ fn reply(sink: &Sink, line: &str) -> Value {
                 Err(e) => fail(e),
             }
         }
+        "extents" => {
+            let mut v = sink.extents(MAX_EXTENTS);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("ok".into(), Value::Bool(true));
+            }
+            v
+        }
         "clear_faults" => {
             sink.clear_faults();
             json!({"ok": true})
         }
         other => fail(format!(
-            "unknown command `{other}` (known: counters, inject, clear_faults)"
+            "unknown command `{other}` (known: counters, extents, inject, clear_faults)"
         )),
     }
 }
@@ -178,6 +187,10 @@ mod tests {
         assert_eq!(ask(&s, r#"{"cmd":"clear_faults"}"#), json!({"ok": true}));
         let f = &ask(&s, r#"{"cmd":"counters"}"#)["counters"]["faults"];
         assert_eq!(f["write_error"], json!(0));
+        assert_eq!(
+            ask(&s, r#"{"cmd":"extents"}"#),
+            json!({"ok": true, "written": [], "failed": [], "truncated": false})
+        );
         assert_eq!(f["disk_full"], Value::Null);
     }
 
