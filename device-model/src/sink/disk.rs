@@ -316,3 +316,35 @@ mod tests {
         assert!(!d.in_range(u64::MAX, 2));
     }
 }
+
+#[cfg(test)]
+mod rate {
+    use super::*;
+
+    /// Host verification rate (`cargo test --release -p acq-device --lib verify_rate --
+    /// --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn verify_rate() {
+        for pattern in ["counter", "prbs", "sine:4"] {
+            let c = SinkConfig {
+                size: 1 << 30,
+                pattern: super::super::config::parse_pattern(pattern).unwrap(),
+                ..SinkConfig::default()
+            };
+            let mut d = Disk::new(c.clone()).unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            let t = std::time::Instant::now();
+            for i in 0..256u64 {
+                crate::pattern::Generator::new(c.pattern, c.seed).fill(i << 20, &mut buf);
+                d.write(i << 20, &buf).unwrap();
+            }
+            let s = t.elapsed().as_secs_f64();
+            assert_eq!(d.counters().bytes_verified, 256 << 20);
+            eprintln!(
+                "{pattern}: 256 MiB generated + verified in {s:.3} s = {:.0} MiB/s",
+                256.0 / s
+            );
+        }
+    }
+}
