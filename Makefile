@@ -10,12 +10,13 @@ GUEST_TARGET := x86_64-unknown-linux-gnu
 GUEST_DIR := target/guest
 ACQ := target/release/acq
 
-.PHONY: all deps toolroot kernel guest build driver run test test-host test-vm lint fmt clean help
+.PHONY: all deps toolroot kernel guest build driver run shell test test-host test-vm lint fmt clean help
 
 all: build
 
 help:
 	@echo "make run       boot the guest VM and run the main job (builds what is missing)"
+	@echo "make shell     an interactive guest with one card and the driver loaded"
 	@echo "make test      host unit tests, lint, then the VM tests (make test-vm)"
 	@echo "make test-vm   only the end-to-end tests in the VM"
 	@echo "make deps      provision the toolroot (QEMU, kernel toolchain) and the guest kernel"
@@ -52,6 +53,11 @@ driver: kernel
 ## The main job: a VM with one card, streaming verified samples (tests/scenarios/default.json)
 run: deps guest build driver
 	$(ACQ) run --verbose --results results/run tests/scenarios/default.json
+
+# An interactive guest with one card and the driver loaded: try
+#   acq-stream --device /dev/acq0 --mode read --bytes 64M --verify
+shell: deps guest build driver
+	$(ACQ) vm --cards 1 --shell
 
 ## Tests
 test: test-host lint test-vm

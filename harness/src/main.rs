@@ -96,6 +96,9 @@ struct VmArgs {
     /// Attach a card served by an external vfio-user server at this socket (repeatable).
     #[arg(long = "card-socket", value_name = "SOCKET")]
     card_sockets: Vec<PathBuf>,
+    /// Do not load the driver (driver/acq.ko) when cards are attached.
+    #[arg(long)]
+    no_driver: bool,
     /// Put a kernel module into the guest at /lib/modules/NAME.ko (repeatable).
     #[arg(long = "module", value_name = "KO")]
     modules: Vec<PathBuf>,
@@ -294,6 +297,13 @@ fn cmd_vm(args: VmArgs) -> Result<ExitCode> {
             .repo
             .join(format!("target/acq-runs/vm-{}", std::process::id()))
     });
+    // With cards attached the driver is loaded before anything else runs, so /dev/acqN
+    // exist for the commands (and the shell).
+    let ncards = args.cards as usize + args.card_sockets.len();
+    let load_driver = ncards > 0 && !args.no_driver;
+    if load_driver && !paths.repo.join("driver/acq.ko").exists() {
+        anyhow::bail!("driver/acq.ko does not exist: run `make driver` (or pass --no-driver)");
+    }
     let cfg = VmConfig {
         accel: args.accel,
         cpus: args.cpus,
@@ -304,7 +314,12 @@ fn cmd_vm(args: VmArgs) -> Result<ExitCode> {
             })
             .chain(args.card_sockets.iter().cloned().map(Card::External))
             .collect(),
-        modules: args.modules.clone(),
+        modules: args
+            .modules
+            .iter()
+            .cloned()
+            .chain(load_driver.then(|| paths.repo.join("driver/acq.ko")))
+            .collect(),
         files: Vec::new(),
         disks: Vec::new(),
         boot_timeout: Duration::from_secs(args.boot_timeout),
@@ -322,6 +337,20 @@ fn cmd_vm(args: VmArgs) -> Result<ExitCode> {
         vm.guest_uptime.as_secs_f64(),
         cfg.cards.len()
     );
+    if load_driver {
+        let out = vm.sh(
+            &format!(
+                "insmod /lib/modules/acq.ko && for i in $(seq 100); do [ $(ls /dev/acq* 2>/dev/null | wc -l) -ge {ncards} ] && exit 0; sleep 0.1; done; echo 'no /dev/acqN appeared'; exit 1"
+            ),
+            Duration::from_secs(60),
+        )?;
+        if !out.success() {
+            vm.mark_failed();
+            anyhow::bail!("loading the driver failed: {}{}", out.stdout, out.stderr);
+        }
+        let devs = vm.sh_ok("ls /dev/acq* | tr '\\n' ' '", Duration::from_secs(30))?;
+        eprintln!("driver loaded: {}", devs.trim());
+    }
     if args.shell {
         eprintln!("shell on the serial console; `exit` powers the guest off");
         // The guest powers off when the shell exits; QEMU then exits on its own.

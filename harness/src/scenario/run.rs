@@ -22,9 +22,6 @@ use crate::control::ModelControl;
 use crate::paths::Paths;
 use crate::vm::{Card, GuestHandle, Vm, VmConfig};
 
-/// Guest tools a scenario needs in the image, from the guest binary directory.
-const GUEST_TOOLS: [&str; 2] = ["acq-stream", "acq-ctl"];
-
 /// How scenarios are run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -129,17 +126,13 @@ fn run_inner(
         }
         modules.push(ko);
     }
-    let files = GUEST_TOOLS
-        .iter()
-        .map(|t| (format!("/bin/{t}"), paths.guest_bin.join(t)))
-        .collect();
     let cfg = VmConfig {
         accel: opts.accel.unwrap_or(sc.vm.accel),
         cpus: sc.vm.cpus,
         memory_mib: sc.vm.memory_mib,
         cards,
         modules,
-        files,
+        files: Vec::new(),
         boot_timeout: remaining(deadline).min(Duration::from_secs(300)),
         shell: false,
         disks: Vec::new(),
