@@ -26,6 +26,6 @@ pub mod memfd;
 pub mod pattern;
 pub mod regs;
 pub mod shared;
+pub mod sink;
 pub mod source;
 pub mod transport;
-pub mod sink;
