@@ -347,6 +347,13 @@ fn driver_msi_fallback() -> Result<()> {
 }
 
 #[test]
+// QEMU 11.1 aborts at exit in some runs after a vfio-user-pci device was unplugged
+// (`memory_region_del_subregion: Assertion 'subregion->container == mr' failed`: about one
+// run in two to ten here), which would make CI flaky for a QEMU bug. The removal path of
+// the driver is covered on every run by driver_error_paths (sysfs remove with a sleeping
+// reader) and tests/scenarios/fault-surprise-removal.json; run this one by hand with
+// `cargo test -p acq-e2e --test driver -- --ignored driver_hot_unplug_while_reading`.
+#[ignore = "QEMU 11.1 aborts at exit after a vfio-user-pci unplug in some runs"]
 fn driver_hot_unplug_while_reading() -> Result<()> {
     let mut vm = boot("driver-unplug", 1)?;
     insmod(&mut vm, 1)?;

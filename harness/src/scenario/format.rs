@@ -35,6 +35,10 @@ pub struct Scenario {
     /// The cards, one device model each (`/dev/acq0`, `/dev/acq1`, ... in this order).
     #[serde(default = "default_cards")]
     pub cards: Vec<CardSpec>,
+    /// Capture disks (`acq-sink`, docs/sink.md): `/dev/vda`, `/dev/vdb`, ... in this order.
+    /// Each verifies on the host every byte written to it against a card's stream.
+    #[serde(default)]
+    pub disks: Vec<DiskSpec>,
     /// Load the driver (`acq.ko`) before the steps run.
     #[serde(default = "yes")]
     pub load_driver: bool,
@@ -161,6 +165,33 @@ pub struct DeviceSettings {
     pub irq_time_us: Option<u32>,
 }
 
+/// A capture disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSpec {
+    /// Size of the disk.
+    pub size: Size,
+    /// The card whose stream the disk checks writes against (its pattern and seed).
+    #[serde(default)]
+    pub card: usize,
+    /// Stream offset of disk offset 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Size>,
+    /// Logical block size, 512 or 4096.
+    #[serde(default = "default_disk_block")]
+    pub block_size: u32,
+    /// Keep the data in a sparse file (needed for a filesystem on the disk).
+    #[serde(default)]
+    pub store: bool,
+    /// Check writes against the stream (off for a filesystem: only count).
+    #[serde(default = "yes")]
+    pub verify: bool,
+}
+
+fn default_disk_block() -> u32 {
+    4096
+}
+
 /// The card's sample patterns (docs/device.md, "Sample stream").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -258,14 +289,17 @@ impl Mode {
     }
 }
 
-/// Where streamed data goes.
+/// Where streamed data goes: `"null"`, `"tmpfs"` or `{"disk": N}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Sink {
     /// /dev/null.
     Null,
-    /// A file on tmpfs (re-read and verified afterwards).
+    /// A file on tmpfs.
     Tmpfs,
+    /// The raw capture disk N (`/dev/vda` for 0), written from offset 0; the disk verifies
+    /// what arrives on the host.
+    Disk(usize),
 }
 
 /// A guest shell command.
@@ -286,9 +320,12 @@ pub struct ExecStep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
-    /// Which card.
+    /// Which card (for card faults; for `{"bytes": N}`, whose stream is meant).
     #[serde(default)]
     pub card: usize,
+    /// Which capture disk, for the `disk_*` faults.
+    #[serde(default)]
+    pub disk: usize,
     /// When: `{"time_ms": N}` after the first step starts, or `{"bytes": N}` when the card's
     /// stream reaches that offset.
     pub at: At,
@@ -357,6 +394,38 @@ pub enum Fault {
         #[serde(default = "one")]
         count: u64,
     },
+    /// Capture disk: the next `count` write requests fail (EIO in the guest).
+    DiskWriteError {
+        /// How many requests.
+        #[serde(default = "one")]
+        count: u64,
+    },
+    /// Capture disk: full at `at` bytes: writes beyond it fail.
+    DiskFull {
+        /// Disk offset where it is full.
+        at: Size,
+    },
+    /// Capture disk: at most this many bytes per second (0 removes the cap).
+    DiskBandwidth {
+        /// The cap.
+        bytes_per_s: Size,
+    },
+    /// Capture disk: every request takes this much longer.
+    DiskLatency {
+        /// Added latency in microseconds.
+        us: u64,
+    },
+    /// Capture disk: no request completes for `ms` milliseconds.
+    DiskStall {
+        /// How long.
+        ms: u64,
+    },
+    /// Capture disk: the next `count` flushes fail.
+    DiskFlushError {
+        /// How many flushes.
+        #[serde(default = "one")]
+        count: u64,
+    },
 }
 
 fn one() -> u64 {
@@ -377,7 +446,18 @@ impl Fault {
             Fault::SurpriseRemoval => "surprise_removal",
             Fault::Reset => "reset",
             Fault::BadRegisterReads { .. } => "bad_register_reads",
+            Fault::DiskWriteError { .. } => "disk_write_error",
+            Fault::DiskFull { .. } => "disk_full",
+            Fault::DiskBandwidth { .. } => "disk_bandwidth",
+            Fault::DiskLatency { .. } => "disk_latency",
+            Fault::DiskStall { .. } => "disk_stall",
+            Fault::DiskFlushError { .. } => "disk_flush_error",
         }
+    }
+
+    /// True for faults of a capture disk rather than a card.
+    pub fn is_disk(&self) -> bool {
+        self.name().starts_with("disk_")
     }
 }
 
@@ -401,8 +481,9 @@ pub struct Expect {
     /// After the last error, each stream delivered more verified data (the stream recovered).
     #[serde(default)]
     pub recovered: bool,
-    /// Ranges for the cards' counters, keyed `cardN.NAME` (names as in the model's
-    /// `counters` reply, e.g. `card0.irqs`).
+    /// Ranges for the cards' and disks' counters, keyed `cardN.NAME` or `diskN.NAME` (names
+    /// as in the model's or the sink's `counters` reply, e.g. `card0.irqs`,
+    /// `disk0.bytes_verified`).
     #[serde(default)]
     pub counters: BTreeMap<String, CountRange>,
     /// Kernel log lines that do not count as a failure (substrings), besides none.
@@ -637,8 +718,46 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
         }
     }
     let ncards = sc.cards.len();
+    let ndisks = sc.disks.len();
+    if ndisks > 8 {
+        return err("disks", format!("{ndisks} disks; at most 8"));
+    }
+    for (i, d) in sc.disks.iter().enumerate() {
+        if d.card >= ncards.max(1) {
+            return err(
+                &format!("disks[{i}].card"),
+                format!("card {} does not exist ({ncards} card(s))", d.card),
+            );
+        }
+        if d.block_size != 512 && d.block_size != 4096 {
+            return err(
+                &format!("disks[{i}].block_size"),
+                format!("{} is not 512 or 4096", d.block_size),
+            );
+        }
+        if d.size.0 == 0 || !d.size.0.is_multiple_of(d.block_size as u64) {
+            return err(
+                &format!("disks[{i}].size"),
+                format!("{} must be a non-zero multiple of the block size", d.size),
+            );
+        }
+    }
     for (i, s) in sc.steps.iter().enumerate() {
         if let Step::Stream(st) = s {
+            if let Sink::Disk(d) = st.sink {
+                if d >= ndisks {
+                    return err(
+                        &format!("steps[{i}].stream.sink.disk"),
+                        format!("disk {d} does not exist ({ndisks} disk(s))"),
+                    );
+                }
+                if st.bytes.0 > sc.disks[d].size.0 {
+                    return err(
+                        &format!("steps[{i}].stream.bytes"),
+                        format!("{} do not fit on disk {d} ({})", st.bytes, sc.disks[d].size),
+                    );
+                }
+            }
             if st.card >= ncards {
                 return err(
                     &format!("steps[{i}].stream.card"),
@@ -666,6 +785,12 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
         );
     }
     for (i, f) in sc.faults.iter().enumerate() {
+        if f.inject.is_disk() && f.disk >= ndisks {
+            return err(
+                &format!("faults[{i}].disk"),
+                format!("disk {} does not exist ({ndisks} disk(s))", f.disk),
+            );
+        }
         if f.card >= ncards {
             return err(
                 &format!("faults[{i}].card"),
@@ -685,19 +810,42 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
         }
     }
     for key in sc.expect.counters.keys() {
-        let ok = key
-            .strip_prefix("card")
-            .and_then(|r| r.split_once('.'))
-            .and_then(|(n, name)| Some((n.parse::<usize>().ok()?, name)))
-            .is_some_and(|(n, name)| n < ncards && !name.is_empty());
+        let ok = match counter_key(key) {
+            Some((CounterOf::Card, n, _)) => n < ncards,
+            Some((CounterOf::Disk, n, _)) => n < ndisks,
+            None => false,
+        };
         if !ok {
             return err(
                 &format!("expect.counters.{key}"),
-                format!("counter keys are `cardN.NAME` with N < {ncards}"),
+                format!(
+                    "counter keys are `cardN.NAME` (N < {ncards}) or `diskN.NAME` (N < {ndisks})"
+                ),
             );
         }
     }
     Ok(())
+}
+
+/// Whose counter an `expect.counters` key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterOf {
+    /// A card's device model.
+    Card,
+    /// A capture disk.
+    Disk,
+}
+
+/// Splits `card0.irqs` / `disk1.bytes_verified` into (whose, index, counter name).
+pub fn counter_key(key: &str) -> Option<(CounterOf, usize, &str)> {
+    let (who, rest) = if let Some(r) = key.strip_prefix("card") {
+        (CounterOf::Card, r)
+    } else {
+        (CounterOf::Disk, key.strip_prefix("disk")?)
+    };
+    let (n, name) = rest.split_once('.')?;
+    (!name.is_empty()).then_some(())?;
+    Some((who, n.parse().ok()?, name))
 }
 
 /// The errno names expectations may use, with their Linux values.
@@ -810,6 +958,35 @@ mod tests {
 
         let e = error_of(r#"{"steps": [{"stream": {"bytes": 8, "pipe_size": "1M"}}]}"#);
         assert!(e.contains("only applies to mode splice"), "{e}");
+    }
+
+    #[test]
+    fn disks_sinks_and_disk_faults() {
+        let text = r#"{
+            "disks": [{"size": "64M"}],
+            "steps": [{"stream": {"bytes": "32M", "sink": {"disk": 0}}}],
+            "faults": [{"disk": 0, "at": {"bytes": "8M"}, "inject": {"disk_write_error": {"count": 2}}}],
+            "expect": {"counters": {"disk0.bytes_verified": {"min": 1}}}
+        }"#;
+        let sc = parse(text, "t.json").unwrap();
+        let Step::Stream(st) = &sc.steps[0] else {
+            panic!()
+        };
+        assert_eq!(st.sink, Sink::Disk(0));
+        assert!(sc.faults[0].inject.is_disk());
+        assert_eq!(
+            counter_key("disk0.bytes_verified"),
+            Some((CounterOf::Disk, 0, "bytes_verified"))
+        );
+        let e = error_of(r#"{"steps": [{"stream": {"bytes": "32M", "sink": {"disk": 0}}}]}"#);
+        assert!(e.contains("disk 0 does not exist"), "{e}");
+        let e = error_of(
+            r#"{"disks": [{"size": "16M"}], "steps": [{"stream": {"bytes": "32M", "sink": {"disk": 0}}}]}"#,
+        );
+        assert!(e.contains("do not fit on disk 0"), "{e}");
+        let e =
+            error_of(r#"{"steps": [{"sleep_ms": 1}], "expect": {"counters": {"disk0.x": {}}}}"#);
+        assert!(e.contains("expect.counters.disk0.x"), "{e}");
     }
 
     #[test]

@@ -149,6 +149,7 @@ mod tests {
             streams: vec![serde_json::json!({"mb_per_s": 12.5, "verified_bytes": 1048576})],
             faults_fired: vec![],
             counters: vec![],
+            disk_counters: vec![],
             results: "results/x".into(),
         }
     }

@@ -16,7 +16,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::format::{At, CardSpec, Expect, Fault, FaultSpec, Scenario, Sink, Step, StreamStep};
+use super::format::{
+    counter_key, At, CardSpec, CounterOf, Expect, Fault, FaultSpec, Scenario, Sink, Step,
+    StreamStep,
+};
 use crate::accel::AccelChoice;
 use crate::control::ModelControl;
 use crate::paths::Paths;
@@ -67,6 +70,8 @@ pub struct ScenarioResult {
     pub faults_fired: Vec<Value>,
     /// Each card's counters at the end.
     pub counters: Vec<Value>,
+    /// Each capture disk's counters at the end.
+    pub disk_counters: Vec<Value>,
     /// The results directory.
     pub results: String,
 }
@@ -87,6 +92,7 @@ pub fn run(sc: &Scenario, file: &Path, paths: &Paths, opts: &RunOptions) -> Scen
         streams: Vec::new(),
         faults_fired: Vec::new(),
         counters: Vec::new(),
+        disk_counters: Vec::new(),
         results: dir.display().to_string(),
     };
     if let Err(e) = run_inner(sc, paths, opts, &dir, &mut res) {
@@ -135,7 +141,7 @@ fn run_inner(
         files: Vec::new(),
         boot_timeout: remaining(deadline).min(Duration::from_secs(300)),
         shell: false,
-        disks: Vec::new(),
+        disks: sc.disks.iter().map(|d| disk_spec(sc, d)).collect(),
         run_dir: dir.to_path_buf(),
         keep: true,
     };
@@ -151,6 +157,12 @@ fn run_inner(
             .and_then(|mut c| c.counters())
             .unwrap_or_else(|e| json!({"error": format!("card {i}: {e:#}")}));
         res.counters.push(c);
+    }
+    for (i, d) in vm.sinks.iter().enumerate() {
+        let c = d
+            .counters()
+            .unwrap_or_else(|e| json!({"error": format!("disk {i}: {e:#}")}));
+        res.disk_counters.push(c);
     }
     let dmesg = vm.sh("dmesg", Duration::from_secs(60).min(remaining(deadline)));
     r?;
@@ -171,6 +183,28 @@ fn run_inner(
 
 fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
+}
+
+/// The sink settings for a scenario disk: it checks writes against its card's stream.
+fn disk_spec(sc: &Scenario, d: &super::format::DiskSpec) -> crate::sink::DiskSpec {
+    let dev = sc
+        .cards
+        .get(d.card)
+        .map(|c| c.device.clone())
+        .unwrap_or_default();
+    crate::sink::DiskSpec {
+        size: d.size.0,
+        block_size: d.block_size,
+        pattern: dev
+            .pattern
+            .unwrap_or(super::format::Pattern::Counter)
+            .as_str()
+            .into(),
+        seed: dev.seed.unwrap_or(0),
+        base: d.base.map_or(0, |b| b.0),
+        store: d.store,
+        verify: d.verify,
+    }
 }
 
 /// The device model's JSON config for a card (its model-level settings).
@@ -206,7 +240,14 @@ fn run_steps(
         }
     }
     let controls: Vec<PathBuf> = vm.models.iter().map(|m| m.control.clone()).collect();
-    let timeline = Timeline::start(sc.faults.clone(), controls, vm.guest(), dir.to_path_buf());
+    let disks: Vec<PathBuf> = vm.sinks.iter().map(|s| s.control.clone()).collect();
+    let timeline = Timeline::start(
+        sc.faults.clone(),
+        controls,
+        disks,
+        vm.guest(),
+        dir.to_path_buf(),
+    );
     let r = (|| -> Result<()> {
         for (i, step) in sc.steps.iter().enumerate() {
             if remaining(deadline).is_zero() {
@@ -290,6 +331,7 @@ fn stream(
     match st.sink {
         Sink::Null => {}
         Sink::Tmpfs => argv.extend(["--sink".into(), format!("/tmp/acq{}.data", st.card)]),
+        Sink::Disk(d) => argv.extend(["--sink".into(), disk_device(d)]),
     }
     if let Some(c) = st.chunk {
         argv.extend(["--read-size".into(), c.0.to_string()]);
@@ -341,6 +383,11 @@ fn stream(
 /// Errnos after which a reader carries on (docs/driver.md); any other ends the stream.
 const RECOVERABLE: [&str; 4] = ["EIO", "EPIPE", "EINTR", "EAGAIN"];
 
+/// The guest block device of capture disk `d`: /dev/vda, /dev/vdb, ...
+fn disk_device(d: usize) -> String {
+    format!("/dev/vd{}", (b'a' + d as u8) as char)
+}
+
 fn num(v: &Value, key: &str) -> u64 {
     v.get(key).and_then(Value::as_u64).unwrap_or(0)
 }
@@ -356,7 +403,11 @@ fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &str) {
             m.keys()
                 .any(|k| ex.errors.contains_key(k) && !RECOVERABLE.contains(&k.as_str()))
         });
-        if let Some(f) = s.get("fatal").filter(|f| !f.is_null() && !expected_fatal) {
+        let fatal = s
+            .get("fatal")
+            .filter(|f| !f.is_null())
+            .or_else(|| s.get("error"));
+        if let Some(f) = fatal.filter(|_| !expected_fatal) {
             checks.push(Check {
                 name: format!("stream {i} ends without a fatal error"),
                 ok: false,
@@ -433,16 +484,13 @@ fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &str) {
         }
     }
     for (key, range) in &ex.counters {
-        let (card, name) = key.split_once('.').unwrap_or((key, ""));
-        let idx: usize = card
-            .trim_start_matches("card")
-            .parse()
-            .unwrap_or(usize::MAX);
-        let got = res
-            .counters
-            .get(idx)
-            .and_then(|c| c.get(name))
-            .and_then(Value::as_u64);
+        let got = counter_key(key).and_then(|(who, idx, name)| {
+            let all = match who {
+                CounterOf::Card => &res.counters,
+                CounterOf::Disk => &res.disk_counters,
+            };
+            all.get(idx)?.get(name)?.as_u64()
+        });
         checks.push(Check {
             name: format!("{key} {range}"),
             ok: got.is_some_and(|g| range.contains(g)),
@@ -483,6 +531,7 @@ impl Timeline {
     fn start(
         faults: Vec<FaultSpec>,
         controls: Vec<PathBuf>,
+        disks: Vec<PathBuf>,
         guest: GuestHandle,
         dir: PathBuf,
     ) -> Timeline {
@@ -496,7 +545,7 @@ impl Timeline {
         } else {
             let (stop, state) = (Arc::clone(&stop), Arc::clone(&state));
             Some(thread::spawn(move || {
-                timeline_thread(&stop, &state, &controls, &guest, &dir)
+                timeline_thread(&stop, &state, &controls, &disks, &guest, &dir)
             }))
         };
         Timeline {
@@ -525,6 +574,7 @@ fn timeline_thread(
     stop: &AtomicBool,
     state: &Mutex<TimelineState>,
     controls: &[PathBuf],
+    disks: &[PathBuf],
     guest: &GuestHandle,
     dir: &Path,
 ) {
@@ -562,7 +612,11 @@ fn timeline_thread(
                 continue;
             }
             let when = t0.elapsed().as_millis() as u64;
-            let r = inject(&mut conns, controls, f, guest, &transcript);
+            let r = if f.inject.is_disk() {
+                inject_disk(disks, f, &transcript)
+            } else {
+                inject(&mut conns, controls, f, guest, &transcript)
+            };
             if let Ok(mut s) = state.lock() {
                 s.pending.retain(|p| p != f);
                 match r {
@@ -582,6 +636,30 @@ fn timeline_thread(
         }
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A capture-disk fault, through the sink's control socket (docs/sink.md).
+fn inject_disk(disks: &[PathBuf], f: &FaultSpec, transcript: &Path) -> Result<()> {
+    let req = match f.inject {
+        Fault::DiskWriteError { count } => {
+            json!({"cmd": "inject", "fault": "write_error", "count": count})
+        }
+        Fault::DiskFull { at } => json!({"cmd": "inject", "fault": "disk_full", "at": at.0}),
+        Fault::DiskBandwidth { bytes_per_s } => {
+            json!({"cmd": "inject", "fault": "bandwidth", "bytes_per_s": bytes_per_s.0})
+        }
+        Fault::DiskLatency { us } => json!({"cmd": "inject", "fault": "latency", "us": us}),
+        Fault::DiskStall { ms } => json!({"cmd": "inject", "fault": "stall", "ms": ms}),
+        Fault::DiskFlushError { count } => {
+            json!({"cmd": "inject", "fault": "flush_error", "count": count})
+        }
+        other => bail!("{} is not a disk fault", other.name()),
+    };
+    let path = disks
+        .get(f.disk)
+        .with_context(|| format!("no disk {}", f.disk))?;
+    ModelControl::connect(path, Some(transcript))?.request(&req)?;
+    Ok(())
 }
 
 fn control<'a>(
@@ -614,6 +692,12 @@ fn inject(
             json!({"cmd": "inject", "fault": f.inject.name(), "count": count})
         }
         Fault::Stall { ms } => json!({"cmd": "inject", "fault": "stall", "ms": ms}),
+        Fault::DiskWriteError { .. }
+        | Fault::DiskFull { .. }
+        | Fault::DiskBandwidth { .. }
+        | Fault::DiskLatency { .. }
+        | Fault::DiskStall { .. }
+        | Fault::DiskFlushError { .. } => return inject_disk(&[], f, transcript),
         Fault::Hang => json!({"cmd": "inject", "fault": "hang"}),
         Fault::Reset => json!({"cmd": "reset"}),
         Fault::SurpriseRemoval => {
