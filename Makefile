@@ -10,13 +10,14 @@ GUEST_TARGET := x86_64-unknown-linux-gnu
 GUEST_DIR := target/guest
 ACQ := target/release/acq
 
-.PHONY: all deps toolroot kernel guest build driver run shell test test-host test-vm lint fmt clean help
+.PHONY: all deps toolroot kernel guest build driver run shell bench test test-host test-vm lint fmt clean help
 
 all: build
 
 help:
 	@echo "make run       boot the guest VM and run the main job (builds what is missing)"
 	@echo "make shell     an interactive guest with one card and the driver loaded"
+	@echo "make bench     throughput of every path side by side (updates docs/performance.md)"
 	@echo "make test      host unit tests, lint, then the VM tests (make test-vm)"
 	@echo "make test-vm   only the end-to-end tests in the VM"
 	@echo "make deps      provision the toolroot (QEMU, kernel toolchain) and the guest kernel"
@@ -58,6 +59,11 @@ run: deps guest build driver
 #   acq-stream --device /dev/acq0 --mode read --bytes 64M --verify
 shell: deps guest build driver
 	$(ACQ) vm --cards 1 --shell
+
+# Throughput side by side in one VM boot; updates docs/performance.md. Reports, never fails
+# on a number.
+bench: deps guest build driver
+	$(ACQ) bench --update-docs
 
 ## Tests
 test: test-host lint test-vm

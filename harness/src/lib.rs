@@ -9,6 +9,7 @@
 
 pub mod accel;
 pub mod agent;
+pub mod bench;
 pub mod control;
 pub mod devices;
 pub mod dmesg;

@@ -34,6 +34,11 @@ enum Cmd {
     /// expectations. Prints a table; writes summary.json, junit.xml and per-scenario logs
     /// under --results. Exit status 1 if any scenario fails.
     Run(RunArgs),
+    /// Measure throughput of every consumer path side by side in one VM boot (make bench):
+    /// read/splice/mmap from /dev/acq0 against the same consumer on /dev/zero, pipe and
+    /// block sizes, interrupt moderation, register accesses, CPU time, and the model's
+    /// fill rate against host memset/memcpy. Reports; asserts nothing.
+    Bench(BenchArgs),
     /// Validate scenario files without running them (exit 1 if any is malformed).
     Check {
         /// Scenario files (JSON, docs/scenarios.md).
@@ -42,6 +47,29 @@ enum Cmd {
     },
     /// Print the JSON Schema of the scenario format (docs/scenario.schema.json).
     Schema,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Bytes per measurement (K, M, G suffixes).
+    #[arg(long, default_value = "128M", value_parser = parse_size)]
+    bytes: u64,
+    /// Accelerator.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    accel: AccelChoice,
+    /// Where bench.json and bench.svg go.
+    #[arg(long, default_value = "results/bench")]
+    results: PathBuf,
+    /// Write the table and plot into docs/performance.md (and docs/performance.svg).
+    #[arg(long)]
+    update_docs: bool,
+    /// Pipe sizes for the splice sweep.
+    #[arg(long, value_delimiter = ',', default_value = "64K,128K,256K,512K,1M,2M", value_parser = parse_size)]
+    pipe_sizes: Vec<u64>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    acq::scenario::format::Size::parse(s).map(|s| s.0)
 }
 
 #[derive(Args)]
@@ -139,6 +167,7 @@ fn main() -> ExitCode {
         Cmd::Vm(args) => cmd_vm(args),
         Cmd::Check { files } => cmd_check(&files),
         Cmd::Run(args) => cmd_run(args),
+        Cmd::Bench(args) => cmd_bench(args),
         Cmd::Schema => {
             print!("{}", acq::scenario::format::schema_json());
             Ok(ExitCode::SUCCESS)
@@ -263,6 +292,38 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn cmd_bench(args: BenchArgs) -> Result<ExitCode> {
+    let paths = Paths::discover()?;
+    let opts = acq::bench::BenchOptions {
+        bytes: args.bytes,
+        accel: args.accel,
+        results: args.results.clone(),
+        update_docs: args.update_docs,
+        pipe_sizes: args.pipe_sizes.clone(),
+    };
+    let report = acq::bench::run(&paths, &opts)?;
+    let table = acq::bench::table(&report);
+    std::fs::write(
+        args.results.join("bench.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    acq::bench::plot(&report, &args.results.join("bench.svg"))?;
+    println!("{table}");
+    eprintln!(
+        "wrote {0}/bench.json and {0}/bench.svg",
+        args.results.display()
+    );
+    if opts.update_docs {
+        acq::bench::update_doc(&paths.repo.join("docs/performance.md"), &table)?;
+        std::fs::copy(
+            args.results.join("bench.svg"),
+            paths.repo.join("docs/performance.svg"),
+        )?;
+        eprintln!("updated docs/performance.md and docs/performance.svg");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cmd_check(files: &[PathBuf]) -> Result<ExitCode> {
