@@ -38,7 +38,7 @@ use kernel::{
     str::CString,
     sync::{
         aref::ARef,
-        atomic::{Atomic, Relaxed},
+        atomic::{Acquire, Atomic, Relaxed, Release},
         barrier::{dma_mb, mb, Full, Read, Write},
         poll::{PollCondVar, PollTable},
         Arc, CondVarTimeoutResult, Mutex, MutexGuard,
@@ -69,6 +69,15 @@ const BAR0_LEN: usize = regs::bar::REG_WINDOW_SIZE as usize;
 /// Largest ring (and buffer pool) the driver allocates per card: 1024 pages = 4 MiB.
 const MAX_RING_LOG2: u32 = 10;
 const MAX_ENTRIES: usize = 1 << MAX_RING_LOG2;
+/// Pages in the buffer pool: the largest ring plus as many spares, so that pages lent to
+/// pipes (splice) can be replaced in the ring while the pipe holds them.
+const POOL_PAGES: usize = 2 * MAX_ENTRIES;
+/// `Hw::slot_page` entry of a ring slot without a page.
+const NO_PAGE: u16 = u16::MAX;
+/// ->confirm of a lent page waits at most this long for the DMA into it.
+const CONFIRM_TIMEOUT_MS: u32 = 2000;
+/// `splice()` flag (include/linux/splice.h).
+const SPLICE_F_NONBLOCK: c_uint = 0x02;
 /// Most cards the driver names (`/dev/acq0` .. `/dev/acq31`).
 const MAX_CARDS: u32 = 32;
 /// Watchdog period.
@@ -99,6 +108,15 @@ extern "C" {
     fn acq_shim_dma_unmap_page(dev: *mut c_void, addr: bindings::dma_addr_t, size: usize);
     fn acq_shim_dma_sync_for_cpu(dev: *mut c_void, addr: bindings::dma_addr_t, size: usize);
     fn acq_shim_dma_sync_for_device(dev: *mut c_void, addr: bindings::dma_addr_t, size: usize);
+    fn acq_shim_lend_page(
+        pipe: *mut bindings::pipe_inode_info,
+        page: *mut c_void,
+        offset: c_uint,
+        len: c_uint,
+        owner: c_ulong,
+    ) -> isize;
+    fn acq_shim_page_count(page: *mut c_void) -> c_int;
+    fn acq_shim_page_set_index(page: *mut c_void, index: c_ulong);
 }
 
 /// One page of the buffer pool with a streaming (device-to-memory) DMA mapping.
@@ -157,8 +175,12 @@ impl PciFunction {
 }
 
 impl StreamingPage {
-    fn new(dev: &device::Device<Bound>) -> Result<Self> {
+    /// A new page with a mapping; `index` (its place in the pool) is stored in the page's
+    /// `private` field, where the pipe buffer operations find it.
+    fn new(dev: &device::Device<Bound>, index: usize) -> Result<Self> {
         let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+        // SAFETY: the page was just allocated by us; nobody else uses its `private` field.
+        unsafe { acq_shim_page_set_index(page.as_ptr().cast(), index as c_ulong) };
         let mut addr: bindings::dma_addr_t = 0;
         // SAFETY: `dev` is a valid, bound device and `page` a valid page we own; the shim
         // writes `addr` only on success.
@@ -174,6 +196,14 @@ impl StreamingPage {
             addr,
             dev: dev.into(),
         })
+    }
+
+    /// True while somebody besides the pool holds the page: a pipe buffer it was lent to
+    /// (and its tee() copies), a socket or a page cache that took its own reference.
+    /// Such a page must not be given to the device.
+    fn lent(&self) -> bool {
+        // SAFETY: `page` is a valid page (we hold a reference).
+        unsafe { acq_shim_page_count(self.page.as_ptr().cast()) != 1 }
     }
 
     /// Bus address of the page.
@@ -218,6 +248,10 @@ impl Drop for StreamingPage {
     fn drop(&mut self) {
         // SAFETY: the mapping is live (type invariant) and is removed exactly once, here.
         unsafe { acq_shim_dma_unmap_page(raw_dev(&self.dev), self.addr, PAGE_SIZE) };
+        // A pipe may still hold the page (it keeps its own reference and frees the page
+        // when done); its index means nothing after this.
+        // SAFETY: `page` is a valid page.
+        unsafe { acq_shim_page_set_index(self.page.as_ptr().cast(), 0) };
     }
 }
 
@@ -292,21 +326,89 @@ struct Hw {
     desc: DmaRegion,
     comp: DmaRegion,
     event: DmaRegion,
+    /// The buffer pool (`POOL_PAGES` pages).
     pool: KVec<StreamingPage>,
+    /// The pool page each ring slot carries (`NO_PAGE`: none yet).
+    slot_page: KVec<u16>,
+    /// Pool pages assigned to a ring slot.
+    in_ring: KVec<bool>,
+    /// Where the search for a free pool page continues.
+    cursor: usize,
 }
 
 impl Hw {
     fn new(dev: &device::Device<Bound>) -> Result<Self> {
-        let mut pool = KVec::with_capacity(MAX_ENTRIES, GFP_KERNEL)?;
+        let mut pool = KVec::with_capacity(POOL_PAGES, GFP_KERNEL)?;
+        let mut in_ring = KVec::with_capacity(POOL_PAGES, GFP_KERNEL)?;
+        for i in 0..POOL_PAGES {
+            pool.push(StreamingPage::new(dev, i)?, GFP_KERNEL)?;
+            in_ring.push(false, GFP_KERNEL)?;
+        }
+        let mut slot_page = KVec::with_capacity(MAX_ENTRIES, GFP_KERNEL)?;
         for _ in 0..MAX_ENTRIES {
-            pool.push(StreamingPage::new(dev)?, GFP_KERNEL)?;
+            slot_page.push(NO_PAGE, GFP_KERNEL)?;
         }
         Ok(Self {
             desc: DmaRegion::new(dev, MAX_ENTRIES * regs::desc::SIZE)?,
             comp: DmaRegion::new(dev, MAX_ENTRIES * regs::comp::SIZE)?,
             event: DmaRegion::new(dev, PAGE_SIZE)?,
             pool,
+            slot_page,
+            in_ring,
+            cursor: 0,
         })
+    }
+
+    /// Forgets every slot's page (session start: the engine is stopped).
+    fn clear_slots(&mut self) {
+        self.slot_page.iter_mut().for_each(|p| *p = NO_PAGE);
+        self.in_ring.iter_mut().for_each(|r| *r = false);
+    }
+
+    /// The pool page ring slot `slot` is to carry when it is posted: its current page,
+    /// unless that one was lent and is still held elsewhere, then a free one. `None` when
+    /// every pool page is in the ring or lent (the slot stays unposted; the card runs dry
+    /// and counts an overflow, which the reader sees as EPIPE).
+    fn page_for_slot(&mut self, slot: usize) -> Option<usize> {
+        let cur = usize::from(*self.slot_page.get(slot)?);
+        if let (Some(true), Some(page)) = (self.in_ring.get(cur).copied(), self.pool.get(cur)) {
+            if !page.lent() {
+                return Some(cur);
+            }
+        }
+        if let Some(r) = self.in_ring.get_mut(cur) {
+            *r = false;
+        }
+        let n = self.pool.len();
+        for _ in 0..n {
+            let i = self.cursor;
+            self.cursor = if i + 1 >= n { 0 } else { i + 1 };
+            let free =
+                self.in_ring.get(i) == Some(&false) && self.pool.get(i).is_some_and(|p| !p.lent());
+            if free {
+                if let (Some(r), Some(sp)) = (self.in_ring.get_mut(i), self.slot_page.get_mut(slot))
+                {
+                    *r = true;
+                    *sp = i as u16;
+                    return Some(i);
+                }
+            }
+        }
+        if let Some(sp) = self.slot_page.get_mut(slot) {
+            *sp = NO_PAGE;
+        }
+        None
+    }
+
+    /// The pool page (index and page) ring slot `slot` carries.
+    fn slot_buf(&self, slot: usize) -> Option<(usize, &StreamingPage)> {
+        let i = usize::from(*self.slot_page.get(slot)?);
+        Some((i, self.pool.get(i)?))
+    }
+
+    /// Pool pages nobody else holds.
+    fn free_pages(&self) -> usize {
+        self.pool.iter().filter(|p| !p.lent()).count()
     }
 
     /// The completion with index `k`, if the card wrote it (its PHASE matches).
@@ -328,13 +430,18 @@ impl Hw {
         })
     }
 
-    /// Writes descriptor `k` for pool buffer `id`.
-    fn write_desc(&self, k: u32, log2: u32, id: usize) {
-        let Some(buf) = self.pool.get(id) else {
+    /// Writes descriptor `k` (id: its ring slot) for pool page `page`, marked busy (under
+    /// DMA) in `busy` until its completion is consumed.
+    fn write_desc(&self, k: u32, log2: u32, page: usize, busy: &[Atomic<u32>]) {
+        let Some(buf) = self.pool.get(page) else {
             return;
         };
+        if let Some(b) = busy.get(page) {
+            b.store(1, Relaxed);
+        }
         buf.sync_for_device();
-        let base = regs::ring::slot(k, log2) as usize * regs::desc::SIZE;
+        let id = regs::ring::slot(k, log2) as usize;
+        let base = id * regs::desc::SIZE;
         self.desc
             .write64(base + regs::desc::OFF_ADDR, buf.bus_addr());
         self.desc
@@ -459,6 +566,9 @@ struct Card {
     #[pin]
     watchdog: DelayedWork<Card>,
     irqs: Atomic<u64>,
+    /// Per pool page: 1 while the page is posted to the card (DMA may write it), 0 once
+    /// its completion was consumed. Read without the mutex by a lent page's ->confirm.
+    busy: KVec<Atomic<u32>>,
 }
 
 impl_has_delayed_work! {
@@ -545,20 +655,27 @@ impl Card {
             g.err = true;
             return Err(EIO);
         }
-        let Some(hw) = g.hw.as_ref() else {
+        let Some(hw) = g.hw.as_mut() else {
             return Err(ENODEV);
         };
         self.with_regs(|r| r.stop()).ok_or(ENODEV)?;
         // Zero the completion ring (stale PHASE bits would look new) and the event page,
-        // then post every buffer.
+        // then post a buffer in every slot (pages still lent to pipes are skipped: fewer
+        // may be posted when pipes hold most of the pool).
         hw.comp.zero(n as usize * regs::comp::SIZE);
         hw.event.zero(regs::event::SIZE);
-        for k in 0..n {
-            hw.write_desc(k, log2, k as usize);
+        hw.clear_slots();
+        let mut posted = 0;
+        while posted < n {
+            let Some(page) = hw.page_for_slot(posted as usize) else {
+                break;
+            };
+            hw.write_desc(posted, log2, page, &self.busy);
+            posted += 1;
         }
         // RELEASE: descriptors before the producer index.
         dma_mb(Write);
-        hw.event.write32(regs::event::OFF_PROD, n);
+        hw.event.write32(regs::event::OFF_PROD, posted);
         // Completion interrupts stay armed for the whole session (moderation bounds them).
         hw.event
             .write32(regs::event::OFF_IRQ_ARMED, regs::event::ARMED_CAPTURE);
@@ -602,7 +719,7 @@ impl Card {
             return Err(EIO);
         }
         g.head = 0;
-        g.prod = n;
+        g.prod = posted;
         g.block_pos = 0;
         g.xrun = false;
         g.halted = false;
@@ -643,21 +760,29 @@ impl Card {
         if prod == target {
             return;
         }
-        let Some(hw) = g.hw.as_ref() else {
+        let Some(hw) = g.hw.as_mut() else {
             return;
         };
         let mut d = prod;
         while d != target {
-            hw.write_desc(d, log2, regs::ring::slot(d, log2) as usize);
+            // A slot whose page is still lent gets a free pool page; with none free the
+            // rest waits for pages to come back.
+            let Some(page) = hw.page_for_slot(regs::ring::slot(d, log2) as usize) else {
+                break;
+            };
+            hw.write_desc(d, log2, page, &self.busy);
             d = d.wrapping_add(1);
+        }
+        if d == prod {
+            return;
         }
         // RELEASE: descriptors before the producer index.
         dma_mb(Write);
-        hw.event.write32(regs::event::OFF_PROD, target);
+        hw.event.write32(regs::event::OFF_PROD, d);
         // FULL: store prod before loading need_doorbell.
         mb(Full);
         let ring = hw.event.read32(regs::event::OFF_NEED_DOORBELL) != 0;
-        g.prod = target;
+        g.prod = d;
         if ring {
             let _ = self.with_regs(|r| r.wr(regs::reg::DOORBELL, 1));
         }
@@ -684,6 +809,159 @@ impl Card {
             Some(hw) => hw.completion(g.head, g.cfg.ring_log2).is_some(),
             None => true,
         }
+    }
+
+    /// The completion of pool page `index` was consumed: its bytes go to the CPU, and the
+    /// page is no longer under DMA (what a lent page's ->confirm waits for).
+    fn take_for_cpu(&self, index: usize, page: &StreamingPage, len: usize) {
+        page.sync_for_cpu(len);
+        if let Some(b) = self.busy.get(index) {
+            b.store(0, Release);
+        }
+    }
+
+    /// splice_read(): like read(), but the blocks' pages go into the pipe without a copy.
+    /// Returns as soon as something was spliced and no further block is ready (a splicer
+    /// sleeping here holds the pipe's lock), or when the pipe or `len` is full.
+    fn splice_read(self: &Arc<Self>, nonblock: bool, pipe: &Pipe<'_>, len: usize) -> Result<usize> {
+        if len == 0 {
+            return Ok(0);
+        }
+        let mut g = self.inner.lock();
+        let r = self.splice_locked(&mut g, nonblock, pipe, len);
+        self.flush_reposts(&mut g);
+        r
+    }
+
+    fn splice_locked(
+        self: &Arc<Self>,
+        g: &mut MutexGuard<'_, Inner>,
+        nonblock: bool,
+        pipe: &Pipe<'_>,
+        len: usize,
+    ) -> Result<usize> {
+        let mut done = 0usize;
+        loop {
+            if g.removed {
+                return if done > 0 { Ok(done) } else { Err(ENODEV) };
+            }
+            if g.xrun || g.err {
+                if done > 0 {
+                    return Ok(done);
+                }
+                if g.xrun {
+                    g.xrun = false;
+                    return Err(EPIPE);
+                }
+                g.err = false;
+                return Err(EIO);
+            }
+            if done >= len {
+                return Ok(done);
+            }
+            if !g.running {
+                if done > 0 {
+                    return Ok(done);
+                }
+                self.start_locked(g)?;
+            }
+            let log2 = g.cfg.ring_log2;
+            let head = g.head;
+            let comp = g.hw.as_ref().and_then(|hw| hw.completion(head, log2));
+            let Some(c) = comp else {
+                if done > 0 {
+                    return Ok(done);
+                }
+                if nonblock {
+                    return Err(EAGAIN);
+                }
+                self.flush_reposts(g);
+                match self
+                    .wait
+                    .wait_interruptible_timeout(g, msecs_to_jiffies(READ_RECHECK_MS))
+                {
+                    CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
+                    _ => continue,
+                }
+            };
+            let id = c.id as usize;
+            let blen = c.length as usize;
+            if c.is_error() || c.id as u32 != regs::ring::slot(head, log2) || blen > PAGE_SIZE {
+                g.stats.errors += 1;
+                g.err = true;
+                self.consumed(g);
+                continue;
+            }
+            if g.block_pos == 0 && c.stream_offset != g.stats.read_offset {
+                g.stats.overflows += 1;
+                g.stats.lost_bytes = g.stats.lost_bytes.saturating_add(c.lost_bytes);
+                g.stats.read_offset = c.stream_offset;
+                g.xrun = true;
+                continue;
+            }
+            let pos = g.block_pos as usize;
+            let n = (blen - pos.min(blen)).min(len - done);
+            if n == 0 {
+                // An empty block: nothing to lend.
+                g.stats.blocks += 1;
+                self.consumed(g);
+                continue;
+            }
+            let res = match g.hw.as_ref().and_then(|hw| hw.slot_buf(id)) {
+                Some((index, page)) => {
+                    if pos == 0 {
+                        self.take_for_cpu(index, page, blen);
+                    }
+                    pipe.lend(page, pos, n, self)
+                }
+                None => Err(ENODEV),
+            };
+            match res {
+                Ok(k) if k == n => {}
+                // Pipe full (EAGAIN), no readers (EPIPE, with SIGPIPE), or removed: the block
+                // stays; what was spliced so far is returned.
+                Ok(_) | Err(_) if done > 0 => return Ok(done),
+                Ok(_) => return Err(EAGAIN),
+                Err(e) => return Err(e),
+            }
+            done += n;
+            g.stats.spliced_bytes = g.stats.spliced_bytes.wrapping_add(n as u64);
+            g.stats.read_offset = g.stats.read_offset.wrapping_add(n as u64);
+            if pos + n >= blen {
+                g.stats.blocks += 1;
+                self.consumed(g);
+            } else {
+                g.block_pos = (pos + n) as u32;
+            }
+        }
+    }
+
+    /// ->confirm of a lent pool page: waits (interruptibly, at most `CONFIRM_TIMEOUT_MS`)
+    /// until the page is no longer under DMA. Pages are lent only after their completion
+    /// was consumed, so this returns at once unless the pool's bookkeeping is wrong; the
+    /// timeout turns such a bug into EIO for the pipe reader instead of torn data.
+    fn confirm(&self, index: usize) -> Result {
+        let Some(busy) = self.busy.get(index) else {
+            return Err(EIO);
+        };
+        if busy.load(Acquire) == 0 {
+            return Ok(());
+        }
+        let mut g = self.inner.lock();
+        let mut waited = 0;
+        while busy.load(Acquire) != 0 {
+            if g.removed || waited >= CONFIRM_TIMEOUT_MS {
+                return Err(EIO);
+            }
+            if let CondVarTimeoutResult::Signal { .. } = self
+                .wait
+                .wait_interruptible_timeout(&mut g, msecs_to_jiffies(READ_RECHECK_MS))
+            {
+                return Err(EINTR);
+            }
+            waited += READ_RECHECK_MS;
+        }
+        Ok(())
     }
 
     /// read(): see docs/driver.md for the semantics.
@@ -775,10 +1053,10 @@ impl Card {
             }
             let pos = g.block_pos as usize;
             let n = (len - pos.min(len)).min(count - copied);
-            let res = match g.hw.as_ref().and_then(|hw| hw.pool.get(id)) {
-                Some(page) => {
+            let res = match g.hw.as_ref().and_then(|hw| hw.slot_buf(id)) {
+                Some((index, page)) => {
                     if pos == 0 {
-                        page.sync_for_cpu(len);
+                        self.take_for_cpu(index, page, len);
                     }
                     page.with_bytes(pos, n, |bytes| out.write_slice(bytes))
                 }
@@ -953,16 +1231,16 @@ impl Card {
                 g.cfg = cfg;
             }
             uapi::ACQ_IOC_GET_STATS => {
-                let stats = {
-                    let g = self.inner.lock();
-                    let mut s = g.stats;
-                    s.state = Self::state(&g);
-                    s.interrupts = self.irqs.load(Relaxed);
-                    s
-                };
+                let stats = self.stats();
                 UserSlice::new(user, size_of::<AcqStats>())
                     .writer()
                     .write(&UapiStats(stats))?;
+            }
+            uapi::ACQ_IOC_GET_STATS_V1 => {
+                let stats = UapiStats(self.stats());
+                let bytes = kernel::transmute::AsBytes::as_bytes(&stats);
+                let v1 = bytes.get(..uapi::ACQ_STATS_V1_SIZE).ok_or(EINVAL)?;
+                UserSlice::new(user, v1.len()).writer().write_slice(v1)?;
             }
             uapi::ACQ_IOC_GET_INFO => {
                 let info = AcqInfo {
@@ -982,6 +1260,18 @@ impl Card {
             _ => return Err(ENOTTY),
         }
         Ok(0)
+    }
+
+    fn stats(&self) -> AcqStats {
+        let g = self.inner.lock();
+        let mut s = g.stats;
+        s.state = Self::state(&g);
+        s.interrupts = self.irqs.load(Relaxed);
+        if let Some(hw) = g.hw.as_ref() {
+            s.pool_pages = hw.pool.len() as u32;
+            s.pool_free = hw.free_pages() as u32;
+        }
+        s
     }
 
     fn validate(&self, c: &AcqConfig) -> Result {
@@ -1178,6 +1468,109 @@ impl<'b> Irqs<'b> {
 }
 
 // ---------------------------------------------------------------------------
+// Pipes: pool pages lent by splice_read (C shim: there are no pipe types in the bindings)
+// ---------------------------------------------------------------------------
+
+/// A pipe that splice_read() fills, locked by the VFS for the lifetime `'a`.
+struct Pipe<'a> {
+    raw: *mut bindings::pipe_inode_info,
+    _locked: core::marker::PhantomData<&'a mut bindings::pipe_inode_info>,
+}
+
+impl Pipe<'_> {
+    /// # Safety
+    ///
+    /// `raw` must be a valid pipe, locked by the caller while the `Pipe` lives.
+    unsafe fn from_raw(raw: *mut bindings::pipe_inode_info) -> Self {
+        Self {
+            raw,
+            _locked: core::marker::PhantomData,
+        }
+    }
+
+    /// Lends bytes `offset .. offset + len` of `page` to the pipe, without a copy. The
+    /// pipe buffer holds a page reference, a module reference and a `card` reference
+    /// until its ->release (`acq_rust_buf_release`). Returns `len`, or `EAGAIN` (the pipe
+    /// is full) / `EPIPE` (no readers; SIGPIPE was sent), having dropped them again.
+    fn lend(
+        &self,
+        page: &StreamingPage,
+        offset: usize,
+        len: usize,
+        card: &Arc<Card>,
+    ) -> Result<usize> {
+        if offset >= PAGE_SIZE || len > PAGE_SIZE - offset {
+            return Err(EINVAL);
+        }
+        let owner = card.clone().into_foreign() as c_ulong;
+        // SAFETY: `raw` is a valid locked pipe (type invariant); the page is valid (the
+        // pool holds it) and the shim takes its own reference; `offset + len` is within the
+        // page. Ownership of `owner` passes to the pipe buffer (or is released by the shim
+        // through `acq_rust_buf_release` when the pipe refuses the buffer).
+        let r = unsafe {
+            acq_shim_lend_page(
+                self.raw,
+                page.page.as_ptr().cast(),
+                offset as c_uint,
+                len as c_uint,
+                owner,
+            )
+        };
+        if r < 0 {
+            Err(Error::from_errno(r as c_int))
+        } else {
+            Ok(r as usize)
+        }
+    }
+}
+
+/// ->confirm of a lent page (shim): is the DMA into the page complete?
+///
+/// # Safety
+///
+/// `owner` must be the `Arc<Card>` reference a live pipe buffer holds (from `Pipe::lend`).
+#[no_mangle]
+unsafe extern "C" fn acq_rust_buf_confirm(owner: c_ulong, index: c_ulong) -> c_int {
+    // SAFETY: the pipe buffer holds this reference for as long as it exists (caller's
+    // guarantee); we only borrow it.
+    let card = unsafe { <Arc<Card> as ForeignOwnable>::borrow(owner as *mut c_void) };
+    match card.confirm(index as usize) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// ->release of a lent page (shim): drops the buffer's `Arc<Card>`. The shim drops the
+/// page reference (the pool reuses the page once nobody else holds it) and the module
+/// reference.
+///
+/// # Safety
+///
+/// `owner` must be the `Arc<Card>` reference of a pipe buffer being released; it is not
+/// used again.
+#[no_mangle]
+unsafe extern "C" fn acq_rust_buf_release(owner: c_ulong) {
+    // SAFETY: the reference was passed to the buffer with `into_foreign` by `Pipe::lend`
+    // or `acq_rust_buf_get` and is reclaimed exactly once, here.
+    drop(unsafe { <Arc<Card> as ForeignOwnable>::from_foreign(owner as *mut c_void) });
+}
+
+/// ->get of a lent page (shim, tee()): the new pipe buffer gets its own `Arc<Card>`
+/// (the shim takes the page and module references).
+///
+/// # Safety
+///
+/// `owner` must be the `Arc<Card>` reference a live pipe buffer holds.
+#[no_mangle]
+unsafe extern "C" fn acq_rust_buf_get(owner: c_ulong) {
+    // SAFETY: the pipe buffer holds this reference (caller's guarantee); we only borrow it.
+    let card = unsafe { <Arc<Card> as ForeignOwnable>::borrow(owner as *mut c_void) };
+    let copy: Arc<Card> = card.into();
+    // The copy belongs to the new pipe buffer and is reclaimed by its ->release.
+    let _ = copy.into_foreign();
+}
+
+// ---------------------------------------------------------------------------
 // Character device (/dev/acqN): our own file_operations, because the Rust miscdevice
 // abstraction has no poll() in 7.3.
 // ---------------------------------------------------------------------------
@@ -1244,6 +1637,7 @@ static ACQ_FOPS: Fops = Fops(bindings::file_operations {
     open: Some(fop_open),
     release: Some(fop_release),
     read: Some(fop_read),
+    splice_read: Some(fop_splice_read),
     poll: Some(fop_poll),
     unlocked_ioctl: Some(fop_ioctl),
     llseek: Some(bindings::noop_llseek),
@@ -1316,6 +1710,27 @@ unsafe extern "C" fn fop_read(
     // Reads are bounded so that the byte count fits the return value.
     let count = count.min(isize::MAX as usize & !(PAGE_SIZE - 1));
     match card.read(nonblock, UserPtr::from_ptr(buf.cast()), count) {
+        Ok(n) => n as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+unsafe extern "C" fn fop_splice_read(
+    file: *mut bindings::file,
+    _ppos: *mut bindings::loff_t,
+    pipe: *mut bindings::pipe_inode_info,
+    len: usize,
+    flags: c_uint,
+) -> isize {
+    // SAFETY: called by the VFS for an open file of ours.
+    let card: Arc<Card> = unsafe { file_card(file) }.into();
+    // SAFETY: `file` is valid for the duration of the call.
+    let fflags = unsafe { File::from_raw_file(file) }.flags();
+    let nonblock = fflags & file::flags::O_NONBLOCK != 0 || flags & SPLICE_F_NONBLOCK != 0;
+    // SAFETY: the VFS passes a valid pipe, locked by the caller for the whole call.
+    let pipe = unsafe { Pipe::from_raw(pipe) };
+    let len = len.min(isize::MAX as usize & !(PAGE_SIZE - 1));
+    match card.splice_read(nonblock, &pipe, len) {
         Ok(n) => n as isize,
         Err(e) => e.to_errno() as isize,
     }
@@ -1462,6 +1877,10 @@ fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
 
     let dev: &device::Device<Bound> = pdev.as_ref();
     let hw = Hw::new(dev)?;
+    let mut busy = KVec::with_capacity(POOL_PAGES, GFP_KERNEL)?;
+    for _ in 0..POOL_PAGES {
+        busy.push(Atomic::new(0u32), GFP_KERNEL)?;
+    }
     let (vectors, irq_mode) = Irqs::alloc(pdev)?;
     let index = CardIndex::alloc()?;
     let bar = bar.into_devres()?;
@@ -1494,6 +1913,7 @@ fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
             wait <- new_poll_condvar!("acq::wait"),
             watchdog <- new_delayed_work!("acq::watchdog"),
             irqs: Atomic::new(0),
+            busy,
         }),
         GFP_KERNEL,
     )?;

@@ -39,3 +39,85 @@ void acq_shim_dma_sync_for_device(struct device *dev, dma_addr_t addr, size_t si
 {
 	dma_sync_single_for_device(dev, addr, size, DMA_FROM_DEVICE);
 }
+
+/*
+ * Zero-copy splice: pool pages lent to a pipe. The pipe buffer operations are C (there
+ * are no pipe types in the Rust bindings); each one forwards to one Rust function. A lent
+ * buffer holds a page reference, a module reference (our ops table and callbacks must
+ * outlive it) and `private`, an owner reference the Rust side took (`Arc<Card>`). Used
+ * from exactly one safe Rust type (`Pipe` in acq_main.rs).
+ */
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/pipe_fs_i.h>
+#include <linux/splice.h>
+
+/* Implemented in Rust. */
+int acq_rust_buf_confirm(unsigned long owner, unsigned long index);
+void acq_rust_buf_release(unsigned long owner);
+void acq_rust_buf_get(unsigned long owner);
+
+/* Called from Rust only. */
+ssize_t acq_shim_lend_page(struct pipe_inode_info *pipe, struct page *page,
+			   unsigned int offset, unsigned int len, unsigned long owner);
+int acq_shim_page_count(struct page *page);
+void acq_shim_page_set_index(struct page *page, unsigned long index);
+
+static int acq_buf_confirm(struct pipe_inode_info *pipe, struct pipe_buffer *buf)
+{
+	return acq_rust_buf_confirm(buf->private, page_private(buf->page));
+}
+
+static void acq_buf_release(struct pipe_inode_info *pipe, struct pipe_buffer *buf)
+{
+	acq_rust_buf_release(buf->private);
+	put_page(buf->page);
+	module_put(THIS_MODULE);
+}
+
+/* tee(): a second pipe buffer on the same page; every reference is taken again. */
+static bool acq_buf_get(struct pipe_inode_info *pipe, struct pipe_buffer *buf)
+{
+	__module_get(THIS_MODULE);
+	get_page(buf->page);
+	acq_rust_buf_get(buf->private);
+	return true;
+}
+
+static const struct pipe_buf_operations acq_pipe_buf_ops = {
+	.confirm = acq_buf_confirm,
+	.release = acq_buf_release,
+	.get = acq_buf_get,
+	/* no .try_steal: the page belongs to the pool (SPLICE_F_MOVE copies) */
+};
+
+/*
+ * Lends `page` (bytes offset .. offset + len) to `pipe`. Returns len, or -EAGAIN (pipe
+ * full) / -EPIPE (no readers): then add_to_pipe() already released the buffer, which
+ * dropped every reference this took, `owner` included.
+ */
+ssize_t acq_shim_lend_page(struct pipe_inode_info *pipe, struct page *page,
+			   unsigned int offset, unsigned int len, unsigned long owner)
+{
+	struct pipe_buffer buf = {
+		.page = page,
+		.offset = offset,
+		.len = len,
+		.ops = &acq_pipe_buf_ops,
+		.private = owner,
+	};
+
+	__module_get(THIS_MODULE);
+	get_page(page);
+	return add_to_pipe(pipe, &buf);
+}
+
+int acq_shim_page_count(struct page *page)
+{
+	return page_count(page);
+}
+
+void acq_shim_page_set_index(struct page *page, unsigned long index)
+{
+	set_page_private(page, index);
+}

@@ -14,6 +14,8 @@ pub const ACQ_IOC_MAGIC: u32 = 0xAC;
 
 /// Version of this ABI, reported in [`AcqInfo::abi_version`].
 pub const ACQ_ABI_VERSION: u32 = 1;
+/// Minor version (additive changes): 1 = pool fields in [`AcqStats`], splice, mmap.
+pub const ACQ_ABI_MINOR: u32 = 1;
 
 const IOC_NRSHIFT: u32 = 0;
 const IOC_TYPESHIFT: u32 = 8;
@@ -55,9 +57,14 @@ pub const ACQ_IOC_SET_CONFIG: u32 = ioc(
     5,
     core::mem::size_of::<AcqConfig>(),
 );
-/// Read the statistics into an [`AcqStats`].
+/// Read the statistics into an [`AcqStats`] (96 bytes).
 pub const ACQ_IOC_GET_STATS: u32 =
     ioc(IOC_READ, ACQ_IOC_MAGIC, 6, core::mem::size_of::<AcqStats>());
+/// The ABI-1.0 form of `ACQ_IOC_GET_STATS`: the first 80 bytes of [`AcqStats`] (up to and
+/// including `reserved`). Still served, so binaries built before the pool fields work.
+pub const ACQ_IOC_GET_STATS_V1: u32 = ioc(IOC_READ, ACQ_IOC_MAGIC, 6, ACQ_STATS_V1_SIZE);
+/// Size of the ABI-1.0 [`AcqStats`].
+pub const ACQ_STATS_V1_SIZE: usize = 80;
 /// Read the card and driver limits into an [`AcqInfo`].
 pub const ACQ_IOC_GET_INFO: u32 = ioc(IOC_READ, ACQ_IOC_MAGIC, 7, core::mem::size_of::<AcqInfo>());
 
@@ -116,6 +123,14 @@ pub struct AcqStats {
     pub state: u32,
     /// Reserved, 0.
     pub reserved: u32,
+    // --- appended in ABI 1.1 (zero-copy); only `ACQ_IOC_GET_STATS` (96 bytes) fills them.
+    /// Pages in the card's buffer pool (ring buffers plus spare pages for lending).
+    pub pool_pages: u32,
+    /// Pool pages nobody else holds (not lent to a pipe, a socket or a page cache):
+    /// `pool_free == pool_pages` once every lent page came back.
+    pub pool_free: u32,
+    /// Bytes handed to pipes by splice() (without a copy). `bytes` counts read() only.
+    pub spliced_bytes: u64,
 }
 
 /// [`AcqStats::state`]: no session.
@@ -171,5 +186,6 @@ pub mod errno {
 }
 
 const _: () = assert!(core::mem::size_of::<AcqConfig>() == 40);
-const _: () = assert!(core::mem::size_of::<AcqStats>() == 80);
+const _: () = assert!(core::mem::size_of::<AcqStats>() == 96);
+const _: () = assert!(core::mem::offset_of!(AcqStats, pool_pages) == ACQ_STATS_V1_SIZE);
 const _: () = assert!(core::mem::size_of::<AcqInfo>() == 32);

@@ -137,6 +137,9 @@ pub fn stats_json(s: &AcqStats) -> serde_json::Value {
         "session": s.session,
         "watchdog_resets": s.watchdog_resets,
         "state": s.state,
+        "pool_pages": s.pool_pages,
+        "pool_free": s.pool_free,
+        "spliced_bytes": s.spliced_bytes,
     })
 }
 
@@ -239,7 +242,8 @@ mod tests {
     #[test]
     fn ioctl_numbers_match_linux_encoding() {
         // _IOR(0xAC, 6, 80) = 2 << 30 | 80 << 16 | 0xAC << 8 | 6
-        assert_eq!(uapi::ACQ_IOC_GET_STATS, 0x8050_AC06);
+        assert_eq!(uapi::ACQ_IOC_GET_STATS, 0x8060_AC06);
+        assert_eq!(uapi::ACQ_IOC_GET_STATS_V1, 0x8050_AC06);
         assert_eq!(uapi::ACQ_IOC_START, 0x0000_AC01);
         assert_eq!(uapi::ACQ_IOC_SET_CONFIG, 0x4028_AC05);
     }

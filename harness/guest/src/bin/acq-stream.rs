@@ -2,27 +2,47 @@
 //! print one JSON result line.
 //!
 //! ```text
-//! acq-stream --device /dev/acq0 --mode read --bytes 256M [--verify] [--sink /dev/null|FILE]
+//! acq-stream --device /dev/acq0 --mode read|splice --bytes 256M [--verify]
+//!            [--sink /dev/null|FILE|tcp] [--tee /dev/null|FILE] [--pipe-size N]
 //!            [--block B] [--ring-log2 L] [--rate R] [--pattern P] [--seed S]
 //!            [--irq-count C] [--irq-time-us T] [--read-size N] [--nonblock]
-//!            [--restart-at N] [--timeout SECONDS] [--stop-on-signal]
+//!            [--restart-at N] [--hold-at N --hold-s S] [--timeout SECONDS]
+//!            [--stop-on-signal] [--raw]
 //! ```
 //!
 //! Verification works by stream offset (docs/driver.md): the offset of the next byte is
-//! tracked; after read() fails with EPIPE (overflow) or EIO, and after a restart, the
-//! driver's statistics (`read_offset`) tell where the stream continues. SIGUSR1 is caught
-//! without SA_RESTART, so it interrupts a blocked read() (EINTR or a short count): the
-//! tests use it. Exit status: 0 ok, 1 verification or I/O failure, 2 bad arguments.
+//! tracked; after read() or splice() fails with EPIPE (overflow) or EIO, and after a
+//! restart, the driver's statistics (`read_offset`) tell where the stream continues.
+//! Every such point starts a *segment* (sink position, stream offset); a copy of the
+//! stream in a sink is verified segment by segment.
+//!
+//! Mode `splice` moves the stream device -> pipe -> sink with splice() and never sees the
+//! data, so `--verify` checks the copies instead (docs/driver.md, "acq-stream"):
+//! a file sink (and a `--tee` file) is re-read and verified after the stream; the `tcp`
+//! sink's receiving thread verifies what arrives; with the /dev/null sink the device pipe
+//! is tee()d into a second pipe whose read end is read and verified.
+//!
+//! `--raw` reads any file (such as /dev/zero) with the same read/splice loop: no ioctls,
+//! no verification (the in-guest peer of the benchmark).
+//!
+//! SIGUSR1 is caught without SA_RESTART, so it interrupts a blocked read() (EINTR or a
+//! short count): the tests use it. Exit status: 0 ok, 1 verification or I/O failure,
+//! 2 bad arguments.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use acq_guest::acqdev::{self, AcqDev};
 use acq_guest::regs;
+use acq_guest::uapi::{AcqConfig, AcqStats};
 
 static SIGNALS: AtomicU64 = AtomicU64::new(0);
 
@@ -30,11 +50,61 @@ extern "C" fn on_sigusr1(_: libc::c_int) {
     SIGNALS.fetch_add(1, Ordering::Relaxed);
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Read,
+    Splice,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Read => "read",
+            Mode::Splice => "splice",
+        }
+    }
+}
+
+/// Where the stream goes.
+#[derive(Clone, PartialEq, Eq)]
+enum SinkSpec {
+    Null,
+    File(String),
+    /// A TCP connection over loopback to a receiving thread of this process.
+    Tcp,
+}
+
+impl SinkSpec {
+    fn parse(s: &str) -> Result<SinkSpec, String> {
+        match s {
+            "" => Err("empty sink".into()),
+            "/dev/null" | "null" => Ok(SinkSpec::Null),
+            "tcp" => Ok(SinkSpec::Tcp),
+            p if p.starts_with('/') => Ok(SinkSpec::File(p.into())),
+            other => Err(format!(
+                "bad sink {other:?} (expected /dev/null, an absolute file path, or tcp)"
+            )),
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            SinkSpec::Null => "/dev/null".into(),
+            SinkSpec::File(p) => p.clone(),
+            SinkSpec::Tcp => "tcp".into(),
+        }
+    }
+}
+
 struct Args {
     device: String,
+    mode: Mode,
+    raw: bool,
     bytes: u64,
     verify: bool,
-    sink: Option<String>,
+    sink: SinkSpec,
+    tee: Option<SinkSpec>,
+    pipe_size: Option<usize>,
     block: Option<u32>,
     ring_log2: Option<u32>,
     rate: Option<u64>,
@@ -46,6 +116,8 @@ struct Args {
     nonblock: bool,
     progress: bool,
     restart_at: Option<u64>,
+    hold_at: Option<u64>,
+    hold_s: f64,
     timeout: Option<f64>,
     stop_on_signal: bool,
 }
@@ -53,10 +125,11 @@ struct Args {
 fn usage(msg: &str) -> ExitCode {
     eprintln!("acq-stream: {msg}");
     eprintln!(
-        "usage: acq-stream --device /dev/acqN --mode read --bytes N [--verify] [--sink PATH] \
+        "usage: acq-stream --device /dev/acqN --mode read|splice --bytes N [--verify] \
+         [--sink /dev/null|FILE|tcp] [--tee /dev/null|FILE] [--pipe-size N] \
          [--block B] [--ring-log2 L] [--rate R] [--pattern counter|prbs|sine[:CH]|N] [--seed S] \
          [--irq-count C] [--irq-time-us T] [--read-size N] [--nonblock] [--progress] [--restart-at N] \
-         [--timeout SECONDS] [--stop-on-signal]"
+         [--hold-at N [--hold-s S]] [--timeout SECONDS] [--stop-on-signal] [--raw]"
     );
     ExitCode::from(2)
 }
@@ -64,9 +137,13 @@ fn usage(msg: &str) -> ExitCode {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         device: "/dev/acq0".into(),
+        mode: Mode::Read,
+        raw: false,
         bytes: 0,
         verify: false,
-        sink: None,
+        sink: SinkSpec::Null,
+        tee: None,
+        pipe_size: None,
         block: None,
         ring_log2: None,
         rate: None,
@@ -78,6 +155,8 @@ fn parse_args() -> Result<Args, String> {
         nonblock: false,
         progress: false,
         restart_at: None,
+        hold_at: None,
+        hold_s: 2.0,
         timeout: None,
         stop_on_signal: false,
     };
@@ -96,12 +175,27 @@ fn parse_args() -> Result<Args, String> {
         let small = |name: &str, v: u64| -> Result<u32, String> {
             u32::try_from(v).map_err(|_| format!("{name} too large: {v}"))
         };
+        let secs = |name: &str, v: String| -> Result<f64, String> {
+            v.parse::<f64>()
+                .ok()
+                .filter(|t| *t > 0.0 && t.is_finite())
+                .ok_or_else(|| format!("bad {name} {v:?}"))
+        };
         match opt.as_str() {
             "--device" => a.device = val(opt)?,
             "--mode" => mode = Some(val(opt)?),
+            "--raw" => a.raw = true,
             "--bytes" => a.bytes = size(opt, val(opt)?)?,
             "--verify" => a.verify = true,
-            "--sink" => a.sink = Some(val(opt)?),
+            "--sink" => a.sink = SinkSpec::parse(&val(opt)?)?,
+            "--tee" => a.tee = Some(SinkSpec::parse(&val(opt)?)?),
+            "--pipe-size" => {
+                let v = size(opt, val(opt)?)?;
+                if !(4096..=(1 << 30)).contains(&v) {
+                    return Err(format!("--pipe-size must be 4K .. 1G, not {v}"));
+                }
+                a.pipe_size = Some(v as usize);
+            }
             "--block" => a.block = Some(small(opt, size(opt, val(opt)?)?)?),
             "--ring-log2" => a.ring_log2 = Some(small(opt, size(opt, val(opt)?)?)?),
             "--rate" => a.rate = Some(size(opt, val(opt)?)?),
@@ -124,26 +218,55 @@ fn parse_args() -> Result<Args, String> {
             "--progress" => a.progress = true,
             "--stop-on-signal" => a.stop_on_signal = true,
             "--restart-at" => a.restart_at = Some(size(opt, val(opt)?)?),
-            "--timeout" => {
-                let v = val(opt)?;
-                a.timeout = Some(
-                    v.parse::<f64>()
-                        .ok()
-                        .filter(|t| *t > 0.0)
-                        .ok_or_else(|| format!("bad --timeout {v:?}"))?,
-                )
-            }
+            "--hold-at" => a.hold_at = Some(size(opt, val(opt)?)?),
+            "--hold-s" => a.hold_s = secs(opt, val(opt)?)?,
+            "--timeout" => a.timeout = Some(secs(opt, val(opt)?)?),
             "-h" | "--help" => return Err("help".into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    match mode.as_deref() {
-        Some("read") => {}
-        Some(m) => return Err(format!("mode {m:?} is not supported (only: read)")),
-        None => return Err("--mode is required (read)".into()),
-    }
+    a.mode = match mode.as_deref() {
+        Some("read") => Mode::Read,
+        Some("splice") => Mode::Splice,
+        Some("mmap") => return Err("mode \"mmap\" is not implemented yet (read, splice)".into()),
+        Some(m) => return Err(format!("mode {m:?} is not supported (read, splice)")),
+        None => return Err("--mode is required (read, splice)".into()),
+    };
     if a.bytes == 0 {
         return Err("--bytes N (N > 0) is required".into());
+    }
+    if a.raw {
+        let dev_only = [
+            (a.verify, "--verify"),
+            (a.block.is_some(), "--block"),
+            (a.ring_log2.is_some(), "--ring-log2"),
+            (a.rate.is_some(), "--rate"),
+            (a.pattern.is_some(), "--pattern"),
+            (a.seed.is_some(), "--seed"),
+            (a.irq_count.is_some(), "--irq-count"),
+            (a.irq_time_us.is_some(), "--irq-time-us"),
+            (a.restart_at.is_some(), "--restart-at"),
+        ];
+        if let Some((_, name)) = dev_only.iter().find(|(set, _)| *set) {
+            return Err(format!("{name} needs the card (not --raw)"));
+        }
+    }
+    if a.tee.is_some() && a.mode != Mode::Splice {
+        return Err("--tee needs --mode splice".into());
+    }
+    if matches!(a.tee, Some(SinkSpec::Tcp)) {
+        return Err("--tee takes /dev/null or a file".into());
+    }
+    if a.pipe_size.is_some() && a.mode != Mode::Splice {
+        return Err("--pipe-size needs --mode splice".into());
+    }
+    if a.hold_at.is_some() && a.mode != Mode::Splice {
+        return Err("--hold-at needs --mode splice".into());
+    }
+    if let (SinkSpec::File(s), Some(SinkSpec::File(t))) = (&a.sink, &a.tee) {
+        if s == t {
+            return Err("--sink and --tee must be different files".into());
+        }
     }
     Ok(a)
 }
@@ -182,148 +305,684 @@ fn install_sigusr1() {
     }
 }
 
+/// Where each stretch of the stream landed in a sink: `(sink position, stream offset)`,
+/// in order. A new segment starts at the first byte and after every gap (overflow, error,
+/// restart).
+type Segments = Arc<Mutex<Vec<(u64, u64)>>>;
+
+/// Outcome of verifying a copy of the stream.
+#[derive(Default)]
+struct Check {
+    bytes: u64,
+    verified: u64,
+    mismatches: u64,
+    first_mismatch: Option<serde_json::Value>,
+}
+
+impl Check {
+    /// Verifies `data`, found at sink position `pos`, against the pattern.
+    fn verify(&mut self, cfg: &AcqConfig, segs: &[(u64, u64)], pos: u64, data: &[u8]) {
+        self.bytes += data.len() as u64;
+        let mut done = 0usize;
+        while done < data.len() {
+            let p = pos + done as u64;
+            // The segment holding `p`, and where the next one starts.
+            let i = segs.partition_point(|s| s.0 <= p);
+            let Some(&(seg_pos, seg_off)) = i.checked_sub(1).and_then(|i| segs.get(i)) else {
+                self.mismatch(serde_json::json!({ "sink_pos": p, "why": "no segment" }));
+                return;
+            };
+            let end = segs
+                .get(i)
+                .map(|s| (s.0 - p).min((data.len() - done) as u64) as usize)
+                .unwrap_or(data.len() - done);
+            let chunk = &data[done..done + end];
+            let off = seg_off + (p - seg_pos);
+            match regs::pattern_check(cfg.pattern, cfg.seed, off, chunk) {
+                Some(j) => {
+                    let at = off + j as u64;
+                    self.mismatch(serde_json::json!({
+                        "sink_pos": p + j as u64,
+                        "stream_offset": at,
+                        "got": chunk[j],
+                        "want": regs::pattern_byte(cfg.pattern, cfg.seed, at),
+                    }));
+                }
+                None => self.verified += chunk.len() as u64,
+            }
+            done += end;
+        }
+    }
+
+    fn mismatch(&mut self, what: serde_json::Value) {
+        self.mismatches += 1;
+        if self.first_mismatch.is_none() {
+            self.first_mismatch = Some(what);
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "bytes": self.bytes,
+            "verified_bytes": self.verified,
+            "errors": self.mismatches,
+            "first_mismatch": self.first_mismatch,
+        })
+    }
+}
+
+/// Re-reads a sink file and verifies it segment by segment.
+fn verify_file(path: &str, cfg: &AcqConfig, segs: &[(u64, u64)]) -> Result<Check, String> {
+    let mut f = File::open(path).map_err(|e| format!("re-open {path}: {e}"))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut check = Check::default();
+    let mut pos = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| format!("re-read {path}: {e}"))?;
+        if n == 0 {
+            return Ok(check);
+        }
+        check.verify(cfg, segs, pos, &buf[..n]);
+        pos += n as u64;
+    }
+}
+
+/// Brings the loopback interface up (the guest's init does not), for the TCP sink.
+fn loopback_up() {
+    // SAFETY: plain socket and ioctl calls on a zeroed `ifreq` naming "lo".
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        if s < 0 {
+            return;
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, c) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *c as libc::c_char;
+        }
+        if libc::ioctl(s, libc::SIOCGIFFLAGS, &mut ifr) == 0 {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(s, libc::SIOCSIFFLAGS, &ifr);
+        }
+        libc::close(s);
+    }
+}
+
+/// An open sink. The TCP sink is a connection to a thread of this process that receives
+/// (and, with `--verify`, verifies) everything.
+struct Sink {
+    spec: SinkSpec,
+    file: Option<File>,
+    tcp: Option<TcpStream>,
+    receiver: Option<JoinHandle<Result<Check, String>>>,
+}
+
+impl Sink {
+    fn open(spec: &SinkSpec, verify: Option<(AcqConfig, Segments)>) -> Result<Sink, String> {
+        let mut sink = Sink {
+            spec: spec.clone(),
+            file: None,
+            tcp: None,
+            receiver: None,
+        };
+        match spec {
+            SinkSpec::Null => {
+                sink.file = Some(File::create("/dev/null").map_err(|e| format!("/dev/null: {e}"))?)
+            }
+            SinkSpec::File(p) => {
+                sink.file = Some(File::create(p).map_err(|e| format!("create {p}: {e}"))?)
+            }
+            SinkSpec::Tcp => {
+                loopback_up();
+                let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen: {e}"))?;
+                let addr = l.local_addr().map_err(|e| format!("listen: {e}"))?;
+                sink.receiver = Some(std::thread::spawn(move || -> Result<Check, String> {
+                    let (mut s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+                    let mut buf = vec![0u8; 1 << 20];
+                    let mut check = Check::default();
+                    loop {
+                        let n = match s.read(&mut buf) {
+                            Ok(0) => return Ok(check),
+                            Ok(n) => n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                            Err(e) => return Err(format!("tcp receive: {e}")),
+                        };
+                        match &verify {
+                            Some((cfg, segs)) => {
+                                let segs = segs.lock().map_err(|_| "segments lock")?.clone();
+                                let pos = check.bytes;
+                                check.verify(cfg, &segs, pos, &buf[..n]);
+                            }
+                            None => check.bytes += n as u64,
+                        }
+                    }
+                }));
+                let c = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+                sink.tcp = Some(c);
+            }
+        }
+        Ok(sink)
+    }
+
+    fn fd(&self) -> RawFd {
+        match (&self.file, &self.tcp) {
+            (Some(f), _) => f.as_raw_fd(),
+            (None, Some(t)) => t.as_raw_fd(),
+            _ => -1,
+        }
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match (&mut self.file, &mut self.tcp) {
+            (Some(f), _) => f.write_all(data),
+            (None, Some(t)) => t.write_all(data),
+            _ => Ok(()),
+        }
+    }
+
+    /// Closes the sink; for TCP, waits for the receiver and returns its check.
+    fn finish(mut self) -> Result<Option<Check>, String> {
+        if let Some(f) = self.file.take() {
+            f.sync_all().or_else(|e| {
+                // /dev/null cannot be synced; a file can.
+                if matches!(self.spec, SinkSpec::Null) {
+                    Ok(())
+                } else {
+                    Err(format!("sync {}: {e}", self.spec.name()))
+                }
+            })?;
+        }
+        drop(self.tcp.take());
+        match self.receiver.take() {
+            Some(h) => h
+                .join()
+                .map_err(|_| "tcp receiver panicked".to_string())?
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The stream source: the card, or any file with `--raw`.
+enum Source {
+    Card(AcqDev),
+    Raw(File),
+}
+
+impl Source {
+    fn fd(&self) -> RawFd {
+        match self {
+            Source::Card(d) => d.raw_fd(),
+            Source::Raw(f) => f.as_raw_fd(),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Source::Card(d) => d.read(buf),
+            Source::Raw(f) => f.read(buf),
+        }
+    }
+
+    fn card(&self) -> Option<&AcqDev> {
+        match self {
+            Source::Card(d) => Some(d),
+            Source::Raw(_) => None,
+        }
+    }
+
+    fn stats(&self) -> Result<Option<AcqStats>, String> {
+        match self {
+            Source::Card(d) => d.stats().map(Some).map_err(|e| format!("GET_STATS: {e}")),
+            Source::Raw(_) => Ok(None),
+        }
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// A pipe, both ends.
+struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+    size: usize,
+}
+
+impl Pipe {
+    fn new(size: Option<usize>) -> Result<Pipe, String> {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: pipe2 returned two new descriptors we own.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        if let Some(s) = size {
+            // SAFETY: fcntl on our own descriptor.
+            if unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, s as libc::c_int) } < 0 {
+                return Err(format!(
+                    "F_SETPIPE_SZ {s}: {} (see /proc/sys/fs/pipe-max-size)",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        // SAFETY: fcntl on our own descriptor.
+        let got = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        Ok(Pipe {
+            r,
+            w,
+            size: usize::try_from(got).unwrap_or(65536),
+        })
+    }
+}
+
+/// splice() without offsets.
+fn splice(from: RawFd, to: RawFd, len: usize, flags: libc::c_uint) -> std::io::Result<usize> {
+    // SAFETY: plain system call on descriptors; null offsets.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            flags,
+        )
+    };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Moves exactly `len` bytes out of pipe `from` into `to`.
+fn drain(from: RawFd, to: RawFd, mut len: usize, what: &str) -> Result<(), String> {
+    while len > 0 {
+        match splice(from, to, len, libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE) {
+            Ok(0) => return Err(format!("splice to {what}: wrote nothing")),
+            Ok(n) => len -= n.min(len),
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => return Err(format!("splice to {what}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Duplicates exactly `len` bytes of pipe `from` into pipe `to` (tee()).
+fn tee_all(from: RawFd, to: RawFd, len: usize) -> Result<(), String> {
+    let mut done = 0usize;
+    while done < len {
+        // SAFETY: plain system call on two pipes.
+        let n = unsafe { libc::tee(from, to, len - done, 0) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return Err(format!("tee: {}", std::io::Error::last_os_error()));
+        }
+        if n == 0 {
+            return Err("tee: duplicated nothing".into());
+        }
+        // tee() starts again at the head of the pipe: everything in `from` is this chunk,
+        // and `to` was empty, so a short tee can only mean `to` is full.
+        done = n as usize;
+        if done < len {
+            return Err(format!(
+                "tee: only {done} of {len} bytes fit the second pipe"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads exactly `buf.len()` bytes from `fd`.
+fn read_exact_fd(fd: RawFd, buf: &mut [u8]) -> Result<(), String> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the buffer range is valid for writes.
+        let n = unsafe { libc::read(fd, buf[done..].as_mut_ptr().cast(), buf.len() - done) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return Err(format!("read pipe: {}", std::io::Error::last_os_error()));
+        }
+        if n == 0 {
+            return Err("read pipe: end of file".into());
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// CPU time of the process so far (user, system), all threads.
+fn cpu_times() -> (f64, f64) {
+    // SAFETY: getrusage fills the zeroed struct.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    (t(ru.ru_utime), t(ru.ru_stime))
+}
+
 fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     install_sigusr1();
-    let dev = AcqDev::open(&a.device, a.nonblock).map_err(|e| format!("open {}: {e}", a.device))?;
-    let mut cfg = dev.config().map_err(|e| format!("GET_CONFIG: {e}"))?;
-    if let Some(v) = a.block {
-        cfg.block_size = v;
+    let mut src = if a.raw {
+        Source::Raw(File::open(&a.device).map_err(|e| format!("open {}: {e}", a.device))?)
+    } else {
+        Source::Card(
+            AcqDev::open(&a.device, a.nonblock).map_err(|e| format!("open {}: {e}", a.device))?,
+        )
+    };
+    let mut cfg = AcqConfig::default();
+    if let Some(dev) = src.card() {
+        cfg = dev.config().map_err(|e| format!("GET_CONFIG: {e}"))?;
+        if let Some(v) = a.block {
+            cfg.block_size = v;
+        }
+        if let Some(v) = a.ring_log2 {
+            cfg.ring_log2 = v;
+        }
+        if let Some(v) = a.rate {
+            cfg.rate = v;
+        }
+        if let Some(v) = a.pattern {
+            cfg.pattern = v;
+        }
+        if let Some(v) = a.seed {
+            cfg.seed = v;
+        }
+        if let Some(v) = a.irq_count {
+            cfg.irq_mod_count = v;
+        }
+        if let Some(v) = a.irq_time_us {
+            cfg.irq_mod_time_us = v;
+        }
+        dev.set_config(&cfg)
+            .map_err(|e| format!("SET_CONFIG {}: {e}", acqdev::config_json(&cfg)))?;
     }
-    if let Some(v) = a.ring_log2 {
-        cfg.ring_log2 = v;
-    }
-    if let Some(v) = a.rate {
-        cfg.rate = v;
-    }
-    if let Some(v) = a.pattern {
-        cfg.pattern = v;
-    }
-    if let Some(v) = a.seed {
-        cfg.seed = v;
-    }
-    if let Some(v) = a.irq_count {
-        cfg.irq_mod_count = v;
-    }
-    if let Some(v) = a.irq_time_us {
-        cfg.irq_mod_time_us = v;
-    }
-    dev.set_config(&cfg)
-        .map_err(|e| format!("SET_CONFIG {}: {e}", acqdev::config_json(&cfg)))?;
-    let mut sink = match a.sink.as_deref() {
-        None | Some("/dev/null") => None,
-        Some(p) => Some(File::create(p).map_err(|e| format!("create {p}: {e}"))?),
+    let segs: Segments = Arc::new(Mutex::new(Vec::new()));
+    let tcp_verify = a.verify.then(|| (cfg, segs.clone()));
+    let mut sink = Sink::open(&a.sink, tcp_verify)?;
+    let mut tee_sink = match &a.tee {
+        Some(t) => Some(Sink::open(t, None)?),
+        None => None,
     };
 
     // Progress on a terminal rewrites one line; forced (--progress, for the harness, which
     // relays output line by line) it prints a line per second.
     let tty = std::io::stderr().is_terminal();
     let progress = tty || a.progress;
-    let mut buf = vec![0u8; a.read_size];
-    let mut errnos: BTreeMap<String, u64> = BTreeMap::new();
-    let start = Instant::now();
-    let mut last_progress = start;
-    let mut total: u64 = 0;
-    let mut verified: u64 = 0;
-    let mut mismatches: u64 = 0;
-    let mut first_mismatch = serde_json::Value::Null;
-    let mut offset: u64 = 0;
-    let mut session: Option<u64> = None;
-    let mut short_reads: u64 = 0;
-    let mut restarted = false;
-    let mut timed_out = false;
-    let mut fatal: Option<String> = None;
-    let mut stopped_by_signal = false;
+    let mut st = State {
+        errnos: BTreeMap::new(),
+        start: Instant::now(),
+        last_progress: Instant::now(),
+        total: 0,
+        inline: Check::default(),
+        offset: 0,
+        session: None,
+        short_reads: 0,
+        restarted: false,
+        timed_out: false,
+        fatal: None,
+        stopped_by_signal: false,
+        held: false,
+        segs: segs.clone(),
+    };
+    let cpu0 = cpu_times();
+    let mut method = "read";
+    let mut pipe_size = None;
+    match a.mode {
+        Mode::Read => read_loop(a, &cfg, &mut src, &mut sink, &mut st, tty, progress)?,
+        Mode::Splice => {
+            let p1 = Pipe::new(a.pipe_size)?;
+            pipe_size = Some(p1.size);
+            // The second pipe: the tee sink's, or the one read back for verification when
+            // the sink is /dev/null and there is no tee file to re-read.
+            let inline =
+                a.verify && a.sink == SinkSpec::Null && !matches!(a.tee, Some(SinkSpec::File(_)));
+            let p2 = if inline || tee_sink.is_some() {
+                Some(Pipe::new(Some(p1.size))?)
+            } else {
+                None
+            };
+            method = if !a.verify {
+                "none"
+            } else if inline {
+                "tee-pipe-read"
+            } else if a.sink == SinkSpec::Tcp {
+                "tcp-receiver"
+            } else {
+                "sink-reread"
+            };
+            splice_loop(
+                a,
+                &cfg,
+                &src,
+                &sink,
+                tee_sink.as_ref(),
+                &p1,
+                p2.as_ref(),
+                inline,
+                &mut st,
+                tty,
+                progress,
+            )?;
+        }
+    }
+    let secs = st.start.elapsed().as_secs_f64();
+    let cpu1 = cpu_times();
+    if tty {
+        eprintln!();
+    }
+    let stats = src.stats()?;
+    // Finish the sinks and check the copies.
+    let tcp_check = sink.finish()?;
+    if let Some(t) = tee_sink.take() {
+        t.finish()?;
+    }
+    let segs_now = segs.lock().map_err(|_| "segments lock")?.clone();
+    let mut copies = serde_json::Map::new();
+    let mut copy_checks: Vec<Check> = Vec::new();
+    if a.verify {
+        if let Some(c) = tcp_check {
+            copies.insert("tcp".into(), c.json());
+            copy_checks.push(c);
+        }
+        let mut files = Vec::new();
+        if a.mode == Mode::Splice {
+            if let SinkSpec::File(p) = &a.sink {
+                files.push(p.clone());
+            }
+        }
+        if let Some(SinkSpec::File(p)) = &a.tee {
+            files.push(p.clone());
+        }
+        for p in files {
+            let c = verify_file(&p, &cfg, &segs_now)?;
+            copies.insert(p, c.json());
+            copy_checks.push(c);
+        }
+    }
+    // What verified_bytes/errors report: what the consumer saw (read mode, or the
+    // tee-pipe read back), else the sink copy (for a tee, every copy must be complete).
+    let (verified, mismatches, first_mismatch) =
+        if a.mode == Mode::Read || method == "tee-pipe-read" {
+            (
+                st.inline.verified,
+                st.inline.mismatches,
+                st.inline.first_mismatch.clone(),
+            )
+        } else {
+            let v = copy_checks.iter().map(|c| c.verified).min().unwrap_or(0);
+            let e = copy_checks.iter().map(|c| c.mismatches).sum::<u64>();
+            let f = copy_checks.iter().find_map(|c| c.first_mismatch.clone());
+            (v, e, f)
+        };
+    let copies_ok = copy_checks
+        .iter()
+        .all(|c| c.mismatches == 0 && c.bytes == st.total && c.verified == st.total);
+    let verify_ok = !a.verify || (mismatches == 0 && copies_ok && verified == st.total);
+    let ok = st.fatal.is_none()
+        && mismatches == 0
+        && verify_ok
+        && !st.timed_out
+        && (st.total >= a.bytes || st.stopped_by_signal);
+    let mut report = serde_json::json!({
+        "device": a.device,
+        "mode": a.mode.name(),
+        "raw": a.raw,
+        "sink": a.sink.name(),
+        "bytes": st.total,
+        "seconds": secs,
+        "mb_per_s": if secs > 0.0 { st.total as f64 / secs / 1e6 } else { 0.0 },
+        "cpu_user_s": cpu1.0 - cpu0.0,
+        "cpu_sys_s": cpu1.1 - cpu0.1,
+        "verify": a.verify,
+        "verify_method": if a.verify { method } else { "none" },
+        "verified_bytes": verified,
+        "errors": mismatches,
+        "first_mismatch": first_mismatch,
+        "overflows": stats.map(|s| s.overflows).unwrap_or(0),
+        "lost_bytes": stats.map(|s| s.lost_bytes).unwrap_or(0),
+        "errno": st.errnos,
+        "signals": SIGNALS.load(Ordering::Relaxed),
+        "short_reads": st.short_reads,
+        "restarted": st.restarted,
+        "held": st.held,
+        "timed_out": st.timed_out,
+        "stopped_by_signal": st.stopped_by_signal,
+        "fatal": st.fatal,
+        "segments": segs_now.len(),
+        "copies": copies,
+        "ok": ok,
+    });
+    if let Some(o) = report.as_object_mut() {
+        if let Some(p) = pipe_size {
+            o.insert("pipe_size".into(), p.into());
+        }
+        if let Some(t) = &a.tee {
+            o.insert("tee".into(), t.name().into());
+        }
+        if src.card().is_some() {
+            o.insert("config".into(), acqdev::config_json(&cfg));
+        }
+        if let Some(s) = stats {
+            o.insert("stats".into(), acqdev::stats_json(&s));
+        }
+    }
+    Ok((report, ok))
+}
 
-    while total < a.bytes {
+/// Loop state shared by the read and splice loops.
+struct State {
+    errnos: BTreeMap<String, u64>,
+    start: Instant,
+    last_progress: Instant,
+    total: u64,
+    /// What the consumer itself saw and verified.
+    inline: Check,
+    /// Stream offset of the next byte.
+    offset: u64,
+    session: Option<u64>,
+    short_reads: u64,
+    restarted: bool,
+    timed_out: bool,
+    fatal: Option<String>,
+    stopped_by_signal: bool,
+    held: bool,
+    segs: Segments,
+}
+
+impl State {
+    /// The next byte (sink position `total`) is stream offset `offset`: a new segment
+    /// unless it continues the current one.
+    fn mark(&mut self) {
+        if let Ok(mut s) = self.segs.lock() {
+            let continues = s
+                .last()
+                .is_some_and(|&(p, o)| o + (self.total - p) == self.offset);
+            if !continues {
+                s.push((self.total, self.offset));
+            }
+        }
+    }
+
+    /// Before the loop's next call: timeout.
+    fn expired(&mut self, a: &Args) -> bool {
         if let Some(t) = a.timeout {
-            if start.elapsed().as_secs_f64() > t {
-                timed_out = true;
-                break;
+            if self.start.elapsed().as_secs_f64() > t {
+                self.timed_out = true;
+                return true;
             }
         }
-        if let Some(at) = a.restart_at {
-            if !restarted && total >= at {
-                restarted = true;
-                dev.stop().map_err(|e| format!("STOP: {e}"))?;
-                dev.start().map_err(|e| format!("START: {e}"))?;
-                let s = dev.stats().map_err(|e| format!("GET_STATS: {e}"))?;
-                offset = s.read_offset;
-                session = Some(s.session);
+        false
+    }
+
+    /// The first data of the session: take the offset from the driver.
+    fn first_data(&mut self, src: &Source, n: usize) -> Result<(), String> {
+        if self.session.is_none() {
+            if let Some(s) = src.stats()? {
+                self.session = Some(s.session);
+                self.offset = s.read_offset.saturating_sub(n as u64);
+            } else {
+                self.session = Some(0);
             }
         }
-        let want = buf
-            .len()
-            .min((a.bytes - total).min(usize::MAX as u64) as usize);
-        match dev.read(&mut buf[..want]) {
-            Ok(0) => {
-                fatal = Some("read returned 0 (end of file)".into());
-                break;
+        Ok(())
+    }
+
+    /// An errno from read() or splice(). Returns false when the loop must stop.
+    fn errno_event(
+        &mut self,
+        src: &Source,
+        e: &std::io::Error,
+        what: &str,
+    ) -> Result<bool, String> {
+        let code = e.raw_os_error().unwrap_or(0);
+        *self.errnos.entry(acqdev::errno_name(code)).or_default() += 1;
+        match code {
+            libc::EPIPE | libc::EIO if src.card().is_some() => {
+                // The stream continues where the driver says (after the lost bytes, or
+                // from 0 in a new session after a reset).
+                if let Some(s) = src.stats()? {
+                    self.offset = s.read_offset;
+                    self.session = Some(s.session);
+                }
             }
-            Ok(n) => {
-                if session.is_none() {
-                    // The first read started the session: take its offset from the driver.
-                    let s = dev.stats().map_err(|e| format!("GET_STATS: {e}"))?;
-                    session = Some(s.session);
-                    offset = s.read_offset.saturating_sub(n as u64);
+            libc::EINTR => {}
+            libc::EAGAIN => {
+                if let Some(d) = src.card() {
+                    let _ = d.poll(libc::POLLIN, 1000);
                 }
-                if n < want {
-                    short_reads += 1;
-                }
-                let data = &buf[..n];
-                if a.verify {
-                    if let Some(i) = regs::pattern_check(cfg.pattern, cfg.seed, offset, data) {
-                        mismatches += 1;
-                        if first_mismatch.is_null() {
-                            let at = offset + i as u64;
-                            first_mismatch = serde_json::json!({
-                                "stream_offset": at,
-                                "got": data[i],
-                                "want": regs::pattern_byte(cfg.pattern, cfg.seed, at),
-                            });
-                        }
-                    } else {
-                        verified += n as u64;
-                    }
-                }
-                if let Some(f) = sink.as_mut() {
-                    f.write_all(data).map_err(|e| format!("write sink: {e}"))?;
-                }
-                offset += n as u64;
-                total += n as u64;
             }
-            Err(e) => {
-                let code = e.raw_os_error().unwrap_or(0);
-                *errnos.entry(acqdev::errno_name(code)).or_default() += 1;
-                match code {
-                    libc::EPIPE | libc::EIO => {
-                        // The stream continues where the driver says (after the lost bytes,
-                        // or from 0 in a new session after a reset).
-                        let s = dev.stats().map_err(|e| format!("GET_STATS: {e}"))?;
-                        offset = s.read_offset;
-                        session = Some(s.session);
-                    }
-                    libc::EINTR => {}
-                    libc::EAGAIN => {
-                        let _ = dev.poll(libc::POLLIN, 1000);
-                    }
-                    _ => {
-                        fatal = Some(format!("read: {e}"));
-                        break;
-                    }
-                }
+            _ => {
+                self.fatal = Some(format!("{what}: {e}"));
+                return Ok(false);
             }
         }
+        Ok(true)
+    }
+
+    /// After each call: signal stop and progress. Returns false to stop.
+    fn after(&mut self, a: &Args, tty: bool, progress: bool) -> bool {
         if a.stop_on_signal && SIGNALS.load(Ordering::Relaxed) > 0 {
-            stopped_by_signal = true;
-            break;
+            self.stopped_by_signal = true;
+            return false;
         }
-        if progress && last_progress.elapsed() >= Duration::from_secs(1) {
-            last_progress = Instant::now();
-            let secs = start.elapsed().as_secs_f64();
+        if progress && self.last_progress.elapsed() >= Duration::from_secs(1) {
+            self.last_progress = Instant::now();
+            let secs = self.start.elapsed().as_secs_f64();
             let line = format!(
                 "{:>8.1} MiB  {:>8.2} MB/s",
-                total as f64 / 1048576.0,
-                total as f64 / secs / 1e6
+                self.total as f64 / 1048576.0,
+                self.total as f64 / secs / 1e6
             );
             if tty {
                 eprint!("\r{line}  ");
@@ -331,36 +990,145 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
                 eprintln!("{line}");
             }
         }
+        true
     }
-    let secs = start.elapsed().as_secs_f64();
-    if tty {
-        eprintln!();
+}
+
+fn read_loop(
+    a: &Args,
+    cfg: &AcqConfig,
+    src: &mut Source,
+    sink: &mut Sink,
+    st: &mut State,
+    tty: bool,
+    progress: bool,
+) -> Result<(), String> {
+    let mut buf = vec![0u8; a.read_size];
+    while st.total < a.bytes {
+        if st.expired(a) {
+            break;
+        }
+        if let Some(at) = a.restart_at {
+            if !st.restarted && st.total >= at {
+                st.restarted = true;
+                if let Some(dev) = src.card() {
+                    dev.stop().map_err(|e| format!("STOP: {e}"))?;
+                    dev.start().map_err(|e| format!("START: {e}"))?;
+                    let s = dev.stats().map_err(|e| format!("GET_STATS: {e}"))?;
+                    st.offset = s.read_offset;
+                    st.session = Some(s.session);
+                }
+            }
+        }
+        let want = buf
+            .len()
+            .min((a.bytes - st.total).min(usize::MAX as u64) as usize);
+        match src.read(&mut buf[..want]) {
+            Ok(0) => {
+                st.fatal = Some("read returned 0 (end of file)".into());
+                break;
+            }
+            Ok(n) => {
+                st.first_data(src, n)?;
+                if n < want {
+                    st.short_reads += 1;
+                }
+                st.mark();
+                let data = &buf[..n];
+                if a.verify {
+                    // One segment: this read() starts at `offset`.
+                    let segs = [(st.total, st.offset)];
+                    st.inline.verify(cfg, &segs, st.total, data);
+                }
+                sink.write_all(data)
+                    .map_err(|e| format!("write sink: {e}"))?;
+                st.offset += n as u64;
+                st.total += n as u64;
+            }
+            Err(e) => {
+                if !st.errno_event(src, &e, "read")? {
+                    break;
+                }
+            }
+        }
+        if !st.after(a, tty, progress) {
+            break;
+        }
     }
-    let stats = dev.stats().map_err(|e| format!("GET_STATS: {e}"))?;
-    let ok =
-        fatal.is_none() && mismatches == 0 && !timed_out && (total >= a.bytes || stopped_by_signal);
-    let report = serde_json::json!({
-        "device": a.device,
-        "mode": "read",
-        "bytes": total,
-        "seconds": secs,
-        "mb_per_s": if secs > 0.0 { total as f64 / secs / 1e6 } else { 0.0 },
-        "verify": a.verify,
-        "verified_bytes": verified,
-        "errors": mismatches,
-        "first_mismatch": first_mismatch,
-        "overflows": stats.overflows,
-        "lost_bytes": stats.lost_bytes,
-        "errno": errnos,
-        "signals": SIGNALS.load(Ordering::Relaxed),
-        "short_reads": short_reads,
-        "restarted": restarted,
-        "timed_out": timed_out,
-        "stopped_by_signal": stopped_by_signal,
-        "fatal": fatal,
-        "config": acqdev::config_json(&cfg),
-        "stats": acqdev::stats_json(&stats),
-        "ok": ok,
-    });
-    Ok((report, ok))
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn splice_loop(
+    a: &Args,
+    cfg: &AcqConfig,
+    src: &Source,
+    sink: &Sink,
+    tee_sink: Option<&Sink>,
+    p1: &Pipe,
+    p2: Option<&Pipe>,
+    inline: bool,
+    st: &mut State,
+    tty: bool,
+    progress: bool,
+) -> Result<(), String> {
+    let mut buf = vec![0u8; if inline { p1.size } else { 0 }];
+    let sink_name = sink.spec.name();
+    while st.total < a.bytes {
+        if st.expired(a) {
+            break;
+        }
+        let want = p1
+            .size
+            .min((a.bytes - st.total).min(usize::MAX as u64) as usize);
+        let n = match splice(src.fd(), p1.w.as_raw_fd(), want, libc::SPLICE_F_MOVE) {
+            Ok(0) => {
+                st.fatal = Some("splice returned 0 (end of file)".into());
+                break;
+            }
+            Ok(n) => n,
+            Err(e) => {
+                if !st.errno_event(src, &e, "splice")? {
+                    break;
+                }
+                if !st.after(a, tty, progress) {
+                    break;
+                }
+                continue;
+            }
+        };
+        st.first_data(src, n)?;
+        if n < want {
+            st.short_reads += 1;
+        }
+        st.mark();
+        if let Some(at) = a.hold_at {
+            if !st.held && st.total + n as u64 > at {
+                // Keep the device's pages in the pipe without reading them: the card
+                // runs out of buffers and overflows.
+                st.held = true;
+                std::thread::sleep(Duration::from_secs_f64(a.hold_s));
+            }
+        }
+        if let Some(p2) = p2 {
+            tee_all(p1.r.as_raw_fd(), p2.w.as_raw_fd(), n)?;
+        }
+        drain(p1.r.as_raw_fd(), sink.fd(), n, &sink_name)?;
+        if let Some(p2) = p2 {
+            if inline {
+                let data = &mut buf[..n];
+                read_exact_fd(p2.r.as_raw_fd(), data)?;
+                let segs = [(st.total, st.offset)];
+                st.inline.verify(cfg, &segs, st.total, data);
+            } else if let Some(t) = tee_sink {
+                drain(p2.r.as_raw_fd(), t.fd(), n, &t.spec.name())?;
+            }
+        }
+        st.offset += n as u64;
+        st.total += n as u64;
+        if !st.after(a, tty, progress) {
+            break;
+        }
+    }
+    Ok(())
 }
