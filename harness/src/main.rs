@@ -124,6 +124,10 @@ struct VmArgs {
     /// Attach a card served by an external vfio-user server at this socket (repeatable).
     #[arg(long = "card-socket", value_name = "SOCKET")]
     card_sockets: Vec<PathBuf>,
+    /// Attach a capture disk of this size (acq-sink; repeatable: /dev/vda, /dev/vdb, ...).
+    /// It verifies writes against the default stream of card 0 (counter pattern, seed 0).
+    #[arg(long = "disk", value_name = "SIZE", value_parser = parse_size)]
+    disks: Vec<u64>,
     /// Do not load the driver (driver/acq.ko) when cards are attached.
     #[arg(long)]
     no_driver: bool,
@@ -382,7 +386,15 @@ fn cmd_vm(args: VmArgs) -> Result<ExitCode> {
             .chain(load_driver.then(|| paths.repo.join("driver/acq.ko")))
             .collect(),
         files: Vec::new(),
-        disks: Vec::new(),
+        disks: args
+            .disks
+            .iter()
+            .map(|&size| acq::sink::DiskSpec {
+                size,
+                block_size: 4096,
+                ..Default::default()
+            })
+            .collect(),
         boot_timeout: Duration::from_secs(args.boot_timeout),
         shell: args.shell,
         run_dir,

@@ -307,7 +307,8 @@ impl Vm {
         }
     }
 
-    /// Stops the device models (SIGTERM) and fails if any of them had died or exits badly:
+    /// Stops the device models and capture disks (SIGTERM) and fails if any of them had
+    /// died or exits badly:
     /// a crashed model is a bug even when the guest did not notice.
     fn stop_models(&mut self) -> Result<()> {
         let mut errors = Vec::new();
@@ -317,6 +318,15 @@ impl Vm {
                 other => errors.push(format!(
                     "device model {i} ended with {other:?}; log: {}",
                     m.log.display()
+                )),
+            }
+        }
+        for (i, d) in self.sinks.iter_mut().enumerate() {
+            match d.child.terminate(Duration::from_secs(5)) {
+                Some(s) if s.success() => {}
+                other => errors.push(format!(
+                    "capture disk {i} ended with {other:?}; log: {}",
+                    d.log.display()
                 )),
             }
         }
@@ -374,6 +384,9 @@ impl Drop for Vm {
         self.qemu.terminate(Duration::from_secs(3));
         for m in &mut self.models {
             m.child.terminate(Duration::from_secs(3));
+        }
+        for d in &mut self.sinks {
+            d.child.terminate(Duration::from_secs(3));
         }
         if self.failed {
             eprintln!("run files kept in {}", self.run_dir.display());
