@@ -16,3 +16,6 @@ pub mod regs;
 pub mod uapi;
 
 pub mod acqdev;
+
+/// A small userspace VFIO layer (acq-vfio, docs/vfio.md).
+pub mod vfio;

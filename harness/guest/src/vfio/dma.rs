@@ -1,0 +1,127 @@
+//! DMA memory for a userspace driver: anonymous memory, populated and locked, whose bus
+//! address is its physical address (no-IOMMU, read from /proc/self/pagemap, needs
+//! CAP_SYS_ADMIN) or an IOVA equal to its virtual address (type-1, mapped with
+//! VFIO_IOMMU_MAP_DMA).
+//!
+//! Limits (docs/vfio.md): without an IOMMU a structure larger than a page must be
+//! physically contiguous, which anonymous memory does not promise; [`Chunk::alloc`]
+//! searches a larger locked allocation for a physically contiguous run and fails if there
+//! is none. Locked pages are not swapped; the guest kernel has no compaction and no NUMA
+//! balancing, the two things that could still migrate them (on a host, set
+//! vm.compact_unevictable_allowed = 0).
+
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use super::{Device, Iommu};
+
+pub const PAGE: usize = 4096;
+
+/// A DMA-able, zeroed, locked range: `len` bytes at `ptr`, bus address `bus`.
+pub struct Chunk {
+    map: *mut u8,
+    map_len: usize,
+    pub ptr: *mut u8,
+    pub bus: u64,
+    pub len: usize,
+}
+
+fn phys_of(pagemap: &std::fs::File, vaddr: usize) -> io::Result<u64> {
+    let mut e = [0u8; 8];
+    pagemap.read_exact_at(&mut e, (vaddr / PAGE * 8) as u64)?;
+    let e = u64::from_le_bytes(e);
+    let pfn = e & ((1u64 << 55) - 1);
+    if e >> 63 == 0 || pfn == 0 {
+        return Err(io::Error::other(
+            "/proc/self/pagemap gives no page frame (not resident, or not root)",
+        ));
+    }
+    Ok(pfn * PAGE as u64)
+}
+
+impl Chunk {
+    /// Allocates `len` bytes (rounded up to pages) that the device can reach.
+    pub fn alloc(dev: &Device, len: usize) -> io::Result<Chunk> {
+        let pages = len.div_ceil(PAGE).max(1);
+        // Without an IOMMU a multi-page chunk must be physically contiguous: allocate more
+        // and look for a run.
+        let tries = if dev.iommu == Iommu::NoIommu && pages > 1 {
+            pages * 16 + 64
+        } else {
+            pages
+        };
+        let map_len = tries * PAGE;
+        // SAFETY: a fresh private anonymous mapping; populated and locked so that every
+        // page is resident and stays at its physical address.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE | libc::MAP_LOCKED,
+                -1,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let map = map.cast::<u8>();
+        let mut chunk = Chunk {
+            map,
+            map_len,
+            ptr: map,
+            bus: 0,
+            len: pages * PAGE,
+        };
+        // SAFETY: the mapping is ours; mlock makes sure it is resident (MAP_LOCKED is
+        // best effort).
+        if unsafe { libc::mlock(map.cast(), map_len) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        match dev.iommu {
+            Iommu::Type1 => {
+                chunk.bus = map as u64;
+                dev.map_dma(map as u64, map as u64, map_len as u64)?;
+            }
+            Iommu::NoIommu => {
+                let pm = std::fs::File::open("/proc/self/pagemap")?;
+                let phys: Vec<u64> = (0..tries)
+                    .map(|i| phys_of(&pm, map as usize + i * PAGE))
+                    .collect::<io::Result<_>>()?;
+                let start = (0..=tries - pages)
+                    .find(|&i| (1..pages).all(|j| phys[i + j] == phys[i] + (j * PAGE) as u64))
+                    .ok_or_else(|| {
+                        io::Error::other(format!(
+                            "no physically contiguous run of {pages} pages (no-IOMMU mode \
+                             needs one for a structure of {len} bytes)"
+                        ))
+                    })?;
+                // SAFETY: start + pages <= tries: inside the mapping.
+                chunk.ptr = unsafe { map.add(start * PAGE) };
+                chunk.bus = phys[start];
+            }
+        }
+        Ok(chunk)
+    }
+
+    /// Fills the chunk with zeros (volatile: the device may read it later).
+    pub fn zero(&self) {
+        for i in 0..self.len {
+            // SAFETY: i < len: inside the chunk.
+            unsafe { std::ptr::write_volatile(self.ptr.add(i), 0) };
+        }
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // The owner makes sure that the device no longer uses the memory (engine stopped
+        // or function reset) before it drops a chunk. Under type-1 the IOVA mapping goes
+        // with the container.
+        // SAFETY: unmaps exactly what mmap returned.
+        unsafe {
+            libc::munmap(self.map.cast(), self.map_len);
+        }
+    }
+}
