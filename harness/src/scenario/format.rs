@@ -225,6 +225,31 @@ pub enum Step {
     Exec(ExecStep),
     /// Wait.
     SleepMs(u64),
+    /// Change a card's settings through the driver (`ACQ_IOC_SET_CONFIG`, while stopped);
+    /// they persist for later opens.
+    Config(ConfigStep),
+    /// Reset a card through the driver (`ACQ_IOC_RESET`: stop, soft reset, clear stats).
+    Reset(CardRef),
+}
+
+/// A settings change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigStep {
+    /// Which card.
+    #[serde(default)]
+    pub card: usize,
+    /// The settings to change (others keep their value).
+    pub device: DeviceSettings,
+}
+
+/// A card, by index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CardRef {
+    /// Which card.
+    #[serde(default)]
+    pub card: usize,
 }
 
 /// A stream from one card.
@@ -248,6 +273,9 @@ pub struct StreamStep {
     /// Pipe size for splice (F_SETPIPE_SZ).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipe_size: Option<Size>,
+    /// Stop and restart the capture (ACQ_IOC_STOP / START) after this many bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_at: Option<Size>,
     /// Verify every byte against the card's pattern.
     #[serde(default = "yes")]
     pub verify: bool,
@@ -743,6 +771,17 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
         }
     }
     for (i, s) in sc.steps.iter().enumerate() {
+        let card = match s {
+            Step::Config(c) => Some(c.card),
+            Step::Reset(c) => Some(c.card),
+            _ => None,
+        };
+        if let Some(c) = card.filter(|&c| c >= ncards) {
+            return err(
+                &format!("steps[{i}]"),
+                format!("card {c} does not exist ({ncards} card(s))"),
+            );
+        }
         if let Step::Stream(st) = s {
             if let Sink::Disk(d) = st.sink {
                 if d >= ndisks {
@@ -768,6 +807,12 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
                 return err(
                     &format!("steps[{i}].stream.bytes"),
                     "must be more than 0".into(),
+                );
+            }
+            if st.restart_at.is_some_and(|r| r >= st.bytes) {
+                return err(
+                    &format!("steps[{i}].stream.restart_at"),
+                    "must be less than `bytes`".into(),
                 );
             }
             if st.pipe_size.is_some() && st.mode != Mode::Splice {
@@ -908,7 +953,9 @@ mod tests {
             "vm": {"cpus": 1, "memory_mib": 512, "accel": "tcg"},
             "cards": [{"bar2_size": "2M", "device": {"block_size": "64K", "pattern": "prbs", "seed": 7, "irq_count": 16}}],
             "steps": [{"stream": {"mode": "splice", "bytes": 1073741824, "pipe_size": "1M"}},
-                      {"exec": {"cmd": "true"}}, {"sleep_ms": 10}],
+                      {"exec": {"cmd": "true"}}, {"sleep_ms": 10},
+                      {"config": {"device": {"rate": "1M"}}}, {"reset": {}},
+                      {"stream": {"bytes": "8M", "restart_at": "4M"}}],
             "faults": [{"at": {"bytes": "256M"}, "inject": {"dma_error": {"count": 1}}},
                        {"card": 0, "at": {"time_ms": 100}, "inject": "hang"}],
             "expect": {"errors": {"EIO": 1}, "recovered": true,

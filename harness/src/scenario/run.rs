@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::format::{
-    counter_key, At, CardSpec, CounterOf, Expect, Fault, FaultSpec, Scenario, Sink, Step,
-    StreamStep,
+    counter_key, At, CardSpec, CounterOf, DeviceSettings, Expect, Fault, FaultSpec, Scenario, Sink,
+    Step, StreamStep,
 };
 use crate::accel::AccelChoice;
 use crate::control::ModelControl;
@@ -277,6 +277,21 @@ fn run_steps(
                         );
                     }
                 }
+                Step::Config(c) => {
+                    let mut cmd = format!("acq-ctl --device /dev/acq{} set", c.card);
+                    for (flag, v) in device_flags(&c.device) {
+                        cmd.push_str(&format!(" {flag} {v}"));
+                    }
+                    vm.sh_ok(&cmd, Duration::from_secs(60).min(remaining(deadline)))
+                        .with_context(|| format!("step {i} (config)"))?;
+                }
+                Step::Reset(c) => {
+                    vm.sh_ok(
+                        &format!("acq-ctl --device /dev/acq{} reset", c.card),
+                        Duration::from_secs(60).min(remaining(deadline)),
+                    )
+                    .with_context(|| format!("step {i} (reset)"))?;
+                }
                 Step::SleepMs(ms) => {
                     thread::sleep(Duration::from_millis(*ms).min(remaining(deadline)))
                 }
@@ -339,18 +354,12 @@ fn stream(
     if let Some(p) = st.pipe_size {
         argv.extend(["--pipe-size".into(), p.0.to_string()]);
     }
-    let d = &card.device;
-    let mut opt = |flag: &str, v: Option<String>| {
-        if let Some(v) = v {
-            argv.extend([flag.to_owned(), v]);
-        }
-    };
-    opt("--block", d.block_size.map(|s| s.0.to_string()));
-    opt("--rate", d.rate.map(|s| s.0.to_string()));
-    opt("--pattern", d.pattern.map(|p| p.as_str().to_owned()));
-    opt("--seed", d.seed.map(|s| s.to_string()));
-    opt("--irq-count", d.irq_count.map(|s| s.to_string()));
-    opt("--irq-time-us", d.irq_time_us.map(|s| s.to_string()));
+    if let Some(r) = st.restart_at {
+        argv.extend(["--restart-at".into(), r.0.to_string()]);
+    }
+    for (flag, v) in device_flags(&card.device) {
+        argv.extend([flag.to_owned(), v]);
+    }
     let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
     // The agent's timeout is a backstop; acq-stream's own --timeout ends the stream first.
     let t = Duration::from_secs(st.timeout_s + 30).min(remaining(deadline));
@@ -382,6 +391,21 @@ fn stream(
 
 /// Errnos after which a reader carries on (docs/driver.md); any other ends the stream.
 const RECOVERABLE: [&str; 4] = ["EIO", "EPIPE", "EINTR", "EAGAIN"];
+
+/// `acq-stream` / `acq-ctl set` flags for device settings.
+fn device_flags(d: &DeviceSettings) -> Vec<(&'static str, String)> {
+    [
+        ("--block", d.block_size.map(|s| s.0.to_string())),
+        ("--rate", d.rate.map(|s| s.0.to_string())),
+        ("--pattern", d.pattern.map(|p| p.as_str().to_owned())),
+        ("--seed", d.seed.map(|s| s.to_string())),
+        ("--irq-count", d.irq_count.map(|s| s.to_string())),
+        ("--irq-time-us", d.irq_time_us.map(|s| s.to_string())),
+    ]
+    .into_iter()
+    .filter_map(|(f, v)| Some((f, v?)))
+    .collect()
+}
 
 /// The guest block device of capture disk `d`: /dev/vda, /dev/vdb, ...
 fn disk_device(d: usize) -> String {
