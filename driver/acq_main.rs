@@ -31,6 +31,7 @@ use kernel::{
     fs::{file, File},
     io::Io,
     irq::{self, IrqReturn, ThreadedIrqReturn},
+    mm::virt::VmaNew,
     new_mutex, new_poll_condvar,
     page::{Page, PAGE_SIZE},
     pci,
@@ -334,6 +335,8 @@ struct Hw {
     in_ring: KVec<bool>,
     /// Where the search for a free pool page continues.
     cursor: usize,
+    /// mmap mode: the control page (page 0 of the mapping).
+    ctl: Page,
 }
 
 impl Hw {
@@ -356,6 +359,7 @@ impl Hw {
             slot_page,
             in_ring,
             cursor: 0,
+            ctl: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
         })
     }
 
@@ -369,10 +373,13 @@ impl Hw {
     /// unless that one was lent and is still held elsewhere, then a free one. `None` when
     /// every pool page is in the ring or lent (the slot stays unposted; the card runs dry
     /// and counts an overflow, which the reader sees as EPIPE).
-    fn page_for_slot(&mut self, slot: usize) -> Option<usize> {
+    ///
+    /// With `keep` (the ring is mapped into a process, whose mapping holds references to
+    /// the slots' pages) a slot keeps its page.
+    fn page_for_slot(&mut self, slot: usize, keep: bool) -> Option<usize> {
         let cur = usize::from(*self.slot_page.get(slot)?);
         if let (Some(true), Some(page)) = (self.in_ring.get(cur).copied(), self.pool.get(cur)) {
-            if !page.lent() {
+            if keep || !page.lent() {
                 return Some(cur);
             }
         }
@@ -404,6 +411,22 @@ impl Hw {
     fn slot_buf(&self, slot: usize) -> Option<(usize, &StreamingPage)> {
         let i = usize::from(*self.slot_page.get(slot)?);
         Some((i, self.pool.get(i)?))
+    }
+
+    /// Writes the control page's words (`uapi::ctl` offsets).
+    fn write_ctl(&self, words: &[(usize, u64)]) {
+        // SAFETY: `ctl` is a valid page; the local mapping is released below.
+        let base = unsafe { bindings::kmap_local_page(self.ctl.as_ptr()) }.cast::<u64>();
+        for &(off, v) in words {
+            if off % 8 == 0 && off + 8 <= PAGE_SIZE {
+                // SAFETY: `off` is an aligned offset inside the mapped page. A process may
+                // read the page concurrently (it is mapped read-only into it), hence the
+                // volatile store of whole words.
+                unsafe { ptr::write_volatile(base.add(off / 8), v.to_le()) };
+            }
+        }
+        // SAFETY: `base` came from `kmap_local_page` above and is no longer used.
+        unsafe { bindings::kunmap_local(base.cast::<c_void>()) };
     }
 
     /// Pool pages nobody else holds.
@@ -526,6 +549,11 @@ struct Inner {
     /// Watchdog: completion count at the last tick and how long it has not moved.
     wd_cons: u32,
     wd_still_ms: u64,
+    /// The ring is mapped into the open file's process (mmap mode until close()).
+    mapped: bool,
+    /// mmap mode: blocks from `head` reported ready by the last sync (the consumer holds
+    /// them; at most this many can be released).
+    mmap_held: u32,
 }
 
 impl Inner {
@@ -655,6 +683,7 @@ impl Card {
             g.err = true;
             return Err(EIO);
         }
+        let keep = g.mapped;
         let Some(hw) = g.hw.as_mut() else {
             return Err(ENODEV);
         };
@@ -664,10 +693,12 @@ impl Card {
         // may be posted when pipes hold most of the pool).
         hw.comp.zero(n as usize * regs::comp::SIZE);
         hw.event.zero(regs::event::SIZE);
-        hw.clear_slots();
+        if !keep {
+            hw.clear_slots();
+        }
         let mut posted = 0;
         while posted < n {
-            let Some(page) = hw.page_for_slot(posted as usize) else {
+            let Some(page) = hw.page_for_slot(posted as usize, keep) else {
                 break;
             };
             hw.write_desc(posted, log2, page, &self.busy);
@@ -727,6 +758,7 @@ impl Card {
         g.last_events = 0;
         g.wd_cons = 0;
         g.wd_still_ms = 0;
+        g.mmap_held = 0;
         g.stats.read_offset = 0;
         g.stats.session += 1;
         Ok(())
@@ -760,6 +792,7 @@ impl Card {
         if prod == target {
             return;
         }
+        let keep = g.mapped;
         let Some(hw) = g.hw.as_mut() else {
             return;
         };
@@ -767,7 +800,7 @@ impl Card {
         while d != target {
             // A slot whose page is still lent gets a free pool page; with none free the
             // rest waits for pages to come back.
-            let Some(page) = hw.page_for_slot(regs::ring::slot(d, log2) as usize) else {
+            let Some(page) = hw.page_for_slot(regs::ring::slot(d, log2) as usize, keep) else {
                 break;
             };
             hw.write_desc(d, log2, page, &self.busy);
@@ -841,6 +874,9 @@ impl Card {
         len: usize,
     ) -> Result<usize> {
         let mut done = 0usize;
+        if g.mapped {
+            return Err(EBUSY);
+        }
         loop {
             if g.removed {
                 return if done > 0 { Ok(done) } else { Err(ENODEV) };
@@ -964,6 +1000,176 @@ impl Card {
         Ok(())
     }
 
+    /// mmap(): the control page and the ring's buffer pages, read-only (docs/driver.md).
+    fn mmap(&self, vma: &VmaNew) -> Result {
+        if vma.writable() {
+            return Err(EACCES);
+        }
+        vma.try_clear_maywrite()?;
+        vma.try_clear_mayexec()?;
+        vma.set_dontcopy();
+        vma.set_dontexpand();
+        // SAFETY: the VMA is valid for the duration of the mmap call (`VmaNew`).
+        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
+        let mut g = self.inner.lock();
+        if g.removed {
+            return Err(ENODEV);
+        }
+        if g.running && !g.mapped {
+            // The slots' pages are posted with lending rules; map while stopped.
+            return Err(EBUSY);
+        }
+        let n = g.entries() as usize;
+        let len = vma.end().saturating_sub(vma.start());
+        if pgoff != 0 || len != (n + 1) * PAGE_SIZE {
+            return Err(EINVAL);
+        }
+        let keep = g.mapped;
+        let hw = g.hw.as_mut().ok_or(ENODEV)?;
+        if !keep {
+            hw.clear_slots();
+        }
+        for slot in 0..n {
+            hw.page_for_slot(slot, keep).ok_or(ENOMEM)?;
+        }
+        let mixed = vma.set_mixedmap();
+        mixed.vm_insert_page(vma.start(), &hw.ctl)?;
+        for slot in 0..n {
+            let (_, page) = hw.slot_buf(slot).ok_or(ENOMEM)?;
+            mixed.vm_insert_page(vma.start() + (slot + 1) * PAGE_SIZE, &page.page)?;
+        }
+        g.mapped = true;
+        self.update_ctl(&g, 0);
+        Ok(())
+    }
+
+    /// Mirrors the mmap state into the control page.
+    fn update_ctl(&self, g: &Inner, ready: u32) {
+        if let Some(hw) = g.hw.as_ref() {
+            hw.write_ctl(&[
+                (uapi::ctl::MAGIC, uapi::ACQ_CTL_MAGIC),
+                (uapi::ctl::ENTRIES, u64::from(g.entries())),
+                (uapi::ctl::BLOCK_SIZE, u64::from(g.cfg.block_size)),
+                (uapi::ctl::CONSUMER, u64::from(g.head)),
+                (uapi::ctl::PRODUCER, u64::from(g.head.wrapping_add(ready))),
+                (uapi::ctl::STREAM_OFFSET, g.stats.read_offset),
+                (uapi::ctl::SESSION, g.stats.session),
+                (
+                    uapi::ctl::FLAGS,
+                    u64::from(if g.running { uapi::ACQ_MMAP_RUNNING } else { 0 }),
+                ),
+            ]);
+        }
+    }
+
+    /// ACQ_IOC_MMAP_SYNC: releases consumed blocks and reports the ready ones.
+    fn mmap_sync(&self, req: &mut uapi::AcqMmapSync) -> Result {
+        if req.reserved != 0 || req.timeout_ms > 60_000 {
+            return Err(EINVAL);
+        }
+        let mut g = self.inner.lock();
+        if g.removed {
+            return Err(ENODEV);
+        }
+        if !g.mapped {
+            return Err(EINVAL);
+        }
+        if req.release > g.mmap_held {
+            return Err(EINVAL);
+        }
+        let bs = g.cfg.block_size;
+        for _ in 0..req.release {
+            g.stats.blocks += 1;
+            g.stats.bytes = g.stats.bytes.wrapping_add(u64::from(bs));
+            g.stats.read_offset = g.stats.read_offset.wrapping_add(u64::from(bs));
+            self.consumed(&mut g);
+        }
+        g.mmap_held -= req.release;
+        let r = self.mmap_wait(&mut g, req);
+        self.flush_reposts(&mut g);
+        let ready = if r.is_ok() { req.count } else { 0 };
+        self.update_ctl(&g, ready);
+        r
+    }
+
+    fn mmap_wait(&self, g: &mut MutexGuard<'_, Inner>, req: &mut uapi::AcqMmapSync) -> Result {
+        let mut waited = 0u32;
+        loop {
+            if g.removed {
+                return Err(ENODEV);
+            }
+            if g.err && g.mmap_held == 0 {
+                g.err = false;
+                return Err(EIO);
+            }
+            if !g.running {
+                // A halt or a stop: held blocks are gone; a new session starts.
+                g.mmap_held = 0;
+                if g.err {
+                    g.err = false;
+                    return Err(EIO);
+                }
+                self.start_locked(g)?;
+            }
+            let log2 = g.cfg.ring_log2;
+            let n = g.entries();
+            let head = g.head;
+            let bs = g.cfg.block_size;
+            let mut count = 0u32;
+            let mut expect = g.stats.read_offset;
+            while count < n {
+                let k = head.wrapping_add(count);
+                let Some(c) = g.hw.as_ref().and_then(|hw| hw.completion(k, log2)) else {
+                    break;
+                };
+                let bad =
+                    c.is_error() || c.id as u32 != regs::ring::slot(k, log2) || c.length != bs;
+                if bad || c.stream_offset != expect {
+                    if count > 0 {
+                        break;
+                    }
+                    if bad {
+                        g.stats.errors += 1;
+                        self.consumed(g);
+                        return Err(EIO);
+                    }
+                    g.stats.overflows += 1;
+                    g.stats.lost_bytes = g.stats.lost_bytes.saturating_add(c.lost_bytes);
+                    g.stats.read_offset = c.stream_offset;
+                    return Err(EPIPE);
+                }
+                if count >= g.mmap_held {
+                    // Newly reported: the CPU may look at it now.
+                    if let Some((index, page)) =
+                        g.hw.as_ref().and_then(|hw| hw.slot_buf(c.id as usize))
+                    {
+                        self.take_for_cpu(index, page, bs as usize);
+                    }
+                }
+                expect = expect.wrapping_add(u64::from(bs));
+                count += 1;
+            }
+            if count > 0 || waited >= req.timeout_ms {
+                g.mmap_held = count;
+                req.head = u64::from(head);
+                req.count = count;
+                req.block_size = bs;
+                req.stream_offset = g.stats.read_offset;
+                req.flags = if g.running { uapi::ACQ_MMAP_RUNNING } else { 0 };
+                return Ok(());
+            }
+            self.flush_reposts(g);
+            let step = READ_RECHECK_MS.min(req.timeout_ms - waited).max(1);
+            if let CondVarTimeoutResult::Signal { .. } = self
+                .wait
+                .wait_interruptible_timeout(g, msecs_to_jiffies(step))
+            {
+                return Err(EINTR);
+            }
+            waited += step;
+        }
+    }
+
     /// read(): see docs/driver.md for the semantics.
     fn read(&self, nonblock: bool, buf: UserPtr, count: usize) -> Result<usize> {
         if count == 0 {
@@ -985,6 +1191,10 @@ impl Card {
         count: usize,
     ) -> Result<usize> {
         let mut copied = 0usize;
+        if g.mapped {
+            // mmap mode: the consumer takes blocks through ACQ_IOC_MMAP_SYNC.
+            return Err(EBUSY);
+        }
         loop {
             if g.removed {
                 return if copied > 0 { Ok(copied) } else { Err(ENODEV) };
@@ -1225,7 +1435,7 @@ impl Card {
                 if g.removed {
                     return Err(ENODEV);
                 }
-                if g.running {
+                if g.running || g.mapped {
                     return Err(EBUSY);
                 }
                 g.cfg = cfg;
@@ -1241,6 +1451,13 @@ impl Card {
                 let bytes = kernel::transmute::AsBytes::as_bytes(&stats);
                 let v1 = bytes.get(..uapi::ACQ_STATS_V1_SIZE).ok_or(EINVAL)?;
                 UserSlice::new(user, v1.len()).writer().write_slice(v1)?;
+            }
+            uapi::ACQ_IOC_MMAP_SYNC => {
+                let (mut r, mut w) =
+                    UserSlice::new(user, size_of::<uapi::AcqMmapSync>()).reader_writer();
+                let UapiMmapSync(mut req) = r.read::<UapiMmapSync>()?;
+                self.mmap_sync(&mut req)?;
+                w.write(&UapiMmapSync(req))?;
             }
             uapi::ACQ_IOC_GET_INFO => {
                 let info = AcqInfo {
@@ -1339,6 +1556,8 @@ struct UapiConfig(AcqConfig);
 struct UapiStats(AcqStats);
 #[repr(transparent)]
 struct UapiInfo(AcqInfo);
+#[repr(transparent)]
+struct UapiMmapSync(uapi::AcqMmapSync);
 
 // SAFETY: `AcqConfig` is `repr(C)` with only integer fields and no padding (its size is
 // asserted in uapi.rs), so every bit pattern is valid and every byte is initialised.
@@ -1349,6 +1568,10 @@ unsafe impl kernel::transmute::AsBytes for UapiConfig {}
 unsafe impl kernel::transmute::AsBytes for UapiStats {}
 // SAFETY: `AcqInfo` is `repr(C)`, integer fields only, no padding.
 unsafe impl kernel::transmute::AsBytes for UapiInfo {}
+// SAFETY: `AcqMmapSync` is `repr(C)`, integer fields only, no padding (size asserted).
+unsafe impl kernel::transmute::FromBytes for UapiMmapSync {}
+// SAFETY: as above.
+unsafe impl kernel::transmute::AsBytes for UapiMmapSync {}
 
 // ---------------------------------------------------------------------------
 // Interrupts
@@ -1638,6 +1861,7 @@ static ACQ_FOPS: Fops = Fops(bindings::file_operations {
     release: Some(fop_release),
     read: Some(fop_read),
     splice_read: Some(fop_splice_read),
+    mmap: Some(fop_mmap),
     poll: Some(fop_poll),
     unlocked_ioctl: Some(fop_ioctl),
     llseek: Some(bindings::noop_llseek),
@@ -1693,6 +1917,9 @@ unsafe extern "C" fn fop_release(_inode: *mut bindings::inode, file: *mut bindin
     }
     g.err = false;
     g.open = false;
+    // Pages still mapped in a process keep their own references (the pool skips them).
+    g.mapped = false;
+    g.mmap_held = 0;
     0
 }
 
@@ -1733,6 +1960,20 @@ unsafe extern "C" fn fop_splice_read(
     match card.splice_read(nonblock, &pipe, len) {
         Ok(n) => n as isize,
         Err(e) => e.to_errno() as isize,
+    }
+}
+
+unsafe extern "C" fn fop_mmap(
+    file: *mut bindings::file,
+    vma: *mut bindings::vm_area_struct,
+) -> c_int {
+    // SAFETY: called by the VFS for an open file of ours.
+    let card = unsafe { file_card(file) };
+    // SAFETY: the VFS passes a new VMA being set up by this mmap call, valid for the call.
+    let vma = unsafe { VmaNew::from_raw(vma) };
+    match card.mmap(vma) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
     }
 }
 
@@ -1909,6 +2150,8 @@ fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
                 last_events: 0,
                 wd_cons: 0,
                 wd_still_ms: 0,
+                mapped: false,
+                mmap_held: 0,
             }),
             wait <- new_poll_condvar!("acq::wait"),
             watchdog <- new_delayed_work!("acq::watchdog"),

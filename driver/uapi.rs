@@ -68,6 +68,69 @@ pub const ACQ_STATS_V1_SIZE: usize = 80;
 /// Read the card and driver limits into an [`AcqInfo`].
 pub const ACQ_IOC_GET_INFO: u32 = ioc(IOC_READ, ACQ_IOC_MAGIC, 7, core::mem::size_of::<AcqInfo>());
 
+/// mmap mode: hand consumed blocks back and learn which are ready ([`AcqMmapSync`]).
+pub const ACQ_IOC_MMAP_SYNC: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    ACQ_IOC_MAGIC,
+    8,
+    core::mem::size_of::<AcqMmapSync>(),
+);
+
+/// `ACQ_IOC_MMAP_SYNC` argument (docs/driver.md, "mmap()").
+///
+/// The mapping (offset 0, `PROT_READ`, `MAP_SHARED`, `(1 + entries) * 4096` bytes) is the
+/// control page followed by the ring's buffers: block `i` of the session is in page
+/// `1 + i % entries`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcqMmapSync {
+    /// In: blocks the consumer is done with, counted from the last `head` (at most the
+    /// last `count`). They go back to the card.
+    pub release: u32,
+    /// In: how long to wait for a ready block when none is (0: do not wait).
+    pub timeout_ms: u32,
+    /// Out: session block index of the first ready block.
+    pub head: u64,
+    /// Out: ready blocks from `head` (contiguous in the stream: no gap, no error).
+    pub count: u32,
+    /// Out: bytes per block.
+    pub block_size: u32,
+    /// Out: stream offset of block `head`.
+    pub stream_offset: u64,
+    /// Out: `ACQ_MMAP_*` flags.
+    pub flags: u32,
+    /// Reserved, 0 (in and out).
+    pub reserved: u32,
+}
+
+/// [`AcqMmapSync::flags`] / control page flags: a session is running.
+pub const ACQ_MMAP_RUNNING: u32 = 1;
+
+/// Control page (page 0 of the mapping), little-endian u64 words at these byte offsets,
+/// written by the driver at every `ACQ_IOC_MMAP_SYNC` and poll(): read-only for the user.
+pub mod ctl {
+    /// `ACQ_CTL_MAGIC`.
+    pub const MAGIC: usize = 0;
+    /// Ring entries (buffer pages after the control page).
+    pub const ENTRIES: usize = 8;
+    /// Bytes per block.
+    pub const BLOCK_SIZE: usize = 16;
+    /// Consumer index: the session block index of the next block the consumer holds
+    /// (everything before it went back to the card).
+    pub const CONSUMER: usize = 24;
+    /// Producer index: blocks up to (excluding) this index are ready for the consumer.
+    pub const PRODUCER: usize = 32;
+    /// Stream offset of block `CONSUMER`.
+    pub const STREAM_OFFSET: usize = 40;
+    /// Session counter (as `AcqStats::session`).
+    pub const SESSION: usize = 48;
+    /// `ACQ_MMAP_*` flags.
+    pub const FLAGS: usize = 56;
+}
+
+/// Control page magic ("ACQMMAP1").
+pub const ACQ_CTL_MAGIC: u64 = 0x3150_414d_4d51_4341;
+
 /// Capture configuration (`ACQ_IOC_GET_CONFIG` / `ACQ_IOC_SET_CONFIG`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -189,3 +252,4 @@ const _: () = assert!(core::mem::size_of::<AcqConfig>() == 40);
 const _: () = assert!(core::mem::size_of::<AcqStats>() == 96);
 const _: () = assert!(core::mem::offset_of!(AcqStats, pool_pages) == ACQ_STATS_V1_SIZE);
 const _: () = assert!(core::mem::size_of::<AcqInfo>() == 32);
+const _: () = assert!(core::mem::size_of::<AcqMmapSync>() == 40);

@@ -54,6 +54,7 @@ extern "C" fn on_sigusr1(_: libc::c_int) {
 enum Mode {
     Read,
     Splice,
+    Mmap,
 }
 
 impl Mode {
@@ -61,6 +62,7 @@ impl Mode {
         match self {
             Mode::Read => "read",
             Mode::Splice => "splice",
+            Mode::Mmap => "mmap",
         }
     }
 }
@@ -228,9 +230,9 @@ fn parse_args() -> Result<Args, String> {
     a.mode = match mode.as_deref() {
         Some("read") => Mode::Read,
         Some("splice") => Mode::Splice,
-        Some("mmap") => return Err("mode \"mmap\" is not implemented yet (read, splice)".into()),
-        Some(m) => return Err(format!("mode {m:?} is not supported (read, splice)")),
-        None => return Err("--mode is required (read, splice)".into()),
+        Some("mmap") => Mode::Mmap,
+        Some(m) => return Err(format!("mode {m:?} is not supported (read, splice, mmap)")),
+        None => return Err("--mode is required (read, splice, mmap)".into()),
     };
     if a.bytes == 0 {
         return Err("--bytes N (N > 0) is required".into());
@@ -250,6 +252,9 @@ fn parse_args() -> Result<Args, String> {
         if let Some((_, name)) = dev_only.iter().find(|(set, _)| *set) {
             return Err(format!("{name} needs the card (not --raw)"));
         }
+    }
+    if a.raw && a.mode == Mode::Mmap {
+        return Err("--mode mmap needs the card (not --raw)".into());
     }
     if a.tee.is_some() && a.mode != Mode::Splice {
         return Err("--tee needs --mode splice".into());
@@ -740,6 +745,10 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     let mut pipe_size = None;
     match a.mode {
         Mode::Read => read_loop(a, &cfg, &mut src, &mut sink, &mut st, tty, progress)?,
+        Mode::Mmap => {
+            method = "mmap";
+            mmap_loop(a, &cfg, &src, &mut sink, &mut st, tty, progress)?
+        }
         Mode::Splice => {
             let p1 = Pipe::new(a.pipe_size)?;
             pipe_size = Some(p1.size);
@@ -813,7 +822,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     // What verified_bytes/errors report: what the consumer saw (read mode, or the
     // tee-pipe read back), else the sink copy (for a tee, every copy must be complete).
     let (verified, mismatches, first_mismatch) =
-        if a.mode == Mode::Read || method == "tee-pipe-read" {
+        if a.mode != Mode::Splice || method == "tee-pipe-read" {
             (
                 st.inline.verified,
                 st.inline.mismatches,
@@ -1126,6 +1135,119 @@ fn splice_loop(
         }
         st.offset += n as u64;
         st.total += n as u64;
+        if !st.after(a, tty, progress) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// A read-only mapping of the card's ring (control page + buffer pages).
+struct Mapping {
+    base: *const u8,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(fd: RawFd, len: usize) -> Result<Mapping, String> {
+        // SAFETY: a new shared read-only mapping of our device file.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+        }
+        Ok(Mapping {
+            base: p.cast(),
+            len,
+        })
+    }
+
+    /// Bytes `off .. off + len` of the mapping (clamped).
+    fn bytes(&self, off: usize, len: usize) -> &[u8] {
+        let off = off.min(self.len);
+        let len = len.min(self.len - off);
+        // SAFETY: the range is inside the live mapping; the driver hands a block to us only
+        // after the card wrote it and keeps it until we release it.
+        unsafe { std::slice::from_raw_parts(self.base.add(off), len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping created in `new`.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+    }
+}
+
+fn mmap_loop(
+    a: &Args,
+    cfg: &AcqConfig,
+    src: &Source,
+    sink: &mut Sink,
+    st: &mut State,
+    tty: bool,
+    progress: bool,
+) -> Result<(), String> {
+    let Some(dev) = src.card() else {
+        return Err("mmap needs the card".into());
+    };
+    let entries = 1usize << cfg.ring_log2;
+    let map = Mapping::new(dev.raw_fd(), (entries + 1) * 4096)?;
+    let mut release = 0u32;
+    while st.total < a.bytes {
+        if st.expired(a) {
+            break;
+        }
+        let mut req = acq_guest::uapi::AcqMmapSync {
+            release,
+            timeout_ms: 1000,
+            ..Default::default()
+        };
+        release = 0;
+        let r = dev.ioctl_raw(
+            acq_guest::uapi::ACQ_IOC_MMAP_SYNC,
+            &mut req as *mut acq_guest::uapi::AcqMmapSync as usize,
+        );
+        if let Err(code) = r {
+            let e = std::io::Error::from_raw_os_error(code);
+            if !st.errno_event(src, &e, "ACQ_IOC_MMAP_SYNC")? {
+                break;
+            }
+            if !st.after(a, tty, progress) {
+                break;
+            }
+            continue;
+        }
+        if st.session.is_none() {
+            st.session = src.stats()?.map(|s| s.session);
+        }
+        st.offset = req.stream_offset;
+        let bs = req.block_size as usize;
+        let mut taken = 0u32;
+        while taken < req.count && st.total < a.bytes {
+            let slot = (req.head as usize + taken as usize) % entries;
+            let want = bs.min((a.bytes - st.total).min(usize::MAX as u64) as usize);
+            let data = map.bytes((slot + 1) * 4096, want);
+            st.mark();
+            if a.verify {
+                let segs = [(st.total, st.offset)];
+                st.inline.verify(cfg, &segs, st.total, data);
+            }
+            sink.write_all(data)
+                .map_err(|e| format!("write sink: {e}"))?;
+            st.offset += data.len() as u64;
+            st.total += data.len() as u64;
+            taken += 1;
+        }
+        release = taken;
         if !st.after(a, tty, progress) {
             break;
         }

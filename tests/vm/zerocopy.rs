@@ -1,0 +1,285 @@
+//! Zero-copy in the VM: splice_read of the driver (pool pages lent to pipes) against every
+//! sink, tee(), pages held by a consumer, consumers that close or die mid-stream (every
+//! lent page comes back: `pool_free == pool_pages`), read() and splice() giving the same
+//! bytes, errno events in splice mode, and a clean unload and kernel log after all that.
+//!
+//! Needs `make driver guest build`. `ACQ_TEST_MIB` scales the stream volume (default
+//! 256 MiB per mode and sink).
+
+use std::time::Duration;
+
+use acq_e2e::{
+    assert_dmesg_clean, boot_with, driver_image, json_true, json_u64, model_request, CMD,
+};
+use anyhow::{ensure, Context, Result};
+
+/// How long a long stream may take in the guest.
+const STREAM: Duration = Duration::from_secs(900);
+
+fn stream_mib() -> u64 {
+    std::env::var("ACQ_TEST_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(256)
+}
+
+fn boot(test: &str) -> Result<acq::vm::Vm> {
+    let paths = acq::paths::Paths::discover()?;
+    let (modules, files) = driver_image(&paths)?;
+    let (mut vm, _) = boot_with(test, 1, modules, files)?;
+    if !vm.sh_ok("cat /proc/modules", CMD)?.contains("acq ") {
+        vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
+    }
+    ensure!(vm.sh_ok("ls /dev", CMD)?.contains("acq0"), "no /dev/acq0");
+    // A tmpfs for the file sinks (the stream files are deleted after each run).
+    vm.sh_ok(
+        "mkdir -p /mnt/t && mount -t tmpfs -o size=700m tmpfs /mnt/t",
+        CMD,
+    )?;
+    Ok(vm)
+}
+
+/// Runs acq-stream and checks its verdict; returns its JSON line.
+fn stream(vm: &mut acq::vm::Vm, args: &str) -> Result<String> {
+    let out = vm.sh(&format!("acq-stream {args}"), STREAM)?;
+    ensure!(
+        out.success() && json_true(&out.stdout, "ok"),
+        "acq-stream {args} failed (status {}): {}{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    Ok(out.stdout)
+}
+
+/// The driver's statistics as a JSON line.
+fn stats(vm: &mut acq::vm::Vm) -> Result<String> {
+    vm.sh_ok("acq-ctl stats", CMD)
+}
+
+/// Waits until every pool page is back (nobody holds a lent page), at most `secs`.
+fn assert_pool_full(vm: &mut acq::vm::Vm, secs: u32) -> Result<String> {
+    let mut last = String::new();
+    for _ in 0..secs * 2 {
+        last = stats(vm)?;
+        let (pages, free) = (json_u64(&last, "pool_pages"), json_u64(&last, "pool_free"));
+        if pages > 0 && free == pages {
+            return Ok(last);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    anyhow::bail!("pool pages not all back after {secs} s: {last}")
+}
+
+fn rmmod_clean(vm: &mut acq::vm::Vm) -> Result<()> {
+    vm.sh_ok("rmmod acq", CMD)?;
+    ensure!(!vm.sh_ok("cat /proc/modules", CMD)?.contains("acq "));
+    assert_dmesg_clean(vm)
+}
+
+fn ensure_verified(out: &str, bytes: u64) -> Result<()> {
+    ensure!(
+        json_u64(out, "verified_bytes") == bytes && json_u64(out, "errors") == 0,
+        "not fully verified ({bytes} bytes expected): {out}"
+    );
+    Ok(())
+}
+
+#[test]
+fn zerocopy_every_mode_and_sink_streams_verified() -> Result<()> {
+    let mib = stream_mib();
+    let bytes = mib << 20;
+    let mut vm = boot("zc-modes")?;
+    let sinks = ["/dev/null", "/mnt/t/s.bin", "tcp"];
+    let mut results = Vec::new();
+    for mode in ["read", "splice", "mmap"] {
+        for sink in sinks {
+            let pipe = if mode == "splice" {
+                "--pipe-size 1M"
+            } else {
+                ""
+            };
+            let out = stream(
+                &mut vm,
+                &format!(
+                    "--mode {mode} --bytes {mib}M --pattern prbs --seed 0x5eed --verify \
+                     --sink {sink} {pipe}"
+                ),
+            )?;
+            ensure_verified(&out, bytes)?;
+            if mode == "splice" {
+                ensure!(
+                    json_u64(&out, "spliced_bytes") >= bytes,
+                    "splice mode did not splice: {out}"
+                );
+            }
+            results.push(format!(
+                "{mode} -> {sink}: {:.1} MB/s",
+                acq_e2e::json_num(&out, "mb_per_s").unwrap_or(0.0)
+            ));
+            vm.sh_ok("rm -f /mnt/t/s.bin", CMD)?;
+            assert_pool_full(&mut vm, 10)?;
+        }
+    }
+    // Pipes grown beyond the default maximum (root may): 4 MiB = 1024 pages.
+    let out = stream(
+        &mut vm,
+        &format!("--mode splice --bytes {mib}M --pattern prbs --verify --pipe-size 4M"),
+    )?;
+    ensure_verified(&out, bytes)?;
+    ensure!(json_u64(&out, "pipe_size") == 4 << 20, "{out}");
+    eprintln!("{}", results.join("\n"));
+    assert_pool_full(&mut vm, 10)?;
+    rmmod_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}
+
+#[test]
+fn zerocopy_tee_read_vs_splice_and_errnos() -> Result<()> {
+    let mut vm = boot("zc-tee")?;
+
+    // tee(): two copies, both verified, identical.
+    let out = stream(
+        &mut vm,
+        "--mode splice --bytes 64M --pattern prbs --seed 9 --verify --sink /mnt/t/a \
+         --tee /mnt/t/b --pipe-size 1M",
+    )?;
+    ensure!(
+        out.contains("\"/mnt/t/a\":{\"bytes\":67108864,\"errors\":0")
+            && out.contains("\"/mnt/t/b\":{\"bytes\":67108864,\"errors\":0"),
+        "tee copies: {out}"
+    );
+    vm.sh_ok("cmp /mnt/t/a /mnt/t/b", CMD)?;
+    vm.sh_ok("rm -f /mnt/t/a /mnt/t/b", CMD)?;
+
+    // The same stream through read() and through splice(): identical bytes (each run is
+    // a new session from offset 0; nothing lost).
+    let common = "--bytes 32M --pattern prbs --seed 0xabc";
+    let r = stream(&mut vm, &format!("--mode read {common} --sink /mnt/t/r"))?;
+    let s = stream(&mut vm, &format!("--mode splice {common} --sink /mnt/t/s"))?;
+    ensure!(
+        json_u64(&r, "overflows") == 0 && json_u64(&s, "overflows") == 0,
+        "{r}\n{s}"
+    );
+    vm.sh_ok("cmp /mnt/t/r /mnt/t/s", CMD)
+        .context("read() and splice() gave different bytes")?;
+    vm.sh_ok("rm -f /mnt/t/r /mnt/t/s", CMD)?;
+
+    // Error completions reach the splicer as EIO, once each; the copy still verifies.
+    model_request(&vm, 0, r#"{"cmd":"inject","fault":"dma_error","count":2}"#)?;
+    let out = stream(
+        &mut vm,
+        "--mode splice --bytes 16M --pattern prbs --verify --sink /mnt/t/e",
+    )?;
+    ensure!(json_u64(&out, "EIO") == 2, "EIO in splice mode: {out}");
+    ensure_verified(&out, 16 << 20)?;
+    // Overflow: EPIPE once per gap, lost bytes counted, verified across the gaps.
+    model_request(&vm, 0, r#"{"cmd":"inject","fault":"overflow","count":3}"#)?;
+    let out = stream(
+        &mut vm,
+        "--mode splice --bytes 16M --pattern prbs --verify --sink /mnt/t/e",
+    )?;
+    ensure!(
+        json_u64(&out, "EPIPE") >= 1,
+        "no EPIPE in splice mode: {out}"
+    );
+    ensure!(json_u64(&out, "lost_bytes") >= 3 * 4096, "{out}");
+    ensure!(
+        json_u64(&out, "segments") >= 2,
+        "no resynchronisation: {out}"
+    );
+    ensure_verified(&out, 16 << 20)?;
+    vm.sh_ok("rm -f /mnt/t/e", CMD)?;
+    assert_pool_full(&mut vm, 10)?;
+    rmmod_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}
+
+#[test]
+fn zerocopy_held_pages_and_dead_consumers_return_every_page() -> Result<()> {
+    let mut vm = boot("zc-hold")?;
+
+    // A consumer that keeps the device's pages in its pipe without reading: the card (a
+    // rate-limited source cannot wait) runs out of buffers and overflows (counted, EPIPE);
+    // no byte is corrupted.
+    for sink in ["/dev/null", "tcp"] {
+        let out = stream(
+            &mut vm,
+            &format!(
+                "--mode splice --bytes 48M --rate 16M --pattern prbs --verify \
+                 --pipe-size 1M --hold-at 8M --hold-s 3 --sink {sink}"
+            ),
+        )?;
+        ensure!(json_true(&out, "held"), "{out}");
+        ensure!(
+            json_u64(&out, "overflows") >= 1 && json_u64(&out, "EPIPE") >= 1,
+            "holding pages did not overflow the card: {out}"
+        );
+        ensure_verified(&out, 48 << 20)?;
+        assert_pool_full(&mut vm, 10)?;
+    }
+
+    // A consumer killed while its pipe (and a socket) hold lent pages: every page comes
+    // back once the kernel freed them.
+    vm.sh_ok(
+        "acq-stream --mode splice --bytes 1G --pipe-size 1M --hold-at 4M --hold-s 60 \
+         --sink tcp > /dev/null & sleep 4; kill -9 $!; wait; true",
+        CMD,
+    )?;
+    assert_pool_full(&mut vm, 10)?;
+    vm.sh_ok(
+        "acq-stream --mode splice --bytes 1G --pipe-size 4M --tee /dev/null \
+         --sink /mnt/t/k > /dev/null & sleep 4; kill -9 $!; wait; rm -f /mnt/t/k; true",
+        CMD,
+    )?;
+    assert_pool_full(&mut vm, 10)?;
+    // Closing mid-stream on a signal (the pipe and the device are closed normally).
+    let out = vm.sh(
+        "acq-stream --mode splice --bytes 1G --rate 4M --stop-on-signal > /tmp/sig & \
+         sleep 3; kill -USR1 $!; wait; cat /tmp/sig",
+        CMD,
+    )?;
+    ensure!(json_true(&out.stdout, "stopped_by_signal"), "{out:?}");
+    assert_pool_full(&mut vm, 10)?;
+
+    rmmod_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}
+
+#[test]
+fn zerocopy_raw_peer_and_bad_arguments() -> Result<()> {
+    let mut vm = boot("zc-raw")?;
+    // The in-guest peer: /dev/zero through the same loops, no ioctls.
+    for mode in ["read", "splice"] {
+        let pipe = if mode == "splice" {
+            "--pipe-size 1M"
+        } else {
+            ""
+        };
+        let out = stream(
+            &mut vm,
+            &format!("--raw --device /dev/zero --mode {mode} --bytes 64M {pipe}"),
+        )?;
+        ensure!(json_u64(&out, "bytes") == 64 << 20, "{out}");
+        ensure!(out.contains("\"cpu_sys_s\":"), "{out}");
+    }
+    // Bad arguments: exit 2 with a message.
+    for bad in [
+        "--mode bogus --bytes 1M",
+        "--mode splice",
+        "--mode read --bytes 1M --pipe-size 1M",
+        "--mode splice --bytes 1M --pipe-size 12",
+        "--mode splice --bytes 1M --sink relative/path",
+        "--mode read --bytes 1M --tee /tmp/x",
+        "--raw --device /dev/zero --mode read --bytes 1M --verify",
+    ] {
+        let out = vm.sh(&format!("acq-stream {bad}"), CMD)?;
+        ensure!(
+            out.status == 2 && out.stderr.contains("acq-stream:"),
+            "{bad}: {out:?}"
+        );
+    }
+    rmmod_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}
