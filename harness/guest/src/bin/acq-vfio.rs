@@ -59,7 +59,7 @@ fn parse_args() -> Result<Args, String> {
         verify: false,
         sink: None,
         block: 4096,
-        ring_log2: 7,
+        ring_log2: 8,
         rate: 0,
         pattern: 0,
         seed: 0,
@@ -178,8 +178,8 @@ struct Stats {
     idle_timeouts: u64,
     late_completions: u64,
     doorbells: u64,
-    halts: u64,
     recoveries: u64,
+    external_resets: u64,
     function_resets: u64,
     sequence_errors: u64,
     error_codes: BTreeMap<String, u64>,
@@ -202,6 +202,8 @@ struct Card {
     head: u32,
     phase: u16,
     prod: u32,
+    /// Buffers consumed but not yet reposted.
+    pending: Vec<u16>,
 }
 
 fn err_name(code: u8) -> String {
@@ -323,6 +325,7 @@ impl Card {
             head: 0,
             phase: 1,
             prod: 0,
+            pending: Vec::new(),
         };
         let id = card.rd(reg::ID);
         if id != regs::id::MAGIC {
@@ -390,6 +393,7 @@ impl Card {
         self.head = 0;
         self.phase = 1;
         self.prod = self.n;
+        self.pending.clear();
         fence(Ordering::Release);
         self.ev(event::OFF_PROD).store(self.prod, Ordering::Relaxed);
         self.ev(event::OFF_IRQ_ARMED)
@@ -453,17 +457,37 @@ impl Card {
         let _ = self.soft_reset();
     }
 
-    /// Gives the buffer `id` back to the device as descriptor `prod` (section 8).
+    /// Queues buffer `id` for reposting; posts the queue once it holds a quarter of the
+    /// ring. Posting one buffer per completion would ring DOORBELL (a trapped write) once
+    /// per block whenever the card is faster than the driver: it runs dry after every
+    /// single buffer.
     fn repost(&mut self, id: u16, st: &mut Stats) {
-        self.post_desc(self.prod, id);
+        self.pending.push(id);
+        if self.pending.len() as u32 >= (self.n / 4).max(1) {
+            self.flush_reposts(st);
+        }
+    }
+
+    /// Posts the queued buffers (section 8): descriptors, RELEASE, `prod`, FULL, and
+    /// DOORBELL only if the device went to sleep.
+    fn flush_reposts(&mut self, st: &mut Stats) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.pending);
+        for (i, id) in ids.iter().enumerate() {
+            self.post_desc(self.prod.wrapping_add(i as u32), *id);
+        }
         fence(Ordering::Release);
-        self.prod = self.prod.wrapping_add(1);
+        self.prod = self.prod.wrapping_add(ids.len() as u32);
         self.ev(event::OFF_PROD).store(self.prod, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         if self.ev(event::OFF_NEED_DOORBELL).load(Ordering::Relaxed) != 0 {
             self.wr(reg::DOORBELL, 1);
             st.doorbells += 1;
         }
+        self.pending = ids;
+        self.pending.clear();
     }
 
     /// The completion at `head` if the device wrote it: (record, tail dword).
@@ -548,6 +572,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         "device": bdf,
         "driver": "vfio",
         "iommu": card.dev.iommu.name(),
+        "bar0": match card.regs { Regs::Mapped(_) => "mmap", Regs::Fd => "pread/pwrite" },
         "mode": "read",
         "bytes": total,
         "seconds": secs,
@@ -572,8 +597,8 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         },
         "stats": {
             "sessions": st.sessions, "blocks": st.blocks,
-            "error_completions": st.error_completions, "halts": st.halts,
-            "recoveries": st.recoveries, "function_resets": st.function_resets,
+            "error_completions": st.error_completions,
+            "recoveries": st.recoveries, "external_resets": st.external_resets, "function_resets": st.function_resets,
             "irqs_capture": st.irqs_capture, "irqs_error": st.irqs_error,
             "idle_timeouts": st.idle_timeouts, "late_completions": st.late_completions,
             "doorbells": st.doorbells, "sequence_errors": st.sequence_errors,
@@ -704,96 +729,77 @@ fn stream(card: &mut Card, a: &Args, st: &mut Stats) -> Result<StreamResult, Str
                 break 'outer;
             }
         }
-        if card.efd[1].take() > 0 {
-            st.irqs_error += 1;
-            if card.service_errors(st) {
-                st.halts += 1;
-                *errnos.entry("EIO".into()).or_default() += 1;
-                st.recoveries += 1;
-                card.stop();
-                if let Err(e) = card.start(a, st) {
-                    fatal = Some(e);
-                    break;
-                }
-                expect = 0;
-                last_completion = Instant::now();
-                continue;
-            }
-        }
-        if budget == 0 {
-            continue;
-        }
-        // Nothing new: re-arm (section 9.3), then sleep on the eventfds.
-        card.ev(event::OFF_IRQ_ARMED)
-            .store(event::ARMED_CAPTURE, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        if card.next_completion().is_some() {
-            polling = true;
-            card.ev(event::OFF_IRQ_ARMED).store(0, Ordering::Relaxed);
-            continue;
-        }
-        let ready = vfio::wait_readable(&[card.efd[0].raw_fd(), card.efd[1].raw_fd()], IDLE_MS);
-        if ready[0] && card.efd[0].take() > 0 {
-            st.irqs_capture += 1;
-        }
+        // Vector 1 is looked at without sleeping too: the ring may never run empty.
         let mut halted = false;
-        if ready[1] && card.efd[1].take() > 0 {
+        if card.efd[1].take() > 0 {
             st.irqs_error += 1;
             halted = card.service_errors(st);
         }
-        if !ready[0] && !ready[1] {
-            st.idle_timeouts += 1;
-            if card.next_completion().is_some() {
-                // An interrupt was lost (or moderation is slower than IDLE_MS): only
-                // latency was lost.
-                st.late_completions += 1;
+        let mut reset_needed = false;
+        if !halted {
+            if budget == 0 {
                 continue;
             }
-            // Quiet: is the card still running? (One trapped read per idle period.)
-            let s = card.rd(reg::STATUS);
-            let gone = s == u32::MAX && card.rd(reg::ID) != regs::id::MAGIC;
-            let stopped = !gone && s & status::RUNNING == 0;
-            if s & status::HALTED != 0 && !gone {
+            // The ring is empty: give every consumed buffer back before sleeping.
+            card.flush_reposts(st);
+            // Nothing new: re-arm (section 9.3), then sleep on the eventfds.
+            card.ev(event::OFF_IRQ_ARMED)
+                .store(event::ARMED_CAPTURE, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            if card.next_completion().is_some() {
+                polling = true;
+                card.ev(event::OFF_IRQ_ARMED).store(0, Ordering::Relaxed);
+                continue;
+            }
+            let ready = vfio::wait_readable(&[card.efd[0].raw_fd(), card.efd[1].raw_fd()], IDLE_MS);
+            if ready[0] && card.efd[0].take() > 0 {
+                st.irqs_capture += 1;
+            }
+            if ready[1] && card.efd[1].take() > 0 {
+                st.irqs_error += 1;
                 halted = card.service_errors(st);
             }
-            let stalled = !gone && !stopped && last_completion.elapsed() > stall;
-            if s & status::NEED_DOORBELL != 0 && !gone && !stopped {
-                // Defensive: the device waits although buffers are posted.
-                card.wr(reg::DOORBELL, 1);
-                st.doorbells += 1;
-            }
-            if gone || stopped || stalled || halted {
-                // The card was reset, halted, hung or stalled: recover in a new session
-                // (reported once as EIO, like the kernel driver's read()).
-                if halted {
-                    st.halts += 1;
+            if !ready[0] && !ready[1] {
+                st.idle_timeouts += 1;
+                if card.next_completion().is_some() {
+                    // An interrupt was lost (or moderation is slower than IDLE_MS): only
+                    // latency was lost.
+                    st.late_completions += 1;
+                    continue;
                 }
-                *errnos.entry("EIO".into()).or_default() += 1;
-                st.recoveries += 1;
-                card.stop();
-                if gone || stalled {
-                    card.soft_reset().or_else(|_| {
-                        st.function_resets += 1;
-                        card.dev
-                            .reset()
-                            .map_err(|e| format!("VFIO_DEVICE_RESET: {e}"))?;
-                        card.soft_reset()
-                    })?;
+                // Quiet: is the card still running? (One trapped read per idle period.)
+                let s = card.rd(reg::STATUS);
+                let gone = s == u32::MAX && card.rd(reg::ID) != regs::id::MAGIC;
+                let stopped = !gone && s & status::RUNNING == 0;
+                if !gone && s & status::HALTED != 0 {
+                    halted = card.service_errors(st);
                 }
-                if let Err(e) = card.start(a, st) {
-                    fatal = Some(e);
-                    break;
+                let stalled = !gone && !stopped && last_completion.elapsed() > stall;
+                if !gone && !stopped && s & status::NEED_DOORBELL != 0 {
+                    // Defensive: the device waits although buffers are posted.
+                    card.wr(reg::DOORBELL, 1);
+                    st.doorbells += 1;
                 }
-                expect = 0;
-                last_completion = Instant::now();
-                continue;
+                // Reset by someone else (no interrupt tells), hung or stalled.
+                reset_needed = gone || stalled;
+                if stopped && !halted {
+                    st.external_resets += 1;
+                }
+                halted |= gone || stopped || stalled;
             }
         }
         if halted {
-            st.halts += 1;
-            *errnos.entry("EIO".into()).or_default() += 1;
+            // Recover in a new session, reported once as EIO (like the kernel driver).
             st.recoveries += 1;
+            *errnos.entry("EIO".into()).or_default() += 1;
             card.stop();
+            let hung = reset_needed || card.rd(reg::ID) != regs::id::MAGIC;
+            if hung && card.soft_reset().is_err() {
+                st.function_resets += 1;
+                card.dev
+                    .reset()
+                    .map_err(|e| format!("VFIO_DEVICE_RESET: {e}"))?;
+            }
             if let Err(e) = card.start(a, st) {
                 fatal = Some(e);
                 break;

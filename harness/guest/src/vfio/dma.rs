@@ -89,20 +89,85 @@ impl Chunk {
                 let phys: Vec<u64> = (0..tries)
                     .map(|i| phys_of(&pm, map as usize + i * PAGE))
                     .collect::<io::Result<_>>()?;
-                let start = (0..=tries - pages)
-                    .find(|&i| (1..pages).all(|j| phys[i + j] == phys[i] + (j * PAGE) as u64))
+                if pages == 1 {
+                    chunk.bus = phys[0];
+                    return Ok(chunk);
+                }
+                // Pages in physical order; a run of `pages` consecutive frames is then
+                // moved, page by page, into one virtually contiguous range (mremap keeps
+                // the frames; anonymous memory often comes in descending frame order).
+                let mut order: Vec<usize> = (0..tries).collect();
+                order.sort_by_key(|&i| phys[i]);
+                let run = (0..=tries - pages)
+                    .find(|&r| {
+                        (1..pages).all(|j| phys[order[r + j]] == phys[order[r]] + (j * PAGE) as u64)
+                    })
                     .ok_or_else(|| {
                         io::Error::other(format!(
-                            "no physically contiguous run of {pages} pages (no-IOMMU mode \
-                             needs one for a structure of {len} bytes)"
+                            "no physically contiguous run of {pages} pages among {tries} \
+                             (no-IOMMU mode needs one for a structure of {len} bytes)"
                         ))
                     })?;
-                // SAFETY: start + pages <= tries: inside the mapping.
-                chunk.ptr = unsafe { map.add(start * PAGE) };
-                chunk.bus = phys[start];
+                let target = Chunk::alloc_virtual(pages)?;
+                for j in 0..pages {
+                    // SAFETY: moves one page of our pool onto one page of our target range
+                    // (both mappings are ours; MREMAP_FIXED replaces the target page).
+                    let r = unsafe {
+                        libc::mremap(
+                            map.add(order[run + j] * PAGE).cast(),
+                            PAGE,
+                            PAGE,
+                            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                            target.add(j * PAGE).cast::<libc::c_void>(),
+                        )
+                    };
+                    if r == libc::MAP_FAILED {
+                        let e = io::Error::last_os_error();
+                        // SAFETY: the target range is ours.
+                        unsafe { libc::munmap(target.cast(), pages * PAGE) };
+                        return Err(e);
+                    }
+                }
+                // The pool (minus the moved pages) is no longer needed; the chunk is the
+                // target range. Check that the move kept the frames.
+                // SAFETY: unmaps our own pool; the moved pages are already gone from it.
+                unsafe { libc::munmap(map.cast(), map_len) };
+                chunk.map = target;
+                chunk.map_len = pages * PAGE;
+                chunk.ptr = target;
+                // SAFETY: our range; keep it locked (mremap keeps VM_LOCKED, belt and braces).
+                if unsafe { libc::mlock(target.cast(), pages * PAGE) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let base = phys_of(&pm, target as usize)?;
+                for j in 1..pages {
+                    if phys_of(&pm, target as usize + j * PAGE)? != base + (j * PAGE) as u64 {
+                        return Err(io::Error::other("mremap did not keep the page frames"));
+                    }
+                }
+                chunk.bus = base;
             }
         }
         Ok(chunk)
+    }
+
+    /// Reserves `pages` pages of address space (anonymous, to be replaced page by page).
+    fn alloc_virtual(pages: usize) -> io::Result<*mut u8> {
+        // SAFETY: a fresh private anonymous mapping.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                pages * PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(p.cast())
     }
 
     /// Fills the chunk with zeros (volatile: the device may read it later).
