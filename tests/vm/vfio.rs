@@ -1,7 +1,7 @@
 //! The userspace VFIO driver (acq-vfio, docs/vfio.md) against the same card as the kernel
 //! driver: both stream the same configuration in turn and must agree byte for byte; then
 //! faults injected through the model's control socket while acq-vfio streams are handled
-//! as documented (error completion, lost interrupts, overflow, card reset).
+//! as documented (error completion, lost interrupts, overflow, card reset, hung card).
 //!
 //! Needs `make guest build driver`. `ACQ_TEST_MIB` scales the compared stream (default
 //! 32 MiB). Runs in about a minute under TCG.
@@ -170,6 +170,18 @@ fn vfio_driver_agrees_with_kernel_driver_and_handles_faults() -> Result<()> {
     let out = vfio_with_fault(&mut vm, r#"{"cmd":"reset"}"#, "--pattern sine:4 --seed 4")?;
     ensure!(json_u64(&out, "EIO") == 1, "reset: {out}");
     ensure!(json_u64(&out, "sessions") == 2, "reset: {out}");
+
+    // A hung card (registers read all-ones, writes ignored, no progress): a soft reset
+    // cannot reach it, so acq-vfio resets the function (VFIO_DEVICE_RESET), reports EIO
+    // once and goes on in a new session.
+    let out = vfio_with_fault(
+        &mut vm,
+        r#"{"cmd":"inject","fault":"hang"}"#,
+        "--pattern prbs --seed 5",
+    )?;
+    ensure!(json_u64(&out, "EIO") == 1, "hang: {out}");
+    ensure!(json_u64(&out, "function_resets") == 1, "hang: {out}");
+    ensure!(json_u64(&out, "sessions") == 2, "hang: {out}");
 
     assert_dmesg_clean(&mut vm)?;
     vm.shutdown(CMD)
