@@ -1011,7 +1011,21 @@ impl Card {
         vma.set_dontexpand();
         // SAFETY: the VMA is valid for the duration of the mmap call (`VmaNew`).
         let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
-        let mut g = self.inner.lock();
+        // mmap runs under the process's mmap_lock, and read() copies to user memory (which
+        // may fault and take mmap_lock) under the card's mutex: taking the mutex here would
+        // invert that order (a lockdep report, and a real deadlock with a reader faulting
+        // on this very mapping). A try-lock creates no dependency; contention is brief.
+        let mut tries = 0;
+        let mut g = loop {
+            if let Some(g) = self.inner.try_lock() {
+                break g;
+            }
+            tries += 1;
+            if tries > 2000 {
+                return Err(EAGAIN);
+            }
+            kernel::time::delay::fsleep(kernel::time::Delta::from_micros(100));
+        };
         if g.removed {
             return Err(ENODEV);
         }
