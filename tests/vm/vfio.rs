@@ -183,6 +183,29 @@ fn vfio_driver_agrees_with_kernel_driver_and_handles_faults() -> Result<()> {
     ensure!(json_u64(&out, "function_resets") == 1, "hang: {out}");
     ensure!(json_u64(&out, "sessions") == 2, "hang: {out}");
 
+    // The card goes back to the kernel driver after acq-vfio's teardown and streams.
+    let bdf = vm
+        .sh_ok(
+            "basename $(readlink /sys/bus/pci/drivers/vfio-pci/*:*)",
+            CMD,
+        )?
+        .trim()
+        .to_string();
+    vm.sh_ok(
+        &format!(
+            "echo {bdf} > /sys/bus/pci/drivers/vfio-pci/unbind && \
+             echo > /sys/bus/pci/devices/{bdf}/driver_override && \
+             insmod /lib/modules/acq.ko"
+        ),
+        CMD,
+    )?;
+    let k = vm.sh_ok(
+        "acq-stream --device /dev/acq0 --mode read --bytes 8M --verify --pattern prbs",
+        STREAM,
+    )?;
+    ensure!(json_true(&k, "ok"), "kernel driver after acq-vfio: {k}");
+    vm.sh_ok("rmmod acq", CMD)?;
+
     assert_dmesg_clean(&mut vm)?;
     vm.shutdown(CMD)
 }
