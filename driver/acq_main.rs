@@ -1541,6 +1541,10 @@ impl Card {
             // A card that ignores the reset (hung) must still not write into memory we
             // free: take its bus mastering away first.
             self.pdev.clear_master();
+            // Nothing is under DMA any more: pages still lent to pipes confirm at once.
+            for b in self.busy.iter() {
+                b.store(0, Release);
+            }
             g.hw.take()
         };
         drop(hw);
