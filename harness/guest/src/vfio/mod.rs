@@ -484,3 +484,36 @@ pub fn wait_readable(fds: &[RawFd], timeout_ms: i32) -> Vec<bool> {
     }
     p.iter().map(|x| x.revents & libc::POLLIN != 0).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_match_linux_vfio_h() {
+        // _IO(';', 100 + n) from <linux/vfio.h>.
+        assert_eq!(VFIO_GET_API_VERSION, 0x3B64);
+        assert_eq!(VFIO_CHECK_EXTENSION, 0x3B65);
+        assert_eq!(VFIO_SET_IOMMU, 0x3B66);
+        assert_eq!(VFIO_GROUP_GET_STATUS, 0x3B67);
+        assert_eq!(VFIO_GROUP_SET_CONTAINER, 0x3B68);
+        assert_eq!(VFIO_GROUP_GET_DEVICE_FD, 0x3B6A);
+        assert_eq!(VFIO_DEVICE_GET_REGION_INFO, 0x3B6C);
+        assert_eq!(VFIO_DEVICE_GET_IRQ_INFO, 0x3B6D);
+        assert_eq!(VFIO_DEVICE_SET_IRQS, 0x3B6E);
+        assert_eq!(VFIO_DEVICE_RESET, 0x3B6F);
+        assert_eq!(VFIO_IOMMU_MAP_DMA, 0x3B71);
+    }
+
+    #[test]
+    fn eventfd_counts_and_clears() {
+        let e = EventFd::new().unwrap();
+        assert_eq!(e.take(), 0);
+        // SAFETY: writes 8 bytes from a local to the eventfd.
+        let n = unsafe { libc::write(e.raw_fd(), [2u64][..].as_ptr().cast(), 8) };
+        assert_eq!(n, 8);
+        assert_eq!(wait_readable(&[e.raw_fd()], 0), vec![true]);
+        assert_eq!(e.take(), 2);
+        assert_eq!(wait_readable(&[e.raw_fd()], 0), vec![false]);
+    }
+}
