@@ -185,10 +185,6 @@ fn zerocopy_tee_read_vs_splice_and_errnos() -> Result<()> {
         "no EPIPE in splice mode: {out}"
     );
     ensure!(json_u64(&out, "lost_bytes") >= 3 * 4096, "{out}");
-    ensure!(
-        json_u64(&out, "segments") >= 2,
-        "no resynchronisation: {out}"
-    );
     ensure_verified(&out, 16 << 20)?;
     vm.sh_ok("rm -f /mnt/t/e", CMD)?;
     assert_pool_full(&mut vm, 10)?;
