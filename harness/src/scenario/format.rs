@@ -273,6 +273,10 @@ pub struct StreamStep {
     /// Pipe size for splice (F_SETPIPE_SZ).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipe_size: Option<Size>,
+    /// Splice mode: a second copy of the stream through tee() into this sink (`"null"` or
+    /// `"tmpfs"`), verified like the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tee: Option<Sink>,
     /// Stop and restart the capture (ACQ_IOC_STOP / START) after this many bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_at: Option<Size>,
@@ -325,6 +329,8 @@ pub enum Sink {
     Null,
     /// A file on tmpfs.
     Tmpfs,
+    /// A TCP socket over loopback inside the guest (the consumer runs both ends).
+    Tcp,
     /// The raw capture disk N (`/dev/vda` for 0), written from offset 0; the disk verifies
     /// what arrives on the host.
     Disk(usize),
@@ -514,6 +520,10 @@ pub struct Expect {
     /// `disk0.bytes_verified`).
     #[serde(default)]
     pub counters: BTreeMap<String, CountRange>,
+    /// Every card still present has all its pool pages back at the end (driver stats
+    /// `pool_free == pool_pages`): nothing a pipe, a mapping or a consumer held leaked.
+    #[serde(default = "yes")]
+    pub pool_returned: bool,
     /// Kernel log lines that do not count as a failure (substrings), besides none.
     #[serde(default)]
     pub dmesg_allow: Vec<String>,
@@ -530,6 +540,7 @@ impl Default for Expect {
                 max: Some(0),
             },
             recovered: false,
+            pool_returned: true,
             counters: BTreeMap::new(),
             dmesg_allow: Vec::new(),
         }
@@ -814,6 +825,20 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
                     &format!("steps[{i}].stream.restart_at"),
                     "must be less than `bytes`".into(),
                 );
+            }
+            if let Some(t) = st.tee {
+                if st.mode != Mode::Splice {
+                    return err(
+                        &format!("steps[{i}].stream.tee"),
+                        "only applies to mode splice".into(),
+                    );
+                }
+                if !matches!(t, Sink::Null | Sink::Tmpfs) {
+                    return err(
+                        &format!("steps[{i}].stream.tee"),
+                        "a tee sink is \"null\" or \"tmpfs\"".into(),
+                    );
+                }
             }
             if st.pipe_size.is_some() && st.mode != Mode::Splice {
                 return err(

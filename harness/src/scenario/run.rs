@@ -169,6 +169,24 @@ fn run_inner(
     let dmesg = dmesg?.stdout;
     fs::write(dir.join("dmesg.txt"), &dmesg)?;
     check_expectations(&sc.expect, res, &dmesg);
+    if sc.load_driver && sc.expect.pool_returned {
+        for i in 0..sc.cards.len() {
+            let out = vm.sh(
+                &format!("[ -c /dev/acq{i} ] || exit 3; acq-ctl --device /dev/acq{i} stats"),
+                Duration::from_secs(60),
+            )?;
+            if out.status == 3 {
+                continue; // removed on purpose (surprise removal): nothing to check
+            }
+            let stats: Value = serde_json::from_str(out.stdout.trim()).unwrap_or(Value::Null);
+            let (free, pages) = (num(&stats, "pool_free"), num(&stats, "pool_pages"));
+            res.checks.push(Check {
+                name: format!("card {i}: every pool page returned"),
+                ok: out.success() && pages > 0 && free == pages,
+                detail: format!("pool_free {free} of {pages}"),
+            });
+        }
+    }
     if sc.load_driver {
         let out = vm.sh("rmmod acq", Duration::from_secs(60))?;
         res.checks.push(Check {
@@ -346,6 +364,7 @@ fn stream(
     match st.sink {
         Sink::Null => {}
         Sink::Tmpfs => argv.extend(["--sink".into(), format!("/tmp/acq{}.data", st.card)]),
+        Sink::Tcp => argv.extend(["--sink".into(), "tcp".into()]),
         Sink::Disk(d) => argv.extend(["--sink".into(), disk_device(d)]),
     }
     if let Some(c) = st.chunk {
@@ -353,6 +372,11 @@ fn stream(
     }
     if let Some(p) = st.pipe_size {
         argv.extend(["--pipe-size".into(), p.0.to_string()]);
+    }
+    match st.tee {
+        Some(Sink::Tmpfs) => argv.extend(["--tee".into(), format!("/tmp/acq{}.tee", st.card)]),
+        Some(_) => argv.extend(["--tee".into(), "/dev/null".into()]),
+        None => {}
     }
     if let Some(r) = st.restart_at {
         argv.extend(["--restart-at".into(), r.0.to_string()]);
