@@ -239,6 +239,34 @@ fn zerocopy_held_pages_and_dead_consumers_return_every_page() -> Result<()> {
     ensure!(json_true(&out.stdout, "stopped_by_signal"), "{out:?}");
     assert_pool_full(&mut vm, 10)?;
 
+    // The card is unbound while a pipe holds 256 lent pages: every lent buffer holds a
+    // module reference (rmmod is refused meanwhile), the pages stay valid and verify after
+    // the removal, the splicer then gets ENODEV, and the module unloads once the pipe is
+    // gone.
+    let out = vm.sh(
+        "acq-stream --mode splice --bytes 1G --rate 0 --pipe-size 1M --hold-at 4M --hold-s 10 \
+         --verify > /tmp/h & sleep 4; awk '$1 == \"acq\" {print \"REFS=\" $3}' /proc/modules; \
+         echo 1 > /sys/bus/pci/devices/0000:01:00.0/remove; wait; cat /tmp/h",
+        CMD,
+    )?;
+    let refs: u64 = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("REFS="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    ensure!(
+        refs >= 257,
+        "module references while 256 pages are lent: {out:?}"
+    );
+    ensure!(
+        json_u64(&out.stdout, "ENODEV") == 1
+            && json_u64(&out.stdout, "errors") == 0
+            && json_u64(&out.stdout, "verified_bytes") == json_u64(&out.stdout, "bytes")
+            && json_u64(&out.stdout, "bytes") >= 5 << 20,
+        "removal while pages are lent: {out:?}"
+    );
+
     rmmod_clean(&mut vm)?;
     vm.shutdown(CMD)
 }
