@@ -147,6 +147,11 @@ pub fn run(paths: &Paths, opts: &BenchOptions) -> Result<Report> {
             Spec::acq(mode, Some(1 << 20).filter(|_| mode == "splice")),
         )?;
     }
+    // The same read twice as long: the difference is the steady state, without the
+    // register accesses of session start and stop.
+    let mut long = Spec::acq("read", None);
+    long.scale = 2;
+    bench(&mut vm, long)?;
     for mode in ["read", "splice"] {
         bench(
             &mut vm,
