@@ -7,13 +7,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::process::Child;
-use crate::signals;
 
 /// How long a device model may take to create its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -67,28 +65,12 @@ pub fn start(
         cmd.arg("--config").arg(c);
     }
     let mut child = Child::spawn(&format!("acq-device {index}"), &mut cmd)?;
-    let start = Instant::now();
-    while !socket.exists() {
-        if let Some(s) = child.try_status() {
-            bail!(
-                "device model {index} exited ({s}) before creating {}; its log {}:\n{}",
-                socket.display(),
-                log.display(),
-                fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        if signals::interrupted() {
-            bail!("interrupted while starting device model {index}");
-        }
-        if start.elapsed() > START_TIMEOUT {
-            bail!(
-                "device model {index} did not create {} within {START_TIMEOUT:?}; log: {}",
-                socket.display(),
-                log.display()
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    child.wait_for_socket(
+        &socket,
+        &log,
+        &format!("device model {index}"),
+        START_TIMEOUT,
+    )?;
     Ok(DeviceModel {
         child,
         socket,

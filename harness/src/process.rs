@@ -5,11 +5,12 @@
 
 use std::io;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 /// A running child process that is terminated and reaped when dropped.
 #[derive(Debug)]
@@ -40,6 +41,41 @@ impl Child {
             inner,
             status: None,
         })
+    }
+
+    /// Waits until the server this child is (a device model, a capture disk) has created
+    /// its `socket`: the sign that it is ready. Fails, quoting its `log`, when it exits
+    /// first, when the user interrupts, or after `timeout`. `what` names it in messages.
+    pub fn wait_for_socket(
+        &mut self,
+        socket: &Path,
+        log: &Path,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        let start = Instant::now();
+        while !socket.exists() {
+            if let Some(s) = self.try_status() {
+                bail!(
+                    "{what} exited ({s}) before creating {}; its log {}:\n{}",
+                    socket.display(),
+                    log.display(),
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            if crate::signals::interrupted() {
+                bail!("interrupted while starting {what}");
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "{what} did not create {} within {timeout:?}; log: {}",
+                    socket.display(),
+                    log.display()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// The child's process ID.

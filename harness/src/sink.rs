@@ -8,15 +8,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::control::ModelControl;
 use crate::process::Child;
-use crate::signals;
 
 /// How long a sink may take to create its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -138,28 +136,12 @@ pub fn start(binary: &Path, run_dir: &Path, index: usize, spec: &DiskSpec) -> Re
         cmd.arg("--no-verify");
     }
     let mut child = Child::spawn(&format!("acq-sink {index}"), &mut cmd)?;
-    let start = Instant::now();
-    while !socket.exists() {
-        if let Some(s) = child.try_status() {
-            bail!(
-                "capture disk {index} exited ({s}) before creating {}; its log {}:\n{}",
-                socket.display(),
-                log.display(),
-                fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        if signals::interrupted() {
-            bail!("interrupted while starting capture disk {index}");
-        }
-        if start.elapsed() > START_TIMEOUT {
-            bail!(
-                "capture disk {index} did not create {} within {START_TIMEOUT:?}; log: {}",
-                socket.display(),
-                log.display()
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    child.wait_for_socket(
+        &socket,
+        &log,
+        &format!("capture disk {index}"),
+        START_TIMEOUT,
+    )?;
     Ok(Sink {
         child,
         socket,
