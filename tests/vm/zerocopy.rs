@@ -263,7 +263,12 @@ fn zerocopy_held_pages_and_dead_consumers_return_every_page() -> Result<()> {
         json_u64(&out.stdout, "ENODEV") == 1
             && json_u64(&out.stdout, "errors") == 0
             && json_u64(&out.stdout, "verified_bytes") == json_u64(&out.stdout, "bytes")
-            && json_u64(&out.stdout, "bytes") >= 5 << 20,
+            // More than the 4 MiB read before the hold: lent pages still in the pipe were
+            // read and verified after the removal. How many depends on how far the
+            // consumer's tee pipe (64 KiB) gets before its next splice from the card sees
+            // ENODEV, so only "some" is deterministic (a full 1 MiB was seen in some runs,
+            // 64 KiB in others).
+            && json_u64(&out.stdout, "bytes") > 4 << 20,
         "removal while pages are lent: {out:?}"
     );
 
