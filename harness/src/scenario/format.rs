@@ -509,6 +509,11 @@ pub struct Expect {
     /// times over all stream steps. An errno not listed must not occur.
     #[serde(default)]
     pub errors: BTreeMap<String, u64>,
+    /// Where in the stream each errno must come, e.g. `{"EIO": {"min": "16M", "max": "26M"}}`:
+    /// every occurrence of the named errno has a stream offset (of the next byte the consumer
+    /// expected when the call failed) in the range. Says *when*; `errors` says how often.
+    #[serde(default)]
+    pub errors_at: BTreeMap<String, ByteRange>,
     /// Verification mismatches allowed (non-zero only where data is corrupted on purpose).
     #[serde(default)]
     pub mismatches: CountRange,
@@ -535,6 +540,7 @@ impl Default for Expect {
             min_throughput_mbps: None,
             verified_bytes_min: None,
             errors: BTreeMap::new(),
+            errors_at: BTreeMap::new(),
             mismatches: CountRange {
                 min: 0,
                 max: Some(0),
@@ -579,6 +585,38 @@ impl fmt::Display for CountRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.max {
             Some(m) if m == self.min => write!(f, "{m}"),
+            Some(m) => write!(f, "{}..={m}", self.min),
+            None => write!(f, ">= {}", self.min),
+        }
+    }
+}
+
+/// An inclusive range of stream offsets; a missing `max` means no upper bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ByteRange {
+    /// Lowest allowed offset.
+    #[serde(default = "zero_size")]
+    pub min: Size,
+    /// Highest allowed offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Size>,
+}
+
+fn zero_size() -> Size {
+    Size(0)
+}
+
+impl ByteRange {
+    /// True when `v` is in the range.
+    pub fn contains(&self, v: u64) -> bool {
+        v >= self.min.0 && self.max.is_none_or(|m| v <= m.0)
+    }
+}
+
+impl fmt::Display for ByteRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.max {
             Some(m) => write!(f, "{}..={m}", self.min),
             None => write!(f, ">= {}", self.min),
         }
@@ -868,14 +906,24 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
             );
         }
     }
-    for name in sc.expect.errors.keys() {
+    let named = sc.expect.errors.keys().map(|n| ("errors", n));
+    let placed = sc.expect.errors_at.keys().map(|n| ("errors_at", n));
+    for (field, name) in named.chain(placed) {
         if errno_value(name).is_none() {
             return err(
-                &format!("expect.errors.{name}"),
+                &format!("expect.{field}.{name}"),
                 format!(
                     "unknown errno name `{name}` (known: {})",
                     ERRNOS.map(|e| e.0).join(", ")
                 ),
+            );
+        }
+    }
+    for (name, r) in &sc.expect.errors_at {
+        if r.max.is_some_and(|m| m < r.min) {
+            return err(
+                &format!("expect.errors_at.{name}"),
+                format!("max {} is below min {}", r.max.unwrap_or(r.min), r.min),
             );
         }
     }
@@ -1019,6 +1067,15 @@ mod tests {
 
         let e = error_of(r#"{"steps": [{"sleep_ms": 1}], "expect": {"errors": {"EBOGUS": 1}}}"#);
         assert!(e.contains("unknown errno name `EBOGUS`"), "{e}");
+
+        let e = error_of(
+            r#"{"steps": [{"sleep_ms": 1}], "expect": {"errors_at": {"EBOGUS": {"min": 1}}}}"#,
+        );
+        assert!(e.contains("expect.errors_at.EBOGUS"), "{e}");
+        let e = error_of(
+            r#"{"steps": [{"sleep_ms": 1}], "expect": {"errors_at": {"EIO": {"min": "2M", "max": "1M"}}}}"#,
+        );
+        assert!(e.contains("max 1M is below min 2M"), "{e}");
 
         let e = error_of(
             r#"{"steps": [{"sleep_ms": 1}], "faults": [{"at": {"bytes": 1}, "inject": {"melt": {}}}]}"#,

@@ -514,6 +514,26 @@ fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &str) {
             detail: format!("seen {got} time(s)"),
         });
     }
+    for (name, range) in &ex.errors_at {
+        let offsets: Vec<u64> = streams
+            .iter()
+            .filter_map(|s| s.get("errno_events").and_then(Value::as_array))
+            .flatten()
+            .filter(|e| e.get("errno").and_then(Value::as_str) == Some(name.as_str()))
+            .map(|e| num(e, "offset"))
+            .collect();
+        // No occurrence at all is a failure here too: a placement was asked for.
+        let ok = !offsets.is_empty() && offsets.iter().all(|&o| range.contains(o));
+        checks.push(Check {
+            name: format!("{name} at stream offset {range}"),
+            ok,
+            detail: if offsets.is_empty() {
+                "never seen".into()
+            } else {
+                format!("at {offsets:?}")
+            },
+        });
+    }
     if ex.recovered {
         for (i, s) in streams.iter().enumerate() {
             let ok = s.get("ok") == Some(&Value::Bool(true))
@@ -774,4 +794,68 @@ fn inject(
     };
     control(conns, paths, f.card, transcript)?.request(&req)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result_with(streams: Vec<Value>) -> ScenarioResult {
+        ScenarioResult {
+            name: "t".into(),
+            file: "t.json".into(),
+            passed: false,
+            seconds: 0.0,
+            accel: "tcg".into(),
+            error: None,
+            checks: Vec::new(),
+            streams,
+            faults_fired: Vec::new(),
+            counters: Vec::new(),
+            disk_counters: Vec::new(),
+            results: String::new(),
+        }
+    }
+
+    fn expect(json: &str) -> Expect {
+        serde_json::from_str(json).expect("valid expect")
+    }
+
+    fn check<'a>(res: &'a ScenarioResult, prefix: &str) -> &'a Check {
+        res.checks
+            .iter()
+            .find(|c| c.name.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no check named {prefix}...: {:?}", res.checks))
+    }
+
+    #[test]
+    fn errors_at_checks_every_occurrence_against_the_range() {
+        let ex =
+            expect(r#"{"errors": {"EIO": 2}, "errors_at": {"EIO": {"min": "16M", "max": "20M"}}}"#);
+        let stream = |offsets: &[u64]| {
+            let events: Vec<Value> = offsets
+                .iter()
+                .map(|o| json!({"errno": "EIO", "offset": o, "bytes": o}))
+                .collect();
+            json!({"errno": {"EIO": offsets.len()}, "errno_events": events, "bytes": 1})
+        };
+
+        let mut inside = result_with(vec![stream(&[17 << 20, 19 << 20])]);
+        check_expectations(&ex, &mut inside, "");
+        assert!(check(&inside, "EIO at stream offset").ok);
+        assert!(check(&inside, "EIO seen 2").ok);
+
+        // One occurrence too early is enough to fail.
+        let mut early = result_with(vec![stream(&[1 << 20, 19 << 20])]);
+        check_expectations(&ex, &mut early, "");
+        let c = check(&early, "EIO at stream offset");
+        assert!(!c.ok);
+        assert!(c.detail.contains("1048576"), "{}", c.detail);
+
+        // Never seen: the placement check fails as well as the count.
+        let mut none = result_with(vec![stream(&[])]);
+        check_expectations(&ex, &mut none, "");
+        assert_eq!(check(&none, "EIO at stream offset").detail, "never seen");
+        assert!(!check(&none, "EIO seen 2").ok);
+    }
 }

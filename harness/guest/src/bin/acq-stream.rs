@@ -730,6 +730,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     let progress = tty || a.progress;
     let mut st = State {
         errnos: BTreeMap::new(),
+        errno_events: Vec::new(),
         start: Instant::now(),
         last_progress: Instant::now(),
         total: 0,
@@ -865,6 +866,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         "overflows": stats.map(|s| s.overflows).unwrap_or(0),
         "lost_bytes": stats.map(|s| s.lost_bytes).unwrap_or(0),
         "errno": st.errnos,
+        "errno_events": st.errno_events,
         "signals": SIGNALS.load(Ordering::Relaxed),
         "short_reads": st.short_reads,
         "restarted": st.restarted,
@@ -893,9 +895,15 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     Ok((report, ok))
 }
 
+/// How many errno events a result lists (the counts in `errno` are always complete).
+const MAX_ERRNO_EVENTS: usize = 64;
+
 /// Loop state shared by the read and splice loops.
 struct State {
     errnos: BTreeMap<String, u64>,
+    /// Where in the stream each errno came (the first [`MAX_ERRNO_EVENTS`]), so a scenario
+    /// can check not only that an EIO came but that it came where the fault was injected.
+    errno_events: Vec<serde_json::Value>,
     start: Instant,
     last_progress: Instant,
     total: u64,
@@ -959,12 +967,22 @@ impl State {
         what: &str,
     ) -> Result<bool, String> {
         let code = e.raw_os_error().unwrap_or(0);
-        *self.errnos.entry(acqdev::errno_name(code)).or_default() += 1;
+        let name = acqdev::errno_name(code);
+        *self.errnos.entry(name.clone()).or_default() += 1;
+        // `offset`: the stream offset of the next byte the consumer expected (everything
+        // before it was delivered); `bytes`: what the consumer had received by then.
+        let mut event = serde_json::json!({
+            "errno": name,
+            "offset": self.offset,
+            "bytes": self.total,
+            "ms": self.start.elapsed().as_millis() as u64,
+        });
         match code {
             libc::EPIPE | libc::EIO if src.card().is_some() => {
                 // The stream continues where the driver says (after the lost bytes, or
                 // from 0 in a new session after a reset).
                 if let Some(s) = src.stats()? {
+                    event["resume"] = s.read_offset.into();
                     self.offset = s.read_offset;
                     self.session = Some(s.session);
                 }
@@ -977,10 +995,22 @@ impl State {
             }
             _ => {
                 self.fatal = Some(format!("{what}: {e}"));
+                self.record(event);
                 return Ok(false);
             }
         }
+        // EINTR and EAGAIN are part of normal operation (signals, O_NONBLOCK): counted,
+        // but not worth an event each.
+        if code != libc::EINTR && code != libc::EAGAIN {
+            self.record(event);
+        }
         Ok(true)
+    }
+
+    fn record(&mut self, event: serde_json::Value) {
+        if self.errno_events.len() < MAX_ERRNO_EVENTS {
+            self.errno_events.push(event);
+        }
     }
 
     /// After each call: signal stop and progress. Returns false to stop.
