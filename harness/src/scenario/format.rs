@@ -589,7 +589,7 @@ pub struct Expect {
 /// bytes the consumer says reached the disk = the disk's `written_bytes_unique`, its
 /// holes = `hole_bytes`, its failed write bytes = `failed_write_bytes`, the stream
 /// ranges the card lost = the card's `lost_bytes` (one stream per disk and per card).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SinkExpect {
     /// Write/sync errors the consumers' sinks must see, e.g. `{"EIO": 1}`: each exactly
@@ -612,6 +612,19 @@ pub struct SinkExpect {
     /// The final fsync of every disk stream succeeded (possibly after retries).
     #[serde(default = "yes")]
     pub synced: bool,
+}
+
+impl Default for SinkExpect {
+    fn default() -> Self {
+        SinkExpect {
+            errors: BTreeMap::new(),
+            stopped: false,
+            lost_bytes: CountRange::default(),
+            gap_bytes: any_count(),
+            retries: any_count(),
+            synced: true,
+        }
+    }
 }
 
 fn any_count() -> CountRange {
@@ -1226,9 +1239,14 @@ mod tests {
         assert!(sc.expect.sink.gap_bytes.contains(u64::MAX));
         assert!(sc.expect.sink.synced);
         // Defaults: nothing lost allowed.
-        let d = SinkExpect::default();
-        assert!(!Expect::default().sink.lost_bytes.contains(1));
-        assert!(d.errors.is_empty());
+        // Defaults, with or without an `expect.sink` object: nothing lost, synced.
+        let d = Expect::default().sink;
+        assert!(!d.lost_bytes.contains(1));
+        assert!(d.errors.is_empty() && d.synced && !d.stopped);
+        assert!(d.gap_bytes.contains(u64::MAX) && d.retries.contains(7));
+        let sc = parse(r#"{"steps": [{"sleep_ms": 1}], "expect": {"sink": {}}}"#, "t.json")
+            .unwrap();
+        assert_eq!(sc.expect.sink, d);
 
         let two = r#"{"disks": [{"size": "64M"}], "steps": [
             {"stream": {"bytes": "8M", "sink": {"disk": 0}}},

@@ -572,10 +572,13 @@ impl Sink {
         if o.direct {
             // SAFETY: fcntl on our own descriptor.
             let fl = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
-            // SAFETY: as above; O_DIRECT may be set with F_SETFL.
-            if fl < 0
-                || unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl | libc::O_DIRECT) } < 0
-            {
+            let set = if fl < 0 {
+                -1
+            } else {
+                // SAFETY: as above; O_DIRECT is one of the flags F_SETFL may change.
+                unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl | libc::O_DIRECT) }
+            };
+            if set < 0 {
                 return Err(format!(
                     "O_DIRECT on {path}: {} (the file system may not support it)",
                     std::io::Error::last_os_error()
