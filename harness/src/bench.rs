@@ -1,6 +1,6 @@
 //! `acq bench` / `make bench`: throughput of every consumer path, measured side by side in
 //! one VM boot, with the in-guest peer (/dev/zero) and the host's memset/memcpy as yard
-//! sticks. It reports; it asserts nothing (targets are printed with their ratios).
+//! sticks, and the card spliced to a raw capture disk against a file on a disk. It reports; it asserts nothing (targets are printed with their ratios).
 //!
 //! Output: a table on stdout, `bench.json` and `bench.svg` (throughput against pipe size
 //! per mode) in the results directory, and with `--update-docs` the table and plot in

@@ -1244,8 +1244,11 @@ mod tests {
         assert!(!d.lost_bytes.contains(1));
         assert!(d.errors.is_empty() && d.synced && !d.stopped);
         assert!(d.gap_bytes.contains(u64::MAX) && d.retries.contains(7));
-        let sc = parse(r#"{"steps": [{"sleep_ms": 1}], "expect": {"sink": {}}}"#, "t.json")
-            .unwrap();
+        let sc = parse(
+            r#"{"steps": [{"sleep_ms": 1}], "expect": {"sink": {}}}"#,
+            "t.json",
+        )
+        .unwrap();
         assert_eq!(sc.expect.sink, d);
 
         let two = r#"{"disks": [{"size": "64M"}], "steps": [

@@ -387,8 +387,12 @@ fn stream(
     if st.direct {
         argv.push("--direct".into());
     }
-    if let Some(p) = st.on_sink_error {
-        argv.extend(["--on-sink-error".into(), p.as_str().into()]);
+    match (st.on_sink_error, st.sink) {
+        (Some(p), _) => argv.extend(["--on-sink-error".into(), p.as_str().into()]),
+        // A file gets the account (and errors seen per piece) only when asked: ask, so
+        // that every disk stream reports what reached the disk.
+        (None, Sink::DiskFile(_)) => argv.extend(["--on-sink-error".into(), "stop".into()]),
+        (None, _) => {}
     }
     if let Some(n) = st.sink_retries {
         argv.extend(["--sink-retries".into(), n.to_string()]);
