@@ -64,7 +64,7 @@ pub struct Settings {
     pub retries: u32,
     /// Wait before the first retry; doubled for each further one.
     pub backoff: Duration,
-    /// Positional writes (block device): disk offset = stream offset − base. `None`: the
+    /// Positional writes (block device): disk offset = stream offset − base. False: the
     /// sink is written sequentially (a file).
     pub positional: bool,
     /// Stream offset of disk offset 0; `None`: the stream offset of the first byte.
@@ -170,9 +170,9 @@ pub struct SinkIo {
     pub lost: Vec<[u64; 2]>,
     /// Stream ranges the card lost before the consumer (overflow gaps, failed blocks).
     pub gaps: Vec<[u64; 2]>,
-    /// Failed write attempts and their bytes (each attempt's whole remaining range).
+    /// Failed write attempts.
     pub failed_attempts: u64,
-    /// Bytes of the failed attempts.
+    /// Bytes of the failed attempts (each attempt's whole remaining range).
     pub failed_bytes: u64,
     /// Retries made.
     pub retries: u64,
@@ -182,8 +182,8 @@ pub struct SinkIo {
     pub written: Extents,
     /// The stream stopped because of the sink.
     pub stopped: bool,
-    /// The final fsync: `None` not done yet, `Some(Ok)` done, `Some(Err(errno))` failed
-    /// for good.
+    /// The final fsync: `None` not done yet, `Some(Ok)` done, `Some(Err(errno name))`
+    /// failed for good.
     pub sync: Option<Result<(), String>>,
     /// Failed fsync attempts.
     pub sync_errors: u64,
