@@ -1,6 +1,6 @@
 //! `acq bench` / `make bench`: throughput of every consumer path, measured side by side in
 //! one VM boot, with the in-guest peer (/dev/zero) and the host's memset/memcpy as yard
-//! sticks. It reports; it asserts nothing (targets are printed with their ratios).
+//! sticks, and the card spliced to a raw capture disk against a file on a disk. It reports; it asserts nothing (targets are printed with their ratios).
 //!
 //! Output: a table on stdout, `bench.json` and `bench.svg` (throughput against pipe size
 //! per mode) in the results directory, and with `--update-docs` the table and plot in
@@ -110,11 +110,27 @@ pub fn run(paths: &Paths, opts: &BenchOptions) -> Result<Report> {
         eprintln!("bench: model fill rate not measured: {e:#}");
         Vec::new()
     });
+    // Two capture disks for the raw-device vs file comparison (docs/sink.md): vda raw,
+    // checked on the host (the card's defaults after load: counter, seed 0; every run is
+    // a new session from stream offset 0, written at disk offset 0), vdb with an ext2 file
+    // system (stored, sparse, not checked).
+    let disk = |store: bool| crate::sink::DiskSpec {
+        // The raw disk is written by stream position: room for overflow gaps when the
+        // disk is slower than the card (sparse; an unstored disk keeps no data).
+        size: (opts.bytes * if store { 1 } else { 4 } + (64 << 20)).next_multiple_of(1 << 20),
+        block_size: 4096,
+        pattern: "counter".into(),
+        seed: 0,
+        base: 0,
+        store,
+        verify: !store,
+    };
     let cfg = VmConfig {
         accel: opts.accel,
         cards: vec![Card::Model { config: None }],
         modules: vec![paths.repo.join("driver/acq.ko")],
         run_dir: opts.results.join("vm"),
+        disks: vec![disk(false), disk(true)],
         ..VmConfig::default()
     };
     let mut vm = Vm::boot(&cfg, paths)?;
@@ -172,6 +188,34 @@ pub fn run(paths: &Paths, opts: &BenchOptions) -> Result<Report> {
         s.irq_count = Some(irq);
         bench(&mut vm, s)?;
     }
+    // Raw disk against a file on it, side by side (splice, 1 MiB pipe): buffered (each
+    // piece written back and waited for, so that errors are seen per piece), O_DIRECT,
+    // and a file on ext2 (page cache, fsync at the end).
+    vm.sh_ok(
+        "mke2fs -q -b 4096 /dev/vdb && mkdir -p /mnt/bench && mount -t ext2 /dev/vdb /mnt/bench",
+        Duration::from_secs(120),
+    )?;
+    for (sink, direct) in [(RAW_DISK, false), (RAW_DISK, true), (DISK_FILE, false)] {
+        let mut s = Spec::acq("splice", Some(1 << 20));
+        s.sink = Some(sink);
+        s.direct = direct;
+        // The driver's default moderation, not the sweep's last value.
+        s.irq_count = Some(16);
+        bench(&mut vm, s)?;
+        if sink == DISK_FILE {
+            vm.sh_ok(&format!("rm -f {DISK_FILE}"), Duration::from_secs(60))?;
+        }
+    }
+    vm.sh_ok("umount /mnt/bench", Duration::from_secs(60))?;
+    if let Some(c) = vm.sinks.first().and_then(|s| s.counters().ok()) {
+        eprintln!(
+            "  raw disk check: {} bytes verified, {} mismatched",
+            c.get("bytes_verified").and_then(Value::as_u64).unwrap_or(0),
+            c.get("bytes_mismatched")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        );
+    }
     let accel = vm.accel.0.to_string();
     vm.shutdown(Duration::from_secs(60))?;
     let targets = targets(&runs, &model);
@@ -186,6 +230,10 @@ pub fn run(paths: &Paths, opts: &BenchOptions) -> Result<Report> {
     })
 }
 
+/// The raw capture disk and the file on the other one, for the disk rows.
+const RAW_DISK: &str = "/dev/vda";
+const DISK_FILE: &str = "/mnt/bench/capture";
+
 /// What to run.
 struct Spec {
     /// Multiple of the benchmark's byte count.
@@ -195,6 +243,10 @@ struct Spec {
     pipe: Option<u64>,
     block: Option<u64>,
     irq_count: Option<u64>,
+    /// `--sink` (a disk or a file on one); `None`: /dev/null.
+    sink: Option<&'static str>,
+    /// `--direct`.
+    direct: bool,
 }
 
 impl Spec {
@@ -206,6 +258,8 @@ impl Spec {
             pipe,
             block: None,
             irq_count: None,
+            sink: None,
+            direct: false,
         }
     }
     fn zero(mode: &'static str, pipe: Option<u64>) -> Spec {
@@ -228,6 +282,14 @@ impl Spec {
         if self.scale != 1 {
             let _ = write!(l, " x{}", self.scale);
         }
+        match self.sink {
+            Some(RAW_DISK) => l.push_str(" > raw disk"),
+            Some(_) => l.push_str(" > ext2 file"),
+            None => {}
+        }
+        if self.direct {
+            l.push_str(" O_DIRECT");
+        }
         l
     }
 }
@@ -247,6 +309,12 @@ fn measure(vm: &mut Vm, control: &Path, bytes: u64, s: &Spec) -> Result<Run> {
     }
     if let Some(i) = s.irq_count {
         argv.extend(["--irq-count".into(), i.to_string()]);
+    }
+    if let Some(k) = s.sink {
+        argv.extend(["--sink".into(), k.into()]);
+    }
+    if s.direct {
+        argv.push("--direct".into());
     }
     let before = ModelControl::connect(control, None)?.counters()?;
     let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
@@ -429,6 +497,19 @@ fn targets(runs: &[Run], model: &[ModelFill]) -> Vec<Value> {
             1.0,
         ),
     ];
+    // The seed's comparison: the raw device against a file system on it.
+    t.push(ratio_target(
+        "splice to raw disk O_DIRECT >= splice to an ext2 file",
+        mbps("acq0 splice pipe=1M irq_count=16 > raw disk O_DIRECT"),
+        mbps("acq0 splice pipe=1M irq_count=16 > ext2 file"),
+        1.0,
+    ));
+    t.push(ratio_target(
+        "splice to raw disk, buffered >= splice to an ext2 file",
+        mbps("acq0 splice pipe=1M irq_count=16 > raw disk"),
+        mbps("acq0 splice pipe=1M irq_count=16 > ext2 file"),
+        1.0,
+    ));
     if let Some(m) = model.iter().max_by_key(|m| m.block) {
         t.push(ratio_target(
             &format!(

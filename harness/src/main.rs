@@ -36,7 +36,8 @@ enum Cmd {
     Run(RunArgs),
     /// Measure throughput of every consumer path side by side in one VM boot (make bench):
     /// read/splice/mmap from /dev/acq0 against the same consumer on /dev/zero, pipe and
-    /// block sizes, interrupt moderation, register accesses, CPU time, and the model's
+    /// block sizes, interrupt moderation, register accesses, CPU time, splice to a raw
+    /// capture disk (buffered, O_DIRECT) against a file on ext2 on a disk, and the model's
     /// fill rate against host memset/memcpy. Reports; asserts nothing.
     Bench(BenchArgs),
     /// Validate scenario files without running them (exit 1 if any is malformed).

@@ -354,3 +354,139 @@ fn sink_throughput() -> Result<()> {
     vm.shutdown(Duration::from_secs(60))?;
     Ok(())
 }
+
+/// The consumer on the capture disk (docs/sink.md, "Consumer behaviour"): bad sink
+/// options are refused naming the option; in mmap mode with `O_DIRECT` and policy `skip`,
+/// two failed writes become two reported lost ranges, and the consumer's account of the
+/// disk (bytes on it, holes, failed bytes) equals the disk's counters to the byte, its
+/// gaps the card's lost bytes. (The scenarios tests/scenarios/disk-*.json cover read and
+/// splice and every fault.)
+#[test]
+fn consumer_account_of_the_disk_matches_the_disk() -> Result<()> {
+    let paths = acq::paths::Paths::discover()?;
+    let (modules, files) = driver_image(&paths)?;
+    let cfg = VmConfig {
+        cards: vec![Card::Model { config: None }],
+        // The disk checks against the stream the consumer programs below.
+        disks: vec![DiskSpec {
+            size: DISK,
+            pattern: "prbs".into(),
+            seed: 3,
+            ..DiskSpec::default()
+        }],
+        modules,
+        files,
+        run_dir: paths.repo.join("target/acq-runs/test-sink-consumer"),
+        ..VmConfig::default()
+    };
+    let mut vm = Vm::boot(&cfg, &paths)?;
+    let r = consumer_steps(&mut vm);
+    if r.is_err() {
+        vm.mark_failed();
+        eprintln!("sink log: {}", vm.sinks[0].log.display());
+    }
+    r?;
+    vm.shutdown(Duration::from_secs(60))?;
+    Ok(())
+}
+
+fn consumer_steps(vm: &mut Vm) -> Result<()> {
+    vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
+    let base = "acq-stream --device /dev/acq0 --bytes 1M";
+    for (args, status, says) in [
+        (
+            "--mode read --on-sink-error ignore --sink /dev/vda",
+            2,
+            "--on-sink-error",
+        ),
+        ("--mode read --direct", 2, "need a file or disk --sink"),
+        (
+            "--mode splice --on-sink-error retry --sink /dev/vda",
+            1,
+            "needs --direct",
+        ),
+        ("--mode read --sink-base 0 --sink /tmp/f", 1, "block device"),
+    ] {
+        let out = vm.sh(&format!("{base} {args}"), CMD)?;
+        let text = format!("{}{}", out.stdout, out.stderr);
+        ensure!(
+            out.status == status && text.contains(says),
+            "`{args}`: status {} (want {status}), wanted {says:?} in: {text}",
+            out.status
+        );
+    }
+    ensure!(
+        n(&counters(vm)?, "bytes_written") == 0,
+        "a refused stream wrote to the disk"
+    );
+
+    // Two failing write requests while mmap mode writes whole 4 KiB ring blocks.
+    let before = counters(vm)?;
+    let total = 4 * MIB;
+    let run = std::thread::scope(|s| -> Result<Value> {
+        let sinks = &vm.sinks;
+        let faults = s.spawn(|| -> Result<()> {
+            // Once writes flow, fail the next two.
+            let t = Instant::now();
+            while n(&sinks[0].counters()?, "bytes_written") < MIB {
+                ensure!(
+                    t.elapsed() < Duration::from_secs(60),
+                    "no writes reached the disk"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            sinks[0]
+                .request(&json!({"cmd":"inject","fault":"write_error","count":2}))
+                .map(|_| ())
+        });
+        let out = vm.guest().sh(
+            &format!(
+                "acq-stream --device /dev/acq0 --mode mmap --bytes {total} --sink /dev/vda \
+                 --direct --on-sink-error skip --block 4096 --rate 1M --pattern prbs --seed 3"
+            ),
+            Duration::from_secs(120),
+        )?;
+        faults
+            .join()
+            .map_err(|_| anyhow::anyhow!("fault thread panicked"))??;
+        let line = out
+            .stdout
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .with_context(|| format!("no result: {}{}", out.stdout, out.stderr))?;
+        Ok(serde_json::from_str(line)?)
+    })?;
+    let io = &run["sink_io"];
+    let c = counters(vm)?;
+    let d = |k: &str| n(&c, k) - n(&before, k);
+    eprintln!("consumer: {io}\ndisk: {c}");
+    ensure!(run["bytes"] == json!(total), "{run}");
+    ensure!(io["errno"]["EIO"] == json!(2), "{io}");
+    ensure!(d("write_errors") == 2, "{c}");
+    // Two failed whole blocks (mmap writes one ring block per write).
+    ensure!(io["failed_bytes"] == json!(2 * 4096), "{io}");
+    ensure!(d("failed_write_bytes") == 2 * 4096, "{c}");
+    ensure!(io["lost_bytes"] == json!(2 * 4096), "{io}");
+    ensure!(
+        io["written_bytes_unique"] == c["written_bytes_unique"],
+        "{io} {c}"
+    );
+    ensure!(io["hole_bytes"] == c["hole_bytes"], "{io} {c}");
+    ensure!(
+        io["bytes_to_sink"].as_u64() == Some(total - 2 * 4096),
+        "{io}"
+    );
+    ensure!(n(&c, "bytes_mismatched") == 0, "{c}");
+    // The sink's hole bytes are the lost writes plus the card's gaps (if the disk fell
+    // behind the card: one 4 KiB write per block is slow under TCG).
+    ensure!(
+        n(&c, "hole_bytes") == 2 * 4096 + io["gap_bytes"].as_u64().unwrap_or(u64::MAX),
+        "{io} {c}"
+    );
+    ensure!(io["gap_bytes"] == run["lost_bytes"], "{io} {run}");
+    let card = acq::control::ModelControl::connect(&vm.models[0].control, None)?.counters()?;
+    ensure!(card["lost_bytes"] == io["gap_bytes"], "card {card} vs {io}");
+    assert_dmesg_clean(vm)?;
+    Ok(())
+}

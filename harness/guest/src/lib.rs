@@ -17,5 +17,8 @@ pub mod uapi;
 
 pub mod acqdev;
 
+/// acq-stream's sink writes: positions, error policy, byte-exact account.
+pub mod sinkio;
+
 /// A small userspace VFIO layer (acq-vfio, docs/vfio.md).
 pub mod vfio;

@@ -283,6 +283,19 @@ pub struct StreamStep {
     /// Verify every byte against the card's pattern.
     #[serde(default = "yes")]
     pub verify: bool,
+    /// Disk sinks: write with O_DIRECT (`acq-stream --direct`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub direct: bool,
+    /// Disk sinks: what the consumer does when a write fails (docs/sink.md, "Consumer
+    /// behaviour"). Default `stop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_sink_error: Option<SinkErrorPolicy>,
+    /// Policy `retry`: tries per failed write after the first (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink_retries: Option<u32>,
+    /// Policy `retry`: wait before the first retry, doubled for each further one (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink_retry_ms: Option<u64>,
     /// Seconds this step may take.
     #[serde(default = "default_step_timeout")]
     pub timeout_s: u64,
@@ -321,7 +334,32 @@ impl Mode {
     }
 }
 
-/// Where streamed data goes: `"null"`, `"tmpfs"` or `{"disk": N}`.
+/// What a consumer does when a write to its disk sink fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkErrorPolicy {
+    /// Report the failed range as lost and end the stream.
+    Stop,
+    /// Write the range again (`sink_retries`, `sink_retry_ms`); when the retries are used
+    /// up, as `stop`.
+    Retry,
+    /// Report the range as lost, leave it unwritten (a hole on a raw disk), go on.
+    Skip,
+}
+
+impl SinkErrorPolicy {
+    /// The name `acq-stream --on-sink-error` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkErrorPolicy::Stop => "stop",
+            SinkErrorPolicy::Retry => "retry",
+            SinkErrorPolicy::Skip => "skip",
+        }
+    }
+}
+
+/// Where streamed data goes: `"null"`, `"tmpfs"`, `"tcp"`, `{"disk": N}` or
+/// `{"disk_file": N}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Sink {
@@ -334,6 +372,20 @@ pub enum Sink {
     /// The raw capture disk N (`/dev/vda` for 0), written from offset 0; the disk verifies
     /// what arrives on the host.
     Disk(usize),
+    /// A file on an ext2 file system made on capture disk N (`mke2fs -b 4096`, mounted
+    /// at `/mnt/vdX`, file `capture`); the disk needs `store: true` and `verify: false`,
+    /// and the consumer verifies the file by reading it back from the disk.
+    DiskFile(usize),
+}
+
+impl Sink {
+    /// The capture disk this sink writes to.
+    pub fn disk(self) -> Option<usize> {
+        match self {
+            Sink::Disk(d) | Sink::DiskFile(d) => Some(d),
+            _ => None,
+        }
+    }
 }
 
 /// A guest shell command.
@@ -532,6 +584,56 @@ pub struct Expect {
     /// Kernel log lines that do not count as a failure (substrings), besides none.
     #[serde(default)]
     pub dmesg_allow: Vec<String>,
+    /// What the consumers of disk sinks report about the disk (docs/sink.md).
+    #[serde(default)]
+    pub sink: SinkExpect,
+}
+
+/// Expectations on streams to capture disks. Besides these, every stream to a raw disk
+/// (`{"disk": N}`) is checked against that disk's and card's counters, to the byte:
+/// bytes the consumer says reached the disk = the disk's `written_bytes_unique`, its
+/// holes = `hole_bytes`, its failed write bytes = `failed_write_bytes`, the stream
+/// ranges the card lost = the card's `lost_bytes` (one stream per disk and per card).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SinkExpect {
+    /// Write/sync errors the consumers' sinks must see, e.g. `{"EIO": 1}`: each exactly
+    /// that many times; any other must not occur.
+    #[serde(default)]
+    pub errors: BTreeMap<String, u64>,
+    /// The streams end early because of the sink (policy `stop`, or `retry` used up).
+    #[serde(default)]
+    pub stopped: bool,
+    /// Stream bytes lost at the sink, over all streams (default exactly 0).
+    #[serde(default)]
+    pub lost_bytes: CountRange,
+    /// Stream bytes the card lost before the consumer (overflow gaps), over all streams
+    /// (default: any).
+    #[serde(default = "any_count")]
+    pub gap_bytes: CountRange,
+    /// Retries made by the consumers (default: any).
+    #[serde(default = "any_count")]
+    pub retries: CountRange,
+    /// The final fsync of every disk stream succeeded (possibly after retries).
+    #[serde(default = "yes")]
+    pub synced: bool,
+}
+
+impl Default for SinkExpect {
+    fn default() -> Self {
+        SinkExpect {
+            errors: BTreeMap::new(),
+            stopped: false,
+            lost_bytes: CountRange::default(),
+            gap_bytes: any_count(),
+            retries: any_count(),
+            synced: true,
+        }
+    }
+}
+
+fn any_count() -> CountRange {
+    CountRange { min: 0, max: None }
 }
 
 impl Default for Expect {
@@ -549,6 +651,7 @@ impl Default for Expect {
             pool_returned: true,
             counters: BTreeMap::new(),
             dmesg_allow: Vec::new(),
+            sink: SinkExpect::default(),
         }
     }
 }
@@ -819,6 +922,7 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
             );
         }
     }
+    let mut disk_streams = Vec::new();
     for (i, s) in sc.steps.iter().enumerate() {
         let card = match s {
             Step::Config(c) => Some(c.card),
@@ -832,11 +936,46 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
             );
         }
         if let Step::Stream(st) = s {
-            if let Sink::Disk(d) = st.sink {
+            if let Some(d) = st.sink.disk() {
                 if d >= ndisks {
                     return err(
-                        &format!("steps[{i}].stream.sink.disk"),
+                        &format!("steps[{i}].stream.sink"),
                         format!("disk {d} does not exist ({ndisks} disk(s))"),
+                    );
+                }
+                if disk_streams.contains(&d) {
+                    return err(
+                        &format!("steps[{i}].stream.sink"),
+                        format!(
+                            "disk {d} already has a stream: one stream per disk (the disk's \
+                             counters are checked against it)"
+                        ),
+                    );
+                }
+                disk_streams.push(d);
+                let disk = &sc.disks[d];
+                if matches!(st.sink, Sink::DiskFile(_)) && (!disk.store || disk.verify) {
+                    return err(
+                        &format!("disks[{d}]"),
+                        "a file system on the disk needs \"store\": true and \"verify\": false"
+                            .into(),
+                    );
+                }
+                if matches!(st.sink, Sink::Disk(_)) && !disk.verify {
+                    return err(
+                        &format!("disks[{d}].verify"),
+                        "a raw disk stream is checked by the disk: verify must be true".into(),
+                    );
+                }
+                if st.mode == Mode::Splice
+                    && st.on_sink_error == Some(SinkErrorPolicy::Retry)
+                    && !st.direct
+                {
+                    return err(
+                        &format!("steps[{i}].stream.on_sink_error"),
+                        "retry in mode splice needs \"direct\": true (a buffered splice no \
+                         longer has the data when write-back fails)"
+                            .into(),
                     );
                 }
                 if st.bytes.0 > sc.disks[d].size.0 {
@@ -856,6 +995,17 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
                 return err(
                     &format!("steps[{i}].stream.bytes"),
                     "must be more than 0".into(),
+                );
+            }
+            if st.sink.disk().is_none()
+                && (st.direct
+                    || st.on_sink_error.is_some()
+                    || st.sink_retries.is_some()
+                    || st.sink_retry_ms.is_some())
+            {
+                return err(
+                    &format!("steps[{i}].stream"),
+                    "direct, on_sink_error, sink_retries and sink_retry_ms need a disk sink".into(),
                 );
             }
             if st.restart_at.is_some_and(|r| r >= st.bytes) {
@@ -1116,6 +1266,82 @@ mod tests {
         let e =
             error_of(r#"{"steps": [{"sleep_ms": 1}], "expect": {"counters": {"disk0.x": {}}}}"#);
         assert!(e.contains("expect.counters.disk0.x"), "{e}");
+    }
+
+    #[test]
+    fn disk_stream_options_and_sink_expectations() {
+        let text = r#"{
+            "disks": [{"size": "64M"}, {"size": "64M", "store": true, "verify": false}],
+            "steps": [
+                {"stream": {"bytes": "32M", "sink": {"disk": 0}, "direct": true,
+                            "on_sink_error": "retry", "sink_retries": 2, "sink_retry_ms": 5}},
+                {"stream": {"mode": "splice", "bytes": "8M", "sink": {"disk_file": 1}}}
+            ],
+            "expect": {"sink": {"errors": {"EIO": 1}, "stopped": true,
+                                "lost_bytes": {"min": 4096, "max": 4096}}}
+        }"#;
+        let sc = parse(text, "t.json").unwrap();
+        let Step::Stream(st) = &sc.steps[0] else {
+            panic!()
+        };
+        assert!(st.direct);
+        assert_eq!(st.on_sink_error, Some(SinkErrorPolicy::Retry));
+        assert_eq!((st.sink_retries, st.sink_retry_ms), (Some(2), Some(5)));
+        let Step::Stream(st) = &sc.steps[1] else {
+            panic!()
+        };
+        assert_eq!(st.sink.disk(), Some(1));
+        assert!(sc.expect.sink.stopped);
+        assert_eq!(sc.expect.sink.errors.get("EIO"), Some(&1));
+        assert!(sc.expect.sink.gap_bytes.contains(u64::MAX));
+        assert!(sc.expect.sink.synced);
+        // Defaults: nothing lost allowed.
+        // Defaults, with or without an `expect.sink` object: nothing lost, synced.
+        let d = Expect::default().sink;
+        assert!(!d.lost_bytes.contains(1));
+        assert!(d.errors.is_empty() && d.synced && !d.stopped);
+        assert!(d.gap_bytes.contains(u64::MAX) && d.retries.contains(7));
+        let sc = parse(
+            r#"{"steps": [{"sleep_ms": 1}], "expect": {"sink": {}}}"#,
+            "t.json",
+        )
+        .unwrap();
+        assert_eq!(sc.expect.sink, d);
+
+        let two = r#"{"disks": [{"size": "64M"}], "steps": [
+            {"stream": {"bytes": "8M", "sink": {"disk": 0}}},
+            {"stream": {"bytes": "8M", "sink": {"disk": 0}}}]}"#;
+        assert!(
+            error_of(two).contains("one stream per disk"),
+            "{}",
+            error_of(two)
+        );
+        let fs = r#"{"disks": [{"size": "64M"}],
+            "steps": [{"stream": {"bytes": "8M", "sink": {"disk_file": 0}}}]}"#;
+        assert!(error_of(fs).contains("\"store\": true"), "{}", error_of(fs));
+        let raw = r#"{"disks": [{"size": "64M", "verify": false}],
+            "steps": [{"stream": {"bytes": "8M", "sink": {"disk": 0}}}]}"#;
+        assert!(
+            error_of(raw).contains("verify must be true"),
+            "{}",
+            error_of(raw)
+        );
+        let retry = r#"{"disks": [{"size": "64M"}], "steps": [{"stream": {"mode": "splice",
+            "bytes": "8M", "sink": {"disk": 0}, "on_sink_error": "retry"}}]}"#;
+        assert!(
+            error_of(retry).contains("needs \"direct\""),
+            "{}",
+            error_of(retry)
+        );
+        let nodisk = r#"{"steps": [{"stream": {"bytes": "8M", "direct": true}}]}"#;
+        assert!(
+            error_of(nodisk).contains("need a disk sink"),
+            "{}",
+            error_of(nodisk)
+        );
+        let bad = r#"{"disks": [{"size": "64M"}], "steps": [{"stream": {"bytes": "8M",
+            "sink": {"disk": 0}, "on_sink_error": "ignore"}}]}"#;
+        assert!(error_of(bad).contains("on_sink_error"), "{}", error_of(bad));
     }
 
     #[test]

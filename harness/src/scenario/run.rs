@@ -169,6 +169,7 @@ fn run_inner(
     let dmesg = dmesg?.stdout;
     fs::write(dir.join("dmesg.txt"), &dmesg)?;
     check_expectations(&sc.expect, res, &dmesg);
+    check_disk_streams(sc, res);
     if sc.load_driver && sc.expect.pool_returned {
         for i in 0..sc.cards.len() {
             let out = vm.sh(
@@ -276,7 +277,7 @@ fn run_steps(
             }
             match step {
                 Step::Stream(st) => {
-                    let v = stream(vm, st, &sc.cards[st.card], opts, deadline)
+                    let v = stream(vm, sc, st, opts, deadline)
                         .with_context(|| format!("step {i} (stream)"))?;
                     res.streams.push(v);
                 }
@@ -339,11 +340,12 @@ fn run_steps(
 /// Runs `acq-stream` for a stream step and returns its JSON result line.
 fn stream(
     vm: &mut Vm,
+    sc: &Scenario,
     st: &StreamStep,
-    card: &CardSpec,
     opts: &RunOptions,
     deadline: Instant,
 ) -> Result<Value> {
+    let card = &sc.cards[st.card];
     let mut argv: Vec<String> = vec![
         "acq-stream".into(),
         "--device".into(),
@@ -365,7 +367,38 @@ fn stream(
         Sink::Null => {}
         Sink::Tmpfs => argv.extend(["--sink".into(), format!("/tmp/acq{}.data", st.card)]),
         Sink::Tcp => argv.extend(["--sink".into(), "tcp".into()]),
-        Sink::Disk(d) => argv.extend(["--sink".into(), disk_device(d)]),
+        Sink::Disk(d) => {
+            argv.extend(["--sink".into(), disk_device(d)]);
+            // Disk offset = stream offset - base: the disk's own base.
+            let base = sc.disks[d].base.map_or(0, |b| b.0);
+            argv.extend(["--sink-base".into(), base.to_string()]);
+        }
+        Sink::DiskFile(d) => {
+            let dev = disk_device(d);
+            let mnt = disk_mount(d);
+            vm.sh_ok(
+                &format!("mke2fs -q -b 4096 {dev} && mkdir -p {mnt} && mount -t ext2 {dev} {mnt}"),
+                Duration::from_secs(120).min(remaining(deadline)),
+            )
+            .with_context(|| format!("making an ext2 file system on {dev}"))?;
+            argv.extend(["--sink".into(), format!("{mnt}/capture")]);
+        }
+    }
+    if st.direct {
+        argv.push("--direct".into());
+    }
+    match (st.on_sink_error, st.sink) {
+        (Some(p), _) => argv.extend(["--on-sink-error".into(), p.as_str().into()]),
+        // A file gets the account (and errors seen per piece) only when asked: ask, so
+        // that every disk stream reports what reached the disk.
+        (None, Sink::DiskFile(_)) => argv.extend(["--on-sink-error".into(), "stop".into()]),
+        (None, _) => {}
+    }
+    if let Some(n) = st.sink_retries {
+        argv.extend(["--sink-retries".into(), n.to_string()]);
+    }
+    if let Some(n) = st.sink_retry_ms {
+        argv.extend(["--sink-retry-ms".into(), n.to_string()]);
     }
     if let Some(c) = st.chunk {
         argv.extend(["--read-size".into(), c.0.to_string()]);
@@ -410,6 +443,12 @@ fn stream(
     if out.status == 2 {
         bail!("acq-stream rejected its arguments: {}", out.stderr.trim());
     }
+    if let Sink::DiskFile(d) = st.sink {
+        vm.sh_ok(
+            &format!("umount {}", disk_mount(d)),
+            Duration::from_secs(120).min(remaining(deadline)),
+        )?;
+    }
     Ok(v)
 }
 
@@ -434,6 +473,144 @@ fn device_flags(d: &DeviceSettings) -> Vec<(&'static str, String)> {
 /// The guest block device of capture disk `d`: /dev/vda, /dev/vdb, ...
 fn disk_device(d: usize) -> String {
     format!("/dev/vd{}", (b'a' + d as u8) as char)
+}
+
+/// Where the file system of capture disk `d` is mounted (sink `disk_file`).
+fn disk_mount(d: usize) -> String {
+    format!("/mnt/vd{}", (b'a' + d as u8) as char)
+}
+
+/// Checks every stream to a capture disk: the consumer's account of the disk against the
+/// disk's and the card's counters, to the byte, and `expect.sink`.
+fn check_disk_streams(sc: &Scenario, res: &mut ScenarioResult) {
+    let steps: Vec<&StreamStep> = sc
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Stream(st) => Some(st),
+            _ => None,
+        })
+        .collect();
+    let ex = &sc.expect.sink;
+    let mut checks = Vec::new();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut lost, mut gaps, mut retries) = (0u64, 0u64, 0u64);
+    let mut any = false;
+    for (i, (st, s)) in steps.iter().zip(&res.streams).enumerate() {
+        let Some(d) = st.sink.disk() else { continue };
+        any = true;
+        let Some(io) = s.get("sink_io").filter(|v| v.is_object()) else {
+            checks.push(Check {
+                name: format!("stream {i}: consumer reports its disk account"),
+                ok: false,
+                detail: format!(
+                    "no sink_io in the result: {}",
+                    s.get("error").unwrap_or(&Value::Null)
+                ),
+            });
+            continue;
+        };
+        if let Some(m) = io.get("errno").and_then(Value::as_object) {
+            for (k, v) in m {
+                *errors.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
+            }
+        }
+        lost += num(io, "lost_bytes");
+        gaps += num(io, "gap_bytes");
+        retries += num(io, "retries");
+        let stopped = io.get("stopped") == Some(&Value::Bool(true));
+        checks.push(Check {
+            name: format!("stream {i}: stopped by the sink = {}", ex.stopped),
+            ok: stopped == ex.stopped,
+            detail: format!(
+                "stopped {stopped}; {} of {} bytes taken from the card",
+                num(s, "bytes"),
+                st.bytes
+            ),
+        });
+        let synced = io.get("sync").and_then(Value::as_str) == Some("ok");
+        checks.push(Check {
+            name: format!("stream {i}: final fsync succeeded = {}", ex.synced),
+            ok: synced == ex.synced,
+            detail: format!("sync {}", io.get("sync").unwrap_or(&Value::Null)),
+        });
+        // The card's loss as the consumer met it (EPIPE gaps) is what the driver counted
+        // from the card's completions.
+        checks.push(Check {
+            name: format!("stream {i}: consumer gaps = driver lost_bytes"),
+            ok: num(io, "gap_bytes") == num(s, "lost_bytes"),
+            detail: format!(
+                "gaps {} bytes, driver lost_bytes {}",
+                num(io, "gap_bytes"),
+                num(s, "lost_bytes")
+            ),
+        });
+        // The model counts for its whole life: comparable when this is the card's only
+        // stream (the device is closed right after it, which stops the card).
+        if steps.iter().filter(|x| x.card == st.card).count() == 1 {
+            let card = res.counters.get(st.card);
+            let got = card
+                .and_then(|c| c.get("lost_bytes"))
+                .and_then(Value::as_u64);
+            checks.push(Check {
+                name: format!("stream {i}: consumer gaps = card{}.lost_bytes", st.card),
+                ok: got == Some(num(io, "gap_bytes")),
+                detail: format!("gaps {} bytes, card {got:?}", num(io, "gap_bytes")),
+            });
+        }
+        if !matches!(st.sink, Sink::Disk(_)) {
+            continue;
+        }
+        let disk = res.disk_counters.get(d).cloned().unwrap_or(Value::Null);
+        for (mine, theirs, what) in [
+            (
+                "written_bytes_unique",
+                "written_bytes_unique",
+                "bytes on the disk",
+            ),
+            ("hole_bytes", "hole_bytes", "hole bytes"),
+            ("failed_bytes", "failed_write_bytes", "failed write bytes"),
+        ] {
+            let got = disk.get(theirs).and_then(Value::as_u64);
+            checks.push(Check {
+                name: format!("stream {i}: consumer {what} = disk{d}.{theirs}"),
+                ok: got == Some(num(io, mine)),
+                detail: format!("consumer {}, disk {got:?}", num(io, mine)),
+            });
+        }
+        let bad = disk.get("bytes_mismatched").and_then(Value::as_u64);
+        checks.push(Check {
+            name: format!("stream {i}: disk{d} holds only the card's stream"),
+            ok: bad == Some(0),
+            detail: format!("bytes_mismatched {bad:?}"),
+        });
+    }
+    if any {
+        let mut names: Vec<&String> = ex.errors.keys().chain(errors.keys()).collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let want = ex.errors.get(name).copied().unwrap_or(0);
+            let got = errors.get(name).copied().unwrap_or(0);
+            checks.push(Check {
+                name: format!("sink {name} seen {want} time(s)"),
+                ok: want == got,
+                detail: format!("seen {got} time(s)"),
+            });
+        }
+        for (what, range, got) in [
+            ("lost at the sink", ex.lost_bytes, lost),
+            ("lost by the card (gaps)", ex.gap_bytes, gaps),
+            ("retries", ex.retries, retries),
+        ] {
+            checks.push(Check {
+                name: format!("sink: {what} {range}"),
+                ok: range.contains(got),
+                detail: got.to_string(),
+            });
+        }
+    }
+    res.checks.extend(checks);
 }
 
 fn num(v: &Value, key: &str) -> u64 {

@@ -8,7 +8,15 @@
 //!            [--irq-count C] [--irq-time-us T] [--read-size N] [--nonblock]
 //!            [--restart-at N] [--hold-at N --hold-s S] [--timeout SECONDS]
 //!            [--stop-on-signal] [--raw]
+//!            [--on-sink-error stop|retry|skip] [--sink-retries N] [--sink-retry-ms MS]
+//!            [--direct] [--sink-base OFFSET]
 //! ```
+//!
+//! A block device sink (a capture disk) is written by position: disk offset = stream
+//! offset − base, so a stretch the card lost stays a hole of the same size on the disk.
+//! Every write error of a disk (or of a file with `--on-sink-error`/`--direct`) is handled
+//! by the `--on-sink-error` policy and accounted to the byte in `sink_io` (module
+//! `acq_guest::sinkio`, docs/sink.md "Consumer behaviour").
 //!
 //! Verification works by stream offset (docs/driver.md): the offset of the next byte is
 //! tracked; after read() or splice() fails with EPIPE (overflow) or EIO, and after a
@@ -42,6 +50,7 @@ use std::time::{Duration, Instant};
 
 use acq_guest::acqdev::{self, AcqDev};
 use acq_guest::regs;
+use acq_guest::sinkio::{self, AlignedBuf, Failure, Flow, Policy, SinkIo};
 use acq_guest::uapi::{AcqConfig, AcqStats};
 
 static SIGNALS: AtomicU64 = AtomicU64::new(0);
@@ -122,6 +131,18 @@ struct Args {
     hold_s: f64,
     timeout: Option<f64>,
     stop_on_signal: bool,
+    sink_opts: SinkOpts,
+}
+
+/// The sink-error options (module `sinkio`).
+#[derive(Clone, Copy)]
+struct SinkOpts {
+    /// `--on-sink-error`; `None`: not given (`stop` for a disk).
+    policy: Option<Policy>,
+    retries: u32,
+    retry_ms: u64,
+    direct: bool,
+    base: Option<u64>,
 }
 
 fn usage(msg: &str) -> ExitCode {
@@ -131,7 +152,9 @@ fn usage(msg: &str) -> ExitCode {
          [--sink /dev/null|FILE|tcp] [--tee /dev/null|FILE] [--pipe-size N] \
          [--block B] [--ring-log2 L] [--rate R] [--pattern counter|prbs|sine[:CH]|N] [--seed S] \
          [--irq-count C] [--irq-time-us T] [--read-size N] [--nonblock] [--progress] [--restart-at N] \
-         [--hold-at N [--hold-s S]] [--timeout SECONDS] [--stop-on-signal] [--raw]"
+         [--hold-at N [--hold-s S]] [--timeout SECONDS] [--stop-on-signal] [--raw] \
+         [--on-sink-error stop|retry|skip] [--sink-retries N] [--sink-retry-ms MS] [--direct] \
+         [--sink-base OFFSET]"
     );
     ExitCode::from(2)
 }
@@ -161,6 +184,13 @@ fn parse_args() -> Result<Args, String> {
         hold_s: 2.0,
         timeout: None,
         stop_on_signal: false,
+        sink_opts: SinkOpts {
+            policy: None,
+            retries: 3,
+            retry_ms: 50,
+            direct: false,
+            base: None,
+        },
     };
     let mut mode = None;
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -223,6 +253,16 @@ fn parse_args() -> Result<Args, String> {
             "--hold-at" => a.hold_at = Some(size(opt, val(opt)?)?),
             "--hold-s" => a.hold_s = secs(opt, val(opt)?)?,
             "--timeout" => a.timeout = Some(secs(opt, val(opt)?)?),
+            "--on-sink-error" => {
+                let v = val(opt)?;
+                a.sink_opts.policy = Some(Policy::parse(&v).ok_or_else(|| {
+                    format!("bad --on-sink-error {v:?} (expected stop, retry or skip)")
+                })?)
+            }
+            "--sink-retries" => a.sink_opts.retries = small(opt, size(opt, val(opt)?)?)?,
+            "--sink-retry-ms" => a.sink_opts.retry_ms = size(opt, val(opt)?)?,
+            "--direct" => a.sink_opts.direct = true,
+            "--sink-base" => a.sink_opts.base = Some(size(opt, val(opt)?)?),
             "-h" | "--help" => return Err("help".into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -267,6 +307,15 @@ fn parse_args() -> Result<Args, String> {
     }
     if a.hold_at.is_some() && a.mode != Mode::Splice {
         return Err("--hold-at needs --mode splice".into());
+    }
+    let so = &a.sink_opts;
+    if !matches!(a.sink, SinkSpec::File(_))
+        && (so.policy.is_some() || so.direct || so.base.is_some())
+    {
+        return Err("--on-sink-error, --direct and --sink-base need a file or disk --sink".into());
+    }
+    if so.retry_ms > 60_000 || so.retries > 1000 {
+        return Err("--sink-retries at most 1000, --sink-retry-ms at most 60000".into());
     }
     if let (SinkSpec::File(s), Some(SinkSpec::File(t))) = (&a.sink, &a.tee) {
         if s == t {
@@ -425,6 +474,13 @@ struct Sink {
     file: Option<File>,
     tcp: Option<TcpStream>,
     receiver: Option<JoinHandle<Result<Check, String>>>,
+    /// Positions, error policy and account (disks, and files with the sink options).
+    io: Option<SinkIo>,
+    direct: bool,
+    /// O_DIRECT copy of unaligned data.
+    bounce: Option<AlignedBuf>,
+    /// Where the rest of a failed splice goes (the pipe must be emptied).
+    devnull: Option<File>,
 }
 
 impl Sink {
@@ -434,6 +490,10 @@ impl Sink {
             file: None,
             tcp: None,
             receiver: None,
+            io: None,
+            direct: false,
+            bounce: None,
+            devnull: None,
         };
         match spec {
             SinkSpec::Null => {
@@ -490,8 +550,145 @@ impl Sink {
         }
     }
 
-    /// Closes the sink; for TCP, waits for the receiver and returns its check.
-    fn finish(mut self) -> Result<Option<Check>, String> {
+    /// Takes over the writes of a disk (or of a file given sink options): see `sinkio`.
+    fn attach_io(&mut self, o: &SinkOpts, mode: Mode) -> Result<(), String> {
+        use std::os::unix::fs::FileTypeExt;
+        let (Some(f), SinkSpec::File(path)) = (&self.file, &self.spec) else {
+            return Ok(());
+        };
+        let blk = f
+            .metadata()
+            .map_err(|e| format!("stat {path}: {e}"))?
+            .file_type()
+            .is_block_device();
+        if !blk && o.policy.is_none() && !o.direct && o.base.is_none() {
+            return Ok(());
+        }
+        if o.base.is_some() && !blk {
+            return Err(format!(
+                "--sink-base needs a block device sink; {path} is not one"
+            ));
+        }
+        if o.direct {
+            // SAFETY: fcntl on our own descriptor.
+            let fl = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+            let set = if fl < 0 {
+                -1
+            } else {
+                // SAFETY: as above; O_DIRECT is one of the flags F_SETFL may change.
+                unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl | libc::O_DIRECT) }
+            };
+            if set < 0 {
+                return Err(format!(
+                    "O_DIRECT on {path}: {} (the file system may not support it)",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        let policy = o.policy.unwrap_or(Policy::Stop);
+        if mode == Mode::Splice && policy == Policy::Retry && !o.direct {
+            // A buffered splice has moved the pages out of the pipe into the page cache by
+            // the time write-back fails: there is nothing left to write again.
+            return Err(
+                "--on-sink-error retry with --mode splice needs --direct (a buffered splice \
+                 no longer has the data when write-back fails)"
+                    .into(),
+            );
+        }
+        self.direct = o.direct;
+        self.io = Some(SinkIo::new(sinkio::Settings {
+            policy,
+            retries: o.retries,
+            backoff: Duration::from_millis(o.retry_ms),
+            positional: blk,
+            base: o.base,
+            sync_each: !o.direct,
+        }));
+        Ok(())
+    }
+
+    /// True when the sink is written by stream position (a disk checked on the host).
+    fn positional(&self) -> bool {
+        self.io.as_ref().is_some_and(|io| io.set.positional)
+    }
+
+    /// Writes `data`, stream offset `off`. `Flow::Stop`: the sink failed and the policy
+    /// says stop.
+    fn put(&mut self, off: u64, data: &[u8]) -> Result<Flow, String> {
+        let fd = self.fd();
+        let Some(io) = self.io.as_mut() else {
+            self.write_all(data)
+                .map_err(|e| format!("write sink: {e}"))?;
+            return Ok(Flow::Continue);
+        };
+        let direct = self.direct;
+        let sync_each = io.set.sync_each;
+        let data: &[u8] = if direct && !AlignedBuf::aligned(data) {
+            if self
+                .bounce
+                .as_mut()
+                .is_none_or(|b| b.as_mut_slice().len() < data.len())
+            {
+                self.bounce = Some(AlignedBuf::new(data.len()));
+            }
+            let b = self
+                .bounce
+                .as_mut()
+                .map(|b| b.as_mut_slice())
+                .unwrap_or_default();
+            b[..data.len()].copy_from_slice(data);
+            &b[..data.len()]
+        } else {
+            data
+        };
+        io.put(off, data.len() as u64, |pos, done| {
+            let n = sinkio::pwrite(fd, pos, &data[done as usize..])
+                .map_err(|e| io_failure(e, direct, pos))?;
+            if sync_each && n > 0 {
+                sinkio::sync_range(fd, pos, n).map_err(Failure::Io)?;
+            }
+            Ok(n)
+        })
+    }
+
+    /// Moves `n` bytes (stream offset `off`) from pipe `pipe` to the sink.
+    fn splice_from(&mut self, pipe: RawFd, off: u64, n: usize) -> Result<Flow, String> {
+        let fd = self.fd();
+        let Some(io) = self.io.as_mut() else {
+            drain(pipe, fd, n, &self.spec.name())?;
+            return Ok(Flow::Continue);
+        };
+        let direct = self.direct;
+        let sync_each = io.set.sync_each;
+        // What left the pipe: after a failure the rest must be taken out too.
+        let mut taken = 0usize;
+        let flow = io.put(off, n as u64, |pos, done| {
+            let k = sinkio::splice_at(pipe, fd, pos, n - done as usize)
+                .map_err(|e| io_failure(e, direct, pos))?;
+            taken += k;
+            if sync_each && k > 0 {
+                sinkio::sync_range(fd, pos, k as u64).map_err(Failure::Io)?;
+            }
+            Ok(k as u64)
+        })?;
+        if taken < n {
+            if self.devnull.is_none() {
+                self.devnull =
+                    Some(File::create("/dev/null").map_err(|e| format!("/dev/null: {e}"))?);
+            }
+            let null = self.devnull.as_ref().map_or(-1, |f| f.as_raw_fd());
+            drain(pipe, null, n - taken, "/dev/null")?;
+        }
+        Ok(flow)
+    }
+
+    /// Closes the sink; for TCP, waits for the receiver and returns its check. A sink
+    /// with an account is synced under its policy (a failure is reported, not fatal).
+    fn finish(mut self) -> Result<(Option<Check>, Option<SinkIo>), String> {
+        if let (Some(f), Some(io)) = (&self.file, self.io.as_mut()) {
+            io.final_sync(|| f.sync_all());
+            self.file = None;
+        }
         if let Some(f) = self.file.take() {
             f.sync_all().or_else(|e| {
                 // /dev/null cannot be synced; a file can.
@@ -503,13 +700,26 @@ impl Sink {
             })?;
         }
         drop(self.tcp.take());
-        match self.receiver.take() {
+        let check = match self.receiver.take() {
             Some(h) => h
                 .join()
                 .map_err(|_| "tcp receiver panicked".to_string())?
-                .map(Some),
-            None => Ok(None),
-        }
+                .map(Some)?,
+            None => None,
+        };
+        Ok((check, self.io.take()))
+    }
+}
+
+/// A failed sink write: EINVAL under O_DIRECT is a usage error (alignment) no policy fixes.
+fn io_failure(e: std::io::Error, direct: bool, pos: u64) -> Failure {
+    if direct && e.raw_os_error() == Some(libc::EINVAL) {
+        Failure::Fatal(format!(
+            "O_DIRECT write at sink position {pos}: {e} (offsets, lengths and buffers must be \
+             whole logical blocks of the disk)"
+        ))
+    } else {
+        Failure::Io(e)
     }
 }
 
@@ -719,6 +929,8 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     let segs: Segments = Arc::new(Mutex::new(Vec::new()));
     let tcp_verify = a.verify.then(|| (cfg, segs.clone()));
     let mut sink = Sink::open(&a.sink, tcp_verify)?;
+    sink.attach_io(&a.sink_opts, a.mode)?;
+    let positional = sink.positional();
     let mut tee_sink = match &a.tee {
         Some(t) => Some(Sink::open(t, None)?),
         None => None,
@@ -772,6 +984,9 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
                 "tee-pipe-read"
             } else if a.sink == SinkSpec::Tcp {
                 "tcp-receiver"
+            } else if positional {
+                // The capture disk checks every write on the host (docs/sink.md).
+                "disk-host"
             } else {
                 "sink-reread"
             };
@@ -779,7 +994,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
                 a,
                 &cfg,
                 &src,
-                &sink,
+                &mut sink,
                 tee_sink.as_ref(),
                 &p1,
                 p2.as_ref(),
@@ -790,6 +1005,14 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
             )?;
         }
     }
+    if sink.io.is_some() {
+        // A disk stream stops the card as soon as it stops taking data (its byte count,
+        // or the sink said stop): what the card loses from now on is no part of this
+        // capture, and the card's loss counters then match the consumer's gaps.
+        if let Some(d) = src.card() {
+            let _ = d.stop();
+        }
+    }
     let secs = st.start.elapsed().as_secs_f64();
     let cpu1 = cpu_times();
     if tty {
@@ -797,7 +1020,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     }
     let stats = src.stats()?;
     // Finish the sinks and check the copies.
-    let tcp_check = sink.finish()?;
+    let (tcp_check, sink_io) = sink.finish()?;
     if let Some(t) = tee_sink.take() {
         t.finish()?;
     }
@@ -810,7 +1033,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
             copy_checks.push(c);
         }
         let mut files = Vec::new();
-        if a.mode == Mode::Splice {
+        if a.mode == Mode::Splice && !positional {
             if let SinkSpec::File(p) = &a.sink {
                 files.push(p.clone());
             }
@@ -842,8 +1065,11 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     let copies_ok = copy_checks
         .iter()
         .all(|c| c.mismatches == 0 && c.bytes == st.total && c.verified == st.total);
-    let verify_ok = !a.verify || (mismatches == 0 && copies_ok && verified == st.total);
+    let verify_ok = !a.verify
+        || method == "disk-host"
+        || (mismatches == 0 && copies_ok && verified == st.total);
     let ok = st.fatal.is_none()
+        && sink_io.as_ref().is_none_or(SinkIo::clean)
         && mismatches == 0
         && verify_ok
         && !st.timed_out
@@ -884,6 +1110,13 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         }
         if let Some(t) = &a.tee {
             o.insert("tee".into(), t.name().into());
+        }
+        if let Some(io) = &sink_io {
+            let mut j = io.json();
+            if let Some(m) = j.as_object_mut() {
+                m.insert("direct".into(), a.sink_opts.direct.into());
+            }
+            o.insert("sink_io".into(), j);
         }
         if src.card().is_some() {
             o.insert("config".into(), acqdev::config_json(&cfg));
@@ -1083,10 +1316,12 @@ fn read_loop(
                     let segs = [(st.total, st.offset)];
                     st.inline.verify(cfg, &segs, st.total, data);
                 }
-                sink.write_all(data)
-                    .map_err(|e| format!("write sink: {e}"))?;
+                let flow = sink.put(st.offset, data)?;
                 st.offset += n as u64;
                 st.total += n as u64;
+                if flow == Flow::Stop {
+                    break;
+                }
             }
             Err(e) => {
                 if !st.errno_event(src, &e, "read")? {
@@ -1106,7 +1341,7 @@ fn splice_loop(
     a: &Args,
     cfg: &AcqConfig,
     src: &Source,
-    sink: &Sink,
+    sink: &mut Sink,
     tee_sink: Option<&Sink>,
     p1: &Pipe,
     p2: Option<&Pipe>,
@@ -1116,7 +1351,6 @@ fn splice_loop(
     progress: bool,
 ) -> Result<(), String> {
     let mut buf = vec![0u8; if inline { p1.size } else { 0 }];
-    let sink_name = sink.spec.name();
     while st.total < a.bytes {
         if st.expired(a) {
             break;
@@ -1156,7 +1390,7 @@ fn splice_loop(
         if let Some(p2) = p2 {
             tee_all(p1.r.as_raw_fd(), p2.w.as_raw_fd(), n)?;
         }
-        drain(p1.r.as_raw_fd(), sink.fd(), n, &sink_name)?;
+        let flow = sink.splice_from(p1.r.as_raw_fd(), st.offset, n)?;
         if let Some(p2) = p2 {
             if inline {
                 let data = &mut buf[..n];
@@ -1169,7 +1403,7 @@ fn splice_loop(
         }
         st.offset += n as u64;
         st.total += n as u64;
-        if !st.after(a, tty, progress) {
+        if flow == Flow::Stop || !st.after(a, tty, progress) {
             break;
         }
     }
@@ -1266,6 +1500,7 @@ fn mmap_loop(
         st.offset = req.stream_offset;
         let bs = req.block_size as usize;
         let mut taken = 0u32;
+        let mut stop = false;
         while taken < req.count && st.total < a.bytes {
             let slot = (req.head as usize + taken as usize) % entries;
             let want = bs.min((a.bytes - st.total).min(usize::MAX as u64) as usize);
@@ -1275,13 +1510,29 @@ fn mmap_loop(
                 let segs = [(st.total, st.offset)];
                 st.inline.verify(cfg, &segs, st.total, data);
             }
-            sink.write_all(data)
-                .map_err(|e| format!("write sink: {e}"))?;
+            let flow = sink.put(st.offset, data)?;
             st.offset += data.len() as u64;
             st.total += data.len() as u64;
             taken += 1;
+            if flow == Flow::Stop {
+                stop = true;
+                break;
+            }
         }
         release = taken;
+        if stop {
+            // Give the blocks back before leaving: the pool must be whole at the end.
+            let mut req = acq_guest::uapi::AcqMmapSync {
+                release,
+                timeout_ms: 0,
+                ..Default::default()
+            };
+            let _ = dev.ioctl_raw(
+                acq_guest::uapi::ACQ_IOC_MMAP_SYNC,
+                &mut req as *mut acq_guest::uapi::AcqMmapSync as usize,
+            );
+            break;
+        }
         if !st.after(a, tty, progress) {
             break;
         }
