@@ -548,6 +548,9 @@ impl PbSession {
         if error.is_none() {
             self.accept(c.flags & pb_comp::F_MISMATCH != 0, now);
         } else {
+            // The host's block is lost, not late: the stream moves past it, so the blocks
+            // after it are still checked at their own offsets (section 19.4).
+            self.stream_off += u64::from(b);
             bump(&self.shared.stats.pb_error_completions, 1);
         }
         self.k = self.k.wrapping_add(1);

@@ -17,5 +17,8 @@ pub mod uapi;
 
 pub mod acqdev;
 
+/// `acq-stream --direction out`: the playback consumer.
+pub mod playback;
+
 /// A small userspace VFIO layer (acq-vfio, docs/vfio.md).
 pub mod vfio;
