@@ -703,7 +703,11 @@ impl Card {
             0 => 0,
             r => u64::from(g.entries()) * u64::from(g.cfg.block_size) * 1000 / r,
         };
-        let mut left = PB_DRAIN_MS.saturating_add(ring_ms);
+        // The budget is in jiffies and only what was really slept counts: a writer is
+        // woken by every completion interrupt, long before a re-check period is over.
+        let total_ms = PB_DRAIN_MS.saturating_add(ring_ms).min(u64::from(u32::MAX));
+        let mut left = msecs_to_jiffies(total_ms as u32);
+        let period = msecs_to_jiffies(PB_RECHECK_MS);
         loop {
             self.pb_reap(g);
             if g.removed {
@@ -715,15 +719,18 @@ impl Card {
             if left == 0 {
                 return Err(ETIMEDOUT);
             }
-            let step = left.min(u64::from(PB_RECHECK_MS));
-            left -= step;
-            match self
-                .pb_wait
-                .wait_interruptible_timeout(g, msecs_to_jiffies(step as u32))
-            {
+            let step = left.min(period);
+            match self.pb_wait.wait_interruptible_timeout(g, step) {
                 CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
-                CondVarTimeoutResult::Timeout => self.pb_check_halt(g, true),
-                _ => {}
+                CondVarTimeoutResult::Timeout => {
+                    left -= step;
+                    self.pb_check_halt(g, true);
+                }
+                CondVarTimeoutResult::Woken { jiffies } => {
+                    // At least one jiffy per wake-up: an interrupt storm cannot stretch
+                    // the wait beyond the budget's jiffies in wake-ups.
+                    left -= (step - jiffies.min(step)).max(1).min(left);
+                }
             }
         }
     }
