@@ -10,8 +10,7 @@
 use std::time::Duration;
 
 use acq_e2e::{
-    assert_dmesg_clean, boot_with, driver_image, json_num, json_true, json_u64, model_request,
-    CMD,
+    assert_dmesg_clean, boot_with, driver_image, json_num, json_true, json_u64, model_request, CMD,
 };
 use anyhow::{ensure, Result};
 
@@ -194,7 +193,10 @@ fn playback_faults_underrun_and_loopback() -> Result<()> {
         &format!("--bytes 8M --pattern prbs --seed 5 --corrupt-at {bad} --verify"),
         false,
     )?;
-    ensure!(!json_true(&out, "ok"), "a corrupted run must not pass: {out}");
+    ensure!(
+        !json_true(&out, "ok"),
+        "a corrupted run must not pass: {out}"
+    );
 
     // Underrun: 4 MiB/s output, the writer pauses 3 s after 8 MiB (at most 0.5 s of
     // output are queued: 1 MiB ring + 1 MiB FIFO), so the card plays silence; the writer
@@ -204,7 +206,10 @@ fn playback_faults_underrun_and_loopback() -> Result<()> {
         "--bytes 16M --rate 4M --pause-at 8M --pause-ms 3000 --pattern counter --verify",
         true,
     )?;
-    ensure!(card_num(&out, "underruns").unwrap_or(0) > 0, "no underrun: {out}");
+    ensure!(
+        card_num(&out, "underruns").unwrap_or(0) > 0,
+        "no underrun: {out}"
+    );
     ensure!(
         out.contains("\"EPIPE\":"),
         "the underrun should reach the writer as EPIPE: {out}"
@@ -222,7 +227,10 @@ fn playback_faults_underrun_and_loopback() -> Result<()> {
         r#"{"cmd":"inject","fault":"dma_error","channel":"playback","count":1}"#,
     )?;
     let out = play(&mut vm, "--bytes 8M --pattern counter", false)?;
-    ensure!(out.contains("\"EIO\":1"), "dma_error should be one EIO: {out}");
+    ensure!(
+        out.contains("\"EIO\":1"),
+        "dma_error should be one EIO: {out}"
+    );
     ensure!(
         card_num(&out, "received_bytes") == Some((8 << 20) - 4096),
         "dma_error: {out}"
