@@ -742,7 +742,10 @@ impl Card {
             return POLLERR | POLLHUP;
         }
         self.pb_reap(&mut g);
-        self.pb_check_halt(&mut g, false);
+        // A full ring is when a poller would sleep: then make sure the card still runs (one
+        // register read), or a reset card would leave it waiting for POLLOUT forever.
+        let full = g.running && !g.has_space();
+        self.pb_check_halt(&mut g, full);
         let mut mask = 0;
         if g.err {
             mask |= POLLERR;
