@@ -2,7 +2,7 @@
 //! write() and by splice() (from a tmpfs file: zero-copy; from a pipe), every byte
 //! verified by the card; a corrupted source caught by the card at the right offset;
 //! an underrun accounted and reported as EPIPE; the loopback round trip
-//! guest -> card -> guest verified; a clean kernel log.
+//! guest -> card -> guest verified; the MSI fallback; a clean kernel log.
 //!
 //! Needs `make driver guest build`. `ACQ_TEST_MIB` scales the long streams (default
 //! 256 MiB).
@@ -259,6 +259,22 @@ fn playback_faults_underrun_and_loopback() -> Result<()> {
     );
     let c = model_request(&vm, 0, r#"{"cmd":"counters"}"#)?;
     ensure!(json_u64(&c, "loopback_bytes") >= mib << 20, "model: {c}");
+    assert_dmesg_clean(&mut vm)?;
+
+    // One MSI vector for every cause: playback completions wake the writer through it.
+    vm.sh_ok("rmmod acq && insmod /lib/modules/acq.ko force_msi=1", CMD)?;
+    let irqs0 = json_u64(&model_request(&vm, 0, r#"{"cmd":"counters"}"#)?, "irqs");
+    let out = play(
+        &mut vm,
+        "--bytes 16M --pattern counter --seed 1 --verify",
+        true,
+    )?;
+    ensure!(
+        card_num(&out, "verified_bytes") == Some(16 << 20),
+        "MSI: {out}"
+    );
+    let c = model_request(&vm, 0, r#"{"cmd":"counters"}"#)?;
+    ensure!(json_u64(&c, "irqs") > irqs0, "no interrupt with MSI: {c}");
 
     assert_dmesg_clean(&mut vm)?;
     vm.sh_ok("rmmod acq", CMD)?;
