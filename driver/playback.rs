@@ -794,6 +794,9 @@ impl Card {
         self.pb_reap(&mut g);
         let mut s = g.stats;
         s.in_flight = regs::ring::outstanding(g.prod, g.head);
+        s.held_pages = g.hw.as_ref().map_or(0, |hw| {
+            hw.held.iter().filter(|h| h.is_some()).count() as u32
+        });
         s.state = if g.removed {
             uapi::ACQ_STATE_REMOVED
         } else if g.halted {

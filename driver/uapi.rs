@@ -151,6 +151,11 @@ pub struct AcqPbStats {
     pub card_mismatch: u32,
     /// The card's PB_CNT_UNDERRUNS: silent block times.
     pub card_underruns: u32,
+    /// Pipe pages the driver holds (referenced and DMA-mapped) for blocks the card has
+    /// not completed yet: zero-copy pages are released on completion, not on submission.
+    pub held_pages: u32,
+    /// Reserved, 0.
+    pub reserved: u32,
 }
 
 /// `ACQ_IOC_MMAP_SYNC` argument (docs/driver.md, "mmap()").
@@ -330,4 +335,4 @@ const _: () = assert!(core::mem::size_of::<AcqStats>() == 96);
 const _: () = assert!(core::mem::offset_of!(AcqStats, pool_pages) == ACQ_STATS_V1_SIZE);
 const _: () = assert!(core::mem::size_of::<AcqInfo>() == 32);
 const _: () = assert!(core::mem::size_of::<AcqMmapSync>() == 40);
-const _: () = assert!(core::mem::size_of::<AcqPbStats>() == 112);
+const _: () = assert!(core::mem::size_of::<AcqPbStats>() == 120);

@@ -307,6 +307,7 @@ pub fn pb_stats_json(s: &AcqPbStats) -> serde_json::Value {
         "card_first_bad": (s.card_first_bad != u64::MAX).then_some(s.card_first_bad),
         "card_mismatch": s.card_mismatch,
         "card_underruns": s.card_underruns,
+        "held_pages": s.held_pages,
     })
 }
 
@@ -590,6 +591,9 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         Mode::Write => write_loop(a, &dev, &mut prod, &mut st),
         Mode::Splice => splice_loop(a, &dev, prod, &mut st),
     };
+    // Pipe pages still held for blocks the card has not completed (zero-copy splice at a
+    // rate: the driver releases them on completion, not when splice() returned).
+    let held_at_end = dev.stats().map(|s| s.held_pages).unwrap_or(0);
     // Everything written reaches the card before the counters are read.
     let drained = dev.drain();
     let secs = st.start.elapsed().as_secs_f64();
@@ -627,6 +631,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         "errors": mismatch,
         "underruns": after.underruns.wrapping_sub(before.underruns),
         "zero_copy_bytes": after.zero_copy_bytes.wrapping_sub(before.zero_copy_bytes),
+        "held_pages_at_end": held_at_end,
         "copied_bytes": after.copied_bytes.wrapping_sub(before.copied_bytes),
         "errno": st.errnos,
         "drain": drained.err(),
