@@ -234,7 +234,8 @@ pub struct AcqConfig {
     pub irq_mod_count: u32,
     /// Interrupt moderation time in microseconds, 0 (off) ..= 1_000_000.
     pub irq_mod_time_us: u32,
-    /// Reserved, must be 0.
+    /// Capture: 0 or [`ACQ_CFG_LOOPBACK`] (ABI 1.2). Playback: 0. Other bits reserved
+    /// (`EINVAL`).
     pub flags: u32,
 }
 
