@@ -63,6 +63,9 @@ mod uapi;
 
 use uapi::{AcqConfig, AcqInfo, AcqStats};
 
+/// The playback channel (host -> card): `/dev/acqN-out`.
+mod playback;
+
 /// Bytes of BAR0 the driver maps: the register window (the MSI-X table and PBA above it
 /// belong to the PCI core).
 const BAR0_LEN: usize = regs::bar::REG_WINDOW_SIZE as usize;
@@ -597,6 +600,11 @@ struct Card {
     /// Per pool page: 1 while the page is posted to the card (DMA may write it), 0 once
     /// its completion was consumed. Read without the mutex by a lent page's ->confirm.
     busy: KVec<Atomic<u32>>,
+    /// The playback channel (playback.rs), with its own lock and wait queue.
+    #[pin]
+    pb: Mutex<playback::PbInner>,
+    #[pin]
+    pb_wait: PollCondVar,
 }
 
 impl_has_delayed_work! {
@@ -727,6 +735,10 @@ impl Card {
                 r.wr(regs::reg::STATUS, regs::status::W1C_MASK);
                 r.wr(regs::reg::IRQ_STATUS, regs::irq::ALL);
                 r.wr(regs::reg::IRQ_MASK, 0);
+                if self.caps & regs::caps::LOOPBACK != 0 {
+                    let lb = cfg.flags & uapi::ACQ_CFG_LOOPBACK != 0;
+                    r.wr(regs::reg::LOOPBACK, u32::from(lb) * regs::loopback::ENABLE);
+                }
                 r.wr(regs::reg::CTRL, regs::ctrl::ENABLE);
                 let status = r.rd(regs::reg::STATUS);
                 if status & regs::status::HALTED != 0 {
@@ -1370,7 +1382,8 @@ impl Card {
         if g.removed {
             return false;
         }
-        if !g.running {
+        if !g.running || g.cfg.flags & uapi::ACQ_CFG_LOOPBACK != 0 {
+            // A loopback session waits for the playback side: no data is not a stall.
             g.wd_still_ms = 0;
             return true;
         }
@@ -1473,6 +1486,16 @@ impl Card {
                 self.mmap_sync(&mut req)?;
                 w.write(&UapiMmapSync(req))?;
             }
+            uapi::ACQ_IOC_GET_INFO => return self.ioctl_info(cmd, arg),
+            _ => return Err(ENOTTY),
+        }
+        Ok(0)
+    }
+
+    /// `ACQ_IOC_GET_INFO`, served by both nodes (`ENOTTY` for anything else).
+    fn ioctl_info(&self, cmd: u32, arg: usize) -> Result<isize> {
+        let user = UserPtr::from_addr(arg);
+        match cmd {
             uapi::ACQ_IOC_GET_INFO => {
                 let info = AcqInfo {
                     abi_version: uapi::ACQ_ABI_VERSION,
@@ -1519,7 +1542,9 @@ impl Card {
             && regs::pattern::valid(c.pattern)
             && self.caps & pat_cap != 0;
         let irq_ok = c.irq_mod_count <= 0xFFFF && c.irq_mod_time_us <= 1_000_000;
-        if block_ok && ring_ok && pattern_ok && irq_ok && c.flags == 0 {
+        let flags_ok = c.flags == 0
+            || (c.flags == uapi::ACQ_CFG_LOOPBACK && self.caps & regs::caps::LOOPBACK != 0);
+        if block_ok && ring_ok && pattern_ok && irq_ok && flags_ok {
             Ok(())
         } else {
             Err(EINVAL)
@@ -1549,6 +1574,8 @@ impl Card {
         };
         drop(hw);
         self.wait.notify_all();
+        // The soft reset above stopped the playback channel too.
+        self.pb_shutdown();
         self.cancel_watchdog();
     }
 
@@ -1600,6 +1627,19 @@ struct CaptureIrq {
     card: Arc<Card>,
 }
 
+/// MSI-X vector 2 (playback completions and events): count and wake the writers.
+struct PlaybackIrq {
+    card: Arc<Card>,
+}
+
+impl irq::Handler for PlaybackIrq {
+    fn handle(&self) -> IrqReturn {
+        self.card.irqs.fetch_add(1, Relaxed);
+        self.card.pb_wait.notify_all();
+        IrqReturn::Handled
+    }
+}
+
 impl irq::Handler for CaptureIrq {
     fn handle(&self) -> IrqReturn {
         self.card.irqs.fetch_add(1, Relaxed);
@@ -1619,6 +1659,8 @@ impl irq::ThreadedHandler for EventIrq {
         self.card.irqs.fetch_add(1, Relaxed);
         if self.msi {
             self.card.wait.notify_all();
+            // One message for every cause: playback completions too.
+            self.card.pb_wait.notify_all();
         }
         ThreadedIrqReturn::WakeThread
     }
@@ -1633,6 +1675,7 @@ impl irq::ThreadedHandler for EventIrq {
 ///
 /// Fields drop in order: the handlers are freed before the vectors they borrow.
 struct Irqs<'b> {
+    playback: Option<Pin<KBox<irq::Registration<'b, PlaybackIrq>>>>,
     capture: Option<Pin<KBox<irq::Registration<'b, CaptureIrq>>>>,
     events: Option<Pin<KBox<irq::ThreadedRegistration<'b, EventIrq>>>>,
     _vectors: KBox<pci::IrqVectorRegistration<'b>>,
@@ -1667,6 +1710,7 @@ impl<'b> Irqs<'b> {
         let vref: &'b pci::IrqVectorRegistration<'b> =
             unsafe { &*ptr::from_ref::<pci::IrqVectorRegistration<'b>>(&*vectors) };
         let mut this = Self {
+            playback: None,
             capture: None,
             events: None,
             _vectors: vectors,
@@ -1703,6 +1747,23 @@ impl<'b> Irqs<'b> {
                 )
             };
             this.capture = Some(KBox::pin_init(reg, GFP_KERNEL)?);
+            // Vector 2, if the PCI core gave us that many: without it, writers find
+            // completions by their periodic re-check.
+            if card.caps & regs::caps::PLAYBACK_DMA != 0 {
+                if let Ok(v) = vref.index(usize::from(regs::msix::VEC_PLAYBACK)) {
+                    let pb = PlaybackIrq { card: card.clone() };
+                    // SAFETY: as above.
+                    let reg = unsafe {
+                        irq::Registration::new(
+                            v.into(),
+                            irq::Flags::TRIGGER_NONE,
+                            c"acq-playback",
+                            Ok::<_, Error>(pb),
+                        )
+                    };
+                    this.playback = Some(KBox::pin_init(reg, GFP_KERNEL)?);
+                }
+            }
         }
         Ok(this)
     }
@@ -1830,8 +1891,18 @@ struct CharDev {
 }
 
 impl CharDev {
-    fn new(card: Arc<Card>) -> Result<impl PinInit<Self, Error>> {
-        let name = CString::try_from_fmt(fmt!("acq{}", card.index))?;
+    /// `/dev/acqN` (capture, `out` false) or `/dev/acqN-out` (playback).
+    fn new(card: Arc<Card>, out: bool) -> Result<impl PinInit<Self, Error>> {
+        let name = if out {
+            CString::try_from_fmt(fmt!("acq{}-out", card.index))?
+        } else {
+            CString::try_from_fmt(fmt!("acq{}", card.index))?
+        };
+        let fops: &'static bindings::file_operations = if out {
+            &playback::PB_FOPS.0
+        } else {
+            &ACQ_FOPS.0
+        };
         let name_ptr = name.as_char_ptr();
         Ok(try_pin_init!(Self {
             card,
@@ -1842,7 +1913,7 @@ impl CharDev {
                     slot.write(pin_init::zeroed());
                     (*slot).minor = bindings::MISC_DYNAMIC_MINOR as c_int;
                     (*slot).name = name_ptr;
-                    (*slot).fops = &ACQ_FOPS.0;
+                    (*slot).fops = fops;
                     (*slot).mode = 0o600;
                 }
                 // SAFETY: the miscdevice is initialised; it is pinned and deregistered in
@@ -1897,7 +1968,13 @@ unsafe fn file_card<'a>(file: *mut bindings::file) -> <Arc<Card> as ForeignOwnab
     unsafe { <Arc<Card> as ForeignOwnable>::borrow((*file).private_data) }
 }
 
-unsafe extern "C" fn fop_open(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
+/// The card of a `CharDev` being opened.
+///
+/// # Safety
+///
+/// `file` must be a file being opened through one of our misc devices (its
+/// `private_data` is the `struct miscdevice`), called from the device's `open`.
+unsafe fn chardev_card(file: *mut bindings::file) -> Arc<Card> {
     // SAFETY: `misc_open` set `private_data` to our `struct miscdevice` and holds the misc
     // lock during this call, so the `CharDev` containing it cannot be deregistered and freed.
     let chardev = unsafe {
@@ -1907,7 +1984,12 @@ unsafe extern "C" fn fop_open(_inode: *mut bindings::inode, file: *mut bindings:
             .sub(core::mem::offset_of!(CharDev, misc))
             .cast::<CharDev>()
     };
-    let card = chardev.card.clone();
+    chardev.card.clone()
+}
+
+unsafe extern "C" fn fop_open(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
+    // SAFETY: called by the misc core for our device during open.
+    let card = unsafe { chardev_card(file) };
     {
         let mut g = card.inner.lock();
         if g.removed {
@@ -2063,6 +2145,7 @@ impl Drop for CardIndex {
 /// card reference and the index.
 struct AcqData<'b> {
     _chardev: Pin<KBox<CharDev>>,
+    _pb_chardev: Option<Pin<KBox<CharDev>>>,
     _irqs: Irqs<'b>,
     card: Arc<Card>,
     _index: CardIndex,
@@ -2136,6 +2219,11 @@ fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
 
     let dev: &device::Device<Bound> = pdev.as_ref();
     let hw = Hw::new(dev)?;
+    let pb_hw = if caps & regs::caps::PLAYBACK_DMA != 0 {
+        Some(playback::PbHw::new(dev)?)
+    } else {
+        None
+    };
     let mut busy = KVec::with_capacity(POOL_PAGES, GFP_KERNEL)?;
     for _ in 0..POOL_PAGES {
         busy.push(Atomic::new(0u32), GFP_KERNEL)?;
@@ -2175,17 +2263,32 @@ fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
             watchdog <- new_delayed_work!("acq::watchdog"),
             irqs: Atomic::new(0),
             busy,
+            pb <- new_mutex!(playback::PbInner::new(pb_hw)),
+            pb_wait <- new_poll_condvar!("acq::pb_wait"),
         }),
         GFP_KERNEL,
     )?;
     let irqs = Irqs::request(vectors, irq_mode, &card)?;
     let _ = workqueue::system().enqueue_delayed(card.clone(), msecs_to_jiffies(WATCHDOG_MS));
-    let chardev = match CharDev::new(card.clone()).and_then(|i| KBox::pin_init(i, GFP_KERNEL)) {
-        Ok(c) => c,
-        Err(e) => {
-            card.shutdown();
-            return Err(e);
+    let chardev =
+        match CharDev::new(card.clone(), false).and_then(|i| KBox::pin_init(i, GFP_KERNEL)) {
+            Ok(c) => c,
+            Err(e) => {
+                card.shutdown();
+                return Err(e);
+            }
+        };
+    let pb_chardev = if caps & regs::caps::PLAYBACK_DMA != 0 {
+        match CharDev::new(card.clone(), true).and_then(|i| KBox::pin_init(i, GFP_KERNEL)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                drop(chardev);
+                card.shutdown();
+                return Err(e);
+            }
         }
+    } else {
+        None
     };
     let mode = if irq_mode == uapi::ACQ_IRQ_MSIX {
         "MSI-X"
@@ -2203,6 +2306,7 @@ fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
     );
     Ok(AcqData {
         _chardev: chardev,
+        _pb_chardev: pb_chardev,
         _irqs: irqs,
         card,
         _index: index,

@@ -121,3 +121,83 @@ void acq_shim_page_set_index(struct page *page, unsigned long index)
 {
 	set_page_private(page, index);
 }
+
+/*
+ * Playback (host -> card, driver/playback.rs). Device-bound streaming mappings of a page
+ * range (bounce pages and pipe pages), page references for pipe pages kept until the
+ * card's completion, and splice_write: the VFS's pipe loop (__splice_from_pipe) with an
+ * actor that forwards each pipe buffer to Rust. Each function is used from exactly one
+ * safe Rust type or function in playback.rs.
+ */
+
+/* Implemented in Rust: takes `len` bytes at `offset` of `page`; returns bytes taken or
+ * -errno. */
+int acq_rust_pb_actor(void *owner, struct page *page, unsigned int offset,
+		      unsigned int len, unsigned int flags);
+
+/* Called from Rust only. */
+int acq_shim_dma_map_to_device(struct device *dev, struct page *page, unsigned int offset,
+			       size_t size, dma_addr_t *addr);
+void acq_shim_dma_unmap_to_device(struct device *dev, dma_addr_t addr, size_t size);
+void acq_shim_dma_sync_to_device(struct device *dev, dma_addr_t addr, size_t size);
+void acq_shim_get_page(struct page *page);
+void acq_shim_put_page(struct page *page);
+ssize_t acq_shim_splice_from_pipe(struct pipe_inode_info *pipe, struct file *out,
+				  size_t len, unsigned int flags);
+
+int acq_shim_dma_map_to_device(struct device *dev, struct page *page, unsigned int offset,
+			       size_t size, dma_addr_t *addr)
+{
+	dma_addr_t a = dma_map_page(dev, page, offset, size, DMA_TO_DEVICE);
+
+	if (dma_mapping_error(dev, a))
+		return -ENOMEM;
+	*addr = a;
+	return 0;
+}
+
+void acq_shim_dma_unmap_to_device(struct device *dev, dma_addr_t addr, size_t size)
+{
+	dma_unmap_page(dev, addr, size, DMA_TO_DEVICE);
+}
+
+void acq_shim_dma_sync_to_device(struct device *dev, dma_addr_t addr, size_t size)
+{
+	dma_sync_single_for_device(dev, addr, size, DMA_TO_DEVICE);
+}
+
+void acq_shim_get_page(struct page *page)
+{
+	get_page(page);
+}
+
+void acq_shim_put_page(struct page *page)
+{
+	put_page(page);
+}
+
+static int acq_pipe_to_device(struct pipe_inode_info *pipe, struct pipe_buffer *buf,
+			      struct splice_desc *sd)
+{
+	/* The pipe buffer was confirmed by the caller; sd->len <= buf->len. */
+	return acq_rust_pb_actor(sd->u.file->private_data, buf->page, buf->offset, sd->len,
+				 sd->flags);
+}
+
+/* splice_from_pipe() is not exported: the same, around the exported __splice_from_pipe. */
+ssize_t acq_shim_splice_from_pipe(struct pipe_inode_info *pipe, struct file *out,
+				  size_t len, unsigned int flags)
+{
+	ssize_t ret;
+	struct splice_desc sd = {
+		.total_len = len,
+		.flags = flags,
+		.pos = 0,
+		.u.file = out,
+	};
+
+	pipe_lock(pipe);
+	ret = __splice_from_pipe(pipe, &sd, acq_pipe_to_device);
+	pipe_unlock(pipe);
+	return ret;
+}

@@ -14,8 +14,10 @@ pub const ACQ_IOC_MAGIC: u32 = 0xAC;
 
 /// Version of this ABI, reported in [`AcqInfo::abi_version`].
 pub const ACQ_ABI_VERSION: u32 = 1;
-/// Minor version (additive changes): 1 = pool fields in [`AcqStats`], splice, mmap.
-pub const ACQ_ABI_MINOR: u32 = 1;
+/// Minor version (additive changes): 1 = pool fields in [`AcqStats`], splice, mmap;
+/// 2 = playback (`/dev/acqN-out`, `ACQ_IOC_PB_*`, [`AcqPbStats`]) and
+/// [`ACQ_CFG_LOOPBACK`].
+pub const ACQ_ABI_MINOR: u32 = 2;
 
 const IOC_NRSHIFT: u32 = 0;
 const IOC_TYPESHIFT: u32 = 8;
@@ -75,6 +77,86 @@ pub const ACQ_IOC_MMAP_SYNC: u32 = ioc(
     8,
     core::mem::size_of::<AcqMmapSync>(),
 );
+
+/// Playback (`/dev/acqN-out` only): read the playback configuration into an
+/// [`AcqConfig`] (same structure as capture; `flags` must be 0).
+pub const ACQ_IOC_PB_GET_CONFIG: u32 = ioc(
+    IOC_READ,
+    ACQ_IOC_MAGIC,
+    9,
+    core::mem::size_of::<AcqConfig>(),
+);
+/// Playback: set the configuration (block size, ring, rate, the pattern and seed the
+/// card verifies against, moderation). Only while no playback session runs (`EBUSY`).
+pub const ACQ_IOC_PB_SET_CONFIG: u32 = ioc(
+    IOC_WRITE,
+    ACQ_IOC_MAGIC,
+    10,
+    core::mem::size_of::<AcqConfig>(),
+);
+/// Playback: read the statistics, including the card's verification counters, into an
+/// [`AcqPbStats`].
+pub const ACQ_IOC_PB_GET_STATS: u32 = ioc(
+    IOC_READ,
+    ACQ_IOC_MAGIC,
+    11,
+    core::mem::size_of::<AcqPbStats>(),
+);
+/// Playback: wait until every block written so far was received by the card (or
+/// `EIO`/`ENODEV`/`EINTR`; at most 10 s, then `ETIMEDOUT`). A trailing partial block
+/// is not written (it waits for more data). No argument.
+pub const ACQ_IOC_PB_DRAIN: u32 = ioc(IOC_NONE, ACQ_IOC_MAGIC, 12, 0);
+
+/// [`AcqConfig::flags`] of the capture configuration: a loopback session (the card
+/// delivers what its playback channel receives; needs `ACQ_CAP_LOOPBACK` in the card's
+/// CAPS, else `EINVAL`).
+pub const ACQ_CFG_LOOPBACK: u32 = 1;
+
+/// Playback statistics (`ACQ_IOC_PB_GET_STATS`). Driver counters run from module load
+/// or `ACQ_IOC_RESET`; the `card_*` fields are the card's registers (docs/device.md
+/// section 19.2), read at the call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcqPbStats {
+    /// Bytes accepted by write() and splice() (posted, or waiting in a partial block).
+    pub bytes: u64,
+    /// Blocks the card completed with data.
+    pub blocks: u64,
+    /// Bytes spliced without a copy (pipe pages DMA-mapped and handed to the card).
+    pub zero_copy_bytes: u64,
+    /// Bytes copied into the driver's bounce pages (write(), unaligned splice).
+    pub copied_bytes: u64,
+    /// Underrun episodes seen in completions (each one reported as `EPIPE` once).
+    pub underruns: u64,
+    /// Silence the card played, in bytes (sum of the completions' `lost_bytes`).
+    pub underrun_bytes: u64,
+    /// Blocks the card flagged as not matching the pattern.
+    pub mismatch_blocks: u64,
+    /// Errors: error completions, halts (each reported as `EIO` once).
+    pub errors: u64,
+    /// Playback sessions started.
+    pub session: u64,
+    /// Blocks posted to the card and not completed yet.
+    pub in_flight: u32,
+    /// `ACQ_STATE_*` of the playback channel.
+    pub state: u32,
+    /// The card's PB_CNT_VERIFIED: bytes received that matched the pattern.
+    pub card_verified: u64,
+    /// The card's PB_CNT_BYTES: bytes received.
+    pub card_bytes: u64,
+    /// The card's PB_FIRST_BAD: stream offset of the first mismatching byte of the
+    /// current or last session, `u64::MAX` if none.
+    pub card_first_bad: u64,
+    /// The card's PB_CNT_MISMATCH: mismatching blocks.
+    pub card_mismatch: u32,
+    /// The card's PB_CNT_UNDERRUNS: silent block times.
+    pub card_underruns: u32,
+    /// Pipe pages the driver holds (referenced and DMA-mapped) for blocks the card has
+    /// not completed yet: zero-copy pages are released on completion, not on submission.
+    pub held_pages: u32,
+    /// Reserved, 0.
+    pub reserved: u32,
+}
 
 /// `ACQ_IOC_MMAP_SYNC` argument (docs/driver.md, "mmap()").
 ///
@@ -152,7 +234,8 @@ pub struct AcqConfig {
     pub irq_mod_count: u32,
     /// Interrupt moderation time in microseconds, 0 (off) ..= 1_000_000.
     pub irq_mod_time_us: u32,
-    /// Reserved, must be 0.
+    /// Capture: 0 or [`ACQ_CFG_LOOPBACK`] (ABI 1.2). Playback: 0. Other bits reserved
+    /// (`EINVAL`).
     pub flags: u32,
 }
 
@@ -253,3 +336,4 @@ const _: () = assert!(core::mem::size_of::<AcqStats>() == 96);
 const _: () = assert!(core::mem::offset_of!(AcqStats, pool_pages) == ACQ_STATS_V1_SIZE);
 const _: () = assert!(core::mem::size_of::<AcqInfo>() == 32);
 const _: () = assert!(core::mem::size_of::<AcqMmapSync>() == 40);
+const _: () = assert!(core::mem::size_of::<AcqPbStats>() == 120);

@@ -13,7 +13,10 @@ use tracing::{debug, info};
 
 use crate::engine::{Engine, SessionConfig};
 use crate::faults::{Action, Site};
-use crate::regs::{self, bar, caps, ctrl, err, id, irq, limits, pattern, reg, status, version};
+use crate::regs::{
+    self, bar, caps, ctrl, err, id, irq, limits, loopback, pattern, pb_ctrl, pb_status, reg,
+    status, version,
+};
 use crate::shared::Shared;
 
 /// A BAR0 access outside BAR0.
@@ -28,7 +31,7 @@ pub struct OutOfRange {
     pub size: u64,
 }
 
-const NREGS: usize = reg::END / 4;
+const NREGS: usize = reg::PB_END / 4;
 
 /// Register values that only the host side writes.
 #[derive(Debug)]
@@ -40,13 +43,21 @@ struct RegFile {
     latch_bytes: u32,
     /// Upper half of CNT_LOST latched by the last read of CNT_LOST_LO.
     latch_lost: u32,
+    /// Upper halves latched by PB_CNT_VERIFIED_LO, PB_FIRST_BAD_LO, PB_CNT_BYTES_LO.
+    latch_pb_verified: u32,
+    latch_pb_first_bad: u32,
+    latch_pb_bytes: u32,
 }
 
 impl RegFile {
     fn new() -> RegFile {
         let mut stored = [0u32; NREGS];
         for r in regs::REGISTERS.iter() {
-            if r.offset == reg::SCRATCH || r.offset == reg::CTRL || reg::is_session_config(r.offset)
+            if r.offset == reg::SCRATCH
+                || r.offset == reg::CTRL
+                || r.offset == reg::PB_CTRL
+                || reg::is_session_config(r.offset)
+                || reg::is_pb_session_config(r.offset)
             {
                 stored[r.offset / 4] = r.reset;
             }
@@ -55,6 +66,9 @@ impl RegFile {
             stored,
             latch_bytes: 0,
             latch_lost: 0,
+            latch_pb_verified: 0,
+            latch_pb_first_bad: u32::MAX,
+            latch_pb_bytes: 0,
         }
     }
 
@@ -82,6 +96,23 @@ impl RegFile {
             rate: self.get64(reg::RATE_LO),
             pattern: self.get(reg::PATTERN),
             seed: self.get64(reg::SEED_LO),
+            loopback: false,
+        }
+    }
+
+    /// The latched playback session configuration (registers 0x220..0x250).
+    fn pb_session(&self) -> SessionConfig {
+        SessionConfig {
+            bar2_mode: false,
+            desc_base: self.get64(reg::PB_DESC_BASE_LO),
+            comp_base: self.get64(reg::PB_COMP_BASE_LO),
+            event_base: self.get64(reg::PB_EVENT_BASE_LO),
+            ring_log2: self.get(reg::PB_RING_LOG2),
+            block: self.get(reg::PB_BLOCK_SIZE),
+            rate: self.get64(reg::PB_RATE_LO),
+            pattern: self.get(reg::PB_PATTERN),
+            seed: self.get64(reg::PB_SEED_LO),
+            loopback: false,
         }
     }
 }
@@ -121,6 +152,8 @@ pub fn validate(cfg: &SessionConfig, fifo_depth: u32, bar2_size: u64) -> Result<
 pub struct Card {
     shared: Arc<Shared>,
     engine: Engine,
+    /// The playback engine (v1.1).
+    pb_engine: Engine,
     regs: Mutex<RegFile>,
 }
 
@@ -128,9 +161,11 @@ impl Card {
     /// A card in its reset state, with its engine thread started.
     pub fn new(shared: Arc<Shared>) -> std::io::Result<Card> {
         let engine = Engine::spawn(Arc::clone(&shared))?;
+        let pb_engine = crate::playback::spawn(Arc::clone(&shared))?;
         Ok(Card {
             shared,
             engine,
+            pb_engine,
             regs: Mutex::new(RegFile::new()),
         })
     }
@@ -185,7 +220,7 @@ impl Card {
         match off {
             reg::ID => id::MAGIC,
             reg::VERSION => version::VALUE,
-            reg::CAPS => caps::V1,
+            reg::CAPS => caps::V1_1,
             reg::STATUS => ld(&sh.status),
             reg::ERROR_CODE => ld(&sh.error_code),
             reg::DOORBELL => 0,
@@ -216,7 +251,43 @@ impl Card {
             }
             reg::CNT_LOST_HI => rf.latch_lost,
             reg::CNT_REG_ERRORS => ld(&sh.cnt.reg_errors),
-            o if o == reg::SCRATCH || o == reg::CTRL || reg::is_session_config(o) => rf.get(o),
+            reg::PB_STATUS => ld(&sh.pb.status),
+            reg::PB_ERROR_CODE => ld(&sh.pb.error_code),
+            reg::PB_DOORBELL => 0,
+            reg::PB_IRQ_MOD_COUNT => ld(&sh.pb.mod_count),
+            reg::PB_IRQ_MOD_TIME_US => ld(&sh.pb.mod_time_us),
+            reg::LOOPBACK => ld(&sh.loopback_reg),
+            reg::PB_DEV_PROD => ld(&sh.pb.dev_prod),
+            reg::PB_DEV_CONS => ld(&sh.pb.dev_cons),
+            reg::PB_CNT_BLOCKS => ld(&sh.pb.blocks),
+            reg::PB_CNT_UNDERRUNS => ld(&sh.pb.underruns),
+            reg::PB_CNT_MISMATCH => ld(&sh.pb.mismatch),
+            reg::PB_CNT_VERIFIED_LO => {
+                let v = sh.pb.verified.load(Ordering::SeqCst);
+                rf.latch_pb_verified = regs::hi32(v);
+                regs::lo32(v)
+            }
+            reg::PB_CNT_VERIFIED_HI => rf.latch_pb_verified,
+            reg::PB_FIRST_BAD_LO => {
+                let v = sh.pb.first_bad.load(Ordering::SeqCst);
+                rf.latch_pb_first_bad = regs::hi32(v);
+                regs::lo32(v)
+            }
+            reg::PB_FIRST_BAD_HI => rf.latch_pb_first_bad,
+            reg::PB_CNT_BYTES_LO => {
+                let v = sh.pb.bytes.load(Ordering::SeqCst);
+                rf.latch_pb_bytes = regs::hi32(v);
+                regs::lo32(v)
+            }
+            reg::PB_CNT_BYTES_HI => rf.latch_pb_bytes,
+            o if o == reg::SCRATCH
+                || o == reg::CTRL
+                || o == reg::PB_CTRL
+                || reg::is_session_config(o)
+                || reg::is_pb_session_config(o) =>
+            {
+                rf.get(o)
+            }
             _ => 0, // reserved
         }
     }
@@ -266,6 +337,27 @@ impl Card {
             reg::IRQ_MASK => sh.irq_mask.store(v, Ordering::SeqCst),
             reg::IRQ_MOD_COUNT => sh.mod_count.store(v, Ordering::SeqCst),
             reg::IRQ_MOD_TIME_US => sh.mod_time_us.store(v, Ordering::SeqCst),
+            reg::PB_CTRL => self.write_pb_ctrl(rf, v),
+            reg::PB_STATUS => sh.clear_pb_status(v),
+            reg::PB_DOORBELL => {
+                sh.stats.pb_doorbells.fetch_add(1, Ordering::Relaxed);
+                self.pb_engine.doorbell();
+            }
+            reg::PB_IRQ_MOD_COUNT => sh.pb.mod_count.store(v, Ordering::SeqCst),
+            reg::PB_IRQ_MOD_TIME_US => sh.pb.mod_time_us.store(v, Ordering::SeqCst),
+            reg::LOOPBACK => sh.loopback_reg.store(v, Ordering::SeqCst),
+            o if reg::is_pb_session_config(o) => {
+                let enabled = rf.get(reg::PB_CTRL) & pb_ctrl::ENABLE != 0;
+                let running = sh.pb.status.load(Ordering::SeqCst) & pb_status::RUNNING != 0;
+                if enabled || running {
+                    self.reg_error(
+                        "playback session configuration written while enabled",
+                        off as u64,
+                    );
+                } else {
+                    rf.set(o, v);
+                }
+            }
             o if reg::is_session_config(o) => {
                 let enabled = rf.get(reg::CTRL) & ctrl::ENABLE != 0;
                 let running = sh.status.load(Ordering::SeqCst) & status::RUNNING != 0;
@@ -318,10 +410,54 @@ impl Card {
         rf.set(reg::CTRL, new);
     }
 
+    fn write_pb_ctrl(&self, rf: &mut RegFile, v: u32) {
+        let enabled = rf.get(reg::PB_CTRL) & pb_ctrl::ENABLE != 0;
+        match (enabled, v & pb_ctrl::ENABLE != 0) {
+            (false, true) => {
+                if self.shared.pb.status.load(Ordering::SeqCst) & pb_status::RUNNING != 0 {
+                    self.reg_error(
+                        "PB_CTRL.ENABLE set while a stop is in progress",
+                        reg::PB_CTRL as u64,
+                    );
+                    return;
+                }
+                rf.set(reg::PB_CTRL, pb_ctrl::ENABLE);
+                self.pb_enable(rf);
+            }
+            (true, false) => {
+                self.pb_engine.stop();
+                self.shared
+                    .pb
+                    .status
+                    .fetch_and(!pb_status::HALTED, Ordering::SeqCst);
+                rf.set(reg::PB_CTRL, 0);
+            }
+            _ => {}
+        }
+    }
+
+    /// PB_CTRL.ENABLE 0->1: latch and validate the playback configuration (the capture
+    /// checks, in the same order and with the same details), then start the engine.
+    fn pb_enable(&self, rf: &RegFile) {
+        let sh = &self.shared;
+        let cfg = rf.pb_session();
+        match validate(&cfg, sh.model.fifo_depth, sh.model.bar2_size) {
+            Ok(()) => self.pb_engine.start(cfg),
+            Err(detail) => {
+                info!(detail, "playback enable refused: CONFIG error");
+                sh.record_pb_error(err::CONFIG, detail);
+                sh.pb.status.fetch_or(pb_status::HALTED, Ordering::SeqCst);
+                sh.stats.pb_halts.fetch_add(1, Ordering::Relaxed);
+                sh.raise(irq::PB_EVENT);
+            }
+        }
+    }
+
     /// ENABLE 0->1: latch and validate the session configuration, then start the engine.
     fn enable(&self, rf: &RegFile) {
         let sh = &self.shared;
-        let cfg = rf.session();
+        let mut cfg = rf.session();
+        cfg.loopback = sh.loopback_reg.load(Ordering::SeqCst) & loopback::ENABLE != 0;
         match validate(&cfg, sh.model.fifo_depth, sh.model.bar2_size) {
             Ok(()) => self.engine.start(cfg),
             Err(detail) => {
@@ -337,6 +473,7 @@ impl Card {
 
     fn reset_locked(&self, rf: &mut RegFile) {
         self.engine.stop();
+        self.pb_engine.stop();
         self.shared.faults.clear();
         self.shared.reset_registers();
         *rf = RegFile::new();
@@ -353,11 +490,17 @@ impl Card {
     /// Stops the engine (process shutdown), leaving the registers as they are.
     pub fn stop_engine(&self) {
         self.engine.stop();
+        self.pb_engine.stop();
     }
 
     /// True while a session is active.
     pub fn engine_busy(&self) -> bool {
         self.engine.busy()
+    }
+
+    /// True while a playback session is active.
+    pub fn pb_engine_busy(&self) -> bool {
+        self.pb_engine.busy()
     }
 }
 
@@ -377,6 +520,7 @@ mod tests {
             rate: 0,
             pattern: 0,
             seed: 0,
+            loopback: false,
         }
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 use tracing::{debug, info, warn};
 
-use crate::faults::Fault;
+use crate::faults::{Channel, Fault};
 
 /// Longest request line accepted.
 const MAX_LINE: u64 = 64 * 1024;
@@ -65,7 +65,7 @@ fn reply(target: &dyn ControlTarget, line: &str) -> Value {
         return fail("`cmd` must be a string");
     };
     let allowed: &[&str] = match cmd {
-        "inject" => &["cmd", "fault", "count", "ms", "vector"],
+        "inject" => &["cmd", "fault", "count", "ms", "vector", "channel"],
         _ => &["cmd"],
     };
     if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -87,7 +87,19 @@ fn reply(target: &dyn ControlTarget, line: &str) -> Value {
                 let count = uint(obj, "count")?;
                 let ms = uint(obj, "ms")?;
                 let vector = uint(obj, "vector")?;
-                Fault::parse(name, count, ms, vector)
+                let channel = match obj.get("channel") {
+                    None => Channel::Capture,
+                    Some(v) => match v.as_str() {
+                        Some("capture") => Channel::Capture,
+                        Some("playback") => Channel::Playback,
+                        _ => {
+                            return Err(format!(
+                                "`channel` must be \"capture\" or \"playback\", not {v}"
+                            ))
+                        }
+                    },
+                };
+                Fault::parse_on(channel, name, count, ms, vector)
             })();
             match parsed.and_then(|f| target.inject(f)) {
                 Ok(()) => ok(),
@@ -237,11 +249,23 @@ mod tests {
             ok()
         );
         assert_eq!(ask(&f, r#"{"cmd":"inject","fault":"stall","ms":5}"#), ok());
+        assert_eq!(
+            ask(
+                &f,
+                r#"{"cmd":"inject","fault":"corrupt_data","channel":"playback"}"#
+            ),
+            ok()
+        );
         assert_eq!(ask(&f, r#"{"cmd":"reset"}"#), ok());
         assert_eq!(
             *f.log.lock().unwrap(),
-            vec!["DmaError(2)", "Stall(5)", "reset"]
+            vec!["DmaError(2)", "Stall(5)", "PbCorruptData(1)", "reset"]
         );
+        let r = ask(
+            &f,
+            r#"{"cmd":"inject","fault":"dma_error","channel":"sideways"}"#,
+        );
+        assert!(r["error"].as_str().unwrap().contains("`channel`"), "{r}");
     }
 
     #[test]

@@ -38,6 +38,15 @@ pub struct Counters {
     pub error_code: u32,
     /// True while a capture session is active.
     pub running: bool,
+    /// PB_STATUS register now (v1.1).
+    pub pb_status: u32,
+    /// PB_ERROR_CODE register now.
+    pub pb_error_code: u32,
+    /// True while a playback session is active.
+    pub pb_running: bool,
+    /// Stream offset of the first mismatching byte of the current (or last) playback
+    /// session, `null` if none (PB_FIRST_BAD).
+    pub pb_first_bad_offset: Option<u64>,
     /// Faults still armed.
     pub faults_pending: Pending,
 }
@@ -96,6 +105,13 @@ impl Device {
             status: self.shared.status.load(Ordering::SeqCst),
             error_code: self.shared.error_code.load(Ordering::SeqCst),
             running: self.card.engine_busy(),
+            pb_status: self.shared.pb.status.load(Ordering::SeqCst),
+            pb_error_code: self.shared.pb.error_code.load(Ordering::SeqCst),
+            pb_running: self.card.pb_engine_busy(),
+            pb_first_bad_offset: match self.shared.pb.first_bad.load(Ordering::SeqCst) {
+                u64::MAX => None,
+                v => Some(v),
+            },
             faults_pending: self.shared.faults.pending(),
         }
     }

@@ -45,6 +45,8 @@ pub struct SessionConfig {
     pub pattern: u32,
     /// SEED.
     pub seed: u64,
+    /// LOOPBACK.ENABLE at enable (v1.1): blocks come from the playback channel.
+    pub loopback: bool,
 }
 
 /// A fatal error: the engine halts with this code and detail.
@@ -59,9 +61,12 @@ struct Halt {
 const MAX_SLEEP_RATED: Duration = Duration::from_millis(10);
 /// With nothing to wait for, the engine still wakes this often (for newly armed faults).
 const MAX_SLEEP_IDLE: Duration = Duration::from_millis(100);
+/// A loopback session waiting for looped data polls this often (the playback engine does
+/// not signal the capture engine: one more wake-up path is not worth it at this rate).
+pub(crate) const LOOP_POLL: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Default)]
-struct CtlState {
+pub(crate) struct CtlState {
     start: Option<SessionConfig>,
     started: bool,
     busy: bool,
@@ -70,8 +75,10 @@ struct CtlState {
     exit: bool,
 }
 
+/// Start/stop/doorbell hand-over between the register file and an engine thread (shared
+/// by the capture and the playback engine).
 #[derive(Debug, Default)]
-struct Ctl {
+pub(crate) struct Ctl {
     state: Mutex<CtlState>,
     cv: Condvar,
     /// Mirror of `state.stop`, polled once per block without the lock.
@@ -79,16 +86,39 @@ struct Ctl {
 }
 
 impl Ctl {
-    fn lock(&self) -> MutexGuard<'_, CtlState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, CtlState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn wait<'a>(&self, g: MutexGuard<'a, CtlState>) -> MutexGuard<'a, CtlState> {
+    pub(crate) fn wait<'a>(&self, g: MutexGuard<'a, CtlState>) -> MutexGuard<'a, CtlState> {
         self.cv.wait(g).unwrap_or_else(|e| e.into_inner())
     }
 
+    /// True once a stop was requested (polled without the lock).
+    pub(crate) fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Takes a latched DOORBELL (true if one was written since the last take).
+    pub(crate) fn take_doorbell(&self) -> bool {
+        std::mem::take(&mut self.lock().doorbell)
+    }
+
+    /// Forgets a latched DOORBELL.
+    pub(crate) fn clear_doorbell(&self) {
+        self.lock().doorbell = false;
+    }
+
+    /// Waits until a stop is requested (a hung engine).
+    pub(crate) fn wait_for_stop(&self) {
+        let mut g = self.lock();
+        while !g.stop {
+            g = self.wait(g);
+        }
+    }
+
     /// Sleeps until `deadline`, a stop request, or (if `doorbell`) a latched DOORBELL.
-    fn sleep(&self, deadline: Instant, doorbell: bool) {
+    pub(crate) fn sleep(&self, deadline: Instant, doorbell: bool) {
         let mut g = self.lock();
         loop {
             if g.stop || (doorbell && g.doorbell) {
@@ -117,11 +147,42 @@ pub struct Engine {
 impl Engine {
     /// Starts the engine thread of the card whose state is `shared`.
     pub fn spawn(shared: Arc<Shared>) -> std::io::Result<Engine> {
+        Engine::spawn_with("acq-engine", move |cfg, ctl| {
+            // A bug in a session must not take the card down with it: it ends the session
+            // as a halt.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut s = Session::new(Arc::clone(&shared), cfg);
+                let ok = s.prologue();
+                ctl.started();
+                if ok {
+                    s.run(ctl);
+                }
+            }));
+            if r.is_err() {
+                tracing::error!("capture engine panicked; session ended as halted");
+                shared.loop_fifo().active = false;
+                shared
+                    .status
+                    .fetch_and(!(status::RUNNING | status::NEED_DOORBELL), Ordering::SeqCst);
+                shared
+                    .status
+                    .fetch_or(status::HALTED | status::ERROR, Ordering::SeqCst);
+            }
+        })
+    }
+
+    /// Starts an engine thread named `name` that runs `session(cfg, ctl)` for every
+    /// session; `session` calls `ctl.started()` once the session is running (or failed to
+    /// start). A panic in a session ends it (the register file must not wait forever).
+    pub(crate) fn spawn_with<F>(name: &str, session: F) -> std::io::Result<Engine>
+    where
+        F: Fn(SessionConfig, &Ctl) + Send + 'static,
+    {
         let ctl = Arc::new(Ctl::default());
         let c = Arc::clone(&ctl);
         let thread = std::thread::Builder::new()
-            .name("acq-engine".into())
-            .spawn(move || engine_main(&shared, &c))?;
+            .name(name.into())
+            .spawn(move || engine_main(&c, &session))?;
         Ok(Engine {
             ctl,
             thread: Some(thread),
@@ -182,7 +243,16 @@ impl Drop for Engine {
     }
 }
 
-fn engine_main(shared: &Arc<Shared>, ctl: &Ctl) {
+impl Ctl {
+    /// The session is running (or failed to start): `Engine::start` may return.
+    pub(crate) fn started(&self) {
+        let mut g = self.lock();
+        g.started = true;
+        self.cv.notify_all();
+    }
+}
+
+fn engine_main(ctl: &Ctl, session: &dyn Fn(SessionConfig, &Ctl)) {
     loop {
         let cfg = {
             let mut g = ctl.lock();
@@ -202,26 +272,9 @@ fn engine_main(shared: &Arc<Shared>, ctl: &Ctl) {
         };
         // A bug in a session must not take the card down with it (the register file would
         // wait for the engine forever): it ends the session as a halt.
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut s = Session::new(Arc::clone(shared), cfg);
-            let ok = s.prologue();
-            {
-                let mut g = ctl.lock();
-                g.started = true;
-                ctl.cv.notify_all();
-            }
-            if ok {
-                s.run(ctl);
-            }
-        }));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session(cfg, ctl)));
         if r.is_err() {
-            tracing::error!("capture engine panicked; session ended as halted");
-            shared
-                .status
-                .fetch_and(!(status::RUNNING | status::NEED_DOORBELL), Ordering::SeqCst);
-            shared
-                .status
-                .fetch_or(status::HALTED | status::ERROR, Ordering::SeqCst);
+            tracing::error!("engine panicked; session ended");
         }
         let mut g = ctl.lock();
         g.started = true;
@@ -288,6 +341,9 @@ struct Session {
     force_drop: u64,
     t0: Instant,
     stall_until: Option<Instant>,
+    /// Loopback: stream offset of the next looped block, and its bytes.
+    loop_offset: u64,
+    loop_buf: Vec<u8>,
 }
 
 /// What the engine waits for when it has nothing to do.
@@ -352,6 +408,8 @@ impl Session {
             force_drop: 0,
             t0: Instant::now(),
             stall_until: None,
+            loop_offset: 0,
+            loop_buf: Vec::new(),
             shared,
             cfg,
         }
@@ -396,11 +454,19 @@ impl Session {
             self.halt(h);
             return false;
         }
+        if self.cfg.loopback {
+            // From now on the playback channel feeds this session (section 19.7).
+            let mut l = sh.loop_fifo();
+            l.active = true;
+            l.capacity = sh.model.fifo_depth as usize;
+            l.data.clear();
+        }
         self.mirrored = st;
         sh.status.fetch_or(status::RUNNING, Ordering::SeqCst);
         sh.stats.sessions.fetch_add(1, Ordering::Relaxed);
         info!(
             mode = if self.cfg.bar2_mode { "bar2" } else { "dma" },
+            loopback = self.cfg.loopback,
             ring = self.n,
             block = self.cfg.block,
             rate = self.cfg.rate,
@@ -419,10 +485,8 @@ impl Session {
             match self.shared.faults.hook(Site::Progress) {
                 Action::Hang => {
                     warn!("hang fault: the engine stops responding until reset");
-                    let mut g = ctl.lock();
-                    while !g.stop {
-                        g = ctl.wait(g);
-                    }
+                    self.release_loop();
+                    ctl.wait_for_stop();
                     return;
                 }
                 Action::Stall(d) => {
@@ -469,7 +533,14 @@ impl Session {
             if self.waiting {
                 return self.wait_for_doorbell(&v, ctl);
             }
-            if self.source.is_empty() {
+            if self.cfg.loopback {
+                if !self.take_looped() {
+                    return Ok(Some(Idle {
+                        until: Some(Instant::now() + LOOP_POLL),
+                        doorbell: false,
+                    }));
+                }
+            } else if self.source.is_empty() {
                 let until = self.source.next_due_ns().map(|t| self.instant_of(t));
                 return Ok(Some(Idle {
                     until,
@@ -538,7 +609,49 @@ impl Session {
         r
     }
 
+    /// Loopback: makes sure `loop_buf` holds the next block (copied out of the loopback
+    /// FIFO, which keeps it until the block is delivered). False if no whole block is there.
+    fn take_looped(&mut self) -> bool {
+        let b = self.cfg.block as usize;
+        if self.loop_buf.len() == b {
+            return true;
+        }
+        let l = self.shared.loop_fifo();
+        if l.data.len() < b {
+            return false;
+        }
+        self.loop_buf.clear();
+        self.loop_buf.extend(l.data.iter().take(b));
+        true
+    }
+
+    /// Loopback: the block in `loop_buf` was delivered; drop it from the FIFO.
+    fn pop_looped(&mut self) {
+        let b = self.loop_buf.len();
+        let mut l = self.shared.loop_fifo();
+        let n = b.min(l.data.len());
+        l.data.drain(..n);
+        drop(l);
+        self.loop_buf.clear();
+        self.loop_offset += b as u64;
+        bump(&self.shared.cnt.bytes, b as u64);
+        bump(&self.shared.stats.bytes_produced, b as u64);
+    }
+
+    /// Loopback: the playback channel stops feeding this session.
+    fn release_loop(&self) {
+        if self.cfg.loopback {
+            let mut l = self.shared.loop_fifo();
+            l.active = false;
+            l.data.clear();
+        }
+    }
+
     fn advance_source(&mut self, v: &MemView, now: u64) -> Result<(), Halt> {
+        if self.cfg.loopback {
+            // The source is idle: the data comes from the playback channel.
+            return Ok(());
+        }
         if let Action::DropBlocks(n) = self.shared.faults.hook(Site::Source) {
             self.force_drop += n;
         }
@@ -657,10 +770,21 @@ impl Session {
     /// Moves the block at the head of the FIFO into buffer `k` and completes it; `now` is
     /// the device time of this engine pass.
     fn transfer_block(&mut self, v: &MemView, now: u64) -> Result<(), Halt> {
-        let Some(block) = self.source.front() else {
-            return Ok(());
-        };
         let b = self.cfg.block;
+        let block = if self.cfg.loopback {
+            if self.loop_buf.len() != b as usize {
+                return Ok(());
+            }
+            crate::source::Block {
+                index: self.loop_offset / u64::from(b),
+                timestamp_ns: now,
+            }
+        } else {
+            let Some(block) = self.source.front() else {
+                return Ok(());
+            };
+            block
+        };
         let slot = self.slot(self.k);
         let offset = block.index * u64::from(b);
 
@@ -692,8 +816,12 @@ impl Session {
             Some(err::DESC_LEN)
         } else {
             let action = self.shared.faults.hook(Site::DataWrite);
-            let failed =
-                action == Action::Fail || v.fill(addr, b as usize, &self.gen, offset).is_err();
+            let failed = action == Action::Fail
+                || if self.cfg.loopback {
+                    v.write(addr, &self.loop_buf).is_err()
+                } else {
+                    v.fill(addr, b as usize, &self.gen, offset).is_err()
+                };
             if failed {
                 Some(err::DMA_WRITE)
             } else {
@@ -728,7 +856,11 @@ impl Session {
         };
         self.write_completion(v, slot, &c)?;
         if error.is_none() {
-            self.source.pop();
+            if self.cfg.loopback {
+                self.pop_looped();
+            } else {
+                self.source.pop();
+            }
             self.prev_end = offset + u64::from(b);
             bump32(&self.shared.cnt.blocks, 1);
             bump(&self.shared.stats.blocks, 1);
@@ -799,6 +931,7 @@ impl Session {
         drop(v);
         sh.status
             .fetch_and(!(status::NEED_DOORBELL | status::HALTED), Ordering::SeqCst);
+        self.release_loop();
         sh.status.fetch_and(!status::RUNNING, Ordering::SeqCst);
         info!(completions = self.k, "session stopped");
     }
@@ -811,6 +944,7 @@ impl Session {
             let _ = self.fire(&v);
         }
         warn!(code = h.code, detail = h.detail, "engine halted");
+        self.release_loop();
         sh.record_error(h.code, h.detail);
         sh.stats.halts.fetch_add(1, Ordering::Relaxed);
         self.events = self.events.wrapping_add(2);

@@ -30,6 +30,26 @@ pub enum Site {
     Progress,
     /// The source produces blocks.
     Source,
+    /// Playback: the engine reads a descriptor.
+    PbDescFetch,
+    /// Playback: the engine reads a block from a host buffer.
+    PbDataRead,
+    /// Playback: the engine writes a completion record.
+    PbCompletionWrite,
+    /// Playback: the device sends a vector-2 message.
+    PbInterrupt,
+    /// Playback: the engine is about to make progress.
+    PbProgress,
+}
+
+/// The channel a fault applies to (`"channel"` in the control protocol).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Channel {
+    /// The capture channel (card -> host), the default.
+    #[default]
+    Capture,
+    /// The playback channel (host -> card), v1.1.
+    Playback,
 }
 
 /// What a site must do.
@@ -79,6 +99,16 @@ pub enum Fault {
     Hang,
     /// The next `count` BAR0 reads return all-ones.
     BadRegisterReads(u64),
+    /// Playback: the next `count` block reads fail: ERROR completions with code DMA_READ.
+    PbDmaError(u64),
+    /// Playback: one bit is flipped in each of the next `count` blocks the card receives
+    /// (the card's verifier counts them as mismatches).
+    PbCorruptData(u64),
+    /// Playback: the next `count` vector-2 messages are lost.
+    PbDropIrq(u64),
+    /// Playback: the playback engine makes no progress for this many milliseconds (the
+    /// output keeps playing, so it may underrun).
+    PbStall(u64),
 }
 
 impl Fault {
@@ -89,7 +119,32 @@ impl Fault {
         ms: Option<u64>,
         vector: Option<u64>,
     ) -> Result<Fault, String> {
+        Fault::parse_on(Channel::Capture, name, count, ms, vector)
+    }
+
+    /// Builds a fault for `channel` from its control-protocol name and parameters.
+    pub fn parse_on(
+        channel: Channel,
+        name: &str,
+        count: Option<u64>,
+        ms: Option<u64>,
+        vector: Option<u64>,
+    ) -> Result<Fault, String> {
         let count = || count.unwrap_or(1);
+        if channel == Channel::Playback {
+            return Ok(match name {
+                "dma_error" => Fault::PbDmaError(count()),
+                "corrupt_data" => Fault::PbCorruptData(count()),
+                "drop_irq" => Fault::PbDropIrq(count()),
+                "stall" => Fault::PbStall(ms.ok_or("`stall` needs `ms` (milliseconds)")?),
+                other => {
+                    return Err(format!(
+                        "fault `{other}` has no playback form (playback: dma_error, \
+                         corrupt_data, drop_irq, stall)"
+                    ))
+                }
+            });
+        }
         Ok(match name {
             "dma_error" => Fault::DmaError(count()),
             "corrupt_data" => Fault::CorruptData(count()),
@@ -130,6 +185,14 @@ pub struct Pending {
     pub hang: bool,
     /// Register reads still to return all-ones.
     pub bad_register_reads: u64,
+    /// Playback block reads still to fail.
+    pub pb_dma_error: u64,
+    /// Playback blocks still to corrupt.
+    pub pb_corrupt_data: u64,
+    /// Vector-2 messages still to lose.
+    pub pb_drop_irq: u64,
+    /// Playback stall still to start, in milliseconds.
+    pub pb_stall_ms: u64,
 }
 
 impl Pending {
@@ -168,6 +231,10 @@ impl FaultPlan {
             Fault::Overflow(n) => p.overflow += n,
             Fault::Hang => p.hang = true,
             Fault::BadRegisterReads(n) => p.bad_register_reads += n,
+            Fault::PbDmaError(n) => p.pb_dma_error += n,
+            Fault::PbCorruptData(n) => p.pb_corrupt_data += n,
+            Fault::PbDropIrq(n) => p.pb_drop_irq += n,
+            Fault::PbStall(ms) => p.pb_stall_ms = p.pb_stall_ms.max(ms),
             Fault::SpuriousIrq { .. } => return Err("spurious_irq is not a pending fault".into()),
         }
         self.armed.store(p.any(), Ordering::Release);
@@ -220,9 +287,14 @@ impl FaultPlan {
             match site {
                 Site::RegisterRead => Action::AllOnes,
                 Site::RegisterWrite => Action::Ignore,
-                Site::Interrupt => Action::Drop,
-                Site::Progress => Action::Hang,
-                Site::DescFetch | Site::DataWrite | Site::CompletionWrite => Action::Fail,
+                Site::Interrupt | Site::PbInterrupt => Action::Drop,
+                Site::Progress | Site::PbProgress => Action::Hang,
+                Site::DescFetch
+                | Site::DataWrite
+                | Site::CompletionWrite
+                | Site::PbDescFetch
+                | Site::PbDataRead
+                | Site::PbCompletionWrite => Action::Fail,
                 Site::Source => Action::Proceed,
             }
         } else {
@@ -237,6 +309,16 @@ impl FaultPlan {
                 }
                 Site::Source if p.overflow > 0 => {
                     Action::DropBlocks(std::mem::take(&mut p.overflow))
+                }
+                Site::PbDataRead if take(&mut p.pb_dma_error) => Action::Fail,
+                Site::PbDataRead if take(&mut p.pb_corrupt_data) => Action::Corrupt,
+                // `drop_irq` without a channel loses messages on any vector.
+                Site::PbInterrupt if take(&mut p.pb_drop_irq) || take(&mut p.drop_irq) => {
+                    Action::Drop
+                }
+                Site::PbProgress if p.pb_stall_ms > 0 => {
+                    let ms = std::mem::take(&mut p.pb_stall_ms);
+                    Action::Stall(Duration::from_millis(ms))
                 }
                 _ => Action::Proceed,
             }
@@ -292,6 +374,15 @@ mod tests {
             Ok(Fault::Stall(20))
         );
         assert!(Fault::parse("stall", None, None, None).is_err());
+        assert_eq!(
+            Fault::parse_on(Channel::Playback, "dma_error", Some(2), None, None),
+            Ok(Fault::PbDmaError(2))
+        );
+        assert!(
+            Fault::parse_on(Channel::Playback, "overflow", None, None, None)
+                .unwrap_err()
+                .contains("playback")
+        );
         assert!(Fault::parse("melt", None, None, None)
             .unwrap_err()
             .contains("melt"));

@@ -24,6 +24,7 @@ pub mod faults;
 pub mod irq;
 pub mod memfd;
 pub mod pattern;
+pub mod playback;
 pub mod regs;
 pub mod shared;
 pub mod sink;

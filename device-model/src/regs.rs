@@ -1,4 +1,4 @@
-//! Hardware contract of the pcie-acq data-acquisition card, version 1.0.
+//! Hardware contract of the pcie-acq data-acquisition card, version 1.1.
 //!
 //! This file is the machine-readable source of truth for the card's PCI
 //! identity, BAR layout, BAR0 register map, in-memory data structures
@@ -29,8 +29,9 @@
 pub mod version {
     /// Major version: a driver must refuse a card whose major differs.
     pub const MAJOR: u16 = 1;
-    /// Minor version: additions that keep v1 drivers working.
-    pub const MINOR: u16 = 0;
+    /// Minor version: additions that keep v1 drivers working (1.1: playback channel
+    /// and loopback).
+    pub const MINOR: u16 = 1;
     /// Value of the `VERSION` register: `major << 16 | minor`.
     pub const VALUE: u32 = make(MAJOR, MINOR);
 
@@ -54,7 +55,8 @@ pub mod version {
 pub mod caps {
     /// Capture DMA engine (card -> host, descriptor rings in guest RAM).
     pub const CAPTURE_DMA: u32 = 1;
-    /// Playback DMA engine (host -> card). Absent in v1; uses MSI-X vector 2.
+    /// Playback DMA engine (host -> card, registers `reg::PB_*`, MSI-X vector 2,
+    /// event page 0x80-0xFF). Since v1.1.
     pub const PLAYBACK_DMA: u32 = 1 << 1;
     /// BAR2 streaming mode (`CTRL.MODE_BAR2`): the card fills BAR2, no DMA.
     pub const BAR2_STREAM: u32 = 1 << 2;
@@ -64,12 +66,14 @@ pub mod caps {
     pub const PAT_PRBS: u32 = 1 << 4;
     /// Pattern `pattern::SINE` is supported.
     pub const PAT_SINE: u32 = 1 << 5;
-    /// Internal loopback playback -> capture. Absent in v1.
+    /// Internal loopback playback -> capture (`reg::LOOPBACK`). Since v1.1.
     pub const LOOPBACK: u32 = 1 << 6;
     /// MSI-X capability with `msix::VECTORS` vectors is present.
     pub const MSIX: u32 = 1 << 7;
     /// Value of `CAPS` on a v1.0 card (0x0000_00BD).
     pub const V1: u32 = CAPTURE_DMA | BAR2_STREAM | PAT_COUNTER | PAT_PRBS | PAT_SINE | MSIX;
+    /// Value of `CAPS` on a v1.1 card (0x0000_00FF): v1.0 plus playback and loopback.
+    pub const V1_1: u32 = V1 | PLAYBACK_DMA | LOOPBACK;
 }
 
 // ---------------------------------------------------------------------------
@@ -164,7 +168,7 @@ pub mod msix {
     pub const VEC_CAPTURE: u16 = 0;
     /// Vector 1: errors and status changes (ERROR, OVERFLOW, HALTED causes).
     pub const VEC_ERROR: u16 = 1;
-    /// Vector 2: playback completions. Reserved for a later revision.
+    /// Vector 2: playback completions and playback events (v1.1).
     pub const VEC_PLAYBACK: u16 = 2;
     /// Vector 3: spare, never signalled in v1.
     pub const VEC_SPARE: u16 = 3;
@@ -276,9 +280,91 @@ pub mod reg {
     /// writes ignored because the engine was running).
     pub const CNT_REG_ERRORS: usize = 0x0B0;
 
-    /// One past the last defined register. Offsets from here up to
-    /// `bar::REG_WINDOW_SIZE` are reserved: read 0, writes ignored.
+    /// One past the last register of the capture block. Offsets from here up
+    /// to `PB_CTRL` (and from `PB_END` up to `bar::REG_WINDOW_SIZE`) are
+    /// reserved: read 0, writes ignored.
     pub const END: usize = 0x0B4;
+
+    // --- Playback channel (v1.1, CAPS.PLAYBACK_DMA), docs/device.md section 19.
+
+    /// RW. Playback control: `pb_ctrl::*`.
+    pub const PB_CTRL: usize = 0x200;
+    /// RO, bits ERROR, UNDERRUN and MISMATCH W1C. Playback status: `pb_status::*`.
+    pub const PB_STATUS: usize = 0x204;
+    /// RO. Last playback error (same format as ERROR_CODE). Cleared together
+    /// with PB_STATUS.ERROR.
+    pub const PB_ERROR_CODE: usize = 0x208;
+    /// WO. Wakes the playback engine if it waits for a doorbell. Reads 0.
+    pub const PB_DOORBELL: usize = 0x20C;
+    /// RW. Playback completions per vector-2 interrupt, bits 15:0.
+    pub const PB_IRQ_MOD_COUNT: usize = 0x210;
+    /// RW. Playback moderation time in microseconds (0 = no timer).
+    pub const PB_IRQ_MOD_TIME_US: usize = 0x214;
+    /// RW. Bit 0: loopback (`loopback::ENABLE`), latched by the capture
+    /// channel at CTRL.ENABLE 0->1. Writable at any time.
+    pub const LOOPBACK: usize = 0x218;
+    /// RW, playback session config. Playback descriptor ring base, bits 31:0.
+    pub const PB_DESC_BASE_LO: usize = 0x220;
+    /// RW, playback session config. Bits 63:32.
+    pub const PB_DESC_BASE_HI: usize = 0x224;
+    /// RW, playback session config. Playback completion ring base, bits 31:0.
+    pub const PB_COMP_BASE_LO: usize = 0x228;
+    /// RW, playback session config. Bits 63:32.
+    pub const PB_COMP_BASE_HI: usize = 0x22C;
+    /// RW, playback session config. Playback event area base (128 bytes,
+    /// 64-byte aligned; normally EVENT_BASE + 0x80), bits 31:0.
+    pub const PB_EVENT_BASE_LO: usize = 0x230;
+    /// RW, playback session config. Bits 63:32.
+    pub const PB_EVENT_BASE_HI: usize = 0x234;
+    /// RW, playback session config. log2 of the playback ring size.
+    pub const PB_RING_LOG2: usize = 0x238;
+    /// RW, playback session config. Bytes per playback block.
+    pub const PB_BLOCK_SIZE: usize = 0x23C;
+    /// RW, playback session config. Output rate in bytes/s, bits 31:0
+    /// (0 = as fast as the host supplies data, no underrun).
+    pub const PB_RATE_LO: usize = 0x240;
+    /// RW, playback session config. Bits 63:32.
+    pub const PB_RATE_HI: usize = 0x244;
+    /// RW, playback session config. Pattern the card verifies against.
+    pub const PB_PATTERN: usize = 0x248;
+    /// RW, playback session config. Seed of that pattern, bits 31:0.
+    pub const PB_SEED_LO: usize = 0x24C;
+    /// RW, playback session config. Bits 63:32.
+    pub const PB_SEED_HI: usize = 0x250;
+    /// RO. Last playback producer index the device read.
+    pub const PB_DEV_PROD: usize = 0x260;
+    /// RO. Playback completions written in this session.
+    pub const PB_DEV_CONS: usize = 0x264;
+    /// RO. Counter: playback data completions (wraps).
+    pub const PB_CNT_BLOCKS: usize = 0x268;
+    /// RO. Counter: underrun block times (the output had no data; wraps).
+    pub const PB_CNT_UNDERRUNS: usize = 0x26C;
+    /// RO. Counter: bytes received that matched the pattern, bits 31:0
+    /// (latches HI).
+    pub const PB_CNT_VERIFIED_LO: usize = 0x270;
+    /// RO. Bits 63:32 (latched).
+    pub const PB_CNT_VERIFIED_HI: usize = 0x274;
+    /// RO. Counter: received blocks with at least one mismatching byte (wraps).
+    pub const PB_CNT_MISMATCH: usize = 0x278;
+    /// RO. Stream offset of the first mismatching byte of the current (or
+    /// last) playback session, bits 31:0 (latches HI); all-ones if none.
+    pub const PB_FIRST_BAD_LO: usize = 0x27C;
+    /// RO. Bits 63:32 (latched).
+    pub const PB_FIRST_BAD_HI: usize = 0x280;
+    /// RO. Counter: bytes received by the playback channel, bits 31:0
+    /// (latches HI).
+    pub const PB_CNT_BYTES_LO: usize = 0x284;
+    /// RO. Bits 63:32 (latched).
+    pub const PB_CNT_BYTES_HI: usize = 0x288;
+    /// One past the last playback register.
+    pub const PB_END: usize = 0x28C;
+
+    /// True if `offset` lies in the playback session-configuration block
+    /// (`PB_DESC_BASE_LO ..= PB_SEED_HI`), writable only while PB_CTRL.ENABLE
+    /// and PB_STATUS.RUNNING are 0.
+    pub const fn is_pb_session_config(offset: usize) -> bool {
+        offset >= PB_DESC_BASE_LO && offset <= PB_SEED_HI
+    }
 
     /// True if `offset` lies in the session-configuration block
     /// (`DESC_BASE_LO ..= SEED_HI`), whose writes are ignored (and counted
@@ -348,10 +434,10 @@ const fn r(
 /// Every defined BAR0 register with its access type, reset value and
 /// writable bits, in offset order. The model may drive its register file
 /// from this table; the documentation's register table must match it.
-pub const REGISTERS: [RegInfo; 40] = [
+pub const REGISTERS: [RegInfo; 71] = [
     r("ID", reg::ID, Access::Ro, id::MAGIC, 0),
     r("VERSION", reg::VERSION, Access::Ro, version::VALUE, 0),
-    r("CAPS", reg::CAPS, Access::Ro, caps::V1, 0),
+    r("CAPS", reg::CAPS, Access::Ro, caps::V1_1, 0),
     r("SCRATCH", reg::SCRATCH, Access::Rw, 0, 0xFFFF_FFFF),
     r("CTRL", reg::CTRL, Access::Rw, 0, ctrl::WRITE_MASK),
     r("STATUS", reg::STATUS, Access::RoW1c, 0, status::W1C_MASK),
@@ -455,6 +541,85 @@ pub const REGISTERS: [RegInfo; 40] = [
     r("CNT_LOST_LO", reg::CNT_LOST_LO, Access::Ro, 0, 0),
     r("CNT_LOST_HI", reg::CNT_LOST_HI, Access::Ro, 0, 0),
     r("CNT_REG_ERRORS", reg::CNT_REG_ERRORS, Access::Ro, 0, 0),
+    r("PB_CTRL", reg::PB_CTRL, Access::Rw, 0, pb_ctrl::WRITE_MASK),
+    r(
+        "PB_STATUS",
+        reg::PB_STATUS,
+        Access::RoW1c,
+        0,
+        pb_status::W1C_MASK,
+    ),
+    r("PB_ERROR_CODE", reg::PB_ERROR_CODE, Access::Ro, 0, 0),
+    r("PB_DOORBELL", reg::PB_DOORBELL, Access::Wo, 0, 0xFFFF_FFFF),
+    r(
+        "PB_IRQ_MOD_COUNT",
+        reg::PB_IRQ_MOD_COUNT,
+        Access::Rw,
+        0,
+        0xFFFF,
+    ),
+    r(
+        "PB_IRQ_MOD_TIME_US",
+        reg::PB_IRQ_MOD_TIME_US,
+        Access::Rw,
+        0,
+        0xFFFF_FFFF,
+    ),
+    r("LOOPBACK", reg::LOOPBACK, Access::Rw, 0, loopback::ENABLE),
+    r("PB_DESC_BASE_LO", reg::PB_DESC_BASE_LO, Access::Rw, 0, !0),
+    r("PB_DESC_BASE_HI", reg::PB_DESC_BASE_HI, Access::Rw, 0, !0),
+    r("PB_COMP_BASE_LO", reg::PB_COMP_BASE_LO, Access::Rw, 0, !0),
+    r("PB_COMP_BASE_HI", reg::PB_COMP_BASE_HI, Access::Rw, 0, !0),
+    r("PB_EVENT_BASE_LO", reg::PB_EVENT_BASE_LO, Access::Rw, 0, !0),
+    r("PB_EVENT_BASE_HI", reg::PB_EVENT_BASE_HI, Access::Rw, 0, !0),
+    r(
+        "PB_RING_LOG2",
+        reg::PB_RING_LOG2,
+        Access::Rw,
+        limits::RING_LOG2_RESET,
+        0x1F,
+    ),
+    r(
+        "PB_BLOCK_SIZE",
+        reg::PB_BLOCK_SIZE,
+        Access::Rw,
+        limits::BLOCK_SIZE_RESET,
+        !0,
+    ),
+    r("PB_RATE_LO", reg::PB_RATE_LO, Access::Rw, 0, !0),
+    r("PB_RATE_HI", reg::PB_RATE_HI, Access::Rw, 0, !0),
+    r(
+        "PB_PATTERN",
+        reg::PB_PATTERN,
+        Access::Rw,
+        0,
+        pattern::REG_MASK,
+    ),
+    r("PB_SEED_LO", reg::PB_SEED_LO, Access::Rw, 0, !0),
+    r("PB_SEED_HI", reg::PB_SEED_HI, Access::Rw, 0, !0),
+    r("PB_DEV_PROD", reg::PB_DEV_PROD, Access::Ro, 0, 0),
+    r("PB_DEV_CONS", reg::PB_DEV_CONS, Access::Ro, 0, 0),
+    r("PB_CNT_BLOCKS", reg::PB_CNT_BLOCKS, Access::Ro, 0, 0),
+    r("PB_CNT_UNDERRUNS", reg::PB_CNT_UNDERRUNS, Access::Ro, 0, 0),
+    r(
+        "PB_CNT_VERIFIED_LO",
+        reg::PB_CNT_VERIFIED_LO,
+        Access::Ro,
+        0,
+        0,
+    ),
+    r(
+        "PB_CNT_VERIFIED_HI",
+        reg::PB_CNT_VERIFIED_HI,
+        Access::Ro,
+        0,
+        0,
+    ),
+    r("PB_CNT_MISMATCH", reg::PB_CNT_MISMATCH, Access::Ro, 0, 0),
+    r("PB_FIRST_BAD_LO", reg::PB_FIRST_BAD_LO, Access::Ro, !0, 0),
+    r("PB_FIRST_BAD_HI", reg::PB_FIRST_BAD_HI, Access::Ro, !0, 0),
+    r("PB_CNT_BYTES_LO", reg::PB_CNT_BYTES_LO, Access::Ro, 0, 0),
+    r("PB_CNT_BYTES_HI", reg::PB_CNT_BYTES_HI, Access::Ro, 0, 0),
 ];
 
 /// Looks up the static description of the register at `offset`
@@ -494,6 +659,43 @@ pub mod ctrl {
     pub const WRITE_MASK: u32 = ENABLE | SOFT_RESET | MODE_BAR2;
 }
 
+/// Bits of `PB_CTRL` (RW, v1.1).
+pub mod pb_ctrl {
+    /// Playback enable. 0->1 starts a playback session (its configuration
+    /// latched, indices, stream offset, counters of the session and device
+    /// clock restart at 0); 1->0 stops it (and clears PB_STATUS.HALTED).
+    pub const ENABLE: u32 = 1;
+    /// Bits that a write can change.
+    pub const WRITE_MASK: u32 = ENABLE;
+}
+
+/// Bits of `PB_STATUS` (v1.1). Mirrored into the playback event area's
+/// `status` field.
+pub mod pb_status {
+    /// The playback engine is active (it may read host memory).
+    pub const RUNNING: u32 = 1;
+    /// The playback engine has no posted buffer and sleeps until PB_DOORBELL.
+    pub const NEED_DOORBELL: u32 = 1 << 1;
+    /// An error was recorded in PB_ERROR_CODE. W1C (clears PB_ERROR_CODE too).
+    pub const ERROR: u32 = 1 << 2;
+    /// The output ran dry (underrun) since the bit was last cleared. W1C.
+    pub const UNDERRUN: u32 = 1 << 3;
+    /// The playback engine halted on a fatal error while PB_CTRL.ENABLE is 1.
+    pub const HALTED: u32 = 1 << 4;
+    /// A received block did not match the pattern since the bit was last
+    /// cleared. W1C.
+    pub const MISMATCH: u32 = 1 << 5;
+    /// Bits that are write-1-to-clear.
+    pub const W1C_MASK: u32 = ERROR | UNDERRUN | MISMATCH;
+}
+
+/// Bits of `LOOPBACK` (RW, v1.1).
+pub mod loopback {
+    /// A capture session started while this bit is 1 takes its data from the
+    /// playback channel instead of its own source (docs/device.md 19.7).
+    pub const ENABLE: u32 = 1;
+}
+
 /// Bits of `STATUS` (RO except ERROR and OVERFLOW, which are W1C). A copy
 /// is mirrored into the event page's `status` field.
 pub mod status {
@@ -526,16 +728,28 @@ pub mod irq {
     pub const OVERFLOW: u32 = 1 << 2;
     /// Vector 1: the engine halted on a fatal error.
     pub const HALTED: u32 = 1 << 3;
-    /// All causes defined in v1. Bit 4 is reserved for playback (vector 2).
-    pub const ALL: u32 = CAPTURE | ERROR | OVERFLOW | HALTED;
+    /// Vector 2 (v1.1): moderated playback completion interrupt (armed in
+    /// the playback event area).
+    pub const PLAYBACK: u32 = 1 << 4;
+    /// Vector 2 (v1.1), not moderated: a playback error, the start of an
+    /// underrun or mismatch episode, or a playback halt.
+    pub const PB_EVENT: u32 = 1 << 5;
+    /// All capture causes (v1.0).
+    pub const ALL_CAPTURE: u32 = CAPTURE | ERROR | OVERFLOW | HALTED;
+    /// All causes defined in v1.1.
+    pub const ALL: u32 = ALL_CAPTURE | PLAYBACK | PB_EVENT;
     /// Causes signalled on `msix::VEC_ERROR`.
     pub const VEC_ERROR_CAUSES: u32 = ERROR | OVERFLOW | HALTED;
+    /// Causes signalled on `msix::VEC_PLAYBACK`.
+    pub const VEC_PLAYBACK_CAUSES: u32 = PLAYBACK | PB_EVENT;
 
     /// MSI-X vector that carries `cause` (a single cause bit). With MSI
     /// (single message) every cause uses message 0.
     pub const fn vector_of(cause: u32) -> u16 {
         if cause & CAPTURE != 0 {
             super::msix::VEC_CAPTURE
+        } else if cause & VEC_PLAYBACK_CAUSES != 0 {
+            super::msix::VEC_PLAYBACK
         } else {
             super::msix::VEC_ERROR
         }
@@ -569,6 +783,9 @@ pub mod err {
     /// Writing the block into the buffer failed (address not DMA-mapped).
     /// Non-fatal.
     pub const DMA_WRITE: u8 = 0x03;
+    /// Playback (v1.1): reading the block from the buffer failed (address not
+    /// DMA-mapped). Non-fatal.
+    pub const DMA_READ: u8 = 0x04;
     /// First fatal code.
     pub const FATAL_MIN: u8 = 0x10;
     /// Reading a descriptor from the descriptor ring failed. Fatal.
@@ -919,7 +1136,8 @@ impl Completion {
 /// RAM at EVENT_BASE (DMA mode) or at BAR2 offset 0 (BAR2 mode).
 ///
 /// The first 64 bytes are written only by the driver, the next 64 only by
-/// the device, the last 128 are reserved for the playback channel.
+/// the device, the last 128 are the playback channel's event area (v1.1):
+/// the same layout at offset 0x80 (`pb_event`).
 ///
 /// | off | size | writer | field |
 /// |-----|------|--------|-------|
@@ -971,8 +1189,53 @@ pub struct EventPage {
     pub events: u32,
     /// Device-written, reserved.
     pub device_reserved: [u32; 12],
-    /// Reserved for the playback channel of a later revision.
-    pub playback_reserved: [u32; 32],
+    /// Playback event area (v1.1), laid out like bytes 0x00-0x7F: driver
+    /// half 0x80-0xBF (`prod`, `irq_armed`), device half 0xC0-0xFF (`cons`,
+    /// `need_doorbell`, `status`, `events`). See `pb_event`.
+    pub playback: [u32; 32],
+}
+
+/// The playback event area (v1.1): 128 bytes at PB_EVENT_BASE (64-byte
+/// aligned), normally event page offset 0x80. Offsets are relative to
+/// PB_EVENT_BASE and mirror the capture half: driver-written `prod` and
+/// `irq_armed` in the first 64 bytes, device-written `cons`,
+/// `need_doorbell`, `status` (PB_STATUS) and `events` (vector-2 PB_EVENT
+/// causes) in the second.
+pub mod pb_event {
+    /// Size of the playback event area in bytes.
+    pub const SIZE: usize = 128;
+    /// Offset of the playback event area inside the event page (recommended
+    /// PB_EVENT_BASE = EVENT_BASE + this).
+    pub const IN_EVENT_PAGE: usize = 0x80;
+    /// Offset of `prod` (u32, driver-written).
+    pub const OFF_PROD: usize = 0x00;
+    /// Offset of `irq_armed` (u32, driver-written; bit 0 = `ARMED`).
+    pub const OFF_IRQ_ARMED: usize = 0x04;
+    /// Offset of `cons` (u32, device-written).
+    pub const OFF_CONS: usize = 0x40;
+    /// Offset of `need_doorbell` (u32, device-written).
+    pub const OFF_NEED_DOORBELL: usize = 0x44;
+    /// Offset of `status` (u32, device-written: PB_STATUS).
+    pub const OFF_STATUS: usize = 0x48;
+    /// Offset of `events` (u32, device-written: PB_EVENT causes this session).
+    pub const OFF_EVENTS: usize = 0x4C;
+    /// `irq_armed` bit: the driver sleeps and wants a vector-2 completion
+    /// interrupt.
+    pub const ARMED: u32 = 1;
+}
+
+/// Playback completion flags (v1.1). The record is the capture `Completion`
+/// (32 bytes, same write order, PHASE and ERROR as in `comp`); for the
+/// playback channel bit 1 means UNDERRUN instead of OVERFLOW and bit 3 is
+/// MISMATCH.
+pub mod pb_comp {
+    /// Flag: the output ran dry before this block; `lost_bytes` block times'
+    /// worth of silence (in bytes) were played since the previous data
+    /// completion's block.
+    pub const F_UNDERRUN: u16 = 1 << 1;
+    /// Flag: the block did not match the pattern (first bad byte counted in
+    /// PB_FIRST_BAD if it is the session's first).
+    pub const F_MISMATCH: u16 = 1 << 3;
 }
 
 /// BAR2 streaming mode layout (CTRL.MODE_BAR2 = 1).
@@ -1027,6 +1290,9 @@ const _: () = assert!(core::mem::offset_of!(EventPage, need_doorbell) == event::
 const _: () = assert!(core::mem::offset_of!(EventPage, status) == event::OFF_STATUS);
 const _: () = assert!(core::mem::offset_of!(EventPage, events) == event::OFF_EVENTS);
 const _: () = assert!(reg::END <= bar::REG_WINDOW_SIZE as usize);
+const _: () = assert!(reg::END <= reg::PB_CTRL && reg::PB_END <= bar::REG_WINDOW_SIZE as usize);
+const _: () = assert!(core::mem::offset_of!(EventPage, playback) == pb_event::IN_EVENT_PAGE);
+const _: () = assert!(caps::V1_1 == 0xFF);
 const _: () = assert!(bar::MSIX_PBA_OFFSET < bar::BAR0_SIZE);
 const _: () = assert!(caps::V1 == 0xBD);
 const _: () = assert!(bar2::layout_fits(

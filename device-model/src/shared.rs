@@ -15,7 +15,7 @@ use crate::dma::{DmaSpace, MemView};
 use crate::faults::{Action, FaultPlan, Site};
 use crate::irq::IrqLines;
 use crate::memfd::Memfd;
-use crate::regs::{err, irq, msix, status};
+use crate::regs::{err, irq, msix, pb_status, status};
 
 /// The counters that BAR0 exposes (32-bit ones wrap; cleared by reset).
 #[derive(Debug, Default)]
@@ -49,6 +49,95 @@ impl RegCounters {
         }
         self.bytes.store(0, Ordering::Relaxed);
         self.lost.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The playback channel's registers and BAR0 counters (v1.1; cleared by reset).
+#[derive(Debug)]
+pub struct PbRegs {
+    /// PB_STATUS.
+    pub status: AtomicU32,
+    /// PB_ERROR_CODE.
+    pub error_code: AtomicU32,
+    /// PB_IRQ_MOD_COUNT.
+    pub mod_count: AtomicU32,
+    /// PB_IRQ_MOD_TIME_US.
+    pub mod_time_us: AtomicU32,
+    /// PB_DEV_PROD.
+    pub dev_prod: AtomicU32,
+    /// PB_DEV_CONS.
+    pub dev_cons: AtomicU32,
+    /// PB_CNT_BLOCKS.
+    pub blocks: AtomicU32,
+    /// PB_CNT_UNDERRUNS.
+    pub underruns: AtomicU32,
+    /// PB_CNT_MISMATCH.
+    pub mismatch: AtomicU32,
+    /// PB_CNT_VERIFIED.
+    pub verified: AtomicU64,
+    /// PB_CNT_BYTES.
+    pub bytes: AtomicU64,
+    /// PB_FIRST_BAD (all-ones: none in this session).
+    pub first_bad: AtomicU64,
+}
+
+impl Default for PbRegs {
+    fn default() -> PbRegs {
+        PbRegs {
+            status: AtomicU32::new(0),
+            error_code: AtomicU32::new(0),
+            mod_count: AtomicU32::new(0),
+            mod_time_us: AtomicU32::new(0),
+            dev_prod: AtomicU32::new(0),
+            dev_cons: AtomicU32::new(0),
+            blocks: AtomicU32::new(0),
+            underruns: AtomicU32::new(0),
+            mismatch: AtomicU32::new(0),
+            verified: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            first_bad: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl PbRegs {
+    fn clear(&self) {
+        for c in [
+            &self.status,
+            &self.error_code,
+            &self.mod_count,
+            &self.mod_time_us,
+            &self.dev_prod,
+            &self.dev_cons,
+            &self.blocks,
+            &self.underruns,
+            &self.mismatch,
+        ] {
+            c.store(0, Ordering::SeqCst);
+        }
+        self.verified.store(0, Ordering::SeqCst);
+        self.bytes.store(0, Ordering::SeqCst);
+        self.first_bad.store(u64::MAX, Ordering::SeqCst);
+    }
+}
+
+/// The loopback path (docs/device.md 19.7): bytes the playback channel accepted, waiting
+/// for the capture channel of a loopback session. Holds whole bytes (unlike the capture
+/// source's FIFO, which holds block numbers), since looped data is whatever the host sent.
+#[derive(Debug, Default)]
+pub struct LoopFifo {
+    /// A loopback capture session is running: the playback channel feeds this FIFO.
+    pub active: bool,
+    /// Capacity in bytes (the capture FIFO depth).
+    pub capacity: usize,
+    /// The bytes, oldest first.
+    pub data: std::collections::VecDeque<u8>,
+}
+
+impl LoopFifo {
+    /// Room for `n` more bytes.
+    pub fn has_room(&self, n: usize) -> bool {
+        self.data.len() + n <= self.capacity
     }
 }
 
@@ -129,6 +218,32 @@ stats! {
     connections,
     /// Faults that took effect.
     faults_fired,
+    /// Playback: data completions written (blocks received).
+    pb_blocks,
+    /// Playback: bytes received from host buffers.
+    pb_bytes,
+    /// Playback: received bytes in blocks that matched the pattern.
+    pb_verified_bytes,
+    /// Playback: received blocks with at least one mismatching byte.
+    pb_mismatch_blocks,
+    /// Playback: underrun block times (the output had nothing to play).
+    pb_underruns,
+    /// Playback: underrun episodes (each raised cause PB_EVENT once).
+    pb_underrun_episodes,
+    /// Playback: ERROR completions written.
+    pb_error_completions,
+    /// Playback: errors recorded in PB_ERROR_CODE.
+    pb_errors,
+    /// Playback: engine halts.
+    pb_halts,
+    /// Playback: sessions started.
+    pb_sessions,
+    /// Playback: PB_DOORBELL writes.
+    pb_doorbells,
+    /// Vector-2 (playback) interrupt messages sent.
+    irqs_playback,
+    /// Bytes moved from the playback channel to the capture channel (loopback).
+    loopback_bytes,
 }
 
 /// The state shared by the register file and the engine.
@@ -170,6 +285,12 @@ pub struct Shared {
     pub irq: IrqLines,
     /// Fault plan.
     pub faults: FaultPlan,
+    /// Playback channel registers (v1.1).
+    pub pb: PbRegs,
+    /// LOOPBACK register.
+    pub loopback_reg: AtomicU32,
+    /// The loopback path from the playback to the capture channel.
+    pub loopback: Mutex<LoopFifo>,
     /// Serialises updates of ERROR_CODE with STATUS.ERROR.
     error_lock: Mutex<()>,
 }
@@ -198,6 +319,9 @@ impl Shared {
             bar2_view,
             irq,
             faults: FaultPlan::new(),
+            pb: PbRegs::default(),
+            loopback_reg: AtomicU32::new(0),
+            loopback: Mutex::new(LoopFifo::default()),
             error_lock: Mutex::new(()),
             model,
         }))
@@ -221,6 +345,35 @@ impl Shared {
             r.store(v, Ordering::SeqCst);
         }
         self.cnt.clear();
+        self.pb.clear();
+        self.loopback_reg.store(0, Ordering::SeqCst);
+        *self.loop_fifo() = LoopFifo::default();
+    }
+
+    /// The loopback FIFO.
+    pub fn loop_fifo(&self) -> std::sync::MutexGuard<'_, LoopFifo> {
+        self.loopback.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records playback error `code` with `detail` in PB_ERROR_CODE and PB_STATUS.ERROR
+    /// and counts it (the caller raises cause PB_EVENT).
+    pub fn record_pb_error(&self, code: u8, detail: u16) {
+        let _g = self.error_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.pb
+            .error_code
+            .store(err::make(code, detail), Ordering::SeqCst);
+        self.pb.status.fetch_or(pb_status::ERROR, Ordering::SeqCst);
+        self.stats.pb_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// PB_STATUS write-1-to-clear (clearing ERROR also clears PB_ERROR_CODE).
+    pub fn clear_pb_status(&self, bits: u32) {
+        let bits = bits & pb_status::W1C_MASK;
+        let _g = self.error_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.pb.status.fetch_and(!bits, Ordering::SeqCst);
+        if bits & pb_status::ERROR != 0 {
+            self.pb.error_code.store(0, Ordering::SeqCst);
+        }
     }
 
     /// Records error `code` with `detail` in ERROR_CODE and STATUS.ERROR and counts it
@@ -258,7 +411,12 @@ impl Shared {
 
     /// Sends one message on `vector` through the interrupt fault hook.
     pub fn send(&self, vector: u16) -> bool {
-        match self.faults.hook(Site::Interrupt) {
+        let site = if vector == msix::VEC_PLAYBACK {
+            Site::PbInterrupt
+        } else {
+            Site::Interrupt
+        };
+        match self.faults.hook(site) {
             Action::Proceed => {}
             _ => {
                 self.stats.irqs_dropped.fetch_add(1, Ordering::Relaxed);
@@ -273,6 +431,8 @@ impl Shared {
         self.stats.irqs.fetch_add(1, Ordering::Relaxed);
         if vector == msix::VEC_CAPTURE {
             self.stats.irqs_capture.fetch_add(1, Ordering::Relaxed);
+        } else if vector == msix::VEC_PLAYBACK {
+            self.stats.irqs_playback.fetch_add(1, Ordering::Relaxed);
         } else {
             self.stats.irqs_error.fetch_add(1, Ordering::Relaxed);
         }

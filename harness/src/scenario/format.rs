@@ -221,6 +221,9 @@ impl Pattern {
 pub enum Step {
     /// Stream from a card with `acq-stream` and verify what arrives.
     Stream(StreamStep),
+    /// Play a stream into a card's playback channel (`/dev/acqN-out`, `acq-stream
+    /// --direction out`); the card verifies what it receives.
+    Play(PlayStep),
     /// Run a shell command in the guest.
     Exec(ExecStep),
     /// Wait.
@@ -299,6 +302,77 @@ pub struct StreamStep {
     /// Seconds this step may take.
     #[serde(default = "default_step_timeout")]
     pub timeout_s: u64,
+}
+
+/// A stream into one card's playback channel (host -> card).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlayStep {
+    /// Which card (index into `cards`).
+    #[serde(default)]
+    pub card: usize,
+    /// How the data reaches the card: `write` (write(2)) or `splice` (through a pipe).
+    #[serde(default = "default_play_mode")]
+    pub mode: PlayMode,
+    /// What is played: `pattern` (the card's pattern from offset 0, which the card
+    /// verifies) or `zero` (/dev/zero: every block mismatches).
+    #[serde(default = "default_play_source")]
+    pub source: PlaySource,
+    /// How many bytes to play.
+    pub bytes: Size,
+    /// Bytes per write()/splice() call (default 1M).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<Size>,
+    /// Pipe size for splice (F_SETPIPE_SZ).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipe_size: Option<Size>,
+    /// Output rate of the card in bytes per second (default 0: as fast as the data comes,
+    /// never an underrun). The card's `device` pattern, seed, block size and moderation
+    /// apply to the playback channel too; its capture `rate` does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Size>,
+    /// Stop writing once, after this many bytes, for `pause_ms` (an underrun at a rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_at: Option<Size>,
+    /// How long the pause lasts.
+    #[serde(default = "default_pause_ms")]
+    pub pause_ms: u64,
+    /// The step fails unless the card verified every byte and saw no mismatch.
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// Seconds this step may take.
+    #[serde(default = "default_step_timeout")]
+    pub timeout_s: u64,
+}
+
+/// How a player writes to the card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlayMode {
+    /// write(2) from a user buffer.
+    Write,
+    /// splice(2) from a pipe (a thread writes the data into it).
+    Splice,
+}
+
+/// What a player plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlaySource {
+    /// The card's pattern, generated in the guest.
+    Pattern,
+    /// /dev/zero.
+    Zero,
+}
+
+fn default_play_mode() -> PlayMode {
+    PlayMode::Write
+}
+fn default_play_source() -> PlaySource {
+    PlaySource::Pattern
+}
+fn default_pause_ms() -> u64 {
+    1000
 }
 
 fn default_mode() -> Mode {
@@ -413,10 +487,33 @@ pub struct FaultSpec {
     #[serde(default)]
     pub disk: usize,
     /// When: `{"time_ms": N}` after the first step starts, or `{"bytes": N}` when the card's
-    /// stream reaches that offset.
+    /// stream reaches that offset (for a playback fault: when the card received that many
+    /// bytes).
     pub at: At,
     /// What (docs/faults.md says what the driver does about each).
     pub inject: Fault,
+    /// The card channel it hits: `capture` (default) or `playback` (dma_error,
+    /// corrupt_data, drop_irq and stall only).
+    #[serde(default, skip_serializing_if = "Channel::is_capture")]
+    pub channel: Channel,
+}
+
+/// A card's DMA channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// Card -> host.
+    #[default]
+    Capture,
+    /// Host -> card.
+    Playback,
+}
+
+impl Channel {
+    /// True for the default channel (not written out).
+    pub fn is_capture(&self) -> bool {
+        *self == Channel::Capture
+    }
 }
 
 /// When a fault fires.
@@ -927,8 +1024,29 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
         let card = match s {
             Step::Config(c) => Some(c.card),
             Step::Reset(c) => Some(c.card),
+            Step::Play(p) => Some(p.card),
             _ => None,
         };
+        if let Step::Play(p) = s {
+            if p.bytes.0 == 0 {
+                return err(
+                    &format!("steps[{i}].play.bytes"),
+                    "must be more than 0".into(),
+                );
+            }
+            if p.pipe_size.is_some() && p.mode != PlayMode::Splice {
+                return err(
+                    &format!("steps[{i}].play.pipe_size"),
+                    "only applies to mode splice".into(),
+                );
+            }
+            if p.verify && p.source == PlaySource::Zero {
+                return err(
+                    &format!("steps[{i}].play.verify"),
+                    "source zero never matches the pattern: set verify false".into(),
+                );
+            }
+        }
         if let Some(c) = card.filter(|&c| c >= ncards) {
             return err(
                 &format!("steps[{i}]"),
@@ -1053,6 +1171,23 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
             return err(
                 &format!("faults[{i}].card"),
                 format!("card {} does not exist ({ncards} card(s))", f.card),
+            );
+        }
+        if f.channel == Channel::Playback
+            && !matches!(
+                f.inject,
+                Fault::DmaError { .. }
+                    | Fault::CorruptData { .. }
+                    | Fault::DropIrq { .. }
+                    | Fault::Stall { .. }
+            )
+        {
+            return err(
+                &format!("faults[{i}].channel"),
+                format!(
+                    "{} has no playback form (playback: dma_error, corrupt_data, drop_irq, stall)",
+                    f.inject.name()
+                ),
             );
         }
     }
@@ -1342,6 +1477,31 @@ mod tests {
         let bad = r#"{"disks": [{"size": "64M"}], "steps": [{"stream": {"bytes": "8M",
             "sink": {"disk": 0}, "on_sink_error": "ignore"}}]}"#;
         assert!(error_of(bad).contains("on_sink_error"), "{}", error_of(bad));
+    }
+
+    #[test]
+    fn play_steps_and_playback_faults() {
+        let text = r#"{
+            "steps": [{"play": {"bytes": "32M", "mode": "splice", "rate": "4M"}}],
+            "faults": [{"at": {"bytes": "8M"}, "channel": "playback", "inject": {"stall": {"ms": 100}}}]
+        }"#;
+        let sc = parse(text, "t.json").unwrap();
+        let Step::Play(p) = &sc.steps[0] else {
+            panic!()
+        };
+        assert_eq!(p.mode, PlayMode::Splice);
+        assert_eq!(p.source, PlaySource::Pattern);
+        assert!(p.verify);
+        assert_eq!(p.rate, Some(Size(4 << 20)));
+        assert_eq!(sc.faults[0].channel, Channel::Playback);
+        let e = error_of(
+            r#"{"steps": [{"play": {"bytes": "1M"}}], "faults": [{"at": {"time_ms": 1}, "channel": "playback", "inject": "hang"}]}"#,
+        );
+        assert!(e.contains("no playback form"), "{e}");
+        let e = error_of(r#"{"steps": [{"play": {"bytes": "1M", "source": "zero"}}]}"#);
+        assert!(e.contains("verify false"), "{e}");
+        let e = error_of(r#"{"steps": [{"play": {"bytes": "1M", "card": 3}}]}"#);
+        assert!(e.contains("card 3 does not exist"), "{e}");
     }
 
     #[test]

@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::format::{
-    counter_key, At, CardSpec, CounterOf, DeviceSettings, Expect, Fault, FaultSpec, Scenario, Sink,
-    Step, StreamStep,
+    counter_key, At, CardSpec, Channel, CounterOf, DeviceSettings, Expect, Fault, FaultSpec,
+    PlayMode, PlaySource, PlayStep, Scenario, Sink, Step, StreamStep,
 };
 use crate::accel::AccelChoice;
 use crate::control::ModelControl;
@@ -281,6 +281,11 @@ fn run_steps(
                         .with_context(|| format!("step {i} (stream)"))?;
                     res.streams.push(v);
                 }
+                Step::Play(p) => {
+                    let v = play(vm, p, &sc.cards[p.card], opts, deadline)
+                        .with_context(|| format!("step {i} (play)"))?;
+                    res.streams.push(v);
+                }
                 Step::Exec(e) => {
                     let t = Duration::from_secs(e.timeout_s).min(remaining(deadline));
                     let out = vm.sh(&e.cmd, t)?;
@@ -450,6 +455,89 @@ fn stream(
         )?;
     }
     Ok(v)
+}
+
+/// Runs `acq-stream --direction out` for a play step and returns its JSON result line
+/// (the same fields as a stream's where they apply: `bytes`, `verified_bytes` and
+/// `errors` as the card counted them, `errno`, `fatal`, `timed_out`, `ok`).
+fn play(
+    vm: &mut Vm,
+    p: &PlayStep,
+    card: &CardSpec,
+    opts: &RunOptions,
+    deadline: Instant,
+) -> Result<Value> {
+    let mut argv: Vec<String> = vec![
+        "acq-stream".into(),
+        "--direction".into(),
+        "out".into(),
+        "--device".into(),
+        format!("/dev/acq{}-out", p.card),
+        "--mode".into(),
+        match p.mode {
+            PlayMode::Write => "write",
+            PlayMode::Splice => "splice",
+        }
+        .into(),
+        "--source".into(),
+        match p.source {
+            PlaySource::Pattern => "pattern",
+            PlaySource::Zero => "zero",
+        }
+        .into(),
+        "--bytes".into(),
+        p.bytes.0.to_string(),
+        "--timeout".into(),
+        p.timeout_s.to_string(),
+    ];
+    if p.verify {
+        argv.push("--verify".into());
+    }
+    if let Some(c) = p.chunk {
+        argv.extend(["--write-size".into(), c.0.to_string()]);
+    }
+    if let Some(s) = p.pipe_size {
+        argv.extend(["--pipe-size".into(), s.0.to_string()]);
+    }
+    if let Some(a) = p.pause_at {
+        argv.extend([
+            "--pause-at".into(),
+            a.0.to_string(),
+            "--pause-ms".into(),
+            p.pause_ms.to_string(),
+        ]);
+    }
+    // The card's settings, but the playback rate is the step's (the capture rate is not).
+    for (flag, v) in device_flags(&card.device) {
+        if flag != "--rate" {
+            argv.extend([flag.to_owned(), v]);
+        }
+    }
+    argv.extend(["--rate".into(), p.rate.map_or(0, |r| r.0).to_string()]);
+    let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let t = Duration::from_secs(p.timeout_s + 30).min(remaining(deadline));
+    let verbose = opts.verbose;
+    let out = vm.exec_streaming(&argv_ref, t, &mut |stream, data| {
+        if verbose && stream == acq_guest::proto::Stream::Stderr {
+            eprint!("{data}");
+        }
+    })?;
+    if out.status == 2 {
+        bail!("acq-stream rejected its arguments: {}", out.stderr.trim());
+    }
+    let line = out
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| {
+            anyhow!(
+                "acq-stream --direction out printed no result (status {}): {}",
+                out.status,
+                out.stderr.trim()
+            )
+        })?;
+    serde_json::from_str(line).with_context(|| format!("acq-stream result {line:?}"))
 }
 
 /// Errnos after which a reader carries on (docs/driver.md); any other ends the stream.
@@ -839,14 +927,20 @@ fn timeline_thread(
             let due = match f.at {
                 At::TimeMs(ms) => t0.elapsed() >= Duration::from_millis(ms),
                 At::Bytes(b) => {
-                    let p = match produced.get(&f.card) {
+                    // Capture faults follow the bytes the card delivered, playback faults
+                    // the bytes it received.
+                    let (key, name) = match f.channel {
+                        Channel::Capture => (f.card, "bytes"),
+                        Channel::Playback => (f.card + 1000, "pb_bytes"),
+                    };
+                    let p = match produced.get(&key) {
                         Some(p) => *p,
                         None => {
                             let p = control(&mut conns, controls, f.card, &transcript)
                                 .and_then(|c| c.counters())
-                                .map(|c| num(&c, "bytes"))
+                                .map(|c| num(&c, name))
                                 .unwrap_or(0);
-                            produced.insert(f.card, p);
+                            produced.insert(key, p);
                             p
                         }
                     };
@@ -867,7 +961,11 @@ fn timeline_thread(
                 match r {
                     Ok(()) => s.fired.push(json!({
                         "fault": f.inject.name(), "card": f.card, "at_ms": when,
-                        "at_bytes": produced.get(&f.card),
+                        "channel": f.channel,
+                        "at_bytes": produced.get(&match f.channel {
+                            Channel::Capture => f.card,
+                            Channel::Playback => f.card + 1000,
+                        }),
                     })),
                     Err(e) => s.errors.push(format!(
                         "injecting {} on card {}: {e:#}",
@@ -927,7 +1025,7 @@ fn inject(
     guest: &GuestHandle,
     transcript: &Path,
 ) -> Result<()> {
-    let req = match f.inject {
+    let mut req = match f.inject {
         Fault::DmaError { count }
         | Fault::CorruptData { count }
         | Fault::DropIrq { count }
@@ -969,6 +1067,11 @@ fn inject(
             return Ok(());
         }
     };
+    if f.channel == Channel::Playback {
+        if let Some(o) = req.as_object_mut() {
+            o.insert("channel".into(), "playback".into());
+        }
+    }
     control(conns, paths, f.card, transcript)?.request(&req)?;
     Ok(())
 }

@@ -167,7 +167,12 @@ fn probe_invalid(dev: &AcqDev, device: &str) -> ExitCode {
     set("irq_mod_time_us=2000000", &|c| {
         c.irq_mod_time_us = 2_000_000
     });
-    set("flags=1", &|c| c.flags = 1);
+    // Bit 0 is ACQ_CFG_LOOPBACK since ABI 1.2 (valid on a card with CAPS.LOOPBACK); every
+    // other bit is still reserved.
+    set("flags=2", &|c| c.flags = 2);
+    set("flags reserved bits", &|c| {
+        c.flags = !uapi::ACQ_CFG_LOOPBACK
+    });
 
     let mut raw = |name: &str, cmd: u32, arg: usize, want: i32| {
         cases.push(Case {

@@ -1,5 +1,6 @@
 //! acq-stream: stream from `/dev/acqN`, verify every byte against the card's pattern, and
-//! print one JSON result line.
+//! print one JSON result line. `--direction out` plays a stream into `/dev/acqN-out`
+//! instead and reports what the card verified (`acq_guest::playback`).
 //!
 //! ```text
 //! acq-stream --device /dev/acq0 --mode read|splice --bytes 256M [--verify]
@@ -131,6 +132,8 @@ struct Args {
     hold_s: f64,
     timeout: Option<f64>,
     stop_on_signal: bool,
+    /// Capture what the card's playback channel receives (ACQ_CFG_LOOPBACK).
+    loopback: bool,
     sink_opts: SinkOpts,
 }
 
@@ -148,13 +151,14 @@ struct SinkOpts {
 fn usage(msg: &str) -> ExitCode {
     eprintln!("acq-stream: {msg}");
     eprintln!(
-        "usage: acq-stream --device /dev/acqN --mode read|splice --bytes N [--verify] \
+        "usage: acq-stream [--direction in] --device /dev/acqN --mode read|splice --bytes N [--verify] \
          [--sink /dev/null|FILE|tcp] [--tee /dev/null|FILE] [--pipe-size N] \
          [--block B] [--ring-log2 L] [--rate R] [--pattern counter|prbs|sine[:CH]|N] [--seed S] \
          [--irq-count C] [--irq-time-us T] [--read-size N] [--nonblock] [--progress] [--restart-at N] \
-         [--hold-at N [--hold-s S]] [--timeout SECONDS] [--stop-on-signal] [--raw] \
+         [--hold-at N [--hold-s S]] [--timeout SECONDS] [--stop-on-signal] [--raw] [--loopback] \
          [--on-sink-error stop|retry|skip] [--sink-retries N] [--sink-retry-ms MS] [--direct] \
-         [--sink-base OFFSET]"
+         [--sink-base OFFSET]\n\
+         or:    acq-stream --direction out ... (see acq_guest::playback)"
     );
     ExitCode::from(2)
 }
@@ -184,6 +188,7 @@ fn parse_args() -> Result<Args, String> {
         hold_s: 2.0,
         timeout: None,
         stop_on_signal: false,
+        loopback: false,
         sink_opts: SinkOpts {
             policy: None,
             retries: 3,
@@ -215,6 +220,12 @@ fn parse_args() -> Result<Args, String> {
         };
         match opt.as_str() {
             "--device" => a.device = val(opt)?,
+            "--direction" => {
+                let d = val(opt)?;
+                if d != "in" {
+                    return Err(format!("--direction must be in or out, not {d:?}"));
+                }
+            }
             "--mode" => mode = Some(val(opt)?),
             "--raw" => a.raw = true,
             "--bytes" => a.bytes = size(opt, val(opt)?)?,
@@ -247,6 +258,7 @@ fn parse_args() -> Result<Args, String> {
                 a.read_size = v as usize;
             }
             "--nonblock" => a.nonblock = true,
+            "--loopback" => a.loopback = true,
             "--progress" => a.progress = true,
             "--stop-on-signal" => a.stop_on_signal = true,
             "--restart-at" => a.restart_at = Some(size(opt, val(opt)?)?),
@@ -288,6 +300,7 @@ fn parse_args() -> Result<Args, String> {
             (a.irq_count.is_some(), "--irq-count"),
             (a.irq_time_us.is_some(), "--irq-time-us"),
             (a.restart_at.is_some(), "--restart-at"),
+            (a.loopback, "--loopback"),
         ];
         if let Some((_, name)) = dev_only.iter().find(|(set, _)| *set) {
             return Err(format!("{name} needs the card (not --raw)"));
@@ -326,6 +339,13 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv
+        .windows(2)
+        .any(|w| w[0] == "--direction" && w[1] == "out")
+    {
+        return acq_guest::playback::main(&argv);
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => return usage(&e),
@@ -923,6 +943,11 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         if let Some(v) = a.irq_time_us {
             cfg.irq_mod_time_us = v;
         }
+        cfg.flags = if a.loopback {
+            acq_guest::uapi::ACQ_CFG_LOOPBACK
+        } else {
+            0
+        };
         dev.set_config(&cfg)
             .map_err(|e| format!("SET_CONFIG {}: {e}", acqdev::config_json(&cfg)))?;
     }

@@ -1,0 +1,1035 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The playback channel (host -> card, docs/device.md section 19) on `/dev/acqN-out`:
+//! write(), splice_write(), poll() and the playback ioctls (docs/driver.md, "Playback").
+//!
+//! * The playback ring has one slot per descriptor. A slot carries either the slot's own
+//!   **bounce page** (write(), and splice of pipe buffers that are not one whole block) or
+//!   a **pipe page** (splice of a whole, 8-byte aligned block: zero-copy). A pipe page is
+//!   DMA-mapped with a page reference of our own; the pipe buffer is consumed at once, and
+//!   the reference and the mapping are dropped only when the card's completion for that
+//!   slot arrives (release on completion: the card reads the page until then).
+//! * Completions are consumed in process context (write, splice, poll, drain) under the
+//!   playback mutex; vector 2 only wakes the writers. Underruns and error completions
+//!   surface once each as `EPIPE` and `EIO`, like overflow and errors on the capture side.
+//! * The playback rings and event area are the channel's own coherent memory (the spec's
+//!   "playback half of the event page" is only the recommended place): the capture side
+//!   re-zeroes its event page at every session start, and the two channels start and stop
+//!   independently, under different locks.
+
+use super::*;
+
+/// A blocked writer re-checks the ring (and the card's halt state) at least this often.
+const PB_RECHECK_MS: u32 = 200;
+/// Close waits at most this long (plus the ring's worth of output at the set rate) for
+/// the card to receive what was written.
+const PB_DRAIN_MS: u64 = 10_000;
+
+// poll() event bits (include/uapi/asm-generic/poll.h).
+const POLLOUT: c_uint = 0x0004;
+const POLLWRNORM: c_uint = 0x0100;
+
+extern "C" {
+    // Pages and files as `void *`: their bindgen types contain zero-sized arrays that are
+    // not FFI-safe in a declaration.
+    fn acq_shim_dma_map_to_device(
+        dev: *mut c_void,
+        page: *mut c_void,
+        offset: c_uint,
+        size: usize,
+        addr: *mut bindings::dma_addr_t,
+    ) -> c_int;
+    fn acq_shim_dma_unmap_to_device(dev: *mut c_void, addr: bindings::dma_addr_t, size: usize);
+    fn acq_shim_dma_sync_to_device(dev: *mut c_void, addr: bindings::dma_addr_t, size: usize);
+    fn acq_shim_get_page(page: *mut c_void);
+    fn acq_shim_put_page(page: *mut c_void);
+    fn acq_shim_splice_from_pipe(
+        pipe: *mut bindings::pipe_inode_info,
+        out: *mut c_void,
+        len: usize,
+        flags: c_uint,
+    ) -> isize;
+}
+
+/// A bounce page with a streaming memory-to-device mapping.
+///
+/// # Invariants
+///
+/// `addr` is a live `DMA_TO_DEVICE` mapping of the whole of `page` for `dev`.
+struct BouncePage {
+    page: Page,
+    addr: bindings::dma_addr_t,
+    dev: ARef<device::Device>,
+}
+
+impl BouncePage {
+    fn new(dev: &device::Device<Bound>) -> Result<Self> {
+        let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+        let mut addr: bindings::dma_addr_t = 0;
+        // SAFETY: `dev` is a bound device and `page` a page we own; the shim writes `addr`
+        // only on success.
+        let ret = unsafe {
+            acq_shim_dma_map_to_device(raw_dev(dev), page.as_ptr().cast(), 0, PAGE_SIZE, &mut addr)
+        };
+        if ret != 0 {
+            return Err(Error::from_errno(ret));
+        }
+        // INVARIANT: the mapping was just created.
+        Ok(Self {
+            page,
+            addr,
+            dev: dev.into(),
+        })
+    }
+
+    /// Copies `len` bytes at `src` into the page at `off`.
+    ///
+    /// # Safety
+    ///
+    /// `src` must be valid for reading `len` bytes.
+    unsafe fn write(&self, off: usize, src: *const u8, len: usize) -> Result {
+        // SAFETY: the caller guarantees `src`; the page is not posted to the card (the
+        // caller owns its slot), so nothing else accesses it.
+        unsafe { self.page.write_raw(src, off, len) }
+    }
+
+    /// Hands the page to the card before it is posted.
+    fn sync_for_device(&self, len: usize) {
+        // SAFETY: `addr` is a live mapping of `dev` (type invariant).
+        unsafe { acq_shim_dma_sync_to_device(raw_dev(&self.dev), self.addr, len.min(PAGE_SIZE)) };
+    }
+}
+
+impl Drop for BouncePage {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is live (type invariant) and removed exactly once, here.
+        unsafe { acq_shim_dma_unmap_to_device(raw_dev(&self.dev), self.addr, PAGE_SIZE) };
+    }
+}
+
+/// A page of a pipe buffer, held (page reference) and DMA-mapped for the card until its
+/// completion arrives (zero-copy splice).
+///
+/// # Invariants
+///
+/// We hold one reference on `page`; `addr` is a live `DMA_TO_DEVICE` mapping of
+/// `offset .. offset + len` of it for `dev`.
+struct PipePage {
+    page: *mut bindings::page,
+    addr: bindings::dma_addr_t,
+    len: usize,
+    dev: ARef<device::Device>,
+}
+
+// SAFETY: the page reference and the mapping may be released from any thread.
+unsafe impl Send for PipePage {}
+
+impl PipePage {
+    /// Takes a reference on `page` (owned by a confirmed pipe buffer) and maps its bytes
+    /// `offset .. offset + len`.
+    ///
+    /// # Safety
+    ///
+    /// `dev` must be bound. `page` must be a valid page for the duration of the call (the
+    /// caller's pipe buffer holds it), with `offset + len <= PAGE_SIZE`.
+    unsafe fn new(
+        dev: &device::Device,
+        page: *mut bindings::page,
+        offset: usize,
+        len: usize,
+    ) -> Result<Self> {
+        // SAFETY: `page` is valid (caller); the reference is ours until `drop`.
+        unsafe { acq_shim_get_page(page.cast()) };
+        let mut addr: bindings::dma_addr_t = 0;
+        // SAFETY: `dev` is bound (caller: the card is not removed, under the playback
+        // lock that unbind takes), `page` valid and referenced, the range in the page.
+        let ret = unsafe {
+            acq_shim_dma_map_to_device(raw_dev(dev), page.cast(), offset as c_uint, len, &mut addr)
+        };
+        if ret != 0 {
+            // SAFETY: drops the reference taken above.
+            unsafe { acq_shim_put_page(page.cast()) };
+            return Err(Error::from_errno(ret));
+        }
+        // INVARIANT: reference and mapping were just taken.
+        Ok(Self {
+            page,
+            addr,
+            len,
+            dev: dev.into(),
+        })
+    }
+}
+
+impl Drop for PipePage {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is live and removed exactly once, here (type invariant).
+        unsafe { acq_shim_dma_unmap_to_device(raw_dev(&self.dev), self.addr, self.len) };
+        // SAFETY: we hold one reference (type invariant), dropped exactly once, here.
+        unsafe { acq_shim_put_page(self.page.cast()) };
+    }
+}
+
+/// The playback channel's DMA memory: rings, event area, bounce pages, and the pipe pages
+/// the card is reading. Dropped at unbind after the card was stopped.
+pub(super) struct PbHw {
+    desc: DmaRegion,
+    comp: DmaRegion,
+    event: DmaRegion,
+    bounce: KVec<BouncePage>,
+    /// Per ring slot: the pipe page it carries while posted (zero-copy), else `None`.
+    held: KVec<Option<PipePage>>,
+}
+
+impl PbHw {
+    pub(super) fn new(dev: &device::Device<Bound>) -> Result<Self> {
+        let mut bounce = KVec::with_capacity(MAX_ENTRIES, GFP_KERNEL)?;
+        let mut held = KVec::with_capacity(MAX_ENTRIES, GFP_KERNEL)?;
+        for _ in 0..MAX_ENTRIES {
+            bounce.push(BouncePage::new(dev)?, GFP_KERNEL)?;
+            held.push(None, GFP_KERNEL)?;
+        }
+        Ok(Self {
+            desc: DmaRegion::new(dev, MAX_ENTRIES * regs::desc::SIZE)?,
+            comp: DmaRegion::new(dev, MAX_ENTRIES * regs::comp::SIZE)?,
+            event: DmaRegion::new(dev, PAGE_SIZE)?,
+            bounce,
+            held,
+        })
+    }
+
+    fn completion(&self, k: u32, log2: u32) -> Option<regs::Completion> {
+        let base = regs::ring::slot(k, log2) as usize * regs::comp::SIZE;
+        let tail = self.comp.read32(base + regs::comp::OFF_TAIL_DWORD);
+        if regs::comp::tail_phase(tail) != regs::ring::phase(k, log2) {
+            return None;
+        }
+        // ACQUIRE: the tail dword before the rest of the record.
+        dma_mb(Read);
+        Some(regs::Completion {
+            stream_offset: self.comp.read64(base + regs::comp::OFF_STREAM_OFFSET),
+            lost_bytes: self.comp.read64(base + regs::comp::OFF_LOST_BYTES),
+            timestamp_ns: self.comp.read64(base + regs::comp::OFF_TIMESTAMP_NS),
+            length: self.comp.read32(base + regs::comp::OFF_LENGTH),
+            id: tail as u16,
+            flags: (tail >> 16) as u16,
+        })
+    }
+
+    fn write_desc(&self, slot: usize, addr: u64, len: u32) {
+        let base = slot * regs::desc::SIZE;
+        self.desc.write64(base + regs::desc::OFF_ADDR, addr);
+        self.desc.write32(base + regs::desc::OFF_LEN, len);
+        self.desc
+            .write32(base + regs::desc::OFF_ID, slot as u32 & 0xFFFF);
+    }
+
+    /// Drops every held pipe page (the card no longer reads any: it is stopped).
+    fn release_all(&mut self) {
+        self.held.iter_mut().for_each(|h| *h = None);
+    }
+}
+
+/// Playback state, under [`Card::pb`].
+pub(super) struct PbInner {
+    pub(super) hw: Option<PbHw>,
+    cfg: AcqConfig,
+    stats: uapi::AcqPbStats,
+    open: bool,
+    running: bool,
+    halted: bool,
+    removed: bool,
+    /// Next completion to consume; descriptors written; `prod` last given to the card.
+    head: u32,
+    prod: u32,
+    published: u32,
+    /// Bytes already in the bounce page of slot `prod` (a partial block).
+    fill: u32,
+    /// An `EPIPE` (underrun) / `EIO` (error) is owed to the writer.
+    xrun: bool,
+    err: bool,
+}
+
+/// Default playback configuration: one page per block, 256 buffers, as fast as the host
+/// supplies data, COUNTER pattern seed 0, one interrupt per 16 completions or 1 ms.
+const PB_DEFAULT_CONFIG: AcqConfig = AcqConfig {
+    block_size: 4096,
+    ring_log2: 8,
+    rate: 0,
+    seed: 0,
+    pattern: regs::pattern::COUNTER,
+    irq_mod_count: 16,
+    irq_mod_time_us: 1000,
+    flags: 0,
+};
+
+impl PbInner {
+    pub(super) fn new(hw: Option<PbHw>) -> Self {
+        Self {
+            hw,
+            cfg: PB_DEFAULT_CONFIG,
+            stats: uapi::AcqPbStats::default(),
+            open: false,
+            running: false,
+            halted: false,
+            removed: false,
+            head: 0,
+            prod: 0,
+            published: 0,
+            fill: 0,
+            xrun: false,
+            err: false,
+        }
+    }
+
+    fn entries(&self) -> u32 {
+        regs::ring::entries(self.cfg.ring_log2)
+    }
+
+    fn has_space(&self) -> bool {
+        regs::ring::outstanding(self.prod, self.head) < self.entries()
+    }
+}
+
+impl Card {
+    /// Stops the playback engine: PB_CTRL = 0, then wait for PB_STATUS.RUNNING = 0 (the
+    /// model clears it before it answers the next access).
+    fn pb_stop_engine(&self) {
+        let _ = self.with_regs(|r| {
+            r.wr(regs::reg::PB_CTRL, 0);
+            for _ in 0..8 {
+                if r.rd(regs::reg::PB_STATUS) & regs::pb_status::RUNNING == 0 {
+                    return;
+                }
+            }
+            // A card that does not stop gets a soft reset (both channels).
+            r.soft_reset();
+        });
+    }
+
+    /// Starts a playback session with the current configuration.
+    fn pb_start_locked(&self, g: &mut MutexGuard<'_, PbInner>) -> Result {
+        if g.removed || g.hw.is_none() {
+            return Err(ENODEV);
+        }
+        if !self.alive() {
+            g.err = true;
+            return Err(EIO);
+        }
+        self.pb_stop_engine();
+        let cfg = g.cfg;
+        let log2 = cfg.ring_log2;
+        let n = regs::ring::entries(log2);
+        let Some(hw) = g.hw.as_mut() else {
+            return Err(ENODEV);
+        };
+        hw.release_all();
+        hw.comp.zero(n as usize * regs::comp::SIZE);
+        hw.event.zero(regs::pb_event::SIZE);
+        // Completion interrupts stay armed for the whole session (moderation bounds them).
+        hw.event
+            .write32(regs::pb_event::OFF_IRQ_ARMED, regs::pb_event::ARMED);
+        mb(Full);
+        let (desc, comp, event) = (hw.desc.bus_addr(), hw.comp.bus_addr(), hw.event.bus_addr());
+        let (status, code) = self
+            .with_regs(|r| {
+                use regs::reg::*;
+                r.wr64(PB_DESC_BASE_LO, PB_DESC_BASE_HI, desc);
+                r.wr64(PB_COMP_BASE_LO, PB_COMP_BASE_HI, comp);
+                r.wr64(PB_EVENT_BASE_LO, PB_EVENT_BASE_HI, event);
+                r.wr(PB_RING_LOG2, log2);
+                r.wr(PB_BLOCK_SIZE, cfg.block_size);
+                r.wr64(PB_RATE_LO, PB_RATE_HI, cfg.rate);
+                r.wr(PB_PATTERN, cfg.pattern);
+                r.wr64(PB_SEED_LO, PB_SEED_HI, cfg.seed);
+                r.wr(PB_IRQ_MOD_COUNT, cfg.irq_mod_count);
+                r.wr(PB_IRQ_MOD_TIME_US, cfg.irq_mod_time_us);
+                r.wr(PB_STATUS, regs::pb_status::W1C_MASK);
+                // The capture side unmasks every cause at its start; playback needs its own
+                // two whether or not capture ran.
+                let mask = r.rd(IRQ_MASK);
+                r.wr(IRQ_MASK, mask & !regs::irq::VEC_PLAYBACK_CAUSES);
+                r.wr(PB_CTRL, regs::pb_ctrl::ENABLE);
+                let st = r.rd(PB_STATUS);
+                (st, r.rd(PB_ERROR_CODE))
+            })
+            .ok_or(ENODEV)?;
+        if status == u32::MAX {
+            return Err(EIO);
+        }
+        if status & regs::pb_status::HALTED != 0 {
+            pr_err!(
+                "acq{}: the card refused the playback configuration (PB_ERROR_CODE {:#x})\n",
+                self.index,
+                code
+            );
+            self.pb_stop_engine();
+            return Err(EIO);
+        }
+        g.head = 0;
+        g.prod = 0;
+        g.published = 0;
+        g.fill = 0;
+        g.xrun = false;
+        g.halted = false;
+        g.running = true;
+        g.stats.session += 1;
+        Ok(())
+    }
+
+    /// Stops the playback session; blocks not yet received are dropped, and so is a
+    /// partial block.
+    fn pb_stop_locked(&self, g: &mut MutexGuard<'_, PbInner>) {
+        if g.running || g.halted {
+            self.pb_stop_engine();
+        }
+        // The card reads nothing any more: every held pipe page goes back.
+        if let Some(hw) = g.hw.as_mut() {
+            hw.release_all();
+        }
+        g.running = false;
+        g.halted = false;
+        g.fill = 0;
+        g.head = g.prod;
+        self.pb_wait.notify_all();
+    }
+
+    /// Consumes every completion the card wrote: releases held pipe pages (release on
+    /// completion) and records underruns, mismatches and errors.
+    fn pb_reap(&self, g: &mut MutexGuard<'_, PbInner>) {
+        let log2 = g.cfg.ring_log2;
+        loop {
+            if g.head == g.prod {
+                break;
+            }
+            let head = g.head;
+            let Some(hw) = g.hw.as_mut() else {
+                return;
+            };
+            let Some(c) = hw.completion(head, log2) else {
+                break;
+            };
+            let slot = regs::ring::slot(head, log2) as usize;
+            // The card finished reading this slot's buffer: a held pipe page goes back.
+            if let Some(h) = hw.held.get_mut(slot) {
+                *h = None;
+            }
+            g.head = head.wrapping_add(1);
+            if c.is_error() || usize::from(c.id) != slot {
+                g.stats.errors += 1;
+                g.err = true;
+                continue;
+            }
+            g.stats.blocks += 1;
+            if c.flags & regs::pb_comp::F_UNDERRUN != 0 {
+                g.stats.underruns += 1;
+                g.stats.underrun_bytes = g.stats.underrun_bytes.saturating_add(c.lost_bytes);
+                g.xrun = true;
+            }
+            if c.flags & regs::pb_comp::F_MISMATCH != 0 {
+                g.stats.mismatch_blocks += 1;
+            }
+        }
+    }
+
+    /// Gives the descriptors written since the last call to the card (section 8).
+    fn pb_publish(&self, g: &mut MutexGuard<'_, PbInner>) {
+        if g.published == g.prod || !g.running {
+            return;
+        }
+        let Some(hw) = g.hw.as_ref() else {
+            return;
+        };
+        // RELEASE: descriptors (and buffer contents) before the producer index.
+        dma_mb(Write);
+        hw.event.write32(regs::pb_event::OFF_PROD, g.prod);
+        // FULL: store prod before loading need_doorbell.
+        mb(Full);
+        let ring = hw.event.read32(regs::pb_event::OFF_NEED_DOORBELL) != 0;
+        g.published = g.prod;
+        if ring {
+            let _ = self.with_regs(|r| r.wr(regs::reg::PB_DOORBELL, 1));
+        }
+    }
+
+    /// Posts the next slot: its bounce page (`pipe` = None) or a held pipe page.
+    fn pb_post(&self, g: &mut MutexGuard<'_, PbInner>, pipe: Option<PipePage>) {
+        let log2 = g.cfg.ring_log2;
+        let block = g.cfg.block_size;
+        let slot = regs::ring::slot(g.prod, log2) as usize;
+        let Some(hw) = g.hw.as_mut() else {
+            return;
+        };
+        let addr = match pipe {
+            Some(p) => {
+                let a = p.addr;
+                if let Some(h) = hw.held.get_mut(slot) {
+                    *h = Some(p);
+                }
+                a
+            }
+            None => match hw.bounce.get(slot) {
+                Some(b) => {
+                    b.sync_for_device(block as usize);
+                    b.addr
+                }
+                None => return,
+            },
+        };
+        hw.write_desc(slot, addr, block);
+        g.prod = g.prod.wrapping_add(1);
+        g.fill = 0;
+        let n = g.entries();
+        if regs::ring::outstanding(g.prod, g.published) >= (n / 4).max(1) {
+            self.pb_publish(g);
+        }
+    }
+
+    /// Notices a halted playback engine from the event area, or with `regs` (a writer
+    /// that waited in vain) from PB_STATUS, which also shows a reset nobody asked for
+    /// (RUNNING gone without HALTED: the event area is not written then). The writer gets
+    /// `EIO`; the next write starts a new session.
+    fn pb_check_halt(&self, g: &mut MutexGuard<'_, PbInner>, regs_too: bool) {
+        if !g.running {
+            return;
+        }
+        let mut st =
+            g.hw.as_ref()
+                .map_or(0, |hw| hw.event.read32(regs::pb_event::OFF_STATUS));
+        if regs_too && regs::ring::outstanding(g.prod, g.head) > 0 {
+            if let Some(r) = self.with_regs(|r| r.rd(regs::reg::PB_STATUS)) {
+                if r == u32::MAX || r & regs::pb_status::RUNNING == 0 {
+                    st |= regs::pb_status::HALTED;
+                }
+            }
+        }
+        if st & regs::pb_status::HALTED != 0 {
+            let code = self
+                .with_regs(|r| r.rd(regs::reg::PB_ERROR_CODE))
+                .unwrap_or(u32::MAX);
+            pr_err!(
+                "acq{}: playback halted, PB_ERROR_CODE {:#x}\n",
+                self.index,
+                code
+            );
+            self.pb_stop_locked(g);
+            g.halted = false;
+            g.err = true;
+            g.stats.errors += 1;
+        }
+    }
+
+    /// The error the writer is owed, if any (each reported once).
+    fn pb_owed(g: &mut MutexGuard<'_, PbInner>) -> Option<Error> {
+        if g.removed {
+            return Some(ENODEV);
+        }
+        if g.err {
+            g.err = false;
+            return Some(EIO);
+        }
+        if g.xrun {
+            g.xrun = false;
+            return Some(EPIPE);
+        }
+        None
+    }
+
+    /// Waits until the ring has a free slot. Publishes pending descriptors first.
+    fn pb_wait_space(&self, g: &mut MutexGuard<'_, PbInner>, nonblock: bool) -> Result {
+        loop {
+            self.pb_reap(g);
+            if g.removed {
+                return Err(ENODEV);
+            }
+            if g.err || g.xrun || !g.running {
+                // The caller reports it (or restarts the session).
+                return Ok(());
+            }
+            if g.has_space() {
+                return Ok(());
+            }
+            self.pb_publish(g);
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            match self
+                .pb_wait
+                .wait_interruptible_timeout(g, msecs_to_jiffies(PB_RECHECK_MS))
+            {
+                CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
+                CondVarTimeoutResult::Timeout => self.pb_check_halt(g, true),
+                _ => {}
+            }
+        }
+    }
+
+    /// Makes sure a session runs and the writer may go on: `Ok(true)` to continue,
+    /// `Ok(false)` if an error is owed and `done` bytes were taken already.
+    fn pb_ready(&self, g: &mut MutexGuard<'_, PbInner>, done: usize) -> Result<bool> {
+        if g.removed || g.err || g.xrun {
+            if done > 0 {
+                return Ok(false);
+            }
+            if let Some(e) = Self::pb_owed(g) {
+                return Err(e);
+            }
+        }
+        if !g.running {
+            self.pb_start_locked(g)?;
+        }
+        Ok(true)
+    }
+
+    /// write(): copies into the bounce pages and posts every full block.
+    pub(super) fn pb_write(&self, nonblock: bool, buf: UserPtr, count: usize) -> Result<usize> {
+        if count == 0 {
+            return Ok(0);
+        }
+        let mut reader = UserSlice::new(buf, count).reader();
+        let mut g = self.pb.lock();
+        let mut done = 0usize;
+        let r = loop {
+            if done == count {
+                break Ok(done);
+            }
+            match self.pb_ready(&mut g, done) {
+                Ok(true) => {}
+                Ok(false) => break Ok(done),
+                Err(e) => break Err(e),
+            }
+            if let Err(e) = self.pb_wait_space(&mut g, nonblock) {
+                break if done > 0 { Ok(done) } else { Err(e) };
+            }
+            if g.err || g.xrun || !g.running {
+                continue;
+            }
+            let block = g.cfg.block_size as usize;
+            let fill = g.fill as usize;
+            let n = (block - fill.min(block)).min(count - done);
+            let slot = regs::ring::slot(g.prod, g.cfg.ring_log2) as usize;
+            let Some(page) = g.hw.as_ref().and_then(|hw| hw.bounce.get(slot)) else {
+                break Err(ENODEV);
+            };
+            // SAFETY: the slot is not posted (we hold its index `prod`), so nothing else
+            // accesses its bounce page while we copy into it.
+            let res = unsafe { page.page.copy_from_user_slice_raw(&mut reader, fill, n) };
+            if let Err(e) = res {
+                break if done > 0 { Ok(done) } else { Err(e) };
+            }
+            done += n;
+            g.fill += n as u32;
+            g.stats.bytes += n as u64;
+            g.stats.copied_bytes += n as u64;
+            if g.fill as usize == block {
+                self.pb_post(&mut g, None);
+            }
+        };
+        self.pb_publish(&mut g);
+        r
+    }
+
+    /// splice_write() actor: takes `len` bytes at `offset` of a pipe buffer's `page`.
+    /// Zero-copy if the buffer is one whole block at an 8-byte aligned offset and no
+    /// partial block is pending; a copy into the bounce page otherwise.
+    ///
+    /// # Safety
+    ///
+    /// `page` must be a valid page, kept by its (confirmed) pipe buffer during the call,
+    /// with `offset + len <= PAGE_SIZE`.
+    unsafe fn pb_actor(
+        &self,
+        page: *mut bindings::page,
+        offset: usize,
+        len: usize,
+        nonblock: bool,
+    ) -> Result<usize> {
+        if offset >= PAGE_SIZE || len > PAGE_SIZE - offset || len == 0 {
+            return Err(EINVAL);
+        }
+        let mut g = self.pb.lock();
+        if !self.pb_ready(&mut g, 0)? {
+            return Err(EIO);
+        }
+        self.pb_wait_space(&mut g, nonblock)?;
+        if let Some(e) = Self::pb_owed(&mut g) {
+            return Err(e);
+        }
+        if !g.running {
+            return Err(EIO);
+        }
+        let block = g.cfg.block_size as usize;
+        if g.fill == 0 && len == block && offset % 8 == 0 {
+            let pd: &pci::Device = &self.pdev.0;
+            let dev: &device::Device = pd.as_ref();
+            // SAFETY: the device is bound while the card is not removed (`pb_ready`
+            // checked it under the playback lock, which unbind takes before it frees
+            // anything); the page is valid (caller).
+            let pp = unsafe { PipePage::new(dev, page, offset, len)? };
+            g.stats.bytes += len as u64;
+            g.stats.zero_copy_bytes += len as u64;
+            self.pb_post(&mut g, Some(pp));
+            return Ok(len);
+        }
+        let fill = g.fill as usize;
+        let n = (block - fill.min(block)).min(len);
+        let slot = regs::ring::slot(g.prod, g.cfg.ring_log2) as usize;
+        let Some(bounce) = g.hw.as_ref().and_then(|hw| hw.bounce.get(slot)) else {
+            return Err(ENODEV);
+        };
+        // SAFETY: `page` is valid (caller); the local mapping is released below.
+        let src = unsafe { bindings::kmap_local_page(page) }.cast::<u8>();
+        // SAFETY: `src + offset .. + n` lies in the mapped page (`offset + len <=
+        // PAGE_SIZE`, `n <= len`); the bounce slot is ours (not posted).
+        let res = unsafe { bounce.write(fill, src.add(offset), n) };
+        // SAFETY: `src` came from `kmap_local_page` above and is no longer used.
+        unsafe { bindings::kunmap_local(src.cast::<c_void>()) };
+        res?;
+        g.fill += n as u32;
+        g.stats.bytes += n as u64;
+        g.stats.copied_bytes += n as u64;
+        if g.fill as usize == block {
+            self.pb_post(&mut g, None);
+        }
+        Ok(n)
+    }
+
+    /// Waits until the card received everything posted (close, `ACQ_IOC_PB_DRAIN`). A
+    /// signal ends the wait with `EINTR` (close then gives up on the rest).
+    fn pb_drain_locked(&self, g: &mut MutexGuard<'_, PbInner>) -> Result {
+        self.pb_publish(g);
+        let rate = g.cfg.rate;
+        let ring_ms = match rate {
+            0 => 0,
+            r => u64::from(g.entries()) * u64::from(g.cfg.block_size) * 1000 / r,
+        };
+        // The budget is in jiffies and only what was really slept counts: a writer is
+        // woken by every completion interrupt, long before a re-check period is over.
+        let total_ms = PB_DRAIN_MS.saturating_add(ring_ms).min(u64::from(u32::MAX));
+        let mut left = msecs_to_jiffies(total_ms as u32);
+        let period = msecs_to_jiffies(PB_RECHECK_MS);
+        loop {
+            self.pb_reap(g);
+            if g.removed {
+                return Err(ENODEV);
+            }
+            if !g.running || g.head == g.prod {
+                return Ok(());
+            }
+            if left == 0 {
+                return Err(ETIMEDOUT);
+            }
+            let step = left.min(period);
+            match self.pb_wait.wait_interruptible_timeout(g, step) {
+                CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
+                CondVarTimeoutResult::Timeout => {
+                    left -= step;
+                    self.pb_check_halt(g, true);
+                }
+                CondVarTimeoutResult::Woken { jiffies } => {
+                    // At least one jiffy per wake-up: an interrupt storm cannot stretch
+                    // the wait beyond the budget's jiffies in wake-ups.
+                    left -= (step - jiffies.min(step)).max(1).min(left);
+                }
+            }
+        }
+    }
+
+    pub(super) fn pb_poll(&self, file: &File, table: &PollTable<'_>) -> c_uint {
+        table.register_wait(file, &self.pb_wait);
+        let mut g = self.pb.lock();
+        if g.removed {
+            return POLLERR | POLLHUP;
+        }
+        self.pb_reap(&mut g);
+        // A full ring is when a poller would sleep: then make sure the card still runs (one
+        // register read), or a reset card would leave it waiting for POLLOUT forever.
+        let full = g.running && !g.has_space();
+        self.pb_check_halt(&mut g, full);
+        let mut mask = 0;
+        if g.err {
+            mask |= POLLERR;
+        }
+        if !g.running || g.has_space() || g.err || g.xrun {
+            mask |= POLLOUT | POLLWRNORM;
+        }
+        mask
+    }
+
+    pub(super) fn pb_open(&self) -> Result {
+        let mut g = self.pb.lock();
+        if g.removed || g.hw.is_none() {
+            return Err(ENODEV);
+        }
+        if g.open {
+            return Err(EBUSY);
+        }
+        g.open = true;
+        Ok(())
+    }
+
+    /// Close: the card receives what was written (bounded wait), then the session stops.
+    pub(super) fn pb_release(&self) {
+        let mut g = self.pb.lock();
+        if !g.removed && g.running {
+            if let Err(e) = self.pb_drain_locked(&mut g) {
+                pr_warn!(
+                    "acq{}: playback close: {} blocks not received ({:?})\n",
+                    self.index,
+                    regs::ring::outstanding(g.prod, g.head),
+                    e
+                );
+            }
+        }
+        if !g.removed {
+            self.pb_stop_locked(&mut g);
+        }
+        g.err = false;
+        g.xrun = false;
+        g.open = false;
+    }
+
+    fn pb_stats(&self) -> uapi::AcqPbStats {
+        let mut g = self.pb.lock();
+        self.pb_reap(&mut g);
+        let mut s = g.stats;
+        s.in_flight = regs::ring::outstanding(g.prod, g.head);
+        s.held_pages = g.hw.as_ref().map_or(0, |hw| {
+            hw.held.iter().filter(|h| h.is_some()).count() as u32
+        });
+        s.state = if g.removed {
+            uapi::ACQ_STATE_REMOVED
+        } else if g.halted {
+            uapi::ACQ_STATE_ERROR
+        } else if g.running {
+            uapi::ACQ_STATE_RUNNING
+        } else {
+            uapi::ACQ_STATE_STOPPED
+        };
+        drop(g);
+        let card = self.with_regs(|r| {
+            let rd64 = |lo: usize, hi: usize| regs::join64(r.rd(lo), r.rd(hi));
+            use regs::reg::*;
+            (
+                rd64(PB_CNT_VERIFIED_LO, PB_CNT_VERIFIED_HI),
+                rd64(PB_CNT_BYTES_LO, PB_CNT_BYTES_HI),
+                rd64(PB_FIRST_BAD_LO, PB_FIRST_BAD_HI),
+                r.rd(PB_CNT_MISMATCH),
+                r.rd(PB_CNT_UNDERRUNS),
+            )
+        });
+        if let Some((verified, bytes, first_bad, mismatch, underruns)) = card {
+            s.card_verified = verified;
+            s.card_bytes = bytes;
+            s.card_first_bad = first_bad;
+            s.card_mismatch = mismatch;
+            s.card_underruns = underruns;
+        }
+        s
+    }
+
+    fn pb_validate(&self, c: &AcqConfig) -> Result {
+        let mut plain = *c;
+        plain.flags = 0;
+        self.validate(&plain)?;
+        if c.flags != 0 {
+            return Err(EINVAL);
+        }
+        Ok(())
+    }
+
+    pub(super) fn pb_ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
+        let user = UserPtr::from_addr(arg);
+        match cmd {
+            uapi::ACQ_IOC_PB_GET_CONFIG => {
+                let cfg = self.pb.lock().cfg;
+                UserSlice::new(user, size_of::<AcqConfig>())
+                    .writer()
+                    .write(&UapiConfig(cfg))?;
+            }
+            uapi::ACQ_IOC_PB_SET_CONFIG => {
+                let UapiConfig(cfg) = UserSlice::new(user, size_of::<AcqConfig>())
+                    .reader()
+                    .read::<UapiConfig>()?;
+                self.pb_validate(&cfg)?;
+                let mut g = self.pb.lock();
+                if g.removed {
+                    return Err(ENODEV);
+                }
+                if g.running {
+                    return Err(EBUSY);
+                }
+                g.cfg = cfg;
+            }
+            uapi::ACQ_IOC_PB_GET_STATS => {
+                let stats = UapiPbStats(self.pb_stats());
+                UserSlice::new(user, size_of::<uapi::AcqPbStats>())
+                    .writer()
+                    .write(&stats)?;
+            }
+            uapi::ACQ_IOC_PB_DRAIN => {
+                let mut g = self.pb.lock();
+                self.pb_drain_locked(&mut g)?;
+                if let Some(e) = Self::pb_owed(&mut g) {
+                    return Err(e);
+                }
+            }
+            uapi::ACQ_IOC_STOP => {
+                let mut g = self.pb.lock();
+                if g.removed {
+                    return Err(ENODEV);
+                }
+                self.pb_stop_locked(&mut g);
+            }
+            _ => return self.ioctl_info(cmd, arg),
+        }
+        Ok(0)
+    }
+
+    /// Unbind: the card was stopped and reset; drop the playback memory and the held
+    /// pipe pages, wake the writers with `ENODEV`.
+    pub(super) fn pb_shutdown(&self) {
+        let hw = {
+            let mut g = self.pb.lock();
+            g.removed = true;
+            g.running = false;
+            g.hw.take()
+        };
+        drop(hw);
+        self.pb_wait.notify_all();
+    }
+}
+
+#[repr(transparent)]
+struct UapiPbStats(uapi::AcqPbStats);
+// SAFETY: `AcqPbStats` is `repr(C)`, integer fields only, no padding (size asserted).
+unsafe impl kernel::transmute::AsBytes for UapiPbStats {}
+
+/// The actor of `acq_shim_splice_from_pipe` (called by the VFS with the pipe locked).
+///
+/// # Safety
+///
+/// `owner` is the `private_data` of an open `/dev/acqN-out` file (an `Arc<Card>`); `page`
+/// is the page of a confirmed pipe buffer, valid during the call, with `offset + len`
+/// within it.
+#[no_mangle]
+unsafe extern "C" fn acq_rust_pb_actor(
+    owner: *mut c_void,
+    page: *mut bindings::page,
+    offset: c_uint,
+    len: c_uint,
+    flags: c_uint,
+) -> c_int {
+    // SAFETY: the open file holds this reference during the splice (caller's guarantee).
+    let card = unsafe { <Arc<Card> as ForeignOwnable>::borrow(owner) };
+    let nonblock = flags & SPLICE_F_NONBLOCK != 0;
+    // SAFETY: forwarded from the caller.
+    match unsafe { card.pb_actor(page, offset as usize, len as usize, nonblock) } {
+        Ok(n) => n as c_int,
+        Err(e) => e.to_errno(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// /dev/acqN-out file operations
+// ---------------------------------------------------------------------------
+
+pub(super) static PB_FOPS: Fops = Fops(bindings::file_operations {
+    owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
+    open: Some(pb_fop_open),
+    release: Some(pb_fop_release),
+    write: Some(pb_fop_write),
+    splice_write: Some(pb_fop_splice_write),
+    poll: Some(pb_fop_poll),
+    unlocked_ioctl: Some(pb_fop_ioctl),
+    llseek: Some(bindings::noop_llseek),
+    ..pin_init::zeroed()
+});
+
+unsafe extern "C" fn pb_fop_open(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
+    // SAFETY: called by the misc core for our device during open (see `chardev_card`).
+    let card = unsafe { chardev_card(file) };
+    if let Err(e) = card.pb_open() {
+        return e.to_errno();
+    }
+    // SAFETY: we own `file` during open; `private_data` is our `Arc<Card>` from now on,
+    // reclaimed in `pb_fop_release`.
+    unsafe { (*file).private_data = card.into_foreign() };
+    0
+}
+
+unsafe extern "C" fn pb_fop_release(
+    _inode: *mut bindings::inode,
+    file: *mut bindings::file,
+) -> c_int {
+    // SAFETY: `private_data` holds the `Arc<Card>` stored by `pb_fop_open`; release is the
+    // last call for this file.
+    let card = unsafe { <Arc<Card> as ForeignOwnable>::from_foreign((*file).private_data) };
+    card.pb_release();
+    0
+}
+
+unsafe extern "C" fn pb_fop_write(
+    file: *mut bindings::file,
+    buf: *const c_char,
+    count: usize,
+    _pos: *mut bindings::loff_t,
+) -> isize {
+    // SAFETY: called by the VFS for an open file of ours.
+    let card = unsafe { file_card(file) };
+    // SAFETY: `file` is valid for the duration of the call.
+    let nonblock = unsafe { File::from_raw_file(file) }.flags() & file::flags::O_NONBLOCK != 0;
+    let count = count.min(isize::MAX as usize & !(PAGE_SIZE - 1));
+    match card.pb_write(nonblock, UserPtr::from_ptr(buf.cast_mut().cast()), count) {
+        Ok(n) => n as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+unsafe extern "C" fn pb_fop_splice_write(
+    pipe: *mut bindings::pipe_inode_info,
+    file: *mut bindings::file,
+    _ppos: *mut bindings::loff_t,
+    len: usize,
+    flags: c_uint,
+) -> isize {
+    // SAFETY: called by the VFS for an open file of ours.
+    let card = unsafe { file_card(file) };
+    // SAFETY: `file` is valid for the duration of the call.
+    let nonblock = unsafe { File::from_raw_file(file) }.flags() & file::flags::O_NONBLOCK != 0;
+    let flags = if nonblock {
+        flags | SPLICE_F_NONBLOCK
+    } else {
+        flags
+    };
+    let len = len.min(isize::MAX as usize & !(PAGE_SIZE - 1));
+    // SAFETY: `pipe` and `file` are valid for the call (VFS); the shim locks the pipe and
+    // calls `acq_rust_pb_actor` with this file's `private_data`.
+    let r = unsafe { acq_shim_splice_from_pipe(pipe, file.cast(), len, flags) };
+    // Whatever was posted goes to the card now (the actor publishes in batches).
+    let mut g = card.pb.lock();
+    card.pb_publish(&mut g);
+    r
+}
+
+unsafe extern "C" fn pb_fop_poll(
+    file: *mut bindings::file,
+    table: *mut bindings::poll_table_struct,
+) -> bindings::__poll_t {
+    // SAFETY: called by the VFS for an open file of ours.
+    let card = unsafe { file_card(file) };
+    // SAFETY: `table` is null or a valid poll table for the duration of the call.
+    let table = unsafe { PollTable::from_raw(table) };
+    // SAFETY: `file` is valid for the duration of the call.
+    let f = unsafe { File::from_raw_file(file) };
+    card.pb_poll(f, &table)
+}
+
+unsafe extern "C" fn pb_fop_ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
+    // SAFETY: called by the VFS for an open file of ours.
+    let card = unsafe { file_card(file) };
+    match card.pb_ioctl(cmd, arg as usize) {
+        Ok(v) => v as c_long,
+        Err(e) => e.to_errno() as c_long,
+    }
+}
