@@ -14,8 +14,9 @@ pub const ACQ_IOC_MAGIC: u32 = 0xAC;
 
 /// Version of this ABI, reported in [`AcqInfo::abi_version`].
 pub const ACQ_ABI_VERSION: u32 = 1;
-/// Minor version (additive changes): 1 = pool fields in [`AcqStats`], splice, mmap.
-pub const ACQ_ABI_MINOR: u32 = 1;
+/// Minor version (additive changes): 1 = pool fields in [`AcqStats`], splice, mmap;
+/// 2 = [`ACQ_CONFIG_BAR2`] in [`AcqConfig::flags`] (BAR2 streaming mode).
+pub const ACQ_ABI_MINOR: u32 = 2;
 
 const IOC_NRSHIFT: u32 = 0;
 const IOC_TYPESHIFT: u32 = 8;
@@ -152,9 +153,18 @@ pub struct AcqConfig {
     pub irq_mod_count: u32,
     /// Interrupt moderation time in microseconds, 0 (off) ..= 1_000_000.
     pub irq_mod_time_us: u32,
-    /// Reserved, must be 0.
+    /// `ACQ_CONFIG_*` bits; the others are reserved and must be 0 (ABI 1.0: all reserved).
     pub flags: u32,
 }
+
+/// [`AcqConfig::flags`] (ABI 1.2): stream through the card's BAR2 (on-card memory, no DMA;
+/// docs/driver.md "BAR2 streaming mode") instead of DMA into host memory. The card must
+/// have the BAR2_STREAM capability and its BAR2 must hold the event page, the completion
+/// ring and `2^ring_log2` slots of `block_size` bytes, else `ACQ_IOC_SET_CONFIG` fails
+/// with `EINVAL` (the kernel log says why).
+pub const ACQ_CONFIG_BAR2: u32 = 1 << 0;
+/// Every [`AcqConfig::flags`] bit the driver knows.
+pub const ACQ_CONFIG_FLAGS: u32 = ACQ_CONFIG_BAR2;
 
 /// Statistics (`ACQ_IOC_GET_STATS`). Counters run from module load or the last
 /// `ACQ_IOC_RESET`, across sessions, except `read_offset`.
