@@ -2321,13 +2321,13 @@ fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
     };
     dev_info!(
         pdev,
-        "/dev/acq{}: version {}.{}, FIFO {} KiB, {}, BAR2 {} KiB\n",
+        "/dev/acq{}: version {}.{}, FIFO {} KiB, BAR2 {} KiB, {}\n",
         card.index,
         regs::version::major(hw_version),
         regs::version::minor(hw_version),
         fifo_depth / 1024,
-        mode,
-        card.bar2.as_ref().map_or(0, |b| b.size() / 1024)
+        card.bar2.as_ref().map_or(0, |b| b.size() / 1024),
+        mode
     );
     Ok(AcqData {
         _chardev: chardev,
