@@ -18,6 +18,10 @@
 //!   thread reads registers only when the event page's `events` counter moved.
 //! * A delayed work item is the watchdog: a running engine that has buffers but makes no
 //!   progress is reset and restarted.
+//! * BAR2 streaming mode ([`bar2`], `ACQ_CONFIG_BAR2`): the same sessions without DMA. The
+//!   card keeps event page, completions and data in its BAR2; the driver reads them
+//!   there and copies each block into the ring slot's pool page, after which the page
+//!   takes the DMA path's way through read(), splice() and mmap().
 
 use core::pin::Pin;
 use core::ptr;
