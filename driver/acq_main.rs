@@ -18,6 +18,10 @@
 //!   thread reads registers only when the event page's `events` counter moved.
 //! * A delayed work item is the watchdog: a running engine that has buffers but makes no
 //!   progress is reset and restarted.
+//! * BAR2 streaming mode ([`bar2`], `ACQ_CFG_BAR2`): the same sessions without DMA. The
+//!   card keeps event page, completions and data in its BAR2; the driver reads them
+//!   there and copies each block into the ring slot's pool page, after which the page
+//!   takes the DMA path's way through read(), splice() and mmap().
 
 use core::pin::Pin;
 use core::ptr;
@@ -65,6 +69,8 @@ use uapi::{AcqConfig, AcqInfo, AcqStats};
 
 /// The playback channel (host -> card): `/dev/acqN-out`.
 mod playback;
+/// BAR2 streaming mode (no DMA): the card's on-card memory instead of host memory.
+mod bar2;
 
 /// Bytes of BAR0 the driver maps: the register window (the MSI-X table and PBA above it
 /// belong to the PCI core).
@@ -456,16 +462,23 @@ impl Hw {
         })
     }
 
-    /// Writes descriptor `k` (id: its ring slot) for pool page `page`, marked busy (under
-    /// DMA) in `busy` until its completion is consumed.
-    fn write_desc(&self, k: u32, log2: u32, page: usize, busy: &[Atomic<u32>]) {
-        let Some(buf) = self.pool.get(page) else {
-            return;
-        };
+    /// Hands pool page `page` to the card's side: marked busy in `busy` until its
+    /// completion is consumed (what a lent page's ->confirm waits for). In BAR2 mode this is
+    /// all "posting" does: the slot gets its page now, the data is copied into it later.
+    fn arm_page(&self, page: usize, busy: &[Atomic<u32>]) -> Option<&StreamingPage> {
+        let buf = self.pool.get(page)?;
         if let Some(b) = busy.get(page) {
             b.store(1, Relaxed);
         }
         buf.sync_for_device();
+        Some(buf)
+    }
+
+    /// Writes descriptor `k` (id: its ring slot) for pool page `page` (see `arm_page`).
+    fn write_desc(&self, k: u32, log2: u32, page: usize, busy: &[Atomic<u32>]) {
+        let Some(buf) = self.arm_page(page, busy) else {
+            return;
+        };
         let id = regs::ring::slot(k, log2) as usize;
         let base = id * regs::desc::SIZE;
         self.desc
@@ -557,11 +570,18 @@ struct Inner {
     /// mmap mode: blocks from `head` reported ready by the last sync (the consumer holds
     /// them; at most this many can be released).
     mmap_held: u32,
+    /// The session runs in BAR2 streaming mode (latched from the configuration at start).
+    bar2: bool,
 }
 
 impl Inner {
     fn entries(&self) -> u32 {
         regs::ring::entries(self.cfg.ring_log2)
+    }
+
+    /// The BAR2 slot layout of the session, in BAR2 mode.
+    fn bar2_layout(&self) -> Option<bar2::Layout> {
+        self.bar2.then(|| bar2::Layout::of(&self.cfg))
     }
 }
 
@@ -589,6 +609,8 @@ struct Card {
     /// The PCI function, for a function-level reset of a card that stopped answering.
     pdev: PciFunction,
     bar: pci::DevresBar<BAR0_LEN>,
+    /// BAR2 (on-card memory) for BAR2 streaming mode; `None` if the card cannot do it.
+    bar2: Option<bar2::Bar2>,
     #[pin]
     inner: Mutex<Inner>,
     /// Readers and pollers sleep here; interrupts, stop, errors and removal wake them.
@@ -627,6 +649,35 @@ impl Card {
     fn with_regs<R>(&self, f: impl FnOnce(&Regs<'_, '_>) -> R) -> Option<R> {
         let bar = self.bar.try_access()?;
         Some(f(&Regs(&bar)))
+    }
+
+    /// Completion `k` of the running session: from coherent memory, or from BAR2.
+    fn completion(&self, g: &Inner, k: u32) -> Option<regs::Completion> {
+        let hw = g.hw.as_ref()?;
+        let log2 = g.cfg.ring_log2;
+        if g.bar2 {
+            self.bar2.as_ref()?.completion(k, log2)
+        } else {
+            hw.completion(k, log2)
+        }
+    }
+
+    /// A word of the session's event page (in coherent memory, or in BAR2).
+    fn event_read(&self, bar2: bool, hw: &Hw, off: usize) -> u32 {
+        match (bar2, self.bar2.as_ref()) {
+            (true, Some(b)) => b.event_read(off),
+            (true, None) => 0,
+            (false, _) => hw.event.read32(off),
+        }
+    }
+
+    /// Writes a driver word of the session's event page.
+    fn event_write(&self, bar2: bool, hw: &Hw, off: usize, v: u32) {
+        match (bar2, self.bar2.as_ref()) {
+            (true, Some(b)) => b.event_write(off, v),
+            (true, None) => {}
+            (false, _) => hw.event.write32(off, v),
+        }
     }
 
     /// True if the card answers register reads (its ID register reads the magic).
@@ -687,6 +738,13 @@ impl Card {
         if g.hw.is_none() {
             return Err(ENODEV);
         }
+        // The mode of this session (ACQ_IOC_SET_CONFIG checked that BAR2 can hold it).
+        let bar2 = cfg.flags & uapi::ACQ_CFG_BAR2 != 0;
+        let bar2_map = match (bar2, self.bar2.as_ref()) {
+            (true, Some(b)) => Some(b),
+            (true, None) => return Err(EINVAL),
+            (false, _) => None,
+        };
         if !self.alive() && !self.revive_locked(g) {
             g.err = true;
             return Err(EIO);
@@ -698,9 +756,15 @@ impl Card {
         self.with_regs(|r| r.stop()).ok_or(ENODEV)?;
         // Zero the completion ring (stale PHASE bits would look new) and the event page,
         // then post a buffer in every slot (pages still lent to pipes are skipped: fewer
-        // may be posted when pipes hold most of the pool).
-        hw.comp.zero(n as usize * regs::comp::SIZE);
-        hw.event.zero(regs::event::SIZE);
+        // may be posted when pipes hold most of the pool). In BAR2 mode both live in BAR2
+        // and posting only gives the slot a pool page for the copy of its data.
+        match bar2_map {
+            Some(b) => b.prepare(bar2::Layout::of(&cfg))?,
+            None => {
+                hw.comp.zero(n as usize * regs::comp::SIZE);
+                hw.event.zero(regs::event::SIZE);
+            }
+        }
         if !keep {
             hw.clear_slots();
         }
@@ -709,16 +773,29 @@ impl Card {
             let Some(page) = hw.page_for_slot(posted as usize, keep) else {
                 break;
             };
-            hw.write_desc(posted, log2, page, &self.busy);
+            if bar2 {
+                hw.arm_page(page, &self.busy);
+            } else {
+                hw.write_desc(posted, log2, page, &self.busy);
+            }
             posted += 1;
         }
         // RELEASE: descriptors before the producer index.
         dma_mb(Write);
-        hw.event.write32(regs::event::OFF_PROD, posted);
+        self.event_write(bar2, hw, regs::event::OFF_PROD, posted);
         // Completion interrupts stay armed for the whole session (moderation bounds them).
-        hw.event
-            .write32(regs::event::OFF_IRQ_ARMED, regs::event::ARMED_CAPTURE);
+        self.event_write(
+            bar2,
+            hw,
+            regs::event::OFF_IRQ_ARMED,
+            regs::event::ARMED_CAPTURE,
+        );
         mb(Full);
+        let ctrl = if bar2 {
+            regs::ctrl::ENABLE | regs::ctrl::MODE_BAR2
+        } else {
+            regs::ctrl::ENABLE
+        };
         let (desc, comp, event) = (hw.desc.bus_addr(), hw.comp.bus_addr(), hw.event.bus_addr());
         let status = self
             .with_regs(|r| {
@@ -739,7 +816,7 @@ impl Card {
                     let lb = cfg.flags & uapi::ACQ_CFG_LOOPBACK != 0;
                     r.wr(regs::reg::LOOPBACK, u32::from(lb) * regs::loopback::ENABLE);
                 }
-                r.wr(regs::reg::CTRL, regs::ctrl::ENABLE);
+                r.wr(regs::reg::CTRL, ctrl);
                 let status = r.rd(regs::reg::STATUS);
                 if status & regs::status::HALTED != 0 {
                     let code = r.rd(regs::reg::ERROR_CODE);
@@ -771,6 +848,7 @@ impl Card {
         g.wd_cons = 0;
         g.wd_still_ms = 0;
         g.mmap_held = 0;
+        g.bar2 = bar2;
         g.stats.read_offset = 0;
         g.stats.session += 1;
         Ok(())
@@ -805,6 +883,7 @@ impl Card {
             return;
         }
         let keep = g.mapped;
+        let bar2 = g.bar2;
         let Some(hw) = g.hw.as_mut() else {
             return;
         };
@@ -815,18 +894,27 @@ impl Card {
             let Some(page) = hw.page_for_slot(regs::ring::slot(d, log2) as usize, keep) else {
                 break;
             };
-            hw.write_desc(d, log2, page, &self.busy);
+            if bar2 {
+                hw.arm_page(page, &self.busy);
+            } else {
+                hw.write_desc(d, log2, page, &self.busy);
+            }
             d = d.wrapping_add(1);
         }
         if d == prod {
             return;
         }
-        // RELEASE: descriptors before the producer index.
-        dma_mb(Write);
-        hw.event.write32(regs::event::OFF_PROD, d);
+        // RELEASE: descriptors before the producer index. In BAR2 mode a full barrier:
+        // the copies out of the slots (MMIO reads) are done before the slots go back.
+        if bar2 {
+            mb(Full);
+        } else {
+            dma_mb(Write);
+        }
+        self.event_write(bar2, hw, regs::event::OFF_PROD, d);
         // FULL: store prod before loading need_doorbell.
         mb(Full);
-        let ring = hw.event.read32(regs::event::OFF_NEED_DOORBELL) != 0;
+        let ring = self.event_read(bar2, hw, regs::event::OFF_NEED_DOORBELL) != 0;
         g.prod = d;
         if ring {
             let _ = self.with_regs(|r| r.wr(regs::reg::DOORBELL, 1));
@@ -846,23 +934,35 @@ impl Card {
     }
 
     /// True if a read() would not block.
-    fn readable(g: &Inner) -> bool {
-        if g.removed || g.xrun || g.err || !g.running {
+    fn readable(&self, g: &Inner) -> bool {
+        if g.removed || g.xrun || g.err || !g.running || g.hw.is_none() {
             return true;
         }
-        match g.hw.as_ref() {
-            Some(hw) => hw.completion(g.head, g.cfg.ring_log2).is_some(),
-            None => true,
-        }
+        self.completion(g, g.head).is_some()
     }
 
-    /// The completion of pool page `index` was consumed: its bytes go to the CPU, and the
-    /// page is no longer under DMA (what a lent page's ->confirm waits for).
-    fn take_for_cpu(&self, index: usize, page: &StreamingPage, len: usize) {
+    /// The completion of ring slot `slot` (pool page `index`) was consumed: its bytes go
+    /// to the CPU, and the page is no longer under DMA (what a lent page's ->confirm waits
+    /// for). In BAR2 mode (`bar2`: the session's layout) the block is first copied from
+    /// the slot in BAR2 into the page; an error means the page holds no valid data.
+    fn take_for_cpu(
+        &self,
+        bar2: Option<bar2::Layout>,
+        slot: usize,
+        index: usize,
+        page: &StreamingPage,
+        len: usize,
+    ) -> Result {
         page.sync_for_cpu(len);
+        let r = match (bar2, self.bar2.as_ref()) {
+            (Some(l), Some(b)) => b.copy_slot(l, slot, page, len),
+            (Some(_), None) => Err(ENODEV),
+            (None, _) => Ok(()),
+        };
         if let Some(b) = self.busy.get(index) {
             b.store(0, Release);
         }
+        r
     }
 
     /// splice_read(): like read(), but the blocks' pages go into the pipe without a copy.
@@ -915,7 +1015,7 @@ impl Card {
             }
             let log2 = g.cfg.ring_log2;
             let head = g.head;
-            let comp = g.hw.as_ref().and_then(|hw| hw.completion(head, log2));
+            let comp = self.completion(g, head);
             let Some(c) = comp else {
                 if done > 0 {
                     return Ok(done);
@@ -955,12 +1055,15 @@ impl Card {
                 self.consumed(g);
                 continue;
             }
+            let b2 = g.bar2_layout();
             let res = match g.hw.as_ref().and_then(|hw| hw.slot_buf(id)) {
                 Some((index, page)) => {
-                    if pos == 0 {
-                        self.take_for_cpu(index, page, blen);
-                    }
-                    pipe.lend(page, pos, n, self)
+                    let taken = if pos == 0 {
+                        self.take_for_cpu(b2, id, index, page, blen)
+                    } else {
+                        Ok(())
+                    };
+                    taken.and_then(|()| pipe.lend(page, pos, n, self))
                 }
                 None => Err(ENODEV),
             };
@@ -1145,7 +1248,7 @@ impl Card {
             let mut expect = g.stats.read_offset;
             while count < n {
                 let k = head.wrapping_add(count);
-                let Some(c) = g.hw.as_ref().and_then(|hw| hw.completion(k, log2)) else {
+                let Some(c) = self.completion(g, k) else {
                     break;
                 };
                 let bad =
@@ -1166,10 +1269,17 @@ impl Card {
                 }
                 if count >= g.mmap_held {
                     // Newly reported: the CPU may look at it now.
+                    let b2 = g.bar2_layout();
                     if let Some((index, page)) =
                         g.hw.as_ref().and_then(|hw| hw.slot_buf(c.id as usize))
                     {
-                        self.take_for_cpu(index, page, bs as usize);
+                        if self
+                            .take_for_cpu(b2, c.id as usize, index, page, bs as usize)
+                            .is_err()
+                        {
+                            // BAR2 mode: the copy failed (the card is going away).
+                            return Err(EIO);
+                        }
                     }
                 }
                 expect = expect.wrapping_add(u64::from(bs));
@@ -1249,7 +1359,7 @@ impl Card {
             }
             let log2 = g.cfg.ring_log2;
             let head = g.head;
-            let comp = g.hw.as_ref().and_then(|hw| hw.completion(head, log2));
+            let comp = self.completion(g, head);
             let Some(c) = comp else {
                 if nonblock {
                     return if copied > 0 { Ok(copied) } else { Err(EAGAIN) };
@@ -1289,12 +1399,15 @@ impl Card {
             }
             let pos = g.block_pos as usize;
             let n = (len - pos.min(len)).min(count - copied);
+            let b2 = g.bar2_layout();
             let res = match g.hw.as_ref().and_then(|hw| hw.slot_buf(id)) {
                 Some((index, page)) => {
-                    if pos == 0 {
-                        self.take_for_cpu(index, page, len);
-                    }
-                    page.with_bytes(pos, n, |bytes| out.write_slice(bytes))
+                    let taken = if pos == 0 {
+                        self.take_for_cpu(b2, id, index, page, len)
+                    } else {
+                        Ok(())
+                    };
+                    taken.and_then(|()| page.with_bytes(pos, n, |bytes| out.write_slice(bytes)))
                 }
                 None => Err(ENODEV),
             };
@@ -1331,7 +1444,7 @@ impl Card {
         if g.err || g.halted {
             mask |= POLLERR;
         }
-        if Self::readable(&g) {
+        if self.readable(&g) {
             mask |= POLLIN | POLLRDNORM;
         }
         mask
@@ -1343,7 +1456,7 @@ impl Card {
         let Some(hw) = g.hw.as_ref() else {
             return;
         };
-        let events = hw.event.read32(regs::event::OFF_EVENTS);
+        let events = self.event_read(g.bar2, hw, regs::event::OFF_EVENTS);
         if msi && events == g.last_events {
             // Only completions: the hard handler already woke the readers.
             return;
@@ -1390,7 +1503,7 @@ impl Card {
         let Some(hw) = g.hw.as_ref() else {
             return false;
         };
-        let cons = hw.event.read32(regs::event::OFF_CONS);
+        let cons = self.event_read(g.bar2, hw, regs::event::OFF_CONS);
         let outstanding = regs::ring::outstanding(g.prod, cons);
         if cons != g.wd_cons || outstanding == 0 {
             // Progress, or the card waits for us (a slow reader is not a stall).
@@ -1542,13 +1655,19 @@ impl Card {
             && regs::pattern::valid(c.pattern)
             && self.caps & pat_cap != 0;
         let irq_ok = c.irq_mod_count <= 0xFFFF && c.irq_mod_time_us <= 1_000_000;
-        let flags_ok = c.flags == 0
-            || (c.flags == uapi::ACQ_CFG_LOOPBACK && self.caps & regs::caps::LOOPBACK != 0);
-        if block_ok && ring_ok && pattern_ok && irq_ok && flags_ok {
-            Ok(())
-        } else {
-            Err(EINVAL)
+        let loopback_ok =
+            c.flags & uapi::ACQ_CFG_LOOPBACK == 0 || self.caps & regs::caps::LOOPBACK != 0;
+        // Loopback with BAR2 streaming has never been run: refused rather than guessed at.
+        let both = uapi::ACQ_CFG_LOOPBACK | uapi::ACQ_CFG_BAR2;
+        let flags_ok =
+            c.flags & !uapi::ACQ_CFG_FLAGS == 0 && loopback_ok && c.flags & both != both;
+        if !(block_ok && ring_ok && pattern_ok && irq_ok && flags_ok) {
+            return Err(EINVAL);
         }
+        if c.flags & uapi::ACQ_CFG_BAR2 != 0 {
+            bar2::check_config(self.index, self.bar2.as_ref(), c)?;
+        }
+        Ok(())
     }
 
     /// Unbind: stop the card, free its DMA memory (under the lock, so no reader is using
@@ -2216,6 +2335,18 @@ fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
         r.soft_reset();
         (version, caps, r.rd(regs::reg::FIFO_DEPTH))
     };
+    // BAR2 (on-card memory) for BAR2 streaming mode; DMA mode does not need it.
+    let bar2 = if caps & regs::caps::BAR2_STREAM != 0 {
+        match bar2::Bar2::map(pdev, Regs(&bar).rd(regs::reg::BAR2_SIZE)) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                dev_warn!(pdev, "BAR2 not mapped ({:?}): BAR2 streaming mode unavailable\n", e);
+                None
+            }
+        }
+    } else {
+        None
+    };
 
     let dev: &device::Device<Bound> = pdev.as_ref();
     let hw = Hw::new(dev)?;
@@ -2240,6 +2371,7 @@ fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
             irq_mode,
             pdev: PciFunction(pdev.into()),
             bar,
+            bar2,
             inner <- new_mutex!(Inner {
                 hw: Some(hw),
                 cfg: DEFAULT_CONFIG,
@@ -2258,6 +2390,7 @@ fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
                 wd_still_ms: 0,
                 mapped: false,
                 mmap_held: 0,
+                bar2: false,
             }),
             wait <- new_poll_condvar!("acq::wait"),
             watchdog <- new_delayed_work!("acq::watchdog"),
@@ -2297,11 +2430,12 @@ fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
     };
     dev_info!(
         pdev,
-        "/dev/acq{}: version {}.{}, FIFO {} KiB, {}\n",
+        "/dev/acq{}: version {}.{}, FIFO {} KiB, BAR2 {} KiB, {}\n",
         card.index,
         regs::version::major(hw_version),
         regs::version::minor(hw_version),
         fifo_depth / 1024,
+        card.bar2.as_ref().map_or(0, |b| b.size() / 1024),
         mode
     );
     Ok(AcqData {

@@ -15,8 +15,8 @@ pub const ACQ_IOC_MAGIC: u32 = 0xAC;
 /// Version of this ABI, reported in [`AcqInfo::abi_version`].
 pub const ACQ_ABI_VERSION: u32 = 1;
 /// Minor version (additive changes): 1 = pool fields in [`AcqStats`], splice, mmap;
-/// 2 = playback (`/dev/acqN-out`, `ACQ_IOC_PB_*`, [`AcqPbStats`]) and
-/// [`ACQ_CFG_LOOPBACK`].
+/// 2 = playback (`/dev/acqN-out`, `ACQ_IOC_PB_*`, [`AcqPbStats`]), [`ACQ_CFG_LOOPBACK`]
+/// and [`ACQ_CFG_BAR2`] (BAR2 streaming mode) in [`AcqConfig::flags`].
 pub const ACQ_ABI_MINOR: u32 = 2;
 
 const IOC_NRSHIFT: u32 = 0;
@@ -234,10 +234,19 @@ pub struct AcqConfig {
     pub irq_mod_count: u32,
     /// Interrupt moderation time in microseconds, 0 (off) ..= 1_000_000.
     pub irq_mod_time_us: u32,
-    /// Capture: 0 or [`ACQ_CFG_LOOPBACK`] (ABI 1.2). Playback: 0. Other bits reserved
-    /// (`EINVAL`).
+    /// `ACQ_CFG_*` bits (ABI 1.2): capture [`ACQ_CFG_LOOPBACK`] (on a card with
+    /// CAPS.LOOPBACK), [`ACQ_CFG_BAR2`]; not both. Playback: 0. Other bits reserved (`EINVAL`).
     pub flags: u32,
 }
+
+/// [`AcqConfig::flags`] (ABI 1.2): stream through the card's BAR2 (on-card memory, no DMA;
+/// docs/driver.md "BAR2 streaming mode") instead of DMA into host memory. The card must
+/// have the BAR2_STREAM capability and its BAR2 must hold the event page, the completion
+/// ring and `2^ring_log2` slots of `block_size` bytes, else `ACQ_IOC_SET_CONFIG` fails
+/// with `EINVAL` (the kernel log says why).
+pub const ACQ_CFG_BAR2: u32 = 1 << 1;
+/// Every [`AcqConfig::flags`] bit the driver knows.
+pub const ACQ_CFG_FLAGS: u32 = ACQ_CFG_LOOPBACK | ACQ_CFG_BAR2;
 
 /// Statistics (`ACQ_IOC_GET_STATS`). Counters run from module load or the last
 /// `ACQ_IOC_RESET`, across sessions, except `read_offset`.

@@ -154,7 +154,38 @@ pub fn config_json(c: &AcqConfig) -> serde_json::Value {
         "irq_mod_count": c.irq_mod_count,
         "irq_mod_time_us": c.irq_mod_time_us,
         "flags": c.flags,
+        "transfer": transfer_name(c.flags),
     })
+}
+
+/// The transfer mode a configuration selects: `"dma"` or `"bar2"` (`ACQ_CFG_BAR2`).
+pub fn transfer_name(flags: u32) -> &'static str {
+    if flags & uapi::ACQ_CFG_BAR2 != 0 {
+        "bar2"
+    } else {
+        "dma"
+    }
+}
+
+/// Sets the transfer mode of a configuration from its name (`dma` or `bar2`).
+pub fn set_transfer(c: &mut AcqConfig, name: &str) -> Result<(), String> {
+    match name {
+        "dma" => c.flags &= !uapi::ACQ_CFG_BAR2,
+        "bar2" => c.flags |= uapi::ACQ_CFG_BAR2,
+        other => return Err(format!("bad transfer mode {other:?} (dma or bar2)")),
+    }
+    Ok(())
+}
+
+/// A hint for a refused `ACQ_IOC_SET_CONFIG` in BAR2 mode: the usual cause.
+pub fn bar2_hint(c: &AcqConfig, e: &io::Error) -> &'static str {
+    if c.flags & uapi::ACQ_CFG_BAR2 != 0 && e.raw_os_error() == Some(libc::EINVAL) {
+        " (BAR2 mode: the card's BAR2 must hold the completion ring and 2^ring_log2 blocks, \
+         e.g. --ring-log2 7 or less with 4 KiB blocks in a 1 MiB BAR2, and the card needs \
+         BAR2 streaming; the kernel log says which)"
+    } else {
+        ""
+    }
 }
 
 /// JSON view of the card information.

@@ -17,10 +17,10 @@ pub mod uapi;
 
 pub mod acqdev;
 
-/// acq-stream's sink writes: positions, error policy, byte-exact account.
-pub mod sinkio;
 /// `acq-stream --direction out`: the playback consumer.
 pub mod playback;
+/// acq-stream's sink writes: positions, error policy, byte-exact account.
+pub mod sinkio;
 
 /// A small userspace VFIO layer (acq-vfio, docs/vfio.md).
 pub mod vfio;

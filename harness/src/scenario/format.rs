@@ -163,6 +163,33 @@ pub struct DeviceSettings {
     /// ... or after this many microseconds, whichever comes first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub irq_time_us: Option<u32>,
+    /// log2 of the ring entries (1 to 10; the driver's default is 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring_log2: Option<u32>,
+    /// How the card delivers data: `dma` into host memory (default) or `bar2` streaming
+    /// through its on-card memory (the ring and blocks must fit `bar2_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<Transfer>,
+}
+
+/// How the card delivers data (docs/driver.md, "BAR2 streaming mode").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Transfer {
+    /// DMA into host memory.
+    Dma,
+    /// The card's BAR2 (on-card memory); the driver copies each block out of it.
+    Bar2,
+}
+
+impl Transfer {
+    /// The name `acq-stream --transfer` and `acq-ctl set --transfer` take.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transfer::Dma => "dma",
+            Transfer::Bar2 => "bar2",
+        }
+    }
 }
 
 /// A capture disk.
@@ -977,6 +1004,14 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
         return err("timeout_s", "must be at least 1".into());
     }
     for (i, c) in sc.cards.iter().enumerate() {
+        if let Some(r) = c.device.ring_log2 {
+            if !(1..=10).contains(&r) {
+                return err(
+                    &format!("cards[{i}].device.ring_log2"),
+                    format!("{r} is not in 1..=10"),
+                );
+            }
+        }
         if let Some(Size(b)) = c.device.block_size {
             if !b.is_multiple_of(8) || !(64..=4 << 20).contains(&b) {
                 return err(

@@ -552,6 +552,8 @@ fn device_flags(d: &DeviceSettings) -> Vec<(&'static str, String)> {
         ("--seed", d.seed.map(|s| s.to_string())),
         ("--irq-count", d.irq_count.map(|s| s.to_string())),
         ("--irq-time-us", d.irq_time_us.map(|s| s.to_string())),
+        ("--ring-log2", d.ring_log2.map(|s| s.to_string())),
+        ("--transfer", d.transfer.map(|t| t.as_str().to_owned())),
     ]
     .into_iter()
     .filter_map(|(f, v)| Some((f, v?)))

@@ -4,6 +4,7 @@
 //! acq-ctl [--device /dev/acqN] info|config|stats|start|stop|reset
 //! acq-ctl [--device /dev/acqN] set [--block B] [--ring-log2 L] [--rate R] [--pattern P]
 //!                                  [--seed S] [--irq-count C] [--irq-time-us T]
+//!                                  [--transfer dma|bar2]
 //! acq-ctl [--device /dev/acqN] probe-invalid
 //! ```
 //!
@@ -22,7 +23,7 @@ fn usage(msg: &str) -> ExitCode {
     eprintln!(
         "usage: acq-ctl [--device /dev/acqN] info|config|stats|start|stop|reset|probe-invalid\n\
          \x20      acq-ctl [--device /dev/acqN] set [--block B] [--ring-log2 L] [--rate R] \
-         [--pattern P] [--seed S] [--irq-count C] [--irq-time-us T]"
+         [--pattern P] [--seed S] [--irq-count C] [--irq-time-us T] [--transfer dma|bar2]"
     );
     ExitCode::from(2)
 }
@@ -85,7 +86,19 @@ fn main() -> ExitCode {
             if let Err(e) = apply_options(&mut c, opts) {
                 return usage(&e);
             }
-            dev.set_config(&c).map(|_| acqdev::config_json(&c))
+            match dev.set_config(&c) {
+                Ok(()) => Ok(acqdev::config_json(&c)),
+                Err(e) => {
+                    let hint = acqdev::bar2_hint(&c, &e);
+                    println!(
+                        "{}",
+                        serde_json::json!({"device": device, "error": format!("{e}{hint}"),
+                            "errno": acqdev::errno_name(e.raw_os_error().unwrap_or(0)),
+                            "config": acqdev::config_json(&c)})
+                    );
+                    return ExitCode::from(1);
+                }
+            }
         }
         "probe-invalid" => return probe_invalid(&dev, &device),
         _ => return usage("unreachable"),
@@ -125,6 +138,7 @@ fn apply_options(c: &mut AcqConfig, opts: &[String]) -> Result<(), String> {
             "--seed" => c.seed = num()?,
             "--irq-count" => c.irq_mod_count = num32()?,
             "--irq-time-us" => c.irq_mod_time_us = num32()?,
+            "--transfer" => acqdev::set_transfer(c, v)?,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -167,12 +181,14 @@ fn probe_invalid(dev: &AcqDev, device: &str) -> ExitCode {
     set("irq_mod_time_us=2000000", &|c| {
         c.irq_mod_time_us = 2_000_000
     });
-    // Bit 0 is ACQ_CFG_LOOPBACK since ABI 1.2 (valid on a card with CAPS.LOOPBACK); every
-    // other bit is still reserved.
-    set("flags=2", &|c| c.flags = 2);
-    set("flags reserved bits", &|c| {
-        c.flags = !uapi::ACQ_CFG_LOOPBACK
+    // Bit 0 is ACQ_CFG_LOOPBACK, bit 1 ACQ_CFG_BAR2 (ABI 1.2), not both; the other bits are
+    // reserved.
+    set("flags=4 (reserved)", &|c| c.flags = 4);
+    set("flags=0x80000000 (reserved)", &|c| c.flags = 0x8000_0000);
+    set("flags=LOOPBACK|BAR2", &|c| {
+        c.flags = uapi::ACQ_CFG_LOOPBACK | uapi::ACQ_CFG_BAR2
     });
+    set("flags=BAR2|reserved", &|c| c.flags = uapi::ACQ_CFG_BAR2 | 4);
 
     let mut raw = |name: &str, cmd: u32, arg: usize, want: i32| {
         cases.push(Case {

@@ -6,7 +6,7 @@
 //! acq-stream --device /dev/acq0 --mode read|splice --bytes 256M [--verify]
 //!            [--sink /dev/null|FILE|tcp] [--tee /dev/null|FILE] [--pipe-size N]
 //!            [--block B] [--ring-log2 L] [--rate R] [--pattern P] [--seed S]
-//!            [--irq-count C] [--irq-time-us T] [--read-size N] [--nonblock]
+//!            [--transfer dma|bar2 | --bar2] [--irq-count C] [--irq-time-us T] [--read-size N] [--nonblock]
 //!            [--restart-at N] [--hold-at N --hold-s S] [--timeout SECONDS]
 //!            [--stop-on-signal] [--raw]
 //!            [--on-sink-error stop|retry|skip] [--sink-retries N] [--sink-retry-ms MS]
@@ -30,6 +30,10 @@
 //! a file sink (and a `--tee` file) is re-read and verified after the stream; the `tcp`
 //! sink's receiving thread verifies what arrives; with the /dev/null sink the device pipe
 //! is tee()d into a second pipe whose read end is read and verified.
+//!
+//! `--transfer bar2` (or `--bar2`) selects the card's BAR2 streaming mode (no DMA; the
+//! driver copies each block out of BAR2) for this and later sessions, `--transfer dma`
+//! goes back to DMA; without either the card keeps its mode.
 //!
 //! `--raw` reads any file (such as /dev/zero) with the same read/splice loop: no ioctls,
 //! no verification (the in-guest peer of the benchmark).
@@ -119,6 +123,7 @@ struct Args {
     pipe_size: Option<usize>,
     block: Option<u32>,
     ring_log2: Option<u32>,
+    transfer: Option<String>,
     rate: Option<u64>,
     pattern: Option<u32>,
     seed: Option<u64>,
@@ -154,7 +159,8 @@ fn usage(msg: &str) -> ExitCode {
         "usage: acq-stream [--direction in] --device /dev/acqN --mode read|splice --bytes N [--verify] \
          [--sink /dev/null|FILE|tcp] [--tee /dev/null|FILE] [--pipe-size N] \
          [--block B] [--ring-log2 L] [--rate R] [--pattern counter|prbs|sine[:CH]|N] [--seed S] \
-         [--irq-count C] [--irq-time-us T] [--read-size N] [--nonblock] [--progress] [--restart-at N] \
+         [--transfer dma|bar2 | --bar2] [--irq-count C] [--irq-time-us T] [--read-size N] [--nonblock] \
+         [--progress] [--restart-at N] \
          [--hold-at N [--hold-s S]] [--timeout SECONDS] [--stop-on-signal] [--raw] [--loopback] \
          [--on-sink-error stop|retry|skip] [--sink-retries N] [--sink-retry-ms MS] [--direct] \
          [--sink-base OFFSET]\n\
@@ -175,6 +181,7 @@ fn parse_args() -> Result<Args, String> {
         pipe_size: None,
         block: None,
         ring_log2: None,
+        transfer: None,
         rate: None,
         pattern: None,
         seed: None,
@@ -241,6 +248,12 @@ fn parse_args() -> Result<Args, String> {
             }
             "--block" => a.block = Some(small(opt, size(opt, val(opt)?)?)?),
             "--ring-log2" => a.ring_log2 = Some(small(opt, size(opt, val(opt)?)?)?),
+            "--transfer" => {
+                let v = val(opt)?;
+                acqdev::set_transfer(&mut AcqConfig::default(), &v)?;
+                a.transfer = Some(v);
+            }
+            "--bar2" => a.transfer = Some("bar2".into()),
             "--rate" => a.rate = Some(size(opt, val(opt)?)?),
             "--pattern" => {
                 let v = val(opt)?;
@@ -294,6 +307,7 @@ fn parse_args() -> Result<Args, String> {
             (a.verify, "--verify"),
             (a.block.is_some(), "--block"),
             (a.ring_log2.is_some(), "--ring-log2"),
+            (a.transfer.is_some(), "--transfer/--bar2"),
             (a.rate.is_some(), "--rate"),
             (a.pattern.is_some(), "--pattern"),
             (a.seed.is_some(), "--seed"),
@@ -928,6 +942,9 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         if let Some(v) = a.ring_log2 {
             cfg.ring_log2 = v;
         }
+        if let Some(t) = &a.transfer {
+            acqdev::set_transfer(&mut cfg, t)?;
+        }
         if let Some(v) = a.rate {
             cfg.rate = v;
         }
@@ -943,13 +960,18 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         if let Some(v) = a.irq_time_us {
             cfg.irq_mod_time_us = v;
         }
-        cfg.flags = if a.loopback {
-            acq_guest::uapi::ACQ_CFG_LOOPBACK
-        } else {
-            0
-        };
-        dev.set_config(&cfg)
-            .map_err(|e| format!("SET_CONFIG {}: {e}", acqdev::config_json(&cfg)))?;
+        // Loopback is asked for per stream; the transfer mode (BAR2 bit) persists.
+        cfg.flags &= !acq_guest::uapi::ACQ_CFG_LOOPBACK;
+        if a.loopback {
+            cfg.flags |= acq_guest::uapi::ACQ_CFG_LOOPBACK;
+        }
+        dev.set_config(&cfg).map_err(|e| {
+            format!(
+                "SET_CONFIG {}: {e}{}",
+                acqdev::config_json(&cfg),
+                acqdev::bar2_hint(&cfg, &e)
+            )
+        })?;
     }
     let segs: Segments = Arc::new(Mutex::new(Vec::new()));
     let tcp_verify = a.verify.then(|| (cfg, segs.clone()));
