@@ -2,18 +2,15 @@
 //! request line (protocol in docs/device.md, "Model control socket"). The harness reads
 //! counters, injects faults and resets the card through it. Not part of the hardware.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
-use tracing::{debug, info, warn};
 
 use crate::faults::{Channel, Fault};
-
-/// Longest request line accepted.
-const MAX_LINE: u64 = 64 * 1024;
+use crate::jsonl::{self, fail};
 
 /// What the control socket operates on.
 pub trait ControlTarget: Send + Sync {
@@ -29,10 +26,6 @@ pub trait ControlTarget: Send + Sync {
 
 fn ok() -> Value {
     json!({"ok": true})
-}
-
-fn fail(msg: impl Into<String>) -> Value {
-    json!({"ok": false, "error": msg.into()})
 }
 
 fn uint(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, String> {
@@ -51,27 +44,18 @@ pub fn handle_line(target: &dyn ControlTarget, line: &str) -> String {
 }
 
 fn reply(target: &dyn ControlTarget, line: &str) -> Value {
-    let req: Value = match serde_json::from_str(line) {
-        Ok(v) => v,
-        Err(e) => return fail(format!("malformed JSON: {e}")),
+    let fields = |cmd: &str| -> Option<&'static [&'static str]> {
+        match cmd {
+            "inject" => Some(&["fault", "count", "ms", "vector", "channel"]),
+            _ => Some(&[]),
+        }
     };
-    let Some(obj) = req.as_object() else {
-        return fail("a request must be a JSON object");
+    let (cmd, obj) = match jsonl::request(line, fields) {
+        Ok(r) => r,
+        Err(e) => return e,
     };
-    let Some(cmd) = obj.get("cmd") else {
-        return fail("missing `cmd`");
-    };
-    let Some(cmd) = cmd.as_str() else {
-        return fail("`cmd` must be a string");
-    };
-    let allowed: &[&str] = match cmd {
-        "inject" => &["cmd", "fault", "count", "ms", "vector", "channel"],
-        _ => &["cmd"],
-    };
-    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return fail(format!("unknown field `{k}` for `{cmd}`"));
-    }
-    match cmd {
+    let obj = &obj;
+    match cmd.as_str() {
         "counters" => {
             let mut v = target.counters();
             if let Some(o) = v.as_object_mut() {
@@ -144,66 +128,8 @@ impl ControlServer {
 
     /// Serves clients in background threads (one per connection).
     pub fn spawn(self, target: Arc<dyn ControlTarget>) -> io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name("acq-control".into())
-            .spawn(move || {
-                for conn in self.listener.incoming() {
-                    match conn {
-                        Ok(stream) => {
-                            let t = Arc::clone(&target);
-                            let r = std::thread::Builder::new()
-                                .name("acq-control-conn".into())
-                                .spawn(move || serve_conn(stream, t.as_ref()));
-                            if let Err(e) = r {
-                                warn!("control connection thread: {e}");
-                            }
-                        }
-                        Err(e) => {
-                            warn!("control socket accept: {e}");
-                            std::thread::sleep(std::time::Duration::from_millis(100));
-                        }
-                    }
-                }
-            })
-    }
-}
-
-fn serve_conn(stream: UnixStream, target: &dyn ControlTarget) {
-    debug!("control client connected");
-    let Ok(mut out) = stream.try_clone() else {
-        return;
-    };
-    let mut input = BufReader::new(stream);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match (&mut input).take(MAX_LINE + 1).read_until(b'\n', &mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
-                debug!("control read: {e}");
-                break;
-            }
-        }
-        let too_long = buf.len() as u64 > MAX_LINE && buf.last() != Some(&b'\n');
-        let reply = if too_long {
-            fail(format!("request line longer than {MAX_LINE} bytes")).to_string()
-        } else {
-            match std::str::from_utf8(&buf) {
-                Ok(line) if line.trim().is_empty() => continue,
-                Ok(line) => {
-                    let r = handle_line(target, line.trim());
-                    if r.contains("\"ok\":false") {
-                        info!(request = line.trim(), reply = r, "control request refused");
-                    }
-                    r
-                }
-                Err(_) => fail("request is not UTF-8").to_string(),
-            }
-        };
-        if out.write_all(format!("{reply}\n").as_bytes()).is_err() || too_long {
-            break;
-        }
+        let handler = move |line: &str| handle_line(target.as_ref(), line);
+        jsonl::serve(self.listener, "acq-control", Arc::new(handler))
     }
 }
 

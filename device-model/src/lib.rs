@@ -9,6 +9,7 @@
 //!   [`pattern`] data into host memory;
 //! - [`faults`]: the fault plan every failure site consults;
 //! - [`control`]: the model's JSON-lines control socket;
+//! - [`jsonl`]: the JSON-lines socket framing both control sockets share;
 //! - [`regs`]: the hardware contract shared with the kernel driver;
 //! - [`sink`]: `acq-sink`, the capture disk (a vhost-user-blk backend, docs/sink.md).
 
@@ -22,6 +23,7 @@ pub mod dma;
 pub mod engine;
 pub mod faults;
 pub mod irq;
+pub mod jsonl;
 pub mod memfd;
 pub mod pattern;
 pub mod playback;

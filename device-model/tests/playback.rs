@@ -283,13 +283,15 @@ fn underruns_at_a_set_rate() {
         let mut r = Rig::new();
         let irqs = r.msix();
         r.wr(reg::IRQ_MASK, 0);
-        // 4 KiB blocks at 800 KiB/s: one block time is 5 ms.
-        let mut pb = Pb::setup(&mut r, 4, 4096, 4096 * 200, pattern::COUNTER);
+        // 4 KiB blocks at 80 KiB/s: one block time is 50 ms, so the 16-entry ring holds
+        // 800 ms of output: room for a test thread descheduled on a loaded host (at 5 ms
+        // per block it underran there).
+        let mut pb = Pb::setup(&mut r, 4, 4096, 4096 * 20, pattern::COUNTER);
         r.wr(reg::PB_CTRL, pb_ctrl::ENABLE);
         // No data yet: the output has not started, no underrun.
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(r.rd(reg::PB_CNT_UNDERRUNS), 0);
-        // Keep up for 40 blocks (the ring holds 80 ms of output).
+        // Keep up for 40 blocks (2 s).
         let cs = pb.stream(&mut r, 40, &[]);
         assert!(cs.iter().all(|c| c.flags & pb_comp::F_UNDERRUN == 0));
         assert_eq!(

@@ -1,25 +1,19 @@
 //! The sink's control socket: JSON lines, one reply line per request line, the same
 //! conventions as the card's (docs/device.md, "Model control socket"; docs/sink.md).
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io;
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use tracing::{debug, info, warn};
 
 use super::backend::Sink;
 use super::faults::SinkFault;
+use crate::jsonl::{self, fail};
 
-/// Longest request line accepted.
-const MAX_LINE: u64 = 64 * 1024;
 /// Most ranges listed per set in an `extents` reply.
 pub const MAX_EXTENTS: usize = 10_000;
-
-fn fail(msg: impl Into<String>) -> Value {
-    json!({"ok": false, "error": msg.into()})
-}
 
 /// Handles one request line and returns the reply (without the newline).
 pub fn handle_line(sink: &Sink, line: &str) -> String {
@@ -27,25 +21,15 @@ pub fn handle_line(sink: &Sink, line: &str) -> String {
 }
 
 fn reply(sink: &Sink, line: &str) -> Value {
-    let req: Value = match serde_json::from_str(line) {
-        Ok(v) => v,
-        Err(e) => return fail(format!("malformed JSON: {e}")),
+    // `inject` parameters depend on the fault: SinkFault::parse checks them.
+    let fields =
+        |cmd: &str| -> Option<&'static [&'static str]> { (cmd != "inject").then_some(&[]) };
+    let (cmd, obj) = match jsonl::request(line, fields) {
+        Ok(r) => r,
+        Err(e) => return e,
     };
-    let Some(obj) = req.as_object() else {
-        return fail("a request must be a JSON object");
-    };
-    let Some(cmd) = obj.get("cmd") else {
-        return fail("missing `cmd`");
-    };
-    let Some(cmd) = cmd.as_str() else {
-        return fail("`cmd` must be a string");
-    };
-    if cmd != "inject" {
-        if let Some(k) = obj.keys().find(|k| k.as_str() != "cmd") {
-            return fail(format!("unknown field `{k}` for `{cmd}`"));
-        }
-    }
-    match cmd {
+    let obj = &obj;
+    match cmd.as_str() {
         "counters" => json!({"ok": true, "counters": sink.report()}),
         "inject" => {
             let Some(name) = obj.get("fault").and_then(Value::as_str) else {
@@ -79,67 +63,9 @@ fn reply(sink: &Sink, line: &str) -> Value {
 /// Binds the control socket at `path` and serves it in background threads.
 pub fn spawn(path: &Path, sink: Arc<Sink>) -> io::Result<()> {
     let listener = UnixListener::bind(path)?;
-    std::thread::Builder::new()
-        .name("sink-control".into())
-        .spawn(move || {
-            for conn in listener.incoming() {
-                match conn {
-                    Ok(stream) => {
-                        let s = Arc::clone(&sink);
-                        let r = std::thread::Builder::new()
-                            .name("sink-control-conn".into())
-                            .spawn(move || serve_conn(stream, &s));
-                        if let Err(e) = r {
-                            warn!("control connection thread: {e}");
-                        }
-                    }
-                    Err(e) => {
-                        warn!("control socket accept: {e}");
-                        std::thread::sleep(std::time::Duration::from_millis(100));
-                    }
-                }
-            }
-        })?;
+    let handler = move |line: &str| handle_line(&sink, line);
+    jsonl::serve(listener, "sink-control", Arc::new(handler))?;
     Ok(())
-}
-
-fn serve_conn(stream: UnixStream, sink: &Sink) {
-    debug!("control client connected");
-    let Ok(mut out) = stream.try_clone() else {
-        return;
-    };
-    let mut input = BufReader::new(stream);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match (&mut input).take(MAX_LINE + 1).read_until(b'\n', &mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
-                debug!("control read: {e}");
-                break;
-            }
-        }
-        let too_long = buf.len() as u64 > MAX_LINE && buf.last() != Some(&b'\n');
-        let reply = if too_long {
-            fail(format!("request line longer than {MAX_LINE} bytes")).to_string()
-        } else {
-            match std::str::from_utf8(&buf) {
-                Ok(line) if line.trim().is_empty() => continue,
-                Ok(line) => {
-                    let r = handle_line(sink, line.trim());
-                    if r.contains("\"ok\":false") {
-                        info!(request = line.trim(), reply = r, "control request refused");
-                    }
-                    r
-                }
-                Err(_) => fail("request is not UTF-8").to_string(),
-            }
-        };
-        if out.write_all(format!("{reply}\n").as_bytes()).is_err() || too_long {
-            break;
-        }
-    }
 }
 
 #[cfg(test)]
