@@ -8,8 +8,10 @@
 //!          [--irq-count C] [--irq-time-us T] [--timeout SECONDS] [--progress]
 //! ```
 //!
-//! `--bind` binds the card to vfio-pci first (no-IOMMU mode, driver_override). Exit
-//! status: 0 ok, 1 verification or device failure, 2 bad arguments.
+//! `--bind` binds the card to vfio-pci first (driver_override; no-IOMMU mode only when the
+//! card has no IOMMU group). Behind an IOMMU the card is opened through vfio-ioctls'
+//! type-1 container, otherwise in no-IOMMU mode (`"iommu"` in the result). Exit status: 0
+//! ok, 1 verification or device failure, 2 bad arguments.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -352,11 +354,7 @@ impl Card {
             return Err(format!("MSI-X has {vectors} vectors, need 2"));
         }
         card.dev
-            .set_irq_eventfds(
-                vb::VFIO_PCI_MSIX_IRQ_INDEX,
-                0,
-                &[card.efd[0].raw_fd(), card.efd[1].raw_fd()],
-            )
+            .set_irq_eventfds(vb::VFIO_PCI_MSIX_IRQ_INDEX, &[&card.efd[0], &card.efd[1]])
             .map_err(|e| format!("enable MSI-X: {e}"))?;
         Ok(card)
     }
@@ -451,9 +449,7 @@ impl Card {
     fn close(&self) {
         self.stop();
         self.wr(reg::IRQ_MASK, irq::ALL);
-        let _ = self
-            .dev
-            .set_irq_eventfds(vb::VFIO_PCI_MSIX_IRQ_INDEX, 0, &[]);
+        let _ = self.dev.set_irq_eventfds(vb::VFIO_PCI_MSIX_IRQ_INDEX, &[]);
         let _ = self.soft_reset();
     }
 
@@ -547,7 +543,9 @@ fn find_card(dev: &str) -> Result<String, String> {
 fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     let bdf = find_card(&a.device)?;
     if a.bind {
-        vfio::bind_vfio_pci(&bdf, true).map_err(|e| format!("bind {bdf} to vfio-pci: {e}"))?;
+        // Behind a (virtual) IOMMU the card already has a group: type-1, no unsafe mode.
+        let noiommu = !vfio::has_iommu_group(&bdf);
+        vfio::bind_vfio_pci(&bdf, noiommu).map_err(|e| format!("bind {bdf} to vfio-pci: {e}"))?;
     }
     let mut card = Card::open(&bdf, a)?;
     let mut st = Stats::default();
