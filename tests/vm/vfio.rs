@@ -149,12 +149,18 @@ fn agree_and_handle_faults(viommu: bool) -> Result<()> {
         "/dev/vfio holds {groups:?} (viommu: {viommu})"
     );
     if viommu {
-        // Type-1 needs no unsafe mode: vfio was never switched to it.
+        // Type-1 needs no no-IOMMU mode: vfio was never switched to it. The VM's IOMMU has
+        // no interrupt remapping (intremap=off), so --bind allowed unsafe interrupts.
         let unsafe_mode = vm.sh_ok(
             "cat /sys/module/vfio/parameters/enable_unsafe_noiommu_mode",
             CMD,
         )?;
         ensure!(unsafe_mode.trim() == "N", "no-IOMMU mode was enabled");
+        ensure!(
+            u.contains("\"unsafe_interrupts\":true"),
+            "acq-vfio did not report allow_unsafe_interrupts: {u}"
+        );
+        eprintln!("acq-vfio behind the vIOMMU: {u}");
     }
     let cmp = vm.sh("cmp /tmp/k.bin /tmp/u.bin && echo same", CMD)?;
     ensure!(

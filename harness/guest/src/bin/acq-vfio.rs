@@ -283,7 +283,17 @@ impl Card {
 
     /// Opens the card (docs/device.md 15, probe steps 1-6 and the allocations).
     fn open(bdf: &str, a: &Args) -> Result<Card, String> {
-        let dev = Device::open(bdf).map_err(|e| format!("open {bdf}: {e}"))?;
+        let dev = match Device::open(bdf) {
+            // Behind an IOMMU without interrupt remapping type-1 needs vfio_iommu_type1's
+            // allow_unsafe_interrupts: with --bind, the same kind of opt-in as no-IOMMU
+            // mode, acq-vfio sets it and tries again (reported as "unsafe_interrupts").
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && a.bind => {
+                vfio::allow_unsafe_interrupts()
+                    .and_then(|()| Device::open(bdf))
+                    .map_err(|e| format!("open {bdf}: {e}"))?
+            }
+            r => r.map_err(|e| format!("open {bdf}: {e}"))?,
+        };
         dev.enable_bus_master()
             .map_err(|e| format!("enable bus master: {e}"))?;
         let regs = match dev.mmap(
@@ -571,6 +581,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         "driver": "vfio",
         "iommu": card.dev.iommu.name(),
         "bar0": match card.regs { Regs::Mapped(_) => "mmap", Regs::Fd => "pread/pwrite" },
+        "unsafe_interrupts": card.dev.iommu == vfio::Iommu::Type1 && vfio::unsafe_interrupts_allowed(),
         "mode": "read",
         "bytes": total,
         "seconds": secs,

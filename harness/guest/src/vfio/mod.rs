@@ -159,6 +159,22 @@ pub fn bound_driver(bdf: &str) -> Option<String> {
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
 }
 
+/// vfio_iommu_type1's switch for IOMMUs without interrupt remapping (MSI not isolated: the
+/// device could send any MSI). QEMU's intel-iommu with intremap=off is one.
+pub const UNSAFE_INTERRUPTS: &str =
+    "/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts";
+
+/// Whether type-1 groups without MSI isolation are allowed (the parameter reads Y).
+pub fn unsafe_interrupts_allowed() -> bool {
+    read_trim(Path::new(UNSAFE_INTERRUPTS)).is_ok_and(|v| v == "Y" || v == "1")
+}
+
+/// Allows type-1 groups without MSI isolation (see [`UNSAFE_INTERRUPTS`]).
+pub fn allow_unsafe_interrupts() -> io::Result<()> {
+    std::fs::write(UNSAFE_INTERRUPTS, "1")
+        .map_err(|e| io::Error::new(e.kind(), format!("{UNSAFE_INTERRUPTS}: {e}")))
+}
+
 /// Whether `bdf` sits behind an IOMMU (it has an IOMMU group before vfio-pci creates a
 /// no-IOMMU one): then vfio-pci gives it a type-1 group and no-IOMMU mode is not needed.
 pub fn has_iommu_group(bdf: &str) -> bool {
@@ -223,8 +239,22 @@ impl Device {
         let container =
             Arc::new(VfioContainer::new(None).map_err(|e| vfio_err("VFIO container", e))?);
         let ops: Arc<dyn VfioOps> = container.clone();
-        let device = VfioDevice::new(&sysfs_dir(bdf), ops, false)
-            .map_err(|e| vfio_err("VFIO device (type-1 group)", e))?;
+        let device = VfioDevice::new(&sysfs_dir(bdf), ops, false).map_err(|e| match e {
+            // vfio_iommu_type1 refuses a group whose MSIs the IOMMU cannot isolate (no
+            // interrupt remapping) unless allow_unsafe_interrupts is set.
+            vfio_ioctls::VfioError::ContainerSetIOMMU(ref errno)
+                if errno.errno() == libc::EPERM =>
+            {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "VFIO_SET_IOMMU (type-1): {e}: the IOMMU has no interrupt remapping; \
+                         set {UNSAFE_INTERRUPTS} (--bind does)"
+                    ),
+                )
+            }
+            e => vfio_err("VFIO device (type-1 group)", e),
+        })?;
         Ok(Device {
             bdf: bdf.to_string(),
             iommu: Iommu::Type1,
