@@ -22,5 +22,6 @@ else
     echo "init: the agent exited; powering off" >&2
 fi
 sync
-# No ACPI in the guest kernel: "power off" is a reboot, which QEMU's -no-reboot turns into exit.
+# "Power off" is a reboot, which QEMU's -no-reboot turns into exit (the same with or without
+# ACPI in the guest kernel, and no ACPI power-off path to depend on).
 reboot -f

@@ -527,8 +527,10 @@ fn qemu_args(
         // none of kernel-irqchip=split's requirements under KVM).
         push(&["-device", "intel-iommu,caching-mode=on,intremap=off"]);
     }
-    // q35 hot-plugs through ACPI by default, and the guest kernel has no ACPI: without
-    // this its native PCIe hotplug driver finds the slots "empty" and powers them off.
+    // q35 hot-plugs through ACPI by default. The tests rely on native PCIe hotplug
+    // (pciehp): without this a guest without ACPI finds the slots "empty" and powers them
+    // off, and a guest with ACPI (the kernel has it for the virtual IOMMU) would be told
+    // by the firmware to leave hotplug to ACPI.
     push(&[
         "-global",
         "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
