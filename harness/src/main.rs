@@ -147,6 +147,10 @@ struct VmArgs {
     /// Interactive shell on the guest's serial console instead of running commands.
     #[arg(long, conflicts_with_all = ["exec", "argv"])]
     shell: bool,
+    /// Give the VM a virtual IOMMU (intel-iommu, caching mode): acq-vfio then runs on the
+    /// type-1 VFIO path instead of no-IOMMU mode (docs/vfio.md).
+    #[arg(long)]
+    viommu: bool,
     /// Directory for the run's files (console log, QEMU log, sockets).
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -398,6 +402,7 @@ fn cmd_vm(args: VmArgs) -> Result<ExitCode> {
             .collect(),
         boot_timeout: Duration::from_secs(args.boot_timeout),
         shell: args.shell,
+        viommu: args.viommu,
         run_dir,
         keep: args.keep,
     };

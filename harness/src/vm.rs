@@ -47,6 +47,10 @@ pub struct VmConfig {
     pub run_dir: PathBuf,
     /// Keep the run directory even when everything succeeded.
     pub keep: bool,
+    /// A virtual IOMMU (QEMU intel-iommu, caching mode, no interrupt remapping): the cards'
+    /// DMA then goes through guest-programmed translations (acq-vfio's type-1 path,
+    /// docs/vfio.md). Off by default: the kernel driver's tests run without one.
+    pub viommu: bool,
 }
 
 impl Default for VmConfig {
@@ -63,6 +67,7 @@ impl Default for VmConfig {
             shell: false,
             run_dir: PathBuf::from("target/acq-runs/run"),
             keep: false,
+            viommu: false,
         }
     }
 }
@@ -514,8 +519,18 @@ fn qemu_args(
         cfg.memory_mib
     );
     push(&["-object", &mem, "-machine", "q35,memory-backend=mem"]);
-    // q35 hot-plugs through ACPI by default, and the guest kernel has no ACPI: without
-    // this its native PCIe hotplug driver finds the slots "empty" and powers them off.
+    if cfg.viommu {
+        // Before every PCI device: a device realized earlier would get the untranslated
+        // address space. caching-mode=on makes the guest report every map (not only
+        // unmaps), which QEMU needs to forward them as vfio-user DMA maps; intremap=off
+        // keeps interrupts as they are (no interrupt remapping in the guest kernel, and
+        // none of kernel-irqchip=split's requirements under KVM).
+        push(&["-device", "intel-iommu,caching-mode=on,intremap=off"]);
+    }
+    // q35 hot-plugs through ACPI by default. The tests rely on native PCIe hotplug
+    // (pciehp): without this a guest without ACPI finds the slots "empty" and powers them
+    // off, and a guest with ACPI (the kernel has it for the virtual IOMMU) would be told
+    // by the firmware to leave hotplug to ACPI.
     push(&[
         "-global",
         "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
@@ -597,6 +612,30 @@ mod tests {
         assert!(a.contains(r#""bus":"rp1""#));
         assert!(a.contains(r#""socket":{"path":"/r/b.sock","type":"unix"}"#));
         assert!(a.contains("-accel tcg"));
+        assert!(!a.contains("intel-iommu"));
+    }
+
+    #[test]
+    fn viommu_comes_before_every_pci_device() {
+        let cfg = VmConfig {
+            viommu: true,
+            ..VmConfig::default()
+        };
+        let p = Path::new("/r");
+        let a = qemu_args(
+            &cfg,
+            &[PathBuf::from("/r/a.sock")],
+            Accel::Tcg,
+            p,
+            p,
+            p,
+            p,
+            p,
+        )
+        .join(" ");
+        let iommu = a.find("intel-iommu,caching-mode=on,intremap=off").unwrap();
+        assert!(iommu < a.find("virtio-serial-pci").unwrap());
+        assert!(iommu < a.find("vfio-user-pci").unwrap());
     }
 
     #[test]

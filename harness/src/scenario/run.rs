@@ -144,6 +144,7 @@ fn run_inner(
         disks: sc.disks.iter().map(|d| disk_spec(sc, d)).collect(),
         run_dir: dir.to_path_buf(),
         keep: true,
+        viommu: false,
     };
     let mut vm = Vm::boot(&cfg, paths)?;
     res.accel = vm.accel.0.to_string();

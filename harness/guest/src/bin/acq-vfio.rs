@@ -8,8 +8,10 @@
 //!          [--irq-count C] [--irq-time-us T] [--timeout SECONDS] [--progress]
 //! ```
 //!
-//! `--bind` binds the card to vfio-pci first (no-IOMMU mode, driver_override). Exit
-//! status: 0 ok, 1 verification or device failure, 2 bad arguments.
+//! `--bind` binds the card to vfio-pci first (driver_override; no-IOMMU mode only when the
+//! card has no IOMMU group). Behind an IOMMU the card is opened through vfio-ioctls'
+//! type-1 container, otherwise in no-IOMMU mode (`"iommu"` in the result). Exit status: 0
+//! ok, 1 verification or device failure, 2 bad arguments.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -281,7 +283,17 @@ impl Card {
 
     /// Opens the card (docs/device.md 15, probe steps 1-6 and the allocations).
     fn open(bdf: &str, a: &Args) -> Result<Card, String> {
-        let dev = Device::open(bdf).map_err(|e| format!("open {bdf}: {e}"))?;
+        let dev = match Device::open(bdf) {
+            // Behind an IOMMU without interrupt remapping type-1 needs vfio_iommu_type1's
+            // allow_unsafe_interrupts: with --bind, the same kind of opt-in as no-IOMMU
+            // mode, acq-vfio sets it and tries again (reported as "unsafe_interrupts").
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && a.bind => {
+                vfio::allow_unsafe_interrupts()
+                    .and_then(|()| Device::open(bdf))
+                    .map_err(|e| format!("open {bdf}: {e}"))?
+            }
+            r => r.map_err(|e| format!("open {bdf}: {e}"))?,
+        };
         dev.enable_bus_master()
             .map_err(|e| format!("enable bus master: {e}"))?;
         let regs = match dev.mmap(
@@ -352,11 +364,7 @@ impl Card {
             return Err(format!("MSI-X has {vectors} vectors, need 2"));
         }
         card.dev
-            .set_irq_eventfds(
-                vb::VFIO_PCI_MSIX_IRQ_INDEX,
-                0,
-                &[card.efd[0].raw_fd(), card.efd[1].raw_fd()],
-            )
+            .set_irq_eventfds(vb::VFIO_PCI_MSIX_IRQ_INDEX, &[&card.efd[0], &card.efd[1]])
             .map_err(|e| format!("enable MSI-X: {e}"))?;
         Ok(card)
     }
@@ -451,9 +459,7 @@ impl Card {
     fn close(&self) {
         self.stop();
         self.wr(reg::IRQ_MASK, irq::ALL);
-        let _ = self
-            .dev
-            .set_irq_eventfds(vb::VFIO_PCI_MSIX_IRQ_INDEX, 0, &[]);
+        let _ = self.dev.set_irq_eventfds(vb::VFIO_PCI_MSIX_IRQ_INDEX, &[]);
         let _ = self.soft_reset();
     }
 
@@ -547,7 +553,9 @@ fn find_card(dev: &str) -> Result<String, String> {
 fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     let bdf = find_card(&a.device)?;
     if a.bind {
-        vfio::bind_vfio_pci(&bdf, true).map_err(|e| format!("bind {bdf} to vfio-pci: {e}"))?;
+        // Behind a (virtual) IOMMU the card already has a group: type-1, no unsafe mode.
+        let noiommu = !vfio::has_iommu_group(&bdf);
+        vfio::bind_vfio_pci(&bdf, noiommu).map_err(|e| format!("bind {bdf} to vfio-pci: {e}"))?;
     }
     let mut card = Card::open(&bdf, a)?;
     let mut st = Stats::default();
@@ -573,6 +581,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         "driver": "vfio",
         "iommu": card.dev.iommu.name(),
         "bar0": match card.regs { Regs::Mapped(_) => "mmap", Regs::Fd => "pread/pwrite" },
+        "unsafe_interrupts": card.dev.iommu == vfio::Iommu::Type1 && vfio::unsafe_interrupts_allowed(),
         "mode": "read",
         "bytes": total,
         "seconds": secs,

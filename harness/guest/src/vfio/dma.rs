@@ -1,7 +1,9 @@
 //! DMA memory for a userspace driver: anonymous memory, populated and locked, whose bus
 //! address is its physical address (no-IOMMU, read from /proc/self/pagemap, needs
-//! CAP_SYS_ADMIN) or an IOVA equal to its virtual address (type-1, mapped with
-//! VFIO_IOMMU_MAP_DMA).
+//! CAP_SYS_ADMIN) or an IOVA equal to its virtual address (type-1, mapped through
+//! vfio-ioctls' `VfioContainer::vfio_dma_map`, i.e. VFIO_IOMMU_MAP_DMA). With an IOMMU a
+//! chunk is contiguous in IOVA space whatever the physical pages are, so ordinary memory
+//! will do.
 //!
 //! Limits (docs/vfio.md): without an IOMMU a structure larger than a page must be
 //! physically contiguous, which anonymous memory does not promise; [`Chunk::alloc`]
@@ -12,6 +14,9 @@
 
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use vfio_ioctls::VfioContainer;
 
 use super::{Device, Iommu};
 
@@ -24,6 +29,8 @@ pub struct Chunk {
     pub ptr: *mut u8,
     pub bus: u64,
     pub len: usize,
+    /// Type-1: the container the chunk is mapped in, at IOVA `bus` for `map_len` bytes.
+    container: Option<Arc<VfioContainer>>,
 }
 
 fn phys_of(pagemap: &std::fs::File, vaddr: usize) -> io::Result<u64> {
@@ -73,6 +80,7 @@ impl Chunk {
             ptr: map,
             bus: 0,
             len: pages * PAGE,
+            container: None,
         };
         // SAFETY: the mapping is ours; mlock makes sure it is resident (MAP_LOCKED is
         // best effort).
@@ -81,8 +89,16 @@ impl Chunk {
         }
         match dev.iommu {
             Iommu::Type1 => {
+                let container = dev
+                    .container()
+                    .ok_or_else(|| io::Error::other("type-1 device without a container"))?;
+                // SAFETY: the range is our own locked anonymous mapping; until the unmap in
+                // Drop (before the munmap) it is only accessed through raw pointers with
+                // volatile or atomic operations (Chunk's users), never through references.
+                unsafe { container.vfio_dma_map(map as u64, map_len, map) }
+                    .map_err(|e| io::Error::other(format!("VFIO_IOMMU_MAP_DMA: {e}")))?;
                 chunk.bus = map as u64;
-                dev.map_dma(map as u64, map as u64, map_len as u64)?;
+                chunk.container = Some(container);
             }
             Iommu::NoIommu => {
                 let pm = std::fs::File::open("/proc/self/pagemap")?;
@@ -182,8 +198,12 @@ impl Chunk {
 impl Drop for Chunk {
     fn drop(&mut self) {
         // The owner makes sure that the device no longer uses the memory (engine stopped
-        // or function reset) before it drops a chunk. Under type-1 the IOVA mapping goes
-        // with the container.
+        // or function reset) before it drops a chunk. Under type-1 the IOVA goes first (it
+        // may already be gone with the group, when the device was closed before: then the
+        // unmap fails and there is nothing to do).
+        if let Some(c) = self.container.take() {
+            let _ = c.vfio_dma_unmap(self.bus, self.map_len);
+        }
         // SAFETY: unmaps exactly what mmap returned.
         unsafe {
             libc::munmap(self.map.cast(), self.map_len);

@@ -1,13 +1,20 @@
 //! A small userspace VFIO layer for acq-vfio (docs/vfio.md): container and group (legacy
-//! VFIO API, with the no-IOMMU backend or type-1), the device fd, region access (pread,
-//! pwrite, mmap), MSI-X on eventfds, device reset, and pinned DMA memory ([`dma`]).
+//! VFIO API, type-1 or the no-IOMMU backend), the device fd, region access (pread, pwrite,
+//! mmap), MSI-X on eventfds, device reset, and DMA memory ([`dma`]).
 //!
-//! Why not the vfio-ioctls crate: its `VfioContainer::new` insists on the type-1 v2 IOMMU
-//! extension and `VfioDevice::new` only accepts its own container (or, with the `vfio_cdev`
-//! feature, iommufd, which pulls in KVM), so it cannot open a device in a no-IOMMU group,
-//! and it has no public way to wrap a device fd obtained elsewhere. The structures and
-//! constants come from vfio-bindings; the ioctls are issued here, each through one of the
-//! two wrappers below.
+//! Two backends behind one [`Device`]:
+//!
+//! * **type-1** (an IOMMU group `/dev/vfio/N`, e.g. in a VM with a virtual IOMMU): the
+//!   vfio-ioctls crate opens the container, group and device (`VfioContainer`,
+//!   `VfioDevice`), and does region info, MSI-X and the DMA maps.
+//! * **no-IOMMU** (`/dev/vfio/noiommu-N`): vfio-ioctls cannot open it (`VfioContainer::new`
+//!   insists on the type-1 v2 extension and `get_group` always sets type-1 v2; `VfioDevice`
+//!   only comes from its own container or iommufd), so the ioctls are issued here with
+//!   vfio-bindings' structures, each through one of the two wrappers below.
+//!
+//! Region reads and writes and the function reset go through the device fd in both cases:
+//! vfio-ioctls' `region_read`, `region_write` and `reset` only log failures, and acq-vfio
+//! must know whether a config write or an FLR happened.
 
 pub mod dma;
 
@@ -17,8 +24,10 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use vfio_bindings::bindings::vfio as b;
+use vfio_ioctls::{VfioContainer, VfioDevice, VfioOps};
 
 /// `_IO(VFIO_TYPE, VFIO_BASE + n)`: every VFIO ioctl is `_IO` (no size or direction bits).
 const fn vfio_io(n: u32) -> libc::c_ulong {
@@ -34,7 +43,6 @@ const VFIO_DEVICE_GET_REGION_INFO: libc::c_ulong = vfio_io(8);
 const VFIO_DEVICE_GET_IRQ_INFO: libc::c_ulong = vfio_io(9);
 const VFIO_DEVICE_SET_IRQS: libc::c_ulong = vfio_io(10);
 const VFIO_DEVICE_RESET: libc::c_ulong = vfio_io(11);
-const VFIO_IOMMU_MAP_DMA: libc::c_ulong = vfio_io(13);
 
 /// An ioctl whose argument is an integer (or none).
 fn ioctl_val(fd: RawFd, req: libc::c_ulong, arg: libc::c_ulong) -> io::Result<i32> {
@@ -93,10 +101,28 @@ pub struct RegionInfo {
 pub struct Device {
     pub bdf: String,
     pub iommu: Iommu,
-    // Field order = drop order: the device fd first, then the group, then the container.
-    device: File,
-    _group: File,
-    container: File,
+    backend: Backend,
+}
+
+enum Backend {
+    /// vfio-ioctls. `VfioDevice`'s drop closes the device fd and releases the group; the
+    /// container goes with the last `Arc` (DMA chunks hold one, so their IOVAs are unmapped
+    /// before it closes).
+    Type1 {
+        device: VfioDevice,
+        container: Arc<VfioContainer>,
+    },
+    /// Raw ioctls. Field order = drop order: the device fd first, then the group, then the
+    /// container.
+    NoIommu {
+        device: File,
+        _group: File,
+        _container: File,
+    },
+}
+
+fn vfio_err(what: &str, e: vfio_ioctls::VfioError) -> io::Error {
+    io::Error::other(format!("{what}: {e}"))
 }
 
 /// The sysfs directory of a PCI function.
@@ -131,6 +157,28 @@ pub fn bound_driver(bdf: &str) -> Option<String> {
     std::fs::read_link(sysfs_dir(bdf).join("driver"))
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+}
+
+/// vfio_iommu_type1's switch for IOMMUs without interrupt remapping (MSI not isolated: the
+/// device could send any MSI). QEMU's intel-iommu with intremap=off is one.
+pub const UNSAFE_INTERRUPTS: &str =
+    "/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts";
+
+/// Whether type-1 groups without MSI isolation are allowed (the parameter reads Y).
+pub fn unsafe_interrupts_allowed() -> bool {
+    read_trim(Path::new(UNSAFE_INTERRUPTS)).is_ok_and(|v| v == "Y" || v == "1")
+}
+
+/// Allows type-1 groups without MSI isolation (see [`UNSAFE_INTERRUPTS`]).
+pub fn allow_unsafe_interrupts() -> io::Result<()> {
+    std::fs::write(UNSAFE_INTERRUPTS, "1")
+        .map_err(|e| io::Error::new(e.kind(), format!("{UNSAFE_INTERRUPTS}: {e}")))
+}
+
+/// Whether `bdf` sits behind an IOMMU (it has an IOMMU group before vfio-pci creates a
+/// no-IOMMU one): then vfio-pci gives it a type-1 group and no-IOMMU mode is not needed.
+pub fn has_iommu_group(bdf: &str) -> bool {
+    sysfs_dir(bdf).join("iommu_group").exists()
 }
 
 /// Binds `bdf` to vfio-pci: enables no-IOMMU mode when `noiommu` (before the bind, so the
@@ -179,11 +227,44 @@ impl Device {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let noiommu_path = format!("/dev/vfio/noiommu-{group_id}");
-        let (group_path, iommu) = if Path::new(&noiommu_path).exists() {
-            (noiommu_path, Iommu::NoIommu)
-        } else {
-            (format!("/dev/vfio/{group_id}"), Iommu::Type1)
-        };
+        if !Path::new(&noiommu_path).exists() {
+            return Device::open_type1(bdf);
+        }
+        Device::open_noiommu(bdf, &noiommu_path)
+    }
+
+    /// Type-1 through vfio-ioctls: the container (API version, type-1 v2 extension), the
+    /// group (viable, attached, `VFIO_SET_IOMMU`) and the device fd.
+    fn open_type1(bdf: &str) -> io::Result<Device> {
+        let container =
+            Arc::new(VfioContainer::new(None).map_err(|e| vfio_err("VFIO container", e))?);
+        let ops: Arc<dyn VfioOps> = container.clone();
+        let device = VfioDevice::new(&sysfs_dir(bdf), ops, false).map_err(|e| match e {
+            // vfio_iommu_type1 refuses a group whose MSIs the IOMMU cannot isolate (no
+            // interrupt remapping) unless allow_unsafe_interrupts is set.
+            vfio_ioctls::VfioError::ContainerSetIOMMU(ref errno)
+                if errno.errno() == libc::EPERM =>
+            {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "VFIO_SET_IOMMU (type-1): {e}: the IOMMU has no interrupt remapping; \
+                         set {UNSAFE_INTERRUPTS} (--bind does)"
+                    ),
+                )
+            }
+            e => vfio_err("VFIO device (type-1 group)", e),
+        })?;
+        Ok(Device {
+            bdf: bdf.to_string(),
+            iommu: Iommu::Type1,
+            backend: Backend::Type1 { device, container },
+        })
+    }
+
+    /// No-IOMMU through raw ioctls (vfio-ioctls cannot: see the module comment).
+    fn open_noiommu(bdf: &str, group_path: &str) -> io::Result<Device> {
+        let ext = b::VFIO_NOIOMMU_IOMMU;
         let rw = |p: &str| {
             OpenOptions::new()
                 .read(true)
@@ -196,17 +277,12 @@ impl Device {
         if version as u32 != b::VFIO_API_VERSION {
             return Err(io::Error::other(format!("VFIO API version {version}")));
         }
-        let ext = match iommu {
-            Iommu::NoIommu => b::VFIO_NOIOMMU_IOMMU,
-            Iommu::Type1 => b::VFIO_TYPE1v2_IOMMU,
-        };
         if ioctl_val(container.as_raw_fd(), VFIO_CHECK_EXTENSION, ext as _)? != 1 {
-            return Err(io::Error::other(format!(
-                "the VFIO container does not support the {} backend",
-                iommu.name()
-            )));
+            return Err(io::Error::other(
+                "the VFIO container does not support the no-IOMMU backend",
+            ));
         }
-        let group = rw(&group_path)?;
+        let group = rw(group_path)?;
         let mut status = b::vfio_group_status {
             argsz: std::mem::size_of::<b::vfio_group_status>() as u32,
             flags: 0,
@@ -248,18 +324,45 @@ impl Device {
         let device = unsafe { File::from_raw_fd(fd) };
         Ok(Device {
             bdf: bdf.to_string(),
-            iommu,
-            device,
-            _group: group,
-            container,
+            iommu: Iommu::NoIommu,
+            backend: Backend::NoIommu {
+                device,
+                _group: group,
+                _container: container,
+            },
         })
     }
 
     pub fn raw_fd(&self) -> RawFd {
-        self.device.as_raw_fd()
+        match &self.backend {
+            Backend::Type1 { device, .. } => device.as_raw_fd(),
+            Backend::NoIommu { device, .. } => device.as_raw_fd(),
+        }
+    }
+
+    /// The type-1 container, for DMA maps (None without an IOMMU).
+    pub fn container(&self) -> Option<Arc<VfioContainer>> {
+        match &self.backend {
+            Backend::Type1 { container, .. } => Some(container.clone()),
+            Backend::NoIommu { .. } => None,
+        }
     }
 
     pub fn region_info(&self, index: u32) -> io::Result<RegionInfo> {
+        if let Backend::Type1 { device, .. } = &self.backend {
+            // vfio-ioctls read every region's info when it opened the device.
+            let size = device.get_region_size(index);
+            if size == 0 {
+                return Err(io::Error::other(format!(
+                    "region {index} is missing or empty"
+                )));
+            }
+            return Ok(RegionInfo {
+                flags: device.get_region_flags(index),
+                size,
+                offset: device.get_region_offset(index),
+            });
+        }
         // SAFETY: a zeroed vfio_region_info (plain integers) is valid.
         let mut info: b::vfio_region_info = unsafe { std::mem::zeroed() };
         info.argsz = std::mem::size_of::<b::vfio_region_info>() as u32;
@@ -282,6 +385,12 @@ impl Device {
 
     /// Number of interrupts of an IRQ index (VFIO_DEVICE_GET_IRQ_INFO).
     pub fn irq_count(&self, index: u32) -> io::Result<u32> {
+        if let Backend::Type1 { device, .. } = &self.backend {
+            return device
+                .get_irq_info(index)
+                .map(|i| i.count)
+                .ok_or_else(|| io::Error::other(format!("no IRQ index {index}")));
+        }
         let mut info = b::vfio_irq_info {
             argsz: std::mem::size_of::<b::vfio_irq_info>() as u32,
             flags: 0,
@@ -299,9 +408,21 @@ impl Device {
         Ok(info.count)
     }
 
-    /// Connects eventfds to interrupts `start..start + fds.len()` of an IRQ index (for
-    /// MSI-X this enables MSI-X with that many vectors); an empty `fds` disables the index.
-    pub fn set_irq_eventfds(&self, index: u32, start: u32, fds: &[RawFd]) -> io::Result<()> {
+    /// Connects eventfds to interrupts `0..fds.len()` of an IRQ index (for MSI-X this
+    /// enables MSI-X with that many vectors); an empty `fds` disables the index.
+    pub fn set_irq_eventfds(&self, index: u32, fds: &[&EventFd]) -> io::Result<()> {
+        if let Backend::Type1 { device, .. } = &self.backend {
+            return if fds.is_empty() {
+                device
+                    .disable_irq(index)
+                    .map_err(|e| vfio_err("VFIO_DEVICE_SET_IRQS", e))
+            } else {
+                let fds = fds.iter().map(|e| &e.0).collect();
+                device
+                    .enable_irq(index, fds)
+                    .map_err(|e| vfio_err("VFIO_DEVICE_SET_IRQS", e))
+            };
+        }
         // struct vfio_irq_set: five u32 (argsz, flags, index, start, count), then the data
         // (here one s32 eventfd per interrupt).
         const HDR: usize = 5;
@@ -314,10 +435,10 @@ impl Device {
             b::VFIO_IRQ_SET_DATA_EVENTFD | b::VFIO_IRQ_SET_ACTION_TRIGGER
         };
         words[2] = index;
-        words[3] = start;
+        words[3] = 0;
         words[4] = fds.len() as u32;
         for (w, fd) in words[HDR..].iter_mut().zip(fds) {
-            *w = *fd as u32;
+            *w = fd.raw_fd() as u32;
         }
         // SAFETY: VFIO_DEVICE_SET_IRQS reads argsz bytes of a struct vfio_irq_set; the
         // buffer holds exactly that (header and one s32 per interrupt).
@@ -337,14 +458,22 @@ impl Device {
         ioctl_val(self.raw_fd(), VFIO_DEVICE_RESET, 0).map(|_| ())
     }
 
+    /// The device fd as a `File` for positioned reads and writes (both backends).
+    fn device_file(&self) -> std::mem::ManuallyDrop<File> {
+        // SAFETY: the fd stays open as long as self (which the returned value borrows in
+        // practice: it is only used within the calling method), and ManuallyDrop never
+        // closes it.
+        std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(self.raw_fd()) })
+    }
+
     pub fn read_region(&self, index: u32, off: u64, buf: &mut [u8]) -> io::Result<()> {
         let r = self.region_info(index)?;
-        self.device.read_exact_at(buf, r.offset + off)
+        self.device_file().read_exact_at(buf, r.offset + off)
     }
 
     pub fn write_region(&self, index: u32, off: u64, buf: &[u8]) -> io::Result<()> {
         let r = self.region_info(index)?;
-        self.device.write_all_at(buf, r.offset + off)
+        self.device_file().write_all_at(buf, r.offset + off)
     }
 
     /// Sets Memory Space and Bus Master in the PCI Command register.
@@ -377,27 +506,6 @@ impl Device {
             return Err(io::Error::last_os_error());
         }
         Ok(Mapping { ptr: p.cast(), len })
-    }
-
-    /// Type-1 only: makes `[vaddr, vaddr + size)` reachable by the device at `iova`.
-    pub fn map_dma(&self, vaddr: u64, iova: u64, size: u64) -> io::Result<()> {
-        let mut m = b::vfio_iommu_type1_dma_map {
-            argsz: std::mem::size_of::<b::vfio_iommu_type1_dma_map>() as u32,
-            flags: b::VFIO_DMA_MAP_FLAG_READ | b::VFIO_DMA_MAP_FLAG_WRITE,
-            vaddr,
-            iova,
-            size,
-        };
-        // SAFETY: VFIO_IOMMU_MAP_DMA takes a struct vfio_iommu_type1_dma_map; the memory
-        // it names stays mapped for as long as the device may use it (dma::Chunk).
-        unsafe {
-            ioctl_ptr(
-                self.container.as_raw_fd(),
-                VFIO_IOMMU_MAP_DMA,
-                (&mut m as *mut b::vfio_iommu_type1_dma_map).cast(),
-            )?;
-        }
-        Ok(())
     }
 }
 
@@ -438,18 +546,13 @@ impl Drop for Mapping {
     }
 }
 
-/// A non-blocking eventfd (one per MSI-X vector).
-pub struct EventFd(File);
+/// A non-blocking eventfd (one per MSI-X vector); vmm-sys-util's, which is what
+/// vfio-ioctls' `enable_irq` takes.
+pub struct EventFd(vmm_sys_util::eventfd::EventFd);
 
 impl EventFd {
     pub fn new() -> io::Result<EventFd> {
-        // SAFETY: plain syscall; the returned fd is owned by the File below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a new fd that nothing else owns.
-        Ok(EventFd(unsafe { File::from_raw_fd(fd) }))
+        vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map(EventFd)
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -458,12 +561,7 @@ impl EventFd {
 
     /// Reads and clears the counter; 0 if nothing was signalled.
     pub fn take(&self) -> u64 {
-        use std::io::Read;
-        let mut b = [0u8; 8];
-        match (&self.0).read(&mut b) {
-            Ok(8) => u64::from_ne_bytes(b),
-            _ => 0,
-        }
+        self.0.read().unwrap_or(0)
     }
 }
 
@@ -502,7 +600,6 @@ mod tests {
         assert_eq!(VFIO_DEVICE_GET_IRQ_INFO, 0x3B6D);
         assert_eq!(VFIO_DEVICE_SET_IRQS, 0x3B6E);
         assert_eq!(VFIO_DEVICE_RESET, 0x3B6F);
-        assert_eq!(VFIO_IOMMU_MAP_DMA, 0x3B71);
     }
 
     #[test]
