@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use acq::paths::Paths;
 use acq::vm::{Vm, VmConfig};
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 
 /// Seconds a simple guest command may take under TCG.
 pub const CMD: Duration = Duration::from_secs(60);
@@ -167,4 +167,47 @@ pub fn assert_dmesg_clean(vm: &mut Vm) -> Result<()> {
         bail!("the guest kernel reported bugs:\n{}", bad.join("\n"));
     }
     Ok(())
+}
+
+/// MiB per long stream: `ACQ_TEST_MIB` (default 256, the issues' figure), for quick runs.
+pub fn stream_mib() -> u64 {
+    std::env::var("ACQ_TEST_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(256)
+}
+
+/// How long a long stream may take in the guest.
+pub const LONG_STREAM: Duration = Duration::from_secs(900);
+
+/// One card with the driver loaded (`/dev/acq0`) and a tmpfs at /mnt/t for file sinks.
+pub fn boot_streaming_guest(test: &str) -> Result<Vm> {
+    let paths = Paths::discover()?;
+    let (modules, files) = driver_image(&paths)?;
+    let (mut vm, _) = boot_with(test, 1, modules, files)?;
+    if !vm.sh_ok("cat /proc/modules", CMD)?.contains("acq ") {
+        vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
+    }
+    ensure!(vm.sh_ok("ls /dev", CMD)?.contains("acq0"), "no /dev/acq0");
+    // A tmpfs for the file sinks (the stream files are deleted after each run).
+    vm.sh_ok(
+        "mkdir -p /mnt/t && mount -t tmpfs -o size=700m tmpfs /mnt/t",
+        CMD,
+    )?;
+    Ok(vm)
+}
+
+/// Runs `acq-stream ARGS` and checks its verdict (exit 0 and `"ok": true`); returns its
+/// JSON line.
+pub fn acq_stream(vm: &mut Vm, args: &str) -> Result<String> {
+    let out = vm.sh(&format!("acq-stream {args}"), LONG_STREAM)?;
+    ensure!(
+        out.success() && json_true(&out.stdout, "ok"),
+        "acq-stream {args} failed (status {}): {}{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    Ok(out.stdout)
 }

@@ -10,20 +10,12 @@ use std::time::Duration;
 
 use acq_e2e::{
     assert_dmesg_clean, assert_dmesg_clean_but_pciehp, boot_with, driver_image, json_num,
-    json_true, json_u64, model_request, qmp_command, CMD,
+    json_true, json_u64, model_request, qmp_command, stream_mib, CMD,
 };
 use anyhow::{ensure, Context, Result};
 
 /// How long a long stream may take in the guest.
 const STREAM: Duration = Duration::from_secs(600);
-
-fn stream_mib() -> u64 {
-    std::env::var("ACQ_TEST_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|v| *v > 0)
-        .unwrap_or(256)
-}
 
 fn boot(test: &str, cards: usize) -> Result<acq::vm::Vm> {
     let paths = acq::paths::Paths::discover()?;

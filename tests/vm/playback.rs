@@ -10,20 +10,13 @@
 use std::time::Duration;
 
 use acq_e2e::{
-    assert_dmesg_clean, boot_with, driver_image, json_num, json_true, json_u64, model_request, CMD,
+    assert_dmesg_clean, boot_with, driver_image, json_num, json_true, json_u64, model_request,
+    stream_mib, CMD,
 };
 use anyhow::{ensure, Result};
 
 /// How long a long stream may take in the guest.
 const STREAM: Duration = Duration::from_secs(900);
-
-fn stream_mib() -> u64 {
-    std::env::var("ACQ_TEST_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|v| *v > 0)
-        .unwrap_or(256)
-}
 
 fn boot(test: &str) -> Result<acq::vm::Vm> {
     let paths = acq::paths::Paths::discover()?;

@@ -9,49 +9,10 @@
 use std::time::Duration;
 
 use acq_e2e::{
-    assert_dmesg_clean, boot_with, driver_image, json_true, json_u64, model_request, CMD,
+    acq_stream as stream, assert_dmesg_clean, boot_streaming_guest as boot, driver_image,
+    json_true, json_u64, model_request, stream_mib, CMD,
 };
 use anyhow::{ensure, Context, Result};
-
-/// How long a long stream may take in the guest.
-const STREAM: Duration = Duration::from_secs(900);
-
-fn stream_mib() -> u64 {
-    std::env::var("ACQ_TEST_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|v| *v > 0)
-        .unwrap_or(256)
-}
-
-fn boot(test: &str) -> Result<acq::vm::Vm> {
-    let paths = acq::paths::Paths::discover()?;
-    let (modules, files) = driver_image(&paths)?;
-    let (mut vm, _) = boot_with(test, 1, modules, files)?;
-    if !vm.sh_ok("cat /proc/modules", CMD)?.contains("acq ") {
-        vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
-    }
-    ensure!(vm.sh_ok("ls /dev", CMD)?.contains("acq0"), "no /dev/acq0");
-    // A tmpfs for the file sinks (the stream files are deleted after each run).
-    vm.sh_ok(
-        "mkdir -p /mnt/t && mount -t tmpfs -o size=700m tmpfs /mnt/t",
-        CMD,
-    )?;
-    Ok(vm)
-}
-
-/// Runs acq-stream and checks its verdict; returns its JSON line.
-fn stream(vm: &mut acq::vm::Vm, args: &str) -> Result<String> {
-    let out = vm.sh(&format!("acq-stream {args}"), STREAM)?;
-    ensure!(
-        out.success() && json_true(&out.stdout, "ok"),
-        "acq-stream {args} failed (status {}): {}{}",
-        out.status,
-        out.stdout,
-        out.stderr
-    );
-    Ok(out.stdout)
-}
 
 /// The driver's statistics as a JSON line.
 fn stats(vm: &mut acq::vm::Vm) -> Result<String> {
