@@ -60,17 +60,9 @@ fn rmmod_clean(vm: &mut acq::vm::Vm) -> Result<()> {
     assert_dmesg_clean(vm)
 }
 
-/// Runs acq-stream and checks its verdict; returns its JSON line.
+/// Runs `acq-stream --mode read ARGS` and checks its verdict; returns its JSON line.
 fn stream(vm: &mut acq::vm::Vm, args: &str) -> Result<String> {
-    let out = vm.sh(&format!("acq-stream --mode read {args}"), STREAM)?;
-    ensure!(
-        out.success() && json_true(&out.stdout, "ok"),
-        "acq-stream {args} failed (status {}): {}{}",
-        out.status,
-        out.stdout,
-        out.stderr
-    );
-    Ok(out.stdout)
+    acq_e2e::acq_stream(vm, &format!("--mode read {args}"))
 }
 
 #[test]
