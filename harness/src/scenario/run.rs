@@ -444,7 +444,7 @@ fn stream(
                 out.stderr.trim()
             )
         })?;
-    let v: Value =
+    let mut v: Value =
         serde_json::from_str(line).with_context(|| format!("acq-stream result {line:?}"))?;
     if out.status == 2 {
         bail!("acq-stream rejected its arguments: {}", out.stderr.trim());
@@ -454,8 +454,87 @@ fn stream(
             &format!("umount {}", disk_mount(d)),
             Duration::from_secs(120).min(remaining(deadline)),
         )?;
+        // Unmounted: everything the file system wrote is on the disk, so its store holds
+        // the file where the extents say.
+        if let Some(store) = vm.sinks.get(d).and_then(|s| s.store.clone()) {
+            let check = verify_file_on_disk(&v, &store)
+                .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+            if let Some(o) = v.as_object_mut() {
+                o.insert("host_verify".into(), check);
+            }
+        }
     }
     Ok(v)
+}
+
+/// Verifies a file the consumer wrote to a file system on a capture disk, on the host:
+/// each extent the consumer reported (`extents`: file offset, disk offset, length) is read
+/// from the disk's store file and checked against the card's pattern at the stream offset
+/// its file position holds (`segment_map`: file position, stream offset). Returns
+/// `{"bytes", "verified", "mismatches", "first_mismatch"}`.
+fn verify_file_on_disk(result: &Value, store: &Path) -> Result<Value> {
+    use std::io::{Read, Seek, SeekFrom};
+    let pairs = |key: &str| -> Result<Vec<Vec<u64>>> {
+        let list = result
+            .get(key)
+            .and_then(Value::as_array)
+            .ok_or_else(|| anyhow!("the consumer reported no `{key}`"))?;
+        Ok(list
+            .iter()
+            .map(|e| {
+                e.as_array()
+                    .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                    .unwrap_or_default()
+            })
+            .collect())
+    };
+    let extents = pairs("extents")?;
+    let segments = pairs("segment_map")?;
+    let cfg = result.get("config").context("no config in the result")?;
+    let pattern = num(cfg, "pattern") as u32;
+    let seed = num(cfg, "seed");
+    let size = num(result, "bytes");
+    // The stream offset of file position `p`: the last segment starting at or before it.
+    let offset_of = |p: u64| -> Option<u64> {
+        let seg = segments.iter().rev().find(|s| s.len() == 2 && s[0] <= p)?;
+        Some(seg[1] + (p - seg[0]))
+    };
+    let mut f = fs::File::open(store).with_context(|| format!("opening {}", store.display()))?;
+    let (mut verified, mut mismatches, mut first) = (0u64, 0u64, None::<u64>);
+    let mut buf = vec![0u8; 1 << 16];
+    for e in extents.iter().filter(|e| e.len() == 3) {
+        let (logical, physical, len) = (e[0], e[1], e[2].min(size.saturating_sub(e[0])));
+        let mut done = 0u64;
+        while done < len {
+            // One piece never crosses a segment boundary.
+            let p = logical + done;
+            let next_seg = segments
+                .iter()
+                .filter(|s| s.len() == 2 && s[0] > p)
+                .map(|s| s[0])
+                .min()
+                .unwrap_or(u64::MAX);
+            let n = (len - done).min(buf.len() as u64).min(next_seg - p) as usize;
+            f.seek(SeekFrom::Start(physical + done))?;
+            f.read_exact(&mut buf[..n])
+                .with_context(|| format!("reading {} at {}", store.display(), physical + done))?;
+            match offset_of(p) {
+                Some(o) => match acq_guest::regs::pattern_check(pattern, seed, o, &buf[..n]) {
+                    None => verified += n as u64,
+                    Some(i) => {
+                        mismatches += 1;
+                        first.get_or_insert(p + i as u64);
+                    }
+                },
+                None => mismatches += 1,
+            }
+            done += n as u64;
+        }
+    }
+    Ok(
+        json!({"bytes": size, "verified": verified, "mismatches": mismatches,
+              "first_mismatch": first}),
+    )
 }
 
 /// Runs `acq-stream --direction out` for a play step and returns its JSON result line
@@ -590,6 +669,17 @@ fn check_disk_streams(sc: &Scenario, res: &mut ScenarioResult) {
     for (i, (st, s)) in steps.iter().zip(&res.streams).enumerate() {
         let Some(d) = st.sink.disk() else { continue };
         any = true;
+        if let (Sink::DiskFile(_), Some(h)) = (st.sink, s.get("host_verify")) {
+            let bytes = num(s, "bytes");
+            checks.push(Check {
+                name: format!("stream {i}: the file's blocks on disk {d} verified on the host"),
+                ok: h.get("error").is_none()
+                    && bytes > 0
+                    && num(h, "verified") == bytes
+                    && num(h, "mismatches") == 0,
+                detail: h.to_string(),
+            });
+        }
         let Some(io) = s.get("sink_io").filter(|v| v.is_object()) else {
             checks.push(Check {
                 name: format!("stream {i}: consumer reports its disk account"),
@@ -1109,6 +1199,45 @@ mod tests {
             .iter()
             .find(|c| c.name.starts_with(prefix))
             .unwrap_or_else(|| panic!("no check named {prefix}...: {:?}", res.checks))
+    }
+
+    #[test]
+    fn a_file_on_a_disk_is_verified_where_its_extents_lie() {
+        // A 3-block file: file block 0 at disk block 5, file blocks 1-2 at disk block 1;
+        // the stream starts at offset 4096 (the consumer's first segment).
+        let (pattern, seed) = (1u32, 9u64);
+        let mut disk = vec![0u8; 8 * 4096];
+        let put = |disk: &mut Vec<u8>, at: usize, stream: u64, len: usize| {
+            acq_guest::regs::pattern_fill(pattern, seed, stream, &mut disk[at..at + len]);
+        };
+        put(&mut disk, 5 * 4096, 4096, 4096);
+        put(&mut disk, 4096, 8192, 8192);
+        let dir = std::env::temp_dir().join(format!("acq-verify-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let store = dir.join("store.img");
+        let result = json!({
+            "bytes": 3 * 4096,
+            "extents": [[0, 5 * 4096, 4096], [4096, 4096, 8192]],
+            "segment_map": [[0, 4096]],
+            "config": {"pattern": pattern, "seed": seed},
+        });
+        fs::write(&store, &disk).unwrap();
+        let v = verify_file_on_disk(&result, &store).unwrap();
+        assert_eq!(
+            (num(&v, "verified"), num(&v, "mismatches")),
+            (3 * 4096, 0),
+            "{v}"
+        );
+
+        // One flipped bit in file block 2 (disk block 2) is found at its file offset.
+        disk[2 * 4096 + 100] ^= 1;
+        fs::write(&store, &disk).unwrap();
+        let v = verify_file_on_disk(&result, &store).unwrap();
+        assert_eq!(num(&v, "mismatches"), 1, "{v}");
+        assert_eq!(num(&v, "first_mismatch"), 2 * 4096 + 100, "{v}");
+        // Without extents there is nothing to verify: an error, not a pass.
+        assert!(verify_file_on_disk(&json!({"bytes": 1}), &store).is_err());
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
