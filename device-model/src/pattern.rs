@@ -27,6 +27,15 @@ const fn sine_period_words(channels: u32) -> usize {
     256 * channels as usize
 }
 
+/// Where a block differs from the stream ([`Generator::compare`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mismatch {
+    /// Index of the first wrong byte.
+    pub first: usize,
+    /// How many bytes are wrong.
+    pub bytes: u64,
+}
+
 impl Generator {
     /// A generator for PATTERN value `pattern` and seed `seed`. Unknown pattern ids produce
     /// zeros, like `regs::pattern_word` (the device refuses them at enable anyway).
@@ -65,6 +74,28 @@ impl Generator {
             let period = self.table.len() as u64;
             self.table[(word % period) as usize]
         }
+    }
+
+    /// Compares `data` with the stream bytes at stream offset `offset`, using `scratch`
+    /// for the expected bytes (kept between calls, so a verifier allocates once). `None`
+    /// when every byte matches. The one check behind every verifier of the model: the
+    /// playback channel's and the capture disk's.
+    pub fn compare(&self, offset: u64, data: &[u8], scratch: &mut Vec<u8>) -> Option<Mismatch> {
+        scratch.resize(data.len(), 0);
+        self.fill(offset, scratch);
+        if scratch.as_slice() == data {
+            return None;
+        }
+        let mut bad = data
+            .iter()
+            .zip(scratch.iter())
+            .enumerate()
+            .filter(|(_, (a, b))| a != b);
+        let first = bad.next().map_or(0, |(i, _)| i);
+        Some(Mismatch {
+            first,
+            bytes: 1 + bad.count() as u64,
+        })
     }
 
     /// Fills `buf` with the stream bytes starting at stream offset `offset`.
@@ -172,6 +203,26 @@ impl Generator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compare_finds_the_first_wrong_byte_and_counts_them() {
+        let g = Generator::new(regs::pattern::PRBS, 5);
+        let mut data = vec![0u8; 4096];
+        g.fill(8192, &mut data);
+        let mut scratch = Vec::new();
+        assert_eq!(g.compare(8192, &data, &mut scratch), None);
+        data[100] ^= 1;
+        data[3000] ^= 0x80;
+        assert_eq!(
+            g.compare(8192, &data, &mut scratch),
+            Some(Mismatch {
+                first: 100,
+                bytes: 2
+            })
+        );
+        // The wrong offset is a mismatch too (nearly every byte).
+        assert!(g.compare(0, &data, &mut scratch).is_some());
+    }
 
     fn patterns() -> Vec<u32> {
         vec![

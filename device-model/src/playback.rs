@@ -590,10 +590,13 @@ impl PbSession {
     /// Checks `data` against the pattern at stream offset `offset`; counts the result.
     /// Returns true on a mismatch.
     fn verify(&mut self, offset: u64) -> bool {
-        self.gen.fill(offset, &mut self.expect);
         let pb = &self.shared.pb;
         let b = self.data.len() as u64;
-        match first_diff(&self.data, &self.expect) {
+        match self
+            .gen
+            .compare(offset, &self.data, &mut self.expect)
+            .map(|m| m.first)
+        {
             None => {
                 bump(&pb.verified, b);
                 bump(&self.shared.stats.pb_verified_bytes, b);
@@ -712,24 +715,5 @@ impl PbSession {
             Ordering::SeqCst,
         );
         sh.raise(irq::PB_EVENT);
-    }
-}
-
-/// Index of the first byte where `a` and `b` differ (compared a word at a time).
-fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
-    if a == b {
-        return None;
-    }
-    a.iter().zip(b).position(|(x, y)| x != y)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn first_diff_finds_the_byte() {
-        assert_eq!(first_diff(&[1, 2, 3], &[1, 2, 3]), None);
-        assert_eq!(first_diff(&[1, 2, 3], &[1, 9, 3]), Some(1));
     }
 }

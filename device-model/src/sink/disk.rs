@@ -106,26 +106,17 @@ impl Disk {
         c.writes += 1;
         c.bytes_written += len;
         if self.cfg.verify {
-            self.expected.resize(data.len(), 0);
-            self.gen
-                .fill(self.cfg.base.wrapping_add(offset), &mut self.expected);
-            if self.expected == data {
-                c.bytes_verified += len;
-            } else {
-                let mut first = None;
-                let mut bad = 0u64;
-                for (i, (a, b)) in data.iter().zip(self.expected.iter()).enumerate() {
-                    if a != b {
-                        bad += 1;
-                        first.get_or_insert(i as u64);
-                    }
+            let base = self.cfg.base.wrapping_add(offset);
+            match self.gen.compare(base, data, &mut self.expected) {
+                None => c.bytes_verified += len,
+                Some(m) => {
+                    let first = offset + m.first as u64;
+                    c.bytes_mismatched += m.bytes;
+                    c.bytes_verified += len - m.bytes;
+                    c.mismatched_writes += 1;
+                    c.first_mismatch.get_or_insert(first);
+                    c.lowest_mismatch = Some(c.lowest_mismatch.map_or(first, |l| l.min(first)));
                 }
-                let first = offset + first.unwrap_or(0);
-                c.bytes_mismatched += bad;
-                c.bytes_verified += len - bad;
-                c.mismatched_writes += 1;
-                c.first_mismatch.get_or_insert(first);
-                c.lowest_mismatch = Some(c.lowest_mismatch.map_or(first, |l| l.min(first)));
             }
         }
         self.written.insert(offset, offset + len);
