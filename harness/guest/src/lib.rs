@@ -16,6 +16,8 @@ pub mod regs;
 pub mod uapi;
 
 pub mod acqdev;
+/// The JSON result line and exit status of the stream tools.
+pub mod result;
 
 /// `acq-stream --direction out`: the playback consumer.
 pub mod playback;

@@ -661,23 +661,8 @@ pub fn main(argv: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&a) {
-        Ok((report, ok)) => {
-            println!("{report}");
-            if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
-        Err(e) => {
-            println!(
-                "{}",
-                serde_json::json!({"direction": "out", "device": a.device, "error": e})
-            );
-            ExitCode::from(1)
-        }
-    }
+    let context = serde_json::json!({"direction": "out", "device": a.device});
+    crate::result::finish(run(&a), context)
 }
 
 #[cfg(test)]

@@ -364,21 +364,8 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => return usage(&e),
     };
-    match run(&args) {
-        Ok((report, ok)) => {
-            println!("{report}");
-            if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
-        Err(e) => {
-            let report = serde_json::json!({ "device": args.device, "error": e });
-            println!("{report}");
-            ExitCode::from(1)
-        }
-    }
+    let context = serde_json::json!({ "device": args.device });
+    acq_guest::result::finish(run(&args), context)
 }
 
 fn install_sigusr1() {

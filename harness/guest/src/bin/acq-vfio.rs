@@ -141,23 +141,8 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => return usage(&e),
     };
-    match run(&args) {
-        Ok((report, ok)) => {
-            println!("{report}");
-            if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
-        Err(e) => {
-            println!(
-                "{}",
-                serde_json::json!({ "device": args.device, "error": e })
-            );
-            ExitCode::from(1)
-        }
-    }
+    let context = serde_json::json!({ "device": args.device });
+    acq_guest::result::finish(run(&args), context)
 }
 
 /// BAR0's register window: mmapped when vfio-pci allows it, else pread/pwrite on the
