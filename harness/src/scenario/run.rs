@@ -767,18 +767,7 @@ fn check_disk_streams(sc: &Scenario, res: &mut ScenarioResult) {
         });
     }
     if any {
-        let mut names: Vec<&String> = ex.errors.keys().chain(errors.keys()).collect();
-        names.sort();
-        names.dedup();
-        for name in names {
-            let want = ex.errors.get(name).copied().unwrap_or(0);
-            let got = errors.get(name).copied().unwrap_or(0);
-            checks.push(Check {
-                name: format!("sink {name} seen {want} time(s)"),
-                ok: want == got,
-                detail: format!("seen {got} time(s)"),
-            });
-        }
+        errno_counts(&ex.errors, &errors, "sink ", &mut checks);
         for (what, range, got) in [
             ("lost at the sink", ex.lost_bytes, lost),
             ("lost by the card (gaps)", ex.gap_bytes, gaps),
@@ -796,6 +785,28 @@ fn check_disk_streams(sc: &Scenario, res: &mut ScenarioResult) {
 
 fn num(v: &Value, key: &str) -> u64 {
     v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// One check per errno named in `want` or seen in `got`: seen exactly as often as wanted
+/// (an errno nobody named must not occur). `who` prefixes the check names.
+fn errno_counts(
+    want: &BTreeMap<String, u64>,
+    got: &BTreeMap<String, u64>,
+    who: &str,
+    checks: &mut Vec<Check>,
+) {
+    let mut names: Vec<&String> = want.keys().chain(got.keys()).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let w = want.get(name).copied().unwrap_or(0);
+        let g = got.get(name).copied().unwrap_or(0);
+        checks.push(Check {
+            name: format!("{who}{name} seen {w} time(s)"),
+            ok: w == g,
+            detail: format!("seen {g} time(s)"),
+        });
+    }
 }
 
 /// Checks the expectations against what the run measured.
@@ -860,18 +871,7 @@ fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &str) {
             }
         }
     }
-    let mut names: Vec<&String> = ex.errors.keys().chain(seen.keys()).collect();
-    names.sort();
-    names.dedup();
-    for name in names {
-        let want = ex.errors.get(name).copied().unwrap_or(0);
-        let got = seen.get(name).copied().unwrap_or(0);
-        checks.push(Check {
-            name: format!("{name} seen {want} time(s)"),
-            ok: want == got,
-            detail: format!("seen {got} time(s)"),
-        });
-    }
+    errno_counts(&ex.errors, &seen, "", &mut checks);
     for (name, range) in &ex.errors_at {
         let offsets: Vec<u64> = streams
             .iter()
