@@ -14,40 +14,17 @@
 //!
 //! Needs `make driver guest build`. `ACQ_TEST_MIB` scales the long streams (default 256).
 
-use std::time::Duration;
-
 use acq_e2e::{
-    acq_stream as stream, assert_dmesg_clean, boot_streaming_guest as boot, json_true, json_u64,
-    model_request, stream_mib, CMD,
+    acq_stream as stream, assert_dmesg_clean, assert_pool_full, boot_streaming_guest as boot,
+    ensure_verified, json_true, json_u64, kill_consumers_holding_pages, model_request, stream_mib,
+    CMD,
 };
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 
 /// The card's PCI function in the guest.
 const FUNC: &str = "/sys/bus/pci/devices/0000:01:00.0";
 /// The largest ring a default (1 MiB) BAR2 holds with 4 KiB blocks: 0x2000 + 128 * 4 KiB.
 const RING: &str = "--ring-log2 7";
-
-fn ensure_verified(out: &str, bytes: u64) -> Result<()> {
-    ensure!(
-        json_u64(out, "verified_bytes") == bytes && json_u64(out, "errors") == 0,
-        "not fully verified ({bytes} bytes expected): {out}"
-    );
-    Ok(())
-}
-
-/// Waits until every pool page is back (nobody holds a lent page), at most `secs`.
-fn assert_pool_full(vm: &mut acq::vm::Vm, secs: u32) -> Result<String> {
-    let mut last = String::new();
-    for _ in 0..secs * 2 {
-        last = vm.sh_ok("acq-ctl stats", CMD)?;
-        let (pages, free) = (json_u64(&last, "pool_pages"), json_u64(&last, "pool_free"));
-        if pages > 0 && free == pages {
-            return Ok(last);
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    bail!("pool pages not all back after {secs} s: {last}")
-}
 
 /// A 32-bit word of one of the card's BARs (`resource0` registers, `resource2` BAR2),
 /// read through the sysfs resource file.
@@ -235,18 +212,7 @@ fn bar2_errors_overflow_held_pages_and_back_to_dma() -> Result<()> {
 
     // Consumers killed while a pipe, a tee pipe and a socket hold lent copies: every page
     // comes back.
-    vm.sh_ok(
-        "acq-stream --mode splice --bytes 1G --pipe-size 1M --hold-at 4M --hold-s 60 \
-         --sink tcp > /dev/null & sleep 4; kill -9 $!; wait; true",
-        CMD,
-    )?;
-    assert_pool_full(&mut vm, 10)?;
-    vm.sh_ok(
-        "acq-stream --mode splice --bytes 1G --pipe-size 4M --tee /dev/null \
-         --sink /mnt/t/k > /dev/null & sleep 4; kill -9 $!; wait; rm -f /mnt/t/k; true",
-        CMD,
-    )?;
-    assert_pool_full(&mut vm, 10)?;
+    kill_consumers_holding_pages(&mut vm)?;
     ensure!(bar2_data_off(&mut vm)? == 0x2000, "not in BAR2 mode");
 
     // Back to DMA mode: the reset clears BAR2_DATA_OFF, a DMA session leaves it at 0.

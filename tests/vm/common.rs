@@ -211,3 +211,45 @@ pub fn acq_stream(vm: &mut Vm, args: &str) -> Result<String> {
     );
     Ok(out.stdout)
 }
+
+/// `acq-stream`'s result verified exactly `bytes` bytes with no mismatch.
+pub fn ensure_verified(out: &str, bytes: u64) -> Result<()> {
+    ensure!(
+        json_u64(out, "verified_bytes") == bytes && json_u64(out, "errors") == 0,
+        "not fully verified ({bytes} bytes expected): {out}"
+    );
+    Ok(())
+}
+
+/// Waits until every pool page of card 0 is back (nobody holds a lent page), at most
+/// `secs`; returns the last `acq-ctl stats` line.
+pub fn assert_pool_full(vm: &mut Vm, secs: u32) -> Result<String> {
+    let mut last = String::new();
+    for _ in 0..secs * 2 {
+        last = vm.sh_ok("acq-ctl stats", CMD)?;
+        let (pages, free) = (json_u64(&last, "pool_pages"), json_u64(&last, "pool_free"));
+        if pages > 0 && free == pages {
+            return Ok(last);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bail!("pool pages not all back after {secs} s: {last}")
+}
+
+/// Splice consumers killed (SIGKILL) while a pipe and a socket, then a pipe, a tee pipe
+/// and a tmpfs file hold lent pages: every page must come back each time.
+pub fn kill_consumers_holding_pages(vm: &mut Vm) -> Result<()> {
+    vm.sh_ok(
+        "acq-stream --mode splice --bytes 1G --pipe-size 1M --hold-at 4M --hold-s 60 \
+         --sink tcp > /dev/null & sleep 4; kill -9 $!; wait; true",
+        CMD,
+    )?;
+    assert_pool_full(vm, 10)?;
+    vm.sh_ok(
+        "acq-stream --mode splice --bytes 1G --pipe-size 4M --tee /dev/null \
+         --sink /mnt/t/k > /dev/null & sleep 4; kill -9 $!; wait; rm -f /mnt/t/k; true",
+        CMD,
+    )?;
+    assert_pool_full(vm, 10)?;
+    Ok(())
+}

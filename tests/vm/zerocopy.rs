@@ -6,45 +6,17 @@
 //! Needs `make driver guest build`. `ACQ_TEST_MIB` scales the stream volume (default
 //! 256 MiB per mode and sink).
 
-use std::time::Duration;
-
 use acq_e2e::{
-    acq_stream as stream, assert_dmesg_clean, boot_streaming_guest as boot, driver_image,
-    json_true, json_u64, model_request, stream_mib, CMD,
+    acq_stream as stream, assert_dmesg_clean, assert_pool_full, boot_streaming_guest as boot,
+    driver_image, ensure_verified, json_true, json_u64, kill_consumers_holding_pages,
+    model_request, stream_mib, CMD,
 };
 use anyhow::{ensure, Context, Result};
-
-/// The driver's statistics as a JSON line.
-fn stats(vm: &mut acq::vm::Vm) -> Result<String> {
-    vm.sh_ok("acq-ctl stats", CMD)
-}
-
-/// Waits until every pool page is back (nobody holds a lent page), at most `secs`.
-fn assert_pool_full(vm: &mut acq::vm::Vm, secs: u32) -> Result<String> {
-    let mut last = String::new();
-    for _ in 0..secs * 2 {
-        last = stats(vm)?;
-        let (pages, free) = (json_u64(&last, "pool_pages"), json_u64(&last, "pool_free"));
-        if pages > 0 && free == pages {
-            return Ok(last);
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    anyhow::bail!("pool pages not all back after {secs} s: {last}")
-}
 
 fn rmmod_clean(vm: &mut acq::vm::Vm) -> Result<()> {
     vm.sh_ok("rmmod acq", CMD)?;
     ensure!(!vm.sh_ok("cat /proc/modules", CMD)?.contains("acq "));
     assert_dmesg_clean(vm)
-}
-
-fn ensure_verified(out: &str, bytes: u64) -> Result<()> {
-    ensure!(
-        json_u64(out, "verified_bytes") == bytes && json_u64(out, "errors") == 0,
-        "not fully verified ({bytes} bytes expected): {out}"
-    );
-    Ok(())
 }
 
 #[test]
@@ -179,18 +151,7 @@ fn zerocopy_held_pages_and_dead_consumers_return_every_page() -> Result<()> {
 
     // A consumer killed while its pipe (and a socket) hold lent pages: every page comes
     // back once the kernel freed them.
-    vm.sh_ok(
-        "acq-stream --mode splice --bytes 1G --pipe-size 1M --hold-at 4M --hold-s 60 \
-         --sink tcp > /dev/null & sleep 4; kill -9 $!; wait; true",
-        CMD,
-    )?;
-    assert_pool_full(&mut vm, 10)?;
-    vm.sh_ok(
-        "acq-stream --mode splice --bytes 1G --pipe-size 4M --tee /dev/null \
-         --sink /mnt/t/k > /dev/null & sleep 4; kill -9 $!; wait; rm -f /mnt/t/k; true",
-        CMD,
-    )?;
-    assert_pool_full(&mut vm, 10)?;
+    kill_consumers_holding_pages(&mut vm)?;
     // Closing mid-stream on a signal (the pipe and the device are closed normally).
     let out = vm.sh(
         "acq-stream --mode splice --bytes 1G --rate 4M --stop-on-signal > /tmp/sig & \
