@@ -633,12 +633,19 @@ impl_has_delayed_work! {
     impl HasDelayedWork<Self> for Card { self.watchdog }
 }
 
+/// The queue the watchdog runs on. A tick may reset the card (FLR waits 100 ms and more),
+/// so it goes on the queue for long work items; `system()` (`system_wq`) is deprecated in
+/// 7.3 and says so in the kernel log.
+fn watchdog_queue() -> &'static workqueue::Queue {
+    workqueue::system_long()
+}
+
 impl WorkItem for Card {
     type Pointer = Arc<Card>;
 
     fn run(this: Arc<Card>) {
         if this.watchdog_tick() {
-            let _ = workqueue::system().enqueue_delayed(this, msecs_to_jiffies(WATCHDOG_MS));
+            let _ = watchdog_queue().enqueue_delayed(this, msecs_to_jiffies(WATCHDOG_MS));
         }
     }
 }
@@ -2402,7 +2409,7 @@ fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
         GFP_KERNEL,
     )?;
     let irqs = Irqs::request(vectors, irq_mode, &card)?;
-    let _ = workqueue::system().enqueue_delayed(card.clone(), msecs_to_jiffies(WATCHDOG_MS));
+    let _ = watchdog_queue().enqueue_delayed(card.clone(), msecs_to_jiffies(WATCHDOG_MS));
     let chardev =
         match CharDev::new(card.clone(), false).and_then(|i| KBox::pin_init(i, GFP_KERNEL)) {
             Ok(c) => c,

@@ -194,11 +194,15 @@ impl ModelConfig {
                 ),
             });
         }
-        if !(MSIX_VECTORS_MIN..=MSIX_VECTORS_MAX).contains(&self.msix_vectors) {
+        // 0: no MSI-X capability at all, the card signals through its one MSI message.
+        if self.msix_vectors != 0
+            && !(MSIX_VECTORS_MIN..=MSIX_VECTORS_MAX).contains(&self.msix_vectors)
+        {
             return Err(ConfigError::Invalid {
                 field: "msix_vectors",
                 reason: format!(
-                    "{} is not between {MSIX_VECTORS_MIN} and {MSIX_VECTORS_MAX}",
+                    "{} is neither 0 (no MSI-X, MSI only) nor between {MSIX_VECTORS_MIN} and \
+                     {MSIX_VECTORS_MAX}",
                     self.msix_vectors
                 ),
             });

@@ -116,7 +116,12 @@ impl ConfigSpace {
         // PCI Express capability.
         let p = usize::from(pci::CAP_PCIE_OFFSET);
         c.data[p] = pci::CAP_ID_PCIE;
-        c.data[p + 1] = pci::CAP_MSIX_OFFSET;
+        // Without MSI-X vectors the card has no MSI-X capability: PCIe -> MSI.
+        c.data[p + 1] = if cfg.msix_vectors == 0 {
+            pci::CAP_MSI_OFFSET
+        } else {
+            pci::CAP_MSIX_OFFSET
+        };
         c.set16(p + pcie::CAPS, pcie::CAPS_VALUE, 0);
         c.set32(p + pcie::DEVCAP, pci::PCIE_DEVCAP_FLR, 0);
         c.set16(p + pcie::DEVCTL, pcie::DEVCTL_RESET, 0xFFFF);
@@ -129,12 +134,14 @@ impl ConfigSpace {
         c.set16(p + pcie::LNKCTL2, 1, 0);
 
         // MSI-X: table size field = vectors - 1, table and PBA in BAR0.
-        let x = usize::from(pci::CAP_MSIX_OFFSET);
-        c.data[x] = pci::CAP_ID_MSIX;
-        c.data[x + 1] = pci::CAP_MSI_OFFSET;
-        c.set16(x + 2, cfg.msix_vectors - 1, 0xC000);
-        c.set32(x + 4, msix::TABLE_OFFSET_BIR, 0);
-        c.set32(x + 8, msix::PBA_OFFSET_BIR, 0);
+        if cfg.msix_vectors != 0 {
+            let x = usize::from(pci::CAP_MSIX_OFFSET);
+            c.data[x] = pci::CAP_ID_MSIX;
+            c.data[x + 1] = pci::CAP_MSI_OFFSET;
+            c.set16(x + 2, cfg.msix_vectors - 1, 0xC000);
+            c.set32(x + 4, msix::TABLE_OFFSET_BIR, 0);
+            c.set32(x + 8, msix::PBA_OFFSET_BIR, 0);
+        }
 
         // MSI: 64-bit address, one message, no per-vector masking.
         let m = usize::from(pci::CAP_MSI_OFFSET);
@@ -231,6 +238,32 @@ mod tests {
         assert_eq!(r32(&c, 0x14), 0);
         assert_eq!(r32(&c, 0x18), 0xFFC0_000C);
         assert_eq!(r32(&c, 0x1C), 0xFFFF_FFFF);
+    }
+
+    /// The capability IDs in list order, following the next pointers from CAP_PTR.
+    fn cap_ids(c: &ConfigSpace) -> Vec<u8> {
+        let mut ids = Vec::new();
+        let mut p = c.data[hdr::CAP_PTR];
+        while p != 0 && ids.len() < 16 {
+            ids.push(c.data[usize::from(p)]);
+            p = c.data[usize::from(p) + 1];
+        }
+        ids
+    }
+
+    #[test]
+    fn msix_capability_only_with_msix_vectors() {
+        let c = ConfigSpace::new(&ModelConfig::default());
+        assert_eq!(
+            cap_ids(&c),
+            [pci::CAP_ID_PCIE, pci::CAP_ID_MSIX, pci::CAP_ID_MSI]
+        );
+        let msi_only = ModelConfig {
+            msix_vectors: 0,
+            ..ModelConfig::default()
+        };
+        let c = ConfigSpace::new(&msi_only);
+        assert_eq!(cap_ids(&c), [pci::CAP_ID_PCIE, pci::CAP_ID_MSI]);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::card::Card;
 use crate::config::ModelConfig;
 use crate::config_space::ConfigSpace;
 use crate::faults::{Fault, Pending};
-use crate::regs::{bar, pci};
+use crate::regs::{self, bar, pci};
 use crate::shared::{Shared, StatsSnapshot};
 use crate::transport::{DmaRequest, IrqRequest, PciFunction, PciLayout};
 
@@ -121,10 +121,15 @@ impl Device {
         info!(?fault, "fault injected");
         match fault {
             Fault::SpuriousIrq { count, vector } => {
-                if vector >= self.shared.model.msix_vectors {
+                // Vectors are MSI-X numbers; an MSI-only card maps the ones it signals
+                // onto its single MSI message.
+                let vectors = match self.shared.model.msix_vectors {
+                    0 => regs::msix::VECTORS,
+                    n => n,
+                };
+                if vector >= vectors {
                     return Err(format!(
-                        "vector {vector} does not exist (the card has {})",
-                        self.shared.model.msix_vectors
+                        "vector {vector} does not exist (the card has {vectors})"
                     ));
                 }
                 for _ in 0..count {

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -110,6 +110,8 @@ impl ModelControl {
 /// A QMP connection to QEMU (capabilities negotiated).
 pub struct Qmp {
     lines: Lines,
+    /// Events read while waiting for something else.
+    events: Vec<Value>,
 }
 
 impl Qmp {
@@ -120,13 +122,16 @@ impl Qmp {
         if greeting.get("QMP").is_none() {
             bail!("QEMU's QMP greeting was {greeting}");
         }
-        let mut qmp = Qmp { lines };
+        let mut qmp = Qmp {
+            lines,
+            events: Vec::new(),
+        };
         qmp.execute("qmp_capabilities", json!({}))?;
         Ok(qmp)
     }
 
-    /// Runs a command and returns its `return` value; asynchronous events are skipped
-    /// (they are in the transcript).
+    /// Runs a command and returns its `return` value; asynchronous events that arrive
+    /// before it are kept for [`Qmp::wait_event`] (and are in the transcript).
     pub fn execute(&mut self, cmd: &str, args: Value) -> Result<Value> {
         self.lines
             .send(&json!({"execute": cmd, "arguments": args}))?;
@@ -138,6 +143,61 @@ impl Qmp {
             if let Some(e) = v.get("error") {
                 bail!("QMP {cmd} failed: {e}");
             }
+            if v.get("event").is_some() {
+                self.events.push(v);
+            }
         }
     }
+
+    /// Waits up to `timeout` for the event `name` whose `data` has every field of
+    /// `data` (say `{"device": "acq0"}`), and returns it.
+    pub fn wait_event(&mut self, name: &str, data: &Value, timeout: Duration) -> Result<Value> {
+        let matches = |v: &Value| {
+            v.get("event").and_then(Value::as_str) == Some(name)
+                && data.as_object().is_none_or(|want| {
+                    want.iter()
+                        .all(|(k, x)| v.get("data").and_then(|d| d.get(k)) == Some(x))
+                })
+        };
+        if let Some(i) = self.events.iter().position(matches) {
+            return Ok(self.events.remove(i));
+        }
+        let deadline = Instant::now() + timeout;
+        let r = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(anyhow::anyhow!(
+                    "QEMU sent no {name} event matching {data} within {timeout:?}"
+                ));
+            }
+            // One read with the rest of the deadline: a timeout ends the wait, so no
+            // line is ever cut in half by a read that gave up.
+            self.lines.writer.set_read_timeout(Some(left))?;
+            match self.lines.recv() {
+                Ok(v) if matches(&v) => break Ok(v),
+                Ok(v) => {
+                    if v.get("event").is_some() {
+                        self.events.push(v);
+                    }
+                }
+                Err(e) if is_timeout(&e) => {
+                    break Err(e.context(format!(
+                        "QEMU sent no {name} event matching {data} within {timeout:?}"
+                    )))
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.lines.writer.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        r
+    }
+}
+
+fn is_timeout(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    })
 }

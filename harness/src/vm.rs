@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::accel::{self, Accel, AccelChoice};
 use crate::agent::{Agent, ExecOutput};
+use crate::control::Qmp;
 use crate::devices::{self, DeviceModel};
 use crate::initramfs::{self, Entry};
 use crate::paths::{Paths, QemuBinary};
@@ -269,6 +270,7 @@ impl Vm {
     pub fn guest(&self) -> GuestHandle {
         GuestHandle {
             agent: Arc::clone(&self.agent),
+            qmp: self.run_dir.join("qmp.sock"),
         }
     }
 
@@ -372,6 +374,7 @@ impl Vm {
 #[derive(Clone)]
 pub struct GuestHandle {
     agent: Arc<Agent>,
+    qmp: PathBuf,
 }
 
 impl GuestHandle {
@@ -380,6 +383,24 @@ impl GuestHandle {
         let argv = ["/bin/sh".to_string(), "-c".into(), cmd.into()];
         self.agent
             .exec(&argv, timeout, &mut |_, _| {}, &mut || Ok(()))
+    }
+
+    /// Hot-unplugs card `card` (QEMU device `acqN`) with QMP `device_del` and waits up to
+    /// `timeout` until QEMU reports it gone (`DEVICE_DELETED`): the guest's ACPI hotplug
+    /// driver has unbound the driver and ejected the slot. The exchange is appended to
+    /// `transcript`. Only for cards without MSI-X (`msix_vectors` 0): QEMU 11.1 aborts
+    /// when it frees an unplugged vfio-user-pci device that has MSI-X (docs/device.md 17).
+    pub fn unplug_card(&self, card: usize, transcript: &Path, timeout: Duration) -> Result<()> {
+        let id = format!("acq{card}");
+        let mut qmp = Qmp::connect(&self.qmp, Some(transcript))?;
+        qmp.execute("device_del", serde_json::json!({ "id": id }))?;
+        qmp.wait_event(
+            "DEVICE_DELETED",
+            &serde_json::json!({ "device": id }),
+            timeout,
+        )
+        .with_context(|| format!("unplugging card {card}"))?;
+        Ok(())
     }
 }
 
@@ -527,14 +548,6 @@ fn qemu_args(
         // none of kernel-irqchip=split's requirements under KVM).
         push(&["-device", "intel-iommu,caching-mode=on,intremap=off"]);
     }
-    // q35 hot-plugs through ACPI by default. The tests rely on native PCIe hotplug
-    // (pciehp): without this a guest without ACPI finds the slots "empty" and powers them
-    // off, and a guest with ACPI (the kernel has it for the virtual IOMMU) would be told
-    // by the firmware to leave hotplug to ACPI.
-    push(&[
-        "-global",
-        "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
-    ]);
     push(&["-m", &format!("{}M", cfg.memory_mib)]);
     push(&["-smp", &cfg.cpus.to_string()]);
     match accel {
@@ -566,6 +579,9 @@ fn qemu_args(
     push(&["-device", &port]);
     let qmp = format!("unix:{},server=on,wait=off", d(&run_dir.join("qmp.sock")));
     push(&["-qmp", &qmp]);
+    // Each card sits alone behind a root port so it can be hot-unplugged (QMP device_del,
+    // the surprise_removal fault). q35 hot-plugs root ports through ACPI: the guest's
+    // acpiphp acts at once, where native pciehp would wait out a 5 s attention button.
     for (i, sock) in cards.iter().enumerate() {
         let rp = format!("pcie-root-port,id=rp{i},chassis={},slot={}", i + 1, i + 1);
         let card = serde_json::json!({

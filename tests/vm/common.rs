@@ -104,60 +104,6 @@ pub fn model_request(vm: &Vm, card: usize, request: &str) -> Result<String> {
 
 pub use acq::dmesg::kernel_bug_reports;
 
-/// Runs one QMP command (a JSON object, e.g. `{"execute":"device_del",...}`) on the VM's
-/// QMP socket and returns QEMU's reply line (events before it are skipped).
-pub fn qmp_command(vm: &Vm, command: &str) -> Result<String> {
-    use std::io::{BufRead, BufReader, Write};
-    use std::os::unix::net::UnixStream;
-    let mut s = UnixStream::connect(vm.run_dir().join("qmp.sock"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut r = BufReader::new(s.try_clone()?);
-    let mut greeting = String::new();
-    r.read_line(&mut greeting)?;
-    let mut reply = |s: &mut UnixStream, line: &str| -> Result<String> {
-        s.write_all(line.as_bytes())?;
-        s.write_all(b"\n")?;
-        loop {
-            let mut l = String::new();
-            if r.read_line(&mut l)? == 0 {
-                bail!("QMP closed the connection");
-            }
-            if l.contains("\"return\"") || l.contains("\"error\"") {
-                return Ok(l);
-            }
-        }
-    };
-    reply(&mut s, r#"{"execute":"qmp_capabilities"}"#)?;
-    let out = reply(&mut s, command)?;
-    if out.contains("\"error\"") {
-        bail!("QMP {command}: {out}");
-    }
-    Ok(out)
-}
-
-/// Like [`assert_dmesg_clean`], but tolerates the one lockdep report that the guest
-/// kernel's own PCIe hotplug driver makes on every surprise-free hot-unplug
-/// (pciehp_unconfigure_device takes pci_rescan_remove_lock, then ctrl->reset_lock; it
-/// happens with no driver bound at all). Any other report fails. Lockdep switches itself
-/// off after its first report, so call this only at the end of a hot-unplug test.
-pub fn assert_dmesg_clean_but_pciehp(vm: &mut Vm) -> Result<()> {
-    let dmesg = vm.sh_ok("dmesg", CMD)?;
-    let bad = kernel_bug_reports(&dmesg);
-    let known_splat = dmesg.contains("possible circular locking dependency detected")
-        && dmesg.contains("(pci_rescan_remove_lock)")
-        && dmesg.contains("(&ctrl->reset_lock)")
-        && dmesg.contains("pciehp_unconfigure_device");
-    let only_known = bad.iter().all(|l| {
-        l.contains("WARNING: possible circular locking dependency detected")
-            || l.contains("Call Trace:")
-    }) && bad.len() <= 2;
-    if bad.is_empty() || (known_splat && only_known) {
-        return Ok(());
-    }
-    vm.mark_failed();
-    bail!("the guest kernel reported bugs:\n{}", bad.join("\n"))
-}
-
 /// Fails when the guest's kernel log has any bug report.
 pub fn assert_dmesg_clean(vm: &mut Vm) -> Result<()> {
     let dmesg = vm.sh_ok("dmesg", CMD)?;

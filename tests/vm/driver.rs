@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use acq_e2e::{
-    assert_dmesg_clean, assert_dmesg_clean_but_pciehp, boot_with, driver_image, json_num,
-    json_true, json_u64, model_request, qmp_command, stream_mib, CMD,
+    assert_dmesg_clean, boot_with, driver_image, json_num, json_true, json_u64, model_request,
+    stream_mib, CMD,
 };
 use anyhow::{ensure, Context, Result};
 
@@ -33,13 +33,6 @@ fn insmod_with(vm: &mut acq::vm::Vm, cards: usize, params: &str) -> Result<()> {
     vm.sh_ok(&format!("insmod /lib/modules/acq.ko {params}"), CMD)?;
     let dmesg = vm.sh_ok("dmesg", CMD)?;
     let probed = dmesg.lines().filter(|l| l.contains("/dev/acq")).count();
-    if probed != cards && dmesg.contains("Card not present") {
-        anyhow::bail!(
-            "{probed} of {cards} cards probed: the guest's pciehp found the root-port slot \
-             empty and powered it off (docs/device.md, pciehp 'Card not present': the root \
-             ports need hotplug=off):\n{dmesg}"
-        );
-    }
     ensure!(
         probed == cards,
         "{probed} of {cards} cards probed:\n{dmesg}"
@@ -349,44 +342,6 @@ fn driver_msi_fallback() -> Result<()> {
     let out = stream(&mut vm, "--bytes 8M --verify")?;
     ensure!(json_u64(&out, "EIO") >= 1, "no EIO under MSI: {out}");
     rmmod_clean(&mut vm)?;
-    vm.shutdown(CMD)
-}
-
-#[test]
-// QEMU 11.1 aborts at exit in some runs after a vfio-user-pci device was unplugged
-// (`memory_region_del_subregion: Assertion 'subregion->container == mr' failed`: about one
-// run in two to ten here), which would make CI flaky for a QEMU bug. The removal path of
-// the driver is covered on every run by driver_error_paths (sysfs remove with a sleeping
-// reader) and tests/scenarios/fault-surprise-removal.json; run this one by hand with
-// `cargo test -p acq-e2e --test driver -- --ignored driver_hot_unplug_while_reading`.
-#[ignore = "QEMU 11.1 aborts at exit after a vfio-user-pci unplug in some runs"]
-fn driver_hot_unplug_while_reading() -> Result<()> {
-    let mut vm = boot("driver-unplug", 1)?;
-    insmod(&mut vm, 1)?;
-    // A reader sleeps on a slow source; the card is unplugged through QEMU (PCIe native
-    // hotplug: attention button, the guest's pciehp unbinds the driver, QEMU removes it).
-    vm.sh_ok(
-        "acq-stream --mode read --bytes 16M --rate 64K --verify > /tmp/unplug 2>&1 </dev/null &",
-        CMD,
-    )?;
-    std::thread::sleep(Duration::from_secs(3));
-    qmp_command(&vm, r#"{"execute":"device_del","arguments":{"id":"acq0"}}"#)?;
-    let out = vm.sh_ok(
-        "i=0; while ! grep -q '}' /tmp/unplug && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done; \
-         cat /tmp/unplug",
-        STREAM,
-    )?;
-    ensure!(out.contains("ENODEV"), "reader after unplug: {out}");
-    ensure!(
-        json_u64(&out, "errors") == 0,
-        "bad data before the unplug: {out}"
-    );
-    let dmesg = vm.sh_ok("dmesg", CMD)?;
-    ensure!(dmesg.contains("acq0: removed"), "no removal:\n{dmesg}");
-    ensure!(!vm.sh_ok("ls /dev", CMD)?.contains("acq0"));
-    vm.sh_ok("rmmod acq", CMD)?;
-    // pciehp itself reports a lock-order problem on unplug (kernel, not driver).
-    assert_dmesg_clean_but_pciehp(&mut vm)?;
     vm.shutdown(CMD)
 }
 

@@ -130,7 +130,7 @@ pub struct CardSpec {
     /// Size of BAR2, the on-card sample memory (power of two, >= 1 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bar2_size: Option<Size>,
-    /// Number of MSI-X vectors (>= 4).
+    /// Number of MSI-X vectors: 4..256, or 0 for a card without MSI-X (MSI only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msix_vectors: Option<u16>,
     /// Depth of the card's FIFO in bytes: how much it buffers while the host posts no buffers.
@@ -1208,6 +1208,20 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
                 format!("card {} does not exist ({ncards} card(s))", f.card),
             );
         }
+        if f.inject == Fault::SurpriseRemoval
+            && sc.cards.get(f.card).and_then(|c| c.msix_vectors) != Some(0)
+        {
+            return err(
+                &format!("faults[{i}].inject"),
+                format!(
+                    "surprise_removal unplugs card {c} with QMP device_del, and QEMU 11.1's \
+                     vfio-user-pci aborts when it frees an unplugged card that has MSI-X \
+                     (upstream fix \"vfio-user: Do not delete the subregion\"): give card {c} \
+                     \"msix_vectors\": 0 (MSI only)",
+                    c = f.card
+                ),
+            );
+        }
         if f.channel == Channel::Playback
             && !matches!(
                 f.inject,
@@ -1537,6 +1551,23 @@ mod tests {
         assert!(e.contains("verify false"), "{e}");
         let e = error_of(r#"{"steps": [{"play": {"bytes": "1M", "card": 3}}]}"#);
         assert!(e.contains("card 3 does not exist"), "{e}");
+    }
+
+    #[test]
+    fn surprise_removal_needs_a_card_without_msix() {
+        let f = r#""faults": [{"at": {"time_ms": 1}, "inject": "surprise_removal"}]"#;
+        let steps = r#""steps": [{"stream": {"bytes": "1M"}}]"#;
+        let e = error_of(&format!("{{{steps}, {f}}}"));
+        assert!(
+            e.contains("faults[0].inject") && e.contains("\"msix_vectors\": 0"),
+            "{e}"
+        );
+        let e = error_of(&format!(
+            r#"{{"cards": [{{"msix_vectors": 8}}], {steps}, {f}}}"#
+        ));
+        assert!(e.contains("MSI-X"), "{e}");
+        let ok = format!(r#"{{"cards": [{{"msix_vectors": 0}}], {steps}, {f}}}"#);
+        assert!(parse(&ok, "t.json").is_ok());
     }
 
     #[test]

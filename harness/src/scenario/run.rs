@@ -1137,27 +1137,11 @@ fn inject(
         Fault::Hang => json!({"cmd": "inject", "fault": "hang"}),
         Fault::Reset => json!({"cmd": "reset"}),
         Fault::SurpriseRemoval => {
-            // The card falls off the bus (it stops answering: registers read all-ones,
-            // no DMA, no interrupts), then the hotplug controller removes the function,
-            // which is what the guest's pciehp does on a surprise link-down. QMP
-            // device_del is no substitute: it is the orderly attention-button path (a
-            // 5 s grace period), and QEMU 11.1 aborts at exit after unplugging a
-            // vfio-user-pci device (docs/faults.md).
-            control(conns, paths, f.card, transcript)?
-                .request(&json!({"cmd": "inject", "fault": "hang"}))?;
-            let cmd = format!(
-                "d=$(ls -d /sys/bus/pci/drivers/acq/0000:* | sed -n '{}p'); [ -n \"$d\" ] || exit 3; echo 1 > $d/remove",
-                f.card + 1
-            );
-            let out = guest.sh(&cmd, Duration::from_secs(60))?;
-            if !out.success() {
-                bail!(
-                    "removing the card in the guest failed (status {}): {}",
-                    out.status,
-                    out.stderr.trim()
-                );
-            }
-            return Ok(());
+            // QMP device_del: the guest's ACPI hotplug driver unbinds the driver while
+            // the stream runs (readers wake with ENODEV) and ejects the slot; QEMU then
+            // removes the card. The model keeps serving its control socket.
+            let qmp_log = transcript.with_file_name("qmp.log");
+            return guest.unplug_card(f.card, &qmp_log, Duration::from_secs(60));
         }
     };
     if f.channel == Channel::Playback {
