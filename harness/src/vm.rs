@@ -196,6 +196,9 @@ impl Vm {
         let (agent, kernel, guest_uptime) = match ready {
             Ok(r) => r,
             Err(e) => {
+                if qemu.try_status().is_none() {
+                    save_cpu_state(&run_dir);
+                }
                 qemu.terminate(Duration::from_secs(3));
                 return Err(with_logs(e, &run_dir));
             }
@@ -429,6 +432,25 @@ fn qemu_alive(qemu: &mut Child) -> Result<()> {
     }
 }
 
+/// A guest that never became ready while QEMU still runs is stuck somewhere in the kernel:
+/// keep every vCPU's registers (QMP `info registers -a`) in `cpu-state.txt`, so the
+/// instruction pointers can be looked up in the kernel's System.map. Best effort.
+fn save_cpu_state(run_dir: &Path) {
+    let state = Qmp::connect(&run_dir.join("qmp.sock"), Some(&run_dir.join("qmp.log"))).and_then(
+        |mut q| {
+            q.execute(
+                "human-monitor-command",
+                serde_json::json!({ "command-line": "info registers -a" }),
+            )
+        },
+    );
+    let text = match state {
+        Ok(v) => v.as_str().unwrap_or_default().to_owned(),
+        Err(e) => format!("could not read the vCPU state: {e:#}\n"),
+    };
+    let _ = fs::write(run_dir.join("cpu-state.txt"), text);
+}
+
 /// `e` followed by where to look: the cause first, then the logs that explain it.
 fn with_logs(e: anyhow::Error, run_dir: &Path) -> anyhow::Error {
     anyhow::anyhow!("{e:#}; {}", failure_context(run_dir))
@@ -437,6 +459,9 @@ fn with_logs(e: anyhow::Error, run_dir: &Path) -> anyhow::Error {
 /// Where to look, with the tails of the logs that usually say why.
 fn failure_context(run_dir: &Path) -> String {
     let mut s = format!("run files in {}", run_dir.display());
+    if run_dir.join("cpu-state.txt").exists() {
+        s.push_str(" (the stuck guest's vCPU registers: cpu-state.txt)");
+    }
     let qemu = tail(&run_dir.join("qemu.log"), 10);
     if !qemu.trim().is_empty() {
         s.push_str(&format!("\n--- qemu.log (tail) ---\n{qemu}"));
