@@ -273,7 +273,7 @@ impl Vm {
     pub fn guest(&self) -> GuestHandle {
         GuestHandle {
             agent: Arc::clone(&self.agent),
-            qmp: self.run_dir.join("qmp.sock"),
+            qmp: qmp_socket(&self.run_dir),
         }
     }
 
@@ -372,8 +372,9 @@ impl Vm {
     }
 }
 
-/// Runs guest commands from any thread; see [`Vm::guest`]. It does not watch QEMU: the
-/// thread owning the [`Vm`] does, and a dead QEMU closes the channel, which ends any wait.
+/// Runs guest commands, and hot-unplugs cards through QMP, from any thread; see
+/// [`Vm::guest`]. It does not watch QEMU: the thread owning the [`Vm`] does, and a dead
+/// QEMU closes the channel, which ends any wait.
 #[derive(Clone)]
 pub struct GuestHandle {
     agent: Arc<Agent>,
@@ -432,18 +433,22 @@ fn qemu_alive(qemu: &mut Child) -> Result<()> {
     }
 }
 
+/// QEMU's QMP socket in a run directory (the command line, unplugs, vCPU dumps).
+fn qmp_socket(run_dir: &Path) -> PathBuf {
+    run_dir.join("qmp.sock")
+}
+
 /// A guest that never became ready while QEMU still runs is stuck somewhere in the kernel:
 /// keep every vCPU's registers (QMP `info registers -a`) in `cpu-state.txt`, so the
 /// instruction pointers can be looked up in the kernel's System.map. Best effort.
 fn save_cpu_state(run_dir: &Path) {
-    let state = Qmp::connect(&run_dir.join("qmp.sock"), Some(&run_dir.join("qmp.log"))).and_then(
-        |mut q| {
+    let state =
+        Qmp::connect(&qmp_socket(run_dir), Some(&run_dir.join("qmp.log"))).and_then(|mut q| {
             q.execute(
                 "human-monitor-command",
                 serde_json::json!({ "command-line": "info registers -a" }),
             )
-        },
-    );
+        });
     let text = match state {
         Ok(v) => v.as_str().unwrap_or_default().to_owned(),
         Err(e) => format!("could not read the vCPU state: {e:#}\n"),
@@ -602,7 +607,7 @@ fn qemu_args(
         acq_guest::proto::PORT_NAME
     );
     push(&["-device", &port]);
-    let qmp = format!("unix:{},server=on,wait=off", d(&run_dir.join("qmp.sock")));
+    let qmp = format!("unix:{},server=on,wait=off", d(&qmp_socket(run_dir)));
     push(&["-qmp", &qmp]);
     // Each card sits alone behind a root port so it can be hot-unplugged (QMP device_del,
     // the surprise_removal fault). q35 hot-plugs root ports through ACPI: the guest's
