@@ -25,7 +25,7 @@
 
 use core::pin::Pin;
 use core::ptr;
-use kernel::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
+use kernel::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 
 use kernel::{
     bindings, device,
@@ -50,7 +50,8 @@ use kernel::{
     },
     time::msecs_to_jiffies,
     types::{ForeignOwnable, Opaque},
-    uaccess::{UserPtr, UserSlice, UserSliceWriter},
+    iov::IovIterDest,
+    uaccess::{UserPtr, UserSlice},
     workqueue::{self, impl_has_delayed_work, new_delayed_work, DelayedWork, WorkItem},
 };
 
@@ -97,6 +98,9 @@ const WATCHDOG_MS: u32 = 500;
 const STALL_MS: u64 = 2000;
 /// Readers re-check the ring at least this often while they sleep.
 const READ_RECHECK_MS: u32 = 200;
+/// The slowest rate a configuration may set: a full ring moves within this many seconds
+/// (so the watchdog's stall budget and playback's drain at close stay bounded).
+const MAX_RING_SECONDS: u64 = 60;
 
 // poll() event bits (include/uapi/asm-generic/poll.h).
 const POLLIN: c_uint = 0x0001;
@@ -126,7 +130,26 @@ extern "C" {
         owner: c_ulong,
     ) -> isize;
     fn acq_shim_page_count(page: *mut c_void) -> c_int;
+    fn acq_shim_cond_resched();
     fn acq_shim_page_set_index(page: *mut c_void, index: c_ulong);
+}
+
+/// Between two blocks of one read, splice or write call: other tasks get the CPU, and a
+/// pending signal ends the call with the `done` bytes it moved (a fatal one thus ends any
+/// call within a block time, even one that only finds empty or bad blocks).
+/// `None`: go on with the next block.
+fn yield_between_blocks(done: usize) -> Option<Result<usize>> {
+    // SAFETY: called from process context (a file operation), where sleeping is allowed.
+    unsafe { acq_shim_cond_resched() };
+    if !kernel::current!().signal_pending() {
+        None
+    } else if done > 0 {
+        Some(Ok(done))
+    } else {
+        // Nothing moved (say, a card completing empty blocks): the call is restarted
+        // after the handler, or fails with EINTR.
+        Some(Err(ERESTARTSYS))
+    }
 }
 
 /// One page of the buffer pool with a streaming (device-to-memory) DMA mapping.
@@ -975,6 +998,10 @@ impl Card {
     /// splice_read(): like read(), but the blocks' pages go into the pipe without a copy.
     /// Returns as soon as something was spliced and no further block is ready (a splicer
     /// sleeping here holds the pipe's lock), or when the pipe or `len` is full.
+    ///
+    /// The VFS calls it once per splice() (and per sendfile() into a pipe). sendfile()
+    /// into a file or a socket, whose loop would drop an errno after earlier bytes, never
+    /// reaches it: the kernel refuses a direct splice from a stream (`EINVAL`).
     fn splice_read(self: &Arc<Self>, nonblock: bool, pipe: &Pipe<'_>, len: usize) -> Result<usize> {
         if len == 0 {
             return Ok(0);
@@ -993,6 +1020,7 @@ impl Card {
         len: usize,
     ) -> Result<usize> {
         let mut done = 0usize;
+        let mut first_block = true;
         if g.mapped {
             return Err(EBUSY);
         }
@@ -1001,19 +1029,21 @@ impl Card {
                 return if done > 0 { Ok(done) } else { Err(ENODEV) };
             }
             if g.xrun || g.err {
+                // Latched until a call can return it with no bytes before it.
                 if done > 0 {
                     return Ok(done);
                 }
-                if g.xrun {
-                    g.xrun = false;
-                    return Err(EPIPE);
-                }
-                g.err = false;
-                return Err(EIO);
+                return Err(Self::report_owed(g));
             }
             if done >= len {
                 return Ok(done);
             }
+            if !first_block {
+                if let Some(r) = yield_between_blocks(done) {
+                    return r;
+                }
+            }
+            first_block = false;
             if !g.running {
                 if done > 0 {
                     return Ok(done);
@@ -1035,7 +1065,7 @@ impl Card {
                     .wait
                     .wait_interruptible_timeout(g, msecs_to_jiffies(READ_RECHECK_MS))
                 {
-                    CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
+                    CondVarTimeoutResult::Signal { .. } => return Err(ERESTARTSYS),
                     _ => continue,
                 }
             };
@@ -1313,14 +1343,16 @@ impl Card {
         }
     }
 
-    /// read(): see docs/driver.md for the semantics.
-    fn read(&self, nonblock: bool, buf: UserPtr, count: usize) -> Result<usize> {
+    /// read()/readv()/io_uring reads (`->read_iter`): see docs/driver.md for the
+    /// semantics. One call serves the whole iov_iter, so a gap or an error found after
+    /// some bytes stays latched for the next call instead of being dropped by a VFS loop.
+    fn read(&self, nonblock: bool, out: &mut IovIterDest<'_>) -> Result<usize> {
+        let count = out.len().min(isize::MAX as usize & !(PAGE_SIZE - 1));
         if count == 0 {
             return Ok(0);
         }
-        let mut out = UserSlice::new(buf, count).writer();
         let mut g = self.inner.lock();
-        let r = self.read_locked(&mut g, nonblock, &mut out, count);
+        let r = self.read_locked(&mut g, nonblock, out, count);
         // Whatever happened, the buffers consumed so far go back to the card now.
         self.flush_reposts(&mut g);
         r
@@ -1330,10 +1362,11 @@ impl Card {
         &self,
         g: &mut MutexGuard<'_, Inner>,
         nonblock: bool,
-        out: &mut UserSliceWriter,
+        out: &mut IovIterDest<'_>,
         count: usize,
     ) -> Result<usize> {
         let mut copied = 0usize;
+        let mut first_block = true;
         if g.mapped {
             // mmap mode: the consumer takes blocks through ACQ_IOC_MMAP_SYNC.
             return Err(EBUSY);
@@ -1343,19 +1376,23 @@ impl Card {
                 return if copied > 0 { Ok(copied) } else { Err(ENODEV) };
             }
             if g.xrun || g.err {
+                // Latched until a call can return it with no bytes before it.
                 if copied > 0 {
                     return Ok(copied);
                 }
-                if g.xrun {
-                    g.xrun = false;
-                    return Err(EPIPE);
-                }
-                g.err = false;
-                return Err(EIO);
+                return Err(Self::report_owed(g));
             }
             if copied == count {
                 return Ok(copied);
             }
+            if !first_block {
+                // One block at a time: a pending signal ends the call with what it has
+                // (a fatal one within a block time), and others get the CPU in between.
+                if let Some(r) = yield_between_blocks(copied) {
+                    return r;
+                }
+            }
+            first_block = false;
             if !g.running {
                 // The session ended under us (stopped, halted): return what we have.
                 if copied > 0 {
@@ -1371,14 +1408,15 @@ impl Card {
                 if nonblock {
                     return if copied > 0 { Ok(copied) } else { Err(EAGAIN) };
                 }
-                // Give the card every free buffer before sleeping.
+                // A blocking read fills its request (docs/driver.md). Give the card every
+                // free buffer before sleeping.
                 self.flush_reposts(g);
                 match self
                     .wait
                     .wait_interruptible_timeout(g, msecs_to_jiffies(READ_RECHECK_MS))
                 {
                     CondVarTimeoutResult::Signal { .. } => {
-                        return if copied > 0 { Ok(copied) } else { Err(EINTR) };
+                        return if copied > 0 { Ok(copied) } else { Err(ERESTARTSYS) };
                     }
                     _ => continue,
                 }
@@ -1414,22 +1452,41 @@ impl Card {
                     } else {
                         Ok(())
                     };
-                    taken.and_then(|()| page.with_bytes(pos, n, |bytes| out.write_slice(bytes)))
+                    taken.map(|()| page.with_bytes(pos, n, |bytes| out.copy_to_iter(bytes)))
                 }
                 None => Err(ENODEV),
             };
-            if let Err(e) = res {
-                return if copied > 0 { Ok(copied) } else { Err(e) };
-            }
-            copied += n;
-            g.stats.bytes = g.stats.bytes.wrapping_add(n as u64);
-            g.stats.read_offset = g.stats.read_offset.wrapping_add(n as u64);
-            if pos + n >= len {
+            // A short copy is a fault in the user's buffer: the bytes that did arrive
+            // count, the rest of the block stays for the next call.
+            let k = match res {
+                Ok(k) => k,
+                Err(e) => return if copied > 0 { Ok(copied) } else { Err(e) },
+            };
+            copied += k;
+            g.stats.bytes = g.stats.bytes.wrapping_add(k as u64);
+            g.stats.read_offset = g.stats.read_offset.wrapping_add(k as u64);
+            if pos + k >= len {
                 g.stats.blocks += 1;
                 self.consumed(g);
             } else {
-                g.block_pos = (pos + n) as u32;
+                g.block_pos = (pos + k) as u32;
             }
+            if k < n {
+                return if copied > 0 { Ok(copied) } else { Err(EFAULT) };
+            }
+        }
+    }
+
+    /// Takes the gap (`EPIPE`) or error (`EIO`) a consumer is owed. The caller checked
+    /// that one is (`xrun || err`) and has delivered no bytes in this call, so the errno
+    /// reaches userspace: until such a call, the mark stays latched.
+    fn report_owed(g: &mut Inner) -> Error {
+        if g.xrun {
+            g.xrun = false;
+            EPIPE
+        } else {
+            g.err = false;
+            EIO
         }
     }
 
@@ -1662,13 +1719,18 @@ impl Card {
             && regs::pattern::valid(c.pattern)
             && self.caps & pat_cap != 0;
         let irq_ok = c.irq_mod_count <= 0xFFFF && c.irq_mod_time_us <= 1_000_000;
+        // A rate bounds how long a full ring takes to move, and so every wait built on it
+        // (the watchdog's patience, playback's drain at close): at most MAX_RING_SECONDS.
+        let ring_bytes = u64::from(regs::ring::entries(c.ring_log2.min(MAX_RING_LOG2)))
+            * u64::from(c.block_size);
+        let rate_ok = c.rate == 0 || c.rate.saturating_mul(MAX_RING_SECONDS) >= ring_bytes;
         let loopback_ok =
             c.flags & uapi::ACQ_CFG_LOOPBACK == 0 || self.caps & regs::caps::LOOPBACK != 0;
         // Loopback with BAR2 streaming has never been run: refused rather than guessed at.
         let both = uapi::ACQ_CFG_LOOPBACK | uapi::ACQ_CFG_BAR2;
         let flags_ok =
             c.flags & !uapi::ACQ_CFG_FLAGS == 0 && loopback_ok && c.flags & both != both;
-        if !(block_ok && ring_ok && pattern_ok && irq_ok && flags_ok) {
+        if !(block_ok && ring_ok && pattern_ok && irq_ok && flags_ok && rate_ok) {
             return Err(EINVAL);
         }
         if c.flags & uapi::ACQ_CFG_BAR2 != 0 {
@@ -2074,7 +2136,7 @@ static ACQ_FOPS: Fops = Fops(bindings::file_operations {
     owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
     open: Some(fop_open),
     release: Some(fop_release),
-    read: Some(fop_read),
+    read_iter: Some(fop_read_iter),
     splice_read: Some(fop_splice_read),
     mmap: Some(fop_mmap),
     poll: Some(fop_poll),
@@ -2129,7 +2191,25 @@ unsafe extern "C" fn fop_open(_inode: *mut bindings::inode, file: *mut bindings:
     // SAFETY: we own `file` during open; from now on `private_data` is our `Arc<Card>`,
     // reclaimed in `fop_release`.
     unsafe { (*file).private_data = card.into_foreign() };
+    // SAFETY: `file` is being opened by us (valid for the call).
+    unsafe { mark_stream(file) };
     0
+}
+
+/// Makes an opening file a stream (`stream_open`, the kernel's convention for a file
+/// without positions, like a pipe or an evdev node): pread()/pwrite(), lseek() and
+/// sendfile()/splice() with an explicit offset fail with `ESPIPE`, and sendfile() from
+/// the capture file into a file or socket with `EINVAL` (no direct splice from a stream:
+/// it would drop what the destination does not take). `f_pos` moves only with splice()
+/// and sendfile() without an offset, which playback's `pb_fop_splice_write` relies on.
+///
+/// # Safety
+///
+/// `file` must be a file being opened (valid, not yet visible to other calls).
+pub(crate) unsafe fn mark_stream(file: *mut bindings::file) {
+    // SAFETY: the caller passes a valid file during open; `stream_open` only changes its
+    // mode bits and never fails.
+    unsafe { bindings::stream_open(ptr::null_mut(), file) };
 }
 
 unsafe extern "C" fn fop_release(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
@@ -2149,20 +2229,23 @@ unsafe extern "C" fn fop_release(_inode: *mut bindings::inode, file: *mut bindin
     0
 }
 
-unsafe extern "C" fn fop_read(
-    file: *mut bindings::file,
-    buf: *mut c_char,
-    count: usize,
-    _pos: *mut bindings::loff_t,
+unsafe extern "C" fn fop_read_iter(
+    iocb: *mut bindings::kiocb,
+    to: *mut bindings::iov_iter,
 ) -> isize {
+    // SAFETY: the VFS passes a valid kiocb for an open file of ours.
+    let file = unsafe { (*iocb).ki_filp };
     // SAFETY: called by the VFS for an open file of ours.
     let card = unsafe { file_card(file) };
     // SAFETY: `file` is valid for the duration of the call.
     let flags = unsafe { File::from_raw_file(file) }.flags();
+    // The file never sets FMODE_NOWAIT, so the kernel asks no IOCB_NOWAIT call of us
+    // (io_uring hands a blocking call to its workers instead).
     let nonblock = flags & file::flags::O_NONBLOCK != 0;
-    // Reads are bounded so that the byte count fits the return value.
-    let count = count.min(isize::MAX as usize & !(PAGE_SIZE - 1));
-    match card.read(nonblock, UserPtr::from_ptr(buf.cast()), count) {
+    // SAFETY: a read_iter destination is a valid `ITER_DEST` iov_iter, used only by this
+    // call, that may be written with the standard iov_iter methods during the call.
+    let to = unsafe { IovIterDest::from_raw(to) };
+    match card.read(nonblock, to) {
         Ok(n) => n as isize,
         Err(e) => e.to_errno() as isize,
     }

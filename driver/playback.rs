@@ -18,6 +18,8 @@
 //!   independently, under different locks.
 
 use super::*;
+use core::mem::MaybeUninit;
+use kernel::iov::IovIterSource;
 
 /// A blocked writer re-checks the ring (and the card's halt state) at least this often.
 const PB_RECHECK_MS: u32 = 200;
@@ -48,6 +50,7 @@ extern "C" {
         out: *mut c_void,
         len: usize,
         flags: c_uint,
+        continued: bool,
     ) -> isize;
 }
 
@@ -91,6 +94,28 @@ impl BouncePage {
         // SAFETY: the caller guarantees `src`; the page is not posted to the card (the
         // caller owns its slot), so nothing else accesses it.
         unsafe { self.page.write_raw(src, off, len) }
+    }
+
+    /// Copies up to `len` bytes from `src` into the page at `off` (clamped to the page);
+    /// returns how many arrived (fewer on a fault in the user's buffer).
+    ///
+    /// The caller must own the slot (not posted), so nothing else accesses the page.
+    fn fill_from_iter(&self, off: usize, len: usize, src: &mut IovIterSource<'_>) -> usize {
+        let off = off.min(PAGE_SIZE);
+        let len = len.min(PAGE_SIZE - off);
+        // SAFETY: `page` is a valid page we own; the local mapping is released below,
+        // after the last use of the slice.
+        let base = unsafe { bindings::kmap_local_page(self.page.as_ptr()) }.cast::<u8>();
+        // SAFETY: `base` maps the whole page and `off + len <= PAGE_SIZE`; the slot is not
+        // posted (caller), so neither the card nor another thread accesses these bytes
+        // while the slice lives. `MaybeUninit<u8>` accepts any byte.
+        let dst = unsafe {
+            core::slice::from_raw_parts_mut(base.add(off).cast::<MaybeUninit<u8>>(), len)
+        };
+        let n = src.copy_from_iter_raw(dst).len();
+        // SAFETY: `base` came from `kmap_local_page` above and `dst` is no longer used.
+        unsafe { bindings::kunmap_local(base.cast::<c_void>()) };
+        n
     }
 
     /// Hands the page to the card before it is posted.
@@ -519,17 +544,19 @@ impl Card {
         }
     }
 
-    /// The error the writer is owed, if any (each reported once).
-    fn pb_owed(g: &mut MutexGuard<'_, PbInner>) -> Option<Error> {
+    /// The error the writer is owed, if any (each reported once). With `consume` false it
+    /// is reported but stays latched: the caller is a later step of a VFS loop that drops
+    /// an errno once bytes moved (`__splice_from_pipe`), so the mark must outlive it.
+    fn pb_owed(g: &mut MutexGuard<'_, PbInner>, consume: bool) -> Option<Error> {
         if g.removed {
             return Some(ENODEV);
         }
         if g.err {
-            g.err = false;
+            g.err = !consume;
             return Some(EIO);
         }
         if g.xrun {
-            g.xrun = false;
+            g.xrun = !consume;
             return Some(EPIPE);
         }
         None
@@ -557,7 +584,7 @@ impl Card {
                 .pb_wait
                 .wait_interruptible_timeout(g, msecs_to_jiffies(PB_RECHECK_MS))
             {
-                CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
+                CondVarTimeoutResult::Signal { .. } => return Err(ERESTARTSYS),
                 CondVarTimeoutResult::Timeout => self.pb_check_halt(g, true),
                 _ => {}
             }
@@ -571,7 +598,7 @@ impl Card {
             if done > 0 {
                 return Ok(false);
             }
-            if let Some(e) = Self::pb_owed(g) {
+            if let Some(e) = Self::pb_owed(g, true) {
                 return Err(e);
             }
         }
@@ -581,18 +608,27 @@ impl Card {
         Ok(true)
     }
 
-    /// write(): copies into the bounce pages and posts every full block.
-    pub(super) fn pb_write(&self, nonblock: bool, buf: UserPtr, count: usize) -> Result<usize> {
+    /// write()/writev()/io_uring writes (`->write_iter`): copies into the bounce pages
+    /// and posts every full block. One call serves the whole iov_iter, so an underrun or
+    /// error found after some bytes stays latched for the next call.
+    pub(super) fn pb_write(&self, nonblock: bool, src: &mut IovIterSource<'_>) -> Result<usize> {
+        let count = src.len().min(isize::MAX as usize & !(PAGE_SIZE - 1));
         if count == 0 {
             return Ok(0);
         }
-        let mut reader = UserSlice::new(buf, count).reader();
         let mut g = self.pb.lock();
         let mut done = 0usize;
+        let mut first_block = true;
         let r = loop {
             if done == count {
                 break Ok(done);
             }
+            if !first_block {
+                if let Some(r) = yield_between_blocks(done) {
+                    break r;
+                }
+            }
+            first_block = false;
             match self.pb_ready(&mut g, done) {
                 Ok(true) => {}
                 Ok(false) => break Ok(done),
@@ -611,18 +647,18 @@ impl Card {
             let Some(page) = g.hw.as_ref().and_then(|hw| hw.bounce.get(slot)) else {
                 break Err(ENODEV);
             };
-            // SAFETY: the slot is not posted (we hold its index `prod`), so nothing else
-            // accesses its bounce page while we copy into it.
-            let res = unsafe { page.page.copy_from_user_slice_raw(&mut reader, fill, n) };
-            if let Err(e) = res {
-                break if done > 0 { Ok(done) } else { Err(e) };
-            }
-            done += n;
-            g.fill += n as u32;
-            g.stats.bytes += n as u64;
-            g.stats.copied_bytes += n as u64;
+            // The slot is not posted (we hold its index `prod`): the page is ours.
+            let k = page.fill_from_iter(fill, n, src);
+            done += k;
+            g.fill += k as u32;
+            g.stats.bytes += k as u64;
+            g.stats.copied_bytes += k as u64;
             if g.fill as usize == block {
                 self.pb_post(&mut g, None);
+            }
+            if k < n {
+                // A fault in the user's buffer: what arrived counts.
+                break if done > 0 { Ok(done) } else { Err(EFAULT) };
             }
         };
         self.pb_publish(&mut g);
@@ -637,22 +673,38 @@ impl Card {
     ///
     /// `page` must be a valid page, kept by its (confirmed) pipe buffer during the call,
     /// with `offset + len <= PAGE_SIZE`.
+    ///
+    /// `spliced` is true when this splice_write() already took bytes: the VFS loop then
+    /// drops any errno, so an owed error stops the loop but stays latched.
     unsafe fn pb_actor(
         &self,
         page: *mut bindings::page,
         offset: usize,
         len: usize,
         nonblock: bool,
+        spliced: bool,
     ) -> Result<usize> {
         if offset >= PAGE_SIZE || len > PAGE_SIZE - offset || len == 0 {
             return Err(EINVAL);
         }
         let mut g = self.pb.lock();
+        if spliced {
+            if let Some(e) = Self::pb_owed(&mut g, false) {
+                return Err(e);
+            }
+            // One block at a time: a pending signal ends the splice with what it moved
+            // (__splice_from_pipe returns the bytes and drops this errno).
+            drop(g);
+            if let Some(r) = yield_between_blocks(0) {
+                return r;
+            }
+            g = self.pb.lock();
+        }
         if !self.pb_ready(&mut g, 0)? {
             return Err(EIO);
         }
         self.pb_wait_space(&mut g, nonblock)?;
-        if let Some(e) = Self::pb_owed(&mut g) {
+        if let Some(e) = Self::pb_owed(&mut g, !spliced) {
             return Err(e);
         }
         if !g.running {
@@ -870,7 +922,7 @@ impl Card {
             uapi::ACQ_IOC_PB_DRAIN => {
                 let mut g = self.pb.lock();
                 self.pb_drain_locked(&mut g)?;
-                if let Some(e) = Self::pb_owed(&mut g) {
+                if let Some(e) = Self::pb_owed(&mut g, true) {
                     return Err(e);
                 }
             }
@@ -919,12 +971,13 @@ unsafe extern "C" fn acq_rust_pb_actor(
     offset: c_uint,
     len: c_uint,
     flags: c_uint,
+    spliced: bool,
 ) -> c_int {
     // SAFETY: the open file holds this reference during the splice (caller's guarantee).
     let card = unsafe { <Arc<Card> as ForeignOwnable>::borrow(owner) };
     let nonblock = flags & SPLICE_F_NONBLOCK != 0;
     // SAFETY: forwarded from the caller.
-    match unsafe { card.pb_actor(page, offset as usize, len as usize, nonblock) } {
+    match unsafe { card.pb_actor(page, offset as usize, len as usize, nonblock, spliced) } {
         Ok(n) => n as c_int,
         Err(e) => e.to_errno(),
     }
@@ -938,7 +991,7 @@ pub(super) static PB_FOPS: Fops = Fops(bindings::file_operations {
     owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
     open: Some(pb_fop_open),
     release: Some(pb_fop_release),
-    write: Some(pb_fop_write),
+    write_iter: Some(pb_fop_write_iter),
     splice_write: Some(pb_fop_splice_write),
     poll: Some(pb_fop_poll),
     unlocked_ioctl: Some(pb_fop_ioctl),
@@ -955,6 +1008,8 @@ unsafe extern "C" fn pb_fop_open(_inode: *mut bindings::inode, file: *mut bindin
     // SAFETY: we own `file` during open; `private_data` is our `Arc<Card>` from now on,
     // reclaimed in `pb_fop_release`.
     unsafe { (*file).private_data = card.into_foreign() };
+    // SAFETY: `file` is being opened by us.
+    unsafe { mark_stream(file) };
     0
 }
 
@@ -969,18 +1024,23 @@ unsafe extern "C" fn pb_fop_release(
     0
 }
 
-unsafe extern "C" fn pb_fop_write(
-    file: *mut bindings::file,
-    buf: *const c_char,
-    count: usize,
-    _pos: *mut bindings::loff_t,
+unsafe extern "C" fn pb_fop_write_iter(
+    iocb: *mut bindings::kiocb,
+    from: *mut bindings::iov_iter,
 ) -> isize {
+    // SAFETY: the VFS passes a valid kiocb for an open file of ours.
+    let file = unsafe { (*iocb).ki_filp };
     // SAFETY: called by the VFS for an open file of ours.
     let card = unsafe { file_card(file) };
     // SAFETY: `file` is valid for the duration of the call.
-    let nonblock = unsafe { File::from_raw_file(file) }.flags() & file::flags::O_NONBLOCK != 0;
-    let count = count.min(isize::MAX as usize & !(PAGE_SIZE - 1));
-    match card.pb_write(nonblock, UserPtr::from_ptr(buf.cast_mut().cast()), count) {
+    let flags = unsafe { File::from_raw_file(file) }.flags();
+    // The file never sets FMODE_NOWAIT, so the kernel asks no IOCB_NOWAIT call of us
+    // (io_uring hands a blocking call to its workers instead).
+    let nonblock = flags & file::flags::O_NONBLOCK != 0;
+    // SAFETY: a write_iter source is a valid `ITER_SOURCE` iov_iter, used only by this
+    // call, that may be read with the standard iov_iter methods during the call.
+    let from = unsafe { IovIterSource::from_raw(from) };
+    match card.pb_write(nonblock, from) {
         Ok(n) => n as isize,
         Err(e) => e.to_errno() as isize,
     }
@@ -989,7 +1049,7 @@ unsafe extern "C" fn pb_fop_write(
 unsafe extern "C" fn pb_fop_splice_write(
     pipe: *mut bindings::pipe_inode_info,
     file: *mut bindings::file,
-    _ppos: *mut bindings::loff_t,
+    ppos: *mut bindings::loff_t,
     len: usize,
     flags: c_uint,
 ) -> isize {
@@ -1003,9 +1063,18 @@ unsafe extern "C" fn pb_fop_splice_write(
         flags
     };
     let len = len.min(isize::MAX as usize & !(PAGE_SIZE - 1));
+    // A stream's `f_pos` is written back only when the system call ends, while `*ppos`
+    // moves with every splice_write: a position ahead of `f_pos` means an earlier step of
+    // this same call (sendfile()'s loop) already took bytes (see `fop_splice_read`).
+    // SAFETY: `ppos` is null or valid for the call; `file` is valid.
+    let continued = !ppos.is_null() && unsafe { *ppos != (*file).f_pos };
     // SAFETY: `pipe` and `file` are valid for the call (VFS); the shim locks the pipe and
     // calls `acq_rust_pb_actor` with this file's `private_data`.
-    let r = unsafe { acq_shim_splice_from_pipe(pipe, file.cast(), len, flags) };
+    let r = unsafe { acq_shim_splice_from_pipe(pipe, file.cast(), len, flags, continued) };
+    if r > 0 && !ppos.is_null() {
+        // SAFETY: `ppos` is valid for the call (checked non-null).
+        unsafe { *ppos = (*ppos).wrapping_add(r as i64) };
+    }
     // Whatever was posted goes to the card now (the actor publishes in batches).
     let mut g = card.pb.lock();
     card.pb_publish(&mut g);

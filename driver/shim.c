@@ -75,11 +75,16 @@ static void acq_buf_release(struct pipe_inode_info *pipe, struct pipe_buffer *bu
 	module_put(THIS_MODULE);
 }
 
-/* tee(): a second pipe buffer on the same page; every reference is taken again. */
+/*
+ * tee(): a second pipe buffer on the same page; every reference is taken again. Like
+ * generic_pipe_buf_get(), a page whose reference count would overflow is refused (tee()
+ * then fails) instead of wrapping the count (the CVE-2019-11487 class).
+ */
 static bool acq_buf_get(struct pipe_inode_info *pipe, struct pipe_buffer *buf)
 {
+	if (!try_get_page(buf->page))
+		return false;
 	__module_get(THIS_MODULE);
-	get_page(buf->page);
 	acq_rust_buf_get(buf->private);
 	return true;
 }
@@ -112,6 +117,13 @@ ssize_t acq_shim_lend_page(struct pipe_inode_info *pipe, struct page *page,
 	return add_to_pipe(pipe, &buf);
 }
 
+/* cond_resched() is a macro around a static inline under some preemption models. */
+void acq_shim_cond_resched(void);
+void acq_shim_cond_resched(void)
+{
+	cond_resched();
+}
+
 int acq_shim_page_count(struct page *page)
 {
 	return page_count(page);
@@ -133,7 +145,7 @@ void acq_shim_page_set_index(struct page *page, unsigned long index)
 /* Implemented in Rust: takes `len` bytes at `offset` of `page`; returns bytes taken or
  * -errno. */
 int acq_rust_pb_actor(void *owner, struct page *page, unsigned int offset,
-		      unsigned int len, unsigned int flags);
+		      unsigned int len, unsigned int flags, bool spliced);
 
 /* Called from Rust only. */
 int acq_shim_dma_map_to_device(struct device *dev, struct page *page, unsigned int offset,
@@ -143,7 +155,7 @@ void acq_shim_dma_sync_to_device(struct device *dev, dma_addr_t addr, size_t siz
 void acq_shim_get_page(struct page *page);
 void acq_shim_put_page(struct page *page);
 ssize_t acq_shim_splice_from_pipe(struct pipe_inode_info *pipe, struct file *out,
-				  size_t len, unsigned int flags);
+				  size_t len, unsigned int flags, bool continued);
 
 int acq_shim_dma_map_to_device(struct device *dev, struct page *page, unsigned int offset,
 			       size_t size, dma_addr_t *addr)
@@ -176,28 +188,44 @@ void acq_shim_put_page(struct page *page)
 	put_page(page);
 }
 
+/* A splice_write() in progress: `continued` when an earlier step of the same system call
+ * (sendfile()'s loop) already took bytes. */
+struct acq_splice {
+	struct splice_desc sd;
+	bool continued;
+};
+
 static int acq_pipe_to_device(struct pipe_inode_info *pipe, struct pipe_buffer *buf,
 			      struct splice_desc *sd)
 {
-	/* The pipe buffer was confirmed by the caller; sd->len <= buf->len. */
+	struct acq_splice *s = container_of(sd, struct acq_splice, sd);
+
+	/*
+	 * The pipe buffer was confirmed by the caller; sd->len <= buf->len.
+	 * __splice_from_pipe() returns the bytes spliced so far and drops a later errno:
+	 * Rust keeps an owed error latched when some bytes were already taken.
+	 */
 	return acq_rust_pb_actor(sd->u.file->private_data, buf->page, buf->offset, sd->len,
-				 sd->flags);
+				 sd->flags, s->continued || sd->num_spliced != 0);
 }
 
 /* splice_from_pipe() is not exported: the same, around the exported __splice_from_pipe. */
 ssize_t acq_shim_splice_from_pipe(struct pipe_inode_info *pipe, struct file *out,
-				  size_t len, unsigned int flags)
+				  size_t len, unsigned int flags, bool continued)
 {
 	ssize_t ret;
-	struct splice_desc sd = {
-		.total_len = len,
-		.flags = flags,
-		.pos = 0,
-		.u.file = out,
+	struct acq_splice s = {
+		.sd = {
+			.total_len = len,
+			.flags = flags,
+			.pos = 0,
+			.u.file = out,
+		},
+		.continued = continued,
 	};
 
 	pipe_lock(pipe);
-	ret = __splice_from_pipe(pipe, &sd, acq_pipe_to_device);
+	ret = __splice_from_pipe(pipe, &s.sd, acq_pipe_to_device);
 	pipe_unlock(pipe);
 	return ret;
 }

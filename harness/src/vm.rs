@@ -23,6 +23,9 @@ use crate::initramfs::{self, Entry};
 use crate::paths::{Paths, QemuBinary};
 use crate::process::Child;
 
+/// The CPU model of TCG guests; each run directory records it in `qemu.cmdline`.
+pub const TCG_CPU: &str = "max,erms=off,fsrm=off";
+
 /// How to boot a guest.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -582,7 +585,9 @@ fn qemu_args(
     push(&["-smp", &cfg.cpus.to_string()]);
     match accel {
         Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
-        Accel::Tcg => push(&["-accel", "tcg,thread=multi", "-cpu", "max"]),
+        // ERMS/FSRM off: with them the guest kernel copies with `rep movsb`, which TCG runs
+        // a byte at a time (read() of /dev/acq0 measured 2.3x faster without them).
+        Accel::Tcg => push(&["-accel", "tcg,thread=multi", "-cpu", TCG_CPU]),
     }
     push(&["-kernel", &d(kernel), "-initrd", &d(image)]);
     // no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can miss

@@ -183,6 +183,11 @@ fn probe_invalid(dev: &AcqDev, device: &str) -> ExitCode {
     });
     // Bit 0 is ACQ_CFG_LOOPBACK, bit 1 ACQ_CFG_BAR2 (ABI 1.2), not both; the other bits are
     // reserved.
+    // A rate must move a full ring within 60 s (close() and the watchdog wait on it).
+    set("rate=1 (below a ring per 60 s)", &|c| c.rate = 1);
+    set("rate one byte short of a ring per 60 s", &|c| {
+        c.rate = (u64::from(c.block_size) << c.ring_log2.min(10)).div_ceil(60) - 1
+    });
     set("flags=4 (reserved)", &|c| c.flags = 4);
     set("flags=0x80000000 (reserved)", &|c| c.flags = 0x8000_0000);
     set("flags=LOOPBACK|BAR2", &|c| {
