@@ -270,9 +270,10 @@ pub(super) struct PbInner {
     published: u32,
     /// Bytes already in the bounce page of slot `prod` (a partial block).
     fill: u32,
-    /// An `EPIPE` (underrun) / `EIO` (error) is owed to the writer.
-    xrun: bool,
-    err: bool,
+    /// `EPIPE`s (underruns) / `EIO`s (error completions) owed to the writer: counts,
+    /// because one reap can consume several such completions, and each is reported once.
+    xrun: u32,
+    err: u32,
 }
 
 /// Default playback configuration: one page per block, 256 buffers, as fast as the host
@@ -302,13 +303,18 @@ impl PbInner {
             prod: 0,
             published: 0,
             fill: 0,
-            xrun: false,
-            err: false,
+            xrun: 0,
+            err: 0,
         }
     }
 
     fn entries(&self) -> u32 {
         regs::ring::entries(self.cfg.ring_log2)
+    }
+
+    /// An underrun (`EPIPE`) or an error (`EIO`) is owed to the writer.
+    fn owes(&self) -> bool {
+        self.err > 0 || self.xrun > 0
     }
 
     fn has_space(&self) -> bool {
@@ -338,7 +344,7 @@ impl Card {
             return Err(ENODEV);
         }
         if !self.alive() {
-            g.err = true;
+            g.err = g.err.max(1);
             return Err(EIO);
         }
         self.pb_stop_engine();
@@ -395,7 +401,7 @@ impl Card {
         g.prod = 0;
         g.published = 0;
         g.fill = 0;
-        g.xrun = false;
+        g.xrun = 0;
         g.halted = false;
         g.running = true;
         g.stats.session += 1;
@@ -442,14 +448,14 @@ impl Card {
             g.head = head.wrapping_add(1);
             if c.is_error() || usize::from(c.id) != slot {
                 g.stats.errors += 1;
-                g.err = true;
+                g.err = g.err.saturating_add(1);
                 continue;
             }
             g.stats.blocks += 1;
             if c.flags & regs::pb_comp::F_UNDERRUN != 0 {
                 g.stats.underruns += 1;
                 g.stats.underrun_bytes = g.stats.underrun_bytes.saturating_add(c.lost_bytes);
-                g.xrun = true;
+                g.xrun = g.xrun.saturating_add(1);
             }
             if c.flags & regs::pb_comp::F_MISMATCH != 0 {
                 g.stats.mismatch_blocks += 1;
@@ -539,7 +545,7 @@ impl Card {
             );
             self.pb_stop_locked(g);
             g.halted = false;
-            g.err = true;
+            g.err = g.err.saturating_add(1);
             g.stats.errors += 1;
         }
     }
@@ -551,12 +557,12 @@ impl Card {
         if g.removed {
             return Some(ENODEV);
         }
-        if g.err {
-            g.err = !consume;
+        if g.err > 0 {
+            g.err -= u32::from(consume);
             return Some(EIO);
         }
-        if g.xrun {
-            g.xrun = !consume;
+        if g.xrun > 0 {
+            g.xrun -= u32::from(consume);
             return Some(EPIPE);
         }
         None
@@ -569,7 +575,7 @@ impl Card {
             if g.removed {
                 return Err(ENODEV);
             }
-            if g.err || g.xrun || !g.running {
+            if g.owes() || !g.running {
                 // The caller reports it (or restarts the session).
                 return Ok(());
             }
@@ -594,7 +600,7 @@ impl Card {
     /// Makes sure a session runs and the writer may go on: `Ok(true)` to continue,
     /// `Ok(false)` if an error is owed and `done` bytes were taken already.
     fn pb_ready(&self, g: &mut MutexGuard<'_, PbInner>, done: usize) -> Result<bool> {
-        if g.removed || g.err || g.xrun {
+        if g.removed || g.owes() {
             if done > 0 {
                 return Ok(false);
             }
@@ -637,7 +643,7 @@ impl Card {
             if let Err(e) = self.pb_wait_space(&mut g, nonblock) {
                 break if done > 0 { Ok(done) } else { Err(e) };
             }
-            if g.err || g.xrun || !g.running {
+            if g.owes() || !g.running {
                 continue;
             }
             let block = g.cfg.block_size as usize;
@@ -799,10 +805,10 @@ impl Card {
         let full = g.running && !g.has_space();
         self.pb_check_halt(&mut g, full);
         let mut mask = 0;
-        if g.err {
+        if g.err > 0 {
             mask |= POLLERR;
         }
-        if !g.running || g.has_space() || g.err || g.xrun {
+        if !g.running || g.has_space() || g.owes() {
             mask |= POLLOUT | POLLWRNORM;
         }
         mask
@@ -836,8 +842,8 @@ impl Card {
         if !g.removed {
             self.pb_stop_locked(&mut g);
         }
-        g.err = false;
-        g.xrun = false;
+        g.err = 0;
+        g.xrun = 0;
         g.open = false;
     }
 

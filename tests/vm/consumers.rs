@@ -314,3 +314,55 @@ fn standard_tools_deliver_a_verified_stream() -> Result<()> {
     assert_dmesg_clean(&mut vm)?;
     vm.shutdown(CMD)
 }
+
+/// Three playback error completions while a file is played through each write path:
+/// write(), writev() (one `->write_iter`), splice() from a pipe, and sendfile() (the
+/// kernel's loop of splice steps, which drops an errno after earlier bytes): exactly
+/// three EIOs, each once. The driver counts what it owes, so completions reaped together
+/// are not folded into one EIO.
+#[test]
+fn every_write_path_reports_each_playback_error_once() -> Result<()> {
+    let mut vm = boot("consumers-playback-errors")?;
+    let control = vm
+        .models
+        .first()
+        .context("no device model")?
+        .control
+        .clone();
+    // The source: 32 MiB of the COUNTER pattern with seed 0, as the capture side makes it.
+    vm.sh_ok(
+        "acq-ctl set --rate 0 --pattern counter --seed 0 && \
+         head -c 33554432 /dev/acq0 > /mnt/t/src",
+        RUN,
+    )?;
+    let mut failures = Vec::new();
+    for mode in ["write", "writev", "splice", "sendfile"] {
+        let inject = inject_later(
+            control.clone(),
+            Duration::from_millis(1500),
+            r#"{"cmd":"inject","fault":"dma_error","count":3,"channel":"playback"}"#,
+        );
+        let out = vm.sh(
+            &format!(
+                "acq-stream --direction out --mode {mode} --source /mnt/t/src --bytes 32M \
+                 --rate 8M --pattern counter --seed 0 --write-size 256K"
+            ),
+            RUN,
+        )?;
+        inject
+            .join()
+            .map_err(|_| anyhow::anyhow!("injector panicked"))??;
+        eprintln!("{mode}: {}", out.stdout.trim());
+        let eio = json_u64(&out.stdout, "EIO");
+        let driver = json_u64(&out.stdout, "driver_errors");
+        if eio != 3 || driver != 3 {
+            failures.push(format!(
+                "{mode}: 3 error completions, {driver} counted by the driver, {eio} EIOs: {}{}",
+                out.stdout, out.stderr
+            ));
+        }
+    }
+    ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_dmesg_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! acq-stream --direction out [--device /dev/acq0-out] --bytes N
-//!            [--source pattern|zero|FILE] [--mode write|splice] [--write-size N]
+//!            [--source pattern|zero|FILE] [--mode write|writev|splice|sendfile]
+//!            [--write-size N]
 //!            [--pipe-size N] [--block B] [--ring-log2 L] [--rate R] [--pattern P]
 //!            [--seed S] [--irq-count C] [--irq-time-us T] [--nonblock]
 //!            [--corrupt-at OFFSET] [--pause-at N --pause-ms MS] [--verify]
@@ -13,7 +14,8 @@
 //!
 //! Sources: `pattern` is the card's pattern generated here (from stream offset 0, so the
 //! card verifies every byte); `zero` reads `/dev/zero`; anything else is a file read
-//! from its start. Mode `write` copies the source into write() calls; mode `splice`
+//! from its start. Mode `write` copies the source into write() calls (`writev` into
+//! writev() calls of 4 KiB pieces); `sendfile` moves a file with sendfile(); mode `splice`
 //! moves it with splice(): a file (or `/dev/zero`) is spliced into a pipe and the pipe
 //! into the card, and the pattern source is written into a pipe by a second thread and
 //! spliced from that pipe ("splice from a pipe").
@@ -41,7 +43,22 @@ use crate::uapi::{self, AcqConfig, AcqPbStats};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     Write,
+    /// writev() of 4 KiB pieces of each `--write-size` chunk.
+    Writev,
     Splice,
+    /// sendfile() from the `--source` file (or /dev/zero is refused: a file is needed).
+    Sendfile,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Write => "write",
+            Mode::Writev => "writev",
+            Mode::Splice => "splice",
+            Mode::Sendfile => "sendfile",
+        }
+    }
 }
 
 /// Where the data comes from.
@@ -136,8 +153,14 @@ fn parse(argv: &[String]) -> Result<Args, String> {
             "--mode" => {
                 a.mode = match val(opt)?.as_str() {
                     "write" => Mode::Write,
+                    "writev" => Mode::Writev,
                     "splice" => Mode::Splice,
-                    m => return Err(format!("--direction out: mode {m:?} (write, splice)")),
+                    "sendfile" => Mode::Sendfile,
+                    m => {
+                        return Err(format!(
+                            "--direction out: mode {m:?} (write, writev, splice, sendfile)"
+                        ))
+                    }
                 }
             }
             "--source" => {
@@ -202,6 +225,9 @@ fn parse(argv: &[String]) -> Result<Args, String> {
     }
     if a.pipe_size.is_some() && a.mode != Mode::Splice {
         return Err("--pipe-size needs --mode splice".into());
+    }
+    if a.mode == Mode::Sendfile && !matches!(a.source, SourceSpec::File(_)) {
+        return Err("--mode sendfile needs --source FILE (sendfile() reads a file)".into());
     }
     Ok(a)
 }
@@ -407,8 +433,22 @@ fn write_loop(a: &Args, dev: &PbDev, p: &mut Producer, st: &mut Run) -> Result<(
             }
         }
         let chunk = &buf[at..have];
-        // SAFETY: `chunk` is valid for reads of its length.
-        let r = unsafe { libc::write(dev.raw(), chunk.as_ptr().cast(), chunk.len()) };
+        let r = if a.mode == Mode::Writev {
+            let iov: Vec<libc::iovec> = chunk
+                .chunks(4096)
+                .take(1024)
+                .map(|c| libc::iovec {
+                    iov_base: c.as_ptr().cast_mut().cast(),
+                    iov_len: c.len(),
+                })
+                .collect();
+            // SAFETY: every iovec points into `chunk`, valid for reads of its length; the
+            // kernel only reads through them.
+            unsafe { libc::writev(dev.raw(), iov.as_ptr(), iov.len() as libc::c_int) }
+        } else {
+            // SAFETY: `chunk` is valid for reads of its length.
+            unsafe { libc::write(dev.raw(), chunk.as_ptr().cast(), chunk.len()) }
+        };
         if r < 0 {
             on_error(dev, st, last_errno())?;
             continue;
@@ -460,6 +500,28 @@ fn splice(from: RawFd, to: RawFd, len: usize, flags: libc::c_uint) -> Result<usi
     } else {
         Ok(r as usize)
     }
+}
+
+/// Sendfile mode: file -> card with sendfile() (the kernel's direct splice: its own pipe,
+/// and a loop of splice_read/splice_write steps inside one call).
+fn sendfile_loop(a: &Args, dev: &PbDev, p: &Producer, st: &mut Run) -> Result<(), String> {
+    let src = p
+        .file
+        .as_ref()
+        .ok_or("sendfile needs a source file")?
+        .as_raw_fd();
+    while st.total < a.bytes && !st.expired(a) {
+        st.pause_if_due(a);
+        let n = st.chunk(a, a.write_size);
+        // SAFETY: plain descriptors; a null offset reads the source at its file position.
+        let r = unsafe { libc::sendfile(dev.raw(), src, std::ptr::null_mut(), n) };
+        match r {
+            0 => return Err(format!("source ended after {} bytes", st.total)),
+            r if r < 0 => on_error(dev, st, last_errno())?,
+            r => st.total += r as u64,
+        }
+    }
+    Ok(())
 }
 
 /// Splice mode: source -> pipe -> card. The pipe is filled by splicing a file, or by a
@@ -588,8 +650,9 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         timed_out: false,
     };
     let r = match a.mode {
-        Mode::Write => write_loop(a, &dev, &mut prod, &mut st),
+        Mode::Write | Mode::Writev => write_loop(a, &dev, &mut prod, &mut st),
         Mode::Splice => splice_loop(a, &dev, prod, &mut st),
+        Mode::Sendfile => sendfile_loop(a, &dev, &prod, &mut st),
     };
     // Pipe pages still held for blocks the card has not completed (zero-copy splice at a
     // rate: the driver releases them on completion, not when splice() returned).
@@ -614,7 +677,8 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     let report = serde_json::json!({
         "direction": "out",
         "device": a.device,
-        "mode": match a.mode { Mode::Write => "write", Mode::Splice => "splice" },
+        "mode": a.mode.name(),
+        "driver_errors": after.errors.wrapping_sub(before.errors),
         "source": a.source.name(),
         "bytes": st.total,
         "seconds": secs,
