@@ -10,7 +10,7 @@ GUEST_TARGET := x86_64-unknown-linux-gnu
 GUEST_DIR := target/guest
 ACQ := target/release/acq
 
-.PHONY: all deps toolroot kernel guest build driver run shell bench test test-host test-vm lint fmt clean help
+.PHONY: all deps toolroot kernel guest build driver run shell bench test test-host test-vm lint lint-host lint-driver fmt clean help
 
 all: build
 
@@ -21,7 +21,7 @@ help:
 	@echo "make test      host unit tests, lint, then the VM tests (make test-vm)"
 	@echo "make test-vm   only the end-to-end tests in the VM"
 	@echo "make deps      provision the toolroot (QEMU, kernel toolchain) and the guest kernel"
-	@echo "make lint      cargo fmt --check and clippy -D warnings"
+	@echo "make lint      cargo fmt --check, clippy -D warnings, and clippy on the kernel module"
 	@echo "cache: $(ACQ_CACHE)"
 
 ## Provisioning (cached outside the repo)
@@ -71,9 +71,17 @@ test: test-host lint test-vm
 test-host:
 	$(CARGO) test --locked --workspace --exclude acq-e2e
 
-lint:
+lint: lint-host lint-driver
+
+lint-host:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+# The kernel module through clippy with the kernel's own lint set (CLIPPY=1), warnings
+# as errors; it builds driver/acq.ko on the way (clippy-driver compiles as rustc does).
+lint-driver: kernel
+	bash qemu/toolroot.sh --run --bind $(KDIR) --bind $(CURDIR) -- \
+		make -C $(KDIR)/build M=$(CURDIR)/driver CLIPPY=1 KRUSTFLAGS=-Dwarnings modules
 
 # The VM tests: the Rust end-to-end tests, then every scenario (reports in results/).
 test-vm: deps guest build driver

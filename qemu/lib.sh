@@ -13,7 +13,7 @@ ACQ_REPO=$(cd "$ACQ_QEMU_DIR/.." && pwd)
 ACQ_SUITE=trixie
 ACQ_BACKPORTS=trixie-backports
 ACQ_BASE_PKGS="ca-certificates make gcc libc6-dev flex bison bc libelf-dev libssl-dev cpio kmod xz-utils busybox-static python3"
-ACQ_BPO_PKGS="qemu-system-x86 rustc rust-src bindgen libclang-dev linux-source-7.3"
+ACQ_BPO_PKGS="qemu-system-x86 rustc rust-src rust-clippy bindgen libclang-dev linux-source-7.3"
 ACQ_TOOLROOT_VERSION=1
 
 die() { echo "error: $*" >&2; exit 1; }

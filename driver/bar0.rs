@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The card's BAR0 registers and its PCI function (the PCI-core calls 7.3 has no Rust
+//! wrapper for).
+
+use super::*;
+
+/// BAR0 registers, addressed by the offsets of the shared register map. (The kernel's
+/// `register!` macro would need a second copy of the map; regs.rs stays the single source
+/// of truth, so offsets are checked at run time and a failed access reads as all-ones,
+/// like a removed card.)
+pub(crate) struct Regs<'a, 'b>(pub(crate) &'a pci::Bar<'b, BAR0_LEN>);
+
+impl Regs<'_, '_> {
+    pub(crate) fn rd(&self, off: usize) -> u32 {
+        self.0.try_read32(off).unwrap_or(u32::MAX)
+    }
+
+    pub(crate) fn wr(&self, off: usize, v: u32) {
+        let _ = self.0.try_write32(v, off);
+    }
+
+    pub(crate) fn wr64(&self, lo: usize, hi: usize, v: u64) {
+        self.wr(lo, regs::lo32(v));
+        self.wr(hi, regs::hi32(v));
+    }
+
+    /// Stops the engine: ENABLE = 0, then wait for RUNNING = 0 (the model clears it before
+    /// it answers the next access; a card that does not gets a soft reset).
+    pub(crate) fn stop(&self) {
+        self.wr(regs::reg::CTRL, 0);
+        for _ in 0..8 {
+            if self.rd(regs::reg::STATUS) & regs::status::RUNNING == 0 {
+                return;
+            }
+        }
+        self.soft_reset();
+    }
+
+    pub(crate) fn soft_reset(&self) {
+        self.wr(regs::reg::CTRL, regs::ctrl::SOFT_RESET);
+        // The read flushes the write and confirms the reset.
+        let _ = self.rd(regs::reg::ID);
+    }
+}
+
+
+/// The card's PCI function, for the two PCI-core calls 7.3 has no Rust wrapper for.
+pub(crate) struct PciFunction(pub(crate) ARef<pci::Device>);
+
+impl PciFunction {
+    pub(crate) fn raw(&self) -> *mut bindings::pci_dev {
+        // `pci::Device` is a transparent wrapper of `struct pci_dev`.
+        ptr::from_ref::<pci::Device>(&self.0)
+            .cast::<bindings::pci_dev>()
+            .cast_mut()
+    }
+
+    /// Function-level reset, unless the device lock is taken (then `-EAGAIN`): the `try`
+    /// variant cannot deadlock against an unbind that holds it. The PCI core saves and
+    /// restores config space and MSI-X state around the reset.
+    pub(crate) fn try_reset(&self) -> c_int {
+        // SAFETY: `raw()` is a valid `struct pci_dev`, kept alive by the `ARef`.
+        unsafe { bindings::pci_try_reset_function(self.raw()) }
+    }
+
+    /// False once the function is gone (its config space reads all-ones: unplugged, or
+    /// the slot is powered off).
+    pub(crate) fn present(&self) -> bool {
+        // SAFETY: `raw()` is a valid `struct pci_dev`, kept alive by the `ARef`.
+        unsafe { bindings::pci_device_is_present(self.raw()) }
+    }
+
+    /// Clears Bus Master Enable: the function can no longer write to memory.
+    pub(crate) fn clear_master(&self) {
+        // SAFETY: `raw()` is a valid `struct pci_dev`, kept alive by the `ARef`.
+        unsafe { bindings::pci_clear_master(self.raw()) }
+    }
+}

@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Card basics used by every path: register access, completions and the event page
+//! (in host memory or BAR2), liveness and recovery.
+
+use super::*;
+
+impl Card {
+    /// Runs `f` with the registers, if the card is still bound. `f` must not sleep (the
+    /// BAR is protected by RCU).
+    pub(crate) fn with_regs<R>(&self, f: impl FnOnce(&Regs<'_, '_>) -> R) -> Option<R> {
+        let bar = self.bar.try_access()?;
+        Some(f(&Regs(&bar)))
+    }
+
+    /// Completion `k` of the running session: from coherent memory, or from BAR2.
+    pub(crate) fn completion(&self, g: &Inner, k: u32) -> Option<regs::Completion> {
+        let hw = g.hw.as_ref()?;
+        let log2 = g.cfg.ring_log2;
+        if g.bar2 {
+            self.bar2.as_ref()?.completion(k, log2)
+        } else {
+            hw.completion(k, log2)
+        }
+    }
+
+    /// A word of the session's event page (in coherent memory, or in BAR2).
+    pub(crate) fn event_read(&self, bar2: bool, hw: &Hw, off: usize) -> u32 {
+        match (bar2, self.bar2.as_ref()) {
+            (true, Some(b)) => b.event_read(off),
+            (true, None) => 0,
+            (false, _) => hw.event.read32(off),
+        }
+    }
+
+    /// Writes a driver word of the session's event page.
+    pub(crate) fn event_write(&self, bar2: bool, hw: &Hw, off: usize, v: u32) {
+        match (bar2, self.bar2.as_ref()) {
+            (true, Some(b)) => b.event_write(off, v),
+            (true, None) => {}
+            (false, _) => hw.event.write32(off, v),
+        }
+    }
+
+    /// True if the card answers register reads (its ID register reads the magic).
+    pub(crate) fn alive(&self) -> bool {
+        self.with_regs(|r| r.rd(regs::reg::ID) == regs::id::MAGIC)
+            .unwrap_or(false)
+    }
+
+    /// Resets a card: a soft reset, and if the card still does not answer (a hung card
+    /// ignores register writes), a function-level reset through the PCI core. Returns
+    /// whether the card answers afterwards. Counted in `watchdog_resets`.
+    pub(crate) fn revive_locked(&self, g: &mut MutexGuard<'_, Inner>) -> bool {
+        g.stats.watchdog_resets += 1;
+        g.stats.errors += 1;
+        let _ = self.with_regs(|r| r.soft_reset());
+        if self.alive() {
+            return true;
+        }
+        if !self.pdev.present() {
+            // Unplugged (the unbind follows): a function reset would wait for a card that
+            // cannot come back.
+            return false;
+        }
+        let ret = self.pdev.try_reset();
+        let alive = self.alive();
+        pr_warn!(
+            "acq{}: card did not answer after a soft reset; function reset: {}, card {}\n",
+            self.index,
+            ret,
+            if alive { "back" } else { "still dead" }
+        );
+        alive
+    }
+
+    pub(crate) fn state(g: &Inner) -> u32 {
+        if g.removed {
+            uapi::ACQ_STATE_REMOVED
+        } else if g.halted {
+            uapi::ACQ_STATE_ERROR
+        } else if g.running {
+            uapi::ACQ_STATE_RUNNING
+        } else {
+            uapi::ACQ_STATE_STOPPED
+        }
+    }
+
+}

@@ -1,0 +1,451 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The character devices `/dev/acqN` and `/dev/acqN-out`: our own `file_operations`
+//! (the Rust miscdevice abstraction has no poll() or splice in 7.3), thin trampolines
+//! into [`Card`].
+
+use super::*;
+use kernel::iov::IovIterSource;
+
+impl CharDev {
+    /// `/dev/acqN` (capture, `out` false) or `/dev/acqN-out` (playback).
+    pub(crate) fn new(card: Arc<Card>, out: bool) -> Result<impl PinInit<Self, Error>> {
+        let name = if out {
+            CString::try_from_fmt(fmt!("acq{}-out", card.index))?
+        } else {
+            CString::try_from_fmt(fmt!("acq{}", card.index))?
+        };
+        let fops: &'static bindings::file_operations = if out {
+            &PB_FOPS.0
+        } else {
+            &ACQ_FOPS.0
+        };
+        let name_ptr = name.as_char_ptr();
+        Ok(try_pin_init!(Self {
+            card,
+            name,
+            misc <- Opaque::try_ffi_init(move |slot: *mut bindings::miscdevice| {
+                // SAFETY: `slot` is valid for writes; an all-zero miscdevice is valid.
+                unsafe {
+                    slot.write(pin_init::zeroed());
+                    (*slot).minor = bindings::MISC_DYNAMIC_MINOR as c_int;
+                    (*slot).name = name_ptr;
+                    (*slot).fops = fops;
+                    (*slot).mode = 0o600;
+                }
+                // SAFETY: the miscdevice is initialised; it is pinned and deregistered in
+                // `drop` before its memory goes away. `name` (a heap string owned by
+                // `Self`) outlives the registration.
+                to_result(unsafe { bindings::misc_register(slot) })
+            }),
+        }? Error))
+    }
+}
+
+// SAFETY: the miscdevice is only touched by the misc core (under its own lock) and by
+// `drop`; `CharDev` has no `&self` methods that access it.
+unsafe impl Send for CharDev {}
+// SAFETY: as above.
+unsafe impl Sync for CharDev {}
+
+#[pinned_drop]
+impl PinnedDrop for CharDev {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: registered (type invariant); deregistered exactly once.
+        unsafe { bindings::misc_deregister(self.misc.get()) };
+    }
+}
+
+/// Our `file_operations`; an immutable table of function pointers.
+pub(crate) struct Fops(pub(crate) bindings::file_operations);
+// SAFETY: the table is never modified; the kernel only reads it.
+unsafe impl Sync for Fops {}
+
+pub(crate) static ACQ_FOPS: Fops = Fops(bindings::file_operations {
+    owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
+    open: Some(fop_open),
+    release: Some(fop_release),
+    read_iter: Some(fop_read_iter),
+    splice_read: Some(fop_splice_read),
+    mmap: Some(fop_mmap),
+    poll: Some(fop_poll),
+    unlocked_ioctl: Some(fop_ioctl),
+    llseek: Some(bindings::noop_llseek),
+    ..pin_init::zeroed()
+});
+
+/// The card of an open file.
+///
+/// # Safety
+///
+/// `file` must be a file of ours between a successful `fop_open` and `fop_release`.
+pub(crate) unsafe fn file_card<'a>(file: *mut bindings::file) -> <Arc<Card> as ForeignOwnable>::Borrowed<'a> {
+    // SAFETY: `fop_open` stored an `Arc<Card>` with `into_foreign`; `fop_release` has not
+    // reclaimed it yet (caller's guarantee).
+    unsafe { <Arc<Card> as ForeignOwnable>::borrow((*file).private_data) }
+}
+
+/// The card of a `CharDev` being opened.
+///
+/// # Safety
+///
+/// `file` must be a file being opened through one of our misc devices (its
+/// `private_data` is the `struct miscdevice`), called from the device's `open`.
+pub(crate) unsafe fn chardev_card(file: *mut bindings::file) -> Arc<Card> {
+    // SAFETY: `misc_open` set `private_data` to our `struct miscdevice` and holds the misc
+    // lock during this call, so the `CharDev` containing it cannot be deregistered and freed.
+    let chardev = unsafe {
+        let misc = (*file).private_data.cast::<Opaque<bindings::miscdevice>>();
+        &*misc
+            .cast::<u8>()
+            .sub(core::mem::offset_of!(CharDev, misc))
+            .cast::<CharDev>()
+    };
+    chardev.card.clone()
+}
+
+/// # Safety
+///
+/// Called only by the VFS through our `file_operations`, with the pointers it passes to
+/// this member for an open (or opening) file of ours, valid for the call.
+unsafe extern "C" fn fop_open(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
+    // SAFETY: called by the misc core for our device during open.
+    let card = unsafe { chardev_card(file) };
+    {
+        let mut g = card.inner.lock();
+        if g.removed {
+            return ENODEV.to_errno();
+        }
+        if g.open {
+            return EBUSY.to_errno();
+        }
+        g.open = true;
+    }
+    // SAFETY: we own `file` during open; from now on `private_data` is our `Arc<Card>`,
+    // reclaimed in `fop_release`.
+    unsafe { (*file).private_data = card.into_foreign() };
+    // SAFETY: `file` is being opened by us (valid for the call).
+    unsafe { mark_stream(file) };
+    0
+}
+
+/// Makes an opening file a stream (`stream_open`, the kernel's convention for a file
+/// without positions, like a pipe or an evdev node): pread()/pwrite(), lseek() and
+/// sendfile()/splice() with an explicit offset fail with `ESPIPE`, and sendfile() from
+/// the capture file into a file or socket with `EINVAL` (no direct splice from a stream:
+/// it would drop what the destination does not take). `f_pos` moves only with splice()
+/// and sendfile() without an offset, which playback's `pb_fop_splice_write` relies on.
+///
+/// # Safety
+///
+/// `file` must be a file being opened (valid, not yet visible to other calls).
+pub(crate) unsafe fn mark_stream(file: *mut bindings::file) {
+    // SAFETY: the caller passes a valid file during open; `stream_open` only changes its
+    // mode bits and never fails.
+    unsafe { bindings::stream_open(ptr::null_mut(), file) };
+}
+
+/// # Safety
+///
+/// Called only by the VFS through our `file_operations`, with the pointers it passes to
+/// this member for an open (or opening) file of ours, valid for the call.
+unsafe extern "C" fn fop_release(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
+    // SAFETY: `private_data` holds the `Arc<Card>` stored by `fop_open`; release is the
+    // last call for this file, so ownership is taken back exactly once.
+    let card = unsafe { <Arc<Card> as ForeignOwnable>::from_foreign((*file).private_data) };
+    let mut g = card.inner.lock();
+    // Closing the device ends the capture session.
+    if !g.removed {
+        card.stop_locked(&mut g);
+    }
+    g.err = false;
+    g.open = false;
+    // Pages still mapped in a process keep their own references (the pool skips them).
+    g.mapped = false;
+    g.mmap_held = 0;
+    0
+}
+
+/// # Safety
+///
+/// Called only by the VFS through our `file_operations`, with the pointers it passes to
+/// this member for an open (or opening) file of ours, valid for the call.
+unsafe extern "C" fn fop_read_iter(
+    iocb: *mut bindings::kiocb,
+    to: *mut bindings::iov_iter,
+) -> isize {
+    // SAFETY: the VFS passes a valid kiocb for an open file of ours.
+    let file = unsafe { (*iocb).ki_filp };
+    // SAFETY: called by the VFS for an open file of ours.
+    let card = unsafe { file_card(file) };
+    // SAFETY: `file` is valid for the duration of the call.
+    let flags = unsafe { File::from_raw_file(file) }.flags();
+    // The file never sets FMODE_NOWAIT, so the kernel asks no IOCB_NOWAIT call of us
+    // (io_uring hands a blocking call to its workers instead).
+    let nonblock = flags & file::flags::O_NONBLOCK != 0;
+    // SAFETY: a read_iter destination is a valid `ITER_DEST` iov_iter, used only by this
+    // call, that may be written with the standard iov_iter methods during the call.
+    let to = unsafe { IovIterDest::from_raw(to) };
+    match card.read(nonblock, to) {
+        Ok(n) => n as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// # Safety
+///
+/// Called only by the VFS through our `file_operations`, with the pointers it passes to
+/// this member for an open (or opening) file of ours, valid for the call.
+unsafe extern "C" fn fop_splice_read(
+    file: *mut bindings::file,
+    _ppos: *mut bindings::loff_t,
+    pipe: *mut bindings::pipe_inode_info,
+    len: usize,
+    flags: c_uint,
+) -> isize {
+    // SAFETY: called by the VFS for an open file of ours.
+    let card: Arc<Card> = unsafe { file_card(file) }.into();
+    // SAFETY: `file` is valid for the duration of the call.
+    let fflags = unsafe { File::from_raw_file(file) }.flags();
+    let nonblock = fflags & file::flags::O_NONBLOCK != 0 || flags & SPLICE_F_NONBLOCK != 0;
+    // SAFETY: the VFS passes a valid pipe, locked by the caller for the whole call.
+    let pipe = unsafe { Pipe::from_raw(pipe) };
+    let len = len.min(isize::MAX as usize & !(PAGE_SIZE - 1));
+    match card.splice_read(nonblock, &pipe, len) {
+        Ok(n) => n as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// # Safety
+///
+/// Called only by the VFS through our `file_operations`, with the pointers it passes to
+/// this member for an open (or opening) file of ours, valid for the call.
+unsafe extern "C" fn fop_mmap(
+    file: *mut bindings::file,
+    vma: *mut bindings::vm_area_struct,
+) -> c_int {
+    // SAFETY: called by the VFS for an open file of ours.
+    let card = unsafe { file_card(file) };
+    // SAFETY: the VFS passes a new VMA being set up by this mmap call, valid for the call.
+    let vma = unsafe { VmaNew::from_raw(vma) };
+    match card.mmap(vma) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// Called only by the VFS through our `file_operations`, with the pointers it passes to
+/// this member for an open (or opening) file of ours, valid for the call.
+unsafe extern "C" fn fop_poll(
+    file: *mut bindings::file,
+    table: *mut bindings::poll_table_struct,
+) -> bindings::__poll_t {
+    // SAFETY: called by the VFS for an open file of ours.
+    let card = unsafe { file_card(file) };
+    // SAFETY: `table` is null or a valid poll table for the duration of the call.
+    let table = unsafe { PollTable::from_raw(table) };
+    // SAFETY: `file` is valid for the duration of the call.
+    let f = unsafe { File::from_raw_file(file) };
+    card.poll(f, &table)
+}
+
+/// # Safety
+///
+/// Called only by the VFS through our `file_operations`, with the pointers it passes to
+/// this member for an open (or opening) file of ours, valid for the call.
+unsafe extern "C" fn fop_ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
+    // SAFETY: called by the VFS for an open file of ours.
+    let card = unsafe { file_card(file) };
+    match card.ioctl(cmd, arg) {
+        Ok(v) => v as c_long,
+        Err(e) => e.to_errno() as c_long,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// /dev/acqN-out (playback, playback.rs)
+// ---------------------------------------------------------------------------
+
+extern "C" {
+    fn acq_shim_splice_from_pipe(
+        pipe: *mut bindings::pipe_inode_info,
+        out: *mut c_void,
+        len: usize,
+        flags: c_uint,
+        continued: bool,
+    ) -> isize;
+}
+
+/// The actor of `acq_shim_splice_from_pipe` (called by the VFS with the pipe locked).
+///
+/// # Safety
+///
+/// `owner` is the `private_data` of an open `/dev/acqN-out` file (an `Arc<Card>`); `page`
+/// is the page of a confirmed pipe buffer, valid during the call, with `offset + len`
+/// within it.
+#[no_mangle]
+unsafe extern "C" fn acq_rust_pb_actor(
+    owner: *mut c_void,
+    page: *mut bindings::page,
+    offset: c_uint,
+    len: c_uint,
+    flags: c_uint,
+    spliced: bool,
+) -> c_int {
+    // SAFETY: the open file holds this reference during the splice (caller's guarantee).
+    let card = unsafe { <Arc<Card> as ForeignOwnable>::borrow(owner) };
+    let nonblock = flags & SPLICE_F_NONBLOCK != 0;
+    // SAFETY: forwarded from the caller.
+    match unsafe { card.pb_actor(page, offset as usize, len as usize, nonblock, spliced) } {
+        Ok(n) => n as c_int,
+        Err(e) => e.to_errno(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// /dev/acqN-out file operations
+// ---------------------------------------------------------------------------
+
+pub(crate) static PB_FOPS: Fops = Fops(bindings::file_operations {
+    owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
+    open: Some(pb_fop_open),
+    release: Some(pb_fop_release),
+    write_iter: Some(pb_fop_write_iter),
+    splice_write: Some(pb_fop_splice_write),
+    poll: Some(pb_fop_poll),
+    unlocked_ioctl: Some(pb_fop_ioctl),
+    llseek: Some(bindings::noop_llseek),
+    ..pin_init::zeroed()
+});
+
+/// # Safety
+///
+/// Called only by the VFS through our `file_operations`, with the pointers it passes to
+/// this member for an open (or opening) file of ours, valid for the call.
+unsafe extern "C" fn pb_fop_open(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
+    // SAFETY: called by the misc core for our device during open (see `chardev_card`).
+    let card = unsafe { chardev_card(file) };
+    if let Err(e) = card.pb_open() {
+        return e.to_errno();
+    }
+    // SAFETY: we own `file` during open; `private_data` is our `Arc<Card>` from now on,
+    // reclaimed in `pb_fop_release`.
+    unsafe { (*file).private_data = card.into_foreign() };
+    // SAFETY: `file` is being opened by us.
+    unsafe { mark_stream(file) };
+    0
+}
+
+/// # Safety
+///
+/// Called only by the VFS through our `file_operations`, with the pointers it passes to
+/// this member for an open (or opening) file of ours, valid for the call.
+unsafe extern "C" fn pb_fop_release(
+    _inode: *mut bindings::inode,
+    file: *mut bindings::file,
+) -> c_int {
+    // SAFETY: `private_data` holds the `Arc<Card>` stored by `pb_fop_open`; release is the
+    // last call for this file.
+    let card = unsafe { <Arc<Card> as ForeignOwnable>::from_foreign((*file).private_data) };
+    card.pb_release();
+    0
+}
+
+/// # Safety
+///
+/// Called only by the VFS through our `file_operations`, with the pointers it passes to
+/// this member for an open (or opening) file of ours, valid for the call.
+unsafe extern "C" fn pb_fop_write_iter(
+    iocb: *mut bindings::kiocb,
+    from: *mut bindings::iov_iter,
+) -> isize {
+    // SAFETY: the VFS passes a valid kiocb for an open file of ours.
+    let file = unsafe { (*iocb).ki_filp };
+    // SAFETY: called by the VFS for an open file of ours.
+    let card = unsafe { file_card(file) };
+    // SAFETY: `file` is valid for the duration of the call.
+    let flags = unsafe { File::from_raw_file(file) }.flags();
+    // The file never sets FMODE_NOWAIT, so the kernel asks no IOCB_NOWAIT call of us
+    // (io_uring hands a blocking call to its workers instead).
+    let nonblock = flags & file::flags::O_NONBLOCK != 0;
+    // SAFETY: a write_iter source is a valid `ITER_SOURCE` iov_iter, used only by this
+    // call, that may be read with the standard iov_iter methods during the call.
+    let from = unsafe { IovIterSource::from_raw(from) };
+    match card.pb_write(nonblock, from) {
+        Ok(n) => n as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// # Safety
+///
+/// Called only by the VFS through our `file_operations`, with the pointers it passes to
+/// this member for an open (or opening) file of ours, valid for the call.
+unsafe extern "C" fn pb_fop_splice_write(
+    pipe: *mut bindings::pipe_inode_info,
+    file: *mut bindings::file,
+    ppos: *mut bindings::loff_t,
+    len: usize,
+    flags: c_uint,
+) -> isize {
+    // SAFETY: called by the VFS for an open file of ours.
+    let card = unsafe { file_card(file) };
+    // SAFETY: `file` is valid for the duration of the call.
+    let nonblock = unsafe { File::from_raw_file(file) }.flags() & file::flags::O_NONBLOCK != 0;
+    let flags = if nonblock {
+        flags | SPLICE_F_NONBLOCK
+    } else {
+        flags
+    };
+    let len = len.min(isize::MAX as usize & !(PAGE_SIZE - 1));
+    // A stream's `f_pos` is written back only when the system call ends, while `*ppos`
+    // moves with every splice_write: a position ahead of `f_pos` means an earlier step of
+    // this same call (sendfile()'s loop) already took bytes (see `fop_splice_read`).
+    // SAFETY: `ppos` is null or valid for the call; `file` is valid.
+    let continued = !ppos.is_null() && unsafe { *ppos != (*file).f_pos };
+    // SAFETY: `pipe` and `file` are valid for the call (VFS); the shim locks the pipe and
+    // calls `acq_rust_pb_actor` with this file's `private_data`.
+    let r = unsafe { acq_shim_splice_from_pipe(pipe, file.cast(), len, flags, continued) };
+    if r > 0 && !ppos.is_null() {
+        // SAFETY: `ppos` is valid for the call (checked non-null).
+        unsafe { *ppos = (*ppos).wrapping_add(r as i64) };
+    }
+    // Whatever was posted goes to the card now (the actor publishes in batches).
+    let mut g = card.pb.lock();
+    card.pb_publish(&mut g);
+    r
+}
+
+/// # Safety
+///
+/// Called only by the VFS through our `file_operations`, with the pointers it passes to
+/// this member for an open (or opening) file of ours, valid for the call.
+unsafe extern "C" fn pb_fop_poll(
+    file: *mut bindings::file,
+    table: *mut bindings::poll_table_struct,
+) -> bindings::__poll_t {
+    // SAFETY: called by the VFS for an open file of ours.
+    let card = unsafe { file_card(file) };
+    // SAFETY: `table` is null or a valid poll table for the duration of the call.
+    let table = unsafe { PollTable::from_raw(table) };
+    // SAFETY: `file` is valid for the duration of the call.
+    let f = unsafe { File::from_raw_file(file) };
+    card.pb_poll(f, &table)
+}
+
+/// # Safety
+///
+/// Called only by the VFS through our `file_operations`, with the pointers it passes to
+/// this member for an open (or opening) file of ours, valid for the call.
+unsafe extern "C" fn pb_fop_ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
+    // SAFETY: called by the VFS for an open file of ours.
+    let card = unsafe { file_card(file) };
+    match card.pb_ioctl(cmd, arg) {
+        Ok(v) => v as c_long,
+        Err(e) => e.to_errno() as c_long,
+    }
+}
+

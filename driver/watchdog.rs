@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The watchdog: a delayed work item that resets and restarts a card whose engine
+//! makes no progress with buffers posted.
+
+use super::*;
+
+impl_has_delayed_work! {
+    impl HasDelayedWork<Self> for Card { self.watchdog }
+}
+
+/// The queue the watchdog runs on. A tick may reset the card (FLR waits 100 ms and more),
+/// so it goes on the queue for long work items; `system()` (`system_wq`) is deprecated in
+/// 7.3 and says so in the kernel log.
+pub(crate) fn watchdog_queue() -> &'static workqueue::Queue {
+    workqueue::system_long()
+}
+
+impl WorkItem for Card {
+    type Pointer = Arc<Card>;
+
+    fn run(this: Arc<Card>) {
+        if this.watchdog_tick() {
+            let _ = watchdog_queue().enqueue_delayed(this, msecs_to_jiffies(WATCHDOG_MS));
+        }
+    }
+}
+
+
+impl Card {
+    /// One watchdog period. Returns false when the watchdog must not run again.
+    pub(crate) fn watchdog_tick(&self) -> bool {
+        let mut g = self.inner.lock();
+        if g.removed {
+            return false;
+        }
+        if !g.running || g.cfg.flags & uapi::ACQ_CFG_LOOPBACK != 0 {
+            // A loopback session waits for the playback side: no data is not a stall.
+            g.wd_still_ms = 0;
+            return true;
+        }
+        let Some(hw) = g.hw.as_ref() else {
+            return false;
+        };
+        let cons = self.event_read(g.bar2, hw, regs::event::OFF_CONS);
+        let outstanding = regs::ring::outstanding(g.prod, cons);
+        if cons != g.wd_cons || outstanding == 0 {
+            // Progress, or the card waits for us (a slow reader is not a stall).
+            g.wd_cons = cons;
+            g.wd_still_ms = 0;
+            return true;
+        }
+        g.wd_still_ms += u64::from(WATCHDOG_MS);
+        let block_ms = match g.cfg.rate {
+            0 => 0,
+            rate => u64::from(g.cfg.block_size).saturating_mul(1000) / rate,
+        };
+        if g.wd_still_ms < STALL_MS.saturating_add(block_ms.saturating_mul(4)) {
+            return true;
+        }
+        pr_warn!(
+            "acq{}: no progress for {} ms with {} buffers posted: resetting the card\n",
+            self.index,
+            g.wd_still_ms,
+            outstanding
+        );
+        g.err = true;
+        g.running = false;
+        if !self.revive_locked(&mut g) || self.start_locked(&mut g).is_err() {
+            g.halted = true;
+        }
+        drop(g);
+        self.wait.notify_all();
+        true
+    }
+
+}
