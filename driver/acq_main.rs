@@ -431,7 +431,6 @@ impl pci::Driver for AcqDriver {
 
 fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
     pdev.enable_device_mem()?;
-    pdev.set_master();
     // SAFETY: probe is the only user of the device's DMA API at this point.
     unsafe { pdev.dma_set_mask_and_coherent(DmaMask::new::<64>())? };
 
@@ -457,6 +456,24 @@ fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
         r.soft_reset();
         (version, caps, r.rd(regs::reg::FIFO_DEPTH))
     };
+    // Bus mastering only for an identified card, and taken away again if the rest of
+    // probe fails: a function we did not bind must not write into memory.
+    pdev.set_master();
+    let bound = probe_identified(pdev, bar, hw_version, caps, fifo_depth);
+    if bound.is_err() {
+        PciFunction(pdev.into()).clear_master();
+    }
+    bound
+}
+
+/// The rest of probe, for an identified card with bus mastering on.
+fn probe_identified<'b>(
+    pdev: &'b pci::Device<Core<'_>>,
+    bar: pci::Bar<'b, BAR0_LEN>,
+    hw_version: u32,
+    caps: u32,
+    fifo_depth: u32,
+) -> Result<AcqData<'b>> {
     // BAR2 (on-card memory) for BAR2 streaming mode; DMA mode does not need it.
     let bar2 = if caps & regs::caps::BAR2_STREAM != 0 {
         match bar2::Bar2::map(pdev, Regs(&bar).rd(regs::reg::BAR2_SIZE)) {

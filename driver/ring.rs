@@ -220,7 +220,14 @@ impl Card {
         if g.removed || g.xrun || g.err || !g.running || g.hw.is_none() {
             return true;
         }
-        self.completion(g, g.head).is_some()
+        // In mmap mode the consumer holds `mmap_held` blocks from `head` already: only a
+        // block after them is news (else an epoll consumer would be woken for ever).
+        let next = if g.mapped {
+            g.head.wrapping_add(g.mmap_held)
+        } else {
+            g.head
+        };
+        self.completion(g, next).is_some()
     }
 
     /// The completion of ring slot `slot` (pool page `index`) was consumed: its bytes go

@@ -366,3 +366,24 @@ fn every_write_path_reports_each_playback_error_once() -> Result<()> {
     assert_dmesg_clean(&mut vm)?;
     vm.shutdown(CMD)
 }
+
+/// poll() in mmap mode reports only blocks the consumer has not taken yet: with all 16
+/// blocks of the ring held (so the card cannot complete another) a 500 ms poll for POLLIN
+/// times out. v1 tested the first held block and returned POLLIN at once, for ever, so an
+/// epoll consumer spun.
+#[test]
+fn poll_in_mmap_mode_waits_for_a_new_block() -> Result<()> {
+    let mut vm = boot("consumers-mmap-poll")?;
+    let out = vm.sh_ok("acq-ctl mmap-poll", CMD)?;
+    eprintln!("mmap-poll: {}", out.trim());
+    ensure!(
+        json_u64(&out, "held") == 16,
+        "could not hold the whole ring: {out}"
+    );
+    ensure!(
+        json_u64(&out, "revents") & 1 == 0 && json_u64(&out, "poll_ms") >= 400,
+        "poll() reported POLLIN with every block already held: {out}"
+    );
+    assert_dmesg_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}

@@ -362,3 +362,33 @@ fn debug_shell() -> Result<()> {
     println!("status {}\n{}{}", out.status, out.stdout, out.stderr);
     vm.shutdown(CMD)
 }
+
+/// A card that does not answer at probe (the model's `hang`: BAR0 reads all-ones, config
+/// space still works): probe refuses it, and bus mastering is off afterwards (the command
+/// register's bit 2 reads 0), so a function the driver did not bind cannot write into
+/// memory. v1 enabled bus mastering before identifying the card and left it on.
+#[test]
+fn driver_probe_failure_leaves_bus_mastering_off() -> Result<()> {
+    let mut vm = boot("driver-probe-fail", 1)?;
+    model_request(&vm, 0, r#"{"cmd":"inject","fault":"hang"}"#)?;
+    vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
+    let dmesg = vm.sh_ok("dmesg", CMD)?;
+    ensure!(
+        dmesg.contains("not a usable pcie-acq card"),
+        "probe did not refuse the silent card:\n{dmesg}"
+    );
+    let out = vm.sh_ok(
+        "for d in /sys/bus/pci/devices/*; do \
+           if [ \"$(cat $d/class)\" = 0x118000 ]; then od -An -tx1 -j4 -N1 $d/config; fi; \
+         done",
+        CMD,
+    )?;
+    let command = u8::from_str_radix(out.trim(), 16)
+        .with_context(|| format!("no command register read for the card: {out:?}"))?;
+    ensure!(
+        command & 0x04 == 0,
+        "bus mastering still on after a failed probe (PCI command register {command:#04x})"
+    );
+    rmmod_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}

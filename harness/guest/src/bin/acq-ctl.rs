@@ -6,7 +6,14 @@
 //!                                  [--seed S] [--irq-count C] [--irq-time-us T]
 //!                                  [--transfer dma|bar2]
 //! acq-ctl [--device /dev/acqN] probe-invalid
+//! acq-ctl [--device /dev/acqN] mmap-poll
 //! ```
+//!
+//! `mmap-poll` checks poll() in mmap mode: with a 16-block ring at 1 MiB/s it maps the
+//! ring, holds every block through `ACQ_IOC_MMAP_SYNC` (so the card cannot complete
+//! another) and polls for POLLIN for 500 ms. It prints the blocks held, `revents` and the
+//! milliseconds poll() took: a driver that reports held blocks as new ones wakes an
+//! epoll consumer at once, for ever.
 //!
 //! Every command prints one JSON line. `probe-invalid` sends a battery of invalid ioctls
 //! (bad values, bad pointers, unknown numbers, wrong sizes, wrong states) and reports the
@@ -53,6 +60,7 @@ fn main() -> ExitCode {
         "reset",
         "set",
         "probe-invalid",
+        "mmap-poll",
     ];
     if !known.contains(&cmd.as_str()) {
         return usage(&format!("unknown command {cmd:?}"));
@@ -101,6 +109,7 @@ fn main() -> ExitCode {
             }
         }
         "probe-invalid" => return probe_invalid(&dev, &device),
+        "mmap-poll" => mmap_poll(&dev),
         _ => return usage("unreachable"),
     };
     match result {
@@ -358,4 +367,57 @@ fn peek(opts: &[String]) -> ExitCode {
         println!("{off:#06x}: {v:#010x}");
     }
     ExitCode::SUCCESS
+}
+
+/// See the module docs (`mmap-poll`).
+fn mmap_poll(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
+    use std::time::{Duration, Instant};
+    let mut c = dev.config()?;
+    c.ring_log2 = 4;
+    c.block_size = 4096;
+    c.rate = 1 << 20;
+    dev.stop()?;
+    dev.set_config(&c)?;
+    let entries = 1usize << c.ring_log2;
+    let len = (entries + 1) * 4096;
+    // SAFETY: a new shared read-only mapping of the device; the kernel picks the address.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            dev.raw_fd(),
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    // Hold every block: sync without releasing until all of the ring is ready.
+    let mut held = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held < entries as u32 && Instant::now() < deadline {
+        let mut req = uapi::AcqMmapSync {
+            timeout_ms: 200,
+            ..Default::default()
+        };
+        dev.ioctl_raw(
+            uapi::ACQ_IOC_MMAP_SYNC,
+            &mut req as *mut uapi::AcqMmapSync as usize,
+        )
+        .map_err(std::io::Error::from_raw_os_error)?;
+        held = req.count;
+    }
+    let start = Instant::now();
+    let revents = dev.poll(libc::POLLIN, 500)?;
+    let ms = start.elapsed().as_millis() as u64;
+    // SAFETY: `base` and `len` are the mapping made above, unmapped once.
+    unsafe { libc::munmap(base, len) };
+    Ok(serde_json::json!({
+        "entries": entries,
+        "held": held,
+        "revents": revents,
+        "poll_ms": ms,
+    }))
 }
