@@ -263,6 +263,9 @@ struct Inner {
     mmap_held: u32,
     /// The session runs in BAR2 streaming mode (latched from the configuration at start).
     bar2: bool,
+    /// Sessions ended by STOP, RESET or close() so far: a read() or splice() that sees
+    /// this move while it runs was stopped, and must not start the card again.
+    stops: u64,
 }
 
 impl Inner {
@@ -530,6 +533,7 @@ fn probe_identified<'b>(
                 mapped: false,
                 mmap_held: 0,
                 bar2: false,
+                stops: 0,
             }),
             wait <- new_poll_condvar!("acq::wait"),
             watchdog <- new_delayed_work!("acq::watchdog"),

@@ -49,6 +49,7 @@ impl Card {
         count: usize,
     ) -> Result<usize> {
         let mut copied = 0usize;
+        let stops = g.stops;
         let mut first_block = true;
         if g.mapped {
             // mmap mode: the consumer takes blocks through ACQ_IOC_MMAP_SYNC.
@@ -77,8 +78,11 @@ impl Card {
             }
             first_block = false;
             if !g.running {
-                // The session ended under us (stopped, halted): return what we have.
-                if copied > 0 {
+                // The session ended under us (stopped, halted): return what we have. A
+                // reader that STOP (or RESET) woke returns too, with 0 if it has nothing
+                // (the end of that session's stream): starting the card again would undo
+                // the STOP. The next read() starts a new session.
+                if copied > 0 || g.stops != stops {
                     return Ok(copied);
                 }
                 // A stopped card (never started, stopped, or recovered) starts on read().

@@ -145,6 +145,7 @@ impl Card {
         g.halted = false;
         g.block_pos = 0;
         g.xrun = false;
+        g.stops = g.stops.wrapping_add(1);
         self.wait.notify_all();
     }
 

@@ -131,6 +131,7 @@ impl Card {
         len: usize,
     ) -> Result<usize> {
         let mut done = 0usize;
+        let stops = g.stops;
         let mut first_block = true;
         if g.mapped {
             return Err(EBUSY);
@@ -156,7 +157,8 @@ impl Card {
             }
             first_block = false;
             if !g.running {
-                if done > 0 {
+                // As read(): a splicer that STOP woke does not start the card again.
+                if done > 0 || g.stops != stops {
                     return Ok(done);
                 }
                 self.start_locked(g)?;

@@ -387,3 +387,32 @@ fn poll_in_mmap_mode_waits_for_a_new_block() -> Result<()> {
     assert_dmesg_clean(&mut vm)?;
     vm.shutdown(CMD)
 }
+
+/// ACQ_IOC_STOP from a second thread while one read() (or splice()) of 4 KiB waits for
+/// its first block (a 2 KB/s card: 2 s a block): the call ends at once with 0, the end of
+/// that session's stream, and the card stays stopped (one session in all). v1 started a
+/// new session the moment the reader woke with nothing in hand, undoing the STOP, and
+/// the read went on until the new session's first block.
+#[test]
+fn stop_ends_a_waiting_reader_and_the_card_stays_stopped() -> Result<()> {
+    let mut vm = boot("consumers-stop")?;
+    let mut failures = Vec::new();
+    for method in ["read", "splice"] {
+        let out = consume(
+            &mut vm,
+            &format!(
+                "--method {method} --ring-log2 4 --rate 2K --chunk 4K --bytes 4K \
+                 --stop-after-ms 500"
+            ),
+        )?;
+        eprintln!("{method}: {}", out.trim());
+        if !json_true(&out, "ok") || json_u64(&out, "sessions_started") != 1 {
+            failures.push(format!(
+                "{method}: STOP did not end the waiting call: {out}"
+            ));
+        }
+    }
+    ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_dmesg_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}

@@ -91,6 +91,11 @@ struct Args {
     /// The file sendfile-file writes (removed afterwards).
     #[arg(long, default_value = "/tmp/acq-consume.out")]
     out: String,
+    /// A second thread issues ACQ_IOC_STOP on the same descriptor after this many
+    /// milliseconds, while one read() (or splice()) of `--chunk` bytes waits for data: the
+    /// call must end (with the bytes it has, or 0) and the card stay stopped.
+    #[arg(long)]
+    stop_after_ms: Option<u64>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -324,6 +329,10 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     let before = dev.stats().map_err(|e| format!("ACQ_IOC_GET_STATS: {e}"))?;
     let fd = dev.raw_fd();
 
+    if let Some(ms) = a.stop_after_ms {
+        return stopped_while_reading(a, &dev, ms, before.session, chunk, &mut buf, extra);
+    }
+
     // The device is a stream: pread() must fail with ESPIPE and consume nothing.
     // SAFETY: `buf` is valid for 8 bytes of writes.
     let pr = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), 8, 0) };
@@ -513,6 +522,61 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     extra["pread_ok"] = (pread_errno == libc::ESPIPE).into();
     let _ = io::stdout().flush();
     Ok(report(a, &acc, Some(pread_errno), extra))
+}
+
+/// `--stop-after-ms`: one blocking call, STOP from a second thread meanwhile.
+fn stopped_while_reading(
+    a: &Args,
+    dev: &AcqDev,
+    ms: u64,
+    session_before: u64,
+    chunk: usize,
+    buf: &mut [u8],
+    mut extra: serde_json::Value,
+) -> Result<(serde_json::Value, bool), String> {
+    let fd = dev.raw_fd();
+    let start = Instant::now();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(ms));
+        // SAFETY: a plain ioctl without an argument on a descriptor the main thread keeps
+        // open until this thread is joined.
+        unsafe { libc::ioctl(fd, acq_guest::uapi::ACQ_IOC_STOP as _, 0) }
+    });
+    let r = match a.method {
+        Method::Splice => {
+            let p = Pipe::new(chunk.min(1 << 20)).map_err(|e| format!("pipe: {e}"))?;
+            // SAFETY: plain descriptors and null offsets.
+            check(unsafe {
+                libc::splice(
+                    fd,
+                    std::ptr::null_mut(),
+                    p.w.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    chunk,
+                    0,
+                )
+            })
+        }
+        // SAFETY: `buf` is valid for `chunk` bytes of writes.
+        _ => check(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), chunk) }),
+    };
+    let took = start.elapsed().as_millis() as u64;
+    let stop_rc = stopper.join().map_err(|_| "the STOP thread panicked")?;
+    let after = dev.stats().map_err(|e| format!("ACQ_IOC_GET_STATS: {e}"))?;
+    let stayed_stopped = after.state == acq_guest::uapi::ACQ_STATE_STOPPED;
+    let ended_early = matches!(r, Ok(n) if n < chunk);
+    extra["method"] = format!("{:?}", a.method).to_lowercase().into();
+    extra["call"] = match &r {
+        Ok(n) => json!(n),
+        Err(e) => json!(acqdev::errno_name(e.raw_os_error().unwrap_or(0))),
+    };
+    extra["call_ms"] = took.into();
+    extra["stop_rc"] = stop_rc.into();
+    extra["state"] = after.state.into();
+    extra["sessions_started"] = (after.session - session_before).into();
+    let ok = stop_rc == 0 && ended_early && stayed_stopped;
+    extra["ok"] = ok.into();
+    Ok((extra, ok))
 }
 
 fn wait_readable(fd: RawFd, epfd: Option<RawFd>) -> Result<(), String> {
