@@ -88,7 +88,6 @@ impl Card {
                 // A stopped card (never started, stopped, or recovered) starts on read().
                 self.start_locked(g)?;
             }
-            let log2 = g.cfg.ring_log2;
             let head = g.head;
             let comp = self.completion(g, head);
             let Some(c) = comp else {
@@ -108,27 +107,10 @@ impl Card {
                     _ => continue,
                 }
             };
-            let id = c.id as usize;
-            let len = c.length as usize;
-            if c.is_error() || u32::from(c.id) != regs::ring::slot(head, log2) || len > PAGE_SIZE {
-                // The buffer holds nothing (or the card returned a buffer it was not
-                // given): report EIO once, repost and carry on (the block stays in the
-                // card's FIFO and goes to the next buffer).
-                g.stats.errors += 1;
-                g.err = true;
-                self.consumed(g);
+            let Some((id, len)) = self.decode(g, &c) else {
+                // An EIO or EPIPE is owed now: reported at the top of the loop.
                 continue;
-            }
-            if g.block_pos == 0 && c.stream_offset != g.stats.read_offset {
-                // Bytes were dropped before this block: one EPIPE, then the stream
-                // continues at the block's offset.
-                g.stats.overflows += 1;
-                // Device-provided: saturate rather than trust it not to overflow.
-                g.stats.lost_bytes = g.stats.lost_bytes.saturating_add(c.lost_bytes);
-                g.stats.read_offset = c.stream_offset;
-                g.xrun = true;
-                continue;
-            }
+            };
             let pos = g.block_pos as usize;
             let n = (len - pos.min(len)).min(count - copied);
             let b2 = g.bar2_layout();

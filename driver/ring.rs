@@ -231,6 +231,36 @@ impl Card {
         self.completion(g, next).is_some()
     }
 
+    /// Decodes completion `c` of ring index `g.head` for read() and splice(): `Some((slot,
+    /// length))` for a block of data at the expected stream offset, or `None` after it
+    /// latched what the consumer is owed instead: an error completion (`EIO`; the
+    /// completion is consumed, the block stays in the card's FIFO for the next buffer)
+    /// or a gap before the block (`EPIPE`; the stream continues at the block's offset).
+    pub(crate) fn decode(
+        &self,
+        g: &mut MutexGuard<'_, Inner>,
+        c: &regs::Completion,
+    ) -> Option<(usize, usize)> {
+        let len = c.length as usize;
+        let expected_slot = regs::ring::slot(g.head, g.cfg.ring_log2);
+        if c.is_error() || u32::from(c.id) != expected_slot || len > PAGE_SIZE {
+            // The buffer holds nothing, or the card returned a buffer it was not given.
+            g.stats.errors += 1;
+            g.err = true;
+            self.consumed(g);
+            return None;
+        }
+        if g.block_pos == 0 && c.stream_offset != g.stats.read_offset {
+            g.stats.overflows += 1;
+            // Device-provided: saturate rather than trust it not to overflow.
+            g.stats.lost_bytes = g.stats.lost_bytes.saturating_add(c.lost_bytes);
+            g.stats.read_offset = c.stream_offset;
+            g.xrun = true;
+            return None;
+        }
+        Some((usize::from(c.id), len))
+    }
+
     /// The completion of ring slot `slot` (pool page `index`) was consumed: its bytes go
     /// to the CPU, and the page is no longer under DMA (what a lent page's ->confirm waits
     /// for). In BAR2 mode (`bar2`: the session's layout) the block is first copied from

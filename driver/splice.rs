@@ -163,7 +163,6 @@ impl Card {
                 }
                 self.start_locked(g)?;
             }
-            let log2 = g.cfg.ring_log2;
             let head = g.head;
             let comp = self.completion(g, head);
             let Some(c) = comp else {
@@ -182,21 +181,9 @@ impl Card {
                     _ => continue,
                 }
             };
-            let id = c.id as usize;
-            let blen = c.length as usize;
-            if c.is_error() || u32::from(c.id) != regs::ring::slot(head, log2) || blen > PAGE_SIZE {
-                g.stats.errors += 1;
-                g.err = true;
-                self.consumed(g);
+            let Some((id, blen)) = self.decode(g, &c) else {
                 continue;
-            }
-            if g.block_pos == 0 && c.stream_offset != g.stats.read_offset {
-                g.stats.overflows += 1;
-                g.stats.lost_bytes = g.stats.lost_bytes.saturating_add(c.lost_bytes);
-                g.stats.read_offset = c.stream_offset;
-                g.xrun = true;
-                continue;
-            }
+            };
             let pos = g.block_pos as usize;
             let n = (blen - pos.min(blen)).min(len - done);
             if n == 0 {

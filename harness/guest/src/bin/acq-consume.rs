@@ -262,6 +262,21 @@ impl Pipe {
     }
 }
 
+/// splice() of up to `len` bytes from `fd` into the pipe's write end.
+fn splice_into(fd: RawFd, p: &Pipe, len: usize) -> io::Result<usize> {
+    // SAFETY: plain descriptors and null offsets: no memory is passed.
+    check(unsafe {
+        libc::splice(
+            fd,
+            std::ptr::null_mut(),
+            p.w.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+            0,
+        )
+    })
+}
+
 /// io_uring reads of the device (one request in flight at a time).
 struct Uring {
     ring: io_uring::IoUring,
@@ -485,17 +500,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
                 let p = pipe.as_ref().ok_or("no pipe")?;
                 let want = want.min(1 << 20);
                 let r = if a.method == Method::Splice {
-                    // SAFETY: plain descriptors and null offsets.
-                    check(unsafe {
-                        libc::splice(
-                            fd,
-                            std::ptr::null_mut(),
-                            p.w.as_raw_fd(),
-                            std::ptr::null_mut(),
-                            want,
-                            0,
-                        )
-                    })
+                    splice_into(fd, p, want)
                 } else {
                     // SAFETY: plain descriptors; a null offset uses f_pos.
                     check(unsafe {
@@ -545,17 +550,7 @@ fn stopped_while_reading(
     let r = match a.method {
         Method::Splice => {
             let p = Pipe::new(chunk.min(1 << 20)).map_err(|e| format!("pipe: {e}"))?;
-            // SAFETY: plain descriptors and null offsets.
-            check(unsafe {
-                libc::splice(
-                    fd,
-                    std::ptr::null_mut(),
-                    p.w.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    chunk,
-                    0,
-                )
-            })
+            splice_into(fd, &p, chunk)
         }
         // SAFETY: `buf` is valid for `chunk` bytes of writes.
         _ => check(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), chunk) }),
