@@ -323,8 +323,6 @@ struct Card {
     pb_wait: PollCondVar,
 }
 
-
-// Byte-level views of the uapi structures for `UserSlice::read`/`write`.
 // ---------------------------------------------------------------------------
 // Character device (/dev/acqN): our own file_operations, because the Rust miscdevice
 // abstraction has no poll() in 7.3.

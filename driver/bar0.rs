@@ -44,7 +44,6 @@ impl Regs<'_, '_> {
     }
 }
 
-
 /// The card's PCI function, for the two PCI-core calls 7.3 has no Rust wrapper for.
 pub(crate) struct PciFunction(pub(crate) ARef<pci::Device>);
 

@@ -24,7 +24,6 @@ pub(crate) fn yield_between_blocks(done: usize) -> Option<Result<usize>> {
     }
 }
 
-
 impl Card {
     /// read()/readv()/io_uring reads (`->read_iter`): see docs/driver.md for the
     /// semantics. One call serves the whole iov_iter, so a gap or an error found after
@@ -182,5 +181,4 @@ impl Card {
         }
         mask
     }
-
 }

@@ -85,5 +85,4 @@ impl Card {
             uapi::ACQ_STATE_STOPPED
         }
     }
-
 }

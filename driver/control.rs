@@ -4,6 +4,7 @@
 
 use super::*;
 
+// Byte-level views of the uapi structures for `UserSlice::read`/`write`.
 #[repr(transparent)]
 pub(crate) struct UapiConfig(pub(crate) AcqConfig);
 #[repr(transparent)]
@@ -30,7 +31,6 @@ unsafe impl kernel::transmute::AsBytes for UapiMmapSync {}
 // ---------------------------------------------------------------------------
 // Interrupts
 // ---------------------------------------------------------------------------
-
 
 impl Card {
     pub(crate) fn ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {

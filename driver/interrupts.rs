@@ -152,7 +152,6 @@ impl<'b> Irqs<'b> {
     }
 }
 
-
 impl Card {
     /// Vector-1 work (IRQ thread): read and clear the error/overflow/halt causes.
     pub(crate) fn handle_events(&self, msi: bool) {
@@ -192,5 +191,4 @@ impl Card {
         drop(g);
         self.wait.notify_all();
     }
-
 }

@@ -86,7 +86,6 @@ impl Drop for StreamingPage {
     }
 }
 
-
 impl DmaRegion {
     pub(crate) fn new(dev: &device::Device<Bound>, bytes: usize) -> Result<Self> {
         let words = bytes.div_ceil(4);
@@ -140,7 +139,6 @@ impl DmaRegion {
         }
     }
 }
-
 
 impl Hw {
     pub(crate) fn new(dev: &device::Device<Bound>) -> Result<Self> {

@@ -104,7 +104,6 @@ unsafe extern "C" fn acq_rust_buf_get(owner: c_ulong) {
     let _ = copy.into_foreign();
 }
 
-
 impl Card {
     /// splice_read(): like read(), but the blocks' pages go into the pipe without a copy.
     /// Returns as soon as something was spliced and no further block is ready (a splicer
@@ -251,5 +250,4 @@ impl Card {
         }
         Ok(())
     }
-
 }

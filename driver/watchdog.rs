@@ -26,7 +26,6 @@ impl WorkItem for Card {
     }
 }
 
-
 impl Card {
     /// One watchdog period. Returns false when the watchdog must not run again.
     pub(crate) fn watchdog_tick(&self) -> bool {
@@ -66,12 +65,18 @@ impl Card {
         );
         g.err = true;
         g.running = false;
-        if !self.revive_locked(&mut g) || self.start_locked(&mut g).is_err() {
+        let revived = self.revive_locked(&mut g);
+        if g.mapped {
+            // mmap mode: the consumer may be reading blocks it holds, and a new session
+            // would post every slot again, so the card would write over them. The card
+            // stays stopped: the consumer's next ACQ_IOC_MMAP_SYNC gets EIO (its blocks
+            // are released then), and the one after starts a new session.
+            g.halted = !revived;
+        } else if !revived || self.start_locked(&mut g).is_err() {
             g.halted = true;
         }
         drop(g);
         self.wait.notify_all();
         true
     }
-
 }

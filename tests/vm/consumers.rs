@@ -416,3 +416,44 @@ fn stop_ends_a_waiting_reader_and_the_card_stays_stopped() -> Result<()> {
     assert_dmesg_clean(&mut vm)?;
     vm.shutdown(CMD)
 }
+
+/// The watchdog never starts a new session under an mmap consumer that holds blocks: a
+/// new session posts every slot again and the card would write over the held blocks
+/// while the consumer reads them. The card hangs (model fault) while two blocks are
+/// held; the watchdog resets it but leaves it stopped; releasing the blocks reports EIO,
+/// and the next sync starts a new session. v1 restarted at once (a new session while the
+/// blocks were held) and the release failed with EINVAL.
+#[test]
+fn watchdog_leaves_an_mmap_consumers_held_blocks_alone() -> Result<()> {
+    let mut vm = boot("consumers-mmap-watchdog")?;
+    let control = vm
+        .models
+        .first()
+        .context("no device model")?
+        .control
+        .clone();
+    let inject = inject_later(
+        control,
+        Duration::from_secs(2),
+        r#"{"cmd":"inject","fault":"hang"}"#,
+    );
+    let out = vm.sh_ok("acq-ctl mmap-watchdog", RUN)?;
+    inject
+        .join()
+        .map_err(|_| anyhow::anyhow!("injector panicked"))??;
+    eprintln!("mmap-watchdog: {}", out.trim());
+    ensure!(
+        json_u64(&out, "held") >= 2 && json_u64(&out, "watchdog_resets") >= 1,
+        "the scene did not happen (blocks held, a watchdog reset): {out}"
+    );
+    ensure!(
+        json_u64(&out, "session_while_held") == json_u64(&out, "session_before")
+            && json_u64(&out, "state_while_held") != 1,
+        "the watchdog started a new session under held blocks: {out}"
+    );
+    ensure!(
+        out.contains("\"release\":\"EIO\"") && json_u64(&out, "next_sync") > 0,
+        "releasing the held blocks did not report EIO, or no new session followed: {out}"
+    );
+    vm.shutdown(CMD)
+}

@@ -7,7 +7,15 @@
 //!                                  [--transfer dma|bar2]
 //! acq-ctl [--device /dev/acqN] probe-invalid
 //! acq-ctl [--device /dev/acqN] mmap-poll
+//! acq-ctl [--device /dev/acqN] mmap-watchdog
 //! ```
+//!
+//! `mmap-watchdog` holds two mapped blocks of a slow card (64-byte blocks at 1 KiB/s, a
+//! 64-block ring) for 9 s, during which the test makes the card hang so that the
+//! watchdog resets it; then it releases them. It prints the session and state seen while
+//! holding, the errno of the release, and the blocks the next sync returns: the driver
+//! must not start a new session (and so re-post the held slots) under a consumer that
+//! holds blocks.
 //!
 //! `mmap-poll` checks poll() in mmap mode: with a 16-block ring at 1 MiB/s it maps the
 //! ring, holds every block through `ACQ_IOC_MMAP_SYNC` (so the card cannot complete
@@ -61,6 +69,7 @@ fn main() -> ExitCode {
         "set",
         "probe-invalid",
         "mmap-poll",
+        "mmap-watchdog",
     ];
     if !known.contains(&cmd.as_str()) {
         return usage(&format!("unknown command {cmd:?}"));
@@ -110,6 +119,7 @@ fn main() -> ExitCode {
         }
         "probe-invalid" => return probe_invalid(&dev, &device),
         "mmap-poll" => mmap_poll(&dev),
+        "mmap-watchdog" => mmap_watchdog(&dev),
         _ => return usage("unreachable"),
     };
     match result {
@@ -369,6 +379,90 @@ fn peek(opts: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// One `ACQ_IOC_MMAP_SYNC`: `Ok(ready count)` or the errno.
+fn mmap_sync(dev: &AcqDev, release: u32, timeout_ms: u32) -> Result<u32, i32> {
+    let mut req = uapi::AcqMmapSync {
+        release,
+        timeout_ms,
+        ..Default::default()
+    };
+    dev.ioctl_raw(
+        uapi::ACQ_IOC_MMAP_SYNC,
+        &mut req as *mut uapi::AcqMmapSync as usize,
+    )?;
+    Ok(req.count)
+}
+
+/// A read-only mapping of the whole ring, unmapped on drop.
+struct RingMap {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl RingMap {
+    fn new(dev: &AcqDev, entries: usize) -> std::io::Result<RingMap> {
+        let len = (entries + 1) * 4096;
+        // SAFETY: a new shared read-only mapping of the device; the kernel picks the
+        // address.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                dev.raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(RingMap { base, len })
+    }
+}
+
+impl Drop for RingMap {
+    fn drop(&mut self) {
+        // SAFETY: `base` and `len` are the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// See the module docs (`mmap-watchdog`).
+fn mmap_watchdog(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
+    use std::time::{Duration, Instant};
+    let mut c = dev.config()?;
+    c.ring_log2 = 6;
+    c.block_size = 64;
+    c.rate = 1024;
+    dev.stop()?;
+    dev.set_config(&c)?;
+    let _map = RingMap::new(dev, 1 << c.ring_log2)?;
+    let mut held = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held < 2 && Instant::now() < deadline {
+        held = mmap_sync(dev, 0, 200).map_err(std::io::Error::from_raw_os_error)?;
+    }
+    let before = dev.stats()?;
+    std::thread::sleep(Duration::from_secs(9));
+    let during = dev.stats()?;
+    let release = mmap_sync(dev, held, 0);
+    let next = mmap_sync(dev, 0, 2000);
+    let name = |r: Result<u32, i32>| match r {
+        Ok(n) => serde_json::json!(n),
+        Err(e) => serde_json::json!(acqdev::errno_name(e)),
+    };
+    Ok(serde_json::json!({
+        "held": held,
+        "session_before": before.session,
+        "session_while_held": during.session,
+        "state_while_held": during.state,
+        "watchdog_resets": during.watchdog_resets - before.watchdog_resets,
+        "release": name(release),
+        "next_sync": name(next),
+    }))
+}
+
 /// See the module docs (`mmap-poll`).
 fn mmap_poll(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
     use std::time::{Duration, Instant};
@@ -379,41 +473,16 @@ fn mmap_poll(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
     dev.stop()?;
     dev.set_config(&c)?;
     let entries = 1usize << c.ring_log2;
-    let len = (entries + 1) * 4096;
-    // SAFETY: a new shared read-only mapping of the device; the kernel picks the address.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            dev.raw_fd(),
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
+    let _map = RingMap::new(dev, entries)?;
     // Hold every block: sync without releasing until all of the ring is ready.
     let mut held = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
     while held < entries as u32 && Instant::now() < deadline {
-        let mut req = uapi::AcqMmapSync {
-            timeout_ms: 200,
-            ..Default::default()
-        };
-        dev.ioctl_raw(
-            uapi::ACQ_IOC_MMAP_SYNC,
-            &mut req as *mut uapi::AcqMmapSync as usize,
-        )
-        .map_err(std::io::Error::from_raw_os_error)?;
-        held = req.count;
+        held = mmap_sync(dev, 0, 200).map_err(std::io::Error::from_raw_os_error)?;
     }
     let start = Instant::now();
     let revents = dev.poll(libc::POLLIN, 500)?;
     let ms = start.elapsed().as_millis() as u64;
-    // SAFETY: `base` and `len` are the mapping made above, unmapped once.
-    unsafe { libc::munmap(base, len) };
     Ok(serde_json::json!({
         "entries": entries,
         "held": held,
