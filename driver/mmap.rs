@@ -105,7 +105,27 @@ impl Card {
             self.consumed(&mut g);
         }
         g.mmap_held -= req.release;
-        let r = self.mmap_wait(&mut g, req);
+        let r = match self.mmap_wait(&mut g, req) {
+            // The release took effect, so the call must not fail (the same request, tried
+            // again, would release blocks the consumer no longer holds: EINVAL). A signal
+            // ends the wait like a timeout; a gap or an error stays latched for the next
+            // sync, as read() keeps one for the next call.
+            Err(e) if req.release > 0 && (e == EINTR || e == EPIPE || e == EIO) => {
+                if e == EPIPE {
+                    g.xrun = true;
+                } else if e == EIO {
+                    g.err = true;
+                }
+                g.mmap_held = 0;
+                req.head = u64::from(g.head);
+                req.count = 0;
+                req.block_size = bs;
+                req.stream_offset = g.stats.read_offset;
+                req.flags = if g.running { uapi::ACQ_MMAP_RUNNING } else { 0 };
+                Ok(())
+            }
+            r => r,
+        };
         self.flush_reposts(&mut g);
         let ready = if r.is_ok() { req.count } else { 0 };
         self.update_ctl(&g, ready);
@@ -117,6 +137,10 @@ impl Card {
         loop {
             if g.removed {
                 return Err(ENODEV);
+            }
+            if g.xrun && g.mmap_held == 0 {
+                g.xrun = false;
+                return Err(EPIPE);
             }
             if g.err && g.mmap_held == 0 {
                 g.err = false;

@@ -457,3 +457,23 @@ fn watchdog_leaves_an_mmap_consumers_held_blocks_alone() -> Result<()> {
     );
     vm.shutdown(CMD)
 }
+
+/// `ACQ_IOC_MMAP_SYNC` releases blocks and then waits; a signal that ends the wait must
+/// not fail the call, or the consumer's retry of the same request releases blocks it no
+/// longer holds (`EINVAL`). v1 failed the sync with EINTR and the retry with EINVAL.
+#[test]
+fn mmap_sync_interrupted_after_a_release_can_be_retried() -> Result<()> {
+    let mut vm = boot("consumers-mmap-signal")?;
+    let out = vm.sh_ok("acq-ctl mmap-signal", RUN)?;
+    eprintln!("mmap-signal: {}", out.trim());
+    ensure!(json_u64(&out, "held") == 1, "no block to hold: {out}");
+    ensure!(
+        json_u64(&out, "release_ms") < 4000,
+        "the signal did not end the wait: {out}"
+    );
+    ensure!(
+        !json_true(&out, "retry_einval"),
+        "a sync whose release took effect failed, and its retry got EINVAL: {out}"
+    );
+    vm.shutdown(CMD)
+}

@@ -8,7 +8,14 @@
 //! acq-ctl [--device /dev/acqN] probe-invalid
 //! acq-ctl [--device /dev/acqN] mmap-poll
 //! acq-ctl [--device /dev/acqN] mmap-watchdog
+//! acq-ctl [--device /dev/acqN] mmap-signal
 //! ```
+//!
+//! `mmap-signal` holds the first block of a slow card (a 64-byte block every 2 s), then
+//! releases it with a sync that waits up to 5 s, and a signal (SIGALRM, no SA_RESTART)
+//! ends that wait after 1 s. If the sync failed, it tries the same request again. It
+//! prints both results: a sync whose release took effect must not fail, or its retry
+//! would release blocks the consumer no longer holds (`EINVAL`).
 //!
 //! `mmap-watchdog` holds two mapped blocks of a slow card (64-byte blocks at 1 KiB/s, a
 //! 64-block ring) for 9 s, during which the test makes the card hang so that the
@@ -70,6 +77,7 @@ fn main() -> ExitCode {
         "probe-invalid",
         "mmap-poll",
         "mmap-watchdog",
+        "mmap-signal",
     ];
     if !known.contains(&cmd.as_str()) {
         return usage(&format!("unknown command {cmd:?}"));
@@ -120,6 +128,7 @@ fn main() -> ExitCode {
         "probe-invalid" => return probe_invalid(&dev, &device),
         "mmap-poll" => mmap_poll(&dev),
         "mmap-watchdog" => mmap_watchdog(&dev),
+        "mmap-signal" => mmap_signal(&dev),
         _ => return usage("unreachable"),
     };
     match result {
@@ -460,6 +469,51 @@ fn mmap_watchdog(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
         "watchdog_resets": during.watchdog_resets - before.watchdog_resets,
         "release": name(release),
         "next_sync": name(next),
+    }))
+}
+
+extern "C" fn on_alarm(_: libc::c_int) {}
+
+/// See the module docs (`mmap-signal`).
+fn mmap_signal(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
+    use std::time::{Duration, Instant};
+    let mut c = dev.config()?;
+    c.ring_log2 = 4;
+    c.block_size = 64;
+    c.rate = 32;
+    dev.stop()?;
+    dev.set_config(&c)?;
+    let _map = RingMap::new(dev, 1 << c.ring_log2)?;
+    let mut held = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held < 1 && Instant::now() < deadline {
+        held = mmap_sync(dev, 0, 500).map_err(std::io::Error::from_raw_os_error)?;
+    }
+    // SAFETY: installs a handler that does nothing, without SA_RESTART, so the signal
+    // ends the driver's interruptible wait; `act` is fully initialised.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_alarm as *const () as usize;
+        libc::sigaction(libc::SIGALRM, &act, std::ptr::null_mut());
+        libc::alarm(1);
+    }
+    let start = Instant::now();
+    let first = mmap_sync(dev, held, 5000);
+    let ms = start.elapsed().as_millis() as u64;
+    let retry = match first {
+        Ok(_) => None,
+        Err(_) => Some(mmap_sync(dev, held, 0)),
+    };
+    let name = |r: Result<u32, i32>| match r {
+        Ok(n) => serde_json::json!(n),
+        Err(e) => serde_json::json!(acqdev::errno_name(e)),
+    };
+    Ok(serde_json::json!({
+        "held": held,
+        "release": name(first),
+        "release_ms": ms,
+        "retry": retry.map(name),
+        "retry_einval": retry == Some(Err(libc::EINVAL)),
     }))
 }
 
