@@ -69,8 +69,8 @@ impl Card {
         if g.mapped {
             // mmap mode: the consumer may be reading blocks it holds, and a new session
             // would post every slot again, so the card would write over them. The card
-            // stays stopped: the consumer's next ACQ_IOC_MMAP_SYNC gets EIO (its blocks
-            // are released then), and the one after starts a new session.
+            // stays stopped: ACQ_IOC_MMAP_SYNC reports EIO once (after the consumer's
+            // release, if it releases), and the sync after that starts a new session.
             g.halted = !revived;
         } else if !revived || self.start_locked(&mut g).is_err() {
             g.halted = true;

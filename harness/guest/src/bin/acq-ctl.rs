@@ -19,8 +19,8 @@
 //!
 //! `mmap-watchdog` holds two mapped blocks of a slow card (64-byte blocks at 1 KiB/s, a
 //! 64-block ring) for 9 s, during which the test makes the card hang so that the
-//! watchdog resets it; then it releases them. It prints the session and state seen while
-//! holding, the errno of the release, and the blocks the next sync returns: the driver
+//! watchdog resets it; then it releases them and syncs twice more. It prints the session
+//! and state seen while holding and the three syncs' results: the driver
 //! must not start a new session (and so re-post the held slots) under a consumer that
 //! holds blocks.
 //!
@@ -437,38 +437,58 @@ impl Drop for RingMap {
     }
 }
 
-/// See the module docs (`mmap-watchdog`).
-fn mmap_watchdog(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
+/// Configures a stopped card (`ring_log2`, `block_size`, `rate`), maps its ring and syncs
+/// without releasing until at least `want` blocks are held (at most 10 s). Returns the
+/// mapping (kept while the caller holds blocks) and the blocks held.
+fn hold_blocks(
+    dev: &AcqDev,
+    ring_log2: u32,
+    block_size: u32,
+    rate: u64,
+    want: u32,
+) -> std::io::Result<(RingMap, u32)> {
     use std::time::{Duration, Instant};
     let mut c = dev.config()?;
-    c.ring_log2 = 6;
-    c.block_size = 64;
-    c.rate = 1024;
+    c.ring_log2 = ring_log2;
+    c.block_size = block_size;
+    c.rate = rate;
     dev.stop()?;
     dev.set_config(&c)?;
-    let _map = RingMap::new(dev, 1 << c.ring_log2)?;
+    let map = RingMap::new(dev, 1 << ring_log2)?;
     let mut held = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while held < 2 && Instant::now() < deadline {
+    while held < want && Instant::now() < deadline {
         held = mmap_sync(dev, 0, 200).map_err(std::io::Error::from_raw_os_error)?;
     }
+    Ok((map, held))
+}
+
+/// An errno-or-count result as JSON.
+fn sync_json(r: Result<u32, i32>) -> serde_json::Value {
+    match r {
+        Ok(n) => serde_json::json!(n),
+        Err(e) => serde_json::json!(acqdev::errno_name(e)),
+    }
+}
+
+/// See the module docs (`mmap-watchdog`).
+fn mmap_watchdog(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
+    let (_map, held) = hold_blocks(dev, 6, 64, 1024, 2)?;
     let before = dev.stats()?;
-    std::thread::sleep(Duration::from_secs(9));
+    std::thread::sleep(std::time::Duration::from_secs(9));
     let during = dev.stats()?;
     let release = mmap_sync(dev, held, 0);
     let next = mmap_sync(dev, 0, 2000);
-    let name = |r: Result<u32, i32>| match r {
-        Ok(n) => serde_json::json!(n),
-        Err(e) => serde_json::json!(acqdev::errno_name(e)),
-    };
+    let third = mmap_sync(dev, 0, 2000);
     Ok(serde_json::json!({
         "held": held,
         "session_before": before.session,
         "session_while_held": during.session,
         "state_while_held": during.state,
         "watchdog_resets": during.watchdog_resets - before.watchdog_resets,
-        "release": name(release),
-        "next_sync": name(next),
+        "release": sync_json(release),
+        "next_sync": sync_json(next),
+        "third_sync": sync_json(third),
     }))
 }
 
@@ -476,19 +496,7 @@ extern "C" fn on_alarm(_: libc::c_int) {}
 
 /// See the module docs (`mmap-signal`).
 fn mmap_signal(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
-    use std::time::{Duration, Instant};
-    let mut c = dev.config()?;
-    c.ring_log2 = 4;
-    c.block_size = 64;
-    c.rate = 32;
-    dev.stop()?;
-    dev.set_config(&c)?;
-    let _map = RingMap::new(dev, 1 << c.ring_log2)?;
-    let mut held = 0;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while held < 1 && Instant::now() < deadline {
-        held = mmap_sync(dev, 0, 500).map_err(std::io::Error::from_raw_os_error)?;
-    }
+    let (_map, held) = hold_blocks(dev, 4, 64, 32, 1)?;
     // SAFETY: installs a handler that does nothing, without SA_RESTART, so the signal
     // ends the driver's interruptible wait; `act` is fully initialised.
     unsafe {
@@ -497,48 +505,31 @@ fn mmap_signal(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
         libc::sigaction(libc::SIGALRM, &act, std::ptr::null_mut());
         libc::alarm(1);
     }
-    let start = Instant::now();
+    let start = std::time::Instant::now();
     let first = mmap_sync(dev, held, 5000);
     let ms = start.elapsed().as_millis() as u64;
     let retry = match first {
         Ok(_) => None,
         Err(_) => Some(mmap_sync(dev, held, 0)),
     };
-    let name = |r: Result<u32, i32>| match r {
-        Ok(n) => serde_json::json!(n),
-        Err(e) => serde_json::json!(acqdev::errno_name(e)),
-    };
     Ok(serde_json::json!({
         "held": held,
-        "release": name(first),
+        "release": sync_json(first),
         "release_ms": ms,
-        "retry": retry.map(name),
+        "retry": retry.map(sync_json),
         "retry_einval": retry == Some(Err(libc::EINVAL)),
     }))
 }
 
 /// See the module docs (`mmap-poll`).
 fn mmap_poll(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
-    use std::time::{Duration, Instant};
-    let mut c = dev.config()?;
-    c.ring_log2 = 4;
-    c.block_size = 4096;
-    c.rate = 1 << 20;
-    dev.stop()?;
-    dev.set_config(&c)?;
-    let entries = 1usize << c.ring_log2;
-    let _map = RingMap::new(dev, entries)?;
-    // Hold every block: sync without releasing until all of the ring is ready.
-    let mut held = 0;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while held < entries as u32 && Instant::now() < deadline {
-        held = mmap_sync(dev, 0, 200).map_err(std::io::Error::from_raw_os_error)?;
-    }
-    let start = Instant::now();
+    // The whole ring held, so the card cannot complete another block.
+    let (_map, held) = hold_blocks(dev, 4, 4096, 1 << 20, 16)?;
+    let start = std::time::Instant::now();
     let revents = dev.poll(libc::POLLIN, 500)?;
     let ms = start.elapsed().as_millis() as u64;
     Ok(serde_json::json!({
-        "entries": entries,
+        "entries": 16,
         "held": held,
         "revents": revents,
         "poll_ms": ms,
