@@ -120,6 +120,53 @@ fn every_read_path_reports_each_gap_once_where_it_starts() -> Result<()> {
     vm.shutdown(CMD)
 }
 
+/// A card that hangs (and is reset by the watchdog) or resets itself while each method
+/// reads: exactly one EIO, after which the stream goes on from offset 0 of a new session,
+/// every byte before and after verified, each gap one EPIPE where it starts.
+#[test]
+fn every_read_path_survives_a_hang_and_a_reset() -> Result<()> {
+    let mut vm = boot("consumers-hang-reset")?;
+    let control = control_socket(&vm)?;
+    let mut failures = Vec::new();
+    for (fault, request) in [
+        ("hang", r#"{"cmd":"inject","fault":"hang"}"#),
+        ("reset", r#"{"cmd":"reset"}"#),
+    ] {
+        for method in METHODS {
+            let chunk = if method.starts_with("sendfile") {
+                "1M"
+            } else {
+                "64K"
+            };
+            let (out, err) = run_with_fault(
+                &mut vm,
+                &control,
+                request,
+                &format!(
+                    "acq-consume --method {method} --bytes 24M --chunk {chunk} --iovecs 16 \
+                     --rate 4M"
+                ),
+            )?;
+            ensure!(
+                out.contains("\"method\""),
+                "{method}: no result: {out}{err}"
+            );
+            eprintln!("{fault} {method}: {out}");
+            if json_u64(&out, "eio") != 1 || json_u64(&out, "restarts") != 1 {
+                failures.push(format!(
+                    "{fault} {method}: not one EIO and one new session: {out}"
+                ));
+            }
+            if let Err(e) = ensure_contract(method, &out) {
+                failures.push(format!("{fault} {e:#}"));
+            }
+        }
+    }
+    ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_dmesg_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}
+
 /// sendfile() from `/dev/acq0` into a file: the kernel allows no direct splice from a
 /// stream (it would drop what the destination does not take), so it fails with EINVAL
 /// and consumes nothing; the next read() starts the stream at offset 0. v1 accepted it

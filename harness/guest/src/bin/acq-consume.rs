@@ -7,7 +7,8 @@
 //! exactly one `EPIPE`, returned at exactly the consumer offset where the gap starts**
 //! (after every byte before it, before any byte after it). `EIO`s are counted and
 //! reported with the driver's own error count; the test that injected the errors knows
-//! how many to expect.
+//! how many to expect. After an `EIO` the stream goes on seamlessly, or, when the card was
+//! reset (the driver's session changed), from offset 0 of the new session (`restarts`).
 //!
 //! ```text
 //! acq-consume --method read|readv|sendfile-file|sendfile-pipe|splice|io-uring-read|
@@ -176,6 +177,8 @@ struct Account {
     calls: u64,
     epipe_at: Vec<u64>,
     eio: u64,
+    /// EIOs after which the stream went on in a new session (a reset card).
+    restarts: u64,
     eintr: u64,
     other: Vec<String>,
 }
@@ -421,6 +424,8 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     };
 
     let mut paused = false;
+    // The session the reads run in; a read() starts the first one.
+    let mut session = before.session.wrapping_add(1);
     let mut consumed = 0u64;
     while consumed < a.bytes {
         if Instant::now() > deadline {
@@ -518,7 +523,18 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         if let Ok(n) = r {
             consumed += n as u64;
         }
+        let eio = matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EIO));
         acc.result(r)?;
+        if eio {
+            // After an EIO the stream goes on seamlessly (an error completion), or in a new
+            // session from offset 0 (the card was reset): the driver's session tells which.
+            let s = dev.stats().map_err(|e| format!("ACQ_IOC_GET_STATS: {e}"))?;
+            if s.session != session {
+                session = s.session;
+                acc.restarts += 1;
+                acc.scan.expect = 0;
+            }
+        }
     }
 
     let after = dev.stats().map_err(|e| format!("ACQ_IOC_GET_STATS: {e}"))?;
@@ -625,6 +641,7 @@ fn report(
         ("first_gaps", json!(first(&s.gaps))),
         ("first_epipe", json!(first(&acc.epipe_at))),
         ("eio", json!(acc.eio)),
+        ("restarts", json!(acc.restarts)),
         ("eintr_eagain", json!(acc.eintr)),
         ("backwards", json!(s.backwards)),
         ("first_backwards", json!(s.first_backwards)),
