@@ -129,6 +129,10 @@ const NO_PAGE: u16 = u16::MAX;
 const CONFIRM_TIMEOUT_MS: u32 = 2000;
 /// `splice()` flag (include/linux/splice.h).
 const SPLICE_F_NONBLOCK: c_uint = 0x02;
+/// `kiocb::ki_flags` bit of a call that must not block (include/linux/fs.h: `IOCB_NOWAIT`
+/// is `RWF_NOWAIT`, 0x8; a cast macro, so not in the bindings). io_uring sets it on its
+/// first, inline attempt at a file that poll() reports ready.
+const IOCB_NOWAIT: c_int = 0x08;
 /// Most cards the driver names (`/dev/acq0` .. `/dev/acq31`).
 const MAX_CARDS: u32 = 32;
 /// Watchdog period.

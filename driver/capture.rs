@@ -58,6 +58,12 @@ impl Card {
             if g.removed {
                 return if copied > 0 { Ok(copied) } else { Err(ENODEV) };
             }
+            if g.stops != stops {
+                // STOP or RESET (from another thread sharing the file) ended the session
+                // this call was reading: it ends too, with what it has (0: the end of
+                // that session's stream), even if a START already began the next one.
+                return Ok(copied);
+            }
             if g.xrun || g.err {
                 // Latched until a call can return it with no bytes before it.
                 if copied > 0 {
@@ -77,11 +83,9 @@ impl Card {
             }
             first_block = false;
             if !g.running {
-                // The session ended under us (stopped, halted): return what we have. A
-                // reader that STOP (or RESET) woke returns too, with 0 if it has nothing
-                // (the end of that session's stream): starting the card again would undo
-                // the STOP. The next read() starts a new session.
-                if copied > 0 || g.stops != stops {
+                // The session ended under us (halted): return what we have. (A STOP or
+                // RESET returned above: starting the card again would undo it.)
+                if copied > 0 {
                     return Ok(copied);
                 }
                 // A stopped card (never started, stopped, or recovered) starts on read().

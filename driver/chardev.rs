@@ -131,10 +131,10 @@ unsafe extern "C" fn fop_open(_inode: *mut bindings::inode, file: *mut bindings:
 
 /// Makes an opening file a stream (`stream_open`, the kernel's convention for a file
 /// without positions, like a pipe or an evdev node): pread()/pwrite(), lseek() and
-/// sendfile()/splice() with an explicit offset fail with `ESPIPE`, and sendfile() from
-/// the capture file into a file or socket with `EINVAL` (no direct splice from a stream:
-/// it would drop what the destination does not take). `f_pos` moves only with splice()
-/// and sendfile() without an offset, which playback's `pb_fop_splice_write` relies on.
+/// sendfile() with an explicit offset fail with `ESPIPE`, splice() with one with `EINVAL`,
+/// and sendfile() from the capture file into a file or socket with `EINVAL` (no direct
+/// splice from a stream: it would drop what the destination does not take). `f_pos`
+/// moves only with splice() and sendfile() without an offset.
 ///
 /// # Safety
 ///
@@ -180,9 +180,9 @@ unsafe extern "C" fn fop_read_iter(
     let card = unsafe { file_card(file) };
     // SAFETY: `file` is valid for the duration of the call.
     let flags = unsafe { File::from_raw_file(file) }.flags();
-    // The file never sets FMODE_NOWAIT, so the kernel asks no IOCB_NOWAIT call of us
-    // (io_uring hands a blocking call to its workers instead).
-    let nonblock = flags & file::flags::O_NONBLOCK != 0;
+    // SAFETY: the kiocb is valid for the call (VFS).
+    let nowait = unsafe { (*iocb).ki_flags } & IOCB_NOWAIT != 0;
+    let nonblock = flags & file::flags::O_NONBLOCK != 0 || nowait;
     // SAFETY: a read_iter destination is a valid `ITER_DEST` iov_iter, used only by this
     // call, that may be written with the standard iov_iter methods during the call.
     let to = unsafe { IovIterDest::from_raw(to) };
@@ -368,9 +368,9 @@ unsafe extern "C" fn pb_fop_write_iter(
     let card = unsafe { file_card(file) };
     // SAFETY: `file` is valid for the duration of the call.
     let flags = unsafe { File::from_raw_file(file) }.flags();
-    // The file never sets FMODE_NOWAIT, so the kernel asks no IOCB_NOWAIT call of us
-    // (io_uring hands a blocking call to its workers instead).
-    let nonblock = flags & file::flags::O_NONBLOCK != 0;
+    // SAFETY: the kiocb is valid for the call (VFS).
+    let nowait = unsafe { (*iocb).ki_flags } & IOCB_NOWAIT != 0;
+    let nonblock = flags & file::flags::O_NONBLOCK != 0 || nowait;
     // SAFETY: a write_iter source is a valid `ITER_SOURCE` iov_iter, used only by this
     // call, that may be read with the standard iov_iter methods during the call.
     let from = unsafe { IovIterSource::from_raw(from) };
@@ -401,20 +401,33 @@ unsafe extern "C" fn pb_fop_splice_write(
         flags
     };
     let len = len.min(isize::MAX as usize & !(PAGE_SIZE - 1));
-    // A stream's `f_pos` is written back only when the system call ends, while `*ppos`
-    // moves with every splice_write: a position ahead of `f_pos` means an earlier step of
-    // this same call (sendfile()'s loop) already took bytes (see `fop_splice_read`).
-    // SAFETY: `ppos` is null or valid for the call; `file` is valid.
-    let continued = !ppos.is_null() && unsafe { *ppos != (*file).f_pos };
+    // Did an earlier step of this same system call (sendfile()'s loop) already take bytes?
+    // Then `*ppos` is where that step left it, and ahead of `f_pos`, which the VFS writes
+    // back only when the call ends. The task and the position the last splice_write left
+    // are recorded too, so that another call on the same file (whose `f_pos` write-back
+    // can land in between) is not taken for this one.
+    let task = kernel::current!().as_ptr() as usize;
+    // SAFETY: `ppos` is null or valid for the call.
+    let pos = (!ppos.is_null()).then(|| unsafe { *ppos });
+    // SAFETY: `file` is valid for the call; `f_pos` of a stream is written without a lock
+    // by the VFS, so it is read once, as a plain value.
+    let f_pos = unsafe { ptr::read_volatile(ptr::addr_of!((*file).f_pos)) };
+    let continued = pos.is_some_and(|p| {
+        let g = card.pb.lock();
+        p != f_pos && g.splice_task == task && g.splice_pos == p
+    });
     // SAFETY: `pipe` and `file` are valid for the call (VFS); the shim locks the pipe and
     // calls `acq_rust_pb_actor` with this file's `private_data`.
     let r = unsafe { acq_shim_splice_from_pipe(pipe, file.cast(), len, flags, continued) };
-    if r > 0 && !ppos.is_null() {
-        // SAFETY: `ppos` is valid for the call (checked non-null).
-        unsafe { *ppos = (*ppos).wrapping_add(r as i64) };
+    let mut g = card.pb.lock();
+    if let (Some(p), true) = (pos, r > 0) {
+        let end = p.wrapping_add(r as i64);
+        // SAFETY: `ppos` is valid for the call (`pos` is Some).
+        unsafe { *ppos = end };
+        g.splice_task = task;
+        g.splice_pos = end;
     }
     // Whatever was posted goes to the card now (the actor publishes in batches).
-    let mut g = card.pb.lock();
     card.pb_publish(&mut g);
     r
 }

@@ -54,6 +54,10 @@ pub(super) struct PbInner {
     /// because one reap can consume several such completions, and each is reported once.
     xrun: u32,
     err: u32,
+    /// The task and the `*ppos` the last splice_write() left (`pb_fop_splice_write`: is a
+    /// splice_write a later step of the same sendfile()?).
+    pub(super) splice_task: usize,
+    pub(super) splice_pos: i64,
 }
 
 /// Default playback configuration: one page per block, 256 buffers, as fast as the host
@@ -85,6 +89,8 @@ impl PbInner {
             fill: 0,
             xrun: 0,
             err: 0,
+            splice_task: 0,
+            splice_pos: 0,
         }
     }
 
@@ -389,7 +395,15 @@ impl Card {
             }
         }
         if !g.running {
-            self.pb_start_locked(g)?;
+            let owed = g.err;
+            if let Err(e) = self.pb_start_locked(g) {
+                // With nothing taken the writer gets this errno now: the mark the failed
+                // start latched would report it a second time.
+                if done == 0 {
+                    g.err = owed;
+                }
+                return Err(e);
+            }
         }
         Ok(true)
     }
@@ -418,7 +432,7 @@ impl Card {
             match self.pb_ready(&mut g, done) {
                 Ok(true) => {}
                 Ok(false) => break Ok(done),
-                Err(e) => break Err(e),
+                Err(e) => break if done > 0 { Ok(done) } else { Err(e) },
             }
             if let Err(e) = self.pb_wait_space(&mut g, nonblock) {
                 break if done > 0 { Ok(done) } else { Err(e) };
@@ -486,7 +500,9 @@ impl Card {
             }
             g = self.pb.lock();
         }
-        if !self.pb_ready(&mut g, 0)? {
+        // With bytes taken (`spliced`) an owed error is left latched: this errno is
+        // dropped by the VFS loop.
+        if !self.pb_ready(&mut g, usize::from(spliced))? {
             return Err(EIO);
         }
         self.pb_wait_space(&mut g, nonblock)?;

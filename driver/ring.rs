@@ -28,7 +28,9 @@ impl Card {
             (false, _) => None,
         };
         if !self.alive() && !self.revive_locked(g) {
-            g.err = true;
+            // Reported by this EIO to whoever asked for the start (read, splice, sync,
+            // START); poll() turns it into POLLERR. Not latched: it would be reported
+            // twice.
             return Err(EIO);
         }
         let keep = g.mapped;

@@ -77,8 +77,9 @@ static void acq_buf_release(struct pipe_inode_info *pipe, struct pipe_buffer *bu
 
 /*
  * tee(): a second pipe buffer on the same page; every reference is taken again. Like
- * generic_pipe_buf_get(), a page whose reference count would overflow is refused (tee()
- * then fails) instead of wrapping the count (the CVE-2019-11487 class).
+ * generic_pipe_buf_get(), try_get_page() refuses a page whose reference count has already
+ * wrapped (tee() then fails), rather than taking one more reference on it (the
+ * CVE-2019-11487 class).
  */
 static bool acq_buf_get(struct pipe_inode_info *pipe, struct pipe_buffer *buf)
 {

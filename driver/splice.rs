@@ -139,6 +139,10 @@ impl Card {
             if g.removed {
                 return if done > 0 { Ok(done) } else { Err(ENODEV) };
             }
+            if g.stops != stops {
+                // As read(): STOP or RESET ended the session this call was splicing.
+                return Ok(done);
+            }
             if g.xrun || g.err {
                 // Latched until a call can return it with no bytes before it.
                 if done > 0 {
@@ -156,8 +160,7 @@ impl Card {
             }
             first_block = false;
             if !g.running {
-                // As read(): a splicer that STOP woke does not start the card again.
-                if done > 0 || g.stops != stops {
+                if done > 0 {
                     return Ok(done);
                 }
                 self.start_locked(g)?;

@@ -283,12 +283,15 @@ fn splice_into(fd: RawFd, p: &Pipe, len: usize) -> io::Result<usize> {
 /// io_uring reads of the device (one request in flight at a time).
 struct Uring {
     ring: io_uring::IoUring,
+    /// The longest io_uring_enter() that only submitted.
+    max_submit_ms: u64,
 }
 
 impl Uring {
     fn new() -> io::Result<Uring> {
         Ok(Uring {
             ring: io_uring::IoUring::new(4)?,
+            max_submit_ms: 0,
         })
     }
 
@@ -297,6 +300,11 @@ impl Uring {
         // this call returns, and we wait for the completion before returning.
         unsafe { self.ring.submission().push(&sqe) }
             .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+        // Submit, then wait: io_uring_enter() must not block in the submission (its
+        // non-blocking attempt at a file that poll() reports ready), only in the wait.
+        let t = Instant::now();
+        self.ring.submit()?;
+        self.max_submit_ms = self.max_submit_ms.max(t.elapsed().as_millis() as u64);
         self.ring.submit_and_wait(1)?;
         let cqe = self
             .ring
@@ -537,6 +545,9 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         }
     }
 
+    if let Some(u) = &uring {
+        extra["max_submit_ms"] = u.max_submit_ms.into();
+    }
     let after = dev.stats().map_err(|e| format!("ACQ_IOC_GET_STATS: {e}"))?;
     extra["driver_overflows"] = (after.overflows - before.overflows).into();
     extra["driver_errors"] = (after.errors - before.errors).into();
