@@ -15,11 +15,16 @@
 //!                      io-uring-readv|poll-read|epoll-read|stdin
 //!             --bytes N [--device /dev/acq0] [--chunk N] [--iovecs K] [--rate R]
 //!             [--ring-log2 L] [--pause-at N --pause-ms MS] [--out FILE] [--timeout S]
+//!             [--stop-after-ms MS]
 //! ```
 //!
 //! `stdin` verifies a stream that a standard tool (dd, cat, head, tee) wrote into a pipe:
 //! no errno is seen there, so every gap counts as a failure. Before streaming, every
-//! method but `stdin` checks that pread() fails with `ESPIPE` (the device is a stream).
+//! method but `stdin` checks that pread() fails with `ESPIPE` (the device is a stream);
+//! `sendfile-file` checks that the kernel refuses it (`EINVAL`) and consumed nothing.
+//! `--stop-after-ms` makes one call while a second thread stops the card: the call must
+//! end and the card stay stopped. The io_uring methods report `max_submit_ms`, the
+//! longest io_uring_enter() that only submitted (it must never wait for data).
 //! Prints one JSON line; exit status 0 when the invariant held, 1 when not, 2 on bad
 //! arguments.
 
