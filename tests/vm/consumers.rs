@@ -66,6 +66,23 @@ fn consume(vm: &mut acq::vm::Vm, args: &str) -> Result<String> {
     Ok(out.stdout)
 }
 
+/// Bytes per call for a method: sendfile moves a pipe's worth per call anyway.
+fn chunk_for(method: &str) -> &'static str {
+    if method.starts_with("sendfile") {
+        "1M"
+    } else {
+        "64K"
+    }
+}
+
+/// Ends a test that collected `failures` over several runs: all of them at once, else a
+/// clean kernel log and the guest shut down.
+fn finish(mut vm: acq::vm::Vm, failures: Vec<String>) -> Result<()> {
+    ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_dmesg_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}
+
 /// The invariant of one run: the tool's verdict, each gap one EPIPE at its offset, the
 /// driver's own overflow count equal to the EPIPEs, pread() refused with ESPIPE.
 fn ensure_contract(method: &str, out: &str) -> Result<()> {
@@ -93,16 +110,12 @@ fn every_read_path_reports_each_gap_once_where_it_starts() -> Result<()> {
     let mut vm = boot("consumers-gaps")?;
     let mut failures = Vec::new();
     for method in METHODS {
-        let chunk = if method.starts_with("sendfile") {
-            "1M"
-        } else {
-            "64K"
-        };
+        let chunk = chunk_for(method);
         let out = consume(
             &mut vm,
             &format!(
                 "--method {method} --bytes 48M --chunk {chunk} --iovecs 16 --rate 150M \
-                 --pause-at 2M --pause-ms 2000 --out /mnt/t/sendfile.out"
+                 --pause-at 2M --pause-ms 2000"
             ),
         )?;
         eprintln!("{method}: {out}");
@@ -115,9 +128,7 @@ fn every_read_path_reports_each_gap_once_where_it_starts() -> Result<()> {
             failures.push(format!("{e:#}"));
         }
     }
-    ensure!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_dmesg_clean(&mut vm)?;
-    vm.shutdown(CMD)
+    finish(vm, failures)
 }
 
 /// A card that hangs (and is reset by the watchdog) or resets itself while each method
@@ -133,11 +144,7 @@ fn every_read_path_survives_a_hang_and_a_reset() -> Result<()> {
         ("reset", r#"{"cmd":"reset"}"#),
     ] {
         for method in METHODS {
-            let chunk = if method.starts_with("sendfile") {
-                "1M"
-            } else {
-                "64K"
-            };
+            let chunk = chunk_for(method);
             let (out, err) = run_with_fault(
                 &mut vm,
                 &control,
@@ -162,9 +169,7 @@ fn every_read_path_survives_a_hang_and_a_reset() -> Result<()> {
             }
         }
     }
-    ensure!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_dmesg_clean(&mut vm)?;
-    vm.shutdown(CMD)
+    finish(vm, failures)
 }
 
 /// sendfile() from `/dev/acq0` into a file: the kernel allows no direct splice from a
@@ -245,11 +250,7 @@ fn every_read_path_reports_each_error_once() -> Result<()> {
     let control = control_socket(&vm)?;
     let mut failures = Vec::new();
     for method in METHODS {
-        let chunk = if method.starts_with("sendfile") {
-            "1M"
-        } else {
-            "64K"
-        };
+        let chunk = chunk_for(method);
         let (out, err) = run_with_fault(
             &mut vm,
             &control,
@@ -271,9 +272,7 @@ fn every_read_path_reports_each_error_once() -> Result<()> {
             failures.push(format!("{e:#}"));
         }
     }
-    ensure!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_dmesg_clean(&mut vm)?;
-    vm.shutdown(CMD)
+    finish(vm, failures)
 }
 
 /// Guest uptime in seconds, from the shell output of `cat /proc/uptime`.
@@ -420,9 +419,7 @@ fn every_write_path_reports_each_playback_error_once() -> Result<()> {
             ));
         }
     }
-    ensure!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_dmesg_clean(&mut vm)?;
-    vm.shutdown(CMD)
+    finish(vm, failures)
 }
 
 /// poll() in mmap mode reports only blocks the consumer has not taken yet: with all 16
@@ -470,9 +467,7 @@ fn stop_ends_a_waiting_reader_and_the_card_stays_stopped() -> Result<()> {
             ));
         }
     }
-    ensure!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_dmesg_clean(&mut vm)?;
-    vm.shutdown(CMD)
+    finish(vm, failures)
 }
 
 /// The watchdog never starts a new session under an mmap consumer that holds blocks: a
@@ -562,7 +557,5 @@ fn io_uring_submission_never_blocks() -> Result<()> {
             failures.push(format!("{e:#}"));
         }
     }
-    ensure!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_dmesg_clean(&mut vm)?;
-    vm.shutdown(CMD)
+    finish(vm, failures)
 }
