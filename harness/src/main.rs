@@ -10,7 +10,7 @@ use acq::paths::Paths;
 use acq::signals;
 use acq::vm::{Card, Vm, VmConfig};
 use acq_guest::proto::Stream;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 /// The pcie-acq harness: boots the guest VM with virtual acquisition cards and runs
@@ -191,8 +191,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Expands directories into their `*.json` files, sorted.
+/// Expands directories into their `*.json` files, sorted. A directory without any, or no
+/// input at all, is an error: checking nothing must not pass.
 fn scenario_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if inputs.is_empty() {
+        bail!("no scenario files given");
+    }
     let mut out = Vec::new();
     for p in inputs {
         if p.is_dir() {
@@ -201,6 +205,9 @@ fn scenario_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|e| e == "json"))
                 .collect();
+            if v.is_empty() {
+                bail!("{}: a directory without any *.json scenario", p.display());
+            }
             v.sort();
             out.extend(v);
         } else {
@@ -475,4 +482,24 @@ fn cmd_vm(args: VmArgs) -> Result<ExitCode> {
     }
     vm.shutdown(Duration::from_secs(60))?;
     Ok(ExitCode::from(code as u8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scenario_files;
+
+    #[test]
+    fn checking_nothing_is_an_error() {
+        assert!(scenario_files(&[]).is_err());
+        let dir = std::env::temp_dir().join(format!("acq-files-{}", std::process::id()));
+        let empty = dir.join("x.json");
+        std::fs::create_dir_all(&empty).unwrap();
+        let e = scenario_files(std::slice::from_ref(&empty)).unwrap_err();
+        assert!(e.to_string().contains("without any *.json"), "{e}");
+        std::fs::write(dir.join("a.json"), "{}").unwrap();
+        let found = scenario_files(std::slice::from_ref(&dir)).unwrap();
+        // The directory x.json is listed too: loading it then says it is a directory.
+        assert_eq!(found, vec![dir.join("a.json"), dir.join("x.json")]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

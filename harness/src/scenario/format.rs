@@ -940,8 +940,30 @@ pub struct LoadError {
     pub reason: String,
 }
 
+/// Largest scenario file `load` reads (a scenario is a few KiB of JSON).
+pub const MAX_SCENARIO_BYTES: u64 = 1 << 20;
+
 /// Parses and validates a scenario.
 pub fn parse(text: &str, file: &str) -> Result<Scenario, LoadError> {
+    let fail = |reason: &str| LoadError {
+        file: file.to_owned(),
+        location: "file".into(),
+        reason: reason.into(),
+    };
+    if text.starts_with('\u{feff}') {
+        return Err(fail(
+            "the file starts with a UTF-8 byte order mark: save it as plain UTF-8 without one",
+        ));
+    }
+    match text.trim_start().chars().next() {
+        Some('{') => {}
+        None => return Err(fail("the file is empty: a scenario is one JSON object")),
+        Some(_) => {
+            return Err(fail(
+                "a scenario is one JSON object ({...}), not an array or another JSON value",
+            ))
+        }
+    }
     let de = &mut serde_json::Deserializer::from_str(text);
     let sc: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -960,14 +982,35 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, LoadError> {
     Ok(sc)
 }
 
-/// Loads a scenario file.
+/// Loads a scenario file: a regular file (a FIFO or a device would block or never end)
+/// of at most [`MAX_SCENARIO_BYTES`].
 pub fn load(path: &Path) -> Result<Scenario, LoadError> {
+    use std::io::Read;
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| LoadError {
+    let fail = |reason: String| LoadError {
         file: file.clone(),
         location: "file".into(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(fail(format!("{kind}: a scenario is a .json file")));
+    }
+    if meta.len() > MAX_SCENARIO_BYTES {
+        return Err(fail(format!(
+            "{} bytes: larger than a scenario can be ({MAX_SCENARIO_BYTES} bytes at most)",
+            meta.len()
+        )));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SCENARIO_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| fail(e.to_string()))?;
     let mut sc = parse(&text, &file)?;
     if sc.name.is_none() {
         sc.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
@@ -1328,6 +1371,36 @@ pub fn schema_json() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn files_that_are_not_scenarios_are_refused_with_a_reason() {
+        let dir = std::env::temp_dir().join(format!("acq-load-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("x.json")).unwrap();
+        let fifo = dir.join("fifo.json");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // A FIFO nobody writes: reading it would block for ever.
+        let e = super::load(&fifo).unwrap_err();
+        assert!(e.reason.contains("not a regular file"), "{e}");
+        let e = super::load(&dir.join("x.json")).unwrap_err();
+        assert!(e.reason.contains("a directory"), "{e}");
+        let big = dir.join("big.json");
+        std::fs::write(&big, vec![b' '; (super::MAX_SCENARIO_BYTES + 1) as usize]).unwrap();
+        let e = super::load(&big).unwrap_err();
+        assert!(e.reason.contains("larger than a scenario"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_bom_an_array_and_an_empty_file_get_a_clear_message() {
+        let e = super::parse("\u{feff}{\"steps\": []}", "f").unwrap_err();
+        assert!(e.reason.contains("byte order mark"), "{e}");
+        let e = super::parse("[]", "f").unwrap_err();
+        assert!(e.reason.contains("one JSON object"), "{e}");
+        let e = super::parse("  \n", "f").unwrap_err();
+        assert!(e.reason.contains("empty"), "{e}");
+    }
+
     use super::*;
 
     const MINIMAL: &str = r#"{"steps": [{"stream": {"bytes": "16M"}}]}"#;
