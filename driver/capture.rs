@@ -24,6 +24,56 @@ pub(crate) fn yield_between_blocks(done: usize) -> Option<Result<usize>> {
     }
 }
 
+/// What read() and splice() check before each block of one call, in this order: the card
+/// is gone (ENODEV); STOP or RESET (from another thread sharing the file) ended the
+/// session the call was reading, so it ends too, with what it has (0: the end of that
+/// session's stream), even if a START already began the next one; a gap or error is owed
+/// (latched until a call can return it with no bytes before it); the request is full;
+/// a pending signal (between blocks, so a fatal one ends any call within a block time);
+/// the session halted (with nothing moved, a stopped card starts: never after a STOP,
+/// which returned above). `Some(result)` ends the call; `None`: take the next block.
+impl Card {
+    pub(crate) fn next_pass(
+        &self,
+        g: &mut MutexGuard<'_, Inner>,
+        moved: usize,
+        want: usize,
+        stops: u64,
+        first_block: &mut bool,
+    ) -> Option<Result<usize>> {
+        if g.removed {
+            return Some(if moved > 0 { Ok(moved) } else { Err(ENODEV) });
+        }
+        if g.stops != stops {
+            return Some(Ok(moved));
+        }
+        if g.xrun || g.err {
+            return Some(if moved > 0 {
+                Ok(moved)
+            } else {
+                Err(Self::report_owed(g))
+            });
+        }
+        if moved >= want {
+            return Some(Ok(moved));
+        }
+        if !core::mem::replace(first_block, false) {
+            if let Some(r) = yield_between_blocks(moved) {
+                return Some(r);
+            }
+        }
+        if !g.running {
+            if moved > 0 {
+                return Some(Ok(moved));
+            }
+            if let Err(e) = self.start_locked(g) {
+                return Some(Err(e));
+            }
+        }
+        None
+    }
+}
+
 impl Card {
     /// read()/readv()/io_uring reads (`->read_iter`): see docs/driver.md for the
     /// semantics. One call serves the whole iov_iter, so a gap or an error found after
@@ -55,41 +105,8 @@ impl Card {
             return Err(EBUSY);
         }
         loop {
-            if g.removed {
-                return if copied > 0 { Ok(copied) } else { Err(ENODEV) };
-            }
-            if g.stops != stops {
-                // STOP or RESET (from another thread sharing the file) ended the session
-                // this call was reading: it ends too, with what it has (0: the end of
-                // that session's stream), even if a START already began the next one.
-                return Ok(copied);
-            }
-            if g.xrun || g.err {
-                // Latched until a call can return it with no bytes before it.
-                if copied > 0 {
-                    return Ok(copied);
-                }
-                return Err(Self::report_owed(g));
-            }
-            if copied == count {
-                return Ok(copied);
-            }
-            if !first_block {
-                // One block at a time: a pending signal ends the call with what it has
-                // (a fatal one within a block time), and others get the CPU in between.
-                if let Some(r) = yield_between_blocks(copied) {
-                    return r;
-                }
-            }
-            first_block = false;
-            if !g.running {
-                // The session ended under us (halted): return what we have. (A STOP or
-                // RESET returned above: starting the card again would undo it.)
-                if copied > 0 {
-                    return Ok(copied);
-                }
-                // A stopped card (never started, stopped, or recovered) starts on read().
-                self.start_locked(g)?;
+            if let Some(r) = self.next_pass(g, copied, count, stops, &mut first_block) {
+                return r;
             }
             let head = g.head;
             let comp = self.completion(g, head);

@@ -166,6 +166,26 @@ unsafe extern "C" fn fop_release(_inode: *mut bindings::inode, file: *mut bindin
     0
 }
 
+/// The card of a `->read_iter`/`->write_iter` call, and whether the call must not block:
+/// the file is O_NONBLOCK, or the kiocb carries IOCB_NOWAIT (io_uring's inline attempt).
+///
+/// # Safety
+///
+/// `iocb` must be the kiocb the VFS passed to one of our iter operations, for an open
+/// file of ours, valid for the call.
+unsafe fn iocb_card<'a>(
+    iocb: *mut bindings::kiocb,
+) -> (<Arc<Card> as ForeignOwnable>::Borrowed<'a>, bool) {
+    // SAFETY: the kiocb is valid for the call (caller's guarantee).
+    let (file, ki_flags) = unsafe { ((*iocb).ki_filp, (*iocb).ki_flags) };
+    // SAFETY: `file` is an open file of ours (caller's guarantee).
+    let card = unsafe { file_card(file) };
+    // SAFETY: `file` is valid for the duration of the call.
+    let flags = unsafe { File::from_raw_file(file) }.flags();
+    let nonblock = flags & file::flags::O_NONBLOCK != 0 || ki_flags & IOCB_NOWAIT != 0;
+    (card, nonblock)
+}
+
 /// # Safety
 ///
 /// Called only by the VFS through our `file_operations`, with the pointers it passes to
@@ -174,15 +194,8 @@ unsafe extern "C" fn fop_read_iter(
     iocb: *mut bindings::kiocb,
     to: *mut bindings::iov_iter,
 ) -> isize {
-    // SAFETY: the VFS passes a valid kiocb for an open file of ours.
-    let file = unsafe { (*iocb).ki_filp };
-    // SAFETY: called by the VFS for an open file of ours.
-    let card = unsafe { file_card(file) };
-    // SAFETY: `file` is valid for the duration of the call.
-    let flags = unsafe { File::from_raw_file(file) }.flags();
-    // SAFETY: the kiocb is valid for the call (VFS).
-    let nowait = unsafe { (*iocb).ki_flags } & IOCB_NOWAIT != 0;
-    let nonblock = flags & file::flags::O_NONBLOCK != 0 || nowait;
+    // SAFETY: forwarded from the caller (a VFS call for an open file of ours).
+    let (card, nonblock) = unsafe { iocb_card(iocb) };
     // SAFETY: a read_iter destination is a valid `ITER_DEST` iov_iter, used only by this
     // call, that may be written with the standard iov_iter methods during the call.
     let to = unsafe { IovIterDest::from_raw(to) };
@@ -362,15 +375,8 @@ unsafe extern "C" fn pb_fop_write_iter(
     iocb: *mut bindings::kiocb,
     from: *mut bindings::iov_iter,
 ) -> isize {
-    // SAFETY: the VFS passes a valid kiocb for an open file of ours.
-    let file = unsafe { (*iocb).ki_filp };
-    // SAFETY: called by the VFS for an open file of ours.
-    let card = unsafe { file_card(file) };
-    // SAFETY: `file` is valid for the duration of the call.
-    let flags = unsafe { File::from_raw_file(file) }.flags();
-    // SAFETY: the kiocb is valid for the call (VFS).
-    let nowait = unsafe { (*iocb).ki_flags } & IOCB_NOWAIT != 0;
-    let nonblock = flags & file::flags::O_NONBLOCK != 0 || nowait;
+    // SAFETY: forwarded from the caller (a VFS call for an open file of ours).
+    let (card, nonblock) = unsafe { iocb_card(iocb) };
     // SAFETY: a write_iter source is a valid `ITER_SOURCE` iov_iter, used only by this
     // call, that may be read with the standard iov_iter methods during the call.
     let from = unsafe { IovIterSource::from_raw(from) };

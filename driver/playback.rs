@@ -493,12 +493,11 @@ impl Card {
                 return Err(e);
             }
             // One block at a time: a pending signal ends the splice with what it moved
-            // (__splice_from_pipe returns the bytes and drops this errno).
-            drop(g);
+            // (__splice_from_pipe returns the bytes and drops this errno). Rescheduling
+            // under the playback mutex is allowed, and keeps owed errors consistent.
             if let Some(r) = yield_between_blocks(0) {
                 return r;
             }
-            g = self.pb.lock();
         }
         // With bytes taken (`spliced`) an owed error is left latched: this errno is
         // dropped by the VFS loop.

@@ -136,34 +136,8 @@ impl Card {
             return Err(EBUSY);
         }
         loop {
-            if g.removed {
-                return if done > 0 { Ok(done) } else { Err(ENODEV) };
-            }
-            if g.stops != stops {
-                // As read(): STOP or RESET ended the session this call was splicing.
-                return Ok(done);
-            }
-            if g.xrun || g.err {
-                // Latched until a call can return it with no bytes before it.
-                if done > 0 {
-                    return Ok(done);
-                }
-                return Err(Self::report_owed(g));
-            }
-            if done >= len {
-                return Ok(done);
-            }
-            if !first_block {
-                if let Some(r) = yield_between_blocks(done) {
-                    return r;
-                }
-            }
-            first_block = false;
-            if !g.running {
-                if done > 0 {
-                    return Ok(done);
-                }
-                self.start_locked(g)?;
+            if let Some(r) = self.next_pass(g, done, len, stops, &mut first_block) {
+                return r;
             }
             let head = g.head;
             let comp = self.completion(g, head);

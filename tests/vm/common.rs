@@ -86,11 +86,17 @@ pub fn json_true(text: &str, key: &str) -> bool {
 /// Sends one JSON request line to card `card`'s model control socket and returns the
 /// reply line (protocol in docs/device.md, "Model control socket").
 pub fn model_request(vm: &Vm, card: usize, request: &str) -> Result<String> {
-    use std::io::{BufRead, BufReader, Write};
     let Some(model) = vm.models.get(card) else {
         bail!("no device model for card {card}");
     };
-    let mut s = std::os::unix::net::UnixStream::connect(&model.control)?;
+    control_request(&model.control, request)
+}
+
+/// Sends one JSON request line to the model control socket at `path` (usable from a
+/// thread that does not own the `Vm`) and returns the reply line.
+pub fn control_request(path: &std::path::Path, request: &str) -> Result<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.write_all(request.as_bytes())?;
     s.write_all(b"\n")?;

@@ -14,7 +14,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use acq_e2e::{assert_dmesg_clean, boot_with, driver_image, json_num, json_true, json_u64, CMD};
+use acq_e2e::{
+    assert_dmesg_clean, boot_with, control_request, driver_image, json_num, json_true, json_u64,
+    CMD,
+};
 use anyhow::{ensure, Context, Result};
 
 /// How long one consumer run may take in the guest.
@@ -225,20 +228,8 @@ fn inject_later(
     request: &'static str,
 ) -> std::thread::JoinHandle<Result<String>> {
     std::thread::spawn(move || {
-        use std::io::{BufRead, BufReader, Write};
         std::thread::sleep(delay);
-        let mut s = std::os::unix::net::UnixStream::connect(&path)
-            .with_context(|| format!("connecting to {}", path.display()))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.write_all(request.as_bytes())?;
-        s.write_all(b"\n")?;
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line)?;
-        ensure!(
-            line.contains("\"ok\":true"),
-            "the model refused {request}: {line}"
-        );
-        Ok(line)
+        control_request(&path, request)
     })
 }
 

@@ -362,27 +362,18 @@ fn peek(opts: &[String]) -> ExitCode {
         return usage(&format!("cannot open {file}"));
     };
     let len = 0x4000usize;
-    // SAFETY: a shared mapping of a device resource file; only read below, within `len`.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            std::os::fd::AsRawFd::as_raw_fd(&f),
-            0,
-        )
+    let map = match RingMap::map(std::os::fd::AsRawFd::as_raw_fd(&f), len) {
+        Ok(m) => m,
+        Err(e) => return usage(&format!("mmap {file}: {e}")),
     };
-    if base == libc::MAP_FAILED {
-        return usage(&format!("mmap {file}: {}", std::io::Error::last_os_error()));
-    }
     for o in offsets {
         let Some(off) = acqdev::parse_size(o).filter(|v| *v % 4 == 0 && (*v as usize) < len) else {
             return usage(&format!("bad offset {o:?}"));
         };
         // SAFETY: `off` is 4-byte aligned and inside the mapping.
-        let v =
-            unsafe { std::ptr::read_volatile(base.cast::<u8>().add(off as usize).cast::<u32>()) };
+        let v = unsafe {
+            std::ptr::read_volatile(map.base.cast::<u8>().add(off as usize).cast::<u32>())
+        };
         println!("{off:#06x}: {v:#010x}");
     }
     ExitCode::SUCCESS
@@ -402,24 +393,30 @@ fn mmap_sync(dev: &AcqDev, release: u32, timeout_ms: u32) -> Result<u32, i32> {
     Ok(req.count)
 }
 
-/// A read-only mapping of the whole ring, unmapped on drop.
+/// A shared read-only mapping of a file (the card's ring, or a BAR's sysfs resource),
+/// unmapped on drop.
 struct RingMap {
     base: *mut libc::c_void,
     len: usize,
 }
 
 impl RingMap {
+    /// The whole ring of `dev`: the control page and `entries` buffer pages.
     fn new(dev: &AcqDev, entries: usize) -> std::io::Result<RingMap> {
-        let len = (entries + 1) * 4096;
-        // SAFETY: a new shared read-only mapping of the device; the kernel picks the
-        // address.
+        RingMap::map(dev.raw_fd(), (entries + 1) * 4096)
+    }
+
+    /// `len` bytes of `fd` from offset 0.
+    fn map(fd: std::os::fd::RawFd, len: usize) -> std::io::Result<RingMap> {
+        // SAFETY: a new shared read-only mapping; the kernel picks the address, and the
+        // mapping is only read, within `len`, until `drop` unmaps it.
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ,
                 libc::MAP_SHARED,
-                dev.raw_fd(),
+                fd,
                 0,
             )
         };
