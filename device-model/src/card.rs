@@ -118,8 +118,13 @@ impl RegFile {
 }
 
 /// Checks a session configuration (section 7.1 step 2); `Err(detail)` names the first
-/// failing check.
-pub fn validate(cfg: &SessionConfig, fifo_depth: u32, bar2_size: u64) -> Result<(), u16> {
+/// failing check. `event_bytes` is the size of the channel's event area.
+pub fn validate(
+    cfg: &SessionConfig,
+    fifo_depth: u32,
+    bar2_size: u64,
+    event_bytes: usize,
+) -> Result<(), u16> {
     use regs::err::cfg as d;
     if !limits::ring_log2_valid(cfg.ring_log2) {
         return Err(d::RING_LOG2);
@@ -128,13 +133,21 @@ pub fn validate(cfg: &SessionConfig, fifo_depth: u32, bar2_size: u64) -> Result<
         return Err(d::BLOCK_SIZE);
     }
     if !cfg.bar2_mode {
-        if !limits::ring_base_valid(cfg.desc_base) {
+        // Each structure must also end inside the bus address space: the engine
+        // addresses entries as base + index * size and must never wrap round to 0.
+        let slots = 1u64 << cfg.ring_log2;
+        let fits = |base: u64, bytes: usize| {
+            limits::ring_base_valid(base) && limits::ring_fits(base, slots * bytes as u64)
+        };
+        if !fits(cfg.desc_base, regs::desc::SIZE) {
             return Err(d::DESC_BASE);
         }
-        if !limits::ring_base_valid(cfg.comp_base) {
+        if !fits(cfg.comp_base, regs::comp::SIZE) {
             return Err(d::COMP_BASE);
         }
-        if !limits::ring_base_valid(cfg.event_base) {
+        if !(limits::ring_base_valid(cfg.event_base)
+            && limits::ring_fits(cfg.event_base, event_bytes as u64))
+        {
             return Err(d::EVENT_BASE);
         }
     }
@@ -441,7 +454,12 @@ impl Card {
     fn pb_enable(&self, rf: &RegFile) {
         let sh = &self.shared;
         let cfg = rf.pb_session();
-        match validate(&cfg, sh.model.fifo_depth, sh.model.bar2_size) {
+        match validate(
+            &cfg,
+            sh.model.fifo_depth,
+            sh.model.bar2_size,
+            regs::pb_event::SIZE,
+        ) {
             Ok(()) => self.pb_engine.start(cfg),
             Err(detail) => {
                 info!(detail, "playback enable refused: CONFIG error");
@@ -458,7 +476,12 @@ impl Card {
         let sh = &self.shared;
         let mut cfg = rf.session();
         cfg.loopback = sh.loopback_reg.load(Ordering::SeqCst) & loopback::ENABLE != 0;
-        match validate(&cfg, sh.model.fifo_depth, sh.model.bar2_size) {
+        match validate(
+            &cfg,
+            sh.model.fifo_depth,
+            sh.model.bar2_size,
+            regs::event::SIZE,
+        ) {
             Ok(()) => self.engine.start(cfg),
             Err(detail) => {
                 info!(detail, "enable refused: CONFIG error");
@@ -524,15 +547,17 @@ mod tests {
         }
     }
 
+    const E: usize = regs::event::SIZE;
+
     #[test]
     fn validation_order_and_details() {
         let f = 1 << 20;
         let b2 = 1 << 20;
-        assert_eq!(validate(&cfg(), f, b2), Ok(()));
+        assert_eq!(validate(&cfg(), f, b2, E), Ok(()));
         let bad = |m: fn(&mut SessionConfig)| {
             let mut c = cfg();
             m(&mut c);
-            validate(&c, f, b2)
+            validate(&c, f, b2, E)
         };
         assert_eq!(bad(|c| c.ring_log2 = 0), Err(1));
         assert_eq!(bad(|c| c.ring_log2 = 16), Err(1));
@@ -541,6 +566,13 @@ mod tests {
         assert_eq!(bad(|c| c.desc_base = 0x1020), Err(3));
         assert_eq!(bad(|c| c.comp_base = 0), Err(4));
         assert_eq!(bad(|c| c.event_base = 8), Err(5));
+        // Structures that would wrap the bus address space (the event page used to be
+        // written at bus address 0 from EVENT_BASE = 2^64 - 64).
+        assert_eq!(bad(|c| c.event_base = 0xFFFF_FFFF_FFFF_FFC0), Err(5));
+        assert_eq!(bad(|c| c.event_base = 0xFFFF_FFFF_FFFF_FF00), Ok(()));
+        assert_eq!(bad(|c| c.desc_base = 0xFFFF_FFFF_FFFF_F040), Err(3));
+        assert_eq!(bad(|c| c.desc_base = 0xFFFF_FFFF_FFFF_F000), Ok(()));
+        assert_eq!(bad(|c| c.comp_base = 0xFFFF_FFFF_FFFF_F000), Err(4));
         assert_eq!(bad(|c| c.pattern = 3), Err(6));
         assert_eq!(
             bad(|c| {

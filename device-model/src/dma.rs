@@ -58,6 +58,17 @@ pub enum DmaError {
         #[source]
         source: vm_memory::mmap::MmapRegionError,
     },
+    /// The file cannot back the map (too short, or it can shrink).
+    #[error("DMA map {addr:#x}+{size:#x}: {source}")]
+    File {
+        /// Start address.
+        addr: u64,
+        /// Size.
+        size: u64,
+        /// Why.
+        #[source]
+        source: crate::mapfile::MapFileError,
+    },
     /// No map matches the unmap request.
     #[error("no DMA map at {addr:#x}+{size:#x}")]
     NotMapped {
@@ -273,6 +284,11 @@ impl DmaSpace {
         let region = match file {
             None => None,
             Some(f) => {
+                crate::mapfile::check(&f, offset, size).map_err(|source| DmaError::File {
+                    addr,
+                    size,
+                    source,
+                })?;
                 let mut prot = 0;
                 if read {
                     prot |= libc::PROT_READ;

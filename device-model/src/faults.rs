@@ -136,7 +136,7 @@ impl Fault {
                 "dma_error" => Fault::PbDmaError(count()),
                 "corrupt_data" => Fault::PbCorruptData(count()),
                 "drop_irq" => Fault::PbDropIrq(count()),
-                "stall" => Fault::PbStall(ms.ok_or("`stall` needs `ms` (milliseconds)")?),
+                "stall" => Fault::PbStall(stall_ms(ms)?),
                 other => {
                     return Err(format!(
                         "fault `{other}` has no playback form (playback: dma_error, \
@@ -150,11 +150,19 @@ impl Fault {
             "corrupt_data" => Fault::CorruptData(count()),
             "drop_irq" => Fault::DropIrq(count()),
             "spurious_irq" => Fault::SpuriousIrq {
-                count: count(),
+                count: match count() {
+                    n if n <= SPURIOUS_IRQ_MAX => n,
+                    n => {
+                        return Err(format!(
+                            "`count` {n} is above {SPURIOUS_IRQ_MAX}: spurious interrupts \
+                             are sent while the request waits for its answer"
+                        ))
+                    }
+                },
                 vector: u16::try_from(vector.unwrap_or(0))
                     .map_err(|_| "`vector` is out of range".to_string())?,
             },
-            "stall" => Fault::Stall(ms.ok_or("`stall` needs `ms` (milliseconds)")?),
+            "stall" => Fault::Stall(stall_ms(ms)?),
             "overflow" => Fault::Overflow(count()),
             "hang" => Fault::Hang,
             "bad_register_reads" => Fault::BadRegisterReads(count()),
@@ -165,6 +173,23 @@ impl Fault {
             ))
             }
         })
+    }
+}
+
+/// The most spurious interrupts one request sends. They are sent before the request is
+/// answered, so the bound keeps every request short (a million is about a second).
+pub const SPURIOUS_IRQ_MAX: u64 = 1 << 20;
+
+/// The longest stall one fault makes (an hour; longer ones are a `hang`).
+pub const STALL_MS_MAX: u64 = 3_600_000;
+
+fn stall_ms(ms: Option<u64>) -> Result<u64, String> {
+    match ms {
+        None => Err("`stall` needs `ms` (milliseconds)".into()),
+        Some(ms) if ms > STALL_MS_MAX => Err(format!(
+            "`ms` {ms} is above {STALL_MS_MAX} (an hour; a card that never resumes is `hang`)"
+        )),
+        Some(ms) => Ok(ms),
     }
 }
 
@@ -386,5 +411,17 @@ mod tests {
         assert!(Fault::parse("melt", None, None, None)
             .unwrap_err()
             .contains("melt"));
+    }
+
+    #[test]
+    fn counts_and_times_that_would_never_end_are_refused() {
+        let e = Fault::parse("spurious_irq", Some(1_000_000_000_000), None, None).unwrap_err();
+        assert!(e.contains("1000000000000") && e.contains("above"), "{e}");
+        assert!(Fault::parse("spurious_irq", Some(SPURIOUS_IRQ_MAX), None, None).is_ok());
+        // Instant + Duration::from_millis(u64::MAX) panics in the engine thread.
+        let e = Fault::parse("stall", None, Some(u64::MAX), None).unwrap_err();
+        assert!(e.contains("`ms`"), "{e}");
+        let e = Fault::parse_on(Channel::Playback, "stall", None, Some(u64::MAX), None);
+        assert!(e.is_err());
     }
 }

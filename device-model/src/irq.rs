@@ -38,6 +38,51 @@ pub enum IrqError {
     /// A flag combination this device does not implement.
     #[error("unsupported SET_IRQS flags {0:#x} for index {1}")]
     Flags(u32, u32),
+    /// A file descriptor that came with the request is not an eventfd.
+    #[error("the file descriptor for vector {vector} is not an eventfd ({what})")]
+    NotEventfd {
+        /// The vector it was meant for.
+        vector: u32,
+        /// What it is instead.
+        what: String,
+    },
+}
+
+/// Takes a client's interrupt file descriptor for `vector`: it must be an eventfd, and is
+/// made non-blocking. A blocking eventfd whose counter is near its maximum would block
+/// the writer (the vfio-user thread or the engine) until the client reads it, that is
+/// for ever with a hostile or stuck client. QEMU creates its eventfds non-blocking
+/// already, so the flag changes nothing for it.
+fn adopt_eventfd(fd: File, vector: u32) -> Result<File, IrqError> {
+    use std::os::fd::AsRawFd;
+    let raw = fd.as_raw_fd();
+    let what = std::fs::read_link(format!("/proc/self/fd/{raw}"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|e| format!("unknown: {e}"));
+    if what != "anon_inode:[eventfd]" {
+        return Err(IrqError::NotEventfd { vector, what });
+    }
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own (open for the calls); they only
+    // read and set the file status flags.
+    let ok = unsafe {
+        let fl = libc::fcntl(raw, libc::F_GETFL);
+        fl >= 0 && libc::fcntl(raw, libc::F_SETFL, fl | libc::O_NONBLOCK) == 0
+    };
+    if !ok {
+        return Err(IrqError::NotEventfd {
+            vector,
+            what: format!("fcntl: {}", std::io::Error::last_os_error()),
+        });
+    }
+    Ok(fd)
+}
+
+/// Takes every descriptor of a request for vectors `start ..`, or refuses them all.
+fn adopt_all(fds: Vec<File>, start: u32) -> Result<Vec<File>, IrqError> {
+    fds.into_iter()
+        .zip(start..)
+        .map(|(fd, v)| adopt_eventfd(fd, v))
+        .collect()
 }
 
 #[derive(Debug, Default)]
@@ -112,7 +157,7 @@ impl IrqLines {
                         Ok(())
                     }
                     (VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD, 1) if start == 0 => {
-                        l.notifiers[i] = fds.into_iter().next();
+                        l.notifiers[i] = adopt_all(fds, 0)?.into_iter().next();
                         Ok(())
                     }
                     _ => Err(IrqError::Flags(flags, index)),
@@ -169,6 +214,7 @@ impl IrqLines {
                 Ok(())
             }
             (VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD) => {
+                let fds = adopt_all(fds, start)?;
                 let v = if index == VFIO_PCI_MSI_IRQ_INDEX {
                     &mut l.msi
                 } else {
@@ -210,8 +256,15 @@ impl IrqLines {
     }
 }
 
+/// Adds one to the client's eventfd. A full counter (EAGAIN: the descriptor is
+/// non-blocking) means the client has not read the earlier messages yet; it will see
+/// this one with them, so it counts as sent.
 fn signal(mut fd: &File) -> std::io::Result<()> {
-    fd.write_all(&1u64.to_ne_bytes())
+    match fd.write(&1u64.to_ne_bytes()) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -262,6 +315,47 @@ mod tests {
         l.set(VFIO_PCI_MSIX_IRQ_INDEX, disable, 0, 0, vec![])
             .unwrap();
         assert!(!l.trigger(0));
+    }
+
+    #[test]
+    fn a_full_blocking_eventfd_never_blocks_the_card() {
+        let l = IrqLines::new(4);
+        // SAFETY: plain eventfd creation (blocking, as a hostile client would send it).
+        let fd = unsafe { libc::eventfd(0, 0) };
+        assert!(fd >= 0);
+        // SAFETY: a fresh descriptor that nothing else owns.
+        let mut f = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        // The counter at its maximum: one more write would block a blocking writer.
+        f.write_all(&(u64::MAX - 1).to_ne_bytes()).unwrap();
+        let g = f.try_clone().unwrap();
+        l.set(VFIO_PCI_MSIX_IRQ_INDEX, EVENTFD, 0, 1, vec![g])
+            .unwrap();
+        let t = std::time::Instant::now();
+        assert!(l.trigger(0), "a full counter still has the message pending");
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_descriptor_that_is_not_an_eventfd_is_refused() {
+        let l = IrqLines::new(4);
+        let mut p = [0; 2];
+        // SAFETY: `p` has room for the two descriptors pipe() returns.
+        assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+        // SAFETY: fresh descriptors that nothing else owns.
+        let (r, w) = unsafe {
+            (
+                File::from(OwnedFd::from_raw_fd(p[0])),
+                File::from(OwnedFd::from_raw_fd(p[1])),
+            )
+        };
+        drop(r);
+        let e = l
+            .set(VFIO_PCI_MSIX_IRQ_INDEX, EVENTFD, 1, 1, vec![w])
+            .unwrap_err();
+        assert!(
+            matches!(&e, IrqError::NotEventfd { vector: 1, what } if what.starts_with("pipe:")),
+            "{e}"
+        );
     }
 
     #[test]

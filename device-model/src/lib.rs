@@ -24,6 +24,7 @@ pub mod engine;
 pub mod faults;
 pub mod irq;
 pub mod jsonl;
+pub mod mapfile;
 pub mod memfd;
 pub mod pattern;
 pub mod playback;

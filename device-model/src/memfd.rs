@@ -24,13 +24,22 @@ impl Memfd {
     pub fn new(name: &str, size: usize) -> io::Result<Memfd> {
         let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: `cname` is a valid NUL-terminated string; the result is checked.
-        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = unsafe {
+            libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a fresh descriptor owned by nothing else.
         let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
         file.set_len(size as u64)?;
+        // Sealed at its size, as QEMU seals guest RAM: whoever maps it (the VMM, or the
+        // card in tests) can rely on every page existing for as long as the mapping does.
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // SAFETY: F_ADD_SEALS takes an int of seal bits; `file` is open for the call.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
         let mmap = MmapRegionBuilder::new(size)
             .with_file_offset(FileOffset::new(file.try_clone()?, 0))
             .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)

@@ -895,6 +895,13 @@ pub mod limits {
         addr != 0 && addr & (RING_ALIGN - 1) == 0
     }
 
+    /// True if a structure of `bytes` bytes at bus address `addr` ends inside the bus
+    /// address space (its last byte at most `u64::MAX`): the device never wraps an
+    /// address round to 0.
+    pub const fn ring_fits(addr: u64, bytes: u64) -> bool {
+        bytes == 0 || addr.checked_add(bytes - 1).is_some()
+    }
+
     /// Number of whole blocks the FIFO holds (0 if `block` is 0).
     pub const fn fifo_blocks(fifo_depth: u32, block: u32) -> u32 {
         match fifo_depth.checked_div(block) {

@@ -572,3 +572,50 @@ fn sigterm_exits_cleanly_and_removes_the_sockets() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The sink's open file descriptors, by what they are.
+fn open_fds(pid: u32) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn connections_leave_no_descriptor_or_thread_behind() {
+    // Before the fix each connection left one eventfd open: the sink died at its file
+    // limit after about 40 connections (limit 48).
+    with_sink("fd-leak", &[], |dir, p| {
+        let pid = p.0.id();
+        let sock = dir.join("sink.sock");
+        let settle = |n: u64| {
+            wait_for(10.0, "the connection", || {
+                counters(dir)["connections"].as_u64() == Some(n)
+            })
+        };
+        let once = || {
+            let mut g = Guest::connect(&sock);
+            assert_eq!(g.write(0, &stream(0, 4096)), S_OK);
+        };
+        once();
+        settle(1);
+        // The next accept is prepared (its device and daemon) once the last one ended.
+        std::thread::sleep(Duration::from_millis(200));
+        let fds = open_fds(pid);
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count();
+        for n in 2..=20 {
+            once();
+            settle(n);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(open_fds(pid), fds, "descriptors after 20 connections");
+        assert_eq!(
+            std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count(),
+            threads,
+            "threads after 20 connections"
+        );
+    });
+}

@@ -348,6 +348,10 @@ pub struct SinkBackend {
     mem: RwLock<Option<Mem>>,
     event_idx: AtomicBool,
     exit: (EventConsumer, EventNotifier),
+    /// The exit consumers handed to the crate, which it turns into raw descriptors and
+    /// never closes (vhost-user-backend 0.24, `VringEpollHandler::new`): reclaimed by
+    /// [`SinkBackend::close_exit_consumers`] once the crate's handler is gone.
+    handed_out: Mutex<Vec<std::os::fd::RawFd>>,
     /// Scratch buffer for request data.
     buf: Mutex<Vec<u8>>,
 }
@@ -360,8 +364,25 @@ impl SinkBackend {
             mem: RwLock::new(None),
             event_idx: AtomicBool::new(false),
             exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
+            handed_out: Mutex::new(Vec::new()),
             buf: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Closes the exit consumers the crate leaked. `this` must be the last reference:
+    /// then no handler (and no epoll set) of the crate that could use them is left.
+    pub fn close_exit_consumers(this: Arc<SinkBackend>) {
+        let Some(b) = Arc::into_inner(this) else {
+            warn!("the connection's backend is still referenced: its exit eventfds stay open");
+            return;
+        };
+        for fd in b.handed_out.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            // SAFETY: `fd` came from `into_raw_fd` on a consumer we cloned for the crate;
+            // the crate never closes it, and every crate structure that held it is gone
+            // (we held the last reference to the backend they shared), so we are its only
+            // owner and close it once.
+            drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+        }
     }
 
     /// Serves one chain; returns the number of bytes written into its writable buffers.
@@ -604,7 +625,13 @@ impl VhostUserBackend for SinkBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        Some((self.exit.0.try_clone().ok()?, self.exit.1.try_clone().ok()?))
+        let consumer = self.exit.0.try_clone().ok()?;
+        let notifier = self.exit.1.try_clone().ok()?;
+        self.handed_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(std::os::fd::AsRawFd::as_raw_fd(&consumer));
+        Some((consumer, notifier))
     }
 
     fn handle_event(

@@ -58,21 +58,30 @@ impl SinkServer {
             SinkBackend::new(Arc::clone(sink)).map_err(|e| ServerError::Setup(e.to_string()))?,
         );
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-        let mut daemon = VhostUserDaemon::new("acq-sink".into(), backend, mem)
+        let mut daemon = VhostUserDaemon::new("acq-sink".into(), Arc::clone(&backend), mem)
             .map_err(|e| ServerError::Setup(e.to_string()))?;
-        if let Err(e) = daemon.start(&mut self.listener) {
-            warn!("accepting a vhost-user connection: {e}");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            return Ok(());
-        }
-        sink.connected();
-        info!("frontend connected");
-        match daemon.wait() {
-            Ok(()) => info!("frontend disconnected"),
-            Err(e) => warn!("connection ended: {e}"),
-        }
-        // Dropping the daemon stops its vring worker threads.
+        let served = match daemon.start(&mut self.listener) {
+            Ok(()) => {
+                sink.connected();
+                info!("frontend connected");
+                match daemon.wait() {
+                    Ok(()) => info!("frontend disconnected"),
+                    Err(e) => warn!("connection ended: {e}"),
+                }
+                true
+            }
+            Err(e) => {
+                warn!("accepting a vhost-user connection: {e}");
+                false
+            }
+        };
+        // Dropping the daemon stops and joins its vring worker threads; then the
+        // descriptors the crate leaked can be closed.
         drop(daemon);
+        SinkBackend::close_exit_consumers(backend);
+        if !served {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         Ok(())
     }
 }
