@@ -33,3 +33,4 @@ pub mod shared;
 pub mod sink;
 pub mod source;
 pub mod transport;
+pub mod vfio;

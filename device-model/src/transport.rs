@@ -1,30 +1,35 @@
-//! The vfio-user transport: the only module that touches the `vfio_user` crate.
+//! The vfio-user server: the socket, one client at a time, and the translation of each
+//! request into a call of a [`PciFunction`], which knows nothing about the protocol.
 //!
 //! It announces the card's regions (config space, BAR0 trapped, BAR2 mmappable through
-//! one sparse area covering it, so that the crate sends the memfd) and interrupts, and
-//! forwards every request to a [`PciFunction`], which knows nothing about the protocol.
-//! Connections are served one after the other; when a client goes away (or a request
-//! makes the crate panic) the function is told, resets, and the next client is accepted.
+//! one sparse area covering it, with its memfd) and interrupts. The message layer is our
+//! own ([`crate::vfio`]): whole messages are read before they are parsed, so a refused
+//! request never puts the stream out of step; errors go back as error replies with a
+//! real errno; VERSION comes first or the client is dropped; a client that stalls in a
+//! message, sends no VERSION in time, or takes no replies is dropped; a second client
+//! while one is served is turned away at once instead of waiting unseen. When a client
+//! goes away the function is told, resets, and the next client is accepted.
 
 use std::fs::File;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tracing::{debug, error, info, warn};
 use vfio_bindings::bindings::vfio::{
-    vfio_region_info, vfio_region_sparse_mmap_area, VFIO_PCI_BAR0_REGION_INDEX,
+    VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_PCI_BAR0_REGION_INDEX,
     VFIO_PCI_BAR2_REGION_INDEX, VFIO_PCI_BAR5_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX,
-    VFIO_PCI_NUM_REGIONS, VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ,
-    VFIO_REGION_INFO_FLAG_WRITE,
+    VFIO_PCI_NUM_REGIONS, VFIO_REGION_INFO_CAP_SPARSE_MMAP, VFIO_REGION_INFO_FLAG_CAPS,
+    VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
 };
-use vfio_user::{
-    DmaMapFlags, DmaUnmapFlags, IrqInfo, Server, ServerBackend, ServerRegion, SparseArea,
-};
+
+use crate::vfio::conn::{Conn, ConnError, Message};
+use crate::vfio::wire::{self, cmd, dma_flag, Body, Request, RequestError};
 
 /// Regions and interrupts of a PCI function, as the transport announces them.
 #[derive(Clone, Debug)]
@@ -104,25 +109,12 @@ pub enum TransportError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: vfio_user::Error,
+        source: io::Error,
     },
 }
 
-/// Adapts a [`PciFunction`] to the crate's backend trait.
-struct Adapter<'a> {
-    dev: &'a dyn PciFunction,
-    greeted: bool,
-}
-
-impl Adapter<'_> {
-    fn greet(&mut self) {
-        if !self.greeted {
-            self.greeted = true;
-            info!("vfio-user client connected");
-            self.dev.connected();
-        }
-    }
-}
+/// How long a new client has to send VERSION.
+pub const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn bar_of(region: u32) -> Option<u32> {
     (VFIO_PCI_BAR0_REGION_INDEX..=VFIO_PCI_BAR5_REGION_INDEX)
@@ -137,176 +129,293 @@ fn no_region(region: u32) -> io::Error {
     )
 }
 
-fn logged<T>(what: &str, r: io::Result<T>) -> io::Result<T> {
-    if let Err(e) = &r {
-        warn!("{what}: {e}");
+/// The errno an error of the function is answered with.
+fn errno_of(e: &io::Error) -> i32 {
+    if let Some(n) = e.raw_os_error() {
+        return n;
     }
-    r
+    match e.kind() {
+        io::ErrorKind::InvalidInput => libc::EINVAL,
+        io::ErrorKind::Unsupported => libc::ENOTSUP,
+        io::ErrorKind::PermissionDenied => libc::EPERM,
+        io::ErrorKind::NotFound => libc::ENOENT,
+        io::ErrorKind::OutOfMemory => libc::ENOMEM,
+        _ => libc::EIO,
+    }
 }
 
-impl ServerBackend for Adapter<'_> {
-    fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> io::Result<()> {
-        self.greet();
-        let r = match (region, bar_of(region)) {
-            (VFIO_PCI_CONFIG_REGION_INDEX, _) => self.dev.config_read(offset, data),
-            (_, Some(bar)) => self.dev.bar_read(bar, offset, data),
-            _ => Err(no_region(region)),
-        };
-        tracing::trace!(region, offset, len = data.len(), ?data, "region read");
-        logged("region read", r)
-    }
+/// What a request produced: a reply body (and a descriptor to attach), or an errno.
+enum Outcome {
+    Reply(Vec<u8>, Option<RawFd>),
+    Error(i32, String),
+}
 
-    fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.greet();
-        let r = match (region, bar_of(region)) {
-            (VFIO_PCI_CONFIG_REGION_INDEX, _) => self.dev.config_write(offset, data),
-            (_, Some(bar)) => self.dev.bar_write(bar, offset, data),
-            _ => Err(no_region(region)),
-        };
-        tracing::trace!(region, offset, ?data, "region write");
-        logged("region write", r)
+impl From<RequestError> for Outcome {
+    fn from(e: RequestError) -> Outcome {
+        Outcome::Error(e.errno(), e.to_string())
     }
+}
 
-    fn dma_map(
-        &mut self,
-        flags: DmaMapFlags,
-        offset: u64,
-        address: u64,
-        size: u64,
-        fd: Option<File>,
-    ) -> io::Result<()> {
-        self.greet();
-        let req = DmaRequest {
-            address,
-            size,
-            offset,
-            read: flags.contains(DmaMapFlags::READ),
-            write: flags.contains(DmaMapFlags::WRITE),
-        };
-        if fd.is_none() {
-            info!(
-                address,
-                size, "DMA map without a file descriptor: unreachable for the device"
-            );
+fn from_io(what: &str, r: io::Result<Vec<u8>>) -> Outcome {
+    match r {
+        Ok(body) => Outcome::Reply(body, None),
+        Err(e) => Outcome::Error(errno_of(&e), format!("{what}: {e}")),
+    }
+}
+
+/// The state of one connection.
+struct Session<'a> {
+    dev: &'a dyn PciFunction,
+    layout: &'a PciLayout,
+    negotiated: bool,
+    /// The function was told of this client (at its first device request).
+    greeted: bool,
+}
+
+impl Session<'_> {
+    fn greet(&mut self) {
+        if !self.greeted {
+            self.greeted = true;
+            info!("vfio-user client connected");
+            self.dev.connected();
         }
-        self.dev.dma_map(req, fd)
     }
 
-    fn dma_unmap(&mut self, flags: DmaUnmapFlags, address: u64, size: u64) -> io::Result<()> {
-        self.greet();
-        debug!(address, size, ?flags, "DMA unmap");
-        self.dev
-            .dma_unmap(address, size, flags.contains(DmaUnmapFlags::UNMAP_ALL))
+    fn region_info(&self, argsz: u32, index: u32) -> Outcome {
+        let l = self.layout;
+        let rw = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+        let (mut flags, size, mmap) = match index {
+            VFIO_PCI_BAR0_REGION_INDEX => (rw, l.bar0_size, false),
+            VFIO_PCI_BAR2_REGION_INDEX => (rw | VFIO_REGION_INFO_FLAG_MMAP, l.bar2_size, true),
+            VFIO_PCI_CONFIG_REGION_INDEX => (rw, l.config_size, false),
+            i if i < VFIO_PCI_NUM_REGIONS => (0, 0, false),
+            i => {
+                return Outcome::Error(
+                    libc::EINVAL,
+                    format!("region {i} does not exist ({VFIO_PCI_NUM_REGIONS} regions)"),
+                )
+            }
+        };
+        const INFO: u32 = 32;
+        // BAR2: one sparse mmap area over the whole region. QEMU maps a region only
+        // through its sparse areas, and the descriptor travels with the full answer.
+        let caps = mmap.then(|| {
+            Body::default()
+                .u16(VFIO_REGION_INFO_CAP_SPARSE_MMAP as u16)
+                .u16(1)
+                .u32(0)
+                .u32(1)
+                .u32(0)
+                .u64(0)
+                .u64(size)
+                .0
+        });
+        let (full, cap_offset) = match &caps {
+            Some(c) => {
+                flags |= VFIO_REGION_INFO_FLAG_CAPS;
+                (INFO + c.len() as u32, INFO)
+            }
+            None => (INFO, 0),
+        };
+        let body = Body::default()
+            .u32(full)
+            .u32(flags)
+            .u32(index)
+            .u32(cap_offset)
+            .u64(size)
+            .u64(0);
+        match caps {
+            // The client's buffer holds the capabilities: send them, and the fd.
+            Some(c) if argsz >= full => Outcome::Reply(body.bytes(&c).0, Some(l.bar2_fd)),
+            // Too small: argsz tells the client how much to ask for.
+            _ => Outcome::Reply(body.0, None),
+        }
     }
 
-    fn reset(&mut self) -> io::Result<()> {
-        self.greet();
-        self.dev.reset();
-        Ok(())
-    }
-
-    fn set_irqs(
-        &mut self,
-        index: u32,
-        flags: u32,
-        start: u32,
-        count: u32,
-        fds: Vec<File>,
-    ) -> io::Result<()> {
-        self.greet();
-        self.dev.set_irqs(
-            IrqRequest {
-                index,
+    fn handle(&mut self, req: Request<'_>, fds: Vec<File>) -> Outcome {
+        let dev = self.dev;
+        match req {
+            Request::Version { .. } => {
+                Outcome::Error(libc::EINVAL, "VERSION was negotiated already".into())
+            }
+            Request::GetInfo => Outcome::Reply(
+                Body::default()
+                    .u32(16)
+                    .u32(VFIO_DEVICE_FLAGS_PCI | VFIO_DEVICE_FLAGS_RESET)
+                    .u32(VFIO_PCI_NUM_REGIONS)
+                    .u32(self.layout.irqs.len() as u32)
+                    .0,
+                None,
+            ),
+            Request::GetRegionInfo { argsz, index } => self.region_info(argsz, index),
+            Request::GetIrqInfo { index } => match self.layout.irqs.get(index as usize) {
+                Some(&(count, flags)) => Outcome::Reply(
+                    Body::default().u32(16).u32(flags).u32(index).u32(count).0,
+                    None,
+                ),
+                None => Outcome::Error(libc::EINVAL, format!("IRQ index {index} does not exist")),
+            },
+            Request::RegionRead {
+                region,
+                offset,
+                count,
+            } => {
+                self.greet();
+                let mut data = vec![0u8; count as usize];
+                let r = match (region, bar_of(region)) {
+                    (VFIO_PCI_CONFIG_REGION_INDEX, _) => dev.config_read(offset, &mut data),
+                    (_, Some(bar)) => dev.bar_read(bar, offset, &mut data),
+                    _ => Err(no_region(region)),
+                };
+                tracing::trace!(region, offset, count, ?data, "region read");
+                from_io(
+                    "region read",
+                    r.map(|()| {
+                        Body::default()
+                            .u64(offset)
+                            .u32(region)
+                            .u32(count)
+                            .bytes(&data)
+                            .0
+                    }),
+                )
+            }
+            Request::RegionWrite {
+                region,
+                offset,
+                data,
+            } => {
+                self.greet();
+                tracing::trace!(region, offset, ?data, "region write");
+                let r = match (region, bar_of(region)) {
+                    (VFIO_PCI_CONFIG_REGION_INDEX, _) => dev.config_write(offset, data),
+                    (_, Some(bar)) => dev.bar_write(bar, offset, data),
+                    _ => Err(no_region(region)),
+                };
+                let count = data.len() as u32;
+                from_io(
+                    "region write",
+                    r.map(|()| Body::default().u64(offset).u32(region).u32(count).0),
+                )
+            }
+            Request::DmaMap {
                 flags,
+                offset,
+                address,
+                size,
+            } => {
+                self.greet();
+                let file = fds.into_iter().next();
+                if file.is_none() {
+                    info!(
+                        address,
+                        size, "DMA map without a file descriptor: unreachable for the device"
+                    );
+                }
+                let req = DmaRequest {
+                    address,
+                    size,
+                    offset,
+                    read: flags & dma_flag::READ != 0,
+                    write: flags & dma_flag::WRITE != 0,
+                };
+                from_io("DMA map", dev.dma_map(req, file).map(|()| Vec::new()))
+            }
+            Request::DmaUnmap {
+                flags,
+                address,
+                size,
+            } => {
+                self.greet();
+                debug!(address, size, flags, "DMA unmap");
+                let r = dev.dma_unmap(address, size, flags & dma_flag::UNMAP_ALL != 0);
+                let echo = Body::default().u32(24).u32(flags).u64(address).u64(size).0;
+                from_io("DMA unmap", r.map(|()| echo))
+            }
+            Request::SetIrqs {
+                flags,
+                index,
                 start,
                 count,
-            },
-            fds,
-        )
+            } => {
+                self.greet();
+                let req = IrqRequest {
+                    index,
+                    flags,
+                    start,
+                    count,
+                };
+                from_io("SET_IRQS", dev.set_irqs(req, fds).map(|()| Vec::new()))
+            }
+            Request::Reset => {
+                self.greet();
+                dev.reset();
+                Outcome::Reply(Vec::new(), None)
+            }
+        }
     }
-}
 
-fn region(index: u32, size: u64, flags: u32) -> vfio_region_info {
-    vfio_region_info {
-        argsz: std::mem::size_of::<vfio_region_info>() as u32,
-        flags,
-        index,
-        cap_offset: 0,
-        size,
-        offset: 0,
+    /// Serves one message. `Err` ends the connection (after the error reply is sent).
+    fn serve_message(&mut self, conn: &Conn, m: Message) -> Result<(), String> {
+        let h = m.header;
+        let name = cmd::name(h.command);
+        let parsed = wire::parse(&h, &m.body, m.fds.len());
+        let (outcome, fatal) = match (self.negotiated, parsed) {
+            (_, Err(e)) if !self.negotiated => (Outcome::from(e), true),
+            (_, Err(e)) => (Outcome::from(e), false),
+            (false, Ok(Request::Version { major, minor, caps })) => {
+                info!(major, minor, ?caps, "vfio-user version negotiated");
+                self.negotiated = true;
+                (Outcome::Reply(wire::version_body(), None), false)
+            }
+            (false, Ok(_)) => (
+                Outcome::Error(
+                    libc::EINVAL,
+                    format!("{name} before VERSION: VERSION must come first"),
+                ),
+                true,
+            ),
+            (true, Ok(req)) => (self.handle(req, m.fds), false),
+        };
+        let (bytes, fd, err) = match outcome {
+            Outcome::Reply(body, fd) => (wire::reply(&h, &body), fd, None),
+            Outcome::Error(errno, why) => {
+                warn!(command = name, id = h.id, errno, "request refused: {why}");
+                (wire::error_reply(&h, errno), None, Some(why))
+            }
+        };
+        // NO_REPLY: no answer at all, not even an error (QEMU would take an unexpected
+        // reply for a protocol failure); the error is in our log.
+        if !h.no_reply() {
+            conn.send(&bytes, fd)
+                .map_err(|e| format!("sending a reply: {e}"))?;
+        }
+        match (fatal, err) {
+            (true, Some(why)) => Err(why),
+            _ => Ok(()),
+        }
     }
-}
-
-fn regions(l: &PciLayout) -> Vec<ServerRegion> {
-    let rw = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
-    (0..VFIO_PCI_NUM_REGIONS)
-        .map(|i| match i {
-            VFIO_PCI_BAR0_REGION_INDEX => ServerRegion {
-                region_info: region(i, l.bar0_size, rw),
-                sparse_areas: Vec::new(),
-                mmap_fd: None,
-            },
-            VFIO_PCI_BAR2_REGION_INDEX => ServerRegion {
-                region_info: region(i, l.bar2_size, rw | VFIO_REGION_INFO_FLAG_MMAP),
-                // QEMU receives the fd only with sparse areas: one covering the region.
-                sparse_areas: vec![SparseArea {
-                    area: vfio_region_sparse_mmap_area {
-                        offset: 0,
-                        size: l.bar2_size,
-                    },
-                }],
-                mmap_fd: Some(l.bar2_fd),
-            },
-            VFIO_PCI_CONFIG_REGION_INDEX => ServerRegion {
-                region_info: region(i, l.config_size, rw),
-                sparse_areas: Vec::new(),
-                mmap_fd: None,
-            },
-            _ => ServerRegion {
-                region_info: region(i, 0, 0),
-                sparse_areas: Vec::new(),
-                mmap_fd: None,
-            },
-        })
-        .collect()
 }
 
 /// A vfio-user server socket.
+#[derive(Debug)]
 pub struct VfioUserServer {
-    server: Server,
+    listener: UnixListener,
     path: PathBuf,
-}
-
-impl std::fmt::Debug for VfioUserServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VfioUserServer")
-            .field("path", &self.path)
-            .finish()
-    }
+    layout: PciLayout,
 }
 
 impl VfioUserServer {
     /// Creates the socket at `path` (which must not exist). Clients can connect from now on.
     pub fn bind(path: &Path, layout: &PciLayout) -> Result<VfioUserServer, TransportError> {
-        let irqs = layout
-            .irqs
-            .iter()
-            .enumerate()
-            .map(|(i, &(count, flags))| IrqInfo {
-                index: i as u32,
-                flags,
-                count,
-            })
-            .collect();
-        let server = Server::new(path, true, irqs, regions(layout)).map_err(|source| {
-            TransportError::Bind {
-                path: path.to_owned(),
-                source,
-            }
+        let listener = UnixListener::bind(path).map_err(|source| TransportError::Bind {
+            path: path.to_owned(),
+            source,
         })?;
         Ok(VfioUserServer {
-            server,
+            listener,
             path: path.to_owned(),
+            layout: layout.clone(),
         })
     }
 
@@ -317,26 +426,103 @@ impl VfioUserServer {
 
     /// Serves one client, from accept to disconnection, then tells `dev`.
     pub fn serve_one(&self, dev: &Arc<dyn PciFunction>) {
-        let mut adapter = Adapter {
-            dev: dev.as_ref(),
-            greeted: false,
-        };
-        let r = catch_unwind(AssertUnwindSafe(|| self.server.run(&mut adapter)));
-        let greeted = adapter.greeted;
-        match r {
-            Ok(Ok(())) => info!("vfio-user client disconnected"),
-            Ok(Err(vfio_user::Error::SocketAccept(e))) => {
+        let stream = match self.listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) => {
                 error!("accepting a vfio-user client: {e}");
                 std::thread::sleep(Duration::from_millis(100));
                 return;
             }
-            Ok(Err(e)) => warn!("vfio-user connection ended: {e}"),
+        };
+        let mut session = Session {
+            dev: dev.as_ref(),
+            layout: &self.layout,
+            negotiated: false,
+            greeted: false,
+        };
+        let r = catch_unwind(AssertUnwindSafe(|| self.serve_conn(stream, &mut session)));
+        match r {
+            Ok(Ok(())) => info!("vfio-user client disconnected"),
+            Ok(Err(why)) => warn!("vfio-user connection dropped: {why}"),
             Err(_) => error!("vfio-user connection dropped after a panic while serving it"),
         }
-        if greeted {
+        if session.greeted {
             info!("resetting the device for the next client");
         }
         dev.disconnected();
+    }
+
+    fn serve_conn(&self, stream: UnixStream, s: &mut Session<'_>) -> Result<(), String> {
+        let conn = Conn::new(stream).map_err(|e| format!("setting up the socket: {e}"))?;
+        let version_by = Instant::now() + VERSION_TIMEOUT;
+        loop {
+            let timeout =
+                (!s.negotiated).then(|| version_by.saturating_duration_since(Instant::now()));
+            match self.wait(&conn, timeout)? {
+                Ready::Timeout => {
+                    return Err(format!(
+                        "no VERSION within {} s of connecting",
+                        VERSION_TIMEOUT.as_secs()
+                    ))
+                }
+                Ready::Listener => self.turn_away(),
+                Ready::Client => match conn.recv() {
+                    Ok(m) => s.serve_message(&conn, m)?,
+                    Err(ConnError::Closed) => return Ok(()),
+                    Err(e) => return Err(e.to_string()),
+                },
+            }
+        }
+    }
+
+    /// Waits for the client (first) or a new connection on the listener.
+    fn wait(&self, conn: &Conn, timeout: Option<Duration>) -> Result<Ready, String> {
+        let ms = timeout.map_or(-1, |t| {
+            i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+        });
+        let mut p = [
+            libc::pollfd {
+                fd: conn.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        loop {
+            // SAFETY: `p` is an array of two valid pollfds for the duration of the call.
+            let n = unsafe { libc::poll(p.as_mut_ptr(), 2, ms) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(format!("poll: {e}"));
+            }
+            // The client first: a client that closed and a new one that connected right
+            // after must end the old session, not turn the new one away.
+            return Ok(if p[0].revents != 0 {
+                Ready::Client
+            } else if p[1].revents != 0 {
+                Ready::Listener
+            } else {
+                Ready::Timeout
+            });
+        }
+    }
+
+    /// Accepts and closes a second client: the card serves one at a time.
+    fn turn_away(&self) {
+        if let Ok((extra, _)) = self.listener.accept() {
+            warn!(
+                "a second vfio-user client connected while one is served: closed \
+                 (one client at a time)"
+            );
+            drop(extra);
+        }
     }
 
     /// Serves clients one after the other, forever.
@@ -344,5 +530,17 @@ impl VfioUserServer {
         loop {
             self.serve_one(dev);
         }
+    }
+}
+
+enum Ready {
+    Client,
+    Listener,
+    Timeout,
+}
+
+impl Drop for VfioUserServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }

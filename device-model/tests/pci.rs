@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 
 use acq_device::config::ModelConfig;
+use acq_device::memfd::Memfd;
 use acq_device::regs::{self, bar, ctrl, id, irq, pci, reg, status};
 use common::*;
 use vfio_bindings::bindings::vfio::{
@@ -395,5 +396,45 @@ fn a_message_that_breaks_the_protocol_library_only_costs_its_connection() {
         drop(s);
         r.reconnect();
         assert_eq!(r.rd(reg::ID), id::MAGIC);
+    });
+}
+
+#[test]
+fn an_event_page_at_the_top_of_the_bus_is_refused_not_wrapped_to_zero() {
+    // Before the fix, EVENT_BASE = 2^64 - 64 passed validation and the card's status
+    // writes at EVENT_BASE + 0x40.. wrapped round to bus address 0.
+    with_timeout(30, || {
+        let mut r = Rig::new();
+        let low = Memfd::new("bus-zero", 4096).unwrap();
+        let top = Memfd::new("bus-top", 4096).unwrap();
+        r.client.dma_map(0, 0, 4096, low.raw_fd()).unwrap();
+        // The top page, less its last byte (a map may not end beyond 2^64 - 1).
+        r.client
+            .dma_map(0, 0xFFFF_FFFF_FFFF_F000, 0xFFF, top.raw_fd())
+            .unwrap();
+        r.wr(reg::IRQ_MASK, 0);
+        r.setup(4, 4096, 0, 0, 0, 16);
+        r.wr(reg::EVENT_BASE_LO, 0xFFFF_FFC0);
+        r.wr(reg::EVENT_BASE_HI, 0xFFFF_FFFF);
+        r.enable();
+        assert_eq!(
+            r.status() & (status::RUNNING | status::HALTED | status::ERROR),
+            status::HALTED | status::ERROR
+        );
+        assert_eq!(
+            r.rd(reg::ERROR_CODE),
+            regs::err::make(regs::err::CONFIG, regs::err::cfg::EVENT_BASE)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(
+            low.read_bytes(0, 4096),
+            vec![0; 4096],
+            "bus address 0 untouched"
+        );
+        assert_eq!(
+            top.read_bytes(0, 4096),
+            vec![0; 4096],
+            "no event page write"
+        );
     });
 }

@@ -605,7 +605,9 @@ fn connections_leave_no_descriptor_or_thread_behind() {
         // The next accept is prepared (its device and daemon) once the last one ended.
         std::thread::sleep(Duration::from_millis(200));
         let fds = open_fds(pid);
-        let threads = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count();
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .count();
         for n in 2..=20 {
             once();
             settle(n);
@@ -613,7 +615,9 @@ fn connections_leave_no_descriptor_or_thread_behind() {
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(open_fds(pid), fds, "descriptors after 20 connections");
         assert_eq!(
-            std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count(),
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .unwrap()
+                .count(),
             threads,
             "threads after 20 connections"
         );
