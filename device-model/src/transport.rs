@@ -163,8 +163,9 @@ fn from_io(what: &str, r: io::Result<Vec<u8>>) -> Outcome {
     }
 }
 
-/// The state of one connection.
-struct Session<'a> {
+/// The state of one connection: what turns each whole request into its reply. Public
+/// so that the fuzzer drives it without a socket.
+pub struct Session<'a> {
     dev: &'a dyn PciFunction,
     layout: &'a PciLayout,
     negotiated: bool,
@@ -172,7 +173,33 @@ struct Session<'a> {
     greeted: bool,
 }
 
-impl Session<'_> {
+/// What one request produced.
+#[derive(Debug)]
+pub struct Response {
+    /// The reply's bytes (`None`: the request asked for none).
+    pub reply: Option<Vec<u8>>,
+    /// A descriptor to send with it.
+    pub fd: Option<RawFd>,
+    /// Why the connection must end after the reply, if it must.
+    pub end: Option<String>,
+}
+
+impl<'a> Session<'a> {
+    /// A new connection's state: nothing negotiated yet.
+    pub fn new(dev: &'a dyn PciFunction, layout: &'a PciLayout) -> Session<'a> {
+        Session {
+            dev,
+            layout,
+            negotiated: false,
+            greeted: false,
+        }
+    }
+
+    /// The client made a device request: the function was told of it.
+    pub fn greeted(&self) -> bool {
+        self.greeted
+    }
+
     fn greet(&mut self) {
         if !self.greeted {
             self.greeted = true;
@@ -355,8 +382,8 @@ impl Session<'_> {
         }
     }
 
-    /// Serves one message. `Err` ends the connection (after the error reply is sent).
-    fn serve_message(&mut self, conn: &Conn, m: Message) -> Result<(), String> {
+    /// Answers one whole message.
+    pub fn respond(&mut self, m: Message) -> Response {
         let h = m.header;
         let name = cmd::name(h.command);
         let parsed = wire::parse(&h, &m.body, m.fds.len());
@@ -386,14 +413,21 @@ impl Session<'_> {
         };
         // NO_REPLY: no answer at all, not even an error (QEMU would take an unexpected
         // reply for a protocol failure); the error is in our log.
-        if !h.no_reply() {
-            conn.send(&bytes, fd)
+        Response {
+            reply: (!h.no_reply()).then_some(bytes),
+            fd,
+            end: if fatal { err } else { None },
+        }
+    }
+
+    /// Serves one message. `Err` ends the connection (after the error reply is sent).
+    fn serve_message(&mut self, conn: &Conn, m: Message) -> Result<(), String> {
+        let r = self.respond(m);
+        if let Some(bytes) = r.reply {
+            conn.send(&bytes, r.fd)
                 .map_err(|e| format!("sending a reply: {e}"))?;
         }
-        match (fatal, err) {
-            (true, Some(why)) => Err(why),
-            _ => Ok(()),
-        }
+        r.end.map_or(Ok(()), Err)
     }
 }
 
@@ -434,19 +468,14 @@ impl VfioUserServer {
                 return;
             }
         };
-        let mut session = Session {
-            dev: dev.as_ref(),
-            layout: &self.layout,
-            negotiated: false,
-            greeted: false,
-        };
+        let mut session = Session::new(dev.as_ref(), &self.layout);
         let r = catch_unwind(AssertUnwindSafe(|| self.serve_conn(stream, &mut session)));
         match r {
             Ok(Ok(())) => info!("vfio-user client disconnected"),
             Ok(Err(why)) => warn!("vfio-user connection dropped: {why}"),
             Err(_) => error!("vfio-user connection dropped after a panic while serving it"),
         }
-        if session.greeted {
+        if session.greeted() {
             info!("resetting the device for the next client");
         }
         dev.disconnected();

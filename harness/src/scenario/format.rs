@@ -1238,7 +1238,38 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
             "faults need the driver (load_driver: true)".into(),
         );
     }
+    // What the steps move through each card, per channel: a fault at a byte offset
+    // beyond that can never fire (an `exec` step may stream by itself: then no bound).
+    let any_exec = sc.steps.iter().any(|s| matches!(s, Step::Exec(_)));
+    let moved = |card: usize, channel: Channel| -> u64 {
+        sc.steps
+            .iter()
+            .map(|s| match (s, channel) {
+                (Step::Stream(st), Channel::Capture) if st.card == card => st.bytes.0,
+                (Step::Play(p), Channel::Playback) if p.card == card => p.bytes.0,
+                _ => 0,
+            })
+            .fold(0u64, u64::saturating_add)
+    };
     for (i, f) in sc.faults.iter().enumerate() {
+        if let (At::Bytes(b), false, false) = (f.at, any_exec, f.inject.is_disk()) {
+            let total = moved(f.card, f.channel);
+            if b.0 >= total {
+                let what = match f.channel {
+                    Channel::Capture => "streams from",
+                    Channel::Playback => "plays to",
+                };
+                return err(
+                    &format!("faults[{i}].at.bytes"),
+                    format!(
+                        "{b} is never reached: the steps move {} through card {} ({what} it), \
+                         so the fault would never fire",
+                        Size(total),
+                        f.card
+                    ),
+                );
+            }
+        }
         if f.inject.is_disk() && f.disk >= ndisks {
             return err(
                 &format!("faults[{i}].disk"),
@@ -1599,6 +1630,37 @@ mod tests {
         let bad = r#"{"disks": [{"size": "64M"}], "steps": [{"stream": {"bytes": "8M",
             "sink": {"disk": 0}, "on_sink_error": "ignore"}}]}"#;
         assert!(error_of(bad).contains("on_sink_error"), "{}", error_of(bad));
+    }
+
+    #[test]
+    fn a_fault_past_the_end_of_what_the_steps_move_is_refused() {
+        // Passed before: a fault at 1G in a 64 MiB stream never fires.
+        let e = error_of(
+            r#"{"steps": [{"stream": {"bytes": "64M"}}],
+                "faults": [{"at": {"bytes": "1G"}, "inject": "hang"}]}"#,
+        );
+        assert!(
+            e.contains("faults[0].at.bytes") && e.contains("never reached"),
+            "{e}"
+        );
+        assert!(e.contains("64M"), "{e}");
+        // Two streams on the card add up; a playback fault counts the play steps.
+        let ok = r#"{"steps": [{"stream": {"bytes": "64M"}}, {"stream": {"bytes": "64M"}}],
+            "faults": [{"at": {"bytes": "96M"}, "inject": "hang"}]}"#;
+        assert!(parse(ok, "t.json").is_ok());
+        let e = error_of(
+            r#"{"steps": [{"stream": {"bytes": "64M"}}, {"play": {"bytes": "1M"}}],
+                "faults": [{"at": {"bytes": "8M"}, "channel": "playback", "inject": {"stall": {"ms": 1}}}]}"#,
+        );
+        assert!(e.contains("never reached") && e.contains("plays to"), "{e}");
+        // An exec step may stream by itself: no bound.
+        let ok = r#"{"steps": [{"exec": {"cmd": "dd if=/dev/acq0 of=/dev/null bs=1M count=2048"}}],
+            "faults": [{"at": {"bytes": "1G"}, "inject": "hang"}]}"#;
+        assert!(
+            parse(ok, "t.json").is_ok(),
+            "{:?}",
+            parse(ok, "t.json").err()
+        );
     }
 
     #[test]
