@@ -10,7 +10,7 @@ GUEST_TARGET := x86_64-unknown-linux-gnu
 GUEST_DIR := target/guest
 ACQ := target/release/acq
 
-.PHONY: all deps toolroot kernel guest build driver run shell bench test test-host test-vm lint lint-host lint-driver fmt clean help
+.PHONY: all deps toolroot kernel guest build driver run shell bench test test-host test-vm lint lint-host lint-driver fuzz fuzz-smoke fmt clean help
 
 all: build
 
@@ -22,6 +22,7 @@ help:
 	@echo "make test-vm   only the end-to-end tests in the VM"
 	@echo "make deps      provision the toolroot (QEMU, kernel toolchain) and the guest kernel"
 	@echo "make lint      cargo fmt --check, clippy -D warnings, and clippy on the kernel module"
+	@echo "make fuzz      every fuzz target for FUZZ_SECONDS (default 600) each (docs/robustness.md)"
 	@echo "cache: $(ACQ_CACHE)"
 
 ## Provisioning (cached outside the repo)
@@ -66,7 +67,7 @@ bench: deps guest build driver
 	$(ACQ) bench --update-docs
 
 ## Tests
-test: test-host lint test-vm
+test: test-host lint fuzz-smoke test-vm
 
 test-host:
 	$(CARGO) test --locked --workspace --exclude acq-e2e
@@ -76,12 +77,22 @@ lint: lint-host lint-driver
 lint-host:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	cd tests/fuzz && $(CARGO) fmt -- --check && $(CARGO) clippy --locked --all-targets -- -D warnings
 
 # The kernel module through clippy with the kernel's own lint set (CLIPPY=1), warnings
 # as errors; it builds driver/acq.ko on the way (clippy-driver compiles as rustc does).
 lint-driver: kernel
 	bash qemu/toolroot.sh --run --bind $(KDIR) --bind $(CURDIR) -- \
 		make -C $(KDIR)/build M=$(CURDIR)/driver CLIPPY=1 KRUSTFLAGS=-Dwarnings modules
+
+# Coverage-guided fuzzing (libFuzzer on stable; tests/fuzz/). The smoke replays every
+# seed and saved crash and fuzzes each target for 5 s, so the targets stay buildable.
+FUZZ_SECONDS ?= 600
+fuzz:
+	bash tests/fuzz/run.sh fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke:
+	bash tests/fuzz/run.sh smoke
 
 # The VM tests: the Rust end-to-end tests, then every scenario (reports in results/).
 test-vm: deps guest build driver
