@@ -20,6 +20,12 @@ use vm_memory::{
 
 use crate::pattern::Generator;
 
+/// The most DMA maps one client may hold. Each is an mmap of this process, and the kernel
+/// allows about 65530 per process (vm.max_map_count): a client mapping page by page
+/// without end would otherwise exhaust them. QEMU maps guest RAM in a handful of
+/// ranges, and behind a vIOMMU one per IOMMU mapping the guest makes.
+pub const MAX_DMA_MAPS: usize = 16384;
+
 /// A refused DMA map or unmap request.
 #[derive(Debug, Error)]
 pub enum DmaError {
@@ -68,6 +74,14 @@ pub enum DmaError {
         /// Why.
         #[source]
         source: crate::mapfile::MapFileError,
+    },
+    /// The client holds [`MAX_DMA_MAPS`] maps already.
+    #[error("DMA map {addr:#x}+{size:#x}: the client holds {MAX_DMA_MAPS} maps already")]
+    TooMany {
+        /// Start address.
+        addr: u64,
+        /// Size.
+        size: u64,
     },
     /// No map matches the unmap request.
     #[error("no DMA map at {addr:#x}+{size:#x}")]
@@ -275,6 +289,9 @@ impl DmaSpace {
             return Err(DmaError::NoAccess { addr, size });
         }
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= MAX_DMA_MAPS {
+            return Err(DmaError::TooMany { addr, size });
+        }
         if entries
             .iter()
             .any(|e| addr < e.addr + e.size && e.addr < addr + size)
@@ -375,6 +392,21 @@ mod tests {
         )
         .unwrap();
         (s, m)
+    }
+
+    #[test]
+    fn the_number_of_maps_is_bounded() {
+        let s = DmaSpace::new();
+        // Maps without a file cost no mmap: the bound still counts them.
+        for i in 0..MAX_DMA_MAPS as u64 {
+            s.map(i * 0x1000, 0x1000, None, 0, true, true).unwrap();
+        }
+        let e = s
+            .map(MAX_DMA_MAPS as u64 * 0x1000, 0x1000, None, 0, true, true)
+            .unwrap_err();
+        assert!(matches!(e, DmaError::TooMany { .. }), "{e}");
+        s.unmap(0, 0x1000).unwrap();
+        s.map(0, 0x1000, None, 0, true, true).unwrap();
     }
 
     #[test]

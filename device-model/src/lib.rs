@@ -2,9 +2,11 @@
 //! served to QEMU over vfio-user (docs/device.md is the specification).
 //!
 //! Layers, from the wire inwards:
-//! - [`transport`]: the vfio-user server (the only user of the `vfio_user` crate);
+//! - [`vfio`]: the vfio-user message layer (whole messages, parsed without I/O, and the
+//!   framed socket with its deadlines); [`transport`]: the server that turns each request
+//!   into a call of the PCI function;
 //! - [`device`]: the PCI function: [`config_space`], BAR0 ([`card`]), BAR2, DMA maps
-//!   ([`dma`]) and interrupt lines ([`irq`]);
+//!   ([`dma`], whose files [`mapfile`] checks) and interrupt lines ([`irq`]);
 //! - [`engine`]: the capture DMA engine thread, fed by the [`source`] and its FIFO, writing
 //!   [`pattern`] data into host memory;
 //! - [`faults`]: the fault plan every failure site consults;

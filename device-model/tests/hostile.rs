@@ -203,6 +203,7 @@ fn malformed_messages_get_errors_and_the_stream_stays_in_step() {
         let mut c = Raw::negotiated(&sock);
         assert_eq!(c.read_id(), id::MAGIC);
         let base_fds = p.fds();
+        let base_threads = p.threads();
 
         // A header split across two writes.
         let body = Body::default().u64(reg::ID as u64).u32(0).u32(4).0;

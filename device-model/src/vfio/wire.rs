@@ -582,6 +582,7 @@ pub fn version_body() -> Vec<u8> {
         "capabilities": {
             "max_msg_fds": MAX_MSG_FDS,
             "max_data_xfer_size": MAX_DATA_XFER,
+            "max_dma_maps": crate::dma::MAX_DMA_MAPS,
             "migration": { "pgsize": 4096 },
         }
     })
