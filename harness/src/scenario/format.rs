@@ -971,7 +971,7 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, LoadError> {
         LoadError {
             file: file.to_owned(),
             location: format!("{path} (line {}, column {})", inner.line(), inner.column()),
-            reason: strip_position(&inner.to_string()),
+            reason: explain(&path, strip_position(&inner.to_string())),
         }
     })?;
     validate(&sc).map_err(|(location, reason)| LoadError {
@@ -1023,6 +1023,26 @@ fn strip_position(msg: &str) -> String {
         Some(i) => msg[..i].to_owned(),
         None => msg.to_owned(),
     }
+}
+
+/// serde_json says only "expected value" where an enum written as a one-key object (a
+/// step, a fault) finds something else, such as an array: say what belongs there.
+fn explain(path: &str, reason: String) -> String {
+    if reason != "expected value" {
+        return reason;
+    }
+    let last = path.rsplit('.').next().unwrap_or(path);
+    if last.starts_with("steps[") {
+        return "a step is one object naming it: {\"stream\": {...}}, {\"play\": {...}}, \
+                {\"exec\": {...}}, {\"sleep_ms\": N}, {\"config\": {...}} or {\"reset\": {...}}"
+            .into();
+    }
+    if last == "inject" {
+        return "a fault is its name (\"hang\") or one object naming it \
+                ({\"dma_error\": {\"count\": 1}}); docs/faults.md lists them"
+            .into();
+    }
+    "expected a JSON value of the kind this field takes (docs/scenario.schema.json)".into()
 }
 
 /// Checks what the types alone cannot: ranges and cross-references.
@@ -1630,6 +1650,23 @@ mod tests {
         let bad = r#"{"disks": [{"size": "64M"}], "steps": [{"stream": {"bytes": "8M",
             "sink": {"disk": 0}, "on_sink_error": "ignore"}}]}"#;
         assert!(error_of(bad).contains("on_sink_error"), "{}", error_of(bad));
+    }
+
+    #[test]
+    fn arrays_where_a_step_or_a_fault_belongs_are_explained() {
+        // Before: "steps[0] (line 1, column 11): expected value".
+        let e = error_of(r#"{"steps": [[[[]]]]}"#);
+        assert!(
+            e.contains("steps[0]") && e.contains("a step is one object"),
+            "{e}"
+        );
+        let e = error_of(
+            r#"{"steps": [{"sleep_ms": 1}], "faults": [{"at": {"time_ms": 1}, "inject": [1]}]}"#,
+        );
+        assert!(
+            e.contains("inject") && e.contains("a fault is its name"),
+            "{e}"
+        );
     }
 
     #[test]
