@@ -46,7 +46,7 @@ pub fn handle_line(target: &dyn ControlTarget, line: &str) -> String {
 fn reply(target: &dyn ControlTarget, line: &str) -> Value {
     let fields = |cmd: &str| -> Option<&'static [&'static str]> {
         match cmd {
-            "inject" => Some(&["fault", "count", "ms", "vector", "channel"]),
+            "inject" => Some(&["fault", "count", "ms", "vector", "channel", "kind"]),
             _ => Some(&[]),
         }
     };
@@ -83,6 +83,13 @@ fn reply(target: &dyn ControlTarget, line: &str) -> Value {
                         }
                     },
                 };
+                if name == "bad_completion" {
+                    let kind = match obj.get("kind") {
+                        None => None,
+                        Some(v) => Some(v.as_str().ok_or("`kind` must be a string")?),
+                    };
+                    return Fault::bad_completion(channel, kind, count);
+                }
                 Fault::parse_on(channel, name, count, ms, vector)
             })();
             match parsed.and_then(|f| target.inject(f)) {

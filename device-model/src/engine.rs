@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use crate::dma::{DmaFault, MemView};
-use crate::faults::{Action, Site};
+use crate::faults::{Action, Lie, Site};
 use crate::pattern::Generator;
 use crate::regs::{self, bar2, comp, desc, err, event, irq, ring, status, Completion, Descriptor};
 use crate::shared::Shared;
@@ -327,6 +327,9 @@ struct Session {
     gen: Generator,
     /// End of the previous data completion's block (stream offset).
     prev_end: u64,
+    /// The id of the last completion written (the `duplicate_id` lie repeats it);
+    /// 0xFFFF before the session's first.
+    last_id: u16,
     /// Completions since the last vector-0 evaluation fired.
     pending: u32,
     /// Device time of the first of them.
@@ -400,6 +403,7 @@ impl Session {
             source,
             gen: Generator::new(cfg.pattern, cfg.seed),
             prev_end: 0,
+            last_id: u16::MAX,
             pending: 0,
             t_first: 0,
             events: 0,
@@ -854,6 +858,12 @@ impl Session {
                 flags: comp::error_flags(phase, code),
             },
         };
+        let c = if error.is_none() {
+            self.maybe_lie(c, b)
+        } else {
+            c
+        };
+        self.last_id = id;
         self.write_completion(v, slot, &c)?;
         if error.is_none() {
             if self.cfg.loopback {
@@ -895,6 +905,28 @@ impl Session {
             self.fire(v)?;
         }
         Ok(())
+    }
+
+    /// The `bad_completion` fault: completion `c` of a block of `b` bytes, as the fault
+    /// says the card reports it (the block itself was written correctly).
+    fn maybe_lie(&self, mut c: Completion, b: u32) -> Completion {
+        let Action::Lie(lie) = self.shared.faults.hook(Site::CompletionBody) else {
+            return c;
+        };
+        debug!(?lie, id = c.id, "completion lies");
+        match lie {
+            Lie::ZeroLength => c.length = 0,
+            Lie::Short => c.length = (b / 2) & !7,
+            Lie::Long => c.length = b.saturating_mul(2),
+            Lie::UnknownId => c.id ^= 0x8000,
+            Lie::DuplicateId => c.id = self.last_id,
+            Lie::StalePhase => c.flags ^= comp::F_PHASE,
+            Lie::AbsurdLost => {
+                c.flags |= comp::F_OVERFLOW;
+                c.lost_bytes = u64::MAX;
+            }
+        }
+        c
     }
 
     /// Writes completion `c` into ring slot `slot`: body, RELEASE, tail dword.

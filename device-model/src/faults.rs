@@ -20,6 +20,8 @@ pub enum Site {
     DataWrite,
     /// The engine writes a completion record.
     CompletionWrite,
+    /// The engine fills in a data completion: it may lie about it.
+    CompletionBody,
     /// The device sends an interrupt message.
     Interrupt,
     /// The host reads a BAR0 register.
@@ -73,6 +75,70 @@ pub enum Action {
     Hang,
     /// Drop this many blocks at the source (as if the FIFO overflowed).
     DropBlocks(u64),
+    /// The completion just filled in lies this way.
+    Lie(Lie),
+}
+
+/// How a completion lies about a block the card did write (the `bad_completion` fault;
+/// docs/faults.md says what the driver must do about each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lie {
+    /// `length` 0 on a completion without ERROR.
+    ZeroLength,
+    /// `length` half the block (the stream offsets stay the card's).
+    Short,
+    /// `length` twice the block: more than the buffer holds.
+    Long,
+    /// An `id` no descriptor carried.
+    UnknownId,
+    /// The `id` of the previous completion again.
+    DuplicateId,
+    /// The phase bit of the previous lap: the record looks unwritten, while the card
+    /// goes on with the next ones (and the event page's `cons` says so).
+    StalePhase,
+    /// OVERFLOW with `lost_bytes` = 2^64 - 1, though nothing was lost.
+    AbsurdLost,
+}
+
+impl Lie {
+    /// Every kind, in the order docs/faults.md lists them.
+    pub const ALL: [Lie; 7] = [
+        Lie::ZeroLength,
+        Lie::Short,
+        Lie::Long,
+        Lie::UnknownId,
+        Lie::DuplicateId,
+        Lie::StalePhase,
+        Lie::AbsurdLost,
+    ];
+
+    /// The control-protocol name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lie::ZeroLength => "zero_length",
+            Lie::Short => "short",
+            Lie::Long => "long",
+            Lie::UnknownId => "unknown_id",
+            Lie::DuplicateId => "duplicate_id",
+            Lie::StalePhase => "stale_phase",
+            Lie::AbsurdLost => "absurd_lost",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn parse(name: &str) -> Result<Lie, String> {
+        Lie::ALL
+            .into_iter()
+            .find(|l| l.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = Lie::ALL.iter().map(|l| l.name()).collect();
+                format!(
+                    "unknown completion lie `{name}` (known: {})",
+                    known.join(", ")
+                )
+            })
+    }
 }
 
 /// A fault to arm, as named in the control protocol.
@@ -109,6 +175,13 @@ pub enum Fault {
     /// Playback: the playback engine makes no progress for this many milliseconds (the
     /// output keeps playing, so it may underrun).
     PbStall(u64),
+    /// The next `count` data completions lie (`kind`).
+    BadCompletion {
+        /// How.
+        kind: Lie,
+        /// How many completions.
+        count: u64,
+    },
 }
 
 impl Fault {
@@ -120,6 +193,28 @@ impl Fault {
         vector: Option<u64>,
     ) -> Result<Fault, String> {
         Fault::parse_on(Channel::Capture, name, count, ms, vector)
+    }
+
+    /// Builds the `bad_completion` fault (capture only) from its `kind` and `count`.
+    pub fn bad_completion(
+        channel: Channel,
+        kind: Option<&str>,
+        count: Option<u64>,
+    ) -> Result<Fault, String> {
+        if channel == Channel::Playback {
+            return Err("fault `bad_completion` has no playback form".into());
+        }
+        let kind = kind.ok_or_else(|| {
+            let known: Vec<_> = Lie::ALL.iter().map(|l| l.name()).collect();
+            format!(
+                "`bad_completion` needs a string `kind` ({})",
+                known.join(", ")
+            )
+        })?;
+        Ok(Fault::BadCompletion {
+            kind: Lie::parse(kind)?,
+            count: count.unwrap_or(1),
+        })
     }
 
     /// Builds a fault for `channel` from its control-protocol name and parameters.
@@ -169,7 +264,7 @@ impl Fault {
             other => {
                 return Err(format!(
                 "unknown fault `{other}` (known: dma_error, corrupt_data, drop_irq, spurious_irq, \
-                     stall, overflow, hang, bad_register_reads)"
+                     stall, overflow, hang, bad_register_reads, bad_completion)"
             ))
             }
         })
@@ -218,6 +313,10 @@ pub struct Pending {
     pub pb_drop_irq: u64,
     /// Playback stall still to start, in milliseconds.
     pub pb_stall_ms: u64,
+    /// Data completions still to lie.
+    pub bad_completion: u64,
+    /// How they lie.
+    pub bad_completion_kind: Option<Lie>,
 }
 
 impl Pending {
@@ -260,6 +359,14 @@ impl FaultPlan {
             Fault::PbCorruptData(n) => p.pb_corrupt_data += n,
             Fault::PbDropIrq(n) => p.pb_drop_irq += n,
             Fault::PbStall(ms) => p.pb_stall_ms = p.pb_stall_ms.max(ms),
+            Fault::BadCompletion { kind, count } => {
+                // One kind at a time: a new kind replaces the count of the old one.
+                if p.bad_completion_kind != Some(kind) {
+                    p.bad_completion = 0;
+                }
+                p.bad_completion += count;
+                p.bad_completion_kind = Some(kind);
+            }
             Fault::SpuriousIrq { .. } => return Err("spurious_irq is not a pending fault".into()),
         }
         self.armed.store(p.any(), Ordering::Release);
@@ -314,6 +421,7 @@ impl FaultPlan {
                 Site::RegisterWrite => Action::Ignore,
                 Site::Interrupt | Site::PbInterrupt => Action::Drop,
                 Site::Progress | Site::PbProgress => Action::Hang,
+                Site::CompletionBody => Action::Proceed,
                 Site::DescFetch
                 | Site::DataWrite
                 | Site::CompletionWrite
@@ -334,6 +442,13 @@ impl FaultPlan {
                 }
                 Site::Source if p.overflow > 0 => {
                     Action::DropBlocks(std::mem::take(&mut p.overflow))
+                }
+                Site::CompletionBody if take(&mut p.bad_completion) => {
+                    let kind = p.bad_completion_kind.unwrap_or(Lie::ZeroLength);
+                    if p.bad_completion == 0 {
+                        p.bad_completion_kind = None;
+                    }
+                    Action::Lie(kind)
                 }
                 Site::PbDataRead if take(&mut p.pb_dma_error) => Action::Fail,
                 Site::PbDataRead if take(&mut p.pb_corrupt_data) => Action::Corrupt,

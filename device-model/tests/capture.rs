@@ -690,3 +690,52 @@ fn injected_faults() {
         assert_eq!(r.status(), 0);
     });
 }
+
+#[test]
+fn lying_completions_lie_exactly_as_asked_and_only_once() {
+    use acq_device::faults::{Fault, Lie};
+    with_timeout(60, || {
+        for lie in Lie::ALL {
+            let mut r = Rig::new();
+            r.setup(4, 4096, 0, 0, SEED, 0);
+            r.dev
+                .inject(Fault::BadCompletion {
+                    kind: lie,
+                    count: 1,
+                })
+                .unwrap();
+            r.enable();
+            r.post(4);
+            // The lying record is completion 0; 1..3 are the card's truth.
+            let truth = |k: u32| r.wait_completion(k, 5.0);
+            for k in 1..4 {
+                let c = truth(k);
+                assert_eq!(
+                    (c.length, c.id, c.lost_bytes),
+                    (4096, k as u16, 0),
+                    "{lie:?} {k}"
+                );
+            }
+            let raw = |r: &Rig| {
+                let b: [u8; 32] = r.ram.read_bytes(COMP, 32).try_into().unwrap();
+                Completion::from_le_bytes(&b)
+            };
+            let c = raw(&r);
+            assert_eq!(c.stream_offset, 0, "{lie:?}: the offset stays the card's");
+            match lie {
+                Lie::ZeroLength => assert_eq!(c.length, 0),
+                Lie::Short => assert_eq!(c.length, 2048),
+                Lie::Long => assert_eq!(c.length, 8192),
+                Lie::UnknownId => assert_eq!(c.id, 0x8000),
+                Lie::DuplicateId => assert_eq!(c.id, 0xFFFF, "no id before the first"),
+                Lie::StalePhase => assert!(r.completion(0).is_none(), "looks unwritten"),
+                Lie::AbsurdLost => {
+                    assert_eq!(c.lost_bytes, u64::MAX);
+                    assert_ne!(c.flags & comp::F_OVERFLOW, 0);
+                }
+            }
+            assert!(!c.is_error(), "{lie:?}: not an ERROR completion");
+            assert_eq!(r.dev.counters().faults_pending.bad_completion, 0);
+        }
+    });
+}

@@ -553,6 +553,41 @@ pub enum At {
     Bytes(Size),
 }
 
+/// How a completion lies (the `bad_completion` fault).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CompletionLie {
+    /// `length` 0 without ERROR.
+    ZeroLength,
+    /// `length` half the block.
+    Short,
+    /// `length` twice the block.
+    Long,
+    /// An `id` no descriptor carried.
+    UnknownId,
+    /// The previous completion's `id` again.
+    DuplicateId,
+    /// The previous lap's phase bit: the record looks unwritten while the card goes on.
+    StalePhase,
+    /// OVERFLOW with `lost_bytes` = 2^64 - 1 though nothing was lost.
+    AbsurdLost,
+}
+
+impl CompletionLie {
+    /// The control-protocol name.
+    pub fn name(self) -> &'static str {
+        match self {
+            CompletionLie::ZeroLength => "zero_length",
+            CompletionLie::Short => "short",
+            CompletionLie::Long => "long",
+            CompletionLie::UnknownId => "unknown_id",
+            CompletionLie::DuplicateId => "duplicate_id",
+            CompletionLie::StalePhase => "stale_phase",
+            CompletionLie::AbsurdLost => "absurd_lost",
+        }
+    }
+}
+
 /// The fault catalogue (docs/faults.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -601,6 +636,15 @@ pub enum Fault {
     /// The next `count` BAR0 reads return all-ones, as from a card fallen off the bus.
     BadRegisterReads {
         /// How many reads.
+        #[serde(default = "one")]
+        count: u64,
+    },
+    /// The next `count` data completions lie about the block the card wrote (a hostile
+    /// or broken card; docs/faults.md says what the driver must do about each kind).
+    BadCompletion {
+        /// How they lie.
+        kind: CompletionLie,
+        /// How many completions.
         #[serde(default = "one")]
         count: u64,
     },
@@ -656,6 +700,7 @@ impl Fault {
             Fault::SurpriseRemoval => "surprise_removal",
             Fault::Reset => "reset",
             Fault::BadRegisterReads { .. } => "bad_register_reads",
+            Fault::BadCompletion { .. } => "bad_completion",
             Fault::DiskWriteError { .. } => "disk_write_error",
             Fault::DiskFull { .. } => "disk_full",
             Fault::DiskBandwidth { .. } => "disk_bandwidth",
