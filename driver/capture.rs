@@ -111,6 +111,10 @@ impl Card {
             let head = g.head;
             let comp = self.completion(g, head);
             let Some(c) = comp else {
+                if self.head_lost(g) {
+                    self.skip_lost(g);
+                    continue;
+                }
                 if nonblock {
                     return if copied > 0 { Ok(copied) } else { Err(EAGAIN) };
                 }

@@ -164,6 +164,13 @@ impl Card {
             while count < n {
                 let k = head.wrapping_add(count);
                 let Some(c) = self.completion(g, k) else {
+                    if count == 0 && self.head_lost(g) {
+                        // Passed by the card, never written: an error, not a wait.
+                        g.stats.errors += 1;
+                        self.unmark(g, head);
+                        self.consumed(g);
+                        return Err(EIO);
+                    }
                     break;
                 };
                 let bad =

@@ -218,6 +218,61 @@ impl Card {
         }
     }
 
+    /// True if the card says it completed ring index `g.head` (the event page's `cons`
+    /// is past it) while the record there still carries the previous lap's phase: a
+    /// completion the card lied about or lost. Waiting for it would wait for ever (the
+    /// card goes on with the next ones), so read() and splice() take it as an error.
+    pub(crate) fn head_lost(&self, g: &Inner) -> bool {
+        let Some(hw) = g.hw.as_ref() else {
+            return false;
+        };
+        if !g.running {
+            return false;
+        }
+        let cons = self.event_read(g.bar2, hw, regs::event::OFF_CONS);
+        let ahead = cons.wrapping_sub(g.head);
+        if ahead == 0 || ahead > g.entries() {
+            return false;
+        }
+        // ACQUIRE: the card writes a completion before it publishes `cons` past it, so
+        // the record read after `cons` is the one the card wrote.
+        dma_mb(Read);
+        self.completion(g, g.head).is_none()
+    }
+
+    /// Takes the completion at `g.head` that [`Card::head_lost`] found lost: one error
+    /// (EIO) for the consumer, its buffer back to the card, and the stream goes on with
+    /// the next completion (whose offset then shows the block as a gap).
+    pub(crate) fn skip_lost(&self, g: &mut MutexGuard<'_, Inner>) {
+        pr_warn!(
+            "acq{}: completion {} was passed by the card but never written: skipped\n",
+            self.index,
+            g.head
+        );
+        g.stats.errors += 1;
+        g.err = true;
+        let head = g.head;
+        self.unmark(g, head);
+        self.consumed(g);
+    }
+
+    /// Makes the record of ring index `k` read as unwritten for the next lap: its tail
+    /// dword gets `k`'s own phase. A record the card left with the previous lap's phase
+    /// carries the *next* lap's, and would pass for index `k + N` before the card writes
+    /// that one (stale data, the stream going backwards). Done before the slot's buffer
+    /// goes back to the card, so the card's next record lands after this write.
+    pub(crate) fn unmark(&self, g: &Inner, k: u32) {
+        let log2 = g.cfg.ring_log2;
+        let off = regs::ring::slot(k, log2) as usize * regs::comp::SIZE
+            + regs::comp::OFF_TAIL_DWORD;
+        let tail = u32::from(regs::ring::phase(k, log2)) << 16;
+        match (g.bar2, self.bar2.as_ref(), g.hw.as_ref()) {
+            (true, Some(b), _) => b.write32(regs::bar2::COMP_OFFSET as usize + off, tail),
+            (false, _, Some(hw)) => hw.comp.write32(off, tail),
+            _ => {}
+        }
+    }
+
     /// True if a read() would not block.
     pub(crate) fn readable(&self, g: &Inner) -> bool {
         if g.removed || g.xrun || g.err || !g.running || g.hw.is_none() {
@@ -230,7 +285,8 @@ impl Card {
         } else {
             g.head
         };
-        self.completion(g, next).is_some()
+        // A completion the card passed but never wrote is news too: read() reports it.
+        self.completion(g, next).is_some() || (g.mmap_held == 0 && self.head_lost(g))
     }
 
     /// Decodes completion `c` of ring index `g.head` for read() and splice(): `Some((slot,
@@ -245,8 +301,13 @@ impl Card {
     ) -> Option<(usize, usize)> {
         let len = c.length as usize;
         let expected_slot = regs::ring::slot(g.head, g.cfg.ring_log2);
-        if c.is_error() || u32::from(c.id) != expected_slot || len > PAGE_SIZE {
-            // The buffer holds nothing, or the card returned a buffer it was not given.
+        // A data completion carries 1..=BLOCK_SIZE bytes (docs/device.md 6.2). A longer
+        // one would hand the consumer stale page contents beyond the block; an empty one
+        // is a card that lies: either is an error, not data.
+        let bad_len = len == 0 || len > (g.cfg.block_size as usize).min(PAGE_SIZE);
+        if c.is_error() || u32::from(c.id) != expected_slot || bad_len {
+            // The buffer holds nothing, the card returned a buffer it was not given, or it
+            // lies about the length.
             g.stats.errors += 1;
             g.err = true;
             self.consumed(g);

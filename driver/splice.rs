@@ -142,6 +142,10 @@ impl Card {
             let head = g.head;
             let comp = self.completion(g, head);
             let Some(c) = comp else {
+                if self.head_lost(g) {
+                    self.skip_lost(g);
+                    continue;
+                }
                 if done > 0 {
                     return Ok(done);
                 }

@@ -175,6 +175,62 @@ fn every_read_path_survives_a_hang_and_a_reset() -> Result<()> {
     finish(vm, failures)
 }
 
+/// A card that lies in one completion about a block it wrote (`bad_completion`, docs/
+/// faults.md), while read() and splice() consume: each lie costs at most one EIO and
+/// one EPIPE, never a hang, a copy beyond the block, or a kernel warning; every other
+/// byte is verified and each gap in the data is one EPIPE where it starts.
+#[test]
+fn read_and_splice_survive_completions_that_lie() -> Result<()> {
+    let mut vm = boot("consumers-lies")?;
+    let control = control_socket(&vm)?;
+    let mut failures = Vec::new();
+    // (kind, EIOs, EPIPEs) the contract gives.
+    // Blocks of 2 KiB: a `long` length still fits the 4 KiB page, so a driver that
+    // trusts it copies 2 KiB of stale page contents into the stream.
+    for (kind, eio, epipe) in [
+        ("zero_length", 1, 1),
+        ("short", 0, 1),
+        ("long", 1, 1),
+        ("unknown_id", 1, 1),
+        ("duplicate_id", 1, 1),
+        ("stale_phase", 1, 1),
+        ("absurd_lost", 0, 0),
+    ] {
+        for method in ["read", "splice"] {
+            let request =
+                format!(r#"{{"cmd":"inject","fault":"bad_completion","kind":"{kind}","count":1}}"#);
+            // `timeout`: a driver that waits for ever on a lie shows as no result.
+            let (out, err) = run_with_fault(
+                &mut vm,
+                &control,
+                &request,
+                &format!(
+                    "timeout -s KILL 60 acq-consume --method {method} --bytes 16M \
+                     --chunk 64K --rate 4M --block 2K"
+                ),
+            )?;
+            eprintln!("{kind} {method}: {out}");
+            if !out.contains("\"method\"") {
+                failures.push(format!("{kind} {method}: no result (hung?): {out}{err}"));
+                // The card or driver may be wedged: start the next case clean.
+                vm.sh_ok("acq-ctl reset || true", CMD)?;
+                continue;
+            }
+            let (got_eio, got_epipe) = (json_u64(&out, "eio"), json_u64(&out, "epipe"));
+            if (got_eio, got_epipe) != (eio, epipe) {
+                failures.push(format!(
+                    "{kind} {method}: {got_eio} EIO and {got_epipe} EPIPE, not {eio} and \
+                     {epipe}: {out}"
+                ));
+            }
+            if let Err(e) = ensure_contract(method, &out) {
+                failures.push(format!("{kind} {e:#}"));
+            }
+        }
+    }
+    finish(vm, failures)
+}
+
 /// sendfile() from `/dev/acq0` into a file: the kernel allows no direct splice from a
 /// stream (it would drop what the destination does not take), so it fails with EINVAL
 /// and consumes nothing; the next read() starts the stream at offset 0. v1 accepted it
@@ -209,7 +265,7 @@ fn control_socket(vm: &acq::vm::Vm) -> Result<PathBuf> {
 fn run_with_fault(
     vm: &mut acq::vm::Vm,
     control: &std::path::Path,
-    request: &'static str,
+    request: &str,
     cmd: &str,
 ) -> Result<(String, String)> {
     let inject = inject_later(control.to_path_buf(), Duration::from_millis(1500), request);
@@ -225,11 +281,12 @@ fn run_with_fault(
 fn inject_later(
     path: PathBuf,
     delay: Duration,
-    request: &'static str,
+    request: &str,
 ) -> std::thread::JoinHandle<Result<String>> {
+    let request = request.to_owned();
     std::thread::spawn(move || {
         std::thread::sleep(delay);
-        control_request(&path, request)
+        control_request(&path, &request)
     })
 }
 

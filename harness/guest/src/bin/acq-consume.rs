@@ -89,6 +89,9 @@ struct Args {
     rate: u64,
     #[arg(long, default_value_t = 8)]
     ring_log2: u32,
+    /// Card block size (default: the driver's).
+    #[arg(long, value_parser = parse_size)]
+    block: Option<u64>,
     /// Pause once the consumer reached this offset (the ring then overflows).
     #[arg(long, value_parser = parse_size)]
     pause_at: Option<u64>,
@@ -354,6 +357,9 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     cfg.seed = 0;
     cfg.rate = a.rate;
     cfg.ring_log2 = a.ring_log2;
+    if let Some(b) = a.block {
+        cfg.block_size = u32::try_from(b).map_err(|_| format!("--block {b} is too large"))?;
+    }
     dev.stop().map_err(|e| format!("ACQ_IOC_STOP: {e}"))?;
     dev.set_config(&cfg)
         .map_err(|e| format!("ACQ_IOC_SET_CONFIG: {e}"))?;
