@@ -297,6 +297,7 @@ fn malformed_messages_get_errors_and_the_stream_stays_in_step() {
         wait_for(5.0, "descriptors back to the baseline", || {
             p.fds() <= base_fds
         });
+        assert_eq!(p.threads(), base_threads, "threads back to the baseline");
         assert!(p.alive());
         p.terminate(10);
         let _ = std::fs::remove_dir_all(&dir);
