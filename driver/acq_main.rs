@@ -57,7 +57,7 @@ use kernel::{
     io::Io,
     irq::{self, IrqReturn, ThreadedIrqReturn},
     mm::virt::VmaNew,
-    new_mutex, new_poll_condvar,
+    new_mutex, new_poll_condvar, new_spinlock,
     page::{Page, PAGE_SIZE},
     pci,
     prelude::*,
@@ -67,7 +67,7 @@ use kernel::{
         atomic::{Acquire, Atomic, Relaxed, Release},
         barrier::{dma_mb, mb, Full, Read, Write},
         poll::{PollCondVar, PollTable},
-        Arc, CondVarTimeoutResult, Mutex, MutexGuard,
+        Arc, CondVarTimeoutResult, Mutex, MutexGuard, SpinLock,
     },
     time::msecs_to_jiffies,
     types::{ForeignOwnable, Opaque},
@@ -325,6 +325,11 @@ struct Card {
     pb: Mutex<playback::PbInner>,
     #[pin]
     pb_wait: PollCondVar,
+    /// IRQ_MASK is one register for both channels, which start and stop under their own
+    /// locks: every change of it is made under this one (see [`Card::set_irq_mask`]),
+    /// or one channel's read-modify-write could undo the other's write.
+    #[pin]
+    irq_mask: SpinLock<()>,
 }
 
 // ---------------------------------------------------------------------------
@@ -543,6 +548,7 @@ fn probe_identified<'b>(
             busy,
             pb <- new_mutex!(playback::PbInner::new(pb_hw)),
             pb_wait <- new_poll_condvar!("acq::pb_wait"),
+            irq_mask <- new_spinlock!((), "acq::irq_mask"),
         }),
         GFP_KERNEL,
     )?;

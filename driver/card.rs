@@ -13,6 +13,13 @@ impl Card {
         Some(f(&Regs(&bar)))
     }
 
+    /// Changes IRQ_MASK to `f(current)` under the card's IRQ_MASK lock, through `r`.
+    pub(crate) fn set_irq_mask(&self, r: &Regs<'_, '_>, f: impl FnOnce(u32) -> u32) {
+        let _serialised = self.irq_mask.lock();
+        let m = r.rd(regs::reg::IRQ_MASK);
+        r.wr(regs::reg::IRQ_MASK, f(m));
+    }
+
     /// Completion `k` of the running session: from coherent memory, or from BAR2.
     pub(crate) fn completion(&self, g: &Inner, k: u32) -> Option<regs::Completion> {
         let hw = g.hw.as_ref()?;

@@ -182,7 +182,7 @@ impl Card {
             g.running = false;
             let _ = self.with_regs(|r| {
                 r.stop();
-                r.wr(regs::reg::IRQ_MASK, regs::irq::ALL);
+                self.set_irq_mask(r, |_| regs::irq::ALL);
                 r.soft_reset();
             });
             // A card that ignores the reset (hung) must still not write into memory we

@@ -164,8 +164,7 @@ impl Card {
                 r.wr(PB_STATUS, regs::pb_status::W1C_MASK);
                 // The capture side unmasks every cause at its start; playback needs its own
                 // two whether or not capture ran.
-                let mask = r.rd(IRQ_MASK);
-                r.wr(IRQ_MASK, mask & !regs::irq::VEC_PLAYBACK_CAUSES);
+                self.set_irq_mask(r, |m| m & !regs::irq::VEC_PLAYBACK_CAUSES);
                 r.wr(PB_CTRL, regs::pb_ctrl::ENABLE);
                 let st = r.rd(PB_STATUS);
                 (st, r.rd(PB_ERROR_CODE))

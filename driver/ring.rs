@@ -95,7 +95,8 @@ impl Card {
                 r.wr(regs::reg::IRQ_MOD_TIME_US, cfg.irq_mod_time_us);
                 r.wr(regs::reg::STATUS, regs::status::W1C_MASK);
                 r.wr(regs::reg::IRQ_STATUS, regs::irq::ALL);
-                r.wr(regs::reg::IRQ_MASK, 0);
+                // Every cause unmasked (playback's too, which it unmasks itself anyway).
+                self.set_irq_mask(r, |_| 0);
                 if self.caps & regs::caps::LOOPBACK != 0 {
                     let lb = cfg.flags & uapi::ACQ_CFG_LOOPBACK != 0;
                     r.wr(regs::reg::LOOPBACK, u32::from(lb) * regs::loopback::ENABLE);
