@@ -24,6 +24,9 @@ pub struct Device {
     shared: Arc<Shared>,
     card: Card,
     config: Mutex<ConfigSpace>,
+    /// A vfio-user client made a device request and has not gone away (its
+    /// disconnection's reset is done once this is false again).
+    client: std::sync::atomic::AtomicBool,
 }
 
 /// What the control socket reports for `{"cmd":"counters"}`.
@@ -49,6 +52,9 @@ pub struct Counters {
     pub pb_first_bad_offset: Option<u64>,
     /// Faults still armed.
     pub faults_pending: Pending,
+    /// A vfio-user client is connected (false again only after the reset that its
+    /// disconnection makes, so a fault armed after that stays armed).
+    pub client_connected: bool,
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -66,6 +72,7 @@ impl Device {
             shared,
             card,
             config: Mutex::new(config),
+            client: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -113,7 +120,23 @@ impl Device {
                 v => Some(v),
             },
             faults_pending: self.shared.faults.pending(),
+            client_connected: self.client.load(Ordering::Acquire),
         }
+    }
+
+    /// `Err` unless `vector` (MSI-X numbering) exists. An MSI-only card maps the ones it
+    /// signals onto its single MSI message.
+    fn check_vector(&self, vector: u16) -> Result<(), String> {
+        let vectors = match self.shared.model.msix_vectors {
+            0 => regs::msix::VECTORS,
+            n => n,
+        };
+        if vector >= vectors {
+            return Err(format!(
+                "vector {vector} does not exist (the card has {vectors})"
+            ));
+        }
+        Ok(())
     }
 
     /// Arms a fault (a spurious interrupt is sent at once).
@@ -123,15 +146,7 @@ impl Device {
             Fault::SpuriousIrq { count, vector } => {
                 // Vectors are MSI-X numbers; an MSI-only card maps the ones it signals
                 // onto its single MSI message.
-                let vectors = match self.shared.model.msix_vectors {
-                    0 => regs::msix::VECTORS,
-                    n => n,
-                };
-                if vector >= vectors {
-                    return Err(format!(
-                        "vector {vector} does not exist (the card has {vectors})"
-                    ));
-                }
+                self.check_vector(vector)?;
                 for _ in 0..count {
                     if self.shared.send(vector) {
                         self.shared
@@ -140,6 +155,26 @@ impl Device {
                             .fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                Ok(())
+            }
+            Fault::IrqStorm { vector, rate, ms } => {
+                self.check_vector(vector)?;
+                // One storm per vector at a time: a client cannot pile up threads.
+                let bit = 1u32 << vector.min(31);
+                if STORMS.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
+                    return Err(format!("vector {vector} has a storm running already"));
+                }
+                let shared = Arc::clone(&self.shared);
+                std::thread::Builder::new()
+                    .name("acq-irq-storm".into())
+                    .spawn(move || {
+                        storm(&shared, vector, rate, ms);
+                        STORMS.fetch_and(!bit, Ordering::AcqRel);
+                    })
+                    .map_err(|e| {
+                        STORMS.fetch_and(!bit, Ordering::AcqRel);
+                        format!("starting the storm: {e}")
+                    })?;
                 Ok(())
             }
             f => self.shared.faults.inject(f),
@@ -258,6 +293,7 @@ impl PciFunction for Device {
     }
 
     fn connected(&self) {
+        self.client.store(true, Ordering::Release);
         self.shared
             .stats
             .connections
@@ -269,6 +305,7 @@ impl PciFunction for Device {
         self.function_reset();
         self.shared.irq.clear();
         self.shared.dma.unmap_all();
+        self.client.store(false, Ordering::Release);
     }
 }
 
@@ -289,4 +326,35 @@ impl crate::control::ControlTarget for Device {
         info!("device reset (control socket)");
         self.function_reset();
     }
+}
+
+/// Vectors with an interrupt storm running (bit per vector; one card per process).
+static STORMS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Sends `rate` messages a second on `vector` for `ms` milliseconds, each counted as
+/// spurious. Paced by the clock: a message is due every `1/rate` s; the thread wakes
+/// every 100 us or so and sends what is due, at most one millisecond's worth at a time.
+fn storm(shared: &Shared, vector: u16, rate: u64, ms: u64) {
+    let start = std::time::Instant::now();
+    let end = std::time::Duration::from_millis(ms);
+    let mut sent = 0u64;
+    info!(vector, rate, ms, "interrupt storm");
+    loop {
+        let t = start.elapsed();
+        if t >= end {
+            break;
+        }
+        let due = (t.as_micros() as u64).saturating_mul(rate) / 1_000_000;
+        let burst = due.saturating_sub(sent).min((rate / 1000).max(1));
+        for _ in 0..burst {
+            if shared.send(vector) {
+                shared.stats.irqs_spurious.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        sent += burst;
+        // Sleep between bursts: a spinning storm thread would starve the VMM of the CPU
+        // it needs to deliver the storm.
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+    info!(vector, sent, "interrupt storm over");
 }

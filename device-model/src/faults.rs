@@ -157,6 +157,17 @@ pub enum Fault {
         /// Vector they are sent on.
         vector: u16,
     },
+    /// An interrupt storm: messages on `vector` at `rate` per second for `ms`
+    /// milliseconds, paced (a burst would reach the guest as a handful: the VMM reads an
+    /// eventfd once for all the writes before it).
+    IrqStorm {
+        /// Vector they are sent on.
+        vector: u16,
+        /// Messages per second.
+        rate: u64,
+        /// How long.
+        ms: u64,
+    },
     /// The engine makes no progress for this many milliseconds (the source keeps running).
     Stall(u64),
     /// The next `count` blocks the source produces are dropped (counted as overflow).
@@ -225,6 +236,7 @@ impl Fault {
         ms: Option<u64>,
         vector: Option<u64>,
     ) -> Result<Fault, String> {
+        let raw_count = count;
         let count = || count.unwrap_or(1);
         if channel == Channel::Playback {
             return Ok(match name {
@@ -257,6 +269,24 @@ impl Fault {
                 vector: u16::try_from(vector.unwrap_or(0))
                     .map_err(|_| "`vector` is out of range".to_string())?,
             },
+            "irq_storm" => {
+                let rate = raw_count.ok_or("`irq_storm` needs `count` (messages per second)")?;
+                let ms = ms.ok_or("`irq_storm` needs `ms` (its duration)")?;
+                if rate == 0 || rate > STORM_RATE_MAX {
+                    return Err(format!(
+                        "`count` {rate} is not in 1..={STORM_RATE_MAX} per second"
+                    ));
+                }
+                if ms > STORM_MS_MAX {
+                    return Err(format!("`ms` {ms} is above {STORM_MS_MAX}"));
+                }
+                Fault::IrqStorm {
+                    vector: u16::try_from(vector.unwrap_or(0))
+                        .map_err(|_| "`vector` is out of range".to_string())?,
+                    rate,
+                    ms,
+                }
+            }
             "stall" => Fault::Stall(stall_ms(ms)?),
             "overflow" => Fault::Overflow(count()),
             "hang" => Fault::Hang,
@@ -264,7 +294,7 @@ impl Fault {
             other => {
                 return Err(format!(
                 "unknown fault `{other}` (known: dma_error, corrupt_data, drop_irq, spurious_irq, \
-                     stall, overflow, hang, bad_register_reads, bad_completion)"
+                     irq_storm, stall, overflow, hang, bad_register_reads, bad_completion)"
             ))
             }
         })
@@ -274,6 +304,11 @@ impl Fault {
 /// The most spurious interrupts one request sends. They are sent before the request is
 /// answered, so the bound keeps every request short (a million is about a second).
 pub const SPURIOUS_IRQ_MAX: u64 = 1 << 20;
+
+/// The fastest interrupt storm (messages per second).
+pub const STORM_RATE_MAX: u64 = 200_000;
+/// The longest interrupt storm, in milliseconds.
+pub const STORM_MS_MAX: u64 = 60_000;
 
 /// The longest stall one fault makes (an hour; longer ones are a `hang`).
 pub const STALL_MS_MAX: u64 = 3_600_000;
@@ -368,6 +403,7 @@ impl FaultPlan {
                 p.bad_completion_kind = Some(kind);
             }
             Fault::SpuriousIrq { .. } => return Err("spurious_irq is not a pending fault".into()),
+            Fault::IrqStorm { .. } => return Err("irq_storm is not a pending fault".into()),
         }
         self.armed.store(p.any(), Ordering::Release);
         Ok(())
@@ -526,6 +562,25 @@ mod tests {
         assert!(Fault::parse("melt", None, None, None)
             .unwrap_err()
             .contains("melt"));
+    }
+
+    #[test]
+    fn irq_storms_are_bounded() {
+        assert_eq!(
+            Fault::parse("irq_storm", Some(20_000), Some(3000), Some(2)),
+            Ok(Fault::IrqStorm {
+                vector: 2,
+                rate: 20_000,
+                ms: 3000
+            })
+        );
+        for (count, ms) in [(None, Some(1)), (Some(1), None), (Some(0), Some(1))] {
+            assert!(Fault::parse("irq_storm", count, ms, None).is_err());
+        }
+        let e = Fault::parse("irq_storm", Some(STORM_RATE_MAX + 1), Some(1), None).unwrap_err();
+        assert!(e.contains("per second"), "{e}");
+        let e = Fault::parse("irq_storm", Some(1), Some(STORM_MS_MAX + 1), None).unwrap_err();
+        assert!(e.contains("`ms`"), "{e}");
     }
 
     #[test]

@@ -156,6 +156,11 @@ fn serves_control_requests_survives_reconnects_and_exits_cleanly_on_sigterm() {
         assert_eq!(c["reg_reads"], json!(2));
         assert!(c["connections"].as_u64().unwrap() >= 2);
 
+        // The last client's disconnection resets the card (and its faults): arm faults
+        // only once that reset is done, or it may clear them (this flaked).
+        wait_for(5.0, "the disconnection's reset", || {
+            ctl.ask(r#"{"cmd":"counters"}"#)["client_connected"] == json!(false)
+        });
         assert_eq!(
             ctl.ask(r#"{"cmd":"inject","fault":"dma_error","count":3}"#),
             json!({"ok": true})

@@ -639,6 +639,17 @@ pub enum Fault {
         #[serde(default = "one")]
         count: u64,
     },
+    /// An interrupt storm: `rate` messages a second on `vector` for `ms` milliseconds,
+    /// paced so that the VMM delivers them one by one (at most 200,000 a second, 60 s).
+    IrqStorm {
+        /// MSI-X vector (0 capture, 1 events, 2 playback).
+        #[serde(default)]
+        vector: u16,
+        /// Messages per second.
+        rate: u64,
+        /// How long.
+        ms: u64,
+    },
     /// The next `count` data completions lie about the block the card wrote (a hostile
     /// or broken card; docs/faults.md says what the driver must do about each kind).
     BadCompletion {
@@ -701,6 +712,7 @@ impl Fault {
             Fault::Reset => "reset",
             Fault::BadRegisterReads { .. } => "bad_register_reads",
             Fault::BadCompletion { .. } => "bad_completion",
+            Fault::IrqStorm { .. } => "irq_storm",
             Fault::DiskWriteError { .. } => "disk_write_error",
             Fault::DiskFull { .. } => "disk_full",
             Fault::DiskBandwidth { .. } => "disk_bandwidth",

@@ -1128,6 +1128,9 @@ fn inject(
             json!({"cmd": "inject", "fault": f.inject.name(), "count": count})
         }
         Fault::Stall { ms } => json!({"cmd": "inject", "fault": "stall", "ms": ms}),
+        Fault::IrqStorm { vector, rate, ms } => json!({
+            "cmd": "inject", "fault": "irq_storm", "vector": vector, "count": rate, "ms": ms
+        }),
         Fault::BadCompletion { kind, count } => json!({
             "cmd": "inject", "fault": "bad_completion", "kind": kind.name(), "count": count
         }),
