@@ -245,7 +245,9 @@ struct Inner {
     running: bool,
     /// The engine halted on a fatal error (cleared by the next start).
     halted: bool,
-    /// The card was unbound (removed).
+    /// The card is gone: unbound, or dead for good (config space answers all-ones, or
+    /// the card stays silent after a function reset). Every call gets ENODEV. Only the
+    /// unbind frees its memory.
     removed: bool,
     /// Next completion index to consume, and descriptors posted, in this session.
     head: u32,

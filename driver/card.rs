@@ -66,8 +66,16 @@ impl Card {
             return true;
         }
         if !self.pdev.present() {
-            // Unplugged (the unbind follows): a function reset would wait for a card that
-            // cannot come back.
+            // Config space reads all-ones: the card was unplugged, or what serves it died
+            // for good (a vfio-user server killed under QEMU: QEMU keeps the device and
+            // answers every access with all-ones, and no unbind follows). A function
+            // reset would wait for a card that cannot come back. It is gone: ENODEV from
+            // now on, not an EIO for every call that a consumer would retry for ever.
+            pr_warn!(
+                "acq{}: the card no longer answers config space reads: gone\n",
+                self.index
+            );
+            g.removed = true;
             return false;
         }
         let ret = self.pdev.try_reset();
@@ -78,6 +86,10 @@ impl Card {
             ret,
             if alive { "back" } else { "still dead" }
         );
+        if !alive && ret == 0 {
+            // The reset ran and the card still does not answer: gone for good.
+            g.removed = true;
+        }
         alive
     }
 

@@ -1,0 +1,67 @@
+//! The card as an adversary, beyond what one fault request does: the device process
+//! itself dying under a running stream.
+
+use std::time::{Duration, Instant};
+
+use acq_e2e::{boot_streaming_guest, json_u64, kernel_bug_reports, CMD};
+use anyhow::{ensure, Context, Result};
+
+/// `kill -9` of acq-device while the guest reads /dev/acq0 (docs/faults.md, "The device
+/// process dies"). QEMU 11.1 keeps the device and answers every access with all-ones
+/// (its log: "vfio_region_read(...) failed: Bad address"); the driver's watchdog finds
+/// no progress, then config space all-ones, and declares the card gone. The reader gets
+/// ENODEV once, after bytes that all verify; the kernel log has no oops or warning;
+/// rmmod works. v1 answered every later call with EIO, which a consumer that retries
+/// EIO (acq-stream does) turned into a busy loop for ever.
+#[test]
+fn the_device_process_killed_mid_stream() -> Result<()> {
+    let mut vm = boot_streaming_guest("hostile-kill-model")?;
+    vm.sh_ok(
+        "(acq-stream --device /dev/acq0 --mode read --bytes 1G --rate 8M --verify \
+         > /tmp/r.json 2> /tmp/r.err; echo $? > /tmp/r.rc) &",
+        CMD,
+    )?;
+    std::thread::sleep(Duration::from_secs(3));
+    // The model leaves the VM's books: its end is this test's doing, not a failure.
+    let mut model = vm.models.remove(0);
+    model.child.signal(libc::SIGKILL);
+    ensure!(
+        model.child.wait_timeout(Duration::from_secs(10)).is_some(),
+        "acq-device survived SIGKILL"
+    );
+    let t = Instant::now();
+    let mut ended = false;
+    while t.elapsed() < Duration::from_secs(60) {
+        if !vm
+            .sh("cat /tmp/r.rc 2>/dev/null", CMD)?
+            .stdout
+            .trim()
+            .is_empty()
+        {
+            ended = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    ensure!(ended, "the reader did not end within 60 s of the kill");
+    let out = vm.sh_ok("cat /tmp/r.json", CMD)?;
+    eprintln!("reader after {:?}: {out}", t.elapsed());
+    let line = out.lines().last().context("no result line")?;
+    ensure!(
+        json_u64(line, "ENODEV") == 1 && json_u64(line, "EIO") == 0,
+        "not one ENODEV: {line}"
+    );
+    ensure!(
+        json_u64(line, "verified_bytes") == json_u64(line, "bytes") && json_u64(line, "bytes") > 0,
+        "bytes before the end did not all verify: {line}"
+    );
+    let dmesg = vm.sh_ok("dmesg", CMD)?;
+    let bad = kernel_bug_reports(&dmesg);
+    ensure!(bad.is_empty(), "kernel reports: {bad:?}");
+    ensure!(
+        dmesg.contains("no longer answers config space reads"),
+        "the driver did not say why the card is gone"
+    );
+    vm.sh_ok("rmmod acq", CMD)?;
+    vm.shutdown(CMD)
+}
