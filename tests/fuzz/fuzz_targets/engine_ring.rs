@@ -69,6 +69,9 @@ fuzz_target!(|data: &[u8]| {
     let n = contents.len().min(EVENT as usize + 256);
     mem.write_bytes(DESC, &contents[..n]);
     mem.write_bytes(EVENT, &prod.to_le_bytes());
+    // The descriptor table as the card will read it (the input may be shorter than it:
+    // the rest is zero).
+    let table = mem.read_bytes(DESC, 16 << 4);
 
     for (lo, v) in [
         (reg::DESC_BASE_LO, GPA + DESC),
@@ -107,11 +110,12 @@ fuzz_target!(|data: &[u8]| {
     // and the buffers of the ring's descriptors.
     let slots = 1usize << ring_log2;
     let floor = n.max(EVENT as usize + 256);
-    let buffers: Vec<(u64, u64)> = (0..slots)
-        .filter_map(|s| {
-            let d = contents.get(16 * s..16 * s + 16)?;
-            let addr = u64::from_le_bytes(d[..8].try_into().ok()?);
-            Some((addr, addr.saturating_add(u64::from(block))))
+    let buffers: Vec<(u64, u64)> = table
+        .chunks_exact(16)
+        .take(slots)
+        .map(|d| {
+            let addr = u64::from_le_bytes(d[..8].try_into().unwrap_or_default());
+            (addr, addr.saturating_add(u64::from(block)))
         })
         .collect();
     let after = mem.read_bytes(0, RAM);
