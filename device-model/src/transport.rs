@@ -545,12 +545,20 @@ impl VfioUserServer {
 
     /// Accepts and closes a second client: the card serves one at a time.
     fn turn_away(&self) {
-        if let Ok((extra, _)) = self.listener.accept() {
-            warn!(
-                "a second vfio-user client connected while one is served: closed \
-                 (one client at a time)"
-            );
-            drop(extra);
+        match self.listener.accept() {
+            Ok((extra, _)) => {
+                warn!(
+                    "a second vfio-user client connected while one is served: closed \
+                     (one client at a time)"
+                );
+                drop(extra);
+            }
+            Err(e) => {
+                // Out of descriptors, say: the pending connection stays, and the listener
+                // stays readable. Pause rather than spin on it.
+                warn!("turning a second vfio-user client away: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
 
