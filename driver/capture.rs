@@ -113,6 +113,7 @@ impl Card {
             let Some(c) = comp else {
                 if self.head_lost(g) {
                     self.skip_lost(g);
+                    g.err = true;
                     continue;
                 }
                 if nonblock {

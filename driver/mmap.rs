@@ -166,9 +166,7 @@ impl Card {
                 let Some(c) = self.completion(g, k) else {
                     if count == 0 && self.head_lost(g) {
                         // Passed by the card, never written: an error, not a wait.
-                        g.stats.errors += 1;
-                        self.unmark(g, head);
-                        self.consumed(g);
+                        self.skip_lost(g);
                         return Err(EIO);
                     }
                     break;

@@ -242,8 +242,9 @@ impl Card {
     }
 
     /// Takes the completion at `g.head` that [`Card::head_lost`] found lost: one error
-    /// (EIO) for the consumer, its buffer back to the card, and the stream goes on with
-    /// the next completion (whose offset then shows the block as a gap).
+    /// counted, its record re-phased, its buffer back to the card, and the stream goes
+    /// on with the next completion (whose offset then shows the block as a gap). The
+    /// caller reports the error (read and splice latch it, MMAP_SYNC returns it).
     pub(crate) fn skip_lost(&self, g: &mut MutexGuard<'_, Inner>) {
         pr_warn!(
             "acq{}: completion {} was passed by the card but never written: skipped\n",
@@ -251,7 +252,6 @@ impl Card {
             g.head
         );
         g.stats.errors += 1;
-        g.err = true;
         let head = g.head;
         self.unmark(g, head);
         self.consumed(g);
@@ -262,7 +262,7 @@ impl Card {
     /// carries the *next* lap's, and would pass for index `k + N` before the card writes
     /// that one (stale data, the stream going backwards). Done before the slot's buffer
     /// goes back to the card, so the card's next record lands after this write.
-    pub(crate) fn unmark(&self, g: &Inner, k: u32) {
+    fn unmark(&self, g: &Inner, k: u32) {
         let log2 = g.cfg.ring_log2;
         let off = regs::ring::slot(k, log2) as usize * regs::comp::SIZE
             + regs::comp::OFF_TAIL_DWORD;

@@ -144,6 +144,7 @@ impl Card {
             let Some(c) = comp else {
                 if self.head_lost(g) {
                     self.skip_lost(g);
+                    g.err = true;
                     continue;
                 }
                 if done > 0 {

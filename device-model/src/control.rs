@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::faults::{Channel, Fault};
+use crate::faults::{Channel, Fault, FaultArgs};
 use crate::jsonl::{self, fail};
 
 /// What the control socket operates on.
@@ -83,14 +83,17 @@ fn reply(target: &dyn ControlTarget, line: &str) -> Value {
                         }
                     },
                 };
-                if name == "bad_completion" {
-                    let kind = match obj.get("kind") {
-                        None => None,
-                        Some(v) => Some(v.as_str().ok_or("`kind` must be a string")?),
-                    };
-                    return Fault::bad_completion(channel, kind, count);
-                }
-                Fault::parse_on(channel, name, count, ms, vector)
+                let kind = match obj.get("kind") {
+                    None => None,
+                    Some(v) => Some(v.as_str().ok_or("`kind` must be a string")?),
+                };
+                let args = FaultArgs {
+                    count,
+                    ms,
+                    vector,
+                    kind,
+                };
+                Fault::parse_on(channel, name, &args)
             })();
             match parsed.and_then(|f| target.inject(f)) {
                 Ok(()) => ok(),

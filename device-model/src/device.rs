@@ -27,6 +27,8 @@ pub struct Device {
     /// A vfio-user client made a device request and has not gone away (its
     /// disconnection's reset is done once this is false again).
     client: std::sync::atomic::AtomicBool,
+    /// Vectors with an interrupt storm running (a bit per vector).
+    storms: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// What the control socket reports for `{"cmd":"counters"}`.
@@ -73,6 +75,7 @@ impl Device {
             card,
             config: Mutex::new(config),
             client: std::sync::atomic::AtomicBool::new(false),
+            storms: Arc::default(),
         }))
     }
 
@@ -161,7 +164,8 @@ impl Device {
                 self.check_vector(vector)?;
                 // One storm per vector at a time: a client cannot pile up threads.
                 let bit = 1u32 << vector.min(31);
-                if STORMS.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
+                let storms = Arc::clone(&self.storms);
+                if storms.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
                     return Err(format!("vector {vector} has a storm running already"));
                 }
                 let shared = Arc::clone(&self.shared);
@@ -169,10 +173,10 @@ impl Device {
                     .name("acq-irq-storm".into())
                     .spawn(move || {
                         storm(&shared, vector, rate, ms);
-                        STORMS.fetch_and(!bit, Ordering::AcqRel);
+                        storms.fetch_and(!bit, Ordering::AcqRel);
                     })
                     .map_err(|e| {
-                        STORMS.fetch_and(!bit, Ordering::AcqRel);
+                        self.storms.fetch_and(!bit, Ordering::AcqRel);
                         format!("starting the storm: {e}")
                     })?;
                 Ok(())
@@ -327,9 +331,6 @@ impl crate::control::ControlTarget for Device {
         self.function_reset();
     }
 }
-
-/// Vectors with an interrupt storm running (bit per vector; one card per process).
-static STORMS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// Sends `rate` messages a second on `vector` for `ms` milliseconds, each counted as
 /// spurious. Paced by the clock: a message is due every `1/rate` s; the thread wakes

@@ -195,49 +195,40 @@ pub enum Fault {
     },
 }
 
+/// The parameters of an `inject` request (absent ones are `None`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FaultArgs<'a> {
+    /// `count` (for `irq_storm`: messages per second).
+    pub count: Option<u64>,
+    /// `ms`.
+    pub ms: Option<u64>,
+    /// `vector`.
+    pub vector: Option<u64>,
+    /// `kind` (`bad_completion`).
+    pub kind: Option<&'a str>,
+}
+
 impl Fault {
-    /// Builds a fault from its control-protocol name and parameters.
+    /// Builds a capture fault from its control-protocol name and parameters.
     pub fn parse(
         name: &str,
         count: Option<u64>,
         ms: Option<u64>,
         vector: Option<u64>,
     ) -> Result<Fault, String> {
-        Fault::parse_on(Channel::Capture, name, count, ms, vector)
-    }
-
-    /// Builds the `bad_completion` fault (capture only) from its `kind` and `count`.
-    pub fn bad_completion(
-        channel: Channel,
-        kind: Option<&str>,
-        count: Option<u64>,
-    ) -> Result<Fault, String> {
-        if channel == Channel::Playback {
-            return Err("fault `bad_completion` has no playback form".into());
-        }
-        let kind = kind.ok_or_else(|| {
-            let known: Vec<_> = Lie::ALL.iter().map(|l| l.name()).collect();
-            format!(
-                "`bad_completion` needs a string `kind` ({})",
-                known.join(", ")
-            )
-        })?;
-        Ok(Fault::BadCompletion {
-            kind: Lie::parse(kind)?,
-            count: count.unwrap_or(1),
-        })
+        let args = FaultArgs {
+            count,
+            ms,
+            vector,
+            kind: None,
+        };
+        Fault::parse_on(Channel::Capture, name, &args)
     }
 
     /// Builds a fault for `channel` from its control-protocol name and parameters.
-    pub fn parse_on(
-        channel: Channel,
-        name: &str,
-        count: Option<u64>,
-        ms: Option<u64>,
-        vector: Option<u64>,
-    ) -> Result<Fault, String> {
-        let raw_count = count;
-        let count = || count.unwrap_or(1);
+    pub fn parse_on(channel: Channel, name: &str, a: &FaultArgs<'_>) -> Result<Fault, String> {
+        let (ms, vector) = (a.ms, a.vector);
+        let count = || a.count.unwrap_or(1);
         if channel == Channel::Playback {
             return Ok(match name {
                 "dma_error" => Fault::PbDmaError(count()),
@@ -270,7 +261,9 @@ impl Fault {
                     .map_err(|_| "`vector` is out of range".to_string())?,
             },
             "irq_storm" => {
-                let rate = raw_count.ok_or("`irq_storm` needs `count` (messages per second)")?;
+                let rate = a
+                    .count
+                    .ok_or("`irq_storm` needs `count` (messages per second)")?;
                 let ms = ms.ok_or("`irq_storm` needs `ms` (its duration)")?;
                 if rate == 0 || rate > STORM_RATE_MAX {
                     return Err(format!(
@@ -288,6 +281,16 @@ impl Fault {
                 }
             }
             "stall" => Fault::Stall(stall_ms(ms)?),
+            "bad_completion" => Fault::BadCompletion {
+                kind: Lie::parse(a.kind.ok_or_else(|| {
+                    let known: Vec<_> = Lie::ALL.iter().map(|l| l.name()).collect();
+                    format!(
+                        "`bad_completion` needs a string `kind` ({})",
+                        known.join(", ")
+                    )
+                })?)?,
+                count: count(),
+            },
             "overflow" => Fault::Overflow(count()),
             "hang" => Fault::Hang,
             "bad_register_reads" => Fault::BadRegisterReads(count()),
@@ -551,11 +554,18 @@ mod tests {
         );
         assert!(Fault::parse("stall", None, None, None).is_err());
         assert_eq!(
-            Fault::parse_on(Channel::Playback, "dma_error", Some(2), None, None),
+            Fault::parse_on(
+                Channel::Playback,
+                "dma_error",
+                &FaultArgs {
+                    count: Some(2),
+                    ..FaultArgs::default()
+                }
+            ),
             Ok(Fault::PbDmaError(2))
         );
         assert!(
-            Fault::parse_on(Channel::Playback, "overflow", None, None, None)
+            Fault::parse_on(Channel::Playback, "overflow", &FaultArgs::default())
                 .unwrap_err()
                 .contains("playback")
         );
@@ -591,7 +601,11 @@ mod tests {
         // Instant + Duration::from_millis(u64::MAX) panics in the engine thread.
         let e = Fault::parse("stall", None, Some(u64::MAX), None).unwrap_err();
         assert!(e.contains("`ms`"), "{e}");
-        let e = Fault::parse_on(Channel::Playback, "stall", None, Some(u64::MAX), None);
+        let long = FaultArgs {
+            ms: Some(u64::MAX),
+            ..FaultArgs::default()
+        };
+        let e = Fault::parse_on(Channel::Playback, "stall", &long);
         assert!(e.is_err());
     }
 }

@@ -28,7 +28,7 @@ use vfio_bindings::bindings::vfio::{
     VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
 };
 
-use crate::vfio::conn::{Conn, ConnError, Message};
+use crate::vfio::conn::{wait_readable_any, Conn, ConnError, Message};
 use crate::vfio::wire::{self, cmd, dma_flag, Body, Request, RequestError};
 
 /// Regions and interrupts of a PCI function, as the transport announces them.
@@ -506,41 +506,18 @@ impl VfioUserServer {
 
     /// Waits for the client (first) or a new connection on the listener.
     fn wait(&self, conn: &Conn, timeout: Option<Duration>) -> Result<Ready, String> {
-        let ms = timeout.map_or(-1, |t| {
-            i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
-        });
-        let mut p = [
-            libc::pollfd {
-                fd: conn.raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.listener.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        loop {
-            // SAFETY: `p` is an array of two valid pollfds for the duration of the call.
-            let n = unsafe { libc::poll(p.as_mut_ptr(), 2, ms) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(format!("poll: {e}"));
-            }
-            // The client first: a client that closed and a new one that connected right
-            // after must end the old session, not turn the new one away.
-            return Ok(if p[0].revents != 0 {
-                Ready::Client
-            } else if p[1].revents != 0 {
-                Ready::Listener
-            } else {
-                Ready::Timeout
-            });
-        }
+        let [client, listener] =
+            wait_readable_any([conn.raw_fd(), self.listener.as_raw_fd()], timeout)
+                .map_err(|e| format!("poll: {e}"))?;
+        // The client first: a client that closed and a new one that connected right
+        // after must end the old session, not turn the new one away.
+        Ok(if client {
+            Ready::Client
+        } else if listener {
+            Ready::Listener
+        } else {
+            Ready::Timeout
+        })
     }
 
     /// Accepts and closes a second client: the card serves one at a time.

@@ -5,42 +5,26 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use acq_device::regs::{id, reg};
-use common::{temp_dir, wait_for, with_timeout};
+use common::{temp_dir, wait_for, with_timeout, Proc};
 use serde_json::{json, Value};
 use vfio_user::Client;
 
 const BIN: &str = env!("CARGO_BIN_EXE_acq-device");
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start(dir: &Path, extra: &[&str]) -> Proc {
-    let child = Command::new(BIN)
-        .arg("--socket")
-        .arg(dir.join("acq.sock"))
-        .arg("--control")
-        .arg(dir.join("acq.ctl"))
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Proc(child);
-    let sock = dir.join("acq.sock");
-    wait_for(20.0, "the vfio-user socket", || sock.exists());
-    p
+    let (sock, ctl) = (dir.join("acq.sock"), dir.join("acq.ctl"));
+    let mut args = vec![
+        "--socket".as_ref(),
+        sock.as_os_str(),
+        "--control".as_ref(),
+        ctl.as_os_str(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    Proc::start(BIN, args, &sock, "the vfio-user socket")
 }
 
 struct Control {

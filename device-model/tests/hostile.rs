@@ -10,44 +10,27 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use acq_device::memfd::Memfd;
 use acq_device::regs::{id, reg};
 use acq_device::vfio::wire::{cmd, flag, Body, Header, HEADER_SIZE};
-use common::{temp_dir, wait_for, with_timeout};
+use common::{temp_dir, wait_for, with_timeout, Proc};
 use serde_json::Value;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 const BIN: &str = env!("CARGO_BIN_EXE_acq-device");
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 impl Proc {
-    fn start(dir: &Path) -> Proc {
-        let child = Command::new(BIN)
-            .arg("--socket")
-            .arg(dir.join("acq.sock"))
-            .arg("--control")
-            .arg(dir.join("acq.ctl"))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let p = Proc(child);
-        let sock = dir.join("acq.sock");
-        wait_for(20.0, "the vfio-user socket", || sock.exists());
-        p
+    fn acq_device(dir: &Path) -> Proc {
+        let (sock, ctl) = (dir.join("acq.sock"), dir.join("acq.ctl"));
+        let args = [
+            "--socket".as_ref(),
+            sock.as_os_str(),
+            "--control".as_ref(),
+            ctl.as_os_str(),
+        ];
+        Proc::start(BIN, args, &sock, "the vfio-user socket")
     }
 
     fn fds(&self) -> usize {
@@ -198,7 +181,7 @@ fn dma_map_body(addr: u64, size: u64, offset: u64) -> Vec<u8> {
 fn malformed_messages_get_errors_and_the_stream_stays_in_step() {
     with_timeout(60, || {
         let dir = temp_dir("hostile-wire");
-        let mut p = Proc::start(&dir);
+        let mut p = Proc::acq_device(&dir);
         let sock = dir.join("acq.sock");
         let mut c = Raw::negotiated(&sock);
         assert_eq!(c.read_id(), id::MAGIC);
@@ -308,7 +291,7 @@ fn malformed_messages_get_errors_and_the_stream_stays_in_step() {
 fn idle_and_stalled_clients_do_not_hold_the_card() {
     with_timeout(60, || {
         let dir = temp_dir("hostile-idle");
-        let p = Proc::start(&dir);
+        let p = Proc::acq_device(&dir);
         let sock = dir.join("acq.sock");
 
         // A client that connects and says nothing is dropped after the VERSION timeout;
@@ -344,7 +327,7 @@ fn idle_and_stalled_clients_do_not_hold_the_card() {
 fn dma_maps_beyond_or_able_to_leave_their_file_are_refused() {
     with_timeout(60, || {
         let dir = temp_dir("hostile-dma");
-        let mut p = Proc::start(&dir);
+        let mut p = Proc::acq_device(&dir);
         let sock = dir.join("acq.sock");
         let mut c = Raw::negotiated(&sock);
         let ram = Memfd::new("small", 1536 << 10).unwrap();
@@ -399,7 +382,7 @@ fn dma_maps_beyond_or_able_to_leave_their_file_are_refused() {
 fn a_full_blocking_eventfd_and_huge_fault_counts_do_not_wedge_the_card() {
     with_timeout(60, || {
         let dir = temp_dir("hostile-irq");
-        let p = Proc::start(&dir);
+        let p = Proc::acq_device(&dir);
         let sock = dir.join("acq.sock");
         let mut c = Raw::negotiated(&sock);
         let threads = p.threads();

@@ -263,9 +263,10 @@ fn a_corrupted_block_is_caught_at_its_offset() {
                 Fault::parse_on(
                     acq_device::faults::Channel::Playback,
                     "corrupt_data",
-                    Some(1),
-                    None,
-                    None,
+                    &acq_device::faults::FaultArgs {
+                        count: Some(1),
+                        ..Default::default()
+                    },
                 )
                 .unwrap(),
             )

@@ -8,13 +8,13 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use acq_device::memfd::Memfd;
 use acq_device::regs;
-use common::{temp_dir, wait_for, with_timeout};
+use common::{temp_dir, wait_for, with_timeout, Proc};
 use serde_json::{json, Value};
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
@@ -43,34 +43,22 @@ const S_OK: u8 = 0;
 const S_IOERR: u8 = 1;
 const S_UNSUPP: u8 = 2;
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start(dir: &Path, extra: &[&str]) -> Proc {
-    let child = Command::new(BIN)
-        .arg("--socket")
-        .arg(dir.join("sink.sock"))
-        .arg("--control")
-        .arg(dir.join("sink.ctl"))
-        .arg("--size")
-        .arg(DISK.to_string())
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Proc(child);
-    let sock = dir.join("sink.sock");
-    wait_for(20.0, "the vhost-user socket", || sock.exists());
-    p
+    let (sock, ctl, size) = (
+        dir.join("sink.sock"),
+        dir.join("sink.ctl"),
+        DISK.to_string(),
+    );
+    let mut args = vec![
+        "--socket".as_ref(),
+        sock.as_os_str(),
+        "--control".as_ref(),
+        ctl.as_os_str(),
+        "--size".as_ref(),
+        size.as_ref(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    Proc::start(BIN, args, &sock, "the vhost-user socket")
 }
 
 fn control(dir: &Path, req: Value) -> Value {

@@ -72,10 +72,19 @@ pub struct Message {
     pub fds: Vec<File>,
 }
 
-/// Waits until `fd` is readable (or hung up) for at most `timeout` (`None`: for ever).
-/// Returns false on timeout.
-pub fn wait_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<bool> {
+/// Waits until one of `fds` is readable (or hung up) for at most `timeout` (`None`: for
+/// ever), through EINTR. Returns which are: `ready[i]` for `fds[i]`, all false on
+/// timeout.
+pub fn wait_readable_any<const N: usize>(
+    fds: [RawFd; N],
+    timeout: Option<Duration>,
+) -> io::Result<[bool; N]> {
     let deadline = timeout.map(|t| Instant::now() + t);
+    let mut p = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
     loop {
         let ms = match deadline {
             None => -1,
@@ -84,13 +93,8 @@ pub fn wait_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<bool> {
                 i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
             }
         };
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `p` is one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut p, 1, ms) };
+        // SAFETY: `p` is an array of N valid pollfds for the duration of the call.
+        let n = unsafe { libc::poll(p.as_mut_ptr(), N as libc::nfds_t, ms) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -98,8 +102,14 @@ pub fn wait_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<bool> {
             }
             return Err(e);
         }
-        return Ok(n > 0);
+        return Ok(p.map(|q| q.revents != 0));
     }
+}
+
+/// Waits until `fd` is readable (or hung up) for at most `timeout` (`None`: for ever).
+/// Returns false on timeout.
+pub fn wait_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<bool> {
+    Ok(wait_readable_any([fd], timeout)?[0])
 }
 
 /// A connection.

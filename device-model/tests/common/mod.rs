@@ -328,3 +328,37 @@ impl Drop for Rig {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A server binary (acq-device, acq-sink) started for a test: killed and reaped when
+/// dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// Starts `bin` with `args`, quiet (`RUST_LOG=warn`), and waits until its `socket`
+    /// exists (`what` names it in a timeout).
+    pub fn start<I, S>(bin: &str, args: I, socket: &std::path::Path, what: &str) -> Proc
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        use std::process::{Command, Stdio};
+        let child = Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let p = Proc(child);
+        wait_for(20.0, what, || socket.exists());
+        p
+    }
+}
