@@ -1496,6 +1496,21 @@ mod tests {
         std::fs::write(&big, vec![b' '; (super::MAX_SCENARIO_BYTES + 1) as usize]).unwrap();
         let e = super::load(&big).unwrap_err();
         assert!(e.reason.contains("larger than a scenario"), "{e}");
+        // A real file whose fault can never fire, and one with an array for a step.
+        let never = dir.join("never.json");
+        std::fs::write(
+            &never,
+            r#"{"steps": [{"stream": {"bytes": "64M"}}],
+                "faults": [{"at": {"bytes": "1G"}, "inject": "hang"}]}"#,
+        )
+        .unwrap();
+        let e = super::load(&never).unwrap_err();
+        assert!(e.to_string().contains("never.json"), "{e}");
+        assert!(e.reason.contains("never reached"), "{e}");
+        let array = dir.join("array.json");
+        std::fs::write(&array, r#"{"steps": [[1]]}"#).unwrap();
+        let e = super::load(&array).unwrap_err();
+        assert!(e.reason.contains("a step is one object"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
