@@ -47,6 +47,9 @@ struct RegFile {
     latch_pb_verified: u32,
     latch_pb_first_bad: u32,
     latch_pb_bytes: u32,
+    /// A slow stop (fault `slow_stop`): STATUS.RUNNING reads 1 until then, although the
+    /// engine already stopped (the spec lets a card take 10 ms).
+    stopping_until: Option<std::time::Instant>,
 }
 
 impl RegFile {
@@ -69,11 +72,24 @@ impl RegFile {
             latch_pb_verified: 0,
             latch_pb_first_bad: u32::MAX,
             latch_pb_bytes: 0,
+            stopping_until: None,
         }
     }
 
     fn get(&self, off: usize) -> u32 {
         self.stored[off / 4]
+    }
+
+    /// True while a slow stop still shows STATUS.RUNNING.
+    fn still_stopping(&mut self) -> bool {
+        match self.stopping_until {
+            Some(t) if std::time::Instant::now() < t => true,
+            Some(_) => {
+                self.stopping_until = None;
+                false
+            }
+            None => false,
+        }
     }
 
     fn set(&mut self, off: usize, v: u32) {
@@ -234,6 +250,7 @@ impl Card {
             reg::ID => id::MAGIC,
             reg::VERSION => version::VALUE,
             reg::CAPS => caps::V1_1,
+            reg::STATUS if rf.still_stopping() => ld(&sh.status) | status::RUNNING,
             reg::STATUS => ld(&sh.status),
             reg::ERROR_CODE => ld(&sh.error_code),
             reg::DOORBELL => 0,
@@ -402,7 +419,9 @@ impl Card {
         }
         match (enabled, v & ctrl::ENABLE != 0) {
             (false, true) => {
-                if self.shared.status.load(Ordering::SeqCst) & status::RUNNING != 0 {
+                if self.shared.status.load(Ordering::SeqCst) & status::RUNNING != 0
+                    || rf.still_stopping()
+                {
                     self.reg_error("ENABLE set while a stop is in progress", reg::CTRL as u64);
                 } else {
                     new |= ctrl::ENABLE;
@@ -417,6 +436,10 @@ impl Card {
                     .status
                     .fetch_and(!status::HALTED, Ordering::SeqCst);
                 new &= !ctrl::ENABLE;
+                if let Action::Stall(d) = self.shared.faults.hook(Site::Stop) {
+                    info!(ms = d.as_millis() as u64, "fault: slow stop");
+                    rf.stopping_until = Some(std::time::Instant::now() + d);
+                }
             }
             _ => {}
         }

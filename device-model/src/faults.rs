@@ -42,6 +42,8 @@ pub enum Site {
     PbInterrupt,
     /// Playback: the engine is about to make progress.
     PbProgress,
+    /// The host stops the capture engine (CTRL.ENABLE 1->0).
+    Stop,
 }
 
 /// The channel a fault applies to (`"channel"` in the control protocol).
@@ -186,6 +188,14 @@ pub enum Fault {
     /// Playback: the playback engine makes no progress for this many milliseconds (the
     /// output keeps playing, so it may underrun).
     PbStall(u64),
+    /// The next `count` stops of the capture engine leave STATUS.RUNNING at 1 for `ms`
+    /// milliseconds after the engine stopped (the spec allows up to 10 ms).
+    SlowStop {
+        /// How long RUNNING stays set.
+        ms: u64,
+        /// How many stops.
+        count: u64,
+    },
     /// The next `count` data completions lie (`kind`).
     BadCompletion {
         /// How.
@@ -291,13 +301,24 @@ impl Fault {
                 })?)?,
                 count: count(),
             },
+            "slow_stop" => Fault::SlowStop {
+                ms: match ms {
+                    None => return Err("`slow_stop` needs `ms` (milliseconds)".into()),
+                    Some(ms) if ms > SLOW_STOP_MS_MAX => {
+                        return Err(format!("`ms` {ms} is above {SLOW_STOP_MS_MAX}"))
+                    }
+                    Some(ms) => ms,
+                },
+                count: count(),
+            },
             "overflow" => Fault::Overflow(count()),
             "hang" => Fault::Hang,
             "bad_register_reads" => Fault::BadRegisterReads(count()),
             other => {
                 return Err(format!(
                 "unknown fault `{other}` (known: dma_error, corrupt_data, drop_irq, spurious_irq, \
-                     irq_storm, stall, overflow, hang, bad_register_reads, bad_completion)"
+                     irq_storm, stall, slow_stop, overflow, hang, bad_register_reads, \
+                     bad_completion)"
             ))
             }
         })
@@ -312,6 +333,9 @@ pub const SPURIOUS_IRQ_MAX: u64 = 1 << 20;
 pub const STORM_RATE_MAX: u64 = 200_000;
 /// The longest interrupt storm, in milliseconds.
 pub const STORM_MS_MAX: u64 = 60_000;
+
+/// The longest slow stop (ten seconds: a thousand times what the spec allows).
+pub const SLOW_STOP_MS_MAX: u64 = 10_000;
 
 /// The longest stall one fault makes (an hour; longer ones are a `hang`).
 pub const STALL_MS_MAX: u64 = 3_600_000;
@@ -351,6 +375,9 @@ pub struct Pending {
     pub pb_drop_irq: u64,
     /// Playback stall still to start, in milliseconds.
     pub pb_stall_ms: u64,
+    /// Stops still to be slow, and how slow (milliseconds).
+    pub slow_stop: u64,
+    pub slow_stop_ms: u64,
     /// Data completions still to lie.
     pub bad_completion: u64,
     /// How they lie.
@@ -397,6 +424,10 @@ impl FaultPlan {
             Fault::PbCorruptData(n) => p.pb_corrupt_data += n,
             Fault::PbDropIrq(n) => p.pb_drop_irq += n,
             Fault::PbStall(ms) => p.pb_stall_ms = p.pb_stall_ms.max(ms),
+            Fault::SlowStop { ms, count } => {
+                p.slow_stop += count;
+                p.slow_stop_ms = ms;
+            }
             Fault::BadCompletion { kind, count } => {
                 // One kind at a time: a new kind replaces the count of the old one.
                 if p.bad_completion_kind != Some(kind) {
@@ -467,7 +498,7 @@ impl FaultPlan {
                 | Site::PbDescFetch
                 | Site::PbDataRead
                 | Site::PbCompletionWrite => Action::Fail,
-                Site::Source => Action::Proceed,
+                Site::Source | Site::Stop => Action::Proceed,
             }
         } else {
             match site {
@@ -494,6 +525,13 @@ impl FaultPlan {
                 // `drop_irq` without a channel loses messages on any vector.
                 Site::PbInterrupt if take(&mut p.pb_drop_irq) || take(&mut p.drop_irq) => {
                     Action::Drop
+                }
+                Site::Stop if take(&mut p.slow_stop) => {
+                    let ms = p.slow_stop_ms;
+                    if p.slow_stop == 0 {
+                        p.slow_stop_ms = 0;
+                    }
+                    Action::Stall(Duration::from_millis(ms))
                 }
                 Site::PbProgress if p.pb_stall_ms > 0 => {
                     let ms = std::mem::take(&mut p.pb_stall_ms);
@@ -527,6 +565,32 @@ mod tests {
         f.inject(Fault::Overflow(5)).unwrap();
         assert_eq!(f.hook(Site::Source), Action::DropBlocks(5));
         assert_eq!(f.hook(Site::Source), Action::Proceed);
+    }
+
+    #[test]
+    fn slow_stops_are_counted_and_bounded() {
+        let f = FaultPlan::new();
+        let args = |count, ms| FaultArgs {
+            count,
+            ms,
+            ..Default::default()
+        };
+        let slow = Fault::parse_on(Channel::Capture, "slow_stop", &args(Some(2), Some(5)));
+        assert_eq!(slow, Ok(Fault::SlowStop { ms: 5, count: 2 }));
+        f.inject(slow.unwrap()).unwrap();
+        assert_eq!(f.hook(Site::Stop), Action::Stall(Duration::from_millis(5)));
+        assert_eq!(f.hook(Site::Stop), Action::Stall(Duration::from_millis(5)));
+        assert_eq!(f.hook(Site::Stop), Action::Proceed);
+        assert_eq!(f.pending(), Pending::default());
+        let e = Fault::parse_on(Channel::Capture, "slow_stop", &args(None, None)).unwrap_err();
+        assert!(e.contains("needs `ms`"), "{e}");
+        let e = Fault::parse_on(
+            Channel::Capture,
+            "slow_stop",
+            &args(None, Some(SLOW_STOP_MS_MAX + 1)),
+        )
+        .unwrap_err();
+        assert!(e.contains("above"), "{e}");
     }
 
     #[test]

@@ -151,6 +151,9 @@ struct VmArgs {
     /// type-1 VFIO path instead of no-IOMMU mode (docs/vfio.md).
     #[arg(long)]
     viommu: bool,
+    /// An extra guest kernel command-line argument (repeatable), e.g. `swiotlb=force`.
+    #[arg(long = "kernel-arg", value_name = "ARG")]
+    kernel_args: Vec<String>,
     /// Directory for the run's files (console log, QEMU log, sockets).
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -410,6 +413,7 @@ fn cmd_vm(args: VmArgs) -> Result<ExitCode> {
         boot_timeout: Duration::from_secs(args.boot_timeout),
         shell: args.shell,
         viommu: args.viommu,
+        kernel_args: args.kernel_args.clone(),
         run_dir,
         keep: args.keep,
     };

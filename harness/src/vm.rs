@@ -55,6 +55,10 @@ pub struct VmConfig {
     /// DMA then goes through guest-programmed translations (acq-vfio's type-1 path,
     /// docs/vfio.md). Off by default: the kernel driver's tests run without one.
     pub viommu: bool,
+    /// Extra guest kernel command-line arguments, e.g. `swiotlb=force` (every streaming
+    /// DMA mapping bounces through the software IOTLB, as in a confidential-computing
+    /// guest: the driver's syncs and unmaps then move data, and a wrong one shows).
+    pub kernel_args: Vec<String>,
 }
 
 impl Default for VmConfig {
@@ -72,6 +76,7 @@ impl Default for VmConfig {
             run_dir: PathBuf::from("target/acq-runs/run"),
             keep: false,
             viommu: false,
+            kernel_args: Vec::new(),
         }
     }
 }
@@ -595,6 +600,10 @@ fn qemu_args(
     let mut append = String::from("console=ttyS0 panic=-1 loglevel=7 no_timer_check");
     if cfg.shell {
         append.push_str(" acq.shell=1");
+    }
+    for a in &cfg.kernel_args {
+        append.push(' ');
+        append.push_str(a);
     }
     push(&["-append", &append]);
     // The serial console: a log file, or stdio (and the log file) for --shell.

@@ -76,6 +76,11 @@ pub struct VmSpec {
     #[serde(default = "default_accel")]
     #[schemars(with = "String")]
     pub accel: AccelChoice,
+    /// Extra guest kernel command-line arguments, one word each (at most 16), e.g.
+    /// `swiotlb=force`: every streaming DMA mapping then bounces, as in a
+    /// confidential-computing guest.
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
 }
 
 fn default_cpus() -> u32 {
@@ -94,6 +99,7 @@ impl Default for VmSpec {
             cpus: default_cpus(),
             memory_mib: default_memory(),
             accel: default_accel(),
+            kernel_args: Vec::new(),
         }
     }
 }
@@ -621,6 +627,15 @@ pub enum Fault {
         /// How long.
         ms: u64,
     },
+    /// The next `count` stops of the capture engine take `ms` milliseconds: STATUS.RUNNING
+    /// stays 1 that long (the spec allows 10 ms; at most 10,000).
+    SlowStop {
+        /// How long each stop takes.
+        ms: u64,
+        /// How many stops.
+        #[serde(default = "one")]
+        count: u64,
+    },
     /// `count` blocks dropped as if the FIFO overflowed.
     Overflow {
         /// How many blocks.
@@ -706,6 +721,7 @@ impl Fault {
             Fault::DropIrq { .. } => "drop_irq",
             Fault::SpuriousIrq { .. } => "spurious_irq",
             Fault::Stall { .. } => "stall",
+            Fault::SlowStop { .. } => "slow_stop",
             Fault::Overflow { .. } => "overflow",
             Fault::Hang => "hang",
             Fault::SurpriseRemoval => "surprise_removal",
@@ -1113,6 +1129,20 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
             "vm.memory_mib",
             format!("{} is not in 128..=16384", sc.vm.memory_mib),
         );
+    }
+    if sc.vm.kernel_args.len() > 16 {
+        return err(
+            "vm.kernel_args",
+            format!("{} arguments; at most 16", sc.vm.kernel_args.len()),
+        );
+    }
+    for (i, a) in sc.vm.kernel_args.iter().enumerate() {
+        if a.is_empty() || a.len() > 256 || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return err(
+                &format!("vm.kernel_args[{i}]"),
+                format!("{a:?} is not one word of 1 to 256 characters"),
+            );
+        }
     }
     if sc.cards.len() > 8 {
         return err("cards", format!("{} cards; at most 8", sc.cards.len()));
@@ -1594,6 +1624,14 @@ mod tests {
 
         let e = error_of(r#"{"steps": [], "vm": {"accel": "xen"}}"#);
         assert!(e.contains("vm.accel"), "{e}");
+
+        let e = error_of(
+            r#"{"steps": [{"sleep_ms": 1}], "vm": {"kernel_args": ["swiotlb=force", "a b"]}}"#,
+        );
+        assert!(
+            e.contains("vm.kernel_args[1]") && e.contains("not one word"),
+            "{e}"
+        );
 
         let e = error_of(r#"{"steps": [{"sleep_ms": 1}], "expect": {"errors": {"EBOGUS": 1}}}"#);
         assert!(e.contains("unknown errno name `EBOGUS`"), "{e}");

@@ -145,6 +145,7 @@ fn run_inner(
         run_dir: dir.to_path_buf(),
         keep: true,
         viommu: false,
+        kernel_args: sc.vm.kernel_args.clone(),
     };
     let mut vm = Vm::boot(&cfg, paths)?;
     res.accel = vm.accel.0.to_string();
@@ -1128,6 +1129,9 @@ fn inject(
             json!({"cmd": "inject", "fault": f.inject.name(), "count": count})
         }
         Fault::Stall { ms } => json!({"cmd": "inject", "fault": "stall", "ms": ms}),
+        Fault::SlowStop { ms, count } => {
+            json!({"cmd": "inject", "fault": "slow_stop", "ms": ms, "count": count})
+        }
         Fault::IrqStorm { vector, rate, ms } => json!({
             "cmd": "inject", "fault": "irq_storm", "vector": vector, "count": rate, "ms": ms
         }),
