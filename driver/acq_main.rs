@@ -9,11 +9,13 @@
 //!   watchdog and open files. It lives in an [`Arc`], so an open file keeps it alive after
 //!   the card is unbound. Everything the hardware touches ([`Hw`]: rings, event page, the
 //!   buffer pool) sits in [`Inner::hw`] under the card's mutex and is freed at unbind,
-//!   under that mutex, after the engine was stopped: nobody can be copying from a buffer
-//!   at that moment.
+//!   under that mutex, after the engine was stopped. No path holds that mutex while it
+//!   touches user memory: read() and write() copy with it dropped, holding a reference
+//!   on the page ([`PageRef`]), which outlives an unbind that happens meanwhile.
 //! * The completion ring itself is the queue of captured blocks: read() consumes
 //!   completions in order, copies from the buffer pages and reposts them.
-//! * Interrupts only wake: vector 0 (completions) wakes the readers; vector 1 (errors)
+//! * Interrupts only wake (without losing a wake-up: [`Sleepers`]): vector 0
+//!   (completions) wakes the readers; vector 1 (errors)
 //!   wakes its IRQ thread, which reads the status registers. With MSI (one vector) the
 //!   thread reads registers only when the event page's `events` counter moved.
 //! * A delayed work item is the watchdog: a running engine that has buffers but makes no
@@ -30,6 +32,8 @@
 //! |---|---|
 //! | `acq_main.rs` | the shared types ([`Card`], [`Inner`], [`Hw`]), probe and the module |
 //! | `pool.rs` | DMA memory: pool pages with streaming mappings, coherent regions |
+//! | `completions.rs` | reading a completion record, for every ring (host memory, BAR2) |
+//! | `pageref.rs` | a page reference held across a copy to or from user memory |
 //! | `bar0.rs` | BAR0 registers and the PCI function |
 //! | `card.rs` | register, completion and event-page access; liveness and recovery |
 //! | `ring.rs` | sessions: start, stop, reposting consumed buffers, a block to the CPU |
@@ -39,7 +43,7 @@
 //! | `mmap.rs` | mmap() and `ACQ_IOC_MMAP_SYNC` |
 //! | `watchdog.rs` | reset and restart of a card that stopped making progress |
 //! | `control.rs` | ioctl(), configuration checks, statistics, unbind |
-//! | `chardev.rs` | `/dev/acqN` and `/dev/acqN-out`: `file_operations` trampolines |
+//! | `chardev.rs` | `/dev/acqN` and `/dev/acqN-out`: `file_operations` trampolines, generic over the node where both have the operation |
 //! | `playback.rs` | the playback channel (`/dev/acqN-out`) |
 //! | `bar2.rs` | BAR2 streaming mode |
 //! | `shim.c` | the few kernel helpers without a Rust abstraction in 7.3 |
@@ -65,13 +69,13 @@ use kernel::{
     sync::{
         aref::ARef,
         atomic::{Acquire, Atomic, Relaxed, Release},
-        barrier::{dma_mb, mb, Full, Read, Write},
+        barrier::{dma_mb, mb, smp_mb, Full, Read, Write},
         poll::{PollCondVar, PollTable},
-        Arc, CondVarTimeoutResult, Mutex, MutexGuard, SpinLock,
+        Arc, CondVar, CondVarTimeoutResult, Mutex, MutexGuard, SpinLock,
     },
-    time::msecs_to_jiffies,
+    time::{msecs_to_jiffies, Jiffies},
     types::{ForeignOwnable, Opaque},
-    iov::IovIterDest,
+    iov::{IovIterDest, IovIterSource},
     uaccess::{UserPtr, UserSlice},
     workqueue::{self, impl_has_delayed_work, new_delayed_work, DelayedWork, WorkItem},
 };
@@ -98,9 +102,11 @@ mod bar0;
 mod capture;
 mod card;
 mod chardev;
+mod completions;
 mod control;
 mod interrupts;
 mod mmap;
+mod pageref;
 mod pool;
 mod ring;
 mod splice;
@@ -110,6 +116,7 @@ use bar0::*;
 use capture::*;
 use control::*;
 use interrupts::*;
+use pageref::PageRef;
 use splice::*;
 use watchdog::*;
 
@@ -272,6 +279,13 @@ struct Inner {
     /// Sessions ended by STOP, RESET or close() so far: a read() or splice() that sees
     /// this move while it runs was stopped, and must not start the card again.
     stops: u64,
+    /// Sessions started so far (never reset): a read() that copied a block without the
+    /// lock finds out whether that block's session still owns the ring.
+    starts: u64,
+    /// `stops` as of the last poll() that found a session running: a poll() that finds
+    /// it moved since was woken by the STOP or RESET that ended the session it watched,
+    /// and must not start the card again (see `Card::poll`).
+    poll_stops: Option<u64>,
 }
 
 impl Inner {
@@ -285,8 +299,9 @@ impl Inner {
     }
 }
 
-/// Default configuration: 4 KiB blocks, 256 buffers, unlimited rate, COUNTER pattern,
-/// one interrupt per 16 completions or 1 ms.
+/// Default configuration of both channels: 4 KiB blocks, 256 buffers, unlimited rate
+/// (capture: as fast as the card; playback: as fast as the host supplies data), COUNTER
+/// pattern seed 0, one interrupt per 16 completions or 1 ms.
 const DEFAULT_CONFIG: AcqConfig = AcqConfig {
     block_size: 4096,
     ring_log2: 8,
@@ -313,9 +328,15 @@ struct Card {
     bar2: Option<bar2::Bar2>,
     #[pin]
     inner: Mutex<Inner>,
+    /// One consumer of the stream position at a time (read, splice): held for a whole
+    /// call, while `inner` is dropped for each copy to user memory (pageref.rs).
+    #[pin]
+    reader: Mutex<()>,
     /// Readers and pollers sleep here; interrupts, stop, errors and removal wake them.
     #[pin]
     wait: PollCondVar,
+    /// Readers about to sleep on `wait` (interrupts.rs).
+    sleepers: Sleepers,
     #[pin]
     watchdog: DelayedWork<Card>,
     irqs: Atomic<u64>,
@@ -327,6 +348,12 @@ struct Card {
     pb: Mutex<playback::PbInner>,
     #[pin]
     pb_wait: PollCondVar,
+    /// One producer of the playback stream at a time (write, splice): held for a whole
+    /// call, while `pb` is dropped for each copy from user memory.
+    #[pin]
+    pb_writer: Mutex<()>,
+    /// Writers about to sleep on `pb_wait`.
+    pb_sleepers: Sleepers,
     /// IRQ_MASK is one register for both channels, which start and stop under their own
     /// locks: every change of it is made under this one (see [`Card::set_irq_mask`]),
     /// or one channel's read-modify-write could undo the other's write.
@@ -543,13 +570,19 @@ fn probe_identified<'b>(
                 mmap_held: 0,
                 bar2: false,
                 stops: 0,
+                starts: 0,
+                poll_stops: None,
             }),
+            reader <- new_mutex!((), "acq::reader"),
             wait <- new_poll_condvar!("acq::wait"),
+            sleepers: Sleepers::new(),
             watchdog <- new_delayed_work!("acq::watchdog"),
             irqs: Atomic::new(0),
             busy,
             pb <- new_mutex!(playback::PbInner::new(pb_hw)),
             pb_wait <- new_poll_condvar!("acq::pb_wait"),
+            pb_writer <- new_mutex!((), "acq::pb_writer"),
+            pb_sleepers: Sleepers::new(),
             irq_mask <- new_spinlock!((), "acq::irq_mask"),
         }),
         GFP_KERNEL,

@@ -5,6 +5,11 @@
 
 use super::*;
 
+/// How often and how long [`Regs::stop_engine`] polls STATUS.RUNNING: 10 ms in all, the spec's
+/// bound for a stop.
+const STOP_POLL_US: i64 = 50;
+const STOP_POLLS: u32 = 10_000 / STOP_POLL_US as u32;
+
 /// BAR0 registers, addressed by the offsets of the shared register map. (The kernel's
 /// `register!` macro would need a second copy of the map; regs.rs stays the single source
 /// of truth, so offsets are checked at run time and a failed access reads as all-ones,
@@ -25,14 +30,31 @@ impl Regs<'_, '_> {
         self.wr(hi, regs::hi32(v));
     }
 
-    /// Stops the engine: ENABLE = 0, then wait for RUNNING = 0 (the model clears it before
-    /// it answers the next access; a card that does not gets a soft reset).
+    /// Stops the capture engine (see [`Regs::stop_engine`]).
     pub(crate) fn stop(&self) {
-        self.wr(regs::reg::CTRL, 0);
-        for _ in 0..8 {
-            if self.rd(regs::reg::STATUS) & regs::status::RUNNING == 0 {
+        self.stop_engine(regs::reg::CTRL, regs::reg::STATUS, regs::status::RUNNING);
+    }
+
+    /// Stops a channel's engine: its control register to 0, then wait for the `running`
+    /// bit of its status register to clear. The spec gives a card 10 ms for that
+    /// (docs/device.md 7.5), so that is how long this polls; a card that takes longer (or
+    /// reads all-ones: gone or hung) gets a soft reset, which stops it at once but resets
+    /// the whole function, the other channel with it.
+    ///
+    /// Polled with `udelay`: register access happens inside the BAR's RCU read side,
+    /// where sleeping is not allowed. Only a card that needs the time takes it; the model
+    /// clears RUNNING before it answers the next access.
+    pub(crate) fn stop_engine(&self, ctrl: usize, status: usize, running: u32) {
+        self.wr(ctrl, 0);
+        for _ in 0..=STOP_POLLS {
+            let s = self.rd(status);
+            if s == u32::MAX {
+                break;
+            }
+            if s & running == 0 {
                 return;
             }
+            kernel::time::delay::udelay(kernel::time::Delta::from_micros(STOP_POLL_US));
         }
         self.soft_reset();
     }

@@ -12,8 +12,8 @@
 //! block is the price of a card without a DMA engine.
 //!
 //! Everything here is reached only through [`Bar2`], which owns the BAR2 mapping
-//! (revoked at unbind like BAR0's). The session logic stays in `acq_main.rs`, which asks
-//! this module for the few mode-specific operations.
+//! (revoked at unbind like BAR0's). The session logic stays with the capture ring
+//! (ring.rs, capture.rs), which asks this module for the few mode-specific operations.
 
 use core::ptr;
 
@@ -25,10 +25,9 @@ use kernel::{
     page::PAGE_SIZE,
     pci,
     prelude::*,
-    sync::barrier::{mb, Read},
 };
 
-use super::{regs, uapi::AcqConfig, StreamingPage};
+use super::{completions, regs, uapi::AcqConfig, StreamingPage};
 
 /// The smallest BAR2 a card can have (docs/device.md section 4); the mapping is checked
 /// against it at probe, every access against the real size at run time.
@@ -102,10 +101,6 @@ impl Bar2 {
         let _ = self.with(|b| b.try_write32(v, off));
     }
 
-    fn read64(&self, off: usize) -> u64 {
-        regs::join64(self.read32(off), self.read32(off + 4))
-    }
-
     /// A word of the BAR2 event page (`regs::event` offsets).
     pub(crate) fn event_read(&self, off: usize) -> u32 {
         self.read32(regs::bar2::EVENT_OFFSET as usize + off)
@@ -146,28 +141,9 @@ impl Bar2 {
         regs::bar2::layout_fits(self.size as u64, l.ring_log2, l.block_size)
     }
 
-    /// Completion `k` of the session, if the card wrote it (its PHASE matches). Same
-    /// protocol as in host memory (docs/device.md 6.2): the tail dword first, then a read
-    /// barrier, then the rest of the record.
+    /// Completion `k` of the session, if the card wrote it (its PHASE matches).
     pub(crate) fn completion(&self, k: u32, log2: u32) -> Option<regs::Completion> {
-        let base = regs::bar2::COMP_OFFSET as usize
-            + regs::ring::slot(k, log2) as usize * regs::comp::SIZE;
-        let tail = self.read32(base + regs::comp::OFF_TAIL_DWORD);
-        if regs::comp::tail_phase(tail) != regs::ring::phase(k, log2) {
-            return None;
-        }
-        // ACQUIRE: the tail dword before the rest of the record and the slot's data.
-        // (readl orders against later MMIO reads already; memcpy_fromio makes no such
-        // promise on every architecture, so the barrier is explicit.)
-        mb(Read);
-        Some(regs::Completion {
-            stream_offset: self.read64(base + regs::comp::OFF_STREAM_OFFSET),
-            lost_bytes: self.read64(base + regs::comp::OFF_LOST_BYTES),
-            timestamp_ns: self.read64(base + regs::comp::OFF_TIMESTAMP_NS),
-            length: self.read32(base + regs::comp::OFF_LENGTH),
-            id: tail as u16,
-            flags: (tail >> 16) as u16,
-        })
+        completions::read(self, regs::bar2::COMP_OFFSET as usize, k, log2)
     }
 
     /// Copies the first `len` bytes of data slot `slot` into `page` (`memcpy_fromio`).

@@ -74,61 +74,105 @@ impl Card {
     }
 }
 
+/// The part of a block a read() copies without the card's lock: bytes `pos .. pos + n`
+/// of a block of `len` bytes.
+pub(crate) struct Claim {
+    pos: usize,
+    n: usize,
+    len: usize,
+    /// The session (`Inner::starts`) the block belongs to.
+    starts: u64,
+}
+
+/// What one pass of a read() found under the lock.
+pub(crate) enum Step {
+    /// Copy this part of a block from the page (the reference keeps the page out of the
+    /// card's hands until the copy is done).
+    Copy(PageRef, Claim),
+    End(Result<usize>),
+}
+
 impl Card {
     /// read()/readv()/io_uring reads (`->read_iter`): see docs/driver.md for the
     /// semantics. One call serves the whole iov_iter, so a gap or an error found after
     /// some bytes stays latched for the next call instead of being dropped by a VFS loop.
+    ///
+    /// Each copy to user memory runs without the card's lock (pageref.rs says why); the
+    /// `reader` lock keeps a second reader from taking the same bytes meanwhile.
     pub(crate) fn read(&self, nonblock: bool, out: &mut IovIterDest<'_>) -> Result<usize> {
         let count = out.len().min(isize::MAX as usize & !(PAGE_SIZE - 1));
         if count == 0 {
             return Ok(0);
         }
+        let _reader = self.reader.lock();
         let mut g = self.inner.lock();
-        let r = self.read_locked(&mut g, nonblock, out, count);
+        if g.mapped {
+            // mmap mode: the consumer takes blocks through ACQ_IOC_MMAP_SYNC.
+            return Err(EBUSY);
+        }
+        let stops = g.stops;
+        let mut first_block = true;
+        let mut copied = 0usize;
+        let r = loop {
+            let (page, claim) =
+                match self.next_block(&mut g, nonblock, copied, count, stops, &mut first_block) {
+                    Step::Copy(page, claim) => (page, claim),
+                    Step::End(r) => break r,
+                };
+            drop(g);
+            let k = page.copy_to(claim.pos, claim.n, out);
+            // Dropped before the lock is taken again, so that the repost of this block
+            // finds its page free.
+            drop(page);
+            g = self.inner.lock();
+            copied += k;
+            self.copied(&mut g, &claim, k);
+            if k < claim.n {
+                // A fault in the user's buffer: the bytes that did arrive count, the rest
+                // of the block stays for the next call.
+                break if copied > 0 { Ok(copied) } else { Err(EFAULT) };
+            }
+        };
         // Whatever happened, the buffers consumed so far go back to the card now.
         self.flush_reposts(&mut g);
         r
     }
 
-    pub(crate) fn read_locked(
+    /// Under the lock: the next block to copy for a read() that has `copied` of its
+    /// `count` bytes, or the call's result (waiting for a block if it must).
+    fn next_block(
         &self,
         g: &mut MutexGuard<'_, Inner>,
         nonblock: bool,
-        out: &mut IovIterDest<'_>,
+        copied: usize,
         count: usize,
-    ) -> Result<usize> {
-        let mut copied = 0usize;
-        let stops = g.stops;
-        let mut first_block = true;
-        if g.mapped {
-            // mmap mode: the consumer takes blocks through ACQ_IOC_MMAP_SYNC.
-            return Err(EBUSY);
-        }
+        stops: u64,
+        first_block: &mut bool,
+    ) -> Step {
+        let end = |e: Error| Step::End(if copied > 0 { Ok(copied) } else { Err(e) });
         loop {
-            if let Some(r) = self.next_pass(g, copied, count, stops, &mut first_block) {
-                return r;
+            if let Some(r) = self.next_pass(g, copied, count, stops, first_block) {
+                return Step::End(r);
             }
             let head = g.head;
-            let comp = self.completion(g, head);
-            let Some(c) = comp else {
+            let Some(c) = self.completion(g, head) else {
                 if self.head_lost(g) {
                     self.skip_lost(g);
                     g.err = true;
                     continue;
                 }
                 if nonblock {
-                    return if copied > 0 { Ok(copied) } else { Err(EAGAIN) };
+                    return end(EAGAIN);
                 }
                 // A blocking read fills its request (docs/driver.md). Give the card every
                 // free buffer before sleeping.
                 self.flush_reposts(g);
+                let period = msecs_to_jiffies(READ_RECHECK_MS);
                 match self
-                    .wait
-                    .wait_interruptible_timeout(g, msecs_to_jiffies(READ_RECHECK_MS))
+                    .sleepers
+                    .sleep(&self.wait, g, period, |g| self.readable(g))
                 {
-                    CondVarTimeoutResult::Signal { .. } => {
-                        return if copied > 0 { Ok(copied) } else { Err(ERESTARTSYS) };
-                    }
+                    CondVarTimeoutResult::Signal { .. } => return end(ERESTARTSYS),
                     _ => continue,
                 }
             };
@@ -139,35 +183,42 @@ impl Card {
             let pos = g.block_pos as usize;
             let n = (len - pos.min(len)).min(count - copied);
             let b2 = g.bar2_layout();
-            let res = match g.hw.as_ref().and_then(|hw| hw.slot_buf(id)) {
-                Some((index, page)) => {
-                    let taken = if pos == 0 {
-                        self.take_for_cpu(b2, id, index, page, len)
-                    } else {
-                        Ok(())
-                    };
-                    taken.map(|()| page.copy_to(pos, n, out))
+            let starts = g.starts;
+            let Some((index, page)) = g.hw.as_ref().and_then(|hw| hw.slot_buf(id)) else {
+                return end(ENODEV);
+            };
+            if pos == 0 {
+                if let Err(e) = self.take_for_cpu(b2, id, index, page, len) {
+                    return end(e);
                 }
-                None => Err(ENODEV),
-            };
-            // A short copy is a fault in the user's buffer: the bytes that did arrive
-            // count, the rest of the block stays for the next call.
-            let k = match res {
-                Ok(k) => k,
-                Err(e) => return if copied > 0 { Ok(copied) } else { Err(e) },
-            };
-            copied += k;
-            g.stats.bytes = g.stats.bytes.wrapping_add(k as u64);
-            g.stats.read_offset = g.stats.read_offset.wrapping_add(k as u64);
-            if pos + k >= len {
-                g.stats.blocks += 1;
-                self.consumed(g);
-            } else {
-                g.block_pos = (pos + k) as u32;
             }
-            if k < n {
-                return if copied > 0 { Ok(copied) } else { Err(EFAULT) };
-            }
+            return Step::Copy(
+                PageRef::new(&page.page),
+                Claim {
+                pos,
+                n,
+                len,
+                starts,
+            },
+            );
+        }
+    }
+
+    /// Under the lock again after copying `k` bytes of `claim`: counts them, and moves the
+    /// stream position past them if the block's session still owns the ring. (A STOP,
+    /// RESET, watchdog restart or halt during the copy already took the ring back; the
+    /// bytes were the old session's and the next pass ends the call or reports why.)
+    fn copied(&self, g: &mut MutexGuard<'_, Inner>, claim: &Claim, k: usize) {
+        g.stats.bytes = g.stats.bytes.wrapping_add(k as u64);
+        g.stats.read_offset = g.stats.read_offset.wrapping_add(k as u64);
+        if g.starts != claim.starts || !g.running || g.mapped {
+            return;
+        }
+        if claim.pos + k >= claim.len {
+            g.stats.blocks += 1;
+            self.consumed(g);
+        } else {
+            g.block_pos = (claim.pos + k) as u32;
         }
     }
 
@@ -184,6 +235,33 @@ impl Card {
         }
     }
 
+    /// open() of `/dev/acqN`: one opener at a time.
+    pub(crate) fn open(&self) -> Result {
+        let mut g = self.inner.lock();
+        if g.removed {
+            return Err(ENODEV);
+        }
+        if g.open {
+            return Err(EBUSY);
+        }
+        g.open = true;
+        g.poll_stops = None;
+        Ok(())
+    }
+
+    /// The last close of `/dev/acqN`: the capture session ends.
+    pub(crate) fn release(&self) {
+        let mut g = self.inner.lock();
+        if !g.removed {
+            self.stop_locked(&mut g);
+        }
+        g.err = false;
+        g.open = false;
+        // Pages still mapped in a process keep their own references (the pool skips them).
+        g.mapped = false;
+        g.mmap_held = 0;
+    }
+
     pub(crate) fn poll(&self, file: &File, table: &PollTable<'_>) -> c_uint {
         table.register_wait(file, &self.wait);
         let mut g = self.inner.lock();
@@ -191,11 +269,21 @@ impl Card {
             return POLLERR | POLLHUP;
         }
         if !g.running && !g.err && !g.xrun {
+            if g.poll_stops.is_some_and(|s| s != g.stops) {
+                // A STOP or RESET ended the session this poller watched (it woke the
+                // poller): the card stays stopped until START or a read(), and there is
+                // nothing to report. Starting here would undo the STOP at once, for every
+                // epoll loop on the file.
+                return 0;
+            }
             // Like read(), poll() starts a stopped card, so that poll-driven readers work
             // without an explicit start.
             if self.start_locked(&mut g).is_err() {
                 return POLLERR;
             }
+        }
+        if g.running {
+            g.poll_stops = Some(g.stops);
         }
         self.flush_reposts(&mut g);
         let mut mask = 0;

@@ -63,13 +63,13 @@ unsafe impl Sync for Fops {}
 
 pub(crate) static ACQ_FOPS: Fops = Fops(bindings::file_operations {
     owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
-    open: Some(fop_open),
-    release: Some(fop_release),
+    open: Some(fop_open::<Capture>),
+    release: Some(fop_release::<Capture>),
     read_iter: Some(fop_read_iter),
     splice_read: Some(fop_splice_read),
     mmap: Some(fop_mmap),
-    poll: Some(fop_poll),
-    unlocked_ioctl: Some(fop_ioctl),
+    poll: Some(fop_poll::<Capture>),
+    unlocked_ioctl: Some(fop_ioctl::<Capture>),
     llseek: Some(bindings::noop_llseek),
     ..pin_init::zeroed()
 });
@@ -104,22 +104,65 @@ pub(crate) unsafe fn chardev_card(file: *mut bindings::file) -> Arc<Card> {
     chardev.card.clone()
 }
 
+/// What differs between the card's two device files behind the file operations they
+/// share the shape of (open, release, poll, ioctl): the trampolines below are generic
+/// over it, so each exists once.
+pub(crate) trait Node {
+    /// A file is being opened (one opener at a time).
+    fn open(card: &Card) -> Result;
+    /// The last reference to the open file is gone.
+    fn release(card: &Card);
+    fn poll(card: &Card, file: &File, table: &PollTable<'_>) -> c_uint;
+    fn ioctl(card: &Card, cmd: u32, arg: usize) -> Result<isize>;
+}
+
+/// `/dev/acqN`: capture.
+pub(crate) struct Capture;
+/// `/dev/acqN-out`: playback.
+pub(crate) struct Playback;
+
+impl Node for Capture {
+    fn open(card: &Card) -> Result {
+        card.open()
+    }
+    fn release(card: &Card) {
+        card.release();
+    }
+    fn poll(card: &Card, file: &File, table: &PollTable<'_>) -> c_uint {
+        card.poll(file, table)
+    }
+    fn ioctl(card: &Card, cmd: u32, arg: usize) -> Result<isize> {
+        card.ioctl(cmd, arg)
+    }
+}
+
+impl Node for Playback {
+    fn open(card: &Card) -> Result {
+        card.pb_open()
+    }
+    fn release(card: &Card) {
+        card.pb_release();
+    }
+    fn poll(card: &Card, file: &File, table: &PollTable<'_>) -> c_uint {
+        card.pb_poll(file, table)
+    }
+    fn ioctl(card: &Card, cmd: u32, arg: usize) -> Result<isize> {
+        card.pb_ioctl(cmd, arg)
+    }
+}
+
 /// # Safety
 ///
 /// Called only by the VFS through our `file_operations`, with the pointers it passes to
 /// this member for an open (or opening) file of ours, valid for the call.
-unsafe extern "C" fn fop_open(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
+unsafe extern "C" fn fop_open<N: Node>(
+    _inode: *mut bindings::inode,
+    file: *mut bindings::file,
+) -> c_int {
     // SAFETY: called by the misc core for our device during open.
     let card = unsafe { chardev_card(file) };
-    {
-        let mut g = card.inner.lock();
-        if g.removed {
-            return ENODEV.to_errno();
-        }
-        if g.open {
-            return EBUSY.to_errno();
-        }
-        g.open = true;
+    if let Err(e) = N::open(&card) {
+        return e.to_errno();
     }
     // SAFETY: we own `file` during open; from now on `private_data` is our `Arc<Card>`,
     // reclaimed in `fop_release`.
@@ -127,6 +170,55 @@ unsafe extern "C" fn fop_open(_inode: *mut bindings::inode, file: *mut bindings:
     // SAFETY: `file` is being opened by us (valid for the call).
     unsafe { mark_stream(file) };
     0
+}
+
+/// # Safety
+///
+/// Called only by the VFS through our `file_operations`, with the pointers it passes to
+/// this member for an open (or opening) file of ours, valid for the call.
+unsafe extern "C" fn fop_release<N: Node>(
+    _inode: *mut bindings::inode,
+    file: *mut bindings::file,
+) -> c_int {
+    // SAFETY: `private_data` holds the `Arc<Card>` stored by `fop_open`; release is the
+    // last call for this file, so ownership is taken back exactly once.
+    let card = unsafe { <Arc<Card> as ForeignOwnable>::from_foreign((*file).private_data) };
+    N::release(&card);
+    0
+}
+
+/// # Safety
+///
+/// Called only by the VFS through our `file_operations`, with the pointers it passes to
+/// this member for an open (or opening) file of ours, valid for the call.
+unsafe extern "C" fn fop_poll<N: Node>(
+    file: *mut bindings::file,
+    table: *mut bindings::poll_table_struct,
+) -> bindings::__poll_t {
+    // SAFETY: called by the VFS for an open file of ours.
+    let card = unsafe { file_card(file) };
+    // SAFETY: `table` is null or a valid poll table for the duration of the call.
+    let table = unsafe { PollTable::from_raw(table) };
+    // SAFETY: `file` is valid for the duration of the call.
+    let f = unsafe { File::from_raw_file(file) };
+    N::poll(&card, f, &table)
+}
+
+/// # Safety
+///
+/// Called only by the VFS through our `file_operations`, with the pointers it passes to
+/// this member for an open (or opening) file of ours, valid for the call.
+unsafe extern "C" fn fop_ioctl<N: Node>(
+    file: *mut bindings::file,
+    cmd: c_uint,
+    arg: c_ulong,
+) -> c_long {
+    // SAFETY: called by the VFS for an open file of ours.
+    let card = unsafe { file_card(file) };
+    match N::ioctl(&card, cmd, arg) {
+        Ok(v) => v as c_long,
+        Err(e) => e.to_errno() as c_long,
+    }
 }
 
 /// Makes an opening file a stream (`stream_open`, the kernel's convention for a file
@@ -143,27 +235,6 @@ pub(crate) unsafe fn mark_stream(file: *mut bindings::file) {
     // SAFETY: the caller passes a valid file during open; `stream_open` only changes its
     // mode bits and never fails.
     unsafe { bindings::stream_open(ptr::null_mut(), file) };
-}
-
-/// # Safety
-///
-/// Called only by the VFS through our `file_operations`, with the pointers it passes to
-/// this member for an open (or opening) file of ours, valid for the call.
-unsafe extern "C" fn fop_release(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
-    // SAFETY: `private_data` holds the `Arc<Card>` stored by `fop_open`; release is the
-    // last call for this file, so ownership is taken back exactly once.
-    let card = unsafe { <Arc<Card> as ForeignOwnable>::from_foreign((*file).private_data) };
-    let mut g = card.inner.lock();
-    // Closing the device ends the capture session.
-    if !g.removed {
-        card.stop_locked(&mut g);
-    }
-    g.err = false;
-    g.open = false;
-    // Pages still mapped in a process keep their own references (the pool skips them).
-    g.mapped = false;
-    g.mmap_held = 0;
-    0
 }
 
 /// The card of a `->read_iter`/`->write_iter` call, and whether the call must not block:
@@ -248,36 +319,6 @@ unsafe extern "C" fn fop_mmap(
     }
 }
 
-/// # Safety
-///
-/// Called only by the VFS through our `file_operations`, with the pointers it passes to
-/// this member for an open (or opening) file of ours, valid for the call.
-unsafe extern "C" fn fop_poll(
-    file: *mut bindings::file,
-    table: *mut bindings::poll_table_struct,
-) -> bindings::__poll_t {
-    // SAFETY: called by the VFS for an open file of ours.
-    let card = unsafe { file_card(file) };
-    // SAFETY: `table` is null or a valid poll table for the duration of the call.
-    let table = unsafe { PollTable::from_raw(table) };
-    // SAFETY: `file` is valid for the duration of the call.
-    let f = unsafe { File::from_raw_file(file) };
-    card.poll(f, &table)
-}
-
-/// # Safety
-///
-/// Called only by the VFS through our `file_operations`, with the pointers it passes to
-/// this member for an open (or opening) file of ours, valid for the call.
-unsafe extern "C" fn fop_ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
-    // SAFETY: called by the VFS for an open file of ours.
-    let card = unsafe { file_card(file) };
-    match card.ioctl(cmd, arg) {
-        Ok(v) => v as c_long,
-        Err(e) => e.to_errno() as c_long,
-    }
-}
-
 // ---------------------------------------------------------------------------
 // /dev/acqN-out (playback, playback.rs)
 // ---------------------------------------------------------------------------
@@ -324,48 +365,15 @@ unsafe extern "C" fn acq_rust_pb_actor(
 
 pub(crate) static PB_FOPS: Fops = Fops(bindings::file_operations {
     owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
-    open: Some(pb_fop_open),
-    release: Some(pb_fop_release),
+    open: Some(fop_open::<Playback>),
+    release: Some(fop_release::<Playback>),
     write_iter: Some(pb_fop_write_iter),
     splice_write: Some(pb_fop_splice_write),
-    poll: Some(pb_fop_poll),
-    unlocked_ioctl: Some(pb_fop_ioctl),
+    poll: Some(fop_poll::<Playback>),
+    unlocked_ioctl: Some(fop_ioctl::<Playback>),
     llseek: Some(bindings::noop_llseek),
     ..pin_init::zeroed()
 });
-
-/// # Safety
-///
-/// Called only by the VFS through our `file_operations`, with the pointers it passes to
-/// this member for an open (or opening) file of ours, valid for the call.
-unsafe extern "C" fn pb_fop_open(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
-    // SAFETY: called by the misc core for our device during open (see `chardev_card`).
-    let card = unsafe { chardev_card(file) };
-    if let Err(e) = card.pb_open() {
-        return e.to_errno();
-    }
-    // SAFETY: we own `file` during open; `private_data` is our `Arc<Card>` from now on,
-    // reclaimed in `pb_fop_release`.
-    unsafe { (*file).private_data = card.into_foreign() };
-    // SAFETY: `file` is being opened by us.
-    unsafe { mark_stream(file) };
-    0
-}
-
-/// # Safety
-///
-/// Called only by the VFS through our `file_operations`, with the pointers it passes to
-/// this member for an open (or opening) file of ours, valid for the call.
-unsafe extern "C" fn pb_fop_release(
-    _inode: *mut bindings::inode,
-    file: *mut bindings::file,
-) -> c_int {
-    // SAFETY: `private_data` holds the `Arc<Card>` stored by `pb_fop_open`; release is the
-    // last call for this file.
-    let card = unsafe { <Arc<Card> as ForeignOwnable>::from_foreign((*file).private_data) };
-    card.pb_release();
-    0
-}
 
 /// # Safety
 ///
@@ -436,35 +444,5 @@ unsafe extern "C" fn pb_fop_splice_write(
     // Whatever was posted goes to the card now (the actor publishes in batches).
     card.pb_publish(&mut g);
     r
-}
-
-/// # Safety
-///
-/// Called only by the VFS through our `file_operations`, with the pointers it passes to
-/// this member for an open (or opening) file of ours, valid for the call.
-unsafe extern "C" fn pb_fop_poll(
-    file: *mut bindings::file,
-    table: *mut bindings::poll_table_struct,
-) -> bindings::__poll_t {
-    // SAFETY: called by the VFS for an open file of ours.
-    let card = unsafe { file_card(file) };
-    // SAFETY: `table` is null or a valid poll table for the duration of the call.
-    let table = unsafe { PollTable::from_raw(table) };
-    // SAFETY: `file` is valid for the duration of the call.
-    let f = unsafe { File::from_raw_file(file) };
-    card.pb_poll(f, &table)
-}
-
-/// # Safety
-///
-/// Called only by the VFS through our `file_operations`, with the pointers it passes to
-/// this member for an open (or opening) file of ours, valid for the call.
-unsafe extern "C" fn pb_fop_ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
-    // SAFETY: called by the VFS for an open file of ours.
-    let card = unsafe { file_card(file) };
-    match card.pb_ioctl(cmd, arg) {
-        Ok(v) => v as c_long,
-        Err(e) => e.to_errno() as c_long,
-    }
 }
 

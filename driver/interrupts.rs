@@ -1,11 +1,67 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The interrupt handlers (MSI-X vectors 0..2, or one MSI vector) and the vector-1 work
-//! in the IRQ thread: error, overflow and halt causes.
+//! The interrupt handlers (MSI-X vectors 0..2, or one MSI vector), the vector-1 work in
+//! the IRQ thread (error, overflow and halt causes), and wake-ups that cannot be lost.
 
 use super::*;
 
-/// MSI-X vector 0 (completions): count and wake the readers, nothing else.
+/// Tasks about to sleep on a channel's condition variable, so that an interrupt never
+/// wakes nobody while one of them goes to sleep.
+///
+/// A waiter checks the ring under its channel's mutex, then sleeps on the condition
+/// variable, which registers it on the wait queue only inside the wait. A hard
+/// interrupt handler cannot take that mutex, so a wake-up it sends between the check and
+/// the registration finds nobody and is lost (the waiter would sleep until its periodic
+/// re-check). The protocol that closes the window:
+///
+/// * the waiter announces itself ([`Sleepers::sleep`]: a fully ordered increment), checks
+///   the ring once more, then sleeps;
+/// * the hard handler wakes the queue, then (after a full barrier) looks for announced
+///   sleepers; if there are any, its thread takes the channel's mutex (held by such a
+///   waiter until it is registered on the queue) and wakes the queue again.
+///
+/// If the handler saw no sleeper, the waiter's increment came after the handler's look,
+/// so its second check comes after the completion the interrupt announced (the card
+/// writes completions before it signals them) and finds it. Waking the thread only when
+/// somebody is about to sleep keeps the common case (a reader busy copying) at one hard
+/// interrupt, as before.
+pub(crate) struct Sleepers(Atomic<u32>);
+
+impl Sleepers {
+    pub(crate) const fn new() -> Self {
+        Self(Atomic::new(0))
+    }
+
+    /// Sleeps on `cv` (releasing `g`'s lock) for at most `jiffies`, unless `ready` finds
+    /// news once this task is announced. Returns the wait's outcome (`Woken` with the
+    /// whole period left when `ready` said so).
+    pub(crate) fn sleep<T>(
+        &self,
+        cv: &CondVar,
+        g: &mut MutexGuard<'_, T>,
+        jiffies: Jiffies,
+        ready: impl FnOnce(&mut MutexGuard<'_, T>) -> bool,
+    ) -> CondVarTimeoutResult {
+        self.0.fetch_add(1, Full);
+        let r = if ready(g) {
+            CondVarTimeoutResult::Woken { jiffies }
+        } else {
+            cv.wait_interruptible_timeout(g, jiffies)
+        };
+        self.0.fetch_sub(1, Relaxed);
+        r
+    }
+
+    /// For a hard handler, after it woke the queue: must its thread wake it again under
+    /// the mutex?
+    fn any(&self) -> bool {
+        smp_mb(Full);
+        self.0.load(Relaxed) != 0
+    }
+}
+
+/// MSI-X vector 0 (completions): count and wake the readers, nothing else (the thread
+/// only for a reader about to sleep: see [`Sleepers`]).
 pub(crate) struct CaptureIrq {
     card: Arc<Card>,
 }
@@ -15,18 +71,36 @@ pub(crate) struct PlaybackIrq {
     card: Arc<Card>,
 }
 
-impl irq::Handler for PlaybackIrq {
-    fn handle(&self) -> IrqReturn {
+impl irq::ThreadedHandler for PlaybackIrq {
+    fn handle(&self) -> ThreadedIrqReturn {
         self.card.irqs.fetch_add(1, Relaxed);
         self.card.pb_wait.notify_all();
+        if self.card.pb_sleepers.any() {
+            ThreadedIrqReturn::WakeThread
+        } else {
+            ThreadedIrqReturn::Handled
+        }
+    }
+
+    fn handle_threaded(&self) -> IrqReturn {
+        self.card.pb_wake_locked();
         IrqReturn::Handled
     }
 }
 
-impl irq::Handler for CaptureIrq {
-    fn handle(&self) -> IrqReturn {
+impl irq::ThreadedHandler for CaptureIrq {
+    fn handle(&self) -> ThreadedIrqReturn {
         self.card.irqs.fetch_add(1, Relaxed);
         self.card.wait.notify_all();
+        if self.card.sleepers.any() {
+            ThreadedIrqReturn::WakeThread
+        } else {
+            ThreadedIrqReturn::Handled
+        }
+    }
+
+    fn handle_threaded(&self) -> IrqReturn {
+        self.card.wake_locked();
         IrqReturn::Handled
     }
 }
@@ -50,6 +124,17 @@ impl irq::ThreadedHandler for EventIrq {
 
     fn handle_threaded(&self) -> IrqReturn {
         self.card.handle_events(self.msi);
+        if self.msi {
+            // The one vector carries completions too: the wake-ups the hard handler sent,
+            // again under each channel's mutex for a waiter about to sleep (see
+            // [`Sleepers`]).
+            if self.card.sleepers.any() {
+                self.card.wake_locked();
+            }
+            if self.card.pb_sleepers.any() {
+                self.card.pb_wake_locked();
+            }
+        }
         IrqReturn::Handled
     }
 }
@@ -58,8 +143,8 @@ impl irq::ThreadedHandler for EventIrq {
 ///
 /// Fields drop in order: the handlers are freed before the vectors they borrow.
 pub(crate) struct Irqs<'b> {
-    playback: Option<Pin<KBox<irq::Registration<'b, PlaybackIrq>>>>,
-    capture: Option<Pin<KBox<irq::Registration<'b, CaptureIrq>>>>,
+    playback: Option<Pin<KBox<irq::ThreadedRegistration<'b, PlaybackIrq>>>>,
+    capture: Option<Pin<KBox<irq::ThreadedRegistration<'b, CaptureIrq>>>>,
     events: Option<Pin<KBox<irq::ThreadedRegistration<'b, EventIrq>>>>,
     _vectors: KBox<pci::IrqVectorRegistration<'b>>,
 }
@@ -122,7 +207,7 @@ impl<'b> Irqs<'b> {
             let cap = CaptureIrq { card: card.clone() };
             // SAFETY: as above.
             let reg = unsafe {
-                irq::Registration::new(
+                irq::ThreadedRegistration::new(
                     vref.index(usize::from(regs::msix::VEC_CAPTURE))?.into(),
                     irq::Flags::TRIGGER_NONE,
                     c"acq-capture",
@@ -137,7 +222,7 @@ impl<'b> Irqs<'b> {
                     let pb = PlaybackIrq { card: card.clone() };
                     // SAFETY: as above.
                     let reg = unsafe {
-                        irq::Registration::new(
+                        irq::ThreadedRegistration::new(
                             v.into(),
                             irq::Flags::TRIGGER_NONE,
                             c"acq-playback",
@@ -190,5 +275,20 @@ impl Card {
         }
         drop(g);
         self.wait.notify_all();
+    }
+}
+
+impl Card {
+    /// Wakes the capture waiters under the capture mutex: any waiter that announced
+    /// itself before has released it only from inside its wait (see [`Sleepers`]).
+    pub(crate) fn wake_locked(&self) {
+        drop(self.inner.lock());
+        self.wait.notify_all();
+    }
+
+    /// The same for the playback waiters.
+    pub(crate) fn pb_wake_locked(&self) {
+        drop(self.pb.lock());
+        self.pb_wait.notify_all();
     }
 }

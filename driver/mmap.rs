@@ -17,21 +17,11 @@ impl Card {
         vma.set_dontexpand();
         // SAFETY: the VMA is valid for the duration of the mmap call (`VmaNew`).
         let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
-        // mmap runs under the process's mmap_lock, and read() copies to user memory (which
-        // may fault and take mmap_lock) under the card's mutex: taking the mutex here would
-        // invert that order (a lockdep report, and a real deadlock with a reader faulting
-        // on this very mapping). A try-lock creates no dependency; contention is brief.
-        let mut tries = 0;
-        let mut g = loop {
-            if let Some(g) = self.inner.try_lock() {
-                break g;
-            }
-            tries += 1;
-            if tries > 2000 {
-                return Err(EAGAIN);
-            }
-            kernel::time::delay::fsleep(kernel::time::Delta::from_micros(100));
-        };
+        // mmap runs under the process's mmap_lock. Taking the card's mutex here is safe
+        // because no path holds that mutex while it touches user memory (read() copies
+        // with it dropped, pageref.rs), so a reader faulting on this very mapping cannot
+        // invert the order.
+        let mut g = self.inner.lock();
         if g.removed {
             return Err(ENODEV);
         }
@@ -216,9 +206,9 @@ impl Card {
             }
             self.flush_reposts(g);
             let step = READ_RECHECK_MS.min(req.timeout_ms - waited).max(1);
-            if let CondVarTimeoutResult::Signal { .. } = self
-                .wait
-                .wait_interruptible_timeout(g, msecs_to_jiffies(step))
+            if let CondVarTimeoutResult::Signal { .. } =
+                self.sleepers
+                    .sleep(&self.wait, g, msecs_to_jiffies(step), |g| self.readable(g))
             {
                 return Err(EINTR);
             }

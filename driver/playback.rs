@@ -18,8 +18,6 @@
 //!   independently, under different locks.
 
 use super::*;
-use core::mem::MaybeUninit;
-use kernel::iov::IovIterSource;
 
 /// A blocked writer re-checks the ring (and the card's halt state) at least this often.
 const PB_RECHECK_MS: u32 = 200;
@@ -54,30 +52,20 @@ pub(super) struct PbInner {
     /// because one reap can consume several such completions, and each is reported once.
     xrun: u32,
     err: u32,
+    /// Sessions started so far (never reset): a write() that filled a bounce page without
+    /// the lock finds out whether its session still owns the ring.
+    starts: u64,
     /// The task and the `*ppos` the last splice_write() left (`pb_fop_splice_write`: is a
     /// splice_write a later step of the same sendfile()?).
     pub(super) splice_task: usize,
     pub(super) splice_pos: i64,
 }
 
-/// Default playback configuration: one page per block, 256 buffers, as fast as the host
-/// supplies data, COUNTER pattern seed 0, one interrupt per 16 completions or 1 ms.
-const PB_DEFAULT_CONFIG: AcqConfig = AcqConfig {
-    block_size: 4096,
-    ring_log2: 8,
-    rate: 0,
-    seed: 0,
-    pattern: regs::pattern::COUNTER,
-    irq_mod_count: 16,
-    irq_mod_time_us: 1000,
-    flags: 0,
-};
-
 impl PbInner {
     pub(super) fn new(hw: Option<PbHw>) -> Self {
         Self {
             hw,
-            cfg: PB_DEFAULT_CONFIG,
+            cfg: DEFAULT_CONFIG,
             stats: uapi::AcqPbStats::default(),
             open: false,
             running: false,
@@ -89,6 +77,7 @@ impl PbInner {
             fill: 0,
             xrun: 0,
             err: 0,
+            starts: 0,
             splice_task: 0,
             splice_pos: 0,
         }
@@ -109,18 +98,15 @@ impl PbInner {
 }
 
 impl Card {
-    /// Stops the playback engine: PB_CTRL = 0, then wait for PB_STATUS.RUNNING = 0 (the
-    /// model clears it before it answers the next access).
+    /// Stops the playback engine (`Regs::stop_engine`: PB_CTRL = 0, then PB_STATUS.RUNNING
+    /// = 0 within the spec's 10 ms, else a soft reset of both channels).
     fn pb_stop_engine(&self) {
         let _ = self.with_regs(|r| {
-            r.wr(regs::reg::PB_CTRL, 0);
-            for _ in 0..8 {
-                if r.rd(regs::reg::PB_STATUS) & regs::pb_status::RUNNING == 0 {
-                    return;
-                }
-            }
-            // A card that does not stop gets a soft reset (both channels).
-            r.soft_reset();
+            r.stop_engine(
+                regs::reg::PB_CTRL,
+                regs::reg::PB_STATUS,
+                regs::pb_status::RUNNING,
+            )
         });
     }
 
@@ -130,6 +116,9 @@ impl Card {
             return Err(ENODEV);
         }
         if !self.alive() {
+            if self.pb_gone(g) {
+                return Err(ENODEV);
+            }
             g.err = g.err.max(1);
             return Err(EIO);
         }
@@ -190,6 +179,7 @@ impl Card {
         g.halted = false;
         g.running = true;
         g.stats.session += 1;
+        g.starts = g.starts.wrapping_add(1);
         Ok(())
     }
 
@@ -314,6 +304,9 @@ impl Card {
                 .map_or(0, |hw| hw.event.read32(regs::pb_event::OFF_STATUS));
         if regs_too && regs::ring::outstanding(g.prod, g.head) > 0 {
             if let Some(r) = self.with_regs(|r| r.rd(regs::reg::PB_STATUS)) {
+                if r == u32::MAX && self.pb_gone(g) {
+                    return;
+                }
                 if r == u32::MAX || r & regs::pb_status::RUNNING == 0 {
                     st |= regs::pb_status::HALTED;
                 }
@@ -333,6 +326,22 @@ impl Card {
             g.err = g.err.saturating_add(1);
             g.stats.errors += 1;
         }
+    }
+
+    /// For a card that reads all-ones: is it gone for good (config space all-ones too:
+    /// unplugged, or what served it died)? Then the channel is removed, and every call
+    /// gets ENODEV from now on, as capture's do, instead of an EIO that a writer would
+    /// retry for ever.
+    fn pb_gone(&self, g: &mut MutexGuard<'_, PbInner>) -> bool {
+        if self.pdev.present() {
+            return false;
+        }
+        if !g.removed {
+            pr_warn!("acq{}: playback: the card is gone\n", self.index);
+        }
+        g.removed = true;
+        g.running = false;
+        true
     }
 
     /// The error the writer is owed, if any (each reported once). With `consume` false it
@@ -371,10 +380,12 @@ impl Card {
             if nonblock {
                 return Err(EAGAIN);
             }
-            match self
-                .pb_wait
-                .wait_interruptible_timeout(g, msecs_to_jiffies(PB_RECHECK_MS))
-            {
+            let period = msecs_to_jiffies(PB_RECHECK_MS);
+            let news = |g: &mut MutexGuard<'_, PbInner>| {
+                self.pb_reap(g);
+                g.removed || g.owes() || !g.running || g.has_space()
+            };
+            match self.pb_sleepers.sleep(&self.pb_wait, g, period, news) {
                 CondVarTimeoutResult::Signal { .. } => return Err(ERESTARTSYS),
                 CondVarTimeoutResult::Timeout => self.pb_check_halt(g, true),
                 _ => {}
@@ -415,6 +426,9 @@ impl Card {
         if count == 0 {
             return Ok(0);
         }
+        // One producer at a time: `pb` is dropped for each copy from user memory
+        // (pageref.rs says why), and the bounce slot being filled must stay this call's.
+        let _writer = self.pb_writer.lock();
         let mut g = self.pb.lock();
         let mut done = 0usize;
         let mut first_block = true;
@@ -443,11 +457,25 @@ impl Card {
             let fill = g.fill as usize;
             let n = (block - fill.min(block)).min(count - done);
             let slot = regs::ring::slot(g.prod, g.cfg.ring_log2) as usize;
-            let Some(page) = g.hw.as_ref().and_then(|hw| hw.bounce.get(slot)) else {
+            let Some(bounce) = g.hw.as_ref().and_then(|hw| hw.bounce.get(slot)) else {
                 break Err(ENODEV);
             };
-            // The slot is not posted (we hold its index `prod`): the page is ours.
-            let k = page.fill_from_iter(fill, n, src);
+            // The slot is not posted (we hold its index `prod`, and only a writer posts):
+            // the page is ours while the lock is dropped.
+            let page = PageRef::new(&bounce.page);
+            let (starts, prod) = (g.starts, g.prod);
+            drop(g);
+            let k = page.fill_from(fill, n, src);
+            drop(page);
+            g = self.pb.lock();
+            if g.starts != starts || !g.running || g.prod != prod || g.fill as usize != fill {
+                // A STOP, RESET, error or unbind took the session while we copied: those
+                // bytes went nowhere. Give them back to the iterator (it advanced by
+                // exactly `k` since) and let the next pass start again or report why.
+                // SAFETY: `src` advanced by `k` bytes in `fill_from` and not since.
+                unsafe { src.revert(k) };
+                continue;
+            }
             done += k;
             g.fill += k as u32;
             g.stats.bytes += k as u64;
@@ -486,6 +514,8 @@ impl Card {
         if offset >= PAGE_SIZE || len > PAGE_SIZE - offset || len == 0 {
             return Err(EINVAL);
         }
+        // The bounce slot being filled is write()'s too, which fills it with `pb` dropped.
+        let _writer = self.pb_writer.lock();
         let mut g = self.pb.lock();
         if spliced {
             if let Some(e) = Self::pb_owed(&mut g, false) {
@@ -572,7 +602,11 @@ impl Card {
                 return Err(ETIMEDOUT);
             }
             let step = left.min(period);
-            match self.pb_wait.wait_interruptible_timeout(g, step) {
+            let news = |g: &mut MutexGuard<'_, PbInner>| {
+                self.pb_reap(g);
+                g.removed || !g.running || g.head == g.prod
+            };
+            match self.pb_sleepers.sleep(&self.pb_wait, g, step, news) {
                 CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
                 CondVarTimeoutResult::Timeout => {
                     left -= step;

@@ -53,30 +53,12 @@ impl StreamingPage {
         // SAFETY: `addr` is a live mapping of `dev` (type invariant).
         unsafe { acq_shim_dma_sync_for_device(raw_dev(&self.dev), self.addr, PAGE_SIZE) };
     }
-
-    /// Copies bytes `off .. off + len` of the page (clamped to the page) to `out`;
-    /// returns how many arrived (fewer on a fault in the user's buffer).
-    ///
-    /// The caller must own the buffer (not posted to the device) for the data to be
-    /// meaningful. No Rust reference to the bytes is ever formed: a faulty or hostile
-    /// card could still be writing them, which a `&[u8]` would not allow.
-    pub(crate) fn copy_to(&self, off: usize, len: usize, out: &mut IovIterDest<'_>) -> usize {
-        let off = off.min(PAGE_SIZE);
-        let len = len.min(PAGE_SIZE - off);
-        // SAFETY: `page` is a valid page (we hold it); the local mapping is released below.
-        let base = unsafe { bindings::kmap_local_page(self.page.as_ptr()) }.cast::<u8>();
-        // SAFETY: `base + off .. + len` lies in the mapped page; `_copy_to_iter` reads it
-        // as raw bytes (a concurrent device write can tear the data, never memory
-        // safety) and writes only into the destination iterator, valid for this call.
-        let n = unsafe { bindings::_copy_to_iter(base.add(off).cast(), len, out.as_raw()) };
-        // SAFETY: `base` came from `kmap_local_page` above and is no longer used.
-        unsafe { bindings::kunmap_local(base.cast::<c_void>()) };
-        n
-    }
 }
 
 impl Drop for StreamingPage {
     fn drop(&mut self) {
+        // Without a CPU sync (shim.c says why): a bounce buffer's stale bytes must not
+        // land on a page a pipe still holds.
         // SAFETY: the mapping is live (type invariant) and is removed exactly once, here.
         unsafe { acq_shim_dma_unmap_page(raw_dev(&self.dev), self.addr, PAGE_SIZE) };
         // A pipe may still hold the page (it keeps its own reference and frees the page
@@ -120,10 +102,6 @@ impl DmaRegion {
             // SAFETY: `p` is an aligned pointer into live coherent memory (checked above).
             unsafe { ptr::write_volatile(p, v.to_le()) };
         }
-    }
-
-    pub(crate) fn read64(&self, off: usize) -> u64 {
-        regs::join64(self.read32(off), self.read32(off + 4))
     }
 
     pub(crate) fn write64(&self, off: usize, v: u64) {
@@ -237,21 +215,7 @@ impl Hw {
 
     /// The completion with index `k`, if the card wrote it (its PHASE matches).
     pub(crate) fn completion(&self, k: u32, log2: u32) -> Option<regs::Completion> {
-        let base = regs::ring::slot(k, log2) as usize * regs::comp::SIZE;
-        let tail = self.comp.read32(base + regs::comp::OFF_TAIL_DWORD);
-        if regs::comp::tail_phase(tail) != regs::ring::phase(k, log2) {
-            return None;
-        }
-        // ACQUIRE: the tail dword is read before the rest of the record and the buffer.
-        dma_mb(Read);
-        Some(regs::Completion {
-            stream_offset: self.comp.read64(base + regs::comp::OFF_STREAM_OFFSET),
-            lost_bytes: self.comp.read64(base + regs::comp::OFF_LOST_BYTES),
-            timestamp_ns: self.comp.read64(base + regs::comp::OFF_TIMESTAMP_NS),
-            length: self.comp.read32(base + regs::comp::OFF_LENGTH),
-            id: tail as u16,
-            flags: (tail >> 16) as u16,
-        })
+        completions::read(&self.comp, 0, k, log2)
     }
 
     /// Hands pool page `page` to the card's side: marked busy in `busy` until its

@@ -136,6 +136,7 @@ impl Card {
         g.bar2 = bar2;
         g.stats.read_offset = 0;
         g.stats.session += 1;
+        g.starts = g.starts.wrapping_add(1);
         Ok(())
     }
 

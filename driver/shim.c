@@ -25,9 +25,17 @@ int acq_shim_dma_map_page(struct device *dev, struct page *page, size_t size,
 	return 0;
 }
 
+/*
+ * Without a CPU sync: every byte the CPU reads from a pool page was synced for it when
+ * its completion was taken, and at unmap time (unbind) the engine is stopped and bus
+ * mastering is off, so a sync could bring nothing new. It could only do harm: with a
+ * bounce buffer (swiotlb=force, a confidential-computing guest) it copies the bounce
+ * buffer over the page, and in BAR2 mode, where the CPU fills the page, or for a page a
+ * pipe still holds, that buffer is stale.
+ */
 void acq_shim_dma_unmap_page(struct device *dev, dma_addr_t addr, size_t size)
 {
-	dma_unmap_page(dev, addr, size, DMA_FROM_DEVICE);
+	dma_unmap_page_attrs(dev, addr, size, DMA_FROM_DEVICE, DMA_ATTR_SKIP_CPU_SYNC);
 }
 
 void acq_shim_dma_sync_for_cpu(struct device *dev, dma_addr_t addr, size_t size)

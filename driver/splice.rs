@@ -116,6 +116,8 @@ impl Card {
         if len == 0 {
             return Ok(0);
         }
+        // The stream position is read()'s too, which moves it with `inner` dropped.
+        let _reader = self.reader.lock();
         let mut g = self.inner.lock();
         let r = self.splice_locked(&mut g, nonblock, pipe, len);
         self.flush_reposts(&mut g);
@@ -154,9 +156,10 @@ impl Card {
                     return Err(EAGAIN);
                 }
                 self.flush_reposts(g);
+                let period = msecs_to_jiffies(READ_RECHECK_MS);
                 match self
-                    .wait
-                    .wait_interruptible_timeout(g, msecs_to_jiffies(READ_RECHECK_MS))
+                    .sleepers
+                    .sleep(&self.wait, g, period, |g| self.readable(g))
                 {
                     CondVarTimeoutResult::Signal { .. } => return Err(ERESTARTSYS),
                     _ => continue,

@@ -17,8 +17,6 @@ extern "C" {
     ) -> c_int;
     pub(super) fn acq_shim_dma_unmap_to_device(dev: *mut c_void, addr: bindings::dma_addr_t, size: usize);
     pub(super) fn acq_shim_dma_sync_to_device(dev: *mut c_void, addr: bindings::dma_addr_t, size: usize);
-    pub(super) fn acq_shim_get_page(page: *mut c_void);
-    pub(super) fn acq_shim_put_page(page: *mut c_void);
 }
 
 /// A bounce page with a streaming memory-to-device mapping.
@@ -63,28 +61,6 @@ impl BouncePage {
         unsafe { self.page.write_raw(src, off, len) }
     }
 
-    /// Copies up to `len` bytes from `src` into the page at `off` (clamped to the page);
-    /// returns how many arrived (fewer on a fault in the user's buffer).
-    ///
-    /// The caller must own the slot (not posted), so nothing else accesses the page.
-    pub(super) fn fill_from_iter(&self, off: usize, len: usize, src: &mut IovIterSource<'_>) -> usize {
-        let off = off.min(PAGE_SIZE);
-        let len = len.min(PAGE_SIZE - off);
-        // SAFETY: `page` is a valid page we own; the local mapping is released below,
-        // after the last use of the slice.
-        let base = unsafe { bindings::kmap_local_page(self.page.as_ptr()) }.cast::<u8>();
-        // SAFETY: `base` maps the whole page and `off + len <= PAGE_SIZE`; the slot is not
-        // posted (caller), so neither the card nor another thread accesses these bytes
-        // while the slice lives. `MaybeUninit<u8>` accepts any byte.
-        let dst = unsafe {
-            core::slice::from_raw_parts_mut(base.add(off).cast::<MaybeUninit<u8>>(), len)
-        };
-        let n = src.copy_from_iter_raw(dst).len();
-        // SAFETY: `base` came from `kmap_local_page` above and `dst` is no longer used.
-        unsafe { bindings::kunmap_local(base.cast::<c_void>()) };
-        n
-    }
-
     /// Hands the page to the card before it is posted.
     pub(super) fn sync_for_device(&self, len: usize) {
         // SAFETY: `addr` is a live mapping of `dev` (type invariant).
@@ -104,17 +80,15 @@ impl Drop for BouncePage {
 ///
 /// # Invariants
 ///
-/// We hold one reference on `page`; `addr` is a live `DMA_TO_DEVICE` mapping of
-/// `offset .. offset + len` of it for `dev`.
+/// `addr` is a live `DMA_TO_DEVICE` mapping of `offset .. offset + len` of `page` for
+/// `dev`.
 pub(super) struct PipePage {
-    pub(super) page: *mut bindings::page,
+    /// The page, held until the card read it (dropped after the mapping, in `drop`).
+    _page: PageRef,
     pub(super) addr: bindings::dma_addr_t,
     pub(super) len: usize,
     pub(super) dev: ARef<device::Device>,
 }
-
-// SAFETY: the page reference and the mapping may be released from any thread.
-unsafe impl Send for PipePage {}
 
 impl PipePage {
     /// Takes a reference on `page` (owned by a confirmed pipe buffer) and maps its bytes
@@ -130,22 +104,27 @@ impl PipePage {
         offset: usize,
         len: usize,
     ) -> Result<Self> {
-        // SAFETY: `page` is valid (caller); the reference is ours until `drop`.
-        unsafe { acq_shim_get_page(page.cast()) };
+        // SAFETY: `page` is valid for the call (caller).
+        let page = unsafe { PageRef::from_raw(page) };
         let mut addr: bindings::dma_addr_t = 0;
         // SAFETY: `dev` is bound (caller: the card is not removed, under the playback
         // lock that unbind takes), `page` valid and referenced, the range in the page.
         let ret = unsafe {
-            acq_shim_dma_map_to_device(raw_dev(dev), page.cast(), offset as c_uint, len, &mut addr)
+            acq_shim_dma_map_to_device(
+                raw_dev(dev),
+                page.as_ptr().cast(),
+                offset as c_uint,
+                len,
+                &mut addr,
+            )
         };
         if ret != 0 {
-            // SAFETY: drops the reference taken above.
-            unsafe { acq_shim_put_page(page.cast()) };
+            // `page` drops the reference.
             return Err(Error::from_errno(ret));
         }
         // INVARIANT: reference and mapping were just taken.
         Ok(Self {
-            page,
+            _page: page,
             addr,
             len,
             dev: dev.into(),
@@ -157,8 +136,7 @@ impl Drop for PipePage {
     fn drop(&mut self) {
         // SAFETY: the mapping is live and removed exactly once, here (type invariant).
         unsafe { acq_shim_dma_unmap_to_device(raw_dev(&self.dev), self.addr, self.len) };
-        // SAFETY: we hold one reference (type invariant), dropped exactly once, here.
-        unsafe { acq_shim_put_page(self.page.cast()) };
+        // `page` drops the reference after the mapping is gone.
     }
 }
 
@@ -191,21 +169,7 @@ impl PbHw {
     }
 
     pub(super) fn completion(&self, k: u32, log2: u32) -> Option<regs::Completion> {
-        let base = regs::ring::slot(k, log2) as usize * regs::comp::SIZE;
-        let tail = self.comp.read32(base + regs::comp::OFF_TAIL_DWORD);
-        if regs::comp::tail_phase(tail) != regs::ring::phase(k, log2) {
-            return None;
-        }
-        // ACQUIRE: the tail dword before the rest of the record.
-        dma_mb(Read);
-        Some(regs::Completion {
-            stream_offset: self.comp.read64(base + regs::comp::OFF_STREAM_OFFSET),
-            lost_bytes: self.comp.read64(base + regs::comp::OFF_LOST_BYTES),
-            timestamp_ns: self.comp.read64(base + regs::comp::OFF_TIMESTAMP_NS),
-            length: self.comp.read32(base + regs::comp::OFF_LENGTH),
-            id: tail as u16,
-            flags: (tail >> 16) as u16,
-        })
+        completions::read(&self.comp, 0, k, log2)
     }
 
     pub(super) fn write_desc(&self, slot: usize, addr: u64, len: u32) {

@@ -41,6 +41,34 @@ pub fn boot_with(
     Ok((Vm::boot(&cfg, &paths)?, paths))
 }
 
+/// Like [`boot_with`], with cards that have no MSI-X (`msix_vectors` 0): the only cards
+/// QEMU 11.1 can hot-unplug (`Vm::unplug_card`).
+pub fn boot_unpluggable(
+    test: &str,
+    cards: usize,
+    modules: Vec<PathBuf>,
+    files: ImageFiles,
+) -> Result<(Vm, Paths)> {
+    let paths = Paths::discover()?;
+    let run_dir = paths.repo.join(format!("target/acq-runs/test-{test}"));
+    std::fs::create_dir_all(&run_dir)?;
+    let config = run_dir.join("msi-only.json");
+    std::fs::write(&config, r#"{"msix_vectors": 0}"#)?;
+    let cfg = VmConfig {
+        cards: vec![
+            acq::vm::Card::Model {
+                config: Some(config)
+            };
+            cards
+        ],
+        modules,
+        files,
+        run_dir,
+        ..VmConfig::default()
+    };
+    Ok((Vm::boot(&cfg, &paths)?, paths))
+}
+
 /// Extra image files: (guest path, host path).
 pub type ImageFiles = Vec<(String, PathBuf)>;
 

@@ -65,3 +65,54 @@ fn the_device_process_killed_mid_stream() -> Result<()> {
     vm.sh_ok("rmmod acq", CMD)?;
     vm.shutdown(CMD)
 }
+
+/// The same kill under a playback writer (`acq-stream --direction out` at 8 MB/s): the
+/// writer ends within 60 s on ENODEV (config space reads all-ones: the card is gone),
+/// not on an EIO it would retry for ever, and the kernel log has no oops or warning.
+/// Before the playback channel had the "gone" rule, every write() after the kill got
+/// EIO (a dead card cannot be started) and the writer ran until its own timeout.
+#[test]
+fn the_device_process_killed_under_a_writer() -> Result<()> {
+    let mut vm = boot_streaming_guest("hostile-kill-model-writer")?;
+    vm.sh_ok(
+        "(acq-stream --direction out --bytes 1G --rate 8M --timeout 200 \
+         > /tmp/w.json 2> /tmp/w.err; echo $? > /tmp/w.rc) &",
+        CMD,
+    )?;
+    std::thread::sleep(Duration::from_secs(3));
+    let mut model = vm.models.remove(0);
+    model.child.signal(libc::SIGKILL);
+    ensure!(
+        model.child.wait_timeout(Duration::from_secs(10)).is_some(),
+        "acq-device survived SIGKILL"
+    );
+    let t = Instant::now();
+    let mut ended = false;
+    while t.elapsed() < Duration::from_secs(60) {
+        if !vm
+            .sh("cat /tmp/w.rc 2>/dev/null", CMD)?
+            .stdout
+            .trim()
+            .is_empty()
+        {
+            ended = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = vm.sh_ok("cat /tmp/w.json /tmp/w.err", CMD)?;
+    eprintln!("writer after {:?}: {out}", t.elapsed());
+    ensure!(
+        ended,
+        "the writer did not end within 60 s of the kill: {out}"
+    );
+    ensure!(
+        out.contains("\"ENODEV\":1") && out.contains("fatal ENODEV"),
+        "the writer did not end on one ENODEV: {out}"
+    );
+    let dmesg = vm.sh_ok("dmesg", CMD)?;
+    let bad = kernel_bug_reports(&dmesg);
+    ensure!(bad.is_empty(), "kernel reports: {bad:?}");
+    vm.sh_ok("rmmod acq", CMD)?;
+    vm.shutdown(CMD)
+}

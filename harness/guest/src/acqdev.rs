@@ -251,8 +251,25 @@ pub fn errno_name(e: i32) -> String {
         libc::EINVAL => "EINVAL".into(),
         libc::EBUSY => "EBUSY".into(),
         libc::ENOTTY => "ENOTTY".into(),
+        libc::ESPIPE => "ESPIPE".into(),
+        libc::EACCES => "EACCES".into(),
+        libc::ENOMEM => "ENOMEM".into(),
+        libc::ETIMEDOUT => "ETIMEDOUT".into(),
+        libc::ERESTART => "ERESTART".into(),
         other => format!("errno{other}"),
     }
+}
+
+/// The PCI address of the (first) card the driver `acq` is bound to, for its sysfs
+/// `unbind`.
+pub fn bound_card() -> io::Result<String> {
+    for e in std::fs::read_dir("/sys/bus/pci/drivers/acq")? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if name.starts_with("0000:") {
+            return Ok(name);
+        }
+    }
+    Err(io::Error::other("no card bound to acq"))
 }
 
 #[cfg(test)]

@@ -24,5 +24,10 @@ pub mod playback;
 /// acq-stream's sink writes: positions, error policy, byte-exact account.
 pub mod sinkio;
 
+/// `acq-ctl slow-read|slow-write|slow-read-unbind`: nothing waits for a user copy.
+pub mod slowcopy;
+/// userfaultfd buffers: a user copy that waits as long as a test likes.
+pub mod uffd;
+
 /// A small userspace VFIO layer (acq-vfio, docs/vfio.md).
 pub mod vfio;

@@ -660,8 +660,13 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     // Everything written reaches the card before the counters are read.
     let drained = dev.drain();
     let secs = st.start.elapsed().as_secs_f64();
-    let after = dev.stats().map_err(|e| format!("PB_GET_STATS: {e}"))?;
     let fatal = r.err();
+    let after = match dev.stats() {
+        Ok(s) => s,
+        // The card is gone (the loop ended on ENODEV): report what was counted before.
+        Err(_) if fatal.is_some() => before,
+        Err(e) => return Err(format!("PB_GET_STATS: {e}")),
+    };
     let verified = after.card_verified.wrapping_sub(before.card_verified);
     let received = after.card_bytes.wrapping_sub(before.card_bytes);
     let mismatch = after.card_mismatch.wrapping_sub(before.card_mismatch);

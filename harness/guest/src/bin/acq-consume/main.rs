@@ -15,7 +15,7 @@
 //!                      io-uring-readv|poll-read|epoll-read|stdin
 //!             --bytes N [--device /dev/acq0] [--chunk N] [--iovecs K] [--rate R]
 //!             [--ring-log2 L] [--pause-at N --pause-ms MS] [--out FILE] [--timeout S]
-//!             [--stop-after-ms MS]
+//!             [--stop-after-ms MS] [--until-gone] [--threads N]
 //! ```
 //!
 //! `stdin` verifies a stream that a standard tool (dd, cat, head, tee) wrote into a pipe:
@@ -25,6 +25,9 @@
 //! `--stop-after-ms` makes one call while a second thread stops the card: the call must
 //! end and the card stay stopped. The io_uring methods report `max_submit_ms`, the
 //! longest io_uring_enter() that only submitted (it must never wait for data).
+//! `--until-gone` ends the run at the first ENODEV (the test unplugs the card) and checks
+//! that the next call gets ENODEV too. `--threads N` reads with N threads at once
+//! (threads.rs).
 //! Prints one JSON line; exit status 0 when the invariant held, 1 when not, 2 on bad
 //! arguments.
 
@@ -37,6 +40,8 @@ use std::time::{Duration, Instant};
 use acq_guest::acqdev::{self, AcqDev};
 use acq_guest::regs;
 use clap::{Parser, ValueEnum};
+
+mod threads;
 use serde_json::json;
 
 /// The system call the stream is read with.
@@ -108,6 +113,14 @@ struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// The card goes away while the consumer reads (the test unplugs it): the run ends at
+    /// the first ENODEV, and one more call must get ENODEV too (gone is for good).
+    /// Reported as `enodev` and `enodev_again`.
+    #[arg(long)]
+    until_gone: bool,
+    /// Threads reading the one descriptor at once (`read` only; see threads.rs).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -188,6 +201,10 @@ struct Account {
     /// EIOs after which the stream went on in a new session (a reset card).
     restarts: u64,
     eintr: u64,
+    /// `--until-gone`: ENODEV ends the run instead of failing it.
+    until_gone: bool,
+    /// ENODEV seen (`--until-gone`: the run ends at the first).
+    enodev: u64,
     other: Vec<String>,
 }
 
@@ -209,6 +226,10 @@ impl Account {
                 }
                 Some(libc::EINTR) | Some(libc::EAGAIN) => {
                     self.eintr += 1;
+                    Ok(())
+                }
+                Some(libc::ENODEV) if self.until_gone => {
+                    self.enodev += 1;
                     Ok(())
                 }
                 _ => {
@@ -330,7 +351,10 @@ impl Uring {
 
 fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
-    let mut acc = Account::default();
+    let mut acc = Account {
+        until_gone: a.until_gone,
+        ..Account::default()
+    };
     let chunk = a.chunk.clamp(8, 1 << 30) as usize;
     let mut buf = vec![0u8; chunk];
     let mut extra = json!({});
@@ -368,6 +392,18 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
 
     if let Some(ms) = a.stop_after_ms {
         return stopped_while_reading(a, &dev, ms, before.session, chunk, &mut buf, extra);
+    }
+    if a.threads > 1 {
+        if a.method != Method::Read {
+            return Err("--threads works with --method read only".into());
+        }
+        return Ok(threads::run(
+            fd,
+            a.threads.min(64),
+            chunk,
+            a.bytes,
+            deadline,
+        ));
     }
 
     // The device is a stream: pread() must fail with ESPIPE and consume nothing.
@@ -544,6 +580,14 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         }
         let eio = matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EIO));
         acc.result(r)?;
+        if acc.enodev > 0 {
+            // Gone for good: the next call of any kind says so too.
+            // SAFETY: `buf` is valid for 8 bytes of writes.
+            let again = check(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 8) });
+            extra["enodev_again"] =
+                matches!(&again, Err(e) if e.raw_os_error() == Some(libc::ENODEV)).into();
+            break;
+        }
         if eio {
             // After an EIO the stream goes on seamlessly (an error completion), or in a new
             // session from offset 0 (the card was reset): the driver's session tells which.
@@ -590,6 +634,9 @@ fn stopped_while_reading(
             let p = Pipe::new(chunk.min(1 << 20)).map_err(|e| format!("pipe: {e}"))?;
             splice_into(fd, &p, chunk)
         }
+        // The call is the wait for data, 3 s: the STOP wakes it, and the poll() that
+        // follows must not start the card again.
+        Method::PollRead | Method::EpollRead => wait_once(fd, a.method == Method::EpollRead, 3000),
         // SAFETY: `buf` is valid for `chunk` bytes of writes.
         _ => check(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), chunk) }),
     };
@@ -607,9 +654,36 @@ fn stopped_while_reading(
     extra["stop_rc"] = stop_rc.into();
     extra["state"] = after.state.into();
     extra["sessions_started"] = (after.session - session_before).into();
-    let ok = stop_rc == 0 && ended_early && stayed_stopped;
+    let waited = matches!(a.method, Method::PollRead | Method::EpollRead);
+    let ok = stop_rc == 0 && (ended_early || waited) && stayed_stopped;
     extra["ok"] = ok.into();
     Ok((extra, ok))
+}
+
+/// One poll() (or epoll_wait() on a new epoll set) for POLLIN of at most `timeout_ms`:
+/// the number of ready descriptors.
+fn wait_once(fd: RawFd, epoll: bool, timeout_ms: i32) -> io::Result<usize> {
+    if !epoll {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `p` is one valid pollfd.
+        return check(unsafe { libc::poll(&mut p, 1, timeout_ms) } as isize);
+    }
+    // SAFETY: epoll_create1 has no memory arguments.
+    let e = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) } as isize)? as RawFd;
+    // SAFETY: `e` was just created and is owned by nobody else.
+    let e = unsafe { OwnedFd::from_raw_fd(e) };
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: 0,
+    };
+    // SAFETY: `ev` is a valid event for the duration of the call.
+    check(unsafe { libc::epoll_ctl(e.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } as isize)?;
+    // SAFETY: `ev` has room for the one event asked for.
+    check(unsafe { libc::epoll_wait(e.as_raw_fd(), &mut ev, 1, timeout_ms) } as isize)
 }
 
 fn wait_readable(fd: RawFd, epfd: Option<RawFd>) -> Result<(), String> {
@@ -647,8 +721,13 @@ fn report(
     let s = &acc.scan;
     let matched = s.gaps == acc.epipe_at;
     let pread_ok = pread_errno.is_none_or(|e| e == libc::ESPIPE);
-    let ok =
-        matched && s.backwards == 0 && acc.other.is_empty() && pread_ok && s.offset() >= a.bytes;
+    // Done: every byte asked for, or (`--until-gone`) one ENODEV that stayed.
+    let done = if a.until_gone {
+        acc.enodev == 1 && extra["enodev_again"] == json!(true)
+    } else {
+        s.offset() >= a.bytes
+    };
+    let ok = matched && s.backwards == 0 && acc.other.is_empty() && pread_ok && done;
     let first = |v: &[u64]| v.iter().take(8).copied().collect::<Vec<_>>();
     let o = extra.as_object_mut().expect("an object");
     for (k, v) in [
@@ -663,6 +742,7 @@ fn report(
         ("first_gaps", json!(first(&s.gaps))),
         ("first_epipe", json!(first(&acc.epipe_at))),
         ("eio", json!(acc.eio)),
+        ("enodev", json!(acc.enodev)),
         ("restarts", json!(acc.restarts)),
         ("eintr_eagain", json!(acc.eintr)),
         ("backwards", json!(s.backwards)),

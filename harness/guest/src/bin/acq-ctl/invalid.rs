@@ -1,0 +1,184 @@
+//! `acq-ctl probe-invalid`: a battery of invalid ioctls, each against the errno the
+//! driver documents for it.
+
+use std::process::ExitCode;
+
+use acq_guest::acqdev::{self, AcqDev};
+use acq_guest::uapi::{self, AcqConfig};
+
+use crate::fail;
+
+/// One invalid request and the errno the driver must answer.
+struct Case {
+    name: String,
+    want: i32,
+    got: Result<i32, i32>,
+}
+
+pub(crate) fn probe_invalid(dev: &AcqDev, device: &str) -> ExitCode {
+    let mut cases = Vec::new();
+    let before = match dev.config() {
+        Ok(c) => c,
+        Err(e) => return fail(device, e),
+    };
+    let mut set = |name: &str, f: &dyn Fn(&mut AcqConfig)| {
+        let mut c = before;
+        f(&mut c);
+        cases.push(Case {
+            name: format!("set_config {name}"),
+            want: libc::EINVAL,
+            got: dev.ioctl_raw(uapi::ACQ_IOC_SET_CONFIG, &c as *const AcqConfig as usize),
+        });
+    };
+    set("block_size=0", &|c| c.block_size = 0);
+    set("block_size=63", &|c| c.block_size = 63);
+    set("block_size=100", &|c| c.block_size = 100);
+    set("block_size=8192", &|c| c.block_size = 8192);
+    set("block_size=u32::MAX", &|c| c.block_size = u32::MAX);
+    set("ring_log2=0", &|c| c.ring_log2 = 0);
+    set("ring_log2=16", &|c| c.ring_log2 = 16);
+    set("ring_log2=u32::MAX", &|c| c.ring_log2 = u32::MAX);
+    set("pattern=7", &|c| c.pattern = 7);
+    set("pattern reserved bits", &|c| c.pattern = 0x1_0000);
+    set("irq_mod_count=65536", &|c| c.irq_mod_count = 65536);
+    set("irq_mod_time_us=2000000", &|c| {
+        c.irq_mod_time_us = 2_000_000
+    });
+    // Bit 0 is ACQ_CFG_LOOPBACK, bit 1 ACQ_CFG_BAR2 (ABI 1.2), not both; the other bits are
+    // reserved.
+    // A rate must move a full ring within 60 s (close() and the watchdog wait on it).
+    set("rate=1 (below a ring per 60 s)", &|c| c.rate = 1);
+    set("rate one byte short of a ring per 60 s", &|c| {
+        c.rate = (u64::from(c.block_size) << c.ring_log2.min(10)).div_ceil(60) - 1
+    });
+    set("flags=4 (reserved)", &|c| c.flags = 4);
+    set("flags=0x80000000 (reserved)", &|c| c.flags = 0x8000_0000);
+    set("flags=LOOPBACK|BAR2", &|c| {
+        c.flags = uapi::ACQ_CFG_LOOPBACK | uapi::ACQ_CFG_BAR2
+    });
+    set("flags=BAR2|reserved", &|c| c.flags = uapi::ACQ_CFG_BAR2 | 4);
+
+    let mut raw = |name: &str, cmd: u32, arg: usize, want: i32| {
+        cases.push(Case {
+            name: name.into(),
+            want,
+            got: dev.ioctl_raw(cmd, arg),
+        });
+    };
+    raw("set_config NULL", uapi::ACQ_IOC_SET_CONFIG, 0, libc::EFAULT);
+    raw(
+        "set_config bad pointer",
+        uapi::ACQ_IOC_SET_CONFIG,
+        8,
+        libc::EFAULT,
+    );
+    raw(
+        "set_config kernel pointer",
+        uapi::ACQ_IOC_SET_CONFIG,
+        0xffff_ffff_8100_0000,
+        libc::EFAULT,
+    );
+    raw("get_config NULL", uapi::ACQ_IOC_GET_CONFIG, 0, libc::EFAULT);
+    raw("get_stats NULL", uapi::ACQ_IOC_GET_STATS, 0, libc::EFAULT);
+    raw(
+        "get_stats kernel pointer",
+        uapi::ACQ_IOC_GET_STATS,
+        0xffff_ffff_8100_0000,
+        libc::EFAULT,
+    );
+    raw(
+        "get_info bad pointer",
+        uapi::ACQ_IOC_GET_INFO,
+        16,
+        libc::EFAULT,
+    );
+    raw(
+        "unknown number",
+        uapi::ioc(0, uapi::ACQ_IOC_MAGIC, 0x99, 0),
+        0,
+        libc::ENOTTY,
+    );
+    raw(
+        "get_stats wrong size",
+        uapi::ioc(2, uapi::ACQ_IOC_MAGIC, 6, 8),
+        0,
+        libc::ENOTTY,
+    );
+    raw("other magic", uapi::ioc(0, 0x54, 1, 0), 0, libc::ENOTTY);
+    raw("mmap_sync NULL", uapi::ACQ_IOC_MMAP_SYNC, 0, libc::EFAULT);
+    let mut sync = uapi::AcqMmapSync::default();
+    raw(
+        "mmap_sync without a mapping",
+        uapi::ACQ_IOC_MMAP_SYNC,
+        &mut sync as *mut uapi::AcqMmapSync as usize,
+        libc::EINVAL,
+    );
+    let mut sync = uapi::AcqMmapSync {
+        reserved: 1,
+        ..Default::default()
+    };
+    raw(
+        "mmap_sync reserved",
+        uapi::ACQ_IOC_MMAP_SYNC,
+        &mut sync as *mut uapi::AcqMmapSync as usize,
+        libc::EINVAL,
+    );
+    let mut v1 = [0u8; uapi::ACQ_STATS_V1_SIZE];
+    cases.push(Case {
+        name: "get_stats v1 (80 bytes) still served".into(),
+        want: 0,
+        got: dev.ioctl_raw(uapi::ACQ_IOC_GET_STATS_V1, v1.as_mut_ptr() as usize),
+    });
+
+    // State errors: a second start, a configuration change while running.
+    let started = dev.start();
+    cases.push(Case {
+        name: "start while running".into(),
+        want: libc::EBUSY,
+        got: dev.ioctl_raw(uapi::ACQ_IOC_START, 0),
+    });
+    cases.push(Case {
+        name: "set_config while running".into(),
+        want: libc::EBUSY,
+        got: dev.ioctl_raw(
+            uapi::ACQ_IOC_SET_CONFIG,
+            &before as *const AcqConfig as usize,
+        ),
+    });
+    let _ = dev.stop();
+
+    let after = dev.config().ok();
+    let mut ok = started.is_ok() && after == Some(before);
+    let list: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|c| {
+            let good = if c.want == 0 {
+                c.got.is_ok()
+            } else {
+                c.got == Err(c.want)
+            };
+            ok &= good;
+            serde_json::json!({
+                "case": c.name,
+                "want": acqdev::errno_name(c.want),
+                "got": match c.got { Ok(v) => format!("ok({v})"), Err(e) => acqdev::errno_name(e) },
+                "ok": good,
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "device": device,
+            "cases": list,
+            "config_unchanged": after == Some(before),
+            "start_ok": started.is_ok(),
+            "ok": ok,
+        })
+    );
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

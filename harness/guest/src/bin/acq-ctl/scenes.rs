@@ -1,0 +1,292 @@
+//! acq-ctl's test scenes around mmap(), held pages and unbind (each described in the
+//! binary's docs): they hold the driver in a state and print what it did there.
+
+use acq_guest::acqdev::{self, AcqDev};
+use acq_guest::uapi;
+
+/// One `ACQ_IOC_MMAP_SYNC`: `Ok(ready count)` or the errno.
+fn mmap_sync(dev: &AcqDev, release: u32, timeout_ms: u32) -> Result<u32, i32> {
+    let mut req = uapi::AcqMmapSync {
+        release,
+        timeout_ms,
+        ..Default::default()
+    };
+    dev.ioctl_raw(
+        uapi::ACQ_IOC_MMAP_SYNC,
+        &mut req as *mut uapi::AcqMmapSync as usize,
+    )?;
+    Ok(req.count)
+}
+
+/// A shared read-only mapping of a file (the card's ring, or a BAR's sysfs resource),
+/// unmapped on drop.
+pub(crate) struct RingMap {
+    pub(crate) base: *mut libc::c_void,
+    len: usize,
+}
+
+impl RingMap {
+    /// The whole ring of `dev`: the control page and `entries` buffer pages.
+    fn new(dev: &AcqDev, entries: usize) -> std::io::Result<RingMap> {
+        RingMap::map(dev.raw_fd(), (entries + 1) * 4096)
+    }
+
+    /// `len` bytes of `fd` from offset 0.
+    pub(crate) fn map(fd: std::os::fd::RawFd, len: usize) -> std::io::Result<RingMap> {
+        // SAFETY: a new shared read-only mapping; the kernel picks the address, and the
+        // mapping is only read, within `len`, until `drop` unmaps it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(RingMap { base, len })
+    }
+}
+
+impl Drop for RingMap {
+    fn drop(&mut self) {
+        // SAFETY: `base` and `len` are the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// Configures a stopped card (`ring_log2`, `block_size`, `rate`), maps its ring and syncs
+/// without releasing until at least `want` blocks are held (at most 10 s). Returns the
+/// mapping (kept while the caller holds blocks) and the blocks held.
+fn hold_blocks(
+    dev: &AcqDev,
+    ring_log2: u32,
+    block_size: u32,
+    rate: u64,
+    want: u32,
+) -> std::io::Result<(RingMap, u32)> {
+    use std::time::{Duration, Instant};
+    let mut c = dev.config()?;
+    c.ring_log2 = ring_log2;
+    c.block_size = block_size;
+    c.rate = rate;
+    dev.stop()?;
+    dev.set_config(&c)?;
+    let map = RingMap::new(dev, 1 << ring_log2)?;
+    let mut held = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held < want && Instant::now() < deadline {
+        held = mmap_sync(dev, 0, 200).map_err(std::io::Error::from_raw_os_error)?;
+    }
+    Ok((map, held))
+}
+
+/// An errno-or-count result as JSON.
+fn sync_json(r: Result<u32, i32>) -> serde_json::Value {
+    match r {
+        Ok(n) => serde_json::json!(n),
+        Err(e) => serde_json::json!(acqdev::errno_name(e)),
+    }
+}
+
+/// See acq-ctl's docs (`mmap-watchdog`).
+pub(crate) fn mmap_watchdog(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
+    let (_map, held) = hold_blocks(dev, 6, 64, 1024, 2)?;
+    let before = dev.stats()?;
+    std::thread::sleep(std::time::Duration::from_secs(9));
+    let during = dev.stats()?;
+    let release = mmap_sync(dev, held, 0);
+    let next = mmap_sync(dev, 0, 2000);
+    let third = mmap_sync(dev, 0, 2000);
+    Ok(serde_json::json!({
+        "held": held,
+        "session_before": before.session,
+        "session_while_held": during.session,
+        "state_while_held": during.state,
+        "watchdog_resets": during.watchdog_resets - before.watchdog_resets,
+        "release": sync_json(release),
+        "next_sync": sync_json(next),
+        "third_sync": sync_json(third),
+    }))
+}
+
+extern "C" fn on_alarm(_: libc::c_int) {}
+
+/// See acq-ctl's docs (`mmap-signal`).
+pub(crate) fn mmap_signal(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
+    let (_map, held) = hold_blocks(dev, 4, 64, 32, 1)?;
+    // SAFETY: installs a handler that does nothing, without SA_RESTART, so the signal
+    // ends the driver's interruptible wait; `act` is fully initialised.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_alarm as *const () as usize;
+        libc::sigaction(libc::SIGALRM, &act, std::ptr::null_mut());
+        libc::alarm(1);
+    }
+    let start = std::time::Instant::now();
+    let first = mmap_sync(dev, held, 5000);
+    let ms = start.elapsed().as_millis() as u64;
+    let retry = match first {
+        Ok(_) => None,
+        Err(_) => Some(mmap_sync(dev, held, 0)),
+    };
+    Ok(serde_json::json!({
+        "held": held,
+        "release": sync_json(first),
+        "release_ms": ms,
+        "retry": retry.map(sync_json),
+        "retry_einval": retry == Some(Err(libc::EINVAL)),
+    }))
+}
+
+/// See acq-ctl's docs (`mmap-poll`).
+pub(crate) fn mmap_poll(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
+    // The whole ring held, so the card cannot complete another block.
+    let (_map, held) = hold_blocks(dev, 4, 4096, 1 << 20, 16)?;
+    let start = std::time::Instant::now();
+    let revents = dev.poll(libc::POLLIN, 500)?;
+    let ms = start.elapsed().as_millis() as u64;
+    Ok(serde_json::json!({
+        "entries": 16,
+        "held": held,
+        "revents": revents,
+        "poll_ms": ms,
+    }))
+}
+
+/// See acq-ctl's docs (`mmap-to-playback`).
+pub(crate) fn mmap_to_playback(dev: &AcqDev, out_path: &str) -> std::io::Result<serde_json::Value> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut c = dev.config()?;
+    c.pattern = acq_guest::regs::pattern::COUNTER;
+    c.seed = 0;
+    dev.stop()?;
+    dev.set_config(&c)?;
+    let (map, held) = hold_blocks(dev, 4, 4096, 1 << 20, 1)?;
+    let path = std::ffi::CString::new(out_path).map_err(std::io::Error::other)?;
+    // SAFETY: `path` is a valid NUL-terminated string.
+    let raw = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` was just opened and is owned by nobody else.
+    let out = unsafe { OwnedFd::from_raw_fd(raw) };
+    // Page 1 of the mapping is ring slot 0: the session's first block.
+    let (fd, src) = (out.as_raw_fd(), map.base as usize + 4096);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        // SAFETY: `src` is one mapped, readable page that outlives this thread (joined
+        // below, before `map` drops).
+        let n = unsafe { libc::write(fd, src as *const libc::c_void, 4096) };
+        let e = std::io::Error::last_os_error();
+        let _ = tx.send(if n < 0 { Err(e) } else { Ok(n as usize) });
+    });
+    let r = rx.recv_timeout(std::time::Duration::from_secs(10));
+    let hung = r.is_err();
+    if !hung {
+        let _ = writer.join();
+    }
+    let mut s = uapi::AcqPbStats::default();
+    // SAFETY: DRAIN takes no argument; `s` is the structure PB_GET_STATS writes.
+    let drained = !hung
+        && unsafe {
+            libc::ioctl(fd, uapi::ACQ_IOC_PB_DRAIN as _, 0) == 0
+                && libc::ioctl(fd, uapi::ACQ_IOC_PB_GET_STATS as _, &mut s) == 0
+        };
+    let v = serde_json::json!({
+        "held": held,
+        "hung": hung,
+        "write": match &r {
+            Ok(Ok(n)) => serde_json::json!(n),
+            Ok(Err(e)) => serde_json::json!(acqdev::errno_name(e.raw_os_error().unwrap_or(0))),
+            Err(_) => serde_json::Value::Null,
+        },
+        "drained": drained,
+        "card_verified": s.card_verified,
+        "mismatch_blocks": s.mismatch_blocks,
+    });
+    if hung {
+        // The writer is stuck in the kernel: leave it (and the mapping) to the exit.
+        std::mem::forget(map);
+        std::mem::forget(out);
+    }
+    Ok(v)
+}
+
+/// See acq-ctl's docs (`splice-hold-unbind`).
+pub(crate) fn splice_hold_unbind(
+    dev: &AcqDev,
+    transfer: &str,
+) -> std::io::Result<serde_json::Value> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const HOLD: usize = 256 << 10;
+    let mut c = dev.config()?;
+    c.pattern = acq_guest::regs::pattern::COUNTER;
+    c.seed = 0;
+    c.block_size = 4096;
+    c.ring_log2 = 7;
+    c.rate = 0;
+    acqdev::set_transfer(&mut c, transfer).map_err(std::io::Error::other)?;
+    dev.stop()?;
+    dev.set_config(&c)?;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: a plain fcntl on our own pipe.
+    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+    let mut held = 0usize;
+    while held < HOLD {
+        // SAFETY: plain descriptors; null offsets (the device is a stream).
+        let n = unsafe {
+            libc::splice(
+                dev.raw_fd(),
+                std::ptr::null_mut(),
+                w.as_raw_fd(),
+                std::ptr::null_mut(),
+                HOLD - held,
+                0,
+            )
+        };
+        if n <= 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        held += n as usize;
+    }
+    let bdf = acqdev::bound_card()?;
+    std::fs::write("/sys/bus/pci/drivers/acq/unbind", &bdf)?;
+    let mut data = vec![0u8; held];
+    let mut got = 0;
+    while got < held {
+        // SAFETY: `data[got..]` is valid for writes of `held - got` bytes.
+        let n = unsafe { libc::read(r.as_raw_fd(), data[got..].as_mut_ptr().cast(), held - got) };
+        if n <= 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        got += n as usize;
+    }
+    let words = data.chunks_exact(8).map(|w| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        u64::from_le_bytes(b)
+    });
+    let bad: Vec<usize> = words
+        .enumerate()
+        .filter(|&(i, v)| v != i as u64)
+        .map(|(i, _)| i * 8)
+        .collect();
+    Ok(serde_json::json!({
+        "transfer": transfer,
+        "held": held,
+        "unbound": bdf,
+        "bad_words": bad.len(),
+        "first_bad": bad.first(),
+    }))
+}
