@@ -10,10 +10,11 @@ use super::*;
 const STOP_POLL_US: i64 = 50;
 const STOP_POLLS: u32 = 10_000 / STOP_POLL_US as u32;
 
-/// BAR0 registers, addressed by the offsets of the shared register map. (The kernel's
-/// `register!` macro would need a second copy of the map; regs.rs stays the single source
-/// of truth, so offsets are checked at run time and a failed access reads as all-ones,
-/// like a removed card.)
+/// BAR0 registers, addressed by the offsets of the shared register map, and typed where
+/// the map declares a register type (`regs::Status`, `regs::Ctrl`, ...: `read`/`write`).
+/// (The kernel's `register!` macro would need a second copy of the map; regs.rs stays the
+/// single source of truth, with its own small `typed_register!`. Offsets are checked at
+/// run time and a failed access reads as all-ones, like a removed card.)
 pub(crate) struct Regs<'a, 'b>(pub(crate) &'a pci::Bar<'b, BAR0_LEN>);
 
 impl Regs<'_, '_> {
@@ -25,6 +26,15 @@ impl Regs<'_, '_> {
         let _ = self.0.try_write32(v, off);
     }
 
+    /// A typed register (regs.rs `Register`): all-ones if the access fails.
+    pub(crate) fn read<R: regs::Register>(&self) -> R {
+        R::from_raw(self.rd(R::OFFSET))
+    }
+
+    pub(crate) fn write<R: regs::Register>(&self, v: R) {
+        self.wr(R::OFFSET, v.raw());
+    }
+
     pub(crate) fn wr64(&self, lo: usize, hi: usize, v: u64) {
         self.wr(lo, regs::lo32(v));
         self.wr(hi, regs::hi32(v));
@@ -32,26 +42,26 @@ impl Regs<'_, '_> {
 
     /// Stops the capture engine (see [`Regs::stop_engine`]).
     pub(crate) fn stop(&self) {
-        self.stop_engine(regs::reg::CTRL, regs::reg::STATUS, regs::status::RUNNING);
+        self.stop_engine::<regs::Ctrl, regs::Status>();
     }
 
-    /// Stops a channel's engine: its control register to 0, then wait for the `running`
-    /// bit of its status register to clear. The spec gives a card 10 ms for that
-    /// (docs/device.md 7.5), so that is how long this polls; a card that takes longer (or
-    /// reads all-ones: gone or hung) gets a soft reset, which stops it at once but resets
-    /// the whole function, the other channel with it.
+    /// Stops a channel's engine: its control register `C` to 0, then wait for the
+    /// RUNNING bit of its status register `S` to clear. The spec gives a card 10 ms for
+    /// that (docs/device.md 7.5), so that is how long this polls; a card that takes
+    /// longer (or reads all-ones: gone or hung) gets a soft reset, which stops it at once
+    /// but resets the whole function, the other channel with it.
     ///
     /// Polled with `udelay`: register access happens inside the BAR's RCU read side,
     /// where sleeping is not allowed. Only a card that needs the time takes it; the model
     /// clears RUNNING before it answers the next access.
-    pub(crate) fn stop_engine(&self, ctrl: usize, status: usize, running: u32) {
-        self.wr(ctrl, 0);
+    pub(crate) fn stop_engine<C: regs::Register, S: regs::EngineStatus>(&self) {
+        self.write(C::from_raw(0));
         for _ in 0..=STOP_POLLS {
-            let s = self.rd(status);
-            if s == u32::MAX {
+            let s: S = self.read();
+            if s.is_all_ones() {
                 break;
             }
-            if s & running == 0 {
+            if !s.running() {
                 return;
             }
             kernel::time::delay::udelay(kernel::time::Delta::from_micros(STOP_POLL_US));
@@ -60,7 +70,7 @@ impl Regs<'_, '_> {
     }
 
     pub(crate) fn soft_reset(&self) {
-        self.wr(regs::reg::CTRL, regs::ctrl::SOFT_RESET);
+        self.write(regs::Ctrl(regs::ctrl::SOFT_RESET));
         // The read flushes the write and confirms the reset.
         let _ = self.rd(regs::reg::ID);
     }

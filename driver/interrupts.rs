@@ -251,19 +251,20 @@ impl Card {
         }
         g.last_events = events;
         let Some((status, code)) = self.with_regs(|r| {
-            let causes = r.rd(regs::reg::IRQ_STATUS);
-            r.wr(regs::reg::IRQ_STATUS, causes);
-            let status = r.rd(regs::reg::STATUS);
+            // Every recorded cause is acknowledged (W1C), then the status's W1C bits.
+            let causes: regs::IrqStatus = r.read();
+            r.write(causes);
+            let status: regs::Status = r.read();
             let code = r.rd(regs::reg::ERROR_CODE);
-            r.wr(regs::reg::STATUS, status & regs::status::W1C_MASK);
+            r.write(regs::Status(status.0 & regs::status::W1C_MASK));
             (status, code)
         }) else {
             return;
         };
-        if status == u32::MAX {
+        if status.is_all_ones() {
             return;
         }
-        if status & regs::status::HALTED != 0 && g.running {
+        if status.halted() && g.running {
             // Fatal: the engine stopped. Readers get EIO once (POLLERR until then); the
             // next read() or poll() starts a new session.
             pr_err!("acq{}: engine halted, ERROR_CODE {:#x}\n", self.index, code);

@@ -101,13 +101,7 @@ impl Card {
     /// Stops the playback engine (`Regs::stop_engine`: PB_CTRL = 0, then PB_STATUS.RUNNING
     /// = 0 within the spec's 10 ms, else a soft reset of both channels).
     fn pb_stop_engine(&self) {
-        let _ = self.with_regs(|r| {
-            r.stop_engine(
-                regs::reg::PB_CTRL,
-                regs::reg::PB_STATUS,
-                regs::pb_status::RUNNING,
-            )
-        });
+        let _ = self.with_regs(|r| r.stop_engine::<regs::PbCtrl, regs::PbStatus>());
     }
 
     /// Starts a playback session with the current configuration.
@@ -150,19 +144,19 @@ impl Card {
                 r.wr64(PB_SEED_LO, PB_SEED_HI, cfg.seed);
                 r.wr(PB_IRQ_MOD_COUNT, cfg.irq_mod_count);
                 r.wr(PB_IRQ_MOD_TIME_US, cfg.irq_mod_time_us);
-                r.wr(PB_STATUS, regs::pb_status::W1C_MASK);
+                r.write(regs::PbStatus(regs::pb_status::W1C_MASK));
                 // The capture side unmasks every cause at its start; playback needs its own
                 // two whether or not capture ran.
                 self.set_irq_mask(r, |m| m & !regs::irq::VEC_PLAYBACK_CAUSES);
-                r.wr(PB_CTRL, regs::pb_ctrl::ENABLE);
-                let st = r.rd(PB_STATUS);
+                r.write(regs::PbCtrl(regs::pb_ctrl::ENABLE));
+                let st: regs::PbStatus = r.read();
                 (st, r.rd(PB_ERROR_CODE))
             })
             .ok_or(ENODEV)?;
-        if status == u32::MAX {
+        if status.is_all_ones() {
             return Err(EIO);
         }
-        if status & regs::pb_status::HALTED != 0 {
+        if status.halted() {
             pr_err!(
                 "acq{}: the card refused the playback configuration (PB_ERROR_CODE {:#x})\n",
                 self.index,
@@ -299,20 +293,21 @@ impl Card {
         if !g.running {
             return;
         }
-        let mut st =
+        // The event area mirrors PB_STATUS (same bits).
+        let mirrored = regs::PbStatus(
             g.hw.as_ref()
-                .map_or(0, |hw| hw.event.read32(regs::pb_event::OFF_STATUS));
+                .map_or(0, |hw| hw.event.read32(regs::pb_event::OFF_STATUS)),
+        );
+        let mut halted = mirrored.halted();
         if regs_too && regs::ring::outstanding(g.prod, g.head) > 0 {
-            if let Some(r) = self.with_regs(|r| r.rd(regs::reg::PB_STATUS)) {
-                if r == u32::MAX && self.pb_gone(g) {
+            if let Some(r) = self.with_regs(|r| r.read::<regs::PbStatus>()) {
+                if r.is_all_ones() && self.pb_gone(g) {
                     return;
                 }
-                if r == u32::MAX || r & regs::pb_status::RUNNING == 0 {
-                    st |= regs::pb_status::HALTED;
-                }
+                halted |= r.is_all_ones() || !r.running();
             }
         }
-        if st & regs::pb_status::HALTED != 0 {
+        if halted {
             let code = self
                 .with_regs(|r| r.rd(regs::reg::PB_ERROR_CODE))
                 .unwrap_or(u32::MAX);

@@ -75,11 +75,11 @@ impl Card {
             regs::event::ARMED_CAPTURE,
         );
         mb(Full);
-        let ctrl = if bar2 {
+        let ctrl = regs::Ctrl(if bar2 {
             regs::ctrl::ENABLE | regs::ctrl::MODE_BAR2
         } else {
             regs::ctrl::ENABLE
-        };
+        });
         let (desc, comp, event) = (hw.desc.bus_addr(), hw.comp.bus_addr(), hw.event.bus_addr());
         let status = self
             .with_regs(|r| {
@@ -93,17 +93,17 @@ impl Card {
                 r.wr64(regs::reg::SEED_LO, regs::reg::SEED_HI, cfg.seed);
                 r.wr(regs::reg::IRQ_MOD_COUNT, cfg.irq_mod_count);
                 r.wr(regs::reg::IRQ_MOD_TIME_US, cfg.irq_mod_time_us);
-                r.wr(regs::reg::STATUS, regs::status::W1C_MASK);
-                r.wr(regs::reg::IRQ_STATUS, regs::irq::ALL);
+                r.write(regs::Status(regs::status::W1C_MASK));
+                r.write(regs::IrqStatus(regs::irq::ALL));
                 // Every cause unmasked (playback's too, which it unmasks itself anyway).
                 self.set_irq_mask(r, |_| 0);
                 if self.caps & regs::caps::LOOPBACK != 0 {
                     let lb = cfg.flags & uapi::ACQ_CFG_LOOPBACK != 0;
                     r.wr(regs::reg::LOOPBACK, u32::from(lb) * regs::loopback::ENABLE);
                 }
-                r.wr(regs::reg::CTRL, ctrl);
-                let status = r.rd(regs::reg::STATUS);
-                if status & regs::status::HALTED != 0 {
+                r.write(ctrl);
+                let status: regs::Status = r.read();
+                if status.halted() {
                     let code = r.rd(regs::reg::ERROR_CODE);
                     r.stop();
                     (status, code)
@@ -112,10 +112,10 @@ impl Card {
                 }
             })
             .ok_or(ENODEV)?;
-        if status.0 == u32::MAX {
+        if status.0.is_all_ones() {
             return Err(EIO);
         }
-        if status.0 & regs::status::HALTED != 0 {
+        if status.0.halted() {
             pr_err!(
                 "acq{}: the card refused the configuration (ERROR_CODE {:#x})\n",
                 self.index,

@@ -15,7 +15,7 @@ use crate::engine::{Engine, SessionConfig};
 use crate::faults::{Action, Site};
 use crate::regs::{
     self, bar, caps, ctrl, err, id, irq, limits, loopback, pattern, pb_ctrl, pb_status, reg,
-    status, version,
+    status, version, Ctrl, PbCtrl,
 };
 use crate::shared::Shared;
 
@@ -377,7 +377,7 @@ impl Card {
             reg::PB_IRQ_MOD_TIME_US => sh.pb.mod_time_us.store(v, Ordering::SeqCst),
             reg::LOOPBACK => sh.loopback_reg.store(v, Ordering::SeqCst),
             o if reg::is_pb_session_config(o) => {
-                let enabled = rf.get(reg::PB_CTRL) & pb_ctrl::ENABLE != 0;
+                let enabled = PbCtrl(rf.get(reg::PB_CTRL)).enable();
                 let running = sh.pb.status.load(Ordering::SeqCst) & pb_status::RUNNING != 0;
                 if enabled || running {
                     self.reg_error(
@@ -389,7 +389,7 @@ impl Card {
                 }
             }
             o if reg::is_session_config(o) => {
-                let enabled = rf.get(reg::CTRL) & ctrl::ENABLE != 0;
+                let enabled = Ctrl(rf.get(reg::CTRL)).enable();
                 let running = sh.status.load(Ordering::SeqCst) & status::RUNNING != 0;
                 if enabled || running {
                     self.reg_error("session configuration written while enabled", off as u64);
@@ -408,7 +408,7 @@ impl Card {
             return;
         }
         let cur = rf.get(reg::CTRL);
-        let enabled = cur & ctrl::ENABLE != 0;
+        let enabled = Ctrl(cur).enable();
         let mut new = cur;
         if (v ^ cur) & ctrl::MODE_BAR2 != 0 {
             if enabled {
@@ -447,7 +447,7 @@ impl Card {
     }
 
     fn write_pb_ctrl(&self, rf: &mut RegFile, v: u32) {
-        let enabled = rf.get(reg::PB_CTRL) & pb_ctrl::ENABLE != 0;
+        let enabled = PbCtrl(rf.get(reg::PB_CTRL)).enable();
         match (enabled, v & pb_ctrl::ENABLE != 0) {
             (false, true) => {
                 if self.shared.pb.status.load(Ordering::SeqCst) & pb_status::RUNNING != 0 {

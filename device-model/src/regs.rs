@@ -769,6 +769,143 @@ pub mod irq {
     }
 }
 
+/// A BAR0 register with named bits, as a type: a value read from it says which register
+/// it came from, and each bit has an accessor. The bit constants of the modules above stay
+/// the one source of truth (the types are built from them), so model, driver and tools
+/// cannot disagree (nova-core's `register!`, in miniature).
+pub trait Register: Copy {
+    /// Offset in BAR0.
+    const OFFSET: usize;
+    /// The register's raw value.
+    fn raw(self) -> u32;
+    /// A value of the register.
+    fn from_raw(v: u32) -> Self;
+    /// All-ones: what a card that is gone or hung reads.
+    fn is_all_ones(self) -> bool {
+        self.raw() == u32::MAX
+    }
+}
+
+/// A channel's status register: the engine's RUNNING bit (0: no further DMA).
+pub trait EngineStatus: Register {
+    /// The engine is active.
+    fn running(self) -> bool;
+}
+
+/// Declares a typed register: `Name @ OFFSET { accessor = BIT_CONSTANT, ... }`.
+macro_rules! typed_register {
+    ($(#[$m:meta])* $name:ident @ $off:path { $($(#[$fm:meta])* $field:ident = $mask:expr,)* }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct $name(pub u32);
+
+        impl $name {
+            /// All-ones: what a card that is gone or hung reads.
+            pub const fn is_all_ones(self) -> bool {
+                self.0 == u32::MAX
+            }
+            $(
+                $(#[$fm])*
+                pub const fn $field(self) -> bool {
+                    self.0 & $mask != 0
+                }
+            )*
+        }
+
+        impl Register for $name {
+            const OFFSET: usize = $off;
+            fn raw(self) -> u32 {
+                self.0
+            }
+            fn from_raw(v: u32) -> Self {
+                Self(v)
+            }
+        }
+    };
+}
+
+typed_register! {
+    /// `CTRL`: the capture engine's controls (bits in [`ctrl`]).
+    Ctrl @ reg::CTRL {
+        /// Capture enabled.
+        enable = ctrl::ENABLE,
+        /// BAR2 streaming mode selected.
+        mode_bar2 = ctrl::MODE_BAR2,
+    }
+}
+
+typed_register! {
+    /// `STATUS`: the capture engine's state (bits in [`status`]).
+    Status @ reg::STATUS {
+        /// The engine is active (it may do DMA).
+        running = status::RUNNING,
+        /// The engine sleeps until DOORBELL.
+        need_doorbell = status::NEED_DOORBELL,
+        /// An error was recorded in ERROR_CODE.
+        error = status::ERROR,
+        /// Data was lost to overflow.
+        overflow = status::OVERFLOW,
+        /// The engine halted on a fatal error.
+        halted = status::HALTED,
+    }
+}
+
+typed_register! {
+    /// `PB_CTRL`: the playback engine's control (bits in [`pb_ctrl`]).
+    PbCtrl @ reg::PB_CTRL {
+        /// Playback enabled.
+        enable = pb_ctrl::ENABLE,
+    }
+}
+
+typed_register! {
+    /// `PB_STATUS`: the playback engine's state (bits in [`pb_status`]).
+    PbStatus @ reg::PB_STATUS {
+        /// The engine is active (it may read host memory).
+        running = pb_status::RUNNING,
+        /// The engine sleeps until PB_DOORBELL.
+        need_doorbell = pb_status::NEED_DOORBELL,
+        /// An error was recorded in PB_ERROR_CODE.
+        error = pb_status::ERROR,
+        /// The output ran dry.
+        underrun = pb_status::UNDERRUN,
+        /// The engine halted on a fatal error.
+        halted = pb_status::HALTED,
+        /// A block did not match the pattern.
+        mismatch = pb_status::MISMATCH,
+    }
+}
+
+typed_register! {
+    /// `IRQ_STATUS`: interrupt causes recorded (W1C; bits in [`irq`]).
+    IrqStatus @ reg::IRQ_STATUS {
+        /// Moderated capture completions.
+        capture = irq::CAPTURE,
+        /// An error was recorded.
+        error = irq::ERROR,
+        /// An overflow episode started.
+        overflow = irq::OVERFLOW,
+        /// The engine halted.
+        halted = irq::HALTED,
+        /// Moderated playback completions.
+        playback = irq::PLAYBACK,
+        /// A playback event.
+        pb_event = irq::PB_EVENT,
+    }
+}
+
+impl EngineStatus for Status {
+    fn running(self) -> bool {
+        Status::running(self)
+    }
+}
+
+impl EngineStatus for PbStatus {
+    fn running(self) -> bool {
+        PbStatus::running(self)
+    }
+}
+
 /// Error codes (`ERROR_CODE` bits 7:0, and completion flags bits 15:8).
 /// Codes below `FATAL_MIN` concern one descriptor: the device writes an
 /// ERROR completion and keeps going. Codes from `FATAL_MIN` up halt the
