@@ -81,6 +81,10 @@ pub struct VmSpec {
     /// confidential-computing guest.
     #[serde(default)]
     pub kernel_args: Vec<String>,
+    /// A virtual IOMMU (QEMU intel-iommu, on by default in the guest kernel): the cards'
+    /// DMA then goes through translations the guest's DMA API programs.
+    #[serde(default)]
+    pub viommu: bool,
 }
 
 fn default_cpus() -> u32 {
@@ -100,6 +104,7 @@ impl Default for VmSpec {
             memory_mib: default_memory(),
             accel: default_accel(),
             kernel_args: Vec::new(),
+            viommu: false,
         }
     }
 }

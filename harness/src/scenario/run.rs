@@ -144,7 +144,7 @@ fn run_inner(
         disks: sc.disks.iter().map(|d| disk_spec(sc, d)).collect(),
         run_dir: dir.to_path_buf(),
         keep: true,
-        viommu: false,
+        viommu: sc.vm.viommu,
         kernel_args: sc.vm.kernel_args.clone(),
     };
     let mut vm = Vm::boot(&cfg, paths)?;
