@@ -28,10 +28,10 @@ impl Card {
             (false, _) => None,
         };
         if !self.alive() && !self.revive_locked(g) {
-            // Reported by this EIO to whoever asked for the start (read, splice, sync,
+            // Reported by this errno to whoever asked for the start (read, splice, sync,
             // START); poll() turns it into POLLERR. Not latched: it would be reported
-            // twice.
-            return Err(EIO);
+            // twice. A card found gone for good is ENODEV at once, not an EIO first.
+            return Err(if g.removed { ENODEV } else { EIO });
         }
         let keep = g.mapped;
         let Some(hw) = g.hw.as_mut() else {

@@ -105,6 +105,8 @@ pub struct Vm {
     run_dir: PathBuf,
     keep: bool,
     failed: bool,
+    /// The device model binary, for cards plugged in later (`replug_card`).
+    device_model: PathBuf,
     /// The accelerator in use and why it was chosen.
     pub accel: (Accel, String),
     /// Guest kernel release.
@@ -221,6 +223,7 @@ impl Vm {
             run_dir,
             keep: cfg.keep,
             failed: false,
+            device_model: paths.device_model.clone(),
             accel,
             kernel,
             boot_time: start.elapsed(),
@@ -288,6 +291,46 @@ impl Vm {
     /// Marks the run as failed, so its run directory is kept.
     pub fn mark_failed(&mut self) {
         self.failed = true;
+    }
+
+    /// Plugs card `card` in again after it was unplugged (`GuestHandle::unplug_card`) or
+    /// its model died: the old model process (if one is still in [`Vm::models`] at that
+    /// index) is stopped and reaped, a new one started with `config`, and QMP `device_add`
+    /// puts a new `vfio-user-pci` device with the same id behind the same root port. The
+    /// guest's ACPI hotplug then probes it as a new card. `models` must still hold one
+    /// entry per card before `card` (a test that took a model out puts it back, or
+    /// replugs the last card).
+    pub fn replug_card(
+        &mut self,
+        card: usize,
+        config: Option<&Path>,
+        transcript: &Path,
+    ) -> Result<()> {
+        if card > self.models.len() {
+            bail!(
+                "card {card}: the VM has {} device models",
+                self.models.len()
+            );
+        }
+        if let Some(old) = self.models.get_mut(card) {
+            old.child.terminate(Duration::from_secs(3));
+        }
+        let model = devices::start(&self.device_model, &self.run_dir, card, config)?;
+        let dev = serde_json::json!({
+            "driver": "vfio-user-pci",
+            "id": format!("acq{card}"),
+            "bus": format!("rp{card}"),
+            "socket": {"path": model.socket.display().to_string(), "type": "unix"},
+        });
+        if card == self.models.len() {
+            self.models.push(model);
+        } else {
+            self.models[card] = model;
+        }
+        let mut qmp = Qmp::connect(&qmp_socket(&self.run_dir), Some(transcript))?;
+        qmp.execute("device_add", dev)
+            .with_context(|| format!("plugging card {card} in again"))?;
+        Ok(())
     }
 
     /// Powers the guest off through the agent and waits for QEMU to exit cleanly.

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use acq_e2e::{boot_streaming_guest, json_u64, kernel_bug_reports, CMD};
+use acq_e2e::{
+    boot_streaming_guest, boot_unpluggable, driver_image, json_u64, kernel_bug_reports, CMD,
+};
 use anyhow::{ensure, Context, Result};
 
 /// `kill -9` of acq-device while the guest reads /dev/acq0 (docs/faults.md, "The device
@@ -109,6 +111,85 @@ fn the_device_process_killed_under_a_writer() -> Result<()> {
     ensure!(
         out.contains("\"ENODEV\":1") && out.contains("fatal ENODEV"),
         "the writer did not end on one ENODEV: {out}"
+    );
+    let dmesg = vm.sh_ok("dmesg", CMD)?;
+    let bad = kernel_bug_reports(&dmesg);
+    ensure!(bad.is_empty(), "kernel reports: {bad:?}");
+    vm.sh_ok("rmmod acq", CMD)?;
+    vm.shutdown(CMD)
+}
+
+/// Waits up to 30 s for `/dev/acq0` to appear (after a card was plugged in).
+fn wait_for_card(vm: &mut acq::vm::Vm) -> Result<()> {
+    vm.sh_ok(
+        "i=0; while [ ! -c /dev/acq0 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; \
+         [ -c /dev/acq0 ]",
+        CMD,
+    )
+    .map(|_| ())
+}
+
+/// A card unplugged and plugged in again (QMP device_del, then device_add of a new
+/// model behind the same root port), and then a card whose model process was killed,
+/// unplugged and replaced: each time the driver probes the new card as /dev/acq0 and it
+/// streams verified; the dead card ends a reader with one ENODEV and nothing else (the
+/// first cut answered the start on a dead card with an EIO before the ENODEV); the
+/// kernel log stays clean and the module unloads. (A card replaced on the bench, or a
+/// restarted model.)
+#[test]
+fn a_card_plugged_in_again_streams_after_an_unplug_and_after_its_model_died() -> Result<()> {
+    let paths = acq::paths::Paths::discover()?;
+    let (modules, files) = driver_image(&paths)?;
+    let (mut vm, _) = boot_unpluggable("hostile-replug", 1, modules, files)?;
+    vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
+    let config = vm.run_dir().join("msi-only.json");
+    let qmp_log = vm.run_dir().join("qmp.log");
+    let stream = "acq-stream --device /dev/acq0 --mode read --bytes 8M --verify";
+    vm.sh_ok(stream, CMD)?;
+
+    // Unplugged, then plugged in again.
+    vm.guest()
+        .unplug_card(0, &qmp_log, Duration::from_secs(60))?;
+    ensure!(
+        !vm.sh("[ -c /dev/acq0 ]", CMD)?.success(),
+        "/dev/acq0 outlived the unplug"
+    );
+    vm.replug_card(0, Some(&config), &qmp_log)?;
+    wait_for_card(&mut vm)?;
+    let out = vm.sh_ok(stream, CMD)?;
+    ensure!(
+        json_u64(&out, "verified_bytes") == 8 << 20,
+        "the card plugged in again did not stream verified: {out}"
+    );
+
+    // Its model killed: the next reader gets ENODEV; the card is unplugged and replaced.
+    vm.models[0].child.signal(libc::SIGKILL);
+    ensure!(
+        vm.models[0]
+            .child
+            .wait_timeout(Duration::from_secs(10))
+            .is_some(),
+        "acq-device survived SIGKILL"
+    );
+    let dead = vm.sh(
+        "acq-stream --device /dev/acq0 --mode read --bytes 64M --verify",
+        Duration::from_secs(120),
+    )?;
+    eprintln!("reader of the dead card: {}", dead.stdout.trim());
+    ensure!(
+        dead.stdout.contains("\"errno\":{\"ENODEV\":1}"),
+        "a reader of the dead card did not end on one ENODEV (and nothing else): {}{}",
+        dead.stdout,
+        dead.stderr
+    );
+    vm.guest()
+        .unplug_card(0, &qmp_log, Duration::from_secs(60))?;
+    vm.replug_card(0, Some(&config), &qmp_log)?;
+    wait_for_card(&mut vm)?;
+    let out = vm.sh_ok(stream, CMD)?;
+    ensure!(
+        json_u64(&out, "verified_bytes") == 8 << 20,
+        "the replacement card did not stream verified: {out}"
     );
     let dmesg = vm.sh_ok("dmesg", CMD)?;
     let bad = kernel_bug_reports(&dmesg);
