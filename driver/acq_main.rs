@@ -149,6 +149,9 @@ const WATCHDOG_MS: u32 = 500;
 const STALL_MS: u64 = 2000;
 /// Readers re-check the ring at least this often while they sleep.
 const READ_RECHECK_MS: u32 = 200;
+/// How long a session start waits for a function reset the watchdog does (one watchdog
+/// period to begin it, and the PCI core's FLR with its wait for the card).
+const RESET_WAIT_MS: u32 = 10_000;
 /// The slowest rate a configuration may set: a full ring moves within this many seconds
 /// (so the watchdog's stall budget and playback's drain at close stay bounded).
 const MAX_RING_SECONDS: u64 = 60;
@@ -286,6 +289,12 @@ struct Inner {
     /// it moved since was woken by the STOP or RESET that ended the session it watched,
     /// and must not start the card again (see `Card::poll`).
     poll_stops: Option<u64>,
+    /// The card did not answer a soft reset: a function-level reset is due. The watchdog
+    /// does it with the mutex dropped (an FLR takes 100 ms and more); a session start
+    /// waits for it (`Card::wait_for_reset`).
+    flr_due: bool,
+    /// That reset is in progress (the mutex is not held meanwhile).
+    resetting: bool,
 }
 
 impl Inner {
@@ -572,6 +581,8 @@ fn probe_identified<'b>(
                 stops: 0,
                 starts: 0,
                 poll_stops: None,
+                flr_due: false,
+                resetting: false,
             }),
             reader <- new_mutex!((), "acq::reader"),
             wait <- new_poll_condvar!("acq::wait"),

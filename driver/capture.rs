@@ -33,44 +33,59 @@ pub(crate) fn yield_between_blocks(done: usize) -> Option<Result<usize>> {
 /// the session halted (with nothing moved, a stopped card starts: never after a STOP,
 /// which returned above). `Some(result)` ends the call; `None`: take the next block.
 impl Card {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn next_pass(
         &self,
         g: &mut MutexGuard<'_, Inner>,
+        nonblock: bool,
         moved: usize,
         want: usize,
         stops: u64,
         first_block: &mut bool,
     ) -> Option<Result<usize>> {
-        if g.removed {
-            return Some(if moved > 0 { Ok(moved) } else { Err(ENODEV) });
-        }
-        if g.stops != stops {
-            return Some(Ok(moved));
-        }
-        if g.xrun || g.err {
-            return Some(if moved > 0 {
-                Ok(moved)
-            } else {
-                Err(Self::report_owed(g))
-            });
-        }
-        if moved >= want {
-            return Some(Ok(moved));
-        }
-        if !core::mem::replace(first_block, false) {
-            if let Some(r) = yield_between_blocks(moved) {
-                return Some(r);
+        loop {
+            if g.removed {
+                return Some(if moved > 0 { Ok(moved) } else { Err(ENODEV) });
             }
-        }
-        if !g.running {
+            if g.stops != stops {
+                return Some(Ok(moved));
+            }
+            if g.xrun || g.err {
+                return Some(if moved > 0 {
+                    Ok(moved)
+                } else {
+                    Err(Self::report_owed(g))
+                });
+            }
+            if moved >= want {
+                return Some(Ok(moved));
+            }
+            if !core::mem::replace(first_block, false) {
+                if let Some(r) = yield_between_blocks(moved) {
+                    return Some(r);
+                }
+            }
+            if g.running {
+                return None;
+            }
             if moved > 0 {
                 return Some(Ok(moved));
             }
-            if let Err(e) = self.start_locked(g) {
-                return Some(Err(e));
+            if g.flr_due || g.resetting {
+                // The watchdog resets the card: wait, then look again (the reset latches
+                // an EIO, and the watchdog may have started the next session).
+                if let Err(e) = self.wait_for_reset(g, nonblock) {
+                    return Some(Err(e));
+                }
+                continue;
+            }
+            match self.start_locked(g) {
+                Ok(()) => return None,
+                // The card did not answer: a function reset is now due (see above).
+                Err(e) if e == EAGAIN && g.flr_due && !nonblock => continue,
+                Err(e) => return Some(Err(e)),
             }
         }
-        None
     }
 }
 
@@ -151,7 +166,7 @@ impl Card {
     ) -> Step {
         let end = |e: Error| Step::End(if copied > 0 { Ok(copied) } else { Err(e) });
         loop {
-            if let Some(r) = self.next_pass(g, copied, count, stops, first_block) {
+            if let Some(r) = self.next_pass(g, nonblock, copied, count, stops, first_block) {
                 return Step::End(r);
             }
             let head = g.head;
@@ -278,8 +293,12 @@ impl Card {
             }
             // Like read(), poll() starts a stopped card, so that poll-driven readers work
             // without an explicit start.
-            if self.start_locked(&mut g).is_err() {
-                return POLLERR;
+            match self.start_locked(&mut g) {
+                Ok(()) => {}
+                // A function reset is under way: nothing to report yet (its end wakes
+                // the poller).
+                Err(e) if e == EAGAIN => return 0,
+                Err(_) => return POLLERR,
             }
         }
         if g.running {

@@ -56,8 +56,9 @@ impl Card {
     }
 
     /// Resets a card: a soft reset, and if the card still does not answer (a hung card
-    /// ignores register writes), a function-level reset through the PCI core. Returns
-    /// whether the card answers afterwards. Counted in `watchdog_resets`.
+    /// ignores register writes) while its config space does, a function-level reset is
+    /// due (`flr_due`): the watchdog does it with the mutex dropped (`flr_unlocked`).
+    /// Returns whether the card answers now. Counted in `watchdog_resets`.
     pub(crate) fn revive_locked(&self, g: &mut MutexGuard<'_, Inner>) -> bool {
         g.stats.watchdog_resets += 1;
         g.stats.errors += 1;
@@ -78,6 +79,22 @@ impl Card {
             g.removed = true;
             return false;
         }
+        g.flr_due = true;
+        false
+    }
+
+    /// The function-level reset `revive_locked` found due, through the PCI core, with the
+    /// card's mutex dropped: an FLR waits 100 ms and more, and under the mutex it would
+    /// hold up the interrupt threads, ioctls, poll() and unbind. Meanwhile `resetting`
+    /// keeps sessions from starting (`start_locked`), and a card gone for good stays so.
+    /// Returns the guard, taken again, and whether the card answers afterwards; wakes
+    /// whoever waits for the reset.
+    pub(crate) fn flr_unlocked<'a>(
+        &'a self,
+        mut g: MutexGuard<'a, Inner>,
+    ) -> (MutexGuard<'a, Inner>, bool) {
+        g.resetting = true;
+        drop(g);
         let ret = self.pdev.try_reset();
         let alive = self.alive();
         pr_warn!(
@@ -86,11 +103,16 @@ impl Card {
             ret,
             if alive { "back" } else { "still dead" }
         );
+        let mut g = self.inner.lock();
+        g.resetting = false;
+        // `-EAGAIN`: the device lock was taken (an unbind, say): try again next tick.
+        g.flr_due = ret != 0 && !alive && !g.removed;
         if !alive && ret == 0 {
             // The reset ran and the card still does not answer: gone for good.
             g.removed = true;
         }
-        alive
+        self.wait.notify_all();
+        (g, alive)
     }
 
     pub(crate) fn state(g: &Inner) -> u32 {

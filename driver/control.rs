@@ -38,7 +38,7 @@ impl Card {
         match cmd {
             uapi::ACQ_IOC_START => {
                 let mut g = self.inner.lock();
-                self.start_locked(&mut g)?;
+                self.start_waiting(&mut g)?;
             }
             uapi::ACQ_IOC_STOP => {
                 let mut g = self.inner.lock();

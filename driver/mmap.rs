@@ -143,7 +143,12 @@ impl Card {
                     g.err = false;
                     return Err(EIO);
                 }
-                self.start_locked(g)?;
+                if g.flr_due || g.resetting {
+                    // Wait for the watchdog's reset, then look again (its EIO first).
+                    self.wait_for_reset(g, false)?;
+                    continue;
+                }
+                self.start_waiting(g)?;
             }
             let log2 = g.cfg.ring_log2;
             let n = g.entries();

@@ -14,6 +14,10 @@ impl Card {
         if g.running {
             return Err(EBUSY);
         }
+        if g.flr_due || g.resetting {
+            // The watchdog resets the card (without the mutex); `wait_for_reset` waits.
+            return Err(EAGAIN);
+        }
         let cfg = g.cfg;
         let log2 = cfg.ring_log2;
         let n = regs::ring::entries(log2);
@@ -28,6 +32,10 @@ impl Card {
             (false, _) => None,
         };
         if !self.alive() && !self.revive_locked(g) {
+            if g.flr_due {
+                // A function reset is due: the watchdog does it; `wait_for_reset` waits.
+                return Err(EAGAIN);
+            }
             // Reported by this errno to whoever asked for the start (read, splice, sync,
             // START); poll() turns it into POLLERR. Not latched: it would be reported
             // twice. A card found gone for good is ENODEV at once, not an EIO first.
@@ -138,6 +146,46 @@ impl Card {
         g.stats.session += 1;
         g.starts = g.starts.wrapping_add(1);
         Ok(())
+    }
+
+    /// Waits while a function reset the watchdog does is due or in progress, interruptibly
+    /// and at most `RESET_WAIT_MS` (`EAGAIN` at once with `nonblock`). The caller looks at
+    /// the card's state again afterwards: the reset latches an `EIO`, and the watchdog may
+    /// have started the next session.
+    pub(crate) fn wait_for_reset(&self, g: &mut MutexGuard<'_, Inner>, nonblock: bool) -> Result {
+        let mut waited = 0;
+        while g.flr_due || g.resetting {
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            if waited >= RESET_WAIT_MS {
+                return Err(EIO);
+            }
+            let period = msecs_to_jiffies(READ_RECHECK_MS);
+            if let CondVarTimeoutResult::Signal { .. } =
+                self.wait.wait_interruptible_timeout(g, period)
+            {
+                return Err(ERESTARTSYS);
+            }
+            waited += READ_RECHECK_MS;
+        }
+        Ok(())
+    }
+
+    /// `start_locked` for a caller that may sleep (ACQ_IOC_START, MMAP_SYNC): a function
+    /// reset is waited for first, and a session the watchdog started after it serves.
+    pub(crate) fn start_waiting(&self, g: &mut MutexGuard<'_, Inner>) -> Result {
+        loop {
+            let pending = g.flr_due || g.resetting;
+            self.wait_for_reset(g, false)?;
+            if pending && g.running {
+                return Ok(());
+            }
+            match self.start_locked(g) {
+                Err(e) if e == EAGAIN && g.flr_due => continue,
+                r => return r,
+            }
+        }
     }
 
     /// Stops the session; captured data not yet read is discarded.

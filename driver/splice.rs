@@ -138,7 +138,7 @@ impl Card {
             return Err(EBUSY);
         }
         loop {
-            if let Some(r) = self.next_pass(g, done, len, stops, &mut first_block) {
+            if let Some(r) = self.next_pass(g, nonblock, done, len, stops, &mut first_block) {
                 return r;
             }
             let head = g.head;

@@ -33,6 +33,12 @@ impl Card {
         if g.removed {
             return false;
         }
+        if g.flr_due && !g.running {
+            // A session start found the card silent: reset it (unlocked), and the
+            // waiting start goes on.
+            let (g, _) = self.flr_unlocked(g);
+            return !g.removed;
+        }
         if !g.running || g.cfg.flags & uapi::ACQ_CFG_LOOPBACK != 0 {
             // A loopback session waits for the playback side: no data is not a stall.
             g.wd_still_ms = 0;
@@ -63,9 +69,18 @@ impl Card {
             g.wd_still_ms,
             outstanding
         );
-        g.err = true;
         g.running = false;
-        let revived = self.revive_locked(&mut g);
+        let mut revived = self.revive_locked(&mut g);
+        if !revived && g.flr_due {
+            let (g2, alive) = self.flr_unlocked(g);
+            g = g2;
+            revived = alive;
+        }
+        // The EIO is latched only now, after the reset and with the next session about to
+        // start in the same critical section: a consumer that looks at the session after
+        // its EIO (docs/driver.md) sees the new one. (Readers that came meanwhile found
+        // no session and waited for the reset.)
+        g.err = true;
         if g.mapped {
             // mmap mode: the consumer may be reading blocks it holds, and a new session
             // would post every slot again, so the card would write over them. The card

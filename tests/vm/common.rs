@@ -30,9 +30,20 @@ pub fn boot_with(
     modules: Vec<PathBuf>,
     files: ImageFiles,
 ) -> Result<(Vm, Paths)> {
+    boot_cards(test, cards, None, modules, files)
+}
+
+/// Boots with `cards` model cards, each with model config `config`.
+fn boot_cards(
+    test: &str,
+    cards: usize,
+    config: Option<PathBuf>,
+    modules: Vec<PathBuf>,
+    files: ImageFiles,
+) -> Result<(Vm, Paths)> {
     let paths = Paths::discover()?;
     let cfg = VmConfig {
-        cards: vec![acq::vm::Card::Model { config: None }; cards],
+        cards: vec![acq::vm::Card::Model { config }; cards],
         modules,
         files,
         run_dir: paths.repo.join(format!("target/acq-runs/test-{test}")),
@@ -49,24 +60,13 @@ pub fn boot_unpluggable(
     modules: Vec<PathBuf>,
     files: ImageFiles,
 ) -> Result<(Vm, Paths)> {
-    let paths = Paths::discover()?;
-    let run_dir = paths.repo.join(format!("target/acq-runs/test-{test}"));
+    let run_dir = Paths::discover()?
+        .repo
+        .join(format!("target/acq-runs/test-{test}"));
     std::fs::create_dir_all(&run_dir)?;
     let config = run_dir.join("msi-only.json");
     std::fs::write(&config, r#"{"msix_vectors": 0}"#)?;
-    let cfg = VmConfig {
-        cards: vec![
-            acq::vm::Card::Model {
-                config: Some(config)
-            };
-            cards
-        ],
-        modules,
-        files,
-        run_dir,
-        ..VmConfig::default()
-    };
-    Ok((Vm::boot(&cfg, &paths)?, paths))
+    boot_cards(test, cards, Some(config), modules, files)
 }
 
 /// Extra image files: (guest path, host path).

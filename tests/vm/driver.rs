@@ -385,6 +385,45 @@ fn a_stop_within_the_specs_10_ms_is_waited_for() -> Result<()> {
     vm.shutdown(CMD)
 }
 
+/// The watchdog's function-level reset runs without the card's mutex: a hung card (the
+/// model's `hang`, which only a reset ends) is reset while `acq-ctl reset-probe` calls
+/// ACQ_IOC_GET_STATS every 2 ms, and no call waits anywhere near the 100 ms an FLR takes
+/// at least. v1 held the mutex across the reset, so an ioctl, the interrupt threads,
+/// poll() and unbind waited for it.
+#[test]
+fn a_function_reset_holds_up_nobody() -> Result<()> {
+    let mut vm = boot("driver-flr-unlocked", 1)?;
+    insmod(&mut vm, 1)?;
+    let control = vm.models[0].control.clone();
+    let inject = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        acq_e2e::control_request(&control, r#"{"cmd":"inject","fault":"hang"}"#)
+    });
+    let out = vm.sh_ok("acq-ctl reset-probe", Duration::from_secs(60))?;
+    inject
+        .join()
+        .map_err(|_| anyhow::anyhow!("the injector panicked"))??;
+    eprintln!("reset-probe: {}", out.trim());
+    ensure!(
+        json_u64(&out, "watchdog_resets") >= 1,
+        "the watchdog never reset the hung card: {out}"
+    );
+    let max_ms = json_num(&out, "max_ms").context("no max_ms")?;
+    ensure!(
+        max_ms < 90.0,
+        "an ioctl waited {max_ms:.0} ms for the function reset: {out}"
+    );
+    // The card came back: a new session streams.
+    stream(&mut vm, "--bytes 4M --verify")?;
+    let dmesg = vm.sh_ok("dmesg", CMD)?;
+    ensure!(
+        dmesg.contains("function reset: 0, card back"),
+        "no function reset in the kernel log:\n{dmesg}"
+    );
+    rmmod_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}
+
 /// Not a test: boots `ACQ_DEBUG_CARDS` cards (default 1) with the driver and the guest
 /// tools, runs the shell command `ACQ_DEBUG_CMD` and prints its output. For poking at the
 /// driver by hand: `ACQ_DEBUG_CMD='insmod /lib/modules/acq.ko && acq-ctl info' cargo test

@@ -8,6 +8,33 @@ use acq_e2e::{
 };
 use anyhow::{ensure, Context, Result};
 
+/// Runs `cmd` in the guest's background (its exit status into `/tmp/NAME.rc`), lets it
+/// run 3 s, kills card 0's model with SIGKILL (the model leaves the VM's books: its end
+/// is the test's doing, not a failure) and waits up to 60 s for the command to end.
+/// Returns whether it ended, and how long after the kill.
+fn kill_model_under(vm: &mut acq::vm::Vm, cmd: &str, name: &str) -> Result<(bool, Duration)> {
+    vm.sh_ok(
+        &format!("({cmd} > /tmp/{name}.json 2> /tmp/{name}.err; echo $? > /tmp/{name}.rc) &"),
+        CMD,
+    )?;
+    std::thread::sleep(Duration::from_secs(3));
+    let mut model = vm.models.remove(0);
+    model.child.signal(libc::SIGKILL);
+    ensure!(
+        model.child.wait_timeout(Duration::from_secs(10)).is_some(),
+        "acq-device survived SIGKILL"
+    );
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(60) {
+        let rc = vm.sh(&format!("cat /tmp/{name}.rc 2>/dev/null"), CMD)?;
+        if !rc.stdout.trim().is_empty() {
+            return Ok((true, t.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok((false, t.elapsed()))
+}
+
 /// `kill -9` of acq-device while the guest reads /dev/acq0 (docs/faults.md, "The device
 /// process dies"). QEMU 11.1 keeps the device and answers every access with all-ones
 /// (its log: "vfio_region_read(...) failed: Bad address"); the driver's watchdog finds
@@ -18,36 +45,14 @@ use anyhow::{ensure, Context, Result};
 #[test]
 fn the_device_process_killed_mid_stream() -> Result<()> {
     let mut vm = boot_streaming_guest("hostile-kill-model")?;
-    vm.sh_ok(
-        "(acq-stream --device /dev/acq0 --mode read --bytes 1G --rate 8M --verify \
-         > /tmp/r.json 2> /tmp/r.err; echo $? > /tmp/r.rc) &",
-        CMD,
+    let (ended, after) = kill_model_under(
+        &mut vm,
+        "acq-stream --device /dev/acq0 --mode read --bytes 1G --rate 8M --verify",
+        "r",
     )?;
-    std::thread::sleep(Duration::from_secs(3));
-    // The model leaves the VM's books: its end is this test's doing, not a failure.
-    let mut model = vm.models.remove(0);
-    model.child.signal(libc::SIGKILL);
-    ensure!(
-        model.child.wait_timeout(Duration::from_secs(10)).is_some(),
-        "acq-device survived SIGKILL"
-    );
-    let t = Instant::now();
-    let mut ended = false;
-    while t.elapsed() < Duration::from_secs(60) {
-        if !vm
-            .sh("cat /tmp/r.rc 2>/dev/null", CMD)?
-            .stdout
-            .trim()
-            .is_empty()
-        {
-            ended = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
     ensure!(ended, "the reader did not end within 60 s of the kill");
     let out = vm.sh_ok("cat /tmp/r.json", CMD)?;
-    eprintln!("reader after {:?}: {out}", t.elapsed());
+    eprintln!("reader after {after:?}: {out}");
     let line = out.lines().last().context("no result line")?;
     ensure!(
         json_u64(line, "ENODEV") == 1 && json_u64(line, "EIO") == 0,
@@ -76,34 +81,13 @@ fn the_device_process_killed_mid_stream() -> Result<()> {
 #[test]
 fn the_device_process_killed_under_a_writer() -> Result<()> {
     let mut vm = boot_streaming_guest("hostile-kill-model-writer")?;
-    vm.sh_ok(
-        "(acq-stream --direction out --bytes 1G --rate 8M --timeout 200 \
-         > /tmp/w.json 2> /tmp/w.err; echo $? > /tmp/w.rc) &",
-        CMD,
+    let (ended, after) = kill_model_under(
+        &mut vm,
+        "acq-stream --direction out --bytes 1G --rate 8M --timeout 200",
+        "w",
     )?;
-    std::thread::sleep(Duration::from_secs(3));
-    let mut model = vm.models.remove(0);
-    model.child.signal(libc::SIGKILL);
-    ensure!(
-        model.child.wait_timeout(Duration::from_secs(10)).is_some(),
-        "acq-device survived SIGKILL"
-    );
-    let t = Instant::now();
-    let mut ended = false;
-    while t.elapsed() < Duration::from_secs(60) {
-        if !vm
-            .sh("cat /tmp/w.rc 2>/dev/null", CMD)?
-            .stdout
-            .trim()
-            .is_empty()
-        {
-            ended = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
     let out = vm.sh_ok("cat /tmp/w.json /tmp/w.err", CMD)?;
-    eprintln!("writer after {:?}: {out}", t.elapsed());
+    eprintln!("writer after {after:?}: {out}");
     ensure!(
         ended,
         "the writer did not end within 60 s of the kill: {out}"

@@ -12,7 +12,14 @@
 //! acq-ctl [--device /dev/acqN] slow-read|slow-read-unbind|slow-write
 //! acq-ctl [--device /dev/acqN] mmap-to-playback
 //! acq-ctl [--device /dev/acqN] splice-hold-unbind dma|bar2
+//! acq-ctl [--device /dev/acqN] reset-probe
 //! ```
+//!
+//! `reset-probe` starts a slow session (64 KiB/s, so buffers stay posted) and then times
+//! `ACQ_IOC_GET_STATS` every 2 ms for up to 15 s, until the watchdog has reset the card
+//! (the test makes it hang) and 1 s more. It prints the longest call (`max_ms`): a driver
+//! that holds the card's mutex across the function reset makes that call wait 100 ms and
+//! more.
 //!
 //! `splice-hold-unbind` splices 256 KiB of a COUNTER stream (in DMA or BAR2 mode) into a
 //! pipe and keeps it there while the driver is unbound, then reads the pipe and counts
@@ -107,6 +114,7 @@ fn main() -> ExitCode {
         "slow-write",
         "mmap-to-playback",
         "splice-hold-unbind",
+        "reset-probe",
     ];
     if !known.contains(&cmd.as_str()) {
         return usage(&format!("unknown command {cmd:?}"));
@@ -161,6 +169,7 @@ fn main() -> ExitCode {
         "slow-read" => slowcopy::slow_read(&dev, slowcopy::Probe::Ioctl),
         "slow-read-unbind" => slowcopy::slow_read(&dev, slowcopy::Probe::Unbind),
         "slow-write" => slowcopy::slow_write(&format!("{device}-out")),
+        "reset-probe" => scenes::reset_probe(&dev),
         "mmap-to-playback" => scenes::mmap_to_playback(&dev, &format!("{device}-out")),
         "splice-hold-unbind" => match opts {
             [mode] if mode == "dma" || mode == "bar2" => scenes::splice_hold_unbind(&dev, mode),

@@ -290,3 +290,43 @@ pub(crate) fn splice_hold_unbind(
         "first_bad": bad.first(),
     }))
 }
+
+/// See acq-ctl's docs (`reset-probe`).
+pub(crate) fn reset_probe(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
+    use std::time::{Duration, Instant};
+    let orig = dev.config()?;
+    let mut c = orig;
+    c.rate = 64 << 10;
+    c.ring_log2 = 8;
+    c.block_size = 4096;
+    dev.stop()?;
+    dev.set_config(&c)?;
+    dev.start()?;
+    let before = dev.stats()?.watchdog_resets;
+    let start = Instant::now();
+    let (mut max_ms, mut calls, mut reset_at) = (0f64, 0u64, None);
+    while start.elapsed() < Duration::from_secs(15) {
+        let t = Instant::now();
+        let s = dev.stats()?;
+        max_ms = max_ms.max(t.elapsed().as_secs_f64() * 1e3);
+        calls += 1;
+        if reset_at.is_none() && s.watchdog_resets > before {
+            reset_at = Some(start.elapsed());
+        }
+        if reset_at.is_some_and(|r| start.elapsed() > r + Duration::from_secs(1)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let after = dev.stats()?;
+    // The configuration belongs to the card: leave it as it was.
+    dev.stop()?;
+    dev.set_config(&orig)?;
+    Ok(serde_json::json!({
+        "watchdog_resets": after.watchdog_resets - before,
+        "reset_at_ms": reset_at.map(|r| r.as_millis() as u64),
+        "calls": calls,
+        "max_ms": max_ms,
+        "state": after.state,
+    }))
+}
