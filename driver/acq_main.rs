@@ -295,6 +295,10 @@ struct Inner {
     flr_due: bool,
     /// That reset is in progress (the mutex is not held meanwhile).
     resetting: bool,
+    /// A read() or splice() owns the stream position for its whole call (`inner` is
+    /// dropped for each copy to user memory, pageref.rs, and the call's bytes must be
+    /// contiguous): others wait for it interruptibly (`Card::claim_reader`).
+    reader_busy: bool,
 }
 
 impl Inner {
@@ -337,10 +341,9 @@ struct Card {
     bar2: Option<bar2::Bar2>,
     #[pin]
     inner: Mutex<Inner>,
-    /// One consumer of the stream position at a time (read, splice): held for a whole
-    /// call, while `inner` is dropped for each copy to user memory (pageref.rs).
-    #[pin]
-    reader: Mutex<()>,
+    /// A function reset is in progress (`Inner::resetting`, readable without `inner`: the
+    /// playback channel must not take the card for gone meanwhile).
+    resetting: Atomic<bool>,
     /// Readers and pollers sleep here; interrupts, stop, errors and removal wake them.
     #[pin]
     wait: PollCondVar,
@@ -357,10 +360,7 @@ struct Card {
     pb: Mutex<playback::PbInner>,
     #[pin]
     pb_wait: PollCondVar,
-    /// One producer of the playback stream at a time (write, splice): held for a whole
-    /// call, while `pb` is dropped for each copy from user memory.
-    #[pin]
-    pb_writer: Mutex<()>,
+
     /// Writers about to sleep on `pb_wait`.
     pb_sleepers: Sleepers,
     /// IRQ_MASK is one register for both channels, which start and stop under their own
@@ -583,8 +583,9 @@ fn probe_identified<'b>(
                 poll_stops: None,
                 flr_due: false,
                 resetting: false,
+                reader_busy: false,
             }),
-            reader <- new_mutex!((), "acq::reader"),
+            resetting: Atomic::new(false),
             wait <- new_poll_condvar!("acq::wait"),
             sleepers: Sleepers::new(),
             watchdog <- new_delayed_work!("acq::watchdog"),
@@ -592,7 +593,7 @@ fn probe_identified<'b>(
             busy,
             pb <- new_mutex!(playback::PbInner::new(pb_hw)),
             pb_wait <- new_poll_condvar!("acq::pb_wait"),
-            pb_writer <- new_mutex!((), "acq::pb_writer"),
+
             pb_sleepers: Sleepers::new(),
             irq_mask <- new_spinlock!((), "acq::irq_mask"),
         }),

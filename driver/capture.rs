@@ -113,18 +113,56 @@ impl Card {
     /// some bytes stays latched for the next call instead of being dropped by a VFS loop.
     ///
     /// Each copy to user memory runs without the card's lock (pageref.rs says why); the
-    /// `reader` lock keeps a second reader from taking the same bytes meanwhile.
+    /// call owns the stream position meanwhile (`claim_reader`).
     pub(crate) fn read(&self, nonblock: bool, out: &mut IovIterDest<'_>) -> Result<usize> {
         let count = out.len().min(isize::MAX as usize & !(PAGE_SIZE - 1));
         if count == 0 {
             return Ok(0);
         }
-        let _reader = self.reader.lock();
         let mut g = self.inner.lock();
         if g.mapped {
             // mmap mode: the consumer takes blocks through ACQ_IOC_MMAP_SYNC.
             return Err(EBUSY);
         }
+        self.claim_reader(&mut g, nonblock)?;
+        self.read_owned(g, nonblock, out, count)
+    }
+
+    /// One reader at a time owns the stream position, for a whole read() or splice() (its
+    /// bytes are contiguous, and `inner` is dropped for its copies). Another one waits,
+    /// interruptibly (`EAGAIN` with `nonblock`), until `release_reader`.
+    pub(crate) fn claim_reader(&self, g: &mut MutexGuard<'_, Inner>, nonblock: bool) -> Result {
+        while g.reader_busy {
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            if let CondVarTimeoutResult::Signal { .. } = self
+                .wait
+                .wait_interruptible_timeout(g, msecs_to_jiffies(READ_RECHECK_MS))
+            {
+                return Err(ERESTARTSYS);
+            }
+        }
+        g.reader_busy = true;
+        Ok(())
+    }
+
+    /// Ends a `claim_reader`: the buffers consumed go back to the card, and a waiting
+    /// reader may go on.
+    pub(crate) fn release_reader(&self, g: &mut MutexGuard<'_, Inner>) {
+        self.flush_reposts(g);
+        g.reader_busy = false;
+        self.wait.notify_all();
+    }
+
+    /// The body of read(), owning the stream position (and returning it).
+    fn read_owned<'a>(
+        &'a self,
+        mut g: MutexGuard<'a, Inner>,
+        nonblock: bool,
+        out: &mut IovIterDest<'_>,
+        count: usize,
+    ) -> Result<usize> {
         let stops = g.stops;
         let mut first_block = true;
         let mut copied = 0usize;
@@ -149,7 +187,7 @@ impl Card {
             }
         };
         // Whatever happened, the buffers consumed so far go back to the card now.
-        self.flush_reposts(&mut g);
+        self.release_reader(&mut g);
         r
     }
 
@@ -224,11 +262,12 @@ impl Card {
     /// RESET, watchdog restart or halt during the copy already took the ring back; the
     /// bytes were the old session's and the next pass ends the call or reports why.)
     fn copied(&self, g: &mut MutexGuard<'_, Inner>, claim: &Claim, k: usize) {
-        g.stats.bytes = g.stats.bytes.wrapping_add(k as u64);
-        g.stats.read_offset = g.stats.read_offset.wrapping_add(k as u64);
         if g.starts != claim.starts || !g.running || g.mapped {
+            // The stream position (and `read_offset`) belongs to the next session now.
             return;
         }
+        g.stats.bytes = g.stats.bytes.wrapping_add(k as u64);
+        g.stats.read_offset = g.stats.read_offset.wrapping_add(k as u64);
         if claim.pos + k >= claim.len {
             g.stats.blocks += 1;
             self.consumed(g);

@@ -94,9 +94,11 @@ impl Card {
         mut g: MutexGuard<'a, Inner>,
     ) -> (MutexGuard<'a, Inner>, bool) {
         g.resetting = true;
+        self.resetting.store(true, Relaxed);
         drop(g);
         let ret = self.pdev.try_reset();
         let alive = self.alive();
+        self.resetting.store(false, Relaxed);
         pr_warn!(
             "acq{}: card did not answer after a soft reset; function reset: {}, card {}\n",
             self.index,

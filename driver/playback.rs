@@ -55,6 +55,9 @@ pub(super) struct PbInner {
     /// Sessions started so far (never reset): a write() that filled a bounce page without
     /// the lock finds out whether its session still owns the ring.
     starts: u64,
+    /// A write() or a splice_write() step owns the stream's write position (`pb` is
+    /// dropped for write()'s copies): others wait for it interruptibly (`WriterClaim`).
+    writer_busy: bool,
     /// The task and the `*ppos` the last splice_write() left (`pb_fop_splice_write`: is a
     /// splice_write a later step of the same sendfile()?).
     pub(super) splice_task: usize,
@@ -78,6 +81,7 @@ impl PbInner {
             xrun: 0,
             err: 0,
             starts: 0,
+            writer_busy: false,
             splice_task: 0,
             splice_pos: 0,
         }
@@ -97,7 +101,38 @@ impl PbInner {
     }
 }
 
+/// Ownership of the playback stream's write position for one write() or one
+/// splice_write() step (the bounce slot being filled must stay the owner's while `pb` is
+/// dropped for a copy from user memory). Released on drop, which takes `pb`: declare it
+/// before the guard of `pb` it was claimed under, so that it drops after it.
+pub(super) struct WriterClaim<'a>(&'a Card);
+
+impl Drop for WriterClaim<'_> {
+    fn drop(&mut self) {
+        self.0.pb.lock().writer_busy = false;
+        self.0.pb_wait.notify_all();
+    }
+}
+
 impl Card {
+    /// Claims the write position (see [`WriterClaim`]), waiting interruptibly while another
+    /// writer has it (`EAGAIN` at once with `nonblock`).
+    fn pb_claim_writer(&self, g: &mut MutexGuard<'_, PbInner>, nonblock: bool) -> Result<WriterClaim<'_>> {
+        while g.writer_busy {
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            if let CondVarTimeoutResult::Signal { .. } = self
+                .pb_wait
+                .wait_interruptible_timeout(g, msecs_to_jiffies(PB_RECHECK_MS))
+            {
+                return Err(ERESTARTSYS);
+            }
+        }
+        g.writer_busy = true;
+        Ok(WriterClaim(self))
+    }
+
     /// Stops the playback engine (`Regs::stop_engine`: PB_CTRL = 0, then PB_STATUS.RUNNING
     /// = 0 within the spec's 10 ms, else a soft reset of both channels).
     fn pb_stop_engine(&self) {
@@ -328,7 +363,9 @@ impl Card {
     /// gets ENODEV from now on, as capture's do, instead of an EIO that a writer would
     /// retry for ever.
     fn pb_gone(&self, g: &mut MutexGuard<'_, PbInner>) -> bool {
-        if self.pdev.present() {
+        // During a function reset (capture's watchdog) the card reads all-ones for a while
+        // and its config space may too: that is not gone.
+        if self.resetting.load(Relaxed) || self.pdev.present() {
             return false;
         }
         if !g.removed {
@@ -423,8 +460,10 @@ impl Card {
         }
         // One producer at a time: `pb` is dropped for each copy from user memory
         // (pageref.rs says why), and the bounce slot being filled must stay this call's.
-        let _writer = self.pb_writer.lock();
+        // (Declared first: it drops after `g`.)
+        let _writer: WriterClaim<'_>;
         let mut g = self.pb.lock();
+        _writer = self.pb_claim_writer(&mut g, nonblock)?;
         let mut done = 0usize;
         let mut first_block = true;
         let r = loop {
@@ -510,8 +549,10 @@ impl Card {
             return Err(EINVAL);
         }
         // The bounce slot being filled is write()'s too, which fills it with `pb` dropped.
-        let _writer = self.pb_writer.lock();
+        // (Declared first: it drops after `g`.)
+        let _writer: WriterClaim<'_>;
         let mut g = self.pb.lock();
+        _writer = self.pb_claim_writer(&mut g, nonblock)?;
         if spliced {
             if let Some(e) = Self::pb_owed(&mut g, false) {
                 return Err(e);

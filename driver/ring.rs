@@ -153,21 +153,25 @@ impl Card {
     /// the card's state again afterwards: the reset latches an `EIO`, and the watchdog may
     /// have started the next session.
     pub(crate) fn wait_for_reset(&self, g: &mut MutexGuard<'_, Inner>, nonblock: bool) -> Result {
-        let mut waited = 0;
+        // The budget is in jiffies and only what was really slept counts (every interrupt
+        // and STOP wakes this queue).
+        let mut left = msecs_to_jiffies(RESET_WAIT_MS);
+        let period = msecs_to_jiffies(READ_RECHECK_MS);
         while g.flr_due || g.resetting {
             if nonblock {
                 return Err(EAGAIN);
             }
-            if waited >= RESET_WAIT_MS {
+            if left == 0 {
                 return Err(EIO);
             }
-            let period = msecs_to_jiffies(READ_RECHECK_MS);
-            if let CondVarTimeoutResult::Signal { .. } =
-                self.wait.wait_interruptible_timeout(g, period)
-            {
-                return Err(ERESTARTSYS);
+            let step = left.min(period);
+            match self.wait.wait_interruptible_timeout(g, step) {
+                CondVarTimeoutResult::Signal { .. } => return Err(ERESTARTSYS),
+                CondVarTimeoutResult::Timeout => left -= step,
+                CondVarTimeoutResult::Woken { jiffies } => {
+                    left -= (step - jiffies.min(step)).max(1).min(left);
+                }
             }
-            waited += READ_RECHECK_MS;
         }
         Ok(())
     }

@@ -117,10 +117,13 @@ impl Card {
             return Ok(0);
         }
         // The stream position is read()'s too, which moves it with `inner` dropped.
-        let _reader = self.reader.lock();
         let mut g = self.inner.lock();
+        if g.mapped {
+            return Err(EBUSY);
+        }
+        self.claim_reader(&mut g, nonblock)?;
         let r = self.splice_locked(&mut g, nonblock, pipe, len);
-        self.flush_reposts(&mut g);
+        self.release_reader(&mut g);
         r
     }
 

@@ -70,11 +70,19 @@ impl Card {
             outstanding
         );
         g.running = false;
+        let stops = g.stops;
         let mut revived = self.revive_locked(&mut g);
         if !revived && g.flr_due {
             let (g2, alive) = self.flr_unlocked(g);
             g = g2;
             revived = alive;
+            if g.stops != stops || !g.open {
+                // A STOP, RESET or close() came while the mutex was dropped: it ended the
+                // session for good. Neither an EIO nor a new session for it.
+                drop(g);
+                self.wait.notify_all();
+                return true;
+            }
         }
         // The EIO is latched only now, after the reset and with the next session about to
         // start in the same critical section: a consumer that looks at the session after

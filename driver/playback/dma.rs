@@ -57,8 +57,8 @@ impl BouncePage {
     /// `src` must be valid for reading `len` bytes.
     pub(super) unsafe fn write(&self, off: usize, src: *const u8, len: usize) -> Result {
         // SAFETY: the caller guarantees `src`; the page is not posted to the card (the
-        // caller owns its slot, and holds the `pb_writer` lock, which every filler of a
-        // bounce page takes), so nothing else reads or writes it meanwhile.
+        // caller owns its slot, and holds the `WriterClaim`, which every filler of a
+        // bounce page holds), so nothing else reads or writes it meanwhile.
         unsafe { self.page.write_raw(src, off, len) }
     }
 

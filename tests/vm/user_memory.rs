@@ -97,3 +97,29 @@ fn a_playback_write_from_the_capture_mapping_completes() -> Result<()> {
     assert_dmesg_clean(&mut vm)?;
     vm.shutdown(CMD)
 }
+
+/// Two readers on one descriptor: while the first waits in a blocking read() for a slow
+/// card's block (2 s), a second one with O_NONBLOCK gets EAGAIN at once, and a
+/// blocking one ends with EINTR at its signal (1 s), not when the first is done. The first cut of the copy-without-the-mutex change serialised readers
+/// on an uninterruptible mutex: the second reader slept in D state until the first
+/// returned, whatever its flags or signals.
+#[test]
+fn a_second_reader_never_waits_for_the_first() -> Result<()> {
+    let mut vm = boot_streaming_guest("user-memory-second-reader")?;
+    let out = vm.sh_ok("acq-ctl second-reader", CMD)?;
+    eprintln!("second-reader: {}", out.trim());
+    ensure!(
+        out.contains("\"nowait\":\"EAGAIN\"") && acq_e2e::json_u64(&out, "nowait_ms") < 500,
+        "an O_NONBLOCK read waited for the other reader: {out}"
+    );
+    ensure!(
+        out.contains("\"blocking\":\"EINTR\"") && acq_e2e::json_u64(&out, "blocking_ms") < 1400,
+        "a blocked second reader did not end at its signal: {out}"
+    );
+    ensure!(
+        acq_e2e::json_u64(&out, "first") == 4096,
+        "the first reader did not get its block: {out}"
+    );
+    assert_dmesg_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}

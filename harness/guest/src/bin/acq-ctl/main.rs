@@ -13,7 +13,13 @@
 //! acq-ctl [--device /dev/acqN] mmap-to-playback
 //! acq-ctl [--device /dev/acqN] splice-hold-unbind dma|bar2
 //! acq-ctl [--device /dev/acqN] reset-probe
+//! acq-ctl [--device /dev/acqN] second-reader
 //! ```
+//!
+//! `second-reader`: while one thread's blocking read() of 4 KiB waits on a 2 KB/s card
+//! (2 s a block), a second thread on the same descriptor reads with O_NONBLOCK, then
+//! blocks in read() until a signal (SIGALRM after 1 s, no SA_RESTART). It prints how long each took and its errno: the second reader
+//! must not wait for the first (EAGAIN at once; EINTR at the signal).
 //!
 //! `reset-probe` starts a slow session (64 KiB/s, so buffers stay posted) and then times
 //! `ACQ_IOC_GET_STATS` every 2 ms for up to 15 s, until the watchdog has reset the card
@@ -115,6 +121,7 @@ fn main() -> ExitCode {
         "mmap-to-playback",
         "splice-hold-unbind",
         "reset-probe",
+        "second-reader",
     ];
     if !known.contains(&cmd.as_str()) {
         return usage(&format!("unknown command {cmd:?}"));
@@ -170,6 +177,7 @@ fn main() -> ExitCode {
         "slow-read-unbind" => slowcopy::slow_read(&dev, slowcopy::Probe::Unbind),
         "slow-write" => slowcopy::slow_write(&format!("{device}-out")),
         "reset-probe" => scenes::reset_probe(&dev),
+        "second-reader" => scenes::second_reader(&dev),
         "mmap-to-playback" => scenes::mmap_to_playback(&dev, &format!("{device}-out")),
         "splice-hold-unbind" => match opts {
             [mode] if mode == "dma" || mode == "bar2" => scenes::splice_hold_unbind(&dev, mode),

@@ -330,3 +330,76 @@ pub(crate) fn reset_probe(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
         "state": after.state,
     }))
 }
+
+/// See acq-ctl's docs (`second-reader`).
+pub(crate) fn second_reader(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
+    use std::time::{Duration, Instant};
+    let orig = dev.config()?;
+    let mut c = orig;
+    // 2 KB/s: 2 s a block; a 16-block ring (a full ring must move within 60 s).
+    c.rate = 2 << 10;
+    c.block_size = 4096;
+    c.ring_log2 = 4;
+    dev.stop()?;
+    dev.set_config(&c)?;
+    let fd = dev.raw_fd();
+    let first = std::thread::spawn(move || {
+        // SIGALRM is for the second reader (this thread's siblings): blocked here.
+        // SAFETY: `set` is initialised by sigemptyset before use.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGALRM);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+        let mut buf = vec![0u8; 4096];
+        let t = Instant::now();
+        // SAFETY: `buf` is valid for 4096 bytes of writes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        (n, t.elapsed().as_millis() as u64)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    let mut buf = vec![0u8; 4096];
+    // O_NONBLOCK on the shared file now (the first reader's call decided when it began).
+    // SAFETY: plain fcntl calls on our descriptor.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+    let t = Instant::now();
+    // SAFETY: `buf` is valid for 4096 bytes of writes.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    let nowait = (n, errno(), t.elapsed().as_millis() as u64);
+    // SAFETY: as above.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+    // SAFETY: a handler that does nothing, without SA_RESTART, so the signal ends the
+    // blocking read below; `act` is fully initialised.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_alarm as *const () as usize;
+        libc::sigaction(libc::SIGALRM, &act, std::ptr::null_mut());
+        libc::alarm(1);
+    }
+    let t = Instant::now();
+    // SAFETY: `buf` is valid for 4096 bytes of writes.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    let blocking = (n, errno(), t.elapsed().as_millis() as u64);
+    let (first_n, first_ms) = first.join().unwrap_or((-1, 0));
+    dev.stop()?;
+    dev.set_config(&orig)?;
+    let name = |(n, e, _): (isize, i32, u64)| {
+        if n < 0 {
+            acqdev::errno_name(e)
+        } else {
+            n.to_string()
+        }
+    };
+    Ok(serde_json::json!({
+        "first": first_n,
+        "first_ms": first_ms,
+        "nowait": name(nowait),
+        "nowait_ms": nowait.2,
+        "blocking": name(blocking),
+        "blocking_ms": blocking.2,
+    }))
+}
