@@ -132,19 +132,8 @@ impl Card {
     /// bytes are contiguous, and `inner` is dropped for its copies). Another one waits,
     /// interruptibly (`EAGAIN` with `nonblock`), until `release_reader`.
     pub(crate) fn claim_reader(&self, g: &mut MutexGuard<'_, Inner>, nonblock: bool) -> Result {
-        while g.reader_busy {
-            if nonblock {
-                return Err(EAGAIN);
-            }
-            if let CondVarTimeoutResult::Signal { .. } = self
-                .wait
-                .wait_interruptible_timeout(g, msecs_to_jiffies(READ_RECHECK_MS))
-            {
-                return Err(ERESTARTSYS);
-            }
-        }
-        g.reader_busy = true;
-        Ok(())
+        let period = msecs_to_jiffies(READ_RECHECK_MS);
+        claim_flag(&self.wait, g, nonblock, period, |i: &mut Inner| &mut i.reader_busy)
     }
 
     /// Ends a `claim_reader`: the buffers consumed go back to the card, and a waiting

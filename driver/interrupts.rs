@@ -60,6 +60,28 @@ impl Sleepers {
     }
 }
 
+/// Claims the ownership flag `busy(g)` (a channel's reader or writer, for one call):
+/// waits on `cv`, interruptibly (re-checking every `period`), while another call holds it;
+/// `EAGAIN` at once with `nonblock`. The holder clears it under the lock and notifies `cv`.
+pub(crate) fn claim_flag<T: Unpin>(
+    cv: &CondVar,
+    g: &mut MutexGuard<'_, T>,
+    nonblock: bool,
+    period: Jiffies,
+    busy: impl Fn(&mut T) -> &mut bool,
+) -> Result {
+    while *busy(&mut *g) {
+        if nonblock {
+            return Err(EAGAIN);
+        }
+        if let CondVarTimeoutResult::Signal { .. } = cv.wait_interruptible_timeout(g, period) {
+            return Err(ERESTARTSYS);
+        }
+    }
+    *busy(&mut *g) = true;
+    Ok(())
+}
+
 /// MSI-X vector 0 (completions): count and wake the readers, nothing else (the thread
 /// only for a reader about to sleep: see [`Sleepers`]).
 pub(crate) struct CaptureIrq {

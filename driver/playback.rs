@@ -118,18 +118,10 @@ impl Card {
     /// Claims the write position (see [`WriterClaim`]), waiting interruptibly while another
     /// writer has it (`EAGAIN` at once with `nonblock`).
     fn pb_claim_writer(&self, g: &mut MutexGuard<'_, PbInner>, nonblock: bool) -> Result<WriterClaim<'_>> {
-        while g.writer_busy {
-            if nonblock {
-                return Err(EAGAIN);
-            }
-            if let CondVarTimeoutResult::Signal { .. } = self
-                .pb_wait
-                .wait_interruptible_timeout(g, msecs_to_jiffies(PB_RECHECK_MS))
-            {
-                return Err(ERESTARTSYS);
-            }
-        }
-        g.writer_busy = true;
+        let period = msecs_to_jiffies(PB_RECHECK_MS);
+        claim_flag(&self.pb_wait, g, nonblock, period, |p: &mut PbInner| {
+            &mut p.writer_busy
+        })?;
         Ok(WriterClaim(self))
     }
 
