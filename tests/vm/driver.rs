@@ -424,6 +424,28 @@ fn a_function_reset_holds_up_nobody() -> Result<()> {
     vm.shutdown(CMD)
 }
 
+/// IRQ_MASK is one register for both channels: capture and playback started at the same
+/// moment (one delayed by a sweep of 0 to 1 ms), 1000 times from a soft-reset card, must
+/// each time leave both channels' causes unmasked (`acq-ctl irq-mask-race` reads the
+/// register through sysfs `resource0`). v1 changed it under each channel's own lock, and
+/// playback's read-modify-write could put back the mask capture had just cleared: capture then ran on the 200 ms recheck alone
+/// (the driver before cec9d49 fails this in 4 or 5 rounds of 1000).
+#[test]
+fn concurrent_starts_leave_both_channels_unmasked() -> Result<()> {
+    let mut vm = boot("driver-irq-mask-race", 1)?;
+    insmod(&mut vm, 1)?;
+    let out = vm.sh_ok("acq-ctl irq-mask-race", Duration::from_secs(300))?;
+    eprintln!("irq-mask-race: {}", out.trim());
+    ensure!(json_u64(&out, "rounds") == 1000, "{out}");
+    ensure!(
+        json_u64(&out, "masked") == 0,
+        "concurrent starts left a channel's interrupts masked: {out}"
+    );
+    assert_dmesg_clean(&mut vm)?;
+    rmmod_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}
+
 /// Not a test: boots `ACQ_DEBUG_CARDS` cards (default 1) with the driver and the guest
 /// tools, runs the shell command `ACQ_DEBUG_CMD` and prints its output. For poking at the
 /// driver by hand: `ACQ_DEBUG_CMD='insmod /lib/modules/acq.ko && acq-ctl info' cargo test

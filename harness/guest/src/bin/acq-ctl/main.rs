@@ -14,7 +14,15 @@
 //! acq-ctl [--device /dev/acqN] splice-hold-unbind dma|bar2
 //! acq-ctl [--device /dev/acqN] reset-probe
 //! acq-ctl [--device /dev/acqN] second-reader
+//! acq-ctl [--device /dev/acqN] irq-mask-race
 //! ```
+//!
+//! `irq-mask-race` starts capture (ACQ_IOC_START) and playback (a first write() to
+//! `/dev/acqN-out`) from two threads at once (one delayed by 0 to 1 ms, swept), 1000 times
+//! from a soft-reset card, and reads
+//! IRQ_MASK through sysfs `resource0` after each pair of starts. It prints the rounds that
+//! ended with either channel's interrupt causes masked (`masked`): IRQ_MASK is one
+//! register for both channels, and neither start may undo the other's unmask.
 //!
 //! `second-reader`: while one thread's blocking read() of 4 KiB waits on a 2 KB/s card
 //! (2 s a block), a second thread on the same descriptor reads with O_NONBLOCK, then
@@ -122,6 +130,7 @@ fn main() -> ExitCode {
         "splice-hold-unbind",
         "reset-probe",
         "second-reader",
+        "irq-mask-race",
     ];
     if !known.contains(&cmd.as_str()) {
         return usage(&format!("unknown command {cmd:?}"));
@@ -178,6 +187,7 @@ fn main() -> ExitCode {
         "slow-write" => slowcopy::slow_write(&format!("{device}-out")),
         "reset-probe" => scenes::reset_probe(&dev),
         "second-reader" => scenes::second_reader(&dev),
+        "irq-mask-race" => scenes::irq_mask_race(&dev, &format!("{device}-out")),
         "mmap-to-playback" => scenes::mmap_to_playback(&dev, &format!("{device}-out")),
         "splice-hold-unbind" => match opts {
             [mode] if mode == "dma" || mode == "bar2" => scenes::splice_hold_unbind(&dev, mode),

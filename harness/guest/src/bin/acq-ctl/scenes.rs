@@ -403,3 +403,70 @@ pub(crate) fn second_reader(dev: &AcqDev) -> std::io::Result<serde_json::Value> 
         "blocking_ms": blocking.2,
     }))
 }
+
+/// `irq-mask-race`: starts the capture and the playback channel at nearly the same moment
+/// from two threads, `ROUNDS` times, each time from a soft-reset card (IRQ_MASK = every
+/// cause masked), and reads IRQ_MASK (BAR0 0x024) through the function's sysfs
+/// `resource0` after both starts. One side's start is delayed by a sweep of 0 to 1 ms
+/// (each side in turn), so that the two starts' register sequences meet at every offset
+/// (a trapped register access takes tens of microseconds here). Both channels unmask their causes at their start, and each start
+/// must leave the other's alone: `masked` counts the rounds that ended with a running
+/// channel's causes masked (its interrupts lost until the driver's periodic recheck).
+pub(crate) fn irq_mask_race(dev: &AcqDev, out_path: &str) -> std::io::Result<serde_json::Value> {
+    use acq_guest::regs::{irq, reg};
+    use std::io::Write;
+    use std::sync::Barrier;
+    const ROUNDS: u32 = 1000;
+    const STEP_US: u64 = 2;
+    let func = acqdev::bound_card()?;
+    let res = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/sys/bus/pci/devices/{func}/resource0"))?;
+    let bar0 = RingMap::map(std::os::fd::AsRawFd::as_raw_fd(&res), 4096)?;
+    let irq_mask = || {
+        // SAFETY: IRQ_MASK's offset is 4-byte aligned and inside the 4 KiB mapping.
+        unsafe { std::ptr::read_volatile(bar0.base.cast::<u8>().add(reg::IRQ_MASK).cast::<u32>()) }
+    };
+    let block = vec![0u8; dev.config()?.block_size as usize];
+    let barrier = Barrier::new(2);
+    let (mut masked, mut first_bad) = (0u32, None);
+    for round in 0..ROUNDS {
+        // Playback idle (closed last round), capture stopped, IRQ_MASK back to ALL.
+        dev.reset()?;
+        let mut out = std::fs::OpenOptions::new().write(true).open(out_path)?;
+        let delay = std::time::Duration::from_micros(u64::from(round / 2) * STEP_US);
+        let spin = |late: bool| {
+            let t = std::time::Instant::now();
+            while late && t.elapsed() < delay {
+                std::hint::spin_loop();
+            }
+        };
+        let (cap, pb) = std::thread::scope(|s| {
+            let cap = s.spawn(|| {
+                barrier.wait();
+                spin(round % 2 == 0);
+                dev.start()
+            });
+            barrier.wait();
+            spin(round % 2 == 1);
+            // The first write starts the playback session.
+            let pb = out.write_all(&block);
+            (cap.join(), pb)
+        });
+        cap.unwrap_or_else(|_| Err(std::io::Error::other("capture start panicked")))?;
+        pb?;
+        let m = irq_mask();
+        if m & (irq::ALL_CAPTURE | irq::VEC_PLAYBACK_CAUSES) != 0 {
+            masked += 1;
+            first_bad.get_or_insert((round, m));
+        }
+        dev.stop()?;
+        drop(out);
+    }
+    Ok(serde_json::json!({
+        "rounds": ROUNDS,
+        "masked": masked,
+        "first_bad": first_bad.map(|(r, m)| format!("round {r}: IRQ_MASK {m:#x}")),
+    }))
+}
