@@ -140,6 +140,10 @@ const SPLICE_F_NONBLOCK: c_uint = 0x02;
 /// is `RWF_NOWAIT`, 0x8; a cast macro, so not in the bindings). io_uring sets it on its
 /// first, inline attempt at a file that poll() reports ready.
 const IOCB_NOWAIT: c_int = 0x08;
+/// `file::f_mode` bit of a file whose reads and writes honour `IOCB_NOWAIT`
+/// (include/linux/fs.h, a cast macro too): without it `preadv2(RWF_NOWAIT)` fails with
+/// EOPNOTSUPP, and io_uring skips the inline attempt.
+const FMODE_NOWAIT: c_uint = 1 << 27;
 /// Most cards the driver names (`/dev/acq0` .. `/dev/acq31`).
 const MAX_CARDS: u32 = 32;
 /// Watchdog period.

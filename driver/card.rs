@@ -114,7 +114,33 @@ impl Card {
             g.removed = true;
         }
         self.wait.notify_all();
+        // A playback start may wait for the reset too (`pb_wait_for_reset`). Not under
+        // the playback mutex: that one may be held while `inner` is taken.
+        self.pb_wait.notify_all();
         (g, alive)
+    }
+
+    /// Asks the watchdog for a function reset of a card that stopped answering, as the
+    /// playback channel finds it (capture finds it itself, `revive_locked`). The next
+    /// watchdog tick runs it, or capture's stall handling does if a capture session runs.
+    ///
+    /// Lock order: the playback mutex may be held; the card mutex (`inner`) never waits
+    /// for the playback mutex.
+    pub(crate) fn request_flr(&self) {
+        let mut g = self.inner.lock();
+        if !g.removed && !g.resetting && !g.flr_due {
+            pr_warn!(
+                "acq{}: playback: the card does not answer; a function reset is due\n",
+                self.index
+            );
+            g.flr_due = true;
+        }
+    }
+
+    /// Is a function reset due or under way?
+    pub(crate) fn reset_pending(&self) -> bool {
+        let g = self.inner.lock();
+        g.flr_due || g.resetting
     }
 
     pub(crate) fn state(g: &Inner) -> u32 {

@@ -169,6 +169,8 @@ unsafe extern "C" fn fop_open<N: Node>(
     unsafe { (*file).private_data = card.into_foreign() };
     // SAFETY: `file` is being opened by us (valid for the call).
     unsafe { mark_stream(file) };
+    // SAFETY: as above.
+    unsafe { mark_nowait(file) };
     0
 }
 
@@ -235,6 +237,20 @@ pub(crate) unsafe fn mark_stream(file: *mut bindings::file) {
     // SAFETY: the caller passes a valid file during open; `stream_open` only changes its
     // mode bits and never fails.
     unsafe { bindings::stream_open(ptr::null_mut(), file) };
+}
+
+/// Declares that the file's `->read_iter` and `->write_iter` honour `IOCB_NOWAIT`
+/// (`iocb_card`: such a call is non-blocking, EAGAIN instead of a wait), as pipes and
+/// /dev/zero do: `preadv2()`/`pwritev2()` with `RWF_NOWAIT` then work on a blocking
+/// descriptor, and io_uring tries a ready file inline before it falls back to a worker.
+///
+/// # Safety
+///
+/// `file` must be a file being opened (valid, not yet visible to other calls).
+unsafe fn mark_nowait(file: *mut bindings::file) {
+    // SAFETY: the caller passes a valid file during open, which nobody else sees yet, so
+    // the plain read-modify-write of its mode races with nothing.
+    unsafe { (*file).f_mode |= FMODE_NOWAIT };
 }
 
 /// The card of a `->read_iter`/`->write_iter` call, and whether the call must not block:

@@ -32,6 +32,7 @@ const POLLWRNORM: c_uint = 0x0100;
 mod dma;
 use dma::*;
 pub(super) use dma::PbHw;
+mod file;
 
 /// Playback state, under [`Card::pb`].
 pub(super) struct PbInner {
@@ -131,8 +132,10 @@ impl Card {
         let _ = self.with_regs(|r| r.stop_engine::<regs::PbCtrl, regs::PbStatus>());
     }
 
-    /// Starts a playback session with the current configuration.
-    fn pb_start_locked(&self, g: &mut MutexGuard<'_, PbInner>) -> Result {
+    /// Starts a playback session with the current configuration. A card that does not
+    /// answer (hung) is reset first, by the watchdog's function reset, which this waits for
+    /// (`pb_wait_for_reset`: `EAGAIN` at once with `nonblock`).
+    fn pb_start_locked(&self, g: &mut MutexGuard<'_, PbInner>, nonblock: bool) -> Result {
         if g.removed || g.hw.is_none() {
             return Err(ENODEV);
         }
@@ -140,8 +143,18 @@ impl Card {
             if self.pb_gone(g) {
                 return Err(ENODEV);
             }
-            g.err = g.err.max(1);
-            return Err(EIO);
+            self.request_flr();
+            self.pb_wait_for_reset(g, nonblock)?;
+            if g.removed {
+                return Err(ENODEV);
+            }
+            if !self.alive() {
+                if self.pb_gone(g) {
+                    return Err(ENODEV);
+                }
+                g.err = g.err.max(1);
+                return Err(EIO);
+            }
         }
         self.pb_stop_engine();
         let cfg = g.cfg;
@@ -328,8 +341,13 @@ impl Card {
         let mut halted = mirrored.halted();
         if regs_too && regs::ring::outstanding(g.prod, g.head) > 0 {
             if let Some(r) = self.with_regs(|r| r.read::<regs::PbStatus>()) {
-                if r.is_all_ones() && self.pb_gone(g) {
-                    return;
+                if r.is_all_ones() {
+                    if self.pb_gone(g) {
+                        return;
+                    }
+                    // Hung: only a function reset brings it back. Capture's watchdog does
+                    // it for a card with no capture session too; the next start waits.
+                    self.request_flr();
                 }
                 halted |= r.is_all_ones() || !r.running();
             }
@@ -366,6 +384,32 @@ impl Card {
         g.removed = true;
         g.running = false;
         true
+    }
+
+    /// Waits while a function reset is due or in progress (`Card::reset_pending`),
+    /// interruptibly and at most `RESET_WAIT_MS` of sleep (`EAGAIN` at once with
+    /// `nonblock`). The watchdog notifies `pb_wait` when the reset is over; the period
+    /// re-check covers a notification that came between the check and the sleep.
+    fn pb_wait_for_reset(&self, g: &mut MutexGuard<'_, PbInner>, nonblock: bool) -> Result {
+        let mut left = msecs_to_jiffies(RESET_WAIT_MS);
+        let period = msecs_to_jiffies(PB_RECHECK_MS);
+        while self.reset_pending() {
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            if left == 0 {
+                return Err(EIO);
+            }
+            let step = left.min(period);
+            match self.pb_wait.wait_interruptible_timeout(g, step) {
+                CondVarTimeoutResult::Signal { .. } => return Err(ERESTARTSYS),
+                CondVarTimeoutResult::Timeout => left -= step,
+                CondVarTimeoutResult::Woken { jiffies } => {
+                    left -= (step - jiffies.min(step)).max(1).min(left);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The error the writer is owed, if any (each reported once). With `consume` false it
@@ -419,7 +463,7 @@ impl Card {
 
     /// Makes sure a session runs and the writer may go on: `Ok(true)` to continue,
     /// `Ok(false)` if an error is owed and `done` bytes were taken already.
-    fn pb_ready(&self, g: &mut MutexGuard<'_, PbInner>, done: usize) -> Result<bool> {
+    fn pb_ready(&self, g: &mut MutexGuard<'_, PbInner>, done: usize, nonblock: bool) -> Result<bool> {
         if g.removed || g.owes() {
             if done > 0 {
                 return Ok(false);
@@ -430,7 +474,7 @@ impl Card {
         }
         if !g.running {
             let owed = g.err;
-            if let Err(e) = self.pb_start_locked(g) {
+            if let Err(e) = self.pb_start_locked(g, nonblock) {
                 // With nothing taken the writer gets this errno now: the mark the failed
                 // start latched would report it a second time.
                 if done == 0 {
@@ -468,7 +512,7 @@ impl Card {
                 }
             }
             first_block = false;
-            match self.pb_ready(&mut g, done) {
+            match self.pb_ready(&mut g, done, nonblock) {
                 Ok(true) => {}
                 Ok(false) => break Ok(done),
                 Err(e) => break if done > 0 { Ok(done) } else { Err(e) },
@@ -558,7 +602,7 @@ impl Card {
         }
         // With bytes taken (`spliced`) an owed error is left latched: this errno is
         // dropped by the VFS loop.
-        if !self.pb_ready(&mut g, usize::from(spliced))? {
+        if !self.pb_ready(&mut g, usize::from(spliced), nonblock)? {
             return Err(EIO);
         }
         self.pb_wait_space(&mut g, nonblock)?;
@@ -603,218 +647,4 @@ impl Card {
         }
         Ok(n)
     }
-
-    /// Waits until the card received everything posted (close, `ACQ_IOC_PB_DRAIN`). A
-    /// signal ends the wait with `EINTR` (close then gives up on the rest).
-    fn pb_drain_locked(&self, g: &mut MutexGuard<'_, PbInner>) -> Result {
-        self.pb_publish(g);
-        let rate = g.cfg.rate;
-        let ring_ms = match rate {
-            0 => 0,
-            r => u64::from(g.entries()) * u64::from(g.cfg.block_size) * 1000 / r,
-        };
-        // The budget is in jiffies and only what was really slept counts: a writer is
-        // woken by every completion interrupt, long before a re-check period is over.
-        let total_ms = PB_DRAIN_MS.saturating_add(ring_ms).min(u64::from(u32::MAX));
-        let mut left = msecs_to_jiffies(total_ms as u32);
-        let period = msecs_to_jiffies(PB_RECHECK_MS);
-        loop {
-            self.pb_reap(g);
-            if g.removed {
-                return Err(ENODEV);
-            }
-            if !g.running || g.head == g.prod {
-                return Ok(());
-            }
-            if left == 0 {
-                return Err(ETIMEDOUT);
-            }
-            let step = left.min(period);
-            let news = |g: &mut MutexGuard<'_, PbInner>| {
-                self.pb_reap(g);
-                g.removed || !g.running || g.head == g.prod
-            };
-            match self.pb_sleepers.sleep(&self.pb_wait, g, step, news) {
-                CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
-                CondVarTimeoutResult::Timeout => {
-                    left -= step;
-                    self.pb_check_halt(g, true);
-                }
-                CondVarTimeoutResult::Woken { jiffies } => {
-                    // At least one jiffy per wake-up: an interrupt storm cannot stretch
-                    // the wait beyond the budget's jiffies in wake-ups.
-                    left -= (step - jiffies.min(step)).max(1).min(left);
-                }
-            }
-        }
-    }
-
-    pub(super) fn pb_poll(&self, file: &File, table: &PollTable<'_>) -> c_uint {
-        table.register_wait(file, &self.pb_wait);
-        let mut g = self.pb.lock();
-        if g.removed {
-            return POLLERR | POLLHUP;
-        }
-        self.pb_reap(&mut g);
-        // A full ring is when a poller would sleep: then make sure the card still runs (one
-        // register read), or a reset card would leave it waiting for POLLOUT forever.
-        let full = g.running && !g.has_space();
-        self.pb_check_halt(&mut g, full);
-        let mut mask = 0;
-        if g.err > 0 {
-            mask |= POLLERR;
-        }
-        if !g.running || g.has_space() || g.owes() {
-            mask |= POLLOUT | POLLWRNORM;
-        }
-        mask
-    }
-
-    pub(super) fn pb_open(&self) -> Result {
-        let mut g = self.pb.lock();
-        if g.removed || g.hw.is_none() {
-            return Err(ENODEV);
-        }
-        if g.open {
-            return Err(EBUSY);
-        }
-        g.open = true;
-        Ok(())
-    }
-
-    /// Close: the card receives what was written (bounded wait), then the session stops.
-    pub(super) fn pb_release(&self) {
-        let mut g = self.pb.lock();
-        if !g.removed && g.running {
-            if let Err(e) = self.pb_drain_locked(&mut g) {
-                pr_warn!(
-                    "acq{}: playback close: {} blocks not received ({:?})\n",
-                    self.index,
-                    regs::ring::outstanding(g.prod, g.head),
-                    e
-                );
-            }
-        }
-        if !g.removed {
-            self.pb_stop_locked(&mut g);
-        }
-        g.err = 0;
-        g.xrun = 0;
-        g.open = false;
-    }
-
-    fn pb_stats(&self) -> uapi::AcqPbStats {
-        let mut g = self.pb.lock();
-        self.pb_reap(&mut g);
-        let mut s = g.stats;
-        s.in_flight = regs::ring::outstanding(g.prod, g.head);
-        s.held_pages = g.hw.as_ref().map_or(0, |hw| {
-            hw.held.iter().filter(|h| h.is_some()).count() as u32
-        });
-        s.state = if g.removed {
-            uapi::ACQ_STATE_REMOVED
-        } else if g.halted {
-            uapi::ACQ_STATE_ERROR
-        } else if g.running {
-            uapi::ACQ_STATE_RUNNING
-        } else {
-            uapi::ACQ_STATE_STOPPED
-        };
-        drop(g);
-        let card = self.with_regs(|r| {
-            let rd64 = |lo: usize, hi: usize| regs::join64(r.rd(lo), r.rd(hi));
-            use regs::reg::*;
-            (
-                rd64(PB_CNT_VERIFIED_LO, PB_CNT_VERIFIED_HI),
-                rd64(PB_CNT_BYTES_LO, PB_CNT_BYTES_HI),
-                rd64(PB_FIRST_BAD_LO, PB_FIRST_BAD_HI),
-                r.rd(PB_CNT_MISMATCH),
-                r.rd(PB_CNT_UNDERRUNS),
-            )
-        });
-        if let Some((verified, bytes, first_bad, mismatch, underruns)) = card {
-            s.card_verified = verified;
-            s.card_bytes = bytes;
-            s.card_first_bad = first_bad;
-            s.card_mismatch = mismatch;
-            s.card_underruns = underruns;
-        }
-        s
-    }
-
-    fn pb_validate(&self, c: &AcqConfig) -> Result {
-        let mut plain = *c;
-        plain.flags = 0;
-        self.validate(&plain)?;
-        if c.flags != 0 {
-            return Err(EINVAL);
-        }
-        Ok(())
-    }
-
-    pub(super) fn pb_ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
-        let user = UserPtr::from_addr(arg);
-        match cmd {
-            uapi::ACQ_IOC_PB_GET_CONFIG => {
-                let cfg = self.pb.lock().cfg;
-                UserSlice::new(user, size_of::<AcqConfig>())
-                    .writer()
-                    .write(&UapiConfig(cfg))?;
-            }
-            uapi::ACQ_IOC_PB_SET_CONFIG => {
-                let UapiConfig(cfg) = UserSlice::new(user, size_of::<AcqConfig>())
-                    .reader()
-                    .read::<UapiConfig>()?;
-                self.pb_validate(&cfg)?;
-                let mut g = self.pb.lock();
-                if g.removed {
-                    return Err(ENODEV);
-                }
-                if g.running {
-                    return Err(EBUSY);
-                }
-                g.cfg = cfg;
-            }
-            uapi::ACQ_IOC_PB_GET_STATS => {
-                let stats = UapiPbStats(self.pb_stats());
-                UserSlice::new(user, size_of::<uapi::AcqPbStats>())
-                    .writer()
-                    .write(&stats)?;
-            }
-            uapi::ACQ_IOC_PB_DRAIN => {
-                let mut g = self.pb.lock();
-                self.pb_drain_locked(&mut g)?;
-                if let Some(e) = Self::pb_owed(&mut g, true) {
-                    return Err(e);
-                }
-            }
-            uapi::ACQ_IOC_STOP => {
-                let mut g = self.pb.lock();
-                if g.removed {
-                    return Err(ENODEV);
-                }
-                self.pb_stop_locked(&mut g);
-            }
-            _ => return self.ioctl_info(cmd, arg),
-        }
-        Ok(0)
-    }
-
-    /// Unbind: the card was stopped and reset; drop the playback memory and the held
-    /// pipe pages, wake the writers with `ENODEV`.
-    pub(super) fn pb_shutdown(&self) {
-        let hw = {
-            let mut g = self.pb.lock();
-            g.removed = true;
-            g.running = false;
-            g.hw.take()
-        };
-        drop(hw);
-        self.pb_wait.notify_all();
-    }
 }
-
-#[repr(transparent)]
-struct UapiPbStats(uapi::AcqPbStats);
-// SAFETY: `AcqPbStats` is `repr(C)`, integer fields only, no padding (size asserted).
-unsafe impl kernel::transmute::AsBytes for UapiPbStats {}

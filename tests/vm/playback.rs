@@ -296,3 +296,41 @@ fn playback_faults_underrun_and_loopback() -> Result<()> {
     assert_dmesg_clean(&mut vm)?;
     vm.shutdown(CMD)
 }
+
+/// A card that hangs (the model's `hang`: BAR0 all-ones, no DMA, no interrupts until a
+/// function reset) under a writer with no capture session: the writer gets one `EIO`,
+/// the driver has the card reset (the watchdog's FLR, as for capture), and the stream goes
+/// on in a new session that the card verifies. v2 before this test reported the halt
+/// once and then failed every write with `EIO` for ever: nobody reset a card that only
+/// played.
+#[test]
+fn a_hung_card_under_a_writer_is_reset_and_playback_goes_on() -> Result<()> {
+    let mut vm = boot("playback-hang")?;
+    let control = vm.models[0].control.clone();
+    let inject = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        acq_e2e::control_request(&control, r#"{"cmd":"inject","fault":"hang"}"#)
+    });
+    let out = play(&mut vm, "--bytes 24M --rate 2M --pattern counter", false)?;
+    inject
+        .join()
+        .map_err(|_| anyhow::anyhow!("the injector panicked"))??;
+    eprintln!("playback under a hang: {out}");
+    ensure!(out.contains("\"EIO\":1"), "not exactly one EIO: {out}");
+    let c = model_request(&vm, 0, r#"{"cmd":"counters"}"#)?;
+    ensure!(json_u64(&c, "resets") >= 1, "the card was never reset: {c}");
+    // After the reset the card plays again: a new run is verified whole.
+    let out = play(
+        &mut vm,
+        "--bytes 4M --pattern counter --seed 3 --verify",
+        true,
+    )?;
+    ensure!(card_num(&out, "verified_bytes") == Some(4 << 20), "{out}");
+    let dmesg = vm.sh_ok("dmesg", CMD)?;
+    ensure!(
+        dmesg.contains("function reset: 0, card back"),
+        "no function reset in the kernel log:\n{dmesg}"
+    );
+    vm.sh_ok("rmmod acq", CMD)?;
+    vm.shutdown(CMD)
+}

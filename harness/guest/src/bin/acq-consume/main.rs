@@ -12,7 +12,7 @@
 //!
 //! ```text
 //! acq-consume --method read|readv|sendfile-file|sendfile-pipe|splice|io-uring-read|
-//!                      io-uring-readv|poll-read|epoll-read|stdin
+//!                      io-uring-readv|poll-read|epoll-read|preadv2-nowait|stdin
 //!             --bytes N [--device /dev/acq0] [--chunk N] [--iovecs K] [--rate R]
 //!             [--ring-log2 L] [--pause-at N --pause-ms MS] [--out FILE] [--timeout S]
 //!             [--stop-after-ms MS] [--until-gone] [--threads N]
@@ -24,7 +24,9 @@
 //! `sendfile-file` checks that the kernel refuses it (`EINVAL`) and consumed nothing.
 //! `--stop-after-ms` makes one call while a second thread stops the card: the call must
 //! end and the card stay stopped. The io_uring methods report `max_submit_ms`, the
-//! longest io_uring_enter() that only submitted (it must never wait for data).
+//! longest io_uring_enter() that only submitted (it must never wait for data);
+//! `preadv2-nowait` reports `nowait_eagain`, the calls that found nothing ready and
+//! returned at once instead of waiting.
 //! `--until-gone` ends the run at the first ENODEV (the test unplugs the card) and checks
 //! that the next call gets ENODEV too. `--threads N` reads with N threads at once
 //! (threads.rs).
@@ -66,6 +68,10 @@ enum Method {
     PollRead,
     /// O_NONBLOCK read(), epoll_wait() on EAGAIN.
     EpollRead,
+    /// preadv2() at the file position (offset -1) with RWF_NOWAIT on a blocking
+    /// descriptor, poll() on EAGAIN: the per-call non-blocking read (io_uring's inline
+    /// attempt takes the same path in the driver).
+    Preadv2Nowait,
     /// A pipe from a standard tool on standard input.
     Stdin,
 }
@@ -479,6 +485,8 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     };
 
     let mut paused = false;
+    // Preadv2Nowait: the calls that found no block ready and did not wait.
+    let mut nowait_eagain = 0u64;
     // The session the reads run in; a read() starts the first one.
     let mut session = before.session.wrapping_add(1);
     let mut consumed = 0u64;
@@ -505,6 +513,18 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
                 }
                 if nonblock && matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EAGAIN)) {
                     wait_readable(fd, epfd.as_ref().map(|e| e.as_raw_fd()))?;
+                    continue;
+                }
+                r
+            }
+            Method::Preadv2Nowait => {
+                let r = preadv2_nowait(fd, &mut buf[..want]);
+                if let Ok(n) = r {
+                    acc.scan.feed(&buf[..n]);
+                }
+                if matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EAGAIN)) {
+                    nowait_eagain += 1;
+                    wait_readable(fd, None)?;
                     continue;
                 }
                 r
@@ -603,6 +623,9 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     if let Some(u) = &uring {
         extra["max_submit_ms"] = u.max_submit_ms.into();
     }
+    if a.method == Method::Preadv2Nowait {
+        extra["nowait_eagain"] = nowait_eagain.into();
+    }
     let after = dev.stats().map_err(|e| format!("ACQ_IOC_GET_STATS: {e}"))?;
     extra["driver_overflows"] = (after.overflows - before.overflows).into();
     extra["driver_errors"] = (after.errors - before.errors).into();
@@ -658,6 +681,31 @@ fn stopped_while_reading(
     let ok = stop_rc == 0 && (ended_early || waited) && stayed_stopped;
     extra["ok"] = ok.into();
     Ok((extra, ok))
+}
+
+/// `preadv2(fd, buf, 1, -1, RWF_NOWAIT)`: a read at the file position that must not
+/// block (EAGAIN when no block is ready; EOPNOTSUPP from a file that cannot promise that).
+fn preadv2_nowait(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    /// include/uapi/linux/fs.h.
+    const RWF_NOWAIT: libc::c_long = 0x8;
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: `iov` describes `buf`, valid for writes of its length; the offset -1
+    // (low word, high word 0 on a 64-bit kernel) means the file position.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_preadv2,
+            fd,
+            &iov as *const libc::iovec,
+            1,
+            -1i64,
+            0,
+            RWF_NOWAIT,
+        )
+    };
+    check(r as isize)
 }
 
 /// One poll() (or epoll_wait() on a new epoll set) for POLLIN of at most `timeout_ms`:
