@@ -56,6 +56,13 @@ impl Card {
             return true;
         }
         g.wd_still_ms += u64::from(WATCHDOG_MS);
+        if g.wd_still_ms == u64::from(WATCHDOG_MS) {
+            // The first period with buffers posted and no progress: the card may be asleep
+            // for a DOORBELL it did not ask for (a `need_doorbell` it never published, or
+            // one we read too early). The spec makes an extra DOORBELL harmless (section
+            // 8), so ring once before counting towards a reset.
+            let _ = self.with_regs(|r| r.wr(regs::reg::DOORBELL, 1));
+        }
         let block_ms = match g.cfg.rate {
             0 => 0,
             rate => u64::from(g.cfg.block_size).saturating_mul(1000) / rate,

@@ -741,7 +741,10 @@ impl Session {
     fn enter_waiting(&mut self, v: &MemView, ctl: &Ctl) -> Result<(), Halt> {
         // A DOORBELL written before this point is not the wake-up (it had no effect).
         ctl.lock().doorbell = false;
-        self.set_need_doorbell(v, true)?;
+        // The `doorbell_lie` fault: the flag stays 0 while the engine sleeps for a
+        // DOORBELL all the same.
+        let publish = self.shared.faults.hook(Site::NeedDoorbell) != Action::Conceal;
+        self.set_need_doorbell(v, publish)?;
         fence(Ordering::SeqCst);
         self.read_prod(v)?;
         if self.prod != self.k {

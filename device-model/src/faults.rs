@@ -44,6 +44,9 @@ pub enum Site {
     PbProgress,
     /// The host stops the capture engine (CTRL.ENABLE 1->0).
     Stop,
+    /// The capture engine found no buffer and publishes `need_doorbell` before it
+    /// sleeps until a DOORBELL (section 8).
+    NeedDoorbell,
 }
 
 /// The channel a fault applies to (`"channel"` in the control protocol).
@@ -79,6 +82,8 @@ pub enum Action {
     DropBlocks(u64),
     /// The completion just filled in lies this way.
     Lie(Lie),
+    /// The flag is not published (left 0) though the device acts on it.
+    Conceal,
 }
 
 /// How a completion lies about a block the card did write (the `bad_completion` fault;
@@ -196,6 +201,10 @@ pub enum Fault {
         /// How many stops.
         count: u64,
     },
+    /// The next `count` times the capture engine runs out of buffers, it sleeps until a
+    /// DOORBELL but leaves `need_doorbell` (event page and STATUS) at 0: firmware that
+    /// forgot to publish the flag. Only a DOORBELL the driver writes anyway wakes it.
+    DoorbellLie(u64),
     /// The next `count` data completions lie (`kind`).
     BadCompletion {
         /// How.
@@ -312,13 +321,14 @@ impl Fault {
                 count: count(),
             },
             "overflow" => Fault::Overflow(count()),
+            "doorbell_lie" => Fault::DoorbellLie(count()),
             "hang" => Fault::Hang,
             "bad_register_reads" => Fault::BadRegisterReads(count()),
             other => {
                 return Err(format!(
                 "unknown fault `{other}` (known: dma_error, corrupt_data, drop_irq, spurious_irq, \
-                     irq_storm, stall, slow_stop, overflow, hang, bad_register_reads, \
-                     bad_completion)"
+                     irq_storm, stall, slow_stop, overflow, doorbell_lie, hang, \
+                     bad_register_reads, bad_completion)"
             ))
             }
         })
@@ -382,6 +392,8 @@ pub struct Pending {
     pub bad_completion: u64,
     /// How they lie.
     pub bad_completion_kind: Option<Lie>,
+    /// Doorbell waits still to hide.
+    pub doorbell_lie: u64,
 }
 
 impl Pending {
@@ -420,6 +432,7 @@ impl FaultPlan {
             Fault::Overflow(n) => p.overflow += n,
             Fault::Hang => p.hang = true,
             Fault::BadRegisterReads(n) => p.bad_register_reads += n,
+            Fault::DoorbellLie(n) => p.doorbell_lie += n,
             Fault::PbDmaError(n) => p.pb_dma_error += n,
             Fault::PbCorruptData(n) => p.pb_corrupt_data += n,
             Fault::PbDropIrq(n) => p.pb_drop_irq += n,
@@ -498,7 +511,7 @@ impl FaultPlan {
                 | Site::PbDescFetch
                 | Site::PbDataRead
                 | Site::PbCompletionWrite => Action::Fail,
-                Site::Source | Site::Stop => Action::Proceed,
+                Site::Source | Site::Stop | Site::NeedDoorbell => Action::Proceed,
             }
         } else {
             match site {
@@ -520,6 +533,7 @@ impl FaultPlan {
                     }
                     Action::Lie(kind)
                 }
+                Site::NeedDoorbell if take(&mut p.doorbell_lie) => Action::Conceal,
                 Site::PbDataRead if take(&mut p.pb_dma_error) => Action::Fail,
                 Site::PbDataRead if take(&mut p.pb_corrupt_data) => Action::Corrupt,
                 // `drop_irq` without a channel loses messages on any vector.
@@ -551,6 +565,19 @@ impl FaultPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_doorbell_lie_hides_the_next_doorbell_requests_only() {
+        let f = FaultPlan::new();
+        assert_eq!(f.hook(Site::NeedDoorbell), Action::Proceed);
+        f.inject(Fault::parse("doorbell_lie", Some(2), None, None).unwrap())
+            .unwrap();
+        assert_eq!(f.hook(Site::NeedDoorbell), Action::Conceal);
+        assert_eq!(f.hook(Site::DataWrite), Action::Proceed);
+        assert_eq!(f.hook(Site::NeedDoorbell), Action::Conceal);
+        assert_eq!(f.hook(Site::NeedDoorbell), Action::Proceed);
+        assert_eq!(f.fired(), 2);
+    }
 
     #[test]
     fn counted_faults_are_used_up() {

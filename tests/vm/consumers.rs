@@ -745,3 +745,54 @@ fn io_uring_submission_never_blocks() -> Result<()> {
     }
     finish(vm, failures)
 }
+
+/// A card whose firmware forgets to publish `need_doorbell` (the model's `doorbell_lie`:
+/// out of buffers, it sleeps until a DOORBELL but leaves the flag at 0), under a reader
+/// that pauses long enough for the ring to fill. The driver trusts the flag, rings no
+/// doorbell, and the card sleeps with buffers posted. A stall like that must cost only
+/// time: the watchdog rings the doorbell once when it sees no progress, before it
+/// considers a reset, so the stream goes on with no `EIO`, no gap and no new session.
+#[test]
+fn a_card_that_hides_its_doorbell_request_is_woken_without_a_reset() -> Result<()> {
+    let mut vm = boot("consumers-doorbell-lie")?;
+    let control = control_socket(&vm)?;
+    let fired = |control: &std::path::Path| -> Result<u64> {
+        Ok(json_u64(
+            &control_request(control, r#"{"cmd":"counters"}"#)?,
+            "faults_fired",
+        ))
+    };
+    let before = fired(&control)?;
+    control_request(
+        &control,
+        r#"{"cmd":"inject","fault":"doorbell_lie","count":2}"#,
+    )?;
+    // 512 KB/s: the 1 MiB ring fills in 2 s of the 2.5 s pause, then the card waits for a
+    // doorbell; the 1 MiB FIFO holds 2 s more of the stream.
+    let out = consume(
+        &mut vm,
+        "--method read --bytes 6M --chunk 64K --rate 512K --pause-at 512K --pause-ms 2500",
+    )?;
+    eprintln!("doorbell lie: {out}");
+    let model = control_request(&control, r#"{"cmd":"counters"}"#)?;
+    ensure!(
+        json_u64(&model, "doorbells") >= 1,
+        "the driver never rang the doorbell: {model}"
+    );
+    ensure!(
+        fired(&control)? > before,
+        "the card never hid a doorbell request: the run proves nothing: {out}"
+    );
+    ensure!(
+        json_u64(&out, "eio") == 0 && json_u64(&out, "restarts") == 0,
+        "a hidden doorbell request cost an EIO or a new session: {out}"
+    );
+    ensure!(json_u64(&out, "gaps") == 0, "data lost: {out}");
+    ensure_contract("read", &out)?;
+    let stats = vm.sh_ok("acq-ctl stats", CMD)?;
+    ensure!(
+        json_u64(&stats, "watchdog_resets") == 0,
+        "the card was reset: {stats}"
+    );
+    finish(vm, Vec::new())
+}

@@ -647,6 +647,13 @@ pub enum Fault {
         #[serde(default = "one")]
         count: u64,
     },
+    /// The next `count` times the capture engine runs out of buffers it sleeps until a
+    /// DOORBELL but leaves `need_doorbell` at 0 (firmware that forgot the flag).
+    DoorbellLie {
+        /// How many doorbell waits.
+        #[serde(default = "one")]
+        count: u64,
+    },
     /// The device stops responding until it is reset.
     Hang,
     /// The card is hot-unplugged (QMP device_del) while streaming.
@@ -728,6 +735,7 @@ impl Fault {
             Fault::Stall { .. } => "stall",
             Fault::SlowStop { .. } => "slow_stop",
             Fault::Overflow { .. } => "overflow",
+            Fault::DoorbellLie { .. } => "doorbell_lie",
             Fault::Hang => "hang",
             Fault::SurpriseRemoval => "surprise_removal",
             Fault::Reset => "reset",

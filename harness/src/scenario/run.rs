@@ -1125,6 +1125,7 @@ fn inject(
         | Fault::DropIrq { count }
         | Fault::SpuriousIrq { count }
         | Fault::Overflow { count }
+        | Fault::DoorbellLie { count }
         | Fault::BadRegisterReads { count } => {
             json!({"cmd": "inject", "fault": f.inject.name(), "count": count})
         }
