@@ -660,5 +660,9 @@ kernel::module_pci_driver! {
             default: false,
             description: "Use one MSI vector even when MSI-X is available (tests the fallback)",
         },
+        debug_wake_window_ms: u32 {
+            default: 0,
+            description: "Test only: a waiter sleeps this long between its last check of the ring and its sleep, to show that no wake-up is lost there (tests/vm/driver.rs)",
+        },
     },
 }

@@ -46,6 +46,12 @@ impl Sleepers {
         let r = if ready(g) {
             CondVarTimeoutResult::Woken { jiffies }
         } else {
+            // Test only (`debug_wake_window_ms`, 0 by default): an interrupt that lands
+            // here must still wake this waiter (its thread waits for the mutex we hold).
+            let window = module_parameters::debug_wake_window_ms.value();
+            if window > 0 {
+                kernel::time::delay::fsleep(kernel::time::Delta::from_millis(i64::from(window)));
+            }
             cv.wait_interruptible_timeout(g, jiffies)
         };
         self.0.fetch_sub(1, Relaxed);

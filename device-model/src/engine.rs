@@ -882,7 +882,12 @@ impl Session {
             bump(&self.shared.stats.error_completions, 1);
         }
         self.k = self.k.wrapping_add(1);
-        self.event_store(v, event::OFF_CONS, self.k, Ordering::Release)?;
+        // The `cons_lie` fault: an index far outside the ring; the completion is true.
+        let cons = match self.shared.faults.hook(Site::EventCons) {
+            Action::Skew(d) => self.k.wrapping_add(d),
+            _ => self.k,
+        };
+        self.event_store(v, event::OFF_CONS, cons, Ordering::Release)?;
         self.shared.dev_cons.store(self.k, Ordering::Relaxed);
         if self.cfg.bar2_mode {
             let next = self.data_base + u64::from(self.slot(self.k)) * u64::from(b);

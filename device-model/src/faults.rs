@@ -47,6 +47,8 @@ pub enum Site {
     /// The capture engine found no buffer and publishes `need_doorbell` before it
     /// sleeps until a DOORBELL (section 8).
     NeedDoorbell,
+    /// The capture engine publishes the event page's `cons` after a completion.
+    EventCons,
 }
 
 /// The channel a fault applies to (`"channel"` in the control protocol).
@@ -84,6 +86,8 @@ pub enum Action {
     Lie(Lie),
     /// The flag is not published (left 0) though the device acts on it.
     Conceal,
+    /// The index published is off by this much (wrapping): outside any ring.
+    Skew(u32),
 }
 
 /// How a completion lies about a block the card did write (the `bad_completion` fault;
@@ -205,6 +209,10 @@ pub enum Fault {
     /// DOORBELL but leaves `need_doorbell` (event page and STATUS) at 0: firmware that
     /// forgot to publish the flag. Only a DOORBELL the driver writes anyway wakes it.
     DoorbellLie(u64),
+    /// The next `count` times the capture engine publishes the event page's `cons`, it
+    /// writes a value 2^31 beyond the real one (far outside the ring); the completions
+    /// themselves are true.
+    ConsLie(u64),
     /// The next `count` data completions lie (`kind`).
     BadCompletion {
         /// How.
@@ -322,18 +330,23 @@ impl Fault {
             },
             "overflow" => Fault::Overflow(count()),
             "doorbell_lie" => Fault::DoorbellLie(count()),
+            "cons_lie" => Fault::ConsLie(count()),
             "hang" => Fault::Hang,
             "bad_register_reads" => Fault::BadRegisterReads(count()),
             other => {
                 return Err(format!(
                 "unknown fault `{other}` (known: dma_error, corrupt_data, drop_irq, spurious_irq, \
-                     irq_storm, stall, slow_stop, overflow, doorbell_lie, hang, \
+                     irq_storm, stall, slow_stop, overflow, doorbell_lie, cons_lie, hang, \
                      bad_register_reads, bad_completion)"
             ))
             }
         })
     }
 }
+
+/// How far beyond the real index a `cons_lie` publishes `cons`: half the index space,
+/// beyond every ring (at most 2^15 entries).
+pub const CONS_LIE_SKEW: u32 = 1 << 31;
 
 /// The most spurious interrupts one request sends. They are sent before the request is
 /// answered, so the bound keeps every request short (a million is about a second).
@@ -394,6 +407,8 @@ pub struct Pending {
     pub bad_completion_kind: Option<Lie>,
     /// Doorbell waits still to hide.
     pub doorbell_lie: u64,
+    /// `cons` publications still to skew.
+    pub cons_lie: u64,
 }
 
 impl Pending {
@@ -433,6 +448,7 @@ impl FaultPlan {
             Fault::Hang => p.hang = true,
             Fault::BadRegisterReads(n) => p.bad_register_reads += n,
             Fault::DoorbellLie(n) => p.doorbell_lie += n,
+            Fault::ConsLie(n) => p.cons_lie += n,
             Fault::PbDmaError(n) => p.pb_dma_error += n,
             Fault::PbCorruptData(n) => p.pb_corrupt_data += n,
             Fault::PbDropIrq(n) => p.pb_drop_irq += n,
@@ -511,7 +527,7 @@ impl FaultPlan {
                 | Site::PbDescFetch
                 | Site::PbDataRead
                 | Site::PbCompletionWrite => Action::Fail,
-                Site::Source | Site::Stop | Site::NeedDoorbell => Action::Proceed,
+                Site::Source | Site::Stop | Site::NeedDoorbell | Site::EventCons => Action::Proceed,
             }
         } else {
             match site {
@@ -534,6 +550,7 @@ impl FaultPlan {
                     Action::Lie(kind)
                 }
                 Site::NeedDoorbell if take(&mut p.doorbell_lie) => Action::Conceal,
+                Site::EventCons if take(&mut p.cons_lie) => Action::Skew(CONS_LIE_SKEW),
                 Site::PbDataRead if take(&mut p.pb_dma_error) => Action::Fail,
                 Site::PbDataRead if take(&mut p.pb_corrupt_data) => Action::Corrupt,
                 // `drop_irq` without a channel loses messages on any vector.
@@ -565,6 +582,15 @@ impl FaultPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cons_lie_skews_the_next_publications_only() {
+        let f = FaultPlan::new();
+        f.inject(Fault::parse("cons_lie", Some(1), None, None).unwrap())
+            .unwrap();
+        assert_eq!(f.hook(Site::EventCons), Action::Skew(CONS_LIE_SKEW));
+        assert_eq!(f.hook(Site::EventCons), Action::Proceed);
+    }
 
     #[test]
     fn a_doorbell_lie_hides_the_next_doorbell_requests_only() {

@@ -446,6 +446,33 @@ fn concurrent_starts_leave_both_channels_unmasked() -> Result<()> {
     vm.shutdown(CMD)
 }
 
+/// A wake-up that lands between a reader's last check of the ring and its sleep is not
+/// lost. The driver's test-only `debug_wake_window_ms=300` holds every waiter 300 ms in
+/// that window, and the card makes a block every 250 ms, so each block's interrupt lands
+/// in it (`acq-ctl wake-latency`): a reader that misses it sleeps until the next block or
+/// its 200 ms re-check (reads of about 500 ms); the driver wakes it as it goes to sleep
+/// (about 300 ms). v1's hard handler notified without the mutex: 500 ms (run against the
+/// driver before 0b61261 with the same window added at the same place).
+#[test]
+fn a_wake_up_between_the_last_check_and_the_sleep_is_not_lost() -> Result<()> {
+    let mut vm = boot("driver-wake-window", 1)?;
+    insmod_with(&mut vm, 1, "debug_wake_window_ms=300")?;
+    let out = vm.sh_ok("acq-ctl wake-latency", Duration::from_secs(60))?;
+    eprintln!("wake-latency: {}", out.trim());
+    ensure!(json_u64(&out, "reads") == 12, "{out}");
+    let max_ms = json_u64(&out, "max_ms");
+    ensure!(
+        max_ms >= 290,
+        "no read waited the 300 ms window: the parameter had no effect: {out}"
+    );
+    ensure!(
+        max_ms < 450,
+        "a read slept {max_ms} ms: a wake-up in the window was lost: {out}"
+    );
+    rmmod_clean(&mut vm)?;
+    vm.shutdown(CMD)
+}
+
 /// Not a test: boots `ACQ_DEBUG_CARDS` cards (default 1) with the driver and the guest
 /// tools, runs the shell command `ACQ_DEBUG_CMD` and prints its output. For poking at the
 /// driver by hand: `ACQ_DEBUG_CMD='insmod /lib/modules/acq.ko && acq-ctl info' cargo test

@@ -321,6 +321,13 @@ pub struct StreamStep {
     /// Stop and restart the capture (ACQ_IOC_STOP / START) after this many bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_at: Option<Size>,
+    /// Mode `read`: stop reading once, after this many bytes, for `pause_ms` (the card
+    /// fills the ring and runs out of buffers; longer than the FIFO lasts, it overflows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_at: Option<Size>,
+    /// How long the pause lasts (at most 60,000 ms).
+    #[serde(default = "default_pause_ms")]
+    pub pause_ms: u64,
     /// Verify every byte against the card's pattern.
     #[serde(default = "yes")]
     pub verify: bool,
@@ -412,6 +419,8 @@ fn default_play_source() -> PlaySource {
 fn default_pause_ms() -> u64 {
     1000
 }
+/// The longest consumer pause a stream step takes (a minute).
+const PAUSE_MS_MAX: u64 = 60_000;
 
 fn default_mode() -> Mode {
     Mode::Read
@@ -654,6 +663,13 @@ pub enum Fault {
         #[serde(default = "one")]
         count: u64,
     },
+    /// The next `count` times the capture engine publishes the event page's `cons`, the
+    /// value is 2^31 beyond the real one (outside any ring); the completions are true.
+    ConsLie {
+        /// How many publications.
+        #[serde(default = "one")]
+        count: u64,
+    },
     /// The device stops responding until it is reset.
     Hang,
     /// The card is hot-unplugged (QMP device_del) while streaming.
@@ -736,6 +752,7 @@ impl Fault {
             Fault::SlowStop { .. } => "slow_stop",
             Fault::Overflow { .. } => "overflow",
             Fault::DoorbellLie { .. } => "doorbell_lie",
+            Fault::ConsLie { .. } => "cons_lie",
             Fault::Hang => "hang",
             Fault::SurpriseRemoval => "surprise_removal",
             Fault::Reset => "reset",
@@ -1330,6 +1347,26 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
                     "must be less than `bytes`".into(),
                 );
             }
+            if let Some(p) = st.pause_at {
+                if st.mode != Mode::Read {
+                    return err(
+                        &format!("steps[{i}].stream.pause_at"),
+                        "only applies to mode read".into(),
+                    );
+                }
+                if p >= st.bytes {
+                    return err(
+                        &format!("steps[{i}].stream.pause_at"),
+                        "must be less than `bytes`".into(),
+                    );
+                }
+                if st.pause_ms > PAUSE_MS_MAX {
+                    return err(
+                        &format!("steps[{i}].stream.pause_ms"),
+                        format!("{} is above {PAUSE_MS_MAX}", st.pause_ms),
+                    );
+                }
+            }
             if let Some(t) = st.tee {
                 if st.mode != Mode::Splice {
                     return err(
@@ -1668,6 +1705,23 @@ mod tests {
 
         let e = error_of(r#"{"steps": [{"stream": {"bytes": 8, "pipe_size": "1M"}}]}"#);
         assert!(e.contains("only applies to mode splice"), "{e}");
+
+        let e = error_of(
+            r#"{"steps": [{"stream": {"mode": "splice", "bytes": "8M", "pause_at": "1M"}}]}"#,
+        );
+        assert!(
+            e.contains("steps[0].stream.pause_at") && e.contains("only applies to mode read"),
+            "{e}"
+        );
+        let e = error_of(r#"{"steps": [{"stream": {"bytes": "8M", "pause_at": "8M"}}]}"#);
+        assert!(e.contains("must be less than `bytes`"), "{e}");
+        let e = error_of(
+            r#"{"steps": [{"stream": {"bytes": "8M", "pause_at": "1M", "pause_ms": 60001}}]}"#,
+        );
+        assert!(
+            e.contains("steps[0].stream.pause_ms") && e.contains("above 60000"),
+            "{e}"
+        );
     }
 
     #[test]

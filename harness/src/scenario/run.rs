@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use super::format::{
     counter_key, At, CardSpec, Channel, CounterOf, DeviceSettings, Expect, Fault, FaultSpec,
-    PlayMode, PlaySource, PlayStep, Scenario, Sink, Step, StreamStep,
+    PlayMode, PlaySource, PlayStep, Scenario, Sink, Size, Step, StreamStep,
 };
 use crate::accel::AccelChoice;
 use crate::control::ModelControl;
@@ -421,6 +421,7 @@ fn stream(
     if let Some(r) = st.restart_at {
         argv.extend(["--restart-at".into(), r.0.to_string()]);
     }
+    argv.extend(pause_args(st.pause_at, st.pause_ms));
     for (flag, v) in device_flags(&card.device) {
         argv.extend([flag.to_owned(), v]);
     }
@@ -580,14 +581,7 @@ fn play(
     if let Some(s) = p.pipe_size {
         argv.extend(["--pipe-size".into(), s.0.to_string()]);
     }
-    if let Some(a) = p.pause_at {
-        argv.extend([
-            "--pause-at".into(),
-            a.0.to_string(),
-            "--pause-ms".into(),
-            p.pause_ms.to_string(),
-        ]);
-    }
+    argv.extend(pause_args(p.pause_at, p.pause_ms));
     // The card's settings, but the playback rate is the step's (the capture rate is not).
     for (flag, v) in device_flags(&card.device) {
         if flag != "--rate" {
@@ -1112,6 +1106,20 @@ fn control<'a>(
     slot.as_mut().context("control connection")
 }
 
+/// acq-stream's `--pause-at N --pause-ms MS` (capture and playback alike), if a step
+/// pauses.
+fn pause_args(at: Option<Size>, ms: u64) -> Vec<String> {
+    match at {
+        Some(a) => vec![
+            "--pause-at".into(),
+            a.0.to_string(),
+            "--pause-ms".into(),
+            ms.to_string(),
+        ],
+        None => Vec::new(),
+    }
+}
+
 fn inject(
     conns: &mut [Option<ModelControl>],
     paths: &[PathBuf],
@@ -1126,6 +1134,7 @@ fn inject(
         | Fault::SpuriousIrq { count }
         | Fault::Overflow { count }
         | Fault::DoorbellLie { count }
+        | Fault::ConsLie { count }
         | Fault::BadRegisterReads { count } => {
             json!({"cmd": "inject", "fault": f.inject.name(), "count": count})
         }

@@ -7,11 +7,15 @@
 //!            [--sink /dev/null|FILE|tcp] [--tee /dev/null|FILE] [--pipe-size N]
 //!            [--block B] [--ring-log2 L] [--rate R] [--pattern P] [--seed S]
 //!            [--transfer dma|bar2 | --bar2] [--irq-count C] [--irq-time-us T] [--read-size N] [--nonblock]
-//!            [--restart-at N] [--hold-at N --hold-s S] [--timeout SECONDS]
+//!            [--restart-at N] [--pause-at N --pause-ms MS] [--hold-at N --hold-s S]
+//!            [--timeout SECONDS]
 //!            [--stop-on-signal] [--raw]
 //!            [--on-sink-error stop|retry|skip] [--sink-retries N] [--sink-retry-ms MS]
 //!            [--direct] [--sink-base OFFSET]
 //! ```
+//!
+//! `--pause-at` (mode read) stops reading once, for `--pause-ms`, after that many bytes:
+//! the card fills the ring and runs out of buffers meanwhile.
 //!
 //! A block device sink (a capture disk) is written by position: disk offset = stream
 //! offset − base, so a stretch the card lost stays a hole of the same size on the disk.
@@ -133,6 +137,8 @@ struct Args {
     nonblock: bool,
     progress: bool,
     restart_at: Option<u64>,
+    pause_at: Option<u64>,
+    pause_ms: u64,
     hold_at: Option<u64>,
     hold_s: f64,
     timeout: Option<f64>,
@@ -191,6 +197,8 @@ fn parse_args() -> Result<Args, String> {
         nonblock: false,
         progress: false,
         restart_at: None,
+        pause_at: None,
+        pause_ms: 1000,
         hold_at: None,
         hold_s: 2.0,
         timeout: None,
@@ -277,6 +285,8 @@ fn parse_args() -> Result<Args, String> {
             "--restart-at" => a.restart_at = Some(size(opt, val(opt)?)?),
             "--hold-at" => a.hold_at = Some(size(opt, val(opt)?)?),
             "--hold-s" => a.hold_s = secs(opt, val(opt)?)?,
+            "--pause-at" => a.pause_at = Some(size(opt, val(opt)?)?),
+            "--pause-ms" => a.pause_ms = size(opt, val(opt)?)?,
             "--timeout" => a.timeout = Some(secs(opt, val(opt)?)?),
             "--on-sink-error" => {
                 let v = val(opt)?;
@@ -334,6 +344,12 @@ fn parse_args() -> Result<Args, String> {
     }
     if a.hold_at.is_some() && a.mode != Mode::Splice {
         return Err("--hold-at needs --mode splice".into());
+    }
+    if a.pause_at.is_some() && a.mode != Mode::Read {
+        return Err("--pause-at needs --mode read".into());
+    }
+    if a.pause_ms > 60_000 {
+        return Err("--pause-ms at most 60000".into());
     }
     let so = &a.sink_opts;
     if !matches!(a.sink, SinkSpec::File(_))
@@ -1369,9 +1385,16 @@ fn read_loop(
     progress: bool,
 ) -> Result<(), String> {
     let mut buf = vec![0u8; a.read_size];
+    let mut paused = false;
     while st.total < a.bytes {
         if st.expired(a) {
             break;
+        }
+        if let Some(at) = a.pause_at {
+            if !paused && st.total >= at {
+                paused = true;
+                std::thread::sleep(std::time::Duration::from_millis(a.pause_ms));
+            }
         }
         if let Some(at) = a.restart_at {
             if !st.restarted && st.total >= at {

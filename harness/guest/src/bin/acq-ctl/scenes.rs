@@ -470,3 +470,47 @@ pub(crate) fn irq_mask_race(dev: &AcqDev, out_path: &str) -> std::io::Result<ser
         "first_bad": first_bad.map(|(r, m)| format!("round {r}: IRQ_MASK {m:#x}")),
     }))
 }
+
+/// `wake-latency`: one block every 250 ms (4 KiB blocks at 16 KiB/s, an interrupt per
+/// block) read one block per read(), `READS` times; prints each read's duration and the
+/// longest (`max_ms`). With the driver loaded with `debug_wake_window_ms=300`, every
+/// block's interrupt lands while the reader is between its last check of the ring and
+/// its sleep: a driver that loses that wake-up sleeps until the next block or its 200 ms
+/// re-check (a read of about 500 ms); one that does not wakes the reader as soon as it
+/// sleeps (about 300 ms).
+pub(crate) fn wake_latency(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
+    use std::time::Instant;
+    const READS: usize = 12;
+    let orig = dev.config()?;
+    let mut c = orig;
+    c.block_size = 4096;
+    c.ring_log2 = 4;
+    c.rate = 16 << 10;
+    c.irq_mod_count = 1;
+    c.irq_mod_time_us = 0;
+    dev.stop()?;
+    dev.set_config(&c)?;
+    let mut buf = vec![0u8; 4096];
+    let mut ms = Vec::with_capacity(READS);
+    let mut failed = None;
+    for _ in 0..READS {
+        let t = Instant::now();
+        match dev.read(&mut buf) {
+            Ok(_) => ms.push(t.elapsed().as_millis() as u64),
+            Err(e) => {
+                failed = Some(acqdev::errno_name(e.raw_os_error().unwrap_or(0)));
+                break;
+            }
+        }
+    }
+    dev.stop()?;
+    dev.set_config(&orig)?;
+    if let Some(e) = failed {
+        return Err(std::io::Error::other(format!("read failed: {e}")));
+    }
+    Ok(serde_json::json!({
+        "reads": ms.len(),
+        "max_ms": ms.iter().copied().max().unwrap_or(0),
+        "read_ms": ms,
+    }))
+}
