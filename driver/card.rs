@@ -144,14 +144,19 @@ impl Card {
     }
 
     pub(crate) fn state(g: &Inner) -> u32 {
-        if g.removed {
-            uapi::ACQ_STATE_REMOVED
-        } else if g.halted {
-            uapi::ACQ_STATE_ERROR
-        } else if g.running {
-            uapi::ACQ_STATE_RUNNING
-        } else {
-            uapi::ACQ_STATE_STOPPED
-        }
+        uapi_state(g.removed, g.halted, g.running)
+    }
+}
+
+/// A channel's `state` in its statistics (uapi `ACQ_STATE_*`), capture's and playback's.
+pub(crate) fn uapi_state(removed: bool, halted: bool, running: bool) -> u32 {
+    if removed {
+        uapi::ACQ_STATE_REMOVED
+    } else if halted {
+        uapi::ACQ_STATE_ERROR
+    } else if running {
+        uapi::ACQ_STATE_RUNNING
+    } else {
+        uapi::ACQ_STATE_STOPPED
     }
 }

@@ -391,25 +391,8 @@ impl Card {
     /// `nonblock`). The watchdog notifies `pb_wait` when the reset is over; the period
     /// re-check covers a notification that came between the check and the sleep.
     fn pb_wait_for_reset(&self, g: &mut MutexGuard<'_, PbInner>, nonblock: bool) -> Result {
-        let mut left = msecs_to_jiffies(RESET_WAIT_MS);
         let period = msecs_to_jiffies(PB_RECHECK_MS);
-        while self.reset_pending() {
-            if nonblock {
-                return Err(EAGAIN);
-            }
-            if left == 0 {
-                return Err(EIO);
-            }
-            let step = left.min(period);
-            match self.pb_wait.wait_interruptible_timeout(g, step) {
-                CondVarTimeoutResult::Signal { .. } => return Err(ERESTARTSYS),
-                CondVarTimeoutResult::Timeout => left -= step,
-                CondVarTimeoutResult::Woken { jiffies } => {
-                    left -= (step - jiffies.min(step)).max(1).min(left);
-                }
-            }
-        }
-        Ok(())
+        ring::wait_out_reset(&self.pb_wait, g, nonblock, period, |_| self.reset_pending())
     }
 
     /// The error the writer is owed, if any (each reported once). With `consume` false it

@@ -153,27 +153,9 @@ impl Card {
     /// the card's state again afterwards: the reset latches an `EIO`, and the watchdog may
     /// have started the next session.
     pub(crate) fn wait_for_reset(&self, g: &mut MutexGuard<'_, Inner>, nonblock: bool) -> Result {
-        // The budget is in jiffies and only what was really slept counts (every interrupt
-        // and STOP wakes this queue).
-        let mut left = msecs_to_jiffies(RESET_WAIT_MS);
+        // Every interrupt and STOP wakes this queue.
         let period = msecs_to_jiffies(READ_RECHECK_MS);
-        while g.flr_due || g.resetting {
-            if nonblock {
-                return Err(EAGAIN);
-            }
-            if left == 0 {
-                return Err(EIO);
-            }
-            let step = left.min(period);
-            match self.wait.wait_interruptible_timeout(g, step) {
-                CondVarTimeoutResult::Signal { .. } => return Err(ERESTARTSYS),
-                CondVarTimeoutResult::Timeout => left -= step,
-                CondVarTimeoutResult::Woken { jiffies } => {
-                    left -= (step - jiffies.min(step)).max(1).min(left);
-                }
-            }
-        }
-        Ok(())
+        wait_out_reset(&self.wait, g, nonblock, period, |g| g.flr_due || g.resetting)
     }
 
     /// `start_locked` for a caller that may sleep (ACQ_IOC_START, MMAP_SYNC): a function
@@ -401,4 +383,36 @@ impl Card {
         }
         r
     }
+}
+
+/// Sleeps on `cv` while `pending(g)` says a function reset is due or under way (capture's
+/// and playback's waits for the watchdog's reset): interruptibly, re-checking every
+/// `period`, `EAGAIN` at once with `nonblock`, `EIO` after `RESET_WAIT_MS`. The budget is
+/// in jiffies and only what was really slept counts (wake-ups that are not the reset's
+/// end do not stretch it).
+pub(crate) fn wait_out_reset<T: Unpin>(
+    cv: &CondVar,
+    g: &mut MutexGuard<'_, T>,
+    nonblock: bool,
+    period: Jiffies,
+    pending: impl Fn(&mut MutexGuard<'_, T>) -> bool,
+) -> Result {
+    let mut left = msecs_to_jiffies(RESET_WAIT_MS);
+    while pending(g) {
+        if nonblock {
+            return Err(EAGAIN);
+        }
+        if left == 0 {
+            return Err(EIO);
+        }
+        let step = left.min(period);
+        match cv.wait_interruptible_timeout(g, step) {
+            CondVarTimeoutResult::Signal { .. } => return Err(ERESTARTSYS),
+            CondVarTimeoutResult::Timeout => left -= step,
+            CondVarTimeoutResult::Woken { jiffies } => {
+                left -= (step - jiffies.min(step)).max(1).min(left);
+            }
+        }
+    }
+    Ok(())
 }

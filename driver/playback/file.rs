@@ -114,15 +114,7 @@ impl Card {
         s.held_pages = g.hw.as_ref().map_or(0, |hw| {
             hw.held.iter().filter(|h| h.is_some()).count() as u32
         });
-        s.state = if g.removed {
-            uapi::ACQ_STATE_REMOVED
-        } else if g.halted {
-            uapi::ACQ_STATE_ERROR
-        } else if g.running {
-            uapi::ACQ_STATE_RUNNING
-        } else {
-            uapi::ACQ_STATE_STOPPED
-        };
+        s.state = card::uapi_state(g.removed, g.halted, g.running);
         drop(g);
         let card = self.with_regs(|r| {
             let rd64 = |lo: usize, hi: usize| regs::join64(r.rd(lo), r.rd(hi));
