@@ -10,7 +10,7 @@ GUEST_TARGET := x86_64-unknown-linux-gnu
 GUEST_DIR := target/guest
 ACQ := target/release/acq
 
-.PHONY: all deps toolroot kernel guest build driver run shell bench test test-host test-vm lint lint-host lint-driver fuzz fuzz-smoke fmt clean help
+.PHONY: all deps toolroot kernel guest build driver run shell bench test test-host test-vm mutants lint lint-host lint-driver fuzz fuzz-smoke fmt clean help
 
 all: build
 
@@ -22,6 +22,7 @@ help:
 	@echo "make test-vm   only the end-to-end tests in the VM"
 	@echo "make deps      provision the toolroot (QEMU, kernel toolchain) and the guest kernel"
 	@echo "make lint      cargo fmt --check, clippy -D warnings, and clippy on the kernel module"
+	@echo "make mutants   plant each bug of tests/mutants/ in the driver, score the scenarios (docs/explore.md)"
 	@echo "make fuzz      every fuzz target for FUZZ_SECONDS (default 600) each (docs/robustness.md)"
 	@echo "cache: $(ACQ_CACHE)"
 
@@ -94,10 +95,19 @@ fuzz:
 fuzz-smoke:
 	bash tests/fuzz/run.sh smoke
 
-# The VM tests: the Rust end-to-end tests, then every scenario (reports in results/).
+# The VM tests: the Rust end-to-end tests, every scenario (reports in results/), and
+# one planted driver bug that a rate-limited scenario must catch (the mutants machinery and
+# the lost wake-up invariant stay tested; docs/explore.md).
 test-vm: deps guest build driver
 	$(CARGO) test --locked -p acq-e2e -- --test-threads=1
 	$(ACQ) run --results results/test-vm tests/scenarios
+	$(ACQ) mutants --only irq-wakes-nobody --scenarios tests/scenarios/control-config-restart.json \
+		--results results/mutants-smoke --min-score 1
+
+# Every planted driver bug of tests/mutants/ against every scenario: the suite's score
+# (opt-in: a surviving mutant costs a whole scenario run; docs/explore.md).
+mutants: deps guest build driver
+	$(ACQ) mutants --results results/mutants
 
 fmt:
 	$(CARGO) fmt --all

@@ -553,6 +553,7 @@ fn probe_identified<'b>(
     let (vectors, irq_mode) = Irqs::alloc(pdev)?;
     let index = CardIndex::alloc()?;
     let bar = bar.into_devres()?;
+    let number = index.0;
     let card = Arc::pin_init(
         pin_init!(Card {
             index: index.0,
@@ -591,14 +592,14 @@ fn probe_identified<'b>(
             }),
             resetting: Atomic::new(false),
             wait <- new_poll_condvar!("acq::wait"),
-            sleepers: Sleepers::new(),
+            sleepers: Sleepers::new(number, "capture"),
             watchdog <- new_delayed_work!("acq::watchdog"),
             irqs: Atomic::new(0),
             busy,
             pb <- new_mutex!(playback::PbInner::new(pb_hw)),
             pb_wait <- new_poll_condvar!("acq::pb_wait"),
 
-            pb_sleepers: Sleepers::new(),
+            pb_sleepers: Sleepers::new(number, "playback"),
             irq_mask <- new_spinlock!((), "acq::irq_mask"),
         }),
         GFP_KERNEL,

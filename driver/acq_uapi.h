@@ -15,7 +15,7 @@
 
 #define ACQ_IOC_MAGIC 0xAC
 #define ACQ_ABI_VERSION 1
-#define ACQ_ABI_MINOR 2
+#define ACQ_ABI_MINOR 3
 
 /* Configuration of a session (capture: ACQ_IOC_SET_CONFIG; playback: ACQ_IOC_PB_SET_CONFIG). */
 struct acq_config {
@@ -49,7 +49,7 @@ struct acq_stats {
 	__u64 session;
 	__u64 watchdog_resets;
 	__u32 state;		/* ACQ_STATE_* */
-	__u32 reserved;
+	__u32 lost_wakeups;	/* ABI 1.3 (was reserved): always 0 for a correct driver */
 	__u32 pool_pages;
 	__u32 pool_free;
 	__u64 spliced_bytes;
@@ -121,7 +121,7 @@ struct acq_pb_stats {
 	__u32 card_mismatch;
 	__u32 card_underruns;
 	__u32 held_pages;
-	__u32 reserved;
+	__u32 lost_wakeups;	/* ABI 1.3 (was reserved): always 0 for a correct driver */
 };
 
 #define ACQ_IOC_START _IO(ACQ_IOC_MAGIC, 1)

@@ -212,7 +212,7 @@ impl Card {
                 let period = msecs_to_jiffies(READ_RECHECK_MS);
                 match self
                     .sleepers
-                    .sleep(&self.wait, g, period, |g| self.readable(g))
+                    .sleep(&self.wait, g, period, |g| self.news(g))
                 {
                     CondVarTimeoutResult::Signal { .. } => return end(ERESTARTSYS),
                     _ => continue,

@@ -132,6 +132,7 @@ impl Card {
         let mut s = g.stats;
         s.state = Self::state(&g);
         s.interrupts = self.irqs.load(Relaxed);
+        s.lost_wakeups = self.sleepers.lost();
         if let Some(hw) = g.hw.as_ref() {
             s.pool_pages = hw.pool.len() as u32;
             s.pool_free = hw.free_pages() as u32;

@@ -25,25 +25,67 @@ use super::*;
 /// writes completions before it signals them) and finds it. Waking the thread only when
 /// somebody is about to sleep keeps the common case (a reader busy copying) at one hard
 /// interrupt, as before.
-pub(crate) struct Sleepers(Atomic<u32>);
+pub(crate) struct Sleepers {
+    /// Tasks between their announcement and the end of their wait.
+    waiting: Atomic<u32>,
+    /// This channel's interrupts so far ([`Sleepers::interrupt`]): a waiter that times out
+    /// and finds completions tells a lost wake-up (an interrupt came and nobody woke it)
+    /// from a lost interrupt (none came: the periodic re-check is the remedy for that).
+    interrupts: Atomic<u32>,
+    /// Lost wake-ups found so far (statistics `lost_wakeups`).
+    lost: Atomic<u32>,
+    /// For the kernel log: which card and channel.
+    index: u32,
+    channel: &'static str,
+}
+
+/// What a waiter's check of its channel found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum News {
+    /// Nothing: sleep.
+    Nothing,
+    /// Completions, which the card announces with an interrupt.
+    Completions,
+    /// A change of state (stopped, failed, removed, a session ended): whoever makes it
+    /// wakes the waiters, after making it under the channel's mutex.
+    State,
+}
+
+impl News {
+    /// Whether a waiter may go on.
+    pub(crate) fn any(self) -> bool {
+        self != News::Nothing
+    }
+}
 
 impl Sleepers {
-    pub(crate) const fn new() -> Self {
-        Self(Atomic::new(0))
+    pub(crate) const fn new(index: u32, channel: &'static str) -> Self {
+        Self {
+            waiting: Atomic::new(0),
+            interrupts: Atomic::new(0),
+            lost: Atomic::new(0),
+            index,
+            channel,
+        }
     }
 
-    /// Sleeps on `cv` (releasing `g`'s lock) for at most `jiffies`, unless `ready` finds
-    /// news once this task is announced. Returns the wait's outcome (`Woken` with the
-    /// whole period left when `ready` said so).
+    /// Sleeps on `cv` (releasing `g`'s lock) for at most `jiffies`, unless `news` finds
+    /// some once this task is announced. Returns the wait's outcome (`Woken` with the
+    /// whole period left when `news` found some).
+    ///
+    /// A wait that times out and then finds completions whose interrupt came while it
+    /// slept is a lost wake-up, a driver bug the re-check period would otherwise hide (a
+    /// consumer only gets slower): it is counted, and logged so that every test fails.
     pub(crate) fn sleep<T>(
         &self,
         cv: &CondVar,
         g: &mut MutexGuard<'_, T>,
         jiffies: Jiffies,
-        ready: impl FnOnce(&mut MutexGuard<'_, T>) -> bool,
+        news: impl Fn(&mut MutexGuard<'_, T>) -> News,
     ) -> CondVarTimeoutResult {
-        self.0.fetch_add(1, Full);
-        let r = if ready(g) {
+        self.waiting.fetch_add(1, Full);
+        let interrupts = self.interrupts.load(Relaxed);
+        let r = if news(g).any() {
             CondVarTimeoutResult::Woken { jiffies }
         } else {
             // Test only (`debug_wake_window_ms`, 0 by default): an interrupt that lands
@@ -54,15 +96,42 @@ impl Sleepers {
             }
             cv.wait_interruptible_timeout(g, jiffies)
         };
-        self.0.fetch_sub(1, Relaxed);
+        self.waiting.fetch_sub(1, Relaxed);
+        if let CondVarTimeoutResult::Timeout = r {
+            // Completions and an interrupt since we looked, yet no wake-up. (No interrupt:
+            // the card has not sent it, yet or at all, and the re-check is there for a
+            // lost interrupt.) A change of state is not judged: its maker may hold the
+            // mutex, about to wake us, when our timer fires, and telling that apart from
+            // a maker that never wakes needs a wake-up count at every waker.
+            let lost = news(g) == News::Completions && self.interrupts.load(Relaxed) != interrupts;
+            if lost {
+                let n = self.lost.fetch_add(1, Relaxed).wrapping_add(1);
+                pr_err!(
+                    "acq{}: {}: lost wake-up #{}: a waiter found completions at its re-check whose interrupt came while it slept and woke nobody\n",
+                    self.index,
+                    self.channel,
+                    n
+                );
+            }
+        }
         r
+    }
+
+    /// For a hard handler, first thing: one more interrupt of this channel.
+    pub(crate) fn interrupt(&self) {
+        self.interrupts.fetch_add(1, Relaxed);
+    }
+
+    /// Lost wake-ups found so far.
+    pub(crate) fn lost(&self) -> u32 {
+        self.lost.load(Relaxed)
     }
 
     /// For a hard handler, after it woke the queue: must its thread wake it again under
     /// the mutex?
     fn any(&self) -> bool {
         smp_mb(Full);
-        self.0.load(Relaxed) != 0
+        self.waiting.load(Relaxed) != 0
     }
 }
 
@@ -102,6 +171,7 @@ pub(crate) struct PlaybackIrq {
 impl irq::ThreadedHandler for PlaybackIrq {
     fn handle(&self) -> ThreadedIrqReturn {
         self.card.irqs.fetch_add(1, Relaxed);
+        self.card.pb_sleepers.interrupt();
         self.card.pb_wait.notify_all();
         if self.card.pb_sleepers.any() {
             ThreadedIrqReturn::WakeThread
@@ -119,6 +189,7 @@ impl irq::ThreadedHandler for PlaybackIrq {
 impl irq::ThreadedHandler for CaptureIrq {
     fn handle(&self) -> ThreadedIrqReturn {
         self.card.irqs.fetch_add(1, Relaxed);
+        self.card.sleepers.interrupt();
         self.card.wait.notify_all();
         if self.card.sleepers.any() {
             ThreadedIrqReturn::WakeThread
@@ -143,6 +214,8 @@ impl irq::ThreadedHandler for EventIrq {
     fn handle(&self) -> ThreadedIrqReturn {
         self.card.irqs.fetch_add(1, Relaxed);
         if self.msi {
+            self.card.sleepers.interrupt();
+            self.card.pb_sleepers.interrupt();
             self.card.wait.notify_all();
             // One message for every cause: playback completions too.
             self.card.pb_wait.notify_all();

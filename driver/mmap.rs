@@ -215,7 +215,7 @@ impl Card {
             let step = READ_RECHECK_MS.min(req.timeout_ms - waited).max(1);
             if let CondVarTimeoutResult::Signal { .. } =
                 self.sleepers
-                    .sleep(&self.wait, g, msecs_to_jiffies(step), |g| self.readable(g))
+                    .sleep(&self.wait, g, msecs_to_jiffies(step), |g| self.news(g))
             {
                 return Err(EINTR);
             }

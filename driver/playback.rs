@@ -434,7 +434,13 @@ impl Card {
             let period = msecs_to_jiffies(PB_RECHECK_MS);
             let news = |g: &mut MutexGuard<'_, PbInner>| {
                 self.pb_reap(g);
-                g.removed || g.owes() || !g.running || g.has_space()
+                if g.removed || g.owes() || !g.running {
+                    News::State
+                } else if g.has_space() {
+                    News::Completions
+                } else {
+                    News::Nothing
+                }
             };
             match self.pb_sleepers.sleep(&self.pb_wait, g, period, news) {
                 CondVarTimeoutResult::Signal { .. } => return Err(ERESTARTSYS),

@@ -311,8 +311,13 @@ impl Card {
 
     /// True if a read() would not block.
     pub(crate) fn readable(&self, g: &Inner) -> bool {
+        self.news(g).any()
+    }
+
+    /// What a waiting reader would find: a change of state, a completion, or nothing.
+    pub(crate) fn news(&self, g: &Inner) -> News {
         if g.removed || g.xrun || g.err || !g.running || g.hw.is_none() {
-            return true;
+            return News::State;
         }
         // In mmap mode the consumer holds `mmap_held` blocks from `head` already: only a
         // block after them is news (else an epoll consumer would be woken for ever).
@@ -322,7 +327,11 @@ impl Card {
             g.head
         };
         // A completion the card passed but never wrote is news too: read() reports it.
-        self.completion(g, next).is_some() || (g.mmap_held == 0 && self.head_lost(g))
+        if self.completion(g, next).is_some() || (g.mmap_held == 0 && self.head_lost(g)) {
+            News::Completions
+        } else {
+            News::Nothing
+        }
     }
 
     /// Decodes completion `c` of ring index `g.head` for read() and splice(): `Some((slot,

@@ -162,7 +162,7 @@ impl Card {
                 let period = msecs_to_jiffies(READ_RECHECK_MS);
                 match self
                     .sleepers
-                    .sleep(&self.wait, g, period, |g| self.readable(g))
+                    .sleep(&self.wait, g, period, |g| self.news(g))
                 {
                     CondVarTimeoutResult::Signal { .. } => return Err(ERESTARTSYS),
                     _ => continue,

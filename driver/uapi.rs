@@ -16,8 +16,9 @@ pub const ACQ_IOC_MAGIC: u32 = 0xAC;
 pub const ACQ_ABI_VERSION: u32 = 1;
 /// Minor version (additive changes): 1 = pool fields in [`AcqStats`], splice, mmap;
 /// 2 = playback (`/dev/acqN-out`, `ACQ_IOC_PB_*`, [`AcqPbStats`]), [`ACQ_CFG_LOOPBACK`]
-/// and [`ACQ_CFG_BAR2`] (BAR2 streaming mode) in [`AcqConfig::flags`].
-pub const ACQ_ABI_MINOR: u32 = 2;
+/// and [`ACQ_CFG_BAR2`] (BAR2 streaming mode) in [`AcqConfig::flags`]; 3 =
+/// `lost_wakeups` in [`AcqStats`] and [`AcqPbStats`] (their `reserved` fields before).
+pub const ACQ_ABI_MINOR: u32 = 3;
 
 const IOC_NRSHIFT: u32 = 0;
 const IOC_TYPESHIFT: u32 = 8;
@@ -63,7 +64,7 @@ pub const ACQ_IOC_SET_CONFIG: u32 = ioc(
 pub const ACQ_IOC_GET_STATS: u32 =
     ioc(IOC_READ, ACQ_IOC_MAGIC, 6, core::mem::size_of::<AcqStats>());
 /// The ABI-1.0 form of `ACQ_IOC_GET_STATS`: the first 80 bytes of [`AcqStats`] (up to and
-/// including `reserved`). Still served, so binaries built before the pool fields work.
+/// including `lost_wakeups`). Still served, so binaries built before the pool fields work.
 pub const ACQ_IOC_GET_STATS_V1: u32 = ioc(IOC_READ, ACQ_IOC_MAGIC, 6, ACQ_STATS_V1_SIZE);
 /// Size of the ABI-1.0 [`AcqStats`].
 pub const ACQ_STATS_V1_SIZE: usize = 80;
@@ -154,8 +155,11 @@ pub struct AcqPbStats {
     /// Pipe pages the driver holds (referenced and DMA-mapped) for blocks the card has
     /// not completed yet: zero-copy pages are released on completion, not on submission.
     pub held_pages: u32,
-    /// Reserved, 0.
-    pub reserved: u32,
+    /// Lost wake-ups: a writer's periodic re-check found completions an interrupt had
+    /// announced, or a change of state, that nobody woke it for. Always 0 for a correct
+    /// driver (docs/driver.md, "Lost wake-ups"); each one is also logged. (ABI 1.3; was
+    /// `reserved`, 0.)
+    pub lost_wakeups: u32,
 }
 
 /// `ACQ_IOC_MMAP_SYNC` argument (docs/driver.md, "mmap()").
@@ -276,8 +280,11 @@ pub struct AcqStats {
     pub watchdog_resets: u64,
     /// Current state: `ACQ_STATE_*`.
     pub state: u32,
-    /// Reserved, 0.
-    pub reserved: u32,
+    /// Lost wake-ups: a reader's periodic re-check found completions an interrupt had
+    /// announced, or a change of state, that nobody woke it for. Always 0 for a correct
+    /// driver (docs/driver.md, "Lost wake-ups"); each one is also logged. (ABI 1.3; was
+    /// `reserved`, 0.)
+    pub lost_wakeups: u32,
     // --- appended in ABI 1.1 (zero-copy); only `ACQ_IOC_GET_STATS` (96 bytes) fills them.
     /// Pages in the card's buffer pool (ring buffers plus spare pages for lending).
     pub pool_pages: u32,

@@ -35,7 +35,13 @@ impl Card {
             let step = left.min(period);
             let news = |g: &mut MutexGuard<'_, PbInner>| {
                 self.pb_reap(g);
-                g.removed || !g.running || g.head == g.prod
+                if g.removed || !g.running {
+                    News::State
+                } else if g.head == g.prod {
+                    News::Completions
+                } else {
+                    News::Nothing
+                }
             };
             match self.pb_sleepers.sleep(&self.pb_wait, g, step, news) {
                 CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
@@ -111,6 +117,7 @@ impl Card {
         self.pb_reap(&mut g);
         let mut s = g.stats;
         s.in_flight = regs::ring::outstanding(g.prod, g.head);
+        s.lost_wakeups = self.pb_sleepers.lost();
         s.held_pages = g.hw.as_ref().map_or(0, |hw| {
             hw.held.iter().filter(|h| h.is_some()).count() as u32
         });

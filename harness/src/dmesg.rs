@@ -1,7 +1,7 @@
 //! Reading the guest's kernel log for the reports that mean a driver bug.
 
 /// Substrings of kernel log lines that report a bug: WARN, BUG, Oops, lockdep, list
-/// corruption, sleeping in atomic context.
+/// corruption, sleeping in atomic context, and acq.ko's lost wake-ups.
 pub const BUG_PATTERNS: &[&str] = &[
     "WARNING:",
     "BUG:",
@@ -14,6 +14,8 @@ pub const BUG_PATTERNS: &[&str] = &[
     "list_del corruption",
     "sleeping function called from invalid context",
     "Call Trace:",
+    // acq.ko's own report of a wake-up it lost (driver/interrupts.rs, `Sleepers`).
+    "lost wake-up",
 ];
 
 /// The lines of `dmesg` that report a kernel bug.

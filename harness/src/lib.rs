@@ -6,6 +6,8 @@
 //! - [`initramfs`]: the guest image, a cpio archive built from `qemu/initramfs.list`.
 //! - [`vm`]: boots QEMU, talks to the guest agent ([`agent`]), tears everything down.
 //! - [`process`]: child processes that are always reaped; [`signals`]: Ctrl-C.
+//! - [`scenario`]: scenario files and their runner; [`mutants`]: the suite's power,
+//!   measured with planted driver bugs.
 
 pub mod accel;
 pub mod agent;
@@ -14,6 +16,7 @@ pub mod control;
 pub mod devices;
 pub mod dmesg;
 pub mod initramfs;
+pub mod mutants;
 pub mod paths;
 pub mod process;
 pub mod scenario;

@@ -40,6 +40,11 @@ enum Cmd {
     /// capture disk (buffered, O_DIRECT) against a file on ext2 on a disk, and the model's
     /// fill rate against host memset/memcpy. Reports; asserts nothing.
     Bench(BenchArgs),
+    /// Measure the suite's power: plant each bug of a catalogue (tests/mutants/*.toml) in
+    /// a copy of the driver, build it, and run the scenarios until one fails (caught) or
+    /// all pass (survived). Prints the table and the score; exit status 1 if the score is
+    /// below --min-score or a mutant no longer applies or builds (docs/explore.md).
+    Mutants(MutantsArgs),
     /// Validate scenario files without running them (exit 1 if any is malformed).
     Check {
         /// Scenario files (JSON, docs/scenarios.md).
@@ -93,6 +98,31 @@ struct RunArgs {
     /// Show the guest tools' progress while streaming.
     #[arg(long, short)]
     verbose: bool,
+    /// Load this kernel module instead of driver/acq.ko.
+    #[arg(long, value_name = "KO")]
+    driver: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct MutantsArgs {
+    /// The mutant catalogue: a directory of *.toml, or single files.
+    #[arg(long, default_value = "tests/mutants")]
+    mutants: Vec<PathBuf>,
+    /// Only the mutants with these names (repeatable).
+    #[arg(long = "only", value_name = "NAME")]
+    only: Vec<String>,
+    /// The scenarios that try to catch them (files or directories).
+    #[arg(long, default_value = "tests/scenarios")]
+    scenarios: Vec<PathBuf>,
+    /// Where each mutant's driver copy, diff, build log and scenario results go.
+    #[arg(long, default_value = "results/mutants")]
+    results: PathBuf,
+    /// Exit status 1 below this share of mutants caught (0 to 1).
+    #[arg(long, default_value_t = 0.9)]
+    min_score: f64,
+    /// Override every scenario's accelerator.
+    #[arg(long, value_enum)]
+    accel: Option<AccelChoice>,
 }
 
 fn parse_shard(s: &str) -> Result<(usize, usize), String> {
@@ -180,6 +210,7 @@ fn main() -> ExitCode {
         Cmd::Check { files } => cmd_check(&files),
         Cmd::Run(args) => cmd_run(args),
         Cmd::Bench(args) => cmd_bench(args),
+        Cmd::Mutants(args) => cmd_mutants(args),
         Cmd::Schema => {
             print!("{}", acq::scenario::format::schema_json());
             Ok(ExitCode::SUCCESS)
@@ -220,10 +251,10 @@ fn scenario_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn cmd_run(args: RunArgs) -> Result<ExitCode> {
-    let files = scenario_files(&args.files)?;
-    // Everything is validated before anything starts: a typo in the last file must not
-    // cost the minutes the first ones take.
+/// Loads every scenario of `inputs`, all validated before anything starts: a typo in the
+/// last file must not cost the minutes the first ones take.
+fn load_scenarios(inputs: &[PathBuf]) -> Result<Vec<(PathBuf, acq::scenario::Scenario)>> {
+    let files = scenario_files(inputs)?;
     let mut scenarios = Vec::new();
     let mut bad = Vec::new();
     for f in &files {
@@ -238,6 +269,72 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         }
         anyhow::bail!("{} malformed scenario file(s); nothing was run", bad.len());
     }
+    Ok(scenarios)
+}
+
+fn cmd_mutants(args: MutantsArgs) -> Result<ExitCode> {
+    let scenarios = load_scenarios(&args.scenarios)?;
+    let mut mutants = Vec::new();
+    for m in &args.mutants {
+        if m.is_dir() {
+            mutants.extend(acq::mutants::load_dir(m)?);
+        } else {
+            mutants.push(acq::mutants::load(m)?);
+        }
+    }
+    for name in &args.only {
+        if !mutants.iter().any(|m| &m.name == name) {
+            anyhow::bail!("no mutant named `{name}` in the catalogue");
+        }
+    }
+    if !args.only.is_empty() {
+        mutants.retain(|m| args.only.contains(&m.name));
+    }
+    if !(0.0..=1.0).contains(&args.min_score) {
+        anyhow::bail!("--min-score {} is not between 0 and 1", args.min_score);
+    }
+    let paths = Paths::discover()?;
+    let opts = acq::mutants::MutantOptions {
+        results: args.results.clone(),
+        run: acq::scenario::run::RunOptions {
+            results: args.results.clone(),
+            accel: args.accel,
+            verbose: false,
+            driver: None,
+        },
+    };
+    eprintln!(
+        "{} mutant(s) against {} scenario(s); results in {}",
+        mutants.len(),
+        scenarios.len(),
+        args.results.display()
+    );
+    let results = acq::mutants::run_all(&mutants, &scenarios, &paths, &opts);
+    std::fs::create_dir_all(&args.results)?;
+    std::fs::write(
+        args.results.join("summary.json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "score": acq::mutants::score(&results),
+            "mutants": results,
+        }))?,
+    )?;
+    print!("{}", acq::mutants::table(&results));
+    if signals::interrupted() {
+        anyhow::bail!("interrupted");
+    }
+    let invalid = results
+        .iter()
+        .any(|r| matches!(r.outcome, acq::mutants::Outcome::Invalid { .. }));
+    let weak = acq::mutants::score(&results).is_none_or(|s| s < args.min_score);
+    Ok(if invalid || weak {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn cmd_run(args: RunArgs) -> Result<ExitCode> {
+    let mut scenarios = load_scenarios(&args.files)?;
     if let Some((i, n)) = args.shard {
         scenarios = scenarios
             .into_iter()
@@ -261,6 +358,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         results: args.results.clone(),
         accel: args.accel,
         verbose: args.verbose,
+        driver: args.driver.clone(),
     };
     eprintln!(
         "running {} scenario(s), {} at a time; results in {}",

@@ -136,6 +136,7 @@ pub fn stats_json(s: &AcqStats) -> serde_json::Value {
         "read_offset": s.read_offset,
         "session": s.session,
         "watchdog_resets": s.watchdog_resets,
+        "lost_wakeups": s.lost_wakeups,
         "state": s.state,
         "pool_pages": s.pool_pages,
         "pool_free": s.pool_free,

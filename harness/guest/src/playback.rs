@@ -334,6 +334,7 @@ pub fn pb_stats_json(s: &AcqPbStats) -> serde_json::Value {
         "card_mismatch": s.card_mismatch,
         "card_underruns": s.card_underruns,
         "held_pages": s.held_pages,
+        "lost_wakeups": s.lost_wakeups,
     })
 }
 

@@ -95,7 +95,7 @@ fn expected() -> Vec<(String, u64)> {
             session,
             watchdog_resets,
             state,
-            reserved,
+            lost_wakeups,
             pool_pages,
             pool_free,
             spliced_bytes,
@@ -150,7 +150,7 @@ fn expected() -> Vec<(String, u64)> {
             card_mismatch,
             card_underruns,
             held_pages,
-            reserved,
+            lost_wakeups,
         ]
     );
     v

@@ -34,6 +34,9 @@ pub struct RunOptions {
     pub accel: Option<AccelChoice>,
     /// Print guest output (progress) while streaming.
     pub verbose: bool,
+    /// The kernel module to load instead of `driver/acq.ko` (`acq mutants`, `acq run
+    /// --driver`).
+    pub driver: Option<PathBuf>,
 }
 
 /// One checked expectation.
@@ -126,7 +129,10 @@ fn run_inner(
     }
     let mut modules = Vec::new();
     if sc.load_driver {
-        let ko = paths.repo.join("driver/acq.ko");
+        let ko = opts
+            .driver
+            .clone()
+            .unwrap_or_else(|| paths.repo.join("driver/acq.ko"));
         if !ko.exists() {
             bail!("{} does not exist: run `make driver`", ko.display());
         }

@@ -182,14 +182,39 @@ fn exec(id: u64, argv: Vec<String>, timeout: Duration, port: &Port) {
         );
         return;
     };
-    let mut child = match Command::new(prog)
-        .args(args)
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-    {
+        .process_group(0);
+    // The agent is a background job of init's shell, which starts it with SIGINT and
+    // SIGQUIT ignored, and ignored dispositions survive exec: a command would silently
+    // shrug off `kill -INT` or `timeout -s INT`. Every command gets the defaults a
+    // login shell's command has.
+    // SAFETY: the closure runs between fork and exec and calls only signal() and
+    // sigprocmask(), which are async-signal-safe; it touches no shared memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [
+                libc::SIGINT,
+                libc::SIGQUIT,
+                libc::SIGHUP,
+                libc::SIGTERM,
+                libc::SIGPIPE,
+                libc::SIGTSTP,
+                libc::SIGTTIN,
+                libc::SIGTTOU,
+            ] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             send(

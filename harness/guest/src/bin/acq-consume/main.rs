@@ -485,6 +485,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     };
 
     let mut paused = false;
+    let mut empty = EmptyReadiness::default();
     // Preadv2Nowait: the calls that found no block ready and did not wait.
     let mut nowait_eagain = 0u64;
     // The session the reads run in; a read() starts the first one.
@@ -511,8 +512,10 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
                 if let Ok(n) = r {
                     acc.scan.feed(&buf[..n]);
                 }
-                if nonblock && matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EAGAIN)) {
-                    wait_readable(fd, epfd.as_ref().map(|e| e.as_raw_fd()))?;
+                let eagain = matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EAGAIN));
+                empty.read(eagain)?;
+                if nonblock && eagain {
+                    empty.polled(wait_readable(fd, epfd.as_ref().map(|e| e.as_raw_fd()))?);
                     continue;
                 }
                 r
@@ -522,9 +525,11 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
                 if let Ok(n) = r {
                     acc.scan.feed(&buf[..n]);
                 }
-                if matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EAGAIN)) {
+                let eagain = matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EAGAIN));
+                empty.read(eagain)?;
+                if eagain {
                     nowait_eagain += 1;
-                    wait_readable(fd, None)?;
+                    empty.polled(wait_readable(fd, None)?);
                     continue;
                 }
                 r
@@ -734,7 +739,9 @@ fn wait_once(fd: RawFd, epoll: bool, timeout_ms: i32) -> io::Result<usize> {
     check(unsafe { libc::epoll_wait(e.as_raw_fd(), &mut ev, 1, timeout_ms) } as isize)
 }
 
-fn wait_readable(fd: RawFd, epfd: Option<RawFd>) -> Result<(), String> {
+/// Waits up to 5 s for POLLIN (or an error) through epoll or poll(); returns whether the
+/// file reported it.
+fn wait_readable(fd: RawFd, epfd: Option<RawFd>) -> Result<bool, String> {
     match epfd {
         Some(e) => {
             let mut ev = libc::epoll_event { events: 0, u64: 0 };
@@ -743,6 +750,7 @@ fn wait_readable(fd: RawFd, epfd: Option<RawFd>) -> Result<(), String> {
             if r < 0 && errno().raw_os_error() != Some(libc::EINTR) {
                 return Err(format!("epoll_wait: {}", errno()));
             }
+            Ok(r > 0)
         }
         None => {
             let mut p = libc::pollfd {
@@ -755,9 +763,42 @@ fn wait_readable(fd: RawFd, epfd: Option<RawFd>) -> Result<(), String> {
             if r < 0 && errno().raw_os_error() != Some(libc::EINTR) {
                 return Err(format!("poll: {}", errno()));
             }
+            Ok(r > 0)
         }
     }
-    Ok(())
+}
+
+/// Readiness that read() does not find. POLLIN promises that a read will not block, so
+/// EAGAIN right after it, again and again, is a driver reporting data it does not have,
+/// and an event loop spinning on it. (Once can happen honestly: the block was taken by a
+/// session end in between; three times in a row cannot.)
+#[derive(Default)]
+struct EmptyReadiness {
+    /// The last wait reported readiness, and no read() has run since.
+    pending: bool,
+    /// Readiness-then-EAGAIN in a row.
+    streak: u32,
+}
+
+impl EmptyReadiness {
+    fn polled(&mut self, ready: bool) {
+        self.pending = ready;
+    }
+
+    fn read(&mut self, eagain: bool) -> Result<(), String> {
+        if !eagain {
+            self.streak = 0;
+        } else if self.pending {
+            self.streak += 1;
+            if self.streak >= 3 {
+                return Err(
+                    "poll()/epoll reported POLLIN 3 times in a row and each read() after it found nothing (EAGAIN): readiness the driver does not have".into(),
+                );
+            }
+        }
+        self.pending = false;
+        Ok(())
+    }
 }
 
 fn report(
