@@ -10,7 +10,7 @@ GUEST_TARGET := x86_64-unknown-linux-gnu
 GUEST_DIR := target/guest
 ACQ := target/release/acq
 
-.PHONY: all deps toolroot kernel guest build driver run shell bench test test-host test-vm mutants lint lint-host lint-driver fuzz fuzz-smoke fmt clean help
+.PHONY: all deps toolroot kernel guest build driver run shell bench test test-host test-vm mutants explore lint lint-host lint-driver fuzz fuzz-smoke fmt clean help
 
 all: build
 
@@ -22,6 +22,7 @@ help:
 	@echo "make test-vm   only the end-to-end tests in the VM"
 	@echo "make deps      provision the toolroot (QEMU, kernel toolchain) and the guest kernel"
 	@echo "make lint      cargo fmt --check, clippy -D warnings, and clippy on the kernel module"
+	@echo "make explore   random scenarios checked against the invariants, failures shrunk (docs/explore.md)"
 	@echo "make mutants   plant each bug of tests/mutants/ in the driver, score the scenarios (docs/explore.md)"
 	@echo "make fuzz      every fuzz target for FUZZ_SECONDS (default 600) each (docs/robustness.md)"
 	@echo "cache: $(ACQ_CACHE)"
@@ -103,6 +104,14 @@ test-vm: deps guest build driver
 	$(ACQ) run --results results/test-vm tests/scenarios
 	$(ACQ) mutants --only irq-wakes-nobody --scenarios tests/scenarios/control-config-restart.json \
 		--results results/mutants-smoke --min-score 1
+	$(ACQ) explore --seed 1 --runs 2 --results results/explore-smoke
+
+# Random scenarios against the invariants, failing ones shrunk into results/explore/found/
+# (opt-in; docs/explore.md).
+EXPLORE_SEED ?= 1
+EXPLORE_BUDGET ?= 20m
+explore: deps guest build driver
+	$(ACQ) explore --seed $(EXPLORE_SEED) --budget $(EXPLORE_BUDGET) --results results/explore
 
 # Every planted driver bug of tests/mutants/ against every scenario: the suite's score
 # (opt-in: a surviving mutant costs a whole scenario run; docs/explore.md).

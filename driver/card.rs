@@ -96,6 +96,10 @@ impl Card {
         g.resetting = true;
         self.resetting.store(true, Relaxed);
         drop(g);
+        // The caller ended the session: waiters see that now and go on to wait for the
+        // reset's end, rather than at their re-check (a lost wake-up).
+        self.sleepers.wake(&self.wait);
+        self.pb_sleepers.wake(&self.pb_wait);
         let ret = self.pdev.try_reset();
         let alive = self.alive();
         self.resetting.store(false, Relaxed);
@@ -113,10 +117,10 @@ impl Card {
             // The reset ran and the card still does not answer: gone for good.
             g.removed = true;
         }
-        self.wait.notify_all();
+        self.sleepers.wake(&self.wait);
         // A playback start may wait for the reset too (`pb_wait_for_reset`). Not under
         // the playback mutex: that one may be held while `inner` is taken.
-        self.pb_wait.notify_all();
+        self.pb_sleepers.wake(&self.pb_wait);
         (g, alive)
     }
 

@@ -196,7 +196,7 @@ impl Card {
             g.hw.take()
         };
         drop(hw);
-        self.wait.notify_all();
+        self.sleepers.wake(&self.wait);
         // The soft reset above stopped the playback channel too.
         self.pb_shutdown();
         self.cancel_watchdog();

@@ -32,6 +32,9 @@ pub(crate) struct Sleepers {
     /// and finds completions tells a lost wake-up (an interrupt came and nobody woke it)
     /// from a lost interrupt (none came: the periodic re-check is the remedy for that).
     interrupts: Atomic<u32>,
+    /// Wake-ups after changes of state ([`Sleepers::wake`]): a waiter that times out and
+    /// finds such a change tells a late wake-up from a missing one.
+    wakes: Atomic<u32>,
     /// Lost wake-ups found so far (statistics `lost_wakeups`).
     lost: Atomic<u32>,
     /// For the kernel log: which card and channel.
@@ -63,6 +66,7 @@ impl Sleepers {
         Self {
             waiting: Atomic::new(0),
             interrupts: Atomic::new(0),
+            wakes: Atomic::new(0),
             lost: Atomic::new(0),
             index,
             channel,
@@ -73,9 +77,11 @@ impl Sleepers {
     /// some once this task is announced. Returns the wait's outcome (`Woken` with the
     /// whole period left when `news` found some).
     ///
-    /// A wait that times out and then finds completions whose interrupt came while it
-    /// slept is a lost wake-up, a driver bug the re-check period would otherwise hide (a
-    /// consumer only gets slower): it is counted, and logged so that every test fails.
+    /// A wait that times out and then finds news it should have been woken for (a
+    /// completion whose interrupt came while it slept, or a change of state whose maker
+    /// never called [`Sleepers::wake`]) is a lost wake-up, a driver bug the re-check
+    /// period would otherwise hide (a consumer only gets slower): it is counted, and
+    /// logged so that every test fails.
     pub(crate) fn sleep<T>(
         &self,
         cv: &CondVar,
@@ -85,6 +91,7 @@ impl Sleepers {
     ) -> CondVarTimeoutResult {
         self.waiting.fetch_add(1, Full);
         let interrupts = self.interrupts.load(Relaxed);
+        let wakes = self.wakes.load(Acquire);
         let r = if news(g).any() {
             CondVarTimeoutResult::Woken { jiffies }
         } else {
@@ -98,16 +105,27 @@ impl Sleepers {
         };
         self.waiting.fetch_sub(1, Relaxed);
         if let CondVarTimeoutResult::Timeout = r {
-            // Completions and an interrupt since we looked, yet no wake-up. (No interrupt:
-            // the card has not sent it, yet or at all, and the re-check is there for a
-            // lost interrupt.) A change of state is not judged: its maker may hold the
-            // mutex, about to wake us, when our timer fires, and telling that apart from
-            // a maker that never wakes needs a wake-up count at every waker.
-            let lost = news(g) == News::Completions && self.interrupts.load(Relaxed) != interrupts;
+            let lost = match news(g) {
+                News::Nothing => false,
+                // Completions and an interrupt since we looked, yet no wake-up. (No
+                // interrupt: the card has not sent it, yet or at all, and the re-check is
+                // there for a lost interrupt.)
+                News::Completions => self.interrupts.load(Relaxed) != interrupts,
+                // A change of state nobody woke us for. Its maker may be between its
+                // unlock and its wake-up when our timer fired: give it a moment.
+                News::State => {
+                    self.wakes.load(Acquire) == wakes
+                        && !matches!(
+                            cv.wait_interruptible_timeout(g, msecs_to_jiffies(STATE_WAKE_GRACE_MS)),
+                            CondVarTimeoutResult::Signal { .. }
+                        )
+                        && self.wakes.load(Acquire) == wakes
+                }
+            };
             if lost {
                 let n = self.lost.fetch_add(1, Relaxed).wrapping_add(1);
                 pr_err!(
-                    "acq{}: {}: lost wake-up #{}: a waiter found completions at its re-check whose interrupt came while it slept and woke nobody\n",
+                    "acq{}: {}: lost wake-up #{}: a waiter found news at its re-check that nobody woke it for\n",
                     self.index,
                     self.channel,
                     n
@@ -115,6 +133,14 @@ impl Sleepers {
             }
         }
         r
+    }
+
+    /// Wakes every waiter on `cv` after a change of state made under the channel's mutex
+    /// (a stop, an error, a reset, a removal). A completion interrupt's wake-up is not
+    /// one of these: it is judged by [`Sleepers::interrupt`].
+    pub(crate) fn wake(&self, cv: &CondVar) {
+        self.wakes.fetch_add(1, Release);
+        cv.notify_all();
     }
 
     /// For a hard handler, first thing: one more interrupt of this channel.
@@ -376,7 +402,7 @@ impl Card {
             g.stats.errors += 1;
         }
         drop(g);
-        self.wait.notify_all();
+        self.sleepers.wake(&self.wait);
     }
 }
 

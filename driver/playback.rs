@@ -231,7 +231,7 @@ impl Card {
         g.halted = false;
         g.fill = 0;
         g.head = g.prod;
-        self.pb_wait.notify_all();
+        self.pb_sleepers.wake(&self.pb_wait);
     }
 
     /// Consumes every completion the card wrote: releases held pipe pages (release on

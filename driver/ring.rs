@@ -184,7 +184,7 @@ impl Card {
         g.block_pos = 0;
         g.xrun = false;
         g.stops = g.stops.wrapping_add(1);
-        self.wait.notify_all();
+        self.sleepers.wake(&self.wait);
     }
 
     /// Gives every consumed buffer back to the card (section 8 of the spec), in one batch:

@@ -87,7 +87,7 @@ impl Card {
                 // A STOP, RESET or close() came while the mutex was dropped: it ended the
                 // session for good. Neither an EIO nor a new session for it.
                 drop(g);
-                self.wait.notify_all();
+                self.sleepers.wake(&self.wait);
                 return true;
             }
         }
@@ -106,7 +106,7 @@ impl Card {
             g.halted = true;
         }
         drop(g);
-        self.wait.notify_all();
+        self.sleepers.wake(&self.wait);
         true
     }
 }

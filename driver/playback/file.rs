@@ -212,7 +212,7 @@ impl Card {
             g.hw.take()
         };
         drop(hw);
-        self.pb_wait.notify_all();
+        self.pb_sleepers.wake(&self.pb_wait);
     }
 }
 

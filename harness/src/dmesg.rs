@@ -14,6 +14,9 @@ pub const BUG_PATTERNS: &[&str] = &[
     "list_del corruption",
     "sleeping function called from invalid context",
     "Call Trace:",
+    // The hung-task detector and RCU stall warnings (a task stuck in the driver).
+    "blocked for more than",
+    "detected stall",
     // acq.ko's own report of a wake-up it lost (driver/interrupts.rs, `Sleepers`).
     "lost wake-up",
 ];

@@ -15,6 +15,7 @@ pub mod bench;
 pub mod control;
 pub mod devices;
 pub mod dmesg;
+pub mod explore;
 pub mod initramfs;
 pub mod mutants;
 pub mod paths;

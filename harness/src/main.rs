@@ -45,6 +45,11 @@ enum Cmd {
     /// all pass (survived). Prints the table and the score; exit status 1 if the score is
     /// below --min-score or a mutant no longer applies or builds (docs/explore.md).
     Mutants(MutantsArgs),
+    /// Draw random scenarios from a seed (cards, every consumer system call, playback,
+    /// signals, faults), run each, check the invariants every scenario must meet, and
+    /// shrink a failing draw into a small scenario file under RESULTS/found/. Exit status 1
+    /// if any draw failed (docs/explore.md).
+    Explore(ExploreArgs),
     /// Validate scenario files without running them (exit 1 if any is malformed).
     Check {
         /// Scenario files (JSON, docs/scenarios.md).
@@ -101,6 +106,34 @@ struct RunArgs {
     /// Load this kernel module instead of driver/acq.ko.
     #[arg(long, value_name = "KO")]
     driver: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ExploreArgs {
+    /// The seed: the same seed draws the same scenarios.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// At most this many draws.
+    #[arg(long)]
+    runs: Option<u64>,
+    /// Stop drawing after this long: 90s, 20m, 1h (default 20m without --runs).
+    #[arg(long, value_parser = acq::explore::parse_budget)]
+    budget: Option<Duration>,
+    /// Extra runs spent shrinking each failing draw (0: do not shrink).
+    #[arg(long, default_value_t = 25)]
+    shrink_runs: u32,
+    /// Where runs, reports and found/ (the failing scenarios) go.
+    #[arg(long, default_value = "results/explore")]
+    results: PathBuf,
+    /// Override every scenario's accelerator.
+    #[arg(long, value_enum)]
+    accel: Option<AccelChoice>,
+    /// Load this kernel module instead of driver/acq.ko.
+    #[arg(long, value_name = "KO")]
+    driver: Option<PathBuf>,
+    /// Print the draws' JSON instead of running them.
+    #[arg(long)]
+    print: bool,
 }
 
 #[derive(Args)]
@@ -211,6 +244,7 @@ fn main() -> ExitCode {
         Cmd::Run(args) => cmd_run(args),
         Cmd::Bench(args) => cmd_bench(args),
         Cmd::Mutants(args) => cmd_mutants(args),
+        Cmd::Explore(args) => cmd_explore(args),
         Cmd::Schema => {
             print!("{}", acq::scenario::format::schema_json());
             Ok(ExitCode::SUCCESS)
@@ -270,6 +304,73 @@ fn load_scenarios(inputs: &[PathBuf]) -> Result<Vec<(PathBuf, acq::scenario::Sce
         anyhow::bail!("{} malformed scenario file(s); nothing was run", bad.len());
     }
     Ok(scenarios)
+}
+
+fn cmd_explore(args: ExploreArgs) -> Result<ExitCode> {
+    let budget = match (args.budget, args.runs) {
+        (None, None) => Some(Duration::from_secs(20 * 60)),
+        (b, _) => b,
+    };
+    if args.print {
+        for k in 0..args.runs.unwrap_or(1) {
+            let (_, drawn) = acq::explore::gen::draw(acq::explore::run_seed(args.seed, k));
+            println!("{}", serde_json::to_string_pretty(&drawn)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let paths = Paths::discover()?;
+    let opts = acq::explore::ExploreOptions {
+        seed: args.seed,
+        runs: args.runs,
+        budget,
+        shrink_runs: args.shrink_runs,
+        results: args.results.clone(),
+        run: acq::scenario::run::RunOptions {
+            results: args.results.clone(),
+            accel: args.accel,
+            verbose: false,
+            driver: args.driver.clone(),
+        },
+    };
+    eprintln!(
+        "exploring from seed {} ({}); results in {}",
+        args.seed,
+        match (args.runs, budget) {
+            (Some(n), Some(b)) => format!("{n} draws or {} s", b.as_secs()),
+            (Some(n), None) => format!("{n} draws"),
+            (None, Some(b)) => format!("{} s", b.as_secs()),
+            (None, None) => "unbounded".into(),
+        },
+        args.results.display()
+    );
+    let findings = acq::explore::explore(&paths, &opts)?;
+    let results: Vec<_> = findings.iter().map(|f| f.result.clone()).collect();
+    acq::scenario::report::write_all(&args.results, &results)?;
+    std::fs::write(
+        args.results.join("explore.json"),
+        serde_json::to_string_pretty(&findings)?,
+    )?;
+    print!("{}", acq::scenario::report::table(&results));
+    for f in findings.iter().filter(|f| !f.result.passed) {
+        match &f.shrunk {
+            Some(p) => println!(
+                "seed {:#018x}: shrunk to {} in {} run(s): run it with `acq run {}`",
+                f.seed,
+                p.display(),
+                f.shrink_runs,
+                p.display()
+            ),
+            None => println!("seed {:#018x}: not shrunk", f.seed),
+        }
+    }
+    if signals::interrupted() {
+        anyhow::bail!("interrupted");
+    }
+    Ok(if findings.iter().all(|f| f.result.passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn cmd_mutants(args: MutantsArgs) -> Result<ExitCode> {

@@ -335,16 +335,21 @@ fn prepare(m: &Mutant, paths: &Paths, dir: &Path) -> Result<PathBuf> {
     Ok(ko)
 }
 
-/// The first thing that failed in a scenario run, in one line.
+/// The first thing that failed in a scenario run, in one line of at most 200 characters.
 fn first_failure(r: &ScenarioResult) -> String {
-    if let Some(e) = &r.error {
-        return e.lines().next().unwrap_or_default().to_string();
+    let s = match &r.error {
+        Some(e) => e.lines().next().unwrap_or_default().to_string(),
+        None => r
+            .checks
+            .iter()
+            .find(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .unwrap_or_default(),
+    };
+    match s.char_indices().nth(200) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s,
     }
-    r.checks
-        .iter()
-        .find(|c| !c.ok)
-        .map(|c| format!("{}: {}", c.name, c.detail))
-        .unwrap_or_default()
 }
 
 fn line(r: &MutantResult) -> String {

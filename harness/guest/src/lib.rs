@@ -21,6 +21,8 @@ pub mod result;
 
 /// `acq-stream --direction out`: the playback consumer.
 pub mod playback;
+/// `acq-stream --signal`: a signal for the consumer at a time or byte offset, from outside.
+pub mod signaler;
 /// acq-stream's sink writes: positions, error policy, byte-exact account.
 pub mod sinkio;
 

@@ -328,6 +328,10 @@ pub struct StreamStep {
     /// How long the pause lasts (at most 60,000 ms).
     #[serde(default = "default_pause_ms")]
     pub pause_ms: u64,
+    /// A signal for the consumer at a time or byte offset (`int`, `term`, `kill`, `hup`:
+    /// it must be gone within `exit_within_ms`; `stop`: stopped, then continued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<super::signal::SignalSpec>,
     /// Verify every byte against the card's pattern.
     #[serde(default = "yes")]
     pub verify: bool,
@@ -788,6 +792,10 @@ pub struct Expect {
     /// times over all stream steps. An errno not listed must not occur.
     #[serde(default)]
     pub errors: BTreeMap<String, u64>,
+    /// Errnos that may occur any number of times, zero included (where a count depends on
+    /// timing, as for the faults `acq explore` draws): `["EIO", "EPIPE"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors_allowed: Vec<String>,
     /// Where in the stream each errno must come, e.g. `{"EIO": {"min": "16M", "max": "26M"}}`:
     /// every occurrence of the named errno has a stream offset (of the next byte the consumer
     /// expected when the call failed) in the range. Says *when*; `errors` says how often.
@@ -869,6 +877,7 @@ impl Default for Expect {
             min_throughput_mbps: None,
             verified_bytes_min: None,
             errors: BTreeMap::new(),
+            errors_allowed: Vec::new(),
             errors_at: BTreeMap::new(),
             mismatches: CountRange {
                 min: 0,
@@ -1367,6 +1376,11 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
                     );
                 }
             }
+            if let Some(sig) = &st.signal {
+                if let Err((field, why)) = sig.validate(st.bytes) {
+                    return err(&format!("steps[{i}].stream.signal.{field}"), why);
+                }
+            }
             if let Some(t) = st.tee {
                 if st.mode != Mode::Splice {
                     return err(
@@ -1473,7 +1487,12 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
     }
     let named = sc.expect.errors.keys().map(|n| ("errors", n));
     let placed = sc.expect.errors_at.keys().map(|n| ("errors_at", n));
-    for (field, name) in named.chain(placed) {
+    let allowed = sc
+        .expect
+        .errors_allowed
+        .iter()
+        .map(|n| ("errors_allowed", n));
+    for (field, name) in named.chain(placed).chain(allowed) {
         if errno_value(name).is_none() {
             return err(
                 &format!("expect.{field}.{name}"),

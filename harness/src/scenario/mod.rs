@@ -6,3 +6,4 @@ pub mod format;
 pub use format::{load, parse, LoadError, Scenario};
 pub mod report;
 pub mod run;
+pub mod signal;

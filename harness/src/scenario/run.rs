@@ -428,6 +428,9 @@ fn stream(
         argv.extend(["--restart-at".into(), r.0.to_string()]);
     }
     argv.extend(pause_args(st.pause_at, st.pause_ms));
+    if let Some(sig) = &st.signal {
+        argv.extend(sig.args());
+    }
     for (flag, v) in device_flags(&card.device) {
         argv.extend([flag.to_owned(), v]);
     }
@@ -456,6 +459,14 @@ fn stream(
         serde_json::from_str(line).with_context(|| format!("acq-stream result {line:?}"))?;
     if out.status == 2 {
         bail!("acq-stream rejected its arguments: {}", out.stderr.trim());
+    }
+    if let Some(sig) = st.signal.as_ref().filter(|s| s.send.ends()) {
+        // The consumer died of it: the line is the signal helper's (`exit_ms`), checked
+        // against the bound with the expectations.
+        if let Some(o) = v.as_object_mut() {
+            o.insert("signal_sent".into(), sig.send.as_str().into());
+            o.insert("exit_within_ms".into(), sig.exit_within_ms.into());
+        }
     }
     if let Sink::DiskFile(d) = st.sink {
         vm.sh_ok(
@@ -832,6 +843,22 @@ fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &str) {
                 detail: f.to_string(),
             });
         }
+        if let Some(sig) = s.get("signal_sent").and_then(Value::as_str) {
+            let bound = num(s, "exit_within_ms");
+            let exit = s.get("exit_ms").and_then(Value::as_u64);
+            checks.push(Check {
+                name: format!(
+                    "stream {i}: the consumer is gone within {bound} ms of SIG{}",
+                    sig.to_uppercase()
+                ),
+                ok: exit.is_some_and(|ms| ms <= bound),
+                detail: match (s.get("signal"), exit) {
+                    (None, _) => "the consumer ended before the signal was due".into(),
+                    (Some(_), Some(ms)) => format!("gone after {ms} ms"),
+                    (Some(_), None) => "still there 30 s after the signal".into(),
+                },
+            });
+        }
         if s.get("timed_out") == Some(&Value::Bool(true)) {
             checks.push(Check {
                 name: format!("stream {i} finishes in time"),
@@ -870,6 +897,11 @@ fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &str) {
             for (k, v) in m {
                 *seen.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
             }
+        }
+    }
+    for name in &ex.errors_allowed {
+        if !ex.errors.contains_key(name) {
+            seen.remove(name);
         }
     }
     errno_counts(&ex.errors, &seen, "", &mut checks);

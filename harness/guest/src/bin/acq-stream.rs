@@ -9,7 +9,7 @@
 //!            [--transfer dma|bar2 | --bar2] [--irq-count C] [--irq-time-us T] [--read-size N] [--nonblock]
 //!            [--restart-at N] [--pause-at N --pause-ms MS] [--hold-at N --hold-s S]
 //!            [--timeout SECONDS]
-//!            [--stop-on-signal] [--raw]
+//!            [--stop-on-signal] [--signal int|term|kill|hup|stop (--signal-at-ms MS | --signal-at-bytes N) [--signal-stop-ms MS]] [--raw]
 //!            [--on-sink-error stop|retry|skip] [--sink-retries N] [--sink-retry-ms MS]
 //!            [--direct] [--sink-base OFFSET]
 //! ```
@@ -43,8 +43,9 @@
 //! no verification (the in-guest peer of the benchmark).
 //!
 //! SIGUSR1 is caught without SA_RESTART, so it interrupts a blocked read() (EINTR or a
-//! short count): the tests use it. Exit status: 0 ok, 1 verification or I/O failure,
-//! 2 bad arguments.
+//! short count): the tests use it. `--signal` sends a signal from outside at a time or
+//! byte offset (module `signaler`: a forked helper, which reports how long this process
+//! took to die). Exit status: 0 ok, 1 verification or I/O failure, 2 bad arguments.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -59,6 +60,7 @@ use std::time::{Duration, Instant};
 
 use acq_guest::acqdev::{self, AcqDev};
 use acq_guest::regs;
+use acq_guest::signaler;
 use acq_guest::sinkio::{self, AlignedBuf, Failure, Flow, Policy, SinkIo};
 use acq_guest::uapi::{AcqConfig, AcqStats};
 
@@ -143,6 +145,8 @@ struct Args {
     hold_s: f64,
     timeout: Option<f64>,
     stop_on_signal: bool,
+    /// `--signal NAME` with `--signal-at-ms` or `--signal-at-bytes` (and `--signal-stop-ms`).
+    signal: Option<signaler::Plan>,
     /// Capture what the card's playback channel receives (ACQ_CFG_LOOPBACK).
     loopback: bool,
     sink_opts: SinkOpts,
@@ -203,6 +207,7 @@ fn parse_args() -> Result<Args, String> {
         hold_s: 2.0,
         timeout: None,
         stop_on_signal: false,
+        signal: None,
         loopback: false,
         sink_opts: SinkOpts {
             policy: None,
@@ -213,6 +218,7 @@ fn parse_args() -> Result<Args, String> {
         },
     };
     let mut mode = None;
+    let (mut sig, mut sig_when, mut sig_stop_ms) = (None, None, 1000u64);
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
     while let Some(opt) = it.next() {
@@ -282,6 +288,10 @@ fn parse_args() -> Result<Args, String> {
             "--loopback" => a.loopback = true,
             "--progress" => a.progress = true,
             "--stop-on-signal" => a.stop_on_signal = true,
+            "--signal" => sig = Some(signaler::Sig::parse(&val(opt)?)?),
+            "--signal-at-ms" => sig_when = Some(signaler::When::Ms(size(opt, val(opt)?)?)),
+            "--signal-at-bytes" => sig_when = Some(signaler::When::Bytes(size(opt, val(opt)?)?)),
+            "--signal-stop-ms" => sig_stop_ms = size(opt, val(opt)?)?,
             "--restart-at" => a.restart_at = Some(size(opt, val(opt)?)?),
             "--hold-at" => a.hold_at = Some(size(opt, val(opt)?)?),
             "--hold-s" => a.hold_s = secs(opt, val(opt)?)?,
@@ -351,6 +361,20 @@ fn parse_args() -> Result<Args, String> {
     if a.pause_ms > 60_000 {
         return Err("--pause-ms at most 60000".into());
     }
+    a.signal = match (sig, sig_when) {
+        (Some(sig), Some(when)) if sig_stop_ms <= 60_000 => Some(signaler::Plan {
+            sig,
+            when,
+            stop_ms: sig_stop_ms,
+        }),
+        (Some(_), Some(_)) => return Err("--signal-stop-ms at most 60000".into()),
+        (None, None) => None,
+        _ => {
+            return Err(
+                "--signal needs --signal-at-ms or --signal-at-bytes, and they need --signal".into(),
+            )
+        }
+    };
     let so = &a.sink_opts;
     if !matches!(a.sink, SinkSpec::File(_))
         && (so.policy.is_some() || so.direct || so.base.is_some())
@@ -976,6 +1000,8 @@ fn cpu_times() -> (f64, f64) {
 
 fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     install_sigusr1();
+    // First, while this process has one thread (the helper is a fork).
+    let signaler = a.signal.map(signaler::Signaler::start).transpose()?;
     let mut src = if a.raw {
         Source::Raw(File::open(&a.device).map_err(|e| format!("open {}: {e}", a.device))?)
     } else {
@@ -1053,6 +1079,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         stopped_by_signal: false,
         held: false,
         segs: segs.clone(),
+        signaler,
     };
     let cpu0 = cpu_times();
     let mut method = "read";
@@ -1257,6 +1284,8 @@ struct State {
     stopped_by_signal: bool,
     held: bool,
     segs: Segments,
+    /// `--signal` at a byte offset: told the bytes after each call.
+    signaler: Option<signaler::Signaler>,
 }
 
 impl State {
@@ -1353,6 +1382,9 @@ impl State {
 
     /// After each call: signal stop and progress. Returns false to stop.
     fn after(&mut self, a: &Args, tty: bool, progress: bool) -> bool {
+        if let Some(s) = &mut self.signaler {
+            s.progress(self.total);
+        }
         if a.stop_on_signal && SIGNALS.load(Ordering::Relaxed) > 0 {
             self.stopped_by_signal = true;
             return false;

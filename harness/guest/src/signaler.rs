@@ -1,0 +1,263 @@
+//! A signal for the consumer at a chosen moment, from outside it, the way a user's Ctrl-C,
+//! `kill` or job control arrives (`acq-stream --signal`, the scenario `signal` field).
+//!
+//! A helper process, forked before the consumer starts, waits for the moment (a time, or
+//! the consumer's word that a byte offset arrived, through a pipe), sends the signal to
+//! the consumer, and then watches it through a pidfd: for a signal that ends the process
+//! it reports how long the consumer took to be gone, which is how long the driver kept it
+//! in a system call after the signal. `stop` stops the consumer for a while and continues
+//! it. The helper prints one JSON line on the shared standard output:
+//! `{"signal":"term","sent_ms":512,"exit_ms":3}` (`exit_ms` null if the consumer outlived
+//! the watch, 30 s), or `{"signal":"stop","sent_ms":512,"stopped_ms":1000}`.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// Which signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sig {
+    /// SIGINT (Ctrl-C).
+    Int,
+    /// SIGTERM (`kill`).
+    Term,
+    /// SIGKILL.
+    Kill,
+    /// SIGHUP (the terminal went away).
+    Hup,
+    /// SIGSTOP, then SIGCONT after a while (job control, a debugger).
+    Stop,
+}
+
+impl Sig {
+    /// Parses `int`, `term`, `kill`, `hup` or `stop`.
+    pub fn parse(s: &str) -> Result<Sig, String> {
+        Ok(match s {
+            "int" => Sig::Int,
+            "term" => Sig::Term,
+            "kill" => Sig::Kill,
+            "hup" => Sig::Hup,
+            "stop" => Sig::Stop,
+            _ => return Err(format!("unknown signal `{s}` (int, term, kill, hup, stop)")),
+        })
+    }
+
+    /// The name `parse` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sig::Int => "int",
+            Sig::Term => "term",
+            Sig::Kill => "kill",
+            Sig::Hup => "hup",
+            Sig::Stop => "stop",
+        }
+    }
+
+    fn number(self) -> libc::c_int {
+        match self {
+            Sig::Int => libc::SIGINT,
+            Sig::Term => libc::SIGTERM,
+            Sig::Kill => libc::SIGKILL,
+            Sig::Hup => libc::SIGHUP,
+            Sig::Stop => libc::SIGSTOP,
+        }
+    }
+}
+
+/// When the signal goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    /// This many ms after the helper started.
+    Ms(u64),
+    /// Once the consumer reports this many bytes ([`Signaler::progress`]).
+    Bytes(u64),
+}
+
+/// What to send, and when.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// The signal.
+    pub sig: Sig,
+    /// The moment.
+    pub when: When,
+    /// `Stop`: how long the consumer stays stopped.
+    pub stop_ms: u64,
+}
+
+/// How long the helper watches for the consumer's end, and waits for a byte offset.
+const WATCH_MS: i32 = 30_000;
+const TRIGGER_WAIT_MS: i32 = 600_000;
+
+/// The consumer's side of the helper.
+pub struct Signaler {
+    plan: Plan,
+    /// Write end of the trigger pipe (one byte = "the offset arrived"; closed = "the
+    /// consumer is done").
+    trigger: Option<OwnedFd>,
+    fired: bool,
+    helper: libc::pid_t,
+}
+
+impl Signaler {
+    /// Forks the helper. Call before the consumer starts any thread: the child of a
+    /// multi-threaded process may only make async-signal-safe calls, and the helper
+    /// formats its line (it allocates); a child of a single-threaded process may.
+    pub fn start(plan: Plan) -> Result<Signaler, String> {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2() writes.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(format!("pipe2: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: pipe2() returned two new descriptors that nobody else owns.
+        let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: plain fork(); the child runs `helper`, which never returns (it _exit()s).
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(format!("fork: {}", std::io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            drop(wr);
+            helper(plan, rd.as_raw_fd());
+        }
+        drop(rd);
+        Ok(Signaler {
+            plan,
+            trigger: Some(wr),
+            fired: false,
+            helper: pid,
+        })
+    }
+
+    /// The consumer has `bytes` so far: a byte-offset plan fires once they are enough.
+    pub fn progress(&mut self, bytes: u64) {
+        if let When::Bytes(n) = self.plan.when {
+            if !self.fired && bytes >= n {
+                self.fired = true;
+                let b = [1u8];
+                if let Some(t) = &self.trigger {
+                    // SAFETY: `t` is our pipe's write end; `b` is one readable byte.
+                    let _ = unsafe { libc::write(t.as_raw_fd(), b.as_ptr().cast(), 1) };
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Signaler {
+    /// The consumer finished (a signal that ends it never gets here): the helper learns
+    /// it from the closed pipe and exits (after its SIGCONT, for `stop`); it is reaped.
+    fn drop(&mut self) {
+        self.trigger = None;
+        let deadline = Instant::now() + Duration::from_millis(5_000 + self.plan.stop_ms);
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid() on our own child; `status` is valid for writing.
+            let r = unsafe { libc::waitpid(self.helper, &mut status, libc::WNOHANG) };
+            if r != 0 || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn now_ms(start: &libc::timespec) -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for clock_gettime() to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    let ns =
+        (t.tv_sec - start.tv_sec) as i128 * 1_000_000_000 + (t.tv_nsec - start.tv_nsec) as i128;
+    (ns / 1_000_000).max(0) as u64
+}
+
+/// The helper process: never returns.
+fn helper(plan: Plan, trigger: libc::c_int) -> ! {
+    let mut start = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `start` is a valid timespec for clock_gettime() to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut start) };
+    // SAFETY: getppid() cannot fail.
+    let parent = unsafe { libc::getppid() };
+    // SAFETY: pidfd_open(2) on our parent, which is alive (we hold the pipe's read end
+    // and it holds the write end); -1 on an old kernel, then the exit is not timed.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, parent, 0) } as libc::c_int;
+    let wait_ms = match plan.when {
+        When::Ms(ms) => ms.min(i32::MAX as u64) as i32,
+        When::Bytes(_) => TRIGGER_WAIT_MS,
+    };
+    let mut p = [
+        libc::pollfd {
+            fd: trigger,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: pidfd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let n = if pidfd >= 0 { 2 } else { 1 };
+    // SAFETY: `p` holds `n` valid pollfds.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), n, wait_ms) };
+    let triggered = match plan.when {
+        When::Ms(_) => r == 0,
+        // A byte, not EOF (the consumer ended without reaching the offset).
+        When::Bytes(_) => {
+            let mut b = [0u8; 1];
+            // SAFETY: `b` has room for one byte.
+            r > 0
+                && p[0].revents & libc::POLLIN != 0
+                && unsafe { libc::read(trigger, b.as_mut_ptr().cast(), 1) } == 1
+        }
+    };
+    if !triggered || (pidfd >= 0 && p[1].revents != 0) {
+        // The consumer ended before the moment came: nothing to send.
+        // SAFETY: _exit() in the forked child (no destructors, no atexit handlers).
+        unsafe { libc::_exit(0) };
+    }
+    let sent = now_ms(&start);
+    // SAFETY: kill() has no memory-safety preconditions. (The parent was alive at the
+    // poll above; the pid could only be another process's after the parent's exit and
+    // reaping by init within these few instructions.)
+    unsafe { libc::kill(parent, plan.sig.number()) };
+    let line = if plan.sig == Sig::Stop {
+        let ts = libc::timespec {
+            tv_sec: (plan.stop_ms / 1000) as libc::time_t,
+            tv_nsec: ((plan.stop_ms % 1000) * 1_000_000) as libc::c_long,
+        };
+        // SAFETY: `ts` is a valid timespec; a null remainder is allowed.
+        unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+        // SAFETY: kill() has no memory-safety preconditions.
+        unsafe { libc::kill(parent, libc::SIGCONT) };
+        format!(
+            "{{\"signal\":\"stop\",\"sent_ms\":{sent},\"stopped_ms\":{}}}\n",
+            now_ms(&start) - sent
+        )
+    } else {
+        let mut w = libc::pollfd {
+            fd: pidfd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `w` is one valid pollfd.
+        let gone = pidfd >= 0 && unsafe { libc::poll(&mut w, 1, WATCH_MS) } == 1;
+        let exit = if gone {
+            (now_ms(&start) - sent).to_string()
+        } else {
+            "null".to_string()
+        };
+        format!(
+            "{{\"signal\":\"{}\",\"sent_ms\":{sent},\"exit_ms\":{exit}}}\n",
+            plan.sig.name()
+        )
+    };
+    // SAFETY: write(2) of an initialised buffer to standard output.
+    unsafe { libc::write(1, line.as_ptr().cast(), line.len()) };
+    // SAFETY: _exit() in the forked child.
+    unsafe { libc::_exit(0) };
+}

@@ -1,0 +1,321 @@
+//! Drawing a scenario from a seed: cards, consumers, a playback writer, signals and a fault
+//! timeline, with the expectations every such scenario must meet (the invariants).
+//!
+//! A scenario is drawn as JSON and parsed like a file, so the format's own validation
+//! (the shared limits) keeps it well-formed; a draw it refuses is drawn again. What is
+//! drawn stays inside what a correct driver handles without per-scenario knowledge, and
+//! the expectations say only what holds for every draw (docs/explore.md, "Invariants").
+
+use serde_json::{json, Map, Value};
+
+use super::rng::Rng;
+use crate::scenario::{parse, Scenario};
+
+/// A fault a card survives with nothing fatal, and whether it corrupts data. `msi`: the
+/// card has no MSI-X (one vector, 0).
+fn capture_fault(r: &mut Rng, msi: bool) -> (Value, bool) {
+    match r.below(14) {
+        0 => (json!({"dma_error": {"count": r.range(1, 3)}}), false),
+        1 => (json!({"corrupt_data": {"count": r.range(1, 3)}}), true),
+        2 => (json!({"drop_irq": {"count": r.range(1, 4)}}), false),
+        3 => (json!({"spurious_irq": {"count": r.range(1, 8)}}), false),
+        4 => (json!({"stall": {"ms": *r.pick(&[100, 500, 3000])}}), false),
+        5 => (json!({"overflow": {"count": 1}}), false),
+        6 => (json!("hang"), false),
+        7 => (json!("reset"), false),
+        8 => (
+            json!({"bad_register_reads": {"count": r.range(1, 4)}}),
+            false,
+        ),
+        9 => {
+            let vector = if msi { 0 } else { r.below(2) };
+            let rate = *r.pick(&[2000, 20000]);
+            (
+                json!({"irq_storm": {"vector": vector, "rate": rate, "ms": 300}}),
+                false,
+            )
+        }
+        10 => {
+            let kind = *r.pick(&[
+                "zero_length",
+                "short",
+                "long",
+                "unknown_id",
+                "duplicate_id",
+                "stale_phase",
+                "absurd_lost",
+            ]);
+            (json!({"bad_completion": {"kind": kind, "count": 1}}), false)
+        }
+        11 => (json!({"doorbell_lie": {"count": 1}}), false),
+        12 => (json!({"cons_lie": {"count": 1}}), false),
+        _ => (
+            json!({"slow_stop": {"ms": *r.pick(&[2, 8]), "count": 2}}),
+            false,
+        ),
+    }
+}
+
+/// Device settings for one card.
+fn device(r: &mut Rng, bar2: bool) -> Map<String, Value> {
+    let mut d = Map::new();
+    if r.chance(0.5) {
+        d.insert(
+            "block_size".into(),
+            json!(*r.pick(&[512, 1024, 2048, 4096])),
+        );
+    }
+    if bar2 {
+        d.insert("transfer".into(), json!("bar2"));
+        d.insert("block_size".into(), json!(4096));
+        d.insert("ring_log2".into(), json!(r.range(2, 7)));
+    } else if r.chance(0.5) {
+        d.insert("ring_log2".into(), json!(r.range(1, 10)));
+    }
+    if r.chance(0.4) {
+        d.insert("rate".into(), json!(*r.pick(&["1M", "4M", "16M"])));
+    }
+    d.insert(
+        "pattern".into(),
+        json!(*r.pick(&["counter", "prbs", "sine"])),
+    );
+    d.insert("seed".into(), json!(r.below(1000)));
+    if r.chance(0.3) {
+        d.insert("irq_count".into(), json!(*r.pick(&[1, 4, 16, 64])));
+    }
+    if r.chance(0.3) {
+        d.insert("irq_time_us".into(), json!(*r.pick(&[0, 50, 1000])));
+    }
+    d
+}
+
+/// What the draw may cause, for the expectations.
+#[derive(Default)]
+struct Allow {
+    errnos: Vec<&'static str>,
+    mismatches: bool,
+}
+
+impl Allow {
+    fn errno(&mut self, e: &'static str) {
+        if !self.errnos.contains(&e) {
+            self.errnos.push(e);
+        }
+    }
+}
+
+/// One stream step on `card` of `bytes`.
+fn stream(r: &mut Rng, card: usize, bytes: u64, allow: &mut Allow) -> Value {
+    let mode = *r.pick(&["read", "read", "splice", "splice", "mmap"]);
+    let mut s = Map::new();
+    s.insert("card".into(), json!(card));
+    s.insert("mode".into(), json!(mode));
+    s.insert("bytes".into(), json!(bytes));
+    s.insert("timeout_s".into(), json!(120));
+    if r.chance(0.2) {
+        s.insert("sink".into(), json!("tmpfs"));
+    }
+    if mode == "splice" {
+        if r.chance(0.5) {
+            s.insert("pipe_size".into(), json!(*r.pick(&["64K", "256K", "1M"])));
+        }
+        if r.chance(0.2) {
+            s.insert("tee".into(), json!(*r.pick(&["null", "tmpfs"])));
+        }
+    }
+    if mode != "mmap" && r.chance(0.3) {
+        s.insert("chunk".into(), json!(*r.pick(&[4096, 65536, 1 << 20])));
+    }
+    if r.chance(0.15) {
+        s.insert("restart_at".into(), json!(bytes / 2));
+    } else if mode == "read" && r.chance(0.15) {
+        s.insert("pause_at".into(), json!(bytes / 3));
+        s.insert("pause_ms".into(), json!(*r.pick(&[100, 600, 1500])));
+        allow.errno("EPIPE");
+    }
+    if r.chance(0.25) {
+        let send = *r.pick(&["int", "term", "kill", "hup", "stop"]);
+        let at = if r.chance(0.5) {
+            json!({"time_ms": r.range(100, 2000)})
+        } else {
+            json!({"bytes": bytes / 4})
+        };
+        let mut sig = json!({"send": send, "at": at});
+        if send == "stop" {
+            sig["stop_ms"] = json!(*r.pick(&[100, 500]));
+            // Stopped, the consumer lets the ring fill: the card may overflow.
+            allow.errno("EPIPE");
+        }
+        s.insert("signal".into(), sig);
+    }
+    json!({ "stream": s })
+}
+
+/// Draws the scenario of `seed`: parsed, and as drawn (only what was drawn, no
+/// defaults: the form written to files).
+pub fn draw(seed: u64) -> (Scenario, Value) {
+    let mut attempt = 0u64;
+    loop {
+        let mut v = draw_json(seed.wrapping_add(attempt.wrapping_mul(0x9E37_79B9)));
+        v["name"] = json!(format!("explore-{seed:016x}"));
+        if let Ok(sc) = parse(&v.to_string(), &format!("explore seed {seed}")) {
+            return (sc, v);
+        }
+        attempt += 1;
+    }
+}
+
+/// The drawn scenario as JSON (before validation).
+pub fn draw_json(seed: u64) -> Value {
+    let mut r = Rng::new(seed);
+    let mut allow = Allow::default();
+    let ncards = if r.chance(0.25) { 2 } else { 1 };
+    let bar2 = r.chance(0.15);
+    let cards: Vec<Value> = (0..ncards)
+        .map(|i| {
+            let mut c = Map::new();
+            if r.chance(0.2) {
+                c.insert("fifo_depth".into(), json!("16M"));
+            }
+            if r.chance(0.15) {
+                c.insert("msix_vectors".into(), json!(0));
+            }
+            c.insert(
+                "device".into(),
+                Value::Object(device(&mut r, bar2 && i == 0)),
+            );
+            Value::Object(c)
+        })
+        .collect();
+    let mut vm = json!({"cpus": *r.pick(&[1, 2, 2, 4])});
+    match r.below(10) {
+        0 => vm["kernel_args"] = json!(["swiotlb=force"]),
+        1 => vm["viommu"] = json!(true),
+        _ => {}
+    }
+    let mut steps = Vec::new();
+    let nsteps = r.range(1, 3);
+    for _ in 0..nsteps {
+        let card = r.below(ncards as u64) as usize;
+        let bytes = *r.pick(&[1u64 << 20, 4 << 20, 16 << 20, 32 << 20]);
+        match r.below(10) {
+            0..=5 => steps.push(stream(&mut r, card, bytes, &mut allow)),
+            6 | 7 => {
+                let mut p = json!({"card": card, "mode": *r.pick(&["write", "splice"]), "bytes": bytes.min(8 << 20), "timeout_s": 120});
+                if r.chance(0.3) {
+                    p["rate"] = json!(*r.pick(&["2M", "8M"]));
+                }
+                steps.push(json!({ "play": p }));
+            }
+            8 => {
+                // The errno contract through one more system call (acq-consume needs the
+                // counter pattern with seed 0; later streams set their card's own again).
+                let method = *r.pick(&[
+                    "read",
+                    "readv",
+                    "poll-read",
+                    "epoll-read",
+                    "preadv2-nowait",
+                    "io-uring-read",
+                    "io-uring-readv",
+                    "sendfile-pipe",
+                    "splice",
+                ]);
+                steps.push(
+                    json!({"config": {"card": card, "device": {"pattern": "counter", "seed": 0}}}),
+                );
+                steps.push(json!({"exec": {"cmd": format!("acq-consume --device /dev/acq{card} --method {method} --bytes {}", bytes.min(8 << 20)), "timeout_s": 120}}));
+            }
+            _ => steps.push(json!({"reset": {"card": card}})),
+        }
+    }
+    let mut faults = Vec::new();
+    // Faults go to cards that stream in DMA mode (BAR2 mode has no DMA to fault).
+    let fault_cards: Vec<usize> = steps
+        .iter()
+        .filter_map(|s| s.get("stream").and_then(|s| s["card"].as_u64()))
+        .map(|c| c as usize)
+        .filter(|c| !(bar2 && *c == 0))
+        .collect();
+    if !fault_cards.is_empty() && r.chance(0.6) {
+        for _ in 0..r.range(1, 2) {
+            let card = *r.pick(&fault_cards);
+            let msi = cards[card].get("msix_vectors").is_some();
+            let (inject, corrupts) = capture_fault(&mut r, msi);
+            allow.errno("EIO");
+            allow.errno("EPIPE");
+            allow.mismatches |= corrupts;
+            let at = if r.chance(0.5) {
+                json!({"time_ms": r.range(0, 2000)})
+            } else {
+                json!({"bytes": *r.pick(&["256K", "1M", "2M"])})
+            };
+            faults.push(json!({"card": card, "at": at, "inject": inject}));
+        }
+    }
+    let plays = steps.iter().any(|s| s.get("play").is_some());
+    if plays {
+        // An underrun at a rate, or the writer's own timing: EPIPE; errors: EIO.
+        allow.errno("EPIPE");
+        allow.errno("EIO");
+    }
+    if steps.iter().any(|s| s.get("reset").is_some()) {
+        // A reset between steps ends nothing in flight, but a card reset under a
+        // playback session reports EIO to its writer (docs/driver.md, known limit).
+        allow.errno("EIO");
+    }
+    let mut expect = json!({"errors_allowed": allow.errnos});
+    if allow.mismatches {
+        expect["mismatches"] = json!({"min": 0});
+    }
+    json!({
+        "name": format!("explore-{seed:016x}"),
+        "description": format!("Drawn by `acq explore` from seed {seed:#x}."),
+        "timeout_s": 400,
+        "vm": vm,
+        "cards": cards,
+        "steps": steps,
+        "faults": faults,
+        "expect": expect,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_draw_is_a_valid_scenario_and_the_same_seed_draws_the_same() {
+        for seed in 0..300 {
+            let (a, v) = draw(seed);
+            assert_eq!(a, draw(seed).0, "seed {seed}");
+            assert!(!a.steps.is_empty());
+            assert_eq!(a, parse(&v.to_string(), "t").unwrap());
+        }
+    }
+
+    #[test]
+    fn draws_cover_the_space() {
+        let all: Vec<String> = (0..300).map(|s| draw_json(s).to_string()).collect();
+        for needle in [
+            "\"mmap\"",
+            "\"splice\"",
+            "\"play\"",
+            "\"signal\"",
+            "\"bar2\"",
+            "swiotlb=force",
+            "\"viommu\"",
+            "acq-consume",
+            "\"reset\"",
+            "\"hang\"",
+            "bad_completion",
+            "\"tee\"",
+            "\"stop\"",
+        ] {
+            assert!(
+                all.iter().any(|s| s.contains(needle)),
+                "no draw has {needle}"
+            );
+        }
+    }
+}
