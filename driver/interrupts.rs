@@ -50,7 +50,7 @@ pub(crate) enum News {
     /// Completions, which the card announces with an interrupt.
     Completions,
     /// A change of state (stopped, failed, removed, a session ended): whoever makes it
-    /// wakes the waiters, after making it under the channel's mutex.
+    /// makes it under the channel's mutex, then calls [`Sleepers::wake`].
     State,
 }
 

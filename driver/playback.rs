@@ -434,9 +434,10 @@ impl Card {
             let period = msecs_to_jiffies(PB_RECHECK_MS);
             let news = |g: &mut MutexGuard<'_, PbInner>| {
                 self.pb_reap(g);
-                if g.removed || g.owes() || !g.running {
+                if g.removed || !g.running {
                     News::State
-                } else if g.has_space() {
+                } else if g.owes() || g.has_space() {
+                    // An owed EPIPE or EIO comes from a completion the card flagged.
                     News::Completions
                 } else {
                     News::Nothing

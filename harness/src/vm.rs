@@ -440,6 +440,17 @@ impl GuestHandle {
             .exec(&argv, timeout, &mut |_, _| {}, &mut || Ok(()))
     }
 
+    /// Runs `argv`, passing output chunks to `on_output` as they arrive.
+    pub fn exec_streaming(
+        &self,
+        argv: &[&str],
+        timeout: Duration,
+        on_output: &mut dyn FnMut(Stream, &str),
+    ) -> Result<ExecOutput> {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        self.agent.exec(&argv, timeout, on_output, &mut || Ok(()))
+    }
+
     /// Hot-unplugs card `card` (QEMU device `acqN`) with QMP `device_del` and waits up to
     /// `timeout` until QEMU reports it gone (`DEVICE_DELETED`): the guest's ACPI hotplug
     /// driver has unbound the driver and ejected the slot. The exchange is appended to

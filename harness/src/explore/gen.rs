@@ -194,6 +194,15 @@ pub fn draw_json(seed: u64) -> Value {
         _ => {}
     }
     let mut steps = Vec::new();
+    if r.chance(0.2) {
+        // A playback writer beside the steps that follow (capture and playback at once).
+        let card = r.below(ncards as u64);
+        let mut p = json!({"card": card, "mode": *r.pick(&["write", "splice"]), "bytes": "8M", "background": true, "timeout_s": 120});
+        if r.chance(0.5) {
+            p["rate"] = json!(*r.pick(&["2M", "8M"]));
+        }
+        steps.push(json!({ "play": p }));
+    }
     let nsteps = r.range(1, 3);
     for _ in 0..nsteps {
         let card = r.below(ncards as u64) as usize;
@@ -224,7 +233,13 @@ pub fn draw_json(seed: u64) -> Value {
                 steps.push(
                     json!({"config": {"card": card, "device": {"pattern": "counter", "seed": 0}}}),
                 );
-                steps.push(json!({"exec": {"cmd": format!("acq-consume --device /dev/acq{card} --method {method} --bytes {}", bytes.min(8 << 20)), "timeout_s": 120}}));
+                // Two threads reading at once, for read().
+                let threads = if method == "read" && r.chance(0.5) {
+                    " --threads 2"
+                } else {
+                    ""
+                };
+                steps.push(json!({"exec": {"cmd": format!("acq-consume --device /dev/acq{card} --method {method} --bytes {}{threads}", bytes.min(8 << 20)), "timeout_s": 120}}));
             }
             _ => steps.push(json!({"reset": {"card": card}})),
         }
@@ -264,7 +279,7 @@ pub fn draw_json(seed: u64) -> Value {
         // playback session reports EIO to its writer (docs/driver.md, known limit).
         allow.errno("EIO");
     }
-    let mut expect = json!({"errors_allowed": allow.errnos});
+    let mut expect = json!({"errors_allowed": allow.errnos, "all_faults_fire": false});
     if allow.mismatches {
         expect["mismatches"] = json!({"min": 0});
     }
@@ -311,6 +326,8 @@ mod tests {
             "bad_completion",
             "\"tee\"",
             "\"stop\"",
+            "\"background\"",
+            "--threads 2",
         ] {
             assert!(
                 all.iter().any(|s| s.contains(needle)),

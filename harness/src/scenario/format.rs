@@ -389,6 +389,10 @@ pub struct PlayStep {
     /// The step fails unless the card verified every byte and saw no mismatch.
     #[serde(default = "yes")]
     pub verify: bool,
+    /// Run beside the steps that follow (a writer while a capture streams); the scenario
+    /// waits for it after its last step.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub background: bool,
     /// Seconds this step may take.
     #[serde(default = "default_step_timeout")]
     pub timeout_s: u64,
@@ -522,6 +526,10 @@ pub struct ExecStep {
     /// The exit status it must have.
     #[serde(default)]
     pub status: i32,
+    /// Run beside the steps that follow (a second process while a stream runs); the
+    /// scenario waits for it after its last step.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub background: bool,
     /// Seconds it may take.
     #[serde(default = "default_step_timeout")]
     pub timeout_s: u64,
@@ -816,6 +824,11 @@ pub struct Expect {
     /// `pool_free == pool_pages`): nothing a pipe, a mapping or a consumer held leaked.
     #[serde(default = "yes")]
     pub pool_returned: bool,
+    /// Every fault of the timeline fires (a fault whose moment never came, because the
+    /// steps ended first, fails the scenario). `acq explore` turns it off: its draws may
+    /// end a stream early (a signal) before a fault's byte offset.
+    #[serde(default = "yes")]
+    pub all_faults_fire: bool,
     /// Kernel log lines that do not count as a failure (substrings), besides none.
     #[serde(default)]
     pub dmesg_allow: Vec<String>,
@@ -884,6 +897,7 @@ impl Default for Expect {
                 max: Some(0),
             },
             recovered: false,
+            all_faults_fire: true,
             pool_returned: true,
             counters: BTreeMap::new(),
             dmesg_allow: Vec::new(),

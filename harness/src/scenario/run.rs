@@ -275,6 +275,10 @@ fn run_steps(
         vm.guest(),
         dir.to_path_buf(),
     );
+    // Background steps (a writer, a second process) beside the ones that follow; the
+    // scenario waits for them after its last step, and before the checks.
+    type Background = thread::JoinHandle<Result<Option<Value>>>;
+    let mut background: Vec<(usize, Background)> = Vec::new();
     let r = (|| -> Result<()> {
         for (i, step) in sc.steps.iter().enumerate() {
             if remaining(deadline).is_zero() {
@@ -289,25 +293,36 @@ fn run_steps(
                         .with_context(|| format!("step {i} (stream)"))?;
                     res.streams.push(v);
                 }
+                Step::Play(p) if p.background => {
+                    let (guest, p, card, opts) = (
+                        vm.guest(),
+                        p.clone(),
+                        sc.cards[p.card].clone(),
+                        opts.clone(),
+                    );
+                    background.push((
+                        i,
+                        thread::spawn(move || play(&guest, &p, &card, &opts, deadline).map(Some)),
+                    ));
+                }
                 Step::Play(p) => {
-                    let v = play(vm, p, &sc.cards[p.card], opts, deadline)
+                    let v = play(&vm.guest(), p, &sc.cards[p.card], opts, deadline)
                         .with_context(|| format!("step {i} (play)"))?;
                     res.streams.push(v);
                 }
+                Step::Exec(e) if e.background => {
+                    let (guest, e) = (vm.guest(), e.clone());
+                    background.push((
+                        i,
+                        thread::spawn(move || {
+                            let t = Duration::from_secs(e.timeout_s).min(remaining(deadline));
+                            exec_result(i, &e, guest.sh(&e.cmd, t)?).map(|()| None)
+                        }),
+                    ));
+                }
                 Step::Exec(e) => {
                     let t = Duration::from_secs(e.timeout_s).min(remaining(deadline));
-                    let out = vm.sh(&e.cmd, t)?;
-                    if out.status != e.status || out.timed_out {
-                        bail!(
-                            "step {i}: `{}` exited {} (expected {}){}:\n{}{}",
-                            e.cmd,
-                            out.status,
-                            e.status,
-                            if out.timed_out { ", timed out" } else { "" },
-                            out.stdout,
-                            out.stderr
-                        );
-                    }
+                    exec_result(i, e, vm.sh(&e.cmd, t)?)?;
                 }
                 Step::Config(c) => {
                     let mut cmd = format!("acq-ctl --device /dev/acq{} set", c.card);
@@ -331,9 +346,24 @@ fn run_steps(
         }
         Ok(())
     })();
+    // Every background step is waited for (each has its own time limit), even after a
+    // failed step: no thread outlives the scenario.
+    let mut r = r;
+    for (i, h) in background {
+        let out = h
+            .join()
+            .map_err(|_| anyhow!("step {i} (background): its thread panicked"))
+            .and_then(|x| x.with_context(|| format!("step {i} (background)")));
+        match out {
+            Ok(Some(v)) => res.streams.push(v),
+            Ok(None) => {}
+            Err(e) if r.is_ok() => r = Err(e),
+            Err(_) => {}
+        }
+    }
     let (fired, unfired, errors) = timeline.stop();
     res.faults_fired = fired;
-    for f in unfired {
+    for f in unfired.into_iter().filter(|_| sc.expect.all_faults_fire) {
         res.checks.push(Check {
             name: format!("fault {} on card {} fires", f.inject.name(), f.card),
             ok: false,
@@ -556,11 +586,27 @@ fn verify_file_on_disk(result: &Value, store: &Path) -> Result<Value> {
     )
 }
 
+/// Checks an exec step's exit status.
+fn exec_result(i: usize, e: &super::format::ExecStep, out: crate::agent::ExecOutput) -> Result<()> {
+    if out.status != e.status || out.timed_out {
+        bail!(
+            "step {i}: `{}` exited {} (expected {}){}:\n{}{}",
+            e.cmd,
+            out.status,
+            e.status,
+            if out.timed_out { ", timed out" } else { "" },
+            out.stdout,
+            out.stderr
+        );
+    }
+    Ok(())
+}
+
 /// Runs `acq-stream --direction out` for a play step and returns its JSON result line
 /// (the same fields as a stream's where they apply: `bytes`, `verified_bytes` and
 /// `errors` as the card counted them, `errno`, `fatal`, `timed_out`, `ok`).
 fn play(
-    vm: &mut Vm,
+    guest: &GuestHandle,
     p: &PlayStep,
     card: &CardSpec,
     opts: &RunOptions,
@@ -609,7 +655,7 @@ fn play(
     let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
     let t = Duration::from_secs(p.timeout_s + 30).min(remaining(deadline));
     let verbose = opts.verbose;
-    let out = vm.exec_streaming(&argv_ref, t, &mut |stream, data| {
+    let out = guest.exec_streaming(&argv_ref, t, &mut |stream, data| {
         if verbose && stream == acq_guest::proto::Stream::Stderr {
             eprint!("{data}");
         }
