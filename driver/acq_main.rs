@@ -73,7 +73,7 @@ use kernel::{
         poll::{PollCondVar, PollTable},
         Arc, CondVar, CondVarTimeoutResult, Mutex, MutexGuard, SpinLock,
     },
-    time::{msecs_to_jiffies, Jiffies},
+    time::{msecs_to_jiffies, Instant, Jiffies, Monotonic},
     types::{ForeignOwnable, Opaque},
     iov::{IovIterDest, IovIterSource},
     uaccess::{UserPtr, UserSlice},
@@ -153,9 +153,6 @@ const WATCHDOG_MS: u32 = 500;
 const STALL_MS: u64 = 2000;
 /// Readers re-check the ring at least this often while they sleep.
 const READ_RECHECK_MS: u32 = 200;
-/// How long a waiter that timed out and found a change of state waits for its maker's
-/// wake-up before it calls the wake-up lost (interrupts.rs, `Sleepers`).
-const STATE_WAKE_GRACE_MS: u32 = 50;
 /// How long a session start waits for a function reset the watchdog does (one watchdog
 /// period to begin it, and the PCI core's FLR with its wait for the card).
 const RESET_WAIT_MS: u32 = 10_000;

@@ -195,8 +195,10 @@ impl Card {
             }
             g.hw.take()
         };
-        drop(hw);
+        // Wake first: freeing the DMA memory takes a while (bounce buffers, an IOMMU),
+        // and the readers only need `removed`.
         self.sleepers.wake(&self.wait);
+        drop(hw);
         // The soft reset above stopped the playback channel too.
         self.pb_shutdown();
         self.cancel_watchdog();

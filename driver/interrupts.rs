@@ -28,10 +28,13 @@ use super::*;
 pub(crate) struct Sleepers {
     /// Tasks between their announcement and the end of their wait.
     waiting: Atomic<u32>,
-    /// This channel's interrupts so far ([`Sleepers::interrupt`]): a waiter that times out
-    /// and finds completions tells a lost wake-up (an interrupt came and nobody woke it)
-    /// from a lost interrupt (none came: the periodic re-check is the remedy for that).
-    interrupts: Atomic<u32>,
+    /// When this channel's first interrupt since the last waiter went to sleep came (ns
+    /// since `epoch`; 0: none yet), set by [`Sleepers::interrupt`]: a waiter that times
+    /// out and finds completions tells a lost wake-up (an interrupt came well before its
+    /// deadline and did not wake it) from a lost interrupt (none came: the periodic
+    /// re-check is the remedy for that).
+    first_irq: Atomic<i64>,
+    epoch: Instant<Monotonic>,
     /// Wake-ups after changes of state ([`Sleepers::wake`]): a waiter that times out and
     /// finds such a change tells a late wake-up from a missing one.
     wakes: Atomic<u32>,
@@ -62,10 +65,11 @@ impl News {
 }
 
 impl Sleepers {
-    pub(crate) const fn new(index: u32, channel: &'static str) -> Self {
+    pub(crate) fn new(index: u32, channel: &'static str) -> Self {
         Self {
             waiting: Atomic::new(0),
-            interrupts: Atomic::new(0),
+            first_irq: Atomic::new(0),
+            epoch: Instant::now(),
             wakes: Atomic::new(0),
             lost: Atomic::new(0),
             index,
@@ -89,8 +93,9 @@ impl Sleepers {
         jiffies: Jiffies,
         news: impl Fn(&mut MutexGuard<'_, T>) -> News,
     ) -> CondVarTimeoutResult {
+        let start = self.now_ns();
+        self.first_irq.store(0, Relaxed);
         self.waiting.fetch_add(1, Full);
-        let interrupts = self.interrupts.load(Relaxed);
         let wakes = self.wakes.load(Acquire);
         let r = if news(g).any() {
             CondVarTimeoutResult::Woken { jiffies }
@@ -107,19 +112,36 @@ impl Sleepers {
         if let CondVarTimeoutResult::Timeout = r {
             let lost = match news(g) {
                 News::Nothing => false,
-                // Completions and an interrupt since we looked, yet no wake-up. (No
-                // interrupt: the card has not sent it, yet or at all, and the re-check is
-                // there for a lost interrupt.)
-                News::Completions => self.interrupts.load(Relaxed) != interrupts,
+                // Completions, and an interrupt that came while we were on the wait queue
+                // and still had more than `IRQ_SLACK_NS` to sleep: its wake-up would have
+                // reached us. (One that came at the deadline, or after it while we took
+                // the mutex back, found us off the queue; none at all is a lost interrupt,
+                // which the re-check is there for.)
+                News::Completions => {
+                    let irq = self.first_irq.load(Relaxed);
+                    let deadline = start.saturating_add(jiffies_to_ns(jiffies));
+                    irq != 0 && irq >= start && irq.saturating_add(IRQ_SLACK_NS) < deadline
+                }
                 // A change of state nobody woke us for. Its maker may be between its
-                // unlock and its wake-up when our timer fired: give it a moment.
+                // unlock and its wake-up when our timer fired: give it a moment (other
+                // wake-ups may end that wait early: wait again until the moment is over).
                 News::State => {
-                    self.wakes.load(Acquire) == wakes
-                        && !matches!(
-                            cv.wait_interruptible_timeout(g, msecs_to_jiffies(STATE_WAKE_GRACE_MS)),
-                            CondVarTimeoutResult::Signal { .. }
-                        )
-                        && self.wakes.load(Acquire) == wakes
+                    let until = self.now_ns().saturating_add(STATE_WAKE_GRACE_NS);
+                    loop {
+                        if self.wakes.load(Acquire) != wakes {
+                            break false;
+                        }
+                        let left = until.saturating_sub(self.now_ns());
+                        if left <= 0 {
+                            break true;
+                        }
+                        let step = msecs_to_jiffies((left / 1_000_000).clamp(1, 1000) as u32);
+                        if let CondVarTimeoutResult::Signal { .. } =
+                            cv.wait_interruptible_timeout(g, step)
+                        {
+                            break false;
+                        }
+                    }
                 }
             };
             if lost {
@@ -143,9 +165,14 @@ impl Sleepers {
         cv.notify_all();
     }
 
-    /// For a hard handler, first thing: one more interrupt of this channel.
+    /// For a hard handler, first thing: an interrupt of this channel came now.
     pub(crate) fn interrupt(&self) {
-        self.interrupts.fetch_add(1, Relaxed);
+        let _ = self.first_irq.cmpxchg(0, self.now_ns().max(1), Relaxed);
+    }
+
+    /// Nanoseconds since this channel's creation (monotonic).
+    fn now_ns(&self) -> i64 {
+        (Instant::<Monotonic>::now() - self.epoch).as_nanos()
     }
 
     /// Lost wake-ups found so far.
@@ -159,6 +186,20 @@ impl Sleepers {
         smp_mb(Full);
         self.waiting.load(Relaxed) != 0
     }
+}
+
+/// An interrupt this long before a waiter's deadline must have woken it: more than the
+/// timer's granularity (a jiffy at HZ 100 is 10 ms) and the hard handler's own latency.
+const IRQ_SLACK_NS: i64 = 20_000_000;
+/// How long a waiter that timed out and found a change of state waits for its maker's
+/// wake-up before it calls the wake-up lost.
+const STATE_WAKE_GRACE_NS: i64 = 50_000_000;
+
+/// A wait of `j` jiffies in nanoseconds.
+fn jiffies_to_ns(j: Jiffies) -> i64 {
+    let hz = u64::from(bindings::CONFIG_HZ).max(1);
+    // Jiffies is c_ulong (usize here): a lossless widening to u64.
+    i64::try_from((j as u64).saturating_mul(1_000_000_000) / hz).unwrap_or(i64::MAX)
 }
 
 /// Claims the ownership flag `busy(g)` (a channel's reader or writer, for one call):

@@ -108,6 +108,10 @@ impl Card {
                 } else if e == EIO {
                     g.err = true;
                 }
+                if e == EPIPE || e == EIO {
+                    // Latched again: news for a sync waiting in another thread too.
+                    self.sleepers.wake(&self.wait);
+                }
                 g.mmap_held = 0;
                 req.head = u64::from(g.head);
                 req.count = 0;

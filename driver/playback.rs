@@ -383,6 +383,8 @@ impl Card {
         }
         g.removed = true;
         g.running = false;
+        // Another task may wait on the channel (a drain, a writer, a poller).
+        self.pb_sleepers.wake(&self.pb_wait);
         true
     }
 

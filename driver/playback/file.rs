@@ -211,8 +211,9 @@ impl Card {
             g.running = false;
             g.hw.take()
         };
-        drop(hw);
+        // Wake first: the writers only need `removed`; freeing takes a while.
         self.pb_sleepers.wake(&self.pb_wait);
+        drop(hw);
     }
 }
 

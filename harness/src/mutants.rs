@@ -4,7 +4,8 @@
 //! write: a few exact text edits to files of `driver/`, a sentence saying what the bug is,
 //! and the scenarios expected to notice it (tried first). For each mutant the driver is
 //! copied (with the hardware contract it includes), edited, built against the guest kernel, and the scenarios run with the mutated
-//! `acq.ko` until one fails: the mutant is then *caught* by that scenario. A mutant every
+//! `acq.ko` until one fails: the mutant is then *caught* by that scenario (which must
+//! pass with the unmodified driver: that is checked once per scenario). A mutant every
 //! scenario passes *survived*: a bug the suite would let through. The score is the share
 //! caught. docs/explore.md explains how to use it on your own driver changes.
 //!
@@ -189,15 +190,42 @@ pub fn run_all(
     opts: &MutantOptions,
 ) -> Vec<MutantResult> {
     let mut out = Vec::new();
+    let mut baseline = Baseline::default();
     for m in mutants {
         if crate::signals::interrupted() {
             break;
         }
-        let r = run_one(m, scenarios, paths, opts);
+        let r = run_one(m, scenarios, paths, opts, &mut baseline);
         eprintln!("{}", line(&r));
         out.push(r);
     }
     out
+}
+
+/// Whether each scenario passes with the unmodified driver, run once each when a mutant
+/// first fails it: a scenario that fails anyway (a broken setup, a flaky check) catches
+/// nothing, and must not count.
+#[derive(Default)]
+struct Baseline(std::collections::HashMap<String, bool>);
+
+impl Baseline {
+    fn passes(&mut self, file: &Path, sc: &Scenario, paths: &Paths, opts: &MutantOptions) -> bool {
+        let name = sc.name.clone().unwrap_or_default();
+        if let Some(p) = self.0.get(&name) {
+            return *p;
+        }
+        let run = RunOptions {
+            results: opts.results.join("baseline"),
+            driver: None,
+            ..opts.run.clone()
+        };
+        let passed = crate::scenario::run::run(sc, file, paths, &run).passed;
+        if !passed {
+            eprintln!("  {name} fails with the unmodified driver too: it does not count");
+        }
+        self.0.insert(name, passed);
+        passed
+    }
 }
 
 fn run_one(
@@ -205,6 +233,7 @@ fn run_one(
     scenarios: &[(PathBuf, Scenario)],
     paths: &Paths,
     opts: &MutantOptions,
+    baseline: &mut Baseline,
 ) -> MutantResult {
     let start = Instant::now();
     let dir = opts.results.join(&m.name);
@@ -247,7 +276,7 @@ fn run_one(
         }
         let r = crate::scenario::run::run(sc, file, paths, &run_opts);
         res.scenarios_run += 1;
-        if !r.passed {
+        if !r.passed && baseline.passes(file, sc, paths, opts) {
             res.outcome = Outcome::Caught {
                 by: r.name.clone(),
                 why: first_failure(&r),

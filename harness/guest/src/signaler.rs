@@ -98,10 +98,13 @@ pub struct Signaler {
 }
 
 impl Signaler {
-    /// Forks the helper. Call before the consumer starts any thread: the child of a
-    /// multi-threaded process may only make async-signal-safe calls, and the helper
-    /// formats its line (it allocates); a child of a single-threaded process may.
-    pub fn start(plan: Plan) -> Result<Signaler, String> {
+    /// Forks the helper.
+    ///
+    /// # Safety
+    ///
+    /// The process must have one thread: the child of a multi-threaded process may only
+    /// make async-signal-safe calls, and the helper formats its line (it allocates).
+    pub unsafe fn start(plan: Plan) -> Result<Signaler, String> {
         let mut fds = [0; 2];
         // SAFETY: `fds` has room for the two descriptors pipe2() writes.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -109,14 +112,17 @@ impl Signaler {
         }
         // SAFETY: pipe2() returned two new descriptors that nobody else owns.
         let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: plain fork(); the child runs `helper`, which never returns (it _exit()s).
+        // SAFETY: getpid() cannot fail.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: the process has one thread (the caller's contract), so the child is a
+        // complete copy that may do anything; it runs `helper`, which never returns.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(format!("fork: {}", std::io::Error::last_os_error()));
         }
         if pid == 0 {
             drop(wr);
-            helper(plan, rd.as_raw_fd());
+            helper(plan, parent, rd.as_raw_fd());
         }
         drop(rd);
         Ok(Signaler {
@@ -148,16 +154,40 @@ impl Drop for Signaler {
     fn drop(&mut self) {
         self.trigger = None;
         let deadline = Instant::now() + Duration::from_millis(5_000 + self.plan.stop_ms);
+        let mut status = 0;
         loop {
-            let mut status = 0;
             // SAFETY: waitpid() on our own child; `status` is valid for writing.
             let r = unsafe { libc::waitpid(self.helper, &mut status, libc::WNOHANG) };
-            if r != 0 || Instant::now() > deadline {
+            if r != 0 {
+                return;
+            }
+            if Instant::now() > deadline {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        // Still there (it should never be): kill it and reap it.
+        // SAFETY: kill() and waitpid() of our own unreaped child: its pid is not reused.
+        unsafe {
+            libc::kill(self.helper, libc::SIGKILL);
+            libc::waitpid(self.helper, &mut status, 0);
+        }
     }
+}
+
+/// Sends `sig` through the consumer's pidfd: never to another process that reused its pid.
+fn send(pidfd: libc::c_int, sig: libc::c_int) {
+    // SAFETY: pidfd_send_signal(2) with a null siginfo (the kernel fills in a kill()'s);
+    // no memory is passed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
 }
 
 fn now_ms(start: &libc::timespec) -> u64 {
@@ -172,19 +202,23 @@ fn now_ms(start: &libc::timespec) -> u64 {
     (ns / 1_000_000).max(0) as u64
 }
 
-/// The helper process: never returns.
-fn helper(plan: Plan, trigger: libc::c_int) -> ! {
+/// The helper process (`parent`: the consumer's pid): never returns.
+fn helper(plan: Plan, parent: libc::pid_t, trigger: libc::c_int) -> ! {
     let mut start = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `start` is a valid timespec for clock_gettime() to fill.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut start) };
-    // SAFETY: getppid() cannot fail.
-    let parent = unsafe { libc::getppid() };
-    // SAFETY: pidfd_open(2) on our parent, which is alive (we hold the pipe's read end
-    // and it holds the write end); -1 on an old kernel, then the exit is not timed.
+    // SAFETY: pidfd_open(2) has no memory-safety preconditions; -1 on an old kernel.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, parent, 0) } as libc::c_int;
+    // SAFETY: getppid() cannot fail.
+    if pidfd < 0 || unsafe { libc::getppid() } != parent {
+        // The consumer is gone already (we were reparented), or its exit cannot be
+        // watched without a pidfd: do nothing rather than signal a stranger.
+        // SAFETY: _exit() in the forked child (no destructors, no atexit handlers).
+        unsafe { libc::_exit(0) };
+    }
     let wait_ms = match plan.when {
         When::Ms(ms) => ms.min(i32::MAX as u64) as i32,
         When::Bytes(_) => TRIGGER_WAIT_MS,
@@ -201,9 +235,8 @@ fn helper(plan: Plan, trigger: libc::c_int) -> ! {
             revents: 0,
         },
     ];
-    let n = if pidfd >= 0 { 2 } else { 1 };
-    // SAFETY: `p` holds `n` valid pollfds.
-    let r = unsafe { libc::poll(p.as_mut_ptr(), n, wait_ms) };
+    // SAFETY: `p` holds two valid pollfds.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), 2, wait_ms) };
     let triggered = match plan.when {
         When::Ms(_) => r == 0,
         // A byte, not EOF (the consumer ended without reaching the offset).
@@ -215,16 +248,13 @@ fn helper(plan: Plan, trigger: libc::c_int) -> ! {
                 && unsafe { libc::read(trigger, b.as_mut_ptr().cast(), 1) } == 1
         }
     };
-    if !triggered || (pidfd >= 0 && p[1].revents != 0) {
+    if !triggered || p[1].revents != 0 {
         // The consumer ended before the moment came: nothing to send.
         // SAFETY: _exit() in the forked child (no destructors, no atexit handlers).
         unsafe { libc::_exit(0) };
     }
     let sent = now_ms(&start);
-    // SAFETY: kill() has no memory-safety preconditions. (The parent was alive at the
-    // poll above; the pid could only be another process's after the parent's exit and
-    // reaping by init within these few instructions.)
-    unsafe { libc::kill(parent, plan.sig.number()) };
+    send(pidfd, plan.sig.number());
     let line = if plan.sig == Sig::Stop {
         let ts = libc::timespec {
             tv_sec: (plan.stop_ms / 1000) as libc::time_t,
@@ -232,8 +262,7 @@ fn helper(plan: Plan, trigger: libc::c_int) -> ! {
         };
         // SAFETY: `ts` is a valid timespec; a null remainder is allowed.
         unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
-        // SAFETY: kill() has no memory-safety preconditions.
-        unsafe { libc::kill(parent, libc::SIGCONT) };
+        send(pidfd, libc::SIGCONT);
         format!(
             "{{\"signal\":\"stop\",\"sent_ms\":{sent},\"stopped_ms\":{}}}\n",
             now_ms(&start) - sent
@@ -245,7 +274,7 @@ fn helper(plan: Plan, trigger: libc::c_int) -> ! {
             revents: 0,
         };
         // SAFETY: `w` is one valid pollfd.
-        let gone = pidfd >= 0 && unsafe { libc::poll(&mut w, 1, WATCH_MS) } == 1;
+        let gone = unsafe { libc::poll(&mut w, 1, WATCH_MS) } == 1;
         let exit = if gone {
             (now_ms(&start) - sent).to_string()
         } else {

@@ -128,9 +128,17 @@ pub fn signature(r: &ScenarioResult) -> Option<String> {
     if r.passed {
         return None;
     }
+    // A step's error names its command and exit status: keep those (80 characters of
+    // the first line), or every failed command would look alike.
     let text = match (&r.error, r.checks.iter().find(|c| !c.ok)) {
         (_, Some(c)) => c.name.clone(),
-        (Some(e), None) => e.split(':').next().unwrap_or_default().to_string(),
+        (Some(e), None) => e
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(80)
+            .collect(),
         (None, None) => String::new(),
     };
     Some(

@@ -80,7 +80,8 @@ pub fn candidates(v: &Value) -> Vec<Value> {
         }
     }
     // One card fewer, when nothing names the second.
-    if len("cards") > 1 && !v.to_string().contains("\"card\":1") {
+    let text = v.to_string();
+    if len("cards") > 1 && !text.contains("\"card\":1") && !text.contains("/dev/acq1") {
         let mut c = v.clone();
         if let Some(a) = c["cards"].as_array_mut() {
             a.truncate(1);

@@ -824,9 +824,9 @@ pub struct Expect {
     /// `pool_free == pool_pages`): nothing a pipe, a mapping or a consumer held leaked.
     #[serde(default = "yes")]
     pub pool_returned: bool,
-    /// Every fault of the timeline fires (a fault whose moment never came, because the
-    /// steps ended first, fails the scenario). `acq explore` turns it off: its draws may
-    /// end a stream early (a signal) before a fault's byte offset.
+    /// Every fault of the timeline fires and every stream step's `signal` is sent (a
+    /// fault or signal whose moment never came, because the steps ended first, fails the
+    /// scenario). `acq explore` turns it off: its draws may end a stream before it.
     #[serde(default = "yes")]
     pub all_faults_fire: bool,
     /// Kernel log lines that do not count as a failure (substrings), besides none.

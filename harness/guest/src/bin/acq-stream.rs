@@ -1000,8 +1000,12 @@ fn cpu_times() -> (f64, f64) {
 
 fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     install_sigusr1();
-    // First, while this process has one thread (the helper is a fork).
-    let signaler = a.signal.map(signaler::Signaler::start).transpose()?;
+    // SAFETY: nothing has started a thread yet: acq-stream's threads (a tee reader, a
+    // TCP sink's peer) start later in this function.
+    let signaler = a
+        .signal
+        .map(|p| unsafe { signaler::Signaler::start(p) })
+        .transpose()?;
     let mut src = if a.raw {
         Source::Raw(File::open(&a.device).map_err(|e| format!("open {}: {e}", a.device))?)
     } else {
