@@ -292,6 +292,8 @@ fn run_one(
 /// the module.
 fn prepare(m: &Mutant, paths: &Paths, dir: &Path) -> Result<PathBuf> {
     fs::create_dir_all(dir)?;
+    // Absolute: the build runs in the toolroot's namespace, from another directory.
+    let dir = &fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
     // The copy keeps the repository's layout: the module includes the hardware contract
     // by path (`../device-model/src/regs.rs`), the one file it shares with the model.
     let tree = dir.join("tree");
