@@ -167,7 +167,11 @@ impl Sleepers {
 
     /// For a hard handler, first thing: an interrupt of this channel came now.
     pub(crate) fn interrupt(&self) {
-        let _ = self.first_irq.cmpxchg(0, self.now_ns().max(1), Relaxed);
+        // Only the first one since the waiter went to sleep needs the clock: a fast
+        // stream's interrupts cost one load here, not a clock read each.
+        if self.first_irq.load(Relaxed) == 0 {
+            let _ = self.first_irq.cmpxchg(0, self.now_ns().max(1), Relaxed);
+        }
     }
 
     /// Nanoseconds since this channel's creation (monotonic).

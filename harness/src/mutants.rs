@@ -398,9 +398,9 @@ fn line(r: &MutantResult) -> String {
     }
 }
 
-/// Caught share of the mutants that ran to a verdict (invalid and interrupted ones do not
-/// count either way).
-pub fn score(results: &[MutantResult]) -> Option<f64> {
+/// Mutants caught, and mutants that ran to a verdict (caught or survived; invalid and
+/// interrupted ones count neither way).
+fn verdicts(results: &[MutantResult]) -> (usize, usize) {
     let caught = results
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Caught { .. }))
@@ -409,7 +409,13 @@ pub fn score(results: &[MutantResult]) -> Option<f64> {
         .iter()
         .filter(|r| r.outcome == Outcome::Survived)
         .count();
-    (caught + survived > 0).then(|| caught as f64 / (caught + survived) as f64)
+    (caught, caught + survived)
+}
+
+/// Caught share of the mutants that ran to a verdict.
+pub fn score(results: &[MutantResult]) -> Option<f64> {
+    let (caught, judged) = verdicts(results);
+    (judged > 0).then(|| caught as f64 / judged as f64)
 }
 
 /// The report: one line per mutant, the survivors described, the score.
@@ -442,14 +448,7 @@ pub fn table(results: &[MutantResult]) -> String {
     }
     match score(results) {
         Some(x) => {
-            let caught = results
-                .iter()
-                .filter(|r| matches!(r.outcome, Outcome::Caught { .. }))
-                .count();
-            let judged = results
-                .iter()
-                .filter(|r| matches!(r.outcome, Outcome::Caught { .. } | Outcome::Survived))
-                .count();
+            let (caught, judged) = verdicts(results);
             let _ = writeln!(
                 s,
                 "\nscore: {caught} of {judged} caught ({:.0}%)",
