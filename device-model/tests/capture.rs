@@ -606,6 +606,11 @@ fn bar2_streaming_mode_fills_slots() {
                 r.wr(reg::DOORBELL, 1);
             }
         }
+        // The card fills every slot given back: wait until it has run dry
+        // (consumed all 40 + n), so the write pointer holds still while
+        // it is compared with DEV_CONS (read while the card still ran,
+        // the two registers raced; a CI run caught it).
+        wait_for(5.0, "bar2 ring dry", || r.rd(reg::DEV_CONS) == 40 + n);
         let cons: u32 = b2
             .load(A(event::OFF_CONS as u64), Ordering::Acquire)
             .unwrap();
