@@ -35,7 +35,13 @@ in_toolroot() {
     local root binds=()
     root=$(toolroot_dir)
     [ -f "$root/.complete" ] || die "toolroot $root is not provisioned (run 'make deps')"
-    while [ "${1:-}" = --bind ]; do binds+=("$2"); shift 2; done
+    # A bind is mounted at the same path inside the root, so it must be absolute and exist:
+    # a relative one would be created beside the root in the cache ("$root" + "results/...").
+    local d
+    while [ "${1:-}" = --bind ]; do
+        d=$(realpath -e -- "${2:-}" 2>/dev/null) || die "toolroot --bind: no such directory: '${2:-}'"
+        binds+=("$d"); shift 2
+    done
     [ "${1:-}" = -- ] && shift
     local script='set -e; r=$1; shift; n=$1; shift
         mount --make-rprivate /
