@@ -26,17 +26,7 @@ if [ -f "$root/.complete" ]; then echo "$root"; exit 0; fi
 [ "$(id -u)" = 0 ] || die "provisioning the toolroot needs root (debootstrap, chroot); or set ACQ_QEMU to an existing qemu-system-x86_64 >= 10.1 and ACQ_KERNEL_DIR to a built kernel"
 # `make run` and `make test` set up a fresh machine themselves: the host tools the toolroot
 # is built with come from the host's own package manager.
-host_need=()
-for tool in debootstrap:debootstrap unshare:util-linux findmnt:util-linux; do
-    command -v "${tool%%:*}" >/dev/null 2>&1 || host_need+=("${tool#*:}")
-done
-if [ ${#host_need[@]} -gt 0 ]; then
-    command -v apt-get >/dev/null || die "missing host tools (${host_need[*]}) and no apt-get to install them"
-    log "apt-get install ${host_need[*]} (host prerequisites of the toolroot)"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 \
-        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${host_need[@]}" >&2 \
-        || die "could not install ${host_need[*]}: install them by hand and run again"
-fi
+"$ACQ_QEMU_DIR/host-deps.sh"
 
 mirror=$(host_mirror)
 mkdir -p "$ACQ_CACHE"

@@ -89,8 +89,10 @@ pub struct ModelFill {
 pub struct Report {
     /// When (UTC, RFC 3339).
     pub date: String,
-    /// Accelerator the guest ran under.
+    /// Accelerator the guest ran under, with the CPU model under TCG.
     pub accel: String,
+    /// Guest kernel flavor (`bench`: no lock or memory debugging) and release.
+    pub kernel: String,
     /// Host CPU model and count.
     pub machine: String,
     /// Bytes per measurement.
@@ -130,7 +132,7 @@ pub fn run(paths: &Paths, opts: &BenchOptions) -> Result<Report> {
     let cfg = VmConfig {
         accel: opts.accel,
         cards: vec![Card::Model { config: None }],
-        modules: vec![paths.repo.join("driver/acq.ko")],
+        modules: vec![paths.driver_module()],
         run_dir: opts.results.join("vm"),
         disks: vec![disk(false), disk(true)],
         ..VmConfig::default()
@@ -225,12 +227,17 @@ pub fn run(paths: &Paths, opts: &BenchOptions) -> Result<Report> {
         s.bar2 = true;
         bench(&mut vm, s)?;
     }
-    let accel = vm.accel.0.to_string();
+    let accel = match vm.accel.0 {
+        crate::accel::Accel::Tcg => format!("tcg, -cpu {}", crate::vm::TCG_CPU),
+        a => a.to_string(),
+    };
+    let kernel = format!("{} {}", paths.kernel_flavor, vm.kernel);
     vm.shutdown(Duration::from_secs(60))?;
     let targets = targets(&runs, &model);
     Ok(Report {
         date: utc_now(),
         accel,
+        kernel,
         machine: machine(),
         bytes: opts.bytes,
         runs,
@@ -549,9 +556,10 @@ pub fn table(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{} | accelerator {} | {} | {} per run\n",
+        "{} | accelerator {} | kernel {} | {} | {} per run\n",
         r.date,
         r.accel,
+        r.kernel,
         r.machine,
         human(r.bytes)
     );

@@ -1,7 +1,10 @@
-//! Reading the guest's kernel log for the reports that mean a driver bug.
+//! Reading the guest's kernel log for the reports that mean a driver bug, and kmemleak's
+//! report on the debug kernel flavor.
 
-/// Substrings of kernel log lines that report a bug: WARN, BUG, Oops, lockdep, list
-/// corruption, sleeping in atomic context, and acq.ko's lost wake-ups.
+/// Substrings of kernel log lines that report a bug: WARN, BUG (KASAN's "BUG: KASAN:" and
+/// the soft-lockup detector's "BUG: soft lockup" among them), Oops, lockdep, list
+/// corruption, sleeping in atomic context, hung tasks, kmemleak, and acq.ko's lost
+/// wake-ups.
 pub const BUG_PATTERNS: &[&str] = &[
     "WARNING:",
     "BUG:",
@@ -17,6 +20,8 @@ pub const BUG_PATTERNS: &[&str] = &[
     // The hung-task detector and RCU stall warnings (a task stuck in the driver).
     "blocked for more than",
     "detected stall",
+    // kmemleak's own line after a scan that found something (debug flavor).
+    "new suspected memory leaks",
     // acq.ko's own report of a wake-up it lost (driver/interrupts.rs, `Sleepers`).
     "lost wake-up",
 ];
@@ -30,6 +35,52 @@ pub fn kernel_bug_reports(dmesg: &str) -> Vec<String> {
         .collect()
 }
 
+/// kmemleak's interface (debug kernel flavor, debugfs).
+pub const KMEMLEAK: &str = "/sys/kernel/debug/kmemleak";
+
+/// A guest shell command run before the driver loads: scan and forget what the kernel
+/// leaked while booting, so a later report is about the run. Prints nothing on a kernel
+/// without kmemleak.
+pub fn kmemleak_baseline_cmd() -> String {
+    format!("[ -w {KMEMLEAK} ] || exit 0; echo scan > {KMEMLEAK} && echo clear > {KMEMLEAK}")
+}
+
+/// A guest shell command run after the driver is unloaded: scan, and print every object
+/// that nothing references any more (kmemleak reports objects older than 5 s, so anything
+/// the driver allocated and lost qualifies). Exit status 3 means no kmemleak here.
+pub fn kmemleak_scan_cmd() -> String {
+    format!("[ -w {KMEMLEAK} ] || exit 3; echo scan > {KMEMLEAK} && cat {KMEMLEAK}")
+}
+
+/// The leaks in a kmemleak report: each `unreferenced object` line with the first frames
+/// of its allocation backtrace, one string per object.
+pub fn kmemleak_leaks(report: &str) -> Vec<String> {
+    let mut leaks: Vec<String> = Vec::new();
+    let mut frames = 0;
+    let mut in_trace = false;
+    for line in report.lines().map(str::trim) {
+        if line.starts_with("unreferenced object") {
+            leaks.push(line.to_owned());
+            frames = 0;
+            in_trace = false;
+        } else if line.starts_with("backtrace") {
+            in_trace = true;
+        } else if in_trace && frames < 4 && !line.is_empty() {
+            if let Some(last) = leaks.last_mut() {
+                last.push_str(" <- ");
+                last.push_str(
+                    line.trim_start_matches("[<")
+                        .split("] ")
+                        .last()
+                        .unwrap_or(line),
+                );
+            }
+            frames += 1;
+        }
+    }
+    leaks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,6 +89,38 @@ mod tests {
     fn bug_report_patterns_match() {
         let log = "[ 1.0] ok\n[ 2.0] WARNING: CPU: 0 PID: 1 at x\n[ 3.0] BUG: sleeping function called from invalid context\n";
         assert_eq!(kernel_bug_reports(log).len(), 2);
+        let debug = "[ 4.0] BUG: KASAN: slab-use-after-free in acq_remove+0x10/0x20\n[ 5.0] watchdog: BUG: soft lockup - CPU#1 stuck for 22s!\n[ 6.0] kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)\n[ 7.0] kmemleak: Kernel memory leak detector initialized (mem pool available: 15000)\n";
+        assert_eq!(kernel_bug_reports(debug).len(), 3);
         assert!(kernel_bug_reports("[ 1.0] all fine\n").is_empty());
+    }
+
+    #[test]
+    fn kmemleak_reports_become_one_line_per_object() {
+        let report = "unreferenced object 0xffff888004a1c000 (size 64):
+  comm \"insmod\", pid 93, jiffies 4294892340
+  hex dump (first 32 bytes):
+    00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00  ................
+  backtrace (crc 0):
+    [<ffffffff81234567>] __kmalloc_noprof+0x1a/0x20
+    [<ffffffffa0001234>] 0xffffffffa0001234
+    [<ffffffff81000001>] do_one_initcall+0x5/0x10
+    [<ffffffff81000002>] do_init_module+0x5/0x10
+    [<ffffffff81000003>] load_module+0x5/0x10
+unreferenced object 0xffff888004a1d000 (size 32):
+  comm \"rmmod\", pid 95, jiffies 4294892999
+  backtrace (crc 0):
+    [<ffffffff81234567>] kmalloc_trace+0x1a/0x20
+";
+        let leaks = kmemleak_leaks(report);
+        assert_eq!(leaks.len(), 2, "{leaks:?}");
+        assert!(leaks[0].starts_with("unreferenced object 0xffff888004a1c000 (size 64)"));
+        assert!(leaks[0].contains("<- __kmalloc_noprof+0x1a/0x20 <- 0xffffffffa0001234"));
+        assert!(
+            !leaks[0].contains("load_module"),
+            "at most four frames: {}",
+            leaks[0]
+        );
+        assert!(leaks[1].contains("kmalloc_trace"));
+        assert!(kmemleak_leaks("").is_empty());
     }
 }

@@ -23,4 +23,5 @@ pub mod process;
 pub mod scenario;
 pub mod signals;
 pub mod sink;
+pub mod soak;
 pub mod vm;

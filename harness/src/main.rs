@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use acq::accel::AccelChoice;
-use acq::paths::Paths;
+use acq::paths::{KernelFlavor, Paths};
 use acq::signals;
 use acq::vm::{Card, Vm, VmConfig};
 use acq_guest::proto::Stream;
@@ -50,6 +50,11 @@ enum Cmd {
     /// shrink a failing draw into a small scenario file under RESULTS/found/. Exit status 1
     /// if any draw failed (docs/explore.md).
     Explore(ExploreArgs),
+    /// One long-lived guest (the debug kernel by default) and many cycles of load, stream
+    /// with a consumer drawn from the system calls, a random card fault, pool check, unload;
+    /// kmemleak at the end. Writes soak.json; exit status 1 on any failed cycle, missing
+    /// pool page, kernel report or leak (make soak).
+    Soak(SoakArgs),
     /// Validate scenario files without running them (exit 1 if any is malformed).
     Check {
         /// Scenario files (JSON, docs/scenarios.md).
@@ -77,6 +82,9 @@ struct BenchArgs {
     /// Pipe sizes for the splice sweep.
     #[arg(long, value_delimiter = ',', default_value = "64K,128K,256K,512K,1M,2M", value_parser = parse_size)]
     pipe_sizes: Vec<u64>,
+    /// Guest kernel flavor: test, debug (KASAN, kmemleak) or bench (no debugging).
+    #[arg(long, value_enum, default_value_t = KernelFlavor::Test)]
+    kernel_flavor: KernelFlavor,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -106,6 +114,10 @@ struct RunArgs {
     /// Load this kernel module instead of driver/acq.ko.
     #[arg(long, value_name = "KO")]
     driver: Option<PathBuf>,
+    /// Guest kernel flavor: test (the default), debug (KASAN, kmemleak) or bench
+    /// (no debugging); `make kernel-FLAVOR driver-FLAVOR` builds it.
+    #[arg(long, value_enum)]
+    kernel_flavor: Option<KernelFlavor>,
 }
 
 #[derive(Args)]
@@ -134,6 +146,32 @@ struct ExploreArgs {
     /// Print the draws' JSON instead of running them.
     #[arg(long)]
     print: bool,
+    /// Guest kernel flavor: test (the default), debug (KASAN, kmemleak) or bench
+    /// (no debugging); `make kernel-FLAVOR driver-FLAVOR` builds it.
+    #[arg(long, value_enum)]
+    kernel_flavor: Option<KernelFlavor>,
+}
+
+#[derive(Args)]
+struct SoakArgs {
+    /// Load/stream/fault/unload cycles.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    cycles: u32,
+    /// Draws each cycle's consumer, fault and moment.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Bytes each cycle's consumer reads (K, M, G suffixes).
+    #[arg(long, default_value = "8M", value_parser = parse_size)]
+    bytes: u64,
+    /// Where the guest's files, soak.json and kmemleak.txt go.
+    #[arg(long, default_value = "results/soak")]
+    results: PathBuf,
+    /// Accelerator.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    accel: AccelChoice,
+    /// Guest kernel flavor.
+    #[arg(long, value_enum, default_value_t = KernelFlavor::Debug)]
+    kernel_flavor: KernelFlavor,
 }
 
 #[derive(Args)]
@@ -156,6 +194,10 @@ struct MutantsArgs {
     /// Override every scenario's accelerator.
     #[arg(long, value_enum)]
     accel: Option<AccelChoice>,
+    /// Guest kernel flavor: test (the default), debug (KASAN, kmemleak) or bench
+    /// (no debugging); `make kernel-FLAVOR driver-FLAVOR` builds it.
+    #[arg(long, value_enum)]
+    kernel_flavor: Option<KernelFlavor>,
 }
 
 fn parse_shard(s: &str) -> Result<(usize, usize), String> {
@@ -226,6 +268,9 @@ struct VmArgs {
     /// A guest command to run (program and arguments, no shell), after any --exec.
     #[arg(last = true, value_name = "ARGV")]
     argv: Vec<String>,
+    /// Guest kernel flavor: test, debug (KASAN, kmemleak) or bench (no debugging).
+    #[arg(long, value_enum, default_value_t = KernelFlavor::Test)]
+    kernel_flavor: KernelFlavor,
 }
 
 fn main() -> ExitCode {
@@ -245,6 +290,7 @@ fn main() -> ExitCode {
         Cmd::Bench(args) => cmd_bench(args),
         Cmd::Mutants(args) => cmd_mutants(args),
         Cmd::Explore(args) => cmd_explore(args),
+        Cmd::Soak(args) => cmd_soak(args),
         Cmd::Schema => {
             print!("{}", acq::scenario::format::schema_json());
             Ok(ExitCode::SUCCESS)
@@ -330,6 +376,7 @@ fn cmd_explore(args: ExploreArgs) -> Result<ExitCode> {
             accel: args.accel,
             verbose: false,
             driver: args.driver.clone(),
+            kernel_flavor: args.kernel_flavor,
         },
     };
     eprintln!(
@@ -394,7 +441,8 @@ fn cmd_mutants(args: MutantsArgs) -> Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.min_score) {
         anyhow::bail!("--min-score {} is not between 0 and 1", args.min_score);
     }
-    let paths = Paths::discover()?;
+    // The mutants are built for (and their scenarios run on) one flavor.
+    let paths = Paths::discover()?.with_kernel(args.kernel_flavor.unwrap_or_default())?;
     let opts = acq::mutants::MutantOptions {
         results: args.results.clone(),
         run: acq::scenario::run::RunOptions {
@@ -402,6 +450,7 @@ fn cmd_mutants(args: MutantsArgs) -> Result<ExitCode> {
             accel: args.accel,
             verbose: false,
             driver: None,
+            kernel_flavor: args.kernel_flavor,
         },
     };
     eprintln!(
@@ -460,6 +509,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         accel: args.accel,
         verbose: args.verbose,
         driver: args.driver.clone(),
+        kernel_flavor: args.kernel_flavor,
     };
     eprintln!(
         "running {} scenario(s), {} at a time; results in {}",
@@ -512,8 +562,34 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     })
 }
 
+fn cmd_soak(args: SoakArgs) -> Result<ExitCode> {
+    let paths = Paths::discover()?.with_kernel(args.kernel_flavor)?;
+    let opts = acq::soak::SoakOptions {
+        cycles: args.cycles,
+        seed: args.seed,
+        bytes: args.bytes,
+        results: args.results.clone(),
+        accel: args.accel,
+    };
+    eprintln!(
+        "soak: {} cycles on the {} kernel (seed {}); results in {}",
+        opts.cycles,
+        paths.kernel_flavor,
+        opts.seed,
+        opts.results.display()
+    );
+    let report = acq::soak::run(&paths, &opts)?;
+    print!("{}", acq::soak::summary(&report));
+    eprintln!("wrote {}/soak.json", opts.results.display());
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn cmd_bench(args: BenchArgs) -> Result<ExitCode> {
-    let paths = Paths::discover()?;
+    let paths = Paths::discover()?.with_kernel(args.kernel_flavor)?;
     let opts = acq::bench::BenchOptions {
         bytes: args.bytes,
         accel: args.accel,
@@ -570,7 +646,7 @@ fn cmd_check(files: &[PathBuf]) -> Result<ExitCode> {
 }
 
 fn cmd_vm(args: VmArgs) -> Result<ExitCode> {
-    let paths = Paths::discover()?;
+    let paths = Paths::discover()?.with_kernel(args.kernel_flavor)?;
     let run_dir = args.run_dir.clone().unwrap_or_else(|| {
         paths
             .repo
@@ -580,8 +656,13 @@ fn cmd_vm(args: VmArgs) -> Result<ExitCode> {
     // exist for the commands (and the shell).
     let ncards = args.cards as usize + args.card_sockets.len();
     let load_driver = ncards > 0 && !args.no_driver;
-    if load_driver && !paths.repo.join("driver/acq.ko").exists() {
-        anyhow::bail!("driver/acq.ko does not exist: run `make driver` (or pass --no-driver)");
+    let driver = paths.driver_module();
+    if load_driver && !driver.exists() {
+        anyhow::bail!(
+            "{} does not exist: run `{}` (or pass --no-driver)",
+            driver.display(),
+            paths.driver_target()
+        );
     }
     let cfg = VmConfig {
         accel: args.accel,
@@ -597,7 +678,7 @@ fn cmd_vm(args: VmArgs) -> Result<ExitCode> {
             .modules
             .iter()
             .cloned()
-            .chain(load_driver.then(|| paths.repo.join("driver/acq.ko")))
+            .chain(load_driver.then_some(driver))
             .collect(),
         files: Vec::new(),
         disks: args

@@ -316,22 +316,12 @@ fn prepare(m: &Mutant, paths: &Paths, dir: &Path) -> Result<PathBuf> {
     {
         let _ = fs::write(dir.join("mutant.diff"), o.stdout);
     }
-    let kdir = paths
-        .kernel_build
-        .parent()
-        .context("the kernel build directory has no parent")?;
+    // qemu/module.sh builds against the flavor's kernel with the make arguments it was
+    // built with (LLVM=-22 for the debug flavor).
     let mut cmd = Command::new("bash");
-    cmd.arg(paths.repo.join("qemu/toolroot.sh"))
-        .args(["--run", "--bind"])
-        .arg(kdir)
-        .arg("--bind")
-        .arg(&tree)
-        .arg("--")
-        .arg("make")
-        .arg("-C")
-        .arg(&paths.kernel_build)
-        .arg(format!("M={}", src.display()))
-        .arg("modules");
+    cmd.arg(paths.repo.join("qemu/module.sh"))
+        .args(["--flavor", paths.kernel_flavor.name(), "--tree"])
+        .arg(&tree);
     let log = dir.join("build.log");
     let f = fs::File::create(&log)?;
     cmd.stdout(f.try_clone()?).stderr(f);

@@ -128,9 +128,7 @@ impl Vm {
             .with_context(|| format!("creating run directory {}", run_dir.display()))?;
         let image = run_dir.join("initramfs.cpio");
         build_image(cfg, paths, &image)?;
-        let kernel = run_dir.join("bzImage");
-        fs::copy(paths.bzimage(), &kernel)
-            .with_context(|| format!("copying the guest kernel {}", paths.bzimage().display()))?;
+        let kernel = place_kernel(&paths.kernel_image(), &run_dir)?;
 
         let mut models = Vec::new();
         let mut sockets = Vec::new();
@@ -603,6 +601,24 @@ fn build_image(cfg: &VmConfig, paths: &Paths, out: &Path) -> Result<()> {
         }
     }
     initramfs::write_cpio(&entries, out)
+}
+
+/// Puts the guest kernel image into the run directory (QEMU in the toolroot sees only
+/// that), as a hard link where the file systems allow (vmlinux is 20+ MB), else a copy.
+/// The run directory then also records which kernel booted.
+fn place_kernel(image: &Path, run_dir: &Path) -> Result<PathBuf> {
+    let name = image
+        .file_name()
+        .context("the kernel image has no file name")?;
+    let dest = run_dir.join(name);
+    for stale in ["vmlinux", "bzImage"] {
+        let _ = fs::remove_file(run_dir.join(stale));
+    }
+    if fs::hard_link(image, &dest).is_err() {
+        fs::copy(image, &dest)
+            .with_context(|| format!("copying the guest kernel {}", image.display()))?;
+    }
+    Ok(dest)
 }
 
 #[allow(clippy::too_many_arguments)]

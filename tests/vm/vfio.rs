@@ -7,7 +7,7 @@
 //! kernel driver's DMA translated too).
 //!
 //! Needs `make guest build driver` and a guest kernel with ACPI and INTEL_IOMMU
-//! (qemu/kernel.fragment). `ACQ_TEST_MIB` scales the compared stream (default 32 MiB).
+//! (qemu/kernel/base.config). `ACQ_TEST_MIB` scales the compared stream (default 32 MiB).
 //! Each test runs in about a minute under TCG.
 
 use std::time::Duration;

@@ -14,6 +14,7 @@ use schemars::JsonSchema;
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::accel::AccelChoice;
+use crate::paths::KernelFlavor;
 
 /// One scenario file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -85,6 +86,11 @@ pub struct VmSpec {
     /// DMA then goes through translations the guest's DMA API programs.
     #[serde(default)]
     pub viommu: bool,
+    /// The guest kernel flavor: `test` (lockdep and friends, the default), `debug` (also
+    /// KASAN and kmemleak: any report fails the scenario) or `bench` (no debugging).
+    /// `acq run --kernel-flavor` overrides it.
+    #[serde(default)]
+    pub kernel: KernelFlavor,
 }
 
 fn default_cpus() -> u32 {
@@ -105,6 +111,7 @@ impl Default for VmSpec {
             accel: default_accel(),
             kernel_args: Vec::new(),
             viommu: false,
+            kernel: KernelFlavor::Test,
         }
     }
 }
@@ -753,6 +760,44 @@ fn one() -> u64 {
 }
 
 impl Fault {
+    /// The request to the card model's control socket that injects this fault (capture
+    /// channel; the caller adds `"channel": "playback"`). `None` for the faults that are
+    /// not the card's: the capture disk's, and surprise removal (QMP).
+    pub fn card_request(&self) -> Option<serde_json::Value> {
+        use serde_json::json;
+        Some(match *self {
+            Fault::DmaError { count }
+            | Fault::CorruptData { count }
+            | Fault::DropIrq { count }
+            | Fault::SpuriousIrq { count }
+            | Fault::Overflow { count }
+            | Fault::DoorbellLie { count }
+            | Fault::ConsLie { count }
+            | Fault::BadRegisterReads { count } => {
+                json!({"cmd": "inject", "fault": self.name(), "count": count})
+            }
+            Fault::Stall { ms } => json!({"cmd": "inject", "fault": "stall", "ms": ms}),
+            Fault::SlowStop { ms, count } => {
+                json!({"cmd": "inject", "fault": "slow_stop", "ms": ms, "count": count})
+            }
+            Fault::IrqStorm { vector, rate, ms } => json!({
+                "cmd": "inject", "fault": "irq_storm", "vector": vector, "count": rate, "ms": ms
+            }),
+            Fault::BadCompletion { kind, count } => json!({
+                "cmd": "inject", "fault": "bad_completion", "kind": kind.name(), "count": count
+            }),
+            Fault::Hang => json!({"cmd": "inject", "fault": "hang"}),
+            Fault::Reset => json!({"cmd": "reset"}),
+            Fault::SurpriseRemoval
+            | Fault::DiskWriteError { .. }
+            | Fault::DiskFull { .. }
+            | Fault::DiskBandwidth { .. }
+            | Fault::DiskLatency { .. }
+            | Fault::DiskStall { .. }
+            | Fault::DiskFlushError { .. } => return None,
+        })
+    }
+
     /// The catalogue name (as in docs/faults.md and the model's control protocol).
     pub fn name(&self) -> &'static str {
         match self {
@@ -1659,10 +1704,31 @@ mod tests {
     const MINIMAL: &str = r#"{"steps": [{"stream": {"bytes": "16M"}}]}"#;
 
     #[test]
+    fn the_kernel_flavor_is_chosen_by_name() {
+        let sc = parse(
+            r#"{"steps": [{"sleep_ms": 1}], "vm": {"kernel": "debug"}}"#,
+            "t.json",
+        )
+        .unwrap();
+        assert_eq!(sc.vm.kernel, KernelFlavor::Debug);
+        let e = parse(
+            r#"{"steps": [{"sleep_ms": 1}], "vm": {"kernel": "kasan"}}"#,
+            "t.json",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("kasan") && e.contains("debug") && e.contains("bench"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn minimal_scenario_gets_defaults() {
         let sc = parse(MINIMAL, "t.json").unwrap();
         assert_eq!(sc.cards.len(), 1);
         assert_eq!(sc.vm.cpus, 2);
+        assert_eq!(sc.vm.kernel, KernelFlavor::Test);
         assert!(sc.load_driver);
         let Step::Stream(st) = &sc.steps[0] else {
             panic!()

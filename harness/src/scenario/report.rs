@@ -140,6 +140,7 @@ mod tests {
             passed,
             seconds: 1.5,
             accel: "tcg".into(),
+            kernel: "test".into(),
             error: None,
             checks: vec![Check {
                 name: "EIO seen 1 time(s)".into(),

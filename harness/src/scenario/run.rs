@@ -22,7 +22,7 @@ use super::format::{
 };
 use crate::accel::AccelChoice;
 use crate::control::ModelControl;
-use crate::paths::Paths;
+use crate::paths::{KernelFlavor, Paths};
 use crate::vm::{Card, GuestHandle, Vm, VmConfig};
 
 /// How scenarios are run.
@@ -34,9 +34,11 @@ pub struct RunOptions {
     pub accel: Option<AccelChoice>,
     /// Print guest output (progress) while streaming.
     pub verbose: bool,
-    /// The kernel module to load instead of `driver/acq.ko` (`acq mutants`, `acq run
+    /// The kernel module to load instead of the flavor's own (`acq mutants`, `acq run
     /// --driver`).
     pub driver: Option<PathBuf>,
+    /// Overrides every scenario's guest kernel flavor (`vm.kernel`).
+    pub kernel_flavor: Option<KernelFlavor>,
 }
 
 /// One checked expectation.
@@ -63,6 +65,8 @@ pub struct ScenarioResult {
     pub seconds: f64,
     /// Accelerator used.
     pub accel: String,
+    /// Guest kernel flavor booted (`test`, `debug`, `bench`).
+    pub kernel: String,
     /// A failure that stopped the run before the checks (boot failure, step failure, ...).
     pub error: Option<String>,
     /// The expectations, each checked.
@@ -90,6 +94,7 @@ pub fn run(sc: &Scenario, file: &Path, paths: &Paths, opts: &RunOptions) -> Scen
         passed: false,
         seconds: 0.0,
         accel: String::new(),
+        kernel: String::new(),
         error: None,
         checks: Vec::new(),
         streams: Vec::new(),
@@ -127,14 +132,17 @@ fn run_inner(
         fs::write(&cfg, model_config(c).to_string())?;
         cards.push(Card::Model { config: Some(cfg) });
     }
+    let paths = &paths.with_kernel(opts.kernel_flavor.unwrap_or(sc.vm.kernel))?;
+    res.kernel = paths.kernel_flavor.to_string();
     let mut modules = Vec::new();
     if sc.load_driver {
-        let ko = opts
-            .driver
-            .clone()
-            .unwrap_or_else(|| paths.repo.join("driver/acq.ko"));
+        let ko = opts.driver.clone().unwrap_or_else(|| paths.driver_module());
         if !ko.exists() {
-            bail!("{} does not exist: run `make driver`", ko.display());
+            bail!(
+                "{} does not exist: run `{}`",
+                ko.display(),
+                paths.driver_target()
+            );
         }
         modules.push(ko);
     }
@@ -177,6 +185,7 @@ fn run_inner(
     let dmesg = dmesg?.stdout;
     fs::write(dir.join("dmesg.txt"), &dmesg)?;
     check_expectations(&sc.expect, res, &dmesg);
+    explain_outrun_consumers(sc, res);
     check_disk_streams(sc, res);
     if sc.load_driver && sc.expect.pool_returned {
         for i in 0..sc.cards.len() {
@@ -203,8 +212,65 @@ fn run_inner(
             ok: out.success(),
             detail: format!("status {} {}", out.status, out.stderr.trim()),
         });
+        check_after_unload(&mut vm, &dmesg, &sc.expect, dir, res)?;
     }
     vm.shutdown(Duration::from_secs(60).min(remaining(deadline).max(Duration::from_secs(5))))?;
+    Ok(())
+}
+
+/// What the kernel reported while the driver was removed (a use-after-free in the remove
+/// path shows only then), and on the debug flavor whatever kmemleak finds unreferenced
+/// once the driver is gone.
+fn check_after_unload(
+    vm: &mut Vm,
+    dmesg_before: &str,
+    ex: &super::format::Expect,
+    dir: &Path,
+    res: &mut ScenarioResult,
+) -> Result<()> {
+    let after = vm.sh("dmesg", Duration::from_secs(60))?.stdout;
+    let new = after.get(dmesg_before.len()..).unwrap_or(&after);
+    fs::write(dir.join("dmesg-unload.txt"), new)?;
+    let bad: Vec<String> = crate::dmesg::kernel_bug_reports(new)
+        .into_iter()
+        .filter(|l| !ex.dmesg_allow.iter().any(|a| l.contains(a.as_str())))
+        .collect();
+    res.checks.push(Check {
+        name: "kernel log clean while unloading".into(),
+        ok: bad.is_empty(),
+        detail: if bad.is_empty() {
+            "clean".into()
+        } else {
+            bad.join(" | ")
+        },
+    });
+    // A scan of the debug kernel's memory takes seconds under TCG.
+    let scan = vm.sh(&crate::dmesg::kmemleak_scan_cmd(), Duration::from_secs(300))?;
+    if scan.status == 3 {
+        return Ok(()); // no kmemleak in this kernel flavor
+    }
+    fs::write(dir.join("kmemleak.txt"), &scan.stdout)?;
+    let leaks = crate::dmesg::kmemleak_leaks(&scan.stdout);
+    res.checks.push(Check {
+        name: "kmemleak: nothing leaked".into(),
+        ok: scan.success() && leaks.is_empty(),
+        detail: if !scan.success() {
+            format!("the scan failed: {}", scan.stderr.trim())
+        } else if leaks.is_empty() {
+            "no unreferenced objects".into()
+        } else {
+            format!(
+                "{} unreferenced object(s), kmemleak.txt: {}",
+                leaks.len(),
+                leaks
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            )
+        },
+    });
     Ok(())
 }
 
@@ -258,6 +324,11 @@ fn run_steps(
     res: &mut ScenarioResult,
 ) -> Result<()> {
     if sc.load_driver {
+        // On the debug flavor: what the kernel leaked while booting is not the run's.
+        vm.sh_ok(
+            &crate::dmesg::kmemleak_baseline_cmd(),
+            Duration::from_secs(120),
+        )?;
         vm.sh_ok("insmod /lib/modules/acq.ko", Duration::from_secs(60))?;
         for i in 0..sc.cards.len() {
             vm.sh_ok(
@@ -870,6 +941,61 @@ fn errno_counts(
     }
 }
 
+/// A failing scenario whose card produced faster than its consumer took the data says so:
+/// the overflows (EPIPE, lost bytes) are then the consumer's pace, not a driver bug, and
+/// the author needs a lower card rate or a faster consumer mode (docs/scenarios.md,
+/// "Rates a consumer sustains"). Added only to a run that already failed and saw gaps.
+fn explain_outrun_consumers(sc: &Scenario, res: &mut ScenarioResult) {
+    if res.checks.iter().all(|c| c.ok) {
+        return;
+    }
+    let steps: Vec<_> = sc
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Stream(st) => Some(st),
+            _ => None,
+        })
+        .collect();
+    let mut notes = Vec::new();
+    for (i, (st, s)) in steps.iter().zip(&res.streams).enumerate() {
+        let gaps = s
+            .get("errno")
+            .and_then(|m| m.get("EPIPE"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let rate = sc
+            .cards
+            .get(st.card)
+            .and_then(|c| c.device.rate)
+            .map_or(0, |r| r.0);
+        let took = s.get("mb_per_s").and_then(Value::as_f64).unwrap_or(0.0) * 1e6;
+        if let Some(note) = outrun_note(i, gaps, rate, took) {
+            notes.push(note);
+        }
+    }
+    res.checks.extend(notes);
+}
+
+/// The note for stream `i` when its consumer (`took` bytes/s) fell behind a card set to
+/// `rate` bytes/s and saw `gaps` EPIPEs.
+fn outrun_note(i: usize, gaps: u64, rate: u64, took: f64) -> Option<Check> {
+    if gaps == 0 || rate == 0 || took <= 0.0 || took >= 0.9 * rate as f64 {
+        return None;
+    }
+    Some(Check {
+        name: format!("stream {i}: the consumer kept up with its card"),
+        ok: false,
+        detail: format!(
+            "the card produced {:.1} MB/s, the consumer took {:.1} MB/s and saw {gaps} EPIPE: \
+             it cannot keep up at this rate here; lower the card's rate or use a faster \
+             consumer mode (docs/scenarios.md, \"Rates a consumer sustains\")",
+            rate as f64 / 1e6,
+            took / 1e6
+        ),
+    })
+}
+
 /// Checks the expectations against what the run measured.
 fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &str) {
     let mut checks = Vec::new();
@@ -1220,34 +1346,12 @@ fn inject(
     transcript: &Path,
 ) -> Result<()> {
     let mut req = match f.inject {
-        Fault::DmaError { count }
-        | Fault::CorruptData { count }
-        | Fault::DropIrq { count }
-        | Fault::SpuriousIrq { count }
-        | Fault::Overflow { count }
-        | Fault::DoorbellLie { count }
-        | Fault::ConsLie { count }
-        | Fault::BadRegisterReads { count } => {
-            json!({"cmd": "inject", "fault": f.inject.name(), "count": count})
-        }
-        Fault::Stall { ms } => json!({"cmd": "inject", "fault": "stall", "ms": ms}),
-        Fault::SlowStop { ms, count } => {
-            json!({"cmd": "inject", "fault": "slow_stop", "ms": ms, "count": count})
-        }
-        Fault::IrqStorm { vector, rate, ms } => json!({
-            "cmd": "inject", "fault": "irq_storm", "vector": vector, "count": rate, "ms": ms
-        }),
-        Fault::BadCompletion { kind, count } => json!({
-            "cmd": "inject", "fault": "bad_completion", "kind": kind.name(), "count": count
-        }),
         Fault::DiskWriteError { .. }
         | Fault::DiskFull { .. }
         | Fault::DiskBandwidth { .. }
         | Fault::DiskLatency { .. }
         | Fault::DiskStall { .. }
         | Fault::DiskFlushError { .. } => return inject_disk(&[], f, transcript),
-        Fault::Hang => json!({"cmd": "inject", "fault": "hang"}),
-        Fault::Reset => json!({"cmd": "reset"}),
         Fault::SurpriseRemoval => {
             // QMP device_del: the guest's ACPI hotplug driver unbinds the driver while
             // the stream runs (readers wake with ENODEV) and ejects the slot; QEMU then
@@ -1255,6 +1359,9 @@ fn inject(
             let qmp_log = transcript.with_file_name("qmp.log");
             return guest.unplug_card(f.card, &qmp_log, Duration::from_secs(60));
         }
+        ref card_fault => card_fault
+            .card_request()
+            .context("a card fault without a control request")?,
     };
     if f.channel == Channel::Playback {
         if let Some(o) = req.as_object_mut() {
@@ -1276,6 +1383,7 @@ mod tests {
             passed: false,
             seconds: 0.0,
             accel: "tcg".into(),
+            kernel: "test".into(),
             error: None,
             checks: Vec::new(),
             streams,
@@ -1284,6 +1392,21 @@ mod tests {
             disk_counters: Vec::new(),
             results: String::new(),
         }
+    }
+
+    #[test]
+    fn a_consumer_slower_than_its_card_is_named_as_the_cause() {
+        // 50 MB/s card, read() with verification took 22 MB/s and saw 90 gaps.
+        let c = outrun_note(0, 90, 50_000_000, 22e6).expect("a note");
+        assert!(!c.ok);
+        assert!(
+            c.detail.contains("50.0 MB/s") && c.detail.contains("22.0 MB/s"),
+            "{}",
+            c.detail
+        );
+        assert!(outrun_note(0, 0, 50_000_000, 22e6).is_none(), "no gaps");
+        assert!(outrun_note(0, 90, 0, 22e6).is_none(), "an unlimited card");
+        assert!(outrun_note(0, 3, 50_000_000, 48e6).is_none(), "kept up");
     }
 
     fn expect(json: &str) -> Expect {

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install the host tools the build needs when they are missing, with the host's own package
+# manager, so `make run` and `make test` set up a fresh Debian/Ubuntu machine by themselves
+# (Rust from rustup and make itself are the only prerequisites): cc for cargo's linker,
+# debootstrap and util-linux (unshare, findmnt) for the toolroot.
+source "$(dirname "$0")/lib.sh"
+
+need=()
+for tool in cc:gcc debootstrap:debootstrap unshare:util-linux findmnt:util-linux; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
+done
+[ ${#need[@]} -eq 0 ] && exit 0
+# shellcheck disable=SC2207
+need=($(printf '%s\n' "${need[@]}" | sort -u))
+command -v apt-get >/dev/null || die "missing host tools (${need[*]}) and no apt-get to install them"
+[ "$(id -u)" = 0 ] || die "missing host tools (${need[*]}): install them (apt-get install ${need[*]}) or run as root"
+log "apt-get install ${need[*]} (host prerequisites)"
+DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2 \
+    || die "could not install ${need[*]}: install them by hand and run again"
