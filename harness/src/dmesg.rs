@@ -40,16 +40,23 @@ pub const KMEMLEAK: &str = "/sys/kernel/debug/kmemleak";
 
 /// A guest shell command run before the driver loads: scan and forget what the kernel
 /// leaked while booting, so a later report is about the run. Prints nothing on a kernel
-/// without kmemleak.
+/// without kmemleak. Two scans, as below.
 pub fn kmemleak_baseline_cmd() -> String {
-    format!("[ -w {KMEMLEAK} ] || exit 0; echo scan > {KMEMLEAK} && echo clear > {KMEMLEAK}")
+    format!(
+        "[ -w {KMEMLEAK} ] || exit 0; echo scan > {KMEMLEAK} && echo scan > {KMEMLEAK} && echo clear > {KMEMLEAK}"
+    )
 }
 
 /// A guest shell command run after the driver is unloaded: scan, and print every object
-/// that nothing references any more (kmemleak reports objects older than 5 s, so anything
-/// the driver allocated and lost qualifies). Exit status 3 means no kmemleak here.
+/// that nothing references any more. kmemleak reports an object only when it is older
+/// than 5 s and unchanged since the scan before (its checksum): so the command waits 5 s
+/// (an object the remove path itself leaked would be too young) and scans twice (one scan
+/// reports nothing new; a planted leak in probe survived a single scan). Exit status 3
+/// means no kmemleak here.
 pub fn kmemleak_scan_cmd() -> String {
-    format!("[ -w {KMEMLEAK} ] || exit 3; echo scan > {KMEMLEAK} && cat {KMEMLEAK}")
+    format!(
+        "[ -w {KMEMLEAK} ] || exit 3; sleep 5; echo scan > {KMEMLEAK} && echo scan > {KMEMLEAK} && cat {KMEMLEAK}"
+    )
 }
 
 /// The leaks in a kmemleak report: each `unreferenced object` line with the first frames

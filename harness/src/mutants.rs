@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::paths::Paths;
+use crate::paths::{KernelFlavor, Paths};
 use crate::process::Child;
 use crate::scenario::run::{RunOptions, ScenarioResult};
 use crate::scenario::Scenario;
@@ -39,6 +39,10 @@ pub struct Mutant {
     /// Scenario names expected to catch it: run first.
     #[serde(default)]
     pub catch: Vec<String>,
+    /// The guest kernel flavor it is built for and run on, when it is not the run's own
+    /// (`debug` for a bug only KASAN or kmemleak can see: a leak is invisible on `test`).
+    #[serde(default)]
+    pub kernel: Option<KernelFlavor>,
     /// The edits, applied in order.
     #[serde(rename = "edit")]
     pub edits: Vec<Edit>,
@@ -206,24 +210,28 @@ pub fn run_all(
 /// first fails it: a scenario that fails anyway (a broken setup, a flaky check) catches
 /// nothing, and must not count.
 #[derive(Default)]
-struct Baseline(std::collections::HashMap<String, bool>);
+struct Baseline(std::collections::HashMap<(String, KernelFlavor), bool>);
 
 impl Baseline {
     fn passes(&mut self, file: &Path, sc: &Scenario, paths: &Paths, opts: &MutantOptions) -> bool {
         let name = sc.name.clone().unwrap_or_default();
-        if let Some(p) = self.0.get(&name) {
+        let key = (name.clone(), paths.kernel_flavor);
+        if let Some(p) = self.0.get(&key) {
             return *p;
         }
         let run = RunOptions {
-            results: opts.results.join("baseline"),
+            results: opts
+                .results
+                .join(format!("baseline-{}", paths.kernel_flavor)),
             driver: None,
+            kernel_flavor: Some(paths.kernel_flavor),
             ..opts.run.clone()
         };
         let passed = crate::scenario::run::run(sc, file, paths, &run).passed;
         if !passed {
             eprintln!("  {name} fails with the unmodified driver too: it does not count");
         }
-        self.0.insert(name, passed);
+        self.0.insert(key, passed);
         passed
     }
 }
@@ -243,6 +251,23 @@ fn run_one(
         outcome: Outcome::Survived,
         scenarios_run: 0,
         seconds: 0.0,
+    };
+    // A mutant of another flavor is built for that kernel and its scenarios run there.
+    let flavored;
+    let paths = match m.kernel {
+        Some(f) if f != paths.kernel_flavor => match paths.with_kernel(f) {
+            Ok(p) => {
+                flavored = p;
+                &flavored
+            }
+            Err(e) => {
+                res.outcome = Outcome::Invalid {
+                    error: format!("{e:#}"),
+                };
+                return res;
+            }
+        },
+        _ => paths,
     };
     let ko = match prepare(m, paths, &dir) {
         Ok(ko) => ko,
@@ -267,6 +292,7 @@ fn run_one(
     let run_opts = RunOptions {
         results: dir.join("scenarios"),
         driver: Some(ko),
+        kernel_flavor: Some(paths.kernel_flavor),
         ..opts.run.clone()
     };
     for (file, sc) in order {
@@ -502,6 +528,7 @@ mod tests {
             name: "m".into(),
             description: "d".into(),
             catch: vec![],
+            kernel: None,
             edits: vec![Edit {
                 file: "a.rs".into(),
                 find: find.into(),

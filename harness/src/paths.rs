@@ -145,6 +145,7 @@ impl Paths {
     Copy,
     PartialEq,
     Eq,
+    Hash,
     Default,
     clap::ValueEnum,
     serde::Serialize,
