@@ -326,9 +326,15 @@ impl crate::control::ControlTarget for Device {
         Device::clear_faults(self);
     }
 
+    /// The card resets itself (the `reset` fault: a firmware or logic reset mid-stream):
+    /// engine stopped, registers at their reset values, faults disarmed. Config space is
+    /// left alone: only the host resets it (FLR, vfio-user reset), and a card that cleared
+    /// its own command register behind the host's back made the next probe's read-modify-
+    /// write of it turn memory decoding off: BAR2 did not map and the card read ID 0 for
+    /// good (found by `acq soak`; tests/scenarios/fault-reset-then-reload.json).
     fn reset(&self) {
-        info!("device reset (control socket)");
-        self.function_reset();
+        info!("card reset (control socket; config space kept)");
+        self.card.reset();
     }
 }
 

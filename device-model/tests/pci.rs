@@ -290,6 +290,28 @@ fn soft_reset_and_flr_restore_reset_values() {
     });
 }
 
+#[test]
+fn a_card_that_resets_itself_keeps_its_config_space() {
+    with_timeout(30, || {
+        let mut r = Rig::new();
+        // Memory decoding and bus mastering on, as the host's probe leaves them.
+        r.cfg_wr(0x04, &[0x06, 0x00]);
+        r.wr(reg::SCRATCH, 0x55);
+        r.wr(reg::IRQ_MASK, 0);
+        acq_device::control::ControlTarget::reset(&*r.dev);
+        assert_eq!(r.rd(reg::SCRATCH), 0, "the card's registers reset");
+        assert_eq!(r.rd(reg::IRQ_MASK), irq::ALL);
+        // Failed before: the control reset reset config space too, so the command register
+        // read 0 and the host's next read-modify-write of it turned memory decoding off.
+        assert_eq!(
+            r.cfg_rd(0x04, 2),
+            0x06,
+            "the command register is the host's: a card reset keeps it"
+        );
+        assert_eq!(r.dev.counters().stats.resets, 1);
+    });
+}
+
 /// Raw vfio-user messages: the header is 16 bytes (id, command, size, flags, error).
 fn msg(id: u16, cmd: u16, body: &[u8]) -> Vec<u8> {
     let mut m = Vec::new();

@@ -160,8 +160,8 @@ struct SoakArgs {
     /// Draws each cycle's consumer, fault and moment.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Bytes each cycle's consumer reads (K, M, G suffixes).
-    #[arg(long, default_value = "8M", value_parser = parse_size)]
+    /// Bytes each cycle's consumer reads (K, M, G suffixes), from a card at 16 MB/s.
+    #[arg(long, default_value = "16M", value_parser = parse_size)]
     bytes: u64,
     /// Where the guest's files, soak.json and kmemleak.txt go.
     #[arg(long, default_value = "results/soak")]

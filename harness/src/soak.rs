@@ -275,7 +275,9 @@ fn one_cycle(
     let t0 = Instant::now();
     let method = *rng.pick(METHODS);
     let fault = draw_fault(rng);
-    let delay = Duration::from_millis(rng.range(20, 300));
+    // The stream lasts about a second (`--rate 16M`, 16 MiB by default): the fault lands
+    // inside it.
+    let delay = Duration::from_millis(rng.range(20, 700));
     let mut cycle = Cycle {
         n,
         method: method.into(),
@@ -297,7 +299,7 @@ fn one_cycle(
     // keeps the stream going long enough for the fault to land inside it.
     let guest = vm.guest();
     let cmd = format!(
-        "acq-consume --method {method} --bytes {} --rate 32M --timeout 90",
+        "acq-consume --method {method} --bytes {} --rate 16M --timeout 90",
         opts.bytes
     );
     let consumer = thread::spawn(move || guest.sh(&cmd, Duration::from_secs(120)));
