@@ -30,9 +30,10 @@ help:
 	@echo "cache: $(ACQ_CACHE)"
 
 ## Provisioning (cached outside the repo)
-# Host tools (cc for cargo, debootstrap, util-linux), installed with apt-get when missing.
+# cargo's linker (cc), installed with apt-get when missing; qemu/toolroot.sh installs
+# debootstrap and util-linux the same way.
 host-deps:
-	@bash qemu/host-deps.sh
+	@bash qemu/host-deps.sh cc
 
 toolroot: host-deps
 	@bash qemu/toolroot.sh >/dev/null
@@ -149,7 +150,7 @@ soak: deps guest build driver-debug
 
 # Every planted driver bug of tests/mutants/ against every scenario: the suite's score
 # (opt-in: a surviving mutant costs a whole scenario run; docs/explore.md).
-mutants: deps guest build driver
+mutants: deps guest build driver driver-debug
 	$(ACQ) mutants --results results/mutants
 
 fmt:

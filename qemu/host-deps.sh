@@ -3,10 +3,16 @@
 # manager, so `make run` and `make test` set up a fresh Debian/Ubuntu machine by themselves
 # (Rust from rustup and make itself are the only prerequisites): cc for cargo's linker,
 # debootstrap and util-linux (unshare, findmnt) for the toolroot.
+#
+#   qemu/host-deps.sh            all of them (qemu/toolroot.sh)
+#   qemu/host-deps.sh cc         only cargo's linker (host builds: no root needed when present)
 source "$(dirname "$0")/lib.sh"
 
+wanted=("$@")
+[ ${#wanted[@]} -gt 0 ] || wanted=(cc debootstrap unshare findmnt)
 need=()
 for tool in cc:gcc debootstrap:debootstrap unshare:util-linux findmnt:util-linux; do
+    [[ " ${wanted[*]} " == *" ${tool%%:*} "* ]] || continue
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -66,8 +66,9 @@ args=($(cat kbuild.args))
 # (19), which is also the debug flavor's compiler: with libclang 22 (tried), bindgen 0.71
 # turned task_struct and hundreds of other structs into opaque blobs, and libclang 19
 # refuses clang 22's warning flags. Pinned, so a newer libclang in the root changes nothing.
-LIBCLANG_PATH=$(dirname "$(ls /usr/lib/llvm-*/lib/libclang.so | head -n1)")
-export LIBCLANG_PATH
+v=$(dpkg-query -W -f '${Depends}' libclang-dev | sed -n 's/.*libclang-\([0-9][0-9]*\)-dev.*/\1/p')
+export LIBCLANG_PATH=/usr/lib/llvm-$v/lib
+[ -n "$v" ] && [ -e "$LIBCLANG_PATH/libclang.so" ] || { echo "no libclang for libclang-dev (version '$v')" >&2; exit 3; }
 mkdir -p src build
 tar -xf /usr/src/linux-source-7.3.tar.xz -C src --strip-components=1
 cd src

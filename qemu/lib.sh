@@ -39,9 +39,10 @@ in_toolroot() {
     [ -f "$root/.complete" ] || die "toolroot $root is not provisioned (run 'make deps')"
     # A bind is mounted at the same path inside the root, so it must be absolute and exist:
     # a relative one would be created beside the root in the cache ("$root" + "results/...").
+    # Symlinks are kept (-s): callers use the path as they know it, not its target.
     local d
     while [ "${1:-}" = --bind ]; do
-        d=$(realpath -e -- "${2:-}" 2>/dev/null) || die "toolroot --bind: no such directory: '${2:-}'"
+        d=$(realpath -s -e -- "${2:-}" 2>/dev/null) || die "toolroot --bind: no such directory: '${2:-}'"
         binds+=("$d"); shift 2
     done
     [ "${1:-}" = -- ] && shift

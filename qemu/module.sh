@@ -32,6 +32,8 @@ if [ -z "$tree" ]; then
         # in driver/ are never copied.
         tree=$ACQ_REPO/target/driver-$flavor
         mkdir -p "$tree/driver" "$tree/device-model/src"
+        # Sources removed or renamed in driver/ must not linger in the copy.
+        find "$tree/driver" -type f \( -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name Kbuild \) -delete
         tar -C "$ACQ_REPO/driver" --exclude='*.o' --exclude='*.ko' --exclude='*.mod' \
             --exclude='*.mod.c' --exclude='./.?*' --exclude=Module.symvers --exclude=modules.order \
             -cf - . | tar -C "$tree/driver" -xf -

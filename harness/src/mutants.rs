@@ -269,6 +269,18 @@ fn run_one(
         },
         _ => paths,
     };
+    // The baseline needs the unmodified driver of the same flavor: without it every
+    // scenario would "fail anyway" and the mutant pass for a survivor.
+    if !paths.driver_module().exists() {
+        res.outcome = Outcome::Invalid {
+            error: format!(
+                "{} does not exist: run `{}`",
+                paths.driver_module().display(),
+                paths.driver_target()
+            ),
+        };
+        return res;
+    }
     let ko = match prepare(m, paths, &dir) {
         Ok(ko) => ko,
         Err(e) => {
@@ -343,7 +355,7 @@ fn prepare(m: &Mutant, paths: &Paths, dir: &Path) -> Result<PathBuf> {
         let _ = fs::write(dir.join("mutant.diff"), o.stdout);
     }
     // qemu/module.sh builds against the flavor's kernel with the make arguments it was
-    // built with (LLVM=-22 for the debug flavor).
+    // built with (LLVM=-19 for the debug flavor).
     let mut cmd = Command::new("bash");
     cmd.arg(paths.repo.join("qemu/module.sh"))
         .args(["--flavor", paths.kernel_flavor.name(), "--tree"])

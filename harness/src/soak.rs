@@ -203,8 +203,8 @@ pub fn run(paths: &Paths, opts: &SoakOptions) -> Result<SoakReport> {
         runs: Vec::new(),
     };
     let control = vm.models[0].control.clone();
+    let kmemleak_expected = paths.kernel_flavor == crate::paths::KernelFlavor::Debug;
     let mut rng = Rng::new(opts.seed);
-    let mut dmesg_seen = 0usize;
     let result = (|| -> Result<()> {
         vm.sh_ok(
             &crate::dmesg::kmemleak_baseline_cmd(),
@@ -215,10 +215,10 @@ pub fn run(paths: &Paths, opts: &SoakOptions) -> Result<SoakReport> {
                 anyhow::bail!("interrupted after {} cycles", n - 1);
             }
             let cycle = one_cycle(&mut vm, &control, &mut rng, n, opts)?;
-            // Every kernel report since the last cycle is this cycle's.
-            let dmesg = vm.sh("dmesg", CMD)?.stdout;
-            let new = dmesg.get(dmesg_seen..).unwrap_or_default().to_owned();
-            dmesg_seen = dmesg.len();
+            // Every kernel report since the last cycle is this cycle's: the log is read
+            // and cleared (`dmesg -c`; the console log keeps it all), so a long soak never
+            // depends on the ring buffer's size.
+            let new = vm.sh("dmesg -c", CMD)?.stdout;
             let reports = crate::dmesg::kernel_bug_reports(&new);
             let mut cycle = cycle;
             if !reports.is_empty() {
@@ -248,6 +248,11 @@ pub fn run(paths: &Paths, opts: &SoakOptions) -> Result<SoakReport> {
         if scan.status != 3 {
             fs::write(opts.results.join("kmemleak.txt"), &scan.stdout)?;
             report.kmemleak_leaks = Some(crate::dmesg::kmemleak_leaks(&scan.stdout));
+        } else if kmemleak_expected {
+            anyhow::bail!(
+                "{} is missing on the debug kernel: kmemleak disabled itself (see the console log)",
+                crate::dmesg::KMEMLEAK
+            );
         }
         Ok(())
     })();

@@ -667,7 +667,10 @@ fn qemu_args(
     push(&["-kernel", &d(kernel), "-initrd", &d(image)]);
     // no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can miss
     // its ticks and panic ("IO-APIC + timer doesn't work!"); the check proves nothing here.
-    let mut append = String::from("console=ttyS0 panic=-1 loglevel=7 no_timer_check");
+    // log_buf_len: a debug-kernel run's log (KASAN reports, a long soak) must not wrap
+    // before the harness reads it.
+    let mut append =
+        String::from("console=ttyS0 panic=-1 loglevel=7 no_timer_check log_buf_len=4M");
     if cfg.shell {
         append.push_str(" acq.shell=1");
     }
