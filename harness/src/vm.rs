@@ -668,9 +668,13 @@ fn qemu_args(
     // no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can miss
     // its ticks and panic ("IO-APIC + timer doesn't work!"); the check proves nothing here.
     // log_buf_len: a debug-kernel run's log (KASAN reports, a long soak) must not wrap
-    // before the harness reads it.
-    let mut append =
-        String::from("console=ttyS0 panic=-1 loglevel=7 no_timer_check log_buf_len=4M");
+    // before the harness reads it. tsc=reliable: no clocksource watchdog on the TSC. Under
+    // TCG on a loaded host (two guests on two cores) its cross-CPU skew check hung a boot
+    // for good (a fresh-clone CI run: CPU 0 in watchdog_check_skew with interrupts off,
+    // CPU 1 in stop_machine_yield); QEMU's TSC follows the host clock and needs no watchdog.
+    let mut append = String::from(
+        "console=ttyS0 panic=-1 loglevel=7 no_timer_check log_buf_len=4M tsc=reliable",
+    );
     if cfg.shell {
         append.push_str(" acq.shell=1");
     }
