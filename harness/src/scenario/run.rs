@@ -238,19 +238,11 @@ fn check_after_unload(
     let after = vm.sh("dmesg", bound(60))?.stdout;
     let new = after.get(dmesg_before.len()..).unwrap_or(&after);
     fs::write(dir.join("dmesg-unload.txt"), new)?;
-    let bad: Vec<String> = crate::dmesg::kernel_bug_reports(new)
-        .into_iter()
-        .filter(|l| !ex.dmesg_allow.iter().any(|a| l.contains(a.as_str())))
-        .collect();
-    res.checks.push(Check {
-        name: "kernel log clean while unloading".into(),
-        ok: bad.is_empty(),
-        detail: if bad.is_empty() {
-            "clean".into()
-        } else {
-            bad.join(" | ")
-        },
-    });
+    res.checks.push(kernel_log_check(
+        "kernel log clean while unloading",
+        new,
+        ex,
+    ));
     if !kmemleak {
         return Ok(());
     }
@@ -1166,20 +1158,30 @@ fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &str) {
             detail: got.map_or_else(|| "no such counter".into(), |g| g.to_string()),
         });
     }
-    let bad: Vec<String> = crate::dmesg::kernel_bug_reports(dmesg)
+    checks.push(kernel_log_check(
+        "kernel log clean (no WARN/BUG/lockdep)",
+        dmesg,
+        ex,
+    ));
+    res.checks.extend(checks);
+}
+
+/// The check that `log` has no kernel bug report but those the scenario allows
+/// (`dmesg_allow`).
+fn kernel_log_check(name: &str, log: &str, ex: &Expect) -> Check {
+    let bad: Vec<String> = crate::dmesg::kernel_bug_reports(log)
         .into_iter()
         .filter(|l| !ex.dmesg_allow.iter().any(|a| l.contains(a.as_str())))
         .collect();
-    checks.push(Check {
-        name: "kernel log clean (no WARN/BUG/lockdep)".into(),
+    Check {
+        name: name.into(),
         ok: bad.is_empty(),
         detail: if bad.is_empty() {
             "clean".into()
         } else {
             bad.join(" | ")
         },
-    });
-    res.checks.extend(checks);
+    }
 }
 
 /// The fault timeline: a thread that fires each fault when its time or stream offset comes.
