@@ -16,6 +16,9 @@ pub mod regs;
 pub mod uapi;
 
 pub mod acqdev;
+/// `acq-stream --control`: STOP, START, RESET, SET_CONFIG and a second open() from a second
+/// process sharing the consumer's file.
+pub mod controller;
 /// The JSON result line and exit status of the stream tools.
 pub mod result;
 

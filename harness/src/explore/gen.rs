@@ -104,8 +104,47 @@ impl Allow {
     }
 }
 
-/// One stream step on `card` of `bytes`.
-fn stream(r: &mut Rng, card: usize, bytes: u64, allow: &mut Allow) -> Value {
+/// Control actions from a second process during a stream of `bytes` (a BAR2 card keeps
+/// its 4 KiB blocks: its mode allows no other size).
+fn controls(r: &mut Rng, bytes: u64, bar2: bool) -> Value {
+    let n = r.range(1, 4);
+    let mut eighth = 0;
+    let list: Vec<Value> = (0..n)
+        .map(|_| {
+            let action = match r.below(6) {
+                0 | 1 => json!("stop"),
+                2 => json!("start"),
+                3 => json!("reset"),
+                4 => json!("open"),
+                _ => {
+                    let mut c = Map::new();
+                    if !bar2 && r.chance(0.6) {
+                        c.insert(
+                            "block_size".into(),
+                            json!(*r.pick(&[512, 1024, 2048, 4096])),
+                        );
+                    } else {
+                        c.insert("irq_count".into(), json!(*r.pick(&[1, 4, 16])));
+                    }
+                    json!({ "set_config": c })
+                }
+            };
+            let at = if r.chance(0.3) {
+                json!({"time_ms": r.range(50, 1500)})
+            } else {
+                // In order through the stream, several at one offset sometimes (a STOP
+                // then a SET_CONFIG then a START, racing the consumer's next read).
+                eighth = (eighth + r.below(3)).min(7);
+                json!({"bytes": (bytes / 8 * eighth.max(1))})
+            };
+            json!({"at": at, "action": action})
+        })
+        .collect();
+    json!(list)
+}
+
+/// One stream step on `card` of `bytes` (`bar2`: the card streams through BAR2).
+fn stream(r: &mut Rng, card: usize, bytes: u64, bar2: bool, allow: &mut Allow) -> Value {
     let mode = *r.pick(&["read", "read", "splice", "splice", "mmap"]);
     let mut s = Map::new();
     s.insert("card".into(), json!(card));
@@ -132,6 +171,13 @@ fn stream(r: &mut Rng, card: usize, bytes: u64, allow: &mut Allow) -> Value {
         s.insert("pause_at".into(), json!(bytes / 3));
         s.insert("pause_ms".into(), json!(*r.pick(&[100, 600, 1500])));
         allow.errno("EPIPE");
+    }
+    // A second process's ioctls, or the consumer closing and reopening the device (the
+    // consumer must hold the data to place what a STOP raced: no file sink, no tee).
+    if mode != "mmap" && s.get("sink").is_none() && s.get("tee").is_none() && r.chance(0.25) {
+        s.insert("control".into(), controls(r, bytes, bar2));
+    } else if mode != "mmap" && r.chance(0.1) {
+        s.insert("reopen_at".into(), json!(bytes / 2));
     }
     if r.chance(0.25) {
         let send = *r.pick(&["int", "term", "kill", "hup", "stop"]);
@@ -214,9 +260,9 @@ pub fn draw_json(seed: u64) -> Value {
         let card = r.below(ncards as u64) as usize;
         let bytes = *r.pick(&[1u64 << 20, 4 << 20, 16 << 20, 32 << 20]);
         match r.below(10) {
-            0..=5 => steps.push(stream(&mut r, card, bytes, &mut allow)),
+            0..=5 => steps.push(stream(&mut r, card, bytes, bar2 && card == 0, &mut allow)),
             6 | 7 if writer_card == Some(card) => {
-                steps.push(stream(&mut r, card, bytes, &mut allow))
+                steps.push(stream(&mut r, card, bytes, bar2 && card == 0, &mut allow))
             }
             6 | 7 => {
                 let mut p = json!({"card": card, "mode": *r.pick(&["write", "splice"]), "bytes": bytes.min(8 << 20), "timeout_s": 120});
@@ -369,6 +415,10 @@ mod tests {
             "\"stop\"",
             "\"background\"",
             "--threads 2",
+            "\"control\"",
+            "\"set_config\"",
+            "\"open\"",
+            "\"reopen_at\"",
         ] {
             assert!(
                 all.iter().any(|s| s.contains(needle)),

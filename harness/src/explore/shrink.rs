@@ -97,10 +97,32 @@ pub fn candidates(v: &Value) -> Vec<Value> {
             {
                 let mut c = v.clone();
                 c["steps"][i][kind]["bytes"] = (b / 2).into();
-                for k in ["restart_at", "pause_at"] {
+                for k in ["restart_at", "pause_at", "reopen_at"] {
                     if let Some(x) = c["steps"][i][kind][k].as_u64() {
                         c["steps"][i][kind][k] = (x / 2).into();
                     }
+                }
+                if let Some(list) = c["steps"][i][kind]["control"].as_array_mut() {
+                    for a in list {
+                        if let Some(x) = a["at"]["bytes"].as_u64() {
+                            a["at"]["bytes"] = (x / 2).into();
+                        }
+                    }
+                }
+                out.push(c);
+            }
+        }
+    }
+    // One control action fewer (the whole list goes with the step's other options).
+    for i in 0..len("steps") {
+        let n = v["steps"][i]["stream"]["control"]
+            .as_array()
+            .map_or(0, Vec::len);
+        if n > 1 {
+            for k in 0..n {
+                let mut c = v.clone();
+                if let Some(a) = c["steps"][i]["stream"]["control"].as_array_mut() {
+                    a.remove(k);
                 }
                 out.push(c);
             }

@@ -339,6 +339,15 @@ pub struct StreamStep {
     /// it must be gone within `exit_within_ms`; `stop`: stopped, then continued).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<super::signal::SignalSpec>,
+    /// ioctls (STOP, START, RESET, SET_CONFIG) and a second open() from a second process
+    /// that shares the consumer's file, at times or byte counts (modes `read` and
+    /// `splice`, the `null` sink, no `tee`). A STOP or RESET ends the session: the consumer
+    /// goes on in the next one (docs/scenarios.md, "Control from a second process").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub control: Vec<super::control::ControlStep>,
+    /// Close the device after this many bytes and open it again (a new session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reopen_at: Option<Size>,
     /// Verify every byte against the card's pattern.
     #[serde(default = "yes")]
     pub verify: bool,
@@ -862,7 +871,9 @@ pub struct Expect {
     pub recovered: bool,
     /// Ranges for the cards' and disks' counters, keyed `cardN.NAME` or `diskN.NAME` (names
     /// as in the model's or the sink's `counters` reply, e.g. `card0.irqs`,
-    /// `disk0.bytes_verified`).
+    /// `disk0.bytes_verified`), and for a stream's numbers, `streamN.NAME`: entry N of the
+    /// result's `streams` (the stream and play steps in order, background plays last),
+    /// names as in its result line, e.g. `stream0.session_ends`, `stream1.short_reads`.
     #[serde(default)]
     pub counters: BTreeMap<String, CountRange>,
     /// Every card still present has all its pool pages back at the end (driver stats
@@ -1457,6 +1468,36 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
                     return err(&format!("steps[{i}].stream.signal.{field}"), why);
                 }
             }
+            if !st.control.is_empty() {
+                let at = format!("steps[{i}].stream.control");
+                if let Err((field, why)) = super::control::validate(&st.control, st.bytes) {
+                    return err(&format!("{at}{field}"), why);
+                }
+                if st.mode == Mode::Mmap || st.sink != Sink::Null || st.tee.is_some() {
+                    return err(
+                        &at,
+                        "needs mode read or splice, the null sink and no tee (the consumer \
+                         places what a STOP raced by the data it holds)"
+                            .into(),
+                    );
+                }
+                if st.reopen_at.is_some() {
+                    return err(
+                        &format!("steps[{i}].stream.reopen_at"),
+                        "not with `control`: the second process shares the file, so a close \
+                         would not end the session"
+                            .into(),
+                    );
+                }
+            }
+            if let Some(r) = st.reopen_at {
+                if r >= st.bytes || st.mode == Mode::Mmap {
+                    return err(
+                        &format!("steps[{i}].stream.reopen_at"),
+                        "must be less than `bytes`, in mode read or splice".into(),
+                    );
+                }
+            }
             if let Some(t) = st.tee {
                 if st.mode != Mode::Splice {
                     return err(
@@ -1587,17 +1628,24 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
             );
         }
     }
+    let nstreams = sc
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Stream(_) | Step::Play(_)))
+        .count();
     for key in sc.expect.counters.keys() {
         let ok = match counter_key(key) {
             Some((CounterOf::Card, n, _)) => n < ncards,
             Some((CounterOf::Disk, n, _)) => n < ndisks,
+            Some((CounterOf::Stream, n, _)) => n < nstreams,
             None => false,
         };
         if !ok {
             return err(
                 &format!("expect.counters.{key}"),
                 format!(
-                    "counter keys are `cardN.NAME` (N < {ncards}) or `diskN.NAME` (N < {ndisks})"
+                    "counter keys are `cardN.NAME` (N < {ncards}), `diskN.NAME` (N < {ndisks}) \
+                     or `streamN.NAME` (N < {nstreams})"
                 ),
             );
         }
@@ -1612,12 +1660,16 @@ pub enum CounterOf {
     Card,
     /// A capture disk.
     Disk,
+    /// A stream step's result.
+    Stream,
 }
 
 /// Splits `card0.irqs` / `disk1.bytes_verified` into (whose, index, counter name).
 pub fn counter_key(key: &str) -> Option<(CounterOf, usize, &str)> {
     let (who, rest) = if let Some(r) = key.strip_prefix("card") {
         (CounterOf::Card, r)
+    } else if let Some(r) = key.strip_prefix("stream") {
+        (CounterOf::Stream, r)
     } else {
         (CounterOf::Disk, key.strip_prefix("disk")?)
     };

@@ -541,6 +541,10 @@ fn stream(
     if let Some(r) = st.restart_at {
         argv.extend(["--restart-at".into(), r.0.to_string()]);
     }
+    argv.extend(super::control::args(&st.control));
+    if let Some(r) = st.reopen_at {
+        argv.extend(["--reopen-at".into(), r.0.to_string()]);
+    }
     argv.extend(pause_args(st.pause_at, st.pause_ms));
     if let Some(sig) = &st.signal {
         argv.extend(sig.args());
@@ -1061,6 +1065,22 @@ fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &str) {
                 },
             });
         }
+        if s.get("control").is_some() {
+            // The second process's ioctls got answers the contract allows, and the
+            // consumer met a session end (0) only where one of them ended the session.
+            let faults: Vec<String> = ex
+                .errors_allowed
+                .iter()
+                .chain(ex.errors.keys())
+                .cloned()
+                .collect();
+            let verdict = super::control::judge(s, &faults);
+            checks.push(Check {
+                name: format!("stream {i}: the control actions met the contract"),
+                ok: verdict.is_ok(),
+                detail: verdict.unwrap_or_else(|e| e),
+            });
+        }
         if s.get("timed_out") == Some(&Value::Bool(true)) {
             checks.push(Check {
                 name: format!("stream {i} finishes in time"),
@@ -1149,6 +1169,7 @@ fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &str) {
             let all = match who {
                 CounterOf::Card => &res.counters,
                 CounterOf::Disk => &res.disk_counters,
+                CounterOf::Stream => &res.streams,
             };
             all.get(idx)?.get(name)?.as_u64()
         });

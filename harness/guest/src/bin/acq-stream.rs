@@ -8,7 +8,7 @@
 //!            [--block B] [--ring-log2 L] [--rate R] [--pattern P] [--seed S]
 //!            [--transfer dma|bar2 | --bar2] [--irq-count C] [--irq-time-us T] [--read-size N] [--nonblock]
 //!            [--restart-at N] [--pause-at N --pause-ms MS] [--hold-at N --hold-s S]
-//!            [--timeout SECONDS]
+//!            [--control ACTION@WHEN]... [--reopen-at N] [--timeout SECONDS]
 //!            [--stop-on-signal] [--signal int|term|kill|hup|stop (--signal-at-ms MS | --signal-at-bytes N) [--signal-stop-ms MS]] [--raw]
 //!            [--on-sink-error stop|retry|skip] [--sink-retries N] [--sink-retry-ms MS]
 //!            [--direct] [--sink-base OFFSET]
@@ -45,7 +45,15 @@
 //! SIGUSR1 is caught without SA_RESTART, so it interrupts a blocked read() (EINTR or a
 //! short count): the tests use it. `--signal` sends a signal from outside at a time or
 //! byte offset (module `signaler`: a forked helper, which reports how long this process
-//! took to die). Exit status: 0 ok, 1 verification or I/O failure, 2 bad arguments.
+//! took to die).
+//!
+//! `--control ACTION@WHEN` (repeatable; modes read and splice, the /dev/null sink) has a
+//! second process that shares this one's open file do STOP, START, RESET, SET_CONFIG or a
+//! second open() at a time or byte count (module `controller`). A read() or splice() that
+//! then returns 0 ended the session (docs/driver.md): the stream goes on in the next one,
+//! and each call's data is placed by the driver's `read_offset` (or, where a STOP raced
+//! the call, by the offset at which it verifies). `--reopen-at N` closes the device after
+//! N bytes and opens it again (a new session). Exit status: 0 ok, 1 verification or I/O failure, 2 bad arguments.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -59,6 +67,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use acq_guest::acqdev::{self, AcqDev};
+use acq_guest::controller::{self, Controller};
 use acq_guest::regs;
 use acq_guest::signaler;
 use acq_guest::sinkio::{self, AlignedBuf, Failure, Flow, Policy, SinkIo};
@@ -147,6 +156,10 @@ struct Args {
     stop_on_signal: bool,
     /// `--signal NAME` with `--signal-at-ms` or `--signal-at-bytes` (and `--signal-stop-ms`).
     signal: Option<signaler::Plan>,
+    /// `--control`: actions of a second process sharing the file.
+    controls: Vec<controller::Planned>,
+    /// `--reopen-at`: close and open the device again after this many bytes.
+    reopen_at: Option<u64>,
     /// Capture what the card's playback channel receives (ACQ_CFG_LOOPBACK).
     loopback: bool,
     sink_opts: SinkOpts,
@@ -201,6 +214,8 @@ fn parse_args() -> Result<Args, String> {
         nonblock: false,
         progress: false,
         restart_at: None,
+        controls: Vec::new(),
+        reopen_at: None,
         pause_at: None,
         pause_ms: 1000,
         hold_at: None,
@@ -293,6 +308,8 @@ fn parse_args() -> Result<Args, String> {
             "--signal-at-bytes" => sig_when = Some(signaler::When::Bytes(size(opt, val(opt)?)?)),
             "--signal-stop-ms" => sig_stop_ms = size(opt, val(opt)?)?,
             "--restart-at" => a.restart_at = Some(size(opt, val(opt)?)?),
+            "--control" => a.controls.push(controller::parse(&val(opt)?)?),
+            "--reopen-at" => a.reopen_at = Some(size(opt, val(opt)?)?),
             "--hold-at" => a.hold_at = Some(size(opt, val(opt)?)?),
             "--hold-s" => a.hold_s = secs(opt, val(opt)?)?,
             "--pause-at" => a.pause_at = Some(size(opt, val(opt)?)?),
@@ -334,6 +351,8 @@ fn parse_args() -> Result<Args, String> {
             (a.irq_count.is_some(), "--irq-count"),
             (a.irq_time_us.is_some(), "--irq-time-us"),
             (a.restart_at.is_some(), "--restart-at"),
+            (!a.controls.is_empty(), "--control"),
+            (a.reopen_at.is_some(), "--reopen-at"),
             (a.loopback, "--loopback"),
         ];
         if let Some((_, name)) = dev_only.iter().find(|(set, _)| *set) {
@@ -357,6 +376,26 @@ fn parse_args() -> Result<Args, String> {
     }
     if a.pause_at.is_some() && a.mode != Mode::Read {
         return Err("--pause-at needs --mode read".into());
+    }
+    if !a.controls.is_empty() {
+        // The consumer places each call's data by the stream's pattern when a STOP raced
+        // it: it must hold the data (read, or splice read back from a second pipe).
+        if a.mode == Mode::Mmap {
+            return Err("--control needs --mode read or splice".into());
+        }
+        if a.sink != SinkSpec::Null || a.tee.is_some() {
+            return Err("--control needs the /dev/null sink and no --tee".into());
+        }
+        if a.reopen_at.is_some() {
+            return Err(
+                "--reopen-at with --control: the controller shares the file, so a close \
+                 would not end the session"
+                    .into(),
+            );
+        }
+    }
+    if a.reopen_at.is_some() && a.mode == Mode::Mmap {
+        return Err("--reopen-at needs --mode read or splice".into());
     }
     if a.pause_ms > 60_000 {
         return Err("--pause-ms at most 60000".into());
@@ -1053,6 +1092,14 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
             )
         })?;
     }
+    let controller = match src.card() {
+        Some(dev) if !a.controls.is_empty() => {
+            // SAFETY: still one thread (the sinks' threads start below); the helper is
+            // forked after the open so that it shares the file.
+            Some(unsafe { Controller::start(a.controls.clone(), dev, &a.device) }?)
+        }
+        _ => None,
+    };
     let segs: Segments = Arc::new(Mutex::new(Vec::new()));
     let tcp_verify = a.verify.then(|| (cfg, segs.clone()));
     let mut sink = Sink::open(&a.sink, tcp_verify)?;
@@ -1078,6 +1125,9 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         session: None,
         short_reads: 0,
         restarted: false,
+        reopened: false,
+        session_ends: 0,
+        controller,
         timed_out: false,
         fatal: None,
         stopped_by_signal: false,
@@ -1121,7 +1171,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
             splice_loop(
                 a,
                 &cfg,
-                &src,
+                &mut src,
                 &mut sink,
                 tee_sink.as_ref(),
                 &p1,
@@ -1141,6 +1191,8 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
             let _ = d.stop();
         }
     }
+    // The helper exits (it holds the file too) before the close below ends the session.
+    let control = st.controller.as_mut().map(Controller::finish);
     let secs = st.start.elapsed().as_secs_f64();
     let cpu1 = cpu_times();
     if tty {
@@ -1224,6 +1276,8 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         "signals": SIGNALS.load(Ordering::Relaxed),
         "short_reads": st.short_reads,
         "restarted": st.restarted,
+        "reopened": st.reopened,
+        "session_ends": st.session_ends,
         "held": st.held,
         "timed_out": st.timed_out,
         "stopped_by_signal": st.stopped_by_signal,
@@ -1238,6 +1292,9 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         }
         if let Some(t) = &a.tee {
             o.insert("tee".into(), t.name().into());
+        }
+        if let Some(c) = control {
+            o.insert("control".into(), c);
         }
         if let Some(io) = &sink_io {
             let mut j = io.json();
@@ -1283,6 +1340,12 @@ struct State {
     session: Option<u64>,
     short_reads: u64,
     restarted: bool,
+    /// `--reopen-at` happened.
+    reopened: bool,
+    /// read()/splice() returned 0: a STOP or RESET (of the controller) ended the session.
+    session_ends: u64,
+    /// `--control`: the second process.
+    controller: Option<Controller>,
     timed_out: bool,
     fatal: Option<String>,
     stopped_by_signal: bool,
@@ -1326,6 +1389,74 @@ impl State {
             } else {
                 self.session = Some(0);
             }
+        }
+        Ok(())
+    }
+
+    /// With a controller: where the `data` one call returned lies in the stream. The
+    /// driver's `read_offset` after the call says, unless a STOP and a new session came
+    /// between the call and GET_STATS; then the data belongs either to the session the
+    /// consumer was reading (continuing at `offset`) or to the new one (`read_offset` minus
+    /// its length), and the pattern tells which. `data` is None when the consumer does not
+    /// hold the bytes (splice without verification): the driver's word alone.
+    fn attribute(
+        &mut self,
+        src: &Source,
+        cfg: &AcqConfig,
+        n: usize,
+        data: Option<&[u8]>,
+    ) -> Result<(), String> {
+        let Some(s) = src.stats()? else {
+            return Ok(());
+        };
+        let n = n as u64;
+        if self.session == Some(s.session) && s.read_offset == self.offset + n {
+            return Ok(());
+        }
+        let fits = |o: u64| {
+            data.is_none_or(|d| regs::pattern_check(cfg.pattern, cfg.seed, o, d).is_none())
+        };
+        if let Some(fresh) = s.read_offset.checked_sub(n) {
+            if self.session.is_none() || fits(fresh) || !fits(self.offset) {
+                self.offset = fresh;
+                self.session = Some(s.session);
+            }
+        }
+        Ok(())
+    }
+
+    /// read()/splice() returned 0. With a controller, a STOP or RESET ended the session
+    /// (docs/driver.md): the next call starts a new one. Returns false when 0 is the end.
+    fn session_ended(&mut self, what: &str) -> bool {
+        if self.controller.is_some() {
+            self.session_ends += 1;
+            self.session = None;
+            true
+        } else {
+            self.fatal = Some(format!("{what} returned 0 (end of file)"));
+            false
+        }
+    }
+
+    /// `--reopen-at`: once the consumer has that many bytes, close the device and open it
+    /// again (close ends the session; the next read starts another from offset 0).
+    fn maybe_reopen(&mut self, a: &Args, src: &mut Source) -> Result<(), String> {
+        let Some(at) = a.reopen_at else {
+            return Ok(());
+        };
+        if self.reopened || self.total < at {
+            return Ok(());
+        }
+        self.reopened = true;
+        if src.card().is_some() {
+            // The old file closes first (replaced, it is dropped): a second open while it
+            // is open is EBUSY.
+            *src = Source::Raw(File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?);
+            *src = Source::Card(
+                AcqDev::open(&a.device, a.nonblock)
+                    .map_err(|e| format!("reopen {}: {e}", a.device))?,
+            );
+            self.session = None;
         }
         Ok(())
     }
@@ -1389,6 +1520,9 @@ impl State {
         if let Some(s) = &mut self.signaler {
             s.progress(self.total);
         }
+        if let Some(c) = &self.controller {
+            c.progress(self.total);
+        }
         if a.stop_on_signal && SIGNALS.load(Ordering::Relaxed) > 0 {
             self.stopped_by_signal = true;
             return false;
@@ -1437,22 +1571,33 @@ fn read_loop(
                 st.restarted = true;
                 if let Some(dev) = src.card() {
                     dev.stop().map_err(|e| format!("STOP: {e}"))?;
-                    dev.start().map_err(|e| format!("START: {e}"))?;
+                    match dev.start() {
+                        // The controller's START came between our STOP and START.
+                        Err(e)
+                            if e.raw_os_error() == Some(libc::EBUSY) && st.controller.is_some() => {
+                        }
+                        r => r.map_err(|e| format!("START: {e}"))?,
+                    }
                     let s = dev.stats().map_err(|e| format!("GET_STATS: {e}"))?;
                     st.offset = s.read_offset;
                     st.session = Some(s.session);
                 }
             }
         }
+        st.maybe_reopen(a, src)?;
         let want = buf
             .len()
             .min((a.bytes - st.total).min(usize::MAX as u64) as usize);
         match src.read(&mut buf[..want]) {
             Ok(0) => {
-                st.fatal = Some("read returned 0 (end of file)".into());
-                break;
+                if !st.session_ended("read") {
+                    break;
+                }
             }
             Ok(n) => {
+                if st.controller.is_some() {
+                    st.attribute(src, cfg, n, Some(&buf[..n]))?;
+                }
                 st.first_data(src, n)?;
                 if n < want {
                     st.short_reads += 1;
@@ -1488,7 +1633,7 @@ fn read_loop(
 fn splice_loop(
     a: &Args,
     cfg: &AcqConfig,
-    src: &Source,
+    src: &mut Source,
     sink: &mut Sink,
     tee_sink: Option<&Sink>,
     p1: &Pipe,
@@ -1499,17 +1644,22 @@ fn splice_loop(
     progress: bool,
 ) -> Result<(), String> {
     let mut buf = vec![0u8; if inline { p1.size } else { 0 }];
+    // With a controller the data is placed once it has been read back (`attribute`).
+    let controlled = st.controller.is_some();
     while st.total < a.bytes {
         if st.expired(a) {
             break;
         }
+        st.maybe_reopen(a, src)?;
         let want = p1
             .size
             .min((a.bytes - st.total).min(usize::MAX as u64) as usize);
         let n = match splice(src.fd(), p1.w.as_raw_fd(), want, libc::SPLICE_F_MOVE) {
             Ok(0) => {
-                st.fatal = Some("splice returned 0 (end of file)".into());
-                break;
+                if !st.session_ended("splice") || !st.after(a, tty, progress) {
+                    break;
+                }
+                continue;
             }
             Ok(n) => n,
             Err(e) => {
@@ -1522,11 +1672,18 @@ fn splice_loop(
                 continue;
             }
         };
-        st.first_data(src, n)?;
+        if controlled && !inline {
+            st.attribute(src, cfg, n, None)?;
+            st.first_data(src, n)?;
+            st.mark();
+        }
+        if !controlled {
+            st.first_data(src, n)?;
+            st.mark();
+        }
         if n < want {
             st.short_reads += 1;
         }
-        st.mark();
         if let Some(at) = a.hold_at {
             if !st.held && st.total + n as u64 > at {
                 // Keep the device's pages in the pipe without reading them: the card
@@ -1543,6 +1700,11 @@ fn splice_loop(
             if inline {
                 let data = &mut buf[..n];
                 read_exact_fd(p2.r.as_raw_fd(), data)?;
+                if controlled {
+                    st.attribute(src, cfg, n, Some(data))?;
+                    st.first_data(src, n)?;
+                    st.mark();
+                }
                 let segs = [(st.total, st.offset)];
                 st.inline.verify(cfg, &segs, st.total, data);
             } else if let Some(t) = tee_sink {
