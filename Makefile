@@ -122,14 +122,24 @@ DEBUG_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,default stream-
 	fault-surprise-removal-splice playback-splice-recycled-pages playback-fault-dma-error \
 	dma-swiotlb-force))
 
+# The scenarios that also run with every DMA address translated by a virtual IOMMU and
+# with every streaming mapping bounced (swiotlb=force) in make test-vm: where a missing or
+# wrong mapping or sync shows (each data path, lying completions and event pages, reset,
+# playback's recycled pages, control from a second process).
+DMA_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,stream-splice-tee stream-mmap \
+	fault-dma-error-splice fault-bad-completion-long fault-cons-lie fault-reset \
+	playback-splice-recycled-pages control-second-process))
+
 # The VM tests: the Rust end-to-end tests, every scenario (reports in results/), the
-# representative set again on the debug kernel, and
+# representative sets again on the debug kernel, with the IOMMU and with swiotlb, and
 # one planted driver bug that a rate-limited scenario must catch (the mutants machinery and
 # the lost wake-up invariant stay tested; docs/explore.md).
 test-vm: deps guest build driver driver-debug
 	$(CARGO) test --locked -p acq-e2e -- --test-threads=$(VM_JOBS)
 	$(ACQ) run --jobs $(VM_JOBS) --results results/test-vm tests/scenarios
 	$(ACQ) run --jobs $(VM_JOBS) --kernel-flavor debug --results results/test-vm-debug $(DEBUG_SCENARIOS)
+	$(ACQ) run --jobs $(VM_JOBS) --dma viommu --results results/test-vm-viommu $(DMA_SCENARIOS)
+	$(ACQ) run --jobs $(VM_JOBS) --dma swiotlb --results results/test-vm-swiotlb $(DMA_SCENARIOS)
 	$(ACQ) mutants --only irq-wakes-nobody --scenarios tests/scenarios/control-config-restart.json \
 		--results results/mutants-smoke --min-score 1
 	$(ACQ) explore --seed 1 --runs 2 --results results/explore-smoke

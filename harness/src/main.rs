@@ -118,6 +118,10 @@ struct RunArgs {
     /// (no debugging); `make kernel-FLAVOR driver-FLAVOR` builds it.
     #[arg(long, value_enum)]
     kernel_flavor: Option<KernelFlavor>,
+    /// Put every scenario's DMA through a virtual IOMMU (viommu) or bounce buffers
+    /// (swiotlb, `swiotlb=force`) besides what it asks for.
+    #[arg(long, value_enum)]
+    dma: Option<acq::scenario::run::DmaPath>,
 }
 
 #[derive(Args)]
@@ -377,6 +381,7 @@ fn cmd_explore(args: ExploreArgs) -> Result<ExitCode> {
             verbose: false,
             driver: args.driver.clone(),
             kernel_flavor: args.kernel_flavor,
+            dma: None,
         },
     };
     eprintln!(
@@ -451,6 +456,7 @@ fn cmd_mutants(args: MutantsArgs) -> Result<ExitCode> {
             verbose: false,
             driver: None,
             kernel_flavor: args.kernel_flavor,
+            dma: None,
         },
     };
     eprintln!(
@@ -510,6 +516,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         verbose: args.verbose,
         driver: args.driver.clone(),
         kernel_flavor: args.kernel_flavor,
+        dma: args.dma,
     };
     eprintln!(
         "running {} scenario(s), {} at a time; results in {}",

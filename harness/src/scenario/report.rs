@@ -141,6 +141,7 @@ mod tests {
             seconds: 1.5,
             accel: "tcg".into(),
             kernel: "test".into(),
+            dma: None,
             error: None,
             checks: vec![Check {
                 name: "EIO seen 1 time(s)".into(),

@@ -39,6 +39,34 @@ pub struct RunOptions {
     pub driver: Option<PathBuf>,
     /// Overrides every scenario's guest kernel flavor (`vm.kernel`).
     pub kernel_flavor: Option<KernelFlavor>,
+    /// Puts every scenario's DMA through this path besides what it asks for.
+    pub dma: Option<DmaPath>,
+}
+
+/// A DMA path a whole run is forced onto (`acq run --dma`), so that a set of scenarios
+/// written for the plain path runs again where a missing mapping or sync shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DmaPath {
+    /// A virtual IOMMU (`vm.viommu`): every DMA address is an IOVA the driver mapped.
+    Viommu,
+    /// `swiotlb=force`: every streaming mapping bounces, as in a confidential guest.
+    Swiotlb,
+}
+
+impl DmaPath {
+    /// The VM's IOMMU and kernel arguments with this path added.
+    fn apply(self, viommu: bool, args: &[String]) -> (bool, Vec<String>) {
+        let mut args = args.to_vec();
+        match self {
+            DmaPath::Viommu => (true, args),
+            DmaPath::Swiotlb => {
+                if !args.iter().any(|a| a == "swiotlb=force") {
+                    args.push("swiotlb=force".into());
+                }
+                (viommu, args)
+            }
+        }
+    }
 }
 
 /// One checked expectation.
@@ -67,6 +95,9 @@ pub struct ScenarioResult {
     pub accel: String,
     /// Guest kernel flavor booted (`test`, `debug`, `bench`).
     pub kernel: String,
+    /// The DMA path `acq run --dma` forced (`viommu`, `swiotlb`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dma: Option<String>,
     /// A failure that stopped the run before the checks (boot failure, step failure, ...).
     pub error: Option<String>,
     /// The expectations, each checked.
@@ -95,6 +126,7 @@ pub fn run(sc: &Scenario, file: &Path, paths: &Paths, opts: &RunOptions) -> Scen
         seconds: 0.0,
         accel: String::new(),
         kernel: String::new(),
+        dma: None,
         error: None,
         checks: Vec::new(),
         streams: Vec::new(),
@@ -146,7 +178,7 @@ fn run_inner(
         }
         modules.push(ko);
     }
-    let cfg = VmConfig {
+    let mut cfg = VmConfig {
         accel: opts.accel.unwrap_or(sc.vm.accel),
         cpus: sc.vm.cpus,
         memory_mib: sc.vm.memory_mib,
@@ -161,6 +193,10 @@ fn run_inner(
         viommu: sc.vm.viommu,
         kernel_args: sc.vm.kernel_args.clone(),
     };
+    if let Some(d) = opts.dma {
+        (cfg.viommu, cfg.kernel_args) = d.apply(cfg.viommu, &cfg.kernel_args);
+        res.dma = Some(format!("{d:?}").to_lowercase());
+    }
     let mut vm = Vm::boot(&cfg, paths)?;
     res.accel = vm.accel.0.to_string();
     let r = run_steps(sc, opts, dir, deadline, &mut vm, res);
@@ -1429,6 +1465,17 @@ fn inject(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_forced_dma_path_adds_to_what_the_scenario_asks() {
+        let args = vec!["quiet".to_string()];
+        assert_eq!(DmaPath::Viommu.apply(false, &args), (true, args.clone()));
+        let (iommu, with) = DmaPath::Swiotlb.apply(true, &args);
+        assert!(iommu, "swiotlb keeps a scenario's own IOMMU");
+        assert_eq!(with, ["quiet", "swiotlb=force"]);
+        // Not twice when the scenario asks for it already.
+        assert_eq!(DmaPath::Swiotlb.apply(false, &with).1, with);
+    }
+
     fn result_with(streams: Vec<Value>) -> ScenarioResult {
         ScenarioResult {
             name: "t".into(),
@@ -1437,6 +1484,7 @@ mod tests {
             seconds: 0.0,
             accel: "tcg".into(),
             kernel: "test".into(),
+            dma: None,
             error: None,
             checks: Vec::new(),
             streams,
