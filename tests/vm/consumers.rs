@@ -327,7 +327,14 @@ fn an_interrupt_storm_on_every_vector_costs_only_time() -> Result<()> {
         }
         Ok(())
     });
-    let out = consume(&mut vm, "--method read --bytes 24M --chunk 64K --rate 4M")?;
+    // A 4 MiB ring (a second of the stream): the guest's CPU goes to the storm's
+    // interrupts, and on a loaded host (a third guest beside two, in one CI run) the
+    // default 1 MiB ring overflowed six times while the reader waited for a vCPU. The
+    // storm may cost time, not data; the ring is what buys that time.
+    let out = consume(
+        &mut vm,
+        "--method read --bytes 24M --chunk 64K --rate 4M --ring-log2 10",
+    )?;
     storm
         .join()
         .map_err(|_| anyhow::anyhow!("storm thread panicked"))??;
