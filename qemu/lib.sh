@@ -14,7 +14,9 @@ ACQ_SUITE=trixie
 ACQ_BACKPORTS=trixie-backports
 # clang/lld/llvm 19 (the libclang bindgen uses; see qemu/kernel.sh) build the debug guest kernel: the
 # kernel allows KASAN beside Rust only when C is compiled by clang (init/Kconfig, RUST).
-ACQ_BASE_PKGS="ca-certificates make gcc libc6-dev flex bison bc libelf-dev libssl-dev cpio kmod xz-utils busybox-static python3 clang-19 lld-19 llvm-19"
+# pv and socat go into the guest image with the libraries they link (guest-tools.list,
+# written below by toolroot.sh): users test a device with the standard tools.
+ACQ_BASE_PKGS="ca-certificates make gcc libc6-dev flex bison bc libelf-dev libssl-dev cpio kmod xz-utils busybox-static python3 clang-19 lld-19 llvm-19 pv socat"
 ACQ_BPO_PKGS="qemu-system-x86 rustc rust-src rust-clippy bindgen libclang-dev linux-source-7.3"
 ACQ_TOOLROOT_VERSION=1
 

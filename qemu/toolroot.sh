@@ -84,6 +84,24 @@ log "toolroot QEMU: $qv"
 echo "$qv" | awk '{ split($4, v, "."); if (v[1] < 10 || (v[1] == 10 && v[2] < 1)) exit 1 }' \
     || die "toolroot QEMU is older than 10.1 ($qv): vfio-user-pci needs 10.1"
 
+# The standard tools the guest image carries besides busybox (pv, socat): each binary and
+# every shared library it links, as gen_init_cpio lines the harness appends to
+# qemu/initramfs.list. Paths are resolved inside the root: a library path there may be an
+# absolute symlink, which read from the host would name the host's own library.
+guest_tools='set -e
+    echo "dir /lib64 0755 0 0"
+    echo "dir /lib/x86_64-linux-gnu 0755 0 0"
+    for t in /usr/bin/pv /usr/bin/socat; do
+        echo "file /bin/${t##*/} @TOOLROOT@$(readlink -f "$t") 0755 0 0"
+    done
+    ldd /usr/bin/pv /usr/bin/socat | awk '"'"'$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\/lib64\// { print $1 }'"'"' \
+        | sort -u | while read -r lib; do
+            echo "file $lib @TOOLROOT@$(readlink -f "$lib") 0755 0 0"
+        done'
+install_pkgs bash -c "$guest_tools" > "$work/guest-tools.list" 2>>"$logf" \
+    || { tail -n 20 "$logf" >&2; die "listing the guest tools' libraries failed; log: $logf"; }
+grep -q "libc.so" "$work/guest-tools.list" || die "guest-tools.list names no libc: $(cat "$work/guest-tools.list")"
+
 mv "$work" "$root"
 touch "$root/.complete"
 log "toolroot ready in $(( $(date +%s) - start )) s: $root"

@@ -573,6 +573,19 @@ fn build_image(cfg: &VmConfig, paths: &Paths, out: &Path) -> Result<()> {
         ("GUEST_BIN", paths.guest_bin.display().to_string()),
     ]);
     let mut entries = initramfs::parse_recipe(&recipe, &vars, &recipe_path.display().to_string())?;
+    // The standard tools (pv, socat) and their libraries, as the toolroot listed them
+    // (qemu/toolroot.sh); a QEMU from ACQ_QEMU has no toolroot and the guest goes without.
+    if let Some(list) = paths.toolroot.as_ref().map(|t| t.join("guest-tools.list")) {
+        if list.exists() {
+            let text = std::fs::read_to_string(&list)
+                .with_context(|| format!("reading {}", list.display()))?;
+            entries.extend(initramfs::parse_recipe(
+                &text,
+                &vars,
+                &list.display().to_string(),
+            )?);
+        }
+    }
     for m in &cfg.modules {
         let name = m
             .file_name()

@@ -531,8 +531,10 @@ fn a_long_read_ends_promptly_on_a_fatal_signal() -> Result<()> {
     vm.shutdown(CMD)
 }
 
-/// Standard tools through a pipe: dd, cat (busybox's sendfile-based copy), head and tee
-/// deliver a verified, gap-free stream from a card slower than they are.
+/// Standard tools through a pipe: dd, cat (busybox's sendfile-based copy), head, tee, pv
+/// and socat (through a TCP connection on the guest's loopback, the way a capture is
+/// shipped off a machine) deliver a verified, gap-free stream from a card slower than
+/// they are. pv and socat are Debian's, with the libraries they link (qemu/toolroot.sh).
 #[test]
 fn standard_tools_deliver_a_verified_stream() -> Result<()> {
     let mut vm = boot("consumers-tools")?;
@@ -544,6 +546,12 @@ fn standard_tools_deliver_a_verified_stream() -> Result<()> {
         ("head", "head -c 4194304 /dev/acq0"),
         ("cat", "cat /dev/acq0 | head -c 4194304"),
         ("tee", "head -c 4194304 /dev/acq0 | tee /mnt/t/tee.out"),
+        ("pv", "pv -q -S -s 4194304 /dev/acq0"),
+        (
+            "socat",
+            "(socat -u OPEN:/dev/acq0,readbytes=4194304 TCP-LISTEN:7000,reuseaddr &); \
+             socat -u TCP:127.0.0.1:7000,retry=100,interval=0.1 STDOUT",
+        ),
     ] {
         let out = vm.sh(
             &format!("{cmd} | acq-consume --method stdin --bytes 4M"),
