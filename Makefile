@@ -120,7 +120,7 @@ DEBUG_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,default stream-
 	fault-bad-completion-long \
 	fault-all-ones-in-event-irq fault-cons-lie fault-hang-then-unbind fault-reset \
 	fault-surprise-removal-splice playback-splice-recycled-pages playback-fault-dma-error \
-	dma-swiotlb-force))
+	dma-swiotlb-force control-second-process))
 
 # The scenarios that also run with every DMA address translated by a virtual IOMMU and
 # with every streaming mapping bounced (swiotlb=force) in make test-vm: where a missing or
