@@ -178,6 +178,23 @@ pub fn run(paths: &Paths, opts: &BenchOptions) -> Result<Report> {
             Spec::zero(mode, Some(1 << 20).filter(|_| mode == "splice")),
         )?;
     }
+    // The peer a user would pick instead: a file in the page cache (tmpfs), read with
+    // read() (the ceiling for a copying read) and spliced (its pages lent to the pipe by
+    // reference: the ceiling for lending DMA pages), by the same consumer.
+    vm.sh_ok(
+        &format!(
+            "dd if=/dev/zero of={PAGE_CACHE_FILE} bs=1M count={} 2>/dev/null",
+            opts.bytes.div_ceil(1 << 20)
+        ),
+        Duration::from_secs(300),
+    )?;
+    for mode in ["read", "splice"] {
+        bench(
+            &mut vm,
+            Spec::file(mode, Some(1 << 20).filter(|_| mode == "splice")),
+        )?;
+    }
+    vm.sh_ok(&format!("rm -f {PAGE_CACHE_FILE}"), Duration::from_secs(60))?;
     for &p in &opts.pipe_sizes {
         bench(&mut vm, Spec::acq("splice", Some(p)))?;
         bench(&mut vm, Spec::zero("splice", Some(p)))?;
@@ -287,6 +304,12 @@ impl Spec {
             ..Spec::acq(mode, pipe)
         }
     }
+    fn file(mode: &'static str, pipe: Option<u64>) -> Spec {
+        Spec {
+            source: "tmpfs",
+            ..Spec::acq(mode, pipe)
+        }
+    }
     fn label(&self) -> String {
         let mut l = format!("{} {}", self.source, self.mode);
         if let Some(p) = self.pipe {
@@ -316,10 +339,14 @@ impl Spec {
     }
 }
 
+/// The page-cache peer's file, on the guest's tmpfs /tmp.
+const PAGE_CACHE_FILE: &str = "/tmp/peer.dat";
+
 fn measure(vm: &mut Vm, control: &Path, bytes: u64, s: &Spec) -> Result<Run> {
     let mut argv: Vec<String> = vec!["acq-stream".into(), "--mode".into(), s.mode.into()];
     match s.source {
         "zero" => argv.extend(["--raw".into(), "--device".into(), "/dev/zero".into()]),
+        "tmpfs" => argv.extend(["--raw".into(), "--device".into(), PAGE_CACHE_FILE.into()]),
         _ => argv.extend(["--device".into(), "/dev/acq0".into()]),
     }
     argv.extend(["--bytes".into(), (bytes * s.scale).to_string()]);
@@ -504,6 +531,18 @@ fn targets(runs: &[Run], model: &[ModelFill]) -> Vec<Value> {
             mbps("acq0 read"),
             mbps("zero read"),
             0.5,
+        ),
+        ratio_target(
+            "splice /dev/acq0 >= 0.8 x splice of a page-cache file",
+            mbps("acq0 splice pipe=1M"),
+            mbps("tmpfs splice pipe=1M"),
+            0.8,
+        ),
+        ratio_target(
+            "read /dev/acq0 >= 0.8 x read of a tmpfs file",
+            mbps("acq0 read"),
+            mbps("tmpfs read"),
+            0.8,
         ),
         ratio_target(
             "splice > read on /dev/acq0",
