@@ -34,6 +34,8 @@ pub struct BenchOptions {
     pub update_docs: bool,
     /// Pipe sizes for the splice sweep.
     pub pipe_sizes: Vec<u64>,
+    /// Repetitions of each row: the table gives their median and spread.
+    pub repeat: u32,
 }
 
 /// One measured run of the guest consumer.
@@ -53,8 +55,11 @@ pub struct Run {
     pub irq_count: Option<u64>,
     /// BAR2 streaming mode (card): no DMA, the driver copies each block out of BAR2.
     pub bar2: bool,
-    /// Throughput, MB/s (10^6 bytes/s); None when the mode is not supported.
+    /// Throughput, MB/s (10^6 bytes/s): the median repetition's; None when the mode is
+    /// not supported.
     pub mb_per_s: Option<f64>,
+    /// Throughput of each repetition, in the order measured.
+    pub samples: Vec<f64>,
     /// Guest CPU seconds (user + system) per GiB, when the consumer reports them.
     pub cpu_s_per_gib: Option<f64>,
     /// Interrupts per GiB (model counter `irqs`).
@@ -145,13 +150,26 @@ pub fn run(paths: &Paths, opts: &BenchOptions) -> Result<Report> {
     let control = vm.models[0].control.clone();
     let mut runs = Vec::new();
     let mut bench = |vm: &mut Vm, r: Spec| -> Result<()> {
-        let run = measure(vm, &control, opts.bytes, &r)?;
+        let mut reps = Vec::new();
+        for _ in 0..opts.repeat.max(1) {
+            let run = measure(vm, &control, opts.bytes, &r)?;
+            // A mode that failed or is not supported is not tried again.
+            let failed = run.mb_per_s.is_none();
+            reps.push(run);
+            if failed {
+                break;
+            }
+        }
+        let run = median_run(reps);
         eprintln!(
-            "  {:<34} {}",
+            "  {:<34} {}{}",
             run.label,
             run.mb_per_s
                 .map(|m| format!("{m:8.1} MB/s"))
-                .unwrap_or_else(|| run.note.clone().unwrap_or_default())
+                .unwrap_or_else(|| run.note.clone().unwrap_or_default()),
+            spread(&run.samples)
+                .map(|(lo, hi)| format!("  ({lo:.1}-{hi:.1})"))
+                .unwrap_or_default()
         );
         runs.push(run);
         Ok(())
@@ -339,6 +357,38 @@ impl Spec {
     }
 }
 
+/// The repetitions of one row as one: the median repetition (the lower of the two middle
+/// ones for an even count) with every repetition's throughput in `samples`; a repetition
+/// without a figure (failed, not supported) stands for the row.
+fn median_run(mut reps: Vec<Run>) -> Run {
+    let samples: Vec<f64> = reps.iter().filter_map(|r| r.mb_per_s).collect();
+    if let Some(i) = reps.iter().position(|r| r.mb_per_s.is_none()) {
+        let mut failed = reps.swap_remove(i);
+        failed.samples = samples;
+        return failed;
+    }
+    reps.sort_by(|a, b| {
+        a.mb_per_s
+            .partial_cmp(&b.mb_per_s)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let mid = reps.len().saturating_sub(1) / 2;
+    let mut run = reps.swap_remove(mid);
+    run.samples = samples;
+    run
+}
+
+/// The lowest and highest of several repetitions (None for fewer than two).
+fn spread(samples: &[f64]) -> Option<(f64, f64)> {
+    (samples.len() > 1).then(|| {
+        samples
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+                (lo.min(x), hi.max(x))
+            })
+    })
+}
+
 /// The page-cache peer's file, on the guest's tmpfs /tmp.
 const PAGE_CACHE_FILE: &str = "/tmp/peer.dat";
 
@@ -382,6 +432,7 @@ fn measure(vm: &mut Vm, control: &Path, bytes: u64, s: &Spec) -> Result<Run> {
         irq_count: s.irq_count,
         bar2: s.bar2,
         mb_per_s: None,
+        samples: Vec::new(),
         cpu_s_per_gib: None,
         irqs_per_gib: None,
         reg_accesses_per_gib: None,
@@ -406,6 +457,7 @@ fn measure(vm: &mut Vm, control: &Path, bytes: u64, s: &Spec) -> Result<Run> {
     };
     let got = v.get("bytes").and_then(Value::as_u64).unwrap_or(0) as f64;
     run.mb_per_s = v.get("mb_per_s").and_then(Value::as_f64);
+    run.samples = run.mb_per_s.into_iter().collect();
     let cpu = ["cpu_user_s", "cpu_sys_s"]
         .iter()
         .map(|k| v.get(*k).and_then(Value::as_f64))
@@ -604,19 +656,20 @@ pub fn table(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "| run | MB/s | CPU s/GiB | IRQs/GiB | blocks/IRQ | reg accesses/GiB |"
+        "| run | MB/s (median) | min-max | CPU s/GiB | IRQs/GiB | blocks/IRQ | reg accesses/GiB |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
     let f = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
     for run in &r.runs {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             run.label,
             run.mb_per_s.map_or_else(
                 || run.note.clone().unwrap_or("-".into()),
                 |m| format!("{m:.1}")
             ),
+            spread(&run.samples).map_or("-".into(), |(lo, hi)| format!("{lo:.0}-{hi:.0}")),
             f(run.cpu_s_per_gib, 2),
             f(run.irqs_per_gib, 0),
             f(run.blocks_per_irq, 1),
@@ -813,6 +866,43 @@ mod tests {
     }
 
     #[test]
+    fn repetitions_give_the_median_run_and_keep_every_figure() {
+        let mk = |mbps: Option<f64>, note: Option<&str>| Run {
+            label: "acq0 read".into(),
+            source: String::new(),
+            mode: String::new(),
+            pipe_size: None,
+            block: None,
+            irq_count: None,
+            bar2: false,
+            mb_per_s: mbps,
+            samples: mbps.into_iter().collect(),
+            cpu_s_per_gib: mbps.map(|m| 1000.0 / m),
+            irqs_per_gib: None,
+            reg_accesses_per_gib: None,
+            blocks_per_irq: None,
+            blocks_per_reg_access: None,
+            deltas: None,
+            note: note.map(Into::into),
+        };
+        let r = median_run(vec![
+            mk(Some(379.0), None),
+            mk(Some(550.0), None),
+            mk(Some(500.0), None),
+        ]);
+        assert_eq!(r.mb_per_s, Some(500.0));
+        assert_eq!(r.cpu_s_per_gib, Some(2.0), "the median run's own figures");
+        assert_eq!(r.samples, [379.0, 550.0, 500.0]);
+        assert_eq!(spread(&r.samples), Some((379.0, 550.0)));
+        let even = median_run(vec![mk(Some(4.0), None), mk(Some(2.0), None)]);
+        assert_eq!(even.mb_per_s, Some(2.0));
+        let failed = median_run(vec![mk(Some(4.0), None), mk(None, Some("failed"))]);
+        assert_eq!(failed.mb_per_s, None);
+        assert_eq!(failed.note.as_deref(), Some("failed"));
+        assert_eq!(spread(&[1.0]), None);
+    }
+
+    #[test]
     fn targets_report_ratios_and_unmeasured() {
         let mk = |label: &str, mbps: Option<f64>| Run {
             label: label.into(),
@@ -823,6 +913,7 @@ mod tests {
             irq_count: None,
             bar2: false,
             mb_per_s: mbps,
+            samples: mbps.into_iter().collect(),
             cpu_s_per_gib: None,
             irqs_per_gib: None,
             reg_accesses_per_gib: None,

@@ -85,6 +85,9 @@ struct BenchArgs {
     /// Guest kernel flavor: test, debug (KASAN, kmemleak) or bench (no debugging).
     #[arg(long, value_enum, default_value_t = KernelFlavor::Test)]
     kernel_flavor: KernelFlavor,
+    /// Repetitions of each row (the table gives their median and spread).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    repeat: u32,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -603,6 +606,7 @@ fn cmd_bench(args: BenchArgs) -> Result<ExitCode> {
         results: args.results.clone(),
         update_docs: args.update_docs,
         pipe_sizes: args.pipe_sizes.clone(),
+        repeat: args.repeat,
     };
     let report = acq::bench::run(&paths, &opts)?;
     let table = acq::bench::table(&report);
