@@ -53,7 +53,9 @@
 //! then returns 0 ended the session (docs/driver.md): the stream goes on in the next one,
 //! and each call's data is placed by the driver's `read_offset` (or, where a STOP raced
 //! the call, by the offset at which it verifies). `--reopen-at N` closes the device after
-//! N bytes and opens it again (a new session). Exit status: 0 ok, 1 verification or I/O failure, 2 bad arguments.
+//! N bytes and opens it again (a new session).
+//!
+//! Exit status: 0 ok, 1 verification or I/O failure, 2 bad arguments.
 
 use std::collections::BTreeMap;
 use std::fs::File;
