@@ -217,7 +217,24 @@ impl Controller {
         }
         if pid == 0 {
             drop(rd);
-            helper(&plan, dev, path, shared.get(), parent, wr);
+            // Only the device and the report pipe stay open in the helper: another of the
+            // consumer's descriptors (the signal helper's trigger pipe, a sink) must close
+            // when the consumer closes it.
+            let keep = [dev.raw_fd(), wr.as_raw_fd()];
+            for fd in 3..1024 {
+                if !keep.contains(&fd) {
+                    // SAFETY: closing a descriptor number in the forked child, which owns
+                    // copies only; a number not open fails with EBADF, harmlessly. Nothing
+                    // in the child uses these descriptors again.
+                    unsafe { libc::close(fd) };
+                }
+            }
+            // A panic must not unwind into the consumer's code in the child.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                helper(&plan, dev, path, shared.get(), parent, wr)
+            }));
+            // SAFETY: _exit() in the forked child (no destructors, no atexit handlers).
+            unsafe { libc::_exit(1) };
         }
         drop(wr);
         Ok(Controller {
@@ -250,12 +267,24 @@ impl Controller {
                     events: libc::POLLIN,
                     revents: 0,
                 };
+                if left <= 0 {
+                    break;
+                }
                 // SAFETY: `p` is one valid pollfd.
-                if left <= 0 || unsafe { libc::poll(&mut p, 1, left) } <= 0 {
+                let r = unsafe { libc::poll(&mut p, 1, left) };
+                // SIGUSR1 (caught without SA_RESTART) interrupts a wait: not the end.
+                let interrupted = || errno_is(libc::EINTR);
+                if r < 0 && interrupted() {
+                    continue;
+                }
+                if r <= 0 {
                     break;
                 }
                 // SAFETY: `buf` is valid for writes of its length.
                 let n = unsafe { libc::read(rd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n < 0 && interrupted() {
+                    continue;
+                }
                 if n <= 0 {
                     break;
                 }
@@ -286,12 +315,27 @@ impl Controller {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        // SAFETY: kill() and waitpid() of our own unreaped child: its pid is not reused.
-        unsafe {
-            libc::kill(self.helper, libc::SIGKILL);
-            libc::waitpid(self.helper, &mut status, 0);
+        // SAFETY: kill() of our own unreaped child: its pid is not reused.
+        unsafe { libc::kill(self.helper, libc::SIGKILL) };
+        // A helper stuck in the driver (uninterruptibly: a deadlock) does not die even of
+        // SIGKILL: give up after a while rather than hang the consumer with it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            // SAFETY: as above.
+            if unsafe { libc::waitpid(self.helper, &mut status, libc::WNOHANG) } != 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
+        eprintln!(
+            "acq-stream: the control helper (pid {}) is still there after SIGKILL: stuck in the driver?",
+            self.helper
+        );
     }
+}
+
+fn errno_is(code: i32) -> bool {
+    std::io::Error::last_os_error().raw_os_error() == Some(code)
 }
 
 impl Drop for Controller {

@@ -172,8 +172,10 @@ pub fn judge(report: &Value, faults: &[String]) -> Result<String, String> {
     for a in actions {
         let name = a.get("action").and_then(Value::as_str).unwrap_or("?");
         let result = a.get("result").and_then(Value::as_str).unwrap_or("?");
-        let allowed = ControlAction::allowed(name).contains(&result)
-            || (name != "open" && faults.iter().any(|f| f == result));
+        // An errno a fault explains is accepted for every action (a halted card, or ENODEV
+        // for the open of a card that was removed); "opened" never.
+        let allowed =
+            ControlAction::allowed(name).contains(&result) || faults.iter().any(|f| f == result);
         if !allowed {
             bad.push(format!(
                 "{name} at {} bytes answered {result}",
@@ -193,6 +195,15 @@ pub fn judge(report: &Value, faults: &[String]) -> Result<String, String> {
     if ends > ends_allowed {
         bad.push(format!(
             "the consumer's calls returned 0 {ends} time(s) after {ends_allowed} STOP/RESET"
+        ));
+    }
+    // As the only reader, the consumer's first call in a new session reads from offset 0:
+    // the driver said otherwise (a session that went on, or skipped data, behind a new
+    // session number).
+    let misplaced = report.get("misplaced").and_then(Value::as_u64).unwrap_or(0);
+    if misplaced > 0 {
+        bad.push(format!(
+            "{misplaced} call(s) opened a new session anywhere but at offset 0"
         ));
     }
     let planned = control.get("planned").and_then(Value::as_u64).unwrap_or(0);
@@ -269,6 +280,11 @@ mod tests {
         assert!(judge(&opened, &[])
             .unwrap_err()
             .contains("open at 1 bytes answered opened"));
+        let moved = json!({"session_ends": 1, "misplaced": 1, "control": {"planned": 1,
+            "actions": [{"action": "stop", "at_bytes": 1, "result": "ok"}]}});
+        assert!(judge(&moved, &[])
+            .unwrap_err()
+            .contains("anywhere but at offset 0"));
         let eof = json!({"session_ends": 2, "control": {"planned": 1, "actions": [
             {"action": "stop", "at_bytes": 1, "result": "ok"}]}});
         assert!(judge(&eof, &[])

@@ -1476,8 +1476,9 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
                 if st.mode == Mode::Mmap || st.sink != Sink::Null || st.tee.is_some() {
                     return err(
                         &at,
-                        "needs mode read or splice, the null sink and no tee (the consumer \
-                         places what a STOP raced by the data it holds)"
+                        "needs mode read or splice, the null sink and no tee (a RESET clears \
+                         the driver's statistics, which a file or disk sink's account is \
+                         checked against)"
                             .into(),
                     );
                 }

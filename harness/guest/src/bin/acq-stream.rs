@@ -51,8 +51,8 @@
 //! second process that shares this one's open file do STOP, START, RESET, SET_CONFIG or a
 //! second open() at a time or byte count (module `controller`). A read() or splice() that
 //! then returns 0 ended the session (docs/driver.md): the stream goes on in the next one,
-//! and each call's data is placed by the driver's `read_offset` (or, where a STOP raced
-//! the call, by the offset at which it verifies). `--reopen-at N` closes the device after
+//! and each call's data is placed by the driver's `read_offset` (a new session's first
+//! data must start at offset 0: `misplaced` counts the calls where it did not). `--reopen-at N` closes the device after
 //! N bytes and opens it again (a new session).
 //!
 //! Exit status: 0 ok, 1 verification or I/O failure, 2 bad arguments.
@@ -380,8 +380,8 @@ fn parse_args() -> Result<Args, String> {
         return Err("--pause-at needs --mode read".into());
     }
     if !a.controls.is_empty() {
-        // The consumer places each call's data by the stream's pattern when a STOP raced
-        // it: it must hold the data (read, or splice read back from a second pipe).
+        // A RESET clears the driver's statistics, which a file or disk sink's account is
+        // checked against: the controller streams to /dev/null.
         if a.mode == Mode::Mmap {
             return Err("--control needs --mode read or splice".into());
         }
@@ -1129,6 +1129,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         restarted: false,
         reopened: false,
         session_ends: 0,
+        misplaced: 0,
         controller,
         timed_out: false,
         fatal: None,
@@ -1251,6 +1252,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         || method == "disk-host"
         || (mismatches == 0 && copies_ok && verified == st.total);
     let ok = st.fatal.is_none()
+        && st.misplaced == 0
         && sink_io.as_ref().is_none_or(SinkIo::clean)
         && mismatches == 0
         && verify_ok
@@ -1280,6 +1282,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         "restarted": st.restarted,
         "reopened": st.reopened,
         "session_ends": st.session_ends,
+        "misplaced": st.misplaced,
         "held": st.held,
         "timed_out": st.timed_out,
         "stopped_by_signal": st.stopped_by_signal,
@@ -1346,6 +1349,8 @@ struct State {
     reopened: bool,
     /// read()/splice() returned 0: a STOP or RESET (of the controller) ended the session.
     session_ends: u64,
+    /// With a controller: calls whose data opened a new session anywhere but at offset 0.
+    misplaced: u64,
     /// `--control`: the second process.
     controller: Option<Controller>,
     timed_out: bool,
@@ -1395,34 +1400,34 @@ impl State {
         Ok(())
     }
 
-    /// With a controller: where the `data` one call returned lies in the stream. The
-    /// driver's `read_offset` after the call says, unless a STOP and a new session came
-    /// between the call and GET_STATS; then the data belongs either to the session the
-    /// consumer was reading (continuing at `offset`) or to the new one (`read_offset` minus
-    /// its length), and the pattern tells which. `data` is None when the consumer does not
-    /// hold the bytes (splice without verification): the driver's word alone.
-    fn attribute(
-        &mut self,
-        src: &Source,
-        cfg: &AcqConfig,
-        n: usize,
-        data: Option<&[u8]>,
-    ) -> Result<(), String> {
+    /// With a controller: where the `n` bytes one call returned lie in the stream. The
+    /// consumer is the stream's only reader, so the driver's statistics after the call
+    /// say: the same session with `read_offset` = `offset + n`, the data continues; a
+    /// session the consumer had not read from, the call was its first (a STOP or RESET
+    /// ended the old one), so `read_offset` must be `n` and the data starts at 0 (any
+    /// other `read_offset` is counted in `misplaced`: the driver let a session go on, or
+    /// skipped data, behind a new session number); `read_offset` below `n`, the call read
+    /// the old session and a STOP and START came between it and GET_STATS, so the data
+    /// continues at `offset` and verification judges it. RESET restarts the numbering:
+    /// the same number with `read_offset` = `n` is a new session too.
+    fn attribute(&mut self, src: &Source, n: usize) -> Result<(), String> {
         let Some(s) = src.stats()? else {
             return Ok(());
         };
         let n = n as u64;
-        if self.session == Some(s.session) && s.read_offset == self.offset + n {
+        let same = self.session == Some(s.session);
+        if same && s.read_offset == self.offset + n {
             return Ok(());
         }
-        let fits = |o: u64| {
-            data.is_none_or(|d| regs::pattern_check(cfg.pattern, cfg.seed, o, d).is_none())
-        };
-        if let Some(fresh) = s.read_offset.checked_sub(n) {
-            if self.session.is_none() || fits(fresh) || !fits(self.offset) {
+        match s.read_offset.checked_sub(n) {
+            Some(fresh) if !same || fresh == 0 => {
+                if fresh != 0 {
+                    self.misplaced += 1;
+                }
                 self.offset = fresh;
                 self.session = Some(s.session);
             }
+            _ => {}
         }
         Ok(())
     }
@@ -1598,7 +1603,7 @@ fn read_loop(
             }
             Ok(n) => {
                 if st.controller.is_some() {
-                    st.attribute(src, cfg, n, Some(&buf[..n]))?;
+                    st.attribute(src, n)?;
                 }
                 st.first_data(src, n)?;
                 if n < want {
@@ -1646,7 +1651,7 @@ fn splice_loop(
     progress: bool,
 ) -> Result<(), String> {
     let mut buf = vec![0u8; if inline { p1.size } else { 0 }];
-    // With a controller the data is placed once it has been read back (`attribute`).
+    // With a controller each call's data is placed by the driver's statistics.
     let controlled = st.controller.is_some();
     while st.total < a.bytes {
         if st.expired(a) {
@@ -1674,15 +1679,11 @@ fn splice_loop(
                 continue;
             }
         };
-        if controlled && !inline {
-            st.attribute(src, cfg, n, None)?;
-            st.first_data(src, n)?;
-            st.mark();
+        if controlled {
+            st.attribute(src, n)?;
         }
-        if !controlled {
-            st.first_data(src, n)?;
-            st.mark();
-        }
+        st.first_data(src, n)?;
+        st.mark();
         if n < want {
             st.short_reads += 1;
         }
@@ -1702,11 +1703,6 @@ fn splice_loop(
             if inline {
                 let data = &mut buf[..n];
                 read_exact_fd(p2.r.as_raw_fd(), data)?;
-                if controlled {
-                    st.attribute(src, cfg, n, Some(data))?;
-                    st.first_data(src, n)?;
-                    st.mark();
-                }
                 let segs = [(st.total, st.offset)];
                 st.inline.verify(cfg, &segs, st.total, data);
             } else if let Some(t) = tee_sink {
