@@ -1130,6 +1130,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         reopened: false,
         session_ends: 0,
         misplaced: 0,
+        seen_overflows: src.stats()?.map(|s| s.overflows),
         controller,
         timed_out: false,
         fatal: None,
@@ -1351,6 +1352,8 @@ struct State {
     session_ends: u64,
     /// With a controller: calls whose data opened a new session anywhere but at offset 0.
     misplaced: u64,
+    /// The driver's `overflows` when the consumer last read its statistics.
+    seen_overflows: Option<u64>,
     /// `--control`: the second process.
     controller: Option<Controller>,
     timed_out: bool,
@@ -1391,8 +1394,15 @@ impl State {
     fn first_data(&mut self, src: &Source, n: usize) -> Result<(), String> {
         if self.session.is_none() {
             if let Some(s) = src.stats()? {
+                let gap = self.gap_since(&s);
                 self.session = Some(s.session);
-                self.offset = s.read_offset.saturating_sub(n as u64);
+                // A call that ended where a gap begins leaves `read_offset` past the gap
+                // already (the next call reports it): the session's first data is at 0.
+                self.offset = if gap {
+                    0
+                } else {
+                    s.read_offset.saturating_sub(n as u64)
+                };
             } else {
                 self.session = Some(0);
             }
@@ -1408,28 +1418,64 @@ impl State {
     /// other `read_offset` is counted in `misplaced`: the driver let a session go on, or
     /// skipped data, behind a new session number); `read_offset` below `n`, the call read
     /// the old session and a STOP and START came between it and GET_STATS, so the data
-    /// continues at `offset` and verification judges it. RESET restarts the numbering:
-    /// the same number with `read_offset` = `n` is a new session too.
-    fn attribute(&mut self, src: &Source, n: usize) -> Result<(), String> {
+    /// continues at `offset` and verification judges it.
+    ///
+    /// Two things blur that. A call that ended where a gap begins: the driver counted the
+    /// overflow and moved `read_offset` past the gap already (the next call reports it as
+    /// EPIPE), so a new session's data is at 0 whatever `read_offset` says. And RESET
+    /// clears the statistics: the next session may get the old one's number (the overflow
+    /// count going down shows a RESET; so does `read_offset` = `n`); where a gap leaves it
+    /// open whether the data continues or starts at 0, the pattern decides (`data`: the
+    /// bytes, when the consumer holds them).
+    fn attribute(
+        &mut self,
+        src: &Source,
+        cfg: &AcqConfig,
+        n: usize,
+        data: Option<&[u8]>,
+    ) -> Result<(), String> {
         let Some(s) = src.stats()? else {
             return Ok(());
         };
+        let before = self.seen_overflows.replace(s.overflows);
+        let gap = before.is_some_and(|o| s.overflows > o);
+        let cleared = before.is_some_and(|o| s.overflows < o);
         let n = n as u64;
-        let same = self.session == Some(s.session);
+        let same = self.session == Some(s.session) && !cleared;
         if same && s.read_offset == self.offset + n {
             return Ok(());
         }
-        match s.read_offset.checked_sub(n) {
-            Some(fresh) if !same || fresh == 0 => {
-                if fresh != 0 {
+        let fresh = s.read_offset.checked_sub(n);
+        if same {
+            let fits = |o: u64| {
+                data.is_some_and(|d| regs::pattern_check(cfg.pattern, cfg.seed, o, d).is_none())
+            };
+            if fresh == Some(0) || (gap && !fits(self.offset) && fits(0)) {
+                self.offset = 0;
+            }
+            return Ok(());
+        }
+        if let Some(f) = fresh {
+            // After a RESET the new session's own overflows show a gap too.
+            if gap || (cleared && s.overflows > 0) {
+                self.offset = 0;
+            } else {
+                if f != 0 {
                     self.misplaced += 1;
                 }
-                self.offset = fresh;
-                self.session = Some(s.session);
+                self.offset = f;
             }
-            _ => {}
+            self.session = Some(s.session);
         }
         Ok(())
+    }
+
+    /// Did the driver count an overflow since the consumer last looked (a gap it may
+    /// have moved `read_offset` past already)?
+    fn gap_since(&mut self, s: &AcqStats) -> bool {
+        let more = self.seen_overflows.is_some_and(|o| s.overflows > o);
+        self.seen_overflows = Some(s.overflows);
+        more
     }
 
     /// read()/splice() returned 0. With a controller, a STOP or RESET ended the session
@@ -1494,6 +1540,7 @@ impl State {
                     event["resume"] = s.read_offset.into();
                     self.offset = s.read_offset;
                     self.session = Some(s.session);
+                    self.seen_overflows = Some(s.overflows);
                 }
             }
             libc::EINTR => {}
@@ -1603,7 +1650,7 @@ fn read_loop(
             }
             Ok(n) => {
                 if st.controller.is_some() {
-                    st.attribute(src, n)?;
+                    st.attribute(src, cfg, n, Some(&buf[..n]))?;
                 }
                 st.first_data(src, n)?;
                 if n < want {
@@ -1679,11 +1726,15 @@ fn splice_loop(
                 continue;
             }
         };
-        if controlled {
-            st.attribute(src, n)?;
+        // With the data read back (inline verification) the placement can use it: it
+        // is done after the read-back below.
+        if controlled && !inline {
+            st.attribute(src, cfg, n, None)?;
         }
-        st.first_data(src, n)?;
-        st.mark();
+        if !(controlled && inline) {
+            st.first_data(src, n)?;
+            st.mark();
+        }
         if n < want {
             st.short_reads += 1;
         }
@@ -1703,6 +1754,11 @@ fn splice_loop(
             if inline {
                 let data = &mut buf[..n];
                 read_exact_fd(p2.r.as_raw_fd(), data)?;
+                if controlled {
+                    st.attribute(src, cfg, n, Some(data))?;
+                    st.first_data(src, n)?;
+                    st.mark();
+                }
                 let segs = [(st.total, st.offset)];
                 st.inline.verify(cfg, &segs, st.total, data);
             } else if let Some(t) = tee_sink {
