@@ -114,13 +114,14 @@ fuzz-smoke:
 VM_JOBS ?= 2
 
 # The scenarios that also run on the debug kernel (KASAN, kmemleak) in make test-vm: every
-# kind of fault the driver must survive, each data path, removal and unbind.
+# kind of fault the driver must survive, each data path, removal and unbind, remove and
+# probe meeting a broken card.
 DEBUG_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,default stream-splice-tee \
 	stream-mmap consumer-methods fault-dma-error-splice fault-bad-completion-splice \
 	fault-bad-completion-long \
 	fault-all-ones-in-event-irq fault-cons-lie fault-hang-then-unbind fault-reset \
 	fault-surprise-removal-splice playback-splice-recycled-pages playback-fault-dma-error \
-	dma-swiotlb-force control-second-process))
+	dma-swiotlb-force control-second-process fault-hang-at-remove probe-without-interrupts))
 
 # The scenarios that also run with every DMA address translated by a virtual IOMMU and
 # with every streaming mapping bounced (swiotlb=force) in make test-vm: where a missing or

@@ -489,7 +489,21 @@ fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
     let bar = pdev.iomap_region_sized::<BAR0_LEN>(regs::bar::BAR0_INDEX, c"acq")?;
     let (hw_version, caps, fifo_depth) = {
         let r = Regs(&bar);
-        let id = r.rd(regs::reg::ID);
+        let mut id = r.rd(regs::reg::ID);
+        if id == u32::MAX {
+            // All-ones: a card that does not answer, hung since before we came (the
+            // driver before us left it so, or firmware did). A function reset is what
+            // revives a hung card at run time too (the watchdog's); once here, then give
+            // up with ENODEV below.
+            let ret = PciFunction::reset_locked(pdev);
+            id = r.rd(regs::reg::ID);
+            dev_warn!(
+                pdev,
+                "the card did not answer at probe (ID all-ones): function reset ({}), ID now {:#x}\n",
+                ret,
+                id
+            );
+        }
         let version = r.rd(regs::reg::VERSION);
         let caps = r.rd(regs::reg::CAPS);
         if id != regs::id::MAGIC

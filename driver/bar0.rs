@@ -95,6 +95,25 @@ impl PciFunction {
         unsafe { bindings::pci_try_reset_function(self.raw()) }
     }
 
+    /// Function-level reset from probe or remove, whose callers hold the device lock (a
+    /// `&pci::Device<Core>` exists only there): [`Self::try_reset`] would find that lock
+    /// taken. Config space is saved before and restored after, as `pci_reset_function()`
+    /// does around the same call. Returns 0 or a negative errno.
+    pub(crate) fn reset_locked(pdev: &pci::Device<Core<'_>>) -> c_int {
+        let raw = ptr::from_ref::<pci::Device<Core<'_>>>(pdev)
+            .cast::<bindings::pci_dev>()
+            .cast_mut();
+        // SAFETY: `pci::Device` is a transparent wrapper of a valid `struct pci_dev`, and a
+        // `Core` device reference exists only in the bus callbacks, under the device lock
+        // that `__pci_reset_function_locked()` requires; save and restore need no lock.
+        unsafe {
+            bindings::pci_save_state(raw);
+            let ret = bindings::__pci_reset_function_locked(raw);
+            bindings::pci_restore_state(raw);
+            ret
+        }
+    }
+
     /// False once the function is gone (its config space reads all-ones: unplugged, or
     /// the slot is powered off).
     pub(crate) fn present(&self) -> bool {

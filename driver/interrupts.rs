@@ -326,16 +326,28 @@ impl<'b> Irqs<'b> {
     pub(crate) fn alloc(pdev: &'b pci::Device<Bound>) -> Result<(KBox<pci::IrqVectorRegistration<'b>>, u32)> {
         let msix = pci::IrqTypes::default().with(pci::IrqType::MsiX);
         let msi = pci::IrqTypes::default().with(pci::IrqType::Msi);
+        // A card without MSI (or without both) cannot interrupt: the card has no INTx
+        // pin, and a driver that only polled would hide a broken card. Refused, and said.
+        let only_msi = |why: &str| -> Result<_> {
+            match pdev.alloc_irq_vectors(1, 1, msi) {
+                Ok(v) => Ok((KBox::new(v, GFP_KERNEL)?, uapi::ACQ_IRQ_MSI)),
+                Err(e) => {
+                    dev_err!(
+                        pdev.as_ref(),
+                        "{}, and MSI cannot be enabled either ({:?}): the card cannot interrupt, not binding\n",
+                        why,
+                        e
+                    );
+                    Err(ENODEV)
+                }
+            }
+        };
         if module_parameters::force_msi.value() {
-            let v = pdev.alloc_irq_vectors(1, 1, msi)?;
-            return Ok((KBox::new(v, GFP_KERNEL)?, uapi::ACQ_IRQ_MSI));
+            return only_msi("MSI-X not tried (force_msi)");
         }
         match pdev.alloc_irq_vectors(2, u32::from(regs::msix::VECTORS), msix) {
             Ok(v) => Ok((KBox::new(v, GFP_KERNEL)?, uapi::ACQ_IRQ_MSIX)),
-            Err(_) => {
-                let v = pdev.alloc_irq_vectors(1, 1, msi)?;
-                Ok((KBox::new(v, GFP_KERNEL)?, uapi::ACQ_IRQ_MSI))
-            }
+            Err(_) => only_msi("no usable MSI-X (capability missing or too few vectors)"),
         }
     }
 

@@ -34,6 +34,9 @@ pub struct ModelConfig {
     pub fifo_depth: u32,
     /// Number of MSI-X vectors (4 .. 256).
     pub msix_vectors: u16,
+    /// Whether the card has an MSI capability. Without it and without MSI-X the card
+    /// cannot interrupt at all (a probe-time fault: "a missing capability").
+    pub msi: bool,
 }
 
 impl Default for ModelConfig {
@@ -46,6 +49,7 @@ impl Default for ModelConfig {
             bar2_size: regs::bar::BAR2_SIZE_DEFAULT,
             fifo_depth: regs::limits::FIFO_DEPTH_DEFAULT,
             msix_vectors: regs::msix::VECTORS,
+            msi: true,
         }
     }
 }
@@ -86,6 +90,7 @@ struct RawConfig {
     bar2_size: Option<Value>,
     fifo_depth: Option<Value>,
     msix_vectors: Option<Value>,
+    msi: Option<bool>,
 }
 
 /// Parses a number written as in the module documentation.
@@ -156,6 +161,9 @@ impl ModelConfig {
         }
         if let Some(v) = &raw.msix_vectors {
             c.msix_vectors = narrow("msix_vectors", number("msix_vectors", v)?)?;
+        }
+        if let Some(v) = raw.msi {
+            c.msi = v;
         }
         c.validate()?;
         Ok(c)

@@ -116,9 +116,10 @@ impl ConfigSpace {
         // PCI Express capability.
         let p = usize::from(pci::CAP_PCIE_OFFSET);
         c.data[p] = pci::CAP_ID_PCIE;
-        // Without MSI-X vectors the card has no MSI-X capability: PCIe -> MSI.
+        // The list: PCIe -> MSI-X (if it has vectors) -> MSI (unless left out).
+        let msi_next = if cfg.msi { pci::CAP_MSI_OFFSET } else { 0 };
         c.data[p + 1] = if cfg.msix_vectors == 0 {
-            pci::CAP_MSI_OFFSET
+            msi_next
         } else {
             pci::CAP_MSIX_OFFSET
         };
@@ -137,20 +138,22 @@ impl ConfigSpace {
         if cfg.msix_vectors != 0 {
             let x = usize::from(pci::CAP_MSIX_OFFSET);
             c.data[x] = pci::CAP_ID_MSIX;
-            c.data[x + 1] = pci::CAP_MSI_OFFSET;
+            c.data[x + 1] = msi_next;
             c.set16(x + 2, cfg.msix_vectors - 1, 0xC000);
             c.set32(x + 4, msix::TABLE_OFFSET_BIR, 0);
             c.set32(x + 8, msix::PBA_OFFSET_BIR, 0);
         }
 
         // MSI: 64-bit address, one message, no per-vector masking.
-        let m = usize::from(pci::CAP_MSI_OFFSET);
-        c.data[m] = pci::CAP_ID_MSI;
-        c.data[m + 1] = 0;
-        c.set16(m + 2, 1 << 7, 0x0071);
-        c.set32(m + 4, 0, 0xFFFF_FFFC);
-        c.set32(m + 8, 0, 0xFFFF_FFFF);
-        c.set16(m + 12, 0, 0xFFFF);
+        if cfg.msi {
+            let m = usize::from(pci::CAP_MSI_OFFSET);
+            c.data[m] = pci::CAP_ID_MSI;
+            c.data[m + 1] = 0;
+            c.set16(m + 2, 1 << 7, 0x0071);
+            c.set32(m + 4, 0, 0xFFFF_FFFC);
+            c.set32(m + 8, 0, 0xFFFF_FFFF);
+            c.set16(m + 12, 0, 0xFFFF);
+        }
 
         *c.reset_data = *c.data;
         c
@@ -264,6 +267,28 @@ mod tests {
         };
         let c = ConfigSpace::new(&msi_only);
         assert_eq!(cap_ids(&c), [pci::CAP_ID_PCIE, pci::CAP_ID_MSI]);
+    }
+
+    #[test]
+    fn msi_can_be_left_out_of_the_list() {
+        let no_msi = ModelConfig {
+            msi: false,
+            ..ModelConfig::default()
+        };
+        let c = ConfigSpace::new(&no_msi);
+        assert_eq!(cap_ids(&c), [pci::CAP_ID_PCIE, pci::CAP_ID_MSIX]);
+        let mute = ModelConfig {
+            msix_vectors: 0,
+            msi: false,
+            ..ModelConfig::default()
+        };
+        let c = ConfigSpace::new(&mute);
+        assert_eq!(cap_ids(&c), [pci::CAP_ID_PCIE]);
+        assert_eq!(
+            c.data[usize::from(pci::CAP_MSI_OFFSET)],
+            0,
+            "no MSI capability left where nothing points to it"
+        );
     }
 
     #[test]

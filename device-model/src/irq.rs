@@ -100,26 +100,30 @@ struct Lines {
 pub struct IrqLines {
     lines: RwLock<Lines>,
     msix_vectors: u32,
+    msi_messages: u32,
 }
 
 impl IrqLines {
-    /// Lines for one MSI message and `msix_vectors` MSI-X vectors, none connected.
-    pub fn new(msix_vectors: u16) -> IrqLines {
+    /// Lines for one MSI message (none if `!msi`) and `msix_vectors` MSI-X vectors, none
+    /// connected.
+    pub fn new(msix_vectors: u16, msi: bool) -> IrqLines {
+        let msi_messages = u32::from(msi);
         IrqLines {
             lines: RwLock::new(Lines {
-                msi: (0..1).map(|_| None).collect(),
+                msi: (0..msi_messages).map(|_| None).collect(),
                 msix: (0..msix_vectors).map(|_| None).collect(),
                 notifiers: [None, None],
                 active: None,
             }),
             msix_vectors: u32::from(msix_vectors),
+            msi_messages,
         }
     }
 
     /// `(count, flags)` of IRQ index `index`, as in `VFIO_DEVICE_GET_IRQ_INFO`.
     pub fn info(&self, index: u32) -> (u32, u32) {
         match index {
-            VFIO_PCI_MSI_IRQ_INDEX => (1, VFIO_IRQ_INFO_EVENTFD),
+            VFIO_PCI_MSI_IRQ_INDEX => (self.msi_messages, VFIO_IRQ_INFO_EVENTFD),
             VFIO_PCI_MSIX_IRQ_INDEX => (self.msix_vectors, VFIO_IRQ_INFO_EVENTFD),
             VFIO_PCI_ERR_IRQ_INDEX | VFIO_PCI_REQ_IRQ_INDEX => (1, VFIO_IRQ_INFO_EVENTFD),
             _ => (0, 0),
@@ -295,7 +299,7 @@ mod tests {
 
     #[test]
     fn msix_vectors_one_per_message() {
-        let l = IrqLines::new(4);
+        let l = IrqLines::new(4, true);
         let (a, a2) = eventfd();
         let (b, b2) = eventfd();
         assert!(!l.trigger(0));
@@ -319,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_full_blocking_eventfd_never_blocks_the_card() {
-        let l = IrqLines::new(4);
+        let l = IrqLines::new(4, true);
         // SAFETY: plain eventfd creation (blocking, as a hostile client would send it).
         let fd = unsafe { libc::eventfd(0, 0) };
         assert!(fd >= 0);
@@ -337,7 +341,7 @@ mod tests {
 
     #[test]
     fn a_descriptor_that_is_not_an_eventfd_is_refused() {
-        let l = IrqLines::new(4);
+        let l = IrqLines::new(4, true);
         let mut p = [0; 2];
         // SAFETY: `p` has room for the two descriptors pipe() returns.
         assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
@@ -360,7 +364,7 @@ mod tests {
 
     #[test]
     fn msi_takes_every_cause() {
-        let l = IrqLines::new(4);
+        let l = IrqLines::new(4, true);
         let (a, a2) = eventfd();
         l.set(VFIO_PCI_MSI_IRQ_INDEX, EVENTFD, 0, 1, vec![a])
             .unwrap();
@@ -371,7 +375,7 @@ mod tests {
 
     #[test]
     fn bad_requests_are_refused() {
-        let l = IrqLines::new(4);
+        let l = IrqLines::new(4, true);
         assert!(l
             .set(VFIO_PCI_MSIX_IRQ_INDEX, EVENTFD, 3, 2, vec![])
             .is_err());

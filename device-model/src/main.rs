@@ -182,6 +182,7 @@ fn run(cli: Cli) -> Result<()> {
         bar2_size = model.bar2_size,
         fifo_depth = model.fifo_depth,
         msix_vectors = model.msix_vectors,
+        msi = model.msi,
         "card ready"
     );
 

@@ -300,7 +300,7 @@ impl Shared {
     pub fn new(model: ModelConfig) -> std::io::Result<Arc<Shared>> {
         let bar2 = Memfd::new("acq-bar2", model.bar2_size as usize)?;
         let bar2_view = MemView::single(bar2.region());
-        let irq = IrqLines::new(model.msix_vectors);
+        let irq = IrqLines::new(model.msix_vectors, model.msi);
         Ok(Arc::new(Shared {
             status: AtomicU32::new(0),
             error_code: AtomicU32::new(0),

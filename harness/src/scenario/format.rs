@@ -40,7 +40,8 @@ pub struct Scenario {
     /// Each verifies on the host every byte written to it against a card's stream.
     #[serde(default)]
     pub disks: Vec<DiskSpec>,
-    /// Load the driver (`acq.ko`) before the steps run.
+    /// Load the driver (`acq.ko`) before the steps run. With cards it is in the guest
+    /// either way, at /lib/modules/acq.ko, for an `exec` step to load.
     #[serde(default = "yes")]
     pub load_driver: bool,
     /// The workload, run in order.
@@ -151,6 +152,10 @@ pub struct CardSpec {
     /// Number of MSI-X vectors: 4..256, or 0 for a card without MSI-X (MSI only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msix_vectors: Option<u16>,
+    /// false: the card has no MSI capability. With `msix_vectors` 0 as well it cannot
+    /// interrupt at all, and probe must refuse it with a clear message (a fault at probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msi: Option<bool>,
     /// Depth of the card's FIFO in bytes: how much it buffers while the host posts no buffers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fifo_depth: Option<Size>,
@@ -561,10 +566,10 @@ pub struct FaultSpec {
     /// Which capture disk, for the `disk_*` faults.
     #[serde(default)]
     pub disk: usize,
-    /// When: `{"time_ms": N}` after the first step starts, or `{"bytes": N}` when the card's
+    /// When: `{"time_ms": N}` after the first step starts, `{"bytes": N}` when the card's
     /// stream reaches that offset (for a playback fault: when the card received that many
-    /// bytes).
-    pub at: At,
+    /// bytes), or `{"step": N}` just before step N (counted from 0) starts.
+    pub at: FaultAt,
     /// What (docs/faults.md says what the driver does about each).
     pub inject: Fault,
     /// The card channel it hits: `capture` (default) or `playback` (dma_error,
@@ -599,6 +604,19 @@ pub enum At {
     TimeMs(u64),
     /// When the card has produced this many bytes of its stream.
     Bytes(Size),
+}
+
+/// When a fault fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum FaultAt {
+    /// Milliseconds after the steps start.
+    TimeMs(u64),
+    /// When the card has produced this many bytes of its stream.
+    Bytes(Size),
+    /// Just before step N (counted from 0) starts, after every step before it ended (and
+    /// before the driver is loaded again by an `exec`, say): a fault at probe or remove.
+    Step(usize),
 }
 
 /// How a completion lies (the `bad_completion` fault).
@@ -1541,7 +1559,18 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
             .fold(0u64, u64::saturating_add)
     };
     for (i, f) in sc.faults.iter().enumerate() {
-        if let (At::Bytes(b), false, false) = (f.at, any_exec, f.inject.is_disk()) {
+        if let FaultAt::Step(n) = f.at {
+            if n >= sc.steps.len() {
+                return err(
+                    &format!("faults[{i}].at.step"),
+                    format!(
+                        "step {n} does not exist (steps 0..{}): the fault would never fire",
+                        sc.steps.len()
+                    ),
+                );
+            }
+        }
+        if let (FaultAt::Bytes(b), false, false) = (f.at, any_exec, f.inject.is_disk()) {
             let total = moved(f.card, f.channel);
             if b.0 >= total {
                 let what = match f.channel {
@@ -1814,7 +1843,7 @@ mod tests {
                        "counters": {"card0.errors": {"min": 1, "max": 1}}}
         }"#;
         let sc = parse(text, "t.json").unwrap();
-        assert_eq!(sc.faults[0].at, At::Bytes(Size(256 << 20)));
+        assert_eq!(sc.faults[0].at, FaultAt::Bytes(Size(256 << 20)));
         assert_eq!(sc.faults[0].inject, Fault::DmaError { count: 1 });
         assert_eq!(sc.faults[1].inject, Fault::Hang);
         assert_eq!(sc.vm.accel, AccelChoice::Tcg);
@@ -2033,6 +2062,24 @@ mod tests {
         ] {
             assert!(parse(ok, "t.json").is_ok(), "{ok}");
         }
+    }
+
+    #[test]
+    fn a_fault_at_a_step_names_one_that_exists() {
+        let steps = r#""steps": [{"exec": {"cmd": "rmmod acq"}}, {"exec": {"cmd": "insmod x"}}]"#;
+        let sc = parse(
+            &format!(r#"{{{steps}, "faults": [{{"at": {{"step": 1}}, "inject": "hang"}}]}}"#),
+            "t.json",
+        )
+        .expect("a fault before step 1 of 2");
+        assert_eq!(sc.faults[0].at, FaultAt::Step(1));
+        let e = error_of(&format!(
+            r#"{{{steps}, "faults": [{{"at": {{"step": 2}}, "inject": "hang"}}]}}"#
+        ));
+        assert!(
+            e.contains("faults[0].at.step") && e.contains("step 2 does not exist"),
+            "{e}"
+        );
     }
 
     #[test]

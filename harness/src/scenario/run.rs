@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::format::{
-    counter_key, At, CardSpec, Channel, CounterOf, DeviceSettings, Expect, Fault, FaultSpec,
+    counter_key, CardSpec, Channel, CounterOf, DeviceSettings, Expect, Fault, FaultAt, FaultSpec,
     PlayMode, PlaySource, PlayStep, Scenario, Sink, Size, Step, StreamStep,
 };
 use crate::accel::AccelChoice;
@@ -167,7 +167,9 @@ fn run_inner(
     let paths = &paths.with_kernel(opts.kernel_flavor.unwrap_or(sc.vm.kernel))?;
     res.kernel = paths.kernel_flavor.to_string();
     let mut modules = Vec::new();
-    if sc.load_driver {
+    // In the guest whenever there is a card: a scenario that loads it itself (a probe
+    // that must fail) finds it at /lib/modules/acq.ko.
+    if sc.load_driver || !sc.cards.is_empty() {
         let ko = opts.driver.clone().unwrap_or_else(|| paths.driver_module());
         if !ko.exists() {
             bail!(
@@ -250,6 +252,10 @@ fn run_inner(
         });
         let kmemleak = paths.kernel_flavor == KernelFlavor::Debug;
         check_after_unload(&mut vm, &dmesg, &sc.expect, dir, deadline, kmemleak, res)?;
+    } else if paths.kernel_flavor == KernelFlavor::Debug {
+        // A scenario that loads the driver itself (a probe that must fail, say) is
+        // checked for leaks all the same: a failed probe's error path is where they hide.
+        check_after_unload(&mut vm, &dmesg, &sc.expect, dir, deadline, true, res)?;
     }
     vm.shutdown(Duration::from_secs(60).min(remaining(deadline).max(Duration::from_secs(5))))?;
     Ok(())
@@ -360,6 +366,9 @@ fn model_config(c: &CardSpec) -> Value {
     if let Some(s) = c.fifo_depth {
         v.insert("fifo_depth".into(), json!(s.0));
     }
+    if let Some(m) = c.msi {
+        v.insert("msi".into(), json!(m));
+    }
     Value::Object(v)
 }
 
@@ -371,12 +380,12 @@ fn run_steps(
     vm: &mut Vm,
     res: &mut ScenarioResult,
 ) -> Result<()> {
+    // On the debug flavor: what the kernel leaked while booting is not the run's.
+    vm.sh_ok(
+        &crate::dmesg::kmemleak_baseline_cmd(),
+        Duration::from_secs(120),
+    )?;
     if sc.load_driver {
-        // On the debug flavor: what the kernel leaked while booting is not the run's.
-        vm.sh_ok(
-            &crate::dmesg::kmemleak_baseline_cmd(),
-            Duration::from_secs(120),
-        )?;
         vm.sh_ok("insmod /lib/modules/acq.ko", Duration::from_secs(60))?;
         for i in 0..sc.cards.len() {
             vm.sh_ok(
@@ -387,10 +396,20 @@ fn run_steps(
     }
     let controls: Vec<PathBuf> = vm.models.iter().map(|m| m.control.clone()).collect();
     let disks: Vec<PathBuf> = vm.sinks.iter().map(|s| s.control.clone()).collect();
+    // Faults at a step are injected by this thread, between the steps; the rest by the
+    // timeline, beside them.
+    let (at_step, timed): (Vec<FaultSpec>, Vec<FaultSpec>) = sc
+        .faults
+        .iter()
+        .cloned()
+        .partition(|f| matches!(f.at, FaultAt::Step(_)));
+    let mut step_conns: Vec<Option<ModelControl>> = controls.iter().map(|_| None).collect();
+    let mut step_fired: Vec<Value> = Vec::new();
+    let t0 = Instant::now();
     let timeline = Timeline::start(
-        sc.faults.clone(),
-        controls,
-        disks,
+        timed,
+        controls.clone(),
+        disks.clone(),
         vm.guest(),
         dir.to_path_buf(),
     );
@@ -405,6 +424,22 @@ fn run_steps(
                     "scenario time limit ({} s) reached before step {i}",
                     sc.timeout_s
                 );
+            }
+            for f in at_step.iter().filter(|f| f.at == FaultAt::Step(i)) {
+                let transcript = dir.join("control.log");
+                let r = if f.inject.is_disk() {
+                    inject_disk(&disks, f, &transcript)
+                } else {
+                    inject(&mut step_conns, &controls, f, &vm.guest(), &transcript)
+                };
+                r.with_context(|| {
+                    format!(
+                        "injecting {} on card {} before step {i}",
+                        f.inject.name(),
+                        f.card
+                    )
+                })?;
+                step_fired.push(fired_record(f, t0.elapsed().as_millis() as u64, None));
             }
             match step {
                 Step::Stream(st) => {
@@ -481,7 +516,8 @@ fn run_steps(
             (Err(e), false) => r = r.context(format!("(a background step failed too: {e:#})")),
         }
     }
-    let (fired, unfired, errors) = timeline.stop();
+    let (mut fired, unfired, errors) = timeline.stop();
+    fired.extend(step_fired);
     res.faults_fired = fired;
     for f in unfired.into_iter().filter(|_| sc.expect.all_faults_fire) {
         res.checks.push(Check {
@@ -1320,8 +1356,10 @@ fn timeline_thread(
         let mut produced: BTreeMap<usize, u64> = BTreeMap::new();
         for (idx, f) in pending.iter().enumerate() {
             let due = match f.at {
-                At::TimeMs(ms) => t0.elapsed() >= Duration::from_millis(ms),
-                At::Bytes(b) => {
+                FaultAt::TimeMs(ms) => t0.elapsed() >= Duration::from_millis(ms),
+                // Injected by the step loop, never given to the timeline.
+                FaultAt::Step(_) => false,
+                FaultAt::Bytes(b) => {
                     // Capture faults follow the bytes the card delivered, playback faults
                     // the bytes it received.
                     let (key, name) = match f.channel {
@@ -1354,14 +1392,16 @@ fn timeline_thread(
             if let Ok(mut s) = state.lock() {
                 s.pending.retain(|p| p != f);
                 match r {
-                    Ok(()) => s.fired.push(json!({
-                        "fault": f.inject.name(), "card": f.card, "at_ms": when,
-                        "channel": f.channel,
-                        "at_bytes": produced.get(&match f.channel {
-                            Channel::Capture => f.card,
-                            Channel::Playback => f.card + 1000,
-                        }),
-                    })),
+                    Ok(()) => s.fired.push(fired_record(
+                        f,
+                        when,
+                        produced
+                            .get(&match f.channel {
+                                Channel::Capture => f.card,
+                                Channel::Playback => f.card + 1000,
+                            })
+                            .copied(),
+                    )),
                     Err(e) => s.errors.push(format!(
                         "injecting {} on card {}: {e:#}",
                         f.inject.name(),
@@ -1374,6 +1414,19 @@ fn timeline_thread(
         }
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// What the result says of a fault that fired `when` ms after the steps started (at
+/// stream offset `at_bytes`, for a fault that waited for one).
+fn fired_record(f: &FaultSpec, when: u64, at_bytes: Option<u64>) -> Value {
+    let mut v = json!({
+        "fault": f.inject.name(), "card": f.card, "at_ms": when, "channel": f.channel,
+        "at_bytes": at_bytes,
+    });
+    if let (FaultAt::Step(n), Some(o)) = (f.at, v.as_object_mut()) {
+        o.insert("at_step".into(), json!(n));
+    }
+    v
 }
 
 /// A capture-disk fault, through the sink's control socket (docs/sink.md).
