@@ -121,6 +121,28 @@ impl PciFunction {
         unsafe { bindings::pci_device_is_present(self.raw()) }
     }
 
+    /// The identity config space shows now, `(vendor | device << 16, class code)`, if it
+    /// is not the one the PCI core enumerated (and probe bound); `None` if unchanged.
+    /// After a reset, a function that came back as something else is not the card we
+    /// drive (the kernel's pciehp treats a device replaced during suspend the same way).
+    /// A raw read: the `ConfigSpace` view needs a `Device<Bound>`, which the watchdog that
+    /// asks does not hold.
+    pub(crate) fn changed_identity(&self) -> Option<(u32, u32)> {
+        let raw = self.raw();
+        let (mut ids, mut class) = (u32::MAX, u32::MAX);
+        // SAFETY: `raw()` is a valid `struct pci_dev`, kept alive by the `ARef`; the
+        // out-pointers are live locals (a failed read leaves all-ones, as a removed card).
+        unsafe {
+            bindings::pci_read_config_dword(raw, 0x00, &mut ids);
+            bindings::pci_read_config_dword(raw, 0x08, &mut class);
+        }
+        // SAFETY: as above; `vendor`, `device` and `class` are set at enumeration and
+        // not written while a driver is bound.
+        let (v, d, c) = unsafe { ((*raw).vendor, (*raw).device, (*raw).class) };
+        let now = (ids, class >> 8);
+        (now != (u32::from(v) | u32::from(d) << 16, c)).then_some(now)
+    }
+
     /// Clears Bus Master Enable: the function can no longer write to memory.
     pub(crate) fn clear_master(&self) {
         // SAFETY: `raw()` is a valid `struct pci_dev`, kept alive by the `ARef`.

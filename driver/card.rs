@@ -101,7 +101,21 @@ impl Card {
         self.sleepers.wake(&self.wait);
         self.pb_sleepers.wake(&self.pb_wait);
         let ret = self.pdev.try_reset();
-        let alive = self.alive();
+        let mut alive = self.alive();
+        let changed = if ret == 0 {
+            self.pdev.changed_identity()
+        } else {
+            None
+        };
+        if let Some((ids, class)) = changed {
+            pr_err!(
+                "acq{}: after the function reset config space names another device (IDs {:#010x}, class {:#08x}): not the card probe bound, treated as gone\n",
+                self.index,
+                ids,
+                class
+            );
+            alive = false;
+        }
         self.resetting.store(false, Relaxed);
         pr_warn!(
             "acq{}: card did not answer after a soft reset; function reset: {}, card {}\n",
@@ -114,7 +128,8 @@ impl Card {
         // `-EAGAIN`: the device lock was taken (an unbind, say): try again next tick.
         g.flr_due = ret != 0 && !alive && !g.removed;
         if !alive && ret == 0 {
-            // The reset ran and the card still does not answer: gone for good.
+            // The reset ran and the card still does not answer, or came back as another
+            // device: gone for good.
             g.removed = true;
         }
         self.sleepers.wake(&self.wait);

@@ -63,6 +63,8 @@ pub(super) struct PbInner {
     /// splice_write a later step of the same sendfile()?).
     pub(super) splice_task: usize,
     pub(super) splice_pos: i64,
+    /// `head` at the watchdog's last period (`pb_watchdog_tick`).
+    wd_head: u32,
 }
 
 impl PbInner {
@@ -85,6 +87,7 @@ impl PbInner {
             writer_busy: false,
             splice_task: 0,
             splice_pos: 0,
+            wd_head: 0,
         }
     }
 
@@ -246,20 +249,38 @@ impl Card {
             let Some(hw) = g.hw.as_mut() else {
                 return;
             };
-            let Some(c) = hw.completion(head, log2) else {
-                break;
-            };
             let slot = regs::ring::slot(head, log2) as usize;
+            let c = match hw.completion(head, log2) {
+                Some(c) => Some(c),
+                None if hw.head_lost(head, log2) => {
+                    // Passed by the card but never written (a stale phase): waiting for
+                    // it would fill the ring and keep the writer waiting for ever. Taken
+                    // as an error, and re-phased so that it cannot pass for the next
+                    // lap's record before the card writes that one.
+                    pr_warn!(
+                        "acq{}-out: completion {} was passed by the card but never written: skipped\n",
+                        self.index,
+                        head
+                    );
+                    hw.unmark(head, log2);
+                    None
+                }
+                None => break,
+            };
             // The card finished reading this slot's buffer: a held pipe page goes back.
             if let Some(h) = hw.held.get_mut(slot) {
                 *h = None;
             }
             g.head = head.wrapping_add(1);
-            if c.is_error() || usize::from(c.id) != slot {
+            // A completion that cannot be true is an error too: another slot's id, or a
+            // length other than the block the card was given (it reads whole blocks).
+            let Some(c) = c.filter(|c| {
+                !c.is_error() && usize::from(c.id) == slot && c.length == g.cfg.block_size
+            }) else {
                 g.stats.errors += 1;
                 g.err = g.err.saturating_add(1);
                 continue;
-            }
+            };
             g.stats.blocks += 1;
             if c.flags & regs::pb_comp::F_UNDERRUN != 0 {
                 g.stats.underruns += 1;

@@ -27,8 +27,18 @@ impl WorkItem for Card {
 }
 
 impl Card {
-    /// One watchdog period. Returns false when the watchdog must not run again.
+    /// One watchdog period, for both channels. Returns false when the watchdog must not
+    /// run again.
     pub(crate) fn watchdog_tick(&self) -> bool {
+        let again = self.capture_watchdog_tick();
+        if again {
+            self.pb_watchdog_tick();
+        }
+        again
+    }
+
+    /// The capture half of a watchdog period. Returns false once the card is removed.
+    fn capture_watchdog_tick(&self) -> bool {
         let mut g = self.inner.lock();
         if g.removed {
             return false;

@@ -6,6 +6,7 @@
 //! the caller, which resets the function.
 
 use crate::config::ModelConfig;
+use crate::faults::ConfigChange;
 use crate::regs::{bar, msix, pci};
 
 /// Effects of a configuration write that the device must act on.
@@ -204,6 +205,41 @@ impl ConfigSpace {
         Ok(effect)
     }
 
+    /// The `config_change` fault: config space changes under the driver, and stays so
+    /// after a reset (the card's power-on state changed with it).
+    pub fn change(&mut self, what: ConfigChange) {
+        for d in [&mut *self.data, &mut *self.reset_data] {
+            match what {
+                ConfigChange::Ids => {
+                    for off in [hdr::VENDOR_ID, hdr::DEVICE_ID] {
+                        d[off] = !d[off];
+                        d[off + 1] = !d[off + 1];
+                    }
+                }
+                ConfigChange::Class => {
+                    d[hdr::CLASS_CODE..hdr::CLASS_CODE + 3].copy_from_slice(&[0x00, 0x00, 0x02])
+                }
+                ConfigChange::CapList => {
+                    let p = usize::from(pci::CAP_PCIE_OFFSET);
+                    d[p + 1] = pci::CAP_PCIE_OFFSET;
+                }
+                ConfigChange::BarSize => {}
+            }
+        }
+        if what == ConfigChange::BarSize {
+            // Sizing reads back the writable bits: one fewer is twice the size.
+            let bar2 = hdr::BAR0 + 4 * bar::BAR2_INDEX as usize;
+            let mask = u32::from_le_bytes([
+                self.wmask[bar2],
+                self.wmask[bar2 + 1],
+                self.wmask[bar2 + 2],
+                self.wmask[bar2 + 3],
+            ]);
+            let wider = mask << 1;
+            self.wmask[bar2..bar2 + 4].copy_from_slice(&wider.to_le_bytes());
+        }
+    }
+
     /// Returns every register to its reset value (FLR).
     pub fn reset(&mut self) {
         *self.data = *self.reset_data;
@@ -289,6 +325,21 @@ mod tests {
             0,
             "no MSI capability left where nothing points to it"
         );
+    }
+
+    #[test]
+    fn a_config_change_survives_a_reset() {
+        let mut c = ConfigSpace::new(&ModelConfig::default());
+        let ids = r32(&c, 0);
+        c.change(ConfigChange::Ids);
+        c.change(ConfigChange::Class);
+        c.change(ConfigChange::CapList);
+        c.reset();
+        assert_eq!(r32(&c, 0), !ids);
+        assert_eq!(r32(&c, 8) >> 8, 0x02_0000);
+        // The list now loops at the PCI Express capability: a walker needs its bound.
+        let p = usize::from(pci::CAP_PCIE_OFFSET);
+        assert_eq!(usize::from(c.data[p + 1]), p);
     }
 
     #[test]

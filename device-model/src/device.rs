@@ -160,6 +160,13 @@ impl Device {
                 }
                 Ok(())
             }
+            Fault::ConfigChange(what) => {
+                self.config
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .change(what);
+                Ok(())
+            }
             Fault::IrqStorm { vector, rate, ms } => {
                 self.check_vector(vector)?;
                 // One storm per vector at a time: a client cannot pile up threads.

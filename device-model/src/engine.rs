@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use crate::dma::{DmaFault, MemView};
-use crate::faults::{Action, Lie, Site};
+use crate::faults::{Action, Site};
 use crate::pattern::Generator;
 use crate::regs::{self, bar2, comp, desc, err, event, irq, ring, status, Completion, Descriptor};
 use crate::shared::Shared;
@@ -917,24 +917,12 @@ impl Session {
 
     /// The `bad_completion` fault: completion `c` of a block of `b` bytes, as the fault
     /// says the card reports it (the block itself was written correctly).
-    fn maybe_lie(&self, mut c: Completion, b: u32) -> Completion {
+    fn maybe_lie(&self, c: Completion, b: u32) -> Completion {
         let Action::Lie(lie) = self.shared.faults.hook(Site::CompletionBody) else {
             return c;
         };
         debug!(?lie, id = c.id, "completion lies");
-        match lie {
-            Lie::ZeroLength => c.length = 0,
-            Lie::Short => c.length = (b / 2) & !7,
-            Lie::Long => c.length = b.saturating_mul(2),
-            Lie::UnknownId => c.id ^= 0x8000,
-            Lie::DuplicateId => c.id = self.last_id,
-            Lie::StalePhase => c.flags ^= comp::F_PHASE,
-            Lie::AbsurdLost => {
-                c.flags |= comp::F_OVERFLOW;
-                c.lost_bytes = u64::MAX;
-            }
-        }
-        c
+        lie.apply(c, b, self.last_id, comp::F_OVERFLOW)
     }
 
     /// Writes completion `c` into ring slot `slot`: body, RELEASE, tail dword.

@@ -49,6 +49,12 @@ pub enum Site {
     NeedDoorbell,
     /// The capture engine publishes the event page's `cons` after a completion.
     EventCons,
+    /// Playback: the engine fills in a completion: it may lie about it.
+    PbCompletionBody,
+    /// Playback: the engine found no buffer and publishes `need_doorbell`.
+    PbNeedDoorbell,
+    /// Playback: the engine publishes the playback event area's `cons`.
+    PbEventCons,
 }
 
 /// The channel a fault applies to (`"channel"` in the control protocol).
@@ -124,6 +130,31 @@ impl Lie {
         Lie::AbsurdLost,
     ];
 
+    /// Completion `c` of a block of `block` bytes, as this lie reports it; `last_id` is
+    /// the id of the channel's previous completion, `lost_flag` the flag that goes with
+    /// `lost_bytes` on the channel (OVERFLOW for capture, UNDERRUN for playback).
+    pub fn apply(
+        self,
+        mut c: crate::regs::Completion,
+        block: u32,
+        last_id: u16,
+        lost_flag: u16,
+    ) -> crate::regs::Completion {
+        match self {
+            Lie::ZeroLength => c.length = 0,
+            Lie::Short => c.length = (block / 2) & !7,
+            Lie::Long => c.length = block.saturating_mul(2),
+            Lie::UnknownId => c.id ^= 0x8000,
+            Lie::DuplicateId => c.id = last_id,
+            Lie::StalePhase => c.flags ^= crate::regs::comp::F_PHASE,
+            Lie::AbsurdLost => {
+                c.flags |= lost_flag;
+                c.lost_bytes = u64::MAX;
+            }
+        }
+        c
+    }
+
     /// The control-protocol name.
     pub fn name(self) -> &'static str {
         match self {
@@ -146,6 +177,56 @@ impl Lie {
                 let known: Vec<_> = Lie::ALL.iter().map(|l| l.name()).collect();
                 format!(
                     "unknown completion lie `{name}` (known: {})",
+                    known.join(", ")
+                )
+            })
+    }
+}
+
+/// How config space changes under the driver (the `config_change` fault). The change
+/// is the card's new power-on state too: a function reset keeps it, as firmware that
+/// rewrote its own configuration would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigChange {
+    /// Vendor and device ID become their bitwise complements.
+    Ids,
+    /// The class code becomes 0x020000 (an Ethernet controller).
+    Class,
+    /// The PCI Express capability's next pointer points at itself: a loop.
+    CapList,
+    /// BAR2 sizes as twice as large.
+    BarSize,
+}
+
+impl ConfigChange {
+    /// Every kind.
+    pub const ALL: [ConfigChange; 4] = [
+        ConfigChange::Ids,
+        ConfigChange::Class,
+        ConfigChange::CapList,
+        ConfigChange::BarSize,
+    ];
+
+    /// The control-protocol name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigChange::Ids => "ids",
+            ConfigChange::Class => "class",
+            ConfigChange::CapList => "cap_list",
+            ConfigChange::BarSize => "bar_size",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn parse(name: &str) -> Result<ConfigChange, String> {
+        ConfigChange::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = ConfigChange::ALL.iter().map(|c| c.name()).collect();
+                format!(
+                    "unknown config change `{name}` (known: {})",
                     known.join(", ")
                 )
             })
@@ -197,6 +278,18 @@ pub enum Fault {
     /// Playback: the playback engine makes no progress for this many milliseconds (the
     /// output keeps playing, so it may underrun).
     PbStall(u64),
+    /// Playback: the next `count` times the engine runs out of buffers it sleeps until
+    /// a PB_DOORBELL but leaves `need_doorbell` (playback event area and PB_STATUS) at 0.
+    PbDoorbellLie(u64),
+    /// Playback: the next `count` publications of the playback `cons` are 2^31 off.
+    PbConsLie(u64),
+    /// Playback: the next `count` completions lie (`kind`).
+    PbBadCompletion {
+        /// How.
+        kind: Lie,
+        /// How many completions.
+        count: u64,
+    },
     /// The next `count` stops of the capture engine leave STATUS.RUNNING at 1 for `ms`
     /// milliseconds after the engine stopped (the spec allows up to 10 ms).
     SlowStop {
@@ -220,6 +313,8 @@ pub enum Fault {
         /// How many completions.
         count: u64,
     },
+    /// Config space changes at once (`kind`); not a pending fault.
+    ConfigChange(ConfigChange),
 }
 
 /// The parameters of an `inject` request (absent ones are `None`).
@@ -262,10 +357,16 @@ impl Fault {
                 "corrupt_data" => Fault::PbCorruptData(count()),
                 "drop_irq" => Fault::PbDropIrq(count()),
                 "stall" => Fault::PbStall(stall_ms(ms)?),
+                "doorbell_lie" => Fault::PbDoorbellLie(count()),
+                "cons_lie" => Fault::PbConsLie(count()),
+                "bad_completion" => Fault::PbBadCompletion {
+                    kind: lie_kind(a.kind)?,
+                    count: count(),
+                },
                 other => {
                     return Err(format!(
                         "fault `{other}` has no playback form (playback: dma_error, \
-                         corrupt_data, drop_irq, stall)"
+                         corrupt_data, drop_irq, stall, doorbell_lie, cons_lie, bad_completion)"
                     ))
                 }
             });
@@ -309,13 +410,7 @@ impl Fault {
             }
             "stall" => Fault::Stall(stall_ms(ms)?),
             "bad_completion" => Fault::BadCompletion {
-                kind: Lie::parse(a.kind.ok_or_else(|| {
-                    let known: Vec<_> = Lie::ALL.iter().map(|l| l.name()).collect();
-                    format!(
-                        "`bad_completion` needs a string `kind` ({})",
-                        known.join(", ")
-                    )
-                })?)?,
+                kind: lie_kind(a.kind)?,
                 count: count(),
             },
             "slow_stop" => Fault::SlowStop {
@@ -331,17 +426,37 @@ impl Fault {
             "overflow" => Fault::Overflow(count()),
             "doorbell_lie" => Fault::DoorbellLie(count()),
             "cons_lie" => Fault::ConsLie(count()),
+            "config_change" => {
+                Fault::ConfigChange(ConfigChange::parse(a.kind.ok_or_else(|| {
+                    let known: Vec<_> = ConfigChange::ALL.iter().map(|c| c.name()).collect();
+                    format!(
+                        "`config_change` needs a string `kind` ({})",
+                        known.join(", ")
+                    )
+                })?)?)
+            }
             "hang" => Fault::Hang,
             "bad_register_reads" => Fault::BadRegisterReads(count()),
             other => {
                 return Err(format!(
                 "unknown fault `{other}` (known: dma_error, corrupt_data, drop_irq, spurious_irq, \
                      irq_storm, stall, slow_stop, overflow, doorbell_lie, cons_lie, hang, \
-                     bad_register_reads, bad_completion)"
+                     bad_register_reads, bad_completion, config_change)"
             ))
             }
         })
     }
+}
+
+/// The `kind` of a `bad_completion`.
+fn lie_kind(kind: Option<&str>) -> Result<Lie, String> {
+    Lie::parse(kind.ok_or_else(|| {
+        let known: Vec<_> = Lie::ALL.iter().map(|l| l.name()).collect();
+        format!(
+            "`bad_completion` needs a string `kind` ({})",
+            known.join(", ")
+        )
+    })?)
 }
 
 /// How far beyond the real index a `cons_lie` publishes `cons`: half the index space,
@@ -409,6 +524,14 @@ pub struct Pending {
     pub doorbell_lie: u64,
     /// `cons` publications still to skew.
     pub cons_lie: u64,
+    /// Playback doorbell waits still to hide.
+    pub pb_doorbell_lie: u64,
+    /// Playback `cons` publications still to skew.
+    pub pb_cons_lie: u64,
+    /// Playback completions still to lie.
+    pub pb_bad_completion: u64,
+    /// How they lie.
+    pub pb_bad_completion_kind: Option<Lie>,
 }
 
 impl Pending {
@@ -453,6 +576,15 @@ impl FaultPlan {
             Fault::PbCorruptData(n) => p.pb_corrupt_data += n,
             Fault::PbDropIrq(n) => p.pb_drop_irq += n,
             Fault::PbStall(ms) => p.pb_stall_ms = p.pb_stall_ms.max(ms),
+            Fault::PbDoorbellLie(n) => p.pb_doorbell_lie += n,
+            Fault::PbConsLie(n) => p.pb_cons_lie += n,
+            Fault::PbBadCompletion { kind, count } => {
+                if p.pb_bad_completion_kind != Some(kind) {
+                    p.pb_bad_completion = 0;
+                }
+                p.pb_bad_completion += count;
+                p.pb_bad_completion_kind = Some(kind);
+            }
             Fault::SlowStop { ms, count } => {
                 p.slow_stop += count;
                 p.slow_stop_ms = ms;
@@ -467,6 +599,7 @@ impl FaultPlan {
             }
             Fault::SpuriousIrq { .. } => return Err("spurious_irq is not a pending fault".into()),
             Fault::IrqStorm { .. } => return Err("irq_storm is not a pending fault".into()),
+            Fault::ConfigChange(_) => return Err("config_change is not a pending fault".into()),
         }
         self.armed.store(p.any(), Ordering::Release);
         Ok(())
@@ -527,7 +660,13 @@ impl FaultPlan {
                 | Site::PbDescFetch
                 | Site::PbDataRead
                 | Site::PbCompletionWrite => Action::Fail,
-                Site::Source | Site::Stop | Site::NeedDoorbell | Site::EventCons => Action::Proceed,
+                Site::Source
+                | Site::Stop
+                | Site::NeedDoorbell
+                | Site::EventCons
+                | Site::PbCompletionBody
+                | Site::PbNeedDoorbell
+                | Site::PbEventCons => Action::Proceed,
             }
         } else {
             match site {
@@ -550,6 +689,15 @@ impl FaultPlan {
                     Action::Lie(kind)
                 }
                 Site::NeedDoorbell if take(&mut p.doorbell_lie) => Action::Conceal,
+                Site::PbNeedDoorbell if take(&mut p.pb_doorbell_lie) => Action::Conceal,
+                Site::PbEventCons if take(&mut p.pb_cons_lie) => Action::Skew(CONS_LIE_SKEW),
+                Site::PbCompletionBody if take(&mut p.pb_bad_completion) => {
+                    let kind = p.pb_bad_completion_kind.unwrap_or(Lie::ZeroLength);
+                    if p.pb_bad_completion == 0 {
+                        p.pb_bad_completion_kind = None;
+                    }
+                    Action::Lie(kind)
+                }
                 Site::EventCons if take(&mut p.cons_lie) => Action::Skew(CONS_LIE_SKEW),
                 Site::PbDataRead if take(&mut p.pb_dma_error) => Action::Fail,
                 Site::PbDataRead if take(&mut p.pb_corrupt_data) => Action::Corrupt,

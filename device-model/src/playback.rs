@@ -94,6 +94,8 @@ struct PbSession {
     n: u32,
     /// Completions written (= next descriptor index).
     k: u32,
+    /// The id of the last completion written (the `duplicate_id` lie repeats it).
+    last_id: u16,
     /// Last producer index read from the event area.
     prod: u32,
     gen: Generator,
@@ -129,6 +131,7 @@ impl PbSession {
         PbSession {
             n: ring::entries(cfg.ring_log2),
             k: 0,
+            last_id: u16::MAX,
             prod: 0,
             gen: Generator::new(cfg.pattern, cfg.seed),
             stream_off: 0,
@@ -427,6 +430,9 @@ impl PbSession {
     }
 
     fn set_need_doorbell(&mut self, v: &MemView, on: bool) -> Result<(), Halt> {
+        // The `doorbell_lie` fault: the flag stays 0 while the engine sleeps for a
+        // PB_DOORBELL all the same.
+        let on = on && self.shared.faults.hook(Site::PbNeedDoorbell) != Action::Conceal;
         if on {
             self.shared
                 .pb
@@ -544,6 +550,16 @@ impl PbSession {
                 flags: comp::error_flags(phase, code),
             },
         };
+        // The `bad_completion` fault: the block was received and checked as it was; only
+        // what the completion tells the host lies.
+        let c = match (error, self.shared.faults.hook(Site::PbCompletionBody)) {
+            (None, Action::Lie(lie)) => {
+                debug!(?lie, id = c.id, "playback completion lies");
+                lie.apply(c, b, self.last_id, pb_comp::F_UNDERRUN)
+            }
+            _ => c,
+        };
+        self.last_id = d.id;
         self.write_completion(v, slot, &c)?;
         if error.is_none() {
             self.accept(c.flags & pb_comp::F_MISMATCH != 0, now);
@@ -554,7 +570,12 @@ impl PbSession {
             bump(&self.shared.stats.pb_error_completions, 1);
         }
         self.k = self.k.wrapping_add(1);
-        self.ev_store(v, pb_event::OFF_CONS, self.k, Ordering::Release)?;
+        // The `cons_lie` fault: an index far outside the ring; the completion is true.
+        let cons = match self.shared.faults.hook(Site::PbEventCons) {
+            Action::Skew(d) => self.k.wrapping_add(d),
+            _ => self.k,
+        };
+        self.ev_store(v, pb_event::OFF_CONS, cons, Ordering::Release)?;
         self.shared.pb.dev_cons.store(self.k, Ordering::Relaxed);
         if let Some(code) = error {
             debug!(code, slot, "playback error completion");

@@ -173,6 +173,30 @@ impl PbHw {
         completions::read(&self.comp, 0, k, log2)
     }
 
+    /// True if the card's `cons` (playback event area) is past ring index `k` while the
+    /// record there still carries the previous lap's phase: a completion the card lied
+    /// about or lost (as capture's `Card::head_lost`). A `cons` more than a ring ahead
+    /// is a lie of its own and proves nothing.
+    pub(super) fn head_lost(&self, k: u32, log2: u32) -> bool {
+        let cons = self.event.read32(regs::pb_event::OFF_CONS);
+        let ahead = cons.wrapping_sub(k);
+        if ahead == 0 || ahead > regs::ring::entries(log2) {
+            return false;
+        }
+        // ACQUIRE: the card writes a record before it publishes `cons` past it.
+        dma_mb(Read);
+        self.completion(k, log2).is_none()
+    }
+
+    /// Makes the record of ring index `k` read as unwritten for the next lap (its tail
+    /// dword gets `k`'s own phase), before its slot goes back to the card.
+    pub(super) fn unmark(&self, k: u32, log2: u32) {
+        let off = regs::ring::slot(k, log2) as usize * regs::comp::SIZE
+            + regs::comp::OFF_TAIL_DWORD;
+        self.comp
+            .write32(off, u32::from(regs::ring::phase(k, log2)) << 16);
+    }
+
     pub(super) fn write_desc(&self, slot: usize, addr: u64, len: u32) {
         let base = slot * regs::desc::SIZE;
         self.desc.write64(base + regs::desc::OFF_ADDR, addr);

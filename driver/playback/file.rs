@@ -58,6 +58,28 @@ impl Card {
         }
     }
 
+    /// The playback half of a watchdog period. A card asleep with blocks posted and no
+    /// completion for a whole period may wait for a PB_DOORBELL it never asked for (a
+    /// `need_doorbell` it did not publish: a writer that trusts the flag never rings,
+    /// fills the ring and waits for ever, and so does a poller). An extra doorbell is
+    /// harmless (docs/device.md section 8): ring it, and wake the writers to look again.
+    pub(crate) fn pb_watchdog_tick(&self) {
+        let mut g = self.pb.lock();
+        if g.removed || !g.running {
+            return;
+        }
+        self.pb_reap(&mut g);
+        let (head, still) = (g.head, g.head == g.wd_head);
+        g.wd_head = head;
+        if !still || g.published == g.head {
+            // Progress, or nothing given to the card: the writer is the slow one.
+            return;
+        }
+        let _ = self.with_regs(|r| r.wr(regs::reg::PB_DOORBELL, 1));
+        drop(g);
+        self.pb_sleepers.wake(&self.pb_wait);
+    }
+
     pub(crate) fn pb_poll(&self, file: &File, table: &PollTable<'_>) -> c_uint {
         table.register_wait(file, &self.pb_wait);
         let mut g = self.pb.lock();

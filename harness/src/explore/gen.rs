@@ -13,6 +13,30 @@ use crate::scenario::{parse, Scenario};
 
 /// A fault a card survives with nothing fatal, and whether it corrupts data. `msi`: the
 /// card has no MSI-X (one vector, 0).
+/// A fault of the playback channel (docs/faults.md, "The playback channel"). None
+/// corrupts what the card verifies: a failed read loses its block, and the card checks
+/// every other at its own offset.
+fn playback_fault(r: &mut Rng) -> Value {
+    match r.below(5) {
+        0 => json!({"dma_error": {"count": r.range(1, 2)}}),
+        1 => json!({"drop_irq": {"count": r.range(1, 4)}}),
+        2 => json!({"doorbell_lie": {"count": r.range(1, 3)}}),
+        3 => json!({"cons_lie": {"count": r.range(1, 3)}}),
+        _ => {
+            let kind = *r.pick(&[
+                "zero_length",
+                "short",
+                "long",
+                "unknown_id",
+                "duplicate_id",
+                "stale_phase",
+                "absurd_lost",
+            ]);
+            json!({"bad_completion": {"kind": kind, "count": 1}})
+        }
+    }
+}
+
 fn capture_fault(r: &mut Rng, msi: bool) -> (Value, bool) {
     match r.below(14) {
         0 => (json!({"dma_error": {"count": r.range(1, 3)}}), false),
@@ -334,6 +358,19 @@ pub fn draw_json(seed: u64) -> Value {
         }
     }
     let plays = steps.iter().any(|s| s.get("play").is_some());
+    let play_cards: Vec<u64> = steps
+        .iter()
+        .filter_map(|s| s.get("play").and_then(|p| p["card"].as_u64()))
+        .collect();
+    if !play_cards.is_empty() && faults.len() < 2 && r.chance(0.4) {
+        let card = *r.pick(&play_cards);
+        let inject = playback_fault(&mut r);
+        // Every play step moves at least 1 MiB.
+        let at = *r.pick(&["256K", "512K"]);
+        faults.push(
+            json!({"card": card, "at": {"bytes": at}, "channel": "playback", "inject": inject}),
+        );
+    }
     if plays {
         // An underrun at a rate, or the writer's own timing: EPIPE; errors: EIO.
         allow.errno("EPIPE");
@@ -439,6 +476,7 @@ mod tests {
             "\"set_config\"",
             "\"open\"",
             "\"reopen_at\"",
+            "\"channel\":\"playback\"",
         ] {
             assert!(
                 all.iter().any(|s| s.contains(needle)),

@@ -654,6 +654,32 @@ impl CompletionLie {
     }
 }
 
+/// What a `config_change` changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigChangeKind {
+    /// Vendor and device ID become their bitwise complements.
+    Ids,
+    /// The class code becomes 0x020000 (an Ethernet controller).
+    Class,
+    /// The PCI Express capability's next pointer points at itself (a loop).
+    CapList,
+    /// BAR2 sizes twice as large.
+    BarSize,
+}
+
+impl ConfigChangeKind {
+    /// The control-protocol name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigChangeKind::Ids => "ids",
+            ConfigChangeKind::Class => "class",
+            ConfigChangeKind::CapList => "cap_list",
+            ConfigChangeKind::BarSize => "bar_size",
+        }
+    }
+}
+
 /// The fault catalogue (docs/faults.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -748,6 +774,12 @@ pub enum Fault {
         #[serde(default = "one")]
         count: u64,
     },
+    /// Config space changes under the driver at once, and stays changed across resets
+    /// (docs/faults.md, "Config space that changes").
+    ConfigChange {
+        /// What changes.
+        kind: ConfigChangeKind,
+    },
     /// Capture disk: the next `count` write requests fail (EIO in the guest).
     DiskWriteError {
         /// How many requests.
@@ -813,6 +845,9 @@ impl Fault {
             Fault::BadCompletion { kind, count } => json!({
                 "cmd": "inject", "fault": "bad_completion", "kind": kind.name(), "count": count
             }),
+            Fault::ConfigChange { kind } => json!({
+                "cmd": "inject", "fault": "config_change", "kind": kind.name()
+            }),
             Fault::Hang => json!({"cmd": "inject", "fault": "hang"}),
             Fault::Reset => json!({"cmd": "reset"}),
             Fault::SurpriseRemoval
@@ -843,6 +878,7 @@ impl Fault {
             Fault::BadRegisterReads { .. } => "bad_register_reads",
             Fault::BadCompletion { .. } => "bad_completion",
             Fault::IrqStorm { .. } => "irq_storm",
+            Fault::ConfigChange { .. } => "config_change",
             Fault::DiskWriteError { .. } => "disk_write_error",
             Fault::DiskFull { .. } => "disk_full",
             Fault::DiskBandwidth { .. } => "disk_bandwidth",
@@ -1621,12 +1657,16 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
                     | Fault::CorruptData { .. }
                     | Fault::DropIrq { .. }
                     | Fault::Stall { .. }
+                    | Fault::DoorbellLie { .. }
+                    | Fault::ConsLie { .. }
+                    | Fault::BadCompletion { .. }
             )
         {
             return err(
                 &format!("faults[{i}].channel"),
                 format!(
-                    "{} has no playback form (playback: dma_error, corrupt_data, drop_irq, stall)",
+                    "{} has no playback form (playback: dma_error, corrupt_data, drop_irq, \
+                     stall, doorbell_lie, cons_lie, bad_completion)",
                     f.inject.name()
                 ),
             );

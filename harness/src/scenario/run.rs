@@ -228,11 +228,17 @@ fn run_inner(
     if sc.load_driver && sc.expect.pool_returned {
         for i in 0..sc.cards.len() {
             let out = vm.sh(
-                &format!("[ -c /dev/acq{i} ] || exit 3; acq-ctl --device /dev/acq{i} stats"),
+                // Status 3: no card any more (unplugged), or one the driver found gone
+                // (its calls fail with ENODEV, "No such device").
+                &format!(
+                    "[ -c /dev/acq{i} ] || exit 3; out=$(acq-ctl --device /dev/acq{i} stats 2>&1) \
+                     || {{ echo \"$out\"; echo \"$out\" | grep -q 'No such device' && exit 3; exit 1; }}; \
+                     echo \"$out\""
+                ),
                 Duration::from_secs(60),
             )?;
             if out.status == 3 {
-                continue; // removed on purpose (surprise removal): nothing to check
+                continue; // removed or gone on purpose: its pool went with it, unload checks the rest
             }
             let stats: Value = serde_json::from_str(out.stdout.trim()).unwrap_or(Value::Null);
             let (free, pages) = (num(&stats, "pool_free"), num(&stats, "pool_pages"));
