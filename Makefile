@@ -127,10 +127,11 @@ DEBUG_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,default stream-
 # The scenarios that also run with every DMA address translated by a virtual IOMMU and
 # with every streaming mapping bounced (swiotlb=force) in make test-vm: where a missing or
 # wrong mapping or sync shows (each data path, lying completions and event pages, reset,
-# playback's recycled pages, control from a second process).
+# playback's recycled pages, control from a second process, a card writing over the
+# driver's rings).
 DMA_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,stream-splice-tee stream-mmap \
 	fault-dma-error-splice fault-bad-completion-long fault-cons-lie fault-reset \
-	playback-splice-recycled-pages control-second-process))
+	playback-splice-recycled-pages control-second-process fault-stray-dma-driver-memory))
 
 # The VM tests: the Rust end-to-end tests, every scenario (reports in results/), the
 # representative sets again on the debug kernel, with the IOMMU and with swiotlb, and

@@ -40,6 +40,12 @@ pub(crate) struct Sleepers {
     wakes: Atomic<u32>,
     /// Lost wake-ups found so far (statistics `lost_wakeups`).
     lost: Atomic<u32>,
+    /// Waits in a row that found completions at their re-check with no interrupt at all
+    /// (lost interrupts), and whether that was reported: a channel whose interrupts never
+    /// arrive (a VMM that failed to enable MSI-X, say: it logs it, the guest is not told)
+    /// still streams at the re-check's pace, and the kernel log should say why.
+    silent: Atomic<u32>,
+    silent_reported: Atomic<bool>,
     /// For the kernel log: which card and channel.
     index: u32,
     channel: &'static str,
@@ -72,6 +78,8 @@ impl Sleepers {
             epoch: Instant::now(),
             wakes: Atomic::new(0),
             lost: Atomic::new(0),
+            silent: Atomic::new(0),
+            silent_reported: Atomic::new(false),
             index,
             channel,
         }
@@ -109,8 +117,16 @@ impl Sleepers {
             cv.wait_interruptible_timeout(g, jiffies)
         };
         self.waiting.fetch_sub(1, Relaxed);
+        let irq = self.first_irq.load(Relaxed);
+        if irq != 0 && irq >= start {
+            self.silent.store(0, Relaxed);
+        }
         if let CondVarTimeoutResult::Timeout = r {
-            let lost = match news(g) {
+            let found = news(g);
+            if found == News::Completions && irq == 0 {
+                self.lost_interrupt();
+            }
+            let lost = match found {
                 News::Nothing => false,
                 // Completions, and an interrupt that came while we were on the wait queue
                 // and still had more than `IRQ_SLACK_NS` to sleep: its wake-up would have
@@ -157,6 +173,22 @@ impl Sleepers {
         r
     }
 
+    /// Counts a wait that found completions at its re-check with no interrupt at all (a
+    /// lost interrupt; a wait an interrupt ended restarts the count), and says once in the
+    /// kernel log when [`SILENT_WAITS`] in a row did: interrupts are not reaching the
+    /// driver. (A stalled card, with nothing to find, is not counted.)
+    fn lost_interrupt(&self) {
+        let n = self.silent.fetch_add(1, Relaxed).wrapping_add(1);
+        if n >= SILENT_WAITS && !self.silent_reported.xchg(true, Relaxed) {
+            pr_warn!(
+                "acq{}: {}: {} waits in a row ended at their re-check with no interrupt: interrupts do not reach the driver (MSI-X or MSI not enabled by the VMM or the platform?); streaming on at the re-check's pace\n",
+                self.index,
+                self.channel,
+                n
+            );
+        }
+    }
+
     /// Wakes every waiter on `cv` after a change of state made under the channel's mutex
     /// (a stop, an error, a reset, a removal). A completion interrupt's wake-up is not
     /// one of these: it is judged by [`Sleepers::interrupt`].
@@ -191,6 +223,10 @@ impl Sleepers {
         self.waiting.load(Relaxed) != 0
     }
 }
+
+/// Waits in a row without an interrupt before the kernel log says interrupts do not
+/// arrive: 2 s of a reader's 200 ms re-checks, far more than a `drop_irq` fault loses.
+const SILENT_WAITS: u32 = 10;
 
 /// An interrupt this long before a waiter's deadline must have woken it: more than the
 /// timer's granularity (a jiffy at HZ 100 is 10 ms) and the hard handler's own latency.

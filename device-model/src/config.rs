@@ -37,6 +37,9 @@ pub struct ModelConfig {
     /// Whether the card has an MSI capability. Without it and without MSI-X the card
     /// cannot interrupt at all (a probe-time fault: "a missing capability").
     pub msi: bool,
+    /// The card refuses to connect MSI-X vectors (`SET_IRQS` fails): a capability that
+    /// is there but cannot be enabled (a probe-time fault).
+    pub msix_enable_fails: bool,
 }
 
 impl Default for ModelConfig {
@@ -50,6 +53,7 @@ impl Default for ModelConfig {
             fifo_depth: regs::limits::FIFO_DEPTH_DEFAULT,
             msix_vectors: regs::msix::VECTORS,
             msi: true,
+            msix_enable_fails: false,
         }
     }
 }
@@ -91,6 +95,7 @@ struct RawConfig {
     fifo_depth: Option<Value>,
     msix_vectors: Option<Value>,
     msi: Option<bool>,
+    msix_enable_fails: Option<bool>,
 }
 
 /// Parses a number written as in the module documentation.
@@ -164,6 +169,9 @@ impl ModelConfig {
         }
         if let Some(v) = raw.msi {
             c.msi = v;
+        }
+        if let Some(v) = raw.msix_enable_fails {
+            c.msix_enable_fails = v;
         }
         c.validate()?;
         Ok(c)

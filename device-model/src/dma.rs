@@ -197,6 +197,16 @@ impl MemView {
             .map_err(|_| DmaFault)
     }
 
+    /// The first page-aligned address after every writable map: one the card cannot
+    /// write to (0 if nothing is mapped).
+    pub fn beyond_writable(&self) -> u64 {
+        self.write
+            .iter()
+            .map(|r| r.last_addr().0)
+            .max()
+            .map_or(0, |last| (last | 0xFFF).wrapping_add(1))
+    }
+
     /// True if all of `[addr, addr + len)` is mapped writable.
     pub fn writable(&self, addr: u64, len: usize) -> bool {
         self.write.check_range(GuestAddress(addr), len)
@@ -430,6 +440,25 @@ mod tests {
             crate::regs::pattern_check(0, 7, 0, &m.read_bytes(0x3000, 0x1000)),
             None
         );
+    }
+
+    #[test]
+    fn the_address_beyond_every_map_is_not_writable() {
+        let a = Memfd::new("a", 0x1000).unwrap();
+        let s = DmaSpace::new();
+        assert_eq!(s.view().beyond_writable(), 0, "nothing mapped");
+        s.map(
+            0x4000,
+            0x1000,
+            Some(a.file().try_clone().unwrap()),
+            0,
+            true,
+            true,
+        )
+        .unwrap();
+        let v = s.view();
+        assert_eq!(v.beyond_writable(), 0x5000);
+        assert!(!v.writable(v.beyond_writable(), 8));
     }
 
     #[test]

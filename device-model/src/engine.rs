@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use crate::dma::{DmaFault, MemView};
-use crate::faults::{Action, Site};
+use crate::faults::{Action, Site, StrayTarget};
 use crate::pattern::Generator;
 use crate::regs::{self, bar2, comp, desc, err, event, irq, ring, status, Completion, Descriptor};
 use crate::shared::Shared;
@@ -823,12 +823,32 @@ impl Session {
             Some(err::DESC_LEN)
         } else {
             let action = self.shared.faults.hook(Site::DataWrite);
-            let failed = action == Action::Fail
-                || if self.cfg.loopback {
-                    v.write(addr, &self.loop_buf).is_err()
-                } else {
-                    v.fill(addr, b as usize, &self.gen, offset).is_err()
-                };
+            let failed = match action {
+                Action::Fail => true,
+                Action::Stray(target) => {
+                    // The `stray_dma` fault: the block goes elsewhere and its completion
+                    // says all is well. Where nothing is mapped the write is lost, as a
+                    // posted write an IOMMU blocks: the card is not told.
+                    let at = match target {
+                        StrayTarget::DescRing => self.desc_base,
+                        StrayTarget::EventPage => self.event_base,
+                        StrayTarget::Unmapped => v.beyond_writable(),
+                    };
+                    let landed = self.write_block(v, at, b, offset).is_ok();
+                    debug!(?target, at, landed, "block written astray");
+                    let c = &self.shared.stats;
+                    bump(
+                        if landed {
+                            &c.stray_landed
+                        } else {
+                            &c.stray_blocked
+                        },
+                        1,
+                    );
+                    false
+                }
+                _ => self.write_block(v, addr, b, offset).is_err(),
+            };
             if failed {
                 Some(err::DMA_WRITE)
             } else {
@@ -913,6 +933,16 @@ impl Session {
             self.fire(v)?;
         }
         Ok(())
+    }
+
+    /// Writes the block (the source's bytes at stream `offset`, or the looped-back one)
+    /// at `addr`.
+    fn write_block(&self, v: &MemView, addr: u64, b: u32, offset: u64) -> Result<(), DmaFault> {
+        if self.cfg.loopback {
+            v.write(addr, &self.loop_buf)
+        } else {
+            v.fill(addr, b as usize, &self.gen, offset)
+        }
     }
 
     /// The `bad_completion` fault: completion `c` of a block of `b` bytes, as the fault

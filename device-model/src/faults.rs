@@ -94,6 +94,39 @@ pub enum Action {
     Conceal,
     /// The index published is off by this much (wrapping): outside any ring.
     Skew(u32),
+    /// The block goes to the wrong address; its completion says all is well.
+    Stray(StrayTarget),
+}
+
+/// Where a stray block goes (the `stray_dma` fault).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrayTarget {
+    /// The descriptor ring (the driver's, writable by the card as coherent memory is).
+    DescRing,
+    /// The event page.
+    EventPage,
+    /// An address no DMA map covers: the first page after the highest one (behind an
+    /// IOMMU, memory the driver never mapped; without one, beyond the guest's RAM).
+    Unmapped,
+}
+
+impl StrayTarget {
+    /// Every target.
+    pub const ALL: [StrayTarget; 3] = [
+        StrayTarget::DescRing,
+        StrayTarget::EventPage,
+        StrayTarget::Unmapped,
+    ];
+
+    /// The control-protocol name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StrayTarget::DescRing => "desc_ring",
+            StrayTarget::EventPage => "event_page",
+            StrayTarget::Unmapped => "unmapped",
+        }
+    }
 }
 
 /// How a completion lies about a block the card did write (the `bad_completion` fault;
@@ -315,6 +348,14 @@ pub enum Fault {
     },
     /// Config space changes at once (`kind`); not a pending fault.
     ConfigChange(ConfigChange),
+    /// The next `count` blocks are written to `target` instead of their buffer, and
+    /// their completions say all is well.
+    StrayDma {
+        /// Where they go.
+        target: StrayTarget,
+        /// How many blocks.
+        count: u64,
+    },
 }
 
 /// The parameters of an `inject` request (absent ones are `None`).
@@ -435,13 +476,34 @@ impl Fault {
                     )
                 })?)?)
             }
+            "stray_dma" => {
+                let known: Vec<_> = StrayTarget::ALL.iter().map(|t| t.name()).collect();
+                let name = a.kind.ok_or_else(|| {
+                    format!(
+                        "`stray_dma` needs a string `kind`, its target ({})",
+                        known.join(", ")
+                    )
+                })?;
+                Fault::StrayDma {
+                    target: StrayTarget::ALL
+                        .into_iter()
+                        .find(|t| t.name() == name)
+                        .ok_or_else(|| {
+                            format!(
+                                "unknown stray_dma target `{name}` (known: {})",
+                                known.join(", ")
+                            )
+                        })?,
+                    count: count(),
+                }
+            }
             "hang" => Fault::Hang,
             "bad_register_reads" => Fault::BadRegisterReads(count()),
             other => {
                 return Err(format!(
                 "unknown fault `{other}` (known: dma_error, corrupt_data, drop_irq, spurious_irq, \
                      irq_storm, stall, slow_stop, overflow, doorbell_lie, cons_lie, hang, \
-                     bad_register_reads, bad_completion, config_change)"
+                     bad_register_reads, bad_completion, config_change, stray_dma)"
             ))
             }
         })
@@ -524,6 +586,9 @@ pub struct Pending {
     pub doorbell_lie: u64,
     /// `cons` publications still to skew.
     pub cons_lie: u64,
+    /// Blocks still to send astray, and where.
+    pub stray_dma: u64,
+    pub stray_target: Option<StrayTarget>,
     /// Playback doorbell waits still to hide.
     pub pb_doorbell_lie: u64,
     /// Playback `cons` publications still to skew.
@@ -600,6 +665,13 @@ impl FaultPlan {
             Fault::SpuriousIrq { .. } => return Err("spurious_irq is not a pending fault".into()),
             Fault::IrqStorm { .. } => return Err("irq_storm is not a pending fault".into()),
             Fault::ConfigChange(_) => return Err("config_change is not a pending fault".into()),
+            Fault::StrayDma { target, count } => {
+                if p.stray_target != Some(target) {
+                    p.stray_dma = 0;
+                }
+                p.stray_dma += count;
+                p.stray_target = Some(target);
+            }
         }
         self.armed.store(p.any(), Ordering::Release);
         Ok(())
@@ -672,6 +744,13 @@ impl FaultPlan {
             match site {
                 Site::DataWrite if take(&mut p.dma_error) => Action::Fail,
                 Site::DataWrite if take(&mut p.corrupt_data) => Action::Corrupt,
+                Site::DataWrite if take(&mut p.stray_dma) => {
+                    let target = p.stray_target.unwrap_or(StrayTarget::Unmapped);
+                    if p.stray_dma == 0 {
+                        p.stray_target = None;
+                    }
+                    Action::Stray(target)
+                }
                 Site::Interrupt if take(&mut p.drop_irq) => Action::Drop,
                 Site::RegisterRead if take(&mut p.bad_register_reads) => Action::AllOnes,
                 Site::Progress if p.stall_ms > 0 => {

@@ -38,6 +38,9 @@ pub enum IrqError {
     /// A flag combination this device does not implement.
     #[error("unsupported SET_IRQS flags {0:#x} for index {1}")]
     Flags(u32, u32),
+    /// The card refuses MSI-X (the `msix_enable_fails` setting).
+    #[error("this card's MSI-X cannot be enabled (model setting msix_enable_fails)")]
+    MsixRefused,
     /// A file descriptor that came with the request is not an eventfd.
     #[error("the file descriptor for vector {vector} is not an eventfd ({what})")]
     NotEventfd {
@@ -101,6 +104,7 @@ pub struct IrqLines {
     lines: RwLock<Lines>,
     msix_vectors: u32,
     msi_messages: u32,
+    msix_refused: bool,
 }
 
 impl IrqLines {
@@ -117,7 +121,14 @@ impl IrqLines {
             }),
             msix_vectors: u32::from(msix_vectors),
             msi_messages,
+            msix_refused: false,
         }
+    }
+
+    /// Lines whose MSI-X vectors can never be connected (`SET_IRQS` for them fails).
+    pub fn refusing_msix(mut self) -> IrqLines {
+        self.msix_refused = true;
+        self
     }
 
     /// `(count, flags)` of IRQ index `index`, as in `VFIO_DEVICE_GET_IRQ_INFO`.
@@ -148,6 +159,13 @@ impl IrqLines {
     ) -> Result<(), IrqError> {
         let data = flags & VFIO_IRQ_SET_DATA_TYPE_MASK;
         let action = flags & VFIO_IRQ_SET_ACTION_TYPE_MASK;
+        if self.msix_refused
+            && index == VFIO_PCI_MSIX_IRQ_INDEX
+            && action == VFIO_IRQ_SET_ACTION_TRIGGER
+            && data == VFIO_IRQ_SET_DATA_EVENTFD
+        {
+            return Err(IrqError::MsixRefused);
+        }
         match index {
             VFIO_PCI_MSI_IRQ_INDEX | VFIO_PCI_MSIX_IRQ_INDEX => {}
             VFIO_PCI_ERR_IRQ_INDEX | VFIO_PCI_REQ_IRQ_INDEX => {
@@ -319,6 +337,23 @@ mod tests {
         l.set(VFIO_PCI_MSIX_IRQ_INDEX, disable, 0, 0, vec![])
             .unwrap();
         assert!(!l.trigger(0));
+    }
+
+    #[test]
+    fn a_card_that_refuses_msix_still_offers_msi() {
+        let l = IrqLines::new(4, true).refusing_msix();
+        let (a, _a2) = eventfd();
+        let (m, m2) = eventfd();
+        assert!(matches!(
+            l.set(VFIO_PCI_MSIX_IRQ_INDEX, EVENTFD, 0, 1, vec![a]),
+            Err(IrqError::MsixRefused)
+        ));
+        l.set(VFIO_PCI_MSI_IRQ_INDEX, EVENTFD, 0, 1, vec![m])
+            .unwrap();
+        assert!(l.trigger(0));
+        assert_eq!(count(&m2), 1);
+        // Without MSI as well the card has nothing to signal with.
+        assert_eq!(IrqLines::new(0, false).info(VFIO_PCI_MSI_IRQ_INDEX).0, 0);
     }
 
     #[test]

@@ -218,6 +218,11 @@ stats! {
     connections,
     /// Faults that took effect.
     faults_fired,
+    /// Blocks the `stray_dma` fault wrote where they went (memory the card could reach).
+    stray_landed,
+    /// Blocks the `stray_dma` fault sent where no DMA map reached: lost, as a posted
+    /// write an IOMMU blocks (the card is not told).
+    stray_blocked,
     /// Playback: data completions written (blocks received).
     pb_blocks,
     /// Playback: bytes received from host buffers.
@@ -300,7 +305,11 @@ impl Shared {
     pub fn new(model: ModelConfig) -> std::io::Result<Arc<Shared>> {
         let bar2 = Memfd::new("acq-bar2", model.bar2_size as usize)?;
         let bar2_view = MemView::single(bar2.region());
-        let irq = IrqLines::new(model.msix_vectors, model.msi);
+        let irq = if model.msix_enable_fails {
+            IrqLines::new(model.msix_vectors, model.msi).refusing_msix()
+        } else {
+            IrqLines::new(model.msix_vectors, model.msi)
+        };
         Ok(Arc::new(Shared {
             status: AtomicU32::new(0),
             error_code: AtomicU32::new(0),

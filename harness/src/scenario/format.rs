@@ -156,6 +156,10 @@ pub struct CardSpec {
     /// interrupt at all, and probe must refuse it with a clear message (a fault at probe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msi: Option<bool>,
+    /// true: the card's MSI-X capability is there but its vectors cannot be connected
+    /// (the model refuses them: a capability that cannot be enabled, a fault at probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msix_enable_fails: Option<bool>,
     /// Depth of the card's FIFO in bytes: how much it buffers while the host posts no buffers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fifo_depth: Option<Size>,
@@ -654,6 +658,29 @@ impl CompletionLie {
     }
 }
 
+/// Where a `stray_dma` block goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StrayTargetKind {
+    /// The descriptor ring.
+    DescRing,
+    /// The event page.
+    EventPage,
+    /// An address no DMA map covers (behind an IOMMU: memory the driver never mapped).
+    Unmapped,
+}
+
+impl StrayTargetKind {
+    /// The control-protocol name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StrayTargetKind::DescRing => "desc_ring",
+            StrayTargetKind::EventPage => "event_page",
+            StrayTargetKind::Unmapped => "unmapped",
+        }
+    }
+}
+
 /// What a `config_change` changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -780,6 +807,15 @@ pub enum Fault {
         /// What changes.
         kind: ConfigChangeKind,
     },
+    /// The next `count` blocks go to `target` instead of their buffer; their completions
+    /// say all is well (docs/faults.md, "DMA outside the posted buffer").
+    StrayDma {
+        /// Where they go.
+        target: StrayTargetKind,
+        /// How many blocks.
+        #[serde(default = "one")]
+        count: u64,
+    },
     /// Capture disk: the next `count` write requests fail (EIO in the guest).
     DiskWriteError {
         /// How many requests.
@@ -845,6 +881,9 @@ impl Fault {
             Fault::BadCompletion { kind, count } => json!({
                 "cmd": "inject", "fault": "bad_completion", "kind": kind.name(), "count": count
             }),
+            Fault::StrayDma { target, count } => json!({
+                "cmd": "inject", "fault": "stray_dma", "kind": target.name(), "count": count
+            }),
             Fault::ConfigChange { kind } => json!({
                 "cmd": "inject", "fault": "config_change", "kind": kind.name()
             }),
@@ -879,6 +918,7 @@ impl Fault {
             Fault::BadCompletion { .. } => "bad_completion",
             Fault::IrqStorm { .. } => "irq_storm",
             Fault::ConfigChange { .. } => "config_change",
+            Fault::StrayDma { .. } => "stray_dma",
             Fault::DiskWriteError { .. } => "disk_write_error",
             Fault::DiskFull { .. } => "disk_full",
             Fault::DiskBandwidth { .. } => "disk_bandwidth",

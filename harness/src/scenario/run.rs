@@ -375,6 +375,9 @@ fn model_config(c: &CardSpec) -> Value {
     if let Some(m) = c.msi {
         v.insert("msi".into(), json!(m));
     }
+    if let Some(m) = c.msix_enable_fails {
+        v.insert("msix_enable_fails".into(), json!(m));
+    }
     Value::Object(v)
 }
 

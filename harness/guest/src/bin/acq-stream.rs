@@ -73,6 +73,7 @@ use acq_guest::controller::{self, Controller};
 use acq_guest::regs;
 use acq_guest::signaler;
 use acq_guest::sinkio::{self, AlignedBuf, Failure, Flow, Policy, SinkIo};
+use acq_guest::uapi;
 use acq_guest::uapi::{AcqConfig, AcqStats};
 
 static SIGNALS: AtomicU64 = AtomicU64::new(0);
@@ -1534,12 +1535,20 @@ impl State {
         });
         match code {
             libc::EPIPE | libc::EIO if src.card().is_some() => {
-                // The stream continues where the driver says (after the lost bytes, or
-                // from 0 in a new session after a reset).
+                // The stream continues where the driver says: after the lost bytes, or
+                // from 0 in the new session a watchdog reset started. A session that is
+                // not running (the engine halted) ends here: the next call starts a new
+                // one, from 0 (docs/driver.md, the EIO row).
                 if let Some(s) = src.stats()? {
-                    event["resume"] = s.read_offset.into();
-                    self.offset = s.read_offset;
-                    self.session = Some(s.session);
+                    if s.state == uapi::ACQ_STATE_RUNNING {
+                        event["resume"] = s.read_offset.into();
+                        self.offset = s.read_offset;
+                        self.session = Some(s.session);
+                    } else {
+                        event["resume"] = 0.into();
+                        self.offset = 0;
+                        self.session = None;
+                    }
                     self.seen_overflows = Some(s.overflows);
                 }
             }
