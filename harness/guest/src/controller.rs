@@ -14,11 +14,12 @@
 //! "Sessions and the stream"): a STOP or RESET ends the session, a read() waiting then
 //! returns 0 and the next one starts a new session whose offsets begin at 0.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::acqdev::{self, AcqDev};
+use crate::forked::{self, Pipe};
 use crate::signaler::When;
 
 /// Settings a SET_CONFIG action changes (the rest keep their value). The pattern and its
@@ -200,23 +201,7 @@ impl Controller {
         path: &str,
     ) -> Result<Controller, String> {
         let shared = SharedPage::new()?;
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2() writes.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(format!("pipe2: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: pipe2() returned two new descriptors that nobody else owns.
-        let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: getpid() cannot fail.
-        let parent = unsafe { libc::getpid() };
-        // SAFETY: the process has one thread (the caller's contract), so the child is a
-        // complete copy that may do anything; it runs `helper`, which never returns.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(format!("fork: {}", std::io::Error::last_os_error()));
-        }
-        if pid == 0 {
-            drop(rd);
+        let child = |wr: OwnedFd, parent| {
             // Only the device and the report pipe stay open in the helper: another of the
             // consumer's descriptors (the signal helper's trigger pipe, a sink) must close
             // when the consumer closes it.
@@ -229,14 +214,10 @@ impl Controller {
                     unsafe { libc::close(fd) };
                 }
             }
-            // A panic must not unwind into the consumer's code in the child.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                helper(&plan, dev, path, shared.get(), parent, wr)
-            }));
-            // SAFETY: _exit() in the forked child (no destructors, no atexit handlers).
-            unsafe { libc::_exit(1) };
-        }
-        drop(wr);
+            helper(&plan, dev, path, shared.get(), parent, wr)
+        };
+        // SAFETY: the process has one thread (the caller's contract).
+        let (pid, rd) = unsafe { forked::fork_with_pipe(Pipe::FromHelper, child) }?;
         Ok(Controller {
             shared,
             report: Some(rd),
@@ -306,26 +287,8 @@ impl Controller {
             return;
         }
         self.reaped = true;
-        let deadline = Instant::now() + Duration::from_millis(REPORT_WAIT_MS as u64);
-        let mut status = 0;
-        while Instant::now() < deadline {
-            // SAFETY: waitpid() on our own child; `status` is valid for writing.
-            if unsafe { libc::waitpid(self.helper, &mut status, libc::WNOHANG) } != 0 {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        // SAFETY: kill() of our own unreaped child: its pid is not reused.
-        unsafe { libc::kill(self.helper, libc::SIGKILL) };
-        // A helper stuck in the driver (uninterruptibly: a deadlock) does not die even of
-        // SIGKILL: give up after a while rather than hang the consumer with it.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            // SAFETY: as above.
-            if unsafe { libc::waitpid(self.helper, &mut status, libc::WNOHANG) } != 0 {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if forked::reap(self.helper, Duration::from_millis(REPORT_WAIT_MS as u64)) {
+            return;
         }
         eprintln!(
             "acq-stream: the control helper (pid {}) is still there after SIGKILL: stuck in the driver?",

@@ -19,6 +19,8 @@ pub mod acqdev;
 /// `acq-stream --control`: STOP, START, RESET, SET_CONFIG and a second open() from a second
 /// process sharing the consumer's file.
 pub mod controller;
+/// A helper process forked beside the consumer, with a pipe, and its reaping.
+pub mod forked;
 /// The JSON result line and exit status of the stream tools.
 pub mod result;
 

@@ -10,8 +10,10 @@
 //! `{"signal":"term","sent_ms":512,"exit_ms":3}` (`exit_ms` null if the consumer outlived
 //! the watch, 30 s), or `{"signal":"stop","sent_ms":512,"stopped_ms":1000}`.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use crate::forked::{self, Pipe};
+use std::time::Duration;
 
 /// Which signal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,26 +107,9 @@ impl Signaler {
     /// The process must have one thread: the child of a multi-threaded process may only
     /// make async-signal-safe calls, and the helper formats its line (it allocates).
     pub unsafe fn start(plan: Plan) -> Result<Signaler, String> {
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2() writes.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(format!("pipe2: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: pipe2() returned two new descriptors that nobody else owns.
-        let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: getpid() cannot fail.
-        let parent = unsafe { libc::getpid() };
-        // SAFETY: the process has one thread (the caller's contract), so the child is a
-        // complete copy that may do anything; it runs `helper`, which never returns.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(format!("fork: {}", std::io::Error::last_os_error()));
-        }
-        if pid == 0 {
-            drop(wr);
-            helper(plan, parent, rd.as_raw_fd());
-        }
-        drop(rd);
+        let child = |rd: OwnedFd, parent| helper(plan, parent, rd.as_raw_fd());
+        // SAFETY: the process has one thread (the caller's contract).
+        let (pid, wr) = unsafe { forked::fork_with_pipe(Pipe::ToHelper, child) }?;
         Ok(Signaler {
             plan,
             trigger: Some(wr),
@@ -153,24 +138,15 @@ impl Drop for Signaler {
     /// it from the closed pipe and exits (after its SIGCONT, for `stop`); it is reaped.
     fn drop(&mut self) {
         self.trigger = None;
-        let deadline = Instant::now() + Duration::from_millis(5_000 + self.plan.stop_ms);
-        let mut status = 0;
-        loop {
-            // SAFETY: waitpid() on our own child; `status` is valid for writing.
-            let r = unsafe { libc::waitpid(self.helper, &mut status, libc::WNOHANG) };
-            if r != 0 {
-                return;
-            }
-            if Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // Still there (it should never be): kill it and reap it.
-        // SAFETY: kill() and waitpid() of our own unreaped child: its pid is not reused.
-        unsafe {
-            libc::kill(self.helper, libc::SIGKILL);
-            libc::waitpid(self.helper, &mut status, 0);
+        // Still there after that (it should never be): killed, and reaped.
+        if !forked::reap(
+            self.helper,
+            Duration::from_millis(5_000 + self.plan.stop_ms),
+        ) {
+            eprintln!(
+                "acq-stream: the signal helper (pid {}) is still there after SIGKILL",
+                self.helper
+            );
         }
     }
 }
