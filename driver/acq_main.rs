@@ -490,7 +490,9 @@ fn probe<'b>(pdev: &'b pci::Device<Core<'_>>) -> Result<AcqData<'b>> {
     let (hw_version, caps, fifo_depth) = {
         let r = Regs(&bar);
         let mut id = r.rd(regs::reg::ID);
-        if id == u32::MAX {
+        // Not when config space is all-ones too: a function that is gone (what served it
+        // died) would keep the reset waiting for it for a minute, under the device lock.
+        if id == u32::MAX && PciFunction::present_at_probe(pdev) {
             // All-ones: a card that does not answer, hung since before we came (the
             // driver before us left it so, or firmware did). A function reset is what
             // revives a hung card at run time too (the watchdog's); once here, then give

@@ -97,21 +97,26 @@ impl PciFunction {
 
     /// Function-level reset from probe or remove, whose callers hold the device lock (a
     /// `&pci::Device<Core>` exists only there): [`Self::try_reset`] would find that lock
-    /// taken. Config space is saved before and restored after, as `pci_reset_function()`
-    /// does around the same call. Returns 0 or a negative errno.
+    /// taken. `pci_reset_function_locked()` does what `pci_reset_function()` does around
+    /// the reset (state saved, the function quiesced, state restored) under the lock the
+    /// caller holds. Returns 0 or a negative errno.
     pub(crate) fn reset_locked(pdev: &pci::Device<Core<'_>>) -> c_int {
         let raw = ptr::from_ref::<pci::Device<Core<'_>>>(pdev)
             .cast::<bindings::pci_dev>()
             .cast_mut();
         // SAFETY: `pci::Device` is a transparent wrapper of a valid `struct pci_dev`, and a
         // `Core` device reference exists only in the bus callbacks, under the device lock
-        // that `__pci_reset_function_locked()` requires; save and restore need no lock.
-        unsafe {
-            bindings::pci_save_state(raw);
-            let ret = bindings::__pci_reset_function_locked(raw);
-            bindings::pci_restore_state(raw);
-            ret
-        }
+        // that `pci_reset_function_locked()` requires.
+        unsafe { bindings::pci_reset_function_locked(raw) }
+    }
+
+    /// [`Self::present`] for a device probe is binding.
+    pub(crate) fn present_at_probe(pdev: &pci::Device<Core<'_>>) -> bool {
+        let raw = ptr::from_ref::<pci::Device<Core<'_>>>(pdev)
+            .cast::<bindings::pci_dev>()
+            .cast_mut();
+        // SAFETY: `pci::Device` is a transparent wrapper of a valid `struct pci_dev`.
+        unsafe { bindings::pci_device_is_present(raw) }
     }
 
     /// False once the function is gone (its config space reads all-ones: unplugged, or
@@ -128,6 +133,10 @@ impl PciFunction {
     /// A raw read: the `ConfigSpace` view needs a `Device<Bound>`, which the watchdog that
     /// asks does not hold.
     pub(crate) fn changed_identity(&self) -> Option<(u32, u32)> {
+        if !self.present() {
+            // Gone, not another device: the caller's liveness check says so.
+            return None;
+        }
         let raw = self.raw();
         let (mut ids, mut class) = (u32::MAX, u32::MAX);
         // SAFETY: `raw()` is a valid `struct pci_dev`, kept alive by the `ARef`; the

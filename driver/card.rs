@@ -108,6 +108,10 @@ impl Card {
             None
         };
         if let Some((ids, class)) = changed {
+            // No DMA for a function we do not know (the reset restored our command
+            // register), and no playback session either.
+            self.pdev.clear_master();
+            self.pb_mark_gone();
             pr_err!(
                 "acq{}: after the function reset config space names another device (IDs {:#010x}, class {:#08x}): not the card probe bound, treated as gone\n",
                 self.index,

@@ -383,7 +383,14 @@ impl<'b> Irqs<'b> {
         }
         match pdev.alloc_irq_vectors(2, u32::from(regs::msix::VECTORS), msix) {
             Ok(v) => Ok((KBox::new(v, GFP_KERNEL)?, uapi::ACQ_IRQ_MSIX)),
-            Err(_) => only_msi("no usable MSI-X (capability missing or too few vectors)"),
+            Err(e) => {
+                dev_info!(
+                    pdev.as_ref(),
+                    "MSI-X not usable ({:?}: capability missing or too few vectors)\n",
+                    e
+                );
+                only_msi("no usable MSI-X")
+            }
         }
     }
 

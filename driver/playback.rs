@@ -245,14 +245,14 @@ impl Card {
             if g.head == g.prod {
                 break;
             }
-            let head = g.head;
+            let (head, published) = (g.head, g.published);
             let Some(hw) = g.hw.as_mut() else {
                 return;
             };
             let slot = regs::ring::slot(head, log2) as usize;
             let c = match hw.completion(head, log2) {
                 Some(c) => Some(c),
-                None if hw.head_lost(head, log2) => {
+                None if hw.head_lost(head, published, log2) => {
                     // Passed by the card but never written (a stale phase): waiting for
                     // it would fill the ring and keep the writer waiting for ever. Taken
                     // as an error, and re-phased so that it cannot pass for the next
@@ -407,6 +407,17 @@ impl Card {
         // Another task may wait on the channel (a drain, a writer, a poller).
         self.pb_sleepers.wake(&self.pb_wait);
         true
+    }
+
+    /// The card is gone for the playback channel too (capture found it so: a function
+    /// that came back from a reset as another device): every call `ENODEV` from now on.
+    /// Takes the playback mutex: call it with no lock held.
+    pub(crate) fn pb_mark_gone(&self) {
+        let mut g = self.pb.lock();
+        g.removed = true;
+        g.running = false;
+        drop(g);
+        self.pb_sleepers.wake(&self.pb_wait);
     }
 
     /// Waits while a function reset is due or in progress (`Card::reset_pending`),

@@ -60,9 +60,16 @@ impl Card {
         let cons = self.event_read(g.bar2, hw, regs::event::OFF_CONS);
         let outstanding = regs::ring::outstanding(g.prod, cons);
         if cons != g.wd_cons || outstanding == 0 {
-            // Progress, or the card waits for us (a slow reader is not a stall).
+            // Progress, or the card waits for us (a slow reader is not a stall). Progress
+            // is news for a poller too: poll() has no re-check of its own, and on a card
+            // whose interrupts never come this is its wake-up.
+            let progressed = cons != g.wd_cons;
             g.wd_cons = cons;
             g.wd_still_ms = 0;
+            drop(g);
+            if progressed {
+                self.sleepers.wake(&self.wait);
+            }
             return true;
         }
         g.wd_still_ms += u64::from(WATCHDOG_MS);

@@ -175,12 +175,16 @@ impl PbHw {
 
     /// True if the card's `cons` (playback event area) is past ring index `k` while the
     /// record there still carries the previous lap's phase: a completion the card lied
-    /// about or lost (as capture's `Card::head_lost`). A `cons` more than a ring ahead
-    /// is a lie of its own and proves nothing.
-    pub(super) fn head_lost(&self, k: u32, log2: u32) -> bool {
+    /// about or lost (as capture's `Card::head_lost`). A `cons` beyond what the card was
+    /// given (`published`) is a lie of its own and proves nothing: taking it would release
+    /// pages the card may still be reading.
+    pub(super) fn head_lost(&self, k: u32, published: u32, log2: u32) -> bool {
         let cons = self.event.read32(regs::pb_event::OFF_CONS);
         let ahead = cons.wrapping_sub(k);
-        if ahead == 0 || ahead > regs::ring::entries(log2) {
+        if ahead == 0
+            || ahead > regs::ring::entries(log2)
+            || ahead > regs::ring::outstanding(published, k)
+        {
             return false;
         }
         // ACQUIRE: the card writes a record before it publishes `cons` past it.

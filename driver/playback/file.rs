@@ -72,7 +72,13 @@ impl Card {
         let (head, still) = (g.head, g.head == g.wd_head);
         g.wd_head = head;
         if !still || g.published == g.head {
-            // Progress, or nothing given to the card: the writer is the slow one.
+            // Progress, or nothing given to the card: the writer is the slow one. What
+            // this reap found is news for a poller (poll() has no re-check of its own: on
+            // a card whose interrupts never come this is its wake-up).
+            drop(g);
+            if !still {
+                self.pb_sleepers.wake(&self.pb_wait);
+            }
             return;
         }
         let _ = self.with_regs(|r| r.wr(regs::reg::PB_DOORBELL, 1));

@@ -60,13 +60,25 @@ pub fn boot_unpluggable(
     modules: Vec<PathBuf>,
     files: ImageFiles,
 ) -> Result<(Vm, Paths)> {
+    boot_configured(test, cards, r#"{"msix_vectors": 0}"#, modules, files)
+}
+
+/// Like [`boot_with`], with cards whose model settings are the JSON `config`
+/// (docs/device.md, "Model settings").
+pub fn boot_configured(
+    test: &str,
+    cards: usize,
+    config: &str,
+    modules: Vec<PathBuf>,
+    files: ImageFiles,
+) -> Result<(Vm, Paths)> {
     let run_dir = Paths::discover()?
         .repo
         .join(format!("target/acq-runs/test-{test}"));
     std::fs::create_dir_all(&run_dir)?;
-    let config = run_dir.join("msi-only.json");
-    std::fs::write(&config, r#"{"msix_vectors": 0}"#)?;
-    boot_cards(test, cards, Some(config), modules, files)
+    let path = run_dir.join("card.json");
+    std::fs::write(&path, config)?;
+    boot_cards(test, cards, Some(path), modules, files)
 }
 
 /// Extra image files: (guest path, host path).

@@ -11,8 +11,6 @@ use serde_json::{json, Map, Value};
 use super::rng::Rng;
 use crate::scenario::{parse, Scenario};
 
-/// A fault a card survives with nothing fatal, and whether it corrupts data. `msi`: the
-/// card has no MSI-X (one vector, 0).
 /// A fault of the playback channel (docs/faults.md, "The playback channel"). None
 /// corrupts what the card verifies: a failed read loses its block, and the card checks
 /// every other at its own offset.
@@ -37,6 +35,8 @@ fn playback_fault(r: &mut Rng) -> Value {
     }
 }
 
+/// A fault a card survives with nothing fatal, and whether it corrupts data. `msi`: the
+/// card has no MSI-X (one vector, 0).
 fn capture_fault(r: &mut Rng, msi: bool) -> (Value, bool) {
     match r.below(14) {
         0 => (json!({"dma_error": {"count": r.range(1, 3)}}), false),

@@ -1192,7 +1192,7 @@ fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &str) {
     checks.push(Check {
         name: format!("verification mismatches {}", ex.mismatches),
         ok: ex.mismatches.contains(mismatches),
-        detail: format!("{mismatches} mismatching bytes"),
+        detail: format!("{mismatches} consumer chunk(s) failed verification"),
     });
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
     for s in streams {
