@@ -63,6 +63,10 @@ pub fn boot_unpluggable(
     boot_configured(test, cards, r#"{"msix_vectors": 0}"#, modules, files)
 }
 
+/// The file in the run directory that [`boot_configured`] writes the cards' model
+/// settings to (a test that plugs in another card reuses it).
+pub const CARD_CONFIG: &str = "card.json";
+
 /// Like [`boot_with`], with cards whose model settings are the JSON `config`
 /// (docs/device.md, "Model settings").
 pub fn boot_configured(
@@ -76,7 +80,7 @@ pub fn boot_configured(
         .repo
         .join(format!("target/acq-runs/test-{test}"));
     std::fs::create_dir_all(&run_dir)?;
-    let path = run_dir.join("card.json");
+    let path = run_dir.join(CARD_CONFIG);
     std::fs::write(&path, config)?;
     boot_cards(test, cards, Some(path), modules, files)
 }

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use acq_e2e::{
-    boot_streaming_guest, boot_unpluggable, driver_image, json_u64, kernel_bug_reports, CMD,
+    boot_streaming_guest, boot_unpluggable, driver_image, json_u64, kernel_bug_reports,
+    CARD_CONFIG, CMD,
 };
 use anyhow::{ensure, Context, Result};
 
@@ -126,7 +127,7 @@ fn a_card_plugged_in_again_streams_after_an_unplug_and_after_its_model_died() ->
     let (modules, files) = driver_image(&paths)?;
     let (mut vm, _) = boot_unpluggable("hostile-replug", 1, modules, files)?;
     vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
-    let config = vm.run_dir().join("msi-only.json");
+    let config = vm.run_dir().join(CARD_CONFIG);
     let qmp_log = vm.run_dir().join("qmp.log");
     let stream = "acq-stream --device /dev/acq0 --mode read --bytes 8M --verify";
     vm.sh_ok(stream, CMD)?;
