@@ -76,7 +76,15 @@ impl Regs<'_, '_> {
     }
 }
 
-/// The card's PCI function, for the two PCI-core calls 7.3 has no Rust wrapper for.
+/// The `struct pci_dev` behind a bus callback's device reference (`pci::Device` is a
+/// transparent wrapper of it), for the calls [`PciFunction`] makes there.
+fn core_raw(pdev: &pci::Device<Core<'_>>) -> *mut bindings::pci_dev {
+    ptr::from_ref::<pci::Device<Core<'_>>>(pdev)
+        .cast::<bindings::pci_dev>()
+        .cast_mut()
+}
+
+/// The card's PCI function, for the PCI-core calls 7.3 has no Rust wrapper for.
 pub(crate) struct PciFunction(pub(crate) ARef<pci::Device>);
 
 impl PciFunction {
@@ -101,22 +109,16 @@ impl PciFunction {
     /// the reset (state saved, the function quiesced, state restored) under the lock the
     /// caller holds. Returns 0 or a negative errno.
     pub(crate) fn reset_locked(pdev: &pci::Device<Core<'_>>) -> c_int {
-        let raw = ptr::from_ref::<pci::Device<Core<'_>>>(pdev)
-            .cast::<bindings::pci_dev>()
-            .cast_mut();
-        // SAFETY: `pci::Device` is a transparent wrapper of a valid `struct pci_dev`, and a
-        // `Core` device reference exists only in the bus callbacks, under the device lock
-        // that `pci_reset_function_locked()` requires.
-        unsafe { bindings::pci_reset_function_locked(raw) }
+        // SAFETY: `core_raw` is a valid `struct pci_dev`, and a `Core` device reference
+        // exists only in the bus callbacks, under the device lock that
+        // `pci_reset_function_locked()` requires.
+        unsafe { bindings::pci_reset_function_locked(core_raw(pdev)) }
     }
 
     /// [`Self::present`] for a device probe is binding.
     pub(crate) fn present_at_probe(pdev: &pci::Device<Core<'_>>) -> bool {
-        let raw = ptr::from_ref::<pci::Device<Core<'_>>>(pdev)
-            .cast::<bindings::pci_dev>()
-            .cast_mut();
-        // SAFETY: `pci::Device` is a transparent wrapper of a valid `struct pci_dev`.
-        unsafe { bindings::pci_device_is_present(raw) }
+        // SAFETY: `core_raw` is a valid `struct pci_dev`.
+        unsafe { bindings::pci_device_is_present(core_raw(pdev)) }
     }
 
     /// False once the function is gone (its config space reads all-ones: unplugged, or

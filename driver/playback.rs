@@ -402,22 +402,23 @@ impl Card {
         if !g.removed {
             pr_warn!("acq{}: playback: the card is gone\n", self.index);
         }
+        self.pb_gone_locked(g);
+        true
+    }
+
+    /// Every call `ENODEV` from now on; whoever waits on the channel (a drain, a writer,
+    /// a poller) is woken.
+    fn pb_gone_locked(&self, g: &mut MutexGuard<'_, PbInner>) {
         g.removed = true;
         g.running = false;
-        // Another task may wait on the channel (a drain, a writer, a poller).
         self.pb_sleepers.wake(&self.pb_wait);
-        true
     }
 
     /// The card is gone for the playback channel too (capture found it so: a function
     /// that came back from a reset as another device): every call `ENODEV` from now on.
     /// Takes the playback mutex: call it with no lock held.
     pub(crate) fn pb_mark_gone(&self) {
-        let mut g = self.pb.lock();
-        g.removed = true;
-        g.running = false;
-        drop(g);
-        self.pb_sleepers.wake(&self.pb_wait);
+        self.pb_gone_locked(&mut self.pb.lock());
     }
 
     /// Waits while a function reset is due or in progress (`Card::reset_pending`),

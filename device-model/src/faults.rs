@@ -203,16 +203,7 @@ impl Lie {
 
     /// The kind named `name`.
     pub fn parse(name: &str) -> Result<Lie, String> {
-        Lie::ALL
-            .into_iter()
-            .find(|l| l.name() == name)
-            .ok_or_else(|| {
-                let known: Vec<_> = Lie::ALL.iter().map(|l| l.name()).collect();
-                format!(
-                    "unknown completion lie `{name}` (known: {})",
-                    known.join(", ")
-                )
-            })
+        named(&Lie::ALL, Lie::name, "completion lie", name)
     }
 }
 
@@ -253,16 +244,12 @@ impl ConfigChange {
 
     /// The kind named `name`.
     pub fn parse(name: &str) -> Result<ConfigChange, String> {
-        ConfigChange::ALL
-            .into_iter()
-            .find(|c| c.name() == name)
-            .ok_or_else(|| {
-                let known: Vec<_> = ConfigChange::ALL.iter().map(|c| c.name()).collect();
-                format!(
-                    "unknown config change `{name}` (known: {})",
-                    known.join(", ")
-                )
-            })
+        named(
+            &ConfigChange::ALL,
+            ConfigChange::name,
+            "config change",
+            name,
+        )
     }
 }
 
@@ -467,33 +454,21 @@ impl Fault {
             "overflow" => Fault::Overflow(count()),
             "doorbell_lie" => Fault::DoorbellLie(count()),
             "cons_lie" => Fault::ConsLie(count()),
-            "config_change" => {
-                Fault::ConfigChange(ConfigChange::parse(a.kind.ok_or_else(|| {
-                    let known: Vec<_> = ConfigChange::ALL.iter().map(|c| c.name()).collect();
-                    format!(
-                        "`config_change` needs a string `kind` ({})",
-                        known.join(", ")
-                    )
-                })?)?)
-            }
+            "config_change" => Fault::ConfigChange(ConfigChange::parse(need_kind(
+                "config_change",
+                a.kind,
+                &ConfigChange::ALL,
+                ConfigChange::name,
+            )?)?),
             "stray_dma" => {
-                let known: Vec<_> = StrayTarget::ALL.iter().map(|t| t.name()).collect();
-                let name = a.kind.ok_or_else(|| {
-                    format!(
-                        "`stray_dma` needs a string `kind`, its target ({})",
-                        known.join(", ")
-                    )
-                })?;
+                let name = need_kind("stray_dma", a.kind, &StrayTarget::ALL, StrayTarget::name)?;
                 Fault::StrayDma {
-                    target: StrayTarget::ALL
-                        .into_iter()
-                        .find(|t| t.name() == name)
-                        .ok_or_else(|| {
-                            format!(
-                                "unknown stray_dma target `{name}` (known: {})",
-                                known.join(", ")
-                            )
-                        })?,
+                    target: named(
+                        &StrayTarget::ALL,
+                        StrayTarget::name,
+                        "stray_dma target",
+                        name,
+                    )?,
                     count: count(),
                 }
             }
@@ -512,13 +487,35 @@ impl Fault {
 
 /// The `kind` of a `bad_completion`.
 fn lie_kind(kind: Option<&str>) -> Result<Lie, String> {
-    Lie::parse(kind.ok_or_else(|| {
-        let known: Vec<_> = Lie::ALL.iter().map(|l| l.name()).collect();
-        format!(
-            "`bad_completion` needs a string `kind` ({})",
-            known.join(", ")
-        )
-    })?)
+    Lie::parse(need_kind("bad_completion", kind, &Lie::ALL, Lie::name)?)
+}
+
+/// The string `kind` a fault needs, or an error that lists the ones there are.
+fn need_kind<'a, T: Copy>(
+    fault: &str,
+    kind: Option<&'a str>,
+    all: &[T],
+    name: fn(T) -> &'static str,
+) -> Result<&'a str, String> {
+    kind.ok_or_else(|| format!("`{fault}` needs a string `kind` ({})", known(all, name)))
+}
+
+/// The one of `all` whose control-protocol name is `wanted`.
+fn named<T: Copy>(
+    all: &[T],
+    name: fn(T) -> &'static str,
+    what: &str,
+    wanted: &str,
+) -> Result<T, String> {
+    all.iter()
+        .copied()
+        .find(|t| name(*t) == wanted)
+        .ok_or_else(|| format!("unknown {what} `{wanted}` (known: {})", known(all, name)))
+}
+
+/// The control-protocol names of `all`, for an error message.
+fn known<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> String {
+    all.iter().map(|t| name(*t)).collect::<Vec<_>>().join(", ")
 }
 
 /// How far beyond the real index a `cons_lie` publishes `cons`: half the index space,

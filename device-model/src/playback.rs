@@ -552,8 +552,14 @@ impl PbSession {
         };
         // The `bad_completion` fault: the block was received and checked as it was; only
         // what the completion tells the host lies.
-        let c = match (error, self.shared.faults.hook(Site::PbCompletionBody)) {
-            (None, Action::Lie(lie)) => {
+        // (Asked for data completions only, as on the capture channel: an error
+        // completion does not use up a lie.)
+        let lie = match error {
+            None => self.shared.faults.hook(Site::PbCompletionBody),
+            Some(_) => Action::Proceed,
+        };
+        let c = match lie {
+            Action::Lie(lie) => {
                 debug!(?lie, id = c.id, "playback completion lies");
                 lie.apply(c, b, self.last_id, pb_comp::F_UNDERRUN)
             }

@@ -11,6 +11,18 @@ use serde_json::{json, Map, Value};
 use super::rng::Rng;
 use crate::scenario::{parse, Scenario};
 
+/// The `bad_completion` kinds (docs/faults.md, "A card that lies"); both channels have
+/// them all.
+const COMPLETION_LIES: [&str; 7] = [
+    "zero_length",
+    "short",
+    "long",
+    "unknown_id",
+    "duplicate_id",
+    "stale_phase",
+    "absurd_lost",
+];
+
 /// A fault of the playback channel (docs/faults.md, "The playback channel"). None
 /// corrupts what the card verifies: a failed read loses its block, and the card checks
 /// every other at its own offset.
@@ -21,15 +33,7 @@ fn playback_fault(r: &mut Rng) -> Value {
         2 => json!({"doorbell_lie": {"count": r.range(1, 3)}}),
         3 => json!({"cons_lie": {"count": r.range(1, 3)}}),
         _ => {
-            let kind = *r.pick(&[
-                "zero_length",
-                "short",
-                "long",
-                "unknown_id",
-                "duplicate_id",
-                "stale_phase",
-                "absurd_lost",
-            ]);
+            let kind = *r.pick(&COMPLETION_LIES);
             json!({"bad_completion": {"kind": kind, "count": 1}})
         }
     }
@@ -60,15 +64,7 @@ fn capture_fault(r: &mut Rng, msi: bool) -> (Value, bool) {
             )
         }
         10 => {
-            let kind = *r.pick(&[
-                "zero_length",
-                "short",
-                "long",
-                "unknown_id",
-                "duplicate_id",
-                "stale_phase",
-                "absurd_lost",
-            ]);
+            let kind = *r.pick(&COMPLETION_LIES);
             (json!({"bad_completion": {"kind": kind, "count": 1}}), false)
         }
         11 => (json!({"doorbell_lie": {"count": 1}}), false),
