@@ -95,7 +95,9 @@ lint-host: host-deps
 
 # The kernel module through clippy with the kernel's own lint set (CLIPPY=1), warnings
 # as errors; it builds driver/acq.ko on the way (clippy-driver compiles as rustc does).
+# First rustfmt with the kernel's settings (.rustfmt.toml: edition 2021, defaults).
 lint-driver: kernel-test
+	rustfmt --edition 2021 --check driver/acq_main.rs
 	@bash qemu/module.sh CLIPPY=1 KRUSTFLAGS=-Dwarnings >/dev/null
 
 # Coverage-guided fuzzing (libFuzzer on stable; tests/fuzz/). The smoke replays every
@@ -127,11 +129,12 @@ DEBUG_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,default stream-
 # The scenarios that also run with every DMA address translated by a virtual IOMMU and
 # with every streaming mapping bounced (swiotlb=force) in make test-vm: where a missing or
 # wrong mapping or sync shows (each data path, lying completions and event pages, reset,
-# playback's recycled pages, control from a second process, a card writing over the
-# driver's rings).
+# playback's recycled pages and the writer's own vmspliced pages, control from a second
+# process, a card writing over the driver's rings).
 DMA_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,stream-splice-tee stream-mmap \
 	fault-dma-error-splice fault-bad-completion-long fault-cons-lie fault-reset \
-	playback-splice-recycled-pages control-second-process fault-stray-dma-driver-memory))
+	playback-splice-recycled-pages control-second-process fault-stray-dma-driver-memory \
+	playback-vmsplice))
 
 # The VM tests: the Rust end-to-end tests, every scenario (reports in results/), the
 # representative sets again on the debug kernel, with the IOMMU and with swiotlb, and
@@ -168,6 +171,7 @@ mutants: deps guest build driver driver-debug
 
 fmt:
 	$(CARGO) fmt --all
+	rustfmt --edition 2021 driver/acq_main.rs
 
 clean:
 	$(CARGO) clean

@@ -59,6 +59,7 @@ use kernel::{
     error::to_result,
     fs::{file, File},
     io::Io,
+    iov::{IovIterDest, IovIterSource},
     irq::{self, IrqReturn, ThreadedIrqReturn},
     mm::virt::VmaNew,
     new_mutex, new_poll_condvar, new_spinlock,
@@ -75,7 +76,6 @@ use kernel::{
     },
     time::{msecs_to_jiffies, Instant, Jiffies, Monotonic},
     types::{ForeignOwnable, Opaque},
-    iov::{IovIterDest, IovIterSource},
     uaccess::{UserPtr, UserSlice},
     workqueue::{self, impl_has_delayed_work, new_delayed_work, DelayedWork, WorkItem},
 };
@@ -93,10 +93,10 @@ mod uapi;
 
 use uapi::{AcqConfig, AcqInfo, AcqStats};
 
-/// The playback channel (host -> card): `/dev/acqN-out`.
-mod playback;
 /// BAR2 streaming mode (no DMA): the card's on-card memory instead of host memory.
 mod bar2;
+/// The playback channel (host -> card): `/dev/acqN-out`.
+mod playback;
 
 mod bar0;
 mod capture;
@@ -547,7 +547,11 @@ fn probe_identified<'b>(
         match bar2::Bar2::map(pdev, Regs(&bar).rd(regs::reg::BAR2_SIZE)) {
             Ok(b) => Some(b),
             Err(e) => {
-                dev_warn!(pdev, "BAR2 not mapped ({:?}): BAR2 streaming mode unavailable\n", e);
+                dev_warn!(
+                    pdev,
+                    "BAR2 not mapped ({:?}): BAR2 streaming mode unavailable\n",
+                    e
+                );
                 None
             }
         }

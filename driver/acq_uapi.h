@@ -15,7 +15,7 @@
 
 #define ACQ_IOC_MAGIC 0xAC
 #define ACQ_ABI_VERSION 1
-#define ACQ_ABI_MINOR 3
+#define ACQ_ABI_MINOR 4
 
 /* Configuration of a session (capture: ACQ_IOC_SET_CONFIG; playback: ACQ_IOC_PB_SET_CONFIG). */
 struct acq_config {
@@ -91,6 +91,16 @@ struct acq_mmap_sync {
 
 #define ACQ_MMAP_RUNNING 1
 
+/* ACQ_IOC_PB_RELEASE: when spliced/vmspliced memory may be reused (ABI 1.4). */
+struct acq_pb_release {
+	__u64 session;		/* in: session of `offset` (0: current); out: current session */
+	__u64 offset;		/* in: wait until the stream is released up to here */
+	__u64 released;		/* out: no byte before this is in writer memory still held */
+	__u64 written;		/* out: bytes the session took so far */
+	__u32 timeout_ms;	/* in: 0..60000, 0: do not wait */
+	__u32 reserved;		/* must be 0 */
+};
+
 /* The control page (page 0 of the mapping): byte offsets of its u64 words. */
 #define ACQ_CTL_MAGIC_OFF 0
 #define ACQ_CTL_ENTRIES_OFF 8
@@ -136,5 +146,6 @@ struct acq_pb_stats {
 #define ACQ_IOC_PB_SET_CONFIG _IOW(ACQ_IOC_MAGIC, 10, struct acq_config)
 #define ACQ_IOC_PB_GET_STATS _IOR(ACQ_IOC_MAGIC, 11, struct acq_pb_stats)
 #define ACQ_IOC_PB_DRAIN _IO(ACQ_IOC_MAGIC, 12)
+#define ACQ_IOC_PB_RELEASE _IOWR(ACQ_IOC_MAGIC, 13, struct acq_pb_release)
 
 #endif /* ACQ_UAPI_H */

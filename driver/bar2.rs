@@ -195,11 +195,7 @@ impl Bar2 {
 
 /// Refuses (EINVAL, with a kernel log line saying why) a configuration that selects BAR2
 /// mode on a card that cannot do it or whose BAR2 cannot hold the ring.
-pub(crate) fn check_config(
-    index: u32,
-    bar2: Option<&Bar2>,
-    cfg: &AcqConfig,
-) -> Result {
+pub(crate) fn check_config(index: u32, bar2: Option<&Bar2>, cfg: &AcqConfig) -> Result {
     let Some(b) = bar2 else {
         pr_err!(
             "acq{}: BAR2 mode refused: the card has no usable BAR2 streaming mode\n",

@@ -133,7 +133,9 @@ impl Card {
     /// interruptibly (`EAGAIN` with `nonblock`), until `release_reader`.
     pub(crate) fn claim_reader(&self, g: &mut MutexGuard<'_, Inner>, nonblock: bool) -> Result {
         let period = msecs_to_jiffies(READ_RECHECK_MS);
-        claim_flag(&self.wait, g, nonblock, period, |i: &mut Inner| &mut i.reader_busy)
+        claim_flag(&self.wait, g, nonblock, period, |i: &mut Inner| {
+            &mut i.reader_busy
+        })
     }
 
     /// Ends a `claim_reader`: the buffers consumed go back to the card, and a waiting
@@ -210,10 +212,7 @@ impl Card {
                 // free buffer before sleeping.
                 self.flush_reposts(g);
                 let period = msecs_to_jiffies(READ_RECHECK_MS);
-                match self
-                    .sleepers
-                    .sleep(&self.wait, g, period, |g| self.news(g))
-                {
+                match self.sleepers.sleep(&self.wait, g, period, |g| self.news(g)) {
                     CondVarTimeoutResult::Signal { .. } => return end(ERESTARTSYS),
                     _ => continue,
                 }
@@ -237,11 +236,11 @@ impl Card {
             return Step::Copy(
                 PageRef::new(&page.page),
                 Claim {
-                pos,
-                n,
-                len,
-                starts,
-            },
+                    pos,
+                    n,
+                    len,
+                    starts,
+                },
             );
         }
     }

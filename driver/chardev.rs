@@ -15,11 +15,7 @@ impl CharDev {
         } else {
             CString::try_from_fmt(fmt!("acq{}", card.index))?
         };
-        let fops: &'static bindings::file_operations = if out {
-            &PB_FOPS.0
-        } else {
-            &ACQ_FOPS.0
-        };
+        let fops: &'static bindings::file_operations = if out { &PB_FOPS.0 } else { &ACQ_FOPS.0 };
         let name_ptr = name.as_char_ptr();
         Ok(try_pin_init!(Self {
             card,
@@ -79,7 +75,9 @@ pub(crate) static ACQ_FOPS: Fops = Fops(bindings::file_operations {
 /// # Safety
 ///
 /// `file` must be a file of ours between a successful `fop_open` and `fop_release`.
-pub(crate) unsafe fn file_card<'a>(file: *mut bindings::file) -> <Arc<Card> as ForeignOwnable>::Borrowed<'a> {
+pub(crate) unsafe fn file_card<'a>(
+    file: *mut bindings::file,
+) -> <Arc<Card> as ForeignOwnable>::Borrowed<'a> {
     // SAFETY: `fop_open` stored an `Arc<Card>` with `into_foreign`; `fop_release` has not
     // reclaimed it yet (caller's guarantee).
     unsafe { <Arc<Card> as ForeignOwnable>::borrow((*file).private_data) }
@@ -461,4 +459,3 @@ unsafe extern "C" fn pb_fop_splice_write(
     card.pb_publish(&mut g);
     r
 }
-

@@ -39,7 +39,12 @@ impl RingMemory for bar2::Bar2 {
 /// Completion `k` of a ring of `2^log2` records starting at byte `base` of `mem`, if the
 /// card wrote it: its PHASE matches `k`'s lap. The tail dword (PHASE, id, flags) is read
 /// first, then the barrier, then the rest of the record.
-pub(crate) fn read(mem: &impl RingMemory, base: usize, k: u32, log2: u32) -> Option<regs::Completion> {
+pub(crate) fn read(
+    mem: &impl RingMemory,
+    base: usize,
+    k: u32,
+    log2: u32,
+) -> Option<regs::Completion> {
     let rec = base + regs::ring::slot(k, log2) as usize * regs::comp::SIZE;
     let tail = mem.read32(rec + regs::comp::OFF_TAIL_DWORD);
     if regs::comp::tail_phase(tail) != regs::ring::phase(k, log2) {

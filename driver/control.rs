@@ -163,8 +163,7 @@ impl Card {
             c.flags & uapi::ACQ_CFG_LOOPBACK == 0 || self.caps & regs::caps::LOOPBACK != 0;
         // Loopback with BAR2 streaming has never been run: refused rather than guessed at.
         let both = uapi::ACQ_CFG_LOOPBACK | uapi::ACQ_CFG_BAR2;
-        let flags_ok =
-            c.flags & !uapi::ACQ_CFG_FLAGS == 0 && loopback_ok && c.flags & both != both;
+        let flags_ok = c.flags & !uapi::ACQ_CFG_FLAGS == 0 && loopback_ok && c.flags & both != both;
         if !(block_ok && ring_ok && pattern_ok && irq_ok && flags_ok && rate_ok) {
             return Err(EINVAL);
         }

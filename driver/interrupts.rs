@@ -359,7 +359,9 @@ pub(crate) struct Irqs<'b> {
 
 impl<'b> Irqs<'b> {
     /// MSI-X with vectors 0 and 1 if possible, else one MSI vector.
-    pub(crate) fn alloc(pdev: &'b pci::Device<Bound>) -> Result<(KBox<pci::IrqVectorRegistration<'b>>, u32)> {
+    pub(crate) fn alloc(
+        pdev: &'b pci::Device<Bound>,
+    ) -> Result<(KBox<pci::IrqVectorRegistration<'b>>, u32)> {
         let msix = pci::IrqTypes::default().with(pci::IrqType::MsiX);
         let msi = pci::IrqTypes::default().with(pci::IrqType::Msi);
         // A card without MSI (or without both) cannot interrupt: the card has no INTx

@@ -100,8 +100,9 @@ impl Card {
             // again, would release blocks the consumer no longer holds: EINVAL). A signal
             // ends the wait like a timeout; a gap or an error stays latched for the next
             // sync, as read() keeps one for the next call.
-            Err(e) if req.release > 0
-                && (e == EINTR || e == ERESTARTSYS || e == EPIPE || e == EIO) =>
+            Err(e)
+                if req.release > 0
+                    && (e == EINTR || e == ERESTARTSYS || e == EPIPE || e == EIO) =>
             {
                 if e == EPIPE {
                     g.xrun = true;
@@ -128,7 +129,11 @@ impl Card {
         r
     }
 
-    pub(crate) fn mmap_wait(&self, g: &mut MutexGuard<'_, Inner>, req: &mut uapi::AcqMmapSync) -> Result {
+    pub(crate) fn mmap_wait(
+        &self,
+        g: &mut MutexGuard<'_, Inner>,
+        req: &mut uapi::AcqMmapSync,
+    ) -> Result {
         let mut waited = 0u32;
         loop {
             if g.removed {

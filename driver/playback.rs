@@ -30,8 +30,8 @@ const POLLOUT: c_uint = 0x0004;
 const POLLWRNORM: c_uint = 0x0100;
 
 mod dma;
-use dma::*;
 pub(super) use dma::PbHw;
+use dma::*;
 mod file;
 
 /// Playback state, under [`Card::pb`].
@@ -49,6 +49,8 @@ pub(super) struct PbInner {
     published: u32,
     /// Bytes already in the bounce page of slot `prod` (a partial block).
     fill: u32,
+    /// Bytes this session took (its stream offset; `ACQ_IOC_PB_RELEASE`).
+    written: u64,
     /// `EPIPE`s (underruns) / `EIO`s (error completions) owed to the writer: counts,
     /// because one reap can consume several such completions, and each is reported once.
     xrun: u32,
@@ -81,6 +83,7 @@ impl PbInner {
             prod: 0,
             published: 0,
             fill: 0,
+            written: 0,
             xrun: 0,
             err: 0,
             starts: 0,
@@ -121,7 +124,11 @@ impl Drop for WriterClaim<'_> {
 impl Card {
     /// Claims the write position (see [`WriterClaim`]), waiting interruptibly while another
     /// writer has it (`EAGAIN` at once with `nonblock`).
-    fn pb_claim_writer(&self, g: &mut MutexGuard<'_, PbInner>, nonblock: bool) -> Result<WriterClaim<'_>> {
+    fn pb_claim_writer(
+        &self,
+        g: &mut MutexGuard<'_, PbInner>,
+        nonblock: bool,
+    ) -> Result<WriterClaim<'_>> {
         let period = msecs_to_jiffies(PB_RECHECK_MS);
         claim_flag(&self.pb_wait, g, nonblock, period, |p: &mut PbInner| {
             &mut p.writer_busy
@@ -212,6 +219,7 @@ impl Card {
         g.prod = 0;
         g.published = 0;
         g.fill = 0;
+        g.written = 0;
         g.xrun = 0;
         g.halted = false;
         g.running = true;
@@ -488,7 +496,12 @@ impl Card {
 
     /// Makes sure a session runs and the writer may go on: `Ok(true)` to continue,
     /// `Ok(false)` if an error is owed and `done` bytes were taken already.
-    fn pb_ready(&self, g: &mut MutexGuard<'_, PbInner>, done: usize, nonblock: bool) -> Result<bool> {
+    fn pb_ready(
+        &self,
+        g: &mut MutexGuard<'_, PbInner>,
+        done: usize,
+        nonblock: bool,
+    ) -> Result<bool> {
         if g.removed || g.owes() {
             if done > 0 {
                 return Ok(false);
@@ -573,6 +586,7 @@ impl Card {
             }
             done += k;
             g.fill += k as u32;
+            g.written += k as u64;
             g.stats.bytes += k as u64;
             g.stats.copied_bytes += k as u64;
             if g.fill as usize == block {
@@ -644,7 +658,8 @@ impl Card {
             // SAFETY: the device is bound while the card is not removed (`pb_ready`
             // checked it under the playback lock, which unbind takes before it frees
             // anything); the page is valid (caller).
-            let pp = unsafe { PipePage::new(dev, page, offset, len)? };
+            let pp = unsafe { PipePage::new(dev, page, offset, len, g.written)? };
+            g.written += len as u64;
             g.stats.bytes += len as u64;
             g.stats.zero_copy_bytes += len as u64;
             self.pb_post(&mut g, Some(pp));
@@ -665,6 +680,7 @@ impl Card {
         unsafe { bindings::kunmap_local(src.cast::<c_void>()) };
         res?;
         g.fill += n as u32;
+        g.written += n as u64;
         g.stats.bytes += n as u64;
         g.stats.copied_bytes += n as u64;
         if g.fill as usize == block {

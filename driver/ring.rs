@@ -155,7 +155,9 @@ impl Card {
     pub(crate) fn wait_for_reset(&self, g: &mut MutexGuard<'_, Inner>, nonblock: bool) -> Result {
         // Every interrupt and STOP wakes this queue.
         let period = msecs_to_jiffies(READ_RECHECK_MS);
-        wait_out_reset(&self.wait, g, nonblock, period, |g| g.flr_due || g.resetting)
+        wait_out_reset(&self.wait, g, nonblock, period, |g| {
+            g.flr_due || g.resetting
+        })
     }
 
     /// `start_locked` for a caller that may sleep (ACQ_IOC_START, MMAP_SYNC): a function
@@ -299,8 +301,8 @@ impl Card {
     /// goes back to the card, so the card's next record lands after this write.
     fn unmark(&self, g: &Inner, k: u32) {
         let log2 = g.cfg.ring_log2;
-        let off = regs::ring::slot(k, log2) as usize * regs::comp::SIZE
-            + regs::comp::OFF_TAIL_DWORD;
+        let off =
+            regs::ring::slot(k, log2) as usize * regs::comp::SIZE + regs::comp::OFF_TAIL_DWORD;
         let tail = u32::from(regs::ring::phase(k, log2)) << 16;
         match (g.bar2, self.bar2.as_ref(), g.hw.as_ref()) {
             (true, Some(b), _) => b.write32(regs::bar2::COMP_OFFSET as usize + off, tail),

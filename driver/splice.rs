@@ -112,7 +112,12 @@ impl Card {
     /// The VFS calls it once per splice() (and per sendfile() into a pipe). sendfile()
     /// into a file or a socket, whose loop would drop an errno after earlier bytes, never
     /// reaches it: the kernel refuses a direct splice from a stream (`EINVAL`).
-    pub(crate) fn splice_read(self: &Arc<Self>, nonblock: bool, pipe: &Pipe<'_>, len: usize) -> Result<usize> {
+    pub(crate) fn splice_read(
+        self: &Arc<Self>,
+        nonblock: bool,
+        pipe: &Pipe<'_>,
+        len: usize,
+    ) -> Result<usize> {
         if len == 0 {
             return Ok(0);
         }
@@ -160,10 +165,7 @@ impl Card {
                 }
                 self.flush_reposts(g);
                 let period = msecs_to_jiffies(READ_RECHECK_MS);
-                match self
-                    .sleepers
-                    .sleep(&self.wait, g, period, |g| self.news(g))
-                {
+                match self.sleepers.sleep(&self.wait, g, period, |g| self.news(g)) {
                     CondVarTimeoutResult::Signal { .. } => return Err(ERESTARTSYS),
                     _ => continue,
                 }

@@ -17,8 +17,9 @@ pub const ACQ_ABI_VERSION: u32 = 1;
 /// Minor version (additive changes): 1 = pool fields in [`AcqStats`], splice, mmap;
 /// 2 = playback (`/dev/acqN-out`, `ACQ_IOC_PB_*`, [`AcqPbStats`]), [`ACQ_CFG_LOOPBACK`]
 /// and [`ACQ_CFG_BAR2`] (BAR2 streaming mode) in [`AcqConfig::flags`]; 3 =
-/// `lost_wakeups` in [`AcqStats`] and [`AcqPbStats`] (their `reserved` fields before).
-pub const ACQ_ABI_MINOR: u32 = 3;
+/// `lost_wakeups` in [`AcqStats`] and [`AcqPbStats`] (their `reserved` fields before); 4 =
+/// `ACQ_IOC_PB_RELEASE` ([`AcqPbRelease`]: when spliced or vmspliced memory may be reused).
+pub const ACQ_ABI_MINOR: u32 = 4;
 
 const IOC_NRSHIFT: u32 = 0;
 const IOC_TYPESHIFT: u32 = 8;
@@ -107,6 +108,19 @@ pub const ACQ_IOC_PB_GET_STATS: u32 = ioc(
 /// `EIO`/`ENODEV`/`EINTR`; at most 10 s, then `ETIMEDOUT`). A trailing partial block
 /// is not written (it waits for more data). No argument.
 pub const ACQ_IOC_PB_DRAIN: u32 = ioc(IOC_NONE, ACQ_IOC_MAGIC, 12, 0);
+/// Playback: how far the driver has let go of the writer's memory, and optionally wait
+/// until it let go of a given stream offset ([`AcqPbRelease`]; docs/driver.md "Reusing
+/// spliced memory"). Pages spliced or vmspliced whole are read by the card after
+/// splice() returned: their memory may be changed only once released. `EINVAL` for an
+/// offset beyond what the session was written, a session that never was, a timeout over
+/// 60 s or `reserved` != 0; `ETIMEDOUT` (answer written) when the wait ran out; `EINTR`
+/// on a signal (no answer); `EFAULT`; `ENODEV`.
+pub const ACQ_IOC_PB_RELEASE: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    ACQ_IOC_MAGIC,
+    13,
+    core::mem::size_of::<AcqPbRelease>(),
+);
 
 /// [`AcqConfig::flags`] of the capture configuration: a loopback session (the card
 /// delivers what its playback channel receives; needs `ACQ_CAP_LOOPBACK` in the card's
@@ -160,6 +174,33 @@ pub struct AcqPbStats {
     /// driver (docs/driver.md, "Lost wake-ups"); each one is also logged. (ABI 1.3; was
     /// `reserved`, 0.)
     pub lost_wakeups: u32,
+}
+
+/// `ACQ_IOC_PB_RELEASE` argument. Offsets are playback stream offsets of one session (a
+/// session starts at the first write after open, after a stop, or after an `EIO` that
+/// halted the engine; an error completion's `EIO` leaves the session running: compare
+/// `session` numbers, never guess). The card verifies each session from offset 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcqPbRelease {
+    /// In: the session `offset` belongs to (the `session` of an earlier answer), 0 for the
+    /// current one. A session that ended let go of everything: no wait then. A session
+    /// that never was (beyond the current one) is `EINVAL`.
+    /// Out: the current session (0 before the first).
+    pub session: u64,
+    /// In: wait until every byte before this offset is released (at most `written`).
+    pub offset: u64,
+    /// Out: the current session's release point: no byte before it is in writer memory the
+    /// driver still holds (so the card no longer reads it). Bytes copied into the
+    /// driver's own pages (write(), unaligned splice) are released when copied.
+    pub released: u64,
+    /// Out: bytes the current session took so far (the next byte's offset).
+    pub written: u64,
+    /// In: how long to wait for `offset`, 0 ..= 60000 ms. 0 never waits: an `offset` not
+    /// released yet is `ETIMEDOUT` at once (answer written).
+    pub timeout_ms: u32,
+    /// Reserved, 0.
+    pub reserved: u32,
 }
 
 /// `ACQ_IOC_MMAP_SYNC` argument (docs/driver.md, "mmap()").
@@ -353,3 +394,4 @@ const _: () = assert!(core::mem::offset_of!(AcqStats, pool_pages) == ACQ_STATS_V
 const _: () = assert!(core::mem::size_of::<AcqInfo>() == 32);
 const _: () = assert!(core::mem::size_of::<AcqMmapSync>() == 40);
 const _: () = assert!(core::mem::size_of::<AcqPbStats>() == 120);
+const _: () = assert!(core::mem::size_of::<AcqPbRelease>() == 40);

@@ -15,8 +15,16 @@ extern "C" {
         size: usize,
         addr: *mut bindings::dma_addr_t,
     ) -> c_int;
-    pub(super) fn acq_shim_dma_unmap_to_device(dev: *mut c_void, addr: bindings::dma_addr_t, size: usize);
-    pub(super) fn acq_shim_dma_sync_to_device(dev: *mut c_void, addr: bindings::dma_addr_t, size: usize);
+    pub(super) fn acq_shim_dma_unmap_to_device(
+        dev: *mut c_void,
+        addr: bindings::dma_addr_t,
+        size: usize,
+    );
+    pub(super) fn acq_shim_dma_sync_to_device(
+        dev: *mut c_void,
+        addr: bindings::dma_addr_t,
+        size: usize,
+    );
 }
 
 /// A bounce page with a streaming memory-to-device mapping.
@@ -89,6 +97,9 @@ pub(super) struct PipePage {
     pub(super) addr: bindings::dma_addr_t,
     pub(super) len: usize,
     pub(super) dev: ARef<device::Device>,
+    /// Session stream offset of its first byte: the release point (`ACQ_IOC_PB_RELEASE`)
+    /// stays at or before it while the page is held.
+    pub(super) stream_off: u64,
 }
 
 impl PipePage {
@@ -104,6 +115,7 @@ impl PipePage {
         page: *mut bindings::page,
         offset: usize,
         len: usize,
+        stream_off: u64,
     ) -> Result<Self> {
         // SAFETY: `page` is valid for the call (caller).
         let page = unsafe { PageRef::from_raw(page) };
@@ -129,6 +141,7 @@ impl PipePage {
             addr,
             len,
             dev: dev.into(),
+            stream_off,
         })
     }
 }
@@ -195,8 +208,8 @@ impl PbHw {
     /// Makes the record of ring index `k` read as unwritten for the next lap (its tail
     /// dword gets `k`'s own phase), before its slot goes back to the card.
     pub(super) fn unmark(&self, k: u32, log2: u32) {
-        let off = regs::ring::slot(k, log2) as usize * regs::comp::SIZE
-            + regs::comp::OFF_TAIL_DWORD;
+        let off =
+            regs::ring::slot(k, log2) as usize * regs::comp::SIZE + regs::comp::OFF_TAIL_DWORD;
         self.comp
             .write32(off, u32::from(regs::ring::phase(k, log2)) << 16);
     }
@@ -207,6 +220,17 @@ impl PbHw {
         self.desc.write32(base + regs::desc::OFF_LEN, len);
         self.desc
             .write32(base + regs::desc::OFF_ID, slot as u32 & 0xFFFF);
+    }
+
+    /// Session stream offset of the oldest byte in a held pipe page, if any: the first
+    /// held page of the posted slots `head .. prod` (pages are held only while posted, and
+    /// posted in stream order).
+    pub(super) fn oldest_held(&self, head: u32, prod: u32, log2: u32) -> Option<u64> {
+        let posted = regs::ring::outstanding(prod, head).min(self.held.len() as u32);
+        (0..posted).find_map(|i| {
+            let slot = regs::ring::slot(head.wrapping_add(i), log2) as usize;
+            self.held.get(slot)?.as_ref().map(|p| p.stream_off)
+        })
     }
 
     /// Drops every held pipe page (the card no longer reads any: it is stopped).

@@ -58,6 +58,83 @@ impl Card {
         }
     }
 
+    /// The session's release point: no byte before it is in a pipe page the driver still
+    /// holds (the card may read a held page until its completion). Bytes copied into the
+    /// bounce pages are released when copied.
+    fn pb_released(g: &PbInner) -> u64 {
+        g.hw.as_ref()
+            .and_then(|hw| hw.oldest_held(g.head, g.prod, g.cfg.ring_log2))
+            .map_or(g.written, |o| o.min(g.written))
+    }
+
+    /// `ACQ_IOC_PB_RELEASE`: waits (at most `timeout_ms`, interruptibly) until the bytes
+    /// before `offset` of session `session` are released, then reports the current
+    /// session's release point. A session that ended released everything (its stop
+    /// dropped every held page). `req` is answered on `ETIMEDOUT` too.
+    fn pb_release_wait(&self, req: &mut uapi::AcqPbRelease) -> Result {
+        if req.reserved != 0 || req.timeout_ms > 60_000 {
+            return Err(EINVAL);
+        }
+        let mut g = self.pb.lock();
+        if g.removed {
+            return Err(ENODEV);
+        }
+        let session = if req.session == 0 {
+            g.starts
+        } else {
+            req.session
+        };
+        if session > g.starts || (session == g.starts && req.offset > g.written) {
+            // A session that never was, or bytes not written yet, cannot be waited for:
+            // answering "released" would tell the writer to reuse memory on a guess.
+            return Err(EINVAL);
+        }
+        // Descriptors not yet given to the card would never complete.
+        self.pb_publish(&mut g);
+        let offset = req.offset;
+        let done =
+            |g: &PbInner| session != g.starts || !g.running || Self::pb_released(g) >= offset;
+        let mut left = msecs_to_jiffies(req.timeout_ms);
+        let period = msecs_to_jiffies(PB_RECHECK_MS);
+        let r = loop {
+            self.pb_reap(&mut g);
+            if g.removed {
+                break Err(ENODEV);
+            }
+            if done(&g) {
+                break Ok(());
+            }
+            if left == 0 {
+                break Err(ETIMEDOUT);
+            }
+            let step = left.min(period);
+            let news = |g: &mut MutexGuard<'_, PbInner>| {
+                self.pb_reap(g);
+                if g.removed || !g.running || session != g.starts {
+                    News::State
+                } else if done(g) {
+                    News::Completions
+                } else {
+                    News::Nothing
+                }
+            };
+            match self.pb_sleepers.sleep(&self.pb_wait, &mut g, step, news) {
+                CondVarTimeoutResult::Signal { .. } => break Err(EINTR),
+                CondVarTimeoutResult::Timeout => {
+                    left -= step;
+                    self.pb_check_halt(&mut g, true);
+                }
+                CondVarTimeoutResult::Woken { jiffies } => {
+                    left -= (step - jiffies.min(step)).max(1).min(left);
+                }
+            }
+        };
+        req.session = g.starts;
+        req.released = Self::pb_released(&g);
+        req.written = g.written;
+        r
+    }
+
     /// The playback half of a watchdog period. A card asleep with blocks posted and no
     /// completion for a whole period may wait for a PB_DOORBELL it never asked for (a
     /// `need_doorbell` it did not publish: a writer that trusts the flag never rings,
@@ -218,6 +295,16 @@ impl Card {
                     return Err(e);
                 }
             }
+            uapi::ACQ_IOC_PB_RELEASE => {
+                let (mut r, mut w) =
+                    UserSlice::new(user, size_of::<uapi::AcqPbRelease>()).reader_writer();
+                let UapiPbRelease(mut req) = r.read::<UapiPbRelease>()?;
+                let res = self.pb_release_wait(&mut req);
+                if res.is_ok() || res == Err(ETIMEDOUT) {
+                    w.write(&UapiPbRelease(req))?;
+                }
+                res?;
+            }
             uapi::ACQ_IOC_STOP => {
                 let mut g = self.pb.lock();
                 if g.removed {
@@ -244,6 +331,14 @@ impl Card {
         drop(hw);
     }
 }
+
+#[repr(transparent)]
+struct UapiPbRelease(uapi::AcqPbRelease);
+// SAFETY: `AcqPbRelease` is `repr(C)`, integer fields only, no padding (size asserted), so
+// every bit pattern is valid and every byte is initialised.
+unsafe impl kernel::transmute::FromBytes for UapiPbRelease {}
+// SAFETY: as above.
+unsafe impl kernel::transmute::AsBytes for UapiPbRelease {}
 
 #[repr(transparent)]
 struct UapiPbStats(uapi::AcqPbStats);

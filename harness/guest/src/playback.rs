@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! acq-stream --direction out [--device /dev/acq0-out] --bytes N
-//!            [--source pattern|zero|FILE] [--mode write|writev|splice|sendfile]
-//!            [--write-size N]
+//!            [--source pattern|zero|FILE] [--mode write|writev|splice|sendfile|vmsplice]
+//!            [--write-size N] [--buffers K] [--gift] [--reuse-before-release]
 //!            [--pipe-size N] [--block B] [--ring-log2 L] [--rate R] [--pattern P]
 //!            [--seed S] [--irq-count C] [--irq-time-us T] [--nonblock]
 //!            [--corrupt-at OFFSET] [--pause-at N --pause-ms MS] [--verify]
@@ -18,7 +18,10 @@
 //! writev() calls of 4 KiB pieces); `sendfile` moves a file with sendfile(); mode `splice`
 //! moves it with splice(): a file (or `/dev/zero`) is spliced into a pipe and the pipe
 //! into the card, and the pattern source is written into a pipe by a second thread and
-//! spliced from that pipe ("splice from a pipe").
+//! spliced from that pipe ("splice from a pipe"). Mode `vmsplice` lends `--buffers`
+//! buffers of `--write-size` bytes to the card with vmsplice() and splice(), reusing each
+//! only once the driver released it (the `vmsplice` module says how; `--gift` and
+//! `--reuse-before-release` are its variants).
 //!
 //! `--corrupt-at` flips bit 0 of the pattern byte at that stream offset (a deliberately
 //! bad source, which the card must catch there). `--pause-at` stops writing once for
@@ -39,6 +42,8 @@ use crate::acqdev::{self, errno_name, parse_pattern, parse_size};
 use crate::regs;
 use crate::uapi::{self, AcqConfig, AcqPbStats};
 
+mod vmsplice;
+
 /// How the data reaches the card.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
@@ -48,6 +53,8 @@ enum Mode {
     Splice,
     /// sendfile() from the `--source` file (or /dev/zero is refused: a file is needed).
     Sendfile,
+    /// vmsplice() of user buffers into a pipe, splice() from the pipe to the card.
+    Vmsplice,
 }
 
 impl Mode {
@@ -57,9 +64,13 @@ impl Mode {
             Mode::Writev => "writev",
             Mode::Splice => "splice",
             Mode::Sendfile => "sendfile",
+            Mode::Vmsplice => "vmsplice",
         }
     }
 }
+
+/// The modes, for messages.
+const MODES: &str = "write, writev, splice, sendfile, vmsplice";
 
 /// Where the data comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +119,10 @@ struct Args {
     pause_ms: u64,
     verify: bool,
     timeout: Option<f64>,
+    /// vmsplice: buffers cycled, SPLICE_F_GIFT, reuse without waiting for the release.
+    buffers: usize,
+    gift: bool,
+    reuse_before_release: bool,
 }
 
 fn parse(argv: &[String]) -> Result<Args, String> {
@@ -131,6 +146,9 @@ fn parse(argv: &[String]) -> Result<Args, String> {
         pause_ms: 500,
         verify: false,
         timeout: None,
+        buffers: 4,
+        gift: false,
+        reuse_before_release: false,
     };
     let mut it = argv.iter();
     while let Some(opt) = it.next() {
@@ -156,11 +174,8 @@ fn parse(argv: &[String]) -> Result<Args, String> {
                     "writev" => Mode::Writev,
                     "splice" => Mode::Splice,
                     "sendfile" => Mode::Sendfile,
-                    m => {
-                        return Err(format!(
-                            "--direction out: mode {m:?} (write, writev, splice, sendfile)"
-                        ))
-                    }
+                    "vmsplice" => Mode::Vmsplice,
+                    m => return Err(format!("--direction out: mode {m:?} ({MODES})")),
                 }
             }
             "--source" => {
@@ -205,6 +220,15 @@ fn parse(argv: &[String]) -> Result<Args, String> {
             "--pause-at" => a.pause_at = Some(size(opt, val(opt)?)?),
             "--pause-ms" => a.pause_ms = size(opt, val(opt)?)?,
             "--verify" => a.verify = true,
+            "--buffers" => {
+                let v = size(opt, val(opt)?)?;
+                if !(1..=1024).contains(&v) {
+                    return Err(format!("--buffers must be 1 .. 1024, not {v}"));
+                }
+                a.buffers = v as usize;
+            }
+            "--gift" => a.gift = true,
+            "--reuse-before-release" => a.reuse_before_release = true,
             "--timeout" => {
                 let v = val(opt)?;
                 a.timeout = Some(
@@ -223,8 +247,14 @@ fn parse(argv: &[String]) -> Result<Args, String> {
     if a.corrupt_at.is_some() && a.source != SourceSpec::Pattern {
         return Err("--corrupt-at needs --source pattern".into());
     }
-    if a.pipe_size.is_some() && a.mode != Mode::Splice {
-        return Err("--pipe-size needs --mode splice".into());
+    if a.pipe_size.is_some() && !matches!(a.mode, Mode::Splice | Mode::Vmsplice) {
+        return Err("--pipe-size needs --mode splice or vmsplice".into());
+    }
+    if (a.gift || a.reuse_before_release) && a.mode != Mode::Vmsplice {
+        return Err("--gift and --reuse-before-release need --mode vmsplice".into());
+    }
+    if a.gift && a.reuse_before_release {
+        return Err("--gift gives each buffer away: there is nothing to reuse".into());
     }
     if a.mode == Mode::Sendfile && !matches!(a.source, SourceSpec::File(_)) {
         return Err("--mode sendfile needs --source FILE (sendfile() reads a file)".into());
@@ -650,10 +680,12 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         start: Instant::now(),
         timed_out: false,
     };
+    let mut vs = vmsplice::VmspliceStats::default();
     let r = match a.mode {
         Mode::Write | Mode::Writev => write_loop(a, &dev, &mut prod, &mut st),
         Mode::Splice => splice_loop(a, &dev, prod, &mut st),
         Mode::Sendfile => sendfile_loop(a, &dev, &prod, &mut st),
+        Mode::Vmsplice => vmsplice::vmsplice_loop(a, &dev, &mut prod, &mut st).map(|v| vs = v),
     };
     // Pipe pages still held for blocks the card has not completed (zero-copy splice at a
     // rate: the driver releases them on completion, not when splice() returned).
@@ -703,6 +735,9 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         "zero_copy_bytes": after.zero_copy_bytes.wrapping_sub(before.zero_copy_bytes),
         "held_pages_at_end": held_at_end,
         "copied_bytes": after.copied_bytes.wrapping_sub(before.copied_bytes),
+        "release_waits": vs.release_waits,
+        "release_wait_ms": vs.release_wait_ms,
+        "gifted_buffers": vs.gifted,
         "errno": st.errnos,
         "drain": drained.err(),
         "timed_out": st.timed_out,
@@ -722,7 +757,8 @@ pub fn main(argv: &[String]) -> ExitCode {
             eprintln!("acq-stream: {e}");
             eprintln!(
                 "usage: acq-stream --direction out [--device /dev/acqN-out] --bytes N \
-                 [--source pattern|zero|FILE] [--mode write|splice] [--write-size N] \
+                 [--source pattern|zero|FILE] [--mode write|writev|splice|sendfile|vmsplice] \
+                 [--write-size N] [--buffers K] [--gift] [--reuse-before-release] \
                  [--pipe-size N] [--block B] [--ring-log2 L] [--rate R] [--pattern P] \
                  [--seed S] [--irq-count C] [--irq-time-us T] [--nonblock] \
                  [--corrupt-at OFFSET] [--pause-at N [--pause-ms MS]] [--verify] \
@@ -755,6 +791,13 @@ mod tests {
         assert!(args("--bytes 1M --mode mmap").unwrap_err().contains("mmap"));
         assert!(args("--source pattern").unwrap_err().contains("--bytes"));
         assert!(args("--bytes 1M --source rel/path").is_err());
+        let v = args("--bytes 1M --mode vmsplice --buffers 8 --gift").unwrap();
+        assert!(v.mode == Mode::Vmsplice && v.buffers == 8 && v.gift);
+        assert!(args("--bytes 1M --mode splice --gift")
+            .unwrap_err()
+            .contains("vmsplice"));
+        assert!(args("--bytes 1M --mode vmsplice --gift --reuse-before-release").is_err());
+        assert!(args("--bytes 1M --mode vmsplice --buffers 0").is_err());
     }
 
     #[test]

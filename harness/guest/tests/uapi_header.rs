@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use acq_guest::regs::pattern;
-use acq_guest::uapi::{self, AcqConfig, AcqInfo, AcqMmapSync, AcqPbStats, AcqStats};
+use acq_guest::uapi::{self, AcqConfig, AcqInfo, AcqMmapSync, AcqPbRelease, AcqPbStats, AcqStats};
 
 /// (C expression, Rust value) for everything the header defines.
 fn expected() -> Vec<(String, u64)> {
@@ -30,6 +30,7 @@ fn expected() -> Vec<(String, u64)> {
         ("ACQ_IOC_PB_SET_CONFIG", uapi::ACQ_IOC_PB_SET_CONFIG),
         ("ACQ_IOC_PB_GET_STATS", uapi::ACQ_IOC_PB_GET_STATS),
         ("ACQ_IOC_PB_DRAIN", uapi::ACQ_IOC_PB_DRAIN),
+        ("ACQ_IOC_PB_RELEASE", uapi::ACQ_IOC_PB_RELEASE),
         ("ACQ_CFG_LOOPBACK", uapi::ACQ_CFG_LOOPBACK),
         ("ACQ_CFG_BAR2", uapi::ACQ_CFG_BAR2),
         ("ACQ_CFG_FLAGS", uapi::ACQ_CFG_FLAGS),
@@ -152,6 +153,11 @@ fn expected() -> Vec<(String, u64)> {
             held_pages,
             lost_wakeups,
         ]
+    );
+    layout!(
+        "acq_pb_release",
+        AcqPbRelease,
+        [session, offset, released, written, timeout_ms, reserved]
     );
     v
 }

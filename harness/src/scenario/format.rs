@@ -385,7 +385,8 @@ pub struct PlayStep {
     /// Which card (index into `cards`).
     #[serde(default)]
     pub card: usize,
-    /// How the data reaches the card: `write` (write(2)) or `splice` (through a pipe).
+    /// How the data reaches the card: `write` (write(2)), `splice` (through a pipe) or
+    /// `vmsplice` (user buffers lent to a pipe, then spliced: no copy).
     #[serde(default = "default_play_mode")]
     pub mode: PlayMode,
     /// What is played: `pattern` (the card's pattern from offset 0, which the card
@@ -397,9 +398,23 @@ pub struct PlayStep {
     /// Bytes per write()/splice() call (default 1M).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk: Option<Size>,
-    /// Pipe size for splice (F_SETPIPE_SZ).
+    /// Pipe size for splice and vmsplice (F_SETPIPE_SZ).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipe_size: Option<Size>,
+    /// Mode `vmsplice`: buffers of `chunk` bytes cycled (default 4); each is written again
+    /// only once the driver released it (`ACQ_IOC_PB_RELEASE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffers: Option<u32>,
+    /// Mode `vmsplice`: each buffer is given away (SPLICE_F_GIFT), unmapped once queued and
+    /// never waited for (a new one per chunk); the driver's page references must keep it
+    /// valid until the card read it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gift: bool,
+    /// Mode `vmsplice`: a buffer is written again without waiting for its release (the
+    /// hazard: the card reads the new bytes where it expected the old, and counts
+    /// mismatches). Needs `verify: false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reuse_before_release: bool,
     /// Output rate of the card in bytes per second (default 0: as fast as the data comes,
     /// never an underrun). The card's `device` pattern, seed, block size and moderation
     /// apply to the playback channel too; its capture `rate` does not.
@@ -431,6 +446,8 @@ pub enum PlayMode {
     Write,
     /// splice(2) from a pipe (a thread writes the data into it).
     Splice,
+    /// vmsplice(2) of user buffers into a pipe, then splice(2) to the card.
+    Vmsplice,
 }
 
 /// What a player plays.
@@ -1439,10 +1456,42 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
                     "must be more than 0".into(),
                 );
             }
-            if p.pipe_size.is_some() && p.mode != PlayMode::Splice {
+            if p.pipe_size.is_some() && !matches!(p.mode, PlayMode::Splice | PlayMode::Vmsplice) {
                 return err(
                     &format!("steps[{i}].play.pipe_size"),
-                    "only applies to mode splice".into(),
+                    "only applies to modes splice and vmsplice".into(),
+                );
+            }
+            if p.mode != PlayMode::Vmsplice {
+                for (set, name) in [
+                    (p.buffers.is_some(), "buffers"),
+                    (p.gift, "gift"),
+                    (p.reuse_before_release, "reuse_before_release"),
+                ] {
+                    if set {
+                        return err(
+                            &format!("steps[{i}].play.{name}"),
+                            "only applies to mode vmsplice".into(),
+                        );
+                    }
+                }
+            }
+            if let Some(b) = p.buffers.filter(|b| !(1..=1024).contains(b)) {
+                return err(
+                    &format!("steps[{i}].play.buffers"),
+                    format!("must be 1 .. 1024, not {b}"),
+                );
+            }
+            if p.gift && p.reuse_before_release {
+                return err(
+                    &format!("steps[{i}].play.reuse_before_release"),
+                    "a gifted buffer is given away: there is nothing to reuse".into(),
+                );
+            }
+            if p.verify && p.reuse_before_release {
+                return err(
+                    &format!("steps[{i}].play.verify"),
+                    "reuse before release makes the card see mismatches: set verify false".into(),
                 );
             }
             if p.verify && p.source == PlaySource::Zero {
@@ -2141,6 +2190,46 @@ mod tests {
             r#"{"cards": [{"bar2_size": "2M", "device": {"transfer": "bar2"}}], "steps": [{"stream": {"bytes": "1M"}}]}"#,
         ] {
             assert!(parse(ok, "t.json").is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn vmsplice_options_belong_to_mode_vmsplice() {
+        let play = |p: &str| format!(r#"{{"steps": [{{"play": {{"bytes": "1M", {p}}}}}]}}"#);
+        let sc = parse(
+            &play(r#""mode": "vmsplice", "buffers": 8, "gift": true"#),
+            "t.json",
+        )
+        .expect("vmsplice with gift");
+        let Step::Play(p) = &sc.steps[0] else {
+            panic!("a play step")
+        };
+        assert!(p.mode == PlayMode::Vmsplice && p.gift && p.buffers == Some(8));
+        for (bad, field, why) in [
+            (
+                r#""mode": "splice", "gift": true"#,
+                "play.gift",
+                "mode vmsplice",
+            ),
+            (r#""buffers": 2"#, "play.buffers", "mode vmsplice"),
+            (
+                r#""mode": "vmsplice", "buffers": 0"#,
+                "play.buffers",
+                "1 .. 1024",
+            ),
+            (
+                r#""mode": "vmsplice", "gift": true, "reuse_before_release": true, "verify": false"#,
+                "play.reuse_before_release",
+                "nothing to reuse",
+            ),
+            (
+                r#""mode": "vmsplice", "reuse_before_release": true"#,
+                "play.verify",
+                "set verify false",
+            ),
+        ] {
+            let e = error_of(&play(bad));
+            assert!(e.contains(field) && e.contains(why), "{bad}: {e}");
         }
     }
 

@@ -791,6 +791,7 @@ fn play(
         match p.mode {
             PlayMode::Write => "write",
             PlayMode::Splice => "splice",
+            PlayMode::Vmsplice => "vmsplice",
         }
         .into(),
         "--source".into(),
@@ -812,6 +813,15 @@ fn play(
     }
     if let Some(s) = p.pipe_size {
         argv.extend(["--pipe-size".into(), s.0.to_string()]);
+    }
+    if let Some(b) = p.buffers {
+        argv.extend(["--buffers".into(), b.to_string()]);
+    }
+    if p.gift {
+        argv.push("--gift".into());
+    }
+    if p.reuse_before_release {
+        argv.push("--reuse-before-release".into());
     }
     argv.extend(pause_args(p.pause_at, p.pause_ms));
     // The card's settings, but the playback rate is the step's (the capture rate is not).

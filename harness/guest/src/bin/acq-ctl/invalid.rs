@@ -123,6 +123,14 @@ pub(crate) fn probe_invalid(dev: &AcqDev, device: &str) -> ExitCode {
         &mut sync as *mut uapi::AcqMmapSync as usize,
         libc::EINVAL,
     );
+    let mut rel = uapi::AcqPbRelease::default();
+    raw(
+        "pb_release on the capture node",
+        uapi::ACQ_IOC_PB_RELEASE,
+        &mut rel as *mut uapi::AcqPbRelease as usize,
+        libc::ENOTTY,
+    );
+    cases.extend(playback_release_cases(&format!("{device}-out")));
     let mut v1 = [0u8; uapi::ACQ_STATS_V1_SIZE];
     cases.push(Case {
         name: "get_stats v1 (80 bytes) still served".into(),
@@ -181,4 +189,84 @@ pub(crate) fn probe_invalid(dev: &AcqDev, device: &str) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// `ACQ_IOC_PB_RELEASE` on the playback node (ABI 1.4): each bad argument refused with
+/// `EINVAL`, an unreadable one with `EFAULT`, a plain query (offset 0: always released)
+/// answered.
+fn playback_release_cases(path: &str) -> Vec<Case> {
+    use std::os::fd::AsRawFd;
+    let out = match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(f) => f,
+        // A card without a playback channel has no node: nothing to probe.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            return vec![Case {
+                name: format!("open {path}"),
+                want: 0,
+                got: Err(e.raw_os_error().unwrap_or(libc::EIO)),
+            }]
+        }
+    };
+    let call = |r: Option<uapi::AcqPbRelease>| -> Result<i32, i32> {
+        let mut r = r;
+        let arg = r
+            .as_mut()
+            .map_or(0, |r| r as *mut uapi::AcqPbRelease as usize);
+        // SAFETY: `arg` is null (the driver must answer EFAULT) or points at an
+        // `AcqPbRelease`, the size the command encodes.
+        let ret = unsafe { libc::ioctl(out.as_raw_fd(), uapi::ACQ_IOC_PB_RELEASE as _, arg) };
+        if ret < 0 {
+            Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO))
+        } else {
+            Ok(ret)
+        }
+    };
+    let base = uapi::AcqPbRelease::default();
+    let mut cases = Vec::new();
+    for (name, want, r) in [
+        ("pb_release NULL", libc::EFAULT, None),
+        (
+            "pb_release reserved",
+            libc::EINVAL,
+            Some(uapi::AcqPbRelease {
+                reserved: 1,
+                ..base
+            }),
+        ),
+        (
+            "pb_release timeout_ms=60001",
+            libc::EINVAL,
+            Some(uapi::AcqPbRelease {
+                timeout_ms: 60_001,
+                ..base
+            }),
+        ),
+        (
+            "pb_release offset beyond what was written",
+            libc::EINVAL,
+            Some(uapi::AcqPbRelease {
+                offset: u64::MAX,
+                ..base
+            }),
+        ),
+        (
+            "pb_release a session that never was",
+            libc::EINVAL,
+            Some(uapi::AcqPbRelease {
+                session: u64::MAX,
+                ..base
+            }),
+        ),
+        ("pb_release query", 0, Some(base)),
+    ] {
+        cases.push(Case {
+            name: name.into(),
+            want,
+            got: call(r),
+        });
+    }
+    cases
 }
