@@ -201,11 +201,18 @@ impl Card {
         let mut g = self.pb.lock();
         if !g.removed && g.running {
             if let Err(e) = self.pb_drain_locked(&mut g) {
+                let why = if e == EINTR {
+                    "a signal ended the wait (a killed writer's blocks are dropped)"
+                } else if e == ETIMEDOUT {
+                    "the card did not take them within the drain's time"
+                } else {
+                    "the card failed or is gone"
+                };
                 pr_warn!(
-                    "acq{}: playback close: {} blocks not received ({:?})\n",
+                    "acq{}: playback close: {} blocks not received: {}\n",
                     self.index,
                     regs::ring::outstanding(g.prod, g.head),
-                    e
+                    why
                 );
             }
         }
