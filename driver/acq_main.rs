@@ -42,6 +42,7 @@
 //! | `splice.rs` | splice(): pool pages lent to pipes, their buffer operations |
 //! | `mmap.rs` | mmap() and `ACQ_IOC_MMAP_SYNC` |
 //! | `watchdog.rs` | reset and restart of a card that stopped making progress |
+//! | `ratelimit.rs` | a rate limit for the log messages a lying card causes per block |
 //! | `control.rs` | ioctl(), configuration checks, statistics, unbind |
 //! | `chardev.rs` | `/dev/acqN` and `/dev/acqN-out`: `file_operations` trampolines, generic over the node where both have the operation |
 //! | `playback.rs` | the playback channel (`/dev/acqN-out`) |
@@ -108,6 +109,7 @@ mod interrupts;
 mod mmap;
 mod pageref;
 mod pool;
+mod ratelimit;
 mod ring;
 mod splice;
 mod watchdog;
@@ -117,6 +119,7 @@ use capture::*;
 use control::*;
 use interrupts::*;
 use pageref::PageRef;
+use ratelimit::LogLimit;
 use splice::*;
 use watchdog::*;
 
@@ -303,6 +306,9 @@ struct Inner {
     /// dropped for each copy to user memory, pageref.rs, and the call's bytes must be
     /// contiguous): others wait for it interruptibly (`Card::claim_reader`).
     reader_busy: bool,
+    /// The "completion passed but never written" message (a lying card could cause one
+    /// per block).
+    lost_log: LogLimit,
 }
 
 impl Inner {
@@ -609,6 +615,7 @@ fn probe_identified<'b>(
                 flr_due: false,
                 resetting: false,
                 reader_busy: false,
+                lost_log: LogLimit::new(),
             }),
             resetting: Atomic::new(false),
             wait <- new_poll_condvar!("acq::wait"),

@@ -67,6 +67,8 @@ pub(super) struct PbInner {
     pub(super) splice_pos: i64,
     /// `head` at the watchdog's last period (`pb_watchdog_tick`).
     wd_head: u32,
+    /// The "completion passed but never written" message (one per block at most).
+    lost_log: LogLimit,
 }
 
 impl PbInner {
@@ -91,6 +93,7 @@ impl PbInner {
             splice_task: 0,
             splice_pos: 0,
             wd_head: 0,
+            lost_log: LogLimit::new(),
         }
     }
 
@@ -258,6 +261,7 @@ impl Card {
                 return;
             };
             let slot = regs::ring::slot(head, log2) as usize;
+            let mut lost = false;
             let c = match hw.completion(head, log2) {
                 Some(c) => Some(c),
                 None if hw.head_lost(head, published, log2) => {
@@ -265,12 +269,8 @@ impl Card {
                     // it would fill the ring and keep the writer waiting for ever. Taken
                     // as an error, and re-phased so that it cannot pass for the next
                     // lap's record before the card writes that one.
-                    pr_warn!(
-                        "acq{}-out: completion {} was passed by the card but never written: skipped\n",
-                        self.index,
-                        head
-                    );
                     hw.unmark(head, log2);
+                    lost = true;
                     None
                 }
                 None => break,
@@ -280,6 +280,14 @@ impl Card {
                 *h = None;
             }
             g.head = head.wrapping_add(1);
+            if let Some(more) = lost.then(|| g.lost_log.admit()).flatten() {
+                pr_warn!(
+                    "acq{}-out: completion {} was passed by the card but never written: skipped{}\n",
+                    self.index,
+                    head,
+                    more
+                );
+            }
             // A completion that cannot be true is an error too: another slot's id, or a
             // length other than the block the card was given (it reads whole blocks).
             let Some(c) = c.filter(|c| {

@@ -283,11 +283,14 @@ impl Card {
     /// on with the next completion (whose offset then shows the block as a gap). The
     /// caller reports the error (read and splice latch it, MMAP_SYNC returns it).
     pub(crate) fn skip_lost(&self, g: &mut MutexGuard<'_, Inner>) {
-        pr_warn!(
-            "acq{}: completion {} was passed by the card but never written: skipped\n",
-            self.index,
-            g.head
-        );
+        if let Some(more) = g.lost_log.admit() {
+            pr_warn!(
+                "acq{}: completion {} was passed by the card but never written: skipped{}\n",
+                self.index,
+                g.head,
+                more
+            );
+        }
         g.stats.errors += 1;
         let head = g.head;
         self.unmark(g, head);

@@ -999,6 +999,11 @@ pub struct Expect {
     /// Kernel log lines that do not count as a failure (substrings), besides none.
     #[serde(default)]
     pub dmesg_allow: Vec<String>,
+    /// How many kernel log lines (of the run, before the driver unloads) contain each
+    /// substring, e.g. `{"never written: skipped": {"min": 1, "max": 10}}`: that the
+    /// driver says what happened, and does not flood the log saying it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dmesg_lines: BTreeMap<String, CountRange>,
     /// What the consumers of disk sinks report about the disk (docs/sink.md).
     #[serde(default)]
     pub sink: SinkExpect,
@@ -1068,6 +1073,7 @@ impl Default for Expect {
             pool_returned: true,
             counters: BTreeMap::new(),
             dmesg_allow: Vec::new(),
+            dmesg_lines: BTreeMap::new(),
             sink: SinkExpect::default(),
         }
     }
@@ -1808,6 +1814,12 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
                 ),
             );
         }
+    }
+    if sc.expect.dmesg_lines.keys().any(|k| k.trim().is_empty()) {
+        return err(
+            "expect.dmesg_lines",
+            "an empty text matches every line: name what the line says".into(),
+        );
     }
     Ok(())
 }

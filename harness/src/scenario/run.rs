@@ -1274,6 +1274,14 @@ fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &str) {
             detail: got.map_or_else(|| "no such counter".into(), |g| g.to_string()),
         });
     }
+    for (text, range) in &ex.dmesg_lines {
+        let n = dmesg.lines().filter(|l| l.contains(text.as_str())).count() as u64;
+        checks.push(Check {
+            name: format!("kernel log lines with {text:?} {range}"),
+            ok: range.contains(n),
+            detail: n.to_string(),
+        });
+    }
     checks.push(kernel_log_check(
         "kernel log clean (no WARN/BUG/lockdep)",
         dmesg,
