@@ -117,6 +117,7 @@ impl Sleepers {
             cv.wait_interruptible_timeout(g, jiffies)
         };
         self.waiting.fetch_sub(1, Relaxed);
+        let returned = self.now_ns();
         let irq = self.first_irq.load(Relaxed);
         if irq != 0 && irq >= start {
             self.silent.store(0, Relaxed);
@@ -133,10 +134,20 @@ impl Sleepers {
                 // reached us. (One that came at the deadline, or after it while we took
                 // the mutex back, found us off the queue; none at all is a lost interrupt,
                 // which the re-check is there for.)
+                //
+                // Unless this task ran only long after its deadline: a wait woken in time
+                // but not given a CPU until its timeout had passed returns `Timeout` too
+                // (schedule_timeout() reports the time left when the task runs), which is
+                // what an interrupt storm does to a vCPU. Then a wake-up cannot be told
+                // from none: not judged.
                 News::Completions => {
                     let irq = self.first_irq.load(Relaxed);
                     let deadline = start.saturating_add(jiffies_to_ns(jiffies));
-                    irq != 0 && irq >= start && irq.saturating_add(IRQ_SLACK_NS) < deadline
+                    let starved = returned > deadline.saturating_add(LATE_RUN_NS);
+                    !starved
+                        && irq != 0
+                        && irq >= start
+                        && irq.saturating_add(IRQ_SLACK_NS) < deadline
                 }
                 // A change of state nobody woke us for. Its maker may be between its
                 // unlock and its wake-up when our timer fired: give it a moment (other
@@ -231,6 +242,9 @@ const SILENT_WAITS: u32 = 10;
 /// An interrupt this long before a waiter's deadline must have woken it: more than the
 /// timer's granularity (a jiffy at HZ 100 is 10 ms) and the hard handler's own latency.
 const IRQ_SLACK_NS: i64 = 20_000_000;
+/// A waiter that runs this long after its deadline was starved of CPU (woken or not): its
+/// `Timeout` says nothing about a wake-up.
+const LATE_RUN_NS: i64 = 50_000_000;
 /// How long a waiter that timed out and found a change of state waits for its maker's
 /// wake-up before it calls the wake-up lost.
 const STATE_WAKE_GRACE_NS: i64 = 50_000_000;
