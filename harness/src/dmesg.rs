@@ -41,24 +41,13 @@ pub fn kernel_bug_reports(dmesg: &str) -> Vec<String> {
 /// kmemleak's interface (debug kernel flavor, debugfs).
 pub const KMEMLEAK: &str = "/sys/kernel/debug/kmemleak";
 
-/// A guest shell command run before the driver loads: what the kernel leaked while
-/// booting is not the run's. It prints the kernel's `jiffies:` (`/proc/timer_list`), and
-/// the objects allocated before them are left out of the report (`kmemleak_leaks` with
-/// [`kmemleak_since`]): no scan needed, where the two scans of a KASAN guest under TCG
-/// took 14 s. Without /proc/timer_list it scans and forgets what the boot leaked (two
-/// scans, as below) and prints nothing; on a kernel without kmemleak it does nothing.
+/// A guest shell command run before the driver loads: scan and forget what the kernel
+/// leaked while booting, so a later report is about the run. Prints nothing on a kernel
+/// without kmemleak. Two scans, as below.
 pub fn kmemleak_baseline_cmd() -> String {
     format!(
-        "[ -w {KMEMLEAK} ] || exit 0; grep -m1 '^jiffies:' /proc/timer_list 2>/dev/null && exit 0; \
-         echo scan > {KMEMLEAK} && echo scan > {KMEMLEAK} && echo clear > {KMEMLEAK}"
+        "[ -w {KMEMLEAK} ] || exit 0; echo scan > {KMEMLEAK} && echo scan > {KMEMLEAK} && echo clear > {KMEMLEAK}"
     )
-}
-
-/// The jiffies [`kmemleak_baseline_cmd`] printed, if it did.
-pub fn kmemleak_since(baseline_out: &str) -> Option<u64> {
-    baseline_out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("jiffies:")?.trim().parse().ok())
 }
 
 /// A guest shell command run after the driver is unloaded: scan, and print every object
@@ -74,32 +63,16 @@ pub fn kmemleak_scan_cmd() -> String {
 }
 
 /// The leaks in a kmemleak report: each `unreferenced object` line with the first frames
-/// of its allocation backtrace, one string per object. With `since` (jiffies), an object
-/// allocated before then (its `comm ..., jiffies N` line) is not the run's: left out.
-pub fn kmemleak_leaks(report: &str, since: Option<u64>) -> Vec<String> {
+/// of its allocation backtrace, one string per object.
+pub fn kmemleak_leaks(report: &str) -> Vec<String> {
     let mut leaks: Vec<String> = Vec::new();
     let mut frames = 0;
     let mut in_trace = false;
-    // The current object was left out: its lines are skipped until the next one.
-    let mut skipping = false;
     for line in report.lines().map(str::trim) {
         if line.starts_with("unreferenced object") {
             leaks.push(line.to_owned());
             frames = 0;
             in_trace = false;
-            skipping = false;
-        } else if skipping {
-            continue;
-        } else if line.starts_with("comm ") {
-            let born = line
-                .rsplit_once("jiffies ")
-                .and_then(|(_, j)| j.trim().parse::<u64>().ok());
-            if let (Some(born), Some(since)) = (born, since) {
-                if born < since {
-                    leaks.pop();
-                    skipping = true;
-                }
-            }
         } else if line.starts_with("backtrace") {
             in_trace = true;
         } else if in_trace && frames < 4 && !line.is_empty() {
@@ -148,7 +121,7 @@ unreferenced object 0xffff888004a1d000 (size 32):
   backtrace (crc 0):
     [<ffffffff81234567>] kmalloc_trace+0x1a/0x20
 ";
-        let leaks = kmemleak_leaks(report, None);
+        let leaks = kmemleak_leaks(report);
         assert_eq!(leaks.len(), 2, "{leaks:?}");
         assert!(leaks[0].starts_with("unreferenced object 0xffff888004a1c000 (size 64)"));
         assert!(leaks[0].contains("<- __kmalloc_noprof+0x1a/0x20 <- 0xffffffffa0001234"));
@@ -158,15 +131,6 @@ unreferenced object 0xffff888004a1d000 (size 32):
             leaks[0]
         );
         assert!(leaks[1].contains("kmalloc_trace"));
-        assert!(kmemleak_leaks("", None).is_empty());
-        // Objects allocated before the baseline are the boot's: left out, frames and all.
-        let since = kmemleak_since("jiffies: 4294892500\n");
-        assert_eq!(since, Some(4294892500));
-        let run = kmemleak_leaks(report, since);
-        assert_eq!(run.len(), 1, "{run:?}");
-        assert!(run[0].contains("0xffff888004a1d000") && run[0].contains("kmalloc_trace"));
-        assert!(!run[0].contains("__kmalloc_noprof"), "{run:?}");
-        assert_eq!(kmemleak_leaks(report, Some(1)).len(), 2);
-        assert_eq!(kmemleak_since("nothing\n"), None);
+        assert!(kmemleak_leaks("").is_empty());
     }
 }

@@ -206,10 +206,10 @@ pub fn run(paths: &Paths, opts: &SoakOptions) -> Result<SoakReport> {
     let kmemleak_expected = paths.kernel_flavor == crate::paths::KernelFlavor::Debug;
     let mut rng = Rng::new(opts.seed);
     let result = (|| -> Result<()> {
-        let since = crate::dmesg::kmemleak_since(&vm.sh_ok(
+        vm.sh_ok(
             &crate::dmesg::kmemleak_baseline_cmd(),
             Duration::from_secs(300),
-        )?);
+        )?;
         for n in 1..=opts.cycles {
             if crate::signals::interrupted() {
                 anyhow::bail!("interrupted after {} cycles", n - 1);
@@ -247,7 +247,7 @@ pub fn run(paths: &Paths, opts: &SoakOptions) -> Result<SoakReport> {
         let scan = vm.sh(&crate::dmesg::kmemleak_scan_cmd(), Duration::from_secs(600))?;
         if scan.status != 3 {
             fs::write(opts.results.join("kmemleak.txt"), &scan.stdout)?;
-            report.kmemleak_leaks = Some(crate::dmesg::kmemleak_leaks(&scan.stdout, since));
+            report.kmemleak_leaks = Some(crate::dmesg::kmemleak_leaks(&scan.stdout));
         } else if kmemleak_expected {
             anyhow::bail!(
                 "{} is missing on the debug kernel: kmemleak disabled itself (see the console log)",

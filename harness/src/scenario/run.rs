@@ -201,8 +201,7 @@ fn run_inner(
     }
     let mut vm = Vm::boot(&cfg, paths)?;
     res.accel = vm.accel.0.to_string();
-    let mut kmemleak_since = None;
-    let r = run_steps(sc, opts, dir, deadline, &mut vm, &mut kmemleak_since, res);
+    let r = run_steps(sc, opts, dir, deadline, &mut vm, res);
     if r.is_err() {
         vm.mark_failed();
     }
@@ -257,21 +256,20 @@ fn run_inner(
             ok: out.success(),
             detail: format!("status {} {}", out.status, out.stderr.trim()),
         });
-        let kmemleak = (paths.kernel_flavor == KernelFlavor::Debug).then_some(kmemleak_since);
+        let kmemleak = paths.kernel_flavor == KernelFlavor::Debug;
         check_after_unload(&mut vm, &dmesg, &sc.expect, dir, deadline, kmemleak, res)?;
     } else if paths.kernel_flavor == KernelFlavor::Debug {
         // A scenario that loads the driver itself (a probe that must fail, say) is
         // checked for leaks all the same: a failed probe's error path is where they hide.
-        let kmemleak = Some(kmemleak_since);
-        check_after_unload(&mut vm, &dmesg, &sc.expect, dir, deadline, kmemleak, res)?;
+        check_after_unload(&mut vm, &dmesg, &sc.expect, dir, deadline, true, res)?;
     }
     vm.shutdown(Duration::from_secs(60).min(remaining(deadline).max(Duration::from_secs(5))))?;
     Ok(())
 }
 
 /// What the kernel reported while the driver was removed (a use-after-free in the remove
-/// path shows only then), and on the debug flavor (`kmemleak`: Some, with the baseline's
-/// jiffies if it gave them) whatever kmemleak finds unreferenced once the driver is gone.
+/// path shows only then), and on the debug flavor whatever kmemleak finds unreferenced
+/// once the driver is gone.
 #[allow(clippy::too_many_arguments)]
 fn check_after_unload(
     vm: &mut Vm,
@@ -279,7 +277,7 @@ fn check_after_unload(
     ex: &super::format::Expect,
     dir: &Path,
     deadline: Instant,
-    kmemleak: Option<Option<u64>>,
+    kmemleak: bool,
     res: &mut ScenarioResult,
 ) -> Result<()> {
     // Bounded by the scenario's time, with a floor so the checks can still run.
@@ -293,9 +291,9 @@ fn check_after_unload(
         new,
         ex,
     ));
-    let Some(since) = kmemleak else {
+    if !kmemleak {
         return Ok(());
-    };
+    }
     // Two scans of the debug kernel's memory take seconds under TCG.
     let scan = vm.sh(&crate::dmesg::kmemleak_scan_cmd(), bound(300))?;
     if scan.status == 3 {
@@ -312,7 +310,7 @@ fn check_after_unload(
         return Ok(());
     }
     fs::write(dir.join("kmemleak.txt"), &scan.stdout)?;
-    let leaks = crate::dmesg::kmemleak_leaks(&scan.stdout, since);
+    let leaks = crate::dmesg::kmemleak_leaks(&scan.stdout);
     res.checks.push(Check {
         name: "kmemleak: nothing leaked".into(),
         ok: scan.success() && leaks.is_empty(),
@@ -389,15 +387,13 @@ fn run_steps(
     dir: &Path,
     deadline: Instant,
     vm: &mut Vm,
-    kmemleak_since: &mut Option<u64>,
     res: &mut ScenarioResult,
 ) -> Result<()> {
     // On the debug flavor: what the kernel leaked while booting is not the run's.
-    let base = vm.sh_ok(
+    vm.sh_ok(
         &crate::dmesg::kmemleak_baseline_cmd(),
         Duration::from_secs(120),
     )?;
-    *kmemleak_since = crate::dmesg::kmemleak_since(&base);
     if sc.load_driver {
         vm.sh_ok("insmod /lib/modules/acq.ko", Duration::from_secs(60))?;
         for i in 0..sc.cards.len() {
