@@ -102,6 +102,8 @@ impl Sleepers {
         news: impl Fn(&mut MutexGuard<'_, T>) -> News,
     ) -> CondVarTimeoutResult {
         let start = self.now_ns();
+        // When the wait itself began (after the test-only window below): its deadline.
+        let mut wait_start = start;
         self.first_irq.store(0, Relaxed);
         self.waiting.fetch_add(1, Full);
         let wakes = self.wakes.load(Acquire);
@@ -114,6 +116,7 @@ impl Sleepers {
             if window > 0 {
                 kernel::time::delay::fsleep(kernel::time::Delta::from_millis(i64::from(window)));
             }
+            wait_start = self.now_ns();
             cv.wait_interruptible_timeout(g, jiffies)
         };
         self.waiting.fetch_sub(1, Relaxed);
@@ -142,7 +145,7 @@ impl Sleepers {
                 // from none: not judged.
                 News::Completions => {
                     let irq = self.first_irq.load(Relaxed);
-                    let deadline = start.saturating_add(jiffies_to_ns(jiffies));
+                    let deadline = wait_start.saturating_add(jiffies_to_ns(jiffies));
                     let starved = returned > deadline.saturating_add(LATE_RUN_NS);
                     !starved
                         && irq != 0

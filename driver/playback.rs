@@ -280,13 +280,15 @@ impl Card {
                 *h = None;
             }
             g.head = head.wrapping_add(1);
-            if let Some(more) = lost.then(|| g.lost_log.admit()).flatten() {
-                pr_warn!(
-                    "acq{}-out: completion {} was passed by the card but never written: skipped{}\n",
-                    self.index,
-                    head,
-                    more
-                );
+            if lost {
+                if let Some(more) = g.lost_log.admit() {
+                    pr_warn!(
+                        "acq{}-out: completion {} was passed by the card but never written: skipped{}\n",
+                        self.index,
+                        head,
+                        more
+                    );
+                }
             }
             // A completion that cannot be true is an error too: another slot's id, or a
             // length other than the block the card was given (it reads whole blocks).

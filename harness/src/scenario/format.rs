@@ -1815,11 +1815,19 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
             );
         }
     }
-    if sc.expect.dmesg_lines.keys().any(|k| k.trim().is_empty()) {
-        return err(
-            "expect.dmesg_lines",
-            "an empty text matches every line: name what the line says".into(),
-        );
+    for (text, range) in &sc.expect.dmesg_lines {
+        if text.trim().is_empty() {
+            return err(
+                "expect.dmesg_lines",
+                "an empty text matches every line: name what the line says".into(),
+            );
+        }
+        if range.min == 0 && range.max.is_none() {
+            return err(
+                &format!("expect.dmesg_lines.{text}"),
+                "a range of 0 and no max holds for any log: give a min or a max".into(),
+            );
+        }
     }
     Ok(())
 }
