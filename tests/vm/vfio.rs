@@ -50,11 +50,22 @@ fn vfio_with_fault(vm: &mut acq::vm::Vm, fault: &str, args: &str) -> Result<Stri
     // Mid-stream by the card's own count, not by a fixed sleep: on a loaded host the guest
     // may take longer than that to start acq-vfio (the fault would then miss the stream).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while counter(vm, "bytes")? < before + (2 << 20) {
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "acq-vfio did not start streaming within 60 s"
-        );
+    loop {
+        let now = counter(vm, "bytes")?;
+        if now >= before + (2 << 20) {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            // Say what acq-vfio said and whether it still runs: a bare timeout (CI, once,
+            // under load) left nothing to go on.
+            let said = vm
+                .sh("cat /tmp/f; echo; ps | grep '[a]cq-vfio'", CMD)
+                .map(|o| o.stdout)
+                .unwrap_or_else(|e| format!("(could not read /tmp/f: {e:#})"));
+            anyhow::bail!(
+                "acq-vfio did not start streaming within 60 s (card bytes {before} -> {now}); its output and process: {said}"
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     model_request(vm, 0, fault)?;
