@@ -19,14 +19,34 @@ impl Card {
         // The budget is in jiffies and only what was really slept counts: a writer is
         // woken by every completion interrupt, long before a re-check period is over.
         let total_ms = PB_DRAIN_MS.saturating_add(ring_ms).min(u64::from(u32::MAX));
-        let mut left = msecs_to_jiffies(total_ms as u32);
+        self.pb_wait_until(g, msecs_to_jiffies(total_ms as u32), |g| {
+            if !g.running {
+                Some(News::State)
+            } else if g.head == g.prod {
+                Some(News::Completions)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Waits, interruptibly (`EINTR`), until `done` says why the wait is over (`News::State`:
+    /// a change of state ended it; `News::Completions`: completions did), at most `left`
+    /// jiffies of sleep (`ETIMEDOUT`), reaping completions at every look; `ENODEV` once the
+    /// card is removed. The drain and `ACQ_IOC_PB_RELEASE` wait this way.
+    fn pb_wait_until(
+        &self,
+        g: &mut MutexGuard<'_, PbInner>,
+        mut left: Jiffies,
+        done: impl Fn(&PbInner) -> Option<News>,
+    ) -> Result {
         let period = msecs_to_jiffies(PB_RECHECK_MS);
         loop {
             self.pb_reap(g);
             if g.removed {
                 return Err(ENODEV);
             }
-            if !g.running || g.head == g.prod {
+            if done(g).is_some() {
                 return Ok(());
             }
             if left == 0 {
@@ -35,12 +55,10 @@ impl Card {
             let step = left.min(period);
             let news = |g: &mut MutexGuard<'_, PbInner>| {
                 self.pb_reap(g);
-                if g.removed || !g.running {
+                if g.removed {
                     News::State
-                } else if g.head == g.prod {
-                    News::Completions
                 } else {
-                    News::Nothing
+                    done(g).unwrap_or(News::Nothing)
                 }
             };
             match self.pb_sleepers.sleep(&self.pb_wait, g, step, news) {
@@ -92,43 +110,15 @@ impl Card {
         // Descriptors not yet given to the card would never complete.
         self.pb_publish(&mut g);
         let offset = req.offset;
-        let done =
-            |g: &PbInner| session != g.starts || !g.running || Self::pb_released(g) >= offset;
-        let mut left = msecs_to_jiffies(req.timeout_ms);
-        let period = msecs_to_jiffies(PB_RECHECK_MS);
-        let r = loop {
-            self.pb_reap(&mut g);
-            if g.removed {
-                break Err(ENODEV);
+        let r = self.pb_wait_until(&mut g, msecs_to_jiffies(req.timeout_ms), |g| {
+            if !g.running || session != g.starts {
+                Some(News::State)
+            } else if Self::pb_released(g) >= offset {
+                Some(News::Completions)
+            } else {
+                None
             }
-            if done(&g) {
-                break Ok(());
-            }
-            if left == 0 {
-                break Err(ETIMEDOUT);
-            }
-            let step = left.min(period);
-            let news = |g: &mut MutexGuard<'_, PbInner>| {
-                self.pb_reap(g);
-                if g.removed || !g.running || session != g.starts {
-                    News::State
-                } else if done(g) {
-                    News::Completions
-                } else {
-                    News::Nothing
-                }
-            };
-            match self.pb_sleepers.sleep(&self.pb_wait, &mut g, step, news) {
-                CondVarTimeoutResult::Signal { .. } => break Err(EINTR),
-                CondVarTimeoutResult::Timeout => {
-                    left -= step;
-                    self.pb_check_halt(&mut g, true);
-                }
-                CondVarTimeoutResult::Woken { jiffies } => {
-                    left -= (step - jiffies.min(step)).max(1).min(left);
-                }
-            }
-        };
+        });
         req.session = g.starts;
         req.released = Self::pb_released(&g);
         req.written = g.written;
