@@ -125,17 +125,17 @@ DEBUG_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,default stream-
 	fault-surprise-removal-splice playback-splice-recycled-pages playback-fault-dma-error \
 	dma-swiotlb-force control-second-process fault-hang-at-remove probe-without-interrupts \
 	playback-fault-index-lies fault-irq-storm-at-remove \
-	playback-vmsplice-writer-killed))
+	playback-vmsplice-writer-killed share-card-to-card share-surprise-removal))
 
 # The scenarios that also run with every DMA address translated by a virtual IOMMU and
 # with every streaming mapping bounced (swiotlb=force) in make test-vm: where a missing or
 # wrong mapping or sync shows (each data path, lying completions and event pages, reset,
 # playback's recycled pages and the writer's own vmspliced pages, control from a second
-# process, a card writing over the driver's rings).
+# process, a card writing over the driver's rings, one card's ring played by another).
 DMA_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,stream-splice-tee stream-mmap \
 	fault-dma-error-splice fault-bad-completion-long fault-cons-lie fault-reset \
 	playback-splice-recycled-pages control-second-process fault-stray-dma-driver-memory \
-	playback-vmsplice))
+	playback-vmsplice share-card-to-card))
 
 # The VM tests: the Rust end-to-end tests, every scenario (reports in results/), the
 # representative sets again on the debug kernel, with the IOMMU and with swiotlb, and

@@ -41,6 +41,7 @@
 //! | `capture.rs` | read()/readv()/io_uring (`->read_iter`) and poll(): the errno contract |
 //! | `splice.rs` | splice(): pool pages lent to pipes, their buffer operations |
 //! | `mmap.rs` | mmap() and `ACQ_IOC_MMAP_SYNC` |
+//! | `dmabuf.rs` | `ACQ_IOC_EXPBUF`: the ring's pages as a dma-buf for another device |
 //! | `watchdog.rs` | reset and restart of a card that stopped making progress |
 //! | `ratelimit.rs` | a rate limit for the log messages a lying card causes per block |
 //! | `control.rs` | ioctl(), configuration checks, statistics, unbind |
@@ -48,6 +49,7 @@
 //! | `playback.rs` | the playback channel (`/dev/acqN-out`) |
 //! | `bar2.rs` | BAR2 streaming mode |
 //! | `shim.c` | the few kernel helpers without a Rust abstraction in 7.3 |
+//! | `shim_dmabuf.c` | dma-buf: the exporter's callbacks, the importer's attach and map |
 
 use core::pin::Pin;
 use core::ptr;
@@ -105,6 +107,7 @@ mod card;
 mod chardev;
 mod completions;
 mod control;
+mod dmabuf;
 mod interrupts;
 mod mmap;
 mod pageref;

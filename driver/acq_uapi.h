@@ -15,7 +15,7 @@
 
 #define ACQ_IOC_MAGIC 0xAC
 #define ACQ_ABI_VERSION 1
-#define ACQ_ABI_MINOR 4
+#define ACQ_ABI_MINOR 5
 
 /* Configuration of a session (capture: ACQ_IOC_SET_CONFIG; playback: ACQ_IOC_PB_SET_CONFIG). */
 struct acq_config {
@@ -101,6 +101,35 @@ struct acq_pb_release {
 	__u32 reserved;		/* must be 0 */
 };
 
+/* ACQ_IOC_EXPBUF: the capture ring as one read-only dma-buf (ABI 1.5). */
+struct acq_expbuf {
+	__u32 flags;		/* in: ACQ_EXPBUF_CLOEXEC or 0 */
+	__s32 fd;		/* out: the dma-buf */
+	__u64 size;		/* out: entries * 4096 */
+	__u32 entries;		/* out: page i = ring slot i */
+	__u32 reserved;		/* must be 0 */
+};
+
+#define ACQ_EXPBUF_CLOEXEC 1
+
+/* ACQ_IOC_PB_IMPORT: a dma-buf as the playback source (ABI 1.5). */
+struct acq_pb_import {
+	__s32 fd;		/* in: a dma-buf, or -1 to drop the import */
+	__u32 pages;		/* out: size / 4096 */
+	__u64 size;		/* out */
+	__u64 reserved;		/* must be 0 */
+};
+
+/* ACQ_IOC_PB_QUEUE: play blocks from the import's pages, no copy (ABI 1.5). */
+struct acq_pb_queue {
+	__u32 first;		/* in: page of the first block */
+	__u32 count;		/* in: blocks */
+	__u32 done;		/* out: blocks posted */
+	__u32 flags;		/* in: ACQ_PB_QUEUE_NONBLOCK or 0 */
+};
+
+#define ACQ_PB_QUEUE_NONBLOCK 1
+
 /* The control page (page 0 of the mapping): byte offsets of its u64 words. */
 #define ACQ_CTL_MAGIC_OFF 0
 #define ACQ_CTL_ENTRIES_OFF 8
@@ -147,5 +176,8 @@ struct acq_pb_stats {
 #define ACQ_IOC_PB_GET_STATS _IOR(ACQ_IOC_MAGIC, 11, struct acq_pb_stats)
 #define ACQ_IOC_PB_DRAIN _IO(ACQ_IOC_MAGIC, 12)
 #define ACQ_IOC_PB_RELEASE _IOWR(ACQ_IOC_MAGIC, 13, struct acq_pb_release)
+#define ACQ_IOC_EXPBUF _IOWR(ACQ_IOC_MAGIC, 14, struct acq_expbuf)
+#define ACQ_IOC_PB_IMPORT _IOWR(ACQ_IOC_MAGIC, 15, struct acq_pb_import)
+#define ACQ_IOC_PB_QUEUE _IOWR(ACQ_IOC_MAGIC, 16, struct acq_pb_queue)
 
 #endif /* ACQ_UAPI_H */

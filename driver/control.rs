@@ -13,6 +13,8 @@ pub(crate) struct UapiStats(pub(crate) AcqStats);
 pub(crate) struct UapiInfo(pub(crate) AcqInfo);
 #[repr(transparent)]
 pub(crate) struct UapiMmapSync(pub(crate) uapi::AcqMmapSync);
+#[repr(transparent)]
+pub(crate) struct UapiExpBuf(pub(crate) uapi::AcqExpBuf);
 
 // SAFETY: `AcqConfig` is `repr(C)` with only integer fields and no padding (its size is
 // asserted in uapi.rs), so every bit pattern is valid and every byte is initialised.
@@ -27,6 +29,10 @@ unsafe impl kernel::transmute::AsBytes for UapiInfo {}
 unsafe impl kernel::transmute::FromBytes for UapiMmapSync {}
 // SAFETY: as above.
 unsafe impl kernel::transmute::AsBytes for UapiMmapSync {}
+// SAFETY: `AcqExpBuf` is `repr(C)`, integer fields only, no padding (size asserted).
+unsafe impl kernel::transmute::FromBytes for UapiExpBuf {}
+// SAFETY: as above.
+unsafe impl kernel::transmute::AsBytes for UapiExpBuf {}
 
 // ---------------------------------------------------------------------------
 // Interrupts
@@ -96,6 +102,16 @@ impl Card {
                 let UapiMmapSync(mut req) = r.read::<UapiMmapSync>()?;
                 self.mmap_sync(&mut req)?;
                 w.write(&UapiMmapSync(req))?;
+            }
+            uapi::ACQ_IOC_EXPBUF => {
+                let (mut r, mut w) =
+                    UserSlice::new(user, size_of::<uapi::AcqExpBuf>()).reader_writer();
+                let UapiExpBuf(mut req) = r.read::<UapiExpBuf>()?;
+                let exp = self.expbuf(&mut req)?;
+                // The descriptor goes into the process's table only once the answer
+                // arrived (dropping `exp` on EFAULT undoes the export).
+                w.write(&UapiExpBuf(req))?;
+                exp.publish();
             }
             uapi::ACQ_IOC_GET_INFO => return self.ioctl_info(cmd, arg),
             _ => return Err(ENOTTY),

@@ -34,14 +34,8 @@ impl Card {
         if pgoff != 0 || len != (n + 1) * PAGE_SIZE {
             return Err(EINVAL);
         }
-        let keep = g.mapped;
-        let hw = g.hw.as_mut().ok_or(ENODEV)?;
-        if !keep {
-            hw.clear_slots();
-        }
-        for slot in 0..n {
-            hw.page_for_slot(slot, keep).ok_or(ENOMEM)?;
-        }
+        self.pin_slots(&mut g)?;
+        let hw = g.hw.as_ref().ok_or(ENODEV)?;
         let mixed = vma.set_mixedmap();
         mixed.vm_insert_page(vma.start(), &hw.ctl)?;
         for slot in 0..n {
@@ -51,6 +45,32 @@ impl Card {
         g.mapped = true;
         self.update_ctl(&g, 0);
         Ok(())
+    }
+
+    /// Gives every ring slot a page it keeps from now on (mmap mode: a process's mapping or
+    /// a dma-buf holds the pages) and returns a reference on each, in slot order. Refused
+    /// (`EBUSY`) while a read() or splice() session runs: its slots' pages were posted
+    /// under lending rules. In mmap mode already, the slots keep the pages they have.
+    pub(crate) fn pin_slots(&self, g: &mut MutexGuard<'_, Inner>) -> Result<KVec<PageRef>> {
+        if g.removed {
+            return Err(ENODEV);
+        }
+        if g.running && !g.mapped {
+            return Err(EBUSY);
+        }
+        let n = g.entries() as usize;
+        let keep = g.mapped;
+        let hw = g.hw.as_mut().ok_or(ENODEV)?;
+        if !keep {
+            hw.clear_slots();
+        }
+        let mut refs = KVec::with_capacity(n, GFP_KERNEL)?;
+        for slot in 0..n {
+            hw.page_for_slot(slot, keep).ok_or(ENOMEM)?;
+            let (_, page) = hw.slot_buf(slot).ok_or(ENOMEM)?;
+            refs.push(PageRef::new(&page.page), GFP_KERNEL)?;
+        }
+        Ok(refs)
     }
 
     /// Mirrors the mmap state into the control page.

@@ -33,6 +33,18 @@ mod dma;
 pub(super) use dma::PbHw;
 use dma::*;
 mod file;
+mod import;
+use import::Import;
+
+/// What a posted slot's descriptor points at (`Card::pb_post`).
+enum Source {
+    /// The slot's own bounce page, filled by a copy.
+    Bounce,
+    /// A spliced pipe page, held until the completion.
+    Pipe(PipePage),
+    /// A page of the imported dma-buf at `addr` (already synced for the card).
+    Import { addr: u64, stream_off: u64 },
+}
 
 /// Playback state, under [`Card::pb`].
 pub(super) struct PbInner {
@@ -69,6 +81,9 @@ pub(super) struct PbInner {
     wd_head: u32,
     /// The "completion passed but never written" message (one per block at most).
     lost_log: LogLimit,
+    /// The dma-buf `ACQ_IOC_PB_QUEUE` plays from (`ACQ_IOC_PB_IMPORT`). Dropped only with
+    /// no slot holding one of its pages, and while the card is bound.
+    import: Option<Import>,
 }
 
 impl PbInner {
@@ -94,6 +109,7 @@ impl PbInner {
             splice_pos: 0,
             wd_head: 0,
             lost_log: LogLimit::new(),
+            import: None,
         }
     }
 
@@ -275,7 +291,7 @@ impl Card {
                 }
                 None => break,
             };
-            // The card finished reading this slot's buffer: a held pipe page goes back.
+            // The card finished reading this slot's buffer: held writer memory goes back.
             if let Some(h) = hw.held.get_mut(slot) {
                 *h = None;
             }
@@ -331,30 +347,29 @@ impl Card {
         }
     }
 
-    /// Posts the next slot: its bounce page (`pipe` = None) or a held pipe page.
-    fn pb_post(&self, g: &mut MutexGuard<'_, PbInner>, pipe: Option<PipePage>) {
+    /// Posts the next slot with `src`: its bounce page, or writer memory held until the
+    /// completion.
+    fn pb_post(&self, g: &mut MutexGuard<'_, PbInner>, src: Source) {
         let log2 = g.cfg.ring_log2;
         let block = g.cfg.block_size;
         let slot = regs::ring::slot(g.prod, log2) as usize;
         let Some(hw) = g.hw.as_mut() else {
             return;
         };
-        let addr = match pipe {
-            Some(p) => {
-                let a = p.addr;
-                if let Some(h) = hw.held.get_mut(slot) {
-                    *h = Some(p);
-                }
-                a
-            }
-            None => match hw.bounce.get(slot) {
+        let (addr, held) = match src {
+            Source::Pipe(p) => (p.addr, Some(Held::Pipe(p))),
+            Source::Import { addr, stream_off } => (addr, Some(Held::Import { stream_off })),
+            Source::Bounce => match hw.bounce.get(slot) {
                 Some(b) => {
                     b.sync_for_device(block as usize);
-                    b.addr
+                    (b.addr, None)
                 }
                 None => return,
             },
         };
+        if let Some(h) = hw.held.get_mut(slot) {
+            *h = held;
+        }
         hw.write_desc(slot, addr, block);
         g.prod = g.prod.wrapping_add(1);
         g.fill = 0;
@@ -600,7 +615,7 @@ impl Card {
             g.stats.bytes += k as u64;
             g.stats.copied_bytes += k as u64;
             if g.fill as usize == block {
-                self.pb_post(&mut g, None);
+                self.pb_post(&mut g, Source::Bounce);
             }
             if k < n {
                 // A fault in the user's buffer: what arrived counts.
@@ -672,7 +687,7 @@ impl Card {
             g.written += len as u64;
             g.stats.bytes += len as u64;
             g.stats.zero_copy_bytes += len as u64;
-            self.pb_post(&mut g, Some(pp));
+            self.pb_post(&mut g, Source::Pipe(pp));
             return Ok(len);
         }
         let fill = g.fill as usize;
@@ -694,7 +709,7 @@ impl Card {
         g.stats.bytes += n as u64;
         g.stats.copied_bytes += n as u64;
         if g.fill as usize == block {
-            self.pb_post(&mut g, None);
+            self.pb_post(&mut g, Source::Bounce);
         }
         Ok(n)
     }

@@ -18,8 +18,10 @@ pub const ACQ_ABI_VERSION: u32 = 1;
 /// 2 = playback (`/dev/acqN-out`, `ACQ_IOC_PB_*`, [`AcqPbStats`]), [`ACQ_CFG_LOOPBACK`]
 /// and [`ACQ_CFG_BAR2`] (BAR2 streaming mode) in [`AcqConfig::flags`]; 3 =
 /// `lost_wakeups` in [`AcqStats`] and [`AcqPbStats`] (their `reserved` fields before); 4 =
-/// `ACQ_IOC_PB_RELEASE` ([`AcqPbRelease`]: when spliced or vmspliced memory may be reused).
-pub const ACQ_ABI_MINOR: u32 = 4;
+/// `ACQ_IOC_PB_RELEASE` ([`AcqPbRelease`]: when spliced or vmspliced memory may be reused);
+/// 5 = dma-buf: `ACQ_IOC_EXPBUF` ([`AcqExpBuf`]), `ACQ_IOC_PB_IMPORT` ([`AcqPbImport`]) and
+/// `ACQ_IOC_PB_QUEUE` ([`AcqPbQueue`]).
+pub const ACQ_ABI_MINOR: u32 = 5;
 
 const IOC_NRSHIFT: u32 = 0;
 const IOC_TYPESHIFT: u32 = 8;
@@ -122,6 +124,50 @@ pub const ACQ_IOC_PB_RELEASE: u32 = ioc(
     core::mem::size_of::<AcqPbRelease>(),
 );
 
+/// Capture (`/dev/acqN`): export the ring's pages as one dma-buf ([`AcqExpBuf`];
+/// docs/driver.md "Sharing the ring with another device"). Page `i` of the dma-buf is ring
+/// slot `i`: block `k` of the session is in page `k % entries`, handed out and back with
+/// `ACQ_IOC_MMAP_SYNC` as in mmap mode (the file is in mmap mode from then on, as after an
+/// mmap()). The dma-buf is read-only and lives until its last holder lets go, even after
+/// the card is closed or gone. `EBUSY` while a read() or splice() session runs; `ENOMEM`
+/// when the pool has too few free pages; `EINVAL` for unknown flags or `reserved` != 0;
+/// `EMFILE`; `EFAULT` (no descriptor is installed then); `ENODEV`.
+pub const ACQ_IOC_EXPBUF: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    ACQ_IOC_MAGIC,
+    14,
+    core::mem::size_of::<AcqExpBuf>(),
+);
+/// Playback (`/dev/acqN-out`): take a dma-buf as the playback source ([`AcqPbImport`]):
+/// the card reads its pages by DMA through its own mapping. A new import replaces the old
+/// one; `fd` -1 drops it. `EBADF` (not a descriptor), `EINVAL` (not a dma-buf, a size that
+/// is 0, not a multiple of 4096 or over 4 MiB, `reserved` != 0), `EBUSY` while blocks of
+/// the current import are in flight, `EPERM` from an exporter that refuses to be read by
+/// a device, `ENODEV`; any errno of the exporter's attach or map.
+pub const ACQ_IOC_PB_IMPORT: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    ACQ_IOC_MAGIC,
+    15,
+    core::mem::size_of::<AcqPbImport>(),
+);
+/// Playback: post blocks from the imported dma-buf ([`AcqPbQueue`]), no copy. The first
+/// `block_size` bytes of each page are played. Errors as write()'s (`EPIPE` and `EIO` once
+/// each, `EAGAIN` with [`ACQ_PB_QUEUE_NONBLOCK`], `EINTR`), reported only when no block was
+/// posted (`done` then says how many were); `EINVAL` with no import, `first` beyond it,
+/// unknown flags or a partial block pending from write(). A posted block's page must not
+/// change until `ACQ_IOC_PB_RELEASE` says it was released.
+pub const ACQ_IOC_PB_QUEUE: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    ACQ_IOC_MAGIC,
+    16,
+    core::mem::size_of::<AcqPbQueue>(),
+);
+
+/// [`AcqExpBuf::flags`]: the descriptor gets `O_CLOEXEC`.
+pub const ACQ_EXPBUF_CLOEXEC: u32 = 1;
+/// [`AcqPbQueue::flags`]: do not wait for ring space (`EAGAIN` if none, or fewer blocks).
+pub const ACQ_PB_QUEUE_NONBLOCK: u32 = 1;
+
 /// [`AcqConfig::flags`] of the capture configuration: a loopback session (the card
 /// delivers what its playback channel receives; needs `ACQ_CAP_LOOPBACK` in the card's
 /// CAPS, else `EINVAL`).
@@ -201,6 +247,51 @@ pub struct AcqPbRelease {
     pub timeout_ms: u32,
     /// Reserved, 0.
     pub reserved: u32,
+}
+
+/// `ACQ_IOC_EXPBUF` argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcqExpBuf {
+    /// In: [`ACQ_EXPBUF_CLOEXEC`] or 0.
+    pub flags: u32,
+    /// Out: the dma-buf's descriptor (read-only).
+    pub fd: i32,
+    /// Out: its size, `entries * 4096`.
+    pub size: u64,
+    /// Out: ring entries (pages).
+    pub entries: u32,
+    /// Reserved, 0.
+    pub reserved: u32,
+}
+
+/// `ACQ_IOC_PB_IMPORT` argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcqPbImport {
+    /// In: a dma-buf descriptor, or -1 to drop the current import.
+    pub fd: i32,
+    /// Out: its pages (`size / 4096`).
+    pub pages: u32,
+    /// Out: its size in bytes.
+    pub size: u64,
+    /// Reserved, 0.
+    pub reserved: u64,
+}
+
+/// `ACQ_IOC_PB_QUEUE` argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcqPbQueue {
+    /// In: the import page of the first block; block `i` is page `(first + i) % pages`.
+    pub first: u32,
+    /// In: blocks to post.
+    pub count: u32,
+    /// Out: blocks posted (fewer than `count` after a signal, with
+    /// [`ACQ_PB_QUEUE_NONBLOCK`], or when an error is owed).
+    pub done: u32,
+    /// In: [`ACQ_PB_QUEUE_NONBLOCK`] or 0.
+    pub flags: u32,
 }
 
 /// `ACQ_IOC_MMAP_SYNC` argument (docs/driver.md, "mmap()").
@@ -395,3 +486,6 @@ const _: () = assert!(core::mem::size_of::<AcqInfo>() == 32);
 const _: () = assert!(core::mem::size_of::<AcqMmapSync>() == 40);
 const _: () = assert!(core::mem::size_of::<AcqPbStats>() == 120);
 const _: () = assert!(core::mem::size_of::<AcqPbRelease>() == 40);
+const _: () = assert!(core::mem::size_of::<AcqExpBuf>() == 24);
+const _: () = assert!(core::mem::size_of::<AcqPbImport>() == 24);
+const _: () = assert!(core::mem::size_of::<AcqPbQueue>() == 16);

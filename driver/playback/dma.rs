@@ -154,6 +154,25 @@ impl Drop for PipePage {
     }
 }
 
+/// What a posted slot holds of the writer's memory until the card's completion.
+pub(super) enum Held {
+    /// A spliced pipe page: referenced and mapped by us.
+    Pipe(PipePage),
+    /// A page of the imported dma-buf (`Import`, which owns the mapping): nothing to drop
+    /// but the mark, which keeps the release point before it.
+    Import { stream_off: u64 },
+}
+
+impl Held {
+    /// Session stream offset of the block's first byte.
+    fn stream_off(&self) -> u64 {
+        match self {
+            Held::Pipe(p) => p.stream_off,
+            Held::Import { stream_off } => *stream_off,
+        }
+    }
+}
+
 /// The playback channel's DMA memory: rings, event area, bounce pages, and the pipe pages
 /// the card is reading. Dropped at unbind after the card was stopped.
 pub(crate) struct PbHw {
@@ -161,8 +180,9 @@ pub(crate) struct PbHw {
     pub(super) comp: DmaRegion,
     pub(super) event: DmaRegion,
     pub(super) bounce: KVec<BouncePage>,
-    /// Per ring slot: the pipe page it carries while posted (zero-copy), else `None`.
-    pub(super) held: KVec<Option<PipePage>>,
+    /// Per ring slot: the writer's memory it carries while posted (zero-copy), else
+    /// `None` (its bounce page).
+    pub(super) held: KVec<Option<Held>>,
 }
 
 impl PbHw {
@@ -222,18 +242,25 @@ impl PbHw {
             .write32(base + regs::desc::OFF_ID, slot as u32 & 0xFFFF);
     }
 
-    /// Session stream offset of the oldest byte in a held pipe page, if any: the first
+    /// Session stream offset of the oldest byte in held writer memory, if any: the first
     /// held page of the posted slots `head .. prod` (pages are held only while posted, and
     /// posted in stream order).
     pub(super) fn oldest_held(&self, head: u32, prod: u32, log2: u32) -> Option<u64> {
         let posted = regs::ring::outstanding(prod, head).min(self.held.len() as u32);
         (0..posted).find_map(|i| {
             let slot = regs::ring::slot(head.wrapping_add(i), log2) as usize;
-            self.held.get(slot)?.as_ref().map(|p| p.stream_off)
+            self.held.get(slot)?.as_ref().map(Held::stream_off)
         })
     }
 
-    /// Drops every held pipe page (the card no longer reads any: it is stopped).
+    /// True while a posted slot carries a page of the imported dma-buf.
+    pub(super) fn holds_import(&self) -> bool {
+        self.held
+            .iter()
+            .any(|h| matches!(h, Some(Held::Import { .. })))
+    }
+
+    /// Drops every held page (the card no longer reads any: it is stopped).
     pub(super) fn release_all(&mut self) {
         self.held.iter_mut().for_each(|h| *h = None);
     }

@@ -209,6 +209,9 @@ impl Card {
         if !g.removed {
             self.pb_stop_locked(&mut g);
         }
+        // The card reads none of its pages any more (stopped, or gone): the exporter may
+        // have them back. Under `pb`, so that an unbind cannot take the device meanwhile.
+        g.import = None;
         g.err = 0;
         g.xrun = 0;
         g.open = false;
@@ -302,6 +305,20 @@ impl Card {
                 }
                 res?;
             }
+            uapi::ACQ_IOC_PB_IMPORT => {
+                let (mut r, mut w) =
+                    UserSlice::new(user, size_of::<uapi::AcqPbImport>()).reader_writer();
+                let UapiPbImport(mut req) = r.read::<UapiPbImport>()?;
+                self.pb_import(&mut req)?;
+                w.write(&UapiPbImport(req))?;
+            }
+            uapi::ACQ_IOC_PB_QUEUE => {
+                let (mut r, mut w) =
+                    UserSlice::new(user, size_of::<uapi::AcqPbQueue>()).reader_writer();
+                let UapiPbQueue(mut req) = r.read::<UapiPbQueue>()?;
+                self.pb_queue(&mut req)?;
+                w.write(&UapiPbQueue(req))?;
+            }
             uapi::ACQ_IOC_STOP => {
                 let mut g = self.pb.lock();
                 if g.removed {
@@ -317,14 +334,17 @@ impl Card {
     /// Unbind: the card was stopped and reset; drop the playback memory and the held
     /// pipe pages, wake the writers with `ENODEV`.
     pub(crate) fn pb_shutdown(&self) {
-        let hw = {
+        let (hw, import) = {
             let mut g = self.pb.lock();
             g.removed = true;
             g.running = false;
-            g.hw.take()
+            (g.hw.take(), g.import.take())
         };
-        // Wake first: the writers only need `removed`; freeing takes a while.
+        // Wake first: the writers only need `removed`; freeing takes a while. The device
+        // is still bound here (unbind runs this before devres), as the import's unmap
+        // needs; no PB_IMPORT can add one now (`removed`).
         self.pb_sleepers.wake(&self.pb_wait);
+        drop(import);
         drop(hw);
     }
 }
@@ -336,6 +356,20 @@ struct UapiPbRelease(uapi::AcqPbRelease);
 unsafe impl kernel::transmute::FromBytes for UapiPbRelease {}
 // SAFETY: as above.
 unsafe impl kernel::transmute::AsBytes for UapiPbRelease {}
+
+#[repr(transparent)]
+struct UapiPbImport(uapi::AcqPbImport);
+// SAFETY: `AcqPbImport` is `repr(C)`, integer fields only, no padding (size asserted).
+unsafe impl kernel::transmute::FromBytes for UapiPbImport {}
+// SAFETY: as above.
+unsafe impl kernel::transmute::AsBytes for UapiPbImport {}
+
+#[repr(transparent)]
+struct UapiPbQueue(uapi::AcqPbQueue);
+// SAFETY: `AcqPbQueue` is `repr(C)`, integer fields only, no padding (size asserted).
+unsafe impl kernel::transmute::FromBytes for UapiPbQueue {}
+// SAFETY: as above.
+unsafe impl kernel::transmute::AsBytes for UapiPbQueue {}
 
 #[repr(transparent)]
 struct UapiPbStats(uapi::AcqPbStats);

@@ -220,6 +220,12 @@ pub fn run(paths: &Paths, opts: &BenchOptions) -> Result<Report> {
     for mode in ["write", "splice", "vmsplice"] {
         bench(&mut vm, Spec::play(mode))?;
     }
+    // Card to card: the capture ring shared as a dma-buf with the playback channel (the
+    // card reads the pages it wrote, no CPU copy) against read() then write() through a
+    // buffer, the card verifying every byte either way.
+    for mode in ["dma-buf", "read+write"] {
+        bench(&mut vm, Spec::share(mode))?;
+    }
     for &p in &opts.pipe_sizes {
         bench(&mut vm, Spec::acq("splice", Some(p)))?;
         bench(&mut vm, Spec::zero("splice", Some(p)))?;
@@ -344,6 +350,14 @@ impl Spec {
             ..Spec::acq(mode, Some(1 << 20).filter(|_| mode != "write"))
         }
     }
+    /// Card to card: `dma-buf` (the ring exported and imported, no CPU copy) or
+    /// `read+write` (through a buffer, two copies).
+    fn share(mode: &'static str) -> Spec {
+        Spec {
+            source: SHARE,
+            ..Spec::acq(mode, None)
+        }
+    }
     fn label(&self) -> String {
         let mut l = format!("{} {}", self.source, self.mode);
         if let Some(p) = self.pipe {
@@ -409,10 +423,20 @@ fn spread(samples: &[f64]) -> Option<(f64, f64)> {
 const PAGE_CACHE_FILE: &str = "/tmp/peer.dat";
 /// The playback rows' `source`: the device they write.
 const PLAYBACK: &str = "acq0-out";
+/// The card-to-card rows' `source`: card 0's capture played by its own playback channel
+/// (`acq-share`; docs/driver.md "Sharing the ring with another device").
+const SHARE: &str = "acq0 -> acq0-out";
 
 fn measure(vm: &mut Vm, control: &Path, bytes: u64, s: &Spec) -> Result<Run> {
-    let mut argv: Vec<String> = vec!["acq-stream".into(), "--mode".into(), s.mode.into()];
+    let mut argv: Vec<String> = match s.source {
+        SHARE => ["acq-share", "--from", "/dev/acq0", "--to", "/dev/acq0-out"]
+            .map(String::from)
+            .into(),
+        _ => vec!["acq-stream".into(), "--mode".into(), s.mode.into()],
+    };
     match s.source {
+        SHARE if s.mode == "read+write" => argv.push("--copy".into()),
+        SHARE => {}
         "zero" => argv.extend(["--raw".into(), "--device".into(), "/dev/zero".into()]),
         "tmpfs" => argv.extend(["--raw".into(), "--device".into(), PAGE_CACHE_FILE.into()]),
         PLAYBACK => argv.extend([
@@ -645,6 +669,13 @@ fn targets(runs: &[Run], model: &[ModelFill]) -> Vec<Value> {
         "vmsplice playback >= write() playback",
         mbps("acq0-out vmsplice pipe=1M"),
         mbps("acq0-out write"),
+        1.0,
+    ));
+    // Sharing a buffer between devices against copying it through the CPU.
+    t.push(ratio_target(
+        "card to card by dma-buf >= read()+write()",
+        mbps("acq0 -> acq0-out dma-buf"),
+        mbps("acq0 -> acq0-out read+write"),
         1.0,
     ));
     // The seed's comparison: the raw device against a file system on it.

@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use acq_guest::regs::pattern;
-use acq_guest::uapi::{self, AcqConfig, AcqInfo, AcqMmapSync, AcqPbRelease, AcqPbStats, AcqStats};
+use acq_guest::uapi::{
+    self, AcqConfig, AcqExpBuf, AcqInfo, AcqMmapSync, AcqPbImport, AcqPbQueue, AcqPbRelease,
+    AcqPbStats, AcqStats,
+};
 
 /// (C expression, Rust value) for everything the header defines.
 fn expected() -> Vec<(String, u64)> {
@@ -31,6 +34,11 @@ fn expected() -> Vec<(String, u64)> {
         ("ACQ_IOC_PB_GET_STATS", uapi::ACQ_IOC_PB_GET_STATS),
         ("ACQ_IOC_PB_DRAIN", uapi::ACQ_IOC_PB_DRAIN),
         ("ACQ_IOC_PB_RELEASE", uapi::ACQ_IOC_PB_RELEASE),
+        ("ACQ_IOC_EXPBUF", uapi::ACQ_IOC_EXPBUF),
+        ("ACQ_IOC_PB_IMPORT", uapi::ACQ_IOC_PB_IMPORT),
+        ("ACQ_IOC_PB_QUEUE", uapi::ACQ_IOC_PB_QUEUE),
+        ("ACQ_EXPBUF_CLOEXEC", uapi::ACQ_EXPBUF_CLOEXEC),
+        ("ACQ_PB_QUEUE_NONBLOCK", uapi::ACQ_PB_QUEUE_NONBLOCK),
         ("ACQ_CFG_LOOPBACK", uapi::ACQ_CFG_LOOPBACK),
         ("ACQ_CFG_BAR2", uapi::ACQ_CFG_BAR2),
         ("ACQ_CFG_FLAGS", uapi::ACQ_CFG_FLAGS),
@@ -116,6 +124,13 @@ fn expected() -> Vec<(String, u64)> {
             max_block_size
         ]
     );
+    layout!(
+        "acq_expbuf",
+        AcqExpBuf,
+        [flags, fd, size, entries, reserved]
+    );
+    layout!("acq_pb_import", AcqPbImport, [fd, pages, size, reserved]);
+    layout!("acq_pb_queue", AcqPbQueue, [first, count, done, flags]);
     layout!(
         "acq_mmap_sync",
         AcqMmapSync,

@@ -278,6 +278,9 @@ pub enum Step {
     /// Play a stream into a card's playback channel (`/dev/acqN-out`, `acq-stream
     /// --direction out`); the card verifies what it receives.
     Play(PlayStep),
+    /// Play one card's capture ring on a card's playback channel with no CPU copy
+    /// (dma-buf, `acq-share`); the receiving card verifies every byte.
+    Share(super::share::ShareStep),
     /// Run a shell command in the guest.
     Exec(ExecStep),
     /// Wait.
@@ -1449,6 +1452,10 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
     }
     let mut disk_streams = Vec::new();
     for (i, s) in sc.steps.iter().enumerate() {
+        if let Step::Share(sh) = s {
+            sh.validate(ncards, &sc.cards)
+                .or_else(|(f, why)| err(&format!("steps[{i}].share.{f}"), why))?;
+        }
         let card = match s {
             Step::Config(c) => Some(c.card),
             Step::Reset(c) => Some(c.card),
@@ -1796,7 +1803,7 @@ fn validate(sc: &Scenario) -> Result<(), (String, String)> {
     let nstreams = sc
         .steps
         .iter()
-        .filter(|s| matches!(s, Step::Stream(_) | Step::Play(_)))
+        .filter(|s| matches!(s, Step::Stream(_) | Step::Play(_) | Step::Share(_)))
         .count();
     for key in sc.expect.counters.keys() {
         let ok = match counter_key(key) {

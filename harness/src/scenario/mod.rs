@@ -7,4 +7,5 @@ pub mod format;
 pub use format::{load, parse, LoadError, Scenario};
 pub mod report;
 pub mod run;
+pub mod share;
 pub mod signal;

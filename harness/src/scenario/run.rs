@@ -473,6 +473,12 @@ fn run_steps(
                         .with_context(|| format!("step {i} (play)"))?;
                     res.streams.push(v);
                 }
+                Step::Share(sh) => {
+                    let v =
+                        super::share::run(&vm.guest(), sh, &sc.cards[sh.settings_card()], deadline)
+                            .with_context(|| format!("step {i} (share)"))?;
+                    res.streams.push(v);
+                }
                 Step::Exec(e) if e.background => {
                     let (guest, e) = (vm.guest(), e.clone());
                     background.push((
@@ -901,7 +907,7 @@ fn stream_results<'a>(
     sc.steps
         .iter()
         .filter(|s| match s {
-            Step::Stream(_) => true,
+            Step::Stream(_) | Step::Share(_) => true,
             Step::Play(p) => !p.background,
             _ => false,
         })

@@ -130,7 +130,40 @@ pub(crate) fn probe_invalid(dev: &AcqDev, device: &str) -> ExitCode {
         &mut rel as *mut uapi::AcqPbRelease as usize,
         libc::ENOTTY,
     );
+    raw("expbuf NULL", uapi::ACQ_IOC_EXPBUF, 0, libc::EFAULT);
+    for (name, exp) in [
+        (
+            "expbuf flags=2 (reserved)",
+            uapi::AcqExpBuf {
+                flags: 2,
+                ..Default::default()
+            },
+        ),
+        (
+            "expbuf reserved",
+            uapi::AcqExpBuf {
+                reserved: 1,
+                ..Default::default()
+            },
+        ),
+    ] {
+        let mut exp = exp;
+        raw(
+            name,
+            uapi::ACQ_IOC_EXPBUF,
+            &mut exp as *mut uapi::AcqExpBuf as usize,
+            libc::EINVAL,
+        );
+    }
+    let mut imp = uapi::AcqPbImport::default();
+    raw(
+        "pb_import on the capture node",
+        uapi::ACQ_IOC_PB_IMPORT,
+        &mut imp as *mut uapi::AcqPbImport as usize,
+        libc::ENOTTY,
+    );
     cases.extend(playback_release_cases(&format!("{device}-out")));
+    cases.extend(playback_import_cases(&format!("{device}-out")));
     let mut v1 = [0u8; uapi::ACQ_STATS_V1_SIZE];
     cases.push(Case {
         name: "get_stats v1 (80 bytes) still served".into(),
@@ -151,6 +184,15 @@ pub(crate) fn probe_invalid(dev: &AcqDev, device: &str) -> ExitCode {
         got: dev.ioctl_raw(
             uapi::ACQ_IOC_SET_CONFIG,
             &before as *const AcqConfig as usize,
+        ),
+    });
+    let mut exp = uapi::AcqExpBuf::default();
+    cases.push(Case {
+        name: "expbuf while a read session runs".into(),
+        want: libc::EBUSY,
+        got: dev.ioctl_raw(
+            uapi::ACQ_IOC_EXPBUF,
+            &mut exp as *mut uapi::AcqExpBuf as usize,
         ),
     });
     let _ = dev.stop();
@@ -268,5 +310,95 @@ fn playback_release_cases(path: &str) -> Vec<Case> {
             got: call(r),
         });
     }
+    cases
+}
+
+/// `ACQ_IOC_PB_IMPORT` and `ACQ_IOC_PB_QUEUE` on the playback node (ABI 1.5): a descriptor
+/// that is not open (`EBADF`), one that is not a dma-buf (`EINVAL`), reserved bits and
+/// fields, a queue with nothing imported; dropping an import that is not there is fine.
+fn playback_import_cases(path: &str) -> Vec<Case> {
+    use std::os::fd::AsRawFd;
+    let out = match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            return vec![Case {
+                name: format!("open {path}"),
+                want: 0,
+                got: Err(e.raw_os_error().unwrap_or(libc::EIO)),
+            }]
+        }
+    };
+    let ioctl = |cmd: u32, arg: usize| -> Result<i32, i32> {
+        // SAFETY: `arg` is null (the driver must answer EFAULT) or points at the structure
+        // the command encodes.
+        let ret = unsafe { libc::ioctl(out.as_raw_fd(), cmd as _, arg) };
+        if ret < 0 {
+            Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO))
+        } else {
+            Ok(ret)
+        }
+    };
+    let mut cases = vec![Case {
+        name: "pb_import NULL".into(),
+        want: libc::EFAULT,
+        got: ioctl(uapi::ACQ_IOC_PB_IMPORT, 0),
+    }];
+    let null = std::fs::File::open("/dev/null");
+    let null_fd = null.as_ref().map_or(-1, |f| f.as_raw_fd());
+    for (name, want, fd, reserved) in [
+        ("pb_import reserved", libc::EINVAL, -1, 1),
+        ("pb_import a descriptor not open", libc::EBADF, 1_000_000, 0),
+        (
+            "pb_import /dev/null (not a dma-buf)",
+            libc::EINVAL,
+            null_fd,
+            0,
+        ),
+        ("pb_import -1 with nothing imported", 0, -1, 0),
+    ] {
+        let mut imp = uapi::AcqPbImport {
+            fd,
+            reserved,
+            ..Default::default()
+        };
+        cases.push(Case {
+            name: name.into(),
+            want,
+            got: ioctl(
+                uapi::ACQ_IOC_PB_IMPORT,
+                &mut imp as *mut uapi::AcqPbImport as usize,
+            ),
+        });
+    }
+    for (name, flags) in [
+        ("pb_queue with nothing imported", 0),
+        ("pb_queue flags=2 (reserved)", 2),
+    ] {
+        let mut q = uapi::AcqPbQueue {
+            count: 1,
+            flags,
+            ..Default::default()
+        };
+        cases.push(Case {
+            name: name.into(),
+            want: libc::EINVAL,
+            got: ioctl(
+                uapi::ACQ_IOC_PB_QUEUE,
+                &mut q as *mut uapi::AcqPbQueue as usize,
+            ),
+        });
+    }
+    let mut exp = uapi::AcqExpBuf::default();
+    cases.push(Case {
+        name: "expbuf on the playback node".into(),
+        want: libc::ENOTTY,
+        got: ioctl(
+            uapi::ACQ_IOC_EXPBUF,
+            &mut exp as *mut uapi::AcqExpBuf as usize,
+        ),
+    });
     cases
 }

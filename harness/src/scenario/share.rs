@@ -1,0 +1,300 @@
+//! The `share` step: one card's capture ring played by another card's playback channel
+//! with no CPU copy (dma-buf; docs/driver.md "Sharing the ring with another device"),
+//! driven by the guest tool `acq-share`. Its type, its checks and how it runs live here,
+//! beside the formats of the other steps.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::format::{CardSpec, Pattern, Size};
+use crate::vm::GuestHandle;
+
+/// One card's ring played by another's playback channel (`acq-share`); the receiving card
+/// verifies every byte against the exporting card's pattern and seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShareStep {
+    /// The card whose capture ring is exported (its `device` pattern, seed, block size
+    /// and ring size are used).
+    #[serde(default)]
+    pub from: usize,
+    /// The card whose playback channel imports and plays it (may be `from` itself).
+    #[serde(default = "default_to")]
+    pub to: usize,
+    /// Where the buffer comes from: `card` (card `from`'s ring, the default), `heap` (a
+    /// buffer of the kernel's system DMA heap that the tool writes the pattern into), or
+    /// `copy` (no dma-buf: read() from card `from`, write() to card `to`, for comparison).
+    #[serde(default)]
+    pub source: ShareSource,
+    /// Bytes to move (a multiple of the block size).
+    pub bytes: Size,
+    /// The receiving card's output rate (0: as fast as the data comes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub play_rate: Option<Size>,
+    /// Also map the dma-buf (read-only) and check every block there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub map_verify: bool,
+    /// Close card `from`'s file once this many bytes were queued, with blocks still
+    /// queued on card `to` (and the mapping held): they must still play and verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_capture_after: Option<Size>,
+    /// End when card `from` is unplugged (a `surprise_removal` fault): what card `to` had
+    /// queued must still play and verify from pages the dma-buf kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub until_gone: bool,
+    /// At the end, hold only the dma-buf and its mapping for this many seconds (both
+    /// device files closed), then check the mapping again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_s: Option<u64>,
+    /// Seconds it may take.
+    #[serde(default = "default_timeout")]
+    pub timeout_s: u64,
+}
+
+/// Where a `share` step's buffer comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareSource {
+    /// Card `from`'s capture ring, exported as a dma-buf.
+    #[default]
+    Card,
+    /// A buffer of the system DMA heap (/dev/dma_heap/system).
+    Heap,
+    /// No dma-buf: read() then write() through a buffer.
+    Copy,
+}
+
+fn default_to() -> usize {
+    1
+}
+
+fn default_timeout() -> u64 {
+    300
+}
+
+impl ShareStep {
+    /// Checks the step against the scenario's cards; `Err((field, why))`.
+    pub fn validate(&self, ncards: usize, cards: &[CardSpec]) -> Result<(), (String, String)> {
+        let err = |f: &str, why: String| Err((f.to_owned(), why));
+        if self.to >= ncards {
+            return err(
+                "to",
+                format!("card {} does not exist ({ncards} cards)", self.to),
+            );
+        }
+        if self.source != ShareSource::Heap && self.from >= ncards {
+            return err(
+                "from",
+                format!("card {} does not exist ({ncards} cards)", self.from),
+            );
+        }
+        let block = cards
+            .get(self.settings_card())
+            .and_then(|c| c.device.block_size)
+            .map_or(4096, |b| b.0);
+        if self.bytes.0 == 0 || !self.bytes.0.is_multiple_of(block) {
+            return err(
+                "bytes",
+                format!(
+                    "{} is not a non-zero multiple of the block size {block}",
+                    self.bytes
+                ),
+            );
+        }
+        let card_only = [
+            ("map_verify", self.map_verify),
+            ("close_capture_after", self.close_capture_after.is_some()),
+            ("until_gone", self.until_gone),
+            ("hold_s", self.hold_s.is_some()),
+        ];
+        if let Some((name, _)) = card_only
+            .iter()
+            .find(|(_, set)| *set && self.source != ShareSource::Card)
+        {
+            return err(name, "only applies to source card".into());
+        }
+        if let Some(c) = self.close_capture_after {
+            if c.0 == 0 || c.0 >= self.bytes.0 {
+                return err(
+                    "close_capture_after",
+                    format!("{c} must be above 0 and below bytes ({})", self.bytes),
+                );
+            }
+        }
+        if self.until_gone && self.close_capture_after.is_some() {
+            return err(
+                "until_gone",
+                "and close_capture_after both end the stream early: pick one".into(),
+            );
+        }
+        if self.hold_s.is_some_and(|h| h == 0 || h > 60) {
+            return err("hold_s", "must be 1 ..= 60".into());
+        }
+        if self.timeout_s == 0 {
+            return err("timeout_s", "must be more than 0".into());
+        }
+        Ok(())
+    }
+
+    /// The card whose settings (pattern, seed, block and ring size) the step uses: the
+    /// exporting card, or for a heap buffer the receiving one (checked to exist).
+    pub fn settings_card(&self) -> usize {
+        match self.source {
+            ShareSource::Heap => self.to,
+            ShareSource::Card | ShareSource::Copy => self.from,
+        }
+    }
+
+    /// The `acq-share` command line for this step.
+    pub fn argv(&self, from: &CardSpec) -> Vec<String> {
+        let mut argv: Vec<String> = vec!["acq-share".into()];
+        match self.source {
+            ShareSource::Heap => {
+                argv.extend(["--heap".into(), "/dev/dma_heap/system".into()]);
+            }
+            ShareSource::Card | ShareSource::Copy => {
+                argv.extend(["--from".into(), format!("/dev/acq{}", self.from)]);
+            }
+        }
+        if self.source == ShareSource::Copy {
+            argv.push("--copy".into());
+        }
+        argv.extend([
+            "--to".into(),
+            format!("/dev/acq{}-out", self.to),
+            "--bytes".into(),
+            self.bytes.0.to_string(),
+        ]);
+        let d = &from.device;
+        let pattern = d.pattern.unwrap_or(Pattern::Counter);
+        argv.extend([
+            "--pattern".into(),
+            pattern.as_str().into(),
+            "--seed".into(),
+            d.seed.unwrap_or(0).to_string(),
+        ]);
+        if let Some(b) = d.block_size {
+            argv.extend(["--block".into(), b.0.to_string()]);
+        }
+        if let Some(l) = d.ring_log2 {
+            argv.extend(["--ring-log2".into(), l.to_string()]);
+        }
+        if let Some(r) = self.play_rate {
+            argv.extend(["--play-rate".into(), r.0.to_string()]);
+        }
+        if self.map_verify {
+            argv.push("--map-verify".into());
+        }
+        if let Some(c) = self.close_capture_after {
+            argv.extend(["--close-capture-after".into(), c.0.to_string()]);
+        }
+        if self.until_gone {
+            argv.push("--until-gone".into());
+        }
+        if let Some(h) = self.hold_s {
+            argv.extend(["--hold-s".into(), h.to_string()]);
+        }
+        argv
+    }
+}
+
+/// Runs the step in the guest and returns `acq-share`'s JSON result; an `ok: false`
+/// result (a byte card `to` did not verify, a page that did not come back) fails it.
+pub fn run(
+    guest: &GuestHandle,
+    s: &ShareStep,
+    from: &CardSpec,
+    deadline: Instant,
+) -> Result<Value> {
+    let argv = s.argv(from);
+    let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let t =
+        Duration::from_secs(s.timeout_s).min(deadline.saturating_duration_since(Instant::now()));
+    let out = guest.exec_streaming(&argv_ref, t, &mut |_, _| {})?;
+    if out.status == 2 {
+        bail!("acq-share rejected its arguments: {}", out.stderr.trim());
+    }
+    let line = out
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| {
+            anyhow!(
+                "acq-share printed no result (status {}): {}",
+                out.status,
+                out.stderr.trim()
+            )
+        })?;
+    let v: Value =
+        serde_json::from_str(line).with_context(|| format!("acq-share result {line:?}"))?;
+    if v.get("ok") != Some(&Value::Bool(true)) {
+        bail!("{}: {line}", argv.join(" "));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::format::parse;
+
+    fn two_cards(step: &str) -> Result<super::super::Scenario, super::super::LoadError> {
+        parse(
+            &format!(r#"{{"cards": [{{}}, {{}}], "steps": [{{"share": {step}}}]}}"#),
+            "t.json",
+        )
+    }
+
+    #[test]
+    fn a_share_step_builds_its_command_line() {
+        let sc = parse(
+            r#"{"cards": [{"device": {"pattern": "prbs", "seed": 7, "ring_log2": 10}}, {}],
+                "steps": [{"share": {"bytes": "8M", "map_verify": true, "play_rate": "1M",
+                                     "until_gone": true}}]}"#,
+            "t.json",
+        )
+        .unwrap();
+        let super::super::format::Step::Share(s) = &sc.steps[0] else {
+            panic!("not a share step: {:?}", sc.steps[0]);
+        };
+        assert_eq!(
+            s.argv(&sc.cards[0]).join(" "),
+            "acq-share --from /dev/acq0 --to /dev/acq1-out --bytes 8388608 --pattern prbs \
+             --seed 7 --ring-log2 10 --play-rate 1048576 --map-verify --until-gone"
+        );
+    }
+
+    #[test]
+    fn bad_share_steps_are_refused_naming_the_field() {
+        for (step, field) in [
+            (r#"{"to": 2, "bytes": "1M"}"#, "steps[0].share.to"),
+            (r#"{"from": 5, "bytes": "1M"}"#, "steps[0].share.from"),
+            (r#"{"bytes": "1000"}"#, "steps[0].share.bytes"),
+            (r#"{"bytes": 0}"#, "steps[0].share.bytes"),
+            (
+                r#"{"source": "heap", "bytes": "1M", "map_verify": true}"#,
+                "steps[0].share.map_verify",
+            ),
+            (
+                r#"{"bytes": "1M", "close_capture_after": "1M"}"#,
+                "steps[0].share.close_capture_after",
+            ),
+            (
+                r#"{"bytes": "2M", "close_capture_after": "1M", "until_gone": true}"#,
+                "steps[0].share.until_gone",
+            ),
+            (r#"{"bytes": "1M", "hold_s": 0}"#, "steps[0].share.hold_s"),
+            (r#"{"bytes": "1M", "hold_s": 61}"#, "steps[0].share.hold_s"),
+        ] {
+            let e = two_cards(step).expect_err(step);
+            assert_eq!(e.location, field, "{step}: {}", e.reason);
+        }
+        assert!(two_cards(r#"{"source": "heap", "from": 9, "bytes": "1M"}"#).is_ok());
+        let e = two_cards(r#"{"bytes": "1M", "sauce": 1}"#).expect_err("unknown field");
+        assert!(e.reason.contains("sauce"), "{}", e.reason);
+    }
+}
