@@ -111,7 +111,7 @@ impl Card {
                 // The descriptor goes into the process's table only once the answer
                 // arrived (dropping `exp` on EFAULT undoes the export).
                 w.write(&UapiExpBuf(req))?;
-                exp.publish();
+                self.expbuf_commit(exp)?;
             }
             uapi::ACQ_IOC_GET_INFO => return self.ioctl_info(cmd, arg),
             _ => return Err(ENOTTY),

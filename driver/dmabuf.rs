@@ -83,23 +83,37 @@ impl Drop for ExportedRing {
 }
 
 impl Card {
-    /// `ACQ_IOC_EXPBUF`: puts the file in mmap mode and exports the ring's pages.
+    /// `ACQ_IOC_EXPBUF`, first half: gives every slot a page it keeps and exports them.
+    /// The file enters mmap mode only in [`Card::expbuf_commit`], once the answer reached
+    /// the caller: a failed call changes nothing.
     pub(crate) fn expbuf(&self, req: &mut uapi::AcqExpBuf) -> Result<ExportedRing> {
         if req.flags & !uapi::ACQ_EXPBUF_CLOEXEC != 0 || req.reserved != 0 {
             return Err(EINVAL);
         }
-        let pages = {
-            let mut g = self.inner.lock();
-            let pages = self.pin_slots(&mut g)?;
-            g.mapped = true;
-            self.update_ctl(&g, 0);
-            pages
-        };
+        let pages = self.pin_slots(&mut self.inner.lock())?;
         let n = pages.len();
         let exp = ExportedRing::new(&pages, req.flags & uapi::ACQ_EXPBUF_CLOEXEC != 0)?;
         req.fd = exp.fd();
         req.entries = n as u32;
         req.size = (n * PAGE_SIZE) as u64;
         Ok(exp)
+    }
+
+    /// `ACQ_IOC_EXPBUF`, second half: the file enters mmap mode and the descriptor is
+    /// installed. `EBUSY` (the export undone) if a read() or splice() session started
+    /// since the first half: its slots no longer carry the exported pages.
+    pub(crate) fn expbuf_commit(&self, exp: ExportedRing) -> Result {
+        let mut g = self.inner.lock();
+        if g.removed {
+            return Err(ENODEV);
+        }
+        if g.running && !g.mapped {
+            return Err(EBUSY);
+        }
+        g.mapped = true;
+        self.update_ctl(&g, 0);
+        drop(g);
+        exp.publish();
+        Ok(())
     }
 }

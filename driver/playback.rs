@@ -84,6 +84,9 @@ pub(super) struct PbInner {
     /// The dma-buf `ACQ_IOC_PB_QUEUE` plays from (`ACQ_IOC_PB_IMPORT`). Dropped only with
     /// no slot holding one of its pages, and while the card is bound.
     import: Option<Import>,
+    /// `ACQ_IOC_PB_IMPORT` is attaching and mapping a dma-buf with the lock dropped:
+    /// unbind waits for it to end (`pb_shutdown`).
+    importing: bool,
 }
 
 impl PbInner {
@@ -110,6 +113,7 @@ impl PbInner {
             wd_head: 0,
             lost_log: LogLimit::new(),
             import: None,
+            importing: false,
         }
     }
 

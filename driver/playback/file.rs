@@ -6,6 +6,9 @@
 
 use super::*;
 
+/// Unbind waits at most this long for a dma-buf import being mapped (`pb_shutdown`).
+const IMPORT_WAIT_MS: i64 = 30_000;
+
 impl Card {
     /// Waits until the card received everything posted (close, `ACQ_IOC_PB_DRAIN`). A
     /// signal ends the wait with `EINTR` (close then gives up on the rest).
@@ -338,6 +341,24 @@ impl Card {
             let mut g = self.pb.lock();
             g.removed = true;
             g.running = false;
+            // An import being built keeps the device in use until it is installed or
+            // undone (`pb_import`, which sees `removed`): wait for it, at most
+            // `IMPORT_WAIT_MS` (an exporter's map waits only for its own fences, which
+            // must signal in bounded time).
+            let mut waited = 0;
+            while g.importing && waited < IMPORT_WAIT_MS {
+                drop(g);
+                kernel::time::delay::fsleep(kernel::time::Delta::from_millis(50));
+                waited += 50;
+                g = self.pb.lock();
+            }
+            if g.importing {
+                pr_err!(
+                    "acq{}: unbind: a dma-buf import still being mapped after {} ms; going on\n",
+                    self.index,
+                    IMPORT_WAIT_MS
+                );
+            }
             (g.hw.take(), g.import.take())
         };
         // Wake first: the writers only need `removed`; freeing takes a while. The device

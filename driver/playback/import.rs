@@ -31,8 +31,9 @@ const MAX_IMPORT_PAGES: usize = MAX_ENTRIES;
 ///
 /// `raw` is a live import from `acq_shim_dmabuf_import` for `dev`, whose pages' device
 /// addresses are `addrs`; it is undone only in `drop`, which must run while `dev` is
-/// bound (the playback channel drops it at close, at a new import and at unbind, under
-/// the playback lock and before the card is gone).
+/// bound: the playback channel drops it at close and at a new import (under the playback
+/// lock, the card not removed) and at unbind (in `pb_shutdown`, which runs before the
+/// device's resources are released, after waiting out an import being built).
 pub(super) struct Import {
     raw: *mut c_void,
     addrs: KVec<u64>,
@@ -88,10 +89,16 @@ impl Import {
 
     /// The card's address of page `i`, made current for the card first: with a bounce
     /// buffer (swiotlb) the card reads a copy, taken at map time unless synced now.
+    ///
+    /// The sync assumes what exporters of system memory do (this driver's, the DMA heaps,
+    /// udmabuf): a table from `dma_map_sgtable` for `dev`. An exporter of device memory
+    /// (`dma_map_resource`, a GPU's VRAM) has nothing to sync; on x86, the only platform
+    /// this driver is built for, the sync of such an address is a no-op (docs/driver.md
+    /// says imports of device memory are not supported elsewhere).
     pub(super) fn page_for_device(&self, i: u32, len: usize) -> Option<u64> {
         let addr = *self.addrs.get(i as usize)?;
         // SAFETY: `addr .. + len` (len <= PAGE_SIZE) lies in a live mapping of `dev`
-        // (type invariant), made for `DMA_TO_DEVICE`.
+        // (type invariant) for `DMA_TO_DEVICE`, from the exporter's map callback.
         unsafe { acq_shim_dma_sync_to_device(raw_dev(&self.dev), addr, len.min(PAGE_SIZE)) };
         Some(addr)
     }
@@ -109,35 +116,60 @@ impl Card {
     /// `ACQ_IOC_PB_IMPORT`: replaces the import (`fd` -1: drops it). Refused (`EBUSY`)
     /// while blocks of the current one are posted: the card may still read its pages.
     ///
-    /// The attach and map run under the playback lock: unbind takes it before the device
-    /// goes, so the card cannot be unbound half way. The lock order `pb` -> the dma-buf's
-    /// reservation lock is the only one: no exporter callback of ours takes a card lock.
+    /// It holds the write position (`WriterClaim`: no `ACQ_IOC_PB_QUEUE` runs meanwhile,
+    /// so a queue call never sees its import change), but not the playback lock while the
+    /// exporter attaches and maps: a map may wait for the exporter's fences, and the
+    /// watchdog, poll() and unbind need that lock. `importing` tells unbind to wait for
+    /// it (the device must stay bound until the new import is installed or undone).
     pub(super) fn pb_import(&self, req: &mut uapi::AcqPbImport) -> Result {
         if req.reserved != 0 {
             return Err(EINVAL);
         }
+        // (Declared first: it drops after `g`.)
+        let _writer: WriterClaim<'_>;
         let mut g = self.pb.lock();
+        _writer = self.pb_claim_writer(&mut g, false)?;
+        // Completions already written release their slots first.
+        self.pb_reap(&mut g);
         if g.removed {
             return Err(ENODEV);
         }
         if g.hw.as_ref().is_some_and(|hw| hw.holds_import()) {
             return Err(EBUSY);
         }
-        let old = g.import.take();
-        drop(old);
+        // The card reads none of its pages (no slot holds one): it may go.
+        g.import = None;
         if req.fd == -1 {
             req.pages = 0;
             req.size = 0;
             return Ok(());
         }
+        g.importing = true;
+        drop(g);
         let pd: &pci::Device = &self.pdev.0;
-        // SAFETY: the card is not removed, under the playback lock that unbind takes (and
-        // drops the import under) before the device goes.
-        let imp = unsafe { Import::new(req.fd, pd.as_ref())? };
-        req.pages = imp.pages();
-        req.size = imp.size();
-        g.import = Some(imp);
-        Ok(())
+        // SAFETY: the card was not removed when `importing` was set, and unbind waits
+        // (`pb_shutdown`) until it is cleared below, after the import is installed or
+        // dropped: the device stays bound meanwhile.
+        let imp = unsafe { Import::new(req.fd, pd.as_ref()) };
+        g = self.pb.lock();
+        let r = match imp {
+            Ok(imp) if !g.removed => {
+                req.pages = imp.pages();
+                req.size = imp.size();
+                g.import = Some(imp);
+                Ok(())
+            }
+            Ok(imp) => {
+                // Unbind began meanwhile and waits for `importing`: undo it now, while
+                // the device is still bound.
+                drop(imp);
+                Err(ENODEV)
+            }
+            Err(e) => Err(e),
+        };
+        g.importing = false;
+        self.pb_wait.notify_all();
+        r
     }
 
     /// `ACQ_IOC_PB_QUEUE`: posts `count` blocks from import pages `first`, `first + 1`, ...
@@ -152,6 +184,7 @@ impl Card {
         let _writer: WriterClaim<'_>;
         let mut g = self.pb.lock();
         _writer = self.pb_claim_writer(&mut g, nonblock)?;
+        // The import cannot change during the call: PB_IMPORT needs the claim held here.
         let pages = g.import.as_ref().map_or(0, |i| i.pages());
         if req.first >= pages {
             return Err(EINVAL);
@@ -188,7 +221,9 @@ impl Card {
                 .as_ref()
                 .and_then(|i| i.page_for_device(page, block as usize))
             else {
-                break Err(ENODEV);
+                // Not reachable while the claim is held (see above); said as what it
+                // would mean, an import that is not there.
+                break if done > 0 { Ok(()) } else { Err(EINVAL) };
             };
             let off = g.written;
             g.written += u64::from(block);

@@ -155,6 +155,35 @@ pub(crate) fn probe_invalid(dev: &AcqDev, device: &str) -> ExitCode {
             libc::EINVAL,
         );
     }
+    // An answer the driver can read but not write: the export is undone (EFAULT, no
+    // descriptor) and the file is not left in mmap mode (a SET_CONFIG still works).
+    // SAFETY: a fresh private anonymous read-only page; no address hint.
+    let ro = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ro != libc::MAP_FAILED {
+        raw(
+            "expbuf with an answer it cannot write",
+            uapi::ACQ_IOC_EXPBUF,
+            ro as usize,
+            libc::EFAULT,
+        );
+        raw(
+            "set_config after that expbuf (the file is not left in mmap mode)",
+            uapi::ACQ_IOC_SET_CONFIG,
+            &before as *const AcqConfig as usize,
+            0,
+        );
+        // SAFETY: the page mapped above, unmapped once.
+        unsafe { libc::munmap(ro, 4096) };
+    }
     let mut imp = uapi::AcqPbImport::default();
     raw(
         "pb_import on the capture node",
