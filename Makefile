@@ -125,7 +125,8 @@ DEBUG_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,default stream-
 	fault-surprise-removal-splice playback-splice-recycled-pages playback-fault-dma-error \
 	dma-swiotlb-force control-second-process fault-hang-at-remove probe-without-interrupts \
 	playback-fault-index-lies fault-irq-storm-at-remove \
-	playback-vmsplice-writer-killed share-card-to-card share-surprise-removal))
+	playback-vmsplice-writer-killed share-card-to-card share-surprise-removal \
+	share-importer-removed))
 
 # The scenarios that also run with every DMA address translated by a virtual IOMMU and
 # with every streaming mapping bounced (swiotlb=force) in make test-vm: where a missing or

@@ -393,6 +393,8 @@ fn the_store_file_holds_the_data() {
         let meta = std::fs::metadata(&store).unwrap();
         assert_eq!(meta.len(), DISK);
     });
+    // The store's directory is this test's own (with_sink removes only its socket one).
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -1,0 +1,497 @@
+//! Checks a parsed scenario against the shared limits and against itself: every
+//! problem named with its JSON path.
+
+use super::*;
+
+/// Checks what the types alone cannot: ranges and cross-references.
+pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
+    let err = |loc: &str, why: String| Err((loc.to_owned(), why));
+    if !(1..=8).contains(&sc.vm.cpus) {
+        return err("vm.cpus", format!("{} is not in 1..=8", sc.vm.cpus));
+    }
+    if !(128..=16384).contains(&sc.vm.memory_mib) {
+        return err(
+            "vm.memory_mib",
+            format!("{} is not in 128..=16384", sc.vm.memory_mib),
+        );
+    }
+    if sc.vm.kernel_args.len() > 16 {
+        return err(
+            "vm.kernel_args",
+            format!("{} arguments; at most 16", sc.vm.kernel_args.len()),
+        );
+    }
+    for (i, a) in sc.vm.kernel_args.iter().enumerate() {
+        if a.is_empty() || a.len() > 256 || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return err(
+                &format!("vm.kernel_args[{i}]"),
+                format!("{a:?} is not one word of 1 to 256 characters"),
+            );
+        }
+    }
+    if sc.cards.len() > 8 {
+        return err("cards", format!("{} cards; at most 8", sc.cards.len()));
+    }
+    if sc.steps.is_empty() {
+        return err("steps", "a scenario needs at least one step".into());
+    }
+    if sc.timeout_s == 0 {
+        return err("timeout_s", "must be at least 1".into());
+    }
+    for (i, c) in sc.cards.iter().enumerate() {
+        if let Some(r) = c.device.ring_log2 {
+            if !(1..=10).contains(&r) {
+                return err(
+                    &format!("cards[{i}].device.ring_log2"),
+                    format!("{r} is not in 1..=10"),
+                );
+            }
+        }
+        if let Some(Size(b)) = c.device.block_size {
+            if !b.is_multiple_of(8) || !(64..=4 << 20).contains(&b) {
+                return err(
+                    &format!("cards[{i}].device.block_size"),
+                    format!("{b} must be a multiple of 8 between 64 and 4M"),
+                );
+            }
+        }
+        if let Some(Size(b)) = c.bar2_size {
+            if !b.is_power_of_two() || b < 1 << 20 {
+                return err(
+                    &format!("cards[{i}].bar2_size"),
+                    format!("{b} must be a power of two of at least 1M"),
+                );
+            }
+        }
+        if c.device.transfer == Some(Transfer::Bar2) {
+            // The contract's own rule (docs/device.md, BAR2 streaming): the completion
+            // ring and every block of the ring in BAR2. Driver defaults: 2^8 x 4 KiB.
+            use acq_guest::regs;
+            let bar2 = c.bar2_size.map_or(regs::bar::BAR2_SIZE_DEFAULT, |s| s.0);
+            let log2 = c.device.ring_log2.unwrap_or(8);
+            let block = c.device.block_size.map_or(4096, |s| s.0);
+            let block = u32::try_from(block).unwrap_or(u32::MAX);
+            if !regs::bar2::layout_fits(bar2, log2, block) {
+                return err(
+                    &format!("cards[{i}].device.transfer"),
+                    format!(
+                        "BAR2 mode needs the completion ring and 2^{log2} blocks of {block} bytes in BAR2 ({bar2} bytes): use a smaller ring_log2 or block_size, or a larger bar2_size"
+                    ),
+                );
+            }
+        }
+    }
+    let ncards = sc.cards.len();
+    let ndisks = sc.disks.len();
+    if ndisks > 8 {
+        return err("disks", format!("{ndisks} disks; at most 8"));
+    }
+    for (i, d) in sc.disks.iter().enumerate() {
+        if d.card >= ncards.max(1) {
+            return err(
+                &format!("disks[{i}].card"),
+                format!("card {} does not exist ({ncards} card(s))", d.card),
+            );
+        }
+        if d.block_size != 512 && d.block_size != 4096 {
+            return err(
+                &format!("disks[{i}].block_size"),
+                format!("{} is not 512 or 4096", d.block_size),
+            );
+        }
+        if d.size.0 == 0 || !d.size.0.is_multiple_of(d.block_size as u64) {
+            return err(
+                &format!("disks[{i}].size"),
+                format!("{} must be a non-zero multiple of the block size", d.size),
+            );
+        }
+    }
+    let mut disk_streams = Vec::new();
+    for (i, s) in sc.steps.iter().enumerate() {
+        if let Step::Share(sh) = s {
+            sh.validate(ncards, &sc.cards)
+                .or_else(|(f, why)| err(&format!("steps[{i}].share.{f}"), why))?;
+        }
+        let card = match s {
+            Step::Config(c) => Some(c.card),
+            Step::Reset(c) => Some(c.card),
+            Step::Play(p) => Some(p.card),
+            _ => None,
+        };
+        if let Step::Play(p) = s {
+            if p.bytes.0 == 0 {
+                return err(
+                    &format!("steps[{i}].play.bytes"),
+                    "must be more than 0".into(),
+                );
+            }
+            if p.pipe_size.is_some() && !matches!(p.mode, PlayMode::Splice | PlayMode::Vmsplice) {
+                return err(
+                    &format!("steps[{i}].play.pipe_size"),
+                    "only applies to modes splice and vmsplice".into(),
+                );
+            }
+            if p.mode != PlayMode::Vmsplice {
+                for (set, name) in [
+                    (p.buffers.is_some(), "buffers"),
+                    (p.gift, "gift"),
+                    (p.reuse_before_release, "reuse_before_release"),
+                ] {
+                    if set {
+                        return err(
+                            &format!("steps[{i}].play.{name}"),
+                            "only applies to mode vmsplice".into(),
+                        );
+                    }
+                }
+            }
+            if let Some(b) = p.buffers.filter(|b| !(1..=1024).contains(b)) {
+                return err(
+                    &format!("steps[{i}].play.buffers"),
+                    format!("must be 1 .. 1024, not {b}"),
+                );
+            }
+            if p.gift && p.reuse_before_release {
+                return err(
+                    &format!("steps[{i}].play.reuse_before_release"),
+                    "a gifted buffer is given away: there is nothing to reuse".into(),
+                );
+            }
+            if p.verify && p.reuse_before_release {
+                return err(
+                    &format!("steps[{i}].play.verify"),
+                    "reuse before release makes the card see mismatches: set verify false".into(),
+                );
+            }
+            if p.verify && p.source == PlaySource::Zero {
+                return err(
+                    &format!("steps[{i}].play.verify"),
+                    "source zero never matches the pattern: set verify false".into(),
+                );
+            }
+        }
+        if let Some(c) = card.filter(|&c| c >= ncards) {
+            return err(
+                &format!("steps[{i}]"),
+                format!("card {c} does not exist ({ncards} card(s))"),
+            );
+        }
+        if let Step::Stream(st) = s {
+            if let Some(d) = st.sink.disk() {
+                if d >= ndisks {
+                    return err(
+                        &format!("steps[{i}].stream.sink"),
+                        format!("disk {d} does not exist ({ndisks} disk(s))"),
+                    );
+                }
+                if disk_streams.contains(&d) {
+                    return err(
+                        &format!("steps[{i}].stream.sink"),
+                        format!(
+                            "disk {d} already has a stream: one stream per disk (the disk's \
+                             counters are checked against it)"
+                        ),
+                    );
+                }
+                disk_streams.push(d);
+                let disk = &sc.disks[d];
+                if matches!(st.sink, Sink::DiskFile(_)) && (!disk.store || disk.verify) {
+                    return err(
+                        &format!("disks[{d}]"),
+                        "a file system on the disk needs \"store\": true and \"verify\": false"
+                            .into(),
+                    );
+                }
+                if matches!(st.sink, Sink::Disk(_)) && !disk.verify {
+                    return err(
+                        &format!("disks[{d}].verify"),
+                        "a raw disk stream is checked by the disk: verify must be true".into(),
+                    );
+                }
+                if st.mode == Mode::Splice
+                    && st.on_sink_error == Some(SinkErrorPolicy::Retry)
+                    && !st.direct
+                {
+                    return err(
+                        &format!("steps[{i}].stream.on_sink_error"),
+                        "retry in mode splice needs \"direct\": true (a buffered splice no \
+                         longer has the data when write-back fails)"
+                            .into(),
+                    );
+                }
+                if st.bytes.0 > sc.disks[d].size.0 {
+                    return err(
+                        &format!("steps[{i}].stream.bytes"),
+                        format!("{} do not fit on disk {d} ({})", st.bytes, sc.disks[d].size),
+                    );
+                }
+            }
+            if st.card >= ncards {
+                return err(
+                    &format!("steps[{i}].stream.card"),
+                    format!("card {} does not exist ({ncards} card(s))", st.card),
+                );
+            }
+            if st.bytes.0 == 0 {
+                return err(
+                    &format!("steps[{i}].stream.bytes"),
+                    "must be more than 0".into(),
+                );
+            }
+            if st.sink.disk().is_none()
+                && (st.direct
+                    || st.on_sink_error.is_some()
+                    || st.sink_retries.is_some()
+                    || st.sink_retry_ms.is_some())
+            {
+                return err(
+                    &format!("steps[{i}].stream"),
+                    "direct, on_sink_error, sink_retries and sink_retry_ms need a disk sink".into(),
+                );
+            }
+            if st.restart_at.is_some_and(|r| r >= st.bytes) {
+                return err(
+                    &format!("steps[{i}].stream.restart_at"),
+                    "must be less than `bytes`".into(),
+                );
+            }
+            if let Some(p) = st.pause_at {
+                if st.mode != Mode::Read {
+                    return err(
+                        &format!("steps[{i}].stream.pause_at"),
+                        "only applies to mode read".into(),
+                    );
+                }
+                if p >= st.bytes {
+                    return err(
+                        &format!("steps[{i}].stream.pause_at"),
+                        "must be less than `bytes`".into(),
+                    );
+                }
+                if st.pause_ms > PAUSE_MS_MAX {
+                    return err(
+                        &format!("steps[{i}].stream.pause_ms"),
+                        format!("{} is above {PAUSE_MS_MAX}", st.pause_ms),
+                    );
+                }
+            }
+            if let Some(sig) = &st.signal {
+                if let Err((field, why)) = sig.validate(st.bytes) {
+                    return err(&format!("steps[{i}].stream.signal.{field}"), why);
+                }
+            }
+            if !st.control.is_empty() {
+                let at = format!("steps[{i}].stream.control");
+                if let Err((field, why)) = crate::scenario::control::validate(&st.control, st.bytes)
+                {
+                    return err(&format!("{at}{field}"), why);
+                }
+                if st.mode == Mode::Mmap || st.sink != Sink::Null || st.tee.is_some() {
+                    return err(
+                        &at,
+                        "needs mode read or splice, the null sink and no tee (a RESET clears \
+                         the driver's statistics, which a file or disk sink's account is \
+                         checked against)"
+                            .into(),
+                    );
+                }
+                if st.reopen_at.is_some() {
+                    return err(
+                        &format!("steps[{i}].stream.reopen_at"),
+                        "not with `control`: the second process shares the file, so a close \
+                         would not end the session"
+                            .into(),
+                    );
+                }
+            }
+            if let Some(r) = st.reopen_at {
+                if r >= st.bytes || st.mode == Mode::Mmap {
+                    return err(
+                        &format!("steps[{i}].stream.reopen_at"),
+                        "must be less than `bytes`, in mode read or splice".into(),
+                    );
+                }
+            }
+            if let Some(t) = st.tee {
+                if st.mode != Mode::Splice {
+                    return err(
+                        &format!("steps[{i}].stream.tee"),
+                        "only applies to mode splice".into(),
+                    );
+                }
+                if !matches!(t, Sink::Null | Sink::Tmpfs) {
+                    return err(
+                        &format!("steps[{i}].stream.tee"),
+                        "a tee sink is \"null\" or \"tmpfs\"".into(),
+                    );
+                }
+            }
+            if st.pipe_size.is_some() && st.mode != Mode::Splice {
+                return err(
+                    &format!("steps[{i}].stream.pipe_size"),
+                    "only applies to mode splice".into(),
+                );
+            }
+        }
+    }
+    if sc.faults.iter().any(|_| !sc.load_driver) {
+        return err(
+            "faults",
+            "faults need the driver (load_driver: true)".into(),
+        );
+    }
+    // What the steps move through each card, per channel: a fault at a byte offset
+    // beyond that can never fire (an `exec` step may stream by itself: then no bound).
+    let any_exec = sc.steps.iter().any(|s| matches!(s, Step::Exec(_)));
+    let moved = |card: usize, channel: Channel| -> u64 {
+        sc.steps
+            .iter()
+            .map(|s| match (s, channel) {
+                (Step::Stream(st), Channel::Capture) if st.card == card => st.bytes.0,
+                (Step::Play(p), Channel::Playback) if p.card == card => p.bytes.0,
+                _ => 0,
+            })
+            .fold(0u64, u64::saturating_add)
+    };
+    for (i, f) in sc.faults.iter().enumerate() {
+        if let FaultAt::Step(n) = f.at {
+            if n >= sc.steps.len() {
+                return err(
+                    &format!("faults[{i}].at.step"),
+                    format!(
+                        "step {n} does not exist (steps 0..{}): the fault would never fire",
+                        sc.steps.len()
+                    ),
+                );
+            }
+        }
+        if let (FaultAt::Bytes(b), false, false) = (f.at, any_exec, f.inject.is_disk()) {
+            let total = moved(f.card, f.channel);
+            if b.0 >= total {
+                let what = match f.channel {
+                    Channel::Capture => "streams from",
+                    Channel::Playback => "plays to",
+                };
+                return err(
+                    &format!("faults[{i}].at.bytes"),
+                    format!(
+                        "{b} is never reached: the steps move {} through card {} ({what} it), \
+                         so the fault would never fire",
+                        Size(total),
+                        f.card
+                    ),
+                );
+            }
+        }
+        if f.inject.is_disk() && f.disk >= ndisks {
+            return err(
+                &format!("faults[{i}].disk"),
+                format!("disk {} does not exist ({ndisks} disk(s))", f.disk),
+            );
+        }
+        if f.card >= ncards {
+            return err(
+                &format!("faults[{i}].card"),
+                format!("card {} does not exist ({ncards} card(s))", f.card),
+            );
+        }
+        if f.inject == Fault::SurpriseRemoval
+            && sc.cards.get(f.card).and_then(|c| c.msix_vectors) != Some(0)
+        {
+            return err(
+                &format!("faults[{i}].inject"),
+                format!(
+                    "surprise_removal unplugs card {c} with QMP device_del, and QEMU 11.1's \
+                     vfio-user-pci aborts when it frees an unplugged card that has MSI-X \
+                     (upstream fix \"vfio-user: Do not delete the subregion\"): give card {c} \
+                     \"msix_vectors\": 0 (MSI only)",
+                    c = f.card
+                ),
+            );
+        }
+        if f.channel == Channel::Playback
+            && !matches!(
+                f.inject,
+                Fault::DmaError { .. }
+                    | Fault::CorruptData { .. }
+                    | Fault::DropIrq { .. }
+                    | Fault::Stall { .. }
+                    | Fault::DoorbellLie { .. }
+                    | Fault::ConsLie { .. }
+                    | Fault::BadCompletion { .. }
+            )
+        {
+            return err(
+                &format!("faults[{i}].channel"),
+                format!(
+                    "{} has no playback form (playback: dma_error, corrupt_data, drop_irq, \
+                     stall, doorbell_lie, cons_lie, bad_completion)",
+                    f.inject.name()
+                ),
+            );
+        }
+    }
+    let named = sc.expect.errors.keys().map(|n| ("errors", n));
+    let placed = sc.expect.errors_at.keys().map(|n| ("errors_at", n));
+    let allowed = sc
+        .expect
+        .errors_allowed
+        .iter()
+        .map(|n| ("errors_allowed", n));
+    for (field, name) in named.chain(placed).chain(allowed) {
+        if errno_value(name).is_none() {
+            return err(
+                &format!("expect.{field}.{name}"),
+                format!(
+                    "unknown errno name `{name}` (known: {})",
+                    ERRNOS.map(|e| e.0).join(", ")
+                ),
+            );
+        }
+    }
+    for (name, r) in &sc.expect.errors_at {
+        if r.max.is_some_and(|m| m < r.min) {
+            return err(
+                &format!("expect.errors_at.{name}"),
+                format!("max {} is below min {}", r.max.unwrap_or(r.min), r.min),
+            );
+        }
+    }
+    let nstreams = sc
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Stream(_) | Step::Play(_) | Step::Share(_)))
+        .count();
+    for key in sc.expect.counters.keys() {
+        let ok = match counter_key(key) {
+            Some((CounterOf::Card, n, _)) => n < ncards,
+            Some((CounterOf::Disk, n, _)) => n < ndisks,
+            Some((CounterOf::Stream, n, _)) => n < nstreams,
+            None => false,
+        };
+        if !ok {
+            return err(
+                &format!("expect.counters.{key}"),
+                format!(
+                    "counter keys are `cardN.NAME` (N < {ncards}), `diskN.NAME` (N < {ndisks}) \
+                     or `streamN.NAME` (N < {nstreams})"
+                ),
+            );
+        }
+    }
+    for (text, range) in &sc.expect.dmesg_lines {
+        if text.trim().is_empty() {
+            return err(
+                "expect.dmesg_lines",
+                "an empty text matches every line: name what the line says".into(),
+            );
+        }
+        if range.min == 0 && range.max.is_none() {
+            return err(
+                &format!("expect.dmesg_lines.{text}"),
+                "a range of 0 and no max holds for any log: give a min or a max".into(),
+            );
+        }
+    }
+    Ok(())
+}
