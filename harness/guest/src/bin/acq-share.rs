@@ -158,44 +158,57 @@ fn named(what: &str) -> impl Fn(i32) -> String + '_ {
     move |e| format!("{what}: {}", errno_name(e))
 }
 
-/// The read-only mapping of the dma-buf.
+/// A shared mapping of a dma-buf: read-only (card 0's ring) or writable (a heap buffer).
 struct Map {
-    ptr: *const u8,
+    ptr: *mut u8,
     len: usize,
+    writable: bool,
 }
 
 impl Map {
-    fn new(fd: RawFd, len: usize) -> Result<Map, String> {
-        // SAFETY: a fresh shared read-only mapping of `len` bytes of `fd`; no hint.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
+    fn new(fd: RawFd, len: usize, writable: bool) -> Result<Map, String> {
+        let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+        // SAFETY: a fresh shared mapping of `len` bytes of `fd`; no address hint.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
         if p == libc::MAP_FAILED {
             return Err(named("mmap of the dma-buf")(errno()));
         }
-        Ok(Map { ptr: p.cast(), len })
+        Ok(Map {
+            ptr: p.cast(),
+            len,
+            writable,
+        })
+    }
+
+    /// Bytes `i * 4096 .. + len` (clamped to the mapping).
+    fn span(&self, i: usize, len: usize) -> (usize, usize) {
+        let off = (i * 4096).min(self.len);
+        (off, len.min(self.len - off))
     }
 
     fn page(&self, i: usize, len: usize) -> &[u8] {
-        let off = (i * 4096).min(self.len);
-        // SAFETY: `off .. off + len` lies in the mapping (clamped), which lives as long as
-        // `self`. The pages are the card's ring: bytes may change under us only for blocks
-        // the driver has not handed out, which are not read here.
-        unsafe { std::slice::from_raw_parts(self.ptr.add(off), len.min(self.len - off)) }
+        let (off, n) = self.span(i, len);
+        // SAFETY: `off .. off + n` lies in the mapping, which lives as long as `self`. For
+        // card 0's ring, bytes may change under us only in blocks the driver has not
+        // handed out, which are not read here.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(off), n) }
+    }
+
+    /// A page to write (a writable mapping only): the caller writes only a page the card
+    /// released.
+    fn page_mut(&mut self, i: usize, len: usize) -> &mut [u8] {
+        let (off, n) = self.span(i, len);
+        let n = if self.writable { n } else { 0 };
+        // SAFETY: as for `page`; a writable mapping (else the slice is empty), and
+        // `&mut self` makes this the only slice of it.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), n) }
     }
 }
 
 impl Drop for Map {
     fn drop(&mut self) {
         // SAFETY: our mapping, unmapped once, here.
-        unsafe { libc::munmap(self.ptr.cast_mut().cast(), self.len) };
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
 }
 
@@ -291,7 +304,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         ));
     }
     let map = if a.map_verify {
-        Some(Map::new(dmabuf.as_raw_fd(), exp.size as usize)?)
+        Some(Map::new(dmabuf.as_raw_fd(), exp.size as usize, false)?)
     } else {
         None
     };
@@ -570,46 +583,6 @@ struct DmaHeapAlloc {
 const DMA_HEAP_IOCTL_ALLOC: u32 = uapi::ioc(3, b'H' as u32, 0, std::mem::size_of::<DmaHeapAlloc>());
 const DMA_BUF_SYNC_WRITE: u64 = 2;
 
-/// Writable shared mapping of a heap dma-buf.
-struct MapRw {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl MapRw {
-    fn new(fd: RawFd, len: usize) -> Result<MapRw, String> {
-        // SAFETY: a fresh shared mapping of `len` bytes of `fd`; no address hint.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(named("mmap of the heap buffer")(errno()));
-        }
-        Ok(MapRw { ptr: p.cast(), len })
-    }
-
-    fn page(&mut self, i: usize, len: usize) -> &mut [u8] {
-        let off = (i * 4096).min(self.len);
-        // SAFETY: `off .. off + len` lies in our mapping (clamped), alive as long as
-        // `self`; the caller writes only a page the card released.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), len.min(self.len - off)) }
-    }
-}
-
-impl Drop for MapRw {
-    fn drop(&mut self) {
-        // SAFETY: our mapping, unmapped once, here.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
 /// `--heap`: another exporter's buffer played by the card, each page rewritten only
 /// after the card released it.
 fn run_heap(a: &Args, heap: &str) -> Result<(serde_json::Value, bool), String> {
@@ -647,7 +620,7 @@ fn run_heap(a: &Args, heap: &str) -> Result<(serde_json::Value, bool), String> {
         .map_err(named("DMA_HEAP_IOCTL_ALLOC"))?;
     // SAFETY: the heap just installed this descriptor for us.
     let buf = unsafe { OwnedFd::from_raw_fd(alloc.fd as RawFd) };
-    let mut map = MapRw::new(buf.as_raw_fd(), pages * 4096)?;
+    let mut map = Map::new(buf.as_raw_fd(), pages * 4096, true)?;
     let mut imp = AcqPbImport {
         fd: buf.as_raw_fd(),
         ..Default::default()
@@ -672,7 +645,7 @@ fn run_heap(a: &Args, heap: &str) -> Result<(serde_json::Value, bool), String> {
         let page = (k % pages as u64) as usize;
         let mut s = DMA_BUF_SYNC_START | DMA_BUF_SYNC_WRITE;
         ioctl(buf.as_raw_fd(), DMA_BUF_IOCTL_SYNC, &mut s).map_err(named("DMA_BUF_IOCTL_SYNC"))?;
-        regs::pattern_fill(a.pattern, a.seed, k * bs, map.page(page, bs as usize));
+        regs::pattern_fill(a.pattern, a.seed, k * bs, map.page_mut(page, bs as usize));
         let mut s = DMA_BUF_SYNC_END | DMA_BUF_SYNC_WRITE;
         ioctl(buf.as_raw_fd(), DMA_BUF_IOCTL_SYNC, &mut s).map_err(named("DMA_BUF_IOCTL_SYNC"))?;
         let mut q = AcqPbQueue {
