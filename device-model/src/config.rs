@@ -98,26 +98,10 @@ struct RawConfig {
     msix_enable_fails: Option<bool>,
 }
 
-/// Parses a number written as in the module documentation.
+/// Parses a number: the project's one size grammar (`acq_wire::size`), as the module
+/// documentation says.
 pub fn parse_number(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let (digits, mult) = match t.chars().last() {
-        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M' | 'm') if !t.starts_with("0x") => (&t[..t.len() - 1], 1 << 20),
-        Some('G' | 'g') if !t.starts_with("0x") => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    let v = if let Some(hex) = digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-    {
-        u64::from_str_radix(hex, 16)
-    } else {
-        digits.parse::<u64>()
-    }
-    .map_err(|_| format!("`{text}` is not a number (decimal, 0x hex, or with K/M/G)"))?;
-    v.checked_mul(mult)
-        .ok_or_else(|| format!("`{text}` is too large"))
+    acq_wire::parse_size(text).map_err(|e| format!("`{text}` is {e}"))
 }
 
 fn number(field: &'static str, v: &Value) -> Result<u64, ConfigError> {

@@ -203,21 +203,9 @@ pub fn info_json(i: &AcqInfo) -> serde_json::Value {
     })
 }
 
-/// Parses a byte count or rate with an optional K/M/G (binary) suffix.
+/// Parses a byte count or rate: the project's one size grammar (`acq_wire::size`).
 pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&s[..i], 1u64 << 10),
-        Some((i, 'm' | 'M')) => (&s[..i], 1u64 << 20),
-        Some((i, 'g' | 'G')) => (&s[..i], 1u64 << 30),
-        _ => (s, 1),
-    };
-    let v = if let Some(h) = num.strip_prefix("0x") {
-        u64::from_str_radix(h, 16).ok()?
-    } else {
-        num.parse::<u64>().ok()?
-    };
-    v.checked_mul(mult)
+    acq_wire::parse_size(s).ok()
 }
 
 /// Parses a pattern: `counter`, `prbs`, `sine[:CHANNELS]` or a PATTERN register value.

@@ -12,26 +12,17 @@ pub struct Size(pub u64);
 #[allow(dead_code)]
 enum SizeSchema {
     Bytes(u64),
-    /// A number with an optional K, M or G suffix (powers of 1024).
-    Text(#[schemars(regex(pattern = r"^[0-9]+[KMG]?$"))] String),
+    /// A decimal or 0x hex number with an optional K, M or G suffix (powers of 1024):
+    /// the project's one size grammar (`acq_wire::size`).
+    Text(#[schemars(regex(pattern = acq_wire::size::SIZE_PATTERN))] String),
 }
 
 impl Size {
-    /// Parses `"256M"`-style text.
+    /// Parses `"256M"`-style text (the grammar of `acq_wire::size`).
     pub fn parse(text: &str) -> Result<Size, String> {
-        let t = text.trim();
-        let (digits, shift) = match t.chars().last() {
-            Some('K') | Some('k') => (&t[..t.len() - 1], 10),
-            Some('M') | Some('m') => (&t[..t.len() - 1], 20),
-            Some('G') | Some('g') => (&t[..t.len() - 1], 30),
-            _ => (t, 0),
-        };
-        let n: u64 = digits.parse().map_err(|_| {
-            format!("`{text}` is not a size (a number, or a number with K, M or G)")
-        })?;
-        n.checked_mul(1 << shift)
+        acq_wire::parse_size(text)
             .map(Size)
-            .ok_or_else(|| format!("`{text}` is too large"))
+            .map_err(|e| format!("`{text}` is {e}"))
     }
 }
 
@@ -62,7 +53,9 @@ impl<'de> Deserialize<'de> for Size {
         impl de::Visitor<'_> for V {
             type Value = Size;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a byte count: a number, or a string like \"64K\", \"256M\", \"1G\"")
+                f.write_str(
+                    "a byte count: a number, or a string like \"64K\", \"256M\", \"0x1000\"",
+                )
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
                 Ok(Size(v))
