@@ -92,6 +92,20 @@ impl ShareStep {
                 format!("card {} does not exist ({ncards} cards)", self.from),
             );
         }
+        if self.source != ShareSource::Heap
+            && cards
+                .get(self.from)
+                .and_then(|c| c.device.transfer)
+                .is_some_and(|t| t == super::format::Transfer::Bar2)
+        {
+            return err(
+                "from",
+                format!(
+                    "card {} streams in BAR2 mode: acq-share moves its ring by DMA",
+                    self.from
+                ),
+            );
+        }
         let block = cards
             .get(self.settings_card())
             .and_then(|c| c.device.block_size)
@@ -252,9 +266,10 @@ mod tests {
     #[test]
     fn a_share_step_builds_its_command_line() {
         let sc = parse(
-            r#"{"cards": [{"device": {"pattern": "prbs", "seed": 7, "ring_log2": 10}}, {}],
+            r#"{"cards": [{"msix_vectors": 0, "device": {"pattern": "prbs", "seed": 7, "ring_log2": 10}}, {}],
                 "steps": [{"share": {"bytes": "8M", "map_verify": true, "play_rate": "1M",
-                                     "until_gone": true}}]}"#,
+                                     "until_gone": true}}],
+                "faults": [{"card": 0, "at": {"time_ms": 1000}, "inject": "surprise_removal"}]}"#,
             "t.json",
         )
         .unwrap();
@@ -294,6 +309,22 @@ mod tests {
             assert_eq!(e.location, field, "{step}: {}", e.reason);
         }
         assert!(two_cards(r#"{"source": "heap", "from": 9, "bytes": "1M"}"#).is_ok());
+        let e = two_cards(r#"{"bytes": "1M", "until_gone": true}"#).expect_err("until_gone");
+        assert_eq!(e.location, "steps[0].share.until_gone", "{}", e.reason);
+        let e = parse(
+            r#"{"cards": [{"device": {"transfer": "bar2", "ring_log2": 6}}, {}],
+                "steps": [{"share": {"bytes": "1M"}}]}"#,
+            "t.json",
+        )
+        .expect_err("bar2");
+        assert_eq!(e.location, "steps[0].share.from", "{}", e.reason);
+        // A byte-triggered fault on the exporting card is reached by a share step.
+        assert!(parse(
+            r#"{"cards": [{}, {}], "steps": [{"share": {"bytes": "8M"}}],
+                "faults": [{"card": 0, "at": {"bytes": "4M"}, "inject": "hang"}]}"#,
+            "t.json",
+        )
+        .is_ok());
         let e = two_cards(r#"{"bytes": "1M", "sauce": 1}"#).expect_err("unknown field");
         assert!(e.reason.contains("sauce"), "{}", e.reason);
     }

@@ -64,7 +64,8 @@ struct Args {
     pattern: u32,
     seed: u64,
     block: u32,
-    ring_log2: u32,
+    /// `None`: the card's current ring size.
+    ring_log2: Option<u32>,
     map_verify: bool,
     close_capture_after: Option<u64>,
     play_rate: u64,
@@ -92,7 +93,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
         pattern: regs::pattern::PRBS,
         seed: 1,
         block: 4096,
-        ring_log2: 6,
+        ring_log2: None,
         map_verify: false,
         close_capture_after: None,
         play_rate: 0,
@@ -117,7 +118,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
             "--seed" => a.seed = size(val()?)?,
             "--block" => a.block = u32::try_from(size(val()?)?).map_err(|e| e.to_string())?,
             "--ring-log2" => {
-                a.ring_log2 = val()?.parse().map_err(|e| format!("--ring-log2: {e}"))?
+                a.ring_log2 = Some(val()?.parse().map_err(|e| format!("--ring-log2: {e}"))?)
             }
             "--map-verify" => a.map_verify = true,
             "--close-capture-after" => a.close_capture_after = Some(size(val()?)?),
@@ -243,6 +244,16 @@ fn released(fd: RawFd, want: u64, timeout_ms: u32) -> Result<u64, String> {
     }
 }
 
+/// How long a run may take before it is called stuck: a minute plus the bytes at 1 MiB/s,
+/// or at the receiving card's rate if that is slower.
+fn deadline_for(a: &Args) -> Duration {
+    let rate = match a.play_rate {
+        0 => 1 << 20,
+        r => r.min(1 << 20),
+    };
+    Duration::from_secs(60 + a.bytes / rate)
+}
+
 /// Card 0's free pool pages, through `cap` or a fresh open of `path`.
 fn pool_free(cap: Option<&AcqDev>, path: &str, what: &str) -> Result<u64, String> {
     let fresh;
@@ -261,14 +272,15 @@ fn pool_free(cap: Option<&AcqDev>, path: &str, what: &str) -> Result<u64, String
 fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     let cap = AcqDev::open(&a.from, false).map_err(|e| format!("{}: {e}", a.from))?;
     let out = open_out(&a.to)?;
+    let cur = cap.config().map_err(|e| format!("GET_CONFIG: {e}"))?;
     let cfg = AcqConfig {
         block_size: a.block,
-        ring_log2: a.ring_log2,
+        ring_log2: a.ring_log2.unwrap_or(cur.ring_log2),
         // Unlimited: with no free slot the card waits instead of overflowing.
         rate: 0,
         seed: a.seed,
         pattern: a.pattern,
-        ..cap.config().map_err(|e| format!("GET_CONFIG: {e}"))?
+        ..cur
     };
     cap.set_config(&AcqConfig { flags: 0, ..cfg })
         .map_err(|e| format!("SET_CONFIG: {e}"))?;
@@ -318,7 +330,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     let mut underruns = 0u64;
     let (mut map_checked, mut map_bad) = (0u64, 0u64);
     let start = Instant::now();
-    let deadline = Duration::from_secs(60 + a.bytes / (1 << 20));
+    let deadline = deadline_for(a);
     while queued * bs < a.bytes {
         if start.elapsed() > deadline {
             return Err(format!("stuck after {} of {} bytes", queued * bs, a.bytes));
@@ -349,14 +361,47 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
             ));
         }
         let held = queued - returned;
-        let fresh = (u64::from(sync.count) - held).min(a.bytes / bs - queued);
+        // Card 0 still reports every block this tool holds, from `returned` on: anything
+        // else (a halt or reset dropped them) is card 0's failure, not card 1's.
+        let Some(fresh) = u64::from(sync.count).checked_sub(held) else {
+            return Err(format!(
+                "card 0 reported {} ready blocks while {held} were held: it dropped them",
+                sync.count
+            ));
+        };
+        if sync.head % (1 << 32) != returned % (1 << 32) {
+            return Err(format!(
+                "card 0's ring head {} is not block {returned}: its session restarted",
+                sync.head
+            ));
+        }
+        let fresh = fresh.min(a.bytes / bs - queued);
         if fresh > 0 {
             let first = ((sync.head + held) % entries as u64) as u32;
-            if let Some(m) = &map {
+            let mut q = AcqPbQueue {
+                first,
+                count: fresh as u32,
+                ..Default::default()
+            };
+            match ioctl(out.as_raw_fd(), uapi::ACQ_IOC_PB_QUEUE, &mut q) {
+                Ok(()) => {}
+                Err(libc::EINTR) => q.done = 0,
+                // Card 1 ran dry while card 0 had nothing new (a rate-limited card 1 starts
+                // playing with the first block): silence played, reported once; the
+                // stream's offsets, and so the verification, are unaffected.
+                Err(libc::EPIPE) => {
+                    underruns += 1;
+                    q.done = 0;
+                }
+                Err(e) => return Err(named("PB_QUEUE")(e)),
+            }
+            // The queued blocks, checked in the mapping too (held by this tool until card
+            // 1 released them: card 0 does not write them meanwhile).
+            if let (Some(m), true) = (&map, q.done > 0) {
                 let mut s = DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ;
                 ioctl(dmabuf.as_raw_fd(), DMA_BUF_IOCTL_SYNC, &mut s)
                     .map_err(named("DMA_BUF_IOCTL_SYNC"))?;
-                for i in 0..fresh {
+                for i in 0..u64::from(q.done) {
                     let page = (first as usize + i as usize) % entries;
                     let off = (queued + i) * bs;
                     map_checked += 1;
@@ -370,20 +415,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
                 ioctl(dmabuf.as_raw_fd(), DMA_BUF_IOCTL_SYNC, &mut s)
                     .map_err(named("DMA_BUF_IOCTL_SYNC"))?;
             }
-            let mut q = AcqPbQueue {
-                first,
-                count: fresh as u32,
-                ..Default::default()
-            };
-            match ioctl(out.as_raw_fd(), uapi::ACQ_IOC_PB_QUEUE, &mut q) {
-                Ok(()) => queued += u64::from(q.done),
-                Err(libc::EINTR) => {}
-                // Card 1 ran dry while card 0 had nothing new (a rate-limited card 1 starts
-                // playing with the first block): silence played, reported once; the
-                // stream's offsets, and so the verification, are unaffected.
-                Err(libc::EPIPE) => underruns += 1,
-                Err(e) => return Err(named("PB_QUEUE")(e)),
-            }
+            queued += u64::from(q.done);
         }
         if a.close_capture_after.is_some_and(|n| queued * bs >= n) {
             // Card 0's file goes with blocks still queued on card 1 (and the mapping held).
@@ -507,14 +539,15 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
 fn run_copy(a: &Args) -> Result<(serde_json::Value, bool), String> {
     let cap = AcqDev::open(&a.from, false).map_err(|e| format!("{}: {e}", a.from))?;
     let out = open_out(&a.to)?;
+    let cur = cap.config().map_err(|e| format!("GET_CONFIG: {e}"))?;
     let cfg = AcqConfig {
         block_size: a.block,
-        ring_log2: a.ring_log2,
+        ring_log2: a.ring_log2.unwrap_or(cur.ring_log2),
         rate: 0,
         seed: a.seed,
         pattern: a.pattern,
         flags: 0,
-        ..cap.config().map_err(|e| format!("GET_CONFIG: {e}"))?
+        ..cur
     };
     cap.set_config(&cfg)
         .map_err(|e| format!("SET_CONFIG: {e}"))?;
@@ -592,7 +625,7 @@ fn run_heap(a: &Args, heap: &str) -> Result<(serde_json::Value, bool), String> {
         .map_err(named("PB_GET_CONFIG"))?;
     let mut pb_cfg = AcqConfig {
         block_size: a.block,
-        ring_log2: a.ring_log2,
+        ring_log2: a.ring_log2.unwrap_or(pb_cfg.ring_log2),
         rate: a.play_rate,
         seed: a.seed,
         pattern: a.pattern,
@@ -632,7 +665,7 @@ fn run_heap(a: &Args, heap: &str) -> Result<(serde_json::Value, bool), String> {
     let mut underruns = 0u64;
     let mut k = 0u64;
     while k < blocks {
-        if start.elapsed() > Duration::from_secs(60 + a.bytes / (1 << 20)) {
+        if start.elapsed() > deadline_for(a) {
             return Err(format!("stuck after {} of {} bytes", k * bs, a.bytes));
         }
         if k >= pages as u64 {

@@ -2,6 +2,7 @@
 //! problem named with its JSON path.
 
 use super::*;
+use crate::scenario::share::ShareSource;
 
 /// Checks what the types alone cannot: ranges and cross-references.
 pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
@@ -111,6 +112,19 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
         if let Step::Share(sh) = s {
             sh.validate(ncards, &sc.cards)
                 .or_else(|(f, why)| err(&format!("steps[{i}].share.{f}"), why))?;
+            let unplugged = sc
+                .faults
+                .iter()
+                .any(|f| f.card == sh.from && matches!(f.inject, Fault::SurpriseRemoval));
+            if sh.until_gone && !unplugged {
+                return err(
+                    &format!("steps[{i}].share.until_gone"),
+                    format!(
+                        "no surprise_removal fault on card {}: the step could only time out",
+                        sh.from
+                    ),
+                );
+            }
         }
         let card = match s {
             Step::Config(c) => Some(c.card),
@@ -349,6 +363,14 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
             .map(|s| match (s, channel) {
                 (Step::Stream(st), Channel::Capture) if st.card == card => st.bytes.0,
                 (Step::Play(p), Channel::Playback) if p.card == card => p.bytes.0,
+                // A share step moves its bytes out of `from`'s capture (a heap buffer
+                // comes from no card) and into `to`'s playback.
+                (Step::Share(sh), Channel::Capture)
+                    if sh.from == card && sh.source != ShareSource::Heap =>
+                {
+                    sh.bytes.0
+                }
+                (Step::Share(sh), Channel::Playback) if sh.to == card => sh.bytes.0,
                 _ => 0,
             })
             .fold(0u64, u64::saturating_add)

@@ -130,7 +130,9 @@ struct Args {
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
-    acqdev::parse_size(s).ok_or_else(|| format!("bad size {s:?} (a number with K, M or G)"))
+    acqdev::parse_size(s).ok_or_else(|| {
+        format!("bad size {s:?} (a decimal or 0x hex number, optionally with K, M or G)")
+    })
 }
 
 /// Follows the COUNTER words of the consumed bytes (seed 0: word value = stream offset / 8).
