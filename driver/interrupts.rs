@@ -40,6 +40,12 @@ pub(crate) struct Sleepers {
     wakes: Atomic<u32>,
     /// Lost wake-ups found so far (statistics `lost_wakeups`).
     lost: Atomic<u32>,
+    /// Wake-ups a hard handler handed to its IRQ thread (for a waiter about to sleep),
+    /// and the count the thread had seen when its last wake-up was done: while they
+    /// differ a wake-up is on its way. An interrupt storm can keep the thread from
+    /// running past a waiter's deadline: its wake-up is late then, not lost.
+    thread_wakes: Atomic<u32>,
+    thread_wakes_done: Atomic<u32>,
     /// Waits in a row that found completions at their re-check with no interrupt at all
     /// (lost interrupts), and whether that was reported: a channel whose interrupts never
     /// arrive (a VMM that failed to enable MSI-X, say: it logs it, the guest is not told)
@@ -78,6 +84,8 @@ impl Sleepers {
             epoch: Instant::now(),
             wakes: Atomic::new(0),
             lost: Atomic::new(0),
+            thread_wakes: Atomic::new(0),
+            thread_wakes_done: Atomic::new(0),
             silent: Atomic::new(0),
             silent_reported: Atomic::new(false),
             index,
@@ -104,8 +112,10 @@ impl Sleepers {
         let start = self.now_ns();
         // When the wait itself began (after the test-only window below): its deadline.
         let mut wait_start = start;
-        self.first_irq.store(0, Relaxed);
+        // Announced first: an interrupt that counts as this wait's (`first_irq`) sees
+        // the announcement and has its thread wake us under the mutex (see `any`).
         self.waiting.fetch_add(1, Full);
+        self.first_irq.store(0, Relaxed);
         let wakes = self.wakes.load(Acquire);
         let r = if news(g).any() {
             CondVarTimeoutResult::Woken { jiffies }
@@ -143,11 +153,18 @@ impl Sleepers {
                 // (schedule_timeout() reports the time left when the task runs), which is
                 // what an interrupt storm does to a vCPU. Then a wake-up cannot be told
                 // from none: not judged.
+                //
+                // Nor when a wake-up handed to the IRQ thread is still on its way: the
+                // thread was kept from running (a storm of interrupts), so the wake-up is
+                // late; it is lost only if it never comes, which the next wait judges.
                 News::Completions => {
                     let irq = self.first_irq.load(Relaxed);
                     let deadline = wait_start.saturating_add(jiffies_to_ns(jiffies));
                     let starved = returned > deadline.saturating_add(LATE_RUN_NS);
+                    let on_its_way =
+                        self.thread_wakes.load(Acquire) != self.thread_wakes_done.load(Acquire);
                     !starved
+                        && !on_its_way
                         && irq != 0
                         && irq >= start
                         && irq.saturating_add(IRQ_SLACK_NS) < deadline
@@ -231,10 +248,27 @@ impl Sleepers {
     }
 
     /// For a hard handler, after it woke the queue: must its thread wake it again under
-    /// the mutex?
+    /// the mutex? (If so, the wake-up is counted as handed to the thread.)
     fn any(&self) -> bool {
+        let any = self.announced();
+        if any {
+            self.thread_wakes.fetch_add(1, Release);
+        }
+        any
+    }
+
+    /// Has a waiter announced itself (not yet past its wait)?
+    fn announced(&self) -> bool {
         smp_mb(Full);
         self.waiting.load(Relaxed) != 0
+    }
+
+    /// For the IRQ thread: runs `wake` (the wake-up under the mutex) and records the
+    /// hand-overs it answered.
+    fn thread_wake(&self, wake: impl FnOnce()) {
+        let asked = self.thread_wakes.load(Acquire);
+        wake();
+        self.thread_wakes_done.store(asked, Release);
     }
 }
 
@@ -305,7 +339,9 @@ impl irq::ThreadedHandler for PlaybackIrq {
     }
 
     fn handle_threaded(&self) -> IrqReturn {
-        self.card.pb_wake_locked();
+        self.card
+            .pb_sleepers
+            .thread_wake(|| self.card.pb_wake_locked());
         IrqReturn::Handled
     }
 }
@@ -323,7 +359,7 @@ impl irq::ThreadedHandler for CaptureIrq {
     }
 
     fn handle_threaded(&self) -> IrqReturn {
-        self.card.wake_locked();
+        self.card.sleepers.thread_wake(|| self.card.wake_locked());
         IrqReturn::Handled
     }
 }
@@ -343,6 +379,9 @@ impl irq::ThreadedHandler for EventIrq {
             self.card.wait.notify_all();
             // One message for every cause: playback completions too.
             self.card.pb_wait.notify_all();
+            // Counted as handed to the thread, which wakes them again under the mutex.
+            let _ = self.card.sleepers.any();
+            let _ = self.card.pb_sleepers.any();
         }
         ThreadedIrqReturn::WakeThread
     }
@@ -353,12 +392,17 @@ impl irq::ThreadedHandler for EventIrq {
             // The one vector carries completions too: the wake-ups the hard handler sent,
             // again under each channel's mutex for a waiter about to sleep (see
             // [`Sleepers`]).
-            if self.card.sleepers.any() {
-                self.card.wake_locked();
-            }
-            if self.card.pb_sleepers.any() {
-                self.card.pb_wake_locked();
-            }
+            let card = &self.card;
+            card.sleepers.thread_wake(|| {
+                if card.sleepers.announced() {
+                    card.wake_locked();
+                }
+            });
+            card.pb_sleepers.thread_wake(|| {
+                if card.pb_sleepers.announced() {
+                    card.pb_wake_locked();
+                }
+            });
         }
         IrqReturn::Handled
     }

@@ -20,6 +20,7 @@ pub mod card;
 pub mod config;
 pub mod config_space;
 pub mod control;
+pub mod daemon;
 pub mod device;
 pub mod dma;
 pub mod engine;

@@ -4,14 +4,13 @@
 //! "ready to accept". SIGTERM (or SIGINT) stops the engine, removes both sockets and exits
 //! with status 0.
 
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use acq_device::bench;
 use acq_device::config::{parse_number, ModelConfig};
 use acq_device::control::{ControlServer, ControlTarget};
+use acq_device::daemon::{self, clear_stale_socket, TermSignals};
 use acq_device::device::Device;
 use acq_device::transport::{PciFunction, VfioUserServer};
 use anyhow::{bail, Context, Result};
@@ -109,53 +108,9 @@ fn model_config(cli: &Cli) -> Result<ModelConfig> {
     Ok(c)
 }
 
-/// Removes a socket file left behind by a dead process; refuses a live one or a non-socket.
-fn clear_stale_socket(path: &Path) -> Result<()> {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    if !meta.file_type().is_socket() {
-        bail!("{} exists and is not a socket", path.display());
-    }
-    if UnixStream::connect(path).is_ok() {
-        bail!("{} is in use by another server", path.display());
-    }
-    std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
-    info!("removed stale socket {}", path.display());
-    Ok(())
-}
-
-/// Blocks the termination signals in this thread (and every thread started after), so
-/// that only the signal thread receives them.
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it before use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t; pthread_sigmask only reads it.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-    set
-}
-
-fn wait_signal(set: &libc::sigset_t) -> i32 {
-    let mut sig = 0;
-    // SAFETY: `set` is an initialised sigset_t and `sig` a valid out-pointer.
-    unsafe { libc::sigwait(set, &mut sig) };
-    sig
-}
-
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    daemon::init_tracing();
     if let Err(e) = run(cli) {
         error!("{e:#}");
         eprintln!("acq-device: {e:#}");
@@ -173,7 +128,7 @@ fn run(cli: Cli) -> Result<()> {
         bail!("--socket is required");
     };
     let model = model_config(&cli)?;
-    let sigset = block_signals();
+    let signals = TermSignals::block();
 
     let device = Device::new(model.clone()).context("creating the card")?;
     info!(
@@ -208,7 +163,7 @@ fn run(cli: Cli) -> Result<()> {
     std::thread::Builder::new()
         .name("acq-signals".into())
         .spawn(move || {
-            let sig = wait_signal(&sigset);
+            let sig = signals.wait();
             info!(signal = sig, "terminating");
             dev.shutdown();
             for f in &files {

@@ -196,6 +196,14 @@ pub fn run(paths: &Paths, opts: &BenchOptions) -> Result<Report> {
             Spec::zero(mode, Some(1 << 20).filter(|_| mode == "splice")),
         )?;
     }
+    // The guest's memory copy bandwidth, for every path that copies.
+    bench(
+        &mut vm,
+        Spec {
+            source: MEMCPY,
+            ..Spec::acq("memcpy", None)
+        },
+    )?;
     // The peer a user would pick instead: a file in the page cache (tmpfs), read with
     // read() (the ceiling for a copying read) and spliced (its pages lent to the pipe by
     // reference: the ceiling for lending DMA pages), by the same consumer.
@@ -423,6 +431,8 @@ fn spread(samples: &[f64]) -> Option<(f64, f64)> {
 const PAGE_CACHE_FILE: &str = "/tmp/peer.dat";
 /// The playback rows' `source`: the device they write.
 const PLAYBACK: &str = "acq0-out";
+/// The guest memcpy row's `source`.
+const MEMCPY: &str = "guest";
 /// The card-to-card rows' `source`: card 0's capture played by its own playback channel
 /// (`acq-share`; docs/driver.md "Sharing the ring with another device").
 const SHARE: &str = "acq0 -> acq0-out";
@@ -432,9 +442,12 @@ fn measure(vm: &mut Vm, control: &Path, bytes: u64, s: &Spec) -> Result<Run> {
         SHARE => ["acq-share", "--from", "/dev/acq0", "--to", "/dev/acq0-out"]
             .map(String::from)
             .into(),
+        // The yard stick of every copying path: the guest's own memcpy.
+        MEMCPY => vec!["acq-ctl".into(), "memcpy".into()],
         _ => vec!["acq-stream".into(), "--mode".into(), s.mode.into()],
     };
     match s.source {
+        MEMCPY => {}
         SHARE if s.mode == "read+write" => argv.push("--copy".into()),
         SHARE => {}
         "zero" => argv.extend(["--raw".into(), "--device".into(), "/dev/zero".into()]),

@@ -4,18 +4,16 @@
 //! The vhost-user socket is created last, once the disk is ready: its existence means
 //! "ready to accept". SIGTERM (or SIGINT) removes both sockets and exits with status 0.
 
-use std::io::IsTerminal;
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use acq_device::config::parse_number;
+use acq_device::daemon::{self, clear_stale_socket, TermSignals};
 use acq_device::sink::backend::Sink;
 use acq_device::sink::config::{parse_pattern, SinkConfig};
 use acq_device::sink::control;
 use acq_device::sink::disk::Disk;
 use acq_device::sink::server::SinkServer;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use tracing::{error, info};
 
@@ -97,54 +95,9 @@ fn settings(cli: &Cli) -> Result<SinkConfig> {
     Ok(c)
 }
 
-/// Removes a socket file left behind by a dead process; refuses a live one or a non-socket.
-fn clear_stale_socket(path: &Path) -> Result<()> {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    if !meta.file_type().is_socket() {
-        bail!("{} exists and is not a socket", path.display());
-    }
-    if UnixStream::connect(path).is_ok() {
-        bail!("{} is in use by another server", path.display());
-    }
-    std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
-    info!("removed stale socket {}", path.display());
-    Ok(())
-}
-
-/// Blocks the termination signals in this thread (and every thread started after), so
-/// that only the signal thread receives them.
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it before use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t; pthread_sigmask only reads it.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-    set
-}
-
-fn wait_signal(set: &libc::sigset_t) -> i32 {
-    let mut sig = 0;
-    // SAFETY: `set` is an initialised sigset_t and `sig` a valid out-pointer.
-    unsafe { libc::sigwait(set, &mut sig) };
-    sig
-}
-
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    daemon::init_tracing();
     if let Err(e) = run(cli) {
         error!("{e:#}");
         eprintln!("acq-sink: {e:#}");
@@ -154,7 +107,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     let cfg = settings(&cli)?;
-    let sigset = block_signals();
+    let signals = TermSignals::block();
     let disk = Disk::new(cfg.clone()).with_context(|| match &cfg.store {
         Some(p) => format!("creating the store file {}", p.display()),
         None => "creating the disk".into(),
@@ -189,7 +142,7 @@ fn run(cli: Cli) -> Result<()> {
     std::thread::Builder::new()
         .name("sink-signals".into())
         .spawn(move || {
-            let sig = wait_signal(&sigset);
+            let sig = signals.wait();
             info!(signal = sig, counters = %report.report(), "terminating");
             for f in &files {
                 let _ = std::fs::remove_file(f);

@@ -96,7 +96,8 @@ fn usage(msg: &str) -> ExitCode {
     eprintln!(
         "usage: acq-ctl [--device /dev/acqN] info|config|stats|start|stop|reset|probe-invalid\n\
          \x20      acq-ctl [--device /dev/acqN] set [--block B] [--ring-log2 L] [--rate R] \
-         [--pattern P] [--seed S] [--irq-count C] [--irq-time-us T] [--transfer dma|bar2]"
+         [--pattern P] [--seed S] [--irq-count C] [--irq-time-us T] [--transfer dma|bar2]\n\
+         \x20      acq-ctl memcpy --bytes N"
     );
     ExitCode::from(2)
 }
@@ -116,6 +117,9 @@ fn main() -> ExitCode {
     };
     if cmd == "peek" {
         return peek(opts);
+    }
+    if cmd == "memcpy" {
+        return memcpy(opts);
     }
     let known = [
         "info",
@@ -243,6 +247,46 @@ fn apply_options(c: &mut AcqConfig, opts: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `acq-ctl memcpy --bytes N`: the guest's memory copy bandwidth, copying N bytes in all
+/// between two 4 MiB buffers (a ring's worth of pages) with the C library's memcpy: the
+/// bench's yard stick for every path that copies (`make bench`, docs/performance.md).
+/// One JSON line: `ok`, `bytes`, `seconds`, `mb_per_s`.
+fn memcpy(opts: &[String]) -> ExitCode {
+    let [flag, bytes] = opts else {
+        return usage("memcpy --bytes N");
+    };
+    if flag != "--bytes" {
+        return usage("memcpy --bytes N");
+    }
+    let Some(total) = acqdev::parse_size(bytes).filter(|&b| b > 0) else {
+        return usage(&format!("memcpy: {bytes:?} is not a size above 0"));
+    };
+    const BUF: usize = 4 << 20;
+    let src: Vec<u8> = (0..BUF).map(|i| i as u8).collect();
+    let mut dst = vec![0u8; BUF];
+    // One pass first: the pages are faulted in before the clock starts.
+    dst.copy_from_slice(&src);
+    let start = std::time::Instant::now();
+    let mut done = 0u64;
+    while done < total {
+        let n = BUF.min((total - done).min(BUF as u64) as usize);
+        dst[..n].copy_from_slice(std::hint::black_box(&src[..n]));
+        std::hint::black_box(&mut dst);
+        done += n as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "ok": true,
+            "bytes": done,
+            "seconds": secs,
+            "mb_per_s": done as f64 / secs.max(1e-9) / 1e6,
+        })
+    );
+    ExitCode::SUCCESS
 }
 
 /// `acq-ctl peek RESOURCE OFFSET...`: reads 32-bit words of a PCI BAR through its sysfs

@@ -1,0 +1,75 @@
+//! What the two servers (`acq-device` and `acq-sink`) do the same way as processes: log
+//! to stderr, take over a socket path a dead predecessor left, and end on SIGTERM or
+//! SIGINT through one signal thread.
+
+use std::io::IsTerminal;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use tracing::info;
+
+/// Logs to stderr at `RUST_LOG`'s level (`info` by default), in colour only on a
+/// terminal (the harness keeps each server's stderr as a log file).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Removes a socket file left behind by a dead process; refuses a live one or a non-socket.
+pub fn clear_stale_socket(path: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        bail!("{} exists and is not a socket", path.display());
+    }
+    if UnixStream::connect(path).is_ok() {
+        bail!("{} is in use by another server", path.display());
+    }
+    std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    info!("removed stale socket {}", path.display());
+    Ok(())
+}
+
+/// SIGTERM and SIGINT, blocked in the thread that made this (and every thread it starts
+/// after), so that only a thread in [`TermSignals::wait`] receives them.
+pub struct TermSignals {
+    set: libc::sigset_t,
+}
+
+impl TermSignals {
+    /// Blocks the termination signals; call before starting any thread.
+    pub fn block() -> TermSignals {
+        // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it before use.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid sigset_t; pthread_sigmask only reads it.
+        unsafe {
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+        TermSignals { set }
+    }
+
+    /// Waits for one of them; returns its number.
+    pub fn wait(&self) -> i32 {
+        let mut sig = 0;
+        // SAFETY: `set` is an initialised sigset_t and `sig` a valid out-pointer.
+        unsafe { libc::sigwait(&self.set, &mut sig) };
+        sig
+    }
+}
+
+// SAFETY: a sigset_t is plain data (a bit mask); sigwait only reads it, from any thread.
+unsafe impl Send for TermSignals {}
+// SAFETY: as above: shared references only read the mask.
+unsafe impl Sync for TermSignals {}
