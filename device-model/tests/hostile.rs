@@ -88,7 +88,20 @@ type Reply = (Header, Vec<u8>);
 
 impl Raw {
     fn connect(sock: &Path) -> Raw {
-        let s = UnixStream::connect(sock).unwrap();
+        // The socket file appears at bind(), a moment before listen(): a connection in
+        // between is refused (`Proc::start` waits only for the file).
+        let t = Instant::now();
+        let s = loop {
+            match UnixStream::connect(sock) {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        && t.elapsed() < Duration::from_secs(5) =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                r => break r.unwrap(),
+            }
+        };
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         Raw { s, id: 0 }
     }
