@@ -90,7 +90,19 @@ impl Card {
         if req.flags & !uapi::ACQ_EXPBUF_CLOEXEC != 0 || req.reserved != 0 {
             return Err(EINVAL);
         }
-        let pages = self.pin_slots(&mut self.inner.lock())?;
+        let pages = {
+            let mut g = self.inner.lock();
+            self.pin_slots(&mut g)?;
+            // A reference on each slot's page, in slot order, for the dma-buf to take.
+            let hw = g.hw.as_ref().ok_or(ENODEV)?;
+            let n = g.entries() as usize;
+            let mut refs = KVec::with_capacity(n, GFP_KERNEL)?;
+            for slot in 0..n {
+                let (_, page) = hw.slot_buf(slot).ok_or(ENOMEM)?;
+                refs.push(PageRef::new(&page.page), GFP_KERNEL)?;
+            }
+            refs
+        };
         let n = pages.len();
         let exp = ExportedRing::new(&pages, req.flags & uapi::ACQ_EXPBUF_CLOEXEC != 0)?;
         req.fd = exp.fd();

@@ -48,10 +48,10 @@ impl Card {
     }
 
     /// Gives every ring slot a page it keeps from now on (mmap mode: a process's mapping or
-    /// a dma-buf holds the pages) and returns a reference on each, in slot order. Refused
-    /// (`EBUSY`) while a read() or splice() session runs: its slots' pages were posted
-    /// under lending rules. In mmap mode already, the slots keep the pages they have.
-    pub(crate) fn pin_slots(&self, g: &mut MutexGuard<'_, Inner>) -> Result<KVec<PageRef>> {
+    /// a dma-buf holds the pages). Refused (`EBUSY`) while a read() or splice() session
+    /// runs: its slots' pages were posted under lending rules. In mmap mode already, the
+    /// slots keep the pages they have.
+    pub(crate) fn pin_slots(&self, g: &mut MutexGuard<'_, Inner>) -> Result {
         if g.removed {
             return Err(ENODEV);
         }
@@ -64,13 +64,10 @@ impl Card {
         if !keep {
             hw.clear_slots();
         }
-        let mut refs = KVec::with_capacity(n, GFP_KERNEL)?;
         for slot in 0..n {
             hw.page_for_slot(slot, keep).ok_or(ENOMEM)?;
-            let (_, page) = hw.slot_buf(slot).ok_or(ENOMEM)?;
-            refs.push(PageRef::new(&page.page), GFP_KERNEL)?;
         }
-        Ok(refs)
+        Ok(())
     }
 
     /// Mirrors the mmap state into the control page.

@@ -32,6 +32,7 @@ mod tests;
 mod timeline;
 
 use checks::*;
+pub(crate) use consumers::result_line;
 use consumers::*;
 use timeline::*;
 

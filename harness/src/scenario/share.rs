@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -229,25 +229,9 @@ pub fn run(
     let t =
         Duration::from_secs(s.timeout_s).min(deadline.saturating_duration_since(Instant::now()));
     let out = guest.exec_streaming(&argv_ref, t, &mut |_, _| {})?;
-    if out.status == 2 {
-        bail!("acq-share rejected its arguments: {}", out.stderr.trim());
-    }
-    let line = out
-        .stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .ok_or_else(|| {
-            anyhow!(
-                "acq-share printed no result (status {}): {}",
-                out.status,
-                out.stderr.trim()
-            )
-        })?;
-    let v: Value =
-        serde_json::from_str(line).with_context(|| format!("acq-share result {line:?}"))?;
+    let v = super::run::result_line("acq-share", &out)?;
     if v.get("ok") != Some(&Value::Bool(true)) {
-        bail!("{}: {line}", argv.join(" "));
+        bail!("{}: {v}", argv.join(" "));
     }
     Ok(v)
 }

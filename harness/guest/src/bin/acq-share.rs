@@ -270,27 +270,7 @@ fn pool_free(cap: Option<&AcqDev>, path: &str, what: &str) -> Result<u64, String
 }
 
 fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
-    let cap = AcqDev::open(&a.from, false).map_err(|e| format!("{}: {e}", a.from))?;
-    let out = open_out(&a.to)?;
-    let cur = cap.config().map_err(|e| format!("GET_CONFIG: {e}"))?;
-    let cfg = AcqConfig {
-        block_size: a.block,
-        ring_log2: a.ring_log2.unwrap_or(cur.ring_log2),
-        // Unlimited: with no free slot the card waits instead of overflowing.
-        rate: 0,
-        seed: a.seed,
-        pattern: a.pattern,
-        ..cur
-    };
-    cap.set_config(&AcqConfig { flags: 0, ..cfg })
-        .map_err(|e| format!("SET_CONFIG: {e}"))?;
-    let mut pb_cfg = AcqConfig {
-        flags: 0,
-        rate: a.play_rate,
-        ..cfg
-    };
-    ioctl(out.as_raw_fd(), uapi::ACQ_IOC_PB_SET_CONFIG, &mut pb_cfg)
-        .map_err(named("PB_SET_CONFIG"))?;
+    let (cap, out) = open_pair(a)?;
     let pool_before = cap.stats().map_err(|e| format!("GET_STATS: {e}"))?;
     // The card's and the driver's playback counters run across sessions: this run's are
     // the difference.
@@ -535,8 +515,10 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     ))
 }
 
-/// `--copy`: card 0 to card 1 through a buffer, read() then write().
-fn run_copy(a: &Args) -> Result<(serde_json::Value, bool), String> {
+/// Opens card 0's capture node and card 1's playback node, and configures both for the
+/// stream: card 0's pattern, seed, block and ring (its current ring unless given), card 0
+/// unlimited (with no free slot it waits instead of overflowing), card 1 at the play rate.
+fn open_pair(a: &Args) -> Result<(AcqDev, OwnedFd), String> {
     let cap = AcqDev::open(&a.from, false).map_err(|e| format!("{}: {e}", a.from))?;
     let out = open_out(&a.to)?;
     let cur = cap.config().map_err(|e| format!("GET_CONFIG: {e}"))?;
@@ -557,6 +539,12 @@ fn run_copy(a: &Args) -> Result<(serde_json::Value, bool), String> {
     };
     ioctl(out.as_raw_fd(), uapi::ACQ_IOC_PB_SET_CONFIG, &mut pb_cfg)
         .map_err(named("PB_SET_CONFIG"))?;
+    Ok((cap, out))
+}
+
+/// `--copy`: card 0 to card 1 through a buffer, read() then write().
+fn run_copy(a: &Args) -> Result<(serde_json::Value, bool), String> {
+    let (cap, out) = open_pair(a)?;
     let pb_before = pb_stats(out.as_raw_fd())?;
     let mut buf = vec![0u8; 64 << 10];
     let start = Instant::now();

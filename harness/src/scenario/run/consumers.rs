@@ -95,29 +95,8 @@ pub(super) fn stream(
     let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
     // The agent's timeout is a backstop; acq-stream's own --timeout ends the stream first.
     let t = Duration::from_secs(st.timeout_s + 30).min(remaining(deadline));
-    let verbose = opts.verbose;
-    let out = vm.exec_streaming(&argv_ref, t, &mut |stream, data| {
-        if verbose && stream == acq_guest::proto::Stream::Stderr {
-            eprint!("{data}");
-        }
-    })?;
-    let line = out
-        .stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .ok_or_else(|| {
-            anyhow!(
-                "acq-stream printed no result (status {}): {}",
-                out.status,
-                out.stderr.trim()
-            )
-        })?;
-    let mut v: Value =
-        serde_json::from_str(line).with_context(|| format!("acq-stream result {line:?}"))?;
-    if out.status == 2 {
-        bail!("acq-stream rejected its arguments: {}", out.stderr.trim());
-    }
+    let out = vm.exec_streaming(&argv_ref, t, &mut echo_stderr(opts.verbose))?;
+    let mut v = result_line("acq-stream", &out)?;
     if let Some(sig) = st.signal.as_ref().filter(|s| s.send.ends()) {
         // The consumer died of it: the line is the signal helper's (`exit_ms`), checked
         // against the bound with the expectations.
@@ -298,28 +277,8 @@ pub(super) fn play(
     argv.extend(["--rate".into(), p.rate.map_or(0, |r| r.0).to_string()]);
     let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
     let t = Duration::from_secs(p.timeout_s + 30).min(remaining(deadline));
-    let verbose = opts.verbose;
-    let out = guest.exec_streaming(&argv_ref, t, &mut |stream, data| {
-        if verbose && stream == acq_guest::proto::Stream::Stderr {
-            eprint!("{data}");
-        }
-    })?;
-    if out.status == 2 {
-        bail!("acq-stream rejected its arguments: {}", out.stderr.trim());
-    }
-    let line = out
-        .stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .ok_or_else(|| {
-            anyhow!(
-                "acq-stream --direction out printed no result (status {}): {}",
-                out.status,
-                out.stderr.trim()
-            )
-        })?;
-    serde_json::from_str(line).with_context(|| format!("acq-stream result {line:?}"))
+    let out = guest.exec_streaming(&argv_ref, t, &mut echo_stderr(opts.verbose))?;
+    result_line("acq-stream --direction out", &out)
 }
 
 /// Errnos after which a reader carries on (docs/driver.md); any other ends the stream.
@@ -364,4 +323,35 @@ pub(super) fn pause_args(at: Option<Size>, ms: u64) -> Vec<String> {
         ],
         None => Vec::new(),
     }
+}
+
+/// Echoes a guest tool's stderr as it comes, with `verbose` (`exec_streaming`'s callback).
+pub(crate) fn echo_stderr(verbose: bool) -> impl FnMut(acq_guest::proto::Stream, &str) {
+    move |stream, data| {
+        if verbose && stream == acq_guest::proto::Stream::Stderr {
+            eprint!("{data}");
+        }
+    }
+}
+
+/// The result of a guest tool that ends with one JSON line (`acq_guest::result`: the
+/// stream tools, acq-share), parsed. Exit status 2 (bad arguments) and a run with no
+/// result line are errors naming `name`.
+pub(crate) fn result_line(name: &str, out: &crate::agent::ExecOutput) -> Result<Value> {
+    if out.status == 2 {
+        bail!("{name} rejected its arguments: {}", out.stderr.trim());
+    }
+    let line = out
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| {
+            anyhow!(
+                "{name} printed no result (status {}): {}",
+                out.status,
+                out.stderr.trim()
+            )
+        })?;
+    serde_json::from_str(line).with_context(|| format!("{name} result {line:?}"))
 }
