@@ -56,7 +56,7 @@ guest: host-deps
 		$(CARGO) build --release --locked -p acq-guest --target $(GUEST_TARGET)
 
 build: host-deps
-	$(CARGO) build --release --locked -p acq -p acq-device
+	$(CARGO) build --release --locked -p acq -p acq-device -p acq-sink
 
 # The kernel module, built in the toolroot by the same rustc (and C compiler) as the guest
 # kernel flavor it is for (a module built by any other rustc fails to load: E0514): the test
@@ -91,7 +91,7 @@ lint: lint-host lint-driver
 lint-host: host-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
-	cd tests/fuzz && $(CARGO) fmt -- --check && $(CARGO) clippy --locked --all-targets -- -D warnings
+	cd tests/acq-fuzz && $(CARGO) fmt -- --check && $(CARGO) clippy --locked --all-targets -- -D warnings
 
 # The kernel module through clippy with the kernel's own lint set (CLIPPY=1), warnings
 # as errors; it builds driver/acq.ko on the way (clippy-driver compiles as rustc does).
@@ -100,14 +100,14 @@ lint-driver: kernel-test
 	rustfmt --edition 2021 --check driver/acq_main.rs
 	@bash qemu/module.sh CLIPPY=1 KRUSTFLAGS=-Dwarnings >/dev/null
 
-# Coverage-guided fuzzing (libFuzzer on stable; tests/fuzz/). The smoke replays every
+# Coverage-guided fuzzing (libFuzzer on stable; tests/acq-fuzz/). The smoke replays every
 # seed and saved crash and fuzzes each target for 5 s, so the targets stay buildable.
 FUZZ_SECONDS ?= 600
 fuzz:
-	bash tests/fuzz/run.sh fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+	bash tests/acq-fuzz/run.sh fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 fuzz-smoke:
-	bash tests/fuzz/run.sh smoke
+	bash tests/acq-fuzz/run.sh smoke
 
 # Guests at once in make test-vm (Rust VM tests and scenarios). Under TCG a boot is mostly
 # one busy vCPU, so two guests on a 2-core machine take about half the time of one after

@@ -85,7 +85,7 @@ use kernel::{
 
 /// The shared hardware contract (register map, structures, patterns), included by path:
 /// the device model and the driver compile the same file.
-#[path = "../device-model/src/regs.rs"]
+#[path = "../device-model/acq-hw/src/regs.rs"]
 #[allow(dead_code, unreachable_pub, missing_docs, clippy::all)]
 mod regs;
 
@@ -693,7 +693,7 @@ kernel::module_pci_driver! {
         },
         debug_wake_window_ms: u32 {
             default: 0,
-            description: "Test only: a waiter sleeps this long between its last check of the ring and its sleep, to show that no wake-up is lost there (tests/vm/driver.rs)",
+            description: "Test only: a waiter sleeps this long between its last check of the ring and its sleep, to show that no wake-up is lost there (tests/acq-e2e/tests/driver.rs)",
         },
     },
 }

@@ -3,7 +3,7 @@
  * acq_uapi.h: the user API of acq.ko (/dev/acqN and /dev/acqN-out) for C programs.
  *
  * The source of truth is driver/uapi.rs; this header mirrors it, and the host test
- * `c_header_matches_uapi_rs` (harness/guest/tests/uapi_header.rs, run by `make test`)
+ * `c_header_matches_uapi_rs` (harness/acq-guest/tests/uapi_header.rs, run by `make test`)
  * compiles it and compares every ioctl number, constant, structure size and field offset
  * with the Rust definitions. Semantics: docs/driver.md.
  */

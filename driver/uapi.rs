@@ -2,7 +2,7 @@
 //!
 //! This file is the single definition of the ABI. It is dependency-free and `no_std`
 //! compatible, and is included by path both into the kernel module
-//! (`driver/acq_main.rs`) and into the guest tools (`harness/guest`). docs/driver.md
+//! (`driver/acq_main.rs`) and into the guest tools (`harness/acq-guest`). docs/driver.md
 //! describes the semantics.
 //!
 //! All structures are `#[repr(C)]`, have no implicit padding and are native-endian

@@ -1,5 +1,5 @@
 # Shared helpers for the qemu/ scripts. Sourced, never executed.
-# Every path the scripts use is derived here, so the harness (harness/src/toolroot.rs)
+# Every path the scripts use is derived here, so the harness (harness/acq/src/toolroot.rs)
 # and the Makefile agree on one cache layout.
 
 set -euo pipefail
@@ -7,6 +7,9 @@ set -euo pipefail
 ACQ_CACHE=${ACQ_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pcie-acq}
 ACQ_QEMU_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ACQ_REPO=$(cd "$ACQ_QEMU_DIR/.." && pwd)
+# The hardware contract's folder (regs.rs), which the kernel module includes by path
+# (harness: paths::CONTRACT).
+ACQ_CONTRACT_DIR=device-model/acq-hw/src
 
 # Packages of the toolroot. Changing this list changes the toolroot's key, so a new root
 # is built beside the old one instead of patching it in place.

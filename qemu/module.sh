@@ -5,7 +5,7 @@
 #
 #   qemu/module.sh [--flavor F] [--tree DIR] [MAKE ARGS...]
 #
-# --tree DIR builds DIR/driver (DIR also holds device-model/src/regs.rs, which the driver
+# --tree DIR builds DIR/driver (DIR also holds device-model/acq-hw/src/regs.rs, which the driver
 # includes by path): `acq mutants` prepares such trees. Without it the test flavor builds
 # in the repository (driver/acq.ko) and any other flavor in a copy under
 # target/driver-<flavor>/ (so the flavors' objects never mix). Prints the module's path.
@@ -31,13 +31,13 @@ if [ -z "$tree" ]; then
         # their times (tar), so make rebuilds only what changed; the test flavor's objects
         # in driver/ are never copied.
         tree=$ACQ_REPO/target/driver-$flavor
-        mkdir -p "$tree/driver" "$tree/device-model/src"
+        mkdir -p "$tree/driver" "$tree/$ACQ_CONTRACT_DIR"
         # Sources removed or renamed in driver/ must not linger in the copy.
         find "$tree/driver" -type f \( -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name Kbuild \) -delete
         tar -C "$ACQ_REPO/driver" --exclude='*.o' --exclude='*.ko' --exclude='*.mod' \
             --exclude='*.mod.c' --exclude='./.?*' --exclude=Module.symvers --exclude=modules.order \
             -cf - . | tar -C "$tree/driver" -xf -
-        cp -p "$ACQ_REPO/device-model/src/regs.rs" "$tree/device-model/src/"
+        cp -p "$ACQ_REPO/$ACQ_CONTRACT_DIR/regs.rs" "$tree/$ACQ_CONTRACT_DIR/"
     fi
 fi
 tree=$(realpath -e "$tree") || die "no such tree: $tree"

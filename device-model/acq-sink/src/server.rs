@@ -1,0 +1,87 @@
+//! The vhost-user listener: serves one frontend connection at a time; each connection
+//! gets a fresh device (queues, memory table) on the same disk, so a frontend that
+//! disconnects (QEMU quitting or reconnecting) can come back.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tracing::{info, warn};
+use vhost::vhost_user::Listener;
+use vhost_user_backend::VhostUserDaemon;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+
+use crate::backend::{Sink, SinkBackend};
+
+/// Why the server stopped.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The socket could not be created.
+    #[error("creating the vhost-user socket {path}: {source}")]
+    Listen {
+        /// The socket.
+        path: String,
+        /// The cause.
+        source: vhost::vhost_user::Error,
+    },
+    /// A per-connection resource could not be created.
+    #[error("setting up a connection: {0}")]
+    Setup(String),
+}
+
+/// A bound vhost-user socket.
+pub struct SinkServer {
+    listener: Listener,
+}
+
+impl SinkServer {
+    /// Creates the socket at `path` (which must not exist; the caller clears stale ones).
+    /// Its existence means "ready".
+    pub fn bind(path: &Path) -> Result<SinkServer, ServerError> {
+        let listener = Listener::new(path, false).map_err(|source| ServerError::Listen {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(SinkServer { listener })
+    }
+
+    /// Serves connections one after another, forever (or until a setup error).
+    pub fn serve(mut self, sink: &Arc<Sink>) -> Result<(), ServerError> {
+        loop {
+            self.serve_one(sink)?;
+        }
+    }
+
+    /// Accepts one connection and serves it until the frontend disconnects.
+    pub fn serve_one(&mut self, sink: &Arc<Sink>) -> Result<(), ServerError> {
+        let backend = Arc::new(
+            SinkBackend::new(Arc::clone(sink)).map_err(|e| ServerError::Setup(e.to_string()))?,
+        );
+        let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+        let mut daemon = VhostUserDaemon::new("acq-sink".into(), Arc::clone(&backend), mem)
+            .map_err(|e| ServerError::Setup(e.to_string()))?;
+        let served = match daemon.start(&mut self.listener) {
+            Ok(()) => {
+                sink.connected();
+                info!("frontend connected");
+                match daemon.wait() {
+                    Ok(()) => info!("frontend disconnected"),
+                    Err(e) => warn!("connection ended: {e}"),
+                }
+                true
+            }
+            Err(e) => {
+                warn!("accepting a vhost-user connection: {e}");
+                false
+            }
+        };
+        // Dropping the daemon stops and joins its vring worker threads; then the
+        // descriptors the crate leaked can be closed.
+        drop(daemon);
+        SinkBackend::close_exit_consumers(backend);
+        if !served {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Ok(())
+    }
+}
