@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::faults::{Channel, Fault, FaultArgs};
+use crate::faults::{Channel, ControlArgs, Fault};
 use crate::jsonl::{self, fail};
 
 /// What the control socket operates on.
@@ -68,32 +68,27 @@ fn reply(target: &dyn ControlTarget, line: &str) -> Value {
                 return fail("`inject` needs a string `fault`");
             };
             let parsed = (|| {
-                let count = uint(obj, "count")?;
-                let ms = uint(obj, "ms")?;
-                let vector = uint(obj, "vector")?;
                 let channel = match obj.get("channel") {
-                    None => Channel::Capture,
-                    Some(v) => match v.as_str() {
-                        Some("capture") => Channel::Capture,
-                        Some("playback") => Channel::Playback,
-                        _ => {
-                            return Err(format!(
-                                "`channel` must be \"capture\" or \"playback\", not {v}"
-                            ))
-                        }
-                    },
+                    None => None,
+                    Some(v) => Some(
+                        v.as_str()
+                            .ok_or_else(|| format!("a string, not {v}"))
+                            .and_then(Channel::parse)
+                            .map_err(|e| format!("`channel`: {e}"))?,
+                    ),
                 };
                 let kind = match obj.get("kind") {
                     None => None,
-                    Some(v) => Some(v.as_str().ok_or("`kind` must be a string")?),
+                    Some(v) => Some(v.as_str().ok_or("`kind` must be a string")?.to_string()),
                 };
-                let args = FaultArgs {
-                    count,
-                    ms,
-                    vector,
+                Fault::from_control(&ControlArgs {
+                    fault: name.to_string(),
+                    channel,
+                    count: uint(obj, "count")?,
+                    ms: uint(obj, "ms")?,
+                    vector: uint(obj, "vector")?,
                     kind,
-                };
-                Fault::parse_on(channel, name, &args)
+                })
             })();
             match parsed.and_then(|f| target.inject(f)) {
                 Ok(()) => ok(),
@@ -146,6 +141,7 @@ impl ControlServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::faults::CardFault;
     use std::sync::Mutex;
 
     #[derive(Default)]
@@ -195,7 +191,12 @@ mod tests {
         assert_eq!(ask(&f, r#"{"cmd":"reset"}"#), ok());
         assert_eq!(
             *f.log.lock().unwrap(),
-            vec!["DmaError(2)", "Stall(5)", "PbCorruptData(1)", "reset"]
+            vec![
+                format!("{:?}", Fault::capture(CardFault::DmaError { count: 2 })),
+                format!("{:?}", Fault::capture(CardFault::Stall { ms: 5 })),
+                format!("{:?}", Fault::playback(CardFault::CorruptData { count: 1 })),
+                "reset".into(),
+            ]
         );
         let r = ask(
             &f,

@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::card::Card;
+use crate::bar0::Bar0;
 use crate::config::ModelConfig;
 use crate::config_space::ConfigSpace;
-use crate::faults::{Fault, Pending};
+use crate::faults::{CardFault, Fault, Pending};
 use crate::regs::{self, bar, pci};
 use crate::shared::{Shared, StatsSnapshot};
 use crate::transport::{DmaRequest, IrqRequest, PciFunction, PciLayout};
@@ -22,7 +22,7 @@ use crate::transport::{DmaRequest, IrqRequest, PciFunction, PciLayout};
 #[derive(Debug)]
 pub struct Device {
     shared: Arc<Shared>,
-    card: Card,
+    bar0: Bar0,
     config: Mutex<ConfigSpace>,
     /// A vfio-user client made a device request and has not gone away (its
     /// disconnection's reset is done once this is false again).
@@ -69,10 +69,10 @@ impl Device {
         model.validate().map_err(invalid)?;
         let config = ConfigSpace::new(&model);
         let shared = Shared::new(model)?;
-        let card = Card::new(Arc::clone(&shared))?;
+        let bar0 = Bar0::new(Arc::clone(&shared))?;
         Ok(Arc::new(Device {
             shared,
-            card,
+            bar0,
             config: Mutex::new(config),
             client: std::sync::atomic::AtomicBool::new(false),
             storms: Arc::default(),
@@ -99,7 +99,7 @@ impl Device {
 
     /// Function-level reset: configuration space and card (engine stopped first).
     pub fn function_reset(&self) {
-        self.card.reset();
+        self.bar0.reset();
         self.config
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -114,10 +114,10 @@ impl Device {
             stats,
             status: self.shared.status.load(Ordering::SeqCst),
             error_code: self.shared.error_code.load(Ordering::SeqCst),
-            running: self.card.engine_busy(),
+            running: self.bar0.engine_busy(),
             pb_status: self.shared.pb.status.load(Ordering::SeqCst),
             pb_error_code: self.shared.pb.error_code.load(Ordering::SeqCst),
-            pb_running: self.card.pb_engine_busy(),
+            pb_running: self.bar0.pb_engine_busy(),
             pb_first_bad_offset: match self.shared.pb.first_bad.load(Ordering::SeqCst) {
                 u64::MAX => None,
                 v => Some(v),
@@ -145,8 +145,8 @@ impl Device {
     /// Arms a fault (a spurious interrupt is sent at once).
     pub fn inject(&self, fault: Fault) -> Result<(), String> {
         info!(?fault, "fault injected");
-        match fault {
-            Fault::SpuriousIrq { count, vector } => {
+        match fault.fault {
+            CardFault::SpuriousIrq { count, vector } => {
                 // Vectors are MSI-X numbers; an MSI-only card maps the ones it signals
                 // onto its single MSI message.
                 self.check_vector(vector)?;
@@ -160,14 +160,14 @@ impl Device {
                 }
                 Ok(())
             }
-            Fault::ConfigChange(what) => {
+            CardFault::ConfigChange { kind: what } => {
                 self.config
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .change(what);
                 Ok(())
             }
-            Fault::IrqStorm { vector, rate, ms } => {
+            CardFault::IrqStorm { vector, rate, ms } => {
                 self.check_vector(vector)?;
                 // One storm per vector at a time: a client cannot pile up threads.
                 let bit = 1u32 << vector.min(31);
@@ -188,7 +188,7 @@ impl Device {
                     })?;
                 Ok(())
             }
-            f => self.shared.faults.inject(f),
+            _ => self.shared.faults.inject(fault),
         }
     }
 
@@ -199,7 +199,7 @@ impl Device {
 
     /// Stops DMA for good (process shutdown).
     pub fn shutdown(&self) {
-        self.card.stop_engine();
+        self.bar0.stop_engine();
     }
 }
 
@@ -231,7 +231,7 @@ impl PciFunction for Device {
 
     fn bar_read(&self, bar: u32, offset: u64, data: &mut [u8]) -> io::Result<()> {
         match bar {
-            bar::BAR0_INDEX => self.card.read(offset, data).map_err(invalid),
+            bar::BAR0_INDEX => self.bar0.read(offset, data).map_err(invalid),
             bar::BAR2_INDEX => {
                 let b = self.shared.bar2.read_bytes(offset, data.len());
                 if b.len() != data.len() {
@@ -249,7 +249,7 @@ impl PciFunction for Device {
 
     fn bar_write(&self, bar: u32, offset: u64, data: &[u8]) -> io::Result<()> {
         match bar {
-            bar::BAR0_INDEX => self.card.write(offset, data).map_err(invalid),
+            bar::BAR0_INDEX => self.bar0.write(offset, data).map_err(invalid),
             bar::BAR2_INDEX => {
                 if self.shared.bar2.write_bytes(offset, data) {
                     Ok(())
@@ -341,7 +341,7 @@ impl crate::control::ControlTarget for Device {
     /// good (found by `acq soak`; tests/scenarios/fault-reset-then-reload.json).
     fn reset(&self) {
         info!("card reset (control socket; config space kept)");
-        self.card.reset();
+        self.bar0.reset();
     }
 }
 

@@ -11,6 +11,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use acq_wire::faults::{
+    CardFault, Channel, CompletionLie, ConfigChange, ControlArgs, StrayTarget, SLOW_STOP_MS_MAX,
+    SPURIOUS_IRQ_MAX, STALL_MS_MAX, STORM_MS_MAX, STORM_RATE_MAX,
+};
+
 /// A place where a real device can fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Site {
@@ -57,16 +62,6 @@ pub enum Site {
     PbEventCons,
 }
 
-/// The channel a fault applies to (`"channel"` in the control protocol).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Channel {
-    /// The capture channel (card -> host), the default.
-    #[default]
-    Capture,
-    /// The playback channel (host -> card), v1.1.
-    Playback,
-}
-
 /// What a site must do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -89,7 +84,7 @@ pub enum Action {
     /// Drop this many blocks at the source (as if the FIFO overflowed).
     DropBlocks(u64),
     /// The completion just filled in lies this way.
-    Lie(Lie),
+    Lie(CompletionLie),
     /// The flag is not published (left 0) though the device acts on it.
     Conceal,
     /// The index published is off by this much (wrapping): outside any ring.
@@ -98,454 +93,68 @@ pub enum Action {
     Stray(StrayTarget),
 }
 
-/// Where a stray block goes (the `stray_dma` fault).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StrayTarget {
-    /// The descriptor ring (the driver's, writable by the card as coherent memory is).
-    DescRing,
-    /// The event page.
-    EventPage,
-    /// An address no DMA map covers: the first page after the highest one (behind an
-    /// IOMMU, memory the driver never mapped; without one, beyond the guest's RAM).
-    Unmapped,
-}
-
-impl StrayTarget {
-    /// Every target.
-    pub const ALL: [StrayTarget; 3] = [
-        StrayTarget::DescRing,
-        StrayTarget::EventPage,
-        StrayTarget::Unmapped,
-    ];
-
-    /// The control-protocol name.
-    pub fn name(self) -> &'static str {
-        match self {
-            StrayTarget::DescRing => "desc_ring",
-            StrayTarget::EventPage => "event_page",
-            StrayTarget::Unmapped => "unmapped",
+/// The completion `c` of a block of `block` bytes as `lie` reports it; `last_id` is the id
+/// of the channel's previous completion, `lost_flag` the flag that goes with `lost_bytes`
+/// on the channel (OVERFLOW for capture, UNDERRUN for playback).
+pub fn apply_lie(
+    lie: CompletionLie,
+    mut c: crate::regs::Completion,
+    block: u32,
+    last_id: u16,
+    lost_flag: u16,
+) -> crate::regs::Completion {
+    match lie {
+        CompletionLie::ZeroLength => c.length = 0,
+        CompletionLie::Short => c.length = (block / 2) & !7,
+        CompletionLie::Long => c.length = block.saturating_mul(2),
+        CompletionLie::UnknownId => c.id ^= 0x8000,
+        CompletionLie::DuplicateId => c.id = last_id,
+        CompletionLie::StalePhase => c.flags ^= crate::regs::comp::F_PHASE,
+        CompletionLie::AbsurdLost => {
+            c.flags |= lost_flag;
+            c.lost_bytes = u64::MAX;
         }
     }
+    c
 }
 
-/// How a completion lies about a block the card did write (the `bad_completion` fault;
-/// docs/faults.md says what the driver must do about each).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Lie {
-    /// `length` 0 on a completion without ERROR.
-    ZeroLength,
-    /// `length` half the block (the stream offsets stay the card's).
-    Short,
-    /// `length` twice the block: more than the buffer holds.
-    Long,
-    /// An `id` no descriptor carried.
-    UnknownId,
-    /// The `id` of the previous completion again.
-    DuplicateId,
-    /// The phase bit of the previous lap: the record looks unwritten, while the card
-    /// goes on with the next ones (and the event page's `cons` says so).
-    StalePhase,
-    /// OVERFLOW with `lost_bytes` = 2^64 - 1, though nothing was lost.
-    AbsurdLost,
-}
-
-impl Lie {
-    /// Every kind, in the order docs/faults.md lists them.
-    pub const ALL: [Lie; 7] = [
-        Lie::ZeroLength,
-        Lie::Short,
-        Lie::Long,
-        Lie::UnknownId,
-        Lie::DuplicateId,
-        Lie::StalePhase,
-        Lie::AbsurdLost,
-    ];
-
-    /// Completion `c` of a block of `block` bytes, as this lie reports it; `last_id` is
-    /// the id of the channel's previous completion, `lost_flag` the flag that goes with
-    /// `lost_bytes` on the channel (OVERFLOW for capture, UNDERRUN for playback).
-    pub fn apply(
-        self,
-        mut c: crate::regs::Completion,
-        block: u32,
-        last_id: u16,
-        lost_flag: u16,
-    ) -> crate::regs::Completion {
-        match self {
-            Lie::ZeroLength => c.length = 0,
-            Lie::Short => c.length = (block / 2) & !7,
-            Lie::Long => c.length = block.saturating_mul(2),
-            Lie::UnknownId => c.id ^= 0x8000,
-            Lie::DuplicateId => c.id = last_id,
-            Lie::StalePhase => c.flags ^= crate::regs::comp::F_PHASE,
-            Lie::AbsurdLost => {
-                c.flags |= lost_flag;
-                c.lost_bytes = u64::MAX;
-            }
-        }
-        c
-    }
-
-    /// The control-protocol name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Lie::ZeroLength => "zero_length",
-            Lie::Short => "short",
-            Lie::Long => "long",
-            Lie::UnknownId => "unknown_id",
-            Lie::DuplicateId => "duplicate_id",
-            Lie::StalePhase => "stale_phase",
-            Lie::AbsurdLost => "absurd_lost",
-        }
-    }
-
-    /// The kind named `name`.
-    pub fn parse(name: &str) -> Result<Lie, String> {
-        named(&Lie::ALL, Lie::name, "completion lie", name)
-    }
-}
-
-/// How config space changes under the driver (the `config_change` fault). The change
-/// is the card's new power-on state too: a function reset keeps it, as firmware that
-/// rewrote its own configuration would.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConfigChange {
-    /// Vendor and device ID become their bitwise complements.
-    Ids,
-    /// The class code becomes 0x020000 (an Ethernet controller).
-    Class,
-    /// The PCI Express capability's next pointer points at itself: a loop.
-    CapList,
-    /// BAR2 sizes as twice as large.
-    BarSize,
-}
-
-impl ConfigChange {
-    /// Every kind.
-    pub const ALL: [ConfigChange; 4] = [
-        ConfigChange::Ids,
-        ConfigChange::Class,
-        ConfigChange::CapList,
-        ConfigChange::BarSize,
-    ];
-
-    /// The control-protocol name.
-    pub fn name(self) -> &'static str {
-        match self {
-            ConfigChange::Ids => "ids",
-            ConfigChange::Class => "class",
-            ConfigChange::CapList => "cap_list",
-            ConfigChange::BarSize => "bar_size",
-        }
-    }
-
-    /// The kind named `name`.
-    pub fn parse(name: &str) -> Result<ConfigChange, String> {
-        named(
-            &ConfigChange::ALL,
-            ConfigChange::name,
-            "config change",
-            name,
-        )
-    }
-}
-
-/// A fault to arm, as named in the control protocol.
+/// A fault to arm: a fault of the catalogue (`acq_wire::faults`, the one definition the
+/// scenario format and the harness share) and the channel it hits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// The next `count` data writes fail: ERROR completions with code DMA_WRITE.
-    DmaError(u64),
-    /// One bit is flipped in each of the next `count` blocks (completions look normal).
-    CorruptData(u64),
-    /// The next `count` interrupt messages are lost.
-    DropIrq(u64),
-    /// `count` interrupt messages without a cause, sent at once on `vector`.
-    SpuriousIrq {
-        /// Number of messages.
-        count: u64,
-        /// Vector they are sent on.
-        vector: u16,
-    },
-    /// An interrupt storm: messages on `vector` at `rate` per second for `ms`
-    /// milliseconds, paced (a burst would reach the guest as a handful: the VMM reads an
-    /// eventfd once for all the writes before it).
-    IrqStorm {
-        /// Vector they are sent on.
-        vector: u16,
-        /// Messages per second.
-        rate: u64,
-        /// How long.
-        ms: u64,
-    },
-    /// The engine makes no progress for this many milliseconds (the source keeps running).
-    Stall(u64),
-    /// The next `count` blocks the source produces are dropped (counted as overflow).
-    Overflow(u64),
-    /// The device stops responding until a reset (FLR, vfio-user reset, control `reset`).
-    Hang,
-    /// The next `count` BAR0 reads return all-ones.
-    BadRegisterReads(u64),
-    /// Playback: the next `count` block reads fail: ERROR completions with code DMA_READ.
-    PbDmaError(u64),
-    /// Playback: one bit is flipped in each of the next `count` blocks the card receives
-    /// (the card's verifier counts them as mismatches).
-    PbCorruptData(u64),
-    /// Playback: the next `count` vector-2 messages are lost.
-    PbDropIrq(u64),
-    /// Playback: the playback engine makes no progress for this many milliseconds (the
-    /// output keeps playing, so it may underrun).
-    PbStall(u64),
-    /// Playback: the next `count` times the engine runs out of buffers it sleeps until
-    /// a PB_DOORBELL but leaves `need_doorbell` (playback event area and PB_STATUS) at 0.
-    PbDoorbellLie(u64),
-    /// Playback: the next `count` publications of the playback `cons` are 2^31 off.
-    PbConsLie(u64),
-    /// Playback: the next `count` completions lie (`kind`).
-    PbBadCompletion {
-        /// How.
-        kind: Lie,
-        /// How many completions.
-        count: u64,
-    },
-    /// The next `count` stops of the capture engine leave STATUS.RUNNING at 1 for `ms`
-    /// milliseconds after the engine stopped (the spec allows up to 10 ms).
-    SlowStop {
-        /// How long RUNNING stays set.
-        ms: u64,
-        /// How many stops.
-        count: u64,
-    },
-    /// The next `count` times the capture engine runs out of buffers, it sleeps until a
-    /// DOORBELL but leaves `need_doorbell` (event page and STATUS) at 0: firmware that
-    /// forgot to publish the flag. Only a DOORBELL the driver writes anyway wakes it.
-    DoorbellLie(u64),
-    /// The next `count` times the capture engine publishes the event page's `cons`, it
-    /// writes a value 2^31 beyond the real one (far outside the ring); the completions
-    /// themselves are true.
-    ConsLie(u64),
-    /// The next `count` data completions lie (`kind`).
-    BadCompletion {
-        /// How.
-        kind: Lie,
-        /// How many completions.
-        count: u64,
-    },
-    /// Config space changes at once (`kind`); not a pending fault.
-    ConfigChange(ConfigChange),
-    /// The next `count` blocks are written to `target` instead of their buffer, and
-    /// their completions say all is well.
-    StrayDma {
-        /// Where they go.
-        target: StrayTarget,
-        /// How many blocks.
-        count: u64,
-    },
-}
-
-/// The parameters of an `inject` request (absent ones are `None`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct FaultArgs<'a> {
-    /// `count` (for `irq_storm`: messages per second).
-    pub count: Option<u64>,
-    /// `ms`.
-    pub ms: Option<u64>,
-    /// `vector`.
-    pub vector: Option<u64>,
-    /// `kind` (`bad_completion`).
-    pub kind: Option<&'a str>,
+pub struct Fault {
+    /// The channel (only some faults have a playback form: [`CardFault::check`]).
+    pub channel: Channel,
+    /// The fault and its parameters.
+    pub fault: CardFault,
 }
 
 impl Fault {
-    /// Builds a capture fault from its control-protocol name and parameters.
-    pub fn parse(
-        name: &str,
-        count: Option<u64>,
-        ms: Option<u64>,
-        vector: Option<u64>,
-    ) -> Result<Fault, String> {
-        let args = FaultArgs {
-            count,
-            ms,
-            vector,
-            kind: None,
-        };
-        Fault::parse_on(Channel::Capture, name, &args)
-    }
-
-    /// Builds a fault for `channel` from its control-protocol name and parameters.
-    pub fn parse_on(channel: Channel, name: &str, a: &FaultArgs<'_>) -> Result<Fault, String> {
-        let (ms, vector) = (a.ms, a.vector);
-        let count = || a.count.unwrap_or(1);
-        if channel == Channel::Playback {
-            return Ok(match name {
-                "dma_error" => Fault::PbDmaError(count()),
-                "corrupt_data" => Fault::PbCorruptData(count()),
-                "drop_irq" => Fault::PbDropIrq(count()),
-                "stall" => Fault::PbStall(stall_ms(ms)?),
-                "doorbell_lie" => Fault::PbDoorbellLie(count()),
-                "cons_lie" => Fault::PbConsLie(count()),
-                "bad_completion" => Fault::PbBadCompletion {
-                    kind: lie_kind(a.kind)?,
-                    count: count(),
-                },
-                other => {
-                    return Err(format!(
-                        "fault `{other}` has no playback form (playback: dma_error, \
-                         corrupt_data, drop_irq, stall, doorbell_lie, cons_lie, bad_completion)"
-                    ))
-                }
-            });
+    /// `fault` on the capture channel.
+    pub fn capture(fault: CardFault) -> Fault {
+        Fault {
+            channel: Channel::Capture,
+            fault,
         }
-        Ok(match name {
-            "dma_error" => Fault::DmaError(count()),
-            "corrupt_data" => Fault::CorruptData(count()),
-            "drop_irq" => Fault::DropIrq(count()),
-            "spurious_irq" => Fault::SpuriousIrq {
-                count: match count() {
-                    n if n <= SPURIOUS_IRQ_MAX => n,
-                    n => {
-                        return Err(format!(
-                            "`count` {n} is above {SPURIOUS_IRQ_MAX}: spurious interrupts \
-                             are sent while the request waits for its answer"
-                        ))
-                    }
-                },
-                vector: u16::try_from(vector.unwrap_or(0))
-                    .map_err(|_| "`vector` is out of range".to_string())?,
-            },
-            "irq_storm" => {
-                let rate = a
-                    .count
-                    .ok_or("`irq_storm` needs `count` (messages per second)")?;
-                let ms = ms.ok_or("`irq_storm` needs `ms` (its duration)")?;
-                if rate == 0 || rate > STORM_RATE_MAX {
-                    return Err(format!(
-                        "`count` {rate} is not in 1..={STORM_RATE_MAX} per second"
-                    ));
-                }
-                if ms > STORM_MS_MAX {
-                    return Err(format!("`ms` {ms} is above {STORM_MS_MAX}"));
-                }
-                Fault::IrqStorm {
-                    vector: u16::try_from(vector.unwrap_or(0))
-                        .map_err(|_| "`vector` is out of range".to_string())?,
-                    rate,
-                    ms,
-                }
-            }
-            "stall" => Fault::Stall(stall_ms(ms)?),
-            "bad_completion" => Fault::BadCompletion {
-                kind: lie_kind(a.kind)?,
-                count: count(),
-            },
-            "slow_stop" => Fault::SlowStop {
-                ms: match ms {
-                    None => return Err("`slow_stop` needs `ms` (milliseconds)".into()),
-                    Some(ms) if ms > SLOW_STOP_MS_MAX => {
-                        return Err(format!("`ms` {ms} is above {SLOW_STOP_MS_MAX}"))
-                    }
-                    Some(ms) => ms,
-                },
-                count: count(),
-            },
-            "overflow" => Fault::Overflow(count()),
-            "doorbell_lie" => Fault::DoorbellLie(count()),
-            "cons_lie" => Fault::ConsLie(count()),
-            "config_change" => Fault::ConfigChange(ConfigChange::parse(need_kind(
-                "config_change",
-                a.kind,
-                &ConfigChange::ALL,
-                ConfigChange::name,
-            )?)?),
-            "stray_dma" => {
-                let name = need_kind("stray_dma", a.kind, &StrayTarget::ALL, StrayTarget::name)?;
-                Fault::StrayDma {
-                    target: named(
-                        &StrayTarget::ALL,
-                        StrayTarget::name,
-                        "stray_dma target",
-                        name,
-                    )?,
-                    count: count(),
-                }
-            }
-            "hang" => Fault::Hang,
-            "bad_register_reads" => Fault::BadRegisterReads(count()),
-            other => {
-                return Err(format!(
-                "unknown fault `{other}` (known: dma_error, corrupt_data, drop_irq, spurious_irq, \
-                     irq_storm, stall, slow_stop, overflow, doorbell_lie, cons_lie, hang, \
-                     bad_register_reads, bad_completion, config_change, stray_dma)"
-            ))
-            }
-        })
     }
-}
 
-/// The `kind` of a `bad_completion`.
-fn lie_kind(kind: Option<&str>) -> Result<Lie, String> {
-    Lie::parse(need_kind("bad_completion", kind, &Lie::ALL, Lie::name)?)
-}
+    /// `fault` on the playback channel.
+    pub fn playback(fault: CardFault) -> Fault {
+        Fault {
+            channel: Channel::Playback,
+            fault,
+        }
+    }
 
-/// The string `kind` a fault needs, or an error that lists the ones there are.
-fn need_kind<'a, T: Copy>(
-    fault: &str,
-    kind: Option<&'a str>,
-    all: &[T],
-    name: fn(T) -> &'static str,
-) -> Result<&'a str, String> {
-    kind.ok_or_else(|| format!("`{fault}` needs a string `kind` ({})", known(all, name)))
-}
-
-/// The one of `all` whose control-protocol name is `wanted`.
-fn named<T: Copy>(
-    all: &[T],
-    name: fn(T) -> &'static str,
-    what: &str,
-    wanted: &str,
-) -> Result<T, String> {
-    all.iter()
-        .copied()
-        .find(|t| name(*t) == wanted)
-        .ok_or_else(|| format!("unknown {what} `{wanted}` (known: {})", known(all, name)))
-}
-
-/// The control-protocol names of `all`, for an error message.
-fn known<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> String {
-    all.iter().map(|t| name(*t)).collect::<Vec<_>>().join(", ")
+    /// The fault of an `inject` request (checked against the catalogue's limits).
+    pub fn from_control(args: &ControlArgs) -> Result<Fault, String> {
+        let (channel, fault) = CardFault::from_control(args)?;
+        Ok(Fault { channel, fault })
+    }
 }
 
 /// How far beyond the real index a `cons_lie` publishes `cons`: half the index space,
 /// beyond every ring (at most 2^15 entries).
 pub const CONS_LIE_SKEW: u32 = 1 << 31;
-
-/// The most spurious interrupts one request sends. They are sent before the request is
-/// answered, so the bound keeps every request short (a million is about a second).
-pub const SPURIOUS_IRQ_MAX: u64 = 1 << 20;
-
-/// The fastest interrupt storm (messages per second).
-pub const STORM_RATE_MAX: u64 = 200_000;
-/// The longest interrupt storm, in milliseconds.
-pub const STORM_MS_MAX: u64 = 60_000;
-
-/// The longest slow stop (ten seconds: a thousand times what the spec allows).
-pub const SLOW_STOP_MS_MAX: u64 = 10_000;
-
-/// The longest stall one fault makes (an hour; longer ones are a `hang`).
-pub const STALL_MS_MAX: u64 = 3_600_000;
-
-fn stall_ms(ms: Option<u64>) -> Result<u64, String> {
-    match ms {
-        None => Err("`stall` needs `ms` (milliseconds)".into()),
-        Some(ms) if ms > STALL_MS_MAX => Err(format!(
-            "`ms` {ms} is above {STALL_MS_MAX} (an hour; a card that never resumes is `hang`)"
-        )),
-        Some(ms) => Ok(ms),
-    }
-}
 
 /// Faults armed and not yet used up.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -578,7 +187,7 @@ pub struct Pending {
     /// Data completions still to lie.
     pub bad_completion: u64,
     /// How they lie.
-    pub bad_completion_kind: Option<Lie>,
+    pub bad_completion_kind: Option<CompletionLie>,
     /// Doorbell waits still to hide.
     pub doorbell_lie: u64,
     /// `cons` publications still to skew.
@@ -593,7 +202,7 @@ pub struct Pending {
     /// Playback completions still to lie.
     pub pb_bad_completion: u64,
     /// How they lie.
-    pub pb_bad_completion_kind: Option<Lie>,
+    pub pb_bad_completion_kind: Option<CompletionLie>,
 }
 
 impl Pending {
@@ -623,35 +232,24 @@ impl FaultPlan {
     /// Arms `fault`. Counts add up; a spurious interrupt is not armed here (the device sends
     /// it at once), so it is refused.
     pub fn inject(&self, fault: Fault) -> Result<(), String> {
+        use CardFault as F;
+        use Channel::{Capture, Playback};
         let mut p = self.lock();
-        match fault {
-            Fault::DmaError(n) => p.dma_error += n,
-            Fault::CorruptData(n) => p.corrupt_data += n,
-            Fault::DropIrq(n) => p.drop_irq += n,
-            Fault::Stall(ms) => p.stall_ms = p.stall_ms.max(ms),
-            Fault::Overflow(n) => p.overflow += n,
-            Fault::Hang => p.hang = true,
-            Fault::BadRegisterReads(n) => p.bad_register_reads += n,
-            Fault::DoorbellLie(n) => p.doorbell_lie += n,
-            Fault::ConsLie(n) => p.cons_lie += n,
-            Fault::PbDmaError(n) => p.pb_dma_error += n,
-            Fault::PbCorruptData(n) => p.pb_corrupt_data += n,
-            Fault::PbDropIrq(n) => p.pb_drop_irq += n,
-            Fault::PbStall(ms) => p.pb_stall_ms = p.pb_stall_ms.max(ms),
-            Fault::PbDoorbellLie(n) => p.pb_doorbell_lie += n,
-            Fault::PbConsLie(n) => p.pb_cons_lie += n,
-            Fault::PbBadCompletion { kind, count } => {
-                if p.pb_bad_completion_kind != Some(kind) {
-                    p.pb_bad_completion = 0;
-                }
-                p.pb_bad_completion += count;
-                p.pb_bad_completion_kind = Some(kind);
-            }
-            Fault::SlowStop { ms, count } => {
+        match (fault.channel, fault.fault) {
+            (Capture, F::DmaError { count }) => p.dma_error += count,
+            (Capture, F::CorruptData { count }) => p.corrupt_data += count,
+            (Capture, F::DropIrq { count }) => p.drop_irq += count,
+            (Capture, F::Stall { ms }) => p.stall_ms = p.stall_ms.max(ms),
+            (Capture, F::Overflow { count }) => p.overflow += count,
+            (Capture, F::Hang) => p.hang = true,
+            (Capture, F::BadRegisterReads { count }) => p.bad_register_reads += count,
+            (Capture, F::DoorbellLie { count }) => p.doorbell_lie += count,
+            (Capture, F::ConsLie { count }) => p.cons_lie += count,
+            (Capture, F::SlowStop { ms, count }) => {
                 p.slow_stop += count;
                 p.slow_stop_ms = ms;
             }
-            Fault::BadCompletion { kind, count } => {
+            (Capture, F::BadCompletion { kind, count }) => {
                 // One kind at a time: a new kind replaces the count of the old one.
                 if p.bad_completion_kind != Some(kind) {
                     p.bad_completion = 0;
@@ -659,16 +257,30 @@ impl FaultPlan {
                 p.bad_completion += count;
                 p.bad_completion_kind = Some(kind);
             }
-            Fault::SpuriousIrq { .. } => return Err("spurious_irq is not a pending fault".into()),
-            Fault::IrqStorm { .. } => return Err("irq_storm is not a pending fault".into()),
-            Fault::ConfigChange(_) => return Err("config_change is not a pending fault".into()),
-            Fault::StrayDma { target, count } => {
+            (Capture, F::StrayDma { target, count }) => {
                 if p.stray_target != Some(target) {
                     p.stray_dma = 0;
                 }
                 p.stray_dma += count;
                 p.stray_target = Some(target);
             }
+            (Playback, F::DmaError { count }) => p.pb_dma_error += count,
+            (Playback, F::CorruptData { count }) => p.pb_corrupt_data += count,
+            (Playback, F::DropIrq { count }) => p.pb_drop_irq += count,
+            (Playback, F::Stall { ms }) => p.pb_stall_ms = p.pb_stall_ms.max(ms),
+            (Playback, F::DoorbellLie { count }) => p.pb_doorbell_lie += count,
+            (Playback, F::ConsLie { count }) => p.pb_cons_lie += count,
+            (Playback, F::BadCompletion { kind, count }) => {
+                if p.pb_bad_completion_kind != Some(kind) {
+                    p.pb_bad_completion = 0;
+                }
+                p.pb_bad_completion += count;
+                p.pb_bad_completion_kind = Some(kind);
+            }
+            (_, f @ (F::SpuriousIrq { .. } | F::IrqStorm { .. } | F::ConfigChange { .. })) => {
+                return Err(format!("{} is not a pending fault", f.name()))
+            }
+            (Playback, f) => return Err(format!("fault `{}` has no playback form", f.name())),
         }
         self.armed.store(p.any(), Ordering::Release);
         Ok(())
@@ -758,7 +370,7 @@ impl FaultPlan {
                     Action::DropBlocks(std::mem::take(&mut p.overflow))
                 }
                 Site::CompletionBody if take(&mut p.bad_completion) => {
-                    let kind = p.bad_completion_kind.unwrap_or(Lie::ZeroLength);
+                    let kind = p.bad_completion_kind.unwrap_or(CompletionLie::ZeroLength);
                     if p.bad_completion == 0 {
                         p.bad_completion_kind = None;
                     }
@@ -768,7 +380,9 @@ impl FaultPlan {
                 Site::PbNeedDoorbell if take(&mut p.pb_doorbell_lie) => Action::Conceal,
                 Site::PbEventCons if take(&mut p.pb_cons_lie) => Action::Skew(CONS_LIE_SKEW),
                 Site::PbCompletionBody if take(&mut p.pb_bad_completion) => {
-                    let kind = p.pb_bad_completion_kind.unwrap_or(Lie::ZeroLength);
+                    let kind = p
+                        .pb_bad_completion_kind
+                        .unwrap_or(CompletionLie::ZeroLength);
                     if p.pb_bad_completion == 0 {
                         p.pb_bad_completion_kind = None;
                     }
@@ -807,10 +421,25 @@ impl FaultPlan {
 mod tests {
     use super::*;
 
+    /// An `inject` request on `channel` (what the control socket builds from its JSON).
+    fn req(channel: Channel, fault: &str, count: Option<u64>, ms: Option<u64>) -> ControlArgs {
+        ControlArgs {
+            fault: fault.into(),
+            channel: Some(channel),
+            count,
+            ms,
+            ..ControlArgs::default()
+        }
+    }
+
+    fn capture(fault: &str, count: Option<u64>, ms: Option<u64>) -> Result<Fault, String> {
+        Fault::from_control(&req(Channel::Capture, fault, count, ms))
+    }
+
     #[test]
     fn a_cons_lie_skews_the_next_publications_only() {
         let f = FaultPlan::new();
-        f.inject(Fault::parse("cons_lie", Some(1), None, None).unwrap())
+        f.inject(capture("cons_lie", Some(1), None).unwrap())
             .unwrap();
         assert_eq!(f.hook(Site::EventCons), Action::Skew(CONS_LIE_SKEW));
         assert_eq!(f.hook(Site::EventCons), Action::Proceed);
@@ -820,7 +449,7 @@ mod tests {
     fn a_doorbell_lie_hides_the_next_doorbell_requests_only() {
         let f = FaultPlan::new();
         assert_eq!(f.hook(Site::NeedDoorbell), Action::Proceed);
-        f.inject(Fault::parse("doorbell_lie", Some(2), None, None).unwrap())
+        f.inject(capture("doorbell_lie", Some(2), None).unwrap())
             .unwrap();
         assert_eq!(f.hook(Site::NeedDoorbell), Action::Conceal);
         assert_eq!(f.hook(Site::DataWrite), Action::Proceed);
@@ -833,13 +462,15 @@ mod tests {
     fn counted_faults_are_used_up() {
         let f = FaultPlan::new();
         assert_eq!(f.hook(Site::DataWrite), Action::Proceed);
-        f.inject(Fault::DmaError(2)).unwrap();
+        f.inject(Fault::capture(CardFault::DmaError { count: 2 }))
+            .unwrap();
         assert_eq!(f.hook(Site::Interrupt), Action::Proceed);
         assert_eq!(f.hook(Site::DataWrite), Action::Fail);
         assert_eq!(f.hook(Site::DataWrite), Action::Fail);
         assert_eq!(f.hook(Site::DataWrite), Action::Proceed);
         assert_eq!(f.fired(), 2);
-        f.inject(Fault::Overflow(5)).unwrap();
+        f.inject(Fault::capture(CardFault::Overflow { count: 5 }))
+            .unwrap();
         assert_eq!(f.hook(Site::Source), Action::DropBlocks(5));
         assert_eq!(f.hook(Site::Source), Action::Proceed);
     }
@@ -847,33 +478,26 @@ mod tests {
     #[test]
     fn slow_stops_are_counted_and_bounded() {
         let f = FaultPlan::new();
-        let args = |count, ms| FaultArgs {
-            count,
-            ms,
-            ..Default::default()
-        };
-        let slow = Fault::parse_on(Channel::Capture, "slow_stop", &args(Some(2), Some(5)));
-        assert_eq!(slow, Ok(Fault::SlowStop { ms: 5, count: 2 }));
+        let slow = capture("slow_stop", Some(2), Some(5));
+        assert_eq!(
+            slow,
+            Ok(Fault::capture(CardFault::SlowStop { ms: 5, count: 2 }))
+        );
         f.inject(slow.unwrap()).unwrap();
         assert_eq!(f.hook(Site::Stop), Action::Stall(Duration::from_millis(5)));
         assert_eq!(f.hook(Site::Stop), Action::Stall(Duration::from_millis(5)));
         assert_eq!(f.hook(Site::Stop), Action::Proceed);
         assert_eq!(f.pending(), Pending::default());
-        let e = Fault::parse_on(Channel::Capture, "slow_stop", &args(None, None)).unwrap_err();
+        let e = capture("slow_stop", None, None).unwrap_err();
         assert!(e.contains("needs `ms`"), "{e}");
-        let e = Fault::parse_on(
-            Channel::Capture,
-            "slow_stop",
-            &args(None, Some(SLOW_STOP_MS_MAX + 1)),
-        )
-        .unwrap_err();
+        let e = capture("slow_stop", None, Some(SLOW_STOP_MS_MAX + 1)).unwrap_err();
         assert!(e.contains("above"), "{e}");
     }
 
     #[test]
     fn hang_until_cleared() {
         let f = FaultPlan::new();
-        f.inject(Fault::Hang).unwrap();
+        f.inject(Fault::capture(CardFault::Hang)).unwrap();
         assert!(f.hung());
         assert_eq!(f.hook(Site::RegisterRead), Action::AllOnes);
         assert_eq!(f.hook(Site::RegisterRead), Action::AllOnes);
@@ -883,70 +507,37 @@ mod tests {
         assert_eq!(f.hook(Site::RegisterRead), Action::Proceed);
     }
 
+    /// Each channel's faults land on that channel's sites only.
     #[test]
-    fn parse_names() {
-        assert_eq!(
-            Fault::parse("dma_error", Some(3), None, None),
-            Ok(Fault::DmaError(3))
-        );
-        assert_eq!(
-            Fault::parse("stall", None, Some(20), None),
-            Ok(Fault::Stall(20))
-        );
-        assert!(Fault::parse("stall", None, None, None).is_err());
-        assert_eq!(
-            Fault::parse_on(
-                Channel::Playback,
-                "dma_error",
-                &FaultArgs {
-                    count: Some(2),
-                    ..FaultArgs::default()
-                }
-            ),
-            Ok(Fault::PbDmaError(2))
-        );
-        assert!(
-            Fault::parse_on(Channel::Playback, "overflow", &FaultArgs::default())
-                .unwrap_err()
-                .contains("playback")
-        );
-        assert!(Fault::parse("melt", None, None, None)
-            .unwrap_err()
-            .contains("melt"));
-    }
-
-    #[test]
-    fn irq_storms_are_bounded() {
-        assert_eq!(
-            Fault::parse("irq_storm", Some(20_000), Some(3000), Some(2)),
-            Ok(Fault::IrqStorm {
-                vector: 2,
-                rate: 20_000,
-                ms: 3000
-            })
-        );
-        for (count, ms) in [(None, Some(1)), (Some(1), None), (Some(0), Some(1))] {
-            assert!(Fault::parse("irq_storm", count, ms, None).is_err());
-        }
-        let e = Fault::parse("irq_storm", Some(STORM_RATE_MAX + 1), Some(1), None).unwrap_err();
-        assert!(e.contains("per second"), "{e}");
-        let e = Fault::parse("irq_storm", Some(1), Some(STORM_MS_MAX + 1), None).unwrap_err();
-        assert!(e.contains("`ms`"), "{e}");
+    fn playback_faults_hit_the_playback_sites() {
+        let f = FaultPlan::new();
+        let pb = Fault::from_control(&req(Channel::Playback, "dma_error", Some(2), None));
+        assert_eq!(pb, Ok(Fault::playback(CardFault::DmaError { count: 2 })));
+        f.inject(pb.unwrap()).unwrap();
+        assert_eq!(f.hook(Site::DataWrite), Action::Proceed);
+        assert_eq!(f.hook(Site::PbDataRead), Action::Fail);
+        let e = Fault::from_control(&req(Channel::Playback, "overflow", None, None)).unwrap_err();
+        assert!(e.contains("playback"), "{e}");
+        // A fault built without the catalogue's check is still refused, not armed.
+        let e = f
+            .inject(Fault::playback(CardFault::Overflow { count: 1 }))
+            .unwrap_err();
+        assert!(e.contains("no playback form"), "{e}");
     }
 
     #[test]
     fn counts_and_times_that_would_never_end_are_refused() {
-        let e = Fault::parse("spurious_irq", Some(1_000_000_000_000), None, None).unwrap_err();
+        let e = capture("spurious_irq", Some(1_000_000_000_000), None).unwrap_err();
         assert!(e.contains("1000000000000") && e.contains("above"), "{e}");
-        assert!(Fault::parse("spurious_irq", Some(SPURIOUS_IRQ_MAX), None, None).is_ok());
+        assert!(capture("spurious_irq", Some(SPURIOUS_IRQ_MAX), None).is_ok());
         // Instant + Duration::from_millis(u64::MAX) panics in the engine thread.
-        let e = Fault::parse("stall", None, Some(u64::MAX), None).unwrap_err();
+        let e = capture("stall", None, Some(u64::MAX)).unwrap_err();
         assert!(e.contains("`ms`"), "{e}");
-        let long = FaultArgs {
-            ms: Some(u64::MAX),
-            ..FaultArgs::default()
-        };
-        let e = Fault::parse_on(Channel::Playback, "stall", &long);
+        let e = Fault::from_control(&req(Channel::Playback, "stall", None, Some(u64::MAX)));
         assert!(e.is_err());
+        let e = capture("irq_storm", Some(STORM_RATE_MAX + 1), Some(1)).unwrap_err();
+        assert!(e.contains("per second"), "{e}");
+        let e = capture("irq_storm", Some(1), Some(STORM_MS_MAX + 1)).unwrap_err();
+        assert!(e.contains("`ms`"), "{e}");
     }
 }

@@ -5,25 +5,28 @@
 //! - [`vfio`]: the vfio-user message layer (whole messages, parsed without I/O, and the
 //!   framed socket with its deadlines); [`transport`]: the server that turns each request
 //!   into a call of the PCI function;
-//! - [`device`]: the PCI function: [`config_space`], BAR0 ([`card`]), BAR2, DMA maps
+//! - [`device`]: the PCI function: [`config_space`], BAR0 ([`bar0`]: the register file), BAR2, DMA maps
 //!   ([`dma`], whose files [`mapfile`] checks) and interrupt lines ([`irq`]);
-//! - [`engine`]: the capture DMA engine thread, fed by the [`source`] and its FIFO, writing
-//!   [`pattern`] data into host memory;
+//! - [`channel`]: the ring protocol both DMA channels speak, once: one engine thread per
+//!   channel, descriptors, completions, doorbells, moderation, halts; [`capture`] (fed by
+//!   the [`source`] and its FIFO, writing [`pattern`] data into host memory) and
+//!   [`playback`] (reading, verifying and playing out host data) add only their transfer;
 //! - [`faults`]: the fault plan every failure site consults;
 //! - [`control`]: the model's JSON-lines control socket;
 //! - [`jsonl`]: the JSON-lines socket framing both control sockets share;
 //! - [`regs`]: the hardware contract shared with the kernel driver (crate `acq-hw`);
 //! - [`daemon`]: what the card's and the capture disk's (`acq-sink`) mains share.
 
+pub mod bar0;
 pub mod bench;
-pub mod card;
+pub mod capture;
+pub mod channel;
 pub mod config;
 pub mod config_space;
 pub mod control;
 pub mod daemon;
 pub mod device;
 pub mod dma;
-pub mod engine;
 pub mod faults;
 pub mod irq;
 pub mod jsonl;

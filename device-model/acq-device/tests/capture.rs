@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use acq_device::faults::Fault;
+use acq_device::faults::{CardFault, Fault};
 use acq_device::regs::{self, comp, ctrl, err, event, irq, pattern, reg, status, Completion};
 use common::*;
 use vfio_bindings::bindings::vfio::{
@@ -320,7 +320,9 @@ fn injected_overflow_is_reported_exactly() {
         r.setup(5, 4096, 4096 * 2000, 0, SEED, 32);
         r.enable();
         let (_, end) = consume(&mut r, 0, 10, 0, 0);
-        r.dev.inject(Fault::Overflow(5)).unwrap();
+        r.dev
+            .inject(Fault::capture(CardFault::Overflow { count: 5 }))
+            .unwrap();
         let (cs, _) = consume(&mut r, 10, 40, 0, end);
         let reported: u64 = cs.iter().map(|c| c.lost_bytes).sum();
         assert_eq!(reported, 5 * 4096);
@@ -633,7 +635,9 @@ fn injected_faults() {
         r.set_ev(event::OFF_IRQ_ARMED, 1);
         let pat = pattern::make(pattern::PRBS, 1);
         // dma_error: the next 2 completions are errors; the data is not lost.
-        r.dev.inject(Fault::DmaError(2)).unwrap();
+        r.dev
+            .inject(Fault::capture(CardFault::DmaError { count: 2 }))
+            .unwrap();
         r.enable();
         let c0 = r.wait_completion(0, 5.0);
         let c1 = r.wait_completion(1, 5.0);
@@ -645,7 +649,9 @@ fn injected_faults() {
         irqs[0].take();
         irqs[1].take();
         // corrupt_data: one flipped bit in the next block, completion looks fine.
-        r.dev.inject(Fault::CorruptData(1)).unwrap();
+        r.dev
+            .inject(Fault::capture(CardFault::CorruptData { count: 1 }))
+            .unwrap();
         r.post(33);
         let c = r.wait_completion(32, 5.0);
         assert!(!c.is_error());
@@ -654,7 +660,9 @@ fn injected_faults() {
         // drop_irq: the next interrupt is lost.
         wait_for(5.0, "dry", || r.ev(event::OFF_NEED_DOORBELL) == 1);
         irqs[0].take();
-        r.dev.inject(Fault::DropIrq(1)).unwrap();
+        r.dev
+            .inject(Fault::capture(CardFault::DropIrq { count: 1 }))
+            .unwrap();
         r.post(34);
         r.wait_completion(33, 5.0);
         wait_for(5.0, "dry", || r.ev(event::OFF_NEED_DOORBELL) == 1);
@@ -663,26 +671,30 @@ fn injected_faults() {
         assert_eq!(r.dev.counters().stats.irqs_dropped, 1);
         // spurious_irq: messages with no cause.
         r.dev
-            .inject(Fault::SpuriousIrq {
+            .inject(Fault::capture(CardFault::SpuriousIrq {
                 count: 3,
                 vector: 0,
-            })
+            }))
             .unwrap();
         assert_eq!(irqs[0].take(), 3);
         // bad_register_reads.
-        r.dev.inject(Fault::BadRegisterReads(2)).unwrap();
+        r.dev
+            .inject(Fault::capture(CardFault::BadRegisterReads { count: 2 }))
+            .unwrap();
         assert_eq!(r.rd(reg::ID), 0xFFFF_FFFF);
         assert_eq!(r.rd(reg::ID), 0xFFFF_FFFF);
         assert_eq!(r.rd(reg::ID), regs::id::MAGIC);
         // stall: no progress for a while, then it goes on.
-        r.dev.inject(Fault::Stall(300)).unwrap();
+        r.dev
+            .inject(Fault::capture(CardFault::Stall { ms: 300 }))
+            .unwrap();
         std::thread::sleep(Duration::from_millis(50));
         r.post(40);
         std::thread::sleep(Duration::from_millis(100));
         assert!(r.completion(34).is_none(), "stalled");
         r.wait_completion(39, 5.0);
         // hang: registers read all-ones, nothing moves, until a reset.
-        r.dev.inject(Fault::Hang).unwrap();
+        r.dev.inject(Fault::capture(CardFault::Hang)).unwrap();
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(r.rd(reg::ID), 0xFFFF_FFFF);
         assert_eq!(r.rd(reg::STATUS), 0xFFFF_FFFF);
@@ -698,16 +710,16 @@ fn injected_faults() {
 
 #[test]
 fn lying_completions_lie_exactly_as_asked_and_only_once() {
-    use acq_device::faults::{Fault, Lie};
+    use acq_device::faults::CompletionLie as Lie;
     with_timeout(60, || {
-        for lie in Lie::ALL {
+        for &lie in Lie::ALL {
             let mut r = Rig::new();
             r.setup(4, 4096, 0, 0, SEED, 0);
             r.dev
-                .inject(Fault::BadCompletion {
+                .inject(Fault::capture(CardFault::BadCompletion {
                     kind: lie,
                     count: 1,
-                })
+                }))
                 .unwrap();
             r.enable();
             r.post(4);

@@ -9,7 +9,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use acq_device::faults::Fault;
+use acq_device::faults::{CardFault, Fault};
 use acq_device::regs::{
     self, comp, ctrl, err, event, irq, loopback, pattern, pb_comp, pb_ctrl, pb_event, pb_status,
     reg, Completion, Descriptor,
@@ -259,17 +259,7 @@ fn a_corrupted_block_is_caught_at_its_offset() {
         assert_eq!(rd64(&mut r, reg::PB_FIRST_BAD_LO), u64::MAX);
         // The corrupt_data fault on the playback channel: bit 0 of byte BLOCK/2.
         r.dev
-            .inject(
-                Fault::parse_on(
-                    acq_device::faults::Channel::Playback,
-                    "corrupt_data",
-                    &acq_device::faults::FaultArgs {
-                        count: Some(1),
-                        ..Default::default()
-                    },
-                )
-                .unwrap(),
-            )
+            .inject(Fault::playback(CardFault::CorruptData { count: 1 }))
             .unwrap();
         let cs = pb.stream(&mut r, 4, &[]);
         assert_ne!(cs[0].flags & pb_comp::F_MISMATCH, 0);
@@ -333,7 +323,9 @@ fn error_completions_and_halts() {
         r.wr(reg::IRQ_MASK, 0);
         let mut pb = Pb::setup(&mut r, 4, 4096, 0, pattern::PRBS);
         r.wr(reg::PB_CTRL, pb_ctrl::ENABLE);
-        r.dev.inject(Fault::PbDmaError(1)).unwrap();
+        r.dev
+            .inject(Fault::playback(CardFault::DmaError { count: 1 }))
+            .unwrap();
         pb.post(&mut r, None);
         let c = pb.wait(&r, 0);
         assert!(c.is_error());
@@ -426,7 +418,9 @@ fn completion_interrupts_on_vector_2_with_moderation() {
         assert_eq!(irqs[0].take(), 0, "nothing on the capture vector");
         assert_eq!(r.dev.counters().stats.irqs_playback, 4);
         // The playback drop_irq fault loses vector-2 messages only.
-        r.dev.inject(Fault::PbDropIrq(1)).unwrap();
+        r.dev
+            .inject(Fault::playback(CardFault::DropIrq { count: 1 }))
+            .unwrap();
         for _ in 0..4 {
             pb.post(&mut r, None);
         }

@@ -30,7 +30,7 @@ use vmm_sys_util::event::{
 
 use crate::disk::Disk;
 use crate::extents::Extents;
-use crate::faults::{Decision, Failure, FaultPlan, Op, SinkFault};
+use crate::faults::{Decision, DiskFault, Failure, FaultPlan, Op};
 
 /// Queue size the sink offers (QEMU's vhost-user-blk default is 128).
 pub const MAX_QUEUE_SIZE: usize = 1024;
@@ -114,7 +114,7 @@ impl Sink {
     }
 
     /// Arms a fault.
-    pub fn inject(&self, f: SinkFault) {
+    pub fn inject(&self, f: DiskFault) {
         info!(?f, "fault armed");
         lock(&self.faults).arm(f, Instant::now());
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::backend::Sink;
-use crate::faults::SinkFault;
+use crate::faults;
 use acq_device::jsonl::{self, fail};
 
 /// Most ranges listed per set in an `extents` reply.
@@ -21,7 +21,7 @@ pub fn handle_line(sink: &Sink, line: &str) -> String {
 }
 
 fn reply(sink: &Sink, line: &str) -> Value {
-    // `inject` parameters depend on the fault: SinkFault::parse checks them.
+    // `inject` parameters depend on the fault: faults::parse checks them.
     let fields =
         |cmd: &str| -> Option<&'static [&'static str]> { (cmd != "inject").then_some(&[]) };
     let (cmd, obj) = match jsonl::request(line, fields) {
@@ -35,7 +35,7 @@ fn reply(sink: &Sink, line: &str) -> Value {
             let Some(name) = obj.get("fault").and_then(Value::as_str) else {
                 return fail("`inject` needs a string `fault`");
             };
-            match SinkFault::parse(name, obj) {
+            match faults::parse(name, obj) {
                 Ok(f) => {
                     sink.inject(f);
                     json!({"ok": true})

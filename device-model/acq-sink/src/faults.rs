@@ -9,85 +9,28 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-/// A fault to arm (`{"cmd":"inject","fault":NAME,...}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SinkFault {
-    /// The next `count` write requests fail with VIRTIO_BLK_S_IOERR (the guest sees EIO).
-    WriteError {
-        /// Number of write requests to fail.
-        count: u64,
-    },
-    /// Writes that reach beyond disk offset `at` fail (until cleared): the disk is full.
-    DiskFull {
-        /// First byte that no longer fits.
-        at: u64,
-    },
-    /// Data requests are paced to `bytes_per_s` (0 turns the cap off).
-    Bandwidth {
-        /// Throughput cap in bytes per second.
-        bytes_per_s: u64,
-    },
-    /// Every request completes `us` microseconds late (0 turns it off).
-    Latency {
-        /// Added latency per request.
-        us: u64,
-    },
-    /// No request completes for the next `ms` milliseconds (from the injection).
-    Stall {
-        /// Length of the stall.
-        ms: u64,
-    },
-    /// The next `count` flush requests fail with VIRTIO_BLK_S_IOERR.
-    FlushError {
-        /// Number of flushes to fail.
-        count: u64,
-    },
-}
+pub use acq_wire::faults::DiskFault;
 
-/// Fault names the control socket accepts, with their parameter.
-pub const FAULTS: &[(&str, &str)] = &[
-    ("write_error", "count"),
-    ("disk_full", "at"),
-    ("bandwidth", "bytes_per_s"),
-    ("latency", "us"),
-    ("stall", "ms"),
-    ("flush_error", "count"),
-];
-
-impl SinkFault {
-    /// Parses an inject request's fault name and parameters (`obj` is the whole request;
-    /// `cmd` and `fault` are skipped). Unknown names and fields are errors.
-    pub fn parse(name: &str, obj: &Map<String, Value>) -> Result<SinkFault, String> {
-        let Some(&(_, param)) = FAULTS.iter().find(|(n, _)| *n == name) else {
-            let known: Vec<&str> = FAULTS.iter().map(|(n, _)| *n).collect();
-            return Err(format!(
-                "unknown fault `{name}` (known: {})",
-                known.join(", ")
-            ));
-        };
-        if let Some(k) = obj
-            .keys()
-            .find(|k| !["cmd", "fault", param].contains(&k.as_str()))
-        {
-            return Err(format!(
-                "unknown field `{k}` for fault `{name}` (it takes `{param}`)"
-            ));
-        }
-        let v = match obj.get(param) {
-            None => return Err(format!("fault `{name}` needs `{param}`")),
-            Some(v) => v
-                .as_u64()
-                .ok_or_else(|| format!("`{param}` must be a non-negative integer, not {v}"))?,
-        };
-        Ok(match name {
-            "write_error" => SinkFault::WriteError { count: v },
-            "disk_full" => SinkFault::DiskFull { at: v },
-            "bandwidth" => SinkFault::Bandwidth { bytes_per_s: v },
-            "latency" => SinkFault::Latency { us: v },
-            "stall" => SinkFault::Stall { ms: v },
-            _ => SinkFault::FlushError { count: v },
-        })
+/// Parses an `inject` request of the control socket: fault `name` (a name of
+/// `DiskFault::CONTROL`, the catalogue's) with its one parameter; `obj` is the whole request
+/// (`cmd` and `fault` are skipped). Unknown names and fields are errors.
+pub fn parse(name: &str, obj: &Map<String, Value>) -> Result<DiskFault, String> {
+    let param = DiskFault::control_param(name)?;
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["cmd", "fault", param].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "unknown field `{k}` for fault `{name}` (it takes `{param}`)"
+        ));
     }
+    let v = match obj.get(param) {
+        None => return Err(format!("fault `{name}` needs `{param}`")),
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| format!("`{param}` must be a non-negative integer, not {v}"))?,
+    };
+    DiskFault::from_control(name, v)
 }
 
 /// The kind of request the plan decides on.
@@ -153,21 +96,21 @@ impl FaultPlan {
     }
 
     /// Arms `f` at time `now`. Counts add up; limits and rates replace the previous one.
-    pub fn arm(&mut self, f: SinkFault, now: Instant) {
+    pub fn arm(&mut self, f: DiskFault, now: Instant) {
         match f {
-            SinkFault::WriteError { count } => {
+            DiskFault::WriteError { count } => {
                 self.write_errors = self.write_errors.saturating_add(count)
             }
-            SinkFault::FlushError { count } => {
+            DiskFault::FlushError { count } => {
                 self.flush_errors = self.flush_errors.saturating_add(count)
             }
-            SinkFault::DiskFull { at } => self.disk_full = Some(at),
-            SinkFault::Bandwidth { bytes_per_s } => {
-                self.bytes_per_s = bytes_per_s;
+            DiskFault::Full { at } => self.disk_full = Some(at.0),
+            DiskFault::Bandwidth { bytes_per_s } => {
+                self.bytes_per_s = bytes_per_s.0;
                 self.next_free = None;
             }
-            SinkFault::Latency { us } => self.latency = Duration::from_micros(us),
-            SinkFault::Stall { ms } => {
+            DiskFault::Latency { us } => self.latency = Duration::from_micros(us),
+            DiskFault::Stall { ms } => {
                 let until = now + Duration::from_millis(ms);
                 self.stall_until = Some(self.stall_until.map_or(until, |u| u.max(until)));
             }
@@ -249,38 +192,41 @@ impl FaultPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use acq_wire::Size;
     use serde_json::json;
 
-    fn parse(v: Value) -> Result<SinkFault, String> {
+    fn parse(v: Value) -> Result<DiskFault, String> {
         let obj = v.as_object().unwrap().clone();
-        SinkFault::parse(obj["fault"].as_str().unwrap(), &obj)
+        super::parse(obj["fault"].as_str().unwrap(), &obj)
     }
 
     #[test]
     fn parses_every_fault_and_refuses_bad_ones() {
         assert_eq!(
             parse(json!({"cmd":"inject","fault":"write_error","count":3})),
-            Ok(SinkFault::WriteError { count: 3 })
+            Ok(DiskFault::WriteError { count: 3 })
         );
         assert_eq!(
             parse(json!({"fault":"disk_full","at":4096})),
-            Ok(SinkFault::DiskFull { at: 4096 })
+            Ok(DiskFault::Full { at: Size(4096) })
         );
         assert_eq!(
             parse(json!({"fault":"bandwidth","bytes_per_s":0})),
-            Ok(SinkFault::Bandwidth { bytes_per_s: 0 })
+            Ok(DiskFault::Bandwidth {
+                bytes_per_s: Size(0)
+            })
         );
         assert_eq!(
             parse(json!({"fault":"latency","us":7})),
-            Ok(SinkFault::Latency { us: 7 })
+            Ok(DiskFault::Latency { us: 7 })
         );
         assert_eq!(
             parse(json!({"fault":"stall","ms":9})),
-            Ok(SinkFault::Stall { ms: 9 })
+            Ok(DiskFault::Stall { ms: 9 })
         );
         assert_eq!(
             parse(json!({"fault":"flush_error","count":1})),
-            Ok(SinkFault::FlushError { count: 1 })
+            Ok(DiskFault::FlushError { count: 1 })
         );
         for (v, needle) in [
             (json!({"fault":"melt"}), "unknown fault `melt`"),
@@ -301,7 +247,7 @@ mod tests {
     fn write_errors_count_down_and_skip_reads() {
         let now = Instant::now();
         let mut p = FaultPlan::new();
-        p.arm(SinkFault::WriteError { count: 2 }, now);
+        p.arm(DiskFault::WriteError { count: 2 }, now);
         let w = Op::Write { start: 0, len: 512 };
         assert_eq!(p.decide(Op::Read { len: 512 }, now).fail, None);
         assert_eq!(p.decide(Op::Flush, now).fail, None);
@@ -314,7 +260,7 @@ mod tests {
     fn disk_full_fails_writes_reaching_past_the_limit_until_cleared() {
         let now = Instant::now();
         let mut p = FaultPlan::new();
-        p.arm(SinkFault::DiskFull { at: 8192 }, now);
+        p.arm(DiskFault::Full { at: Size(8192) }, now);
         let w = |start| Op::Write { start, len: 4096 };
         assert_eq!(p.decide(w(0), now).fail, None);
         assert_eq!(p.decide(w(4096), now).fail, None);
@@ -333,7 +279,7 @@ mod tests {
     fn flush_errors_only_hit_flushes() {
         let now = Instant::now();
         let mut p = FaultPlan::new();
-        p.arm(SinkFault::FlushError { count: 1 }, now);
+        p.arm(DiskFault::FlushError { count: 1 }, now);
         assert_eq!(p.decide(Op::Write { start: 0, len: 1 }, now).fail, None);
         assert_eq!(p.decide(Op::Flush, now).fail, Some(Failure::FlushError));
         assert_eq!(p.decide(Op::Flush, now).fail, None);
@@ -346,21 +292,21 @@ mod tests {
         let mut p = FaultPlan::new();
         assert_eq!(p.decide(Op::Flush, now), Decision::default());
 
-        p.arm(SinkFault::Stall { ms: 100 }, now);
+        p.arm(DiskFault::Stall { ms: 100 }, now);
         let d = p.decide(Op::Other, now + ms(10));
         assert_eq!(d.hold_until, Some(now + ms(100)));
         assert!(d.stalled);
         let d = p.decide(Op::Other, now + ms(150));
         assert_eq!(d, Decision::default(), "the stall is over");
 
-        p.arm(SinkFault::Latency { us: 2000 }, now);
+        p.arm(DiskFault::Latency { us: 2000 }, now);
         assert_eq!(p.decide(Op::Flush, now).hold_until, Some(now + ms(2)));
-        p.arm(SinkFault::Latency { us: 0 }, now);
+        p.arm(DiskFault::Latency { us: 0 }, now);
 
         // 1 MB/s: 1000-byte requests take 1 ms each and queue behind each other.
         p.arm(
-            SinkFault::Bandwidth {
-                bytes_per_s: 1_000_000,
+            DiskFault::Bandwidth {
+                bytes_per_s: Size(1_000_000),
             },
             now,
         );
@@ -372,7 +318,12 @@ mod tests {
         assert_eq!(p.decide(r, now).hold_until, Some(now + ms(2)));
         // After an idle gap the budget does not accumulate.
         assert_eq!(p.decide(r, now + ms(50)).hold_until, Some(now + ms(51)));
-        p.arm(SinkFault::Bandwidth { bytes_per_s: 0 }, now);
+        p.arm(
+            DiskFault::Bandwidth {
+                bytes_per_s: Size(0),
+            },
+            now,
+        );
         assert_eq!(p.decide(r, now + ms(50)).hold_until, None);
     }
 
@@ -380,8 +331,8 @@ mod tests {
     fn describe_lists_armed_faults() {
         let now = Instant::now();
         let mut p = FaultPlan::new();
-        p.arm(SinkFault::WriteError { count: 2 }, now);
-        p.arm(SinkFault::DiskFull { at: 10 }, now);
+        p.arm(DiskFault::WriteError { count: 2 }, now);
+        p.arm(DiskFault::Full { at: Size(10) }, now);
         let v = p.describe(now);
         assert_eq!(v["write_error"], json!(2));
         assert_eq!(v["disk_full"], json!(10));

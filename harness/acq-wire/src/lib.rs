@@ -1,9 +1,13 @@
-//! The formats the harness, the guest tools and the device model share, defined once.
-//! No dependencies, `no_std`: every crate of the project can use it, the guest's static
-//! tools included.
+//! The formats the harness, the guest tools and the device model share, defined once: the
+//! size grammar and the fault catalogue. `no_std` (with `alloc` for error messages): every
+//! crate of the project can use it, the guest's static tools included. The `schema`
+//! feature derives JSON Schemas (for the scenario format's).
 
 #![no_std]
 
+extern crate alloc;
+
+pub mod faults;
 pub mod size;
 
-pub use size::{parse_size, SizeError};
+pub use size::{parse_size, Size, SizeError};

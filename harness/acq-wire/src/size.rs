@@ -3,7 +3,11 @@
 //! `M` or `G` (binary multiples, either case), with surrounding white space ignored.
 //! `4096`, `0x1000`, `4K`, `0x1M` and `2g` are sizes; `1.5M`, `4KB`, `-1` and `` are not.
 
+use alloc::format;
+use alloc::string::{String, ToString};
 use core::fmt;
+
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 /// Why a text is not a size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +54,83 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     }
     let n = u64::from_str_radix(body, radix).map_err(|_| SizeError::TooLarge)?;
     n.checked_mul(1 << shift).ok_or(SizeError::TooLarge)
+}
+
+/// A byte count as a scenario file or a request writes it: a number, or a string in the
+/// size grammar (`"64K"`, `"256M"`, `"0x1000"`). Written back as the shortest text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(with = "SizeSchema")
+)]
+pub struct Size(pub u64);
+
+#[cfg(feature = "schema")]
+#[derive(schemars::JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum SizeSchema {
+    Bytes(u64),
+    /// A decimal or 0x hex number with an optional K, M or G suffix (powers of 1024):
+    /// the project's one size grammar (`acq_wire::size`).
+    Text(#[schemars(regex(pattern = SIZE_PATTERN))] String),
+}
+
+impl Size {
+    /// Parses `"256M"`-style text; the error quotes the text.
+    pub fn parse(text: &str) -> Result<Size, String> {
+        parse_size(text)
+            .map(Size)
+            .map_err(|e| format!("`{text}` is {e}"))
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.0;
+        if v >= 1 << 30 && v.is_multiple_of(1 << 30) {
+            write!(f, "{}G", v >> 30)
+        } else if v >= 1 << 20 && v.is_multiple_of(1 << 20) {
+            write!(f, "{}M", v >> 20)
+        } else if v >= 1 << 10 && v.is_multiple_of(1 << 10) {
+            write!(f, "{}K", v >> 10)
+        } else {
+            write!(f, "{v}")
+        }
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a byte count: a number, or a string like \"64K\", \"256M\", \"0x1000\"",
+                )
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom(format!("a size cannot be negative ({v})")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
+                Size::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use crate::accel::AccelChoice;
 use crate::control::ModelControl;
 use crate::explore::rng::Rng;
 use crate::paths::Paths;
-use crate::scenario::format::{CompletionLie, Fault};
+use crate::scenario::format::{CardFault, Channel, CompletionLie, Fault, HostFault};
 use crate::vm::{Card, Vm, VmConfig};
 
 /// How a soak runs.
@@ -119,51 +119,44 @@ const METHODS: &[&str] = &[
 /// the card for good; both have their scenarios).
 fn draw_fault(rng: &mut Rng) -> Fault {
     let count = |rng: &mut Rng, hi: u64| rng.range(1, hi);
-    match rng.below(13) {
-        0 => Fault::DmaError {
+    Fault::Card(match rng.below(13) {
+        0 => CardFault::DmaError {
             count: count(rng, 3),
         },
-        1 => Fault::Overflow {
+        1 => CardFault::Overflow {
             count: count(rng, 4),
         },
-        2 => Fault::DropIrq {
+        2 => CardFault::DropIrq {
             count: count(rng, 3),
         },
-        3 => Fault::SpuriousIrq {
+        3 => CardFault::SpuriousIrq {
             count: count(rng, 8),
+            vector: 0,
         },
-        4 => Fault::Stall {
+        4 => CardFault::Stall {
             ms: rng.range(100, 600),
         },
-        5 => Fault::SlowStop {
+        5 => CardFault::SlowStop {
             ms: rng.range(5, 50),
             count: 1,
         },
-        6 => Fault::DoorbellLie { count: 1 },
-        7 => Fault::ConsLie { count: 1 },
-        8 => Fault::IrqStorm {
+        6 => CardFault::DoorbellLie { count: 1 },
+        7 => CardFault::ConsLie { count: 1 },
+        8 => CardFault::IrqStorm {
             vector: rng.below(2) as u16,
             rate: 20_000,
             ms: rng.range(50, 300),
         },
-        9 => Fault::BadCompletion {
-            kind: *rng.pick(&[
-                CompletionLie::ZeroLength,
-                CompletionLie::Short,
-                CompletionLie::Long,
-                CompletionLie::UnknownId,
-                CompletionLie::DuplicateId,
-                CompletionLie::StalePhase,
-                CompletionLie::AbsurdLost,
-            ]),
+        9 => CardFault::BadCompletion {
+            kind: *rng.pick(CompletionLie::ALL),
             count: 1,
         },
-        10 => Fault::BadRegisterReads {
+        10 => CardFault::BadRegisterReads {
             count: count(rng, 3),
         },
-        11 => Fault::Hang,
-        _ => Fault::Reset,
-    }
+        11 => CardFault::Hang,
+        _ => return Fault::Host(HostFault::Reset),
+    })
 }
 
 const CMD: Duration = Duration::from_secs(60);
@@ -310,7 +303,7 @@ fn one_cycle(
     let consumer = thread::spawn(move || guest.sh(&cmd, Duration::from_secs(120)));
     thread::sleep(delay);
     let req = fault
-        .card_request()
+        .card_request(Channel::Capture)
         .context("a soak fault the card cannot inject")?;
     if let Err(e) = ModelControl::connect(control, None).and_then(|mut c| c.request(&req)) {
         cycle
@@ -416,7 +409,7 @@ mod tests {
         let mut names = std::collections::BTreeSet::new();
         for _ in 0..2000 {
             let f = draw_fault(&mut rng);
-            assert!(f.card_request().is_some(), "{f:?}");
+            assert!(f.card_request(Channel::Capture).is_some(), "{f:?}");
             names.insert(f.name());
         }
         // The whole drawable catalogue comes up.

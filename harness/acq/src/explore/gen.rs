@@ -8,20 +8,10 @@
 
 use serde_json::{json, Map, Value};
 
+use acq_wire::faults::CompletionLie;
+
 use super::rng::Rng;
 use crate::scenario::{parse, Scenario};
-
-/// The `bad_completion` kinds (docs/faults.md, "A card that lies"); both channels have
-/// them all.
-const COMPLETION_LIES: [&str; 7] = [
-    "zero_length",
-    "short",
-    "long",
-    "unknown_id",
-    "duplicate_id",
-    "stale_phase",
-    "absurd_lost",
-];
 
 /// A fault of the playback channel (docs/faults.md, "The playback channel"). None
 /// corrupts what the card verifies: a failed read loses its block, and the card checks
@@ -33,7 +23,8 @@ fn playback_fault(r: &mut Rng) -> Value {
         2 => json!({"doorbell_lie": {"count": r.range(1, 3)}}),
         3 => json!({"cons_lie": {"count": r.range(1, 3)}}),
         _ => {
-            let kind = *r.pick(&COMPLETION_LIES);
+            // Every kind of the catalogue: both channels have them all.
+            let kind = r.pick(CompletionLie::ALL).name();
             json!({"bad_completion": {"kind": kind, "count": 1}})
         }
     }
@@ -64,7 +55,7 @@ fn capture_fault(r: &mut Rng, msi: bool) -> (Value, bool) {
             )
         }
         10 => {
-            let kind = *r.pick(&COMPLETION_LIES);
+            let kind = r.pick(CompletionLie::ALL).name();
             (json!({"bad_completion": {"kind": kind, "count": 1}}), false)
         }
         11 => (json!({"doorbell_lie": {"count": 1}}), false),

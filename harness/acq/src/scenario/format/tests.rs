@@ -108,8 +108,11 @@ fn full_scenario_parses() {
     }"#;
     let sc = parse(text, "t.json").unwrap();
     assert_eq!(sc.faults[0].at, FaultAt::Bytes(Size(256 << 20)));
-    assert_eq!(sc.faults[0].inject, Fault::DmaError { count: 1 });
-    assert_eq!(sc.faults[1].inject, Fault::Hang);
+    assert_eq!(
+        sc.faults[0].inject,
+        Fault::Card(CardFault::DmaError { count: 1 })
+    );
+    assert_eq!(sc.faults[1].inject, Fault::Card(CardFault::Hang));
     assert_eq!(sc.vm.accel, AccelChoice::Tcg);
     assert_eq!(sc.expect.errors["EIO"], 1);
 }
@@ -490,4 +493,64 @@ fn checked_in_schema_is_current() {
         on_disk == schema_json(),
         "docs/scenario.schema.json is stale: run `target/release/acq schema > docs/scenario.schema.json`"
     );
+}
+
+/// The fault catalogue's limits are the scenario check's (`acq check`), not only the
+/// model's at run time: a scenario that would fail when its fault fires is refused at once.
+#[test]
+fn faults_outside_the_catalogue_are_refused_by_the_check() {
+    for (inject, channel, want) in [
+        (
+            r#"{"irq_storm": {"rate": 500000, "ms": 10}}"#,
+            "capture",
+            "faults[0].inject: `rate` 500000 is not in 1..=200000",
+        ),
+        (
+            r#"{"stall": {"ms": 3600001}}"#,
+            "capture",
+            "faults[0].inject: `ms` 3600001 is above 3600000",
+        ),
+        (
+            r#"{"slow_stop": {"ms": 20000}}"#,
+            "capture",
+            "faults[0].inject: `ms` 20000 is above 10000",
+        ),
+        (
+            r#"{"spurious_irq": {"count": 2000000}}"#,
+            "capture",
+            "faults[0].inject: `count` 2000000 is above 1048576",
+        ),
+        (
+            r#"{"overflow": {"count": 1}}"#,
+            "playback",
+            "faults[0].channel: fault `overflow` has no playback form",
+        ),
+        (
+            r#""reset""#,
+            "playback",
+            "faults[0].channel: reset is not a card fault",
+        ),
+        (
+            r#"{"dma_error": {"cout": 1}}"#,
+            "capture",
+            "`dma_error`: unknown field `cout`",
+        ),
+        (
+            r#"{"bad_completion": {"kind": "sideways"}}"#,
+            "capture",
+            "unknown variant `sideways`",
+        ),
+        (
+            r#"{"melt": {}}"#,
+            "capture",
+            "unknown fault `melt` (card: dma_error",
+        ),
+    ] {
+        let text = format!(
+            r#"{{"steps": [{{"play": {{"bytes": "1M"}}}}],
+                "faults": [{{"at": {{"time_ms": 1}}, "channel": "{channel}", "inject": {inject}}}]}}"#
+        );
+        let e = error_of(&text);
+        assert!(e.contains(want), "{inject}: {e}");
+    }
 }

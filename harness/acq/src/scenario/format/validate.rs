@@ -112,10 +112,9 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
         if let Step::Share(sh) = s {
             sh.validate(ncards, &sc.cards)
                 .or_else(|(f, why)| err(&format!("steps[{i}].share.{f}"), why))?;
-            let unplugged = sc
-                .faults
-                .iter()
-                .any(|f| f.card == sh.from && matches!(f.inject, Fault::SurpriseRemoval));
+            let unplugged = sc.faults.iter().any(|f| {
+                f.card == sh.from && matches!(f.inject, Fault::Host(HostFault::SurpriseRemoval))
+            });
             if sh.until_gone && !unplugged {
                 return err(
                     &format!("steps[{i}].share.until_gone"),
@@ -417,7 +416,7 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
                 format!("card {} does not exist ({ncards} card(s))", f.card),
             );
         }
-        if f.inject == Fault::SurpriseRemoval
+        if f.inject == Fault::Host(HostFault::SurpriseRemoval)
             && sc.cards.get(f.card).and_then(|c| c.msix_vectors) != Some(0)
         {
             return err(
@@ -431,26 +430,26 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
                 ),
             );
         }
-        if f.channel == Channel::Playback
-            && !matches!(
-                f.inject,
-                Fault::DmaError { .. }
-                    | Fault::CorruptData { .. }
-                    | Fault::DropIrq { .. }
-                    | Fault::Stall { .. }
-                    | Fault::DoorbellLie { .. }
-                    | Fault::ConsLie { .. }
-                    | Fault::BadCompletion { .. }
-            )
-        {
-            return err(
-                &format!("faults[{i}].channel"),
-                format!(
-                    "{} has no playback form (playback: dma_error, corrupt_data, drop_irq, \
-                     stall, doorbell_lie, cons_lie, bad_completion)",
-                    f.inject.name()
-                ),
-            );
+        // The catalogue's own checks: the limits, and which faults have a playback form
+        // (the card's control socket refuses the same).
+        match f.inject {
+            Fault::Card(c) => {
+                if let Err(e) = c.check(f.channel) {
+                    let field = if e.contains("playback form") {
+                        "channel"
+                    } else {
+                        "inject"
+                    };
+                    return err(&format!("faults[{i}].{field}"), e);
+                }
+            }
+            _ if f.channel == Channel::Playback => {
+                return err(
+                    &format!("faults[{i}].channel"),
+                    format!("{} is not a card fault: it has no channel", f.inject.name()),
+                );
+            }
+            _ => {}
         }
     }
     let named = sc.expect.errors.keys().map(|n| ("errors", n));

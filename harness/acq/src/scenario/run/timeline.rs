@@ -2,6 +2,7 @@
 //! (through the card's model control socket, QMP or a capture disk's), and records when.
 
 use super::*;
+use crate::scenario::format::HostFault;
 
 /// The fault timeline: a thread that fires each fault when its time or stream offset comes.
 pub(super) struct Timeline {
@@ -157,21 +158,11 @@ pub(super) fn fired_record(f: &FaultSpec, when: u64, at_bytes: Option<u64>) -> V
 
 /// A capture-disk fault, through the sink's control socket (docs/sink.md).
 pub(super) fn inject_disk(disks: &[PathBuf], f: &FaultSpec, transcript: &Path) -> Result<()> {
-    let req = match f.inject {
-        Fault::DiskWriteError { count } => {
-            json!({"cmd": "inject", "fault": "write_error", "count": count})
-        }
-        Fault::DiskFull { at } => json!({"cmd": "inject", "fault": "disk_full", "at": at.0}),
-        Fault::DiskBandwidth { bytes_per_s } => {
-            json!({"cmd": "inject", "fault": "bandwidth", "bytes_per_s": bytes_per_s.0})
-        }
-        Fault::DiskLatency { us } => json!({"cmd": "inject", "fault": "latency", "us": us}),
-        Fault::DiskStall { ms } => json!({"cmd": "inject", "fault": "stall", "ms": ms}),
-        Fault::DiskFlushError { count } => {
-            json!({"cmd": "inject", "fault": "flush_error", "count": count})
-        }
-        other => bail!("{} is not a disk fault", other.name()),
+    let Fault::Disk(fault) = f.inject else {
+        bail!("{} is not a disk fault", f.inject.name());
     };
+    let (name, param, value) = fault.control();
+    let req = json!({"cmd": "inject", "fault": name, param: value});
     let path = disks
         .get(f.disk)
         .with_context(|| format!("no disk {}", f.disk))?;
@@ -199,14 +190,9 @@ pub(super) fn inject(
     guest: &GuestHandle,
     transcript: &Path,
 ) -> Result<()> {
-    let mut req = match f.inject {
-        Fault::DiskWriteError { .. }
-        | Fault::DiskFull { .. }
-        | Fault::DiskBandwidth { .. }
-        | Fault::DiskLatency { .. }
-        | Fault::DiskStall { .. }
-        | Fault::DiskFlushError { .. } => return inject_disk(&[], f, transcript),
-        Fault::SurpriseRemoval => {
+    let req = match f.inject {
+        Fault::Disk(_) => return inject_disk(&[], f, transcript),
+        Fault::Host(HostFault::SurpriseRemoval) => {
             // QMP device_del: the guest's ACPI hotplug driver unbinds the driver while
             // the stream runs (readers wake with ENODEV) and ejects the slot; QEMU then
             // removes the card. The model keeps serving its control socket.
@@ -214,14 +200,9 @@ pub(super) fn inject(
             return guest.unplug_card(f.card, &qmp_log, Duration::from_secs(60));
         }
         ref card_fault => card_fault
-            .card_request()
+            .card_request(f.channel)
             .context("a card fault without a control request")?,
     };
-    if f.channel == Channel::Playback {
-        if let Some(o) = req.as_object_mut() {
-            o.insert("channel".into(), "playback".into());
-        }
-    }
     control(conns, paths, f.card, transcript)?.request(&req)?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::{debug, info};
 
-use crate::engine::{Engine, SessionConfig};
+use crate::channel::{Engine, SessionConfig};
 use crate::faults::{Action, Site};
 use crate::regs::{
     self, bar, caps, ctrl, err, id, irq, limits, loopback, pattern, pb_ctrl, pb_status, reg,
@@ -176,9 +176,10 @@ pub fn validate(
     Ok(())
 }
 
-/// The register file of one card.
+/// BAR0 of one card: the register file, and the two channel engines its registers start
+/// and stop. (The driver's `Card` is the whole device; this is only what BAR0 reaches.)
 #[derive(Debug)]
-pub struct Card {
+pub struct Bar0 {
     shared: Arc<Shared>,
     engine: Engine,
     /// The playback engine (v1.1).
@@ -186,12 +187,12 @@ pub struct Card {
     regs: Mutex<RegFile>,
 }
 
-impl Card {
+impl Bar0 {
     /// A card in its reset state, with its engine thread started.
-    pub fn new(shared: Arc<Shared>) -> std::io::Result<Card> {
-        let engine = Engine::spawn(Arc::clone(&shared))?;
+    pub fn new(shared: Arc<Shared>) -> std::io::Result<Bar0> {
+        let engine = crate::capture::spawn(Arc::clone(&shared))?;
         let pb_engine = crate::playback::spawn(Arc::clone(&shared))?;
-        Ok(Card {
+        Ok(Bar0 {
             shared,
             engine,
             pb_engine,
@@ -618,7 +619,7 @@ mod tests {
     #[test]
     fn register_file_rules() {
         let sh = Shared::new(ModelConfig::default()).unwrap();
-        let card = Card::new(Arc::clone(&sh)).unwrap();
+        let card = Bar0::new(Arc::clone(&sh)).unwrap();
         let rd = |off: u64| {
             let mut b = [0u8; 4];
             card.read(off, &mut b).unwrap();
