@@ -1,0 +1,92 @@
+use super::*;
+
+#[test]
+fn model_bench_text_parses() {
+    let text = "block 65536 B x 256 buffers (16384 KiB working set)\n  host memset            5.92 GB/s\n  host memcpy            5.51 GB/s\n  generate counter       5.83 GB/s   98.5% of memset\n  engine counter         1.79 GB/s   30.3% of memset   32.5% of memcpy\nblock 4096 B x 256 buffers\n  host memset 40.0 GB/s\n  engine counter 10.0 GB/s\n";
+    let m = parse_model_bench(text);
+    assert_eq!(m.len(), 2);
+    assert_eq!(m[0].block, 65536);
+    assert!((m[0].memset_gbps - 5.92).abs() < 1e-9);
+    assert!((m[0].memcpy_gbps - 5.51).abs() < 1e-9);
+    assert!((m[0].engine_gbps - 1.79).abs() < 1e-9);
+    assert_eq!(m[1].block, 4096);
+    assert!((m[1].engine_gbps - 10.0).abs() < 1e-9);
+}
+
+#[test]
+fn repetitions_give_the_median_run_and_keep_every_figure() {
+    let mk = |mbps: Option<f64>, note: Option<&str>| Run {
+        label: "acq0 read".into(),
+        source: String::new(),
+        mode: String::new(),
+        pipe_size: None,
+        block: None,
+        irq_count: None,
+        bar2: false,
+        mb_per_s: mbps,
+        samples: mbps.into_iter().collect(),
+        cpu_s_per_gib: mbps.map(|m| 1000.0 / m),
+        irqs_per_gib: None,
+        reg_accesses_per_gib: None,
+        blocks_per_irq: None,
+        blocks_per_reg_access: None,
+        deltas: None,
+        note: note.map(Into::into),
+    };
+    let r = median_run(vec![
+        mk(Some(379.0), None),
+        mk(Some(550.0), None),
+        mk(Some(500.0), None),
+    ]);
+    assert_eq!(r.mb_per_s, Some(500.0));
+    assert_eq!(r.cpu_s_per_gib, Some(2.0), "the median run's own figures");
+    assert_eq!(r.samples, [379.0, 550.0, 500.0]);
+    assert_eq!(spread(&r.samples), Some((379.0, 550.0)));
+    let even = median_run(vec![mk(Some(4.0), None), mk(Some(2.0), None)]);
+    assert_eq!(even.mb_per_s, Some(2.0));
+    let failed = median_run(vec![mk(Some(4.0), None), mk(None, Some("failed"))]);
+    assert_eq!(failed.mb_per_s, None);
+    assert_eq!(failed.note.as_deref(), Some("failed"));
+    assert_eq!(spread(&[1.0]), None);
+}
+
+#[test]
+fn targets_report_ratios_and_unmeasured() {
+    let mk = |label: &str, mbps: Option<f64>| Run {
+        label: label.into(),
+        source: String::new(),
+        mode: String::new(),
+        pipe_size: None,
+        block: None,
+        irq_count: None,
+        bar2: false,
+        mb_per_s: mbps,
+        samples: mbps.into_iter().collect(),
+        cpu_s_per_gib: None,
+        irqs_per_gib: None,
+        reg_accesses_per_gib: None,
+        blocks_per_irq: Some(32.0),
+        blocks_per_reg_access: Some(1000.0),
+        deltas: None,
+        note: None,
+    };
+    let mut runs = vec![mk("acq0 read", Some(50.0)), mk("zero read", Some(200.0))];
+    runs[0].deltas = Some((1000.0, 50.0, 40.0));
+    let mut long = mk("acq0 read x2", Some(50.0));
+    long.deltas = Some((2000.0, 100.0, 40.0));
+    runs.push(long);
+    let t = targets(&runs, &[]);
+    let read = t
+        .iter()
+        .find(|v| v["target"].as_str().unwrap().starts_with("read"))
+        .unwrap();
+    assert_eq!(read["ratio"].as_f64(), Some(0.25));
+    assert_eq!(read["met"], false);
+    let splice = &t[0];
+    assert!(splice["met"].is_null());
+    let irq = t
+        .iter()
+        .find(|v| v["target"].as_str().unwrap().contains("interrupt"))
+        .unwrap();
+    assert_eq!(irq["met"], true);
+}
