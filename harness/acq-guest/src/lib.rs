@@ -1,9 +1,7 @@
-//! Guest-side pieces of pcie-acq that the host harness shares: the agent's wire protocol,
-//! plus the card's register map and the driver's user API for the stream tools.
-//!
-//! The binaries in `src/bin/` run inside the VM as static executables.
-
-pub mod proto;
+//! The guest tools' library: what the stream tools (`src/bin/`, static executables that
+//! run inside the VM) share: the driver's user API, the device files, the consumers and
+//! writers, the helper processes. The host harness does not depend on it: what host and
+//! guest agree on is in `acq-wire` (the agent protocol, sizes, faults) and `acq-hw`.
 
 /// The card's hardware contract (register map, pattern generators): the `acq-hw` crate,
 /// whose one file the kernel driver includes by path.

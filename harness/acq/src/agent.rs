@@ -1,4 +1,4 @@
-//! The host side of the guest agent's protocol (see [`acq_guest::proto`]).
+//! The host side of the guest agent's protocol (see [`acq_wire::agent`]).
 //!
 //! QEMU connects to a Unix socket the harness listens on (so there is no race with QEMU
 //! creating it); a reader thread turns the JSON lines into [`Event`]s on a channel, and
@@ -13,10 +13,20 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use acq_guest::proto::{Event, Request, Stream};
+use acq_wire::agent::{Event, Request, Stream};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::signals;
+
+/// Echoes a guest command's stderr as it comes, with `verbose` (the output callback of
+/// `exec_streaming`).
+pub fn echo_stderr(verbose: bool) -> impl FnMut(Stream, &str) {
+    move |stream, data| {
+        if verbose && stream == Stream::Stderr {
+            eprint!("{data}");
+        }
+    }
+}
 
 /// The result of one guest command.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +44,28 @@ pub struct ExecOutput {
 }
 
 impl ExecOutput {
+    /// The result of a guest tool that ends with one JSON line (`acq_guest::result`: the
+    /// stream tools, acq-share), parsed. Exit status 2 (bad arguments) and a run with no
+    /// result line are errors naming the tool, `name`.
+    pub fn result_line(&self, name: &str) -> Result<serde_json::Value> {
+        if self.status == 2 {
+            bail!("{name} rejected its arguments: {}", self.stderr.trim());
+        }
+        let line = self
+            .stdout
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with('{'))
+            .ok_or_else(|| {
+                anyhow!(
+                    "{name} printed no result (status {}): {}",
+                    self.status,
+                    self.stderr.trim()
+                )
+            })?;
+        serde_json::from_str(line).with_context(|| format!("{name} result {line:?}"))
+    }
+
     /// True when the command exited with status 0 in time.
     pub fn success(&self) -> bool {
         self.status == 0 && !self.timed_out

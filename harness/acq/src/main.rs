@@ -9,7 +9,7 @@ use acq::accel::AccelChoice;
 use acq::paths::{KernelFlavor, Paths};
 use acq::signals;
 use acq::vm::{Card, Vm, VmConfig};
-use acq_guest::proto::Stream;
+use acq_wire::agent::Stream;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 

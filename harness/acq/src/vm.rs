@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use acq_guest::proto::Stream;
+use acq_wire::agent::Stream;
 use anyhow::{bail, Context, Result};
 
 use crate::accel::{self, Accel, AccelChoice};
@@ -708,7 +708,7 @@ fn qemu_args(
     push(&["-chardev", &agent, "-device", "virtio-serial-pci,id=vser0"]);
     let port = format!(
         "virtserialport,bus=vser0.0,chardev=agent,name={}",
-        acq_guest::proto::PORT_NAME
+        acq_wire::agent::PORT_NAME
     );
     push(&["-device", &port]);
     let qmp = format!("unix:{},server=on,wait=off", d(&qmp_socket(run_dir)));

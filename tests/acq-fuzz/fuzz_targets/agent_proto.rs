@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use acq_guest::proto::{Event, Request};
+use acq_wire::agent::{Event, Request};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 //! The guest agent: runs commands for the host harness over a virtio-serial port.
 //!
 //! Started by the initramfs's `/init`. It speaks the JSON-lines protocol of
-//! [`acq_guest::proto`]: one request per line in, events out. Each command runs in its own
+//! [`acq_wire::agent`]: one request per line in, events out. Each command runs in its own
 //! process group so a timeout kills everything it started.
 
 use std::fs::{self, File, OpenOptions};
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use acq_guest::proto::{Event, Request, Stream, PORT_NAME};
+use acq_wire::agent::{Event, Request, Stream, PORT_NAME};
 
 /// How long to wait for the port's device node after boot.
 const PORT_WAIT: Duration = Duration::from_secs(30);

@@ -44,11 +44,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use acq_guest::acqdev::{errno_name, parse_pattern, parse_size, AcqDev};
-use acq_guest::regs;
 use acq_guest::result::finish;
 use acq_guest::uapi::{
     self, AcqConfig, AcqExpBuf, AcqMmapSync, AcqPbImport, AcqPbQueue, AcqPbRelease, AcqPbStats,
 };
+use acq_hw::regs;
 use serde_json::json;
 
 /// `DMA_BUF_IOCTL_SYNC` (include/uapi/linux/dma-buf.h): `_IOW('b', 0, __u64)`.

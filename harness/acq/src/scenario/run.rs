@@ -32,7 +32,6 @@ mod tests;
 mod timeline;
 
 use checks::*;
-pub(crate) use consumers::result_line;
 use consumers::*;
 use timeline::*;
 

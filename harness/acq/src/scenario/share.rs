@@ -229,7 +229,7 @@ pub fn run(
     let t =
         Duration::from_secs(s.timeout_s).min(deadline.saturating_duration_since(Instant::now()));
     let out = guest.exec_streaming(&argv_ref, t, &mut |_, _| {})?;
-    let v = super::run::result_line("acq-share", &out)?;
+    let v = out.result_line("acq-share")?;
     if v.get("ok") != Some(&Value::Bool(true)) {
         bail!("{}: {v}", argv.join(" "));
     }

@@ -40,7 +40,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use acq_guest::acqdev::{self, AcqDev};
-use acq_guest::regs;
+use acq_hw::regs;
 use clap::Parser;
 
 mod args;

@@ -162,7 +162,7 @@ pub(crate) fn mmap_poll(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
 pub(crate) fn mmap_to_playback(dev: &AcqDev, out_path: &str) -> std::io::Result<serde_json::Value> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let mut c = dev.config()?;
-    c.pattern = acq_guest::regs::pattern::COUNTER;
+    c.pattern = acq_hw::regs::pattern::COUNTER;
     c.seed = 0;
     dev.stop()?;
     dev.set_config(&c)?;
@@ -225,7 +225,7 @@ pub(crate) fn splice_hold_unbind(
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     const HOLD: usize = 256 << 10;
     let mut c = dev.config()?;
-    c.pattern = acq_guest::regs::pattern::COUNTER;
+    c.pattern = acq_hw::regs::pattern::COUNTER;
     c.seed = 0;
     c.block_size = 4096;
     c.ring_log2 = 7;
@@ -413,7 +413,7 @@ pub(crate) fn second_reader(dev: &AcqDev) -> std::io::Result<serde_json::Value> 
 /// must leave the other's alone: `masked` counts the rounds that ended with a running
 /// channel's causes masked (its interrupts lost until the driver's periodic recheck).
 pub(crate) fn irq_mask_race(dev: &AcqDev, out_path: &str) -> std::io::Result<serde_json::Value> {
-    use acq_guest::regs::{irq, reg};
+    use acq_hw::regs::{irq, reg};
     use std::io::Write;
     use std::sync::Barrier;
     const ROUNDS: u32 = 1000;

@@ -70,11 +70,11 @@ use std::time::{Duration, Instant};
 
 use acq_guest::acqdev::{self, AcqDev};
 use acq_guest::controller::{self, Controller};
-use acq_guest::regs;
 use acq_guest::signaler;
 use acq_guest::sinkio::{self, AlignedBuf, Failure, Flow, Policy, SinkIo};
 use acq_guest::uapi;
 use acq_guest::uapi::{AcqConfig, AcqStats};
+use acq_hw::regs;
 
 mod args;
 mod check;

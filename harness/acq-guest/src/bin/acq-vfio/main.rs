@@ -21,9 +21,9 @@ use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use acq_guest::acqdev;
-use acq_guest::regs::{self, comp, ctrl, desc, err, event, irq, reg, status};
 use acq_guest::vfio::dma::{Chunk, PAGE};
 use acq_guest::vfio::{self, Device, EventFd, Mapping};
+use acq_hw::regs::{self, comp, ctrl, desc, err, event, irq, reg, status};
 use vfio_bindings::bindings::vfio as vb;
 
 mod args;

@@ -67,7 +67,7 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
         if c.device.transfer == Some(Transfer::Bar2) {
             // The contract's own rule (docs/device.md, BAR2 streaming): the completion
             // ring and every block of the ring in BAR2. Driver defaults: 2^8 x 4 KiB.
-            use acq_guest::regs;
+            use acq_hw::regs;
             let bar2 = c.bar2_size.map_or(regs::bar::BAR2_SIZE_DEFAULT, |s| s.0);
             let log2 = c.device.ring_log2.unwrap_or(8);
             let block = c.device.block_size.map_or(4096, |s| s.0);

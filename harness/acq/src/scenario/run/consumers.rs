@@ -95,8 +95,8 @@ pub(super) fn stream(
     let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
     // The agent's timeout is a backstop; acq-stream's own --timeout ends the stream first.
     let t = Duration::from_secs(st.timeout_s + 30).min(remaining(deadline));
-    let out = vm.exec_streaming(&argv_ref, t, &mut echo_stderr(opts.verbose))?;
-    let mut v = result_line("acq-stream", &out)?;
+    let out = vm.exec_streaming(&argv_ref, t, &mut crate::agent::echo_stderr(opts.verbose))?;
+    let mut v = out.result_line("acq-stream")?;
     if let Some(sig) = st.signal.as_ref().filter(|s| s.send.ends()) {
         // The consumer died of it: the line is the signal helper's (`exit_ms`), checked
         // against the bound with the expectations.
@@ -175,7 +175,7 @@ pub(super) fn verify_file_on_disk(result: &Value, store: &Path) -> Result<Value>
             f.read_exact(&mut buf[..n])
                 .with_context(|| format!("reading {} at {}", store.display(), physical + done))?;
             match offset_of(p) {
-                Some(o) => match acq_guest::regs::pattern_check(pattern, seed, o, &buf[..n]) {
+                Some(o) => match acq_hw::regs::pattern_check(pattern, seed, o, &buf[..n]) {
                     None => verified += n as u64,
                     Some(i) => {
                         mismatches += 1;
@@ -277,8 +277,8 @@ pub(super) fn play(
     argv.extend(["--rate".into(), p.rate.map_or(0, |r| r.0).to_string()]);
     let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
     let t = Duration::from_secs(p.timeout_s + 30).min(remaining(deadline));
-    let out = guest.exec_streaming(&argv_ref, t, &mut echo_stderr(opts.verbose))?;
-    result_line("acq-stream --direction out", &out)
+    let out = guest.exec_streaming(&argv_ref, t, &mut crate::agent::echo_stderr(opts.verbose))?;
+    out.result_line("acq-stream --direction out")
 }
 
 /// Errnos after which a reader carries on (docs/driver.md); any other ends the stream.
@@ -323,35 +323,4 @@ pub(super) fn pause_args(at: Option<Size>, ms: u64) -> Vec<String> {
         ],
         None => Vec::new(),
     }
-}
-
-/// Echoes a guest tool's stderr as it comes, with `verbose` (`exec_streaming`'s callback).
-pub(crate) fn echo_stderr(verbose: bool) -> impl FnMut(acq_guest::proto::Stream, &str) {
-    move |stream, data| {
-        if verbose && stream == acq_guest::proto::Stream::Stderr {
-            eprint!("{data}");
-        }
-    }
-}
-
-/// The result of a guest tool that ends with one JSON line (`acq_guest::result`: the
-/// stream tools, acq-share), parsed. Exit status 2 (bad arguments) and a run with no
-/// result line are errors naming `name`.
-pub(crate) fn result_line(name: &str, out: &crate::agent::ExecOutput) -> Result<Value> {
-    if out.status == 2 {
-        bail!("{name} rejected its arguments: {}", out.stderr.trim());
-    }
-    let line = out
-        .stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .ok_or_else(|| {
-            anyhow!(
-                "{name} printed no result (status {}): {}",
-                out.status,
-                out.stderr.trim()
-            )
-        })?;
-    serde_json::from_str(line).with_context(|| format!("{name} result {line:?}"))
 }

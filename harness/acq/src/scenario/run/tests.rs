@@ -65,7 +65,7 @@ fn a_file_on_a_disk_is_verified_where_its_extents_lie() {
     let (pattern, seed) = (1u32, 9u64);
     let mut disk = vec![0u8; 8 * 4096];
     let put = |disk: &mut Vec<u8>, at: usize, stream: u64, len: usize| {
-        acq_guest::regs::pattern_fill(pattern, seed, stream, &mut disk[at..at + len]);
+        acq_hw::regs::pattern_fill(pattern, seed, stream, &mut disk[at..at + len]);
     };
     put(&mut disk, 5 * 4096, 4096, 4096);
     put(&mut disk, 4096, 8192, 8192);

@@ -4,6 +4,9 @@
 //! [`Event`]s. Output of a command arrives as it is produced ([`Event::Output`]), so the
 //! host can show progress of a long stream, and ends with one [`Event::Exit`].
 
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use serde::{Deserialize, Serialize};
 
 /// Name of the virtio-serial port the agent listens on (`-device virtserialport,name=...`).
@@ -87,6 +90,8 @@ pub enum Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::ToString;
+    use alloc::vec;
 
     #[test]
     fn request_round_trips_and_rejects_unknown_fields() {
