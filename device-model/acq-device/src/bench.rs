@@ -39,8 +39,8 @@ pub struct BenchArgs {
     /// kept (other processes on the machine only ever slow a round down).
     #[arg(long, default_value_t = 3)]
     pub repeat: u32,
-    /// Patterns to measure (counter, prbs, sine).
-    #[arg(long, value_delimiter = ',', default_values_t = ["counter".to_string(), "prbs".into(), "sine".into()])]
+    /// Patterns to measure (`acq_wire::pattern`: counter, prbs, sine, sine:CH).
+    #[arg(long, value_delimiter = ',', default_values_t = ["counter".to_string(), "prbs".into(), "sine:4".into()])]
     pub patterns: Vec<String>,
 }
 
@@ -51,7 +51,7 @@ impl Default for BenchArgs {
             ring_log2: 8,
             seconds: 1.0,
             repeat: 3,
-            patterns: vec!["counter".into(), "prbs".into(), "sine".into()],
+            patterns: vec!["counter".into(), "prbs".into(), "sine:4".into()],
         }
     }
 }
@@ -116,15 +116,12 @@ impl fmt::Display for Report {
 }
 
 fn pattern_id(name: &str) -> std::io::Result<u32> {
-    match name {
-        "counter" => Ok(regs::pattern::make(regs::pattern::COUNTER, 1)),
-        "prbs" => Ok(regs::pattern::make(regs::pattern::PRBS, 1)),
-        "sine" => Ok(regs::pattern::make(regs::pattern::SINE, 4)),
-        other => Err(std::io::Error::new(
+    acq_wire::parse_pattern(name).map_err(|e| {
+        std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("unknown pattern `{other}` (counter, prbs, sine)"),
-        )),
-    }
+            format!("pattern `{name}` is {e}"),
+        )
+    })
 }
 
 /// Runs `pass` (one pass over every buffer, returning bytes written) for `secs` and

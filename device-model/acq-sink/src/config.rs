@@ -77,32 +77,9 @@ impl Default for SinkConfig {
     }
 }
 
-/// Parses `counter`, `prbs`, `sine`, `sine:CH` or a PATTERN register value.
+/// Parses a pattern: the project's one pattern vocabulary (`acq_wire::pattern`).
 pub fn parse_pattern(text: &str) -> Result<u32, String> {
-    let t = text.trim().to_ascii_lowercase();
-    let p = match t.as_str() {
-        "counter" => regs::pattern::make(regs::pattern::COUNTER, 1),
-        "prbs" => regs::pattern::make(regs::pattern::PRBS, 1),
-        "sine" => regs::pattern::make(regs::pattern::SINE, 1),
-        _ => {
-            if let Some(ch) = t.strip_prefix("sine:") {
-                let ch: u32 = ch
-                    .parse()
-                    .ok()
-                    .filter(|c| (1..=regs::pattern::SINE_CHANNELS_MAX).contains(c))
-                    .ok_or_else(|| format!("`{text}`: sine channels must be 1..=16"))?;
-                regs::pattern::make(regs::pattern::SINE, ch)
-            } else {
-                let v = parse_number(&t)
-                    .map_err(|_| format!("`{text}` is not counter, prbs, sine[:CH] or a number"))?;
-                u32::try_from(v).map_err(|_| format!("`{text}` is out of range"))?
-            }
-        }
-    };
-    if !regs::pattern::valid(p) || p & !regs::pattern::REG_MASK != 0 {
-        return Err(format!("`{text}` is not a valid PATTERN value"));
-    }
-    Ok(p)
+    acq_wire::parse_pattern(text).map_err(|e| format!("`{text}` is {e}"))
 }
 
 fn number(field: &'static str, v: &Value) -> Result<u64, SinkConfigError> {

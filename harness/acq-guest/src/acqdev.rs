@@ -208,24 +208,9 @@ pub fn parse_size(s: &str) -> Option<u64> {
     acq_wire::parse_size(s).ok()
 }
 
-/// Parses a pattern: `counter`, `prbs`, `sine[:CHANNELS]` or a PATTERN register value.
+/// Parses a pattern: the project's one pattern vocabulary (`acq_wire::pattern`).
 pub fn parse_pattern(s: &str) -> Option<u32> {
-    use crate::regs::pattern;
-    match s {
-        "counter" => Some(pattern::COUNTER),
-        "prbs" => Some(pattern::PRBS),
-        "sine" => Some(pattern::make(pattern::SINE, 1)),
-        _ => {
-            if let Some(ch) = s.strip_prefix("sine:") {
-                let ch: u32 = ch.parse().ok()?;
-                if (1..=pattern::SINE_CHANNELS_MAX).contains(&ch) {
-                    return Some(pattern::make(pattern::SINE, ch));
-                }
-                return None;
-            }
-            parse_size(s).and_then(|v| u32::try_from(v).ok())
-        }
-    }
+    acq_wire::parse_pattern(s).ok()
 }
 
 /// Name of an errno value for reports.
