@@ -8,6 +8,9 @@ use acq::paths::Paths;
 use acq::vm::{Vm, VmConfig};
 use anyhow::{bail, ensure, Result};
 
+mod json;
+pub use json::{json_field, json_has, json_num, json_str, json_true, json_u64, json_values};
+
 /// Seconds a simple guest command may take under TCG.
 pub const CMD: Duration = Duration::from_secs(60);
 
@@ -103,28 +106,6 @@ pub fn driver_image(paths: &Paths) -> Result<(Vec<PathBuf>, ImageFiles)> {
         files.push((format!("/bin/{tool}"), p));
     }
     Ok((vec![ko], files))
-}
-
-/// The number value of the first `"key":` in a JSON text (the guest tools print flat JSON
-/// lines; this avoids a JSON dependency in the tests).
-pub fn json_num(text: &str, key: &str) -> Option<f64> {
-    let pat = format!("\"{key}\":");
-    let start = text.find(&pat)? + pat.len();
-    let rest = text[start..].trim_start();
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+')))
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
-
-/// Like [`json_num`], 0 when absent.
-pub fn json_u64(text: &str, key: &str) -> u64 {
-    json_num(text, key).map(|v| v as u64).unwrap_or(0)
-}
-
-/// True if `"key":true` appears in a JSON text.
-pub fn json_true(text: &str, key: &str) -> bool {
-    text.contains(&format!("\"{key}\":true"))
 }
 
 /// Sends one JSON request line to card `card`'s model control socket and returns the

@@ -56,7 +56,7 @@ fn bar2_streams_verified_by_read_splice_and_mmap() -> Result<()> {
     // kernel log, and the configuration stays as it was.
     let out = vm.sh("acq-ctl set --transfer bar2 --ring-log2 8", CMD)?;
     ensure!(
-        !out.success() && out.stdout.contains("\"errno\":\"EINVAL\""),
+        !out.success() && acq_e2e::json_str(&out.stdout, "errno").as_deref() == Some("EINVAL"),
         "a ring of 256 in 1 MiB of BAR2 was not refused: {out:?}"
     );
     let dmesg = vm.sh_ok("dmesg", CMD)?;
@@ -65,7 +65,10 @@ fn bar2_streams_verified_by_read_splice_and_mmap() -> Result<()> {
         "no kernel log line for the refused BAR2 layout: {dmesg}"
     );
     let cfg = vm.sh_ok("acq-ctl config", CMD)?;
-    ensure!(cfg.contains("\"transfer\":\"dma\""), "{cfg}");
+    ensure!(
+        acq_e2e::json_str(&cfg, "transfer").as_deref() == Some("dma"),
+        "{cfg}"
+    );
     // The block size and the ring size count together: 1024 slots of 1 KiB plus the
     // completion ring exceed 1 MiB.
     let out = vm.sh(
@@ -73,7 +76,7 @@ fn bar2_streams_verified_by_read_splice_and_mmap() -> Result<()> {
         CMD,
     )?;
     ensure!(
-        !out.success() && out.stdout.contains("\"errno\":\"EINVAL\""),
+        !out.success() && acq_e2e::json_str(&out.stdout, "errno").as_deref() == Some("EINVAL"),
         "1024 slots of 1 KiB in 1 MiB of BAR2 were not refused: {out:?}"
     );
     ensure!(
@@ -87,7 +90,10 @@ fn bar2_streams_verified_by_read_splice_and_mmap() -> Result<()> {
         &format!("--bar2 {RING} --mode read --bytes {mib}M --pattern prbs --seed 0x5eed --verify"),
     )?;
     ensure_verified(&out, bytes)?;
-    ensure!(out.contains("\"transfer\":\"bar2\""), "{out}");
+    ensure!(
+        acq_e2e::json_str(&out, "transfer").as_deref() == Some("bar2"),
+        "{out}"
+    );
     ensure!(
         bar2_data_off(&mut vm)? == 0x2000,
         "the session did not run in BAR2 mode (BAR2_DATA_OFF)"
@@ -109,7 +115,10 @@ fn bar2_streams_verified_by_read_splice_and_mmap() -> Result<()> {
             ),
         )?;
         ensure_verified(&out, bytes)?;
-        ensure!(out.contains("\"transfer\":\"bar2\""), "{out}");
+        ensure!(
+            acq_e2e::json_str(&out, "transfer").as_deref() == Some("bar2"),
+            "{out}"
+        );
         ensure!(
             json_u64(&out, "spliced_bytes") >= bytes,
             "did not splice: {out}"
@@ -150,7 +159,10 @@ fn bar2_streams_verified_by_read_splice_and_mmap() -> Result<()> {
         [&r, &s, &d].iter().all(|o| json_u64(o, "overflows") == 0),
         "{r}\n{s}\n{d}"
     );
-    ensure!(d.contains("\"transfer\":\"dma\""), "{d}");
+    ensure!(
+        acq_e2e::json_str(&d, "transfer").as_deref() == Some("dma"),
+        "{d}"
+    );
     vm.sh_ok("cmp /mnt/t/r /mnt/t/s", CMD)
         .context("BAR2 mode: read() and splice() gave different bytes")?;
     vm.sh_ok("cmp /mnt/t/s /mnt/t/d", CMD)
@@ -223,7 +235,10 @@ fn bar2_errors_overflow_held_pages_and_back_to_dma() -> Result<()> {
          --verify",
     )?;
     ensure_verified(&out, 64 << 20)?;
-    ensure!(out.contains("\"transfer\":\"dma\""), "{out}");
+    ensure!(
+        acq_e2e::json_str(&out, "transfer").as_deref() == Some("dma"),
+        "{out}"
+    );
     ensure!(
         bar2_data_off(&mut vm)? == 0,
         "a DMA-mode session enabled BAR2 mode"

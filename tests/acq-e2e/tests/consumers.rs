@@ -67,7 +67,7 @@ fn boot(test: &str) -> Result<acq::vm::Vm> {
 fn consume(vm: &mut acq::vm::Vm, args: &str) -> Result<String> {
     let out = vm.sh(&format!("acq-consume {args}"), RUN)?;
     ensure!(
-        out.stdout.contains("\"method\""),
+        acq_e2e::json_has(&out.stdout, "method"),
         "acq-consume {args} printed no result (status {}): {}{}",
         out.status,
         out.stdout,
@@ -230,7 +230,7 @@ fn every_read_path_survives_a_hang_and_a_reset() -> Result<()> {
                 ),
             )?;
             ensure!(
-                out.contains("\"method\""),
+                acq_e2e::json_has(&out, "method"),
                 "{method}: no result: {out}{err}"
             );
             eprintln!("{fault} {method}: {out}");
@@ -282,7 +282,7 @@ fn read_and_splice_survive_completions_that_lie() -> Result<()> {
                 ),
             )?;
             eprintln!("{kind} {method}: {out}");
-            if !out.contains("\"method\"") {
+            if !acq_e2e::json_has(&out, "method") {
                 failures.push(format!("{kind} {method}: no result (hung?): {out}{err}"));
                 // The card or driver may be wedged: start the next case clean.
                 vm.sh_ok("acq-ctl reset || true", CMD)?;
@@ -381,7 +381,8 @@ fn sendfile_into_a_file_is_refused_and_consumes_nothing() -> Result<()> {
         "--method sendfile-file --bytes 1M --out /mnt/t/sendfile.out",
     )?;
     ensure!(
-        json_true(&out, "ok") && out.contains("\"sendfile_file\":\"EINVAL\""),
+        json_true(&out, "ok")
+            && acq_e2e::json_str(&out, "sendfile_file").as_deref() == Some("EINVAL"),
         "sendfile() into a file was not refused cleanly: {out}"
     );
     assert_dmesg_clean(&mut vm)?;
@@ -447,7 +448,7 @@ fn every_read_path_reports_each_error_once() -> Result<()> {
             ),
         )?;
         ensure!(
-            out.contains("\"method\""),
+            acq_e2e::json_has(&out, "method"),
             "{method}: no result: {out}{err}"
         );
         eprintln!("{method}: {out}");
@@ -703,8 +704,8 @@ fn watchdog_leaves_an_mmap_consumers_held_blocks_alone() -> Result<()> {
     // The release took effect, so it succeeds; the next sync reports the reset (EIO),
     // and the one after runs in a new session.
     ensure!(
-        out.contains("\"release\":0")
-            && out.contains("\"next_sync\":\"EIO\"")
+        acq_e2e::json_field(&out, "release") == Some(0.into())
+            && acq_e2e::json_str(&out, "next_sync").as_deref() == Some("EIO")
             && json_u64(&out, "third_sync") > 0,
         "releasing the held blocks, then EIO once, then a new session: not so: {out}"
     );

@@ -43,7 +43,7 @@ fn play(vm: &mut acq::vm::Vm, args: &str, must_pass: bool) -> Result<String> {
         out.stderr
     );
     ensure!(
-        !out.stdout.contains("\"error\":"),
+        !acq_e2e::json_has(&out.stdout, "error"),
         "acq-stream --direction out {args}: {}{}",
         out.stdout,
         out.stderr
@@ -59,11 +59,9 @@ fn top(out: &str, key: &str) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// The number after `"key":` inside the `"card":{...}` object of a result line.
+/// The field `key` of the `card` object of a result line (what the card counted).
 fn card_num(out: &str, key: &str) -> Option<u64> {
-    let card = &out[out.find("\"card\":{")?..];
-    let card = &card[..card.find('}')? + 1];
-    json_num(card, key).map(|v| v as u64)
+    json_num(out, &format!("card.{key}")).map(|v| v as u64)
 }
 
 #[test]
@@ -146,7 +144,7 @@ fn playback_write_and_splice_verified_by_the_card() -> Result<()> {
         "spliced pages should be held until the card completes them: {out}"
     );
     ensure!(
-        out.contains("\"held_pages\":0"),
+        acq_e2e::json_field(&out, "held_pages") == Some(0.into()),
         "every held page released after the drain: {out}"
     );
     vm.sh_ok("rm -f /mnt/t/pattern", CMD)?;
@@ -226,7 +224,7 @@ fn playback_faults_underrun_and_loopback() -> Result<()> {
         "no underrun: {out}"
     );
     ensure!(
-        out.contains("\"EPIPE\":"),
+        acq_e2e::json_has(&out, "EPIPE"),
         "the underrun should reach the writer as EPIPE: {out}"
     );
     ensure!(
@@ -243,7 +241,7 @@ fn playback_faults_underrun_and_loopback() -> Result<()> {
     )?;
     let out = play(&mut vm, "--bytes 8M --pattern counter", false)?;
     ensure!(
-        out.contains("\"EIO\":1"),
+        acq_e2e::json_field(&out, "EIO") == Some(1.into()),
         "dma_error should be one EIO: {out}"
     );
     ensure!(
@@ -316,7 +314,10 @@ fn a_hung_card_under_a_writer_is_reset_and_playback_goes_on() -> Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the injector panicked"))??;
     eprintln!("playback under a hang: {out}");
-    ensure!(out.contains("\"EIO\":1"), "not exactly one EIO: {out}");
+    ensure!(
+        acq_e2e::json_field(&out, "EIO") == Some(1.into()),
+        "not exactly one EIO: {out}"
+    );
     let c = model_request(&vm, 0, r#"{"cmd":"counters"}"#)?;
     ensure!(json_u64(&c, "resets") >= 1, "the card was never reset: {c}");
     // After the reset the card plays again: a new run is verified whole.

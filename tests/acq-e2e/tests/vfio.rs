@@ -168,7 +168,7 @@ fn agree_and_handle_faults(viommu: bool) -> Result<()> {
         )?;
         ensure!(unsafe_mode.trim() == "N", "no-IOMMU mode was enabled");
         ensure!(
-            u.contains("\"unsafe_interrupts\":true"),
+            acq_e2e::json_field(&u, "unsafe_interrupts") == Some(true.into()),
             "acq-vfio did not report allow_unsafe_interrupts: {u}"
         );
         eprintln!("acq-vfio behind the vIOMMU: {u}");
