@@ -225,6 +225,8 @@ pub(crate) fn probe_invalid(dev: &AcqDev, device: &str) -> ExitCode {
         ),
     });
     let _ = dev.stop();
+    // Last: a successful export puts this file in mmap mode.
+    cases.extend(dmabuf_mapping_cases(dev));
 
     let after = dev.config().ok();
     let mut ok = started.is_ok() && after == Some(before);
@@ -262,38 +264,51 @@ pub(crate) fn probe_invalid(dev: &AcqDev, device: &str) -> ExitCode {
     }
 }
 
+/// The playback node `path` opened for writing; `None` for a card without one (nothing to
+/// probe), a failed case naming the error otherwise.
+fn open_playback(path: &str) -> Result<Option<std::fs::File>, Case> {
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Case {
+            name: format!("open {path}"),
+            want: 0,
+            got: Err(e.raw_os_error().unwrap_or(libc::EIO)),
+        }),
+    }
+}
+
+/// ioctl `cmd` on `file` with `arg`: the return value, or the errno.
+fn raw_ioctl(file: &std::fs::File, cmd: u32, arg: usize) -> Result<i32, i32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: every caller passes a null `arg` (the driver must answer EFAULT) or one that
+    // points at the structure `cmd` encodes, alive for the call; the driver writes nothing
+    // beyond that size.
+    let ret = unsafe { libc::ioctl(file.as_raw_fd(), cmd as _, arg) };
+    if ret < 0 {
+        Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO))
+    } else {
+        Ok(ret)
+    }
+}
+
 /// `ACQ_IOC_PB_RELEASE` on the playback node (ABI 1.4): each bad argument refused with
 /// `EINVAL`, an unreadable one with `EFAULT`, a plain query (offset 0: always released)
 /// answered.
 fn playback_release_cases(path: &str) -> Vec<Case> {
-    use std::os::fd::AsRawFd;
-    let out = match std::fs::OpenOptions::new().write(true).open(path) {
-        Ok(f) => f,
-        // A card without a playback channel has no node: nothing to probe.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-        Err(e) => {
-            return vec![Case {
-                name: format!("open {path}"),
-                want: 0,
-                got: Err(e.raw_os_error().unwrap_or(libc::EIO)),
-            }]
-        }
+    let out = match open_playback(path) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Vec::new(),
+        Err(c) => return vec![c],
     };
     let call = |r: Option<uapi::AcqPbRelease>| -> Result<i32, i32> {
         let mut r = r;
         let arg = r
             .as_mut()
             .map_or(0, |r| r as *mut uapi::AcqPbRelease as usize);
-        // SAFETY: `arg` is null (the driver must answer EFAULT) or points at an
-        // `AcqPbRelease`, the size the command encodes.
-        let ret = unsafe { libc::ioctl(out.as_raw_fd(), uapi::ACQ_IOC_PB_RELEASE as _, arg) };
-        if ret < 0 {
-            Err(std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO))
-        } else {
-            Ok(ret)
-        }
+        raw_ioctl(&out, uapi::ACQ_IOC_PB_RELEASE, arg)
     };
     let base = uapi::AcqPbRelease::default();
     let mut cases = Vec::new();
@@ -342,34 +357,109 @@ fn playback_release_cases(path: &str) -> Vec<Case> {
     cases
 }
 
+/// The ring's dma-buf (`ACQ_IOC_EXPBUF` on the stopped file, which it puts in mmap mode)
+/// mapped the ways a user would: a read-only shared mapping works; a shared writable one
+/// is EACCES (the descriptor is read-only), a private writable one too (the exporter
+/// refuses copy-on-write of ring pages), and so is making a read-only mapping, shared or
+/// private, writable with mprotect().
+fn dmabuf_mapping_cases(dev: &AcqDev) -> Vec<Case> {
+    let last = || {
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
+    let mut exp = uapi::AcqExpBuf::default();
+    let got = dev.ioctl_raw(
+        uapi::ACQ_IOC_EXPBUF,
+        &mut exp as *mut uapi::AcqExpBuf as usize,
+    );
+    let mut cases = vec![Case {
+        name: "expbuf on the stopped file".into(),
+        want: 0,
+        got,
+    }];
+    if got.is_err() || exp.fd < 0 {
+        return cases;
+    }
+    let len = exp.size as usize;
+    let map = |prot: i32, flags: i32| -> Result<*mut libc::c_void, i32> {
+        // SAFETY: a new mapping of the dma-buf (no address hint), unmapped by the caller.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, exp.fd, 0) };
+        if p == libc::MAP_FAILED {
+            Err(last())
+        } else {
+            Ok(p)
+        }
+    };
+    let unmap = |p: *mut libc::c_void| {
+        // SAFETY: `p` is a mapping of `len` bytes made by `map` and not used after this.
+        unsafe { libc::munmap(p, len) };
+    };
+    for (name, prot, flags) in [
+        (
+            "mmap of the dma-buf shared and writable",
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+        ),
+        (
+            "mmap of the dma-buf private and writable",
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE,
+        ),
+    ] {
+        let got = map(prot, flags).map(|p| {
+            unmap(p);
+            0
+        });
+        cases.push(Case {
+            name: name.into(),
+            want: libc::EACCES,
+            got,
+        });
+    }
+    // A read-only mapping works; made writable later it must not (shared: the VFS clears
+    // VM_MAYWRITE for a read-only descriptor; private: the exporter does, refusing
+    // copy-on-write of ring pages as it does at mmap()).
+    for (kind, flags) in [("shared", libc::MAP_SHARED), ("private", libc::MAP_PRIVATE)] {
+        match map(libc::PROT_READ, flags) {
+            Ok(p) => {
+                cases.push(Case {
+                    name: format!("mmap of the dma-buf {kind} and read-only"),
+                    want: 0,
+                    got: Ok(0),
+                });
+                // SAFETY: `p` is the read-only mapping of `len` bytes just made.
+                let r = unsafe { libc::mprotect(p, len, libc::PROT_READ | libc::PROT_WRITE) };
+                cases.push(Case {
+                    name: format!("mprotect of the {kind} read-only dma-buf mapping to writable"),
+                    want: libc::EACCES,
+                    got: if r == 0 { Ok(0) } else { Err(last()) },
+                });
+                unmap(p);
+            }
+            Err(e) => cases.push(Case {
+                name: format!("mmap of the dma-buf {kind} and read-only"),
+                want: 0,
+                got: Err(e),
+            }),
+        }
+    }
+    // SAFETY: the dma-buf's descriptor, which this function owns and closes once.
+    unsafe { libc::close(exp.fd) };
+    cases
+}
+
 /// `ACQ_IOC_PB_IMPORT` and `ACQ_IOC_PB_QUEUE` on the playback node (ABI 1.5): a descriptor
 /// that is not open (`EBADF`), one that is not a dma-buf (`EINVAL`), reserved bits and
 /// fields, a queue with nothing imported; dropping an import that is not there is fine.
 fn playback_import_cases(path: &str) -> Vec<Case> {
     use std::os::fd::AsRawFd;
-    let out = match std::fs::OpenOptions::new().write(true).open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-        Err(e) => {
-            return vec![Case {
-                name: format!("open {path}"),
-                want: 0,
-                got: Err(e.raw_os_error().unwrap_or(libc::EIO)),
-            }]
-        }
+    let out = match open_playback(path) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Vec::new(),
+        Err(c) => return vec![c],
     };
-    let ioctl = |cmd: u32, arg: usize| -> Result<i32, i32> {
-        // SAFETY: `arg` is null (the driver must answer EFAULT) or points at the structure
-        // the command encodes.
-        let ret = unsafe { libc::ioctl(out.as_raw_fd(), cmd as _, arg) };
-        if ret < 0 {
-            Err(std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO))
-        } else {
-            Ok(ret)
-        }
-    };
+    let ioctl = |cmd: u32, arg: usize| raw_ioctl(&out, cmd, arg);
     let mut cases = vec![Case {
         name: "pb_import NULL".into(),
         want: libc::EFAULT,
