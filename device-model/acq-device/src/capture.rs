@@ -140,7 +140,7 @@ impl Direction for Capture {
         }
     }
 
-    fn begin(&mut self, core: &Core<Self>) {
+    fn started(&mut self, core: &Core<Self>) {
         if core.cfg.loopback {
             // From now on the playback channel feeds this session (section 19.7).
             let sh = &core.shared;

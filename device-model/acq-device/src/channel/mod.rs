@@ -190,7 +190,9 @@ pub(crate) trait Direction: Sized + Send + 'static {
     /// The data side of a new session.
     fn new(shared: &Arc<Shared>, cfg: &SessionConfig) -> Self;
     /// Session start, before the event area is written.
-    fn begin(&mut self, core: &Core<Self>);
+    fn begin(&mut self, _core: &Core<Self>) {}
+    /// The session started (its event area is written; RUNNING is about to be set).
+    fn started(&mut self, _core: &Core<Self>) {}
     /// The session ended (stop, halt, hang): let go of what it holds.
     fn end(&mut self, _core: &Core<Self>) {}
     /// Once per pass of the loop, before anything else: produce (capture) or drain

@@ -403,6 +403,7 @@ impl<D: Direction> Session<D> {
             self.halt(h);
             return false;
         }
+        self.dir.started(&self.core);
         self.core.mirrored = st;
         regs.status.fetch_or(status::RUNNING, Ordering::SeqCst);
         regs.sessions.fetch_add(1, Ordering::Relaxed);
