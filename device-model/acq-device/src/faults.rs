@@ -236,17 +236,23 @@ impl FaultPlan {
         use Channel::{Capture, Playback};
         let mut p = self.lock();
         match (fault.channel, fault.fault) {
-            (Capture, F::DmaError { count }) => p.dma_error += count,
-            (Capture, F::CorruptData { count }) => p.corrupt_data += count,
-            (Capture, F::DropIrq { count }) => p.drop_irq += count,
+            (Capture, F::DmaError { count }) => p.dma_error = p.dma_error.saturating_add(count),
+            (Capture, F::CorruptData { count }) => {
+                p.corrupt_data = p.corrupt_data.saturating_add(count)
+            }
+            (Capture, F::DropIrq { count }) => p.drop_irq = p.drop_irq.saturating_add(count),
             (Capture, F::Stall { ms }) => p.stall_ms = p.stall_ms.max(ms),
-            (Capture, F::Overflow { count }) => p.overflow += count,
+            (Capture, F::Overflow { count }) => p.overflow = p.overflow.saturating_add(count),
             (Capture, F::Hang) => p.hang = true,
-            (Capture, F::BadRegisterReads { count }) => p.bad_register_reads += count,
-            (Capture, F::DoorbellLie { count }) => p.doorbell_lie += count,
-            (Capture, F::ConsLie { count }) => p.cons_lie += count,
+            (Capture, F::BadRegisterReads { count }) => {
+                p.bad_register_reads = p.bad_register_reads.saturating_add(count)
+            }
+            (Capture, F::DoorbellLie { count }) => {
+                p.doorbell_lie = p.doorbell_lie.saturating_add(count)
+            }
+            (Capture, F::ConsLie { count }) => p.cons_lie = p.cons_lie.saturating_add(count),
             (Capture, F::SlowStop { ms, count }) => {
-                p.slow_stop += count;
+                p.slow_stop = p.slow_stop.saturating_add(count);
                 p.slow_stop_ms = ms;
             }
             (Capture, F::BadCompletion { kind, count }) => {
@@ -254,27 +260,33 @@ impl FaultPlan {
                 if p.bad_completion_kind != Some(kind) {
                     p.bad_completion = 0;
                 }
-                p.bad_completion += count;
+                p.bad_completion = p.bad_completion.saturating_add(count);
                 p.bad_completion_kind = Some(kind);
             }
             (Capture, F::StrayDma { target, count }) => {
                 if p.stray_target != Some(target) {
                     p.stray_dma = 0;
                 }
-                p.stray_dma += count;
+                p.stray_dma = p.stray_dma.saturating_add(count);
                 p.stray_target = Some(target);
             }
-            (Playback, F::DmaError { count }) => p.pb_dma_error += count,
-            (Playback, F::CorruptData { count }) => p.pb_corrupt_data += count,
-            (Playback, F::DropIrq { count }) => p.pb_drop_irq += count,
+            (Playback, F::DmaError { count }) => {
+                p.pb_dma_error = p.pb_dma_error.saturating_add(count)
+            }
+            (Playback, F::CorruptData { count }) => {
+                p.pb_corrupt_data = p.pb_corrupt_data.saturating_add(count)
+            }
+            (Playback, F::DropIrq { count }) => p.pb_drop_irq = p.pb_drop_irq.saturating_add(count),
             (Playback, F::Stall { ms }) => p.pb_stall_ms = p.pb_stall_ms.max(ms),
-            (Playback, F::DoorbellLie { count }) => p.pb_doorbell_lie += count,
-            (Playback, F::ConsLie { count }) => p.pb_cons_lie += count,
+            (Playback, F::DoorbellLie { count }) => {
+                p.pb_doorbell_lie = p.pb_doorbell_lie.saturating_add(count)
+            }
+            (Playback, F::ConsLie { count }) => p.pb_cons_lie = p.pb_cons_lie.saturating_add(count),
             (Playback, F::BadCompletion { kind, count }) => {
                 if p.pb_bad_completion_kind != Some(kind) {
                     p.pb_bad_completion = 0;
                 }
-                p.pb_bad_completion += count;
+                p.pb_bad_completion = p.pb_bad_completion.saturating_add(count);
                 p.pb_bad_completion_kind = Some(kind);
             }
             (_, f @ (F::SpuriousIrq { .. } | F::IrqStorm { .. } | F::ConfigChange { .. })) => {
@@ -492,6 +504,18 @@ mod tests {
         assert!(e.contains("needs `ms`"), "{e}");
         let e = capture("slow_stop", None, Some(SLOW_STOP_MS_MAX + 1)).unwrap_err();
         assert!(e.contains("above"), "{e}");
+    }
+
+    /// Counts from the control socket add up without overflowing (two requests of 2^64 - 1
+    /// panicked a debug build of the model).
+    #[test]
+    fn counts_add_up_without_overflow() {
+        let f = FaultPlan::new();
+        for _ in 0..2 {
+            f.inject(Fault::capture(CardFault::DmaError { count: u64::MAX }))
+                .unwrap();
+        }
+        assert_eq!(f.pending().dma_error, u64::MAX);
     }
 
     #[test]

@@ -341,23 +341,35 @@ impl CardFault {
         }
     }
 
-    /// Checks the fault against its limits and against `channel` (only some faults have
-    /// a playback form). The error says what is wrong and what would be right.
-    pub fn check(&self, channel: Channel) -> Result<(), String> {
-        if channel == Channel::Playback && !CardFault::PLAYBACK.contains(&self.name()) {
+    /// Checks that the fault named `name` exists on `channel` (only some faults have a
+    /// playback form).
+    pub fn check_channel(name: &str, channel: Channel) -> Result<(), String> {
+        if channel == Channel::Playback && !CardFault::PLAYBACK.contains(&name) {
             return Err(format!(
-                "fault `{}` has no playback form (playback: {})",
-                self.name(),
+                "fault `{name}` has no playback form (playback: {})",
                 CardFault::PLAYBACK.join(", ")
             ));
         }
+        Ok(())
+    }
+
+    /// Checks the fault against `channel` ([`CardFault::check_channel`]) and its limits.
+    /// The error says what is wrong and what would be right.
+    pub fn check(&self, channel: Channel) -> Result<(), String> {
+        CardFault::check_channel(self.name(), channel)?;
+        self.check_limits()
+    }
+
+    /// Checks the fault's parameters against their limits.
+    pub fn check_limits(&self) -> Result<(), String> {
         match *self {
             CardFault::SpuriousIrq { count, .. } if count > SPURIOUS_IRQ_MAX => Err(format!(
                 "`count` {count} is above {SPURIOUS_IRQ_MAX}: spurious interrupts are sent \
                  while the request waits for its answer"
             )),
             CardFault::IrqStorm { rate, .. } if rate == 0 || rate > STORM_RATE_MAX => Err(format!(
-                "`rate` {rate} is not in 1..={STORM_RATE_MAX} messages per second"
+                "`rate` {rate} is not in 1..={STORM_RATE_MAX} messages per second (in a \
+                 control request, `count`)"
             )),
             CardFault::IrqStorm { ms, .. } if ms > STORM_MS_MAX => {
                 Err(format!("`ms` {ms} is above {STORM_MS_MAX}"))
@@ -420,6 +432,11 @@ impl CardFault {
     /// (capture when absent), checked against its limits ([`CardFault::check`]).
     pub fn from_control(a: &ControlArgs) -> Result<(Channel, CardFault), String> {
         let channel = a.channel.unwrap_or_default();
+        if CardFault::NAMES.contains(&a.fault.as_str()) {
+            // Before the parameters: a fault without a playback form is that, whatever
+            // its parameters say.
+            CardFault::check_channel(&a.fault, channel)?;
+        }
         let count = a.count.unwrap_or(1);
         let need = |what: Option<u64>, param: &str, meaning: &str| {
             what.ok_or_else(|| format!("`{}` needs `{param}` ({meaning})", a.fault))
@@ -524,6 +541,16 @@ pub enum DiskFault {
 }
 
 impl DiskFault {
+    /// The scenario names, in catalogue order.
+    pub const NAMES: &'static [&'static str] = &[
+        "disk_write_error",
+        "disk_full",
+        "disk_bandwidth",
+        "disk_latency",
+        "disk_stall",
+        "disk_flush_error",
+    ];
+
     /// The control-socket names, in catalogue order, with the one parameter each takes.
     pub const CONTROL: &'static [(&'static str, &'static str)] = &[
         ("write_error", "count"),
@@ -577,7 +604,6 @@ impl DiskFault {
     /// The fault of an `inject` request of the disk's control socket: fault `name` with its
     /// one parameter's `value` (see [`DiskFault::control_param`]).
     pub fn from_control(name: &str, value: u64) -> Result<DiskFault, String> {
-        DiskFault::control_param(name)?;
         Ok(match name {
             "write_error" => DiskFault::WriteError { count: value },
             "disk_full" => DiskFault::Full { at: Size(value) },
@@ -586,7 +612,12 @@ impl DiskFault {
             },
             "latency" => DiskFault::Latency { us: value },
             "stall" => DiskFault::Stall { ms: value },
-            _ => DiskFault::FlushError { count: value },
+            "flush_error" => DiskFault::FlushError { count: value },
+            _ => {
+                return Err(DiskFault::control_param(name).err().unwrap_or_else(|| {
+                    format!("fault `{name}` is in the catalogue but has no parser here")
+                }))
+            }
         })
     }
 }
@@ -762,7 +793,9 @@ mod tests {
             DiskFault::FlushError { count: 1 },
         ];
         assert_eq!(all.len(), DiskFault::CONTROL.len());
+        assert_eq!(all.len(), DiskFault::NAMES.len());
         for f in all {
+            assert!(DiskFault::NAMES.contains(&f.name()));
             let (name, param, value) = f.control();
             assert_eq!(DiskFault::control_param(name), Ok(param));
             assert_eq!(DiskFault::from_control(name, value), Ok(f));

@@ -27,8 +27,12 @@ impl fmt::Display for PatternError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PatternError::Unknown => write!(f, "not a pattern ({PATTERNS})"),
-            PatternError::SineChannels => f.write_str("sine channels must be 1..=16"),
-            PatternError::Invalid => f.write_str("not a valid PATTERN register value"),
+            PatternError::SineChannels => {
+                f.write_str("a sine whose channel count is not in 1..=16")
+            }
+            PatternError::Invalid => {
+                f.write_str("not a PATTERN register value the card implements")
+            }
         }
     }
 }

@@ -24,11 +24,12 @@ pub fn json_field(text: &str, key: &str) -> Option<Value> {
     let mut found = Vec::new();
     for (line, v) in json_values(text).iter().enumerate() {
         let mut here = Vec::new();
-        collect(v, &path, &mut format!("line {line}"), &mut here);
-        let shallowest = here.iter().map(|(at, _)| depth(at)).min();
+        collect(v, &path, &mut format!("line {line}"), 0, &mut here);
+        let shallowest = here.iter().map(|(_, depth, _)| *depth).min();
         found.extend(
             here.into_iter()
-                .filter(|(at, _)| Some(depth(at)) == shallowest),
+                .filter(|(_, depth, _)| Some(*depth) == shallowest)
+                .map(|(at, _, v)| (at, v)),
         );
     }
     match found.len() {
@@ -45,19 +46,16 @@ pub fn json_field(text: &str, key: &str) -> Option<Value> {
     }
 }
 
-/// How deep a place found by [`collect`] is (its object and array steps).
-fn depth(at: &str) -> usize {
-    let place = at.split(':').next().unwrap_or(at);
-    place.matches(['.', '[']).count()
-}
+/// A place a path was found: where (`line N.a.b[2]: path`), how deep, and the value.
+type Place = (String, usize, Value);
 
-/// Every place under `v` where `path` starts, with where it is (`line N.a.b[2]: path`).
-fn collect(v: &Value, path: &[&str], at: &mut String, found: &mut Vec<(String, Value)>) {
+/// Every place under `v` (itself `depth` steps below the line's top) where `path` starts.
+fn collect(v: &Value, path: &[&str], at: &mut String, depth: usize, found: &mut Vec<Place>) {
     let follow = path
         .iter()
         .try_fold(v, |node, k| node.as_object().and_then(|o| o.get(*k)));
     if let Some(hit) = follow {
-        found.push((format!("{at}: {}", path.join(".")), hit.clone()));
+        found.push((format!("{at}: {}", path.join(".")), depth, hit.clone()));
     }
     let len = at.len();
     match v {
@@ -65,14 +63,14 @@ fn collect(v: &Value, path: &[&str], at: &mut String, found: &mut Vec<(String, V
             for (k, child) in o {
                 at.push('.');
                 at.push_str(k);
-                collect(child, path, at, found);
+                collect(child, path, at, depth + 1, found);
                 at.truncate(len);
             }
         }
         Value::Array(a) => {
             for (i, child) in a.iter().enumerate() {
                 at.push_str(&format!("[{i}]"));
-                collect(child, path, at, found);
+                collect(child, path, at, depth + 1, found);
                 at.truncate(len);
             }
         }
@@ -85,7 +83,7 @@ pub fn json_has(text: &str, key: &str) -> bool {
     let path: Vec<&str> = key.split('.').collect();
     let mut found = Vec::new();
     for v in json_values(text) {
-        collect(&v, &path, &mut String::new(), &mut found);
+        collect(&v, &path, &mut String::new(), 0, &mut found);
     }
     !found.is_empty()
 }
@@ -133,6 +131,9 @@ mod tests {
     fn the_shallowest_match_is_the_field() {
         let out = "{\"bytes\":1,\"stats\":{\"bytes\":2,\"blocks\":3}}";
         assert_eq!(json_u64(out, "bytes"), 1);
+        // A key with dots or brackets (a file name) is one level, not several.
+        let files = "{\"/t/a.bin[1]\":{\"bytes\":5},\"x\":{\"y\":{\"bytes\":6}}}";
+        assert_eq!(json_u64(files, "bytes"), 5);
         assert_eq!(json_u64(out, "stats.bytes"), 2);
         assert_eq!(json_u64(out, "blocks"), 3);
     }

@@ -127,7 +127,7 @@ pub fn control_request(path: &std::path::Path, request: &str) -> Result<String> 
     s.write_all(b"\n")?;
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line)?;
-    if line.contains("\"ok\":false") {
+    if json_field(&line, "ok") == Some(serde_json::Value::Bool(false)) {
         bail!("device model refused {request}: {line}");
     }
     Ok(line)

@@ -151,7 +151,7 @@ fn agree_and_handle_faults(viommu: bool) -> Result<()> {
     ensure!(json_true(&u, "ok"), "acq-vfio: {u}");
     ensure!(json_u64(&u, "verified_bytes") == n << 20, "acq-vfio: {u}");
     ensure!(
-        u.contains(&format!("\"iommu\":\"{expect_iommu}\"")),
+        acq_e2e::json_str(&u, "iommu").as_deref() == Some(expect_iommu),
         "acq-vfio did not run on the {expect_iommu} path: {u}"
     );
     let groups = vm.sh_ok("ls /dev/vfio", CMD)?;

@@ -373,12 +373,17 @@ fn dmabuf_mapping_cases(dev: &AcqDev) -> Vec<Case> {
         uapi::ACQ_IOC_EXPBUF,
         &mut exp as *mut uapi::AcqExpBuf as usize,
     );
+    // A success must come with a descriptor: one without is a failed case, not a pass.
+    let got = match got {
+        Ok(_) if exp.fd < 0 => Err(libc::EBADF),
+        other => other,
+    };
     let mut cases = vec![Case {
         name: "expbuf on the stopped file".into(),
         want: 0,
         got,
     }];
-    if got.is_err() || exp.fd < 0 {
+    if got.is_err() {
         return cases;
     }
     let len = exp.size as usize;

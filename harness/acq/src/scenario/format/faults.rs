@@ -99,15 +99,15 @@ impl<'de> Deserialize<'de> for Fault {
         };
         let r = if CardFault::NAMES.contains(&name.as_str()) {
             CardFault::deserialize(v).map(Fault::Card)
-        } else if name.starts_with("disk_") {
+        } else if DiskFault::NAMES.contains(&name.as_str()) {
             DiskFault::deserialize(v).map(Fault::Disk)
         } else if HostFault::NAMES.contains(&name.as_str()) {
             HostFault::deserialize(v).map(Fault::Host)
         } else {
             return Err(de::Error::custom(format!(
-                "unknown fault `{name}` (card: {}; disk: disk_write_error, disk_full, \
-                 disk_bandwidth, disk_latency, disk_stall, disk_flush_error; host: {})",
+                "unknown fault `{name}` (card: {}; disk: {}; host: {})",
                 CardFault::NAMES.join(", "),
+                DiskFault::NAMES.join(", "),
                 HostFault::NAMES.join(", ")
             )));
         };

@@ -434,13 +434,30 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
         // (the card's control socket refuses the same).
         match f.inject {
             Fault::Card(c) => {
-                if let Err(e) = c.check(f.channel) {
-                    let field = if e.contains("playback form") {
-                        "channel"
-                    } else {
-                        "inject"
+                if let Err(e) = CardFault::check_channel(c.name(), f.channel) {
+                    return err(&format!("faults[{i}].channel"), e);
+                }
+                if let Err(e) = c.check_limits() {
+                    return err(&format!("faults[{i}].inject"), e);
+                }
+                // The vectors the card has (MSI-X numbering; an MSI-only card maps them
+                // all onto its one message), as the model checks them.
+                if let CardFault::SpuriousIrq { vector, .. } | CardFault::IrqStorm { vector, .. } =
+                    c
+                {
+                    let vectors = match sc.cards.get(f.card).and_then(|c| c.msix_vectors) {
+                        None | Some(0) => acq_hw::regs::msix::VECTORS,
+                        Some(n) => n,
                     };
-                    return err(&format!("faults[{i}].{field}"), e);
+                    if vector >= vectors {
+                        return err(
+                            &format!("faults[{i}].inject"),
+                            format!(
+                                "vector {vector} does not exist (card {} has {vectors})",
+                                f.card
+                            ),
+                        );
+                    }
                 }
             }
             _ if f.channel == Channel::Playback => {
