@@ -96,7 +96,7 @@ pub fn binary(device_model: &Path) -> PathBuf {
 pub fn start(binary: &Path, run_dir: &Path, index: usize, spec: &DiskSpec) -> Result<Sink> {
     if !binary.exists() {
         bail!(
-            "the capture disk {} does not exist: run `cargo build --release -p acq-device`",
+            "the capture disk {} does not exist: run `make build`",
             binary.display()
         );
     }
