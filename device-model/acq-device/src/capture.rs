@@ -167,25 +167,30 @@ impl Direction for Capture {
             // The source is idle: the data comes from the playback channel.
             return Ok(());
         }
-        let sh = Arc::clone(&core.shared);
-        if let Action::DropBlocks(n) = sh.faults.hook(Site::Source) {
-            self.force_drop += n;
-        }
-        let a = self.source.advance(now, &mut self.force_drop);
-        if a.produced == 0 {
-            return Ok(());
-        }
-        let b = u64::from(core.cfg.block);
-        bump(&sh.cnt.bytes, a.produced * b);
-        bump(&sh.stats.bytes_produced, a.produced * b);
-        if a.dropped > 0 {
-            bump(&sh.cnt.lost, a.dropped * b);
-            bump(&sh.stats.lost_bytes, a.dropped * b);
-            sh.status.fetch_or(status::OVERFLOW, Ordering::SeqCst);
-        }
+        // Once per block: no reference count taken here, only borrows of the card's state
+        // (released before an event needs the session mutably).
+        let a = {
+            let sh = &core.shared;
+            if let Action::DropBlocks(n) = sh.faults.hook(Site::Source) {
+                self.force_drop += n;
+            }
+            let a = self.source.advance(now, &mut self.force_drop);
+            if a.produced == 0 {
+                return Ok(());
+            }
+            let b = u64::from(core.cfg.block);
+            bump(&sh.cnt.bytes, a.produced * b);
+            bump(&sh.stats.bytes_produced, a.produced * b);
+            if a.dropped > 0 {
+                bump(&sh.cnt.lost, a.dropped * b);
+                bump(&sh.stats.lost_bytes, a.dropped * b);
+                sh.status.fetch_or(status::OVERFLOW, Ordering::SeqCst);
+            }
+            a
+        };
         for _ in 0..a.episodes {
             debug!(dropped = a.dropped, "FIFO overflow");
-            bump(&sh.stats.overflows, 1);
+            bump(&core.shared.stats.overflows, 1);
             core.raise_event(v, irq::OVERFLOW)?;
         }
         Ok(())

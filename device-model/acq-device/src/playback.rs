@@ -165,7 +165,6 @@ impl Direction for Playback {
         let Some(t0) = self.dac_t0 else {
             return Ok(());
         };
-        let sh = Arc::clone(&core.shared);
         while self.drain_time(t0, self.drained) <= now {
             self.drained += 1;
             if self.fifo > 0 {
@@ -175,6 +174,7 @@ impl Direction for Playback {
             }
             // Underrun: the host did not supply this block in time.
             self.silence += u64::from(self.block);
+            let sh = &core.shared;
             bump32(&sh.pb.underruns, 1);
             bump(&sh.stats.pb_underruns, 1);
             if !self.in_underrun {
