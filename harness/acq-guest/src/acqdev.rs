@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::uapi::{self, AcqConfig, AcqInfo, AcqStats};
+use acq_wire::consumer::{CardConfig, DeviceArgs, Transfer};
 
 /// An open card.
 pub struct AcqDev {
@@ -146,17 +147,22 @@ pub fn stats_json(s: &AcqStats) -> serde_json::Value {
 
 /// JSON view of a configuration.
 pub fn config_json(c: &AcqConfig) -> serde_json::Value {
-    serde_json::json!({
-        "block_size": c.block_size,
-        "ring_log2": c.ring_log2,
-        "rate": c.rate,
-        "seed": c.seed,
-        "pattern": c.pattern,
-        "irq_mod_count": c.irq_mod_count,
-        "irq_mod_time_us": c.irq_mod_time_us,
-        "flags": c.flags,
-        "transfer": transfer_name(c.flags),
-    })
+    serde_json::to_value(card_config(c)).unwrap_or_default()
+}
+
+/// The configuration as a result line reports it.
+pub fn card_config(c: &AcqConfig) -> CardConfig {
+    CardConfig {
+        block_size: c.block_size,
+        ring_log2: c.ring_log2,
+        rate: c.rate,
+        seed: c.seed,
+        pattern: c.pattern,
+        irq_mod_count: c.irq_mod_count,
+        irq_mod_time_us: c.irq_mod_time_us,
+        flags: c.flags,
+        transfer: transfer_name(c.flags).into(),
+    }
 }
 
 /// The transfer mode a configuration selects: `"dma"` or `"bar2"` (`ACQ_CFG_BAR2`).
@@ -170,12 +176,45 @@ pub fn transfer_name(flags: u32) -> &'static str {
 
 /// Sets the transfer mode of a configuration from its name (`dma` or `bar2`).
 pub fn set_transfer(c: &mut AcqConfig, name: &str) -> Result<(), String> {
-    match name {
-        "dma" => c.flags &= !uapi::ACQ_CFG_BAR2,
-        "bar2" => c.flags |= uapi::ACQ_CFG_BAR2,
-        other => return Err(format!("bad transfer mode {other:?} (dma or bar2)")),
-    }
+    set_transfer_mode(c, Transfer::parse(name)?);
     Ok(())
+}
+
+/// Sets the transfer mode of a configuration (`ACQ_CFG_BAR2`).
+pub fn set_transfer_mode(c: &mut AcqConfig, t: Transfer) {
+    match t {
+        Transfer::Dma => c.flags &= !uapi::ACQ_CFG_BAR2,
+        Transfer::Bar2 => c.flags |= uapi::ACQ_CFG_BAR2,
+    }
+}
+
+/// Applies the settings a command line gave (`--block`, `--rate`, ...) to a
+/// configuration read from the card; the rest keep their value.
+pub fn apply(c: &mut AcqConfig, d: &DeviceArgs) {
+    if let Some(v) = d.block {
+        c.block_size = v;
+    }
+    if let Some(v) = d.ring_log2 {
+        c.ring_log2 = v;
+    }
+    if let Some(t) = d.transfer {
+        set_transfer_mode(c, t);
+    }
+    if let Some(v) = d.rate {
+        c.rate = v;
+    }
+    if let Some(v) = d.pattern {
+        c.pattern = v;
+    }
+    if let Some(v) = d.seed {
+        c.seed = v;
+    }
+    if let Some(v) = d.irq_count {
+        c.irq_mod_count = v;
+    }
+    if let Some(v) = d.irq_time_us {
+        c.irq_mod_time_us = v;
+    }
 }
 
 /// A hint for a refused `ACQ_IOC_SET_CONFIG` in BAR2 mode: the usual cause.

@@ -20,117 +20,9 @@ use std::time::{Duration, Instant};
 
 use crate::acqdev::{self, AcqDev};
 use crate::forked::{self, Pipe};
-use crate::signaler::When;
-
-/// Settings a SET_CONFIG action changes (the rest keep their value). The pattern and its
-/// seed are not among them: the consumer verifies the stream against them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Change {
-    /// Bytes per block.
-    pub block_size: Option<u32>,
-    /// Completions per interrupt.
-    pub irq_count: Option<u32>,
-    /// Interrupt moderation time.
-    pub irq_time_us: Option<u32>,
-    /// Source rate, bytes per second.
-    pub rate: Option<u64>,
-}
-
-/// One action.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// `ACQ_IOC_STOP`.
-    Stop,
-    /// `ACQ_IOC_START`.
-    Start,
-    /// `ACQ_IOC_RESET`.
-    Reset,
-    /// `ACQ_IOC_GET_CONFIG`, then `ACQ_IOC_SET_CONFIG` with the change.
-    SetConfig(Change),
-    /// A second open() of the device path (the contract: `EBUSY`).
-    Open,
-}
-
-impl Action {
-    /// The name in reports and on the command line.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Action::Stop => "stop",
-            Action::Start => "start",
-            Action::Reset => "reset",
-            Action::SetConfig(_) => "set_config",
-            Action::Open => "open",
-        }
-    }
-}
-
-/// An action and its moment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Planned {
-    /// What.
-    pub action: Action,
-    /// When.
-    pub when: When,
-}
-
-/// Parses `ACTION@WHEN`: ACTION is `stop`, `start`, `reset`, `open` or
-/// `set_config:KEY=N,...` (keys `block_size`, `irq_count`, `irq_time_us`, `rate`); WHEN is
-/// `Nms` (after the consumer started) or a byte count (`N`, `NK`, `NM`, `NG`).
-pub fn parse(s: &str) -> Result<Planned, String> {
-    let (what, when) = s
-        .rsplit_once('@')
-        .ok_or_else(|| format!("--control {s:?}: expected ACTION@WHEN"))?;
-    let when = match when.strip_suffix("ms") {
-        Some(ms) => When::Ms(
-            ms.parse()
-                .map_err(|_| format!("--control {s:?}: bad time {when:?}"))?,
-        ),
-        None => When::Bytes(
-            acqdev::parse_size(when)
-                .ok_or_else(|| format!("--control {s:?}: bad byte count {when:?}"))?,
-        ),
-    };
-    let action = match what.split_once(':') {
-        None => match what {
-            "stop" => Action::Stop,
-            "start" => Action::Start,
-            "reset" => Action::Reset,
-            "open" => Action::Open,
-            _ => {
-                return Err(format!(
-                    "--control {s:?}: unknown action {what:?} (stop, start, reset, open, \
-                     set_config:KEY=N,...)"
-                ))
-            }
-        },
-        Some(("set_config", kvs)) => {
-            let mut c = Change::default();
-            for kv in kvs.split(',') {
-                let (k, v) = kv
-                    .split_once('=')
-                    .ok_or_else(|| format!("--control {s:?}: expected KEY=N, not {kv:?}"))?;
-                let n = acqdev::parse_size(v)
-                    .ok_or_else(|| format!("--control {s:?}: bad number {v:?}"))?;
-                let small = || u32::try_from(n).map_err(|_| format!("--control {s:?}: {k} {n}"));
-                match k {
-                    "block_size" => c.block_size = Some(small()?),
-                    "irq_count" => c.irq_count = Some(small()?),
-                    "irq_time_us" => c.irq_time_us = Some(small()?),
-                    "rate" => c.rate = Some(n),
-                    _ => {
-                        return Err(format!(
-                            "--control {s:?}: unknown setting {k:?} (block_size, irq_count, \
-                             irq_time_us, rate)"
-                        ))
-                    }
-                }
-            }
-            Action::SetConfig(c)
-        }
-        Some(_) => return Err(format!("--control {s:?}: only set_config takes settings")),
-    };
-    Ok(Planned { action, when })
-}
+use acq_wire::consumer::{
+    At, ControlAction as Action, ControlPlan as Planned, ControlReport, ControlResult,
+};
 
 /// The page the consumer and the helper share: the consumer's byte count and its "done".
 #[repr(C)]
@@ -232,8 +124,8 @@ impl Controller {
     }
 
     /// The consumer is done: the helper stops waiting, reports and exits. Returns its
-    /// report (`{"actions": [...], "planned": N}`), or an error object if it gave none.
-    pub fn finish(&mut self) -> serde_json::Value {
+    /// report, or one that says why there is none.
+    pub fn finish(&mut self) -> ControlReport {
         self.shared.get().done.store(1, Ordering::Release);
         let mut text = Vec::new();
         if let Some(rd) = self.report.take() {
@@ -273,12 +165,13 @@ impl Controller {
             }
         }
         self.reap();
-        serde_json::from_slice(&text).unwrap_or_else(|_| {
-            serde_json::json!({"error": format!(
+        serde_json::from_slice(&text).unwrap_or_else(|_| ControlReport {
+            error: Some(format!(
                 "the control helper gave no report within {} s: {:?}",
                 REPORT_WAIT_MS / 1000,
                 String::from_utf8_lossy(&text)
-            )})
+            )),
+            ..ControlReport::default()
         })
     }
 
@@ -374,9 +267,9 @@ fn helper(
             if shared.done.load(Ordering::Acquire) != 0 {
                 break false;
             }
-            let ready = match p.when {
-                When::Ms(ms) => start.elapsed() >= Duration::from_millis(ms),
-                When::Bytes(b) => shared.bytes.load(Ordering::Acquire) >= b,
+            let ready = match p.at {
+                At::Ms(ms) => start.elapsed() >= Duration::from_millis(ms),
+                At::Bytes(b) => shared.bytes.load(Ordering::Acquire) >= b,
             };
             if ready {
                 break true;
@@ -389,54 +282,24 @@ fn helper(
         let at_ms = start.elapsed().as_millis() as u64;
         let at_bytes = shared.bytes.load(Ordering::Acquire);
         let result = act(&p.action, dev, path);
-        done.push(serde_json::json!({
-            "action": p.action.name(),
-            "at_ms": at_ms,
-            "at_bytes": at_bytes,
-            "took_ms": start.elapsed().as_millis() as u64 - at_ms,
-            "result": result,
-        }));
+        done.push(ControlResult {
+            action: p.action.name().into(),
+            at_ms,
+            at_bytes,
+            took_ms: start.elapsed().as_millis() as u64 - at_ms,
+            result,
+        });
     }
-    let line = serde_json::json!({"actions": done, "planned": plan.len()}).to_string();
+    let planned = plan.len() as u64;
+    let line = serde_json::to_string(&ControlReport {
+        actions: done,
+        planned,
+        error: None,
+    })
+    .unwrap_or_default();
     // SAFETY: write(2) of an initialised buffer to our pipe's write end.
     unsafe { libc::write(report.as_raw_fd(), line.as_ptr().cast(), line.len()) };
     // SAFETY: _exit() in the forked child (no destructors, no atexit handlers: the
     // device's descriptor is closed by the exit, never by a destructor racing the parent).
     unsafe { libc::_exit(0) };
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn actions_parse_and_bad_ones_say_why() {
-        assert_eq!(
-            parse("stop@2M").unwrap(),
-            Planned {
-                action: Action::Stop,
-                when: When::Bytes(2 << 20)
-            }
-        );
-        assert_eq!(parse("open@150ms").unwrap().when, When::Ms(150));
-        assert_eq!(
-            parse("set_config:block_size=2048,rate=4M@1M")
-                .unwrap()
-                .action,
-            Action::SetConfig(Change {
-                block_size: Some(2048),
-                rate: Some(4 << 20),
-                ..Change::default()
-            })
-        );
-        assert!(parse("stop").unwrap_err().contains("ACTION@WHEN"));
-        assert!(parse("halt@1M").unwrap_err().contains("unknown action"));
-        assert!(parse("set_config:seed=1@1M")
-            .unwrap_err()
-            .contains("unknown setting"));
-        assert!(parse("stop:x=1@1M")
-            .unwrap_err()
-            .contains("only set_config"));
-        assert!(parse("stop@soon").unwrap_err().contains("bad byte count"));
-    }
 }

@@ -38,9 +38,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::acqdev::{self, errno_name, parse_pattern, parse_size};
+use crate::acqdev::{self, errno_name};
 use crate::regs;
 use crate::uapi::{self, AcqConfig, AcqPbStats};
+use acq_wire::consumer::ConsumerReport;
 
 mod args;
 use args::*;
@@ -56,23 +57,7 @@ mod vmsplice;
 fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     let dev = PbDev::open(&a.device, a.nonblock).map_err(|e| format!("open {}: {e}", a.device))?;
     let mut cfg = dev.config().map_err(|e| format!("PB_GET_CONFIG: {e}"))?;
-    for (v, f) in [
-        (a.block, &mut cfg.block_size),
-        (a.ring_log2, &mut cfg.ring_log2),
-        (a.pattern, &mut cfg.pattern),
-        (a.irq_count, &mut cfg.irq_mod_count),
-        (a.irq_time_us, &mut cfg.irq_mod_time_us),
-    ] {
-        if let Some(v) = v {
-            *f = v;
-        }
-    }
-    if let Some(v) = a.rate {
-        cfg.rate = v;
-    }
-    if let Some(v) = a.seed {
-        cfg.seed = v;
-    }
+    acqdev::apply(&mut cfg, &a.card);
     dev.set_config(&cfg)
         .map_err(|e| format!("PB_SET_CONFIG {}: {e}", acqdev::config_json(&cfg)))?;
     let before = dev.stats().map_err(|e| format!("PB_GET_STATS: {e}"))?;
@@ -124,15 +109,29 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         && st.total >= a.bytes
         && received == st.total - st.total % u64::from(cfg.block_size.max(1))
         && verify_ok;
-    let report = serde_json::json!({
+    let report = ConsumerReport {
+        ok,
+        bytes: st.total,
+        seconds: secs,
+        mb_per_s: if secs > 0.0 {
+            st.total as f64 / secs / 1e6
+        } else {
+            0.0
+        },
+        verified_bytes: verified,
+        errors: u64::from(mismatch),
+        errno: st.errnos.clone(),
+        fatal,
+        timed_out: st.timed_out,
+        config: Some(acqdev::card_config(&cfg)),
+        ..ConsumerReport::default()
+    };
+    let detail = serde_json::json!({
         "direction": "out",
         "device": a.device,
-        "mode": a.mode.name(),
+        "mode": a.mode.as_str(),
         "driver_errors": after.errors.wrapping_sub(before.errors),
         "source": a.source.name(),
-        "bytes": st.total,
-        "seconds": secs,
-        "mb_per_s": if secs > 0.0 { st.total as f64 / secs / 1e6 } else { 0.0 },
         "verify": a.verify,
         "card": {
             "received_bytes": received,
@@ -141,8 +140,6 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
             "first_bad_offset": first_bad,
             "underruns": underruns,
         },
-        "verified_bytes": verified,
-        "errors": mismatch,
         "underruns": after.underruns.wrapping_sub(before.underruns),
         "zero_copy_bytes": after.zero_copy_bytes.wrapping_sub(before.zero_copy_bytes),
         "held_pages_at_end": held_at_end,
@@ -150,14 +147,10 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         "release_waits": vs.release_waits,
         "release_wait_ms": vs.release_wait_ms,
         "gifted_buffers": vs.gifted,
-        "errno": st.errnos,
         "drain": drained.err(),
-        "timed_out": st.timed_out,
-        "fatal": fatal,
-        "config": acqdev::config_json(&cfg),
         "stats": pb_stats_json(&after),
-        "ok": ok,
     });
+    let report = crate::result::line(&report, detail);
     Ok((report, ok))
 }
 
@@ -167,15 +160,7 @@ pub fn main(argv: &[String]) -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             eprintln!("acq-stream: {e}");
-            eprintln!(
-                "usage: acq-stream --direction out [--device /dev/acqN-out] --bytes N \
-                 [--source pattern|zero|FILE] [--mode write|writev|splice|sendfile|vmsplice] \
-                 [--write-size N] [--buffers K] [--gift] [--reuse-before-release] \
-                 [--pipe-size N] [--block B] [--ring-log2 L] [--rate R] [--pattern P] \
-                 [--seed S] [--irq-count C] [--irq-time-us T] [--nonblock] \
-                 [--corrupt-at OFFSET] [--pause-at N [--pause-ms MS]] [--verify] \
-                 [--timeout SECONDS]"
-            );
+            eprintln!("usage: {}", Args::usage());
             return ExitCode::from(2);
         }
     };

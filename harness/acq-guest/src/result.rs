@@ -4,7 +4,23 @@
 
 use std::process::ExitCode;
 
+use acq_wire::consumer::ConsumerReport;
 use serde_json::Value;
+
+/// A result line: the fields the harness reads, from their type, and `detail`, the
+/// tool's own further fields (its settings, the driver's counters). A detail field of
+/// the same name as a typed one is dropped: the typed field is the one the harness reads.
+pub fn line(report: &ConsumerReport, detail: Value) -> Value {
+    let mut v = serde_json::to_value(report).unwrap_or_else(
+        |e| serde_json::json!({ "error": format!("the report does not serialise: {e}") }),
+    );
+    if let (Some(o), Value::Object(d)) = (v.as_object_mut(), detail) {
+        for (k, x) in d {
+            o.entry(k).or_insert(x);
+        }
+    }
+    v
+}
 
 /// Prints the run's JSON result and returns its status: 0 if the run reports ok, else 1.
 /// A run that could not produce a result prints `context` (what was run) with `error`.
@@ -25,5 +41,25 @@ pub fn finish(run: Result<(Value, bool), String>, mut context: Value) -> ExitCod
             println!("{context}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_holds_the_typed_fields_and_the_detail() {
+        let r = ConsumerReport {
+            ok: true,
+            bytes: 9,
+            ..ConsumerReport::default()
+        };
+        let v = line(&r, serde_json::json!({"mode": "read", "bytes": 1}));
+        assert_eq!(v["mode"], "read");
+        // The typed field wins.
+        assert_eq!(v["bytes"], 9);
+        let back: ConsumerReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
     }
 }

@@ -12,77 +12,20 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use acq_wire::consumer::{At, Signal, SignalPlan as Plan};
+
 use crate::forked::{self, Pipe};
 use std::time::Duration;
 
-/// Which signal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sig {
-    /// SIGINT (Ctrl-C).
-    Int,
-    /// SIGTERM (`kill`).
-    Term,
-    /// SIGKILL.
-    Kill,
-    /// SIGHUP (the terminal went away).
-    Hup,
-    /// SIGSTOP, then SIGCONT after a while (job control, a debugger).
-    Stop,
-}
-
-impl Sig {
-    /// Parses `int`, `term`, `kill`, `hup` or `stop`.
-    pub fn parse(s: &str) -> Result<Sig, String> {
-        Ok(match s {
-            "int" => Sig::Int,
-            "term" => Sig::Term,
-            "kill" => Sig::Kill,
-            "hup" => Sig::Hup,
-            "stop" => Sig::Stop,
-            _ => return Err(format!("unknown signal `{s}` (int, term, kill, hup, stop)")),
-        })
+/// The signal's number.
+fn number(sig: Signal) -> libc::c_int {
+    match sig {
+        Signal::Int => libc::SIGINT,
+        Signal::Term => libc::SIGTERM,
+        Signal::Kill => libc::SIGKILL,
+        Signal::Hup => libc::SIGHUP,
+        Signal::Stop => libc::SIGSTOP,
     }
-
-    /// The name `parse` takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            Sig::Int => "int",
-            Sig::Term => "term",
-            Sig::Kill => "kill",
-            Sig::Hup => "hup",
-            Sig::Stop => "stop",
-        }
-    }
-
-    fn number(self) -> libc::c_int {
-        match self {
-            Sig::Int => libc::SIGINT,
-            Sig::Term => libc::SIGTERM,
-            Sig::Kill => libc::SIGKILL,
-            Sig::Hup => libc::SIGHUP,
-            Sig::Stop => libc::SIGSTOP,
-        }
-    }
-}
-
-/// When the signal goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum When {
-    /// This many ms after the helper started.
-    Ms(u64),
-    /// Once the consumer reports this many bytes ([`Signaler::progress`]).
-    Bytes(u64),
-}
-
-/// What to send, and when.
-#[derive(Clone, Copy, Debug)]
-pub struct Plan {
-    /// The signal.
-    pub sig: Sig,
-    /// The moment.
-    pub when: When,
-    /// `Stop`: how long the consumer stays stopped.
-    pub stop_ms: u64,
 }
 
 /// How long the helper watches for the consumer's end, and waits for a byte offset.
@@ -120,7 +63,7 @@ impl Signaler {
 
     /// The consumer has `bytes` so far: a byte-offset plan fires once they are enough.
     pub fn progress(&mut self, bytes: u64) {
-        if let When::Bytes(n) = self.plan.when {
+        if let At::Bytes(n) = self.plan.at {
             if !self.fired && bytes >= n {
                 self.fired = true;
                 let b = [1u8];
@@ -195,9 +138,9 @@ fn helper(plan: Plan, parent: libc::pid_t, trigger: libc::c_int) -> ! {
         // SAFETY: _exit() in the forked child (no destructors, no atexit handlers).
         unsafe { libc::_exit(0) };
     }
-    let wait_ms = match plan.when {
-        When::Ms(ms) => ms.min(i32::MAX as u64) as i32,
-        When::Bytes(_) => TRIGGER_WAIT_MS,
+    let wait_ms = match plan.at {
+        At::Ms(ms) => ms.min(i32::MAX as u64) as i32,
+        At::Bytes(_) => TRIGGER_WAIT_MS,
     };
     let mut p = [
         libc::pollfd {
@@ -213,10 +156,10 @@ fn helper(plan: Plan, parent: libc::pid_t, trigger: libc::c_int) -> ! {
     ];
     // SAFETY: `p` holds two valid pollfds.
     let r = unsafe { libc::poll(p.as_mut_ptr(), 2, wait_ms) };
-    let triggered = match plan.when {
-        When::Ms(_) => r == 0,
+    let triggered = match plan.at {
+        At::Ms(_) => r == 0,
         // A byte, not EOF (the consumer ended without reaching the offset).
-        When::Bytes(_) => {
+        At::Bytes(_) => {
             let mut b = [0u8; 1];
             // SAFETY: `b` has room for one byte.
             r > 0
@@ -230,8 +173,8 @@ fn helper(plan: Plan, parent: libc::pid_t, trigger: libc::c_int) -> ! {
         unsafe { libc::_exit(0) };
     }
     let sent = now_ms(&start);
-    send(pidfd, plan.sig.number());
-    let line = if plan.sig == Sig::Stop {
+    send(pidfd, number(plan.sig));
+    let line = if plan.sig == Signal::Stop {
         let ts = libc::timespec {
             tv_sec: (plan.stop_ms / 1000) as libc::time_t,
             tv_nsec: ((plan.stop_ms % 1000) * 1_000_000) as libc::c_long,
@@ -258,7 +201,7 @@ fn helper(plan: Plan, parent: libc::pid_t, trigger: libc::c_int) -> ! {
         };
         format!(
             "{{\"signal\":\"{}\",\"sent_ms\":{sent},\"exit_ms\":{exit}}}\n",
-            plan.sig.name()
+            plan.sig.as_str()
         )
     };
     // SAFETY: write(2) of an initialised buffer to standard output.

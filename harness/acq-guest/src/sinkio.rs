@@ -16,44 +16,15 @@
 //!   show — so the consumer's report can be compared to the disk's and the card's counters
 //!   to the byte.
 
+use acq_wire::consumer::SinkIoReport;
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-/// What to do when a write to the sink fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    /// Record the failed range as lost and stop the stream.
-    Stop,
-    /// Try the same range again, up to `retries` times, waiting `backoff` (doubling) in
-    /// between; when the retries are used up, stop as [`Policy::Stop`].
-    Retry,
-    /// Record the failed range as lost, leave it unwritten (a hole on a block device) and
-    /// carry on with the next piece.
-    Skip,
-}
-
-impl Policy {
-    /// Parses `stop`, `retry` or `skip`.
-    pub fn parse(s: &str) -> Option<Policy> {
-        match s {
-            "stop" => Some(Policy::Stop),
-            "retry" => Some(Policy::Retry),
-            "skip" => Some(Policy::Skip),
-            _ => None,
-        }
-    }
-
-    /// The name `parse` takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            Policy::Stop => "stop",
-            Policy::Retry => "retry",
-            Policy::Skip => "skip",
-        }
-    }
-}
+/// What to do when a write to the sink fails: stop, retry, or skip the range (the one
+/// definition, in `acq_wire`).
+pub use acq_wire::consumer::SinkPolicy as Policy;
 
 /// Settings of the sink error handling.
 #[derive(Debug, Clone, Copy)]
@@ -330,36 +301,37 @@ impl SinkIo {
         self.lost.is_empty() && !self.stopped && !matches!(self.sync, Some(Err(_)))
     }
 
-    /// The report (`sink_io` in acq-stream's JSON).
-    pub fn json(&self) -> serde_json::Value {
+    /// The account (`sink_io` in acq-stream's result line); `direct`: written with O_DIRECT.
+    pub fn report(&self, direct: bool) -> SinkIoReport {
         // At most 1000 ranges each: enough for any test, bounded for a long bad run.
         let ranges = |v: &[[u64; 2]]| v.iter().take(1000).copied().collect::<Vec<_>>();
-        serde_json::json!({
-            "policy": self.set.policy.name(),
-            "retries_max": self.set.retries,
-            "positional": self.set.positional,
-            "base": if self.set.positional { self.base } else { None },
-            "sync_each": self.set.sync_each,
-            "bytes_to_sink": self.bytes_to_sink,
-            "written_bytes_unique": self.written.bytes(),
-            "highest_written": self.written.highest(),
-            "hole_bytes": self.written.hole_bytes(),
-            "lost": ranges(&self.lost),
-            "lost_bytes": self.lost_bytes(),
-            "gaps": ranges(&self.gaps),
-            "gap_bytes": self.gap_bytes(),
-            "failed_attempts": self.failed_attempts,
-            "failed_bytes": self.failed_bytes,
-            "retries": self.retries,
-            "errno": self.errnos,
-            "stopped": self.stopped,
-            "sync": match &self.sync {
-                None => serde_json::Value::Null,
-                Some(Ok(())) => "ok".into(),
-                Some(Err(e)) => e.clone().into(),
+        SinkIoReport {
+            policy: self.set.policy.as_str().into(),
+            retries_max: self.set.retries,
+            positional: self.set.positional,
+            base: if self.set.positional { self.base } else { None },
+            sync_each: self.set.sync_each,
+            bytes_to_sink: self.bytes_to_sink,
+            written_bytes_unique: self.written.bytes(),
+            highest_written: self.written.highest(),
+            hole_bytes: self.written.hole_bytes(),
+            lost: ranges(&self.lost),
+            lost_bytes: self.lost_bytes(),
+            gaps: ranges(&self.gaps),
+            gap_bytes: self.gap_bytes(),
+            failed_attempts: self.failed_attempts,
+            failed_bytes: self.failed_bytes,
+            retries: self.retries,
+            errno: self.errnos.clone(),
+            stopped: self.stopped,
+            sync: match &self.sync {
+                None => None,
+                Some(Ok(())) => Some("ok".into()),
+                Some(Err(e)) => Some(e.clone()),
             },
-            "sync_errors": self.sync_errors,
-        })
+            sync_errors: self.sync_errors,
+            direct,
+        }
     }
 }
 
@@ -666,13 +638,5 @@ mod tests {
             ..set(Policy::Stop, true)
         });
         assert_eq!(s.place(8192, 4096).unwrap(), 4096);
-    }
-
-    #[test]
-    fn policy_names() {
-        for p in [Policy::Stop, Policy::Retry, Policy::Skip] {
-            assert_eq!(Policy::parse(p.name()), Some(p));
-        }
-        assert_eq!(Policy::parse("ignore"), None);
     }
 }

@@ -8,6 +8,7 @@
 extern crate alloc;
 
 pub mod agent;
+pub mod consumer;
 pub mod faults;
 pub mod pattern;
 pub mod size;

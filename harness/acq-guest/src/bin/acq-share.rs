@@ -43,12 +43,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use acq_guest::acqdev::{errno_name, parse_pattern, parse_size, AcqDev};
+use acq_guest::acqdev::{errno_name, AcqDev};
 use acq_guest::result::finish;
 use acq_guest::uapi::{
     self, AcqConfig, AcqExpBuf, AcqMmapSync, AcqPbImport, AcqPbQueue, AcqPbRelease, AcqPbStats,
 };
 use acq_hw::regs;
+use acq_wire::consumer::{ArgError, Argv, DeviceArgs};
 use serde_json::json;
 
 /// `DMA_BUF_IOCTL_SYNC` (include/uapi/linux/dma-buf.h): `_IOW('b', 0, __u64)`.
@@ -103,36 +104,36 @@ fn parse(argv: &[String]) -> Result<Args, String> {
         copy: false,
         hold_s: 0,
     };
-    let mut it = argv.iter();
-    while let Some(k) = it.next() {
-        let mut val = || it.next().cloned().ok_or(format!("{k} needs a value"));
-        let size = |v: String| parse_size(&v).ok_or(format!("{k}: not a size: {v}"));
-        match k.as_str() {
-            "--from" => a.from = val()?,
-            "--to" => a.to = val()?,
-            "--bytes" => a.bytes = size(val()?)?,
-            "--pattern" => {
-                let v = val()?;
-                a.pattern = parse_pattern(&v).ok_or(format!("--pattern: unknown: {v}"))?;
-            }
-            "--seed" => a.seed = size(val()?)?,
-            "--block" => a.block = u32::try_from(size(val()?)?).map_err(|e| e.to_string())?,
-            "--ring-log2" => {
-                a.ring_log2 = Some(val()?.parse().map_err(|e| format!("--ring-log2: {e}"))?)
-            }
+    let mut card = DeviceArgs::default();
+    let mut argv = Argv::new(argv.iter().cloned());
+    let e = |e: ArgError| e.to_string();
+    while let Some(flag) = argv.next_flag() {
+        let f = flag.as_str();
+        // The card settings this tool takes, parsed as every tool parses them.
+        if matches!(f, "--pattern" | "--seed" | "--block" | "--ring-log2") {
+            card.take(f, &mut argv).map_err(e)?;
+            continue;
+        }
+        match f {
+            "--from" => a.from = argv.value(f).map_err(e)?,
+            "--to" => a.to = argv.value(f).map_err(e)?,
+            "--bytes" => a.bytes = argv.size(f).map_err(e)?,
             "--map-verify" => a.map_verify = true,
-            "--close-capture-after" => a.close_capture_after = Some(size(val()?)?),
-            "--play-rate" => a.play_rate = size(val()?)?,
+            "--close-capture-after" => a.close_capture_after = Some(argv.size(f).map_err(e)?),
+            "--play-rate" => a.play_rate = argv.size(f).map_err(e)?,
             "--until-gone" => a.until_gone = true,
-            "--heap" => a.heap = Some(val()?),
+            "--heap" => a.heap = Some(argv.value(f).map_err(e)?),
             "--copy" => a.copy = true,
-            "--hold-s" => a.hold_s = val()?.parse().map_err(|e| format!("--hold-s: {e}"))?,
-            "--heap-pages" => {
-                a.heap_pages = val()?.parse().map_err(|e| format!("--heap-pages: {e}"))?
-            }
-            _ => return Err(format!("unknown argument {k}")),
+            "--hold-s" => a.hold_s = argv.size(f).map_err(e)?,
+            "--heap-pages" => a.heap_pages = argv.small(f).map_err(e)?,
+            _ => return Err(format!("unknown argument {f}")),
         }
     }
+    card.check().map_err(e)?;
+    a.pattern = card.pattern.unwrap_or(a.pattern);
+    a.seed = card.seed.unwrap_or(a.seed);
+    a.block = card.block.unwrap_or(a.block);
+    a.ring_log2 = card.ring_log2;
     if a.block == 0 || a.bytes == 0 || !a.bytes.is_multiple_of(u64::from(a.block)) {
         return Err("--bytes must be a non-zero multiple of a non-zero --block".into());
     }

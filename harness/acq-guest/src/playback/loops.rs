@@ -91,7 +91,7 @@ pub(super) fn write_loop(
     p: &mut Producer,
     st: &mut Run,
 ) -> Result<(), String> {
-    let mut buf = vec![0u8; a.write_size];
+    let mut buf = vec![0u8; a.write_size as usize];
     let (mut have, mut at) = (0usize, 0usize);
     while st.total < a.bytes && !st.expired(a) {
         st.pause_if_due(a);
@@ -193,7 +193,7 @@ pub(super) fn sendfile_loop(
         .as_raw_fd();
     while st.total < a.bytes && !st.expired(a) {
         st.pause_if_due(a);
-        let n = st.chunk(a, a.write_size);
+        let n = st.chunk(a, a.write_size as usize);
         // SAFETY: plain descriptors; a null offset reads the source at its file position.
         let r = unsafe { libc::sendfile(dev.raw(), src, std::ptr::null_mut(), n) };
         match r {
@@ -208,7 +208,7 @@ pub(super) fn sendfile_loop(
 /// Splice mode: source -> pipe -> card. The pipe is filled by splicing a file, or by a
 /// thread writing the generated pattern into it.
 pub(super) fn splice_loop(a: &Args, dev: &PbDev, p: Producer, st: &mut Run) -> Result<(), String> {
-    let pipe = Pipe::new(a.pipe_size)?;
+    let pipe = Pipe::new(a.pipe_size.map(|p| p as usize))?;
     let mut feeder = None;
     let src_fd = match &p.file {
         Some(f) => Some(f.as_raw_fd()),
@@ -216,7 +216,7 @@ pub(super) fn splice_loop(a: &Args, dev: &PbDev, p: Producer, st: &mut Run) -> R
             // "splice from a pipe": the pattern is written into the pipe by a thread.
             let w = pipe.w.try_clone().map_err(|e| format!("dup: {e}"))?;
             let bytes = a.bytes;
-            let chunk = a.write_size;
+            let chunk = a.write_size as usize;
             let mut prod = Producer {
                 cfg: p.cfg,
                 corrupt_at: p.corrupt_at,
@@ -244,9 +244,9 @@ pub(super) fn splice_loop(a: &Args, dev: &PbDev, p: Producer, st: &mut Run) -> R
         st.pause_if_due(a);
         if let Some(fd) = src_fd {
             // Keep the pipe topped up from the file (never past --bytes).
-            let want = st.chunk(a, a.write_size) as u64;
+            let want = st.chunk(a, a.write_size as usize) as u64;
             if in_pipe < want && fed < a.bytes {
-                let n = (a.bytes - fed).min(a.write_size as u64) as usize;
+                let n = (a.bytes - fed).min(a.write_size) as usize;
                 // Non-blocking: this thread is also the pipe's only reader, so a full pipe
                 // (EAGAIN) just means "drain first".
                 match splice(fd, pipe.w.as_raw_fd(), n, libc::SPLICE_F_NONBLOCK) {
@@ -260,7 +260,7 @@ pub(super) fn splice_loop(a: &Args, dev: &PbDev, p: Producer, st: &mut Run) -> R
                 }
             }
         }
-        let n = st.chunk(a, a.write_size);
+        let n = st.chunk(a, a.write_size as usize);
         let n = if src_fd.is_some() {
             n.min(in_pipe as usize)
         } else {

@@ -119,23 +119,23 @@ pub(super) fn vmsplice_loop(
     p: &mut Producer,
     st: &mut Run,
 ) -> Result<VmspliceStats, String> {
-    let pipe = Pipe::new(a.pipe_size)?;
+    let pipe = Pipe::new(a.pipe_size.map(|p| p as usize))?;
     let mut vs = VmspliceStats::default();
-    let mut ring: Vec<Option<Buffer>> = (0..a.buffers).map(|_| None).collect();
+    let mut ring: Vec<Option<Buffer>> = (0..a.buffers as usize).map(|_| None).collect();
     // Per buffer: the session and stream offset where its last contents ended.
-    let mut last_end: Vec<Option<(u64, u64)>> = vec![None; a.buffers];
+    let mut last_end: Vec<Option<(u64, u64)>> = vec![None; a.buffers as usize];
     let mut i = 0usize;
     while st.total < a.bytes && !st.expired(a) {
         st.pause_if_due(a);
-        let n = st.chunk(a, a.write_size);
-        let b = i % a.buffers;
+        let n = st.chunk(a, a.write_size as usize);
+        let b = i % a.buffers as usize;
         i += 1;
         if let (Some((session, end)), false) = (last_end[b], a.reuse_before_release || a.gift) {
             wait_release(dev, session, end, &mut vs)?;
         }
         let mut buf = match ring[b].take() {
             Some(buf) if !a.gift => buf,
-            _ => Buffer::new(a.write_size)?,
+            _ => Buffer::new(a.write_size as usize)?,
         };
         let got = p.fill(st.total, &mut buf.bytes()[..n])?;
         if got == 0 {

@@ -5,7 +5,8 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+
+use acq_wire::consumer::{self, Change, ConsumerReport, ControlPlan, ControlReport};
 
 use super::format::{At, Size};
 
@@ -127,60 +128,51 @@ pub fn validate(list: &[ControlStep], bytes: Size) -> Result<(), (String, String
     Ok(())
 }
 
-/// `acq-stream` arguments for the list.
-pub fn args(list: &[ControlStep]) -> Vec<String> {
-    let mut v = Vec::new();
-    for c in list {
-        let mut what = c.action.name().to_string();
-        if let ControlAction::SetConfig(s) = &c.action {
-            let kv: Vec<String> = [
-                ("block_size", s.block_size.map(|b| b.0)),
-                ("irq_count", s.irq_count.map(u64::from)),
-                ("irq_time_us", s.irq_time_us.map(u64::from)),
-                ("rate", s.rate.map(|r| r.0)),
-            ]
-            .iter()
-            .filter_map(|(k, n)| n.map(|n| format!("{k}={n}")))
-            .collect();
-            what = format!("{what}:{}", kv.join(","));
-        }
-        let when = match c.at {
-            At::TimeMs(ms) => format!("{ms}ms"),
-            At::Bytes(b) => b.0.to_string(),
-        };
-        v.extend(["--control".to_string(), format!("{what}@{when}")]);
-    }
-    v
+/// What the second process is asked to do (`acq-stream --control ...`).
+pub fn plans(list: &[ControlStep]) -> Vec<ControlPlan> {
+    list.iter()
+        .map(|c| ControlPlan {
+            action: match c.action {
+                ControlAction::Stop => consumer::ControlAction::Stop,
+                ControlAction::Start => consumer::ControlAction::Start,
+                ControlAction::Reset => consumer::ControlAction::Reset,
+                ControlAction::Open => consumer::ControlAction::Open,
+                ControlAction::SetConfig(s) => consumer::ControlAction::SetConfig(Change {
+                    block_size: s.block_size.map(|b| u32::try_from(b.0).unwrap_or(u32::MAX)),
+                    irq_count: s.irq_count,
+                    irq_time_us: s.irq_time_us,
+                    rate: s.rate.map(|r| r.0),
+                }),
+            },
+            at: match c.at {
+                At::TimeMs(ms) => consumer::At::Ms(ms),
+                At::Bytes(b) => consumer::At::Bytes(b.0),
+            },
+        })
+        .collect()
 }
 
 /// What the consumer's report says of its controller, checked against the contract:
 /// `Ok(summary)` or `Err(what broke it)`. `faults` are errnos the scenario's faults may
 /// cause (an ioctl may meet a halted or resetting card).
-pub fn judge(report: &Value, faults: &[String]) -> Result<String, String> {
-    let control = report
-        .get("control")
+pub fn judge(report: &ConsumerReport, faults: &[String]) -> Result<String, String> {
+    let control: &ControlReport = report
+        .control
+        .as_ref()
         .ok_or("the consumer reported no controller")?;
-    if let Some(e) = control.get("error").and_then(Value::as_str) {
-        return Err(e.to_string());
+    if let Some(e) = &control.error {
+        return Err(e.clone());
     }
-    let actions = control
-        .get("actions")
-        .and_then(Value::as_array)
-        .ok_or("the controller's report has no actions")?;
     let mut bad = Vec::new();
     let mut ends_allowed = 0u64;
-    for a in actions {
-        let name = a.get("action").and_then(Value::as_str).unwrap_or("?");
-        let result = a.get("result").and_then(Value::as_str).unwrap_or("?");
+    for a in &control.actions {
+        let (name, result) = (a.action.as_str(), a.result.as_str());
         // An errno a fault explains is accepted for every action (a halted card, or ENODEV
         // for the open of a card that was removed); "opened" never.
         let allowed =
             ControlAction::allowed(name).contains(&result) || faults.iter().any(|f| f == result);
         if !allowed {
-            bad.push(format!(
-                "{name} at {} bytes answered {result}",
-                a.get("at_bytes").and_then(Value::as_u64).unwrap_or(0)
-            ));
+            bad.push(format!("{name} at {} bytes answered {result}", a.at_bytes));
         }
         if matches!(name, "stop" | "reset") && result == "ok" {
             ends_allowed += 1;
@@ -188,10 +180,7 @@ pub fn judge(report: &Value, faults: &[String]) -> Result<String, String> {
     }
     // A read() or splice() returns 0 only when a STOP or RESET ended the session it
     // waited in: never more often than they were done.
-    let ends = report
-        .get("session_ends")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
+    let ends = report.session_ends;
     if ends > ends_allowed {
         bad.push(format!(
             "the consumer's calls returned 0 {ends} time(s) after {ends_allowed} STOP/RESET"
@@ -200,23 +189,20 @@ pub fn judge(report: &Value, faults: &[String]) -> Result<String, String> {
     // As the only reader, the consumer's first call in a new session reads from offset 0:
     // the driver said otherwise (a session that went on, or skipped data, behind a new
     // session number).
-    let misplaced = report.get("misplaced").and_then(Value::as_u64).unwrap_or(0);
-    if misplaced > 0 {
+    if report.misplaced > 0 {
         bad.push(format!(
-            "{misplaced} call(s) opened a new session anywhere but at offset 0"
+            "{} call(s) opened a new session anywhere but at offset 0",
+            report.misplaced
         ));
     }
-    let planned = control.get("planned").and_then(Value::as_u64).unwrap_or(0);
     let summary = format!(
-        "{} of {planned} action(s) done: {}; {ends} session end(s) seen",
-        actions.len(),
-        actions
+        "{} of {} action(s) done: {}; {ends} session end(s) seen",
+        control.actions.len(),
+        control.planned,
+        control
+            .actions
             .iter()
-            .map(|a| format!(
-                "{}={}",
-                a.get("action").and_then(Value::as_str).unwrap_or("?"),
-                a.get("result").and_then(Value::as_str).unwrap_or("?")
-            ))
+            .map(|a| format!("{}={}", a.action, a.result))
             .collect::<Vec<_>>()
             .join(" ")
     );
@@ -232,6 +218,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn judge(v: &serde_json::Value, faults: &[String]) -> Result<String, String> {
+        super::judge(&serde_json::from_value(v.clone()).unwrap(), faults)
+    }
+
     #[test]
     fn a_list_parses_and_becomes_arguments() {
         let list: Vec<ControlStep> = serde_json::from_value(json!([
@@ -241,14 +231,12 @@ mod tests {
         ]))
         .unwrap();
         assert!(validate(&list, Size(8 << 20)).is_ok());
+        let texts: Vec<String> = plans(&list).iter().map(ToString::to_string).collect();
         assert_eq!(
-            args(&list),
+            texts,
             [
-                "--control",
                 "stop@2097152",
-                "--control",
                 "set_config:block_size=2048,rate=4194304@500ms",
-                "--control",
                 "open@600ms"
             ]
         );

@@ -18,6 +18,7 @@ use crate::paths::KernelFlavor;
 
 mod expect;
 mod faults;
+pub mod invoke;
 mod size;
 mod steps;
 #[cfg(test)]
@@ -213,25 +214,9 @@ pub struct DeviceSettings {
     pub transfer: Option<Transfer>,
 }
 
-/// How the card delivers data (docs/driver.md, "BAR2 streaming mode").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Transfer {
-    /// DMA into host memory.
-    Dma,
-    /// The card's BAR2 (on-card memory); the driver copies each block out of it.
-    Bar2,
-}
-
-impl Transfer {
-    /// The name `acq-stream --transfer` and `acq-ctl set --transfer` take.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transfer::Dma => "dma",
-            Transfer::Bar2 => "bar2",
-        }
-    }
-}
+/// How the card delivers data (docs/driver.md, "BAR2 streaming mode"): the consumers'
+/// own type.
+pub use acq_wire::consumer::Transfer;
 
 /// A capture disk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

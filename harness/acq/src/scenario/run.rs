@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::format::{
-    counter_key, CardSpec, Channel, CounterOf, DeviceSettings, Expect, Fault, FaultAt, FaultSpec,
-    PlayMode, PlaySource, PlayStep, Scenario, Sink, Size, Step, StreamStep,
+    counter_key, CardSpec, Channel, CounterOf, Expect, Fault, FaultAt, FaultSpec, PlayStep,
+    Scenario, Sink, Step, StreamStep,
 };
 use crate::accel::AccelChoice;
 use crate::control::ModelControl;
@@ -505,8 +505,11 @@ fn run_steps(
                 }
                 Step::Config(c) => {
                     let mut cmd = format!("acq-ctl --device /dev/acq{} set", c.card);
-                    for (flag, v) in device_flags(&c.device) {
-                        cmd.push_str(&format!(" {flag} {v}"));
+                    let mut flags = Vec::new();
+                    crate::scenario::format::invoke::device_args(&c.device).push_argv(&mut flags);
+                    for f in flags {
+                        cmd.push(' ');
+                        cmd.push_str(&f);
                     }
                     vm.sh_ok(&cmd, Duration::from_secs(60).min(remaining(deadline)))
                         .with_context(|| format!("step {i} (config)"))?;

@@ -5,6 +5,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use acq_wire::consumer::{self, Signal, SignalPlan};
+
 use super::format::{At, Size};
 
 /// A signal for a stream step's consumer.
@@ -95,16 +97,21 @@ impl SignalSpec {
         Ok(())
     }
 
-    /// `acq-stream` arguments.
-    pub fn args(&self) -> Vec<String> {
-        let mut v = vec!["--signal".to_string(), self.send.as_str().to_string()];
-        match self.at {
-            At::TimeMs(ms) => v.extend(["--signal-at-ms".into(), ms.to_string()]),
-            At::Bytes(b) => v.extend(["--signal-at-bytes".into(), b.0.to_string()]),
+    /// What the consumer is asked to do (`acq-stream --signal ...`).
+    pub fn plan(&self) -> SignalPlan {
+        SignalPlan {
+            sig: match self.send {
+                SignalName::Int => Signal::Int,
+                SignalName::Term => Signal::Term,
+                SignalName::Kill => Signal::Kill,
+                SignalName::Hup => Signal::Hup,
+                SignalName::Stop => Signal::Stop,
+            },
+            at: match self.at {
+                At::TimeMs(ms) => consumer::At::Ms(ms),
+                At::Bytes(b) => consumer::At::Bytes(b.0),
+            },
+            stop_ms: self.stop_ms,
         }
-        if self.send == SignalName::Stop {
-            v.extend(["--signal-stop-ms".into(), self.stop_ms.to_string()]);
-        }
-        v
     }
 }

@@ -11,7 +11,7 @@ pub(crate) fn read_loop(
     tty: bool,
     progress: bool,
 ) -> Result<(), String> {
-    let mut buf = vec![0u8; a.read_size];
+    let mut buf = vec![0u8; a.read_size as usize];
     let mut paused = false;
     while st.total < a.bytes {
         if st.expired(a) {

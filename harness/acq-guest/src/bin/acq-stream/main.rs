@@ -69,12 +69,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use acq_guest::acqdev::{self, AcqDev};
-use acq_guest::controller::{self, Controller};
+use acq_guest::controller::Controller;
 use acq_guest::signaler;
 use acq_guest::sinkio::{self, AlignedBuf, Failure, Flow, Policy, SinkIo};
 use acq_guest::uapi;
 use acq_guest::uapi::{AcqConfig, AcqStats};
 use acq_hw::regs;
+use acq_wire::consumer::{ConsumerReport, ErrnoEvent};
 
 mod args;
 mod check;
@@ -159,30 +160,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     let mut cfg = AcqConfig::default();
     if let Some(dev) = src.card() {
         cfg = dev.config().map_err(|e| format!("GET_CONFIG: {e}"))?;
-        if let Some(v) = a.block {
-            cfg.block_size = v;
-        }
-        if let Some(v) = a.ring_log2 {
-            cfg.ring_log2 = v;
-        }
-        if let Some(t) = &a.transfer {
-            acqdev::set_transfer(&mut cfg, t)?;
-        }
-        if let Some(v) = a.rate {
-            cfg.rate = v;
-        }
-        if let Some(v) = a.pattern {
-            cfg.pattern = v;
-        }
-        if let Some(v) = a.seed {
-            cfg.seed = v;
-        }
-        if let Some(v) = a.irq_count {
-            cfg.irq_mod_count = v;
-        }
-        if let Some(v) = a.irq_time_us {
-            cfg.irq_mod_time_us = v;
-        }
+        acqdev::apply(&mut cfg, &a.card);
         // Loopback is asked for per stream; the transfer mode (BAR2 bit) persists.
         cfg.flags &= !acq_guest::uapi::ACQ_CFG_LOOPBACK;
         if a.loopback {
@@ -251,7 +229,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
             mmap_loop(a, &cfg, &src, &mut sink, &mut st, tty, progress)?
         }
         Mode::Splice => {
-            let p1 = Pipe::new(a.pipe_size)?;
+            let p1 = Pipe::new(a.pipe_size.map(|p| p as usize))?;
             pipe_size = Some(p1.size);
             // The second pipe: the tee sink's, or the one read back for verification when
             // the sink is /dev/null and there is no tee file to re-read.
@@ -361,70 +339,74 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         && verify_ok
         && !st.timed_out
         && (st.total >= a.bytes || st.stopped_by_signal);
-    let mut report = serde_json::json!({
+    let file_map = match &a.sink {
+        // Where a file's blocks landed (a file system on a capture disk), and which stream
+        // offset each file position holds: a host holding the disk verifies the file there.
+        SinkSpec::File(path) => {
+            file_extents(path).map(|e| e.into_iter().map(|(l, p, n)| [l, p, n]).collect())
+        }
+        _ => None,
+    };
+    let report = ConsumerReport {
+        ok,
+        bytes: st.total,
+        seconds: secs,
+        mb_per_s: if secs > 0.0 {
+            st.total as f64 / secs / 1e6
+        } else {
+            0.0
+        },
+        verified_bytes: verified,
+        errors: mismatches,
+        errno: st.errnos.clone(),
+        errno_events: Some(st.errno_events.clone()),
+        fatal: st.fatal.clone(),
+        error: None,
+        timed_out: st.timed_out,
+        lost_bytes: stats.map(|s| s.lost_bytes).unwrap_or(0),
+        session_ends: st.session_ends,
+        misplaced: st.misplaced,
+        control,
+        sink_io: sink_io.as_ref().map(|io| io.report(a.sink_opts.direct)),
+        segment_map: file_map
+            .is_some()
+            .then(|| segs_now.iter().map(|&(p, o)| [p, o]).collect()),
+        extents: file_map,
+        config: src.card().is_some().then(|| acqdev::card_config(&cfg)),
+        signal: None,
+        exit_ms: None,
+    };
+    let mut detail = serde_json::json!({
         "device": a.device,
-        "mode": a.mode.name(),
+        "mode": a.mode.as_str(),
         "raw": a.raw,
         "sink": a.sink.name(),
-        "bytes": st.total,
-        "seconds": secs,
-        "mb_per_s": if secs > 0.0 { st.total as f64 / secs / 1e6 } else { 0.0 },
         "cpu_user_s": cpu1.0 - cpu0.0,
         "cpu_sys_s": cpu1.1 - cpu0.1,
         "verify": a.verify,
         "verify_method": if a.verify { method } else { "none" },
-        "verified_bytes": verified,
-        "errors": mismatches,
         "first_mismatch": first_mismatch,
         "overflows": stats.map(|s| s.overflows).unwrap_or(0),
-        "lost_bytes": stats.map(|s| s.lost_bytes).unwrap_or(0),
-        "errno": st.errnos,
-        "errno_events": st.errno_events,
         "signals": SIGNALS.load(Ordering::Relaxed),
         "short_reads": st.short_reads,
         "restarted": st.restarted,
         "reopened": st.reopened,
-        "session_ends": st.session_ends,
-        "misplaced": st.misplaced,
         "held": st.held,
-        "timed_out": st.timed_out,
         "stopped_by_signal": st.stopped_by_signal,
-        "fatal": st.fatal,
         "segments": segs_now.len(),
         "copies": copies,
-        "ok": ok,
     });
-    if let Some(o) = report.as_object_mut() {
+    if let Some(o) = detail.as_object_mut() {
         if let Some(p) = pipe_size {
             o.insert("pipe_size".into(), p.into());
         }
         if let Some(t) = &a.tee {
             o.insert("tee".into(), t.name().into());
         }
-        if let Some(c) = control {
-            o.insert("control".into(), c);
-        }
-        if let Some(io) = &sink_io {
-            let mut j = io.json();
-            if let Some(m) = j.as_object_mut() {
-                m.insert("direct".into(), a.sink_opts.direct.into());
-            }
-            o.insert("sink_io".into(), j);
-        }
-        if src.card().is_some() {
-            o.insert("config".into(), acqdev::config_json(&cfg));
-        }
         if let Some(s) = stats {
             o.insert("stats".into(), acqdev::stats_json(&s));
         }
-        // Where a file's blocks landed (a file system on a capture disk), and which stream
-        // offset each file position holds: a host holding the disk verifies the file there.
-        if let SinkSpec::File(path) = &a.sink {
-            if let Some(ext) = file_extents(path) {
-                o.insert("extents".into(), serde_json::json!(ext));
-                o.insert("segment_map".into(), serde_json::json!(segs_now));
-            }
-        }
     }
+    let report = acq_guest::result::line(&report, detail);
     Ok((report, ok))
 }

@@ -11,7 +11,7 @@ pub(crate) struct State {
     pub(crate) errnos: BTreeMap<String, u64>,
     /// Where in the stream each errno came (the first [`MAX_ERRNO_EVENTS`]), so a scenario
     /// can check not only that an EIO came but that it came where the fault was injected.
-    pub(crate) errno_events: Vec<serde_json::Value>,
+    pub(crate) errno_events: Vec<ErrnoEvent>,
     pub(crate) start: Instant,
     pub(crate) last_progress: Instant,
     pub(crate) total: u64,
@@ -202,12 +202,13 @@ impl State {
         *self.errnos.entry(name.clone()).or_default() += 1;
         // `offset`: the stream offset of the next byte the consumer expected (everything
         // before it was delivered); `bytes`: what the consumer had received by then.
-        let mut event = serde_json::json!({
-            "errno": name,
-            "offset": self.offset,
-            "bytes": self.total,
-            "ms": self.start.elapsed().as_millis() as u64,
-        });
+        let mut event = ErrnoEvent {
+            errno: name,
+            offset: self.offset,
+            bytes: self.total,
+            ms: self.start.elapsed().as_millis() as u64,
+            resume: None,
+        };
         match code {
             libc::EPIPE | libc::EIO if src.card().is_some() => {
                 // The stream continues where the driver says: after the lost bytes, or
@@ -216,11 +217,11 @@ impl State {
                 // one, from 0 (docs/driver.md, the EIO row).
                 if let Some(s) = src.stats()? {
                     if s.state == uapi::ACQ_STATE_RUNNING {
-                        event["resume"] = s.read_offset.into();
+                        event.resume = Some(s.read_offset);
                         self.offset = s.read_offset;
                         self.session = Some(s.session);
                     } else {
-                        event["resume"] = 0.into();
+                        event.resume = Some(0);
                         self.offset = 0;
                         self.session = None;
                     }
@@ -247,7 +248,7 @@ impl State {
         Ok(true)
     }
 
-    pub(crate) fn record(&mut self, event: serde_json::Value) {
+    pub(crate) fn record(&mut self, event: ErrnoEvent) {
         if self.errno_events.len() < MAX_ERRNO_EVENTS {
             self.errno_events.push(event);
         }

@@ -1,7 +1,12 @@
-//! The command line (hand-parsed: the tool is small and static).
+//! The command line, walked with the shared `Argv` and the card settings' one parser
+//! (`acq_wire::consumer::DeviceArgs`).
 
 use super::*;
 
+use acq_wire::consumer::device::DEVICE_USAGE;
+use acq_wire::consumer::{ArgError, Argv, DeviceArgs};
+
+#[derive(Debug)]
 pub(super) struct Args {
     pub(super) device: String,
     pub(super) bind: bool,
@@ -23,13 +28,17 @@ pub(super) fn usage(msg: &str) -> ExitCode {
     eprintln!("acq-vfio: {msg}");
     eprintln!(
         "usage: acq-vfio [--device auto|DDDD:BB:DD.F] [--bind] --mode read --bytes N [--verify] \
-         [--sink PATH] [--block B] [--ring-log2 L] [--rate R] [--pattern counter|prbs|sine[:CH]|N] \
-         [--seed S] [--irq-count C] [--irq-time-us T] [--timeout SECONDS] [--progress]"
+         [--sink PATH] {} [--timeout SECONDS] [--progress]\n(--transfer: this tool streams by DMA)",
+        DEVICE_USAGE.replace(" [--transfer dma|bar2 | --bar2]", "")
     );
     ExitCode::from(2)
 }
 
 pub(super) fn parse_args() -> Result<Args, String> {
+    parse(std::env::args().skip(1)).map_err(|e| e.to_string())
+}
+
+fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
     let mut a = Args {
         device: "auto".into(),
         bind: false,
@@ -46,68 +55,72 @@ pub(super) fn parse_args() -> Result<Args, String> {
         timeout: None,
         progress: false,
     };
+    let mut card = DeviceArgs::default();
     let mut mode = None;
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let mut it = argv.iter();
-    while let Some(opt) = it.next() {
-        let mut val = |name: &str| -> Result<String, String> {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        let size = |name: &str, v: String| -> Result<u64, String> {
-            acqdev::parse_size(&v).ok_or_else(|| format!("bad value for {name}: {v:?}"))
-        };
-        let small = |name: &str, v: u64| -> Result<u32, String> {
-            u32::try_from(v).map_err(|_| format!("{name} too large: {v}"))
-        };
-        match opt.as_str() {
-            "--device" => a.device = val(opt)?,
+    let mut argv = Argv::new(args);
+    while let Some(flag) = argv.next_flag() {
+        let f = flag.as_str();
+        if f != "--transfer" && f != "--bar2" && card.take(f, &mut argv)? {
+            continue;
+        }
+        match f {
+            "--device" => a.device = argv.value(f)?,
             "--bind" => a.bind = true,
-            "--mode" => mode = Some(val(opt)?),
-            "--bytes" => a.bytes = size(opt, val(opt)?)?,
+            "--mode" => mode = Some(argv.value(f)?),
+            "--bytes" => a.bytes = argv.size(f)?,
             "--verify" => a.verify = true,
-            "--sink" => a.sink = Some(val(opt)?),
-            "--block" => a.block = small(opt, size(opt, val(opt)?)?)?,
-            "--ring-log2" => a.ring_log2 = small(opt, size(opt, val(opt)?)?)?,
-            "--rate" => a.rate = size(opt, val(opt)?)?,
-            "--pattern" => {
-                let v = val(opt)?;
-                a.pattern = acqdev::parse_pattern(&v).ok_or_else(|| format!("bad pattern {v:?}"))?
-            }
-            "--seed" => a.seed = size(opt, val(opt)?)?,
-            "--irq-count" => a.irq_count = small(opt, size(opt, val(opt)?)?)?,
-            "--irq-time-us" => a.irq_time_us = small(opt, size(opt, val(opt)?)?)?,
-            "--timeout" => {
-                let v = val(opt)?;
-                a.timeout = Some(
-                    v.parse::<f64>()
-                        .ok()
-                        .filter(|t| *t > 0.0)
-                        .ok_or_else(|| format!("bad --timeout {v:?}"))?,
-                )
-            }
+            "--sink" => a.sink = Some(argv.value(f)?),
+            "--timeout" => a.timeout = Some(argv.secs(f)?),
             "--progress" => a.progress = true,
-            "-h" | "--help" => return Err("help".into()),
-            other => return Err(format!("unknown argument {other:?}")),
+            "-h" | "--help" => return Err(ArgError::line("help")),
+            other => return Err(ArgError::line(format!("unknown argument {other:?}"))),
         }
     }
     match mode.as_deref() {
         Some("read") => {}
-        Some(m) => return Err(format!("mode {m:?} is not supported (only: read)")),
-        None => return Err("--mode is required (read)".into()),
+        Some(m) => {
+            return Err(ArgError::new(
+                "--mode",
+                format!("{m:?} is not supported (only: read)"),
+            ))
+        }
+        None => return Err(ArgError::new("--mode", "is required (read)")),
     }
     if a.bytes == 0 {
-        return Err("--bytes N (N > 0) is required".into());
+        return Err(ArgError::new("--bytes", "N > 0 is required"));
     }
-    if !regs::limits::ring_log2_valid(a.ring_log2) {
-        return Err(format!("--ring-log2 {} is out of range 1..15", a.ring_log2));
-    }
-    if !a.block.is_multiple_of(8) || a.block < 64 || a.block > regs::limits::BLOCK_SIZE_MAX {
-        return Err(format!(
-            "--block {} is not a multiple of 8 in 64 .. 4M",
-            a.block
-        ));
-    }
+    card.check()?;
+    // This tool programs the card itself: what the driver would default to, it sets.
+    a.block = card.block.unwrap_or(a.block);
+    a.ring_log2 = card.ring_log2.unwrap_or(a.ring_log2);
+    a.rate = card.rate.unwrap_or(a.rate);
+    a.pattern = card.pattern.unwrap_or(a.pattern);
+    a.seed = card.seed.unwrap_or(a.seed);
+    a.irq_count = card.irq_count.unwrap_or(a.irq_count);
+    a.irq_time_us = card.irq_time_us.unwrap_or(a.irq_time_us);
     Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Result<Args, ArgError> {
+        parse(s.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn settings_parse_with_the_shared_rules() {
+        let a = args("--mode read --bytes 1M --block 64K --pattern prbs --seed 0x10").unwrap();
+        assert_eq!((a.block, a.pattern, a.seed, a.ring_log2), (65536, 1, 16, 8));
+        for (text, flag) in [
+            ("--mode read --bytes 1M --ring-log2 16", "--ring-log2"),
+            ("--mode read --bytes 1M --block 100", "--block"),
+            ("--mode read --bytes 1M --transfer bar2", ""),
+            ("--mode mmap --bytes 1M", "--mode"),
+            ("--mode read", "--bytes"),
+        ] {
+            assert_eq!(args(text).unwrap_err().flag, flag, "{text}");
+        }
+    }
 }

@@ -20,7 +20,6 @@ use std::process::ExitCode;
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use acq_guest::acqdev;
 use acq_guest::vfio::dma::{Chunk, PAGE};
 use acq_guest::vfio::{self, Device, EventFd, Mapping};
 use acq_hw::regs::{self, comp, ctrl, desc, err, event, irq, reg, status};

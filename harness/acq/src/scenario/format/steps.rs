@@ -219,52 +219,12 @@ fn default_step_timeout() -> u64 {
     300
 }
 
-/// How a consumer reads the card.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// read(2) into a user buffer.
-    Read,
-    /// splice(2) from the device into a pipe, and from the pipe to the sink.
-    Splice,
-    /// The mmap ring.
-    Mmap,
-}
+/// How a consumer reads the card: `acq-stream --mode`'s own type.
+pub use acq_wire::consumer::CaptureMode as Mode;
 
-impl Mode {
-    /// The name `acq-stream --mode` takes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Read => "read",
-            Mode::Splice => "splice",
-            Mode::Mmap => "mmap",
-        }
-    }
-}
-
-/// What a consumer does when a write to its disk sink fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkErrorPolicy {
-    /// Report the failed range as lost and end the stream.
-    Stop,
-    /// Write the range again (`sink_retries`, `sink_retry_ms`); when the retries are used
-    /// up, as `stop`.
-    Retry,
-    /// Report the range as lost, leave it unwritten (a hole on a raw disk), go on.
-    Skip,
-}
-
-impl SinkErrorPolicy {
-    /// The name `acq-stream --on-sink-error` takes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SinkErrorPolicy::Stop => "stop",
-            SinkErrorPolicy::Retry => "retry",
-            SinkErrorPolicy::Skip => "skip",
-        }
-    }
-}
+/// What a consumer does when a write to its disk sink fails: `acq-stream
+/// --on-sink-error`'s own type.
+pub use acq_wire::consumer::SinkPolicy as SinkErrorPolicy;
 
 /// Where streamed data goes: `"null"`, `"tmpfs"`, `"tcp"`, `{"disk": N}` or
 /// `{"disk_file": N}`.

@@ -554,3 +554,47 @@ fn faults_outside_the_catalogue_are_refused_by_the_check() {
         assert!(e.contains(want), "{inject}: {e}");
     }
 }
+
+#[test]
+fn a_step_the_consumer_would_refuse_is_refused_by_the_check() {
+    // Each of these passed `acq check` and failed only when acq-stream refused its
+    // command line, minutes into a run (the VM booted, the driver loaded).
+    for (step, want) in [
+        (
+            r#"{"stream": {"bytes": "1M", "chunk": 0}}"#,
+            "steps[0].stream.chunk: must be 1 .. 1G, not 0 (acq-stream --read-size)",
+        ),
+        (
+            r#"{"stream": {"bytes": "1M", "mode": "splice", "pipe_size": "1K"}}"#,
+            "steps[0].stream.pipe_size: must be 4K .. 1G, not 1024",
+        ),
+        (
+            r#"{"stream": {"bytes": "1M", "sink": {"disk": 0}, "sink_retries": 5000}}"#,
+            "steps[0].stream.sink_retries: at most 1000",
+        ),
+        (
+            r#"{"stream": {"bytes": "1M", "sink": {"disk": 0}, "sink_retry_ms": 120000}}"#,
+            "steps[0].stream.sink_retry_ms: at most 60000",
+        ),
+        (
+            r#"{"play": {"bytes": "1M", "chunk": "2G"}}"#,
+            "steps[0].play.chunk: must be 1 .. 1G, not 2147483648 (acq-stream --write-size)",
+        ),
+        (
+            r#"{"play": {"bytes": "1M", "mode": "splice", "pipe_size": "2G"}}"#,
+            "steps[0].play.pipe_size: must be 4K .. 1G",
+        ),
+        (
+            r#"{"play": {"bytes": "1M", "pause_at": "2M"}}"#,
+            "steps[0].play.pause_at: must be less than --bytes",
+        ),
+        (
+            r#"{"play": {"bytes": "1M", "pause_at": "512K", "pause_ms": 70000}}"#,
+            "steps[0].play.pause_ms: at most 60000",
+        ),
+    ] {
+        let text = format!(r#"{{"disks": [{{"size": "16M"}}], "steps": [{step}]}}"#);
+        let e = error_of(&text);
+        assert!(e.contains(want), "{step}: {e}");
+    }
+}

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::scenario::share::ShareSource;
+use acq_wire::consumer::ArgError;
 
 /// Checks what the types alone cannot: ranges and cross-references.
 pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
@@ -182,6 +183,14 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
                     "source zero never matches the pattern: set verify false".into(),
                 );
             }
+            if let Some(card) = sc.cards.get(p.card) {
+                if let Err(e) = invoke::playback_args(p, card).check() {
+                    return err(
+                        &format!("steps[{i}].play{}", field_of(&e.flag, PLAY_FIELDS)),
+                        arg_why(&e),
+                    );
+                }
+            }
         }
         if let Some(c) = card.filter(|&c| c >= ncards) {
             return err(
@@ -343,6 +352,14 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
                 return err(
                     &format!("steps[{i}].stream.pipe_size"),
                     "only applies to mode splice".into(),
+                );
+            }
+            // What is left, the consumer's own rules on the command line this step becomes
+            // (ranges of chunk and pipe sizes, the sink options' limits, the card's).
+            if let Err(e) = invoke::capture_args(sc, st, false).check() {
+                return err(
+                    &format!("steps[{i}].stream{}", field_of(&e.flag, STREAM_FIELDS)),
+                    arg_why(&e),
                 );
             }
         }
@@ -532,4 +549,56 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
         }
     }
     Ok(())
+}
+
+/// The scenario field each `acq-stream` flag comes from (the rest are the card's or the
+/// step as a whole).
+const STREAM_FIELDS: &[(&str, &str)] = &[
+    ("--bytes", "bytes"),
+    ("--read-size", "chunk"),
+    ("--pipe-size", "pipe_size"),
+    ("--tee", "tee"),
+    ("--restart-at", "restart_at"),
+    ("--reopen-at", "reopen_at"),
+    ("--pause-at", "pause_at"),
+    ("--pause-ms", "pause_ms"),
+    ("--control", "control"),
+    ("--signal", "signal"),
+    ("--signal-at-bytes", "signal.at"),
+    ("--signal-stop-ms", "signal.stop_ms"),
+    ("--on-sink-error", "on_sink_error"),
+    ("--sink-retries", "sink_retries"),
+    ("--sink-retry-ms", "sink_retry_ms"),
+    ("--direct", "direct"),
+];
+
+/// The same for `acq-stream --direction out` and a play step.
+const PLAY_FIELDS: &[(&str, &str)] = &[
+    ("--bytes", "bytes"),
+    ("--write-size", "chunk"),
+    ("--pipe-size", "pipe_size"),
+    ("--buffers", "buffers"),
+    ("--gift", "gift"),
+    ("--reuse-before-release", "reuse_before_release"),
+    ("--pause-at", "pause_at"),
+    ("--pause-ms", "pause_ms"),
+    ("--verify", "verify"),
+    ("--rate", "rate"),
+];
+
+/// `.field` for a flag the step sets, or nothing.
+fn field_of(flag: &str, fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .find(|(f, _)| *f == flag)
+        .map_or_else(String::new, |(_, name)| format!(".{name}"))
+}
+
+/// Why, naming the consumer's flag too (a card setting's flag names its `device` field).
+fn arg_why(e: &ArgError) -> String {
+    if e.flag.is_empty() {
+        e.why.clone()
+    } else {
+        format!("{} (acq-stream {})", e.why, e.flag)
+    }
 }

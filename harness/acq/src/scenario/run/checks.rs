@@ -3,6 +3,9 @@
 
 use super::*;
 
+use acq_wire::consumer::ConsumerReport;
+use serde::Deserialize;
+
 /// Checks every stream to a capture disk: the consumer's account of the disk against the
 /// disk's and the card's counters, to the byte, and `expect.sink`.
 /// The stream steps with their results. `res.streams` holds the foreground stream and
@@ -10,8 +13,8 @@ use super::*;
 /// result is skipped here.
 pub(super) fn stream_results<'a>(
     sc: &'a Scenario,
-    res: &'a ScenarioResult,
-) -> Vec<(&'a StreamStep, &'a Value)> {
+    res: &ScenarioResult,
+) -> Vec<(&'a StreamStep, StreamView)> {
     sc.steps
         .iter()
         .filter(|s| match s {
@@ -21,80 +24,105 @@ pub(super) fn stream_results<'a>(
         })
         .zip(&res.streams)
         .filter_map(|(s, v)| match s {
-            Step::Stream(st) => Some((st, v)),
+            Step::Stream(st) => Some((st, StreamView::of(v))),
             _ => None,
         })
         .collect()
 }
 
+/// A consumer's result as the checks read it: the report the guest tool wrote (its type
+/// is the tools' own, `acq_wire::consumer::ConsumerReport`) and what the harness added
+/// to it (the signal it had sent and the bound, the host's check of a file on a disk).
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct StreamView {
+    /// The tool's report.
+    #[serde(flatten)]
+    pub report: ConsumerReport,
+    /// The signal sent to a consumer it ends ...
+    #[serde(default)]
+    pub signal_sent: Option<String>,
+    /// ... and how soon the consumer had to be gone.
+    #[serde(default)]
+    pub exit_within_ms: u64,
+    /// A `disk_file` stream: the file checked on the host.
+    #[serde(default)]
+    pub host_verify: Option<HostVerify>,
+}
+
+impl StreamView {
+    /// Reads a result line; one that is not a report reads as a report of that error
+    /// (which fails the stream's checks, naming the line).
+    pub(super) fn of(v: &Value) -> StreamView {
+        serde_json::from_value(v.clone()).unwrap_or_else(|e| StreamView {
+            report: ConsumerReport {
+                error: Some(format!(
+                    "the result line is not a consumer report ({e}): {v}"
+                )),
+                ..ConsumerReport::default()
+            },
+            ..StreamView::default()
+        })
+    }
+}
+
 pub(super) fn check_disk_streams(sc: &Scenario, res: &mut ScenarioResult) {
-    let (steps, results): (Vec<&StreamStep>, Vec<Value>) = stream_results(sc, res)
-        .into_iter()
-        .map(|(st, v)| (st, v.clone()))
-        .unzip();
+    let streams = stream_results(sc, res);
+    let steps: Vec<&StreamStep> = streams.iter().map(|(st, _)| *st).collect();
     let ex = &sc.expect.sink;
     let mut checks = Vec::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let (mut lost, mut gaps, mut retries) = (0u64, 0u64, 0u64);
     let mut any = false;
-    for (i, (st, s)) in steps.iter().zip(&results).enumerate() {
+    for (i, (st, s)) in streams.iter().enumerate() {
         let Some(d) = st.sink.disk() else { continue };
         any = true;
-        if let (Sink::DiskFile(_), Some(h)) = (st.sink, s.get("host_verify")) {
-            let bytes = num(s, "bytes");
+        let r = &s.report;
+        if let (Sink::DiskFile(_), Some(h)) = (st.sink, &s.host_verify) {
             checks.push(Check {
                 name: format!("stream {i}: the file's blocks on disk {d} verified on the host"),
-                ok: h.get("error").is_none()
-                    && bytes > 0
-                    && num(h, "verified") == bytes
-                    && num(h, "mismatches") == 0,
-                detail: h.to_string(),
+                ok: h.error.is_none() && r.bytes > 0 && h.verified == r.bytes && h.mismatches == 0,
+                detail: serde_json::to_string(h).unwrap_or_default(),
             });
         }
-        let Some(io) = s.get("sink_io").filter(|v| v.is_object()) else {
+        let Some(io) = &r.sink_io else {
             checks.push(Check {
                 name: format!("stream {i}: consumer reports its disk account"),
                 ok: false,
                 detail: format!(
                     "no sink_io in the result: {}",
-                    s.get("error").unwrap_or(&Value::Null)
+                    r.error.as_deref().unwrap_or("null")
                 ),
             });
             continue;
         };
-        if let Some(m) = io.get("errno").and_then(Value::as_object) {
-            for (k, v) in m {
-                *errors.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
-            }
+        for (k, v) in &io.errno {
+            *errors.entry(k.clone()).or_default() += v;
         }
-        lost += num(io, "lost_bytes");
-        gaps += num(io, "gap_bytes");
-        retries += num(io, "retries");
-        let stopped = io.get("stopped") == Some(&Value::Bool(true));
+        lost += io.lost_bytes;
+        gaps += io.gap_bytes;
+        retries += io.retries;
         checks.push(Check {
             name: format!("stream {i}: stopped by the sink = {}", ex.stopped),
-            ok: stopped == ex.stopped,
+            ok: io.stopped == ex.stopped,
             detail: format!(
-                "stopped {stopped}; {} of {} bytes taken from the card",
-                num(s, "bytes"),
-                st.bytes
+                "stopped {}; {} of {} bytes taken from the card",
+                io.stopped, r.bytes, st.bytes
             ),
         });
-        let synced = io.get("sync").and_then(Value::as_str) == Some("ok");
+        let synced = io.sync.as_deref() == Some("ok");
         checks.push(Check {
             name: format!("stream {i}: final fsync succeeded = {}", ex.synced),
             ok: synced == ex.synced,
-            detail: format!("sync {}", io.get("sync").unwrap_or(&Value::Null)),
+            detail: format!("sync {}", io.sync.as_deref().unwrap_or("not done")),
         });
         // The card's loss as the consumer met it (EPIPE gaps) is what the driver counted
         // from the card's completions.
         checks.push(Check {
             name: format!("stream {i}: consumer gaps = driver lost_bytes"),
-            ok: num(io, "gap_bytes") == num(s, "lost_bytes"),
+            ok: io.gap_bytes == r.lost_bytes,
             detail: format!(
                 "gaps {} bytes, driver lost_bytes {}",
-                num(io, "gap_bytes"),
-                num(s, "lost_bytes")
+                io.gap_bytes, r.lost_bytes
             ),
         });
         // The model counts for its whole life: comparable when this is the card's only
@@ -106,8 +134,8 @@ pub(super) fn check_disk_streams(sc: &Scenario, res: &mut ScenarioResult) {
                 .and_then(Value::as_u64);
             checks.push(Check {
                 name: format!("stream {i}: consumer gaps = card{}.lost_bytes", st.card),
-                ok: got == Some(num(io, "gap_bytes")),
-                detail: format!("gaps {} bytes, card {got:?}", num(io, "gap_bytes")),
+                ok: got == Some(io.gap_bytes),
+                detail: format!("gaps {} bytes, card {got:?}", io.gap_bytes),
             });
         }
         if !matches!(st.sink, Sink::Disk(_)) {
@@ -116,18 +144,18 @@ pub(super) fn check_disk_streams(sc: &Scenario, res: &mut ScenarioResult) {
         let disk = res.disk_counters.get(d).cloned().unwrap_or(Value::Null);
         for (mine, theirs, what) in [
             (
-                "written_bytes_unique",
+                io.written_bytes_unique,
                 "written_bytes_unique",
                 "bytes on the disk",
             ),
-            ("hole_bytes", "hole_bytes", "hole bytes"),
-            ("failed_bytes", "failed_write_bytes", "failed write bytes"),
+            (io.hole_bytes, "hole_bytes", "hole bytes"),
+            (io.failed_bytes, "failed_write_bytes", "failed write bytes"),
         ] {
             let got = disk.get(theirs).and_then(Value::as_u64);
             checks.push(Check {
                 name: format!("stream {i}: consumer {what} = disk{d}.{theirs}"),
-                ok: got == Some(num(io, mine)),
-                detail: format!("consumer {}, disk {got:?}", num(io, mine)),
+                ok: got == Some(mine),
+                detail: format!("consumer {mine}, disk {got:?}"),
             });
         }
         let bad = disk.get("bytes_mismatched").and_then(Value::as_u64);
@@ -190,17 +218,13 @@ pub(super) fn explain_outrun_consumers(sc: &Scenario, res: &mut ScenarioResult) 
     }
     let mut notes = Vec::new();
     for (i, (st, s)) in stream_results(sc, res).into_iter().enumerate() {
-        let gaps = s
-            .get("errno")
-            .and_then(|m| m.get("EPIPE"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
+        let gaps = s.report.errno.get("EPIPE").copied().unwrap_or(0);
         let rate = sc
             .cards
             .get(st.card)
             .and_then(|c| c.device.rate)
             .map_or(0, |r| r.0);
-        let took = s.get("mb_per_s").and_then(Value::as_f64).unwrap_or(0.0) * 1e6;
+        let took = s.report.mb_per_s * 1e6;
         if let Some(note) = outrun_note(i, gaps, rate, took) {
             notes.push(note);
         }
@@ -230,47 +254,48 @@ pub(super) fn outrun_note(i: usize, gaps: u64, rate: u64, took: f64) -> Option<C
 /// Checks the expectations against what the run measured.
 pub(super) fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &str) {
     let mut checks = Vec::new();
-    let streams = &res.streams;
-    for (i, s) in streams.iter().enumerate() {
+    let streams: Vec<StreamView> = res.streams.iter().map(StreamView::of).collect();
+    for (i, view) in streams.iter().enumerate() {
+        let s = &view.report;
         // A stream may end on purpose: a fatal errno the scenario expects (ENODEV after a
         // surprise removal) is checked by the errno counts below instead.
-        let expected_fatal = s.get("errno").and_then(Value::as_object).is_some_and(|m| {
-            m.keys()
-                .any(|k| ex.errors.contains_key(k) && !RECOVERABLE.contains(&k.as_str()))
-        });
-        let fatal = s
-            .get("fatal")
-            .filter(|f| !f.is_null())
-            .or_else(|| s.get("error"));
-        if let Some(f) = fatal.filter(|_| !expected_fatal) {
+        let expected_fatal = s
+            .errno
+            .keys()
+            .any(|k| ex.errors.contains_key(k) && !RECOVERABLE.contains(&k.as_str()));
+        if let Some(f) = s
+            .fatal
+            .as_ref()
+            .or(s.error.as_ref())
+            .filter(|_| !expected_fatal)
+        {
             checks.push(Check {
                 name: format!("stream {i} ends without a fatal error"),
                 ok: false,
-                detail: f.to_string(),
+                detail: f.clone(),
             });
         }
-        let never_sent = s.get("signal").is_none();
-        if let Some(sig) = s
-            .get("signal_sent")
-            .and_then(Value::as_str)
+        let never_sent = s.signal.is_none();
+        if let Some(sig) = view
+            .signal_sent
+            .as_ref()
             .filter(|_| ex.all_faults_fire || !never_sent)
         {
-            let bound = num(s, "exit_within_ms");
-            let exit = s.get("exit_ms").and_then(Value::as_u64);
+            let bound = view.exit_within_ms;
             checks.push(Check {
                 name: format!(
                     "stream {i}: the consumer is gone within {bound} ms of SIG{}",
                     sig.to_uppercase()
                 ),
-                ok: exit.is_some_and(|ms| ms <= bound),
-                detail: match (s.get("signal"), exit) {
+                ok: s.exit_ms.is_some_and(|ms| ms <= bound),
+                detail: match (&s.signal, s.exit_ms) {
                     (None, _) => "the consumer ended before the signal was due".into(),
                     (Some(_), Some(ms)) => format!("gone after {ms} ms"),
                     (Some(_), None) => "still there 30 s after the signal".into(),
                 },
             });
         }
-        if s.get("control").is_some() {
+        if s.control.is_some() {
             // The second process's ioctls got answers the contract allows, and the
             // consumer met a session end (0) only where one of them ended the session.
             let faults: Vec<String> = ex
@@ -286,17 +311,17 @@ pub(super) fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &
                 detail: verdict.unwrap_or_else(|e| e),
             });
         }
-        if s.get("timed_out") == Some(&Value::Bool(true)) {
+        if s.timed_out {
             checks.push(Check {
                 name: format!("stream {i} finishes in time"),
                 ok: false,
-                detail: format!("timed out after {} bytes", num(s, "bytes")),
+                detail: format!("timed out after {} bytes", s.bytes),
             });
         }
     }
     if let Some(min) = ex.min_throughput_mbps {
         for (i, s) in streams.iter().enumerate() {
-            let mbps = s.get("mb_per_s").and_then(Value::as_f64).unwrap_or(0.0);
+            let mbps = s.report.mb_per_s;
             checks.push(Check {
                 name: format!("stream {i} throughput >= {min} MB/s"),
                 ok: mbps >= min,
@@ -304,7 +329,7 @@ pub(super) fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &
             });
         }
     }
-    let verified: u64 = streams.iter().map(|s| num(s, "verified_bytes")).sum();
+    let verified: u64 = streams.iter().map(|s| s.report.verified_bytes).sum();
     if let Some(min) = ex.verified_bytes_min {
         checks.push(Check {
             name: format!("verified bytes >= {min}"),
@@ -312,18 +337,16 @@ pub(super) fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &
             detail: format!("{verified} bytes verified"),
         });
     }
-    let mismatches: u64 = streams.iter().map(|s| num(s, "errors")).sum();
+    let mismatches: u64 = streams.iter().map(|s| s.report.errors).sum();
     checks.push(Check {
         name: format!("verification mismatches {}", ex.mismatches),
         ok: ex.mismatches.contains(mismatches),
         detail: format!("{mismatches} consumer chunk(s) failed verification"),
     });
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-    for s in streams {
-        if let Some(m) = s.get("errno").and_then(Value::as_object) {
-            for (k, v) in m {
-                *seen.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
-            }
+    for s in &streams {
+        for (k, v) in &s.report.errno {
+            *seen.entry(k.clone()).or_default() += v;
         }
     }
     for name in &ex.errors_allowed {
@@ -335,10 +358,10 @@ pub(super) fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &
     for (name, range) in &ex.errors_at {
         let offsets: Vec<u64> = streams
             .iter()
-            .filter_map(|s| s.get("errno_events").and_then(Value::as_array))
+            .filter_map(|s| s.report.errno_events.as_ref())
             .flatten()
-            .filter(|e| e.get("errno").and_then(Value::as_str) == Some(name.as_str()))
-            .map(|e| num(e, "offset"))
+            .filter(|e| e.errno == *name)
+            .map(|e| e.offset)
             .collect();
         // No occurrence at all is a failure here too: a placement was asked for.
         let ok = !offsets.is_empty() && offsets.iter().all(|&o| range.contains(o));
@@ -354,17 +377,15 @@ pub(super) fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &
     }
     if ex.recovered {
         for (i, s) in streams.iter().enumerate() {
-            let ok = s.get("ok") == Some(&Value::Bool(true))
-                || (num(s, "bytes") > 0
-                    && s.get("fatal").is_none_or(Value::is_null)
-                    && s.get("timed_out") != Some(&Value::Bool(true)));
+            let s = &s.report;
+            let ok = s.ok || (s.bytes > 0 && s.fatal.is_none() && !s.timed_out);
             checks.push(Check {
                 name: format!("stream {i} recovered and reached its byte count"),
                 ok,
                 detail: format!(
                     "{} bytes, fatal: {}",
-                    num(s, "bytes"),
-                    s.get("fatal").unwrap_or(&Value::Null)
+                    s.bytes,
+                    s.fatal.as_deref().unwrap_or("null")
                 ),
             });
         }

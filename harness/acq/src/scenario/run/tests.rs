@@ -72,28 +72,33 @@ fn a_file_on_a_disk_is_verified_where_its_extents_lie() {
     let dir = std::env::temp_dir().join(format!("acq-verify-{}", std::process::id()));
     fs::create_dir_all(&dir).unwrap();
     let store = dir.join("store.img");
-    let result = json!({
-        "bytes": 3 * 4096,
-        "extents": [[0, 5 * 4096, 4096], [4096, 4096, 8192]],
-        "segment_map": [[0, 4096]],
-        "config": {"pattern": pattern, "seed": seed},
-    });
+    let result = acq_wire::consumer::ConsumerReport {
+        bytes: 3 * 4096,
+        extents: Some(vec![[0, 5 * 4096, 4096], [4096, 4096, 8192]]),
+        segment_map: Some(vec![[0, 4096]]),
+        config: Some(acq_wire::consumer::CardConfig {
+            pattern,
+            seed,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
     fs::write(&store, &disk).unwrap();
     let v = verify_file_on_disk(&result, &store).unwrap();
-    assert_eq!(
-        (num(&v, "verified"), num(&v, "mismatches")),
-        (3 * 4096, 0),
-        "{v}"
-    );
+    assert_eq!((v.verified, v.mismatches), (3 * 4096, 0), "{v:?}");
 
     // One flipped bit in file block 2 (disk block 2) is found at its file offset.
     disk[2 * 4096 + 100] ^= 1;
     fs::write(&store, &disk).unwrap();
     let v = verify_file_on_disk(&result, &store).unwrap();
-    assert_eq!(num(&v, "mismatches"), 1, "{v}");
-    assert_eq!(num(&v, "first_mismatch"), 2 * 4096 + 100, "{v}");
+    assert_eq!(v.mismatches, 1, "{v:?}");
+    assert_eq!(v.first_mismatch, Some(2 * 4096 + 100), "{v:?}");
     // Without extents there is nothing to verify: an error, not a pass.
-    assert!(verify_file_on_disk(&json!({"bytes": 1}), &store).is_err());
+    let bare = acq_wire::consumer::ConsumerReport {
+        bytes: 1,
+        ..Default::default()
+    };
+    assert!(verify_file_on_disk(&bare, &store).is_err());
     let _ = fs::remove_dir_all(&dir);
 }
 
