@@ -33,6 +33,7 @@
 //! | `acq_main.rs` | the shared types ([`Card`], [`Inner`], [`Hw`]), probe and the module |
 //! | `pool.rs` | DMA memory: pool pages with streaming mappings, coherent regions |
 //! | `completions.rs` | reading a completion record, for every ring (host memory, BAR2) |
+//! | `posting.rs` | writing a descriptor and publishing the producer index (doorbell only when asked), for every ring |
 //! | `pageref.rs` | a page reference held across a copy to or from user memory |
 //! | `bar0.rs` | BAR0 registers and the PCI function |
 //! | `card.rs` | register, completion and event-page access; liveness and recovery |
@@ -112,6 +113,7 @@ mod interrupts;
 mod mmap;
 mod pageref;
 mod pool;
+mod posting;
 mod ratelimit;
 mod ring;
 mod splice;

@@ -339,12 +339,7 @@ impl Card {
         let Some(hw) = g.hw.as_ref() else {
             return;
         };
-        // RELEASE: descriptors (and buffer contents) before the producer index.
-        dma_mb(Write);
-        hw.event.write32(regs::pb_event::OFF_PROD, g.prod);
-        // FULL: store prod before loading need_doorbell.
-        mb(Full);
-        let ring = hw.event.read32(regs::pb_event::OFF_NEED_DOORBELL) != 0;
+        let ring = posting::publish(&hw.event, posting::PLAYBACK, g.prod);
         g.published = g.prod;
         if ring {
             let _ = self.with_regs(|r| r.wr(regs::reg::PB_DOORBELL, 1));

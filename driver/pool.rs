@@ -235,14 +235,7 @@ impl Hw {
         let Some(buf) = self.arm_page(page, busy) else {
             return;
         };
-        let id = regs::ring::slot(k, log2) as usize;
-        let base = id * regs::desc::SIZE;
-        self.desc
-            .write64(base + regs::desc::OFF_ADDR, buf.bus_addr());
-        self.desc
-            .write32(base + regs::desc::OFF_LEN, PAGE_SIZE as u32);
-        // id (bits 15:0) and flags (bits 31:16, reserved 0) share one word.
-        self.desc
-            .write32(base + regs::desc::OFF_ID, id as u32 & 0xFFFF);
+        let slot = regs::ring::slot(k, log2) as usize;
+        posting::write_desc(&self.desc, slot, buf.bus_addr(), PAGE_SIZE as u32);
     }
 }

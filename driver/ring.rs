@@ -227,17 +227,12 @@ impl Card {
         if d == prod {
             return;
         }
-        // RELEASE: descriptors before the producer index. In BAR2 mode a full barrier:
-        // the copies out of the slots (MMIO reads) are done before the slots go back.
-        if bar2 {
-            mb(Full);
-        } else {
-            dma_mb(Write);
-        }
-        self.event_write(bar2, hw, regs::event::OFF_PROD, d);
-        // FULL: store prod before loading need_doorbell.
-        mb(Full);
-        let ring = self.event_read(bar2, hw, regs::event::OFF_NEED_DOORBELL) != 0;
+        let ring = match (bar2, self.bar2.as_ref()) {
+            (true, Some(b)) => posting::publish(b, posting::CAPTURE, d),
+            // BAR2 mode without BAR2 (cannot happen: the mode needs it): nothing to tell.
+            (true, None) => false,
+            (false, _) => posting::publish(&hw.event, posting::CAPTURE, d),
+        };
         g.prod = d;
         if ring {
             let _ = self.with_regs(|r| r.wr(regs::reg::DOORBELL, 1));

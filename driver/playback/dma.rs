@@ -235,11 +235,7 @@ impl PbHw {
     }
 
     pub(super) fn write_desc(&self, slot: usize, addr: u64, len: u32) {
-        let base = slot * regs::desc::SIZE;
-        self.desc.write64(base + regs::desc::OFF_ADDR, addr);
-        self.desc.write32(base + regs::desc::OFF_LEN, len);
-        self.desc
-            .write32(base + regs::desc::OFF_ID, slot as u32 & 0xFFFF);
+        posting::write_desc(&self.desc, slot, addr, len);
     }
 
     /// Session stream offset of the oldest byte in held writer memory, if any: the first

@@ -399,7 +399,7 @@ fn consumer_steps(vm: &mut Vm) -> Result<()> {
             2,
             "--on-sink-error",
         ),
-        ("--mode read --direct", 2, "need a file or disk --sink"),
+        ("--mode read --direct", 2, "a file or disk --sink"),
         (
             "--mode splice --on-sink-error retry --sink /dev/vda",
             1,

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use super::{errno_name, last_errno, on_error, splice, Args, PbDev, Pipe, Producer, Run};
 use crate::uapi::{self, AcqPbRelease};
+use acq_wire::consumer::playback::BUFFERS_DEFAULT;
 
 /// What the loop did besides moving bytes (in the result line).
 #[derive(Debug, Default)]
@@ -121,14 +122,15 @@ pub(super) fn vmsplice_loop(
 ) -> Result<VmspliceStats, String> {
     let pipe = Pipe::new(a.pipe_size.map(|p| p as usize))?;
     let mut vs = VmspliceStats::default();
-    let mut ring: Vec<Option<Buffer>> = (0..a.buffers as usize).map(|_| None).collect();
+    let buffers = a.buffers.unwrap_or(BUFFERS_DEFAULT) as usize;
+    let mut ring: Vec<Option<Buffer>> = (0..buffers).map(|_| None).collect();
     // Per buffer: the session and stream offset where its last contents ended.
-    let mut last_end: Vec<Option<(u64, u64)>> = vec![None; a.buffers as usize];
+    let mut last_end: Vec<Option<(u64, u64)>> = vec![None; buffers];
     let mut i = 0usize;
     while st.total < a.bytes && !st.expired(a) {
         st.pause_if_due(a);
         let n = st.chunk(a, a.write_size as usize);
-        let b = i % a.buffers as usize;
+        let b = i % buffers;
         i += 1;
         if let (Some((session, end)), false) = (last_end[b], a.reuse_before_release || a.gift) {
             wait_release(dev, session, end, &mut vs)?;

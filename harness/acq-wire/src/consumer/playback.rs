@@ -107,6 +107,9 @@ impl SourcePath {
     }
 }
 
+/// The vmsplice buffers cycled when `--buffers` is not given.
+pub const BUFFERS_DEFAULT: u32 = 4;
+
 /// The most vmsplice buffers.
 pub const BUFFERS_MAX: u32 = 1024;
 
@@ -139,8 +142,8 @@ pub struct PlaybackArgs {
     pub verify: bool,
     /// `--timeout` in seconds.
     pub timeout: Option<f64>,
-    /// `--buffers` (vmsplice): user buffers cycled.
-    pub buffers: u32,
+    /// `--buffers` (vmsplice): user buffers cycled (none given: [`BUFFERS_DEFAULT`]).
+    pub buffers: Option<u32>,
     /// `--gift` (vmsplice): SPLICE_F_GIFT, each buffer unmapped once queued.
     pub gift: bool,
     /// `--reuse-before-release` (vmsplice): refill without waiting for the release.
@@ -168,7 +171,7 @@ impl PlaybackArgs {
             pause_ms: 500,
             verify: false,
             timeout: None,
-            buffers: 4,
+            buffers: None,
             gift: false,
             reuse_before_release: false,
         }
@@ -215,8 +218,8 @@ impl PlaybackArgs {
         if let Some(t) = self.timeout {
             push(&mut v, "--timeout", t);
         }
-        if self.buffers != d.buffers {
-            push(&mut v, "--buffers", self.buffers);
+        if let Some(b) = self.buffers {
+            push(&mut v, "--buffers", b);
         }
         push_if(&mut v, "--gift", self.gift);
         push_if(&mut v, "--reuse-before-release", self.reuse_before_release);
@@ -250,7 +253,7 @@ impl PlaybackArgs {
                 "--pause-at" => a.pause_at = Some(argv.size(f)?),
                 "--pause-ms" => a.pause_ms = argv.size(f)?,
                 "--verify" => a.verify = true,
-                "--buffers" => a.buffers = argv.small(f)?,
+                "--buffers" => a.buffers = Some(argv.small(f)?),
                 "--gift" => a.gift = true,
                 "--reuse-before-release" => a.reuse_before_release = true,
                 "--timeout" => a.timeout = Some(argv.secs(f)?),
@@ -318,15 +321,13 @@ impl PlaybackArgs {
                 return no(flag, "must be less than --bytes (it would never happen)");
             }
         }
-        if !(1..=BUFFERS_MAX).contains(&self.buffers) {
+        if let Some(b) = self.buffers.filter(|b| !(1..=BUFFERS_MAX).contains(b)) {
             return Err(ArgError::new(
                 "--buffers",
-                format!("must be 1 .. 1024, not {}", self.buffers),
+                format!("must be 1 .. 1024, not {b}"),
             ));
         }
-        if !vmsplice
-            && self.buffers != PlaybackArgs::new("", self.mode, SourcePath::Pattern, 0).buffers
-        {
+        if !vmsplice && self.buffers.is_some() {
             return no("--buffers", "needs --mode vmsplice");
         }
         if (self.gift || self.reuse_before_release) && !vmsplice {

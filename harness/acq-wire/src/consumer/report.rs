@@ -2,8 +2,11 @@
 //! (its expectations, the disk accounts, the control verdict). A tool writes these from
 //! the types below and adds what only it knows (its settings, the driver's counters) as
 //! further fields; the harness reads the line back into these types and ignores the
-//! rest. Every field has a default, so a line that lacks one (a tool that failed before
-//! it streamed, the signal helper's line of a consumer that was killed) still reads.
+//! rest. Every field of [`ConsumerReport`] itself has a default, so a line that lacks one
+//! (a tool that failed before it streamed, the signal helper's line of a consumer that
+//! was killed, a playback's) still reads; the parts inside it (the sink account, the card
+//! configuration, an errno event) are read whole or not at all, and a line they do not
+//! read from is an error the harness reports, not a default.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -114,6 +117,12 @@ pub struct SinkIoReport {
 /// the signal helper of a killed consumer each write the ones that apply.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConsumerReport {
+    /// The consumer's CPU time, user and system (captures; the bench's CPU per GiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_user_s: Option<f64>,
+    /// System CPU time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_sys_s: Option<f64>,
     /// Everything the consumer was asked to do happened and checked out.
     #[serde(default)]
     pub ok: bool,
@@ -148,15 +157,16 @@ pub struct ConsumerReport {
     /// The stream did not finish within `--timeout`.
     #[serde(default)]
     pub timed_out: bool,
-    /// Bytes the card lost to overflows (the driver's count).
-    #[serde(default)]
-    pub lost_bytes: u64,
-    /// Session ends the consumer met (a read() of 0).
-    #[serde(default)]
-    pub session_ends: u64,
-    /// Calls whose data the driver placed somewhere else than the consumer expected.
-    #[serde(default)]
-    pub misplaced: u64,
+    /// Bytes the card lost to overflows (the driver's count; captures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_bytes: Option<u64>,
+    /// Session ends the consumer met (a read() of 0; captures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_ends: Option<u64>,
+    /// Calls whose data the driver placed somewhere else than the consumer expected
+    /// (captures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub misplaced: Option<u64>,
     /// The second process's report (`--control`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<ControlReport>,

@@ -119,7 +119,7 @@ fn a_playback_line_reads_back_into_the_same_value() {
     p.pause_ms = 3000;
     p.verify = true;
     p.timeout = Some(90.0);
-    p.buffers = 16;
+    p.buffers = Some(16);
     p.gift = true;
     for a in [
         p,

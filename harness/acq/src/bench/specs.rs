@@ -3,6 +3,11 @@
 
 use super::*;
 
+use acq_wire::consumer::{
+    CaptureArgs, CaptureMode, ConsumerReport, DeviceArgs, PlayMode, PlaybackArgs, SinkPath,
+    SourcePath, Transfer,
+};
+
 /// The raw capture disk and the file on the other one, for the disk rows.
 pub(super) const RAW_DISK: &str = "/dev/vda";
 
@@ -110,50 +115,71 @@ pub(super) const MEMCPY: &str = "guest";
 /// (`acq-share`; docs/driver.md "Sharing the ring with another device").
 pub(super) const SHARE: &str = "acq0 -> acq0-out";
 
-pub(super) fn measure(vm: &mut Vm, control: &Path, bytes: u64, s: &Spec) -> Result<Run> {
+/// The guest command of a row: acq-stream's from its typed command line (the one the
+/// scenarios use), acq-share's and acq-ctl's as their own.
+pub(super) fn argv(bytes: u64, s: &Spec) -> Vec<String> {
+    let bytes = bytes * s.scale;
     let mut argv: Vec<String> = match s.source {
         SHARE => ["acq-share", "--from", "/dev/acq0", "--to", "/dev/acq0-out"]
             .map(String::from)
             .into(),
         // The yard stick of every copying path: the guest's own memcpy.
         MEMCPY => vec!["acq-ctl".into(), "memcpy".into()],
-        _ => vec!["acq-stream".into(), "--mode".into(), s.mode.into()],
+        _ => vec!["acq-stream".into()],
+    };
+    let card = DeviceArgs {
+        block: s.block.map(|b| b as u32),
+        irq_count: s.irq_count.map(|i| i as u32),
+        // The largest ring the default 1 MiB BAR2 holds with 4 KiB blocks.
+        ring_log2: s.bar2.then_some(7),
+        transfer: s.bar2.then_some(Transfer::Bar2),
+        ..DeviceArgs::default()
     };
     match s.source {
         MEMCPY => {}
-        SHARE if s.mode == "read+write" => argv.push("--copy".into()),
-        SHARE => {}
-        "zero" => argv.extend(["--raw".into(), "--device".into(), "/dev/zero".into()]),
-        "tmpfs" => argv.extend(["--raw".into(), "--device".into(), PAGE_CACHE_FILE.into()]),
-        PLAYBACK => argv.extend([
-            "--direction".into(),
-            "out".into(),
-            "--device".into(),
-            "/dev/acq0-out".into(),
-            "--verify".into(),
-        ]),
-        _ => argv.extend(["--device".into(), "/dev/acq0".into()]),
+        SHARE => {
+            if s.mode == "read+write" {
+                argv.push("--copy".into());
+            }
+            argv.extend(["--bytes".into(), bytes.to_string()]);
+        }
+        PLAYBACK => {
+            let mode = match s.mode {
+                "splice" => PlayMode::Splice,
+                "vmsplice" => PlayMode::Vmsplice,
+                _ => PlayMode::Write,
+            };
+            let mut a = PlaybackArgs::new("/dev/acq0-out", mode, SourcePath::Pattern, bytes);
+            a.verify = true;
+            a.pipe_size = s.pipe;
+            a.card = card;
+            argv.extend(a.to_argv());
+        }
+        source => {
+            let mode = match s.mode {
+                "splice" => CaptureMode::Splice,
+                "mmap" => CaptureMode::Mmap,
+                _ => CaptureMode::Read,
+            };
+            let device = match source {
+                "zero" => "/dev/zero",
+                "tmpfs" => PAGE_CACHE_FILE,
+                _ => "/dev/acq0",
+            };
+            let mut a = CaptureArgs::new(device, mode, bytes);
+            a.raw = matches!(source, "zero" | "tmpfs");
+            a.pipe_size = s.pipe;
+            a.card = card;
+            a.sink = s.sink.map_or(SinkPath::Null, |k| SinkPath::File(k.into()));
+            a.sink_opts.direct = s.direct;
+            argv.extend(a.to_argv());
+        }
     }
-    argv.extend(["--bytes".into(), (bytes * s.scale).to_string()]);
-    if let Some(p) = s.pipe {
-        argv.extend(["--pipe-size".into(), p.to_string()]);
-    }
-    if let Some(b) = s.block {
-        argv.extend(["--block".into(), b.to_string()]);
-    }
-    if let Some(i) = s.irq_count {
-        argv.extend(["--irq-count".into(), i.to_string()]);
-    }
-    if let Some(k) = s.sink {
-        argv.extend(["--sink".into(), k.into()]);
-    }
-    if s.direct {
-        argv.push("--direct".into());
-    }
-    if s.bar2 {
-        // The largest ring the default 1 MiB BAR2 holds with 4 KiB blocks.
-        argv.extend(["--bar2".into(), "--ring-log2".into(), "7".into()]);
-    }
+    argv
+}
+
+pub(super) fn measure(vm: &mut Vm, control: &Path, bytes: u64, s: &Spec) -> Result<Run> {
+    let argv = argv(bytes, s);
     let before = ModelControl::connect(control, None)?.counters()?;
     let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
     let out = vm.exec(&argv_ref, Duration::from_secs(600))?;
@@ -176,12 +202,13 @@ pub(super) fn measure(vm: &mut Vm, control: &Path, bytes: u64, s: &Spec) -> Resu
         deltas: None,
         note: None,
     };
-    let result: Option<Value> = out
+    // The tool's result line, read as the report type it was written from.
+    let result: Option<ConsumerReport> = out
         .stdout
         .lines()
         .rev()
         .find_map(|l| serde_json::from_str(l).ok());
-    let Some(v) = result.filter(|v: &Value| v.get("ok") == Some(&Value::Bool(true))) else {
+    let Some(v) = result.filter(|v| v.ok) else {
         let why = out.stderr.lines().next().unwrap_or("").trim().to_owned();
         run.note = Some(if out.status == 2 {
             format!("not supported ({why})")
@@ -190,13 +217,10 @@ pub(super) fn measure(vm: &mut Vm, control: &Path, bytes: u64, s: &Spec) -> Resu
         });
         return Ok(run);
     };
-    let got = v.get("bytes").and_then(Value::as_u64).unwrap_or(0) as f64;
-    run.mb_per_s = v.get("mb_per_s").and_then(Value::as_f64);
+    let got = v.bytes as f64;
+    run.mb_per_s = Some(v.mb_per_s);
     run.samples = run.mb_per_s.into_iter().collect();
-    let cpu = ["cpu_user_s", "cpu_sys_s"]
-        .iter()
-        .map(|k| v.get(*k).and_then(Value::as_f64))
-        .sum::<Option<f64>>();
+    let cpu = v.cpu_user_s.zip(v.cpu_sys_s).map(|(u, s)| u + s);
     run.cpu_s_per_gib = cpu.filter(|_| got > 0.0).map(|c| c * GIB / got);
     if s.source == "acq0" && got > 0.0 {
         let d = |k: &str| {

@@ -90,3 +90,32 @@ fn targets_report_ratios_and_unmeasured() {
         .unwrap();
     assert_eq!(irq["met"], true);
 }
+
+#[test]
+fn every_kind_of_row_is_a_command_line_the_tool_takes() {
+    use acq_wire::consumer::{CaptureArgs, PlaybackArgs};
+    let mut bar2 = Spec::acq("read", None);
+    bar2.bar2 = true;
+    let mut disk = Spec::acq("splice", Some(1 << 20));
+    disk.sink = Some(RAW_DISK);
+    disk.direct = true;
+    disk.irq_count = Some(16);
+    let mut small = Spec::acq("splice", Some(1 << 20));
+    small.block = Some(1024);
+    for s in [
+        bar2,
+        disk,
+        small,
+        Spec::acq("mmap", None),
+        Spec::zero("splice", Some(64 << 10)),
+        Spec::file("read", None),
+    ] {
+        let argv = specs::argv(1 << 20, &s);
+        assert_eq!(argv[0], "acq-stream");
+        CaptureArgs::parse(argv[1..].to_vec()).unwrap_or_else(|e| panic!("{}: {e}", s.label()));
+    }
+    for mode in ["write", "splice", "vmsplice"] {
+        let argv = specs::argv(1 << 20, &Spec::play(mode));
+        PlaybackArgs::parse(argv[1..].to_vec()).unwrap_or_else(|e| panic!("{mode}: {e}"));
+    }
+}

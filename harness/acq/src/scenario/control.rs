@@ -180,7 +180,7 @@ pub fn judge(report: &ConsumerReport, faults: &[String]) -> Result<String, Strin
     }
     // A read() or splice() returns 0 only when a STOP or RESET ended the session it
     // waited in: never more often than they were done.
-    let ends = report.session_ends;
+    let ends = report.session_ends.unwrap_or(0);
     if ends > ends_allowed {
         bad.push(format!(
             "the consumer's calls returned 0 {ends} time(s) after {ends_allowed} STOP/RESET"
@@ -189,10 +189,10 @@ pub fn judge(report: &ConsumerReport, faults: &[String]) -> Result<String, Strin
     // As the only reader, the consumer's first call in a new session reads from offset 0:
     // the driver said otherwise (a session that went on, or skipped data, behind a new
     // session number).
-    if report.misplaced > 0 {
+    let misplaced = report.misplaced.unwrap_or(0);
+    if misplaced > 0 {
         bad.push(format!(
-            "{} call(s) opened a new session anywhere but at offset 0",
-            report.misplaced
+            "{misplaced} call(s) opened a new session anywhere but at offset 0"
         ));
     }
     let summary = format!(

@@ -348,6 +348,8 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         _ => None,
     };
     let report = ConsumerReport {
+        cpu_user_s: Some(cpu1.0 - cpu0.0),
+        cpu_sys_s: Some(cpu1.1 - cpu0.1),
         ok,
         bytes: st.total,
         seconds: secs,
@@ -363,9 +365,9 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         fatal: st.fatal.clone(),
         error: None,
         timed_out: st.timed_out,
-        lost_bytes: stats.map(|s| s.lost_bytes).unwrap_or(0),
-        session_ends: st.session_ends,
-        misplaced: st.misplaced,
+        lost_bytes: Some(stats.map(|s| s.lost_bytes).unwrap_or(0)),
+        session_ends: Some(st.session_ends),
+        misplaced: Some(st.misplaced),
         control,
         sink_io: sink_io.as_ref().map(|io| io.report(a.sink_opts.direct)),
         segment_map: file_map
@@ -381,8 +383,6 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         "mode": a.mode.as_str(),
         "raw": a.raw,
         "sink": a.sink.name(),
-        "cpu_user_s": cpu1.0 - cpu0.0,
-        "cpu_sys_s": cpu1.1 - cpu0.1,
         "verify": a.verify,
         "verify_method": if a.verify { method } else { "none" },
         "first_mismatch": first_mismatch,

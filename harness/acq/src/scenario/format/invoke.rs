@@ -73,9 +73,15 @@ pub fn device_args(d: &DeviceSettings) -> DeviceArgs {
         block: d.block_size.map(small),
         ring_log2: d.ring_log2,
         rate: d.rate.map(|r| r.0),
-        pattern: d
-            .pattern
-            .and_then(|p| acq_wire::parse_pattern(p.as_str()).ok()),
+        pattern: d.pattern.map(|p| {
+            use acq_hw::regs::pattern::{make, COUNTER, PRBS, SINE};
+            // One channel: what `sine` means wherever it is written.
+            match p {
+                Pattern::Counter => make(COUNTER, 1),
+                Pattern::Prbs => make(PRBS, 1),
+                Pattern::Sine => make(SINE, 1),
+            }
+        }),
         seed: d.seed,
         irq_count: d.irq_count,
         irq_time_us: d.irq_time_us,
@@ -101,9 +107,7 @@ pub fn playback_args(p: &PlayStep, card: &CardSpec) -> PlaybackArgs {
         a.write_size = c.0;
     }
     a.pipe_size = p.pipe_size.map(|s| s.0);
-    if let Some(b) = p.buffers {
-        a.buffers = b;
-    }
+    a.buffers = p.buffers;
     a.gift = p.gift;
     a.reuse_before_release = p.reuse_before_release;
     if let Some(at) = p.pause_at {

@@ -551,8 +551,9 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
     Ok(())
 }
 
-/// The scenario field each `acq-stream` flag comes from (the rest are the card's or the
-/// step as a whole).
+/// The scenario field each `acq-stream` flag comes from. The card's settings (`--block`,
+/// `--ring-log2`, ...) are checked at `cards[N].device` first, with the same or stricter
+/// limits; a flag not listed names the step as a whole.
 const STREAM_FIELDS: &[(&str, &str)] = &[
     ("--bytes", "bytes"),
     ("--read-size", "chunk"),
@@ -564,7 +565,7 @@ const STREAM_FIELDS: &[(&str, &str)] = &[
     ("--pause-ms", "pause_ms"),
     ("--control", "control"),
     ("--signal", "signal"),
-    ("--signal-at-bytes", "signal.at"),
+    ("--signal-at-bytes", "signal.at.bytes"),
     ("--signal-stop-ms", "signal.stop_ms"),
     ("--on-sink-error", "on_sink_error"),
     ("--sink-retries", "sink_retries"),
@@ -582,8 +583,6 @@ const PLAY_FIELDS: &[(&str, &str)] = &[
     ("--reuse-before-release", "reuse_before_release"),
     ("--pause-at", "pause_at"),
     ("--pause-ms", "pause_ms"),
-    ("--verify", "verify"),
-    ("--rate", "rate"),
 ];
 
 /// `.field` for a flag the step sets, or nothing.
