@@ -111,20 +111,13 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         && verify_ok;
     let report = ConsumerReport {
         ok,
-        bytes: st.total,
-        seconds: secs,
-        mb_per_s: if secs > 0.0 {
-            st.total as f64 / secs / 1e6
-        } else {
-            0.0
-        },
         verified_bytes: verified,
         errors: u64::from(mismatch),
         errno: st.errnos.clone(),
         fatal,
         timed_out: st.timed_out,
         config: Some(acqdev::card_config(&cfg)),
-        ..ConsumerReport::default()
+        ..ConsumerReport::moved(st.total, secs)
     };
     let detail = serde_json::json!({
         "direction": "out",

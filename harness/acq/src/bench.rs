@@ -33,6 +33,8 @@ mod targets;
 use targets::*;
 mod report;
 pub use report::*;
+mod scaling;
+pub use scaling::ScaleRun;
 #[cfg(test)]
 mod tests;
 
@@ -121,6 +123,8 @@ pub struct Report {
     pub runs: Vec<Run>,
     /// The model's fill rate against memset/memcpy.
     pub model: Vec<ModelFill>,
+    /// Several streams at once (cards side by side, capture and playback on one card).
+    pub scaling: Vec<ScaleRun>,
     /// The targets, with the ratio measured and whether it was met.
     pub targets: Vec<Value>,
 }
@@ -304,7 +308,11 @@ pub fn run(paths: &Paths, opts: &BenchOptions) -> Result<Report> {
     };
     let kernel = format!("{} {}", paths.kernel_flavor, vm.kernel);
     vm.shutdown(Duration::from_secs(60))?;
-    let targets = targets(&runs, &model);
+    let scaling = scaling::run(paths, opts).unwrap_or_else(|e| {
+        eprintln!("bench: scaling not measured: {e:#}");
+        Vec::new()
+    });
+    let targets = targets(&runs, &model, &scaling);
     Ok(Report {
         date: utc_now(),
         accel,
@@ -313,6 +321,7 @@ pub fn run(paths: &Paths, opts: &BenchOptions) -> Result<Report> {
         bytes: opts.bytes,
         runs,
         model,
+        scaling,
         targets,
     })
 }

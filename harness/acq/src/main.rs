@@ -614,19 +614,24 @@ fn cmd_bench(args: BenchArgs) -> Result<ExitCode> {
         args.results.join("bench.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
-    acq::bench::plot(&report, &args.results.join("bench.svg"))?;
+    acq::bench::plots(&report, &args.results)?;
     println!("{table}");
     eprintln!(
-        "wrote {0}/bench.json and {0}/bench.svg",
+        "wrote {0}/bench.json and the plots {0}/bench*.svg",
         args.results.display()
     );
     if opts.update_docs {
         acq::bench::update_doc(&paths.repo.join("docs/performance.md"), &table)?;
-        std::fs::copy(
-            args.results.join("bench.svg"),
-            paths.repo.join("docs/performance.svg"),
-        )?;
-        eprintln!("updated docs/performance.md and docs/performance.svg");
+        for (file, _) in acq::bench::PLOTS {
+            std::fs::copy(
+                args.results.join(file),
+                paths
+                    .repo
+                    .join("docs")
+                    .join(acq::bench::doc_plot_name(file)),
+            )?;
+        }
+        eprintln!("updated docs/performance.md and its plots (docs/performance*.svg)");
     }
     Ok(ExitCode::SUCCESS)
 }

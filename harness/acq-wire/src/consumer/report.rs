@@ -191,6 +191,23 @@ pub struct ConsumerReport {
     pub exit_ms: Option<u64>,
 }
 
+impl ConsumerReport {
+    /// A report of `bytes` moved in `seconds`, with its rate; every other field at its
+    /// default.
+    pub fn moved(bytes: u64, seconds: f64) -> ConsumerReport {
+        ConsumerReport {
+            bytes,
+            seconds,
+            mb_per_s: if seconds > 0.0 {
+                bytes as f64 / seconds / 1e6
+            } else {
+                0.0
+            },
+            ..ConsumerReport::default()
+        }
+    }
+}
+
 /// The card's configuration as the consumer set it (`config` in a result line: what the
 /// stream was verified against).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -55,6 +55,9 @@ pub fn table(r: &Report) -> String {
             );
         }
     }
+    if !r.scaling.is_empty() {
+        s.push_str(&scaling::table(&r.scaling));
+    }
     let _ = writeln!(s, "\n| target | ratio | met |");
     let _ = writeln!(s, "|---|---:|---|");
     for t in &r.targets {
@@ -165,6 +168,153 @@ pub fn plot(r: &Report, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The plots of one report, each a sweep: `(file name, caption)` in order, the first the
+/// pipe-size sweep ([`plot`]).
+pub const PLOTS: [(&str, &str); 4] = [
+    ("bench.svg", "splice throughput against pipe size"),
+    (
+        "bench-block.svg",
+        "splice throughput against DMA block size",
+    ),
+    (
+        "bench-irq.svg",
+        "read throughput against interrupt moderation",
+    ),
+    (
+        "bench-scaling.svg",
+        "aggregate throughput against streams at once",
+    ),
+];
+
+/// Writes every plot of [`PLOTS`] into `dir`.
+pub fn plots(r: &Report, dir: &Path) -> Result<()> {
+    plot(r, &dir.join(PLOTS[0].0))?;
+    let runs = |prefix: &str, key: fn(&Run) -> Option<u64>| -> Vec<(f64, f64)> {
+        let mut pts: Vec<(f64, f64)> = r
+            .runs
+            .iter()
+            .filter(|x| x.label.starts_with(prefix))
+            .filter_map(|x| Some((key(x)? as f64, x.mb_per_s?)))
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        pts
+    };
+    sweep(
+        r,
+        &dir.join(PLOTS[1].0),
+        PLOTS[1].1,
+        "block size (bytes)",
+        &[(
+            "splice /dev/acq0, 1 MiB pipe",
+            runs("acq0 splice pipe=1M block=", |x| x.block),
+        )],
+    )?;
+    sweep(
+        r,
+        &dir.join(PLOTS[2].0),
+        PLOTS[2].1,
+        "completions per interrupt (irq_count)",
+        &[(
+            "read /dev/acq0",
+            runs("acq0 read irq_count=", |x| x.irq_count),
+        )],
+    )?;
+    let scale = |prefix: &str| -> Vec<(f64, f64)> {
+        r.scaling
+            .iter()
+            .filter(|x| x.label.starts_with(prefix))
+            .filter_map(|x| Some((x.streams as f64, x.aggregate_mb_per_s?)))
+            .collect()
+    };
+    sweep(
+        r,
+        &dir.join(PLOTS[3].0),
+        PLOTS[3].1,
+        "cards streaming at once",
+        &[
+            ("capture (read), one per card", scale("capture x")),
+            ("playback (write), one per card", scale("playback x")),
+        ],
+    )
+}
+
+/// One sweep as SVG: MB/s against a parameter on a log scale, a line per series.
+fn sweep(
+    r: &Report,
+    out: &Path,
+    caption: &str,
+    x_desc: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+) -> Result<()> {
+    use plotters::prelude::*;
+    let xs = || series.iter().flat_map(|s| s.1.iter().map(|p| p.0));
+    let (xmin, xmax) = xs().fold((f64::INFINITY, 0.0f64), |(lo, hi), x| {
+        (lo.min(x), hi.max(x))
+    });
+    let (xmin, xmax) = if xmin.is_finite() && xmax > 0.0 {
+        (xmin / 1.5, xmax * 1.5)
+    } else {
+        (0.5, 2.0)
+    };
+    let ymax = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .fold(1.0f64, f64::max)
+        * 1.15;
+    let root = SVGBackend::new(out, (800, 480)).into_drawing_area();
+    let e = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("plot: {e:?}");
+    root.fill(&WHITE).map_err(e)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("{caption} ({}, {})", r.accel, r.date),
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((xmin..xmax).log_scale(), 0f64..ymax)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("MB/s")
+        .draw()
+        .map_err(e)?;
+    let colours = [
+        RGBColor(200, 40, 40),
+        RGBColor(40, 80, 200),
+        RGBColor(30, 150, 60),
+    ];
+    for ((name, pts), color) in series.iter().zip(colours.iter().cycle()) {
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(e)?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
+            .map_err(e)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)?;
+    Ok(())
+}
+
+/// The name a plot of [`PLOTS`] has in docs/ (`bench.svg` -> `performance.svg`,
+/// `bench-block.svg` -> `performance-block.svg`).
+pub fn doc_plot_name(file: &str) -> String {
+    file.replacen("bench", "performance", 1)
+}
+
 /// Rewrites the part of `doc` between the bench markers.
 pub fn update_doc(doc: &Path, table: &str) -> Result<()> {
     let text = fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;
@@ -174,8 +324,12 @@ pub fn update_doc(doc: &Path, table: &str) -> Result<()> {
         bail!("{} has no {BEGIN} ... {END} markers", doc.display());
     };
     let new = format!(
-        "{}{BEGIN}\n\n{table}\n![splice throughput against pipe size](performance.svg)\n\n{}",
+        "{}{BEGIN}\n\n{table}\n{}\n{}",
         &text[..b],
+        PLOTS
+            .iter()
+            .map(|(file, caption)| format!("![{caption}]({})\n", doc_plot_name(file)))
+            .collect::<String>(),
         &text[e..]
     );
     fs::write(doc, new)?;

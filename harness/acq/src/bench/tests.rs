@@ -75,7 +75,7 @@ fn targets_report_ratios_and_unmeasured() {
     let mut long = mk("acq0 read x2", Some(50.0));
     long.deltas = Some((2000.0, 100.0, 40.0));
     runs.push(long);
-    let t = targets(&runs, &[]);
+    let t = targets(&runs, &[], &[]);
     let read = t
         .iter()
         .find(|v| v["target"].as_str().unwrap().starts_with("read"))
@@ -118,4 +118,78 @@ fn every_kind_of_row_is_a_command_line_the_tool_takes() {
         let argv = specs::argv(1 << 20, &Spec::play(mode));
         PlaybackArgs::parse(argv[1..].to_vec()).unwrap_or_else(|e| panic!("{mode}: {e}"));
     }
+}
+
+#[test]
+fn every_sweep_gets_its_plot_and_the_doc_shows_them_all() {
+    let run = |label: &str, block: Option<u64>, irq: Option<u64>, mbps: f64| Run {
+        label: label.into(),
+        source: "acq0".into(),
+        mode: "splice".into(),
+        pipe_size: Some(1 << 20),
+        block,
+        irq_count: irq,
+        bar2: false,
+        mb_per_s: Some(mbps),
+        samples: vec![mbps],
+        cpu_s_per_gib: None,
+        irqs_per_gib: None,
+        reg_accesses_per_gib: None,
+        blocks_per_irq: None,
+        blocks_per_reg_access: None,
+        deltas: None,
+        note: None,
+    };
+    let scale = |label: &str, n: usize, mbps: f64| ScaleRun {
+        label: label.into(),
+        streams: n,
+        aggregate_mb_per_s: Some(mbps),
+        per_stream_mb_per_s: vec![mbps / n as f64; n],
+        fairness: Some(1.0),
+        cpu_s_per_gib: None,
+        samples: vec![mbps],
+        note: None,
+    };
+    let r = Report {
+        date: "now".into(),
+        accel: "tcg".into(),
+        kernel: "bench".into(),
+        machine: "here".into(),
+        bytes: 1 << 20,
+        runs: vec![
+            run("acq0 splice pipe=1M block=1024", Some(1024), None, 100.0),
+            run("acq0 splice pipe=1M block=4096", Some(4096), None, 400.0),
+            run("acq0 read irq_count=1", None, Some(1), 300.0),
+            run("acq0 read irq_count=64", None, Some(64), 320.0),
+        ],
+        model: Vec::new(),
+        scaling: vec![scale("capture x1", 1, 300.0), scale("capture x4", 4, 500.0)],
+        targets: Vec::new(),
+    };
+    let dir = std::env::temp_dir().join(format!("acq-plots-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    plots(&r, &dir).unwrap();
+    for (file, _) in PLOTS {
+        let svg = fs::read_to_string(dir.join(file)).unwrap();
+        assert!(svg.contains("<svg"), "{file}");
+    }
+    let doc = dir.join("performance.md");
+    fs::write(
+        &doc,
+        "intro\n<!-- bench:begin -->\nold\n<!-- bench:end -->\nrest\n",
+    )
+    .unwrap();
+    update_doc(&doc, &table(&r)).unwrap();
+    let text = fs::read_to_string(&doc).unwrap();
+    for (file, caption) in PLOTS {
+        assert!(
+            text.contains(&format!("![{caption}]({})", doc_plot_name(file))),
+            "{text}"
+        );
+    }
+    assert!(
+        text.contains("| capture x4 | 500.0 |") && !text.contains("old"),
+        "{text}"
+    );
+    let _ = fs::remove_dir_all(&dir);
 }

@@ -61,17 +61,6 @@ pub struct ControlConfig {
 const MAX_ACTIONS: usize = 16;
 
 impl ControlAction {
-    /// The name in `acq-stream --control` and in its report.
-    pub fn name(&self) -> &'static str {
-        match self {
-            ControlAction::Stop => "stop",
-            ControlAction::Start => "start",
-            ControlAction::Reset => "reset",
-            ControlAction::Open => "open",
-            ControlAction::SetConfig(_) => "set_config",
-        }
-    }
-
     /// The answers the driver's contract allows (docs/driver.md, "ioctl()" and "Opening
     /// and closing"), besides the errnos the scenario's faults may cause.
     pub fn allowed(name: &str) -> &'static [&'static str] {

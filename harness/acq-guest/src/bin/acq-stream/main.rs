@@ -351,19 +351,11 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         cpu_user_s: Some(cpu1.0 - cpu0.0),
         cpu_sys_s: Some(cpu1.1 - cpu0.1),
         ok,
-        bytes: st.total,
-        seconds: secs,
-        mb_per_s: if secs > 0.0 {
-            st.total as f64 / secs / 1e6
-        } else {
-            0.0
-        },
         verified_bytes: verified,
         errors: mismatches,
         errno: st.errnos.clone(),
         errno_events: Some(st.errno_events.clone()),
         fatal: st.fatal.clone(),
-        error: None,
         timed_out: st.timed_out,
         lost_bytes: Some(stats.map(|s| s.lost_bytes).unwrap_or(0)),
         session_ends: Some(st.session_ends),
@@ -375,8 +367,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
             .then(|| segs_now.iter().map(|&(p, o)| [p, o]).collect()),
         extents: file_map,
         config: src.card().is_some().then(|| acqdev::card_config(&cfg)),
-        signal: None,
-        exit_ms: None,
+        ..ConsumerReport::moved(st.total, secs)
     };
     let mut detail = serde_json::json!({
         "device": a.device,
