@@ -16,9 +16,12 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use crate::accel::AccelChoice;
 use crate::paths::KernelFlavor;
 
+pub mod control;
 mod expect;
 mod faults;
 pub mod invoke;
+pub mod share;
+pub mod signal;
 mod size;
 mod steps;
 #[cfg(test)]
@@ -161,7 +164,7 @@ impl<'de> Deserialize<'de> for AccelChoice {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CardSpec {
-    /// Size of BAR2, the on-card sample memory (power of two, >= 1 MiB).
+    /// Size of BAR2, the on-card sample memory (a power of two from 1 MiB to 1 GiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bar2_size: Option<Size>,
     /// Number of MSI-X vectors: 4..256, or 0 for a card without MSI-X (MSI only).

@@ -27,6 +27,7 @@ use crate::vm::{Card, GuestHandle, Vm, VmConfig};
 
 mod checks;
 mod consumers;
+mod control;
 #[cfg(test)]
 mod tests;
 mod timeline;
@@ -484,9 +485,8 @@ fn run_steps(
                     res.streams.push(v);
                 }
                 Step::Share(sh) => {
-                    let v =
-                        super::share::run(&vm.guest(), sh, &sc.cards[sh.settings_card()], deadline)
-                            .with_context(|| format!("step {i} (share)"))?;
+                    let v = share(&vm.guest(), sh, &sc.cards[sh.settings_card()], deadline)
+                        .with_context(|| format!("step {i} (share)"))?;
                     res.streams.push(v);
                 }
                 Step::Exec(e) if e.background => {

@@ -53,7 +53,7 @@ pub fn capture_args(sc: &Scenario, st: &StreamStep, progress: bool) -> CaptureAr
         _ => SinkPath::Null,
     });
     a.restart_at = st.restart_at.map(|r| r.0);
-    a.controls = crate::scenario::control::plans(&st.control);
+    a.controls = super::control::plans(&st.control);
     a.reopen_at = st.reopen_at.map(|r| r.0);
     if let Some(p) = st.pause_at {
         a.pause_at = Some(p.0);

@@ -1,5 +1,5 @@
 //! The workload steps of a scenario and their settings (`share` has its own module:
-//! `scenario::share`).
+//! `format::share`).
 
 use super::*;
 
@@ -14,7 +14,7 @@ pub enum Step {
     Play(PlayStep),
     /// Play one card's capture ring on a card's playback channel with no CPU copy
     /// (dma-buf, `acq-share`); the receiving card verifies every byte.
-    Share(crate::scenario::share::ShareStep),
+    Share(super::share::ShareStep),
     /// Run a shell command in the guest.
     Exec(ExecStep),
     /// Wait.
@@ -84,13 +84,13 @@ pub struct StreamStep {
     /// A signal for the consumer at a time or byte offset (`int`, `term`, `kill`, `hup`:
     /// it must be gone within `exit_within_ms`; `stop`: stopped, then continued).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signal: Option<crate::scenario::signal::SignalSpec>,
+    pub signal: Option<super::signal::SignalSpec>,
     /// ioctls (STOP, START, RESET, SET_CONFIG) and a second open() from a second process
     /// that shares the consumer's file, at times or byte counts (modes `read` and
     /// `splice`, the `null` sink, no `tee`). A STOP or RESET ends the session: the consumer
     /// goes on in the next one (docs/scenarios.md, "Control from a second process").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub control: Vec<crate::scenario::control::ControlStep>,
+    pub control: Vec<super::control::ControlStep>,
     /// Close the device after this many bytes and open it again (a new session).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reopen_at: Option<Size>,

@@ -598,3 +598,25 @@ fn a_step_the_consumer_would_refuse_is_refused_by_the_check() {
         assert!(e.contains(want), "{step}: {e}");
     }
 }
+
+#[test]
+fn a_bar2_the_model_would_refuse_is_refused_by_the_check() {
+    // 2G passed the check (a power of two of at least 1M) and the model refused it when
+    // it started, after the check had said ok.
+    for (size, ok) in [
+        ("1M", true),
+        ("1G", true),
+        ("2G", false),
+        ("3M", false),
+        ("512K", false),
+    ] {
+        let text = format!(
+            r#"{{"cards": [{{"bar2_size": "{size}"}}], "steps": [{{"stream": {{"bytes": "1M"}}}}]}}"#
+        );
+        let r = parse(&text, "t.json");
+        assert_eq!(r.is_ok(), ok, "{size}: {r:?}");
+        if !ok {
+            assert!(error_of(&text).contains("cards[0].bar2_size: "), "{size}");
+        }
+    }
+}

@@ -1,13 +1,21 @@
 //! Checks a parsed scenario against the shared limits and against itself: every
 //! problem named with its JSON path.
 
+use super::share::{ShareSource, ShareStep};
 use super::*;
-use crate::scenario::share::ShareSource;
 use acq_wire::consumer::ArgError;
 
-/// Checks what the types alone cannot: ranges and cross-references.
-pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
-    let err = |loc: &str, why: String| Err((loc.to_owned(), why));
+/// A problem: where in the file (a JSON path) and why.
+type Problem = (String, String);
+
+/// `Err` of a problem at `loc`.
+fn err(loc: &str, why: String) -> Result<(), Problem> {
+    Err((loc.to_owned(), why))
+}
+
+/// Checks what the types alone cannot: ranges and cross-references, each part of the
+/// scenario by its own function below.
+pub(super) fn validate(sc: &Scenario) -> Result<(), Problem> {
     if !(1..=8).contains(&sc.vm.cpus) {
         return err("vm.cpus", format!("{} is not in 1..=8", sc.vm.cpus));
     }
@@ -41,47 +49,7 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
         return err("timeout_s", "must be at least 1".into());
     }
     for (i, c) in sc.cards.iter().enumerate() {
-        if let Some(r) = c.device.ring_log2 {
-            if !(1..=10).contains(&r) {
-                return err(
-                    &format!("cards[{i}].device.ring_log2"),
-                    format!("{r} is not in 1..=10"),
-                );
-            }
-        }
-        if let Some(Size(b)) = c.device.block_size {
-            if !b.is_multiple_of(8) || !(64..=4 << 20).contains(&b) {
-                return err(
-                    &format!("cards[{i}].device.block_size"),
-                    format!("{b} must be a multiple of 8 between 64 and 4M"),
-                );
-            }
-        }
-        if let Some(Size(b)) = c.bar2_size {
-            if !b.is_power_of_two() || b < 1 << 20 {
-                return err(
-                    &format!("cards[{i}].bar2_size"),
-                    format!("{b} must be a power of two of at least 1M"),
-                );
-            }
-        }
-        if c.device.transfer == Some(Transfer::Bar2) {
-            // The contract's own rule (docs/device.md, BAR2 streaming): the completion
-            // ring and every block of the ring in BAR2. Driver defaults: 2^8 x 4 KiB.
-            use acq_hw::regs;
-            let bar2 = c.bar2_size.map_or(regs::bar::BAR2_SIZE_DEFAULT, |s| s.0);
-            let log2 = c.device.ring_log2.unwrap_or(8);
-            let block = c.device.block_size.map_or(4096, |s| s.0);
-            let block = u32::try_from(block).unwrap_or(u32::MAX);
-            if !regs::bar2::layout_fits(bar2, log2, block) {
-                return err(
-                    &format!("cards[{i}].device.transfer"),
-                    format!(
-                        "BAR2 mode needs the completion ring and 2^{log2} blocks of {block} bytes in BAR2 ({bar2} bytes): use a smaller ring_log2 or block_size, or a larger bar2_size"
-                    ),
-                );
-            }
-        }
+        card(i, c)?;
     }
     let ncards = sc.cards.len();
     let ndisks = sc.disks.len();
@@ -89,42 +57,14 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
         return err("disks", format!("{ndisks} disks; at most 8"));
     }
     for (i, d) in sc.disks.iter().enumerate() {
-        if d.card >= ncards.max(1) {
-            return err(
-                &format!("disks[{i}].card"),
-                format!("card {} does not exist ({ncards} card(s))", d.card),
-            );
-        }
-        if d.block_size != 512 && d.block_size != 4096 {
-            return err(
-                &format!("disks[{i}].block_size"),
-                format!("{} is not 512 or 4096", d.block_size),
-            );
-        }
-        if d.size.0 == 0 || !d.size.0.is_multiple_of(d.block_size as u64) {
-            return err(
-                &format!("disks[{i}].size"),
-                format!("{} must be a non-zero multiple of the block size", d.size),
-            );
-        }
+        disk(i, d, ncards)?;
     }
     let mut disk_streams = Vec::new();
     for (i, s) in sc.steps.iter().enumerate() {
-        if let Step::Share(sh) = s {
-            sh.validate(ncards, &sc.cards)
-                .or_else(|(f, why)| err(&format!("steps[{i}].share.{f}"), why))?;
-            let unplugged = sc.faults.iter().any(|f| {
-                f.card == sh.from && matches!(f.inject, Fault::Host(HostFault::SurpriseRemoval))
-            });
-            if sh.until_gone && !unplugged {
-                return err(
-                    &format!("steps[{i}].share.until_gone"),
-                    format!(
-                        "no surprise_removal fault on card {}: the step could only time out",
-                        sh.from
-                    ),
-                );
-            }
+        match s {
+            Step::Share(sh) => share(sc, i, sh)?,
+            Step::Play(p) => play(sc, i, p)?,
+            _ => {}
         }
         let card = match s {
             Step::Config(c) => Some(c.card),
@@ -132,66 +72,6 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
             Step::Play(p) => Some(p.card),
             _ => None,
         };
-        if let Step::Play(p) = s {
-            if p.bytes.0 == 0 {
-                return err(
-                    &format!("steps[{i}].play.bytes"),
-                    "must be more than 0".into(),
-                );
-            }
-            if p.pipe_size.is_some() && !matches!(p.mode, PlayMode::Splice | PlayMode::Vmsplice) {
-                return err(
-                    &format!("steps[{i}].play.pipe_size"),
-                    "only applies to modes splice and vmsplice".into(),
-                );
-            }
-            if p.mode != PlayMode::Vmsplice {
-                for (set, name) in [
-                    (p.buffers.is_some(), "buffers"),
-                    (p.gift, "gift"),
-                    (p.reuse_before_release, "reuse_before_release"),
-                ] {
-                    if set {
-                        return err(
-                            &format!("steps[{i}].play.{name}"),
-                            "only applies to mode vmsplice".into(),
-                        );
-                    }
-                }
-            }
-            if let Some(b) = p.buffers.filter(|b| !(1..=1024).contains(b)) {
-                return err(
-                    &format!("steps[{i}].play.buffers"),
-                    format!("must be 1 .. 1024, not {b}"),
-                );
-            }
-            if p.gift && p.reuse_before_release {
-                return err(
-                    &format!("steps[{i}].play.reuse_before_release"),
-                    "a gifted buffer is given away: there is nothing to reuse".into(),
-                );
-            }
-            if p.verify && p.reuse_before_release {
-                return err(
-                    &format!("steps[{i}].play.verify"),
-                    "reuse before release makes the card see mismatches: set verify false".into(),
-                );
-            }
-            if p.verify && p.source == PlaySource::Zero {
-                return err(
-                    &format!("steps[{i}].play.verify"),
-                    "source zero never matches the pattern: set verify false".into(),
-                );
-            }
-            if let Some(card) = sc.cards.get(p.card) {
-                if let Err(e) = invoke::playback_args(p, card).check() {
-                    return err(
-                        &format!("steps[{i}].play{}", field_of(&e.flag, PLAY_FIELDS)),
-                        arg_why(&e),
-                    );
-                }
-            }
-        }
         if let Some(c) = card.filter(|&c| c >= ncards) {
             return err(
                 &format!("steps[{i}]"),
@@ -199,169 +79,7 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
             );
         }
         if let Step::Stream(st) = s {
-            if let Some(d) = st.sink.disk() {
-                if d >= ndisks {
-                    return err(
-                        &format!("steps[{i}].stream.sink"),
-                        format!("disk {d} does not exist ({ndisks} disk(s))"),
-                    );
-                }
-                if disk_streams.contains(&d) {
-                    return err(
-                        &format!("steps[{i}].stream.sink"),
-                        format!(
-                            "disk {d} already has a stream: one stream per disk (the disk's \
-                             counters are checked against it)"
-                        ),
-                    );
-                }
-                disk_streams.push(d);
-                let disk = &sc.disks[d];
-                if matches!(st.sink, Sink::DiskFile(_)) && (!disk.store || disk.verify) {
-                    return err(
-                        &format!("disks[{d}]"),
-                        "a file system on the disk needs \"store\": true and \"verify\": false"
-                            .into(),
-                    );
-                }
-                if matches!(st.sink, Sink::Disk(_)) && !disk.verify {
-                    return err(
-                        &format!("disks[{d}].verify"),
-                        "a raw disk stream is checked by the disk: verify must be true".into(),
-                    );
-                }
-                if st.mode == Mode::Splice
-                    && st.on_sink_error == Some(SinkErrorPolicy::Retry)
-                    && !st.direct
-                {
-                    return err(
-                        &format!("steps[{i}].stream.on_sink_error"),
-                        "retry in mode splice needs \"direct\": true (a buffered splice no \
-                         longer has the data when write-back fails)"
-                            .into(),
-                    );
-                }
-                if st.bytes.0 > sc.disks[d].size.0 {
-                    return err(
-                        &format!("steps[{i}].stream.bytes"),
-                        format!("{} do not fit on disk {d} ({})", st.bytes, sc.disks[d].size),
-                    );
-                }
-            }
-            if st.card >= ncards {
-                return err(
-                    &format!("steps[{i}].stream.card"),
-                    format!("card {} does not exist ({ncards} card(s))", st.card),
-                );
-            }
-            if st.bytes.0 == 0 {
-                return err(
-                    &format!("steps[{i}].stream.bytes"),
-                    "must be more than 0".into(),
-                );
-            }
-            if st.sink.disk().is_none()
-                && (st.direct
-                    || st.on_sink_error.is_some()
-                    || st.sink_retries.is_some()
-                    || st.sink_retry_ms.is_some())
-            {
-                return err(
-                    &format!("steps[{i}].stream"),
-                    "direct, on_sink_error, sink_retries and sink_retry_ms need a disk sink".into(),
-                );
-            }
-            if st.restart_at.is_some_and(|r| r >= st.bytes) {
-                return err(
-                    &format!("steps[{i}].stream.restart_at"),
-                    "must be less than `bytes`".into(),
-                );
-            }
-            if let Some(p) = st.pause_at {
-                if st.mode != Mode::Read {
-                    return err(
-                        &format!("steps[{i}].stream.pause_at"),
-                        "only applies to mode read".into(),
-                    );
-                }
-                if p >= st.bytes {
-                    return err(
-                        &format!("steps[{i}].stream.pause_at"),
-                        "must be less than `bytes`".into(),
-                    );
-                }
-                if st.pause_ms > PAUSE_MS_MAX {
-                    return err(
-                        &format!("steps[{i}].stream.pause_ms"),
-                        format!("{} is above {PAUSE_MS_MAX}", st.pause_ms),
-                    );
-                }
-            }
-            if let Some(sig) = &st.signal {
-                if let Err((field, why)) = sig.validate(st.bytes) {
-                    return err(&format!("steps[{i}].stream.signal.{field}"), why);
-                }
-            }
-            if !st.control.is_empty() {
-                let at = format!("steps[{i}].stream.control");
-                if let Err((field, why)) = crate::scenario::control::validate(&st.control, st.bytes)
-                {
-                    return err(&format!("{at}{field}"), why);
-                }
-                if st.mode == Mode::Mmap || st.sink != Sink::Null || st.tee.is_some() {
-                    return err(
-                        &at,
-                        "needs mode read or splice, the null sink and no tee (a RESET clears \
-                         the driver's statistics, which a file or disk sink's account is \
-                         checked against)"
-                            .into(),
-                    );
-                }
-                if st.reopen_at.is_some() {
-                    return err(
-                        &format!("steps[{i}].stream.reopen_at"),
-                        "not with `control`: the second process shares the file, so a close \
-                         would not end the session"
-                            .into(),
-                    );
-                }
-            }
-            if let Some(r) = st.reopen_at {
-                if r >= st.bytes || st.mode == Mode::Mmap {
-                    return err(
-                        &format!("steps[{i}].stream.reopen_at"),
-                        "must be less than `bytes`, in mode read or splice".into(),
-                    );
-                }
-            }
-            if let Some(t) = st.tee {
-                if st.mode != Mode::Splice {
-                    return err(
-                        &format!("steps[{i}].stream.tee"),
-                        "only applies to mode splice".into(),
-                    );
-                }
-                if !matches!(t, Sink::Null | Sink::Tmpfs) {
-                    return err(
-                        &format!("steps[{i}].stream.tee"),
-                        "a tee sink is \"null\" or \"tmpfs\"".into(),
-                    );
-                }
-            }
-            if st.pipe_size.is_some() && st.mode != Mode::Splice {
-                return err(
-                    &format!("steps[{i}].stream.pipe_size"),
-                    "only applies to mode splice".into(),
-                );
-            }
-            // What is left, the consumer's own rules on the command line this step becomes
-            // (ranges of chunk and pipe sizes, the sink options' limits, the card's).
-            if let Err(e) = invoke::capture_args(sc, st, false).check() {
-                return err(
-                    &format!("steps[{i}].stream{}", field_of(&e.flag, STREAM_FIELDS)),
-                    arg_why(&e),
-                );
-            }
+            stream(sc, i, st, &mut disk_streams)?;
         }
     }
     if sc.faults.iter().any(|_| !sc.load_driver) {
@@ -370,122 +88,465 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), (String, String)> {
             "faults need the driver (load_driver: true)".into(),
         );
     }
-    // What the steps move through each card, per channel: a fault at a byte offset
-    // beyond that can never fire (an `exec` step may stream by itself: then no bound).
     let any_exec = sc.steps.iter().any(|s| matches!(s, Step::Exec(_)));
-    let moved = |card: usize, channel: Channel| -> u64 {
-        sc.steps
-            .iter()
-            .map(|s| match (s, channel) {
-                (Step::Stream(st), Channel::Capture) if st.card == card => st.bytes.0,
-                (Step::Play(p), Channel::Playback) if p.card == card => p.bytes.0,
-                // A share step moves its bytes out of `from`'s capture (a heap buffer
-                // comes from no card) and into `to`'s playback.
-                (Step::Share(sh), Channel::Capture)
-                    if sh.from == card && sh.source != ShareSource::Heap =>
-                {
-                    sh.bytes.0
-                }
-                (Step::Share(sh), Channel::Playback) if sh.to == card => sh.bytes.0,
-                _ => 0,
-            })
-            .fold(0u64, u64::saturating_add)
-    };
     for (i, f) in sc.faults.iter().enumerate() {
-        if let FaultAt::Step(n) = f.at {
-            if n >= sc.steps.len() {
-                return err(
-                    &format!("faults[{i}].at.step"),
-                    format!(
-                        "step {n} does not exist (steps 0..{}): the fault would never fire",
-                        sc.steps.len()
-                    ),
-                );
-            }
-        }
-        if let (FaultAt::Bytes(b), false, false) = (f.at, any_exec, f.inject.is_disk()) {
-            let total = moved(f.card, f.channel);
-            if b.0 >= total {
-                let what = match f.channel {
-                    Channel::Capture => "streams from",
-                    Channel::Playback => "plays to",
-                };
-                return err(
-                    &format!("faults[{i}].at.bytes"),
-                    format!(
-                        "{b} is never reached: the steps move {} through card {} ({what} it), \
-                         so the fault would never fire",
-                        Size(total),
-                        f.card
-                    ),
-                );
-            }
-        }
-        if f.inject.is_disk() && f.disk >= ndisks {
+        fault(sc, i, f, any_exec)?;
+    }
+    expect(sc)
+}
+
+/// A card: its device settings against the contract's limits, BAR2 mode against its BAR.
+fn card(i: usize, c: &CardSpec) -> Result<(), Problem> {
+    // The driver's ring is at most 2^10 entries (the card's at most 2^15).
+    if let Some(r) = c.device.ring_log2 {
+        if !(1..=10).contains(&r) {
             return err(
-                &format!("faults[{i}].disk"),
-                format!("disk {} does not exist ({ndisks} disk(s))", f.disk),
+                &format!("cards[{i}].device.ring_log2"),
+                format!("{r} is not in 1..=10"),
             );
         }
-        if f.card >= ncards {
-            return err(
-                &format!("faults[{i}].card"),
-                format!("card {} does not exist ({ncards} card(s))", f.card),
-            );
-        }
-        if f.inject == Fault::Host(HostFault::SurpriseRemoval)
-            && sc.cards.get(f.card).and_then(|c| c.msix_vectors) != Some(0)
+    }
+    if let Some(Size(b)) = c.device.block_size {
+        use acq_hw::regs::limits::{BLOCK_SIZE_ALIGN, BLOCK_SIZE_MAX, BLOCK_SIZE_MIN};
+        if !b.is_multiple_of(u64::from(BLOCK_SIZE_ALIGN))
+            || !(u64::from(BLOCK_SIZE_MIN)..=u64::from(BLOCK_SIZE_MAX)).contains(&b)
         {
             return err(
-                &format!("faults[{i}].inject"),
+                &format!("cards[{i}].device.block_size"),
+                format!("{b} must be a multiple of 8 between 64 and 4M"),
+            );
+        }
+    }
+    if let Some(Size(b)) = c.bar2_size {
+        // The model's own rule (it refuses any other size when it starts).
+        if !acq_hw::regs::bar::bar2_size_valid(b) {
+            return err(
+                &format!("cards[{i}].bar2_size"),
+                format!("{b} must be a power of two from 1M to 1G"),
+            );
+        }
+    }
+    if c.device.transfer == Some(Transfer::Bar2) {
+        // The contract's own rule (docs/device.md, BAR2 streaming): the completion
+        // ring and every block of the ring in BAR2. Driver defaults: 2^8 x 4 KiB.
+        use acq_hw::regs;
+        let bar2 = c.bar2_size.map_or(regs::bar::BAR2_SIZE_DEFAULT, |s| s.0);
+        let log2 = c.device.ring_log2.unwrap_or(8);
+        let block = c.device.block_size.map_or(4096, |s| s.0);
+        let block = u32::try_from(block).unwrap_or(u32::MAX);
+        if !regs::bar2::layout_fits(bar2, log2, block) {
+            return err(
+                &format!("cards[{i}].device.transfer"),
                 format!(
-                    "surprise_removal unplugs card {c} with QMP device_del, and QEMU 11.1's \
-                     vfio-user-pci aborts when it frees an unplugged card that has MSI-X \
-                     (upstream fix \"vfio-user: Do not delete the subregion\"): give card {c} \
-                     \"msix_vectors\": 0 (MSI only)",
-                    c = f.card
+                    "BAR2 mode needs the completion ring and 2^{log2} blocks of {block} bytes in BAR2 ({bar2} bytes): use a smaller ring_log2 or block_size, or a larger bar2_size"
                 ),
             );
         }
-        // The catalogue's own checks: the limits, and which faults have a playback form
-        // (the card's control socket refuses the same).
-        match f.inject {
-            Fault::Card(c) => {
-                if let Err(e) = CardFault::check_channel(c.name(), f.channel) {
-                    return err(&format!("faults[{i}].channel"), e);
-                }
-                if let Err(e) = c.check_limits() {
-                    return err(&format!("faults[{i}].inject"), e);
-                }
-                // The vectors the card has (MSI-X numbering; an MSI-only card maps them
-                // all onto its one message), as the model checks them.
-                if let CardFault::SpuriousIrq { vector, .. } | CardFault::IrqStorm { vector, .. } =
-                    c
-                {
-                    let vectors = match sc.cards.get(f.card).and_then(|c| c.msix_vectors) {
-                        None | Some(0) => acq_hw::regs::msix::VECTORS,
-                        Some(n) => n,
-                    };
-                    if vector >= vectors {
-                        return err(
-                            &format!("faults[{i}].inject"),
-                            format!(
-                                "vector {vector} does not exist (card {} has {vectors})",
-                                f.card
-                            ),
-                        );
-                    }
-                }
-            }
-            _ if f.channel == Channel::Playback => {
+    }
+    Ok(())
+}
+
+/// A capture disk.
+fn disk(i: usize, d: &DiskSpec, ncards: usize) -> Result<(), Problem> {
+    if d.card >= ncards.max(1) {
+        return err(
+            &format!("disks[{i}].card"),
+            format!("card {} does not exist ({ncards} card(s))", d.card),
+        );
+    }
+    if d.block_size != 512 && d.block_size != 4096 {
+        return err(
+            &format!("disks[{i}].block_size"),
+            format!("{} is not 512 or 4096", d.block_size),
+        );
+    }
+    if d.size.0 == 0 || !d.size.0.is_multiple_of(d.block_size as u64) {
+        return err(
+            &format!("disks[{i}].size"),
+            format!("{} must be a non-zero multiple of the block size", d.size),
+        );
+    }
+    Ok(())
+}
+
+/// A share step (card to card through a dma-buf).
+fn share(sc: &Scenario, i: usize, sh: &ShareStep) -> Result<(), Problem> {
+    let ncards = sc.cards.len();
+    sh.validate(ncards, &sc.cards)
+        .or_else(|(f, why)| err(&format!("steps[{i}].share.{f}"), why))?;
+    let unplugged = sc
+        .faults
+        .iter()
+        .any(|f| f.card == sh.from && matches!(f.inject, Fault::Host(HostFault::SurpriseRemoval)));
+    if sh.until_gone && !unplugged {
+        return err(
+            &format!("steps[{i}].share.until_gone"),
+            format!(
+                "no surprise_removal fault on card {}: the step could only time out",
+                sh.from
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// A play step: its own options, then the playback tool's rules on the command line it
+/// becomes.
+fn play(sc: &Scenario, i: usize, p: &PlayStep) -> Result<(), Problem> {
+    if p.bytes.0 == 0 {
+        return err(
+            &format!("steps[{i}].play.bytes"),
+            "must be more than 0".into(),
+        );
+    }
+    if p.pipe_size.is_some() && !matches!(p.mode, PlayMode::Splice | PlayMode::Vmsplice) {
+        return err(
+            &format!("steps[{i}].play.pipe_size"),
+            "only applies to modes splice and vmsplice".into(),
+        );
+    }
+    if p.mode != PlayMode::Vmsplice {
+        for (set, name) in [
+            (p.buffers.is_some(), "buffers"),
+            (p.gift, "gift"),
+            (p.reuse_before_release, "reuse_before_release"),
+        ] {
+            if set {
                 return err(
-                    &format!("faults[{i}].channel"),
-                    format!("{} is not a card fault: it has no channel", f.inject.name()),
+                    &format!("steps[{i}].play.{name}"),
+                    "only applies to mode vmsplice".into(),
                 );
             }
-            _ => {}
         }
     }
+    if let Some(b) = p.buffers.filter(|b| !(1..=1024).contains(b)) {
+        return err(
+            &format!("steps[{i}].play.buffers"),
+            format!("must be 1 .. 1024, not {b}"),
+        );
+    }
+    if p.gift && p.reuse_before_release {
+        return err(
+            &format!("steps[{i}].play.reuse_before_release"),
+            "a gifted buffer is given away: there is nothing to reuse".into(),
+        );
+    }
+    if p.verify && p.reuse_before_release {
+        return err(
+            &format!("steps[{i}].play.verify"),
+            "reuse before release makes the card see mismatches: set verify false".into(),
+        );
+    }
+    if p.verify && p.source == PlaySource::Zero {
+        return err(
+            &format!("steps[{i}].play.verify"),
+            "source zero never matches the pattern: set verify false".into(),
+        );
+    }
+    if let Some(card) = sc.cards.get(p.card) {
+        if let Err(e) = invoke::playback_args(p, card).check() {
+            return err(
+                &format!("steps[{i}].play{}", field_of(&e.flag, PLAY_FIELDS)),
+                arg_why(&e),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A stream step: its sink (one stream per disk, the disk fits it), its moments (each
+/// before its end), then acq-stream's rules on the command line it becomes.
+fn stream(
+    sc: &Scenario,
+    i: usize,
+    st: &StreamStep,
+    disk_streams: &mut Vec<usize>,
+) -> Result<(), Problem> {
+    let (ncards, ndisks) = (sc.cards.len(), sc.disks.len());
+    if let Some(d) = st.sink.disk() {
+        if d >= ndisks {
+            return err(
+                &format!("steps[{i}].stream.sink"),
+                format!("disk {d} does not exist ({ndisks} disk(s))"),
+            );
+        }
+        if disk_streams.contains(&d) {
+            return err(
+                &format!("steps[{i}].stream.sink"),
+                format!(
+                    "disk {d} already has a stream: one stream per disk (the disk's \
+                     counters are checked against it)"
+                ),
+            );
+        }
+        disk_streams.push(d);
+        let disk = &sc.disks[d];
+        if matches!(st.sink, Sink::DiskFile(_)) && (!disk.store || disk.verify) {
+            return err(
+                &format!("disks[{d}]"),
+                "a file system on the disk needs \"store\": true and \"verify\": false".into(),
+            );
+        }
+        if matches!(st.sink, Sink::Disk(_)) && !disk.verify {
+            return err(
+                &format!("disks[{d}].verify"),
+                "a raw disk stream is checked by the disk: verify must be true".into(),
+            );
+        }
+        if st.mode == Mode::Splice && st.on_sink_error == Some(SinkErrorPolicy::Retry) && !st.direct
+        {
+            return err(
+                &format!("steps[{i}].stream.on_sink_error"),
+                "retry in mode splice needs \"direct\": true (a buffered splice no \
+                 longer has the data when write-back fails)"
+                    .into(),
+            );
+        }
+        if st.bytes.0 > sc.disks[d].size.0 {
+            return err(
+                &format!("steps[{i}].stream.bytes"),
+                format!("{} do not fit on disk {d} ({})", st.bytes, sc.disks[d].size),
+            );
+        }
+    }
+    if st.card >= ncards {
+        return err(
+            &format!("steps[{i}].stream.card"),
+            format!("card {} does not exist ({ncards} card(s))", st.card),
+        );
+    }
+    if st.bytes.0 == 0 {
+        return err(
+            &format!("steps[{i}].stream.bytes"),
+            "must be more than 0".into(),
+        );
+    }
+    if st.sink.disk().is_none()
+        && (st.direct
+            || st.on_sink_error.is_some()
+            || st.sink_retries.is_some()
+            || st.sink_retry_ms.is_some())
+    {
+        return err(
+            &format!("steps[{i}].stream"),
+            "direct, on_sink_error, sink_retries and sink_retry_ms need a disk sink".into(),
+        );
+    }
+    if st.restart_at.is_some_and(|r| r >= st.bytes) {
+        return err(
+            &format!("steps[{i}].stream.restart_at"),
+            "must be less than `bytes`".into(),
+        );
+    }
+    if let Some(p) = st.pause_at {
+        if st.mode != Mode::Read {
+            return err(
+                &format!("steps[{i}].stream.pause_at"),
+                "only applies to mode read".into(),
+            );
+        }
+        if p >= st.bytes {
+            return err(
+                &format!("steps[{i}].stream.pause_at"),
+                "must be less than `bytes`".into(),
+            );
+        }
+        if st.pause_ms > PAUSE_MS_MAX {
+            return err(
+                &format!("steps[{i}].stream.pause_ms"),
+                format!("{} is above {PAUSE_MS_MAX}", st.pause_ms),
+            );
+        }
+    }
+    if let Some(sig) = &st.signal {
+        if let Err((field, why)) = sig.validate(st.bytes) {
+            return err(&format!("steps[{i}].stream.signal.{field}"), why);
+        }
+    }
+    if !st.control.is_empty() {
+        let at = format!("steps[{i}].stream.control");
+        if let Err((field, why)) = super::control::validate(&st.control, st.bytes) {
+            return err(&format!("{at}{field}"), why);
+        }
+        if st.mode == Mode::Mmap || st.sink != Sink::Null || st.tee.is_some() {
+            return err(
+                &at,
+                "needs mode read or splice, the null sink and no tee (a RESET clears \
+                 the driver's statistics, which a file or disk sink's account is \
+                 checked against)"
+                    .into(),
+            );
+        }
+        if st.reopen_at.is_some() {
+            return err(
+                &format!("steps[{i}].stream.reopen_at"),
+                "not with `control`: the second process shares the file, so a close \
+                 would not end the session"
+                    .into(),
+            );
+        }
+    }
+    if let Some(r) = st.reopen_at {
+        if r >= st.bytes || st.mode == Mode::Mmap {
+            return err(
+                &format!("steps[{i}].stream.reopen_at"),
+                "must be less than `bytes`, in mode read or splice".into(),
+            );
+        }
+    }
+    if let Some(t) = st.tee {
+        if st.mode != Mode::Splice {
+            return err(
+                &format!("steps[{i}].stream.tee"),
+                "only applies to mode splice".into(),
+            );
+        }
+        if !matches!(t, Sink::Null | Sink::Tmpfs) {
+            return err(
+                &format!("steps[{i}].stream.tee"),
+                "a tee sink is \"null\" or \"tmpfs\"".into(),
+            );
+        }
+    }
+    if st.pipe_size.is_some() && st.mode != Mode::Splice {
+        return err(
+            &format!("steps[{i}].stream.pipe_size"),
+            "only applies to mode splice".into(),
+        );
+    }
+    // What is left, the consumer's own rules on the command line this step becomes
+    // (ranges of chunk and pipe sizes, the sink options' limits, the card's).
+    if let Err(e) = invoke::capture_args(sc, st, false).check() {
+        return err(
+            &format!("steps[{i}].stream{}", field_of(&e.flag, STREAM_FIELDS)),
+            arg_why(&e),
+        );
+    }
+    Ok(())
+}
+
+// What the steps move through each card, per channel: a fault at a byte offset
+// beyond that can never fire (an `exec` step may stream by itself: then no bound).
+fn moved(sc: &Scenario, card: usize, channel: Channel) -> u64 {
+    sc.steps
+        .iter()
+        .map(|s| match (s, channel) {
+            (Step::Stream(st), Channel::Capture) if st.card == card => st.bytes.0,
+            (Step::Play(p), Channel::Playback) if p.card == card => p.bytes.0,
+            // A share step moves its bytes out of `from`'s capture (a heap buffer
+            // comes from no card) and into `to`'s playback.
+            (Step::Share(sh), Channel::Capture)
+                if sh.from == card && sh.source != ShareSource::Heap =>
+            {
+                sh.bytes.0
+            }
+            (Step::Share(sh), Channel::Playback) if sh.to == card => sh.bytes.0,
+            _ => 0,
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
+/// A fault: when it fires (a step that exists, a byte offset the steps reach), what it
+/// hits, and the catalogue's own limits.
+fn fault(sc: &Scenario, i: usize, f: &FaultSpec, any_exec: bool) -> Result<(), Problem> {
+    let (ncards, ndisks) = (sc.cards.len(), sc.disks.len());
+    if let FaultAt::Step(n) = f.at {
+        if n >= sc.steps.len() {
+            return err(
+                &format!("faults[{i}].at.step"),
+                format!(
+                    "step {n} does not exist (steps 0..{}): the fault would never fire",
+                    sc.steps.len()
+                ),
+            );
+        }
+    }
+    if let (FaultAt::Bytes(b), false, false) = (f.at, any_exec, f.inject.is_disk()) {
+        let total = moved(sc, f.card, f.channel);
+        if b.0 >= total {
+            let what = match f.channel {
+                Channel::Capture => "streams from",
+                Channel::Playback => "plays to",
+            };
+            return err(
+                &format!("faults[{i}].at.bytes"),
+                format!(
+                    "{b} is never reached: the steps move {} through card {} ({what} it), \
+                     so the fault would never fire",
+                    Size(total),
+                    f.card
+                ),
+            );
+        }
+    }
+    if f.inject.is_disk() && f.disk >= ndisks {
+        return err(
+            &format!("faults[{i}].disk"),
+            format!("disk {} does not exist ({ndisks} disk(s))", f.disk),
+        );
+    }
+    if f.card >= ncards {
+        return err(
+            &format!("faults[{i}].card"),
+            format!("card {} does not exist ({ncards} card(s))", f.card),
+        );
+    }
+    if f.inject == Fault::Host(HostFault::SurpriseRemoval)
+        && sc.cards.get(f.card).and_then(|c| c.msix_vectors) != Some(0)
+    {
+        return err(
+            &format!("faults[{i}].inject"),
+            format!(
+                "surprise_removal unplugs card {c} with QMP device_del, and QEMU 11.1's \
+                 vfio-user-pci aborts when it frees an unplugged card that has MSI-X \
+                 (upstream fix \"vfio-user: Do not delete the subregion\"): give card {c} \
+                 \"msix_vectors\": 0 (MSI only)",
+                c = f.card
+            ),
+        );
+    }
+    // The catalogue's own checks: the limits, and which faults have a playback form
+    // (the card's control socket refuses the same).
+    match f.inject {
+        Fault::Card(c) => {
+            if let Err(e) = CardFault::check_channel(c.name(), f.channel) {
+                return err(&format!("faults[{i}].channel"), e);
+            }
+            if let Err(e) = c.check_limits() {
+                return err(&format!("faults[{i}].inject"), e);
+            }
+            // The vectors the card has (MSI-X numbering; an MSI-only card maps them
+            // all onto its one message), as the model checks them.
+            if let CardFault::SpuriousIrq { vector, .. } | CardFault::IrqStorm { vector, .. } = c {
+                let vectors = match sc.cards.get(f.card).and_then(|c| c.msix_vectors) {
+                    None | Some(0) => acq_hw::regs::msix::VECTORS,
+                    Some(n) => n,
+                };
+                if vector >= vectors {
+                    return err(
+                        &format!("faults[{i}].inject"),
+                        format!(
+                            "vector {vector} does not exist (card {} has {vectors})",
+                            f.card
+                        ),
+                    );
+                }
+            }
+        }
+        _ if f.channel == Channel::Playback => {
+            return err(
+                &format!("faults[{i}].channel"),
+                format!("{} is not a card fault: it has no channel", f.inject.name()),
+            );
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The expectations: errno names, counter keys, kernel log texts.
+fn expect(sc: &Scenario) -> Result<(), Problem> {
+    let (ncards, ndisks) = (sc.cards.len(), sc.disks.len());
     let named = sc.expect.errors.keys().map(|n| ("errors", n));
     let placed = sc.expect.errors_at.keys().map(|n| ("errors_at", n));
     let allowed = sc

@@ -304,7 +304,7 @@ pub(super) fn check_expectations(ex: &Expect, res: &mut ScenarioResult, dmesg: &
                 .chain(ex.errors.keys())
                 .cloned()
                 .collect();
-            let verdict = crate::scenario::control::judge(s, &faults);
+            let verdict = super::control::judge(s, &faults);
             checks.push(Check {
                 name: format!("stream {i}: the control actions met the contract"),
                 ok: verdict.is_ok(),

@@ -7,6 +7,7 @@ use super::*;
 use acq_wire::consumer::ConsumerReport;
 
 use crate::scenario::format::invoke::{capture_args, disk_device, disk_mount, playback_args};
+use crate::scenario::format::share::ShareStep;
 use serde::{Deserialize, Serialize};
 
 /// Runs `acq-stream` for a stream step and returns its JSON result line.
@@ -192,3 +193,22 @@ pub(super) fn play(
 
 /// Errnos after which a reader carries on (docs/driver.md); any other ends the stream.
 pub(super) const RECOVERABLE: [&str; 4] = ["EIO", "EPIPE", "EINTR", "EAGAIN"];
+
+/// Runs the step in the guest and returns `acq-share`'s JSON result; an `ok: false`
+/// result (a byte card `to` did not verify, a page that did not come back) fails it.
+pub(super) fn share(
+    guest: &GuestHandle,
+    s: &ShareStep,
+    from: &CardSpec,
+    deadline: Instant,
+) -> Result<Value> {
+    let argv = s.argv(from);
+    let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let t = Duration::from_secs(s.timeout_s).min(remaining(deadline));
+    let out = guest.exec_streaming(&argv_ref, t, &mut |_, _| {})?;
+    let v = out.result_line("acq-share")?;
+    if v.get("ok") != Some(&Value::Bool(true)) {
+        bail!("{}: {v}", argv.join(" "));
+    }
+    Ok(v)
+}

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use acq_wire::consumer::{self, Signal, SignalPlan};
 
-use super::format::{At, Size};
+use super::{At, Size};
 
 /// A signal for a stream step's consumer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -3,15 +3,10 @@
 //! driven by the guest tool `acq-share`. Its type, its checks and how it runs live here,
 //! beside the formats of the other steps.
 
-use std::time::{Duration, Instant};
-
-use anyhow::{bail, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use super::format::{CardSpec, Pattern, Size};
-use crate::vm::GuestHandle;
+use super::{CardSpec, Pattern, Size};
 
 /// One card's ring played by another's playback channel (`acq-share`); the receiving card
 /// verifies every byte against the exporting card's pattern and seed.
@@ -96,7 +91,7 @@ impl ShareStep {
             && cards
                 .get(self.from)
                 .and_then(|c| c.device.transfer)
-                .is_some_and(|t| t == super::format::Transfer::Bar2)
+                .is_some_and(|t| t == super::Transfer::Bar2)
         {
             return err(
                 "from",
@@ -216,29 +211,9 @@ impl ShareStep {
     }
 }
 
-/// Runs the step in the guest and returns `acq-share`'s JSON result; an `ok: false`
-/// result (a byte card `to` did not verify, a page that did not come back) fails it.
-pub fn run(
-    guest: &GuestHandle,
-    s: &ShareStep,
-    from: &CardSpec,
-    deadline: Instant,
-) -> Result<Value> {
-    let argv = s.argv(from);
-    let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let t =
-        Duration::from_secs(s.timeout_s).min(deadline.saturating_duration_since(Instant::now()));
-    let out = guest.exec_streaming(&argv_ref, t, &mut |_, _| {})?;
-    let v = out.result_line("acq-share")?;
-    if v.get("ok") != Some(&Value::Bool(true)) {
-        bail!("{}: {v}", argv.join(" "));
-    }
-    Ok(v)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::format::parse;
+    use super::super::parse;
 
     fn two_cards(step: &str) -> Result<super::super::Scenario, super::super::LoadError> {
         parse(
@@ -257,7 +232,7 @@ mod tests {
             "t.json",
         )
         .unwrap();
-        let super::super::format::Step::Share(s) = &sc.steps[0] else {
+        let super::super::Step::Share(s) = &sc.steps[0] else {
             panic!("not a share step: {:?}", sc.steps[0]);
         };
         assert_eq!(
