@@ -2,7 +2,7 @@
 
 //! Descriptors and the producer index, written the one way every ring posts them:
 //! capture and playback, in host memory or (capture) with the event page in BAR2
-//! (docs/device.md sections 7-8). The other half of a ring is `completions.rs`.
+//! (docs/device.md sections 6.1, 6.3 and 8). The other half of a ring is `completions.rs`.
 
 use super::*;
 
@@ -66,13 +66,13 @@ pub(crate) struct EventWords {
     pub(crate) need_doorbell: usize,
 }
 
-/// The capture channel's (docs/device.md 8.1).
+/// The capture channel's (docs/device.md 6.3).
 pub(crate) const CAPTURE: EventWords = EventWords {
     prod: regs::event::OFF_PROD,
     need_doorbell: regs::event::OFF_NEED_DOORBELL,
 };
 
-/// The playback channel's (docs/device.md 19).
+/// The playback channel's (docs/device.md 19.3).
 pub(crate) const PLAYBACK: EventWords = EventWords {
     prod: regs::pb_event::OFF_PROD,
     need_doorbell: regs::pb_event::OFF_NEED_DOORBELL,

@@ -332,8 +332,9 @@ pub fn run(paths: &Paths, opts: &BenchOptions) -> Result<Report> {
 fn median_run(mut reps: Vec<Run>) -> Run {
     let samples: Vec<f64> = reps.iter().filter_map(|r| r.mb_per_s).collect();
     if let Some(i) = reps.iter().position(|r| r.mb_per_s.is_none()) {
+        // No figure, and no spread of the repetitions before the one that failed.
         let mut failed = reps.swap_remove(i);
-        failed.samples = samples;
+        failed.samples = Vec::new();
         return failed;
     }
     reps.sort_by(|a, b| {

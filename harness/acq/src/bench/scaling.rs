@@ -130,7 +130,13 @@ pub(super) fn run(paths: &Paths, opts: &BenchOptions) -> Result<Vec<ScaleRun>> {
                 reps.swap_remove(mid)
             }
         };
-        row.samples = samples;
+        // A row without a figure shows none (not the spread of the repetitions before the
+        // one that failed).
+        row.samples = if row.aggregate_mb_per_s.is_some() {
+            samples
+        } else {
+            Vec::new()
+        };
         eprintln!(
             "  {:<34} {}",
             row.label,
@@ -191,7 +197,15 @@ fn summarise(label: &str, streams: usize, reports: &[Result<ConsumerReport, Stri
             ok.len(),
             reports
                 .iter()
-                .find_map(|r| r.as_ref().err().map(|e| format!(": {e}")))
+                .find_map(|r| match r {
+                    Err(e) => Some(format!(": {e}")),
+                    Ok(r) if !r.ok => r
+                        .error
+                        .as_ref()
+                        .or(r.fatal.as_ref())
+                        .map(|e| format!(": {e}")),
+                    Ok(_) => None,
+                })
                 .unwrap_or_default()
         ));
         return row;
@@ -281,6 +295,12 @@ mod tests {
         assert!(g.aggregate_mb_per_s.is_none());
         let h = summarise("x", 1, &[Err("not json".into())]);
         assert!(h.note.unwrap().contains("not json"));
+        // A stream that failed says why.
+        let mut why = report(1, 1.0, None).unwrap();
+        why.ok = false;
+        why.fatal = Some("read: EIO".into());
+        let w = summarise("x", 1, &[Ok(why)]);
+        assert!(w.note.unwrap().contains("read: EIO"));
     }
 
     #[test]

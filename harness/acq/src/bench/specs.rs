@@ -136,7 +136,7 @@ pub(super) fn argv(bytes: u64, s: &Spec) -> Vec<String> {
         ..DeviceArgs::default()
     };
     match s.source {
-        MEMCPY => {}
+        MEMCPY => argv.extend(["--bytes".into(), bytes.to_string()]),
         SHARE => {
             if s.mode == "read+write" {
                 argv.push("--copy".into());

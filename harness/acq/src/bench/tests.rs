@@ -47,6 +47,7 @@ fn repetitions_give_the_median_run_and_keep_every_figure() {
     let failed = median_run(vec![mk(Some(4.0), None), mk(None, Some("failed"))]);
     assert_eq!(failed.mb_per_s, None);
     assert_eq!(failed.note.as_deref(), Some("failed"));
+    assert!(failed.samples.is_empty(), "a failed row shows no spread");
     assert_eq!(spread(&[1.0]), None);
 }
 
@@ -117,6 +118,20 @@ fn every_kind_of_row_is_a_command_line_the_tool_takes() {
     for mode in ["write", "splice", "vmsplice"] {
         let argv = specs::argv(1 << 20, &Spec::play(mode));
         PlaybackArgs::parse(argv[1..].to_vec()).unwrap_or_else(|e| panic!("{mode}: {e}"));
+    }
+    // The other tools' rows: each names its byte count (acq-ctl memcpy and acq-share
+    // refuse a line without one).
+    let memcpy = Spec {
+        source: MEMCPY,
+        ..Spec::acq("memcpy", None)
+    };
+    for s in [memcpy, Spec::share("dma-buf"), Spec::share("read+write")] {
+        let argv = specs::argv(1 << 20, &s);
+        assert!(
+            argv.windows(2).any(|w| w == ["--bytes", "1048576"]),
+            "{}: {argv:?}",
+            s.label()
+        );
     }
 }
 

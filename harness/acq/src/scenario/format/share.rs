@@ -1,7 +1,8 @@
 //! The `share` step: one card's capture ring played by another card's playback channel
 //! with no CPU copy (dma-buf; docs/driver.md "Sharing the ring with another device"),
-//! driven by the guest tool `acq-share`. Its type, its checks and how it runs live here,
-//! beside the formats of the other steps.
+//! driven by the guest tool `acq-share`. Its type, its checks and its command line live
+//! here, beside the formats of the other steps; the runner runs it
+//! (`run/consumers.rs`).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

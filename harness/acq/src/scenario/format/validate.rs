@@ -425,8 +425,8 @@ fn stream(
     Ok(())
 }
 
-// What the steps move through each card, per channel: a fault at a byte offset
-// beyond that can never fire (an `exec` step may stream by itself: then no bound).
+/// What the steps move through each card, per channel: a fault at a byte offset
+/// beyond that can never fire (an `exec` step may stream by itself: then no bound).
 fn moved(sc: &Scenario, card: usize, channel: Channel) -> u64 {
     sc.steps
         .iter()
