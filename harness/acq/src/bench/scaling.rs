@@ -23,7 +23,8 @@ pub struct ScaleRun {
     pub aggregate_mb_per_s: Option<f64>,
     /// Each stream's own rate in that repetition, MB/s, in card order.
     pub per_stream_mb_per_s: Vec<f64>,
-    /// The slowest stream's rate over the fastest's (1: every card got the same).
+    /// The slowest stream's rate over the fastest's (1: every card got the same); only
+    /// for streams of one kind (a capture and a playback differ by nature).
     pub fairness: Option<f64>,
     /// Guest CPU seconds per GiB over all the streams (captures report theirs).
     pub cpu_s_per_gib: Option<f64>,
@@ -34,7 +35,7 @@ pub struct ScaleRun {
 }
 
 /// A stream of one row.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Stream {
     /// read() of `/dev/acqN`.
     Capture(usize),
@@ -43,6 +44,10 @@ enum Stream {
 }
 
 impl Stream {
+    fn is_capture(self) -> bool {
+        matches!(self, Stream::Capture(_))
+    }
+
     fn argv(self, bytes: u64) -> Vec<String> {
         let mut v = vec!["acq-stream".to_owned()];
         match self {
@@ -171,11 +176,20 @@ fn measure(vm: &mut Vm, label: &str, streams: &[Stream], bytes: u64) -> Result<S
         .lines()
         .map(|l| serde_json::from_str(l).map_err(|e| format!("{e}: {l}")))
         .collect();
-    Ok(summarise(label, streams.len(), &reports))
+    let alike = streams
+        .iter()
+        .all(|s| s.is_capture() == streams[0].is_capture());
+    Ok(summarise(label, streams.len(), alike, &reports))
 }
 
-/// A row from its streams' reports: no figure unless every stream reported ok.
-fn summarise(label: &str, streams: usize, reports: &[Result<ConsumerReport, String>]) -> ScaleRun {
+/// A row from its streams' reports: no figure unless every stream reported ok; the
+/// slowest-to-fastest ratio only for streams that are `alike`.
+fn summarise(
+    label: &str,
+    streams: usize,
+    alike: bool,
+    reports: &[Result<ConsumerReport, String>],
+) -> ScaleRun {
     let mut row = ScaleRun {
         label: label.to_owned(),
         streams,
@@ -220,7 +234,7 @@ fn summarise(label: &str, streams: usize, reports: &[Result<ConsumerReport, Stri
         .fold((f64::INFINITY, 0.0f64), |(lo, hi), &x| {
             (lo.min(x), hi.max(x))
         });
-    row.fairness = (hi > 0.0).then(|| lo / hi);
+    row.fairness = (alike && hi > 0.0).then(|| lo / hi);
     let cpu: Option<f64> = ok.iter().map(|r| Some(r.cpu_user_s? + r.cpu_sys_s?)).sum();
     row.cpu_s_per_gib = cpu.filter(|_| total > 0).map(|c| c * GIB / total as f64);
     row
@@ -274,6 +288,7 @@ mod tests {
         let r = summarise(
             "capture x2",
             2,
+            true,
             &[
                 report(100_000_000, 1.0, Some(0.5)),
                 report(100_000_000, 4.0, Some(0.5)),
@@ -284,22 +299,31 @@ mod tests {
         assert_eq!(r.fairness, Some(0.25));
         assert!((r.cpu_s_per_gib.unwrap() - GIB / 200_000_000.0).abs() < 1e-9);
         // Playback reports no CPU: none for the row rather than a part.
-        let p = summarise("p", 2, &[report(1, 1.0, None), report(1, 1.0, Some(1.0))]);
+        let p = summarise(
+            "p",
+            2,
+            true,
+            &[report(1, 1.0, None), report(1, 1.0, Some(1.0))],
+        );
+        // A capture beside a playback: no fairness between them.
+        let mixed = summarise("m", 2, false, &[report(4, 1.0, None), report(1, 1.0, None)]);
+        assert_eq!(mixed.fairness, None);
+        assert_eq!(mixed.aggregate_mb_per_s, Some(5e-6));
         assert_eq!(p.cpu_s_per_gib, None);
         // A stream that failed or never reported leaves the row without a figure.
         let mut bad = report(1, 1.0, None).unwrap();
         bad.ok = false;
-        let f = summarise("x", 2, &[report(1, 1.0, None), Ok(bad)]);
+        let f = summarise("x", 2, true, &[report(1, 1.0, None), Ok(bad)]);
         assert!(f.aggregate_mb_per_s.is_none() && f.note.unwrap().contains("1 of 2"));
-        let g = summarise("x", 2, &[report(1, 1.0, None)]);
+        let g = summarise("x", 2, true, &[report(1, 1.0, None)]);
         assert!(g.aggregate_mb_per_s.is_none());
-        let h = summarise("x", 1, &[Err("not json".into())]);
+        let h = summarise("x", 1, true, &[Err("not json".into())]);
         assert!(h.note.unwrap().contains("not json"));
         // A stream that failed says why.
         let mut why = report(1, 1.0, None).unwrap();
         why.ok = false;
         why.fatal = Some("read: EIO".into());
-        let w = summarise("x", 1, &[Ok(why)]);
+        let w = summarise("x", 1, true, &[Ok(why)]);
         assert!(w.note.unwrap().contains("read: EIO"));
     }
 
