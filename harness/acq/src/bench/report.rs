@@ -78,94 +78,35 @@ pub fn table(r: &Report) -> String {
     s
 }
 
-/// Throughput against pipe size, one line per source, as SVG.
+/// Throughput against pipe size, one line per source (the card and its /dev/zero peer),
+/// with the modes that have no pipe as horizontal references, as SVG.
 pub fn plot(r: &Report, out: &Path) -> Result<()> {
-    use plotters::prelude::*;
-    /// (source, colour, (pipe KiB, MB/s) points)
-    type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
-    let series: Vec<Series> = ["acq0", "zero"]
+    let pipe_sweep = |src: &str| -> Vec<(f64, f64)> {
+        let mut pts: Vec<(f64, f64)> = r
+            .runs
+            .iter()
+            .filter(|x| x.source == src && x.mode == "splice" && x.block.is_none() && !x.bar2)
+            .filter_map(|x| Some((x.pipe_size? as f64 / 1024.0, x.mb_per_s?)))
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        pts.dedup_by(|a, b| a.0 == b.0);
+        pts
+    };
+    let refs: Vec<(String, f64)> = ["acq0 read", "acq0 mmap", "zero read"]
         .iter()
-        .zip([RGBColor(200, 40, 40), RGBColor(40, 80, 200)])
-        .map(|(src, color)| {
-            let mut pts: Vec<(f64, f64)> = r
-                .runs
-                .iter()
-                .filter(|x| x.source == *src && x.mode == "splice" && x.block.is_none() && !x.bar2)
-                .filter_map(|x| Some((x.pipe_size? as f64 / 1024.0, x.mb_per_s?)))
-                .collect();
-            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-            pts.dedup_by(|a, b| a.0 == b.0);
-            (*src, color, pts)
-        })
+        .filter_map(|l| Some((format!("{l} (no pipe)"), find(&r.runs, l)?.mb_per_s?)))
         .collect();
-    let ymax = series
-        .iter()
-        .flat_map(|s| s.2.iter().map(|p| p.1))
-        .chain(r.runs.iter().filter_map(|x| x.mb_per_s))
-        .fold(1.0f64, f64::max)
-        * 1.15;
-    let root = SVGBackend::new(out, (800, 480)).into_drawing_area();
-    let e = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("plot: {e:?}");
-    root.fill(&WHITE).map_err(e)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("splice throughput vs pipe size ({}, {})", r.accel, r.date),
-            ("sans-serif", 18),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d((48f64..3072f64).log_scale(), 0f64..ymax)
-        .map_err(e)?;
-    chart
-        .configure_mesh()
-        .x_desc("pipe size (KiB)")
-        .y_desc("MB/s")
-        .draw()
-        .map_err(e)?;
-    for (src, color, pts) in &series {
-        let name = if *src == "acq0" {
-            "splice /dev/acq0"
-        } else {
-            "splice /dev/zero (peer)"
-        };
-        chart
-            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-            .map_err(e)?
-            .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
-            .map_err(e)?;
-    }
-    // Non-splice modes have no pipe: horizontal references.
-    for (label, color) in [
-        ("acq0 read", BLACK),
-        ("acq0 mmap", RGBColor(30, 150, 60)),
-        ("zero read", RGBColor(120, 120, 120)),
-    ] {
-        if let Some(m) = find(&r.runs, label).and_then(|x| x.mb_per_s) {
-            chart
-                .draw_series(LineSeries::new(
-                    vec![(48.0, m), (3072.0, m)],
-                    color.stroke_width(1),
-                ))
-                .map_err(e)?
-                .label(format!("{label} (no pipe)"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        }
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(e)?;
-    root.present().map_err(e)?;
-    Ok(())
+    sweep(
+        r,
+        out,
+        PLOTS[0].1,
+        "pipe size (KiB)",
+        &[
+            ("splice /dev/acq0", pipe_sweep("acq0")),
+            ("splice /dev/zero (peer)", pipe_sweep("zero")),
+        ],
+        &refs,
+    )
 }
 
 /// The plots of one report, each a sweep: `(file name, caption)` in order, the first the
@@ -208,6 +149,7 @@ pub fn plots(r: &Report, dir: &Path) -> Result<()> {
             "splice /dev/acq0, 1 MiB pipe",
             runs("acq0 splice pipe=1M block=", |x| x.block),
         )],
+        &[],
     )?;
     sweep(
         r,
@@ -218,6 +160,7 @@ pub fn plots(r: &Report, dir: &Path) -> Result<()> {
             "read /dev/acq0",
             runs("acq0 read irq_count=", |x| x.irq_count),
         )],
+        &[],
     )?;
     let scale = |prefix: &str| -> Vec<(f64, f64)> {
         r.scaling
@@ -235,16 +178,19 @@ pub fn plots(r: &Report, dir: &Path) -> Result<()> {
             ("capture (read), one per card", scale("capture x")),
             ("playback (write), one per card", scale("playback x")),
         ],
+        &[],
     )
 }
 
-/// One sweep as SVG: MB/s against a parameter on a log scale, a line per series.
+/// One sweep as SVG: MB/s against a parameter on a log scale, a line per series, and
+/// `refs` (figures without the parameter) as horizontal lines.
 fn sweep(
     r: &Report,
     out: &Path,
     caption: &str,
     x_desc: &str,
     series: &[(&str, Vec<(f64, f64)>)],
+    refs: &[(String, f64)],
 ) -> Result<()> {
     use plotters::prelude::*;
     let xs = || series.iter().flat_map(|s| s.1.iter().map(|p| p.0));
@@ -259,6 +205,7 @@ fn sweep(
     let ymax = series
         .iter()
         .flat_map(|s| s.1.iter().map(|p| p.1))
+        .chain(refs.iter().map(|r| r.1))
         .fold(1.0f64, f64::max)
         * 1.15;
     let root = SVGBackend::new(out, (800, 480)).into_drawing_area();
@@ -297,6 +244,18 @@ fn sweep(
         chart
             .draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
             .map_err(e)?;
+    }
+    let ref_colours = [BLACK, RGBColor(30, 150, 60), RGBColor(120, 120, 120)];
+    for ((label, m), color) in refs.iter().zip(ref_colours.iter().cycle()) {
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(
+                vec![(xmin, *m), (xmax, *m)],
+                color.stroke_width(1),
+            ))
+            .map_err(e)?
+            .label(label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
     chart
         .configure_series_labels()
