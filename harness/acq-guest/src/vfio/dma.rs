@@ -50,13 +50,27 @@ impl Chunk {
     /// Allocates `len` bytes (rounded up to pages) that the device can reach.
     pub fn alloc(dev: &Device, len: usize) -> io::Result<Chunk> {
         let pages = len.div_ceil(PAGE).max(1);
+        if dev.iommu != Iommu::NoIommu || pages == 1 {
+            return Chunk::alloc_from(dev, pages, pages);
+        }
         // Without an IOMMU a multi-page chunk must be physically contiguous: allocate more
-        // and look for a run.
-        let tries = if dev.iommu == Iommu::NoIommu && pages > 1 {
-            pages * 16 + 64
-        } else {
-            pages
-        };
+        // and look for a run. Memory fragmented by earlier runs may hold no run in a small
+        // pool (a VM test met that after five streams): try larger ones before giving up.
+        let mut last = io::Error::other("no pool tried");
+        for factor in [1, 4, 16] {
+            match Chunk::alloc_from(dev, pages, (pages * 16 + 64) * factor) {
+                Err(e) if e.kind() == io::ErrorKind::OutOfMemory => last = e,
+                r => return r,
+            }
+        }
+        Err(last)
+    }
+
+    /// Allocates `pages` pages the device can reach, out of a pool of `tries` pages (more
+    /// than `pages` without an IOMMU: the pool is searched for a physically contiguous
+    /// run). No run: an `OutOfMemory` error.
+    fn alloc_from(dev: &Device, pages: usize, tries: usize) -> io::Result<Chunk> {
+        let len = pages * PAGE;
         let map_len = tries * PAGE;
         // SAFETY: a fresh private anonymous mapping; populated and locked so that every
         // page is resident and stays at its physical address.
@@ -119,10 +133,13 @@ impl Chunk {
                         (1..pages).all(|j| phys[order[r + j]] == phys[order[r]] + (j * PAGE) as u64)
                     })
                     .ok_or_else(|| {
-                        io::Error::other(format!(
-                            "no physically contiguous run of {pages} pages among {tries} \
-                             (no-IOMMU mode needs one for a structure of {len} bytes)"
-                        ))
+                        io::Error::new(
+                            io::ErrorKind::OutOfMemory,
+                            format!(
+                                "no physically contiguous run of {pages} pages among {tries} \
+                                 (no-IOMMU mode needs one for a structure of {len} bytes)"
+                            ),
+                        )
                     })?;
                 let target = Chunk::alloc_virtual(pages)?;
                 for j in 0..pages {
