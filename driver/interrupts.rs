@@ -40,12 +40,10 @@ pub(crate) struct Sleepers {
     wakes: Atomic<u32>,
     /// Lost wake-ups found so far (statistics `lost_wakeups`).
     lost: Atomic<u32>,
-    /// Wake-ups a hard handler handed to its IRQ thread (for a waiter about to sleep),
-    /// and the count the thread had seen when its last wake-up was done: while they
-    /// differ a wake-up is on its way. An interrupt storm can keep the thread from
-    /// running past a waiter's deadline: its wake-up is late then, not lost.
+    /// Wake-ups a hard handler handed to its IRQ thread (for an announced waiter): a wait
+    /// in which this count moved was woken (or will be: an interrupt storm can keep the
+    /// thread from running past a waiter's deadline), whatever its result says.
     thread_wakes: Atomic<u32>,
-    thread_wakes_done: Atomic<u32>,
     /// Waits in a row that found completions at their re-check with no interrupt at all
     /// (lost interrupts), and whether that was reported: a channel whose interrupts never
     /// arrive (a VMM that failed to enable MSI-X, say: it logs it, the guest is not told)
@@ -85,7 +83,6 @@ impl Sleepers {
             wakes: Atomic::new(0),
             lost: Atomic::new(0),
             thread_wakes: Atomic::new(0),
-            thread_wakes_done: Atomic::new(0),
             silent: Atomic::new(0),
             silent_reported: Atomic::new(false),
             index,
@@ -98,10 +95,11 @@ impl Sleepers {
     /// whole period left when `news` found some).
     ///
     /// A wait that times out and then finds news it should have been woken for (a
-    /// completion whose interrupt came while it slept, or a change of state whose maker
-    /// never called [`Sleepers::wake`]) is a lost wake-up, a driver bug the re-check
-    /// period would otherwise hide (a consumer only gets slower): it is counted, and
-    /// logged so that every test fails.
+    /// completion whose interrupt came while it slept and was not handed to the IRQ
+    /// thread, or a change of state whose maker never called [`Sleepers::wake`]) is a
+    /// lost wake-up, a driver bug the re-check period would otherwise hide (a consumer
+    /// only gets slower): it is counted, and logged so that every test fails. A wait
+    /// woken in time that ran late is not one (see the verdict below).
     pub(crate) fn sleep<T>(
         &self,
         cv: &CondVar,
@@ -112,6 +110,10 @@ impl Sleepers {
         let start = self.now_ns();
         // When the wait itself began (after the test-only window below): its deadline.
         let mut wait_start = start;
+        // The hand-overs so far, read before the announcement: every interrupt that counts
+        // as this wait's (it sets `first_irq` after our store below) sees the announcement
+        // and counts a hand-over after this read (the full barrier orders the two).
+        let handed_before = self.thread_wakes.load(Relaxed);
         // Announced first: an interrupt that counts as this wait's (`first_irq`) sees
         // the announcement and has its thread wake us under the mutex (see `any`).
         self.waiting.fetch_add(1, Full);
@@ -142,29 +144,30 @@ impl Sleepers {
             }
             let lost = match found {
                 News::Nothing => false,
-                // Completions, and an interrupt that came while we were on the wait queue
-                // and still had more than `IRQ_SLACK_NS` to sleep: its wake-up would have
-                // reached us. (One that came at the deadline, or after it while we took
-                // the mutex back, found us off the queue; none at all is a lost interrupt,
-                // which the re-check is there for.)
+                // Completions, and an interrupt that came while we were announced and
+                // still had more than `IRQ_SLACK_NS` to sleep, which its hard handler did
+                // not hand to its thread: nothing reached us but our timer. (One that came
+                // at the deadline, or after it while we took the mutex back, found us off
+                // the queue; none at all is a lost interrupt, which the re-check is there
+                // for.)
                 //
-                // Unless this task ran only long after its deadline: a wait woken in time
-                // but not given a CPU until its timeout had passed returns `Timeout` too
-                // (schedule_timeout() reports the time left when the task runs), which is
-                // what an interrupt storm does to a vCPU. Then a wake-up cannot be told
-                // from none: not judged.
-                //
-                // Nor when a wake-up handed to the IRQ thread is still on its way: the
-                // thread was kept from running (a storm of interrupts), so the wake-up is
-                // late; it is lost only if it never comes, which the next wait judges.
+                // An interrupt handed to the thread did wake us (the thread notifies after
+                // taking the mutex we release only once on the wait queue), or its
+                // wake-up is still on its way (an interrupt storm keeps the thread from
+                // running): this wait's `Timeout` then says only that we ran late. A task
+                // woken in time but given a CPU only after its deadline (a real-time task
+                // or an interrupt storm's IRQ threads on its CPU: `acq-ctl woken-late`)
+                // returns `Timeout` too (schedule_timeout() reports the time left when the
+                // task runs), and no clock tells that from a wake-up that never came.
+                // Nor is a task that ran only long after its deadline judged: starved,
+                // woken or not.
                 News::Completions => {
                     let irq = self.first_irq.load(Relaxed);
                     let deadline = wait_start.saturating_add(jiffies_to_ns(jiffies));
                     let starved = returned > deadline.saturating_add(LATE_RUN_NS);
-                    let on_its_way =
-                        self.thread_wakes.load(Acquire) != self.thread_wakes_done.load(Acquire);
+                    let handed = self.thread_wakes.load(Acquire) != handed_before;
                     !starved
-                        && !on_its_way
+                        && !handed
                         && irq != 0
                         && irq >= start
                         && irq.saturating_add(IRQ_SLACK_NS) < deadline
@@ -262,14 +265,6 @@ impl Sleepers {
         smp_mb(Full);
         self.waiting.load(Relaxed) != 0
     }
-
-    /// For the IRQ thread: runs `wake` (the wake-up under the mutex) and records the
-    /// hand-overs it answered.
-    fn thread_wake(&self, wake: impl FnOnce()) {
-        let asked = self.thread_wakes.load(Acquire);
-        wake();
-        self.thread_wakes_done.store(asked, Release);
-    }
 }
 
 /// Waits in a row without an interrupt before the kernel log says interrupts do not
@@ -339,9 +334,7 @@ impl irq::ThreadedHandler for PlaybackIrq {
     }
 
     fn handle_threaded(&self) -> IrqReturn {
-        self.card
-            .pb_sleepers
-            .thread_wake(|| self.card.pb_wake_locked());
+        self.card.pb_wake_locked();
         IrqReturn::Handled
     }
 }
@@ -359,7 +352,7 @@ impl irq::ThreadedHandler for CaptureIrq {
     }
 
     fn handle_threaded(&self) -> IrqReturn {
-        self.card.sleepers.thread_wake(|| self.card.wake_locked());
+        self.card.wake_locked();
         IrqReturn::Handled
     }
 }
@@ -393,16 +386,12 @@ impl irq::ThreadedHandler for EventIrq {
             // again under each channel's mutex for a waiter about to sleep (see
             // [`Sleepers`]).
             let card = &self.card;
-            card.sleepers.thread_wake(|| {
-                if card.sleepers.announced() {
-                    card.wake_locked();
-                }
-            });
-            card.pb_sleepers.thread_wake(|| {
-                if card.pb_sleepers.announced() {
-                    card.pb_wake_locked();
-                }
-            });
+            if card.sleepers.announced() {
+                card.wake_locked();
+            }
+            if card.pb_sleepers.announced() {
+                card.pb_wake_locked();
+            }
         }
         IrqReturn::Handled
     }

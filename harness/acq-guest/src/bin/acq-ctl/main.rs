@@ -16,12 +16,17 @@
 //! acq-ctl [--device /dev/acqN] second-reader
 //! acq-ctl [--device /dev/acqN] irq-mask-race
 //! acq-ctl [--device /dev/acqN] wake-latency
+//! acq-ctl [--device /dev/acqN] woken-late
 //! ```
 //!
-//! `wake-latency` reads a card that makes one block every 250 ms, a block per read(), and
-//! prints how long each read took (`max_ms`): with the driver's test-only
-//! `debug_wake_window_ms=300` every interrupt lands between the reader's last check and
+//! `wake-latency` reads the first block of new sessions that make it 250 ms after their
+//! start, and prints how long each read took (`max_ms`): with the driver's test-only
+//! `debug_wake_window_ms=300` the interrupt lands between the reader's last check and
 //! its sleep, where a lost wake-up shows as a read of about 500 ms instead of 300.
+//!
+//! `woken-late` wakes a reader by its block's interrupt and keeps it from its CPU (a
+//! SCHED_FIFO thread spins on it) until past its re-check deadline: a late run the
+//! driver must not call a lost wake-up.
 //!
 //! `irq-mask-race` starts capture (ACQ_IOC_START) and playback (a first write() to
 //! `/dev/acqN-out`) from two threads at once (one delayed by 0 to 1 ms, swept), 1000 times
@@ -142,6 +147,7 @@ fn main() -> ExitCode {
         "second-reader",
         "irq-mask-race",
         "wake-latency",
+        "woken-late",
     ];
     if !known.contains(&cmd.as_str()) {
         return usage(&format!("unknown command {cmd:?}"));
@@ -200,6 +206,7 @@ fn main() -> ExitCode {
         "second-reader" => scenes::second_reader(&dev),
         "irq-mask-race" => scenes::irq_mask_race(&dev, &format!("{device}-out")),
         "wake-latency" => scenes::wake_latency(&dev),
+        "woken-late" => scenes::woken_late(&dev),
         "mmap-to-playback" => scenes::mmap_to_playback(&dev, &format!("{device}-out")),
         "splice-hold-unbind" => match opts {
             [mode] if mode == "dma" || mode == "bar2" => scenes::splice_hold_unbind(&dev, mode),

@@ -471,16 +471,17 @@ pub(crate) fn irq_mask_race(dev: &AcqDev, out_path: &str) -> std::io::Result<ser
     }))
 }
 
-/// `wake-latency`: one block every 250 ms (4 KiB blocks at 16 KiB/s, an interrupt per
-/// block) read one block per read(), `READS` times; prints each read's duration and the
-/// longest (`max_ms`). With the driver loaded with `debug_wake_window_ms=300`, every
-/// block's interrupt lands while the reader is between its last check of the ring and
-/// its sleep: a driver that loses that wake-up sleeps until the next block or its 200 ms
-/// re-check (a read of about 500 ms); one that does not wakes the reader as soon as it
-/// sleeps (about 300 ms).
+/// `wake-latency`: `READS` rounds, each a new session (stop, start) whose first block
+/// (4 KiB at 16 KiB/s, an interrupt per block) comes 250 ms after its start, read with one
+/// read(); prints each read's duration and the longest (`max_ms`). With the driver loaded
+/// with `debug_wake_window_ms=300`, the block's interrupt lands while the reader is
+/// between its last check of the ring and its sleep: a driver that loses that wake-up
+/// sleeps its 200 ms re-check period (a read of about 500 ms, which the next block at
+/// 500 ms cannot shorten); one that does not wakes the reader as soon as it sleeps
+/// (about 300 ms).
 pub(crate) fn wake_latency(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
     use std::time::Instant;
-    const READS: usize = 12;
+    const READS: usize = 8;
     let orig = dev.config()?;
     let mut c = orig;
     c.block_size = 4096;
@@ -494,11 +495,18 @@ pub(crate) fn wake_latency(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
     let mut ms = Vec::with_capacity(READS);
     let mut failed = None;
     for _ in 0..READS {
+        if let Err(e) = dev.stop().and_then(|_| dev.start()) {
+            failed = Some(e.to_string());
+            break;
+        }
         let t = Instant::now();
         match dev.read(&mut buf) {
             Ok(_) => ms.push(t.elapsed().as_millis() as u64),
             Err(e) => {
-                failed = Some(acqdev::errno_name(e.raw_os_error().unwrap_or(0)));
+                failed = Some(format!(
+                    "read failed: {}",
+                    acqdev::errno_name(e.raw_os_error().unwrap_or(0))
+                ));
                 break;
             }
         }
@@ -506,11 +514,119 @@ pub(crate) fn wake_latency(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
     dev.stop()?;
     dev.set_config(&orig)?;
     if let Some(e) = failed {
-        return Err(std::io::Error::other(format!("read failed: {e}")));
+        return Err(std::io::Error::other(e));
     }
     Ok(serde_json::json!({
         "reads": ms.len(),
         "max_ms": ms.iter().copied().max().unwrap_or(0),
         "read_ms": ms,
     }))
+}
+
+/// `woken-late`: a reader woken by its block's interrupt but kept from its CPU until past
+/// its re-check deadline. Each round stops the card and starts a session that makes one
+/// 4 KiB block 250 ms later (16 KiB/s), then reads it: the reader sleeps a first 200 ms
+/// re-check period (nothing), then a second one, in which the block's interrupt wakes it
+/// at about 250 ms. A SCHED_FIFO thread on the reader's CPU (both pinned to CPU 0) spins
+/// from 220 ms to 430 ms, so the woken reader runs only after its second period's
+/// deadline (about 405 ms): its wait ends as a timeout that finds completions, the same
+/// as a wait whose interrupt never woke it, and only the driver's record of the wake-up
+/// tells the two apart. Prints each read's duration and how many ended after the spin
+/// (`held`, reads of at least 400 ms: the scene did what it says).
+pub(crate) fn woken_late(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+    const ROUNDS: usize = 6;
+    const SPIN_FROM: Duration = Duration::from_millis(220);
+    const SPIN_UNTIL: Duration = Duration::from_millis(430);
+    let orig = dev.config()?;
+    let mut c = orig;
+    c.block_size = 4096;
+    c.ring_log2 = 4;
+    c.rate = 16 << 10;
+    c.irq_mod_count = 1;
+    c.irq_mod_time_us = 0;
+    dev.stop()?;
+    dev.set_config(&c)?;
+    pin_to_cpu0()?;
+    let (starts, rx) = mpsc::channel::<Instant>();
+    let hog = std::thread::spawn(move || -> std::io::Result<()> {
+        pin_to_cpu0()?;
+        set_fifo(1)?;
+        // Each round's start; the channel closes after the last round.
+        while let Ok(t0) = rx.recv_timeout(Duration::from_secs(30)) {
+            std::thread::sleep((t0 + SPIN_FROM).saturating_duration_since(Instant::now()));
+            while t0.elapsed() < SPIN_UNTIL {
+                std::hint::spin_loop();
+            }
+        }
+        Ok(())
+    });
+    let mut buf = vec![0u8; 4096];
+    let mut ms = Vec::with_capacity(ROUNDS);
+    let mut failed = None;
+    for _ in 0..ROUNDS {
+        if let Err(e) = dev.stop().and_then(|_| dev.start()) {
+            failed = Some(e.to_string());
+            break;
+        }
+        let t0 = Instant::now();
+        if starts.send(t0).is_err() {
+            failed = Some("the spinning thread ended early".into());
+            break;
+        }
+        match dev.read(&mut buf) {
+            Ok(_) => ms.push(t0.elapsed().as_millis() as u64),
+            Err(e) => {
+                failed = Some(format!(
+                    "read failed: {}",
+                    acqdev::errno_name(e.raw_os_error().unwrap_or(0))
+                ));
+                break;
+            }
+        }
+    }
+    drop(starts);
+    let hogged = hog
+        .join()
+        .map_err(|_| std::io::Error::other("the spinning thread panicked"))?;
+    dev.stop()?;
+    dev.set_config(&orig)?;
+    if let Some(e) = failed {
+        return Err(std::io::Error::other(e));
+    }
+    hogged?;
+    Ok(serde_json::json!({
+        "reads": ms.len(),
+        "held": ms.iter().filter(|&&m| m >= 400).count(),
+        "read_ms": ms,
+    }))
+}
+
+/// Pins the calling thread to CPU 0.
+fn pin_to_cpu0() -> std::io::Result<()> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set; CPU_SET writes bit 0 of the set
+    // we own; sched_setaffinity reads `size_of` bytes of it and changes only this thread.
+    let r = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes the calling thread SCHED_FIFO at `priority` (below the kernel's IRQ threads, 50,
+/// and above every normal task).
+fn set_fifo(priority: i32) -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `param` is a valid sched_param the call only reads; pid 0 is this thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
