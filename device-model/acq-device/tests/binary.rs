@@ -2,7 +2,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::Command;
@@ -203,10 +204,21 @@ fn a_stale_socket_file_is_replaced() {
         let dir = temp_dir("bin-stale");
         let sock = dir.join("acq.sock");
         drop(UnixListener::bind(&sock).unwrap()); // a socket file nobody listens on
+                                                  // ... once no child that another test thread forked while the listener was open
+                                                  // holds it any more (until its exec): until then it accepts connections, and
+                                                  // resets them when that child execs (ECONNRESET, 4 runs in 300).
+        wait_for(
+            20.0,
+            "the stale socket to refuse connections",
+            || matches!(UnixStream::connect(&sock), Err(e) if e.kind() == ErrorKind::ConnectionRefused),
+        );
         let p = start(&dir, &[]);
-        // The file existed before: wait until the new server listens on it.
+        // The file existed before: wait until the new server listens on it. The probe
+        // shuts its connection down rather than only closing it, for the same reason: the
+        // card serves one client at a time, and would turn the next one away while a
+        // forked child keeps the probe open.
         wait_for(20.0, "the new socket", || {
-            UnixStream::connect(&sock).is_ok()
+            UnixStream::connect(&sock).is_ok_and(|s| s.shutdown(Shutdown::Both).is_ok())
         });
         assert_eq!(read_id(&sock), id::MAGIC);
         drop(p);
