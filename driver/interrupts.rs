@@ -40,9 +40,11 @@ pub(crate) struct Sleepers {
     wakes: Atomic<u32>,
     /// Lost wake-ups found so far (statistics `lost_wakeups`).
     lost: Atomic<u32>,
-    /// Wake-ups a hard handler handed to its IRQ thread (for an announced waiter): a wait
-    /// in which this count moved was woken (or will be: an interrupt storm can keep the
-    /// thread from running past a waiter's deadline), whatever its result says.
+    /// Wake-ups a hard handler handed to its IRQ thread (for an announced waiter). A wait
+    /// in which this count moved is taken as woken (or about to be: an interrupt storm can
+    /// keep the thread from running past a waiter's deadline), whatever its result says:
+    /// the verdict trusts the thread's half of the protocol, which only the wake-window
+    /// test checks (by latency).
     thread_wakes: Atomic<u32>,
     /// Waits in a row that found completions at their re-check with no interrupt at all
     /// (lost interrupts), and whether that was reported: a channel whose interrupts never
@@ -145,15 +147,17 @@ impl Sleepers {
             let lost = match found {
                 News::Nothing => false,
                 // Completions, and an interrupt that came while we were announced and
-                // still had more than `IRQ_SLACK_NS` to sleep, which its hard handler did
-                // not hand to its thread: nothing reached us but our timer. (One that came
+                // still had more than `IRQ_SLACK_NS` to sleep, with no hand-over to the
+                // IRQ thread counted on this channel since our announcement (a handler that
+                // saw us would have counted one): nothing reached us but our timer. (One that came
                 // at the deadline, or after it while we took the mutex back, found us off
                 // the queue; none at all is a lost interrupt, which the re-check is there
                 // for.)
                 //
-                // An interrupt handed to the thread did wake us (the thread notifies after
-                // taking the mutex we release only once on the wait queue), or its
-                // wake-up is still on its way (an interrupt storm keeps the thread from
+                // An interrupt handed to the thread did wake us, if the thread does its
+                // part (it notifies after taking the mutex we release only once on the
+                // wait queue: a thread that did not is for the wake-window test to see),
+                // or its wake-up is still on its way (an interrupt storm keeps the thread from
                 // running): this wait's `Timeout` then says only that we ran late. A task
                 // woken in time but given a CPU only after its deadline (a real-time task
                 // or an interrupt storm's IRQ threads on its CPU: `acq-ctl woken-late`)
@@ -165,7 +169,8 @@ impl Sleepers {
                     let irq = self.first_irq.load(Relaxed);
                     let deadline = wait_start.saturating_add(jiffies_to_ns(jiffies));
                     let starved = returned > deadline.saturating_add(LATE_RUN_NS);
-                    let handed = self.thread_wakes.load(Acquire) != handed_before;
+                    // Relaxed: the full barriers around `waiting` order it (see above).
+                    let handed = self.thread_wakes.load(Relaxed) != handed_before;
                     !starved
                         && !handed
                         && irq != 0
@@ -255,7 +260,7 @@ impl Sleepers {
     fn any(&self) -> bool {
         let any = self.announced();
         if any {
-            self.thread_wakes.fetch_add(1, Release);
+            self.thread_wakes.fetch_add(1, Relaxed);
         }
         any
     }

@@ -539,20 +539,18 @@ pub(crate) fn woken_late(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
     const ROUNDS: usize = 6;
     const SPIN_FROM: Duration = Duration::from_millis(220);
     const SPIN_UNTIL: Duration = Duration::from_millis(430);
-    let orig = dev.config()?;
-    let mut c = orig;
-    c.block_size = 4096;
-    c.ring_log2 = 4;
-    c.rate = 16 << 10;
-    c.irq_mod_count = 1;
-    c.irq_mod_time_us = 0;
-    dev.stop()?;
-    dev.set_config(&c)?;
+    // The spinner first, and only then the card: a thread that cannot be pinned or made
+    // real-time (EPERM, say) fails the scene before anything changed.
     pin_to_cpu0()?;
     let (starts, rx) = mpsc::channel::<Instant>();
-    let hog = std::thread::spawn(move || -> std::io::Result<()> {
-        pin_to_cpu0()?;
-        set_fifo(1)?;
+    let (ready_tx, ready) = mpsc::channel::<std::io::Result<()>>();
+    let hog = std::thread::spawn(move || {
+        let setup = pin_to_cpu0().and_then(|_| set_fifo(1));
+        let ok = setup.is_ok();
+        let _ = ready_tx.send(setup);
+        if !ok {
+            return;
+        }
         // Each round's start; the channel closes after the last round.
         while let Ok(t0) = rx.recv_timeout(Duration::from_secs(30)) {
             std::thread::sleep((t0 + SPIN_FROM).saturating_duration_since(Instant::now()));
@@ -560,42 +558,57 @@ pub(crate) fn woken_late(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
                 std::hint::spin_loop();
             }
         }
-        Ok(())
     });
-    let mut buf = vec![0u8; 4096];
-    let mut ms = Vec::with_capacity(ROUNDS);
-    let mut failed = None;
-    for _ in 0..ROUNDS {
-        if let Err(e) = dev.stop().and_then(|_| dev.start()) {
-            failed = Some(e.to_string());
-            break;
-        }
-        let t0 = Instant::now();
-        if starts.send(t0).is_err() {
-            failed = Some("the spinning thread ended early".into());
-            break;
-        }
-        match dev.read(&mut buf) {
-            Ok(_) => ms.push(t0.elapsed().as_millis() as u64),
-            Err(e) => {
-                failed = Some(format!(
+    let setup = ready
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| Err(std::io::Error::other("the spinning thread never started")));
+    if let Err(e) = setup {
+        drop(starts);
+        let _ = hog.join();
+        return Err(std::io::Error::new(
+            e.kind(),
+            format!("making the spinning thread real-time on CPU 0: {e}"),
+        ));
+    }
+    let orig = dev.config()?;
+    let mut c = orig;
+    c.block_size = 4096;
+    c.ring_log2 = 4;
+    c.rate = 16 << 10;
+    c.irq_mod_count = 1;
+    c.irq_mod_time_us = 0;
+    let rounds = || -> Result<Vec<u64>, String> {
+        dev.stop()
+            .and_then(|_| dev.set_config(&c))
+            .map_err(|e| format!("configuring the card: {e}"))?;
+        let mut buf = vec![0u8; 4096];
+        let mut ms = Vec::with_capacity(ROUNDS);
+        for _ in 0..ROUNDS {
+            dev.stop()
+                .and_then(|_| dev.start())
+                .map_err(|e| e.to_string())?;
+            let t0 = Instant::now();
+            starts
+                .send(t0)
+                .map_err(|_| "the spinning thread ended early".to_string())?;
+            dev.read(&mut buf).map_err(|e| {
+                format!(
                     "read failed: {}",
                     acqdev::errno_name(e.raw_os_error().unwrap_or(0))
-                ));
-                break;
-            }
+                )
+            })?;
+            ms.push(t0.elapsed().as_millis() as u64);
         }
-    }
+        Ok(ms)
+    };
+    let result = rounds();
     drop(starts);
-    let hogged = hog
-        .join()
-        .map_err(|_| std::io::Error::other("the spinning thread panicked"))?;
+    let joined = hog.join();
+    // The card as it was, whatever happened above.
     dev.stop()?;
     dev.set_config(&orig)?;
-    if let Some(e) = failed {
-        return Err(std::io::Error::other(e));
-    }
-    hogged?;
+    let ms = result.map_err(std::io::Error::other)?;
+    joined.map_err(|_| std::io::Error::other("the spinning thread panicked"))?;
     Ok(serde_json::json!({
         "reads": ms.len(),
         "held": ms.iter().filter(|&&m| m >= 400).count(),
