@@ -480,8 +480,24 @@ pub(crate) fn irq_mask_race(dev: &AcqDev, out_path: &str) -> std::io::Result<ser
 /// 500 ms cannot shorten); one that does not wakes the reader as soon as it sleeps
 /// (about 300 ms).
 pub(crate) fn wake_latency(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
+    let ms = first_block_sessions(dev, 8, |_| Ok(()))?;
+    Ok(serde_json::json!({
+        "reads": ms.len(),
+        "max_ms": ms.iter().copied().max().unwrap_or(0),
+        "read_ms": ms,
+    }))
+}
+
+/// `rounds` new sessions of a card that makes one 4 KiB block 250 ms after its start (16
+/// KiB/s, an interrupt per block), each read with one read(): stop, start, `before(t0)`
+/// (the session's start), read; returns each read's duration from `t0` in ms. The card's
+/// configuration is restored whatever happened.
+fn first_block_sessions(
+    dev: &AcqDev,
+    rounds: usize,
+    mut before: impl FnMut(std::time::Instant) -> Result<(), String>,
+) -> std::io::Result<Vec<u64>> {
     use std::time::Instant;
-    const READS: usize = 8;
     let orig = dev.config()?;
     let mut c = orig;
     c.block_size = 4096;
@@ -489,38 +505,32 @@ pub(crate) fn wake_latency(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
     c.rate = 16 << 10;
     c.irq_mod_count = 1;
     c.irq_mod_time_us = 0;
-    dev.stop()?;
-    dev.set_config(&c)?;
-    let mut buf = vec![0u8; 4096];
-    let mut ms = Vec::with_capacity(READS);
-    let mut failed = None;
-    for _ in 0..READS {
-        if let Err(e) = dev.stop().and_then(|_| dev.start()) {
-            failed = Some(e.to_string());
-            break;
-        }
-        let t = Instant::now();
-        match dev.read(&mut buf) {
-            Ok(_) => ms.push(t.elapsed().as_millis() as u64),
-            Err(e) => {
-                failed = Some(format!(
+    let mut run = || -> Result<Vec<u64>, String> {
+        dev.stop()
+            .and_then(|_| dev.set_config(&c))
+            .map_err(|e| format!("configuring the card: {e}"))?;
+        let mut buf = vec![0u8; 4096];
+        let mut ms = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            dev.stop()
+                .and_then(|_| dev.start())
+                .map_err(|e| e.to_string())?;
+            let t0 = Instant::now();
+            before(t0)?;
+            dev.read(&mut buf).map_err(|e| {
+                format!(
                     "read failed: {}",
                     acqdev::errno_name(e.raw_os_error().unwrap_or(0))
-                ));
-                break;
-            }
+                )
+            })?;
+            ms.push(t0.elapsed().as_millis() as u64);
         }
-    }
+        Ok(ms)
+    };
+    let result = run();
     dev.stop()?;
     dev.set_config(&orig)?;
-    if let Some(e) = failed {
-        return Err(std::io::Error::other(e));
-    }
-    Ok(serde_json::json!({
-        "reads": ms.len(),
-        "max_ms": ms.iter().copied().max().unwrap_or(0),
-        "read_ms": ms,
-    }))
+    result.map_err(std::io::Error::other)
 }
 
 /// `woken-late`: a reader woken by its block's interrupt but kept from its CPU until past
@@ -570,44 +580,14 @@ pub(crate) fn woken_late(dev: &AcqDev) -> std::io::Result<serde_json::Value> {
             format!("making the spinning thread real-time on CPU 0: {e}"),
         ));
     }
-    let orig = dev.config()?;
-    let mut c = orig;
-    c.block_size = 4096;
-    c.ring_log2 = 4;
-    c.rate = 16 << 10;
-    c.irq_mod_count = 1;
-    c.irq_mod_time_us = 0;
-    let rounds = || -> Result<Vec<u64>, String> {
-        dev.stop()
-            .and_then(|_| dev.set_config(&c))
-            .map_err(|e| format!("configuring the card: {e}"))?;
-        let mut buf = vec![0u8; 4096];
-        let mut ms = Vec::with_capacity(ROUNDS);
-        for _ in 0..ROUNDS {
-            dev.stop()
-                .and_then(|_| dev.start())
-                .map_err(|e| e.to_string())?;
-            let t0 = Instant::now();
-            starts
-                .send(t0)
-                .map_err(|_| "the spinning thread ended early".to_string())?;
-            dev.read(&mut buf).map_err(|e| {
-                format!(
-                    "read failed: {}",
-                    acqdev::errno_name(e.raw_os_error().unwrap_or(0))
-                )
-            })?;
-            ms.push(t0.elapsed().as_millis() as u64);
-        }
-        Ok(ms)
-    };
-    let result = rounds();
+    let result = first_block_sessions(dev, ROUNDS, |t0| {
+        starts
+            .send(t0)
+            .map_err(|_| "the spinning thread ended early".to_string())
+    });
     drop(starts);
     let joined = hog.join();
-    // The card as it was, whatever happened above.
-    dev.stop()?;
-    dev.set_config(&orig)?;
-    let ms = result.map_err(std::io::Error::other)?;
+    let ms = result?;
     joined.map_err(|_| std::io::Error::other("the spinning thread panicked"))?;
     Ok(serde_json::json!({
         "reads": ms.len(),
