@@ -144,11 +144,12 @@ const EVENT_OFF: u64 = 0x10_0000;
 const COMP_OFF: u64 = 0x10_1000;
 const DATA_OFF: u64 = 0x20_0000;
 /// Pause instructions the fake driver spins between two looks at an empty ring: a few
-/// microseconds, well under the time the engine takes to fill the whole ring (256 blocks
-/// of 4 KiB: about 60 us). It was 2000 (60-80 us): the engine ran out of buffers every
-/// ring and slept until the doorbell, and the 4 KiB figure measured the fake driver
-/// (0.32 of memset; about 0.41 at 200). Fewer (20) hammer the completion line the engine
-/// writes next and are slower again.
+/// microseconds on the CI's CPU, well under the time the engine takes to fill the whole
+/// ring (256 blocks of 4 KiB: 45-60 us). It was 2000 (60-80 us there): the engine ran out
+/// of buffers every ring and slept until the doorbell, which cost the 4 KiB figure about
+/// a fifth (0.32 of memset; about 0.41 at 200). Fewer (20) hammer the completion line the
+/// engine writes next and are slower again. (A pause's length varies between CPUs: a
+/// time-based back-off would carry over better.)
 const BACKOFF_SPINS: u32 = 200;
 
 /// Runs the benchmark.

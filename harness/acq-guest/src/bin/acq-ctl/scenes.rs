@@ -471,7 +471,7 @@ pub(crate) fn irq_mask_race(dev: &AcqDev, out_path: &str) -> std::io::Result<ser
     }))
 }
 
-/// `wake-latency`: `READS` rounds, each a new session (stop, start) whose first block
+/// `wake-latency`: 8 rounds, each a new session (stop, start) whose first block
 /// (4 KiB at 16 KiB/s, an interrupt per block) comes 250 ms after its start, read with one
 /// read(); prints each read's duration and the longest (`max_ms`). With the driver loaded
 /// with `debug_wake_window_ms=300`, the block's interrupt lands while the reader is
@@ -528,9 +528,13 @@ fn first_block_sessions(
         Ok(ms)
     };
     let result = run();
-    dev.stop()?;
-    dev.set_config(&orig)?;
-    result.map_err(std::io::Error::other)
+    // The card as it was, even when the stop fails; the first error is the one reported.
+    let stopped = dev.stop();
+    let restored = dev.set_config(&orig);
+    let ms = result.map_err(std::io::Error::other)?;
+    stopped?;
+    restored?;
+    Ok(ms)
 }
 
 /// `woken-late`: a reader woken by its block's interrupt but kept from its CPU until past
