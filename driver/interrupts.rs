@@ -148,17 +148,17 @@ impl Sleepers {
                 News::Nothing => false,
                 // Completions, and an interrupt that came while we were announced and
                 // still had more than `IRQ_SLACK_NS` to sleep, with no hand-over to the
-                // IRQ thread counted on this channel since our announcement (a handler that
-                // saw us would have counted one): nothing reached us but our timer. (One that came
-                // at the deadline, or after it while we took the mutex back, found us off
-                // the queue; none at all is a lost interrupt, which the re-check is there
-                // for.)
+                // IRQ thread counted on this channel since our announcement (a handler
+                // that saw us would have counted one): nothing reached us but our timer.
+                // (One that came at the deadline, or after it while we took the mutex
+                // back, found us off the queue; none at all is a lost interrupt, which the
+                // re-check is there for.)
                 //
                 // An interrupt handed to the thread did wake us, if the thread does its
                 // part (it notifies after taking the mutex we release only once on the
                 // wait queue: a thread that did not is for the wake-window test to see),
-                // or its wake-up is still on its way (an interrupt storm keeps the thread from
-                // running): this wait's `Timeout` then says only that we ran late. A task
+                // or its wake-up is still on its way (an interrupt storm keeps the thread
+                // from running): this wait's `Timeout` then says only that we ran late. A task
                 // woken in time but given a CPU only after its deadline (a real-time task
                 // or an interrupt storm's IRQ threads on its CPU: `acq-ctl woken-late`)
                 // returns `Timeout` too (schedule_timeout() reports the time left when the
