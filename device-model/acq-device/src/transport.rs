@@ -28,7 +28,7 @@ use vfio_bindings::bindings::vfio::{
     VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
 };
 
-use crate::vfio::conn::{wait_readable_any, Conn, ConnError, Message};
+use crate::vfio::conn::{wait_readable, wait_readable_any, Conn, ConnError, Message};
 use crate::vfio::wire::{self, cmd, dma_flag, Body, Request, RequestError};
 
 /// Regions and interrupts of a PCI function, as the transport announces them.
@@ -506,18 +506,10 @@ impl VfioUserServer {
 
     /// Waits for the client (first) or a new connection on the listener.
     fn wait(&self, conn: &Conn, timeout: Option<Duration>) -> Result<Ready, String> {
-        let [client, listener] =
-            wait_readable_any([conn.raw_fd(), self.listener.as_raw_fd()], timeout)
-                .map_err(|e| format!("poll: {e}"))?;
-        // The client first: a client that closed and a new one that connected right
-        // after must end the old session, not turn the new one away.
-        Ok(if client {
-            Ready::Client
-        } else if listener {
-            Ready::Listener
-        } else {
-            Ready::Timeout
-        })
+        let seen = wait_readable_any([conn.raw_fd(), self.listener.as_raw_fd()], timeout)
+            .map_err(|e| format!("poll: {e}"))?;
+        ready_from(seen, || wait_readable(conn.raw_fd(), Some(Duration::ZERO)))
+            .map_err(|e| format!("poll: {e}"))
     }
 
     /// Accepts and closes a second client: the card serves one at a time.
@@ -547,14 +539,78 @@ impl VfioUserServer {
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum Ready {
     Client,
     Listener,
     Timeout,
 }
 
+/// What one poll pass that saw `[client, listener]` readable means. The client comes first:
+/// a client that closed and a new one that connected right after must end the old session,
+/// not turn the new one away. poll() looks at the descriptors one after the other, so a
+/// pass can see the new connection and miss the old client's end that came before it (it
+/// landed after the client's descriptor was looked at): before a new client is turned away,
+/// `client_again` looks at the old one alone.
+fn ready_from(
+    [client, listener]: [bool; 2],
+    client_again: impl FnOnce() -> std::io::Result<bool>,
+) -> std::io::Result<Ready> {
+    Ok(if client {
+        Ready::Client
+    } else if listener {
+        if client_again()? {
+            Ready::Client
+        } else {
+            Ready::Listener
+        }
+    } else {
+        Ready::Timeout
+    })
+}
+
 impl Drop for VfioUserServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    fn look_again(s: &UnixStream) -> impl FnOnce() -> std::io::Result<bool> + '_ {
+        move || wait_readable(s.as_raw_fd(), Some(Duration::ZERO))
+    }
+
+    #[test]
+    fn a_client_that_ended_before_a_new_one_came_is_served_first() {
+        let (served, client) = UnixStream::pair().unwrap();
+        drop(client);
+        // The pass saw the new connection but not the old client's end that came before.
+        assert_eq!(
+            ready_from([false, true], look_again(&served)).unwrap(),
+            Ready::Client
+        );
+    }
+
+    #[test]
+    fn a_second_client_beside_a_live_one_is_turned_away() {
+        let (served, _client) = UnixStream::pair().unwrap();
+        assert_eq!(
+            ready_from([false, true], look_again(&served)).unwrap(),
+            Ready::Listener
+        );
+        assert_eq!(
+            ready_from([true, true], look_again(&served)).unwrap(),
+            Ready::Client
+        );
+        assert_eq!(
+            ready_from([false, false], look_again(&served)).unwrap(),
+            Ready::Timeout
+        );
     }
 }
