@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use acq_wire::Size;
 use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
@@ -98,19 +99,13 @@ struct RawConfig {
     msix_enable_fails: Option<bool>,
 }
 
-/// Parses a number: the project's one size grammar (`acq_wire::size`), as the module
-/// documentation says.
-pub fn parse_number(text: &str) -> Result<u64, String> {
-    acq_wire::parse_size(text).map_err(|e| format!("`{text}` is {e}"))
-}
-
 fn number(field: &'static str, v: &Value) -> Result<u64, ConfigError> {
     let invalid = |reason: String| ConfigError::Invalid { field, reason };
     match v {
         Value::Number(n) => n
             .as_u64()
             .ok_or_else(|| invalid(format!("{n} is not a non-negative integer"))),
-        Value::String(s) => parse_number(s).map_err(invalid),
+        Value::String(s) => Size::parse(s).map(|n| n.0).map_err(invalid),
         other => Err(invalid(format!(
             "expected a number or a string such as \"0x10\" or \"4M\", found {other}"
         ))),

@@ -13,9 +13,9 @@
 //!   [`playback`] (reading, verifying and playing out host data) add only their transfer;
 //! - [`faults`]: the fault plan every failure site consults;
 //! - [`control`]: the model's JSON-lines control socket;
-//! - [`jsonl`]: the JSON-lines socket framing both control sockets share;
 //! - [`regs`]: the hardware contract shared with the kernel driver (crate `acq-hw`);
-//! - [`daemon`]: what the card's and the capture disk's (`acq-sink`) mains share.
+//! - [`pattern`] and [`jsonl`]: the sample stream at memory speed and the control sockets'
+//!   framing, from the crate both host servers share (`acq-daemon`).
 
 pub mod bar0;
 pub mod bench;
@@ -24,15 +24,14 @@ pub mod channel;
 pub mod config;
 pub mod config_space;
 pub mod control;
-pub mod daemon;
 pub mod device;
 pub mod dma;
 pub mod faults;
 pub mod irq;
-pub mod jsonl;
 pub mod mapfile;
+/// The sample stream and the JSON-lines framing, shared with the capture disk (`acq-sink`).
+pub use acq_daemon::{jsonl, pattern};
 pub mod memfd;
-pub mod pattern;
 pub mod playback;
 /// The hardware contract (the `acq-hw` crate), re-exported so that `crate::regs` reads the
 /// same here as in the kernel module, which includes the file by path.

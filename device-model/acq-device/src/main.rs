@@ -7,15 +7,16 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use acq_daemon::daemon::{self, clear_stale_socket, TermSignals};
 use acq_device::bench;
-use acq_device::config::{parse_number, ModelConfig};
+use acq_device::config::ModelConfig;
 use acq_device::control::{ControlServer, ControlTarget};
-use acq_device::daemon::{self, clear_stale_socket, TermSignals};
 use acq_device::device::Device;
 use acq_device::transport::{PciFunction, VfioUserServer};
+use acq_wire::Size;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use tracing::{error, info};
+use tracing::info;
 
 /// A virtual PCIe data-acquisition card (pcie-acq), served to QEMU over vfio-user.
 ///
@@ -79,7 +80,9 @@ enum Cmd {
 
 fn num<T: TryFrom<u64>>(flag: &str, v: &Option<String>, dst: &mut T) -> Result<()> {
     if let Some(s) = v {
-        let n = parse_number(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))?;
+        let n = Size::parse(s)
+            .map(|n| n.0)
+            .map_err(|e| anyhow::anyhow!("--{flag}: {e}"))?;
         *dst = T::try_from(n).map_err(|_| anyhow::anyhow!("--{flag}: {n} is out of range"))?;
     }
     Ok(())
@@ -109,13 +112,7 @@ fn model_config(cli: &Cli) -> Result<ModelConfig> {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    daemon::init_tracing();
-    if let Err(e) = run(cli) {
-        error!("{e:#}");
-        eprintln!("acq-device: {e:#}");
-        std::process::exit(1);
-    }
+    daemon::main("acq-device", Cli::parse(), run);
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use acq_device::config::parse_number;
 use acq_hw::regs;
+use acq_wire::Size;
 
 /// Smallest disk: one 4 KiB block.
 pub const MIN_SIZE: u64 = 4096;
@@ -88,7 +88,7 @@ fn number(field: &'static str, v: &Value) -> Result<u64, SinkConfigError> {
         Value::Number(n) => n
             .as_u64()
             .ok_or_else(|| invalid(format!("{n} is not a non-negative integer"))),
-        Value::String(s) => parse_number(s).map_err(invalid),
+        Value::String(s) => Size::parse(s).map(|n| n.0).map_err(invalid),
         other => Err(invalid(format!("{other} is not a number"))),
     }
 }

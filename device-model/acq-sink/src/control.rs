@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::backend::Sink;
 use crate::faults;
-use acq_device::jsonl::{self, fail};
+use acq_daemon::jsonl::{self, fail};
 
 /// Most ranges listed per set in an `extents` reply.
 pub const MAX_EXTENTS: usize = 10_000;

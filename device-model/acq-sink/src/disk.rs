@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::config::SinkConfig;
 use crate::extents::Extents;
-use acq_device::pattern::Generator;
+use acq_daemon::pattern::Generator;
 
 /// Statistics of the disk, counted since the process started (never reset).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -327,7 +327,7 @@ mod rate {
             let mut buf = vec![0u8; 1 << 20];
             let t = std::time::Instant::now();
             for i in 0..256u64 {
-                acq_device::pattern::Generator::new(c.pattern, c.seed).fill(i << 20, &mut buf);
+                Generator::new(c.pattern, c.seed).fill(i << 20, &mut buf);
                 d.write(i << 20, &buf).unwrap();
             }
             let s = t.elapsed().as_secs_f64();

@@ -6,16 +6,16 @@
 
 use std::path::PathBuf;
 
-use acq_device::config::parse_number;
-use acq_device::daemon::{self, clear_stale_socket, TermSignals};
+use acq_daemon::daemon::{self, clear_stale_socket, TermSignals};
 use acq_sink::backend::Sink;
 use acq_sink::config::{parse_pattern, SinkConfig};
 use acq_sink::control;
 use acq_sink::disk::Disk;
 use acq_sink::server::SinkServer;
+use acq_wire::Size;
 use anyhow::{Context, Result};
 use clap::Parser;
-use tracing::{error, info};
+use tracing::info;
 
 /// The pcie-acq capture disk: a vhost-user-blk backend that checks every write against the
 /// card's sample stream (stream offset = disk offset + base) and injects disk faults.
@@ -61,7 +61,11 @@ struct Cli {
 
 fn num(flag: &str, v: &Option<String>) -> Result<Option<u64>> {
     v.as_deref()
-        .map(|s| parse_number(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+        .map(|s| {
+            Size::parse(s)
+                .map(|n| n.0)
+                .map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+        })
         .transpose()
 }
 
@@ -96,13 +100,7 @@ fn settings(cli: &Cli) -> Result<SinkConfig> {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    daemon::init_tracing();
-    if let Err(e) = run(cli) {
-        error!("{e:#}");
-        eprintln!("acq-sink: {e:#}");
-        std::process::exit(1);
-    }
+    daemon::main("acq-sink", Cli::parse(), run);
 }
 
 fn run(cli: Cli) -> Result<()> {

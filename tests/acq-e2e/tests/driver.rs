@@ -159,7 +159,10 @@ fn driver_control_paths() -> Result<()> {
 
     // One opener at a time: a second open gets EBUSY.
     let out = vm.sh("exec 3</dev/acq0; acq-ctl stats; exec 3<&-", CMD)?;
-    ensure!(out.stdout.contains("EBUSY"), "second open: {out:?}");
+    ensure!(
+        acq_e2e::json_str(&out.stdout, "errno").as_deref() == Some("EBUSY"),
+        "second open: {out:?}"
+    );
 
     // Stop and start mid-stream: a new session restarts at offset 0, still verified.
     let out = stream(
@@ -314,8 +317,9 @@ fn driver_error_paths() -> Result<()> {
          wait; cat /tmp/rm",
         CMD,
     )?;
+    let fatal = acq_e2e::json_str(&out.stdout, "fatal").unwrap_or_default();
     ensure!(
-        out.stdout.contains("ENODEV") || out.stdout.contains("No such device"),
+        fatal.contains("ENODEV") || fatal.contains("No such device"),
         "reader after removal: {out:?}"
     );
     ensure!(!vm.sh_ok("ls /dev", CMD)?.contains("acq0"));

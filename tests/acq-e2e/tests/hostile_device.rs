@@ -94,7 +94,8 @@ fn the_device_process_killed_under_a_writer() -> Result<()> {
         "the writer did not end within 60 s of the kill: {out}"
     );
     ensure!(
-        acq_e2e::json_field(&out, "ENODEV") == Some(1.into()) && out.contains("fatal ENODEV"),
+        acq_e2e::json_field(&out, "ENODEV") == Some(1.into())
+            && acq_e2e::json_str(&out, "fatal").as_deref() == Some("fatal ENODEV"),
         "the writer did not end on one ENODEV: {out}"
     );
     let dmesg = vm.sh_ok("dmesg", CMD)?;

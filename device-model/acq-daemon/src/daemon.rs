@@ -8,7 +8,18 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use tracing::info;
+use tracing::{error, info};
+
+/// A server's `main`: logging set up, then `run`; an error is logged, printed as
+/// `NAME: error` and ends the process with status 1.
+pub fn main<A>(name: &str, args: A, run: impl FnOnce(A) -> Result<()>) {
+    init_tracing();
+    if let Err(e) = run(args) {
+        error!("{e:#}");
+        eprintln!("{name}: {e:#}");
+        std::process::exit(1);
+    }
+}
 
 /// Logs to stderr at `RUST_LOG`'s level (`info` by default), in colour only on a
 /// terminal (the harness keeps each server's stderr as a log file).

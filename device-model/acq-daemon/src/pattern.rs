@@ -11,7 +11,7 @@
 //!   are a whole number of turns for every channel). One period is computed per session and
 //!   the fill is a copy from that table.
 
-use crate::regs;
+use acq_hw::regs;
 
 /// Generator of one session's sample stream (PATTERN register value and seed).
 #[derive(Clone, Debug)]
