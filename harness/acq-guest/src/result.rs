@@ -1,6 +1,6 @@
-//! How the stream tools end (acq-stream in both directions, acq-vfio): one JSON result
-//! line on stdout and an exit status the harness relies on (0 ok, 1 a failed run, 2 bad
-//! arguments, printed by each tool's usage).
+//! How the stream tools end (acq-stream in both directions, acq-share, acq-vfio): one JSON
+//! result line on stdout and an exit status the harness relies on (0 ok, 1 a failed run, 2
+//! bad arguments, printed by each tool's usage).
 
 use std::process::ExitCode;
 

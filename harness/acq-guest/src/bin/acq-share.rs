@@ -44,12 +44,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use acq_guest::acqdev::{errno_name, AcqDev};
-use acq_guest::result::finish;
+use acq_guest::result::{finish, line};
 use acq_guest::uapi::{
     self, AcqConfig, AcqExpBuf, AcqMmapSync, AcqPbImport, AcqPbQueue, AcqPbRelease, AcqPbStats,
 };
 use acq_hw::regs;
-use acq_wire::consumer::{ArgError, Argv, DeviceArgs};
+use acq_wire::consumer::{ConsumerReport, ShareArgs, ShareSource};
 use serde_json::json;
 
 /// `DMA_BUF_IOCTL_SYNC` (include/uapi/linux/dma-buf.h): `_IOW('b', 0, __u64)`.
@@ -78,66 +78,36 @@ struct Args {
 }
 
 fn usage() -> ExitCode {
-    eprintln!(
-        "usage: acq-share --from /dev/acqN --to /dev/acqM-out --bytes N [--pattern P] [--seed S] \
-         [--block B] [--ring-log2 L] [--map-verify] [--close-capture-after N] [--play-rate R] \
-         [--until-gone] [--hold-s S] [--copy] | --heap /dev/dma_heap/system [--heap-pages N] --to /dev/acqM-out --bytes N"
-    );
+    eprintln!("usage: {}", ShareArgs::usage());
     ExitCode::from(2)
 }
 
+/// The run's settings, from the command line's type ([`ShareArgs`], the one the harness
+/// builds): each card setting resolved to what the tool uses when it is not given.
 fn parse(argv: &[String]) -> Result<Args, String> {
-    let mut a = Args {
-        from: "/dev/acq0".into(),
-        to: "/dev/acq1-out".into(),
-        bytes: 0,
-        pattern: regs::pattern::PRBS,
-        seed: 1,
-        block: 4096,
-        ring_log2: None,
-        map_verify: false,
-        close_capture_after: None,
-        play_rate: 0,
-        until_gone: false,
-        heap: None,
-        heap_pages: 64,
-        copy: false,
-        hold_s: 0,
+    let s = ShareArgs::parse(argv.iter().cloned()).map_err(|e| e.to_string())?;
+    let (from, heap, heap_pages, copy) = match &s.source {
+        ShareSource::Card { from } => (from.clone(), None, 0, false),
+        ShareSource::Copy { from } => (from.clone(), None, 0, true),
+        ShareSource::Heap { path, pages } => (String::new(), Some(path.clone()), *pages, false),
     };
-    let mut card = DeviceArgs::default();
-    let mut argv = Argv::new(argv.iter().cloned());
-    let e = |e: ArgError| e.to_string();
-    while let Some(flag) = argv.next_flag() {
-        let f = flag.as_str();
-        // The card settings this tool takes, parsed as every tool parses them.
-        if matches!(f, "--pattern" | "--seed" | "--block" | "--ring-log2") {
-            card.take(f, &mut argv).map_err(e)?;
-            continue;
-        }
-        match f {
-            "--from" => a.from = argv.value(f).map_err(e)?,
-            "--to" => a.to = argv.value(f).map_err(e)?,
-            "--bytes" => a.bytes = argv.size(f).map_err(e)?,
-            "--map-verify" => a.map_verify = true,
-            "--close-capture-after" => a.close_capture_after = Some(argv.size(f).map_err(e)?),
-            "--play-rate" => a.play_rate = argv.size(f).map_err(e)?,
-            "--until-gone" => a.until_gone = true,
-            "--heap" => a.heap = Some(argv.value(f).map_err(e)?),
-            "--copy" => a.copy = true,
-            "--hold-s" => a.hold_s = argv.size(f).map_err(e)?,
-            "--heap-pages" => a.heap_pages = argv.small(f).map_err(e)?,
-            _ => return Err(format!("unknown argument {f}")),
-        }
-    }
-    card.check().map_err(e)?;
-    a.pattern = card.pattern.unwrap_or(a.pattern);
-    a.seed = card.seed.unwrap_or(a.seed);
-    a.block = card.block.unwrap_or(a.block);
-    a.ring_log2 = card.ring_log2;
-    if a.block == 0 || a.bytes == 0 || !a.bytes.is_multiple_of(u64::from(a.block)) {
-        return Err("--bytes must be a non-zero multiple of a non-zero --block".into());
-    }
-    Ok(a)
+    Ok(Args {
+        from,
+        to: s.to.clone(),
+        bytes: s.bytes,
+        pattern: s.card.pattern.unwrap_or(regs::pattern::PRBS),
+        seed: s.card.seed.unwrap_or(1),
+        block: s.block(),
+        ring_log2: s.card.ring_log2,
+        map_verify: s.map_verify,
+        close_capture_after: s.close_capture_after,
+        play_rate: s.play_rate.unwrap_or(0),
+        until_gone: s.until_gone,
+        heap,
+        heap_pages,
+        copy,
+        hold_s: s.hold_s.unwrap_or(0),
+    })
 }
 
 fn errno() -> i32 {
@@ -486,17 +456,18 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         && gone == a.until_gone;
     let secs = start.elapsed().as_secs_f64();
     Ok((
-        json!({
-            "ok": ok,
-            "bytes": bytes,
-            "seconds": secs,
-            "mb_per_s": bytes as f64 / secs.max(1e-9) / 1e6,
+        line(
+            &ConsumerReport {
+                ok,
+                // As a play step's result names them (the scenario runner sums them).
+                verified_bytes: pb.card_verified,
+                errors: u64::from(pb.card_mismatch),
+                ..ConsumerReport::moved(bytes, secs)
+            },
+            json!({
             "exported_pages": exp.entries,
             "import_pages": imp.pages,
             "card_verified": pb.card_verified,
-            // As a play step's result names them (the scenario runner sums them).
-            "verified_bytes": pb.card_verified,
-            "errors": pb.card_mismatch,
             "card_mismatch": pb.card_mismatch,
             "card_first_bad": pb.card_first_bad,
             "zero_copy_bytes": pb.zero_copy_bytes,
@@ -511,7 +482,8 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
             "pool_free_before": pool_before.pool_free,
             "pool_free_held": pool_free_held,
             "pool_free_after": pool_free_after,
-        }),
+            }),
+        ),
         ok,
     ))
 }
@@ -576,17 +548,19 @@ fn run_copy(a: &Args) -> Result<(serde_json::Value, bool), String> {
     let mismatch = after.card_mismatch.wrapping_sub(pb_before.card_mismatch);
     let ok = verified == moved && mismatch == 0;
     Ok((
-        json!({
-            "ok": ok,
-            "mode": "copy",
-            "bytes": moved,
-            "seconds": secs,
-            "mb_per_s": moved as f64 / secs.max(1e-9) / 1e6,
-            "card_verified": verified,
-            "card_mismatch": mismatch,
-            "verified_bytes": verified,
-            "errors": mismatch,
-        }),
+        line(
+            &ConsumerReport {
+                ok,
+                verified_bytes: verified,
+                errors: u64::from(mismatch),
+                ..ConsumerReport::moved(moved, secs)
+            },
+            json!({
+                "mode": "copy",
+                "card_verified": verified,
+                "card_mismatch": mismatch,
+            }),
+        ),
         ok,
     ))
 }
@@ -693,20 +667,22 @@ fn run_heap(a: &Args, heap: &str) -> Result<(serde_json::Value, bool), String> {
     let ok = verified == bytes && mismatch == 0 && zero_copy == bytes;
     let secs = start.elapsed().as_secs_f64();
     Ok((
-        json!({
-            "ok": ok,
-            "source": heap,
-            "bytes": bytes,
-            "seconds": secs,
-            "mb_per_s": bytes as f64 / secs.max(1e-9) / 1e6,
-            "import_pages": imp.pages,
-            "card_verified": verified,
-            "card_mismatch": mismatch,
-            "verified_bytes": verified,
-            "errors": mismatch,
-            "zero_copy_bytes": zero_copy,
-            "underruns": underruns,
-        }),
+        line(
+            &ConsumerReport {
+                ok,
+                verified_bytes: verified,
+                errors: u64::from(mismatch),
+                ..ConsumerReport::moved(bytes, secs)
+            },
+            json!({
+                "source": heap,
+                "import_pages": imp.pages,
+                "card_verified": verified,
+                "card_mismatch": mismatch,
+                "zero_copy_bytes": zero_copy,
+                "underruns": underruns,
+            }),
+        ),
         ok,
     ))
 }

@@ -1,9 +1,9 @@
 //! What the harness asks a guest consumer to do, and what the consumer answers, as types
-//! both sides share: the harness builds a command line from [`CaptureArgs`] or
-//! [`PlaybackArgs`] ([`CaptureArgs::to_argv`]), the tool parses it back into the same type
-//! ([`CaptureArgs::parse`]) and checks it with the same rules ([`CaptureArgs::check`],
-//! which the scenario format also runs, so `acq check` refuses what the tool would);
-//! the tool writes its result line from [`ConsumerReport`] and the harness reads it
+//! both sides share: the harness builds a command line from [`CaptureArgs`],
+//! [`PlaybackArgs`] (acq-stream) or [`ShareArgs`] (acq-share) ([`CaptureArgs::to_argv`]),
+//! the tool parses it back into the same type ([`CaptureArgs::parse`]) and checks it with
+//! the same rules ([`CaptureArgs::check`], which the scenario format also runs, so
+//! `acq check` refuses what the tool would); the tool writes its result line from [`ConsumerReport`] and the harness reads it
 //! back into that type. The command line stays the interface (a user runs acq-stream
 //! by hand); what is typed is both ends of it.
 
@@ -13,6 +13,7 @@ pub mod device;
 pub mod plan;
 pub mod playback;
 pub mod report;
+pub mod share;
 
 pub use argv::{ArgError, Argv};
 pub use capture::{CaptureArgs, CaptureMode, SinkOpts, SinkPath, SinkPolicy};
@@ -22,6 +23,7 @@ pub use playback::{PlayMode, PlaybackArgs, SourcePath};
 pub use report::{
     CardConfig, ConsumerReport, ControlReport, ControlResult, ErrnoEvent, SinkIoReport,
 };
+pub use share::{ShareArgs, ShareSource};
 
 #[cfg(test)]
 mod tests;

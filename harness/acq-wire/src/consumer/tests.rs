@@ -168,6 +168,87 @@ fn control_plans_print_as_they_parse() {
     }
 }
 
+#[test]
+fn a_share_line_reads_back_into_the_same_value() {
+    let mut card = ShareArgs::new("/dev/acq1", "/dev/acq0-out", 8 << 20);
+    card.card = DeviceArgs {
+        block: Some(8192),
+        ring_log2: Some(10),
+        pattern: Some(1),
+        seed: Some(7),
+        ..DeviceArgs::default()
+    };
+    card.play_rate = Some(1 << 20);
+    card.map_verify = true;
+    card.close_capture_after = Some(4 << 20);
+    card.hold_s = Some(2);
+    let mut heap = ShareArgs::new("", "/dev/acq1-out", 1 << 20);
+    heap.source = ShareSource::Heap {
+        path: "/dev/dma_heap/system".into(),
+        pages: 16,
+    };
+    let mut copy = ShareArgs::new("", "/dev/acq1-out", 1 << 20);
+    copy.source = ShareSource::Copy {
+        from: "/dev/acq3".into(),
+    };
+    for a in [card, heap, copy] {
+        a.check().expect("a valid line");
+        assert_eq!(ShareArgs::parse(a.to_argv()).expect("reads back"), a);
+    }
+}
+
+#[test]
+fn a_refused_share_line_names_its_flag() {
+    for (text, flag, says) in [
+        ("--to /dev/acq1-out", "--bytes", "non-zero multiple"),
+        ("--bytes 1000", "--bytes", "block size 4096"),
+        ("--bytes 1M --block 7", "--block", "multiple of 8"),
+        ("--bytes 1M --rate 1M", "", "unknown argument \"--rate\""),
+        (
+            "--bytes 1M --copy --map-verify",
+            "--map-verify",
+            "card's ring",
+        ),
+        (
+            "--heap /dev/dma_heap/system --bytes 1M --hold-s 5",
+            "--hold-s",
+            "card's ring",
+        ),
+        (
+            "--heap /dev/dma_heap/system --from /dev/acq0 --bytes 1M",
+            "--from",
+            "heap",
+        ),
+        (
+            "--heap /dev/dma_heap/system --copy --bytes 1M",
+            "--copy",
+            "--heap",
+        ),
+        ("--bytes 1M --heap-pages 4", "--heap-pages", "needs --heap"),
+        (
+            "--bytes 1M --close-capture-after 1M",
+            "--close-capture-after",
+            "below --bytes",
+        ),
+        (
+            "--bytes 2M --close-capture-after 1M --until-gone",
+            "--until-gone",
+            "both end",
+        ),
+        ("--bytes 1M --hold-s 61", "--hold-s", "1 ..= 60"),
+        ("--bytes 1M --sauce", "", "unknown argument"),
+    ] {
+        let e = ShareArgs::parse(line(text)).expect_err(text);
+        assert_eq!(e.flag, flag, "{text}: {e}");
+        assert!(e.why.contains(says), "{text}: {e}");
+    }
+    // A card setting the tool does not set, in a value built in code.
+    let mut a = ShareArgs::new("/dev/acq0", "/dev/acq1-out", 1 << 20);
+    a.card.rate = Some(1);
+    let e = a.check().expect_err("rate");
+    assert!(e.why.contains("only --pattern, --seed"), "{e}");
+}
+
 fn line(text: &str) -> Vec<String> {
     text.split_whitespace().map(ToString::to_string).collect()
 }

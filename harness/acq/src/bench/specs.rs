@@ -4,8 +4,8 @@
 use super::*;
 
 use acq_wire::consumer::{
-    CaptureArgs, CaptureMode, ConsumerReport, DeviceArgs, PlayMode, PlaybackArgs, SinkPath,
-    SourcePath, Transfer,
+    CaptureArgs, CaptureMode, ConsumerReport, DeviceArgs, PlayMode, PlaybackArgs, ShareArgs,
+    ShareSource, SinkPath, SourcePath, Transfer,
 };
 
 /// The raw capture disk and the file on the other one, for the disk rows.
@@ -115,14 +115,12 @@ pub(super) const MEMCPY: &str = "guest";
 /// (`acq-share`; docs/driver.md "Sharing the ring with another device").
 pub(super) const SHARE: &str = "acq0 -> acq0-out";
 
-/// The guest command of a row: acq-stream's from its typed command line (the one the
-/// scenarios use), acq-share's and acq-ctl's as their own.
+/// The guest command of a row: acq-stream's and acq-share's from their typed command lines
+/// (the ones the scenarios use), acq-ctl's as its own.
 pub(super) fn argv(bytes: u64, s: &Spec) -> Vec<String> {
     let bytes = bytes * s.scale;
     let mut argv: Vec<String> = match s.source {
-        SHARE => ["acq-share", "--from", "/dev/acq0", "--to", "/dev/acq0-out"]
-            .map(String::from)
-            .into(),
+        SHARE => vec!["acq-share".into()],
         // The yard stick of every copying path: the guest's own memcpy.
         MEMCPY => vec!["acq-ctl".into(), "memcpy".into()],
         _ => vec!["acq-stream".into()],
@@ -138,10 +136,13 @@ pub(super) fn argv(bytes: u64, s: &Spec) -> Vec<String> {
     match s.source {
         MEMCPY => argv.extend(["--bytes".into(), bytes.to_string()]),
         SHARE => {
+            let mut a = ShareArgs::new("/dev/acq0", "/dev/acq0-out", bytes);
             if s.mode == "read+write" {
-                argv.push("--copy".into());
+                a.source = ShareSource::Copy {
+                    from: "/dev/acq0".into(),
+                };
             }
-            argv.extend(["--bytes".into(), bytes.to_string()]);
+            argv.extend(a.to_argv());
         }
         PLAYBACK => {
             let mode = match s.mode {

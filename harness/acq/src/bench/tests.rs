@@ -94,7 +94,7 @@ fn targets_report_ratios_and_unmeasured() {
 
 #[test]
 fn every_kind_of_row_is_a_command_line_the_tool_takes() {
-    use acq_wire::consumer::{CaptureArgs, PlaybackArgs};
+    use acq_wire::consumer::{CaptureArgs, PlaybackArgs, ShareArgs, ShareSource};
     let mut bar2 = Spec::acq("read", None);
     bar2.bar2 = true;
     let mut disk = Spec::acq("splice", Some(1 << 20));
@@ -119,20 +119,23 @@ fn every_kind_of_row_is_a_command_line_the_tool_takes() {
         let argv = specs::argv(1 << 20, &Spec::play(mode));
         PlaybackArgs::parse(argv[1..].to_vec()).unwrap_or_else(|e| panic!("{mode}: {e}"));
     }
-    // The other tools' rows: each names its byte count (acq-ctl memcpy and acq-share
-    // refuse a line without one).
+    for (mode, copy) in [("dma-buf", false), ("read+write", true)] {
+        let argv = specs::argv(1 << 20, &Spec::share(mode));
+        assert_eq!(argv[0], "acq-share");
+        let a = ShareArgs::parse(argv[1..].to_vec()).unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert_eq!(a.bytes, 1 << 20);
+        assert_eq!(matches!(a.source, ShareSource::Copy { .. }), copy, "{mode}");
+    }
+    // The guest memcpy row names its byte count (acq-ctl memcpy refuses a line without one).
     let memcpy = Spec {
         source: MEMCPY,
         ..Spec::acq("memcpy", None)
     };
-    for s in [memcpy, Spec::share("dma-buf"), Spec::share("read+write")] {
-        let argv = specs::argv(1 << 20, &s);
-        assert!(
-            argv.windows(2).any(|w| w == ["--bytes", "1048576"]),
-            "{}: {argv:?}",
-            s.label()
-        );
-    }
+    let argv = specs::argv(1 << 20, &memcpy);
+    assert!(
+        argv.windows(2).any(|w| w == ["--bytes", "1048576"]),
+        "{argv:?}"
+    );
 }
 
 #[test]

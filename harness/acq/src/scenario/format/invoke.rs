@@ -3,8 +3,11 @@
 //! validation checks them with the tools' own rules, so `acq check` refuses what a tool
 //! would refuse minutes into a run.
 
-use acq_wire::consumer::{self, CaptureArgs, DeviceArgs, PlaybackArgs, SinkPath, SourcePath};
+use acq_wire::consumer::{
+    self, CaptureArgs, DeviceArgs, PlaybackArgs, ShareArgs, SinkPath, SourcePath,
+};
 
+use super::share::{ShareSource, ShareStep};
 use super::*;
 
 /// The guest path of a stream step's sink (a `disk_file` sink's file system is made and
@@ -86,6 +89,40 @@ pub fn device_args(d: &DeviceSettings) -> DeviceArgs {
         irq_count: d.irq_count,
         irq_time_us: d.irq_time_us,
         transfer: d.transfer,
+    }
+}
+
+/// What `acq-share` is asked to do for a share step; `card` is the card whose settings the
+/// stream uses ([`ShareStep::settings_card`]): its pattern (counter if none) and seed (0),
+/// block and ring size.
+pub fn share_args(s: &ShareStep, card: &CardSpec) -> ShareArgs {
+    use acq_hw::regs::pattern::{make, COUNTER};
+    let from = format!("/dev/acq{}", s.from);
+    let source = match s.source {
+        ShareSource::Card => consumer::ShareSource::Card { from },
+        ShareSource::Copy => consumer::ShareSource::Copy { from },
+        ShareSource::Heap => consumer::ShareSource::Heap {
+            path: "/dev/dma_heap/system".into(),
+            pages: consumer::share::HEAP_PAGES_DEFAULT,
+        },
+    };
+    let d = device_args(&card.device);
+    ShareArgs {
+        to: format!("/dev/acq{}-out", s.to),
+        source,
+        bytes: s.bytes.0,
+        card: DeviceArgs {
+            pattern: Some(d.pattern.unwrap_or(make(COUNTER, 1))),
+            seed: Some(d.seed.unwrap_or(0)),
+            block: d.block,
+            ring_log2: d.ring_log2,
+            ..DeviceArgs::default()
+        },
+        play_rate: s.play_rate.map(|r| r.0),
+        map_verify: s.map_verify,
+        close_capture_after: s.close_capture_after.map(|c| c.0),
+        until_gone: s.until_gone,
+        hold_s: s.hold_s,
     }
 }
 

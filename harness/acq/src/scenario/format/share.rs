@@ -7,7 +7,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{CardSpec, Pattern, Size};
+use super::{CardSpec, Size};
 
 /// One card's ring played by another's playback channel (`acq-share`); the receiving card
 /// verifies every byte against the exporting card's pattern and seed.
@@ -102,48 +102,9 @@ impl ShareStep {
                 ),
             );
         }
-        let block = cards
-            .get(self.settings_card())
-            .and_then(|c| c.device.block_size)
-            .map_or(4096, |b| b.0);
-        if self.bytes.0 == 0 || !self.bytes.0.is_multiple_of(block) {
-            return err(
-                "bytes",
-                format!(
-                    "{} is not a non-zero multiple of the block size {block}",
-                    self.bytes
-                ),
-            );
-        }
-        let card_only = [
-            ("map_verify", self.map_verify),
-            ("close_capture_after", self.close_capture_after.is_some()),
-            ("until_gone", self.until_gone),
-            ("hold_s", self.hold_s.is_some()),
-        ];
-        if let Some((name, _)) = card_only
-            .iter()
-            .find(|(_, set)| *set && self.source != ShareSource::Card)
-        {
-            return err(name, "only applies to source card".into());
-        }
-        if let Some(c) = self.close_capture_after {
-            if c.0 == 0 || c.0 >= self.bytes.0 {
-                return err(
-                    "close_capture_after",
-                    format!("{c} must be above 0 and below bytes ({})", self.bytes),
-                );
-            }
-        }
-        if self.until_gone && self.close_capture_after.is_some() {
-            return err(
-                "until_gone",
-                "and close_capture_after both end the stream early: pick one".into(),
-            );
-        }
-        if self.hold_s.is_some_and(|h| h == 0 || h > 60) {
-            return err("hold_s", "must be 1 ..= 60".into());
-        }
+        // The rest (bytes against the block size, the options only a card's ring takes,
+        // the early ends, hold_s) are acq-share's own rules on the command line the step
+        // becomes (`ShareArgs::check`, run by the validation).
         if self.timeout_s == 0 {
             return err("timeout_s", "must be more than 0".into());
         }
@@ -157,58 +118,6 @@ impl ShareStep {
             ShareSource::Heap => self.to,
             ShareSource::Card | ShareSource::Copy => self.from,
         }
-    }
-
-    /// The `acq-share` command line for this step.
-    pub fn argv(&self, from: &CardSpec) -> Vec<String> {
-        let mut argv: Vec<String> = vec!["acq-share".into()];
-        match self.source {
-            ShareSource::Heap => {
-                argv.extend(["--heap".into(), "/dev/dma_heap/system".into()]);
-            }
-            ShareSource::Card | ShareSource::Copy => {
-                argv.extend(["--from".into(), format!("/dev/acq{}", self.from)]);
-            }
-        }
-        if self.source == ShareSource::Copy {
-            argv.push("--copy".into());
-        }
-        argv.extend([
-            "--to".into(),
-            format!("/dev/acq{}-out", self.to),
-            "--bytes".into(),
-            self.bytes.0.to_string(),
-        ]);
-        let d = &from.device;
-        let pattern = d.pattern.unwrap_or(Pattern::Counter);
-        argv.extend([
-            "--pattern".into(),
-            pattern.as_str().into(),
-            "--seed".into(),
-            d.seed.unwrap_or(0).to_string(),
-        ]);
-        if let Some(b) = d.block_size {
-            argv.extend(["--block".into(), b.0.to_string()]);
-        }
-        if let Some(l) = d.ring_log2 {
-            argv.extend(["--ring-log2".into(), l.to_string()]);
-        }
-        if let Some(r) = self.play_rate {
-            argv.extend(["--play-rate".into(), r.0.to_string()]);
-        }
-        if self.map_verify {
-            argv.push("--map-verify".into());
-        }
-        if let Some(c) = self.close_capture_after {
-            argv.extend(["--close-capture-after".into(), c.0.to_string()]);
-        }
-        if self.until_gone {
-            argv.push("--until-gone".into());
-        }
-        if let Some(h) = self.hold_s {
-            argv.extend(["--hold-s".into(), h.to_string()]);
-        }
-        argv
     }
 }
 
@@ -237,9 +146,14 @@ mod tests {
             panic!("not a share step: {:?}", sc.steps[0]);
         };
         assert_eq!(
-            s.argv(&sc.cards[0]).join(" "),
-            "acq-share --from /dev/acq0 --to /dev/acq1-out --bytes 8388608 --pattern prbs \
-             --seed 7 --ring-log2 10 --play-rate 1048576 --map-verify --until-gone"
+            super::super::invoke::share_args(s, &sc.cards[0])
+                .to_argv()
+                .join(" "),
+            format!(
+                "--from /dev/acq0 --to /dev/acq1-out --bytes 8388608 --ring-log2 10 \
+                 --pattern {} --seed 7 --play-rate 1048576 --map-verify --until-gone",
+                acq_wire::parse_pattern("prbs").unwrap()
+            )
         );
     }
 

@@ -174,6 +174,14 @@ fn share(sc: &Scenario, i: usize, sh: &ShareStep) -> Result<(), Problem> {
     let ncards = sc.cards.len();
     sh.validate(ncards, &sc.cards)
         .or_else(|(f, why)| err(&format!("steps[{i}].share.{f}"), why))?;
+    if let Some(card) = sc.cards.get(sh.settings_card()) {
+        if let Err(e) = invoke::share_args(sh, card).check() {
+            return err(
+                &format!("steps[{i}].share{}", field_of(&e.flag, SHARE_FIELDS)),
+                arg_why(&e, "acq-share"),
+            );
+        }
+    }
     let unplugged = sc
         .faults
         .iter()
@@ -247,7 +255,7 @@ fn play(sc: &Scenario, i: usize, p: &PlayStep) -> Result<(), Problem> {
         if let Err(e) = invoke::playback_args(p, card).check() {
             return err(
                 &format!("steps[{i}].play{}", field_of(&e.flag, PLAY_FIELDS)),
-                arg_why(&e),
+                arg_why(&e, "acq-stream"),
             );
         }
     }
@@ -419,7 +427,7 @@ fn stream(
     if let Err(e) = invoke::capture_args(sc, st, false).check() {
         return err(
             &format!("steps[{i}].stream{}", field_of(&e.flag, STREAM_FIELDS)),
-            arg_why(&e),
+            arg_why(&e, "acq-stream"),
         );
     }
     Ok(())
@@ -646,6 +654,15 @@ const PLAY_FIELDS: &[(&str, &str)] = &[
     ("--pause-ms", "pause_ms"),
 ];
 
+const SHARE_FIELDS: &[(&str, &str)] = &[
+    ("--bytes", "bytes"),
+    ("--play-rate", "play_rate"),
+    ("--map-verify", "map_verify"),
+    ("--close-capture-after", "close_capture_after"),
+    ("--until-gone", "until_gone"),
+    ("--hold-s", "hold_s"),
+];
+
 /// `.field` for a flag the step sets, or nothing.
 fn field_of(flag: &str, fields: &[(&str, &str)]) -> String {
     fields
@@ -655,10 +672,10 @@ fn field_of(flag: &str, fields: &[(&str, &str)]) -> String {
 }
 
 /// Why, naming the consumer's flag too (a card setting's flag names its `device` field).
-fn arg_why(e: &ArgError) -> String {
+fn arg_why(e: &ArgError, tool: &str) -> String {
     if e.flag.is_empty() {
         e.why.clone()
     } else {
-        format!("{} (acq-stream {})", e.why, e.flag)
+        format!("{} ({tool} {})", e.why, e.flag)
     }
 }

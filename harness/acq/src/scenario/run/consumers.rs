@@ -6,7 +6,9 @@ use super::*;
 
 use acq_wire::consumer::ConsumerReport;
 
-use crate::scenario::format::invoke::{capture_args, disk_device, disk_mount, playback_args};
+use crate::scenario::format::invoke::{
+    capture_args, disk_device, disk_mount, playback_args, share_args,
+};
 use crate::scenario::format::share::ShareStep;
 use serde::{Deserialize, Serialize};
 
@@ -202,12 +204,15 @@ pub(super) fn share(
     from: &CardSpec,
     deadline: Instant,
 ) -> Result<Value> {
-    let argv = s.argv(from);
+    let mut argv = vec!["acq-share".to_owned()];
+    argv.extend(share_args(s, from).to_argv());
     let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
     let t = Duration::from_secs(s.timeout_s).min(remaining(deadline));
     let out = guest.exec_streaming(&argv_ref, t, &mut |_, _| {})?;
     let v = out.result_line("acq-share")?;
-    if v.get("ok") != Some(&Value::Bool(true)) {
+    let report: ConsumerReport = serde_json::from_value(v.clone())
+        .with_context(|| format!("acq-share's result is not a consumer report: {v}"))?;
+    if !report.ok {
         bail!("{}: {v}", argv.join(" "));
     }
     Ok(v)
