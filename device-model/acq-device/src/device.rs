@@ -15,8 +15,9 @@ use crate::config::ModelConfig;
 use crate::config_space::ConfigSpace;
 use crate::faults::{CardFault, Fault, Pending};
 use crate::regs::{self, bar, pci};
-use crate::shared::{Shared, StatsSnapshot};
+use crate::shared::Shared;
 use crate::transport::{DmaRequest, IrqRequest, PciFunction, PciLayout};
+use acq_wire::counters::CardCounters;
 
 /// One pcie-acq card.
 #[derive(Debug)]
@@ -31,32 +32,15 @@ pub struct Device {
     storms: Arc<std::sync::atomic::AtomicU32>,
 }
 
-/// What the control socket reports for `{"cmd":"counters"}`.
+/// What the control socket reports for `{"cmd":"counters"}`: the shared reply type, and
+/// the faults still armed.
 #[derive(Clone, Debug, Serialize)]
 pub struct Counters {
-    /// Model statistics (64-bit, since the process started).
+    /// The counters and registers (`acq_wire::counters::CardCounters`).
     #[serde(flatten)]
-    pub stats: StatsSnapshot,
-    /// STATUS register now.
-    pub status: u32,
-    /// ERROR_CODE register now.
-    pub error_code: u32,
-    /// True while a capture session is active.
-    pub running: bool,
-    /// PB_STATUS register now (v1.1).
-    pub pb_status: u32,
-    /// PB_ERROR_CODE register now.
-    pub pb_error_code: u32,
-    /// True while a playback session is active.
-    pub pb_running: bool,
-    /// Stream offset of the first mismatching byte of the current (or last) playback
-    /// session, `null` if none (PB_FIRST_BAD).
-    pub pb_first_bad_offset: Option<u64>,
+    pub card: CardCounters,
     /// Faults still armed.
     pub faults_pending: Pending,
-    /// A vfio-user client is connected (false again only after the reset that its
-    /// disconnection makes, so a fault armed after that stays armed).
-    pub client_connected: bool,
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -111,19 +95,21 @@ impl Device {
         let mut stats = self.shared.stats.snapshot();
         stats.faults_fired = self.shared.faults.fired();
         Counters {
-            stats,
-            status: self.shared.status.load(Ordering::SeqCst),
-            error_code: self.shared.error_code.load(Ordering::SeqCst),
-            running: self.bar0.engine_busy(),
-            pb_status: self.shared.pb.status.load(Ordering::SeqCst),
-            pb_error_code: self.shared.pb.error_code.load(Ordering::SeqCst),
-            pb_running: self.bar0.pb_engine_busy(),
-            pb_first_bad_offset: match self.shared.pb.first_bad.load(Ordering::SeqCst) {
-                u64::MAX => None,
-                v => Some(v),
+            card: CardCounters {
+                stats,
+                status: self.shared.status.load(Ordering::SeqCst),
+                error_code: self.shared.error_code.load(Ordering::SeqCst),
+                running: self.bar0.engine_busy(),
+                pb_status: self.shared.pb.status.load(Ordering::SeqCst),
+                pb_error_code: self.shared.pb.error_code.load(Ordering::SeqCst),
+                pb_running: self.bar0.pb_engine_busy(),
+                pb_first_bad_offset: match self.shared.pb.first_bad.load(Ordering::SeqCst) {
+                    u64::MAX => None,
+                    v => Some(v),
+                },
+                client_connected: self.client.load(Ordering::Acquire),
             },
             faults_pending: self.shared.faults.pending(),
-            client_connected: self.client.load(Ordering::Acquire),
         }
     }
 

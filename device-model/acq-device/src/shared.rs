@@ -8,8 +8,6 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-
 use crate::config::ModelConfig;
 use crate::dma::{DmaSpace, MemView};
 use crate::faults::{Action, FaultPlan, Site};
@@ -144,16 +142,11 @@ impl LoopFifo {
 macro_rules! stats {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
         /// Model statistics for the control socket: 64-bit, counted since the process
-        /// started, never reset (take differences).
+        /// started, never reset (take differences). The list is `acq_wire::card_stats!`,
+        /// the one the control socket's reply type is made from.
         #[derive(Debug, Default)]
         pub struct Stats {
             $($(#[$doc])* pub $name: AtomicU64,)*
-        }
-
-        /// A snapshot of [`Stats`].
-        #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-        pub struct StatsSnapshot {
-            $($(#[$doc])* pub $name: u64,)*
         }
 
         impl Stats {
@@ -165,91 +158,10 @@ macro_rules! stats {
     };
 }
 
-stats! {
-    /// Data completions written (blocks delivered).
-    blocks,
-    /// Bytes delivered into host buffers (or BAR2 slots).
-    bytes,
-    /// Bytes produced by the source (delivered, lost, or discarded at stop).
-    bytes_produced,
-    /// Bytes dropped by FIFO overflow.
-    lost_bytes,
-    /// Overflow episodes (each raised cause OVERFLOW once).
-    overflows,
-    /// ERROR completions written.
-    error_completions,
-    /// Errors recorded in ERROR_CODE (fatal and non-fatal).
-    errors,
-    /// Engine halts on fatal errors.
-    halts,
-    /// Interrupt messages sent, all vectors.
-    irqs,
-    /// Vector-0 (capture) interrupt messages sent.
-    irqs_capture,
-    /// Vector-1 (error/status) interrupt messages sent.
-    irqs_error,
-    /// Interrupt messages lost to the drop_irq fault.
-    irqs_dropped,
-    /// Spurious interrupt messages sent (spurious_irq fault).
-    irqs_spurious,
-    /// Causes raised while masked or with no interrupt connected (no message).
-    irqs_suppressed,
-    /// DOORBELL writes.
-    doorbells,
-    /// Trapped BAR0 reads.
-    reg_reads,
-    /// Trapped BAR0 writes.
-    reg_writes,
-    /// Bad BAR0 accesses (width, alignment, writes refused while running).
-    reg_errors,
-    /// Config-space reads.
-    config_reads,
-    /// Config-space writes.
-    config_writes,
-    /// Sessions started (ENABLE 0->1 with a valid configuration).
-    sessions,
-    /// Device resets (soft reset, FLR, vfio-user reset, control reset, disconnect).
-    resets,
-    /// DMA maps added.
-    dma_maps,
-    /// DMA unmap requests served.
-    dma_unmaps,
-    /// vfio-user clients served (counted at their first device request).
-    connections,
-    /// Faults that took effect.
-    faults_fired,
-    /// Blocks the `stray_dma` fault wrote where they went (memory the card could reach).
-    stray_landed,
-    /// Blocks the `stray_dma` fault sent where no DMA map reached: lost, as a posted
-    /// write an IOMMU blocks (the card is not told).
-    stray_blocked,
-    /// Playback: data completions written (blocks received).
-    pb_blocks,
-    /// Playback: bytes received from host buffers.
-    pb_bytes,
-    /// Playback: received bytes in blocks that matched the pattern.
-    pb_verified_bytes,
-    /// Playback: received blocks with at least one mismatching byte.
-    pb_mismatch_blocks,
-    /// Playback: underrun block times (the output had nothing to play).
-    pb_underruns,
-    /// Playback: underrun episodes (each raised cause PB_EVENT once).
-    pb_underrun_episodes,
-    /// Playback: ERROR completions written.
-    pb_error_completions,
-    /// Playback: errors recorded in PB_ERROR_CODE.
-    pb_errors,
-    /// Playback: engine halts.
-    pb_halts,
-    /// Playback: sessions started.
-    pb_sessions,
-    /// Playback: PB_DOORBELL writes.
-    pb_doorbells,
-    /// Vector-2 (playback) interrupt messages sent.
-    irqs_playback,
-    /// Bytes moved from the playback channel to the capture channel (loopback).
-    loopback_bytes,
-}
+acq_wire::card_stats!(stats);
+
+/// A snapshot of [`Stats`]: the statistics part of the control socket's `counters` reply.
+pub type StatsSnapshot = acq_wire::counters::CardStats;
 
 /// The state shared by the register file and the engine.
 #[derive(Debug)]

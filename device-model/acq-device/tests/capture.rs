@@ -168,7 +168,7 @@ fn msix_interrupts_with_count_moderation() {
         wait_for(5.0, "waiting", || r.ev(event::OFF_NEED_DOORBELL) == 1);
         assert_eq!(irqs[0].take(), 0);
         assert_eq!(r.rd(reg::IRQ_STATUS), irq::CAPTURE);
-        assert_eq!(r.dev.counters().stats.irqs_capture, 9);
+        assert_eq!(r.dev.counters().card.stats.irqs_capture, 9);
     });
 }
 
@@ -305,8 +305,8 @@ fn overflow_accounting_exact_to_the_byte() {
             produced >= delivered + lost,
             "produced {produced} delivered {delivered} lost {lost}"
         );
-        assert_eq!(r.dev.counters().stats.lost_bytes, lost);
-        assert_eq!(r.dev.counters().stats.overflows, 1);
+        assert_eq!(r.dev.counters().card.stats.lost_bytes, lost);
+        assert_eq!(r.dev.counters().card.stats.overflows, 1);
         // W1C.
         r.wr(reg::STATUS, status::OVERFLOW);
         assert_eq!(r.status() & status::OVERFLOW, 0);
@@ -512,7 +512,7 @@ fn reset_mid_stream_stops_dma_and_restores_registers() {
             let cons = r.ev(event::OFF_CONS);
             std::thread::sleep(Duration::from_millis(30));
             assert_eq!(r.ev(event::OFF_CONS), cons, "{how}: no DMA after reset");
-            assert!(!r.dev.counters().running);
+            assert!(!r.dev.counters().card.running);
         }
     });
 }
@@ -668,7 +668,7 @@ fn injected_faults() {
         wait_for(5.0, "dry", || r.ev(event::OFF_NEED_DOORBELL) == 1);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(irqs[0].take(), 0, "dropped");
-        assert_eq!(r.dev.counters().stats.irqs_dropped, 1);
+        assert_eq!(r.dev.counters().card.stats.irqs_dropped, 1);
         // spurious_irq: messages with no cause.
         r.dev
             .inject(Fault::capture(CardFault::SpuriousIrq {

@@ -286,7 +286,7 @@ fn soft_reset_and_flr_restore_reset_values() {
         r.wr(reg::SCRATCH, 0x77);
         r.client.reset().unwrap();
         assert_eq!(r.rd(reg::SCRATCH), 0, "vfio-user reset");
-        assert_eq!(r.dev.counters().stats.resets, 3);
+        assert_eq!(r.dev.counters().card.stats.resets, 3);
     });
 }
 
@@ -308,7 +308,7 @@ fn a_card_that_resets_itself_keeps_its_config_space() {
             0x06,
             "the command register is the host's: a card reset keeps it"
         );
-        assert_eq!(r.dev.counters().stats.resets, 1);
+        assert_eq!(r.dev.counters().card.stats.resets, 1);
     });
 }
 

@@ -209,8 +209,8 @@ fn blocks_received_and_verified_for_every_pattern() {
             // The capture channel did nothing.
             assert_eq!(r.rd(reg::CNT_BLOCKS), 0);
             let c = r.dev.counters();
-            assert_eq!(c.stats.pb_verified_bytes, 100 * 4096);
-            assert_eq!(c.stats.pb_underruns, 0, "no underrun at RATE 0");
+            assert_eq!(c.card.stats.pb_verified_bytes, 100 * 4096);
+            assert_eq!(c.card.stats.pb_underruns, 0, "no underrun at RATE 0");
             r.wr(reg::PB_CTRL, 0);
             assert_eq!(r.rd(reg::PB_STATUS) & pb_status::RUNNING, 0);
             assert_eq!(
@@ -245,7 +245,7 @@ fn a_corrupted_block_is_caught_at_its_offset() {
         assert_eq!(irqs[1].take(), 0, "nothing on the capture error vector");
         assert_ne!(r.rd(reg::IRQ_STATUS) & irq::PB_EVENT, 0);
         assert_eq!(
-            r.dev.counters().pb_first_bad_offset,
+            r.dev.counters().card.pb_first_bad_offset,
             Some(5 * 4096 + 100),
             "control socket"
         );
@@ -308,8 +308,8 @@ fn underruns_at_a_set_rate() {
         );
         assert_eq!(rd64(&mut r, reg::PB_CNT_VERIFIED_LO), 41 * 4096);
         let c = r.dev.counters();
-        assert_eq!(c.stats.pb_underrun_episodes, 1);
-        assert!(c.stats.pb_underruns >= 10);
+        assert_eq!(c.card.stats.pb_underrun_episodes, 1);
+        assert!(c.card.stats.pb_underruns >= 10);
         // A playback stall fault starves the output as well.
         r.wr(reg::PB_CTRL, 0);
     });
@@ -416,7 +416,7 @@ fn completion_interrupts_on_vector_2_with_moderation() {
         });
         assert_eq!(irqs[2].take(), 4, "16 completions / 4");
         assert_eq!(irqs[0].take(), 0, "nothing on the capture vector");
-        assert_eq!(r.dev.counters().stats.irqs_playback, 4);
+        assert_eq!(r.dev.counters().card.stats.irqs_playback, 4);
         // The playback drop_irq fault loses vector-2 messages only.
         r.dev
             .inject(Fault::playback(CardFault::DropIrq { count: 1 }))
@@ -425,7 +425,9 @@ fn completion_interrupts_on_vector_2_with_moderation() {
             pb.post(&mut r, None);
         }
         pb.wait(&r, 19);
-        wait_for(5.0, "dropped", || r.dev.counters().stats.irqs_dropped == 1);
+        wait_for(5.0, "dropped", || {
+            r.dev.counters().card.stats.irqs_dropped == 1
+        });
         wait_for(5.0, "waiting", || {
             Pb::ev(&r, pb_event::OFF_NEED_DOORBELL) == 1
         });
@@ -435,7 +437,7 @@ fn completion_interrupts_on_vector_2_with_moderation() {
         let mut got = 0;
         wait_for(5.0, "every message sent to arrive", || {
             got += irqs[2].take();
-            got == r.dev.counters().stats.irqs_playback - 4
+            got == r.dev.counters().card.stats.irqs_playback - 4
         });
         assert_eq!(irqs[0].take(), 0);
     });
@@ -483,7 +485,7 @@ fn loopback_feeds_the_capture_channel() {
         assert_eq!(bad_seen, Some(33 * 4096 + 1000));
         assert_eq!(rd64(&mut r, reg::PB_FIRST_BAD_LO), 33 * 4096 + 1000);
         assert_eq!(
-            r.dev.counters().stats.loopback_bytes,
+            r.dev.counters().card.stats.loopback_bytes,
             u64::from(total) * 4096
         );
         assert_eq!(r.rd(reg::CNT_LOST_LO), 0, "loopback is lossless");

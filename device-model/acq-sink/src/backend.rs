@@ -133,38 +133,34 @@ impl Sink {
 
     /// Every counter, the disk's settings and the armed faults, as one JSON object.
     pub fn report(&self) -> Value {
-        let mut v = lock(&self.disk).report();
         let c = lock(&self.counters).clone();
-        let cfg = lock(&self.disk).config().clone();
+        let (mut r, cfg) = {
+            let disk = lock(&self.disk);
+            (disk.report(), disk.config().clone())
+        };
+        r.requests = c.requests;
+        r.bad_requests = c.bad_requests;
+        r.out_of_range = c.out_of_range;
+        r.unsupported = c.unsupported;
+        r.write_errors = c.write_errors;
+        r.disk_full_errors = c.disk_full_errors;
+        r.flush_errors = c.flush_errors;
+        r.failed_write_bytes = c.failed_write_bytes;
+        r.first_failed_write = c.first_failed_write;
+        r.stalled_requests = c.stalled_requests;
+        r.delayed_requests = c.delayed_requests;
+        r.store_errors = c.store_errors;
+        r.connections = c.connections;
+        r.size = cfg.size;
+        r.block_size = cfg.block_size;
+        r.pattern = cfg.pattern;
+        r.seed = cfg.seed;
+        r.base = cfg.base;
+        r.verify = cfg.verify;
+        r.uptime_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut v = serde_json::to_value(r).unwrap_or_else(|e| json!({ "error": e.to_string() }));
         if let Some(o) = v.as_object_mut() {
-            for (k, val) in [
-                ("requests", json!(c.requests)),
-                ("bad_requests", json!(c.bad_requests)),
-                ("out_of_range", json!(c.out_of_range)),
-                ("unsupported", json!(c.unsupported)),
-                ("write_errors", json!(c.write_errors)),
-                ("disk_full_errors", json!(c.disk_full_errors)),
-                ("flush_errors", json!(c.flush_errors)),
-                ("failed_write_bytes", json!(c.failed_write_bytes)),
-                ("first_failed_write", json!(c.first_failed_write)),
-                ("stalled_requests", json!(c.stalled_requests)),
-                ("delayed_requests", json!(c.delayed_requests)),
-                ("store_errors", json!(c.store_errors)),
-                ("connections", json!(c.connections)),
-                ("size", json!(cfg.size)),
-                ("block_size", json!(cfg.block_size)),
-                ("pattern", json!(cfg.pattern)),
-                ("seed", json!(cfg.seed)),
-                ("base", json!(cfg.base)),
-                ("verify", json!(cfg.verify)),
-                (
-                    "uptime_ms",
-                    json!(self.started.elapsed().as_millis() as u64),
-                ),
-                ("faults", lock(&self.faults).describe(Instant::now())),
-            ] {
-                o.insert(k.into(), val);
-            }
+            o.insert("faults".into(), lock(&self.faults).describe(Instant::now()));
         }
         v
     }

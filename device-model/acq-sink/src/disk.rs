@@ -6,11 +6,10 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use serde_json::{json, Value};
-
 use crate::config::SinkConfig;
 use crate::extents::Extents;
 use acq_daemon::pattern::Generator;
+use acq_wire::counters::DiskCounters;
 
 /// Statistics of the disk, counted since the process started (never reset).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -165,29 +164,31 @@ impl Disk {
         &self.written
     }
 
-    /// The disk's counters and written-range summary as JSON.
-    pub fn report(&self) -> Value {
+    /// The disk's counters and written-range summary (the rest of the control socket's
+    /// counters are the backend's: [`crate::backend::Sink::report`]).
+    pub fn report(&self) -> DiskCounters {
         let c = &self.counters;
         let holes = self.written.holes();
-        json!({
-            "writes": c.writes,
-            "bytes_written": c.bytes_written,
-            "bytes_verified": c.bytes_verified,
-            "bytes_mismatched": c.bytes_mismatched,
-            "mismatched_writes": c.mismatched_writes,
-            "first_mismatch": c.first_mismatch,
-            "lowest_mismatch": c.lowest_mismatch,
-            "reads": c.reads,
-            "bytes_read": c.bytes_read,
-            "flushes": c.flushes,
-            "get_ids": c.get_ids,
-            "written_bytes_unique": self.written.covered(),
-            "written_extents": self.written.len(),
-            "highest_written": self.written.end(),
-            "holes": holes.count,
-            "hole_bytes": holes.bytes,
-            "first_hole": holes.first.map(|(s, e)| json!([s, e])),
-        })
+        DiskCounters {
+            writes: c.writes,
+            bytes_written: c.bytes_written,
+            bytes_verified: c.bytes_verified,
+            bytes_mismatched: c.bytes_mismatched,
+            mismatched_writes: c.mismatched_writes,
+            first_mismatch: c.first_mismatch,
+            lowest_mismatch: c.lowest_mismatch,
+            reads: c.reads,
+            bytes_read: c.bytes_read,
+            flushes: c.flushes,
+            get_ids: c.get_ids,
+            written_bytes_unique: self.written.covered(),
+            written_extents: self.written.len() as u64,
+            highest_written: self.written.end(),
+            holes: holes.count,
+            hole_bytes: holes.bytes,
+            first_hole: holes.first.map(|(s, e)| [s, e]),
+            ..DiskCounters::default()
+        }
     }
 }
 
@@ -228,9 +229,9 @@ mod tests {
             assert_eq!(k.bytes_mismatched, 0, "{pattern}");
             assert_eq!(k.first_mismatch, None);
             let r = d.report();
-            assert_eq!(r["holes"], 1, "{pattern}: {r}");
-            assert_eq!(r["first_hole"], json!([4196, 8192]));
-            assert_eq!(r["highest_written"], 8704);
+            assert_eq!(r.holes, 1, "{pattern}: {r:?}");
+            assert_eq!(r.first_hole, Some([4196, 8192]));
+            assert_eq!(r.highest_written, 8704);
         }
     }
 

@@ -286,13 +286,10 @@ pub fn run(paths: &Paths, opts: &BenchOptions) -> Result<Report> {
         }
     }
     vm.sh_ok("umount /mnt/bench", Duration::from_secs(60))?;
-    if let Some(c) = vm.sinks.first().and_then(|s| s.counters().ok()) {
+    if let Some(c) = vm.sinks.first().and_then(|s| s.disk_counters().ok()) {
         eprintln!(
             "  raw disk check: {} bytes verified, {} mismatched",
-            c.get("bytes_verified").and_then(Value::as_u64).unwrap_or(0),
-            c.get("bytes_mismatched")
-                .and_then(Value::as_u64)
-                .unwrap_or(0)
+            c.bytes_verified, c.bytes_mismatched
         );
     }
     // BAR2 streaming mode (docs/driver.md): last, because the mode (and the 128-entry ring

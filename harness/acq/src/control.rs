@@ -2,6 +2,7 @@
 //! control socket (counters, faults) and QEMU's QMP socket (hot-unplug). Both speak JSON
 //! lines, both keep a transcript, and every read has a deadline.
 
+use acq_wire::counters::CardCounters;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -100,10 +101,18 @@ impl ModelControl {
         Ok(reply)
     }
 
-    /// The card's counters (a JSON object of numbers).
+    /// The `counters` reply as it came (the card's or the disk's: the counters, and the
+    /// faults still armed), for reports.
     pub fn counters(&mut self) -> Result<Value> {
         let reply = self.request(&json!({"cmd": "counters"}))?;
         Ok(reply.get("counters").cloned().unwrap_or(reply))
+    }
+
+    /// The card's counters, read into their type.
+    pub fn card_counters(&mut self) -> Result<CardCounters> {
+        let v = self.counters()?;
+        serde_json::from_value(v.clone())
+            .with_context(|| format!("the card's counters reply does not read: {v}"))
     }
 }
 

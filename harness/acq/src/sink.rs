@@ -5,6 +5,7 @@
 //! vhost-user socket exists, reaped through [`Child`] when the run ends. The guest sees
 //! the disks as /dev/vda, /dev/vdb, ... in [`crate::vm::VmConfig::disks`] order.
 
+use acq_wire::counters::DiskCounters;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -76,9 +77,16 @@ impl Sink {
         ModelControl::connect(&self.control, Some(&transcript))
     }
 
-    /// The sink's counters (one JSON object, docs/sink.md).
+    /// The sink's counters (one JSON object, docs/sink.md), as they came.
     pub fn counters(&self) -> Result<Value> {
         self.connect()?.counters()
+    }
+
+    /// The sink's counters, read into their type.
+    pub fn disk_counters(&self) -> Result<DiskCounters> {
+        let v = self.counters()?;
+        serde_json::from_value(v.clone())
+            .with_context(|| format!("the disk's counters reply does not read: {v}"))
     }
 
     /// Sends one request (`{"cmd":...}`); a refusal is an error.

@@ -7,6 +7,7 @@ use acq_wire::consumer::{
     CaptureArgs, CaptureMode, ConsumerReport, DeviceArgs, PlayMode, PlaybackArgs, ShareArgs,
     ShareSource, SinkPath, SourcePath, Transfer,
 };
+use acq_wire::counters::CardStats;
 
 /// The raw capture disk and the file on the other one, for the disk rows.
 pub(super) const RAW_DISK: &str = "/dev/vda";
@@ -181,10 +182,10 @@ pub(super) fn argv(bytes: u64, s: &Spec) -> Vec<String> {
 
 pub(super) fn measure(vm: &mut Vm, control: &Path, bytes: u64, s: &Spec) -> Result<Run> {
     let argv = argv(bytes, s);
-    let before = ModelControl::connect(control, None)?.counters()?;
+    let before = ModelControl::connect(control, None)?.card_counters()?.stats;
     let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
     let out = vm.exec(&argv_ref, Duration::from_secs(600))?;
-    let after = ModelControl::connect(control, None)?.counters()?;
+    let after = ModelControl::connect(control, None)?.card_counters()?.stats;
     let mut run = Run {
         label: s.label(),
         source: s.source.into(),
@@ -224,13 +225,10 @@ pub(super) fn measure(vm: &mut Vm, control: &Path, bytes: u64, s: &Spec) -> Resu
     let cpu = v.cpu_user_s.zip(v.cpu_sys_s).map(|(u, s)| u + s);
     run.cpu_s_per_gib = cpu.filter(|_| got > 0.0).map(|c| c * GIB / got);
     if s.source == "acq0" && got > 0.0 {
-        let d = |k: &str| {
-            after.get(k).and_then(Value::as_u64).unwrap_or(0) as f64
-                - before.get(k).and_then(Value::as_u64).unwrap_or(0) as f64
-        };
-        let irqs = d("irqs");
-        let regs = d("reg_reads") + d("reg_writes");
-        let blocks = d("blocks");
+        let d = |k: fn(&CardStats) -> u64| k(&after) as f64 - k(&before) as f64;
+        let irqs = d(|c| c.irqs);
+        let regs = d(|c| c.reg_reads) + d(|c| c.reg_writes);
+        let blocks = d(|c| c.blocks);
         run.irqs_per_gib = Some(irqs * GIB / got);
         run.reg_accesses_per_gib = Some(regs * GIB / got);
         run.blocks_per_irq = (irqs > 0.0).then(|| blocks / irqs);

@@ -217,6 +217,32 @@ fn disks_sinks_and_disk_faults() {
 }
 
 #[test]
+fn a_counter_the_card_or_disk_does_not_have_is_refused_by_the_check() {
+    // Before, a typo here passed `acq check` and failed after the whole run with "no
+    // such counter".
+    for (key, other) in [
+        ("card0.irq", "irqs_capture"),
+        ("disk0.bytes_verfied", "bytes_verified"),
+    ] {
+        let e = error_of(&format!(
+            r#"{{"disks": [{{"size": "16M"}}], "steps": [{{"sleep_ms": 1}}],
+                "expect": {{"counters": {{"{key}": {{"min": 1}}}}}}}}"#
+        ));
+        assert!(e.contains(&format!("expect.counters.{key}")), "{e}");
+        assert!(e.contains("no such counter") && e.contains(other), "{e}");
+    }
+    // The right names, a register among them, and any name of a stream's result line.
+    assert!(parse(
+        r#"{"disks": [{"size": "16M"}], "steps": [{"stream": {"bytes": "4M"}}],
+            "expect": {"counters": {"card0.irqs": {"min": 1}, "card0.status": {"max": 99},
+                                    "disk0.hole_bytes": {"max": 0},
+                                    "stream0.anything": {"max": 0}}}}"#,
+        "t.json"
+    )
+    .is_ok());
+}
+
+#[test]
 fn disk_stream_options_and_sink_expectations() {
     let text = r#"{
         "disks": [{"size": "64M"}, {"size": "64M", "store": true, "verify": false}],

@@ -4,6 +4,7 @@
 use super::share::{ShareSource, ShareStep};
 use super::*;
 use acq_wire::consumer::ArgError;
+use acq_wire::counters::{CardCounters, DiskCounters};
 
 /// A problem: where in the file (a JSON path) and why.
 type Problem = (String, String);
@@ -600,6 +601,25 @@ fn expect(sc: &Scenario) -> Result<(), Problem> {
                     "counter keys are `cardN.NAME` (N < {ncards}), `diskN.NAME` (N < {ndisks}) \
                      or `streamN.NAME` (N < {nstreams})"
                 ),
+            );
+        }
+        // A card's and a disk's counters are the control sockets' reply types: a name
+        // that is not one of them would only fail after the run, as "no such counter".
+        // (A stream's are its tool's result line, whose fields vary by tool.)
+        let known = match counter_key(key) {
+            Some((CounterOf::Card, _, name)) => CardCounters::has_number(name)
+                .then_some(())
+                .ok_or_else(|| CardCounters::NUMBERS.concat().join(", ")),
+            Some((CounterOf::Disk, _, name)) => DiskCounters::NUMBERS
+                .contains(&name)
+                .then_some(())
+                .ok_or_else(|| DiskCounters::NUMBERS.join(", ")),
+            _ => Ok(()),
+        };
+        if let Err(names) = known {
+            return err(
+                &format!("expect.counters.{key}"),
+                format!("no such counter; the numbers there are: {names}"),
             );
         }
     }

@@ -4,6 +4,7 @@
 use super::*;
 
 use acq_wire::consumer::ConsumerReport;
+use acq_wire::counters::{CardCounters, DiskCounters};
 use serde::Deserialize;
 
 /// Checks every stream to a capture disk: the consumer's account of the disk against the
@@ -128,10 +129,11 @@ pub(super) fn check_disk_streams(sc: &Scenario, res: &mut ScenarioResult) {
         // The model counts for its whole life: comparable when this is the card's only
         // stream (the device is closed right after it, which stops the card).
         if steps.iter().filter(|x| x.card == st.card).count() == 1 {
-            let card = res.counters.get(st.card);
-            let got = card
-                .and_then(|c| c.get("lost_bytes"))
-                .and_then(Value::as_u64);
+            let got = res
+                .counters
+                .get(st.card)
+                .and_then(|c| CardCounters::deserialize(c).ok())
+                .map(|c| c.stats.lost_bytes);
             checks.push(Check {
                 name: format!("stream {i}: consumer gaps = card{}.lost_bytes", st.card),
                 ok: got == Some(io.gap_bytes),
@@ -141,24 +143,37 @@ pub(super) fn check_disk_streams(sc: &Scenario, res: &mut ScenarioResult) {
         if !matches!(st.sink, Sink::Disk(_)) {
             continue;
         }
-        let disk = res.disk_counters.get(d).cloned().unwrap_or(Value::Null);
-        for (mine, theirs, what) in [
+        let disk = res
+            .disk_counters
+            .get(d)
+            .and_then(|c| DiskCounters::deserialize(c).ok());
+        for (mine, theirs, what, got) in [
             (
                 io.written_bytes_unique,
                 "written_bytes_unique",
                 "bytes on the disk",
+                disk.as_ref().map(|c| c.written_bytes_unique),
             ),
-            (io.hole_bytes, "hole_bytes", "hole bytes"),
-            (io.failed_bytes, "failed_write_bytes", "failed write bytes"),
+            (
+                io.hole_bytes,
+                "hole_bytes",
+                "hole bytes",
+                disk.as_ref().map(|c| c.hole_bytes),
+            ),
+            (
+                io.failed_bytes,
+                "failed_write_bytes",
+                "failed write bytes",
+                disk.as_ref().map(|c| c.failed_write_bytes),
+            ),
         ] {
-            let got = disk.get(theirs).and_then(Value::as_u64);
             checks.push(Check {
                 name: format!("stream {i}: consumer {what} = disk{d}.{theirs}"),
                 ok: got == Some(mine),
                 detail: format!("consumer {mine}, disk {got:?}"),
             });
         }
-        let bad = disk.get("bytes_mismatched").and_then(Value::as_u64);
+        let bad = disk.as_ref().map(|c| c.bytes_mismatched);
         checks.push(Check {
             name: format!("stream {i}: disk{d} holds only the card's stream"),
             ok: bad == Some(0),

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::scenario::format::HostFault;
+use acq_wire::counters::CardCounters;
 
 /// The fault timeline: a thread that fires each fault when its time or stream offset comes.
 pub(super) struct Timeline {
@@ -89,16 +90,16 @@ pub(super) fn timeline_thread(
                 FaultAt::Bytes(b) => {
                     // Capture faults follow the bytes the card delivered, playback faults
                     // the bytes it received.
-                    let (key, name) = match f.channel {
-                        Channel::Capture => (f.card, "bytes"),
-                        Channel::Playback => (f.card + 1000, "pb_bytes"),
+                    let (key, moved): (_, fn(&CardCounters) -> u64) = match f.channel {
+                        Channel::Capture => (f.card, |c| c.stats.bytes),
+                        Channel::Playback => (f.card + 1000, |c| c.stats.pb_bytes),
                     };
                     let p = match produced.get(&key) {
                         Some(p) => *p,
                         None => {
                             let p = control(&mut conns, controls, f.card, &transcript)
-                                .and_then(|c| c.counters())
-                                .map(|c| num(&c, name))
+                                .and_then(|c| c.card_counters())
+                                .map(|c| moved(&c))
                                 .unwrap_or(0);
                             produced.insert(key, p);
                             p
