@@ -15,5 +15,5 @@ pub mod faults;
 pub mod pattern;
 pub mod size;
 
-pub use pattern::{parse_pattern, PatternError};
+pub use pattern::{parse_pattern, Pattern, PatternError};
 pub use size::{parse_size, Size, SizeError};

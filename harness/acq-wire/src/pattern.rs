@@ -4,6 +4,9 @@
 
 use core::fmt;
 
+#[cfg(feature = "schema")]
+use alloc::string::ToString;
+
 use acq_hw::regs::pattern;
 
 use crate::size::parse_size;
@@ -67,6 +70,90 @@ pub fn parse_pattern(text: &str) -> Result<u32, PatternError> {
         return Err(PatternError::Invalid);
     }
     Ok(p)
+}
+
+/// A pattern as a scenario file or a configuration writes it: its PATTERN register value,
+/// read from a name of the pattern vocabulary or a number, written back as its name
+/// (`counter`, `prbs`, `sine`, `sine:4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(with = "PatternSchema")
+)]
+pub struct Pattern(pub u32);
+
+#[cfg(feature = "schema")]
+#[derive(schemars::JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum PatternSchema {
+    /// A PATTERN register value the card implements.
+    Value(u32),
+    /// `counter` (64-bit counter words), `prbs` (seekable PRBS-31), `sine` (one 16-bit
+    /// sine channel), `sine:CHANNELS` (1 to 16 interleaved channels), or a PATTERN value in
+    /// the size grammar (`0x402`).
+    Name(#[schemars(regex(pattern = PATTERN_PATTERN))] alloc::string::String),
+}
+
+/// The text forms [`Pattern`] takes, as a JSON Schema pattern (case ignored by the parser;
+/// the schema lists the lower-case names).
+pub const PATTERN_PATTERN: &str =
+    r"^\s*(counter|prbs|sine|sine:([1-9]|1[0-6])|(0[xX][0-9a-fA-F]+|[0-9]+)[KMGkmg]?)\s*$";
+
+impl Pattern {
+    /// Counter words (the card's reset value).
+    pub const COUNTER: Pattern = Pattern(pattern::make(pattern::COUNTER, 1));
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.0;
+        match (pattern::id(p), pattern::channels(p)) {
+            (pattern::COUNTER, 1) => f.write_str("counter"),
+            (pattern::PRBS, 1) => f.write_str("prbs"),
+            (pattern::SINE, 1) => f.write_str("sine"),
+            (pattern::SINE, ch) => write!(f, "sine:{ch}"),
+            _ => write!(f, "{p:#x}"),
+        }
+    }
+}
+
+impl serde::Serialize for Pattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, Error};
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Pattern;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a pattern: {PATTERNS}")
+            }
+            fn visit_u64<E: Error>(self, v: u64) -> Result<Pattern, E> {
+                let p = u32::try_from(v)
+                    .ok()
+                    .filter(|&p| pattern::valid(p) && p & !pattern::REG_MASK == 0)
+                    .ok_or_else(|| E::custom(format_args!("{v}: {}", PatternError::Invalid)))?;
+                Ok(Pattern(p))
+            }
+            fn visit_i64<E: Error>(self, v: i64) -> Result<Pattern, E> {
+                let v = u64::try_from(v)
+                    .map_err(|_| E::custom(format_args!("{v}: {}", PatternError::Invalid)))?;
+                self.visit_u64(v)
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<Pattern, E> {
+                parse_pattern(v)
+                    .map(Pattern)
+                    .map_err(|e| E::custom(format_args!("{v:?}: {e}")))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[cfg(test)]

@@ -248,29 +248,6 @@ fn default_disk_block() -> u32 {
     4096
 }
 
-/// The card's sample patterns (docs/device.md, "Sample stream").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Pattern {
-    /// 64-bit counter words.
-    Counter,
-    /// Seekable PRBS-31.
-    Prbs,
-    /// Interleaved 16-bit sine channels.
-    Sine,
-}
-
-impl Pattern {
-    /// The name `acq-stream --pattern` takes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Pattern::Counter => "counter",
-            Pattern::Prbs => "prbs",
-            Pattern::Sine => "sine",
-        }
-    }
-}
-
 /// A scenario file that failed to load: which file, where in it, and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {location}: {reason}")]

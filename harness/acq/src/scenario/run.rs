@@ -361,9 +361,8 @@ fn disk_spec(sc: &Scenario, d: &super::format::DiskSpec) -> crate::sink::DiskSpe
         block_size: d.block_size,
         pattern: dev
             .pattern
-            .unwrap_or(super::format::Pattern::Counter)
-            .as_str()
-            .into(),
+            .unwrap_or(super::format::Pattern::COUNTER)
+            .to_string(),
         seed: dev.seed.unwrap_or(0),
         base: d.base.map_or(0, |b| b.0),
         store: d.store,

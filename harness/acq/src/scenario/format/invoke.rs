@@ -76,15 +76,7 @@ pub fn device_args(d: &DeviceSettings) -> DeviceArgs {
         block: d.block_size.map(small),
         ring_log2: d.ring_log2,
         rate: d.rate.map(|r| r.0),
-        pattern: d.pattern.map(|p| {
-            use acq_hw::regs::pattern::{make, COUNTER, PRBS, SINE};
-            // One channel: what `sine` means wherever it is written.
-            match p {
-                Pattern::Counter => make(COUNTER, 1),
-                Pattern::Prbs => make(PRBS, 1),
-                Pattern::Sine => make(SINE, 1),
-            }
-        }),
+        pattern: d.pattern.map(|p| p.0),
         seed: d.seed,
         irq_count: d.irq_count,
         irq_time_us: d.irq_time_us,
@@ -96,7 +88,6 @@ pub fn device_args(d: &DeviceSettings) -> DeviceArgs {
 /// stream uses ([`ShareStep::settings_card`]): its pattern (counter if none) and seed (0),
 /// block and ring size.
 pub fn share_args(s: &ShareStep, card: &CardSpec) -> ShareArgs {
-    use acq_hw::regs::pattern::{make, COUNTER};
     let from = format!("/dev/acq{}", s.from);
     let source = match s.source {
         ShareSource::Card => consumer::ShareSource::Card { from },
@@ -112,7 +103,7 @@ pub fn share_args(s: &ShareStep, card: &CardSpec) -> ShareArgs {
         source,
         bytes: s.bytes.0,
         card: DeviceArgs {
-            pattern: Some(d.pattern.unwrap_or(make(COUNTER, 1))),
+            pattern: Some(d.pattern.unwrap_or(Pattern::COUNTER.0)),
             seed: Some(d.seed.unwrap_or(0)),
             block: d.block,
             ring_log2: d.ring_log2,

@@ -122,6 +122,28 @@ fn error_of(text: &str) -> String {
 }
 
 #[test]
+fn a_card_pattern_is_the_one_pattern_vocabulary() {
+    use acq_hw::regs::pattern::{make, SINE};
+    // `sine:4` was refused here while every tool took it.
+    let sc = parse(
+        r#"{"cards": [{"device": {"pattern": "sine:4"}}, {"device": {"pattern": 1}}],
+            "steps": [{"stream": {"bytes": "4M"}}]}"#,
+        "t.json",
+    )
+    .unwrap();
+    let d = &sc.cards[0].device;
+    assert_eq!(invoke::device_args(d).pattern, Some(make(SINE, 4)));
+    assert_eq!(d.pattern.unwrap().to_string(), "sine:4");
+    assert_eq!(sc.cards[1].device.pattern.unwrap().to_string(), "prbs");
+    for bad in [r#""sine:17""#, r#""square""#, "99"] {
+        let e = error_of(&format!(
+            r#"{{"cards": [{{"device": {{"pattern": {bad}}}}}], "steps": [{{"sleep_ms": 1}}]}}"#
+        ));
+        assert!(e.contains("cards[0].device.pattern"), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn errors_name_file_location_and_reason() {
     let e = error_of(r#"{"steps": [{"stream": {"bytes": "16M", "mdoe": "read"}}]}"#);
     assert!(e.starts_with("bad.json: steps[0].stream"), "{e}");
