@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::uapi::{self, AcqConfig, AcqInfo, AcqStats};
 use acq_wire::consumer::{CardConfig, DeviceArgs, Transfer};
+use acq_wire::counters::DriverStats;
 
 /// An open card.
 pub struct AcqDev {
@@ -127,22 +128,27 @@ impl AcqDev {
 
 /// JSON view of the statistics.
 pub fn stats_json(s: &AcqStats) -> serde_json::Value {
-    serde_json::json!({
-        "bytes": s.bytes,
-        "blocks": s.blocks,
-        "overflows": s.overflows,
-        "lost_bytes": s.lost_bytes,
-        "errors": s.errors,
-        "interrupts": s.interrupts,
-        "read_offset": s.read_offset,
-        "session": s.session,
-        "watchdog_resets": s.watchdog_resets,
-        "lost_wakeups": s.lost_wakeups,
-        "state": s.state,
-        "pool_pages": s.pool_pages,
-        "pool_free": s.pool_free,
-        "spliced_bytes": s.spliced_bytes,
-    })
+    serde_json::to_value(driver_stats(s)).unwrap_or_default()
+}
+
+/// The statistics as the harness reads them (`acq_wire::counters::DriverStats`).
+pub fn driver_stats(s: &AcqStats) -> DriverStats {
+    DriverStats {
+        bytes: s.bytes,
+        blocks: s.blocks,
+        overflows: s.overflows,
+        lost_bytes: s.lost_bytes,
+        errors: s.errors,
+        interrupts: s.interrupts,
+        read_offset: s.read_offset,
+        session: s.session,
+        watchdog_resets: s.watchdog_resets,
+        lost_wakeups: s.lost_wakeups,
+        state: s.state,
+        pool_pages: s.pool_pages,
+        pool_free: s.pool_free,
+        spliced_bytes: s.spliced_bytes,
+    }
 }
 
 /// JSON view of a configuration.

@@ -1,6 +1,6 @@
 //! The counters the card's and the capture disk's control sockets report (`{"cmd":
-//! "counters"}`), as types: the servers write their replies from them, the harness reads
-//! them back, and a scenario's `expect.counters` may name only what is here
+//! "counters"}`), and the driver's statistics as the guest tools print them, as types: the
+//! servers and the tools write them from these, the harness reads them back, and a scenario's `expect.counters` may name only what is here
 //! ([`CardCounters::NUMBERS`], [`DiskCounters::NUMBERS`]: `acq check` refuses a typo
 //! before any VM boots).
 
@@ -283,6 +283,43 @@ impl DiskCounters {
         "base",
         "uptime_ms",
     ];
+}
+
+/// The driver's capture statistics (`ACQ_IOC_GET_STATS`, `driver/uapi.rs` `AcqStats`) as
+/// the guest tools print them (`acq-ctl stats`, a capture's result line): the harness
+/// reads them back into this type.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverStats {
+    /// Bytes returned by read().
+    pub bytes: u64,
+    /// Data blocks the driver consumed from the ring.
+    pub blocks: u64,
+    /// Overflow episodes seen in the stream.
+    pub overflows: u64,
+    /// Bytes the card dropped.
+    pub lost_bytes: u64,
+    /// Error completions, device error events, halts and watchdog resets.
+    pub errors: u64,
+    /// Interrupts the driver handled (all vectors).
+    pub interrupts: u64,
+    /// Stream offset of the next byte read() returns (where a stream goes on after
+    /// `EPIPE` or `EIO`).
+    pub read_offset: u64,
+    /// Sessions started so far.
+    pub session: u64,
+    /// Stalls the watchdog detected.
+    pub watchdog_resets: u64,
+    /// Lost wake-ups (0 for a correct driver).
+    pub lost_wakeups: u32,
+    /// `ACQ_STATE_*`.
+    pub state: u32,
+    /// Pages in the card's buffer pool.
+    pub pool_pages: u32,
+    /// Pool pages nobody else holds (`pool_free == pool_pages` once every lent page came
+    /// back).
+    pub pool_free: u32,
+    /// Bytes handed to pipes by splice().
+    pub spliced_bytes: u64,
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use acq_wire::counters::DriverStats;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::Value;
@@ -334,22 +335,23 @@ fn one_cycle(
     // The card may still be recovering (a reset after a hang): the pool must be whole
     // once the descriptor is closed, at the latest after the recovery.
     let stats = vm.sh(
-        "for t in $(seq 50); do s=$(acq-ctl --device /dev/acq0 stats) && echo \"$s\" | grep -q '\"pool_free\"' && { echo \"$s\"; exit 0; }; sleep 0.1; done; exit 1",
+        "for t in $(seq 50); do s=$(acq-ctl --device /dev/acq0 stats) && { echo \"$s\"; exit 0; }; sleep 0.1; done; exit 1",
         CMD,
     )?;
-    let stats: Value = serde_json::from_str(stats.stdout.trim()).unwrap_or(Value::Null);
-    let (free, pages) = (
-        stats.get("pool_free").and_then(Value::as_u64),
-        stats.get("pool_pages").and_then(Value::as_u64),
-    );
-    match (free, pages) {
-        (Some(f), Some(p)) if p > 0 => {
+    let read: Result<DriverStats, _> = serde_json::from_str(stats.stdout.trim());
+    match read
+        .as_ref()
+        .map(|s| (u64::from(s.pool_free), u64::from(s.pool_pages)))
+    {
+        Ok((f, p)) if p > 0 => {
             cycle.pages_missing = p.saturating_sub(f);
             if f != p {
                 cycle.problems.push(format!("pool: {f} of {p} pages back"));
             }
         }
-        _ => cycle.problems.push(format!("no pool statistics: {stats}")),
+        _ => cycle
+            .problems
+            .push(format!("no pool statistics: {}", stats.stdout.trim())),
     }
     let rm = vm.sh("rmmod acq", CMD)?;
     if !rm.success() {

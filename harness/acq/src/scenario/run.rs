@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use acq_wire::counters::DriverStats;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -251,8 +252,8 @@ fn run_inner(
             if out.status == 3 {
                 continue; // removed or gone on purpose: its pool went with it, unload checks the rest
             }
-            let stats: Value = serde_json::from_str(out.stdout.trim()).unwrap_or(Value::Null);
-            let (free, pages) = (num(&stats, "pool_free"), num(&stats, "pool_pages"));
+            let stats: Option<DriverStats> = serde_json::from_str(out.stdout.trim()).ok();
+            let (free, pages) = stats.map_or((0, 0), |s| (s.pool_free, s.pool_pages));
             res.checks.push(Check {
                 name: format!("card {i}: every pool page returned"),
                 ok: out.success() && pages > 0 && free == pages,

@@ -197,10 +197,6 @@ pub(super) fn check_disk_streams(sc: &Scenario, res: &mut ScenarioResult) {
     res.checks.extend(checks);
 }
 
-pub(super) fn num(v: &Value, key: &str) -> u64 {
-    v.get(key).and_then(Value::as_u64).unwrap_or(0)
-}
-
 /// One check per errno named in `want` or seen in `got`: seen exactly as often as wanted
 /// (an errno nobody named must not occur). `who` prefixes the check names.
 pub(super) fn errno_counts(
