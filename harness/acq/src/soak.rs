@@ -15,10 +15,10 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use acq_wire::consumer::{ConsumeArgs, ConsumeMethod, ConsumerReport};
 use acq_wire::counters::DriverStats;
 use anyhow::{Context, Result};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::accel::AccelChoice;
 use crate::control::ModelControl;
@@ -104,15 +104,15 @@ impl SoakReport {
 }
 
 /// The consumers a cycle draws from (acq-consume methods that verify a live stream).
-const METHODS: &[&str] = &[
-    "read",
-    "readv",
-    "splice",
-    "sendfile-pipe",
-    "poll-read",
-    "epoll-read",
-    "io-uring-read",
-    "preadv2-nowait",
+const METHODS: &[ConsumeMethod] = &[
+    ConsumeMethod::Read,
+    ConsumeMethod::Readv,
+    ConsumeMethod::Splice,
+    ConsumeMethod::SendfilePipe,
+    ConsumeMethod::PollRead,
+    ConsumeMethod::EpollRead,
+    ConsumeMethod::IoUringRead,
+    ConsumeMethod::Preadv2Nowait,
 ];
 
 /// A fault drawn from the card's catalogue: every fault the driver must survive with the
@@ -279,7 +279,7 @@ fn one_cycle(
     let delay = Duration::from_millis(rng.range(20, 700));
     let mut cycle = Cycle {
         n,
-        method: method.into(),
+        method: method.as_str().into(),
         fault: format!("{fault:?}"),
         ok: true,
         problems: Vec::new(),
@@ -297,10 +297,10 @@ fn one_cycle(
     // The consumer runs in the guest while this thread injects the fault; a card rate
     // keeps the stream going long enough for the fault to land inside it.
     let guest = vm.guest();
-    let cmd = format!(
-        "acq-consume --method {method} --bytes {} --rate 16M --timeout 90",
-        opts.bytes
-    );
+    let mut consume = ConsumeArgs::new(method, opts.bytes);
+    consume.rate = 16 << 20;
+    consume.timeout = 90;
+    let cmd = format!("acq-consume {}", consume.to_argv().join(" "));
     let consumer = thread::spawn(move || guest.sh(&cmd, Duration::from_secs(120)));
     thread::sleep(delay);
     let req = fault
@@ -314,17 +314,17 @@ fn one_cycle(
     let out = consumer
         .join()
         .map_err(|_| anyhow::anyhow!("the consumer thread panicked"))??;
-    let rep: Value = out
+    let rep: ConsumerReport = out
         .stdout
         .lines()
         .rev()
         .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or(Value::Null);
-    let num = |k: &str| rep.get(k).and_then(Value::as_u64).unwrap_or(0);
-    cycle.bytes = num("bytes");
-    cycle.eio = num("eio");
-    cycle.epipe = num("epipe");
-    if rep.get("ok") != Some(&Value::Bool(true)) {
+        .unwrap_or_default();
+    let errno = |name: &str| rep.errno.get(name).copied().unwrap_or(0);
+    cycle.bytes = rep.bytes;
+    cycle.eio = errno("EIO");
+    cycle.epipe = errno("EPIPE");
+    if !rep.ok {
         cycle.problems.push(format!(
             "consumer (status {}): {} {}",
             out.status,

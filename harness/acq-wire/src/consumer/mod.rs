@@ -1,14 +1,15 @@
 //! What the harness asks a guest consumer to do, and what the consumer answers, as types
-//! both sides share: the harness builds a command line from [`CaptureArgs`],
-//! [`PlaybackArgs`] (acq-stream) or [`ShareArgs`] (acq-share) ([`CaptureArgs::to_argv`]),
-//! the tool parses it back into the same type ([`CaptureArgs::parse`]) and checks it with
-//! the same rules ([`CaptureArgs::check`], which the scenario format also runs, so
-//! `acq check` refuses what the tool would); the tool writes its result line from [`ConsumerReport`] and the harness reads it
-//! back into that type. The command line stays the interface (a user runs acq-stream
-//! by hand); what is typed is both ends of it.
+//! both sides share: the harness builds a command line from [`CaptureArgs`] or
+//! [`PlaybackArgs`] (acq-stream), [`ShareArgs`] (acq-share) or [`ConsumeArgs`]
+//! (acq-consume) (`to_argv`), the tool parses it back into the same type (`parse`) and
+//! checks it with the same rules (`check`, which the scenario format also runs, so
+//! `acq check` refuses what the tool would); the tool writes its result line from
+//! [`ConsumerReport`] and the harness reads it back into that type. The command line stays
+//! the interface (a user runs acq-stream by hand); what is typed is both ends of it.
 
 pub mod argv;
 pub mod capture;
+pub mod consume;
 pub mod device;
 pub mod plan;
 pub mod playback;
@@ -17,6 +18,7 @@ pub mod share;
 
 pub use argv::{ArgError, Argv};
 pub use capture::{CaptureArgs, CaptureMode, SinkOpts, SinkPath, SinkPolicy};
+pub use consume::{ConsumeArgs, ConsumeMethod};
 pub use device::{DeviceArgs, Transfer};
 pub use plan::{At, Change, ControlAction, ControlPlan, Signal, SignalPlan};
 pub use playback::{PlayMode, PlaybackArgs, SourcePath};

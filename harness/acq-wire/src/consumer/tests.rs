@@ -249,6 +249,72 @@ fn a_refused_share_line_names_its_flag() {
     assert!(e.why.contains("only --pattern, --seed"), "{e}");
 }
 
+#[test]
+fn a_consume_line_reads_back_into_the_same_value() {
+    let mut all = ConsumeArgs::new(ConsumeMethod::Readv, 48 << 20);
+    all.device = "/dev/acq2".into();
+    all.chunk = 1 << 20;
+    all.iovecs = 32;
+    all.rate = 150 << 20;
+    all.ring_log2 = 10;
+    all.block = Some(2048);
+    all.pause_at = Some(2 << 20);
+    all.pause_ms = 2000;
+    all.out = "/tmp/x".into();
+    all.stop_after_ms = Some(500);
+    all.timeout = 90;
+    all.until_gone = true;
+    let mut threads = ConsumeArgs::new(ConsumeMethod::Read, 1 << 20);
+    threads.threads = 4;
+    for a in [all, threads]
+        .into_iter()
+        .chain(ConsumeMethod::ALL.map(|m| ConsumeArgs::new(m, 4096)))
+    {
+        a.check().expect("a valid line");
+        assert_eq!(ConsumeArgs::parse(a.to_argv()).expect("reads back"), a);
+    }
+}
+
+#[test]
+fn a_refused_consume_line_names_its_flag() {
+    for (text, flag, says) in [
+        ("--bytes 1M", "--method", "required"),
+        ("--method read", "--bytes", "N > 0"),
+        ("--method rread --bytes 1M", "--method", "not a method"),
+        ("--method read --bytes 1M --chunk 4", "--chunk", "8 .. 1G"),
+        (
+            "--method readv --bytes 1M --iovecs 0",
+            "--iovecs",
+            "1 .. 1024",
+        ),
+        (
+            "--method splice --bytes 1M --threads 2",
+            "--threads",
+            "--method read",
+        ),
+        (
+            "--method read --bytes 1M --threads 17",
+            "--threads",
+            "1 .. 16",
+        ),
+        (
+            "--method read --bytes 1M --pause-at 1M",
+            "--pause-at",
+            "less than --bytes",
+        ),
+        (
+            "--method read --bytes 1M --timeout 0",
+            "--timeout",
+            "more than 0",
+        ),
+        ("--method read --bytes 1M --rate=1M", "", "unknown argument"),
+    ] {
+        let e = ConsumeArgs::parse(line(text)).expect_err(text);
+        assert_eq!(e.flag, flag, "{text}: {e}");
+        assert!(e.why.contains(says), "{text}: {e}");
+    }
+}
+
 fn line(text: &str) -> Vec<String> {
     text.split_whitespace().map(ToString::to_string).collect()
 }

@@ -8,6 +8,7 @@
 
 use serde_json::{json, Map, Value};
 
+use acq_wire::consumer::{ConsumeArgs, ConsumeMethod};
 use acq_wire::faults::CompletionLie;
 
 use super::rng::Rng;
@@ -286,26 +287,27 @@ pub fn draw_json(seed: u64) -> Value {
                 // The errno contract through one more system call (acq-consume needs the
                 // counter pattern with seed 0; later streams set their card's own again).
                 let method = *r.pick(&[
-                    "read",
-                    "readv",
-                    "poll-read",
-                    "epoll-read",
-                    "preadv2-nowait",
-                    "io-uring-read",
-                    "io-uring-readv",
-                    "sendfile-pipe",
-                    "splice",
+                    ConsumeMethod::Read,
+                    ConsumeMethod::Readv,
+                    ConsumeMethod::PollRead,
+                    ConsumeMethod::EpollRead,
+                    ConsumeMethod::Preadv2Nowait,
+                    ConsumeMethod::IoUringRead,
+                    ConsumeMethod::IoUringReadv,
+                    ConsumeMethod::SendfilePipe,
+                    ConsumeMethod::Splice,
                 ]);
                 steps.push(
                     json!({"config": {"card": card, "device": {"pattern": "counter", "seed": 0}}}),
                 );
+                let mut consume = ConsumeArgs::new(method, bytes.min(8 << 20));
+                consume.device = format!("/dev/acq{card}");
                 // Two threads reading at once, for read().
-                let threads = if method == "read" && r.chance(0.5) {
-                    " --threads 2"
-                } else {
-                    ""
-                };
-                steps.push(json!({"exec": {"cmd": format!("acq-consume --device /dev/acq{card} --method {method} --bytes {}{threads}", bytes.min(8 << 20)), "timeout_s": 120}}));
+                if method == ConsumeMethod::Read && r.chance(0.5) {
+                    consume.threads = 2;
+                }
+                let cmd = format!("acq-consume {}", consume.to_argv().join(" "));
+                steps.push(json!({"exec": {"cmd": cmd, "timeout_s": 120}}));
             }
             _ => steps.push(json!({"reset": {"card": card}})),
         }

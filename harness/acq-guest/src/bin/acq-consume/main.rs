@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use acq_guest::acqdev::{self, AcqDev};
 use acq_hw::regs;
-use clap::Parser;
+use acq_wire::consumer::ConsumerReport;
 
 mod args;
 use args::*;
@@ -54,7 +54,8 @@ mod threads;
 use serde_json::json;
 
 fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
-    let deadline = Instant::now() + Duration::from_secs(a.timeout);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(a.timeout);
     let mut acc = Account {
         until_gone: a.until_gone,
         ..Account::default()
@@ -73,7 +74,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
             acc.scan.feed(&buf[..n]);
             acc.calls += 1;
         }
-        return Ok(report(a, &acc, None, extra));
+        return Ok(report(a, &acc, None, start, extra));
     }
 
     let nonblock = matches!(a.method, Method::PollRead | Method::EpollRead);
@@ -98,16 +99,8 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         return stopped_while_reading(a, &dev, ms, before.session, chunk, &mut buf, extra);
     }
     if a.threads > 1 {
-        if a.method != Method::Read {
-            return Err("--threads works with --method read only".into());
-        }
-        return Ok(threads::run(
-            fd,
-            a.threads.min(64),
-            chunk,
-            a.bytes,
-            deadline,
-        ));
+        // `--method read` only (ConsumeArgs::check).
+        return Ok(threads::run(fd, a.threads, chunk, a.bytes, deadline));
     }
 
     // The device is a stream: pread() must fail with ESPIPE and consume nothing.
@@ -140,7 +133,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
             .map_err(|e| format!("read after sendfile: {e}"))?;
         acc.scan.feed(&buf[..n]);
         acc.calls = 2;
-        let (mut rep, _) = report(a, &acc, Some(pread_errno), extra);
+        let (mut rep, _) = report(a, &acc, Some(pread_errno), start, extra);
         let ok = refused
             && pread_errno == libc::ESPIPE
             && acc.scan.gaps.is_empty()
@@ -334,7 +327,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     extra["driver_errors"] = (after.errors - before.errors).into();
     extra["pread_ok"] = (pread_errno == libc::ESPIPE).into();
     let _ = io::stdout().flush();
-    Ok(report(a, &acc, Some(pread_errno), extra))
+    Ok(report(a, &acc, Some(pread_errno), start, extra))
 }
 
 /// `--stop-after-ms`: one blocking call, STOP from a second thread meanwhile.
@@ -371,7 +364,7 @@ fn stopped_while_reading(
     let after = dev.stats().map_err(|e| format!("ACQ_IOC_GET_STATS: {e}"))?;
     let stayed_stopped = after.state == acq_guest::uapi::ACQ_STATE_STOPPED;
     let ended_early = matches!(r, Ok(n) if n < chunk);
-    extra["method"] = format!("{:?}", a.method).to_lowercase().into();
+    extra["method"] = a.method.as_str().into();
     extra["call"] = match &r {
         Ok(n) => json!(n),
         Err(e) => json!(acqdev::errno_name(e.raw_os_error().unwrap_or(0))),
@@ -386,10 +379,13 @@ fn stopped_while_reading(
     Ok((extra, ok))
 }
 
+/// The result line: what the harness reads (`ConsumerReport`: ok, bytes, time, the errno
+/// counts) and the account beside it.
 fn report(
     a: &Args,
     acc: &Account,
     pread_errno: Option<i32>,
+    start: Instant,
     mut extra: serde_json::Value,
 ) -> (serde_json::Value, bool) {
     let s = &acc.scan;
@@ -405,9 +401,7 @@ fn report(
     let first = |v: &[u64]| v.iter().take(8).copied().collect::<Vec<_>>();
     let o = extra.as_object_mut().expect("an object");
     for (k, v) in [
-        ("method", json!(format!("{:?}", a.method).to_lowercase())),
-        ("ok", json!(ok)),
-        ("bytes", json!(s.offset())),
+        ("method", json!(a.method.as_str())),
         ("calls", json!(acc.calls)),
         ("gaps", json!(s.gaps.len())),
         ("lost_bytes", json!(s.lost)),
@@ -425,17 +419,32 @@ fn report(
     ] {
         o.insert(k.into(), v);
     }
-    (extra, ok)
+    let mut errno = std::collections::BTreeMap::new();
+    for (name, n) in [
+        ("EPIPE", acc.epipe_at.len() as u64),
+        ("EIO", acc.eio),
+        ("ENODEV", acc.enodev),
+    ] {
+        if n > 0 {
+            errno.insert(name.to_string(), n);
+        }
+    }
+    let typed = ConsumerReport {
+        ok,
+        errno,
+        ..ConsumerReport::moved(s.offset(), start.elapsed().as_secs_f64())
+    };
+    (acq_guest::result::line(&typed, extra), ok)
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match Args::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
-            let _ = e.print();
+            eprintln!("acq-consume: {e}\nusage: {}", Args::usage());
             return ExitCode::from(2);
         }
     };
-    let context = json!({ "method": format!("{:?}", args.method).to_lowercase(), "ok": false });
+    let context = json!({ "method": args.method.as_str(), "ok": false });
     acq_guest::result::finish(run(&args), context)
 }
