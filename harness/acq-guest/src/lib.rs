@@ -17,11 +17,10 @@ pub mod acqdev;
 pub mod controller;
 /// A helper process forked beside the consumer, with a pipe, and its reaping.
 pub mod forked;
+/// A pipe and splice(), for every consumer and the producer.
+pub mod pipe;
 /// The JSON result line and exit status of the stream tools.
 pub mod result;
-
-/// `acq-stream --direction out`: the playback consumer.
-pub mod playback;
 /// `acq-stream --signal`: a signal for the consumer at a time or byte offset, from outside.
 pub mod signaler;
 /// acq-stream's sink writes: positions, error policy, byte-exact account.

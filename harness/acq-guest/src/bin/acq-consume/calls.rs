@@ -3,30 +3,16 @@
 
 use super::*;
 
-/// A pipe, both ends, the read end non-blocking (drained after each fill).
-pub(super) struct Pipe {
-    pub(super) r: OwnedFd,
-    pub(super) w: OwnedFd,
+pub(super) use acq_guest::pipe::Pipe;
+
+/// Draining the pipe a sendfile() or splice() filled.
+pub(super) trait Drain {
+    fn drain(&self, n: usize, buf: &mut [u8], scan: &mut Scanner) -> io::Result<()>;
 }
 
-impl Pipe {
-    pub(super) fn new(size: usize) -> io::Result<Pipe> {
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-            return Err(errno());
-        }
-        // SAFETY: both descriptors were just created and are owned by nobody else.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: plain fcntl calls on descriptors we own.
-        unsafe {
-            libc::fcntl(r.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int);
-        }
-        Ok(Pipe { r, w })
-    }
-
+impl Drain for Pipe {
     /// Reads exactly `n` bytes (what the last fill put in) into the scanner.
-    pub(super) fn drain(&self, n: usize, buf: &mut [u8], scan: &mut Scanner) -> io::Result<()> {
+    fn drain(&self, n: usize, buf: &mut [u8], scan: &mut Scanner) -> io::Result<()> {
         let mut left = n;
         while left > 0 {
             let want = left.min(buf.len());
@@ -45,17 +31,7 @@ impl Pipe {
 
 /// splice() of up to `len` bytes from `fd` into the pipe's write end.
 pub(super) fn splice_into(fd: RawFd, p: &Pipe, len: usize) -> io::Result<usize> {
-    // SAFETY: plain descriptors and null offsets: no memory is passed.
-    check(unsafe {
-        libc::splice(
-            fd,
-            std::ptr::null_mut(),
-            p.w.as_raw_fd(),
-            std::ptr::null_mut(),
-            len,
-            0,
-        )
-    })
+    acq_guest::pipe::splice(fd, p.w.as_raw_fd(), len, 0)
 }
 
 /// io_uring reads of the device (one request in flight at a time).

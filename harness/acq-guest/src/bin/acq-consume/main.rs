@@ -144,9 +144,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
     }
 
     let pipe = match a.method {
-        Method::SendfilePipe | Method::Splice => {
-            Some(Pipe::new(1 << 20).map_err(|e| format!("pipe: {e}"))?)
-        }
+        Method::SendfilePipe | Method::Splice => Some(Pipe::new(Some(1 << 20))?),
         _ => None,
     };
     let mut uring = match a.method {
@@ -350,7 +348,7 @@ fn stopped_while_reading(
     });
     let r = match a.method {
         Method::Splice => {
-            let p = Pipe::new(chunk.min(1 << 20)).map_err(|e| format!("pipe: {e}"))?;
+            let p = Pipe::new(Some(chunk.min(1 << 20)))?;
             splice_into(fd, &p, chunk)
         }
         // The call is the wait for data, 3 s: the STOP wakes it, and the poll() that

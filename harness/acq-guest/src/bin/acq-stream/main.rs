@@ -1,6 +1,7 @@
 //! acq-stream: stream from `/dev/acqN`, verify every byte against the card's pattern, and
 //! print one JSON result line. `--direction out` plays a stream into `/dev/acqN-out`
-//! instead and reports what the card verified (`acq_guest::playback`).
+//! instead and reports what the card verified (`playback.rs`: both directions' consumers
+//! live in this binary).
 //!
 //! ```text
 //! acq-stream --device /dev/acq0 --mode read|splice --bytes 256M [--verify]
@@ -61,7 +62,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{IsTerminal, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -81,6 +82,7 @@ mod args;
 mod check;
 mod loops;
 mod pipes;
+mod playback;
 mod sink;
 mod state;
 
@@ -103,7 +105,7 @@ fn main() -> ExitCode {
         .windows(2)
         .any(|w| w[0] == "--direction" && w[1] == "out")
     {
-        return acq_guest::playback::main(&argv);
+        return playback::main(&argv);
     }
     let args = match parse_args() {
         Ok(a) => a,

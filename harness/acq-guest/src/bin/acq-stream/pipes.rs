@@ -42,65 +42,7 @@ pub(crate) fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-/// A pipe, both ends.
-pub(crate) struct Pipe {
-    pub(crate) r: OwnedFd,
-    pub(crate) w: OwnedFd,
-    pub(crate) size: usize,
-}
-
-impl Pipe {
-    pub(crate) fn new(size: Option<usize>) -> Result<Pipe, String> {
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(format!("pipe: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: pipe2 returned two new descriptors we own.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        if let Some(s) = size {
-            // SAFETY: fcntl on our own descriptor.
-            if unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, s as libc::c_int) } < 0 {
-                return Err(format!(
-                    "F_SETPIPE_SZ {s}: {} (see /proc/sys/fs/pipe-max-size)",
-                    std::io::Error::last_os_error()
-                ));
-            }
-        }
-        // SAFETY: fcntl on our own descriptor.
-        let got = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) };
-        Ok(Pipe {
-            r,
-            w,
-            size: usize::try_from(got).unwrap_or(65536),
-        })
-    }
-}
-
-/// splice() without offsets.
-pub(crate) fn splice(
-    from: RawFd,
-    to: RawFd,
-    len: usize,
-    flags: libc::c_uint,
-) -> std::io::Result<usize> {
-    // SAFETY: plain system call on descriptors; null offsets.
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            flags,
-        )
-    };
-    if n < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
+pub(crate) use acq_guest::pipe::{splice, Pipe};
 
 /// Moves exactly `len` bytes out of pipe `from` into `to`.
 pub(crate) fn drain(from: RawFd, to: RawFd, mut len: usize, what: &str) -> Result<(), String> {

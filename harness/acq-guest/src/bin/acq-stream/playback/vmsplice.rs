@@ -14,8 +14,9 @@
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use super::{errno_name, last_errno, on_error, splice, Args, PbDev, Pipe, Producer, Run};
-use crate::uapi::{self, AcqPbRelease};
+use super::{errno_name, last_errno, on_error, splice, Args, PbDev, Producer, Run};
+use crate::pipes::Pipe;
+use acq_guest::uapi::{self, AcqPbRelease};
 use acq_wire::consumer::playback::BUFFERS_DEFAULT;
 
 /// What the loop did besides moving bytes (in the result line).

@@ -38,9 +38,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::acqdev::{self, errno_name};
-use crate::regs;
-use crate::uapi::{self, AcqConfig, AcqPbStats};
+use acq_guest::acqdev::{self, errno_name};
+use acq_guest::regs;
+use acq_guest::uapi::{self, AcqConfig, AcqPbStats};
 use acq_wire::consumer::ConsumerReport;
 
 mod args;
@@ -143,7 +143,7 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
         "drain": drained.err(),
         "stats": pb_stats_json(&after),
     });
-    let report = crate::result::line(&report, detail);
+    let report = acq_guest::result::line(&report, detail);
     Ok((report, ok))
 }
 
@@ -158,5 +158,5 @@ pub fn main(argv: &[String]) -> ExitCode {
         }
     };
     let context = serde_json::json!({"direction": "out", "device": a.device});
-    crate::result::finish(run(&a), context)
+    acq_guest::result::finish(run(&a), context)
 }

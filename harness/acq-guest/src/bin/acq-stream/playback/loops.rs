@@ -2,6 +2,7 @@
 //! account of bytes, errors and retries.
 
 use super::*;
+use crate::pipes::Pipe;
 
 /// Fills `buf` with the source's bytes at stream offset `off`.
 pub(super) struct Producer {
@@ -130,52 +131,16 @@ pub(super) fn write_loop(
     Ok(())
 }
 
-pub(super) struct Pipe {
-    pub(super) r: OwnedFd,
-    pub(super) w: OwnedFd,
-}
-
-impl Pipe {
-    pub(super) fn new(size: Option<usize>) -> Result<Pipe, String> {
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for two descriptors.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-            return Err(format!("pipe: {}", errno_name(last_errno())));
-        }
-        // SAFETY: both descriptors were just created and are owned by nobody else.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        if let Some(s) = size {
-            // SAFETY: F_SETPIPE_SZ on our own pipe.
-            if unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, s as libc::c_int) } < 0 {
-                return Err(format!("F_SETPIPE_SZ {s}: {}", errno_name(last_errno())));
-            }
-        }
-        Ok(Pipe { r, w })
-    }
-}
-
+/// [`crate::pipes::splice`] (the capture side's) with SPLICE_F_MOVE, failing with the
+/// errno, which the playback loops match on.
 pub(super) fn splice(
     from: RawFd,
     to: RawFd,
     len: usize,
     flags: libc::c_uint,
 ) -> Result<usize, i32> {
-    // SAFETY: plain splice between descriptors we own, no offsets.
-    let r = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | flags,
-        )
-    };
-    if r < 0 {
-        Err(last_errno())
-    } else {
-        Ok(r as usize)
-    }
+    crate::pipes::splice(from, to, len, libc::SPLICE_F_MOVE | flags)
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// Sendfile mode: file -> card with sendfile() (the kernel's direct splice: its own pipe,
