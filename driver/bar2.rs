@@ -27,7 +27,7 @@ use kernel::{
     prelude::*,
 };
 
-use super::{completions, regs, uapi::AcqConfig, StreamingPage};
+use super::{regs, uapi::AcqConfig, StreamingPage};
 
 /// The smallest BAR2 a card can have (docs/device.md section 4); the mapping is checked
 /// against it at probe, every access against the real size at run time.
@@ -139,11 +139,6 @@ impl Bar2 {
     /// CONFIG/BAR2_LAYOUT).
     pub(crate) fn fits(&self, l: Layout) -> bool {
         regs::bar2::layout_fits(self.size as u64, l.ring_log2, l.block_size)
-    }
-
-    /// Completion `k` of the session, if the card wrote it (its PHASE matches).
-    pub(crate) fn completion(&self, k: u32, log2: u32) -> Option<regs::Completion> {
-        completions::read(self, regs::bar2::COMP_OFFSET as usize, k, log2)
     }
 
     /// Copies the first `len` bytes of data slot `slot` into `page` (`memcpy_fromio`).

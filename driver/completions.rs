@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Completion records, read the one way every ring reads them: capture and playback in
-//! coherent host memory, capture in BAR2 (docs/device.md 6.2).
+//! coherent host memory, capture in BAR2 (docs/device.md 6.2); and the two things a
+//! driver does to a record besides reading it: find one the card passed without writing,
+//! and mark a slot unwritten before its buffer goes back to the card.
 
 use super::*;
 
@@ -9,6 +11,8 @@ use super::*;
 pub(crate) trait RingMemory {
     /// The 32-bit word at byte offset `off` (0 where the memory cannot be read).
     fn read32(&self, off: usize) -> u32;
+    /// Writes the 32-bit word at byte offset `off` (dropped where it cannot be written).
+    fn write32(&self, off: usize, v: u32);
     /// Orders the read of a record's tail dword before the reads of the rest of it and of
     /// the block it describes.
     fn acquire(&self);
@@ -19,6 +23,10 @@ impl RingMemory for DmaRegion {
         DmaRegion::read32(self, off)
     }
 
+    fn write32(&self, off: usize, v: u32) {
+        DmaRegion::write32(self, off, v);
+    }
+
     fn acquire(&self) {
         dma_mb(Read);
     }
@@ -27,6 +35,10 @@ impl RingMemory for DmaRegion {
 impl RingMemory for bar2::Bar2 {
     fn read32(&self, off: usize) -> u32 {
         bar2::Bar2::read32(self, off)
+    }
+
+    fn write32(&self, off: usize, v: u32) {
+        bar2::Bar2::write32(self, off, v);
     }
 
     fn acquire(&self) {
@@ -40,7 +52,7 @@ impl RingMemory for bar2::Bar2 {
 /// card wrote it: its PHASE matches `k`'s lap. The tail dword (PHASE, id, flags) is read
 /// first, then the barrier, then the rest of the record.
 pub(crate) fn read(
-    mem: &impl RingMemory,
+    mem: &(impl RingMemory + ?Sized),
     base: usize,
     k: u32,
     log2: u32,
@@ -60,4 +72,38 @@ pub(crate) fn read(
         id: tail as u16,
         flags: (tail >> 16) as u16,
     })
+}
+
+/// True if the card says it completed ring index `k` (its published `cons` is past it, by
+/// at most `max_ahead`: a `cons` further on is a lie of its own and proves nothing) while
+/// the record there still carries the previous lap's phase: a completion the card lied
+/// about or lost. Waiting for it would wait for ever (the card goes on with the next
+/// ones), so the caller takes it as an error.
+pub(crate) fn passed_unwritten(
+    mem: &(impl RingMemory + ?Sized),
+    base: usize,
+    k: u32,
+    log2: u32,
+    cons: u32,
+    max_ahead: u32,
+) -> bool {
+    let ahead = cons.wrapping_sub(k);
+    if ahead == 0 || ahead > max_ahead {
+        return false;
+    }
+    // ACQUIRE: the card writes a record before it publishes `cons` past it, so the record
+    // read after `cons` is the one the card wrote.
+    mem.acquire();
+    read(mem, base, k, log2).is_none()
+}
+
+/// Makes the record of ring index `k` read as unwritten for the next lap: its tail dword
+/// gets `k`'s own phase. A record the card left with the previous lap's phase carries the
+/// *next* lap's, and would pass for index `k + N` before the card writes that one (stale
+/// data, the stream going backwards). Done before the slot's buffer goes back to the card,
+/// so the card's next record lands after this write.
+pub(crate) fn unmark(mem: &(impl RingMemory + ?Sized), base: usize, k: u32, log2: u32) {
+    let off =
+        base + regs::ring::slot(k, log2) as usize * regs::comp::SIZE + regs::comp::OFF_TAIL_DWORD;
+    mem.write32(off, u32::from(regs::ring::phase(k, log2)) << 16);
 }

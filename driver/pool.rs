@@ -213,11 +213,6 @@ impl Hw {
         self.pool.iter().filter(|p| !p.lent()).count()
     }
 
-    /// The completion with index `k`, if the card wrote it (its PHASE matches).
-    pub(crate) fn completion(&self, k: u32, log2: u32) -> Option<regs::Completion> {
-        completions::read(&self.comp, 0, k, log2)
-    }
-
     /// Hands pool page `page` to the card's side: marked busy in `busy` until its
     /// completion is consumed (what a lent page's ->confirm waits for). In BAR2 mode this is
     /// all "posting" does: the slot gets its page now, the data is copied into it later.

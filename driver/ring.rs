@@ -256,21 +256,15 @@ impl Card {
     /// completion the card lied about or lost. Waiting for it would wait for ever (the
     /// card goes on with the next ones), so read() and splice() take it as an error.
     pub(crate) fn head_lost(&self, g: &Inner) -> bool {
-        let Some(hw) = g.hw.as_ref() else {
+        let (Some(hw), Some((mem, base))) = (g.hw.as_ref(), self.comp_ring(g)) else {
             return false;
         };
         if !g.running {
             return false;
         }
         let cons = self.event_read(g.bar2, hw, regs::event::OFF_CONS);
-        let ahead = cons.wrapping_sub(g.head);
-        if ahead == 0 || ahead > g.entries() {
-            return false;
-        }
-        // ACQUIRE: the card writes a completion before it publishes `cons` past it, so
-        // the record read after `cons` is the one the card wrote.
-        dma_mb(Read);
-        self.completion(g, g.head).is_none()
+        let log2 = g.cfg.ring_log2;
+        completions::passed_unwritten(mem, base, g.head, log2, cons, g.entries())
     }
 
     /// Takes the completion at `g.head` that [`Card::head_lost`] found lost: one error
@@ -292,20 +286,11 @@ impl Card {
         self.consumed(g);
     }
 
-    /// Makes the record of ring index `k` read as unwritten for the next lap: its tail
-    /// dword gets `k`'s own phase. A record the card left with the previous lap's phase
-    /// carries the *next* lap's, and would pass for index `k + N` before the card writes
-    /// that one (stale data, the stream going backwards). Done before the slot's buffer
-    /// goes back to the card, so the card's next record lands after this write.
+    /// Marks the record of ring index `k` unwritten for the next lap
+    /// ([`completions::unmark`]).
     fn unmark(&self, g: &Inner, k: u32) {
-        let log2 = g.cfg.ring_log2;
-        let off =
-            regs::ring::slot(k, log2) as usize * regs::comp::SIZE + regs::comp::OFF_TAIL_DWORD;
-        let tail = u32::from(regs::ring::phase(k, log2)) << 16;
-        match (g.bar2, self.bar2.as_ref(), g.hw.as_ref()) {
-            (true, Some(b), _) => b.write32(regs::bar2::COMP_OFFSET as usize + off, tail),
-            (false, _, Some(hw)) => hw.comp.write32(off, tail),
-            _ => {}
+        if let Some((mem, base)) = self.comp_ring(g) {
+            completions::unmark(mem, base, k, g.cfg.ring_log2);
         }
     }
 

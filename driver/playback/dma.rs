@@ -213,25 +213,14 @@ impl PbHw {
     /// pages the card may still be reading.
     pub(super) fn head_lost(&self, k: u32, published: u32, log2: u32) -> bool {
         let cons = self.event.read32(regs::pb_event::OFF_CONS);
-        let ahead = cons.wrapping_sub(k);
-        if ahead == 0
-            || ahead > regs::ring::entries(log2)
-            || ahead > regs::ring::outstanding(published, k)
-        {
-            return false;
-        }
-        // ACQUIRE: the card writes a record before it publishes `cons` past it.
-        dma_mb(Read);
-        self.completion(k, log2).is_none()
+        let max_ahead = regs::ring::entries(log2).min(regs::ring::outstanding(published, k));
+        completions::passed_unwritten(&self.comp, 0, k, log2, cons, max_ahead)
     }
 
-    /// Makes the record of ring index `k` read as unwritten for the next lap (its tail
-    /// dword gets `k`'s own phase), before its slot goes back to the card.
+    /// Marks the record of ring index `k` unwritten for the next lap
+    /// ([`completions::unmark`]), before its slot goes back to the card.
     pub(super) fn unmark(&self, k: u32, log2: u32) {
-        let off =
-            regs::ring::slot(k, log2) as usize * regs::comp::SIZE + regs::comp::OFF_TAIL_DWORD;
-        self.comp
-            .write32(off, u32::from(regs::ring::phase(k, log2)) << 16);
+        completions::unmark(&self.comp, 0, k, log2);
     }
 
     pub(super) fn write_desc(&self, slot: usize, addr: u64, len: u32) {
