@@ -83,7 +83,7 @@ pub struct RequestCounters {
 
 /// The state shared by every connection: the disk, the faults, the counters.
 #[derive(Debug)]
-pub struct Sink {
+pub struct SharedDisk {
     disk: Mutex<Disk>,
     faults: Mutex<FaultPlan>,
     counters: Mutex<RequestCounters>,
@@ -100,10 +100,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Sink {
+impl SharedDisk {
     /// A sink around `disk`.
-    pub fn new(disk: Disk) -> Arc<Sink> {
-        Arc::new(Sink {
+    pub fn new(disk: Disk) -> Arc<SharedDisk> {
+        Arc::new(SharedDisk {
             disk: Mutex::new(disk),
             faults: Mutex::new(FaultPlan::new()),
             counters: Mutex::new(RequestCounters::default()),
@@ -338,9 +338,9 @@ fn take(segs: &[Seg], mut len: u64) -> Vec<Seg> {
     out
 }
 
-/// The vhost-user backend of one connection (the [`Sink`] outlives it).
+/// The vhost-user backend of one connection (the [`SharedDisk`] outlives it).
 pub struct SinkBackend {
-    sink: Arc<Sink>,
+    sink: Arc<SharedDisk>,
     mem: RwLock<Option<Mem>>,
     event_idx: AtomicBool,
     exit: (EventConsumer, EventNotifier),
@@ -354,7 +354,7 @@ pub struct SinkBackend {
 
 impl SinkBackend {
     /// A backend for a new connection.
-    pub fn new(sink: Arc<Sink>) -> io::Result<SinkBackend> {
+    pub fn new(sink: Arc<SharedDisk>) -> io::Result<SinkBackend> {
         Ok(SinkBackend {
             sink,
             mem: RwLock::new(None),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::backend::Sink;
+use crate::backend::SharedDisk;
 use crate::faults;
 use acq_daemon::jsonl::{self, fail};
 
@@ -16,11 +16,11 @@ use acq_daemon::jsonl::{self, fail};
 pub const MAX_EXTENTS: usize = 10_000;
 
 /// Handles one request line and returns the reply (without the newline).
-pub fn handle_line(sink: &Sink, line: &str) -> String {
+pub fn handle_line(sink: &SharedDisk, line: &str) -> String {
     reply(sink, line).to_string()
 }
 
-fn reply(sink: &Sink, line: &str) -> Value {
+fn reply(sink: &SharedDisk, line: &str) -> Value {
     // `inject` parameters depend on the fault: faults::parse checks them.
     let fields =
         |cmd: &str| -> Option<&'static [&'static str]> { (cmd != "inject").then_some(&[]) };
@@ -61,7 +61,7 @@ fn reply(sink: &Sink, line: &str) -> Value {
 }
 
 /// Binds the control socket at `path` and serves it in background threads.
-pub fn spawn(path: &Path, sink: Arc<Sink>) -> io::Result<()> {
+pub fn spawn(path: &Path, sink: Arc<SharedDisk>) -> io::Result<()> {
     let listener = UnixListener::bind(path)?;
     let handler = move |line: &str| handle_line(&sink, line);
     jsonl::serve(listener, "sink-control", Arc::new(handler))?;
@@ -74,8 +74,8 @@ mod tests {
     use crate::config::SinkConfig;
     use crate::disk::Disk;
 
-    fn sink() -> Arc<Sink> {
-        Sink::new(
+    fn sink() -> Arc<SharedDisk> {
+        SharedDisk::new(
             Disk::new(SinkConfig {
                 size: 1 << 20,
                 ..SinkConfig::default()
@@ -84,7 +84,7 @@ mod tests {
         )
     }
 
-    fn ask(s: &Sink, line: &str) -> Value {
+    fn ask(s: &SharedDisk, line: &str) -> Value {
         serde_json::from_str(&handle_line(s, line)).unwrap()
     }
 

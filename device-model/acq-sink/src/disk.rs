@@ -165,7 +165,7 @@ impl Disk {
     }
 
     /// The disk's counters and written-range summary (the rest of the control socket's
-    /// counters are the backend's: [`crate::backend::Sink::report`]).
+    /// counters are the backend's: [`crate::backend::SharedDisk::report`]).
     pub fn report(&self) -> DiskCounters {
         let c = &self.counters;
         let holes = self.written.holes();

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use acq_daemon::daemon::{self, clear_stale_socket, TermSignals};
-use acq_sink::backend::Sink;
+use acq_sink::backend::SharedDisk;
 use acq_sink::config::{parse_pattern, SinkConfig};
 use acq_sink::control;
 use acq_sink::disk::Disk;
@@ -110,7 +110,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(p) => format!("creating the store file {}", p.display()),
         None => "creating the disk".into(),
     })?;
-    let sink = Sink::new(disk);
+    let sink = SharedDisk::new(disk);
     info!(
         size = cfg.size,
         block_size = cfg.block_size,

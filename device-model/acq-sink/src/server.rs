@@ -11,7 +11,7 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::backend::{Sink, SinkBackend};
+use crate::backend::{SharedDisk, SinkBackend};
 
 /// Why the server stopped.
 #[derive(Debug, Error)]
@@ -46,14 +46,14 @@ impl SinkServer {
     }
 
     /// Serves connections one after another, forever (or until a setup error).
-    pub fn serve(mut self, sink: &Arc<Sink>) -> Result<(), ServerError> {
+    pub fn serve(mut self, sink: &Arc<SharedDisk>) -> Result<(), ServerError> {
         loop {
             self.serve_one(sink)?;
         }
     }
 
     /// Accepts one connection and serves it until the frontend disconnects.
-    pub fn serve_one(&mut self, sink: &Arc<Sink>) -> Result<(), ServerError> {
+    pub fn serve_one(&mut self, sink: &Arc<SharedDisk>) -> Result<(), ServerError> {
         let backend = Arc::new(
             SinkBackend::new(Arc::clone(sink)).map_err(|e| ServerError::Setup(e.to_string()))?,
         );

@@ -142,7 +142,7 @@ pub fn run(paths: &Paths, opts: &BenchOptions) -> Result<Report> {
     // checked on the host (the card's defaults after load: counter, seed 0; every run is
     // a new session from stream offset 0, written at disk offset 0), vdb with an ext2 file
     // system (stored, sparse, not checked).
-    let disk = |store: bool| crate::sink::DiskSpec {
+    let disk = |store: bool| crate::disks::DiskSpec {
         // The raw disk is written by stream position: room for overflow gaps when the
         // disk is slower than the card (sparse; an unstored disk keeps no data).
         size: (opts.bytes * if store { 1 } else { 4 } + (64 << 20)).next_multiple_of(1 << 20),
@@ -286,7 +286,7 @@ pub fn run(paths: &Paths, opts: &BenchOptions) -> Result<Report> {
         }
     }
     vm.sh_ok("umount /mnt/bench", Duration::from_secs(60))?;
-    if let Some(c) = vm.sinks.first().and_then(|s| s.disk_counters().ok()) {
+    if let Some(c) = vm.disk_servers.first().and_then(|s| s.disk_counters().ok()) {
         eprintln!(
             "  raw disk check: {} bytes verified, {} mismatched",
             c.bytes_verified, c.bytes_mismatched

@@ -700,7 +700,7 @@ fn cmd_vm(args: VmArgs) -> Result<ExitCode> {
         disks: args
             .disks
             .iter()
-            .map(|&size| acq::sink::DiskSpec {
+            .map(|&size| acq::disks::DiskSpec {
                 size,
                 block_size: 4096,
                 ..Default::default()

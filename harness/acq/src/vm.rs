@@ -38,7 +38,7 @@ pub struct VmConfig {
     /// Cards, each behind its own PCIe root port (so it can be hot-unplugged).
     pub cards: Vec<Card>,
     /// Capture disks (`acq-sink`, vhost-user-blk): /dev/vda, /dev/vdb, ... in order.
-    pub disks: Vec<crate::sink::DiskSpec>,
+    pub disks: Vec<crate::disks::DiskSpec>,
     /// Kernel modules to put into the image at `/lib/modules/NAME.ko`.
     pub modules: Vec<PathBuf>,
     /// Extra files for the image: (guest path, host path).
@@ -101,7 +101,7 @@ pub struct Vm {
     /// The device models the harness started, in card order (external cards have none).
     pub models: Vec<DeviceModel>,
     /// The capture disks the harness started, in disk order.
-    pub sinks: Vec<crate::sink::Sink>,
+    pub disk_servers: Vec<crate::disks::DiskServer>,
     run_dir: PathBuf,
     keep: bool,
     failed: bool,
@@ -143,9 +143,9 @@ impl Vm {
             }
         }
 
-        let sink_bin = crate::sink::binary(&paths.device_model);
-        let sinks = (cfg.disks.iter().enumerate())
-            .map(|(i, d)| crate::sink::start(&sink_bin, &run_dir, i, d))
+        let sink_bin = crate::disks::binary(&paths.device_model);
+        let disk_servers = (cfg.disks.iter().enumerate())
+            .map(|(i, d)| crate::disks::start(&sink_bin, &run_dir, i, d))
             .collect::<Result<Vec<_>>>()?;
 
         let agent_sock = run_dir.join("agent.sock");
@@ -163,8 +163,8 @@ impl Vm {
             &agent_sock,
             &console,
         );
-        let disk_sockets: Vec<PathBuf> = sinks.iter().map(|s| s.socket.clone()).collect();
-        args.extend(crate::sink::qemu_args(&disk_sockets));
+        let disk_sockets: Vec<PathBuf> = disk_servers.iter().map(|s| s.socket.clone()).collect();
+        args.extend(crate::disks::qemu_args(&disk_sockets));
         fs::write(run_dir.join("qemu.cmdline"), shell_words(&args))?;
 
         let mut cmd = match &paths.qemu {
@@ -216,7 +216,7 @@ impl Vm {
         Ok(Vm {
             qemu,
             models,
-            sinks,
+            disk_servers,
             agent: Arc::new(agent),
             run_dir,
             keep: cfg.keep,
@@ -380,7 +380,7 @@ impl Vm {
                 )),
             }
         }
-        for (i, d) in self.sinks.iter_mut().enumerate() {
+        for (i, d) in self.disk_servers.iter_mut().enumerate() {
             match d.child.terminate(Duration::from_secs(5)) {
                 Some(s) if s.success() => {}
                 other => errors.push(format!(
@@ -475,7 +475,7 @@ impl Drop for Vm {
         for m in &mut self.models {
             m.child.terminate(Duration::from_secs(3));
         }
-        for d in &mut self.sinks {
+        for d in &mut self.disk_servers {
             d.child.terminate(Duration::from_secs(3));
         }
         if self.failed {

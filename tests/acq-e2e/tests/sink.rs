@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use acq::sink::DiskSpec;
+use acq::disks::DiskSpec;
 use acq::vm::{Card, Vm, VmConfig};
 use acq_e2e::{assert_dmesg_clean, driver_image, CMD};
 use anyhow::{ensure, Context, Result};
@@ -22,11 +22,11 @@ const DISK: u64 = 64 * MIB;
 const STREAMED: u64 = 16 * MIB;
 
 fn counters(vm: &Vm) -> Result<Value> {
-    vm.sinks[0].counters().context("sink counters")
+    vm.disk_servers[0].counters().context("sink counters")
 }
 
 fn inject(vm: &Vm, req: Value) -> Result<()> {
-    vm.sinks[0].request(&req).map(|_| ())
+    vm.disk_servers[0].request(&req).map(|_| ())
 }
 
 fn n(c: &Value, key: &str) -> u64 {
@@ -53,7 +53,10 @@ fn filesystem(vm: &mut Vm) -> Result<()> {
         ),
         CMD,
     )?;
-    let img = vm.sinks[1].store.clone().context("vdb has no store file")?;
+    let img = vm.disk_servers[1]
+        .store
+        .clone()
+        .context("vdb has no store file")?;
     let data = std::fs::read(&img).with_context(|| format!("reading {}", img.display()))?;
     let blocks = (FILE / 4096) as usize;
     let mut found = vec![false; blocks];
@@ -77,7 +80,7 @@ fn filesystem(vm: &mut Vm) -> Result<()> {
         "{missing} of {blocks} stream blocks of /mnt/capture are not on the disk (first: {:?})",
         found.iter().position(|f| !*f).map(|b| b * 4096)
     );
-    let c = vm.sinks[1].counters()?;
+    let c = vm.disk_servers[1].counters()?;
     ensure!(n(&c, "bytes_written") >= FILE, "{c}");
     eprintln!(
         "ext2 on vdb: {} MiB file found block by block in the store file; sink: {} bytes written, {} flushes",
@@ -129,7 +132,7 @@ fn card_stream_to_the_capture_disk_is_verified_on_the_host_and_faults_reach_the_
     let r = steps(&mut vm);
     if r.is_err() {
         vm.mark_failed();
-        eprintln!("sink log: {}", vm.sinks[0].log.display());
+        eprintln!("sink log: {}", vm.disk_servers[0].log.display());
     }
     r?;
     vm.shutdown(Duration::from_secs(60))?;
@@ -383,7 +386,7 @@ fn consumer_account_of_the_disk_matches_the_disk() -> Result<()> {
     let r = consumer_steps(&mut vm);
     if r.is_err() {
         vm.mark_failed();
-        eprintln!("sink log: {}", vm.sinks[0].log.display());
+        eprintln!("sink log: {}", vm.disk_servers[0].log.display());
     }
     r?;
     vm.shutdown(Duration::from_secs(60))?;
@@ -424,7 +427,7 @@ fn consumer_steps(vm: &mut Vm) -> Result<()> {
     let before = counters(vm)?;
     let total = 4 * MIB;
     let run = std::thread::scope(|s| -> Result<Value> {
-        let sinks = &vm.sinks;
+        let sinks = &vm.disk_servers;
         let faults = s.spawn(|| -> Result<()> {
             // Once writes flow, fail the next two.
             let t = Instant::now();

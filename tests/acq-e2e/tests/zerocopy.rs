@@ -245,11 +245,11 @@ fn zerocopy_file_on_a_virtio_blk_disk() -> Result<()> {
     // A stored capture disk (acq-sink) holding an ext2 filesystem.
     let cfg = acq::vm::VmConfig {
         cards: vec![acq::vm::Card::Model { config: None }],
-        disks: vec![acq::sink::DiskSpec {
+        disks: vec![acq::disks::DiskSpec {
             size: (mib + 64) << 20,
             store: true,
             verify: false,
-            ..acq::sink::DiskSpec::default()
+            ..acq::disks::DiskSpec::default()
         }],
         modules,
         files,

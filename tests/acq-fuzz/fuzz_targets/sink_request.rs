@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use acq_sink::backend::{Sink, SinkBackend};
+use acq_sink::backend::{SharedDisk, SinkBackend};
 use acq_sink::config::SinkConfig;
 use acq_sink::disk::Disk;
 use libfuzzer_sys::fuzz_target;
@@ -23,14 +23,14 @@ const DESC: u64 = 0x0;
 const AVAIL: u64 = 0x1000;
 const USED: u64 = 0x2000;
 
-fn sink() -> &'static Arc<Sink> {
-    static SINK: std::sync::OnceLock<Arc<Sink>> = std::sync::OnceLock::new();
+fn sink() -> &'static Arc<SharedDisk> {
+    static SINK: std::sync::OnceLock<Arc<SharedDisk>> = std::sync::OnceLock::new();
     SINK.get_or_init(|| {
         let cfg = SinkConfig {
             size: 1 << 20,
             ..SinkConfig::default()
         };
-        Sink::new(Disk::new(cfg).expect("the disk"))
+        SharedDisk::new(Disk::new(cfg).expect("the disk"))
     })
 }
 

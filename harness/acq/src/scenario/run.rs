@@ -224,7 +224,7 @@ fn run_inner(
             .unwrap_or_else(|e| json!({"error": format!("card {i}: {e:#}")}));
         res.counters.push(c);
     }
-    for (i, d) in vm.sinks.iter().enumerate() {
+    for (i, d) in vm.disk_servers.iter().enumerate() {
         let c = d
             .counters()
             .unwrap_or_else(|e| json!({"error": format!("disk {i}: {e:#}")}));
@@ -351,13 +351,13 @@ fn remaining(deadline: Instant) -> Duration {
 }
 
 /// The sink settings for a scenario disk: it checks writes against its card's stream.
-fn disk_spec(sc: &Scenario, d: &super::format::DiskSpec) -> crate::sink::DiskSpec {
+fn disk_spec(sc: &Scenario, d: &super::format::DiskSpec) -> crate::disks::DiskSpec {
     let dev = sc
         .cards
         .get(d.card)
         .map(|c| c.device.clone())
         .unwrap_or_default();
-    crate::sink::DiskSpec {
+    crate::disks::DiskSpec {
         size: d.size.0,
         block_size: d.block_size,
         pattern: dev
@@ -415,7 +415,7 @@ fn run_steps(
         }
     }
     let controls: Vec<PathBuf> = vm.models.iter().map(|m| m.control.clone()).collect();
-    let disks: Vec<PathBuf> = vm.sinks.iter().map(|s| s.control.clone()).collect();
+    let disks: Vec<PathBuf> = vm.disk_servers.iter().map(|s| s.control.clone()).collect();
     // Faults at a step are injected by this thread, between the steps; the rest by the
     // timeline, beside them.
     let (at_step, timed): (Vec<FaultSpec>, Vec<FaultSpec>) = sc

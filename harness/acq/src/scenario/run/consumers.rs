@@ -52,7 +52,7 @@ pub(super) fn stream(
         )?;
         // Unmounted: everything the file system wrote is on the disk, so its store holds
         // the file where the extents say.
-        if let Some(store) = vm.sinks.get(d).and_then(|s| s.store.clone()) {
+        if let Some(store) = vm.disk_servers.get(d).and_then(|s| s.store.clone()) {
             let check = consumer_report(&v)
                 .and_then(|r| verify_file_on_disk(&r, &store))
                 .map_or_else(

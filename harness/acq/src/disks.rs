@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::control::ModelControl;
 use crate::process::Child;
 
-/// How long a sink may take to create its socket.
+/// How long an `acq-sink` process may take to create its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One capture disk of a VM.
@@ -55,9 +55,9 @@ impl Default for DiskSpec {
     }
 }
 
-/// A running sink.
+/// A running capture disk: its `acq-sink` process and sockets.
 #[derive(Debug)]
-pub struct Sink {
+pub struct DiskServer {
     /// The process.
     pub child: Child,
     /// Its vhost-user socket (what QEMU connects to).
@@ -70,19 +70,19 @@ pub struct Sink {
     pub store: Option<PathBuf>,
 }
 
-impl Sink {
+impl DiskServer {
     /// Connects to the control socket (transcript appended to `sinkN.ctl.log`).
     pub fn connect(&self) -> Result<ModelControl> {
         let transcript = self.control.with_extension("ctl.log");
         ModelControl::connect(&self.control, Some(&transcript))
     }
 
-    /// The sink's counters (one JSON object, docs/sink.md), as they came.
+    /// The disk's counters (one JSON object, docs/sink.md), as they came.
     pub fn counters(&self) -> Result<Value> {
         self.connect()?.counters()
     }
 
-    /// The sink's counters, read into their type.
+    /// The disk's counters, read into their type.
     pub fn disk_counters(&self) -> Result<DiskCounters> {
         let v = self.counters()?;
         serde_json::from_value(v.clone())
@@ -101,7 +101,7 @@ pub fn binary(device_model: &Path) -> PathBuf {
 }
 
 /// Starts disk `index` with `binary`, its files in `run_dir`.
-pub fn start(binary: &Path, run_dir: &Path, index: usize, spec: &DiskSpec) -> Result<Sink> {
+pub fn start(binary: &Path, run_dir: &Path, index: usize, spec: &DiskSpec) -> Result<DiskServer> {
     if !binary.exists() {
         bail!(
             "the capture disk {} does not exist: run `make build`",
@@ -150,7 +150,7 @@ pub fn start(binary: &Path, run_dir: &Path, index: usize, spec: &DiskSpec) -> Re
         &format!("capture disk {index}"),
         START_TIMEOUT,
     )?;
-    Ok(Sink {
+    Ok(DiskServer {
         child,
         socket,
         control,
