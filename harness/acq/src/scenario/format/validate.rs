@@ -3,6 +3,7 @@
 
 use super::share::{ShareSource, ShareStep};
 use super::*;
+use acq_wire::consumer::playback::BUFFERS_MAX;
 use acq_wire::consumer::ArgError;
 use acq_wire::counters::{CardCounters, DiskCounters};
 
@@ -14,34 +15,65 @@ fn err(loc: &str, why: String) -> Result<(), Problem> {
     Err((loc.to_owned(), why))
 }
 
+/// The most vCPUs a scenario's guest may have.
+pub const VM_CPUS_MAX: u32 = 8;
+/// A scenario guest's memory, MiB.
+pub const VM_MEMORY_MIB: std::ops::RangeInclusive<u32> = 128..=16384;
+/// The most extra kernel arguments ...
+pub const KERNEL_ARGS_MAX: usize = 16;
+/// ... and the longest one.
+pub const KERNEL_ARG_LEN_MAX: usize = 256;
+/// The most cards one scenario may have ...
+pub const CARDS_MAX: usize = 8;
+/// ... and the most capture disks.
+pub const DISKS_MAX: usize = 8;
+/// The largest ring this project's driver takes (`MAX_RING_LOG2` in driver/acq_main.rs,
+/// `AcqInfo::max_ring_log2`; the card's contract allows up to
+/// `regs::limits::RING_LOG2_MAX`).
+pub const DRIVER_RING_LOG2_MAX: u32 = 10;
+/// The logical block sizes a capture disk may have.
+pub const DISK_BLOCK_SIZES: [u32; 2] = [512, 4096];
+
 /// Checks what the types alone cannot: ranges and cross-references, each part of the
 /// scenario by its own function below.
 pub(super) fn validate(sc: &Scenario) -> Result<(), Problem> {
-    if !(1..=8).contains(&sc.vm.cpus) {
-        return err("vm.cpus", format!("{} is not in 1..=8", sc.vm.cpus));
-    }
-    if !(128..=16384).contains(&sc.vm.memory_mib) {
+    if !(1..=VM_CPUS_MAX).contains(&sc.vm.cpus) {
         return err(
-            "vm.memory_mib",
-            format!("{} is not in 128..=16384", sc.vm.memory_mib),
+            "vm.cpus",
+            format!("{} is not in 1..={VM_CPUS_MAX}", sc.vm.cpus),
         );
     }
-    if sc.vm.kernel_args.len() > 16 {
+    if !VM_MEMORY_MIB.contains(&sc.vm.memory_mib) {
+        return err(
+            "vm.memory_mib",
+            format!("{} is not in {VM_MEMORY_MIB:?}", sc.vm.memory_mib),
+        );
+    }
+    if sc.vm.kernel_args.len() > KERNEL_ARGS_MAX {
         return err(
             "vm.kernel_args",
-            format!("{} arguments; at most 16", sc.vm.kernel_args.len()),
+            format!(
+                "{} arguments; at most {KERNEL_ARGS_MAX}",
+                sc.vm.kernel_args.len()
+            ),
         );
     }
     for (i, a) in sc.vm.kernel_args.iter().enumerate() {
-        if a.is_empty() || a.len() > 256 || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if a.is_empty()
+            || a.len() > KERNEL_ARG_LEN_MAX
+            || a.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             return err(
                 &format!("vm.kernel_args[{i}]"),
-                format!("{a:?} is not one word of 1 to 256 characters"),
+                format!("{a:?} is not one word of 1 to {KERNEL_ARG_LEN_MAX} characters"),
             );
         }
     }
-    if sc.cards.len() > 8 {
-        return err("cards", format!("{} cards; at most 8", sc.cards.len()));
+    if sc.cards.len() > CARDS_MAX {
+        return err(
+            "cards",
+            format!("{} cards; at most {CARDS_MAX}", sc.cards.len()),
+        );
     }
     if sc.steps.is_empty() {
         return err("steps", "a scenario needs at least one step".into());
@@ -54,8 +86,8 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), Problem> {
     }
     let ncards = sc.cards.len();
     let ndisks = sc.disks.len();
-    if ndisks > 8 {
-        return err("disks", format!("{ndisks} disks; at most 8"));
+    if ndisks > DISKS_MAX {
+        return err("disks", format!("{ndisks} disks; at most {DISKS_MAX}"));
     }
     for (i, d) in sc.disks.iter().enumerate() {
         disk(i, d, ncards)?;
@@ -98,12 +130,14 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), Problem> {
 
 /// A card: its device settings against the contract's limits, BAR2 mode against its BAR.
 fn card(i: usize, c: &CardSpec) -> Result<(), Problem> {
-    // The driver's ring is at most 2^10 entries (the card's at most 2^15).
     if let Some(r) = c.device.ring_log2 {
-        if !(1..=10).contains(&r) {
+        if !(acq_hw::regs::limits::RING_LOG2_MIN..=DRIVER_RING_LOG2_MAX).contains(&r) {
             return err(
                 &format!("cards[{i}].device.ring_log2"),
-                format!("{r} is not in 1..=10"),
+                format!(
+                    "{r} is not in {}..={DRIVER_RING_LOG2_MAX} (the driver's largest ring)",
+                    acq_hw::regs::limits::RING_LOG2_MIN
+                ),
             );
         }
     }
@@ -155,10 +189,10 @@ fn disk(i: usize, d: &DiskSpec, ncards: usize) -> Result<(), Problem> {
             format!("card {} does not exist ({ncards} card(s))", d.card),
         );
     }
-    if d.block_size != 512 && d.block_size != 4096 {
+    if !DISK_BLOCK_SIZES.contains(&d.block_size) {
         return err(
             &format!("disks[{i}].block_size"),
-            format!("{} is not 512 or 4096", d.block_size),
+            format!("{} is not one of {DISK_BLOCK_SIZES:?}", d.block_size),
         );
     }
     if d.size.0 == 0 || !d.size.0.is_multiple_of(d.block_size as u64) {
@@ -228,10 +262,10 @@ fn play(sc: &Scenario, i: usize, p: &PlayStep) -> Result<(), Problem> {
             }
         }
     }
-    if let Some(b) = p.buffers.filter(|b| !(1..=1024).contains(b)) {
+    if let Some(b) = p.buffers.filter(|b| !(1..=BUFFERS_MAX).contains(b)) {
         return err(
             &format!("steps[{i}].play.buffers"),
-            format!("must be 1 .. 1024, not {b}"),
+            format!("must be 1 .. {BUFFERS_MAX}, not {b}"),
         );
     }
     if p.gift && p.reuse_before_release {
