@@ -49,10 +49,21 @@ pub struct Argv {
 }
 
 impl Argv {
-    /// The arguments (without the program name).
+    /// The arguments (without the program name). `--flag=value` is taken as `--flag value`,
+    /// as the GNU tools and clap take it.
     pub fn new(args: impl IntoIterator<Item = String>) -> Argv {
+        let mut split = Vec::new();
+        for a in args {
+            match a.strip_prefix("--").and_then(|f| f.split_once('=')) {
+                Some((flag, value)) if !flag.is_empty() => {
+                    split.push(format!("--{flag}"));
+                    split.push(value.to_string());
+                }
+                _ => split.push(a),
+            }
+        }
         Argv {
-            args: args.into_iter().collect::<Vec<_>>().into_iter(),
+            args: split.into_iter(),
         }
     }
 

@@ -307,12 +307,22 @@ fn a_refused_consume_line_names_its_flag() {
             "--timeout",
             "more than 0",
         ),
-        ("--method read --bytes 1M --rate=1M", "", "unknown argument"),
+        (
+            "--method read --bytes 1M --verify=1",
+            "",
+            "unknown argument \"--verify\"",
+        ),
     ] {
         let e = ConsumeArgs::parse(line(text)).expect_err(text);
         assert_eq!(e.flag, flag, "{text}: {e}");
         assert!(e.why.contains(says), "{text}: {e}");
     }
+    // `--flag=value`, as clap took it.
+    let a = ConsumeArgs::parse(line("--method=read --bytes=1M --rate=16M")).unwrap();
+    assert_eq!(
+        (a.method, a.bytes, a.rate),
+        (ConsumeMethod::Read, 1 << 20, 16 << 20)
+    );
 }
 
 fn line(text: &str) -> Vec<String> {

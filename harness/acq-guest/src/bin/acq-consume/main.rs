@@ -430,6 +430,10 @@ fn report(
     let typed = ConsumerReport {
         ok,
         errno,
+        // Every byte went through the scanner; a word that went backwards is a failed
+        // check (a gap is not: it is the card's loss, reported by EPIPE).
+        verified_bytes: s.offset(),
+        errors: s.backwards,
         ..ConsumerReport::moved(s.offset(), start.elapsed().as_secs_f64())
     };
     (acq_guest::result::line(&typed, extra), ok)
