@@ -330,7 +330,9 @@ pub fn draw_json(seed: u64) -> Value {
             let consumed = steps.iter().any(|s| {
                 s["exec"]["cmd"]
                     .as_str()
-                    .is_some_and(|c| c.contains(&format!("/dev/acq{card} ")))
+                    .and_then(|c| c.strip_prefix("acq-consume "))
+                    .and_then(|c| ConsumeArgs::parse(c.split_whitespace().map(String::from)).ok())
+                    .is_some_and(|a| a.device == format!("/dev/acq{card}"))
             });
             if corrupts && consumed {
                 continue;
@@ -440,6 +442,36 @@ mod tests {
                 assert!(v["expect"].get("mismatches").is_some(), "seed {seed}: {v}");
             }
         }
+    }
+
+    #[test]
+    fn no_corrupting_fault_lands_on_a_card_acq_consume_reads() {
+        // acq-consume fails on corrupted data by design. The check looked for
+        // "/dev/acqN " in the command text, which an acq-consume line built from
+        // ConsumeArgs (--device last, or left out for /dev/acq0) did not contain.
+        let mut both = 0;
+        for seed in 0..2000 {
+            let v = draw_json(seed);
+            let read_by_consume: Vec<u64> = v["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|s| s["exec"]["cmd"].as_str()?.strip_prefix("acq-consume "))
+                .map(|c| ConsumeArgs::parse(c.split_whitespace().map(String::from)).unwrap())
+                .filter_map(|a| a.device.strip_prefix("/dev/acq")?.parse().ok())
+                .collect();
+            for f in v["faults"].as_array().into_iter().flatten() {
+                let card = f["card"].as_u64().unwrap_or(0);
+                if f["inject"].get("corrupt_data").is_some() {
+                    assert!(
+                        !read_by_consume.contains(&card),
+                        "seed {seed}: corrupt_data on card {card}, which acq-consume reads: {v}"
+                    );
+                }
+                both += usize::from(!read_by_consume.is_empty());
+            }
+        }
+        assert!(both > 0, "no draw had a fault beside acq-consume");
     }
 
     #[test]
