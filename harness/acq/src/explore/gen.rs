@@ -9,63 +9,84 @@
 use serde_json::{json, Map, Value};
 
 use acq_wire::consumer::{ConsumeArgs, ConsumeMethod};
-use acq_wire::faults::CompletionLie;
+use acq_wire::faults::{CardFault, CompletionLie};
 
 use super::rng::Rng;
+use crate::scenario::format::{Fault, HostFault};
 use crate::scenario::{parse, Scenario};
 
 /// A fault of the playback channel (docs/faults.md, "The playback channel"). None
 /// corrupts what the card verifies: a failed read loses its block, and the card checks
 /// every other at its own offset.
-fn playback_fault(r: &mut Rng) -> Value {
+fn playback_fault(r: &mut Rng) -> CardFault {
     match r.below(5) {
-        0 => json!({"dma_error": {"count": r.range(1, 2)}}),
-        1 => json!({"drop_irq": {"count": r.range(1, 4)}}),
-        2 => json!({"doorbell_lie": {"count": r.range(1, 3)}}),
-        3 => json!({"cons_lie": {"count": r.range(1, 3)}}),
-        _ => {
-            // Every kind of the catalogue: both channels have them all.
-            let kind = r.pick(CompletionLie::ALL).name();
-            json!({"bad_completion": {"kind": kind, "count": 1}})
-        }
+        0 => CardFault::DmaError {
+            count: r.range(1, 2),
+        },
+        1 => CardFault::DropIrq {
+            count: r.range(1, 4),
+        },
+        2 => CardFault::DoorbellLie {
+            count: r.range(1, 3),
+        },
+        3 => CardFault::ConsLie {
+            count: r.range(1, 3),
+        },
+        // Every kind of the catalogue: both channels have them all.
+        _ => CardFault::BadCompletion {
+            kind: *r.pick(CompletionLie::ALL),
+            count: 1,
+        },
     }
 }
 
 /// A fault a card survives with nothing fatal, and whether it corrupts data. `msi`: the
 /// card has no MSI-X (one vector, 0).
-fn capture_fault(r: &mut Rng, msi: bool) -> (Value, bool) {
-    match r.below(14) {
-        0 => (json!({"dma_error": {"count": r.range(1, 3)}}), false),
-        1 => (json!({"corrupt_data": {"count": r.range(1, 3)}}), true),
-        2 => (json!({"drop_irq": {"count": r.range(1, 4)}}), false),
-        3 => (json!({"spurious_irq": {"count": r.range(1, 8)}}), false),
-        4 => (json!({"stall": {"ms": *r.pick(&[100, 500, 3000])}}), false),
-        5 => (json!({"overflow": {"count": 1}}), false),
-        6 => (json!("hang"), false),
-        7 => (json!("reset"), false),
-        8 => (
-            json!({"bad_register_reads": {"count": r.range(1, 4)}}),
-            false,
-        ),
+fn capture_fault(r: &mut Rng, msi: bool) -> (Fault, bool) {
+    let card = match r.below(14) {
+        0 => CardFault::DmaError {
+            count: r.range(1, 3),
+        },
+        1 => {
+            let count = r.range(1, 3);
+            return (Fault::Card(CardFault::CorruptData { count }), true);
+        }
+        2 => CardFault::DropIrq {
+            count: r.range(1, 4),
+        },
+        3 => CardFault::SpuriousIrq {
+            count: r.range(1, 8),
+            vector: 0,
+        },
+        4 => CardFault::Stall {
+            ms: *r.pick(&[100, 500, 3000]),
+        },
+        5 => CardFault::Overflow { count: 1 },
+        6 => CardFault::Hang,
+        7 => return (Fault::Host(HostFault::Reset), false),
+        8 => CardFault::BadRegisterReads {
+            count: r.range(1, 4),
+        },
         9 => {
-            let vector = if msi { 0 } else { r.below(2) };
-            let rate = *r.pick(&[2000, 20000]);
-            (
-                json!({"irq_storm": {"vector": vector, "rate": rate, "ms": 300}}),
-                false,
-            )
+            let vector = if msi { 0 } else { r.below(2) as u16 };
+            CardFault::IrqStorm {
+                vector,
+                rate: *r.pick(&[2000, 20000]),
+                ms: 300,
+            }
         }
-        10 => {
-            let kind = r.pick(CompletionLie::ALL).name();
-            (json!({"bad_completion": {"kind": kind, "count": 1}}), false)
-        }
-        11 => (json!({"doorbell_lie": {"count": 1}}), false),
-        12 => (json!({"cons_lie": {"count": 1}}), false),
-        _ => (
-            json!({"slow_stop": {"ms": *r.pick(&[2, 8]), "count": 2}}),
-            false,
-        ),
-    }
+        10 => CardFault::BadCompletion {
+            kind: *r.pick(CompletionLie::ALL),
+            count: 1,
+        },
+        11 => CardFault::DoorbellLie { count: 1 },
+        12 => CardFault::ConsLie { count: 1 },
+        _ => CardFault::SlowStop {
+            ms: *r.pick(&[2, 8]),
+            count: 2,
+        },
+    };
+    (Fault::Card(card), false)
 }
 
 /// Device settings for one card.
