@@ -17,6 +17,8 @@ pub mod acqdev;
 pub mod controller;
 /// A helper process forked beside the consumer, with a pipe, and its reaping.
 pub mod forked;
+/// A read-only shared mapping (a ring, a BAR), every access bounds-checked.
+pub mod mapping;
 /// A pipe and splice(), for every consumer and the producer.
 pub mod pipe;
 /// The JSON result line and exit status of the stream tools.

@@ -93,8 +93,8 @@ use acq_guest::slowcopy;
 mod invalid;
 mod scenes;
 
+use acq_guest::mapping::ReadOnlyMap;
 use acq_guest::uapi::AcqConfig;
-use scenes::RingMap;
 
 fn usage(msg: &str) -> ExitCode {
     eprintln!("acq-ctl: {msg}");
@@ -310,7 +310,7 @@ fn peek(opts: &[String]) -> ExitCode {
         return usage(&format!("cannot open {file}"));
     };
     let len = 0x4000usize;
-    let map = match RingMap::map(std::os::fd::AsRawFd::as_raw_fd(&f), len) {
+    let map = match ReadOnlyMap::new(std::os::fd::AsRawFd::as_raw_fd(&f), len) {
         Ok(m) => m,
         Err(e) => return usage(&format!("mmap {file}: {e}")),
     };
@@ -318,9 +318,8 @@ fn peek(opts: &[String]) -> ExitCode {
         let Some(off) = acqdev::parse_size(o).filter(|v| *v % 4 == 0 && (*v as usize) < len) else {
             return usage(&format!("bad offset {o:?}"));
         };
-        // SAFETY: `off` is 4-byte aligned and inside the mapping.
-        let v = unsafe {
-            std::ptr::read_volatile(map.base.cast::<u8>().add(off as usize).cast::<u32>())
+        let Some(v) = map.read_u32(off as usize) else {
+            return usage(&format!("bad offset {o:?}"));
         };
         println!("{off:#06x}: {v:#010x}");
     }

@@ -2,6 +2,7 @@
 //! binary's docs): they hold the driver in a state and print what it did there.
 
 use acq_guest::acqdev::{self, AcqDev};
+use acq_guest::mapping::ReadOnlyMap;
 use acq_guest::uapi;
 
 /// One `ACQ_IOC_MMAP_SYNC`: `Ok(ready count)` or the errno.
@@ -18,45 +19,9 @@ fn mmap_sync(dev: &AcqDev, release: u32, timeout_ms: u32) -> Result<u32, i32> {
     Ok(req.count)
 }
 
-/// A shared read-only mapping of a file (the card's ring, or a BAR's sysfs resource),
-/// unmapped on drop.
-pub(crate) struct RingMap {
-    pub(crate) base: *mut libc::c_void,
-    len: usize,
-}
-
-impl RingMap {
-    /// The whole ring of `dev`: the control page and `entries` buffer pages.
-    fn new(dev: &AcqDev, entries: usize) -> std::io::Result<RingMap> {
-        RingMap::map(dev.raw_fd(), (entries + 1) * 4096)
-    }
-
-    /// `len` bytes of `fd` from offset 0.
-    pub(crate) fn map(fd: std::os::fd::RawFd, len: usize) -> std::io::Result<RingMap> {
-        // SAFETY: a new shared read-only mapping; the kernel picks the address, and the
-        // mapping is only read, within `len`, until `drop` unmaps it.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(RingMap { base, len })
-    }
-}
-
-impl Drop for RingMap {
-    fn drop(&mut self) {
-        // SAFETY: `base` and `len` are the mapping made in `new`, unmapped once.
-        unsafe { libc::munmap(self.base, self.len) };
-    }
+/// The whole ring of `dev`: the control page and `entries` buffer pages.
+fn map_ring(dev: &AcqDev, entries: usize) -> std::io::Result<ReadOnlyMap> {
+    ReadOnlyMap::new(dev.raw_fd(), (entries + 1) * 4096)
 }
 
 /// Configures a stopped card (`ring_log2`, `block_size`, `rate`), maps its ring and syncs
@@ -68,7 +33,7 @@ fn hold_blocks(
     block_size: u32,
     rate: u64,
     want: u32,
-) -> std::io::Result<(RingMap, u32)> {
+) -> std::io::Result<(ReadOnlyMap, u32)> {
     use std::time::{Duration, Instant};
     let mut c = dev.config()?;
     c.ring_log2 = ring_log2;
@@ -76,7 +41,7 @@ fn hold_blocks(
     c.rate = rate;
     dev.stop()?;
     dev.set_config(&c)?;
-    let map = RingMap::new(dev, 1 << ring_log2)?;
+    let map = map_ring(dev, 1 << ring_log2)?;
     let mut held = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
     while held < want && Instant::now() < deadline {
@@ -176,7 +141,7 @@ pub(crate) fn mmap_to_playback(dev: &AcqDev, out_path: &str) -> std::io::Result<
     // SAFETY: `raw` was just opened and is owned by nobody else.
     let out = unsafe { OwnedFd::from_raw_fd(raw) };
     // Page 1 of the mapping is ring slot 0: the session's first block.
-    let (fd, src) = (out.as_raw_fd(), map.base as usize + 4096);
+    let (fd, src) = (out.as_raw_fd(), map.addr(4096) as usize);
     let (tx, rx) = std::sync::mpsc::channel();
     let writer = std::thread::spawn(move || {
         // SAFETY: `src` is one mapped, readable page that outlives this thread (joined
@@ -423,11 +388,8 @@ pub(crate) fn irq_mask_race(dev: &AcqDev, out_path: &str) -> std::io::Result<ser
         .read(true)
         .write(true)
         .open(format!("/sys/bus/pci/devices/{func}/resource0"))?;
-    let bar0 = RingMap::map(std::os::fd::AsRawFd::as_raw_fd(&res), 4096)?;
-    let irq_mask = || {
-        // SAFETY: IRQ_MASK's offset is 4-byte aligned and inside the 4 KiB mapping.
-        unsafe { std::ptr::read_volatile(bar0.base.cast::<u8>().add(reg::IRQ_MASK).cast::<u32>()) }
-    };
+    let bar0 = ReadOnlyMap::new(std::os::fd::AsRawFd::as_raw_fd(&res), 4096)?;
+    let irq_mask = || bar0.read_u32(reg::IRQ_MASK).unwrap_or(u32::MAX);
     let block = vec![0u8; dev.config()?.block_size as usize];
     let barrier = Barrier::new(2);
     let (mut masked, mut first_bad) = (0u32, None);

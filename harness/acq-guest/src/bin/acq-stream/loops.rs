@@ -1,6 +1,7 @@
 //! The consumer loops: read(), splice() and mmap() with ACQ_IOC_MMAP_SYNC.
 
 use super::*;
+use acq_guest::mapping::ReadOnlyMap;
 
 pub(crate) fn read_loop(
     a: &Args,
@@ -177,51 +178,6 @@ pub(crate) fn splice_loop(
     Ok(())
 }
 
-/// A read-only mapping of the card's ring (control page + buffer pages).
-pub(crate) struct Mapping {
-    pub(crate) base: *const u8,
-    pub(crate) len: usize,
-}
-
-impl Mapping {
-    pub(crate) fn new(fd: RawFd, len: usize) -> Result<Mapping, String> {
-        // SAFETY: a new shared read-only mapping of our device file.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(format!("mmap: {}", std::io::Error::last_os_error()));
-        }
-        Ok(Mapping {
-            base: p.cast(),
-            len,
-        })
-    }
-
-    /// Bytes `off .. off + len` of the mapping (clamped).
-    pub(crate) fn bytes(&self, off: usize, len: usize) -> &[u8] {
-        let off = off.min(self.len);
-        let len = len.min(self.len - off);
-        // SAFETY: the range is inside the live mapping; the driver hands a block to us only
-        // after the card wrote it and keeps it until we release it.
-        unsafe { std::slice::from_raw_parts(self.base.add(off), len) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping created in `new`.
-        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
-    }
-}
-
 pub(crate) fn mmap_loop(
     a: &Args,
     cfg: &AcqConfig,
@@ -235,7 +191,8 @@ pub(crate) fn mmap_loop(
         return Err("mmap needs the card".into());
     };
     let entries = 1usize << cfg.ring_log2;
-    let map = Mapping::new(dev.raw_fd(), (entries + 1) * 4096)?;
+    let map =
+        ReadOnlyMap::new(dev.raw_fd(), (entries + 1) * 4096).map_err(|e| format!("mmap: {e}"))?;
     let mut release = 0u32;
     while st.total < a.bytes {
         if st.expired(a) {
