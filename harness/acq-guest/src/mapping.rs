@@ -80,3 +80,32 @@ impl Drop for ReadOnlyMap {
         unsafe { libc::munmap(self.base, self.len) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn every_access_stays_inside_the_mapping() {
+        let path = std::env::temp_dir().join(format!("acq-map-{}", std::process::id()));
+        let mut f = std::fs::File::create(&path).unwrap();
+        let data: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
+        f.write_all(&data).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        let m = ReadOnlyMap::new(f.as_raw_fd(), 4096).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(m.len(), 4096);
+        assert_eq!(m.bytes(4090, 100), &data[4090..]);
+        assert!(m.bytes(5000, 8).is_empty());
+        assert_eq!(m.read_u32(4), Some(u32::from_le_bytes([4, 5, 6, 7])));
+        assert_eq!(
+            m.read_u32(4092),
+            Some(u32::from_le_bytes([252, 253, 254, 255]))
+        );
+        assert_eq!(m.read_u32(4096), None, "past the end");
+        assert_eq!(m.read_u32(2), None, "unaligned");
+        assert_eq!(m.read_u32(usize::MAX - 3), None, "no overflow");
+    }
+}
