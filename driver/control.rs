@@ -38,6 +38,24 @@ unsafe impl kernel::transmute::AsBytes for UapiExpBuf {}
 // Interrupts
 // ---------------------------------------------------------------------------
 
+
+impl UapiConfig {
+    /// The `AcqConfig` a `*_SET_CONFIG` call passes at `user`.
+    pub(crate) fn read_from(user: UserPtr) -> Result<AcqConfig> {
+        let UapiConfig(cfg) = UserSlice::new(user, size_of::<AcqConfig>())
+            .reader()
+            .read::<UapiConfig>()?;
+        Ok(cfg)
+    }
+
+    /// Writes `cfg` to `user` for a `*_GET_CONFIG` call.
+    pub(crate) fn write_to(user: UserPtr, cfg: AcqConfig) -> Result {
+        UserSlice::new(user, size_of::<AcqConfig>())
+            .writer()
+            .write(&UapiConfig(cfg))
+    }
+}
+
 impl Card {
     pub(crate) fn ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
         let user = UserPtr::from_addr(arg);
@@ -66,14 +84,10 @@ impl Card {
             }
             uapi::ACQ_IOC_GET_CONFIG => {
                 let cfg = self.inner.lock().cfg;
-                UserSlice::new(user, size_of::<AcqConfig>())
-                    .writer()
-                    .write(&UapiConfig(cfg))?;
+                UapiConfig::write_to(user, cfg)?;
             }
             uapi::ACQ_IOC_SET_CONFIG => {
-                let UapiConfig(cfg) = UserSlice::new(user, size_of::<AcqConfig>())
-                    .reader()
-                    .read::<UapiConfig>()?;
+                let cfg = UapiConfig::read_from(user)?;
                 self.validate(&cfg)?;
                 let mut g = self.inner.lock();
                 if g.removed {

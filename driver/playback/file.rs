@@ -267,14 +267,10 @@ impl Card {
         match cmd {
             uapi::ACQ_IOC_PB_GET_CONFIG => {
                 let cfg = self.pb.lock().cfg;
-                UserSlice::new(user, size_of::<AcqConfig>())
-                    .writer()
-                    .write(&UapiConfig(cfg))?;
+                UapiConfig::write_to(user, cfg)?;
             }
             uapi::ACQ_IOC_PB_SET_CONFIG => {
-                let UapiConfig(cfg) = UserSlice::new(user, size_of::<AcqConfig>())
-                    .reader()
-                    .read::<UapiConfig>()?;
+                let cfg = UapiConfig::read_from(user)?;
                 self.pb_validate(&cfg)?;
                 let mut g = self.pb.lock();
                 if g.removed {
