@@ -38,7 +38,6 @@ unsafe impl kernel::transmute::AsBytes for UapiExpBuf {}
 // Interrupts
 // ---------------------------------------------------------------------------
 
-
 impl UapiConfig {
     /// The `AcqConfig` a `*_SET_CONFIG` call passes at `user`.
     pub(crate) fn read_from(user: UserPtr) -> Result<AcqConfig> {
