@@ -34,10 +34,6 @@ unsafe impl kernel::transmute::FromBytes for UapiExpBuf {}
 // SAFETY: as above.
 unsafe impl kernel::transmute::AsBytes for UapiExpBuf {}
 
-// ---------------------------------------------------------------------------
-// Interrupts
-// ---------------------------------------------------------------------------
-
 impl UapiConfig {
     /// The `AcqConfig` a `*_SET_CONFIG` call passes at `user`.
     pub(crate) fn read_from(user: UserPtr) -> Result<AcqConfig> {
@@ -54,6 +50,10 @@ impl UapiConfig {
             .write(&UapiConfig(cfg))
     }
 }
+
+// ---------------------------------------------------------------------------
+// Interrupts
+// ---------------------------------------------------------------------------
 
 impl Card {
     pub(crate) fn ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
