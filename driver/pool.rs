@@ -5,22 +5,32 @@
 
 use super::*;
 
+/// A new zeroed page of our own and its streaming DMA mapping, made by `map` (a shim call
+/// of the direction wanted: it returns 0 and writes the bus address, or a negative errno).
+/// Both channels' pages are made so (capture's pool pages, playback's bounce pages).
+pub(crate) fn new_mapped_page(
+    map: impl FnOnce(&Page, &mut bindings::dma_addr_t) -> c_int,
+) -> Result<(Page, bindings::dma_addr_t)> {
+    let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+    let mut addr: bindings::dma_addr_t = 0;
+    let ret = map(&page, &mut addr);
+    if ret != 0 {
+        return Err(Error::from_errno(ret));
+    }
+    Ok((page, addr))
+}
+
 impl StreamingPage {
     /// A new page with a mapping; `index` (its place in the pool) is stored in the page's
     /// `private` field, where the pipe buffer operations find it.
     pub(crate) fn new(dev: &device::Device<Bound>, index: usize) -> Result<Self> {
-        let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+        let (page, addr) = new_mapped_page(|page, addr| {
+            // SAFETY: `dev` is a valid, bound device and `page` a valid page we own; the
+            // shim writes `addr` only on success.
+            unsafe { acq_shim_dma_map_page(raw_dev(dev), page.as_ptr().cast(), PAGE_SIZE, addr) }
+        })?;
         // SAFETY: the page was just allocated by us; nobody else uses its `private` field.
         unsafe { acq_shim_page_set_index(page.as_ptr().cast(), index as c_ulong) };
-        let mut addr: bindings::dma_addr_t = 0;
-        // SAFETY: `dev` is a valid, bound device and `page` a valid page we own; the shim
-        // writes `addr` only on success.
-        let ret = unsafe {
-            acq_shim_dma_map_page(raw_dev(dev), page.as_ptr().cast(), PAGE_SIZE, &mut addr)
-        };
-        if ret != 0 {
-            return Err(Error::from_errno(ret));
-        }
         // INVARIANT: the mapping was just created.
         Ok(Self {
             page,

@@ -4,6 +4,7 @@
 //! the card's completion, and [`PbHw`], which owns the rings and both.
 
 use super::*;
+use crate::pool::new_mapped_page;
 
 extern "C" {
     // Pages and files as `void *`: their bindgen types contain zero-sized arrays that are
@@ -40,16 +41,13 @@ pub(super) struct BouncePage {
 
 impl BouncePage {
     pub(super) fn new(dev: &device::Device<Bound>) -> Result<Self> {
-        let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
-        let mut addr: bindings::dma_addr_t = 0;
-        // SAFETY: `dev` is a bound device and `page` a page we own; the shim writes `addr`
-        // only on success.
-        let ret = unsafe {
-            acq_shim_dma_map_to_device(raw_dev(dev), page.as_ptr().cast(), 0, PAGE_SIZE, &mut addr)
-        };
-        if ret != 0 {
-            return Err(Error::from_errno(ret));
-        }
+        let (page, addr) = new_mapped_page(|page, addr| {
+            // SAFETY: `dev` is a bound device and `page` a page we own; the shim writes
+            // `addr` only on success.
+            unsafe {
+                acq_shim_dma_map_to_device(raw_dev(dev), page.as_ptr().cast(), 0, PAGE_SIZE, addr)
+            }
+        })?;
         // INVARIANT: the mapping was just created.
         Ok(Self {
             page,
