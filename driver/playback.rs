@@ -609,13 +609,7 @@ impl Card {
                 continue;
             }
             done += k;
-            g.fill += k as u32;
-            g.written += k as u64;
-            g.stats.bytes += k as u64;
-            g.stats.copied_bytes += k as u64;
-            if g.fill as usize == block {
-                self.pb_post(&mut g, Source::Bounce);
-            }
+            self.pb_copied(&mut g, k, block);
             if k < n {
                 // A fault in the user's buffer: what arrived counts.
                 break if done > 0 { Ok(done) } else { Err(EFAULT) };
@@ -703,13 +697,19 @@ impl Card {
         // SAFETY: `src` came from `kmap_local_page` above and is no longer used.
         unsafe { bindings::kunmap_local(src.cast::<c_void>()) };
         res?;
+        self.pb_copied(&mut g, n, block);
+        Ok(n)
+    }
+
+    /// `n` more bytes were copied into the bounce page of slot `prod` (write() or a
+    /// partial pipe page): counted, and the block posted once the page holds `block`.
+    fn pb_copied(&self, g: &mut MutexGuard<'_, PbInner>, n: usize, block: usize) {
         g.fill += n as u32;
         g.written += n as u64;
         g.stats.bytes += n as u64;
         g.stats.copied_bytes += n as u64;
         if g.fill as usize == block {
-            self.pb_post(&mut g, Source::Bounce);
+            self.pb_post(g, Source::Bounce);
         }
-        Ok(n)
     }
 }
