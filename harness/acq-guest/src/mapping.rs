@@ -1,6 +1,6 @@
 //! A read-only shared mapping of a file's first bytes: a card's ring (`/dev/acqN`'s
-//! mmap()), a BAR through sysfs. The one place the guest tools call mmap() for reading,
-//! with every access bounds-checked.
+//! mmap()), a BAR through sysfs, with every access bounds-checked. (acq-share maps
+//! dma-bufs, writable ones too, between DMA_BUF_IOCTL_SYNC calls: its own `Map`.)
 
 use std::io;
 use std::os::fd::RawFd;

@@ -17,6 +17,33 @@ pub mod report;
 pub mod share;
 
 pub use argv::{ArgError, Argv};
+
+/// Which way an acq-stream command line streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// `--direction in` (the default): a capture, read by [`CaptureArgs::parse`].
+    In,
+    /// `--direction out`: a playback, read by [`PlaybackArgs::parse`].
+    Out,
+}
+
+impl Direction {
+    /// The direction a command line asks for, found by walking it flag by flag as the
+    /// parsers do (`--direction out` and `--direction=out` alike). A line that names
+    /// none, or a value that is neither, is a capture's: its parser says what is wrong.
+    pub fn of(args: &[alloc::string::String]) -> Direction {
+        let mut argv = Argv::new(args.iter().cloned());
+        while let Some(flag) = argv.next_flag() {
+            if flag == "--direction" {
+                return match argv.value(&flag).as_deref() {
+                    Ok("out") => Direction::Out,
+                    _ => Direction::In,
+                };
+            }
+        }
+        Direction::In
+    }
+}
 pub use capture::{CaptureArgs, CaptureMode, SinkOpts, SinkPath, SinkPolicy};
 pub use consume::{ConsumeArgs, ConsumeMethod};
 pub use device::{DeviceArgs, Transfer};

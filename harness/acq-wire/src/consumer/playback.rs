@@ -324,7 +324,7 @@ impl PlaybackArgs {
         if let Some(b) = self.buffers.filter(|b| !(1..=BUFFERS_MAX).contains(b)) {
             return Err(ArgError::new(
                 "--buffers",
-                format!("must be 1 .. 1024, not {b}"),
+                format!("must be 1 .. {BUFFERS_MAX}, not {b}"),
             ));
         }
         if !vmsplice && self.buffers.is_some() {

@@ -574,3 +574,23 @@ fn a_report_reads_back_and_a_sparse_line_reads_with_defaults() {
     // A field of the wrong type is an error, not a default.
     assert!(serde_json::from_str::<ConsumerReport>(r#"{"bytes":"many"}"#).is_err());
 }
+
+#[test]
+fn the_direction_is_found_as_the_parsers_walk_the_line() {
+    for (text, want) in [
+        (
+            "--direction out --device /dev/acq0-out --bytes 1M",
+            Direction::Out,
+        ),
+        ("--bytes 1M --direction=out", Direction::Out),
+        ("--direction in --bytes 1M", Direction::In),
+        ("--mode read --bytes 1M", Direction::In),
+        ("--direction", Direction::In),
+    ] {
+        assert_eq!(Direction::of(&line(text)), want, "{text}");
+    }
+    // What Direction::of sends to the playback parser, it takes (--direction=out
+    // reached the capture parser before and was refused there).
+    let p = PlaybackArgs::parse(line("--direction=out --bytes 1M")).unwrap();
+    assert_eq!(p.bytes, 1 << 20);
+}

@@ -95,6 +95,7 @@ mod scenes;
 
 use acq_guest::mapping::ReadOnlyMap;
 use acq_guest::uapi::AcqConfig;
+use acq_wire::consumer::{Argv, DeviceArgs};
 
 fn usage(msg: &str) -> ExitCode {
     eprintln!("acq-ctl: {msg}");
@@ -108,7 +109,12 @@ fn usage(msg: &str) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    // `--flag=value` split as every tool splits it (acq_wire's Argv).
+    let mut walk = Argv::new(std::env::args().skip(1));
+    let mut argv = Vec::new();
+    while let Some(a) = walk.next_flag() {
+        argv.push(a);
+    }
     let mut device = "/dev/acq0".to_string();
     let mut rest = argv.as_slice();
     if let [opt, val, tail @ ..] = rest {
@@ -232,27 +238,18 @@ fn fail(device: &str, e: std::io::Error) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// `set`'s options: the card settings every tool takes (`DeviceArgs`, parsed and checked
+/// as acq-stream parses them), applied to the card's configuration `c`.
 fn apply_options(c: &mut AcqConfig, opts: &[String]) -> Result<(), String> {
-    let mut it = opts.iter();
-    while let Some(opt) = it.next() {
-        let v = it.next().ok_or_else(|| format!("{opt} needs a value"))?;
-        let num = || acqdev::parse_size(v).ok_or_else(|| format!("bad value for {opt}: {v:?}"));
-        let num32 =
-            || num().and_then(|n| u32::try_from(n).map_err(|_| format!("{opt} too large: {n}")));
-        match opt.as_str() {
-            "--block" => c.block_size = num32()?,
-            "--ring-log2" => c.ring_log2 = num32()?,
-            "--rate" => c.rate = num()?,
-            "--pattern" => {
-                c.pattern = acqdev::parse_pattern(v).ok_or_else(|| format!("bad pattern {v:?}"))?
-            }
-            "--seed" => c.seed = num()?,
-            "--irq-count" => c.irq_mod_count = num32()?,
-            "--irq-time-us" => c.irq_mod_time_us = num32()?,
-            "--transfer" => acqdev::set_transfer(c, v)?,
-            other => return Err(format!("unknown option {other:?}")),
+    let mut d = DeviceArgs::default();
+    let mut argv = Argv::new(opts.iter().cloned());
+    while let Some(flag) = argv.next_flag() {
+        if !d.take(&flag, &mut argv).map_err(|e| e.to_string())? {
+            return Err(format!("unknown option {flag:?}"));
         }
     }
+    d.check().map_err(|e| e.to_string())?;
+    acqdev::apply(c, &d);
     Ok(())
 }
 

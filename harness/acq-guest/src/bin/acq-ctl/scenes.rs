@@ -3,6 +3,7 @@
 
 use acq_guest::acqdev::{self, AcqDev};
 use acq_guest::mapping::ReadOnlyMap;
+use acq_guest::pipe::{self, Pipe};
 use acq_guest::uapi;
 
 /// One `ACQ_IOC_MMAP_SYNC`: `Ok(ready count)` or the errno.
@@ -187,7 +188,7 @@ pub(crate) fn splice_hold_unbind(
     dev: &AcqDev,
     transfer: &str,
 ) -> std::io::Result<serde_json::Value> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
     const HOLD: usize = 256 << 10;
     let mut c = dev.config()?;
     c.pattern = acq_hw::regs::pattern::COUNTER;
@@ -198,32 +199,14 @@ pub(crate) fn splice_hold_unbind(
     acqdev::set_transfer(&mut c, transfer).map_err(std::io::Error::other)?;
     dev.stop()?;
     dev.set_config(&c)?;
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: a plain fcntl on our own pipe.
-    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+    let p = Pipe::new(Some(1 << 20)).map_err(std::io::Error::other)?;
+    let (r, w) = (&p.r, &p.w);
     let mut held = 0usize;
     while held < HOLD {
-        // SAFETY: plain descriptors; null offsets (the device is a stream).
-        let n = unsafe {
-            libc::splice(
-                dev.raw_fd(),
-                std::ptr::null_mut(),
-                w.as_raw_fd(),
-                std::ptr::null_mut(),
-                HOLD - held,
-                0,
-            )
-        };
-        if n <= 0 {
-            return Err(std::io::Error::last_os_error());
+        match pipe::splice(dev.raw_fd(), w.as_raw_fd(), HOLD - held, 0)? {
+            0 => return Err(std::io::Error::other("splice from the card returned 0")),
+            n => held += n,
         }
-        held += n as usize;
     }
     let bdf = acqdev::bound_card()?;
     std::fs::write("/sys/bus/pci/drivers/acq/unbind", &bdf)?;

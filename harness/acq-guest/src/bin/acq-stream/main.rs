@@ -76,7 +76,7 @@ use acq_guest::sinkio::{self, AlignedBuf, Failure, Flow, Policy, SinkIo};
 use acq_guest::uapi;
 use acq_guest::uapi::{AcqConfig, AcqStats};
 use acq_hw::regs;
-use acq_wire::consumer::{ConsumerReport, ErrnoEvent};
+use acq_wire::consumer::{ConsumerReport, Direction, ErrnoEvent};
 
 mod args;
 mod check;
@@ -101,10 +101,7 @@ extern "C" fn on_sigusr1(_: libc::c_int) {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    if argv
-        .windows(2)
-        .any(|w| w[0] == "--direction" && w[1] == "out")
-    {
+    if Direction::of(&argv) == Direction::Out {
         return playback::main(&argv);
     }
     let args = match parse_args() {

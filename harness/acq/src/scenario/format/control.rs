@@ -99,17 +99,26 @@ pub fn validate(list: &[ControlStep], bytes: Size) -> Result<(), (String, String
                 ));
             }
             if let Some(b) = s.block_size {
-                if b.0 % 8 != 0 || !(64..=4096).contains(&b.0) {
+                use super::validate::DRIVER_BLOCK_SIZE_MAX;
+                use acq_hw::regs::limits::{BLOCK_SIZE_ALIGN, BLOCK_SIZE_MIN};
+                if !b.0.is_multiple_of(u64::from(BLOCK_SIZE_ALIGN))
+                    || !(u64::from(BLOCK_SIZE_MIN)..=DRIVER_BLOCK_SIZE_MAX).contains(&b.0)
+                {
                     return Err((
                         format!("[{k}].action.set_config.block_size"),
-                        format!("{} is not a multiple of 8 from 64 to 4096", b.0),
+                        format!(
+                            "{} is not a multiple of {BLOCK_SIZE_ALIGN} from {BLOCK_SIZE_MIN} \
+                             to {DRIVER_BLOCK_SIZE_MAX}",
+                            b.0
+                        ),
                     ));
                 }
             }
-            if s.irq_time_us.is_some_and(|t| t > 1_000_000) {
+            let max = super::validate::DRIVER_IRQ_TIME_US_MAX;
+            if s.irq_time_us.is_some_and(|t| t > max) {
                 return Err((
                     format!("[{k}].action.set_config.irq_time_us"),
-                    "at most 1,000,000".into(),
+                    format!("at most {max}"),
                 ));
             }
         }

@@ -70,8 +70,9 @@ fn default_exit_within_ms() -> u64 {
     1500
 }
 
-/// The longest `stop_ms`, and the longest `exit_within_ms`.
-const STOP_MS_MAX: u64 = 60_000;
+// The longest `stop_ms` is the consumer's own limit (acq_wire's STOP_MS_MAX).
+use acq_wire::consumer::plan::STOP_MS_MAX;
+/// The longest `exit_within_ms`.
 const EXIT_WITHIN_MS_MAX: u64 = 30_000;
 
 impl SignalSpec {

@@ -207,7 +207,7 @@ fn default_pause_ms() -> u64 {
     1000
 }
 /// The longest consumer pause a stream step takes (a minute).
-pub(super) const PAUSE_MS_MAX: u64 = 60_000;
+pub(super) const PAUSE_MS_MAX: u64 = acq_wire::consumer::plan::STOP_MS_MAX;
 
 fn default_mode() -> Mode {
     Mode::Read

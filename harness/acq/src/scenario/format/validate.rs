@@ -31,6 +31,14 @@ pub const DISKS_MAX: usize = 8;
 /// `AcqInfo::max_ring_log2`; the card's contract allows up to
 /// `regs::limits::RING_LOG2_MAX`).
 pub const DRIVER_RING_LOG2_MAX: u32 = 10;
+/// The largest block this project's driver takes (a page: `validate` in
+/// driver/control.rs, `AcqInfo::max_block_size`); the card's contract allows up to
+/// `regs::limits::BLOCK_SIZE_MAX`.
+pub const DRIVER_BLOCK_SIZE_MAX: u64 = 4096;
+/// The longest interrupt moderation time the driver takes, microseconds.
+pub const DRIVER_IRQ_TIME_US_MAX: u32 = 1_000_000;
+/// The most MSI-X vectors the model serves (its table must fit 0x2000-0x2FFF).
+pub const MSIX_VECTORS_MAX: u16 = 256;
 /// The logical block sizes a capture disk may have.
 pub const DISK_BLOCK_SIZES: [u32; 2] = [512, 4096];
 
@@ -82,7 +90,7 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), Problem> {
         return err("timeout_s", "must be at least 1".into());
     }
     for (i, c) in sc.cards.iter().enumerate() {
-        card(i, c)?;
+        card(i, c, sc.load_driver)?;
     }
     let ncards = sc.cards.len();
     let ndisks = sc.disks.len();
@@ -129,7 +137,31 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), Problem> {
 }
 
 /// A card: its device settings against the contract's limits, BAR2 mode against its BAR.
-fn card(i: usize, c: &CardSpec) -> Result<(), Problem> {
+fn card(i: usize, c: &CardSpec, driver: bool) -> Result<(), Problem> {
+    use acq_hw::regs::limits;
+    if let Some(Size(f)) = c.fifo_depth {
+        if !u32::try_from(f).is_ok_and(limits::fifo_depth_valid) {
+            return err(
+                &format!("cards[{i}].fifo_depth"),
+                format!(
+                    "{f} is not a multiple of 4K from {} to {}",
+                    Size(u64::from(limits::FIFO_DEPTH_MIN)),
+                    Size(u64::from(limits::FIFO_DEPTH_MAX))
+                ),
+            );
+        }
+    }
+    if let Some(v) = c.msix_vectors {
+        if v != 0 && !(acq_hw::regs::msix::VECTORS..=MSIX_VECTORS_MAX).contains(&v) {
+            return err(
+                &format!("cards[{i}].msix_vectors"),
+                format!(
+                    "{v} is not 0 (MSI only) or {}..={MSIX_VECTORS_MAX}",
+                    acq_hw::regs::msix::VECTORS
+                ),
+            );
+        }
+    }
     if let Some(r) = c.device.ring_log2 {
         if !(acq_hw::regs::limits::RING_LOG2_MIN..=DRIVER_RING_LOG2_MAX).contains(&r) {
             return err(
@@ -148,7 +180,27 @@ fn card(i: usize, c: &CardSpec) -> Result<(), Problem> {
         {
             return err(
                 &format!("cards[{i}].device.block_size"),
-                format!("{b} must be a multiple of 8 between 64 and 4M"),
+                format!(
+                    "{b} must be a multiple of {BLOCK_SIZE_ALIGN} from {BLOCK_SIZE_MIN} to {}",
+                    Size(u64::from(BLOCK_SIZE_MAX))
+                ),
+            );
+        }
+        if driver && b > DRIVER_BLOCK_SIZE_MAX {
+            return err(
+                &format!("cards[{i}].device.block_size"),
+                format!(
+                    "{b} is above {DRIVER_BLOCK_SIZE_MAX}, the driver's largest block (a page)"
+                ),
+            );
+        }
+        let fifo = c
+            .fifo_depth
+            .map_or(u64::from(limits::FIFO_DEPTH_DEFAULT), |f| f.0);
+        if b > fifo {
+            return err(
+                &format!("cards[{i}].device.block_size"),
+                format!("{b} is above the card's FIFO ({fifo} bytes)"),
             );
         }
     }
