@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use acq_wire::counters::DiskCounters;
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
@@ -49,37 +50,10 @@ const CONFIG_SIZE: usize = 60;
 type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
 type Chain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>;
 
-/// Request and fault statistics (counted since the process started).
-#[derive(Debug, Default, Clone)]
-pub struct RequestCounters {
-    /// Requests completed (whatever their status).
-    pub requests: u64,
-    /// Requests answered VIRTIO_BLK_S_IOERR because the chain was malformed or pointed
-    /// outside guest memory.
-    pub bad_requests: u64,
-    /// Reads or writes beyond the end of the disk (IOERR).
-    pub out_of_range: u64,
-    /// Requests of a type the disk does not support (UNSUPP).
-    pub unsupported: u64,
-    /// Writes failed by an injected `write_error`.
-    pub write_errors: u64,
-    /// Writes failed by `disk_full`.
-    pub disk_full_errors: u64,
-    /// Flushes failed by an injected `flush_error`.
-    pub flush_errors: u64,
-    /// Bytes of writes that failed (injected errors or disk full).
-    pub failed_write_bytes: u64,
-    /// Disk offset of the first write that failed by a fault.
-    pub first_failed_write: Option<u64>,
-    /// Requests held by a stall.
-    pub stalled_requests: u64,
-    /// Requests held by latency or the bandwidth cap (and not by a stall).
-    pub delayed_requests: u64,
-    /// Host I/O errors on the store file.
-    pub store_errors: u64,
-    /// vhost-user connections accepted.
-    pub connections: u64,
-}
+/// Request and fault statistics (counted since the process started): the requests' part
+/// of the control socket's `DiskCounters` (requests, failures by fault, connections); the
+/// disk counts its part in its own.
+pub type RequestCounters = DiskCounters;
 
 /// The state shared by every connection: the disk, the faults, the counters.
 #[derive(Debug)]

@@ -11,32 +11,10 @@ use crate::extents::Extents;
 use acq_daemon::pattern::Generator;
 use acq_wire::counters::DiskCounters;
 
-/// Statistics of the disk, counted since the process started (never reset).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Counters {
-    /// Write requests performed (failed ones are not counted here).
-    pub writes: u64,
-    /// Bytes written by performed writes (a rewrite counts again).
-    pub bytes_written: u64,
-    /// Written bytes equal to the stream.
-    pub bytes_verified: u64,
-    /// Written bytes different from the stream.
-    pub bytes_mismatched: u64,
-    /// Writes with at least one wrong byte.
-    pub mismatched_writes: u64,
-    /// Disk offset of the first wrong byte, in the order writes arrived.
-    pub first_mismatch: Option<u64>,
-    /// Lowest disk offset of a wrong byte.
-    pub lowest_mismatch: Option<u64>,
-    /// Read requests served.
-    pub reads: u64,
-    /// Bytes read.
-    pub bytes_read: u64,
-    /// Flush requests completed successfully.
-    pub flushes: u64,
-    /// GET_ID requests.
-    pub get_ids: u64,
-}
+/// Statistics of the disk, counted since the process started (never reset): the disk's
+/// part of the control socket's `DiskCounters` (writes, reads, flushes, verification);
+/// the backend counts the requests' part in its own.
+pub type Counters = DiskCounters;
 
 /// The disk.
 #[derive(Debug)]
@@ -167,27 +145,15 @@ impl Disk {
     /// The disk's counters and written-range summary (the rest of the control socket's
     /// counters are the backend's: [`crate::backend::SharedDisk::report`]).
     pub fn report(&self) -> DiskCounters {
-        let c = &self.counters;
         let holes = self.written.holes();
         DiskCounters {
-            writes: c.writes,
-            bytes_written: c.bytes_written,
-            bytes_verified: c.bytes_verified,
-            bytes_mismatched: c.bytes_mismatched,
-            mismatched_writes: c.mismatched_writes,
-            first_mismatch: c.first_mismatch,
-            lowest_mismatch: c.lowest_mismatch,
-            reads: c.reads,
-            bytes_read: c.bytes_read,
-            flushes: c.flushes,
-            get_ids: c.get_ids,
             written_bytes_unique: self.written.covered(),
             written_extents: self.written.len() as u64,
             highest_written: self.written.end(),
             holes: holes.count,
             hole_bytes: holes.bytes,
             first_hole: holes.first.map(|(s, e)| [s, e]),
-            ..DiskCounters::default()
+            ..self.counters.clone()
         }
     }
 }
