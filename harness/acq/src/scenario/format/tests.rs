@@ -147,6 +147,10 @@ fn a_card_the_model_or_the_driver_would_refuse_is_refused_by_the_check() {
             (r, f) => panic!("{card}: {f:?} expected, got {r:?}"),
         }
     }
+    // A `config` step's settings reach the driver as a card's do.
+    let e =
+        error_of(r#"{"cards": [{}], "steps": [{"config": {"device": {"block_size": "64K"}}}]}"#);
+    assert!(e.contains("steps[0].config.device.block_size"), "{e}");
     // Without the driver (a VFIO userspace scenario) the card's own limit holds.
     assert!(parse(
         r#"{"load_driver": false, "cards": [{"device": {"block_size": "64K"}}], "steps": [{"sleep_ms": 1}]}"#,

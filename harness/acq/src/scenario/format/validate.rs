@@ -119,6 +119,15 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), Problem> {
                 format!("card {c} does not exist ({ncards} card(s))"),
             );
         }
+        if let (Step::Config(c), Some(card)) = (s, sc.cards.get(card.unwrap_or(0))) {
+            // What the step sets goes to the driver as the card's settings did.
+            device(
+                &format!("steps[{i}].config.device"),
+                &c.device,
+                fifo_of(card),
+                sc.load_driver,
+            )?;
+        }
         if let Step::Stream(st) = s {
             stream(sc, i, st, &mut disk_streams)?;
         }
@@ -134,6 +143,57 @@ pub(super) fn validate(sc: &Scenario) -> Result<(), Problem> {
         fault(sc, i, f, any_exec)?;
     }
     expect(sc)
+}
+
+/// A card's FIFO depth (the model's default if the scenario sets none).
+fn fifo_of(c: &CardSpec) -> u64 {
+    c.fifo_depth
+        .map_or(u64::from(acq_hw::regs::limits::FIFO_DEPTH_DEFAULT), |f| f.0)
+}
+
+/// Device settings (a card's, or a `config` step's) at `loc`: the ring and block against
+/// the contract, the driver's limits (`driver`: it is loaded) and the card's FIFO.
+fn device(loc: &str, d: &DeviceSettings, fifo: u64, driver: bool) -> Result<(), Problem> {
+    if let Some(r) = d.ring_log2 {
+        if !(acq_hw::regs::limits::RING_LOG2_MIN..=DRIVER_RING_LOG2_MAX).contains(&r) {
+            return err(
+                &format!("{loc}.ring_log2"),
+                format!(
+                    "{r} is not in {}..={DRIVER_RING_LOG2_MAX} (the driver's largest ring)",
+                    acq_hw::regs::limits::RING_LOG2_MIN
+                ),
+            );
+        }
+    }
+    if let Some(Size(b)) = d.block_size {
+        use acq_hw::regs::limits::{BLOCK_SIZE_ALIGN, BLOCK_SIZE_MAX, BLOCK_SIZE_MIN};
+        if !b.is_multiple_of(u64::from(BLOCK_SIZE_ALIGN))
+            || !(u64::from(BLOCK_SIZE_MIN)..=u64::from(BLOCK_SIZE_MAX)).contains(&b)
+        {
+            return err(
+                &format!("{loc}.block_size"),
+                format!(
+                    "{b} must be a multiple of {BLOCK_SIZE_ALIGN} from {BLOCK_SIZE_MIN} to {}",
+                    Size(u64::from(BLOCK_SIZE_MAX))
+                ),
+            );
+        }
+        if driver && b > DRIVER_BLOCK_SIZE_MAX {
+            return err(
+                &format!("{loc}.block_size"),
+                format!(
+                    "{b} is above {DRIVER_BLOCK_SIZE_MAX}, the driver's largest block (a page)"
+                ),
+            );
+        }
+        if b > fifo {
+            return err(
+                &format!("{loc}.block_size"),
+                format!("{b} is above the card's FIFO ({fifo} bytes)"),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A card: its device settings against the contract's limits, BAR2 mode against its BAR.
@@ -162,48 +222,7 @@ fn card(i: usize, c: &CardSpec, driver: bool) -> Result<(), Problem> {
             );
         }
     }
-    if let Some(r) = c.device.ring_log2 {
-        if !(acq_hw::regs::limits::RING_LOG2_MIN..=DRIVER_RING_LOG2_MAX).contains(&r) {
-            return err(
-                &format!("cards[{i}].device.ring_log2"),
-                format!(
-                    "{r} is not in {}..={DRIVER_RING_LOG2_MAX} (the driver's largest ring)",
-                    acq_hw::regs::limits::RING_LOG2_MIN
-                ),
-            );
-        }
-    }
-    if let Some(Size(b)) = c.device.block_size {
-        use acq_hw::regs::limits::{BLOCK_SIZE_ALIGN, BLOCK_SIZE_MAX, BLOCK_SIZE_MIN};
-        if !b.is_multiple_of(u64::from(BLOCK_SIZE_ALIGN))
-            || !(u64::from(BLOCK_SIZE_MIN)..=u64::from(BLOCK_SIZE_MAX)).contains(&b)
-        {
-            return err(
-                &format!("cards[{i}].device.block_size"),
-                format!(
-                    "{b} must be a multiple of {BLOCK_SIZE_ALIGN} from {BLOCK_SIZE_MIN} to {}",
-                    Size(u64::from(BLOCK_SIZE_MAX))
-                ),
-            );
-        }
-        if driver && b > DRIVER_BLOCK_SIZE_MAX {
-            return err(
-                &format!("cards[{i}].device.block_size"),
-                format!(
-                    "{b} is above {DRIVER_BLOCK_SIZE_MAX}, the driver's largest block (a page)"
-                ),
-            );
-        }
-        let fifo = c
-            .fifo_depth
-            .map_or(u64::from(limits::FIFO_DEPTH_DEFAULT), |f| f.0);
-        if b > fifo {
-            return err(
-                &format!("cards[{i}].device.block_size"),
-                format!("{b} is above the card's FIFO ({fifo} bytes)"),
-            );
-        }
-    }
+    device(&format!("cards[{i}].device"), &c.device, fifo_of(c), driver)?;
     if let Some(Size(b)) = c.bar2_size {
         // The model's own rule (it refuses any other size when it starts).
         if !acq_hw::regs::bar::bar2_size_valid(b) {
