@@ -20,6 +20,7 @@ pub mod control;
 mod expect;
 mod faults;
 pub mod invoke;
+pub mod limits;
 pub mod share;
 pub mod signal;
 mod size;

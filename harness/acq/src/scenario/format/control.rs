@@ -99,7 +99,7 @@ pub fn validate(list: &[ControlStep], bytes: Size) -> Result<(), (String, String
                 ));
             }
             if let Some(b) = s.block_size {
-                use super::validate::DRIVER_BLOCK_SIZE_MAX;
+                use super::limits::DRIVER_BLOCK_SIZE_MAX;
                 use acq_hw::regs::limits::{BLOCK_SIZE_ALIGN, BLOCK_SIZE_MIN};
                 if !b.0.is_multiple_of(u64::from(BLOCK_SIZE_ALIGN))
                     || !(u64::from(BLOCK_SIZE_MIN)..=DRIVER_BLOCK_SIZE_MAX).contains(&b.0)
@@ -114,7 +114,7 @@ pub fn validate(list: &[ControlStep], bytes: Size) -> Result<(), (String, String
                     ));
                 }
             }
-            let max = super::validate::DRIVER_IRQ_TIME_US_MAX;
+            let max = super::limits::DRIVER_IRQ_TIME_US_MAX;
             if s.irq_time_us.is_some_and(|t| t > max) {
                 return Err((
                     format!("[{k}].action.set_config.irq_time_us"),
