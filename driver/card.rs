@@ -23,21 +23,18 @@ impl Card {
     /// Completion `k` of the running session: from coherent memory, or from BAR2.
     pub(crate) fn completion(&self, g: &Inner, k: u32) -> Option<regs::Completion> {
         let (mem, base) = self.comp_ring(g)?;
-        completions::read(mem, base, k, g.cfg.ring_log2)
+        completions::read(&mem, base, k, g.cfg.ring_log2)
     }
 
     /// Where the session's completion ring is: coherent memory, or BAR2 (and the ring's
     /// offset there). `None` once the card was unbound.
-    pub(crate) fn comp_ring<'a>(
-        &'a self,
-        g: &'a Inner,
-    ) -> Option<(&'a dyn completions::RingMemory, usize)> {
+    pub(crate) fn comp_ring<'a>(&'a self, g: &'a Inner) -> Option<(completions::Ring<'a>, usize)> {
         let hw = g.hw.as_ref()?;
         if g.bar2 {
-            let b: &dyn completions::RingMemory = self.bar2.as_ref()?;
-            Some((b, regs::bar2::COMP_OFFSET as usize))
+            let b = self.bar2.as_ref()?;
+            Some((completions::Ring::Bar2(b), regs::bar2::COMP_OFFSET as usize))
         } else {
-            Some((&hw.comp, 0))
+            Some((completions::Ring::Coherent(&hw.comp), 0))
         }
     }
 

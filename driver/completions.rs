@@ -48,6 +48,41 @@ impl RingMemory for bar2::Bar2 {
     }
 }
 
+/// A session's completion ring: coherent host memory, or BAR2. An enum rather than a
+/// `&dyn RingMemory`: the capture path reads a record per block, and a match on two
+/// variants is a predicted branch where a trait object is an indirect call (a retpoline
+/// where the kernel mitigates Spectre v2).
+#[derive(Clone, Copy)]
+pub(crate) enum Ring<'a> {
+    /// The ring in coherent DMA memory.
+    Coherent(&'a DmaRegion),
+    /// The ring in the card's BAR2.
+    Bar2(&'a bar2::Bar2),
+}
+
+impl RingMemory for Ring<'_> {
+    fn read32(&self, off: usize) -> u32 {
+        match self {
+            Ring::Coherent(m) => m.read32(off),
+            Ring::Bar2(b) => b.read32(off),
+        }
+    }
+
+    fn write32(&self, off: usize, v: u32) {
+        match self {
+            Ring::Coherent(m) => m.write32(off, v),
+            Ring::Bar2(b) => b.write32(off, v),
+        }
+    }
+
+    fn acquire(&self) {
+        match self {
+            Ring::Coherent(m) => RingMemory::acquire(*m),
+            Ring::Bar2(b) => RingMemory::acquire(*b),
+        }
+    }
+}
+
 /// Completion `k` of a ring of `2^log2` records starting at byte `base` of `mem`, if the
 /// card wrote it: its PHASE matches `k`'s lap. The tail dword (PHASE, id, flags) is read
 /// first, then the barrier, then the rest of the record.

@@ -264,7 +264,7 @@ impl Card {
         }
         let cons = self.event_read(g.bar2, hw, regs::event::OFF_CONS);
         let log2 = g.cfg.ring_log2;
-        completions::passed_unwritten(mem, base, g.head, log2, cons, g.entries())
+        completions::passed_unwritten(&mem, base, g.head, log2, cons, g.entries())
     }
 
     /// Takes the completion at `g.head` that [`Card::head_lost`] found lost: one error
@@ -290,7 +290,7 @@ impl Card {
     /// ([`completions::unmark`]).
     fn unmark(&self, g: &Inner, k: u32) {
         if let Some((mem, base)) = self.comp_ring(g) {
-            completions::unmark(mem, base, k, g.cfg.ring_log2);
+            completions::unmark(&mem, base, k, g.cfg.ring_log2);
         }
     }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use acq_wire::counters::DiskCounters;
+use acq_wire::counters::{DiskCounters, DiskSetup, RequestCounters};
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
@@ -49,11 +49,6 @@ const CONFIG_SIZE: usize = 60;
 
 type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
 type Chain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>;
-
-/// Request and fault statistics (counted since the process started): the requests' part
-/// of the control socket's `DiskCounters` (requests, failures by fault, connections); the
-/// disk counts its part in its own.
-pub type RequestCounters = DiskCounters;
 
 /// The state shared by every connection: the disk, the faults, the counters.
 #[derive(Debug)]
@@ -107,31 +102,24 @@ impl SharedDisk {
 
     /// Every counter, the disk's settings and the armed faults, as one JSON object.
     pub fn report(&self) -> Value {
-        let c = lock(&self.counters).clone();
-        let (mut r, cfg) = {
+        let requests = lock(&self.counters).clone();
+        let (data, cfg) = {
             let disk = lock(&self.disk);
             (disk.report(), disk.config().clone())
         };
-        r.requests = c.requests;
-        r.bad_requests = c.bad_requests;
-        r.out_of_range = c.out_of_range;
-        r.unsupported = c.unsupported;
-        r.write_errors = c.write_errors;
-        r.disk_full_errors = c.disk_full_errors;
-        r.flush_errors = c.flush_errors;
-        r.failed_write_bytes = c.failed_write_bytes;
-        r.first_failed_write = c.first_failed_write;
-        r.stalled_requests = c.stalled_requests;
-        r.delayed_requests = c.delayed_requests;
-        r.store_errors = c.store_errors;
-        r.connections = c.connections;
-        r.size = cfg.size;
-        r.block_size = cfg.block_size;
-        r.pattern = cfg.pattern;
-        r.seed = cfg.seed;
-        r.base = cfg.base;
-        r.verify = cfg.verify;
-        r.uptime_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let r = DiskCounters {
+            data,
+            requests,
+            setup: DiskSetup {
+                size: cfg.size,
+                block_size: cfg.block_size,
+                pattern: cfg.pattern,
+                seed: cfg.seed,
+                base: cfg.base,
+                verify: cfg.verify,
+            },
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
         let mut v = serde_json::to_value(r).unwrap_or_else(|e| json!({ "error": e.to_string() }));
         if let Some(o) = v.as_object_mut() {
             o.insert("faults".into(), lock(&self.faults).describe(Instant::now()));

@@ -99,7 +99,7 @@ mod tests {
         // The reply is the shared type the harness reads it into.
         let typed: acq_wire::counters::DiskCounters =
             serde_json::from_value(c["counters"].clone()).unwrap();
-        assert_eq!(typed.size, 1 << 20);
+        assert_eq!(typed.setup.size, 1 << 20);
         for f in [
             r#"{"cmd":"inject","fault":"write_error","count":2}"#,
             r#"{"cmd":"inject","fault":"disk_full","at":65536}"#,

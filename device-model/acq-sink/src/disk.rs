@@ -9,12 +9,12 @@ use std::os::unix::fs::FileExt;
 use crate::config::SinkConfig;
 use crate::extents::Extents;
 use acq_daemon::pattern::Generator;
-use acq_wire::counters::DiskCounters;
+use acq_wire::counters::DataCounters;
 
 /// Statistics of the disk, counted since the process started (never reset): the disk's
 /// part of the control socket's `DiskCounters` (writes, reads, flushes, verification);
 /// the backend counts the requests' part in its own.
-pub type Counters = DiskCounters;
+pub type Counters = DataCounters;
 
 /// The disk.
 #[derive(Debug)]
@@ -144,9 +144,9 @@ impl Disk {
 
     /// The disk's counters and written-range summary (the rest of the control socket's
     /// counters are the backend's: [`crate::backend::SharedDisk::report`]).
-    pub fn report(&self) -> DiskCounters {
+    pub fn report(&self) -> DataCounters {
         let holes = self.written.holes();
-        DiskCounters {
+        DataCounters {
             written_bytes_unique: self.written.covered(),
             written_extents: self.written.len() as u64,
             highest_written: self.written.end(),

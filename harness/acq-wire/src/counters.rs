@@ -164,9 +164,27 @@ impl CardCounters {
 }
 
 /// The capture disk's `counters` reply (besides `ok` and the faults still armed, which the
-/// sink adds). Offsets are disk byte offsets.
+/// sink adds), in the three parts its server counts apart (each under its own lock) and
+/// flattened into one object on the wire. Offsets are disk byte offsets.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskCounters {
+    /// What the disk counts: the writes, reads and flushes it performed, their
+    /// verification, and the written ranges.
+    #[serde(flatten)]
+    pub data: DataCounters,
+    /// What the virtio request handling counts: requests, and failures by fault.
+    #[serde(flatten)]
+    pub requests: RequestCounters,
+    /// The disk's settings.
+    #[serde(flatten)]
+    pub setup: DiskSetup,
+    /// Milliseconds since the disk started.
+    pub uptime_ms: u64,
+}
+
+/// The disk's part of [`DiskCounters`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataCounters {
     /// Write requests performed (failed ones are not counted here).
     pub writes: u64,
     /// Bytes written by performed writes (a rewrite counts again).
@@ -201,6 +219,11 @@ pub struct DiskCounters {
     pub hole_bytes: u64,
     /// ... and the first, `[start, end)`.
     pub first_hole: Option<[u64; 2]>,
+}
+
+/// The requests' part of [`DiskCounters`] (counted since the process started).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCounters {
     /// Requests completed (whatever their status).
     pub requests: u64,
     /// Requests answered VIRTIO_BLK_S_IOERR because the chain was malformed or pointed
@@ -228,6 +251,11 @@ pub struct DiskCounters {
     pub store_errors: u64,
     /// vhost-user connections accepted.
     pub connections: u64,
+}
+
+/// The settings part of [`DiskCounters`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSetup {
     /// The disk's size in bytes.
     pub size: u64,
     /// Its logical block size.
@@ -240,8 +268,6 @@ pub struct DiskCounters {
     pub base: u64,
     /// Writes are checked.
     pub verify: bool,
-    /// Milliseconds since the disk started.
-    pub uptime_ms: u64,
 }
 
 impl DiskCounters {
@@ -353,12 +379,10 @@ mod tests {
             .collect();
         listed.sort();
         assert_eq!(numbers(serde_json::to_value(card).unwrap()), listed);
-        let disk = DiskCounters {
-            first_mismatch: Some(1),
-            lowest_mismatch: Some(1),
-            first_failed_write: Some(1),
-            ..DiskCounters::default()
-        };
+        let mut disk = DiskCounters::default();
+        disk.data.first_mismatch = Some(1);
+        disk.data.lowest_mismatch = Some(1);
+        disk.requests.first_failed_write = Some(1);
         let mut listed: Vec<_> = DiskCounters::NUMBERS
             .iter()
             .map(|s| s.to_string())

@@ -289,7 +289,7 @@ pub fn run(paths: &Paths, opts: &BenchOptions) -> Result<Report> {
     if let Some(c) = vm.disk_servers.first().and_then(|s| s.disk_counters().ok()) {
         eprintln!(
             "  raw disk check: {} bytes verified, {} mismatched",
-            c.bytes_verified, c.bytes_mismatched
+            c.data.bytes_verified, c.data.bytes_mismatched
         );
     }
     // BAR2 streaming mode (docs/driver.md): last, because the mode (and the 128-entry ring

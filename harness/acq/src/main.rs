@@ -125,6 +125,10 @@ struct RunArgs {
     /// (swiotlb, `swiotlb=force`) besides what it asks for.
     #[arg(long, value_enum)]
     dma: Option<acq::scenario::run::DmaPath>,
+    /// Override every scenario's guest RAM, in MiB (make test-vm gives the debug kernel's
+    /// guests 512: each kmemleak scan reads every page's struct page).
+    #[arg(long, value_name = "MIB", value_parser = parse_memory)]
+    memory: Option<u32>,
 }
 
 #[derive(Args)]
@@ -215,6 +219,18 @@ fn parse_shard(s: &str) -> Result<(usize, usize), String> {
         return Err(format!("shard {i}/{n}: need 1 <= I <= N"));
     }
     Ok((i, n))
+}
+
+/// Guest RAM in MiB, within what a scenario's `vm.memory_mib` may be.
+fn parse_memory(s: &str) -> Result<u32, String> {
+    use acq::scenario::format::limits::VM_MEMORY_MIB;
+    let mib: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of MiB"))?;
+    if !VM_MEMORY_MIB.contains(&mib) {
+        return Err(format!("{mib} MiB is not in {VM_MEMORY_MIB:?}"));
+    }
+    Ok(mib)
 }
 
 #[derive(Args)]
@@ -385,6 +401,7 @@ fn cmd_explore(args: ExploreArgs) -> Result<ExitCode> {
             driver: args.driver.clone(),
             kernel_flavor: args.kernel_flavor,
             dma: None,
+            memory_mib: None,
         },
     };
     eprintln!(
@@ -460,6 +477,7 @@ fn cmd_mutants(args: MutantsArgs) -> Result<ExitCode> {
             driver: None,
             kernel_flavor: args.kernel_flavor,
             dma: None,
+            memory_mib: None,
         },
     };
     eprintln!(
@@ -520,6 +538,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         driver: args.driver.clone(),
         kernel_flavor: args.kernel_flavor,
         dma: args.dma,
+        memory_mib: args.memory,
     };
     eprintln!(
         "running {} scenario(s), {} at a time; results in {}",
@@ -786,7 +805,16 @@ fn cmd_vm(args: VmArgs) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::scenario_files;
+    use super::{parse_memory, scenario_files};
+
+    #[test]
+    fn a_run_wide_memory_is_held_to_a_scenarios_limits() {
+        assert_eq!(parse_memory("512"), Ok(512));
+        assert!(parse_memory("64").unwrap_err().contains("64 MiB is not in"));
+        assert!(parse_memory("1G")
+            .unwrap_err()
+            .contains("not a number of MiB"));
+    }
 
     #[test]
     fn checking_nothing_is_an_error() {

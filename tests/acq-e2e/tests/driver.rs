@@ -6,6 +6,7 @@
 //! Needs `make driver guest build` (the module, the guest tools, the device model).
 //! `ACQ_TEST_MIB` scales the per-card stream volume (default 256 MiB).
 
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use acq_e2e::{
@@ -13,6 +14,24 @@ use acq_e2e::{
     model_request, stream_mib, CMD,
 };
 use anyhow::{ensure, Context, Result};
+
+/// The guests of this file's tests: a test that judges the driver by how long a wake-up
+/// or an ioctl takes (limits of 90 to 420 ms) runs [`alone`], every other one
+/// [`beside_others`]. Under TCG the guest's clock runs on while its vCPU waits for a host
+/// CPU: with four guests on two host CPUs (make test-vm) a woken reader could be kept
+/// from running long enough to cross such a limit, and the test would measure the host's
+/// load instead of the driver.
+static GUESTS: RwLock<()> = RwLock::new(());
+
+/// Held while no other test of this file runs a guest.
+fn alone() -> RwLockWriteGuard<'static, ()> {
+    GUESTS.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Held while a test runs a guest that other tests' guests may run beside.
+fn beside_others() -> RwLockReadGuard<'static, ()> {
+    GUESTS.read().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// How long a long stream may take in the guest.
 const STREAM: Duration = Duration::from_secs(600);
@@ -60,6 +79,7 @@ fn stream(vm: &mut acq::vm::Vm, args: &str) -> Result<String> {
 
 #[test]
 fn driver_loads_and_unloads_without_a_card() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("driver-nocard", 0)?;
     vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
     ensure!(vm.sh_ok("cat /proc/modules", CMD)?.contains("acq "));
@@ -70,6 +90,7 @@ fn driver_loads_and_unloads_without_a_card() -> Result<()> {
 
 #[test]
 fn driver_one_card_streams_verified_and_unloads() -> Result<()> {
+    let _gate = beside_others();
     let mib = stream_mib();
     let mut vm = boot("driver-one", 1)?;
     insmod(&mut vm, 1)?;
@@ -121,6 +142,7 @@ fn driver_one_card_streams_verified_and_unloads() -> Result<()> {
 
 #[test]
 fn driver_two_cards_stream_in_parallel() -> Result<()> {
+    let _gate = beside_others();
     let mib = stream_mib();
     let mut vm = boot("driver-two", 2)?;
     insmod(&mut vm, 2)?;
@@ -146,6 +168,7 @@ fn driver_two_cards_stream_in_parallel() -> Result<()> {
 
 #[test]
 fn driver_control_paths() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("driver-control", 1)?;
     insmod(&mut vm, 1)?;
 
@@ -246,6 +269,7 @@ fn driver_control_paths() -> Result<()> {
 
 #[test]
 fn driver_error_paths() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("driver-errors", 1)?;
     insmod(&mut vm, 1)?;
 
@@ -342,6 +366,7 @@ fn driver_error_paths() -> Result<()> {
 
 #[test]
 fn driver_msi_fallback() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("driver-msi", 1)?;
     // force_msi=1 takes the fallback path: one MSI vector for every cause.
     insmod_with(&mut vm, 1, "force_msi=1")?;
@@ -372,6 +397,7 @@ fn driver_msi_fallback() -> Result<()> {
 /// TCG) and soft-reset the card on every such stop.
 #[test]
 fn a_stop_within_the_specs_10_ms_is_waited_for() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("driver-slow-stop", 1)?;
     insmod(&mut vm, 1)?;
     let resets = |vm: &acq::vm::Vm| -> Result<u64> {
@@ -412,6 +438,7 @@ fn a_stop_within_the_specs_10_ms_is_waited_for() -> Result<()> {
 /// poll() and unbind waited for it.
 #[test]
 fn a_function_reset_holds_up_nobody() -> Result<()> {
+    let _gate = alone();
     let mut vm = boot("driver-flr-unlocked", 1)?;
     insmod(&mut vm, 1)?;
     let control = vm.models[0].control.clone();
@@ -452,6 +479,7 @@ fn a_function_reset_holds_up_nobody() -> Result<()> {
 /// (the driver before cec9d49 fails this in 4 or 5 rounds of 1000).
 #[test]
 fn concurrent_starts_leave_both_channels_unmasked() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("driver-irq-mask-race", 1)?;
     insmod(&mut vm, 1)?;
     let out = vm.sh_ok("acq-ctl irq-mask-race", Duration::from_secs(300))?;
@@ -478,6 +506,7 @@ fn concurrent_starts_leave_both_channels_unmasked() -> Result<()> {
 /// before, where the next block rescued such a reader: 446 ms, under this test's limit.
 #[test]
 fn a_wake_up_between_the_last_check_and_the_sleep_is_not_lost() -> Result<()> {
+    let _gate = alone();
     let mut vm = boot("driver-wake-window", 1)?;
     insmod_with(&mut vm, 1, "debug_wake_window_ms=300")?;
     let out = vm.sh_ok("acq-ctl wake-latency", Duration::from_secs(60))?;
@@ -506,6 +535,7 @@ fn a_wake_up_between_the_last_check_and_the_sleep_is_not_lost() -> Result<()> {
 /// reader the same way.
 #[test]
 fn a_waiter_woken_but_kept_from_its_cpu_is_not_a_lost_wake_up() -> Result<()> {
+    let _gate = alone();
     let mut vm = boot("driver-woken-late", 1)?;
     insmod(&mut vm, 1)?;
     let out = vm.sh_ok("acq-ctl woken-late", Duration::from_secs(60))?;
@@ -549,6 +579,7 @@ fn debug_shell() -> Result<()> {
 /// memory. v1 enabled bus mastering before identifying the card and left it on.
 #[test]
 fn driver_probe_failure_leaves_bus_mastering_off() -> Result<()> {
+    let _gate = beside_others();
     // A card that probe identifies (bus mastering goes on) and then refuses: it has
     // neither MSI-X nor MSI. (A hung card no longer makes probe fail: probe revives it
     // with a function reset, scenario fault-hang-at-probe.)

@@ -53,6 +53,8 @@ pub struct RunOptions {
     pub kernel_flavor: Option<KernelFlavor>,
     /// Puts every scenario's DMA through this path besides what it asks for.
     pub dma: Option<DmaPath>,
+    /// Overrides every scenario's guest RAM (`vm.memory_mib`).
+    pub memory_mib: Option<u32>,
 }
 
 /// A DMA path a whole run is forced onto (`acq run --dma`), so that a set of scenarios
@@ -195,7 +197,7 @@ fn run_inner(
     let mut cfg = VmConfig {
         accel: opts.accel.unwrap_or(sc.vm.accel),
         cpus: sc.vm.cpus,
-        memory_mib: sc.vm.memory_mib,
+        memory_mib: opts.memory_mib.unwrap_or(sc.vm.memory_mib),
         cards,
         modules,
         files: Vec::new(),

@@ -152,19 +152,19 @@ pub(super) fn check_disk_streams(sc: &Scenario, res: &mut ScenarioResult) {
                 io.written_bytes_unique,
                 "written_bytes_unique",
                 "bytes on the disk",
-                disk.as_ref().map(|c| c.written_bytes_unique),
+                disk.as_ref().map(|c| c.data.written_bytes_unique),
             ),
             (
                 io.hole_bytes,
                 "hole_bytes",
                 "hole bytes",
-                disk.as_ref().map(|c| c.hole_bytes),
+                disk.as_ref().map(|c| c.data.hole_bytes),
             ),
             (
                 io.failed_bytes,
                 "failed_write_bytes",
                 "failed write bytes",
-                disk.as_ref().map(|c| c.failed_write_bytes),
+                disk.as_ref().map(|c| c.requests.failed_write_bytes),
             ),
         ] {
             checks.push(Check {
@@ -173,7 +173,7 @@ pub(super) fn check_disk_streams(sc: &Scenario, res: &mut ScenarioResult) {
                 detail: format!("consumer {mine}, disk {got:?}"),
             });
         }
-        let bad = disk.as_ref().map(|c| c.bytes_mismatched);
+        let bad = disk.as_ref().map(|c| c.data.bytes_mismatched);
         checks.push(Check {
             name: format!("stream {i}: disk{d} holds only the card's stream"),
             ok: bad == Some(0),
