@@ -8,6 +8,7 @@ use acq::paths::Paths;
 use acq::vm::{Vm, VmConfig};
 use anyhow::{bail, ensure, Result};
 
+pub mod gate;
 mod json;
 pub use json::{json_field, json_has, json_num, json_str, json_true, json_u64, json_values};
 

@@ -14,6 +14,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use acq_e2e::gate::{alone, beside_others};
 use acq_e2e::{
     assert_dmesg_clean, boot_unpluggable, boot_with, control_request, driver_image, json_num,
     json_true, json_u64, CMD,
@@ -118,6 +119,7 @@ fn ensure_contract(method: &str, out: &str) -> Result<()> {
 /// ENODEV again (gone is for good). Then the kernel log is clean.
 #[test]
 fn every_read_path_ends_with_one_enodev_when_its_card_is_unplugged() -> Result<()> {
+    let _gate = beside_others();
     let (modules, files) = image()?;
     let (mut vm, _) = boot_unpluggable("consumers-unplug", METHODS.len(), modules, files)?;
     vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
@@ -160,6 +162,7 @@ fn every_read_path_ends_with_one_enodev_when_its_card_is_unplugged() -> Result<(
 /// without the card's mutex.
 #[test]
 fn threads_sharing_one_descriptor_get_the_stream_exactly_once() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("consumers-threads")?;
     let mut failures = Vec::new();
     for threads in [2, 4] {
@@ -182,6 +185,7 @@ fn threads_sharing_one_descriptor_get_the_stream_exactly_once() -> Result<()> {
 /// VFS loops around `->read` (readv, io_uring, sendfile) dropped all but the first.
 #[test]
 fn every_read_path_reports_each_gap_once_where_it_starts() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("consumers-gaps")?;
     let mut failures = Vec::new();
     for method in METHODS {
@@ -211,14 +215,16 @@ fn every_read_path_reports_each_gap_once_where_it_starts() -> Result<()> {
 /// and after verified, each gap one EPIPE where it starts.
 #[test]
 fn every_read_path_survives_a_hang() -> Result<()> {
+    let _gate = beside_others();
     survive_a_session_end("hang", r#"{"cmd":"inject","fault":"hang"}"#)
 }
 
-/// The same as the hang, for a card that resets itself (a function level reset) while
-/// each method reads. (Two tests, not one loop: each takes a VM and a minute of paced
+/// The same as the hang, for a card that resets itself (its firmware restarting, config
+/// space untouched: docs/device.md) while each method reads. (Two tests, not one loop: each takes a VM and a minute of paced
 /// streaming, which run beside each other.)
 #[test]
 fn every_read_path_survives_a_reset() -> Result<()> {
+    let _gate = beside_others();
     survive_a_session_end("reset", r#"{"cmd":"reset"}"#)
 }
 
@@ -262,6 +268,7 @@ fn survive_a_session_end(fault: &str, request: &str) -> Result<()> {
 /// byte is verified and each gap in the data is one EPIPE where it starts.
 #[test]
 fn read_and_splice_survive_completions_that_lie() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("consumers-lies")?;
     let control = control_socket(&vm)?;
     let mut failures = Vec::new();
@@ -321,6 +328,7 @@ fn read_and_splice_survive_completions_that_lie() -> Result<()> {
 /// least 1,000 a second must arrive, else the test proves nothing.
 #[test]
 fn an_interrupt_storm_on_every_vector_costs_only_time() -> Result<()> {
+    let _gate = alone();
     let mut vm = boot("consumers-irq-storm")?;
     let control = control_socket(&vm)?;
     let before = guest_irqs(&mut vm)?;
@@ -384,6 +392,7 @@ fn guest_irqs(vm: &mut acq::vm::Vm) -> Result<u64> {
 /// and lost every gap but the first.
 #[test]
 fn sendfile_into_a_file_is_refused_and_consumes_nothing() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("consumers-sendfile")?;
     let out = consume(
         &mut vm,
@@ -442,6 +451,7 @@ fn inject_later(
 /// once, the stream unbroken around them (an errored block goes to the next buffer).
 #[test]
 fn every_read_path_reports_each_error_once() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("consumers-errors")?;
     let control = control_socket(&vm)?;
     let mut failures = Vec::new();
@@ -489,6 +499,7 @@ fn seconds(field: &str) -> Result<f64> {
 /// signals). Before v2 the read ran to its end whatever the signal.
 #[test]
 fn a_long_read_ends_promptly_on_a_fatal_signal() -> Result<()> {
+    let _gate = alone();
     let mut vm = boot("consumers-signals")?;
     vm.sh_ok("acq-ctl set --rate 0 --pattern counter --seed 0", CMD)?;
     let dd = "dd if=/dev/acq0 of=/dev/null bs=512M count=1 2>/dev/null";
@@ -547,6 +558,7 @@ fn a_long_read_ends_promptly_on_a_fatal_signal() -> Result<()> {
 /// they are. pv and socat are Debian's, with the libraries they link (qemu/toolroot.sh).
 #[test]
 fn standard_tools_deliver_a_verified_stream() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("consumers-tools")?;
     // Slow enough for busybox head, which reads with getc() (under TCG a byte at a time
     // costs), so that no overflow ends a tool early.
@@ -599,6 +611,7 @@ fn standard_tools_deliver_a_verified_stream() -> Result<()> {
 /// are not folded into one EIO.
 #[test]
 fn every_write_path_reports_each_playback_error_once() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("consumers-playback-errors")?;
     let control = control_socket(&vm)?;
     // The source: 32 MiB of the COUNTER pattern with seed 0, as the capture side makes it.
@@ -637,6 +650,7 @@ fn every_write_path_reports_each_playback_error_once() -> Result<()> {
 /// epoll consumer spun.
 #[test]
 fn poll_in_mmap_mode_waits_for_a_new_block() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("consumers-mmap-poll")?;
     let out = vm.sh_ok("acq-ctl mmap-poll", CMD)?;
     eprintln!("mmap-poll: {}", out.trim());
@@ -661,6 +675,7 @@ fn poll_in_mmap_mode_waits_for_a_new_block() -> Result<()> {
 /// follows must leave the card stopped (v2's first cut started it again).
 #[test]
 fn stop_ends_a_waiting_reader_and_the_card_stays_stopped() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("consumers-stop")?;
     let mut failures = Vec::new();
     for method in ["read", "splice", "poll-read", "epoll-read"] {
@@ -689,6 +704,7 @@ fn stop_ends_a_waiting_reader_and_the_card_stays_stopped() -> Result<()> {
 /// (a new session while the blocks were held) and the release failed with EINVAL.
 #[test]
 fn watchdog_leaves_an_mmap_consumers_held_blocks_alone() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("consumers-mmap-watchdog")?;
     let control = control_socket(&vm)?;
     let inject = inject_later(
@@ -726,6 +742,7 @@ fn watchdog_leaves_an_mmap_consumers_held_blocks_alone() -> Result<()> {
 /// longer holds (`EINVAL`). v1 failed the sync with EINTR and the retry with EINVAL.
 #[test]
 fn mmap_sync_interrupted_after_a_release_can_be_retried() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("consumers-mmap-signal")?;
     let out = vm.sh_ok("acq-ctl mmap-signal", RUN)?;
     eprintln!("mmap-signal: {}", out.trim());
@@ -748,6 +765,7 @@ fn mmap_sync_interrupted_after_a_release_can_be_retried() -> Result<()> {
 /// of v2's first cut, which honoured only O_NONBLOCK: a submission blocked for seconds.
 #[test]
 fn io_uring_submission_never_blocks() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("consumers-io-uring-nowait")?;
     let mut failures = Vec::new();
     for method in ["io-uring-read", "io-uring-readv"] {
@@ -779,6 +797,7 @@ fn io_uring_submission_never_blocks() -> Result<()> {
 /// considers a reset, so the stream goes on with no `EIO`, no gap and no new session.
 #[test]
 fn a_card_that_hides_its_doorbell_request_is_woken_without_a_reset() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("consumers-doorbell-lie")?;
     let control = control_socket(&vm)?;
     let fired = |control: &std::path::Path| -> Result<u64> {

@@ -6,32 +6,14 @@
 //! Needs `make driver guest build` (the module, the guest tools, the device model).
 //! `ACQ_TEST_MIB` scales the per-card stream volume (default 256 MiB).
 
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use acq_e2e::gate::{alone, beside_others};
 use acq_e2e::{
     assert_dmesg_clean, boot_configured, boot_with, driver_image, json_num, json_true, json_u64,
     model_request, stream_mib, CMD,
 };
 use anyhow::{ensure, Context, Result};
-
-/// The guests of this file's tests: a test that judges the driver by how long a wake-up
-/// or an ioctl takes (limits of 90 to 420 ms) runs [`alone`], every other one
-/// [`beside_others`]. Under TCG the guest's clock runs on while its vCPU waits for a host
-/// CPU: with four guests on two host CPUs (make test-vm) a woken reader could be kept
-/// from running long enough to cross such a limit, and the test would measure the host's
-/// load instead of the driver.
-static GUESTS: RwLock<()> = RwLock::new(());
-
-/// Held while no other test of this file runs a guest.
-fn alone() -> RwLockWriteGuard<'static, ()> {
-    GUESTS.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Held while a test runs a guest that other tests' guests may run beside.
-fn beside_others() -> RwLockReadGuard<'static, ()> {
-    GUESTS.read().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// How long a long stream may take in the guest.
 const STREAM: Duration = Duration::from_secs(600);

@@ -10,6 +10,7 @@
 //!
 //! Needs `make driver guest build`.
 
+use acq_e2e::gate::{alone, beside_others};
 use acq_e2e::{assert_dmesg_clean, boot_streaming_guest, json_true, kernel_bug_reports, CMD};
 use anyhow::{ensure, Result};
 
@@ -40,6 +41,7 @@ fn check(vm: &mut acq::vm::Vm, cmd: &str) -> Result<String> {
 
 #[test]
 fn an_ioctl_does_not_wait_for_a_reader_stuck_in_its_copy() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot_streaming_guest("user-memory-read")?;
     check(&mut vm, "slow-read")?;
     // The card streams on afterwards.
@@ -53,6 +55,7 @@ fn an_ioctl_does_not_wait_for_a_reader_stuck_in_its_copy() -> Result<()> {
 
 #[test]
 fn an_ioctl_does_not_wait_for_a_writer_stuck_in_its_copy() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot_streaming_guest("user-memory-write")?;
     check(&mut vm, "slow-write")?;
     assert_dmesg_clean(&mut vm)?;
@@ -64,6 +67,7 @@ fn an_ioctl_does_not_wait_for_a_writer_stuck_in_its_copy() -> Result<()> {
 /// reference on the page it copies from. Then the module unloads.
 #[test]
 fn unbind_does_not_wait_for_a_reader_stuck_in_its_copy() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot_streaming_guest("user-memory-unbind")?;
     check(&mut vm, "slow-read-unbind")?;
     let gone = vm.sh("ls /dev/acq0", CMD)?;
@@ -82,6 +86,7 @@ fn unbind_does_not_wait_for_a_reader_stuck_in_its_copy() -> Result<()> {
 /// card's locks), and playback copies under its own lock; this test keeps it so.
 #[test]
 fn a_playback_write_from_the_capture_mapping_completes() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot_streaming_guest("user-memory-mmap-write")?;
     let out = vm.sh_ok("acq-ctl mmap-to-playback", CMD)?;
     eprintln!("mmap-to-playback: {}", out.trim());
@@ -106,6 +111,7 @@ fn a_playback_write_from_the_capture_mapping_completes() -> Result<()> {
 /// returned, whatever its flags or signals.
 #[test]
 fn a_second_reader_never_waits_for_the_first() -> Result<()> {
+    let _gate = alone();
     let mut vm = boot_streaming_guest("user-memory-second-reader")?;
     let out = vm.sh_ok("acq-ctl second-reader", CMD)?;
     eprintln!("second-reader: {}", out.trim());

@@ -142,6 +142,7 @@ mod tests {
             accel: "tcg".into(),
             kernel: "test".into(),
             dma: None,
+            memory_mib: 1024,
             error: None,
             checks: vec![Check {
                 name: "EIO seen 1 time(s)".into(),

@@ -112,6 +112,8 @@ pub struct ScenarioResult {
     /// The DMA path `acq run --dma` forced (`viommu`, `swiotlb`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dma: Option<String>,
+    /// Guest RAM in MiB (the scenario's, or `acq run --memory`'s); 0 before the boot.
+    pub memory_mib: u32,
     /// A failure that stopped the run before the checks (boot failure, step failure, ...).
     pub error: Option<String>,
     /// The expectations, each checked.
@@ -141,6 +143,7 @@ pub fn run(sc: &Scenario, file: &Path, paths: &Paths, opts: &RunOptions) -> Scen
         accel: String::new(),
         kernel: String::new(),
         dma: None,
+        memory_mib: 0,
         error: None,
         checks: Vec::new(),
         streams: Vec::new(),
@@ -209,6 +212,7 @@ fn run_inner(
         viommu: sc.vm.viommu,
         kernel_args: sc.vm.kernel_args.clone(),
     };
+    res.memory_mib = cfg.memory_mib;
     if let Some(d) = opts.dma {
         (cfg.viommu, cfg.kernel_args) = d.apply(cfg.viommu, &cfg.kernel_args);
         res.dma = Some(format!("{d:?}").to_lowercase());

@@ -22,6 +22,7 @@ fn result_with(streams: Vec<Value>) -> ScenarioResult {
         accel: "tcg".into(),
         kernel: "test".into(),
         dma: None,
+        memory_mib: 1024,
         error: None,
         checks: Vec::new(),
         streams,
