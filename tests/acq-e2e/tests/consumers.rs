@@ -220,8 +220,8 @@ fn every_read_path_survives_a_hang() -> Result<()> {
 }
 
 /// The same as the hang, for a card that resets itself (its firmware restarting, config
-/// space untouched: docs/device.md) while each method reads. (Two tests, not one loop: each takes a VM and a minute of paced
-/// streaming, which run beside each other.)
+/// space untouched: docs/device.md) while each method reads. (Two tests, not one loop:
+/// each takes a guest and a minute of paced streaming, and the two run beside each other.)
 #[test]
 fn every_read_path_survives_a_reset() -> Result<()> {
     let _gate = beside_others();
@@ -234,22 +234,7 @@ fn survive_a_session_end(fault: &str, request: &str) -> Result<()> {
     let mut vm = boot(&format!("consumers-{fault}"))?;
     let control = control_socket(&vm)?;
     let mut failures = Vec::new();
-    for method in METHODS {
-        let chunk = chunk_for(method);
-        let (out, err) = run_with_fault(
-            &mut vm,
-            &control,
-            request,
-            &format!(
-                "acq-consume --method {method} --bytes 24M --chunk {chunk} --iovecs 16 \
-                 --rate 4M"
-            ),
-        )?;
-        ensure!(
-            acq_e2e::json_has(&out, "method"),
-            "{method}: no result: {out}{err}"
-        );
-        eprintln!("{fault} {method}: {out}");
+    for (method, out) in every_method_with_fault(&mut vm, &control, fault, request, "24M", "4M")? {
         if json_u64(&out, "eio") != 1 || json_u64(&out, "restarts") != 1 {
             failures.push(format!(
                 "{fault} {method}: not one EIO and one new session: {out}"
@@ -262,13 +247,46 @@ fn survive_a_session_end(fault: &str, request: &str) -> Result<()> {
     finish(vm, failures)
 }
 
+/// Runs `acq-consume` with each read method in turn (`bytes` from a card paced at `rate`,
+/// the method's chunk size, 16 iovecs) while the model is sent `request` 1.5 s after each
+/// start; prints each method's result line after `label` and returns them.
+fn every_method_with_fault(
+    vm: &mut acq::vm::Vm,
+    control: &std::path::Path,
+    label: &str,
+    request: &str,
+    bytes: &str,
+    rate: &str,
+) -> Result<Vec<(&'static str, String)>> {
+    let mut results = Vec::new();
+    for method in METHODS {
+        let chunk = chunk_for(method);
+        let (out, err) = run_with_fault(
+            vm,
+            control,
+            request,
+            &format!(
+                "acq-consume --method {method} --bytes {bytes} --chunk {chunk} --iovecs 16 \
+                 --rate {rate}"
+            ),
+        )?;
+        ensure!(
+            acq_e2e::json_has(&out, "method"),
+            "{method}: no result: {out}{err}"
+        );
+        eprintln!("{label} {method}: {out}");
+        results.push((method, out));
+    }
+    Ok(results)
+}
+
 /// A card that lies in one completion about a block it wrote (`bad_completion`, docs/
 /// faults.md), while read() and splice() consume: each lie costs at most one EIO and
 /// one EPIPE, never a hang, a copy beyond the block, or a kernel warning; every other
 /// byte is verified and each gap in the data is one EPIPE where it starts.
 #[test]
 fn read_and_splice_survive_completions_that_lie() -> Result<()> {
-    let _gate = beside_others();
+    let _gate = alone();
     let mut vm = boot("consumers-lies")?;
     let control = control_socket(&vm)?;
     let mut failures = Vec::new();
@@ -455,22 +473,10 @@ fn every_read_path_reports_each_error_once() -> Result<()> {
     let mut vm = boot("consumers-errors")?;
     let control = control_socket(&vm)?;
     let mut failures = Vec::new();
-    for method in METHODS {
-        let chunk = chunk_for(method);
-        let (out, err) = run_with_fault(
-            &mut vm,
-            &control,
-            r#"{"cmd":"inject","fault":"dma_error","count":3}"#,
-            &format!(
-                "acq-consume --method {method} --bytes 32M --chunk {chunk} --iovecs 16 \
-                 --rate 8M"
-            ),
-        )?;
-        ensure!(
-            acq_e2e::json_has(&out, "method"),
-            "{method}: no result: {out}{err}"
-        );
-        eprintln!("{method}: {out}");
+    let request = r#"{"cmd":"inject","fault":"dma_error","count":3}"#;
+    for (method, out) in
+        every_method_with_fault(&mut vm, &control, "dma_error", request, "32M", "8M")?
+    {
         if json_u64(&out, "eio") != 3 || json_u64(&out, "driver_errors") != 3 {
             failures.push(format!("{method}: 3 error completions, not 3 EIOs: {out}"));
         }
@@ -765,7 +771,7 @@ fn mmap_sync_interrupted_after_a_release_can_be_retried() -> Result<()> {
 /// of v2's first cut, which honoured only O_NONBLOCK: a submission blocked for seconds.
 #[test]
 fn io_uring_submission_never_blocks() -> Result<()> {
-    let _gate = beside_others();
+    let _gate = alone();
     let mut vm = boot("consumers-io-uring-nowait")?;
     let mut failures = Vec::new();
     for method in ["io-uring-read", "io-uring-readv"] {
