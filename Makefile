@@ -115,8 +115,8 @@ fuzz-smoke:
 # against 591 at 2, the 73 scenarios 280 s against about 330, every test passing; the
 # guests then used 1.6 and 2.0 of the 2 CPUs). The debug kernel's guests (KASAN,
 # kmemleak scans) keep a CPU busy each: DEBUG_JOBS stays at 2 (3 took as long). The tests
-# that judge the driver by a latency, or by a consumer keeping up, keep the other guests of
-# their file away (acq_e2e::gate). VM_JOBS=1 DEBUG_JOBS=1 for one at a time.
+# that judge the driver by a latency, or by a consumer keeping up, run beside at most one
+# other guest of their file (acq_e2e::gate). VM_JOBS=1 DEBUG_JOBS=1 for one at a time.
 VM_JOBS ?= 4
 DEBUG_JOBS ?= 2
 

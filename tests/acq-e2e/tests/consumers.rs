@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use acq_e2e::gate::{alone, beside_others};
+use acq_e2e::gate::{beside_others, quiet};
 use acq_e2e::{
     assert_dmesg_clean, boot_unpluggable, boot_with, control_request, driver_image, json_num,
     json_true, json_u64, CMD,
@@ -286,7 +286,7 @@ fn every_method_with_fault(
 /// byte is verified and each gap in the data is one EPIPE where it starts.
 #[test]
 fn read_and_splice_survive_completions_that_lie() -> Result<()> {
-    let _gate = alone();
+    let _gate = quiet();
     let mut vm = boot("consumers-lies")?;
     let control = control_socket(&vm)?;
     let mut failures = Vec::new();
@@ -346,7 +346,7 @@ fn read_and_splice_survive_completions_that_lie() -> Result<()> {
 /// least 1,000 a second must arrive, else the test proves nothing.
 #[test]
 fn an_interrupt_storm_on_every_vector_costs_only_time() -> Result<()> {
-    let _gate = alone();
+    let _gate = quiet();
     let mut vm = boot("consumers-irq-storm")?;
     let control = control_socket(&vm)?;
     let before = guest_irqs(&mut vm)?;
@@ -505,7 +505,7 @@ fn seconds(field: &str) -> Result<f64> {
 /// signals). Before v2 the read ran to its end whatever the signal.
 #[test]
 fn a_long_read_ends_promptly_on_a_fatal_signal() -> Result<()> {
-    let _gate = alone();
+    let _gate = quiet();
     let mut vm = boot("consumers-signals")?;
     vm.sh_ok("acq-ctl set --rate 0 --pattern counter --seed 0", CMD)?;
     let dd = "dd if=/dev/acq0 of=/dev/null bs=512M count=1 2>/dev/null";
@@ -771,7 +771,7 @@ fn mmap_sync_interrupted_after_a_release_can_be_retried() -> Result<()> {
 /// of v2's first cut, which honoured only O_NONBLOCK: a submission blocked for seconds.
 #[test]
 fn io_uring_submission_never_blocks() -> Result<()> {
-    let _gate = alone();
+    let _gate = quiet();
     let mut vm = boot("consumers-io-uring-nowait")?;
     let mut failures = Vec::new();
     for method in ["io-uring-read", "io-uring-readv"] {

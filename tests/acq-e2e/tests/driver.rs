@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use acq_e2e::gate::{alone, beside_others};
+use acq_e2e::gate::{beside_others, quiet};
 use acq_e2e::{
     assert_dmesg_clean, boot_configured, boot_with, driver_image, json_num, json_true, json_u64,
     model_request, stream_mib, CMD,
@@ -420,7 +420,7 @@ fn a_stop_within_the_specs_10_ms_is_waited_for() -> Result<()> {
 /// poll() and unbind waited for it.
 #[test]
 fn a_function_reset_holds_up_nobody() -> Result<()> {
-    let _gate = alone();
+    let _gate = quiet();
     let mut vm = boot("driver-flr-unlocked", 1)?;
     insmod(&mut vm, 1)?;
     let control = vm.models[0].control.clone();
@@ -488,7 +488,7 @@ fn concurrent_starts_leave_both_channels_unmasked() -> Result<()> {
 /// before, where the next block rescued such a reader: 446 ms, under this test's limit.
 #[test]
 fn a_wake_up_between_the_last_check_and_the_sleep_is_not_lost() -> Result<()> {
-    let _gate = alone();
+    let _gate = quiet();
     let mut vm = boot("driver-wake-window", 1)?;
     insmod_with(&mut vm, 1, "debug_wake_window_ms=300")?;
     let out = vm.sh_ok("acq-ctl wake-latency", Duration::from_secs(60))?;
@@ -517,7 +517,7 @@ fn a_wake_up_between_the_last_check_and_the_sleep_is_not_lost() -> Result<()> {
 /// reader the same way.
 #[test]
 fn a_waiter_woken_but_kept_from_its_cpu_is_not_a_lost_wake_up() -> Result<()> {
-    let _gate = alone();
+    let _gate = quiet();
     let mut vm = boot("driver-woken-late", 1)?;
     insmod(&mut vm, 1)?;
     let out = vm.sh_ok("acq-ctl woken-late", Duration::from_secs(60))?;

@@ -10,7 +10,7 @@
 //!
 //! Needs `make driver guest build`.
 
-use acq_e2e::gate::{alone, beside_others};
+use acq_e2e::gate::{beside_others, quiet};
 use acq_e2e::{assert_dmesg_clean, boot_streaming_guest, json_true, kernel_bug_reports, CMD};
 use anyhow::{ensure, Result};
 
@@ -111,7 +111,7 @@ fn a_playback_write_from_the_capture_mapping_completes() -> Result<()> {
 /// returned, whatever its flags or signals.
 #[test]
 fn a_second_reader_never_waits_for_the_first() -> Result<()> {
-    let _gate = alone();
+    let _gate = quiet();
     let mut vm = boot_streaming_guest("user-memory-second-reader")?;
     let out = vm.sh_ok("acq-ctl second-reader", CMD)?;
     eprintln!("second-reader: {}", out.trim());
