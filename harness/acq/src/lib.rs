@@ -24,4 +24,5 @@ pub mod process;
 pub mod scenario;
 pub mod signals;
 pub mod soak;
+pub mod tsc;
 pub mod vm;

@@ -211,6 +211,10 @@ impl Vm {
                 return Err(with_logs(e, &run_dir));
             }
         };
+        if let Err(e) = check_guest_clock(guest_uptime, start.elapsed()) {
+            qemu.terminate(Duration::from_secs(3));
+            return Err(with_logs(e, &run_dir));
+        }
         drop(listener);
         let _ = fs::remove_file(&agent_sock);
         Ok(Vm {
@@ -691,6 +695,13 @@ fn qemu_args(
     if cfg.shell {
         append.push_str(" acq.shell=1");
     }
+    // Under TCG the guest's TSC is the host's, measured here: a guest calibrating it on a
+    // loaded host can be off 30-fold, and its clock with it (crate::tsc).
+    if accel == Accel::Tcg {
+        if let Some(khz) = crate::tsc::host_khz() {
+            append.push_str(&format!(" tsc_early_khz={khz}"));
+        }
+    }
     for a in &cfg.kernel_args {
         append.push(' ');
         append.push_str(a);
@@ -747,9 +758,36 @@ fn shell_words(args: &[String]) -> String {
     s
 }
 
+/// Refuses a guest whose clock ran well ahead of the host's while it booted (its uptime
+/// counts from the kernel's start, after QEMU's): a TSC calibrated wrong makes every timed
+/// wait in it wrong (crate::tsc), and every test's verdict with it.
+fn check_guest_clock(guest_uptime: Duration, host_elapsed: Duration) -> Result<()> {
+    if guest_uptime > host_elapsed * 3 + Duration::from_secs(5) {
+        bail!(
+            "the guest's clock ran {:.1}x the host's while it booted ({:.1} s of uptime in \
+             {:.1} s): its TSC frequency is wrong (console.log: \"tsc: Detected\")",
+            guest_uptime.as_secs_f64() / host_elapsed.as_secs_f64().max(0.001),
+            guest_uptime.as_secs_f64(),
+            host_elapsed.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_guest_clock_far_ahead_of_the_hosts_is_refused() {
+        let s = Duration::from_secs_f64;
+        // The CI run's guest: 86 MHz assumed for a 2600 MHz TSC, 30 times fast.
+        let e = check_guest_clock(s(75.0), s(4.0)).unwrap_err().to_string();
+        assert!(e.contains("18.8x the host's"), "{e}");
+        assert!(check_guest_clock(s(2.5), s(2.9)).is_ok());
+        // A debug kernel's boot on a loaded host.
+        assert!(check_guest_clock(s(14.0), s(16.0)).is_ok());
+    }
 
     #[test]
     fn cards_get_root_ports_and_shared_memory() {
@@ -763,6 +801,12 @@ mod tests {
         assert!(a.contains(r#""socket":{"path":"/r/b.sock","type":"unix"}"#));
         assert!(a.contains("-accel tcg"));
         assert!(!a.contains("intel-iommu"));
+        // The guest is told the host's TSC frequency instead of calibrating it.
+        let khz = crate::tsc::host_khz().unwrap();
+        assert!(
+            a.contains(&format!("tsc=reliable tsc_early_khz={khz}")),
+            "{a}"
+        );
     }
 
     #[test]
