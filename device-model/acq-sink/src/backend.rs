@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use acq_wire::counters::{DiskCounters, DiskSetup, RequestCounters};
+use acq_wire::counters::{DiskCounters, RequestCounters};
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
@@ -103,21 +103,14 @@ impl SharedDisk {
     /// Every counter, the disk's settings and the armed faults, as one JSON object.
     pub fn report(&self) -> Value {
         let requests = lock(&self.counters).clone();
-        let (data, cfg) = {
+        let (data, setup) = {
             let disk = lock(&self.disk);
-            (disk.report(), disk.config().clone())
+            (disk.report(), disk.config().setup())
         };
         let r = DiskCounters {
             data,
             requests,
-            setup: DiskSetup {
-                size: cfg.size,
-                block_size: cfg.block_size,
-                pattern: cfg.pattern,
-                seed: cfg.seed,
-                base: cfg.base,
-                verify: cfg.verify,
-            },
+            setup,
             uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
         let mut v = serde_json::to_value(r).unwrap_or_else(|e| json!({ "error": e.to_string() }));

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use acq_hw::regs;
+use acq_wire::counters::DiskSetup;
 use acq_wire::Size;
 
 /// Smallest disk: one 4 KiB block.
@@ -94,6 +95,18 @@ fn number(field: &'static str, v: &Value) -> Result<u64, SinkConfigError> {
 }
 
 impl SinkConfig {
+    /// The settings the control socket's `counters` reply carries.
+    pub fn setup(&self) -> DiskSetup {
+        DiskSetup {
+            size: self.size,
+            block_size: self.block_size,
+            pattern: self.pattern,
+            seed: self.seed,
+            base: self.base,
+            verify: self.verify,
+        }
+    }
+
     /// Loads settings from a JSON object file (missing fields keep their defaults).
     pub fn load(path: &Path) -> Result<SinkConfig, SinkConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| SinkConfigError::Read {
