@@ -85,9 +85,21 @@ smoke)
     [ $# -eq 0 ] && targets=("${all[@]}")
     build
     fail=0
+    for t in "${targets[@]}"; do replay "$t" || fail=1; done
+    # One libFuzzer process a CPU: each runs a single thread for its 5 s.
+    jobs=$(nproc)
+    running=0
     for t in "${targets[@]}"; do
-        replay "$t" || fail=1
-        run "$t" 5 || fail=1
+        if [ "$running" -ge "$jobs" ]; then
+            wait -n || fail=1
+            running=$((running - 1))
+        fi
+        run "$t" 5 &
+        running=$((running + 1))
+    done
+    while [ "$running" -gt 0 ]; do
+        wait -n || fail=1
+        running=$((running - 1))
     done
     exit $fail
     ;;

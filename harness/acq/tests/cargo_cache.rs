@@ -1,0 +1,215 @@
+//! qemu/cargo-cache.sh on a made-up repository: the cache keeps crates.io units only
+//! (never this repo's crates, which cargo judges by mtime), a fresh clone's missing target
+//! directories get them back with their mtimes, and a later save adds what is new.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+const LOCK: &str = r#"version = 4
+
+[[package]]
+name = "acq-wire"
+version = "0.1.0"
+dependencies = [
+ "serde",
+]
+
+[[package]]
+name = "serde"
+version = "1.0.0"
+source = "registry+https://github.com/rust-lang/crates.io-index"
+
+[[package]]
+name = "vfio_user"
+version = "0.1.7"
+source = "registry+https://github.com/rust-lang/crates.io-index"
+"#;
+
+const FUZZ_LOCK: &str = r#"version = 4
+
+[[package]]
+name = "acq-fuzz"
+version = "0.0.0"
+
+[[package]]
+name = "libfuzzer-sys"
+version = "0.4.0"
+source = "registry+https://github.com/rust-lang/crates.io-index"
+"#;
+
+const H: &str = "0123456789abcdef";
+
+/// A repository with the two scripts and the two lock files, in a fresh directory.
+fn repo(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("acq-cargo-cache-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../qemu");
+    fs::create_dir_all(dir.join("qemu")).unwrap();
+    for f in ["lib.sh", "cargo-cache.sh"] {
+        fs::copy(src.join(f), dir.join("qemu").join(f)).unwrap();
+    }
+    fs::write(dir.join("Cargo.lock"), LOCK).unwrap();
+    fs::create_dir_all(dir.join("tests/acq-fuzz")).unwrap();
+    fs::write(dir.join("tests/acq-fuzz/Cargo.lock"), FUZZ_LOCK).unwrap();
+    dir
+}
+
+fn touch(root: &Path, rel: &str) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, rel).unwrap();
+}
+
+/// Every file under `root`, relative to it.
+fn files(root: &Path) -> BTreeSet<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.insert(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn run(repo: &Path, cache: &Path, cmd: &str) {
+    let out = Command::new("bash")
+        .arg(repo.join("qemu/cargo-cache.sh"))
+        .arg(cmd)
+        .env("ACQ_CACHE", cache)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo-cache.sh {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The one entry `cache` holds.
+fn entry(cache: &Path) -> PathBuf {
+    let entries: Vec<PathBuf> = fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    entries[0].clone()
+}
+
+fn set(names: &[String]) -> BTreeSet<String> {
+    names.iter().cloned().collect()
+}
+
+#[test]
+fn only_crates_io_units_are_kept_and_a_fresh_clone_gets_them_back() {
+    let a = repo("a");
+    let cache = a.join("cache");
+    let deps = [
+        format!("target/debug/.fingerprint/serde-{H}/lib-serde.json"),
+        format!("target/debug/.fingerprint/serde-{H}/dep-lib-serde"),
+        format!("target/debug/deps/libserde-{H}.rlib"),
+        format!("target/debug/deps/libserde-{H}.rmeta"),
+        format!("target/debug/deps/serde-{H}.d"),
+        "target/debug/build/serde-fedcba9876543210/out/private.rs".to_string(),
+        format!("target/guest/x86_64-unknown-linux-gnu/release/deps/libvfio_user-{H}.rlib"),
+        format!(
+            "tests/acq-fuzz/target/x86_64-unknown-linux-gnu/release/deps/liblibfuzzer_sys-{H}.rlib"
+        ),
+        format!("tests/acq-fuzz/target/release/.fingerprint/libfuzzer-sys-{H}/build"),
+    ];
+    // This repo's crates, a test binary named like no crate ("vfio" beside "vfio_user"),
+    // uplifted binaries, incremental state: none of it may be cached.
+    let own = [
+        format!("target/debug/.fingerprint/acq-wire-{H}/lib-acq_wire.json"),
+        format!("target/debug/deps/libacq_wire-{H}.rlib"),
+        format!("target/debug/deps/vfio-{H}"),
+        format!("target/debug/deps/serde_extra-{H}.d"),
+        format!("target/debug/incremental/acq_wire-{H}/s-1/query-cache.bin"),
+        "target/debug/acq".to_string(),
+        "target/acq-runs/1/console.log".to_string(),
+        format!("tests/acq-fuzz/target/x86_64-unknown-linux-gnu/release/deps/acq_fuzz-{H}"),
+    ];
+    for f in deps.iter().chain(own.iter()) {
+        touch(&a, f);
+    }
+    let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    let rlib = format!("target/debug/deps/libserde-{H}.rlib");
+    fs::File::options()
+        .write(true)
+        .open(a.join(&rlib))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+
+    run(&a, &cache, "save");
+    let e = entry(&cache);
+    assert_eq!(files(&e), set(&deps), "the cache entry");
+
+    // A fresh clone: no target directories. Restore brings the units with their mtimes.
+    let b = repo("b");
+    touch(&b, "target/.keep-nothing");
+    fs::remove_dir_all(b.join("target")).unwrap();
+    run(&b, &cache, "restore");
+    let restored: BTreeSet<String> = files(&b)
+        .into_iter()
+        .filter(|f| f.contains("target/"))
+        .collect();
+    assert_eq!(restored, set(&deps), "the restored target directories");
+    assert_eq!(
+        fs::metadata(b.join(&rlib)).unwrap().modified().unwrap(),
+        old
+    );
+
+    // A target directory that exists is left alone.
+    let c = repo("c");
+    touch(&c, "target/debug/mine");
+    run(&c, &cache, "restore");
+    assert!(!c
+        .join(format!("target/debug/deps/libserde-{H}.rlib"))
+        .exists());
+    assert!(c
+        .join(format!(
+            "tests/acq-fuzz/target/release/.fingerprint/libfuzzer-sys-{H}/build"
+        ))
+        .exists());
+
+    // A later save adds a new unit to the same entry and keeps the old ones.
+    let newer = format!("target/release/deps/libserde-{}.rlib", "1111111111111111");
+    touch(&b, &newer);
+    run(&b, &cache, "save");
+    let mut want = set(&deps);
+    want.insert(newer);
+    assert_eq!(files(&entry(&cache)), want, "the entry after a second save");
+
+    for d in [a, b, c] {
+        let _ = fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn another_lock_file_is_another_entry() {
+    let a = repo("lock");
+    let cache = a.join("cache");
+    touch(&a, &format!("target/debug/deps/libserde-{H}.rlib"));
+    run(&a, &cache, "save");
+    let first = entry(&cache);
+    fs::write(a.join("Cargo.lock"), LOCK.replace("1.0.0", "1.0.1")).unwrap();
+    fs::remove_dir_all(a.join("target")).unwrap();
+    run(&a, &cache, "restore");
+    assert!(
+        !a.join("target").exists(),
+        "restored from an entry of another lock file"
+    );
+    let _ = fs::remove_dir_all(first);
+    let _ = fs::remove_dir_all(a);
+}
