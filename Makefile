@@ -35,9 +35,10 @@ help:
 host-deps:
 	@bash qemu/host-deps.sh cc
 
-# Compiled crates.io dependencies (qemu/cargo-cache.sh): a fresh clone's missing target
+# Compiled crates.io dependencies (qemu/cargo-cache.sh): a fresh clone's target
 # directories are seeded from the cache before the first build, and make test-vm (after
-# every build of make test) adds what the cache lacks. cargo still decides what is fresh.
+# every build of make test) saves this clone's when they differ. cargo still decides what
+# is fresh.
 cargo-restore: host-deps
 	@bash qemu/cargo-cache.sh restore
 

@@ -3,9 +3,10 @@
 # only this repo's own crates (#19: the dependencies were about half the build time of a
 # fresh clone's make test).
 #
-#   qemu/cargo-cache.sh restore   a missing target directory (target/, tests/acq-fuzz/target/)
-#                                 is seeded from the cache entry, when there is one
-#   qemu/cargo-cache.sh save      the entry gets the dependency units it lacks
+#   qemu/cargo-cache.sh restore   a target directory (target/, tests/acq-fuzz/target/) that
+#                                 cargo has not used yet is seeded from the cache entry
+#   qemu/cargo-cache.sh save      the entry becomes this clone's dependency units, when
+#                                 they are not what it holds already
 #
 # The entry ($ACQ_CACHE/cargo-<key>) is keyed by both Cargo.lock files and the toolchain's
 # versions. Correctness stays with cargo: it reuses a restored unit only when its
@@ -14,16 +15,24 @@
 # Cargo.lock: every profile and target of target/, target/guest/ and tests/acq-fuzz/target/).
 # This repo's crates are never kept: cargo judges them by the mtime of their sources, and a
 # cached artefact younger than a clone's sources would pass for theirs.
+#
+# An entry is one clone's build, whole, never a merge of several: some crates include a
+# build script's output by its absolute path (serde's OUT_DIR), so their crate hash differs
+# between clones while their file names do not, and a unit of one clone beside its
+# dependency from another fails to link (E0460). A cache is never worth a failed build:
+# a save that fails says so and leaves the old entry.
 source "$(dirname "$0")/lib.sh"
 
-CARGO_CACHE_VERSION=1
+CARGO_CACHE_VERSION=2
 dirs=(target tests/acq-fuzz/target)
 locks=(Cargo.lock tests/acq-fuzz/Cargo.lock)
 
 cd "$ACQ_REPO"
 
 key() {
-    { echo "$CARGO_CACHE_VERSION"; cat "${locks[@]}"; rustc -vV; cargo -V; } | hash_of
+    local tools
+    tools=$(rustc -vV && "${CARGO:-cargo}" -V) || return 1
+    { echo "$CARGO_CACHE_VERSION"; cat "${locks[@]}"; echo "$tools"; } | hash_of
 }
 
 # Crate names of the crates.io packages of both lock files, one regex alternation each:
@@ -34,7 +43,10 @@ registry_names() {
         "${locks[@]}" | tr -d '"' | sort -u
 }
 
-# The dependency units of target directory $1, as paths relative to it.
+# The dependency units of target directory $1, as paths relative to it. A file in deps/
+# or build/ goes with a unit only when its hash is that of a crates.io unit's fingerprint
+# in the same profile: this repo's targets may share a crate's name (the fuzz target
+# vfio_user beside the vfio_user crate), never a fingerprint's hash.
 dependency_units() {
     local t=$1 pkgs crates
     pkgs=$(registry_names | paste -sd'|')
@@ -42,58 +54,88 @@ dependency_units() {
     [ -n "$pkgs" ] || return 0
     (cd "$t" && find . -regextype posix-extended \
         \( -regex ".*/(\.fingerprint|build)/($pkgs)-[0-9a-f]{16}" -prune -print \) -o \
-        \( -regex ".*/deps/(lib)?($crates)-[0-9a-f]{16}(\.[a-z]+)?" -print \))
+        \( -regex ".*/deps/(lib)?($crates)-[0-9a-f]{16}(\.[a-z]+)?" -print \)) |
+        awk '{ line[NR] = $0 }
+            END {
+                for (i = 1; i <= NR; i++) if (match(line[i], /\/\.fingerprint\/.*-[0-9a-f]+$/)) {
+                    dir = substr(line[i], 1, RSTART - 1)
+                    fp[dir " " substr(line[i], length(line[i]) - 15)] = 1
+                }
+                for (i = 1; i <= NR; i++) {
+                    if (match(line[i], /\/\.fingerprint\//)) { print line[i]; continue }
+                    match(line[i], /\/(deps|build)\//)
+                    dir = substr(line[i], 1, RSTART - 1)
+                    name = substr(line[i], RSTART + RLENGTH)
+                    sub(/\..*$/, "", name)
+                    if ((dir " " substr(name, length(name) - 15)) in fp) print line[i]
+                }
+            }'
 }
 
-entry="$ACQ_CACHE/cargo-$(key)"
+k=$(key) || { log "cargo cache: no rustc or cargo on PATH, nothing cached"; exit 0; }
+entry="$ACQ_CACHE/cargo-$k"
 mkdir -p "$ACQ_CACHE"
 exec 9>"$ACQ_CACHE/cargo.lock"
 
-case "${1:-}" in
-restore)
+# restore: into each target directory cargo has not used (no CACHEDIR.TAG, which cargo
+# writes first: qemu/module.sh's target/driver-* alone does not count), through a copy
+# beside it whose top-level directories are then moved in, so that an interrupted restore
+# leaves whole profiles or none.
+restore() {
     flock -s 9
-    [ -d "$entry" ] || exit 0
+    [ -d "$entry" ] || return 0
+    local t tmp c
     for t in "${dirs[@]}"; do
-        [ -e "$t" ] || [ ! -d "$entry/$t" ] || {
-            log "cargo: the dependencies of $t from $entry"
-            mkdir -p "$t"
-            cp -a "$entry/$t/." "$t/"
-        }
+        [ ! -e "$t/CACHEDIR.TAG" ] && [ -d "$entry/$t" ] || continue
+        log "cargo: the dependencies of $t from $entry"
+        tmp="$t.restore.$$"
+        rm -rf "$t".restore.*
+        cp -a "$entry/$t" "$tmp"
+        mkdir -p "$t"
+        for c in "$tmp"/* "$tmp"/.[!.]*; do
+            [ -e "$c" ] || continue
+            [ -e "$t/${c##*/}" ] || mv "$c" "$t/"
+        done
+        rm -rf "$tmp"
     done
-    ;;
-save)
+}
+
+save() {
+    local new="$entry.new.$$" t units listed
     flock 9
-    new="$entry.new.$$"
+    trap 'rm -rf "$new"' EXIT
+    # This clone's units against the entry's: nothing to do when they are the same.
+    listed=$(for t in "${dirs[@]}"; do
+        if [ -d "$t" ]; then dependency_units "$t" | sed "s|^\\.|$t|"; fi
+    done | sort)
+    [ -n "$listed" ] || return 0
+    if [ -f "$entry/units" ] && [ "$listed" = "$(cat "$entry/units")" ]; then
+        return 0
+    fi
     rm -rf "$new"
     mkdir -p "$new"
-    # The old entry's files are linked, never changed: a restore copies them.
-    [ -d "$entry" ] && cp -al "$entry/." "$new/"
-    added=0
     for t in "${dirs[@]}"; do
         [ -d "$t" ] || continue
-        mkdir -p "$new/$t"
-        # Only units the entry lacks; a unit is copied whole (its directory or its file).
-        units=$(dependency_units "$t" | while read -r u; do [ -e "$new/$t/$u" ] || echo "$u"; done)
+        units=$(dependency_units "$t")
         [ -n "$units" ] || continue
-        added=$((added + $(wc -l <<<"$units")))
-        (cd "$t" && tar -cf - --no-recursion --files-from=<(
-            # Parent directories first (with their mtimes), then each unit whole.
-            while read -r u; do
-                d=$(dirname "$u")
-                while [ "$d" != . ]; do echo "$d"; d=$(dirname "$d"); done
-            done <<<"$units" | sort -u
-        )) | (cd "$new/$t" && tar -xf - --skip-old-files)
-        (cd "$t" && tar -cf - --files-from=<(echo "$units")) | (cd "$new/$t" && tar -xf -)
+        mkdir -p "$new/$t"
+        # cp -a keeps the mtimes whole (cargo compares them to the nanosecond).
+        (cd "$t" && xargs -d '\n' cp -a --parents -t "$new/$t" <<<"$units")
     done
-    if [ "$added" = 0 ]; then
-        rm -rf "$new"
-        exit 0
-    fi
+    echo "$listed" >"$new/units"
     rm -rf "$entry.old"
-    [ -d "$entry" ] && mv "$entry" "$entry.old"
+    [ ! -d "$entry" ] || mv "$entry" "$entry.old"
     mv "$new" "$entry"
     rm -rf "$entry.old"
-    log "cargo: $added dependency units added to $entry ($(du -sh "$entry" | cut -f1))"
+    log "cargo: $(wc -l <"$entry/units") dependency units of $ACQ_REPO saved in $entry ($(du -sh "$entry" | cut -f1))"
+}
+
+case "${1:-}" in
+restore) restore ;;
+save)
+    # In a subshell, so that any failure (a full disk, say) is reported and is not
+    # make test-vm's.
+    (save) || log "cargo cache: saving the dependencies failed (see above); the build goes on"
     ;;
 *)
     die "usage: $0 restore|save"

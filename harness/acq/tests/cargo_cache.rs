@@ -95,6 +95,13 @@ fn run(repo: &Path, cache: &Path, cmd: &str) {
     );
 }
 
+/// The files of an entry, but its list of units.
+fn units(entry: &Path) -> BTreeSet<String> {
+    let mut f = files(entry);
+    assert!(f.remove("units"), "the entry lists its units");
+    f
+}
+
 /// The one entry `cache` holds.
 fn entry(cache: &Path) -> PathBuf {
     let entries: Vec<PathBuf> = fs::read_dir(cache)
@@ -114,26 +121,38 @@ fn set(names: &[String]) -> BTreeSet<String> {
 fn only_crates_io_units_are_kept_and_a_fresh_clone_gets_them_back() {
     let a = repo("a");
     let cache = a.join("cache");
+    // Units as cargo leaves them: a fingerprint directory and files of the same hash in
+    // the same profile (a build script: its compiled and its run unit).
     let deps = [
         format!("target/debug/.fingerprint/serde-{H}/lib-serde.json"),
         format!("target/debug/.fingerprint/serde-{H}/dep-lib-serde"),
         format!("target/debug/deps/libserde-{H}.rlib"),
         format!("target/debug/deps/libserde-{H}.rmeta"),
         format!("target/debug/deps/serde-{H}.d"),
+        "target/debug/.fingerprint/serde-fedcba9876543210/run-build-script".to_string(),
         "target/debug/build/serde-fedcba9876543210/out/private.rs".to_string(),
+        format!("target/guest/x86_64-unknown-linux-gnu/release/.fingerprint/vfio_user-{H}/lib"),
         format!("target/guest/x86_64-unknown-linux-gnu/release/deps/libvfio_user-{H}.rlib"),
+        format!("tests/acq-fuzz/target/x86_64-unknown-linux-gnu/release/.fingerprint/libfuzzer-sys-{H}/lib"),
         format!(
             "tests/acq-fuzz/target/x86_64-unknown-linux-gnu/release/deps/liblibfuzzer_sys-{H}.rlib"
         ),
         format!("tests/acq-fuzz/target/release/.fingerprint/libfuzzer-sys-{H}/build"),
     ];
-    // This repo's crates, a test binary named like no crate ("vfio" beside "vfio_user"),
-    // uplifted binaries, incremental state: none of it may be cached.
+    // This repo's crates, a test binary named like no crate ("vfio" beside "vfio_user"), a
+    // target named like a crate (the fuzz target vfio_user: its unit is acq-fuzz's),
+    // files whose unit is another profile's, uplifted binaries, incremental state: none
+    // of it may be cached.
     let own = [
         format!("target/debug/.fingerprint/acq-wire-{H}/lib-acq_wire.json"),
         format!("target/debug/deps/libacq_wire-{H}.rlib"),
-        format!("target/debug/deps/vfio-{H}"),
-        format!("target/debug/deps/serde_extra-{H}.d"),
+        "target/debug/.fingerprint/acq-e2e-1111111111111111/test-vfio".to_string(),
+        "target/debug/deps/vfio-1111111111111111".to_string(),
+        "target/debug/deps/serde_extra-2222222222222222.d".to_string(),
+        "tests/acq-fuzz/target/debug/.fingerprint/acq-fuzz-3333333333333333/bin".to_string(),
+        "tests/acq-fuzz/target/debug/deps/libvfio_user-3333333333333333.rmeta".to_string(),
+        "tests/acq-fuzz/target/debug/deps/vfio_user-3333333333333333.d".to_string(),
+        format!("target/release/deps/libserde-{H}.rlib"),
         format!("target/debug/incremental/acq_wire-{H}/s-1/query-cache.bin"),
         "target/debug/acq".to_string(),
         "target/acq-runs/1/console.log".to_string(),
@@ -142,7 +161,8 @@ fn only_crates_io_units_are_kept_and_a_fresh_clone_gets_them_back() {
     for f in deps.iter().chain(own.iter()) {
         touch(&a, f);
     }
-    let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    // Nanoseconds too: cargo compares mtimes to the nanosecond.
+    let old = SystemTime::UNIX_EPOCH + Duration::new(1_000_000_000, 123_456_789);
     let rlib = format!("target/debug/deps/libserde-{H}.rlib");
     fs::File::options()
         .write(true)
@@ -153,7 +173,7 @@ fn only_crates_io_units_are_kept_and_a_fresh_clone_gets_them_back() {
 
     run(&a, &cache, "save");
     let e = entry(&cache);
-    assert_eq!(files(&e), set(&deps), "the cache entry");
+    assert_eq!(units(&e), set(&deps), "the cache entry");
 
     // A fresh clone: no target directories. Restore brings the units with their mtimes.
     let b = repo("b");
@@ -170,8 +190,19 @@ fn only_crates_io_units_are_kept_and_a_fresh_clone_gets_them_back() {
         old
     );
 
-    // A target directory that exists is left alone.
+    // A target directory cargo has not used yet (qemu/module.sh's target/driver-test
+    // only) is seeded; one cargo has used is left alone.
+    let m = repo("m");
+    touch(&m, "target/driver-debug/driver/acq.ko");
+    run(&m, &cache, "restore");
+    assert!(
+        m.join(&rlib).exists(),
+        "not restored beside target/driver-debug"
+    );
+    assert!(m.join("target/driver-debug/driver/acq.ko").exists());
+    let _ = fs::remove_dir_all(m);
     let c = repo("c");
+    touch(&c, "target/CACHEDIR.TAG");
     touch(&c, "target/debug/mine");
     run(&c, &cache, "restore");
     assert!(!c
@@ -184,12 +215,34 @@ fn only_crates_io_units_are_kept_and_a_fresh_clone_gets_them_back() {
         .exists());
 
     // A later save adds a new unit to the same entry and keeps the old ones.
-    let newer = format!("target/release/deps/libserde-{}.rlib", "1111111111111111");
-    touch(&b, &newer);
+    let newer = [
+        "target/release/.fingerprint/serde-4444444444444444/lib".to_string(),
+        "target/release/deps/libserde-4444444444444444.rlib".to_string(),
+    ];
+    for f in &newer {
+        touch(&b, f);
+    }
     run(&b, &cache, "save");
     let mut want = set(&deps);
-    want.insert(newer);
-    assert_eq!(files(&entry(&cache)), want, "the entry after a second save");
+    want.extend(newer);
+    assert_eq!(units(&entry(&cache)), want, "the entry after a second save");
+
+    // An entry is one clone's build, never a merge: a clone with other units replaces it.
+    let d = repo("d");
+    let other = [
+        "target/debug/.fingerprint/serde-5555555555555555/lib".to_string(),
+        "target/debug/deps/libserde-5555555555555555.rlib".to_string(),
+    ];
+    for f in &other {
+        touch(&d, f);
+    }
+    run(&d, &cache, "save");
+    assert_eq!(
+        units(&entry(&cache)),
+        set(&other),
+        "the entry after another clone's save"
+    );
+    let _ = fs::remove_dir_all(d);
 
     for d in [a, b, c] {
         let _ = fs::remove_dir_all(d);
@@ -200,7 +253,7 @@ fn only_crates_io_units_are_kept_and_a_fresh_clone_gets_them_back() {
 fn another_lock_file_is_another_entry() {
     let a = repo("lock");
     let cache = a.join("cache");
-    touch(&a, &format!("target/debug/deps/libserde-{H}.rlib"));
+    touch(&a, &format!("target/debug/.fingerprint/serde-{H}/lib"));
     run(&a, &cache, "save");
     let first = entry(&cache);
     fs::write(a.join("Cargo.lock"), LOCK.replace("1.0.0", "1.0.1")).unwrap();
