@@ -103,7 +103,9 @@ restore() {
 save() {
     local new="$entry.new.$$" t units listed
     flock 9
-    trap 'rm -rf "$new"' EXIT
+    # Expanded now: the trap runs after the function's locals are gone.
+    # shellcheck disable=SC2064
+    trap "rm -rf '$new'" EXIT
     # This clone's units against the entry's: nothing to do when they are the same.
     listed=$(for t in "${dirs[@]}"; do
         if [ -d "$t" ]; then dependency_units "$t" | sed "s|^\\.|$t|"; fi
