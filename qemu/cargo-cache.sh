@@ -89,7 +89,8 @@ restore() {
         [ ! -e "$t/CACHEDIR.TAG" ] && [ -d "$entry/$t" ] || continue
         log "cargo: the dependencies of $t from $entry"
         tmp="$t.restore.$$"
-        rm -rf "$t".restore.*
+        # shellcheck disable=SC2064
+        trap "rm -rf '$tmp'" EXIT
         cp -a "$entry/$t" "$tmp"
         mkdir -p "$t"
         for c in "$tmp"/* "$tmp"/.[!.]*; do
@@ -132,13 +133,16 @@ save() {
     log "cargo: $(wc -l <"$entry/units") dependency units of $ACQ_REPO saved in $entry ($(du -sh "$entry" | cut -f1))"
 }
 
+# Each command runs in a process of its own, where errexit stops it at the first failure
+# (a full disk, say: a save must not go on to install a half-copied entry), and whose
+# failure is reported here and is not the build's. (Inside `( ) ||` bash would ignore
+# errexit.)
 case "${1:-}" in
-restore) restore ;;
-save)
-    # In a subshell, so that any failure (a full disk, say) is reported and is not
-    # make test-vm's.
-    (save) || log "cargo cache: saving the dependencies failed (see above); the build goes on"
+restore | save)
+    bash "$0" "$1-now" || log "cargo cache: the $1 failed (see above); the build goes on without it"
     ;;
+restore-now) restore ;;
+save-now) save ;;
 *)
     die "usage: $0 restore|save"
     ;;

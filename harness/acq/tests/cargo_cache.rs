@@ -267,3 +267,59 @@ fn another_lock_file_is_another_entry() {
     let _ = fs::remove_dir_all(first);
     let _ = fs::remove_dir_all(a);
 }
+
+/// A save that fails half-way (here: its cache runs out of space) keeps the old entry
+/// whole and says so, and the build goes on (status 0). In a mount namespace of its own,
+/// so the small tmpfs it fills vanishes with it; needs root, as make test's CI has.
+#[test]
+fn a_save_that_fails_keeps_the_old_entry_and_says_so() {
+    if !Command::new("unshare")
+        .args(["--mount", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!("skipped: unshare --mount needs root here");
+        return;
+    }
+    let a = repo("full");
+    let cache = a.join("cache");
+    fs::create_dir_all(&cache).unwrap();
+    touch(&a, &format!("target/debug/.fingerprint/serde-{H}/lib"));
+    // Bigger than the tmpfs below: its copy fails with ENOSPC.
+    let big = "target/debug/.fingerprint/serde-6666666666666666/lib";
+    touch(&a, big);
+    fs::write(a.join(big), vec![0u8; 512 << 10]).unwrap();
+    let script = format!(
+        "set -e; mount -t tmpfs -o size=256k tmpfs '{c}'; \
+         mv '{a}/target/debug/.fingerprint/serde-6666666666666666' '{a}/big'; \
+         ACQ_CACHE='{c}' bash '{a}/qemu/cargo-cache.sh' save; \
+         mv '{a}/big' '{a}/target/debug/.fingerprint/serde-6666666666666666'; \
+         ACQ_CACHE='{c}' bash '{a}/qemu/cargo-cache.sh' save; \
+         echo \"status $?\"; cat '{c}'/cargo-*/units; ls '{c}'",
+        c = cache.display(),
+        a = a.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "bash", "-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("status 0"), "{stdout}");
+    assert!(stderr.contains("the save failed"), "not reported: {stderr}");
+    let kept: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("target/"))
+        .collect();
+    assert_eq!(
+        kept,
+        [format!("target/debug/.fingerprint/serde-{H}")],
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(".new."),
+        "a half-copied entry was left: {stdout}"
+    );
+    let _ = fs::remove_dir_all(a);
+}
