@@ -48,9 +48,10 @@ registry_names() {
 # in the same profile: this repo's targets may share a crate's name (the fuzz target
 # vfio_user beside the vfio_user crate), never a fingerprint's hash.
 dependency_units() {
-    local t=$1 pkgs crates
-    pkgs=$(registry_names | paste -sd'|')
-    crates=$(registry_names | tr - _ | paste -sd'|')
+    local t=$1 names pkgs crates
+    names=$(registry_names)
+    pkgs=$(paste -sd'|' <<<"$names")
+    crates=$(tr - _ <<<"$names" | paste -sd'|')
     [ -n "$pkgs" ] || return 0
     (cd "$t" && find . -regextype posix-extended \
         \( -regex ".*/(\.fingerprint|build)/($pkgs)-[0-9a-f]{16}" -prune -print \) -o \
@@ -102,14 +103,19 @@ restore() {
 }
 
 save() {
-    local new="$entry.new.$$" t units listed
+    local new="$entry.new.$$" t listed
+    local -A units=()
     flock 9
     # Expanded now: the trap runs after the function's locals are gone.
     # shellcheck disable=SC2064
     trap "rm -rf '$new'" EXIT
-    # This clone's units against the entry's: nothing to do when they are the same.
-    listed=$(for t in "${dirs[@]}"; do
-        if [ -d "$t" ]; then dependency_units "$t" | sed "s|^\\.|$t|"; fi
+    # This clone's units (one scan of each directory, listed and copied alike) against the
+    # entry's: nothing to do when they are the same.
+    for t in "${dirs[@]}"; do
+        if [ -d "$t" ]; then units[$t]=$(dependency_units "$t"); fi
+    done
+    listed=$(for t in "${!units[@]}"; do
+        [ -z "${units[$t]}" ] || sed "s|^\\.|$t|" <<<"${units[$t]}"
     done | sort)
     [ -n "$listed" ] || return 0
     if [ -f "$entry/units" ] && [ "$listed" = "$(cat "$entry/units")" ]; then
@@ -117,13 +123,11 @@ save() {
     fi
     rm -rf "$new"
     mkdir -p "$new"
-    for t in "${dirs[@]}"; do
-        [ -d "$t" ] || continue
-        units=$(dependency_units "$t")
-        [ -n "$units" ] || continue
+    for t in "${!units[@]}"; do
+        [ -n "${units[$t]}" ] || continue
         mkdir -p "$new/$t"
         # cp -a keeps the mtimes whole (cargo compares them to the nanosecond).
-        (cd "$t" && xargs -d '\n' cp -a --parents -t "$new/$t" <<<"$units")
+        (cd "$t" && xargs -d '\n' cp -a --parents -t "$new/$t" <<<"${units[$t]}")
     done
     echo "$listed" >"$new/units"
     rm -rf "$entry.old"

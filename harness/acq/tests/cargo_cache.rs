@@ -63,6 +63,18 @@ fn touch(root: &Path, rel: &str) {
     fs::write(&p, rel).unwrap();
 }
 
+/// A serde unit of `profile` with `hash` in `root`'s target/: its fingerprint and rlib.
+fn serde_unit(root: &Path, profile: &str, hash: &str) -> [String; 2] {
+    let unit = [
+        format!("target/{profile}/.fingerprint/serde-{hash}/lib"),
+        format!("target/{profile}/deps/libserde-{hash}.rlib"),
+    ];
+    for f in &unit {
+        touch(root, f);
+    }
+    unit
+}
+
 /// Every file under `root`, relative to it.
 fn files(root: &Path) -> BTreeSet<String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
@@ -215,14 +227,8 @@ fn only_crates_io_units_are_kept_and_a_fresh_clone_gets_them_back() {
         ))
         .exists());
 
-    // A later save adds a new unit to the same entry and keeps the old ones.
-    let newer = [
-        "target/release/.fingerprint/serde-4444444444444444/lib".to_string(),
-        "target/release/deps/libserde-4444444444444444.rlib".to_string(),
-    ];
-    for f in &newer {
-        touch(&b, f);
-    }
+    // A clone that restored the entry and built one more unit saves both.
+    let newer = serde_unit(&b, "release", "4444444444444444");
     run(&b, &cache, "save");
     let mut want = set(&deps);
     want.extend(newer);
@@ -230,13 +236,7 @@ fn only_crates_io_units_are_kept_and_a_fresh_clone_gets_them_back() {
 
     // An entry is one clone's build, never a merge: a clone with other units replaces it.
     let d = repo("d");
-    let other = [
-        "target/debug/.fingerprint/serde-5555555555555555/lib".to_string(),
-        "target/debug/deps/libserde-5555555555555555.rlib".to_string(),
-    ];
-    for f in &other {
-        touch(&d, f);
-    }
+    let other = serde_unit(&d, "debug", "5555555555555555");
     run(&d, &cache, "save");
     assert_eq!(
         units(&entry(&cache)),
