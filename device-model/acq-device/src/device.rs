@@ -30,6 +30,8 @@ pub struct Device {
     client: std::sync::atomic::AtomicBool,
     /// Vectors with an interrupt storm running (a bit per vector).
     storms: Arc<std::sync::atomic::AtomicU32>,
+    /// Bumped by `clear_faults`: a storm started under another value ends.
+    storm_epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the control socket reports for `{"cmd":"counters"}`: the shared reply type, and
@@ -60,6 +62,7 @@ impl Device {
             config: Mutex::new(config),
             client: std::sync::atomic::AtomicBool::new(false),
             storms: Arc::default(),
+            storm_epoch: Arc::default(),
         }))
     }
 
@@ -162,10 +165,14 @@ impl Device {
                     return Err(format!("vector {vector} has a storm running already"));
                 }
                 let shared = Arc::clone(&self.shared);
+                let epoch = Arc::clone(&self.storm_epoch);
+                let started = epoch.load(Ordering::Acquire);
                 std::thread::Builder::new()
                     .name("acq-irq-storm".into())
                     .spawn(move || {
-                        storm(&shared, vector, rate, ms);
+                        storm(&shared, vector, rate, ms, &|| {
+                            epoch.load(Ordering::Acquire) != started
+                        });
                         storms.fetch_and(!bit, Ordering::AcqRel);
                     })
                     .map_err(|e| {
@@ -179,8 +186,15 @@ impl Device {
     }
 
     /// Disarms every fault.
+    /// Disarms every fault and ends every interrupt storm: when this returns, no storm
+    /// sends another message (a storm checks every 100 us or so; bounded at a second).
     pub fn clear_faults(&self) {
         self.shared.faults.clear();
+        self.storm_epoch.fetch_add(1, Ordering::AcqRel);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while self.storms.load(Ordering::Acquire) != 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
     }
 
     /// Stops DMA for good (process shutdown).
@@ -333,15 +347,16 @@ impl crate::control::ControlTarget for Device {
 
 /// Sends `rate` messages a second on `vector` for `ms` milliseconds, each counted as
 /// spurious. Paced by the clock: a message is due every `1/rate` s; the thread wakes
-/// every 100 us or so and sends what is due, at most one millisecond's worth at a time.
-fn storm(shared: &Shared, vector: u16, rate: u64, ms: u64) {
+/// every 100 us or so and sends what is due, at most one millisecond's worth at a time;
+/// it ends early once `cleared` says so (the control socket's `clear_faults`).
+fn storm(shared: &Shared, vector: u16, rate: u64, ms: u64, cleared: &dyn Fn() -> bool) {
     let start = std::time::Instant::now();
     let end = std::time::Duration::from_millis(ms);
     let mut sent = 0u64;
     info!(vector, rate, ms, "interrupt storm");
     loop {
         let t = start.elapsed();
-        if t >= end {
+        if t >= end || cleared() {
             break;
         }
         let due = (t.as_micros() as u64).saturating_mul(rate) / 1_000_000;
@@ -357,4 +372,35 @@ fn storm(shared: &Shared, vector: u16, rate: u64, ms: u64) {
         std::thread::sleep(std::time::Duration::from_micros(100));
     }
     info!(vector, sent, "interrupt storm over");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `clear_faults` ends a storm still running (a harness hands the card to the next
+    /// scenario after it: a storm of the one before must not reach that one), and the
+    /// vector takes a new storm at once.
+    #[test]
+    fn clearing_the_faults_ends_an_interrupt_storm() {
+        let d = Device::new(ModelConfig::default()).expect("a card");
+        let storm = || {
+            Fault::capture(CardFault::IrqStorm {
+                vector: 1,
+                rate: 1000,
+                ms: 60_000,
+            })
+        };
+        d.inject(storm()).expect("a storm starts");
+        assert_ne!(d.storms.load(Ordering::Acquire), 0, "the storm runs");
+        let e = d.inject(storm()).expect_err("one storm a vector");
+        assert!(e.contains("already"), "{e}");
+        let t = std::time::Instant::now();
+        d.clear_faults();
+        assert_eq!(d.storms.load(Ordering::Acquire), 0, "the storm still runs");
+        assert!(t.elapsed() < std::time::Duration::from_millis(500));
+        d.inject(storm()).expect("a new storm on the same vector");
+        d.clear_faults();
+        assert_eq!(d.storms.load(Ordering::Acquire), 0);
+    }
 }

@@ -129,6 +129,12 @@ struct RunArgs {
     /// guests 512: each kmemleak scan reads every page's struct page).
     #[arg(long, value_name = "MIB", value_parser = parse_memory)]
     memory: Option<u32>,
+    /// Let one guest serve several scenarios that need the same VM, one after the other:
+    /// after each passes, the driver unloaded and the kernel checked, the cards are reset
+    /// and the next scenario loads the driver again (docs/scenarios.md, "One guest for
+    /// several scenarios"). A failed scenario's guest is shut down.
+    #[arg(long)]
+    reuse_guests: bool,
 }
 
 #[derive(Args)]
@@ -402,6 +408,7 @@ fn cmd_explore(args: ExploreArgs) -> Result<ExitCode> {
             kernel_flavor: args.kernel_flavor,
             dma: None,
             memory_mib: None,
+            reuse_guests: false,
         },
     };
     eprintln!(
@@ -478,6 +485,7 @@ fn cmd_mutants(args: MutantsArgs) -> Result<ExitCode> {
             kernel_flavor: args.kernel_flavor,
             dma: None,
             memory_mib: None,
+            reuse_guests: false,
         },
     };
     eprintln!(
@@ -539,14 +547,25 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         kernel_flavor: args.kernel_flavor,
         dma: args.dma,
         memory_mib: args.memory,
+        reuse_guests: args.reuse_guests,
     };
+    let shapes: Vec<_> = scenarios
+        .iter()
+        .map(|(_, sc)| acq::scenario::run::guest_shape(sc, &opts))
+        .collect();
+    let batches = acq::scenario::run::batches(&shapes, args.jobs as usize, opts.reuse_guests);
     eprintln!(
-        "running {} scenario(s), {} at a time; results in {}",
+        "running {} scenario(s), {} at a time{}; results in {}",
         scenarios.len(),
         args.jobs,
+        if opts.reuse_guests {
+            format!(" ({} guest(s) at most)", batches.len())
+        } else {
+            String::new()
+        },
         args.results.display()
     );
-    let queue = std::sync::Mutex::new(scenarios.into_iter().enumerate().collect::<Vec<_>>());
+    let queue = std::sync::Mutex::new(batches);
     let results = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..args.jobs {
@@ -555,24 +574,36 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
                     .lock()
                     .ok()
                     .and_then(|mut q| (!q.is_empty()).then(|| q.remove(0)));
-                let Some((k, (file, sc))) = next else { break };
+                let Some(ks) = next else { break };
                 if signals::interrupted() {
                     break;
                 }
-                let r = acq::scenario::run::run(&sc, &file, &paths, &opts);
-                eprintln!(
-                    "{} {} ({:.0} s){}",
-                    if r.passed { "PASS" } else { "FAIL" },
-                    r.name,
-                    r.seconds,
-                    r.error
-                        .as_ref()
-                        .map(|e| format!(": {}", e.lines().next().unwrap_or("")))
-                        .unwrap_or_default()
-                );
-                if let Ok(mut v) = results.lock() {
-                    v.push((k, r));
-                }
+                let batch: Vec<_> = ks
+                    .iter()
+                    .map(|&k| (&scenarios[k].1, scenarios[k].0.as_path()))
+                    .collect();
+                // The results come in the batch's order.
+                let mut k = ks.iter().copied();
+                acq::scenario::run::run_batch(&batch, &paths, &opts, &mut |r| {
+                    eprintln!(
+                        "{} {} ({:.0} s){}{}",
+                        if r.passed { "PASS" } else { "FAIL" },
+                        r.name,
+                        r.seconds,
+                        r.guest_booted_by
+                            .as_ref()
+                            .map(|b| format!(" in the guest booted for {b}"))
+                            .unwrap_or_default(),
+                        r.error
+                            .as_ref()
+                            .map(|e| format!(": {}", e.lines().next().unwrap_or("")))
+                            .unwrap_or_default()
+                    );
+                    if let (Ok(mut v), Some(k)) = (results.lock(), k.next()) {
+                        v.push((k, r.clone()));
+                    }
+                    !signals::interrupted()
+                });
             });
         }
     });

@@ -143,6 +143,7 @@ mod tests {
             kernel: "test".into(),
             dma: None,
             memory_mib: 1024,
+            guest_booted_by: None,
             error: None,
             checks: vec![Check {
                 name: "EIO seen 1 time(s)".into(),

@@ -29,12 +29,15 @@ use crate::vm::{Card, GuestHandle, Vm, VmConfig};
 mod checks;
 mod consumers;
 mod control;
+mod reuse;
 #[cfg(test)]
 mod tests;
 mod timeline;
 
 use checks::*;
 use consumers::*;
+pub use reuse::{batches, guest_shape};
+use reuse::{hand_over, since};
 use timeline::*;
 
 /// How scenarios are run.
@@ -55,6 +58,9 @@ pub struct RunOptions {
     pub dma: Option<DmaPath>,
     /// Overrides every scenario's guest RAM (`vm.memory_mib`).
     pub memory_mib: Option<u32>,
+    /// Lets one guest serve several scenarios of the same shape in turn (`acq run
+    /// --reuse-guests`; [`guest_shape`] says which).
+    pub reuse_guests: bool,
 }
 
 /// A DMA path a whole run is forced onto (`acq run --dma`), so that a set of scenarios
@@ -114,6 +120,11 @@ pub struct ScenarioResult {
     pub dma: Option<String>,
     /// Guest RAM in MiB (the scenario's, or `acq run --memory`'s); 0 before the boot.
     pub memory_mib: u32,
+    /// The scenario whose run booted the guest this one ran in, when that was another
+    /// (`acq run --reuse-guests`): its results directory holds the guest's console, QEMU
+    /// and device model logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_booted_by: Option<String>,
     /// A failure that stopped the run before the checks (boot failure, step failure, ...).
     pub error: Option<String>,
     /// The expectations, each checked.
@@ -130,13 +141,61 @@ pub struct ScenarioResult {
     pub results: String,
 }
 
-/// Runs one scenario; never panics, never leaves processes behind.
+/// Runs one scenario in a guest of its own; never panics, never leaves processes behind.
 pub fn run(sc: &Scenario, file: &Path, paths: &Paths, opts: &RunOptions) -> ScenarioResult {
+    let mut results = Vec::new();
+    run_batch(&[(sc, file)], paths, opts, &mut |r| {
+        results.push(r.clone());
+        true
+    });
+    results.pop().unwrap_or_else(|| new_result(sc, file, opts))
+}
+
+/// Runs scenarios in turn, one guest serving the next as long as each passes and may
+/// share it (`opts.reuse_guests` and [`guest_shape`]; a batch is made of scenarios of one
+/// shape, [`batches`]). `done` gets each result as it is ready and returns false to stop
+/// the batch. Never panics, never leaves processes behind.
+pub fn run_batch(
+    batch: &[(&Scenario, &Path)],
+    paths: &Paths,
+    opts: &RunOptions,
+    done: &mut dyn FnMut(&ScenarioResult) -> bool,
+) {
+    let mut guest: Option<SharedGuest> = None;
+    for (i, (sc, file)) in batch.iter().enumerate() {
+        let mut res = new_result(sc, file, opts);
+        let dir = PathBuf::from(&res.results);
+        let start = Instant::now();
+        // A guest is handed on only to a scenario of its shape, after one that passed.
+        let shape = guest_shape(sc, opts);
+        let more = opts.reuse_guests
+            && shape.is_some()
+            && batch
+                .get(i + 1)
+                .is_some_and(|(next, _)| guest_shape(next, opts) == shape);
+        match run_inner(sc, paths, opts, &dir, &mut res, guest.take(), more) {
+            Ok(next) => guest = next,
+            Err(e) => res.error = Some(format!("{e:#}")),
+        }
+        res.seconds = start.elapsed().as_secs_f64();
+        res.passed = res.error.is_none() && res.checks.iter().all(|c| c.ok);
+        if let Ok(text) = serde_json::to_string_pretty(&res) {
+            let _ = fs::write(dir.join("result.json"), text);
+        }
+        if !done(&res) {
+            break;
+        }
+    }
+    if let Some(g) = guest {
+        let _ = g.vm.shutdown(Duration::from_secs(60));
+    }
+}
+
+fn new_result(sc: &Scenario, file: &Path, opts: &RunOptions) -> ScenarioResult {
     let name = sc.name.clone().unwrap_or_else(|| "scenario".into());
     let dir = opts.results.join(&name);
-    let start = Instant::now();
-    let mut res = ScenarioResult {
-        name: name.clone(),
+    ScenarioResult {
+        name,
         file: file.display().to_string(),
         passed: false,
         seconds: 0.0,
@@ -144,6 +203,7 @@ pub fn run(sc: &Scenario, file: &Path, paths: &Paths, opts: &RunOptions) -> Scen
         kernel: String::new(),
         dma: None,
         memory_mib: 0,
+        guest_booted_by: None,
         error: None,
         checks: Vec::new(),
         streams: Vec::new(),
@@ -151,75 +211,100 @@ pub fn run(sc: &Scenario, file: &Path, paths: &Paths, opts: &RunOptions) -> Scen
         counters: Vec::new(),
         disk_counters: Vec::new(),
         results: dir.display().to_string(),
-    };
-    if let Err(e) = run_inner(sc, paths, opts, &dir, &mut res) {
-        res.error = Some(format!("{e:#}"));
     }
-    res.seconds = start.elapsed().as_secs_f64();
-    res.passed = res.error.is_none() && res.checks.iter().all(|c| c.ok);
-    if let Ok(text) = serde_json::to_string_pretty(&res) {
-        let _ = fs::write(dir.join("result.json"), text);
-    }
-    res
 }
 
+/// A guest kept running for the next scenario of its shape.
+struct SharedGuest {
+    vm: Vm,
+    /// The scenario whose run booted it.
+    booted_by: String,
+    /// /proc/mounts after the boot: a scenario must leave no mount of its own behind.
+    mounts: String,
+}
+
+/// Carries out one scenario, in `guest` if one is handed over (else in a guest it
+/// boots). Returns the guest when `hand_on` and the scenario passed and left it fit for
+/// another ([`hand_over`]); shuts it down otherwise.
 fn run_inner(
     sc: &Scenario,
     paths: &Paths,
     opts: &RunOptions,
     dir: &Path,
     res: &mut ScenarioResult,
-) -> Result<()> {
+    guest: Option<SharedGuest>,
+    hand_on: bool,
+) -> Result<Option<SharedGuest>> {
     let deadline = Instant::now() + Duration::from_secs(sc.timeout_s);
+    // Two scenarios of one name (run_batch's callers, not `acq run`, which refuses them)
+    // would share a directory: clearing it would pull the guest's sockets from under it.
+    let guest = match guest {
+        Some(g) if g.vm.run_dir() == dir => {
+            let _ = g.vm.shutdown(Duration::from_secs(60));
+            None
+        }
+        g => g,
+    };
     if dir.exists() {
         fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     fs::create_dir_all(dir)?;
-    let mut cards = Vec::new();
-    for (i, c) in sc.cards.iter().enumerate() {
-        let cfg = dir.join(format!("acq{i}.config.json"));
-        fs::write(&cfg, model_config(c).to_string())?;
-        cards.push(Card::Model { config: Some(cfg) });
-    }
     let paths = &paths.with_kernel(opts.kernel_flavor.unwrap_or(sc.vm.kernel))?;
     res.kernel = paths.kernel_flavor.to_string();
-    let mut modules = Vec::new();
-    // In the guest whenever there is a card: a scenario that loads it itself (a probe
-    // that must fail) finds it at /lib/modules/acq.ko.
-    if sc.load_driver || !sc.cards.is_empty() {
-        let ko = opts.driver.clone().unwrap_or_else(|| paths.driver_module());
-        if !ko.exists() {
-            bail!(
-                "{} does not exist: run `{}`",
-                ko.display(),
-                paths.driver_target()
-            );
+    let (mut vm, booted_by, mounts) = match guest {
+        Some(g) => {
+            fs::write(
+                dir.join("guest.txt"),
+                format!(
+                    "This scenario ran in the guest booted for `{}` (acq run --reuse-guests), \
+                     after the scenarios before it in that guest passed: its console, QEMU \
+                     and device model logs are in {}.\n",
+                    g.booted_by,
+                    g.vm.run_dir().display()
+                ),
+            )?;
+            res.guest_booted_by = Some(g.booted_by.clone());
+            res.memory_mib = opts.memory_mib.unwrap_or(sc.vm.memory_mib);
+            (g.vm, g.booted_by, g.mounts)
         }
-        modules.push(ko);
-    }
-    let mut cfg = VmConfig {
-        accel: opts.accel.unwrap_or(sc.vm.accel),
-        cpus: sc.vm.cpus,
-        memory_mib: opts.memory_mib.unwrap_or(sc.vm.memory_mib),
-        cards,
-        modules,
-        files: Vec::new(),
-        boot_timeout: remaining(deadline).min(Duration::from_secs(300)),
-        shell: false,
-        disks: sc.disks.iter().map(|d| disk_spec(sc, d)).collect(),
-        run_dir: dir.to_path_buf(),
-        keep: true,
-        viommu: sc.vm.viommu,
-        kernel_args: sc.vm.kernel_args.clone(),
+        None => {
+            let mut vm = boot(sc, paths, opts, dir, deadline, res)?;
+            let mounts = if hand_on {
+                vm.sh_ok("cat /proc/mounts", Duration::from_secs(60))?
+            } else {
+                String::new()
+            };
+            (vm, res.name.clone(), mounts)
+        }
     };
-    res.memory_mib = cfg.memory_mib;
     if let Some(d) = opts.dma {
-        (cfg.viommu, cfg.kernel_args) = d.apply(cfg.viommu, &cfg.kernel_args);
         res.dma = Some(format!("{d:?}").to_lowercase());
     }
-    let mut vm = Vm::boot(&cfg, paths)?;
     res.accel = vm.accel.0.to_string();
-    let r = run_steps(sc, opts, dir, deadline, &mut vm, res);
+    // On the debug flavor: what the kernel leaked while booting is not the run's. (A
+    // guest handed over had its leaks scanned and cleared by the scenario before.)
+    if res.guest_booted_by.is_none() {
+        vm.sh_ok(
+            &crate::dmesg::kmemleak_baseline_cmd(),
+            Duration::from_secs(120),
+        )?;
+    }
+    // The scenario's counters count from here, before the driver loads ([`since`]).
+    let mut baseline = Vec::new();
+    for (i, m) in vm.models.iter().enumerate() {
+        let c = ModelControl::connect(&m.control, Some(&dir.join("control.log")))
+            .and_then(|mut c| c.counters())
+            .with_context(|| format!("card {i}: reading its counters before the steps"))?;
+        baseline.push(c);
+    }
+    let origins = baseline
+        .iter()
+        .map(|c| {
+            let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
+            (n("bytes"), n("pb_bytes"))
+        })
+        .collect();
+    let r = run_steps(sc, opts, dir, deadline, &mut vm, res, origins);
     if r.is_err() {
         vm.mark_failed();
     }
@@ -227,6 +312,7 @@ fn run_inner(
     for (i, m) in vm.models.iter().enumerate() {
         let c = ModelControl::connect(&m.control, Some(&dir.join("control.log")))
             .and_then(|mut c| c.counters())
+            .map(|c| since(c, baseline.get(i)))
             .unwrap_or_else(|e| json!({"error": format!("card {i}: {e:#}")}));
         res.counters.push(c);
     }
@@ -267,6 +353,7 @@ fn run_inner(
             });
         }
     }
+    let mut seen = dmesg.clone();
     if sc.load_driver {
         let out = vm.sh("rmmod acq", Duration::from_secs(60))?;
         res.checks.push(Check {
@@ -275,20 +362,102 @@ fn run_inner(
             detail: format!("status {} {}", out.status, out.stderr.trim()),
         });
         let kmemleak = paths.kernel_flavor == KernelFlavor::Debug;
-        check_after_unload(&mut vm, &dmesg, &sc.expect, dir, deadline, kmemleak, res)?;
+        seen = check_after_unload(&mut vm, &dmesg, &sc.expect, dir, deadline, kmemleak, res)?;
     } else if paths.kernel_flavor == KernelFlavor::Debug {
         // A scenario that loads the driver itself (a probe that must fail, say) is
         // checked for leaks all the same: a failed probe's error path is where they hide.
-        check_after_unload(&mut vm, &dmesg, &sc.expect, dir, deadline, true, res)?;
+        seen = check_after_unload(&mut vm, &dmesg, &sc.expect, dir, deadline, true, res)?;
+    }
+    if hand_on && res.checks.iter().all(|c| c.ok) {
+        match hand_over(
+            &mut vm,
+            sc.cards.len(),
+            &mounts,
+            &seen,
+            &sc.expect,
+            dir,
+            res,
+        ) {
+            Ok(()) => {
+                return Ok(Some(SharedGuest {
+                    vm,
+                    booted_by,
+                    mounts,
+                }))
+            }
+            // Not the scenario's failure: the next one boots a guest of its own.
+            Err(e) => append(
+                &dir.join("guest.txt"),
+                &format!("The guest was not handed on to the next scenario: {e:#}\n"),
+            )?,
+        }
     }
     vm.shutdown(Duration::from_secs(60).min(remaining(deadline).max(Duration::from_secs(5))))?;
-    Ok(())
+    Ok(None)
+}
+
+/// Boots the scenario's guest with its cards and disks (device models started), the
+/// driver in it.
+fn boot(
+    sc: &Scenario,
+    paths: &Paths,
+    opts: &RunOptions,
+    dir: &Path,
+    deadline: Instant,
+    res: &mut ScenarioResult,
+) -> Result<Vm> {
+    let mut cards = Vec::new();
+    for (i, c) in sc.cards.iter().enumerate() {
+        let cfg = dir.join(format!("acq{i}.config.json"));
+        fs::write(&cfg, model_config(c).to_string())?;
+        cards.push(Card::Model { config: Some(cfg) });
+    }
+    let mut modules = Vec::new();
+    // In the guest whenever there is a card: a scenario that loads it itself (a probe
+    // that must fail) finds it at /lib/modules/acq.ko.
+    if sc.load_driver || !sc.cards.is_empty() {
+        let ko = opts.driver.clone().unwrap_or_else(|| paths.driver_module());
+        if !ko.exists() {
+            bail!(
+                "{} does not exist: run `{}`",
+                ko.display(),
+                paths.driver_target()
+            );
+        }
+        modules.push(ko);
+    }
+    let (viommu, kernel_args) = vm_dma(sc, opts);
+    let cfg = VmConfig {
+        accel: opts.accel.unwrap_or(sc.vm.accel),
+        cpus: sc.vm.cpus,
+        memory_mib: opts.memory_mib.unwrap_or(sc.vm.memory_mib),
+        cards,
+        modules,
+        files: Vec::new(),
+        boot_timeout: remaining(deadline).min(Duration::from_secs(300)),
+        shell: false,
+        disks: sc.disks.iter().map(|d| disk_spec(sc, d)).collect(),
+        run_dir: dir.to_path_buf(),
+        keep: true,
+        viommu,
+        kernel_args,
+    };
+    res.memory_mib = cfg.memory_mib;
+    Vm::boot(&cfg, paths)
+}
+
+/// The VM's IOMMU and kernel arguments: the scenario's, with `acq run --dma`'s path.
+fn vm_dma(sc: &Scenario, opts: &RunOptions) -> (bool, Vec<String>) {
+    match opts.dma {
+        Some(d) => d.apply(sc.vm.viommu, &sc.vm.kernel_args),
+        None => (sc.vm.viommu, sc.vm.kernel_args.clone()),
+    }
 }
 
 /// What the kernel reported while the driver was removed (a use-after-free in the remove
-/// path shows only then), and on the debug flavor whatever kmemleak finds unreferenced
-/// once the driver is gone.
-#[allow(clippy::too_many_arguments)]
+/// path shows only then), and on the debug flavor whatever kmemleak finds unreferenced once
+/// the driver is gone and what the kernel reported during those scans (a timer or work
+/// item the driver left behind fires there). Returns the kernel log as last read.
 fn check_after_unload(
     vm: &mut Vm,
     dmesg_before: &str,
@@ -297,7 +466,7 @@ fn check_after_unload(
     deadline: Instant,
     kmemleak: bool,
     res: &mut ScenarioResult,
-) -> Result<()> {
+) -> Result<String> {
     // Bounded by the scenario's time, with a floor so the checks can still run.
     let bound =
         |most: u64| Duration::from_secs(most).min(remaining(deadline).max(Duration::from_secs(20)));
@@ -310,10 +479,35 @@ fn check_after_unload(
         ex,
     ));
     if !kmemleak {
-        return Ok(());
+        return Ok(after);
     }
+    check_leaks(vm, dir, bound(300), res)?;
+    let last = vm.sh("dmesg", bound(60))?.stdout;
+    let later = last.get(after.len()..).unwrap_or(&last);
+    append(&dir.join("dmesg-unload.txt"), later)?;
+    res.checks.push(kernel_log_check(
+        "kernel log clean to the end (after the leak scans)",
+        later,
+        ex,
+    ));
+    Ok(last)
+}
+
+/// Appends `text` to the file at `path` (created if missing).
+fn append(path: &Path, text: &str) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    std::io::Write::write_all(&mut f, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// kmemleak's scans once the driver is gone: every object nothing references any more.
+fn check_leaks(vm: &mut Vm, dir: &Path, bound: Duration, res: &mut ScenarioResult) -> Result<()> {
     // Two scans of the debug kernel's memory take seconds under TCG.
-    let scan = vm.sh(&crate::dmesg::kmemleak_scan_cmd(), bound(300))?;
+    let scan = vm.sh(&crate::dmesg::kmemleak_scan_cmd(), bound)?;
     if scan.status == 3 {
         // The debug kernel without kmemleak: it disabled itself (say, its pool ran out)
         // and would pass every leak.
@@ -338,8 +532,14 @@ fn check_after_unload(
             "no unreferenced objects".into()
         } else {
             format!(
-                "{} unreferenced object(s), kmemleak.txt: {}",
+                "{} unreferenced object(s){}, kmemleak.txt: {}",
                 leaks.len(),
+                res.guest_booted_by
+                    .as_ref()
+                    .map_or(String::new(), |b| format!(
+                        " (in the guest booted for `{b}`: an object may be a scenario's \
+                     before this one, guest.txt)"
+                    )),
                 leaks
                     .iter()
                     .take(3)
@@ -398,6 +598,7 @@ fn model_config(c: &CardSpec) -> Value {
     Value::Object(v)
 }
 
+/// Loads the driver and runs the steps, the timeline beside them.
 fn run_steps(
     sc: &Scenario,
     opts: &RunOptions,
@@ -405,12 +606,8 @@ fn run_steps(
     deadline: Instant,
     vm: &mut Vm,
     res: &mut ScenarioResult,
+    origins: Vec<(u64, u64)>,
 ) -> Result<()> {
-    // On the debug flavor: what the kernel leaked while booting is not the run's.
-    vm.sh_ok(
-        &crate::dmesg::kmemleak_baseline_cmd(),
-        Duration::from_secs(120),
-    )?;
     if sc.load_driver {
         vm.sh_ok("insmod /lib/modules/acq.ko", Duration::from_secs(60))?;
         for i in 0..sc.cards.len() {
@@ -436,6 +633,7 @@ fn run_steps(
         timed,
         controls.clone(),
         disks.clone(),
+        origins,
         vm.guest(),
         dir.to_path_buf(),
     );

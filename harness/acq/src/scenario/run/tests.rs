@@ -23,6 +23,7 @@ fn result_with(streams: Vec<Value>) -> ScenarioResult {
         kernel: "test".into(),
         dma: None,
         memory_mib: 1024,
+        guest_booted_by: None,
         error: None,
         checks: Vec::new(),
         streams,
@@ -132,4 +133,154 @@ fn errors_at_checks_every_occurrence_against_the_range() {
     check_expectations(&ex, &mut none, "");
     assert_eq!(check(&none, "EIO at stream offset").detail, "never seen");
     assert!(!check(&none, "EIO seen 2").ok);
+}
+
+fn opts(reuse: bool) -> RunOptions {
+    RunOptions {
+        results: PathBuf::from("results"),
+        accel: None,
+        verbose: false,
+        driver: None,
+        kernel_flavor: None,
+        dma: None,
+        memory_mib: None,
+        reuse_guests: reuse,
+    }
+}
+
+fn scenario(json: &str) -> Scenario {
+    crate::scenario::parse(json, "t.json").expect("a valid scenario")
+}
+
+#[test]
+fn scenarios_share_a_guest_only_when_they_need_the_same_one() {
+    let o = opts(true);
+    let plain = r#"{"steps": [{"stream": {"mode": "read", "bytes": "1M"}}]}"#;
+    let shape = guest_shape(&scenario(plain), &o).expect("a plain stream shares");
+    // Another workload, other device settings, other faults: the same guest.
+    let other = scenario(
+        r#"{"cards": [{"device": {"pattern": "prbs", "seed": 3}}],
+            "steps": [{"stream": {"mode": "splice", "bytes": "2M"}}],
+            "faults": [{"at": {"bytes": "1M"}, "inject": {"dma_error": {"count": 1}}}]}"#,
+    );
+    assert_eq!(guest_shape(&other, &o).as_deref(), Some(shape.as_str()));
+    // What the VM or a card's model is made with: another guest.
+    for differs in [
+        r#"{"vm": {"cpus": 1}, "steps": [{"stream": {"mode": "read", "bytes": "1M"}}]}"#,
+        r#"{"vm": {"kernel_args": ["init_on_free=1"]}, "steps": [{"stream": {"mode": "read", "bytes": "1M"}}]}"#,
+        r#"{"cards": [{"msix_vectors": 0}], "steps": [{"stream": {"mode": "read", "bytes": "1M"}}]}"#,
+        r#"{"cards": [{}, {}], "steps": [{"stream": {"mode": "read", "bytes": "1M"}}]}"#,
+    ] {
+        let s = guest_shape(&scenario(differs), &o);
+        assert!(
+            s.is_some() && s.as_deref() != Some(shape.as_str()),
+            "{differs}"
+        );
+    }
+    // A run's overrides are part of the shape: --memory gives every scenario one.
+    let mut o512 = opts(true);
+    o512.memory_mib = Some(512);
+    let a = guest_shape(&scenario(plain), &o512);
+    let b = guest_shape(
+        &scenario(
+            r#"{"vm": {"memory_mib": 2048}, "steps": [{"stream": {"mode": "read", "bytes": "1M"}}]}"#,
+        ),
+        &o512,
+    );
+    assert_eq!(a, b);
+    assert_ne!(a.as_deref(), Some(shape.as_str()));
+    // --dma and --kernel-flavor make another guest too.
+    let mut viommu = opts(true);
+    viommu.dma = Some(DmaPath::Viommu);
+    assert_ne!(
+        guest_shape(&scenario(plain), &viommu).as_deref(),
+        Some(shape.as_str())
+    );
+    let mut debug = opts(true);
+    debug.kernel_flavor = Some(crate::paths::KernelFlavor::Debug);
+    assert_ne!(
+        guest_shape(&scenario(plain), &debug).as_deref(),
+        Some(shape.as_str())
+    );
+    // A guest of its own: no card, the driver loaded by the scenario, capture disks, a
+    // card unplugged, config space rewritten, stray DMA into the guest's memory, BAR2
+    // mode (BAR2 keeps its contents across a reset).
+    for alone in [
+        r#"{"cards": [], "load_driver": false, "steps": [{"exec": {"cmd": "true"}}]}"#,
+        r#"{"load_driver": false, "steps": [{"exec": {"cmd": "true"}}]}"#,
+        r#"{"cards": [{"device": {"transfer": "bar2", "ring_log2": 7}}], "steps": [{"stream": {"mode": "read", "bytes": "1M"}}]}"#,
+        r#"{"steps": [{"config": {"device": {"transfer": "bar2", "ring_log2": 7}}}, {"stream": {"mode": "read", "bytes": "1M"}}]}"#,
+        r#"{"disks": [{"size": "8M"}], "steps": [{"stream": {"mode": "read", "bytes": "1M", "sink": {"disk": 0}}}]}"#,
+        r#"{"cards": [{"msix_vectors": 0}], "steps": [{"stream": {"mode": "read", "bytes": "4M"}}],
+            "faults": [{"at": {"bytes": "1M"}, "inject": "surprise_removal"}], "expect": {"errors_allowed": ["ENODEV"]}}"#,
+        r#"{"steps": [{"stream": {"mode": "read", "bytes": "4M"}}],
+            "faults": [{"at": {"bytes": "1M"}, "inject": {"config_change": {"kind": "bar_size"}}}]}"#,
+        r#"{"steps": [{"stream": {"mode": "read", "bytes": "4M"}}],
+            "faults": [{"at": {"bytes": "1M"}, "inject": {"stray_dma": {"target": "desc_ring"}}}]}"#,
+    ] {
+        match crate::scenario::parse(alone, "t.json") {
+            Ok(sc) => assert_eq!(guest_shape(&sc, &o), None, "{alone}"),
+            Err(e) => panic!("{alone}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn batches_share_guests_by_shape_and_keep_every_job_busy() {
+    let a = Some("a".to_string());
+    let b = Some("b".to_string());
+    // Without --reuse-guests: one scenario a batch, in order.
+    assert_eq!(
+        batches(&[a.clone(), a.clone(), None], 2, false),
+        [vec![0], vec![1], vec![2]]
+    );
+    // The debug set's make-up: 13 of one shape, 2 of another, 9 of their own, 2 jobs.
+    let mut shapes = vec![a.clone(); 13];
+    shapes.extend([b.clone(), b.clone()]);
+    shapes.extend(vec![None; 9]);
+    let out = batches(&shapes, 2, true);
+    let lens: Vec<usize> = out.iter().map(Vec::len).collect();
+    assert_eq!(lens, [7, 6, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+    assert_eq!(out[0], (0..7).collect::<Vec<_>>(), "in the run's order");
+    assert_eq!(out[2], [13, 14]);
+    // Every scenario exactly once.
+    let mut all: Vec<usize> = out.concat();
+    all.sort_unstable();
+    assert_eq!(all, (0..shapes.len()).collect::<Vec<_>>());
+    // Scenarios of one shape apart in the list still share; a share is never above the
+    // run's length over the jobs.
+    let out = batches(&[a.clone(), None, a.clone(), a.clone(), a], 4, true);
+    assert_eq!(out, [vec![0, 2], vec![3, 4], vec![1]]);
+}
+
+#[test]
+fn a_process_left_behind_is_named_and_the_guests_own_are_not() {
+    let ps = "PID   PPID  COMMAND
+    1     0 {init} /bin/sh /init
+    2     0 [kthreadd]
+   52     1 /sbin/acq-agent
+   61    52 sleep 300
+   70    52 /bin/sh -c echo $$; ps -o pid,ppid,args
+   71    70 {ps} /bin/sh -c echo $$; ps -o pid,ppid,args";
+    assert_eq!(
+        reuse::stray_processes(ps.lines(), "70"),
+        ["pid 61: sleep 300"]
+    );
+    assert!(reuse::stray_processes(ps.lines().filter(|l| !l.contains("sleep")), "70").is_empty());
+}
+
+#[test]
+fn a_scenarios_card_statistics_count_from_its_start() {
+    let base = json!({"sessions": 3, "error_completions": 2, "status": 5, "resets": 4});
+    let now = json!({"sessions": 4, "error_completions": 2, "status": 1, "resets": 6,
+                     "pb_first_bad_offset": null, "faults_pending": {"hang": false}});
+    let got = since(now, Some(&base));
+    // Statistics from the start, registers and flags as they are now.
+    assert_eq!(got["sessions"], 1);
+    assert_eq!(got["error_completions"], 0);
+    assert_eq!(got["resets"], 2);
+    assert_eq!(got["status"], 1);
+    assert_eq!(got["faults_pending"], json!({"hang": false}));
+    // No baseline (the model could not be read at the start): as read.
+    assert_eq!(since(json!({"sessions": 4}), None)["sessions"], 4);
 }

@@ -20,10 +20,14 @@ pub(super) struct TimelineState {
 }
 
 impl Timeline {
+    /// `origins`: each card's bytes delivered and received (`bytes`, `pb_bytes`) when the
+    /// scenario started, from which `at: {"bytes": N}` counts (a guest handed over from
+    /// another scenario has a card that moved bytes before).
     pub(super) fn start(
         faults: Vec<FaultSpec>,
         controls: Vec<PathBuf>,
         disks: Vec<PathBuf>,
+        origins: Vec<(u64, u64)>,
         guest: GuestHandle,
         dir: PathBuf,
     ) -> Timeline {
@@ -37,7 +41,7 @@ impl Timeline {
         } else {
             let (stop, state) = (Arc::clone(&stop), Arc::clone(&state));
             Some(thread::spawn(move || {
-                timeline_thread(&stop, &state, &controls, &disks, &guest, &dir)
+                timeline_thread(&stop, &state, &controls, &disks, &origins, &guest, &dir)
             }))
         };
         Timeline {
@@ -67,6 +71,7 @@ pub(super) fn timeline_thread(
     state: &Mutex<TimelineState>,
     controls: &[PathBuf],
     disks: &[PathBuf],
+    origins: &[(u64, u64)],
     guest: &GuestHandle,
     dir: &Path,
 ) {
@@ -90,16 +95,17 @@ pub(super) fn timeline_thread(
                 FaultAt::Bytes(b) => {
                     // Capture faults follow the bytes the card delivered, playback faults
                     // the bytes it received.
-                    let (key, moved): (_, fn(&CardCounters) -> u64) = match f.channel {
-                        Channel::Capture => (f.card, |c| c.stats.bytes),
-                        Channel::Playback => (f.card + 1000, |c| c.stats.pb_bytes),
+                    let origin = origins.get(f.card).copied().unwrap_or_default();
+                    let (key, moved, from): (_, fn(&CardCounters) -> u64, _) = match f.channel {
+                        Channel::Capture => (f.card, |c| c.stats.bytes, origin.0),
+                        Channel::Playback => (f.card + 1000, |c| c.stats.pb_bytes, origin.1),
                     };
                     let p = match produced.get(&key) {
                         Some(p) => *p,
                         None => {
                             let p = control(&mut conns, controls, f.card, &transcript)
                                 .and_then(|c| c.card_counters())
-                                .map(|c| moved(&c))
+                                .map(|c| moved(&c).saturating_sub(from))
                                 .unwrap_or(0);
                             produced.insert(key, p);
                             p

@@ -1,0 +1,149 @@
+//! The scenario runner with a real guest: what `acq run --reuse-guests` promises a
+//! scenario that runs in a guest another scenario booted (docs/scenarios.md, "One guest
+//! for several scenarios").
+
+use std::path::Path;
+
+use acq::paths::Paths;
+use acq::scenario::run::{run_batch, RunOptions, ScenarioResult};
+use acq::scenario::{parse, Scenario};
+use anyhow::{ensure, Context, Result};
+
+fn scenario(json: &str) -> Result<Scenario> {
+    parse(json, "runner.rs").context("a scenario of this test")
+}
+
+/// A scenario whose card hangs (the watchdog resets it, the driver logs it, the reader
+/// gets EIO once), then one with a DMA error 2 MiB into its stream, in the same guest: the
+/// second sees its own counters (one session and the probe's reset, not the first one's
+/// two sessions and watchdog reset), its fault where its own stream reaches 2 MiB (not at
+/// once: the card had delivered 12 MiB before), and its own kernel log (none of the first
+/// one's reset messages, no boot); it loads the driver again after the first unloaded it.
+/// Without counters and byte triggers counted from each scenario's start, or without the
+/// log cleared between the two, the second scenario fails its expectations. (Both cards
+/// have a 16 MiB FIFO, as fault-hang.json's: a paced card on a loaded host must not
+/// overflow, and the two must be made alike to share a guest.)
+#[test]
+fn a_guest_handed_on_gives_the_next_scenario_its_own_counters_faults_and_kernel_log() -> Result<()>
+{
+    let paths = Paths::discover()?;
+    let first = scenario(
+        r#"{"name": "reuse-hang", "timeout_s": 300,
+            "cards": [{"fifo_depth": "16M", "device": {"pattern": "prbs", "seed": 7, "rate": "8M"}}],
+            "steps": [{"stream": {"mode": "read", "bytes": "12M"}}],
+            "faults": [{"at": {"bytes": "4M"}, "inject": "hang"}],
+            "expect": {"errors": {"EIO": 1}, "recovered": true,
+                       "counters": {"card0.sessions": {"min": 2, "max": 2},
+                                    "card0.resets": {"min": 2}},
+                       "dmesg_lines": {"resetting the card": {"min": 1, "max": 1}}}}"#,
+    )?;
+    let second = scenario(
+        r#"{"name": "reuse-dma-error", "timeout_s": 300,
+            "cards": [{"fifo_depth": "16M", "device": {"pattern": "counter", "rate": "4M"}}],
+            "steps": [{"stream": {"mode": "read", "bytes": "6M"}}],
+            "faults": [{"at": {"bytes": "2M"}, "inject": {"dma_error": {"count": 1}}}],
+            "expect": {"verified_bytes_min": "6M", "recovered": true,
+                       "errors": {"EIO": 1}, "errors_at": {"EIO": {"min": "2M", "max": "4M"}},
+                       "counters": {"card0.sessions": {"min": 1, "max": 1},
+                                    "card0.resets": {"min": 1, "max": 1},
+                                    "card0.error_completions": {"min": 1, "max": 1}},
+                       "dmesg_lines": {"resetting the card": {"max": 0},
+                                       "Linux version": {"max": 0},
+                                       "/dev/acq0: version": {"min": 1, "max": 1}}}}"#,
+    )?;
+    let opts = RunOptions {
+        results: paths.repo.join("target/acq-runs/test-runner-reuse"),
+        accel: None,
+        verbose: false,
+        driver: None,
+        kernel_flavor: None,
+        dma: None,
+        memory_mib: None,
+        reuse_guests: true,
+    };
+    let file = Path::new("runner.rs");
+    let mut results: Vec<ScenarioResult> = Vec::new();
+    run_batch(
+        &[(&first, file), (&second, file)],
+        &paths,
+        &opts,
+        &mut |r| {
+            results.push(r.clone());
+            true
+        },
+    );
+    let summary = serde_json::to_string_pretty(&results)?;
+    ensure!(
+        results.len() == 2,
+        "two results, not {}: {summary}",
+        results.len()
+    );
+    ensure!(
+        results.iter().all(|r| r.passed),
+        "a scenario failed: {summary}"
+    );
+    ensure!(
+        results[0].guest_booted_by.is_none()
+            && results[1].guest_booted_by.as_deref() == Some("reuse-hang"),
+        "the second scenario did not run in the first one's guest: {summary}"
+    );
+    ensure!(
+        Path::new(&results[1].results).join("guest.txt").exists(),
+        "no guest.txt beside the second scenario's result"
+    );
+    Ok(())
+}
+
+/// A scenario that leaves a process running in its guest (a daemon its `exec` step
+/// started) passes, but its guest is not handed on: the next scenario boots its own, and
+/// the first one's guest.txt says why.
+#[test]
+fn a_guest_with_a_process_left_behind_is_not_handed_on() -> Result<()> {
+    let paths = Paths::discover()?;
+    let first = scenario(
+        r#"{"name": "reuse-leaves-a-process", "timeout_s": 300,
+            "steps": [{"exec": {"cmd": "setsid sleep 120 > /dev/null 2>&1 < /dev/null &"}},
+                      {"stream": {"mode": "read", "bytes": "1M"}}]}"#,
+    )?;
+    let second = scenario(
+        r#"{"name": "reuse-after-a-process", "timeout_s": 300,
+            "steps": [{"stream": {"mode": "read", "bytes": "1M"}}]}"#,
+    )?;
+    let opts = RunOptions {
+        results: paths.repo.join("target/acq-runs/test-runner-stray"),
+        accel: None,
+        verbose: false,
+        driver: None,
+        kernel_flavor: None,
+        dma: None,
+        memory_mib: None,
+        reuse_guests: true,
+    };
+    let file = Path::new("runner.rs");
+    let mut results: Vec<ScenarioResult> = Vec::new();
+    run_batch(
+        &[(&first, file), (&second, file)],
+        &paths,
+        &opts,
+        &mut |r| {
+            results.push(r.clone());
+            true
+        },
+    );
+    let summary = serde_json::to_string_pretty(&results)?;
+    ensure!(
+        results.len() == 2 && results.iter().all(|r| r.passed),
+        "both scenarios pass: {summary}"
+    );
+    ensure!(
+        results[1].guest_booted_by.is_none(),
+        "the second scenario ran in a guest with the first one's process: {summary}"
+    );
+    let why = std::fs::read_to_string(Path::new(&results[0].results).join("guest.txt"))
+        .context("the first scenario's guest.txt")?;
+    ensure!(
+        why.contains("still runs") && why.contains("sleep 120"),
+        "guest.txt does not name the process: {why}"
+    );
+    Ok(())
+}
