@@ -18,8 +18,8 @@ pub trait ControlTarget: Send + Sync {
     fn counters(&self) -> Value;
     /// Arms (or, for a spurious interrupt, performs) a fault.
     fn inject(&self, fault: Fault) -> Result<(), String>;
-    /// Disarms every fault.
-    fn clear_faults(&self);
+    /// Disarms every fault and ends every interrupt storm.
+    fn clear_faults(&self) -> Result<(), String>;
     /// Resets the card (as an FLR).
     fn reset(&self);
 }
@@ -95,10 +95,10 @@ fn reply(target: &dyn ControlTarget, line: &str) -> Value {
                 Err(e) => fail(e),
             }
         }
-        "clear_faults" => {
-            target.clear_faults();
-            ok()
-        }
+        "clear_faults" => match target.clear_faults() {
+            Ok(()) => ok(),
+            Err(e) => fail(e),
+        },
         "reset" => {
             target.reset();
             ok()
@@ -157,8 +157,9 @@ mod tests {
             self.log.lock().unwrap().push(format!("{fault:?}"));
             Ok(())
         }
-        fn clear_faults(&self) {
+        fn clear_faults(&self) -> Result<(), String> {
             self.log.lock().unwrap().push("clear".into());
+            Ok(())
         }
         fn reset(&self) {
             self.log.lock().unwrap().push("reset".into());

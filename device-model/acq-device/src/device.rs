@@ -160,13 +160,16 @@ impl Device {
                 self.check_vector(vector)?;
                 // One storm per vector at a time: a client cannot pile up threads.
                 let bit = 1u32 << vector.min(31);
+                // The epoch is read before the storm counts as running: a clear_faults in
+                // between ends it at its first check (read after, it would run its `ms`
+                // while that clear_faults waited for it).
+                let epoch = Arc::clone(&self.storm_epoch);
+                let started = epoch.load(Ordering::Acquire);
                 let storms = Arc::clone(&self.storms);
                 if storms.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
                     return Err(format!("vector {vector} has a storm running already"));
                 }
                 let shared = Arc::clone(&self.shared);
-                let epoch = Arc::clone(&self.storm_epoch);
-                let started = epoch.load(Ordering::Acquire);
                 std::thread::Builder::new()
                     .name("acq-irq-storm".into())
                     .spawn(move || {
@@ -185,14 +188,23 @@ impl Device {
         }
     }
 
-    /// Disarms every fault.
-    /// Disarms every fault and ends every interrupt storm: when this returns, no storm
-    /// sends another message (a storm checks every 100 us or so; bounded at a second).
-    pub fn clear_faults(&self) {
+    /// Disarms every fault and ends every interrupt storm: when this returns `Ok`, no
+    /// storm sends another message (a storm checks every 100 us or so). `Err` if one still
+    /// runs after a second (its thread starved of the CPU).
+    pub fn clear_faults(&self) -> Result<(), String> {
         self.shared.faults.clear();
         self.storm_epoch.fetch_add(1, Ordering::AcqRel);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-        while self.storms.load(Ordering::Acquire) != 0 && std::time::Instant::now() < deadline {
+        loop {
+            let running = self.storms.load(Ordering::Acquire);
+            if running == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "an interrupt storm still runs a second after clear_faults (vectors {running:#x})"
+                ));
+            }
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
     }
@@ -329,8 +341,8 @@ impl crate::control::ControlTarget for Device {
         Device::inject(self, fault)
     }
 
-    fn clear_faults(&self) {
-        Device::clear_faults(self);
+    fn clear_faults(&self) -> Result<(), String> {
+        Device::clear_faults(self)
     }
 
     /// The card resets itself (the `reset` fault: a firmware or logic reset mid-stream):
@@ -396,11 +408,11 @@ mod tests {
         let e = d.inject(storm()).expect_err("one storm a vector");
         assert!(e.contains("already"), "{e}");
         let t = std::time::Instant::now();
-        d.clear_faults();
+        d.clear_faults().expect("the storm ends");
         assert_eq!(d.storms.load(Ordering::Acquire), 0, "the storm still runs");
         assert!(t.elapsed() < std::time::Duration::from_millis(500));
         d.inject(storm()).expect("a new storm on the same vector");
-        d.clear_faults();
+        d.clear_faults().expect("the storm ends");
         assert_eq!(d.storms.load(Ordering::Acquire), 0);
     }
 }

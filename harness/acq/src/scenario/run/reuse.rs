@@ -90,7 +90,8 @@ pub fn batches(shapes: &[Option<String>], jobs: usize, reuse: bool) -> Vec<Vec<u
 /// Makes a guest whose scenario passed fit for the next one: each card's model resets the
 /// card and disarms what is still armed (a fault that never fired must not fire in the
 /// next scenario); every card is still there (found again by a rescan of the PCI bus if
-/// the scenario removed it in the guest); no process the scenario started still runs and
+/// the scenario removed it in the guest) with no driver bound and no `driver_override`
+/// set; no process the scenario started still runs and
 /// no file system it mounted is still mounted (`mounts`: /proc/mounts after the boot);
 /// its files in /tmp are deleted (a stream's tmpfs sink holds guest RAM) and kmemleak's
 /// reports cleared (the scenario's own scans found nothing new); last, the kernel log
@@ -129,6 +130,20 @@ pub(super) fn hand_over(
     let shell = lines.next().unwrap_or("").trim().to_string();
     if let Some(p) = stray_processes(lines, &shell).first() {
         bail!("a process the scenario started still runs: {p}");
+    }
+    // With acq unloaded no driver has a card, and none is set to take one (an `exec` that
+    // bound a card to vfio-pci, say).
+    let bound = vm.sh_ok(
+        &format!(
+            "for d in $(grep -lx {id} /sys/bus/pci/devices/*/device); do d=${{d%/device}}; \
+             [ -e $d/driver ] && echo \"$d is bound to $(basename $(readlink $d/driver))\"; \
+             o=$(cat $d/driver_override); [ \"$o\" = '(null)' ] || echo \"$d has driver_override $o\"; \
+             done; true"
+        ),
+        Duration::from_secs(60),
+    )?;
+    if let Some(line) = bound.lines().next() {
+        bail!("the scenario left a card to a driver: {line}");
     }
     let now = vm.sh_ok("cat /proc/mounts", Duration::from_secs(60))?;
     if now != mounts {
