@@ -13,6 +13,27 @@ fn scenario(json: &str) -> Result<Scenario> {
     parse(json, "runner.rs").context("a scenario of this test")
 }
 
+/// Runs `first` then `second` as one batch of `acq run --reuse-guests`, results under
+/// `results` (relative to the repository).
+fn in_one_guest(
+    paths: &Paths,
+    results: &str,
+    first: &Scenario,
+    second: &Scenario,
+) -> Vec<ScenarioResult> {
+    let opts = RunOptions {
+        reuse_guests: true,
+        ..RunOptions::new(paths.repo.join(results))
+    };
+    let file = Path::new("runner.rs");
+    let mut out = Vec::new();
+    run_batch(&[(first, file), (second, file)], paths, &opts, &mut |r| {
+        out.push(r.clone());
+        true
+    });
+    out
+}
+
 /// A scenario whose card hangs (the watchdog resets it, the driver logs it, the reader
 /// gets EIO once), then one with a DMA error 2 MiB into its stream, in the same guest: the
 /// second sees its own counters (one session and the probe's reset, not the first one's
@@ -51,27 +72,7 @@ fn a_guest_handed_on_gives_the_next_scenario_its_own_counters_faults_and_kernel_
                                        "Linux version": {"max": 0},
                                        "/dev/acq0: version": {"min": 1, "max": 1}}}}"#,
     )?;
-    let opts = RunOptions {
-        results: paths.repo.join("target/acq-runs/test-runner-reuse"),
-        accel: None,
-        verbose: false,
-        driver: None,
-        kernel_flavor: None,
-        dma: None,
-        memory_mib: None,
-        reuse_guests: true,
-    };
-    let file = Path::new("runner.rs");
-    let mut results: Vec<ScenarioResult> = Vec::new();
-    run_batch(
-        &[(&first, file), (&second, file)],
-        &paths,
-        &opts,
-        &mut |r| {
-            results.push(r.clone());
-            true
-        },
-    );
+    let results = in_one_guest(&paths, "target/acq-runs/test-runner-reuse", &first, &second);
     let summary = serde_json::to_string_pretty(&results)?;
     ensure!(
         results.len() == 2,
@@ -109,27 +110,7 @@ fn a_guest_with_a_process_left_behind_is_not_handed_on() -> Result<()> {
         r#"{"name": "reuse-after-a-process", "timeout_s": 300,
             "steps": [{"stream": {"mode": "read", "bytes": "1M"}}]}"#,
     )?;
-    let opts = RunOptions {
-        results: paths.repo.join("target/acq-runs/test-runner-stray"),
-        accel: None,
-        verbose: false,
-        driver: None,
-        kernel_flavor: None,
-        dma: None,
-        memory_mib: None,
-        reuse_guests: true,
-    };
-    let file = Path::new("runner.rs");
-    let mut results: Vec<ScenarioResult> = Vec::new();
-    run_batch(
-        &[(&first, file), (&second, file)],
-        &paths,
-        &opts,
-        &mut |r| {
-            results.push(r.clone());
-            true
-        },
-    );
+    let results = in_one_guest(&paths, "target/acq-runs/test-runner-stray", &first, &second);
     let summary = serde_json::to_string_pretty(&results)?;
     ensure!(
         results.len() == 2 && results.iter().all(|r| r.passed),

@@ -63,6 +63,22 @@ pub struct RunOptions {
     pub reuse_guests: bool,
 }
 
+impl RunOptions {
+    /// Results under `results`, every scenario as its file says, one guest each.
+    pub fn new(results: PathBuf) -> RunOptions {
+        RunOptions {
+            results,
+            accel: None,
+            verbose: false,
+            driver: None,
+            kernel_flavor: None,
+            dma: None,
+            memory_mib: None,
+            reuse_guests: false,
+        }
+    }
+}
+
 /// A DMA path a whole run is forced onto (`acq run --dma`), so that a set of scenarios
 /// written for the plain path runs again where a missing mapping or sync shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

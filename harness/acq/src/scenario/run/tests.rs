@@ -137,14 +137,8 @@ fn errors_at_checks_every_occurrence_against_the_range() {
 
 fn opts(reuse: bool) -> RunOptions {
     RunOptions {
-        results: PathBuf::from("results"),
-        accel: None,
-        verbose: false,
-        driver: None,
-        kernel_flavor: None,
-        dma: None,
-        memory_mib: None,
         reuse_guests: reuse,
+        ..RunOptions::new(PathBuf::from("results"))
     }
 }
 
