@@ -306,13 +306,11 @@ fn run_inner(
         )?;
     }
     // The scenario's counters count from here, before the driver loads ([`since`]).
-    let mut baseline = Vec::new();
-    for (i, m) in vm.models.iter().enumerate() {
-        let c = ModelControl::connect(&m.control, Some(&dir.join("control.log")))
-            .and_then(|mut c| c.counters())
-            .with_context(|| format!("card {i}: reading its counters before the steps"))?;
-        baseline.push(c);
-    }
+    let baseline = card_counters(&vm, dir)
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| c.with_context(|| format!("card {i}: reading its counters before the steps")))
+        .collect::<Result<Vec<_>>>()?;
     let origins = baseline
         .iter()
         .map(|c| {
@@ -325,12 +323,11 @@ fn run_inner(
         vm.mark_failed();
     }
     // Counters and the kernel log are read even after a failed step: they explain it.
-    for (i, m) in vm.models.iter().enumerate() {
-        let c = ModelControl::connect(&m.control, Some(&dir.join("control.log")))
-            .and_then(|mut c| c.counters())
-            .map(|c| since(c, baseline.get(i)))
-            .unwrap_or_else(|e| json!({"error": format!("card {i}: {e:#}")}));
-        res.counters.push(c);
+    for (i, c) in card_counters(&vm, dir).into_iter().enumerate() {
+        res.counters.push(
+            c.map(|c| since(c, baseline.get(i)))
+                .unwrap_or_else(|e| json!({"error": format!("card {i}: {e:#}")})),
+        );
     }
     for (i, d) in vm.disk_servers.iter().enumerate() {
         let c = d
@@ -410,6 +407,18 @@ fn run_inner(
     }
     vm.shutdown(Duration::from_secs(60).min(remaining(deadline).max(Duration::from_secs(5))))?;
     Ok(None)
+}
+
+/// Each card's `counters` reply, read through its model's control socket (the exchange
+/// goes to the scenario's control.log).
+fn card_counters(vm: &Vm, dir: &Path) -> Vec<Result<Value>> {
+    vm.models
+        .iter()
+        .map(|m| {
+            ModelControl::connect(&m.control, Some(&dir.join("control.log")))
+                .and_then(|mut c| c.counters())
+        })
+        .collect()
 }
 
 /// Boots the scenario's guest with its cards and disks (device models started), the

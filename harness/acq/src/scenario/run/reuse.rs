@@ -113,37 +113,32 @@ pub(super) fn hand_over(
             .and_then(|_| c.request(&json!({"cmd": "clear_faults"})))
             .with_context(|| format!("card {i}"))?;
     }
+    // One guest command: the cards (rescanned for if one is missing), then, for each, a
+    // line if a driver has it or is set to take it (with acq unloaded none should: an
+    // `exec` that bound a card to vfio-pci, say), then the shell's pid and the processes.
     let id = format!("{:#06x}", acq_hw::regs::pci::DEVICE_ID);
-    let count = format!("grep -lx {id} /sys/bus/pci/devices/*/device | wc -l");
+    let list = format!("grep -lx {id} /sys/bus/pci/devices/*/device");
     let out = vm.sh_ok(
         &format!(
-            "n=$({count}); [ \"$n\" = {cards} ] || {{ echo 1 > /sys/bus/pci/rescan; n=$({count}); }}; \
-             echo $n; echo $$; ps -o pid,ppid,args"
+            "n=$({list} | wc -l); [ \"$n\" = {cards} ] || {{ echo 1 > /sys/bus/pci/rescan; n=$({list} | wc -l); }}; \
+             echo $n; for d in $({list}); do d=${{d%/device}}; \
+             [ -e $d/driver ] && echo \"driver: $d is bound to $(basename $(readlink $d/driver))\"; \
+             o=$(cat $d/driver_override); [ \"$o\" = '(null)' ] || echo \"driver: $d has driver_override $o\"; \
+             done; echo $$; ps -o pid,ppid,args"
         ),
         Duration::from_secs(60),
     )?;
-    let mut lines = out.lines();
+    let mut lines = out.lines().peekable();
     let found: usize = lines.next().unwrap_or("").trim().parse().unwrap_or(0);
     if found != cards {
         bail!("the guest shows {found} card(s) of the {cards} it was booted with, after a rescan");
     }
+    if let Some(line) = lines.peek().and_then(|l| l.strip_prefix("driver: ")) {
+        bail!("the scenario left a card to a driver: {line}");
+    }
     let shell = lines.next().unwrap_or("").trim().to_string();
     if let Some(p) = stray_processes(lines, &shell).first() {
         bail!("a process the scenario started still runs: {p}");
-    }
-    // With acq unloaded no driver has a card, and none is set to take one (an `exec` that
-    // bound a card to vfio-pci, say).
-    let bound = vm.sh_ok(
-        &format!(
-            "for d in $(grep -lx {id} /sys/bus/pci/devices/*/device); do d=${{d%/device}}; \
-             [ -e $d/driver ] && echo \"$d is bound to $(basename $(readlink $d/driver))\"; \
-             o=$(cat $d/driver_override); [ \"$o\" = '(null)' ] || echo \"$d has driver_override $o\"; \
-             done; true"
-        ),
-        Duration::from_secs(60),
-    )?;
-    if let Some(line) = bound.lines().next() {
-        bail!("the scenario left a card to a driver: {line}");
     }
     let now = vm.sh_ok("cat /proc/mounts", Duration::from_secs(60))?;
     if now != mounts {
