@@ -67,23 +67,45 @@ pub fn kmemleak_scan_cmd() -> String {
     )
 }
 
-/// The leaks in a kmemleak report: each `unreferenced object` line with the first frames
-/// of its allocation backtrace, one string per object.
-pub fn kmemleak_leaks(report: &str) -> Vec<String> {
-    let mut leaks: Vec<String> = Vec::new();
+/// A guest shell command printing the kernel's `jiffies` (the scheduler's debugfs file,
+/// debug flavor): the clock kmemleak stamps each object's allocation with.
+pub const JIFFIES_CMD: &str = "grep -m1 '^jiffies ' /sys/kernel/debug/sched/debug | tr -dc 0-9";
+
+/// One object of a kmemleak report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leak {
+    /// The `unreferenced object` line with the first frames of its allocation backtrace.
+    pub summary: String,
+    /// When it was allocated, in guest jiffies (the report's `jiffies N`).
+    pub jiffies: Option<u64>,
+}
+
+/// The objects of a kmemleak report, in its order.
+pub fn kmemleak_objects(report: &str) -> Vec<Leak> {
+    let mut leaks: Vec<Leak> = Vec::new();
     let mut frames = 0;
     let mut in_trace = false;
     for line in report.lines().map(str::trim) {
         if line.starts_with("unreferenced object") {
-            leaks.push(line.to_owned());
+            leaks.push(Leak {
+                summary: line.to_owned(),
+                jiffies: None,
+            });
             frames = 0;
             in_trace = false;
+        } else if line.starts_with("comm ") {
+            // `comm "insmod", pid 93, jiffies 4294892340`
+            if let Some(last) = leaks.last_mut() {
+                last.jiffies = line
+                    .rsplit_once("jiffies ")
+                    .and_then(|(_, j)| j.split_whitespace().next()?.parse().ok());
+            }
         } else if line.starts_with("backtrace") {
             in_trace = true;
         } else if in_trace && frames < 4 && !line.is_empty() {
             if let Some(last) = leaks.last_mut() {
-                last.push_str(" <- ");
-                last.push_str(
+                last.summary.push_str(" <- ");
+                last.summary.push_str(
                     line.trim_start_matches("[<")
                         .split("] ")
                         .last()
@@ -94,6 +116,15 @@ pub fn kmemleak_leaks(report: &str) -> Vec<String> {
         }
     }
     leaks
+}
+
+/// The leaks in a kmemleak report: each `unreferenced object` line with the first frames
+/// of its allocation backtrace, one string per object.
+pub fn kmemleak_leaks(report: &str) -> Vec<String> {
+    kmemleak_objects(report)
+        .into_iter()
+        .map(|l| l.summary)
+        .collect()
 }
 
 #[cfg(test)]
@@ -137,5 +168,9 @@ unreferenced object 0xffff888004a1d000 (size 32):
         );
         assert!(leaks[1].contains("kmalloc_trace"));
         assert!(kmemleak_leaks("").is_empty());
+        let objects = kmemleak_objects(report);
+        assert_eq!(objects[0].jiffies, Some(4294892340));
+        assert_eq!(objects[1].jiffies, Some(4294892999));
+        assert_eq!(objects[1].summary, leaks[1]);
     }
 }

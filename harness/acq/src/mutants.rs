@@ -328,7 +328,7 @@ fn run_one(
 
 /// Applies the mutant into `dir/tree/driver`, writes `dir/mutant.diff` and builds it; returns
 /// the module.
-fn prepare(m: &Mutant, paths: &Paths, dir: &Path) -> Result<PathBuf> {
+pub fn prepare(m: &Mutant, paths: &Paths, dir: &Path) -> Result<PathBuf> {
     fs::create_dir_all(dir)?;
     // Absolute: the build runs in the toolroot's namespace, from another directory.
     let dir = &fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;

@@ -128,3 +128,87 @@ fn a_guest_with_a_process_left_behind_is_not_handed_on() -> Result<()> {
     );
     Ok(())
 }
+
+/// On the debug kernel a guest handed on is scanned for leaks once, by the last scenario in
+/// it, and each object goes to the scenario it was allocated in. With a driver that leaks
+/// 4 KiB in every probe (the `leak-at-probe` mutant), two scenarios in one guest: the
+/// second runs in the first one's guest (the first passed every check it could make before
+/// the hand-over), and each fails with exactly its own leaked object (not both laid on
+/// each, not the first one's found in the second's alone); the first one's result says
+/// which scan found it.
+#[test]
+fn one_leak_scan_for_a_debug_guest_lays_each_leak_on_its_scenario() -> Result<()> {
+    let paths = Paths::discover()?.with_kernel(acq::paths::KernelFlavor::Debug)?;
+    let mutant = acq::mutants::load(&paths.repo.join("tests/mutants/leak-at-probe.toml"))?;
+    let ko = acq::mutants::prepare(
+        &mutant,
+        &paths,
+        &paths.repo.join("target/acq-runs/test-runner-leaks-driver"),
+    )?;
+    let card = r#"[{"device": {"pattern": "counter", "rate": "8M"}}]"#;
+    let first = scenario(&format!(
+        r#"{{"name": "reuse-leak-first", "timeout_s": 300, "cards": {card},
+             "steps": [{{"stream": {{"mode": "read", "bytes": "1M"}}}}]}}"#
+    ))?;
+    let second = scenario(&format!(
+        r#"{{"name": "reuse-leak-second", "timeout_s": 300, "cards": {card},
+             "steps": [{{"stream": {{"mode": "splice", "bytes": "1M"}}}}]}}"#
+    ))?;
+    let opts = RunOptions {
+        reuse_guests: true,
+        driver: Some(ko),
+        kernel_flavor: Some(acq::paths::KernelFlavor::Debug),
+        memory_mib: Some(512),
+        ..RunOptions::new(paths.repo.join("target/acq-runs/test-runner-leaks"))
+    };
+    let file = Path::new("runner.rs");
+    let mut results = Vec::new();
+    run_batch(
+        &[(&first, file), (&second, file)],
+        &paths,
+        &opts,
+        &mut |r| {
+            results.push(r.clone());
+            true
+        },
+    );
+    let summary = serde_json::to_string_pretty(&results)?;
+    ensure!(
+        results.len() == 2,
+        "two results, not {}: {summary}",
+        results.len()
+    );
+    ensure!(
+        results[1].guest_booted_by.as_deref() == Some("reuse-leak-first"),
+        "the second scenario did not run in the first one's guest: {summary}"
+    );
+    for r in &results {
+        let leak = r
+            .checks
+            .iter()
+            .find(|c| c.name == "kmemleak: nothing leaked")
+            .with_context(|| format!("{}: no leak check: {summary}", r.name))?;
+        ensure!(
+            !leak.ok && leak.detail.starts_with("1 unreferenced object(s)"),
+            "{}: not its one leaked object: {}",
+            r.name,
+            leak.detail
+        );
+        ensure!(
+            !r.passed
+                && r.checks
+                    .iter()
+                    .all(|c| c.ok || c.name == "kmemleak: nothing leaked"),
+            "{}: fails for its leak alone: {summary}",
+            r.name
+        );
+    }
+    ensure!(
+        results[0]
+            .checks
+            .iter()
+            .any(|c| c.detail.contains("reuse-leak-second")),
+        "the first scenario's result does not name the scan that found its leak: {summary}"
+    );
+    Ok(())
+}

@@ -29,6 +29,7 @@ use crate::vm::{Card, GuestHandle, Vm, VmConfig};
 mod checks;
 mod consumers;
 mod control;
+mod leaks;
 mod reuse;
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,7 @@ mod timeline;
 
 use checks::*;
 use consumers::*;
+use leaks::{check_leaks, start_jiffies, Held};
 pub use reuse::{batches, guest_shape};
 use reuse::{hand_over, since};
 use timeline::*;
@@ -178,7 +180,10 @@ pub fn run_batch(
     done: &mut dyn FnMut(&ScenarioResult) -> bool,
 ) {
     let mut guest: Option<SharedGuest> = None;
-    for (i, (sc, file)) in batch.iter().enumerate() {
+    // Scenarios that passed in a debug guest they handed on: their results wait for the
+    // leak scan of the last scenario in that guest ([`leaks`]).
+    let mut held: Vec<Held> = Vec::new();
+    'batch: for (i, (sc, file)) in batch.iter().enumerate() {
         let mut res = new_result(sc, file, opts);
         let dir = PathBuf::from(&res.results);
         let start = Instant::now();
@@ -189,17 +194,55 @@ pub fn run_batch(
             && batch
                 .get(i + 1)
                 .is_some_and(|(next, _)| guest_shape(next, opts) == shape);
-        match run_inner(sc, paths, opts, &dir, &mut res, guest.take(), more) {
-            Ok(next) => guest = next,
+        let mut owed = None;
+        match run_inner(
+            sc,
+            paths,
+            opts,
+            &dir,
+            &mut res,
+            guest.take(),
+            more,
+            &mut held,
+        ) {
+            Ok(next) => (guest, owed) = (next.guest, next.scan_owed),
             Err(e) => res.error = Some(format!("{e:#}")),
         }
         res.seconds = start.elapsed().as_secs_f64();
-        res.passed = res.error.is_none() && res.checks.iter().all(|c| c.ok);
-        if let Ok(text) = serde_json::to_string_pretty(&res) {
-            let _ = fs::write(dir.join("result.json"), text);
+        if let Some(start) = owed {
+            held.push(Held {
+                res,
+                start,
+                scanned: false,
+            });
+            continue;
         }
-        if !done(&res) {
-            break;
+        let lost = &res.name;
+        let mut finished: Vec<ScenarioResult> = held
+            .drain(..)
+            .map(|mut h| {
+                if !h.scanned {
+                    h.res.checks.push(Check {
+                        name: "kmemleak: nothing leaked".into(),
+                        ok: false,
+                        detail: format!(
+                            "not scanned: its guest, handed on, was lost in `{lost}` before \
+                             the leak scan it was left to"
+                        ),
+                    });
+                }
+                h.res
+            })
+            .collect();
+        finished.push(res);
+        for mut res in finished {
+            res.passed = res.error.is_none() && res.checks.iter().all(|c| c.ok);
+            if let Ok(text) = serde_json::to_string_pretty(&res) {
+                let _ = fs::write(Path::new(&res.results).join("result.json"), text);
+            }
+            if !done(&res) {
+                break 'batch;
+            }
         }
     }
     if let Some(g) = guest {
@@ -239,9 +282,21 @@ struct SharedGuest {
     mounts: String,
 }
 
+/// What a scenario leaves to the next one.
+#[derive(Default)]
+struct Next {
+    /// Its guest, when it is handed on.
+    guest: Option<SharedGuest>,
+    /// The guest owes this scenario its kmemleak scan (debug flavor, handed on): the
+    /// scenario's start in guest jiffies, if read ([`leaks`]).
+    scan_owed: Option<Option<u64>>,
+}
+
 /// Carries out one scenario, in `guest` if one is handed over (else in a guest it
 /// boots). Returns the guest when `hand_on` and the scenario passed and left it fit for
-/// another ([`hand_over`]); shuts it down otherwise.
+/// another ([`hand_over`]); shuts it down otherwise, on the debug flavor after a leak scan
+/// that covers `held` too (the scenarios before it in the guest, their scans owed).
+#[allow(clippy::too_many_arguments)]
 fn run_inner(
     sc: &Scenario,
     paths: &Paths,
@@ -250,7 +305,8 @@ fn run_inner(
     res: &mut ScenarioResult,
     guest: Option<SharedGuest>,
     hand_on: bool,
-) -> Result<Option<SharedGuest>> {
+    held: &mut [Held],
+) -> Result<Next> {
     let deadline = Instant::now() + Duration::from_secs(sc.timeout_s);
     // Two scenarios of one name (run_batch's callers, not `acq run`, which refuses them)
     // would share a directory: clearing it would pull the guest's sockets from under it.
@@ -297,14 +353,18 @@ fn run_inner(
         res.dma = Some(format!("{d:?}").to_lowercase());
     }
     res.accel = vm.accel.0.to_string();
-    // On the debug flavor: what the kernel leaked while booting is not the run's. (A
-    // guest handed over had its leaks scanned and cleared by the scenario before.)
+    // On the debug flavor: what the kernel leaked while booting is not the run's. (In a
+    // guest handed over, the scenarios before this one own what they allocated.)
     if res.guest_booted_by.is_none() {
         vm.sh_ok(
             &crate::dmesg::kmemleak_baseline_cmd(),
             Duration::from_secs(120),
         )?;
     }
+    // The scenario's start on kmemleak's clock: a scan covering several scenarios lays
+    // each object on the one it was allocated in ([`leaks`]).
+    let debug = paths.kernel_flavor == KernelFlavor::Debug;
+    let start = if debug { start_jiffies(&mut vm) } else { None };
     // The scenario's counters count from here, before the driver loads ([`since`]).
     let baseline = card_counters(&vm, dir)
         .into_iter()
@@ -336,6 +396,12 @@ fn run_inner(
         res.disk_counters.push(c);
     }
     let dmesg = vm.sh("dmesg", Duration::from_secs(60).min(remaining(deadline)));
+    if r.is_err() && !held.is_empty() {
+        // The scenarios before this one in the guest still need its leak scan: best
+        // effort (without it, they fail for want of one).
+        let _ = vm.sh("rmmod acq", Duration::from_secs(60));
+        let _ = check_leaks(&mut vm, dir, bounded(deadline, 300), res, start, held);
+    }
     r?;
     let dmesg = dmesg?.stdout;
     fs::write(dir.join("dmesg.txt"), &dmesg)?;
@@ -374,29 +440,33 @@ fn run_inner(
             ok: out.success(),
             detail: format!("status {} {}", out.status, out.stderr.trim()),
         });
-        let kmemleak = paths.kernel_flavor == KernelFlavor::Debug;
-        seen = check_after_unload(&mut vm, &dmesg, &sc.expect, dir, deadline, kmemleak, res)?;
-    } else if paths.kernel_flavor == KernelFlavor::Debug {
-        // A scenario that loads the driver itself (a probe that must fail, say) is
-        // checked for leaks all the same: a failed probe's error path is where they hide.
-        seen = check_after_unload(&mut vm, &dmesg, &sc.expect, dir, deadline, true, res)?;
+    }
+    // A scenario that loads the driver itself (a probe that must fail, say) is checked
+    // for leaks all the same on the debug flavor: a failed probe's error path is where
+    // they hide.
+    if sc.load_driver || debug {
+        seen = check_after_unload(&mut vm, &dmesg, &sc.expect, dir, deadline, res)?;
     }
     if hand_on && res.checks.iter().all(|c| c.ok) {
         match hand_over(
             &mut vm,
             sc.cards.len(),
             &mounts,
-            &seen,
+            &mut seen,
             &sc.expect,
             dir,
             res,
         ) {
             Ok(()) => {
-                return Ok(Some(SharedGuest {
-                    vm,
-                    booted_by,
-                    mounts,
-                }))
+                return Ok(Next {
+                    guest: Some(SharedGuest {
+                        vm,
+                        booted_by,
+                        mounts,
+                    }),
+                    // The leak scan is left to the last scenario in this guest.
+                    scan_owed: debug.then_some(start),
+                });
             }
             // Not the scenario's failure: the next one boots a guest of its own.
             Err(e) => append(
@@ -405,8 +475,11 @@ fn run_inner(
             )?,
         }
     }
+    if debug {
+        scan_for_leaks(&mut vm, &seen, &sc.expect, dir, deadline, res, start, held)?;
+    }
     vm.shutdown(Duration::from_secs(60).min(remaining(deadline).max(Duration::from_secs(5))))?;
-    Ok(None)
+    Ok(Next::default())
 }
 
 /// Each card's `counters` reply, read through its model's control socket (the exchange
@@ -480,22 +553,16 @@ fn vm_dma(sc: &Scenario, opts: &RunOptions) -> (bool, Vec<String>) {
 }
 
 /// What the kernel reported while the driver was removed (a use-after-free in the remove
-/// path shows only then), and on the debug flavor whatever kmemleak finds unreferenced once
-/// the driver is gone and what the kernel reported during those scans (a timer or work
-/// item the driver left behind fires there). Returns the kernel log as last read.
+/// path shows only then). Returns the kernel log as read.
 fn check_after_unload(
     vm: &mut Vm,
     dmesg_before: &str,
     ex: &super::format::Expect,
     dir: &Path,
     deadline: Instant,
-    kmemleak: bool,
     res: &mut ScenarioResult,
 ) -> Result<String> {
-    // Bounded by the scenario's time, with a floor so the checks can still run.
-    let bound =
-        |most: u64| Duration::from_secs(most).min(remaining(deadline).max(Duration::from_secs(20)));
-    let after = vm.sh("dmesg", bound(60))?.stdout;
+    let after = vm.sh("dmesg", bounded(deadline, 60))?.stdout;
     let new = after.get(dmesg_before.len()..).unwrap_or(&after);
     fs::write(dir.join("dmesg-unload.txt"), new)?;
     res.checks.push(kernel_log_check(
@@ -503,19 +570,39 @@ fn check_after_unload(
         new,
         ex,
     ));
-    if !kmemleak {
-        return Ok(after);
-    }
-    check_leaks(vm, dir, bound(300), res)?;
-    let last = vm.sh("dmesg", bound(60))?.stdout;
-    let later = last.get(after.len()..).unwrap_or(&last);
+    Ok(after)
+}
+
+/// On the debug flavor, with the driver gone: kmemleak's scan, for this scenario and those
+/// held before it in this guest ([`leaks`]), and what the kernel reported during it (a
+/// timer or work item a driver left behind fires there), read from the log after `seen`.
+#[allow(clippy::too_many_arguments)]
+fn scan_for_leaks(
+    vm: &mut Vm,
+    seen: &str,
+    ex: &super::format::Expect,
+    dir: &Path,
+    deadline: Instant,
+    res: &mut ScenarioResult,
+    start: Option<u64>,
+    held: &mut [Held],
+) -> Result<()> {
+    check_leaks(vm, dir, bounded(deadline, 300), res, start, held)?;
+    let last = vm.sh("dmesg", bounded(deadline, 60))?.stdout;
+    let later = last.get(seen.len()..).unwrap_or(&last);
     append(&dir.join("dmesg-unload.txt"), later)?;
     res.checks.push(kernel_log_check(
         "kernel log clean to the end (after the leak scans)",
         later,
         ex,
     ));
-    Ok(last)
+    Ok(())
+}
+
+/// At most `most` seconds, within the scenario's time but with a floor so that the checks
+/// after its steps can still run.
+fn bounded(deadline: Instant, most: u64) -> Duration {
+    Duration::from_secs(most).min(remaining(deadline).max(Duration::from_secs(20)))
 }
 
 /// Appends `text` to the file at `path` (created if missing).
@@ -527,54 +614,6 @@ fn append(path: &Path, text: &str) -> Result<()> {
         .with_context(|| format!("opening {}", path.display()))?;
     std::io::Write::write_all(&mut f, text.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
-}
-
-/// kmemleak's scans once the driver is gone: every object nothing references any more.
-fn check_leaks(vm: &mut Vm, dir: &Path, bound: Duration, res: &mut ScenarioResult) -> Result<()> {
-    // Two scans of the debug kernel's memory take seconds under TCG.
-    let scan = vm.sh(&crate::dmesg::kmemleak_scan_cmd(), bound)?;
-    if scan.status == 3 {
-        // The debug kernel without kmemleak: it disabled itself (say, its pool ran out)
-        // and would pass every leak.
-        res.checks.push(Check {
-            name: "kmemleak: nothing leaked".into(),
-            ok: false,
-            detail: format!(
-                "{} is missing on the debug kernel: kmemleak disabled itself (see dmesg.txt)",
-                crate::dmesg::KMEMLEAK
-            ),
-        });
-        return Ok(());
-    }
-    fs::write(dir.join("kmemleak.txt"), &scan.stdout)?;
-    let leaks = crate::dmesg::kmemleak_leaks(&scan.stdout);
-    res.checks.push(Check {
-        name: "kmemleak: nothing leaked".into(),
-        ok: scan.success() && leaks.is_empty(),
-        detail: if !scan.success() {
-            format!("the scan failed: {}", scan.stderr.trim())
-        } else if leaks.is_empty() {
-            "no unreferenced objects".into()
-        } else {
-            format!(
-                "{} unreferenced object(s){}, kmemleak.txt: {}",
-                leaks.len(),
-                res.guest_booted_by
-                    .as_ref()
-                    .map_or(String::new(), |b| format!(
-                        " (in the guest booted for `{b}`: an object may be a scenario's \
-                     before this one, guest.txt)"
-                    )),
-                leaks
-                    .iter()
-                    .take(3)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            )
-        },
-    });
-    Ok(())
 }
 
 fn remaining(deadline: Instant) -> Duration {
