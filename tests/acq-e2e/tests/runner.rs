@@ -182,6 +182,7 @@ fn one_leak_scan_for_a_debug_guest_lays_each_leak_on_its_scenario() -> Result<()
         results[1].guest_booted_by.as_deref() == Some("reuse-leak-first"),
         "the second scenario did not run in the first one's guest: {summary}"
     );
+    let mut objects = Vec::new();
     for r in &results {
         let leak = r
             .checks
@@ -202,7 +203,17 @@ fn one_leak_scan_for_a_debug_guest_lays_each_leak_on_its_scenario() -> Result<()
             "{}: fails for its leak alone: {summary}",
             r.name
         );
+        objects.extend(
+            leak.detail
+                .split("unreferenced object ")
+                .nth(1)
+                .and_then(|o| o.split_whitespace().next()),
+        );
     }
+    ensure!(
+        objects.len() == 2 && objects[0] != objects[1],
+        "the two scenarios were not given two different objects: {objects:?}"
+    );
     ensure!(
         results[0]
             .checks

@@ -37,7 +37,7 @@ mod timeline;
 
 use checks::*;
 use consumers::*;
-use leaks::{check_leaks, start_jiffies, Held};
+use leaks::{check_leaks, jiffies, Held, Scanning, Window};
 pub use reuse::{batches, guest_shape};
 use reuse::{hand_over, since};
 use timeline::*;
@@ -171,8 +171,9 @@ pub fn run(sc: &Scenario, file: &Path, paths: &Paths, opts: &RunOptions) -> Scen
 
 /// Runs scenarios in turn, one guest serving the next as long as each passes and may
 /// share it (`opts.reuse_guests` and [`guest_shape`]; a batch is made of scenarios of one
-/// shape, [`batches`]). `done` gets each result as it is ready and returns false to stop
-/// the batch. Never panics, never leaves processes behind.
+/// shape, [`batches`]). `done` gets each result as it is ready, in the batch's order, and
+/// returns false to stop the batch (the results ready by then are all given). Never
+/// panics, never leaves processes behind.
 pub fn run_batch(
     batch: &[(&Scenario, &Path)],
     paths: &Paths,
@@ -183,7 +184,7 @@ pub fn run_batch(
     // Scenarios that passed in a debug guest they handed on: their results wait for the
     // leak scan of the last scenario in that guest ([`leaks`]).
     let mut held: Vec<Held> = Vec::new();
-    'batch: for (i, (sc, file)) in batch.iter().enumerate() {
+    for (i, (sc, file)) in batch.iter().enumerate() {
         let mut res = new_result(sc, file, opts);
         let dir = PathBuf::from(&res.results);
         let start = Instant::now();
@@ -194,60 +195,65 @@ pub fn run_batch(
             && batch
                 .get(i + 1)
                 .is_some_and(|(next, _)| guest_shape(next, opts) == shape);
+        let turn = Turn {
+            guest: guest.take(),
+            hand_on: more,
+            held: &mut held,
+        };
         let mut owed = None;
-        match run_inner(
-            sc,
-            paths,
-            opts,
-            &dir,
-            &mut res,
-            guest.take(),
-            more,
-            &mut held,
-        ) {
+        match run_inner(sc, paths, opts, &dir, &mut res, turn) {
             Ok(next) => (guest, owed) = (next.guest, next.scan_owed),
             Err(e) => res.error = Some(format!("{e:#}")),
         }
         res.seconds = start.elapsed().as_secs_f64();
-        if let Some(start) = owed {
+        if let Some(window) = owed {
             held.push(Held {
                 res,
-                start,
+                window,
                 scanned: false,
             });
             continue;
         }
-        let lost = &res.name;
-        let mut finished: Vec<ScenarioResult> = held
+        let why = res
+            .error
+            .clone()
+            .unwrap_or_else(|| "it was shut down".into());
+        let name = res.name.clone();
+        let mut go_on = true;
+        for mut r in held
             .drain(..)
-            .map(|mut h| {
-                if !h.scanned {
-                    h.res.checks.push(Check {
-                        name: "kmemleak: nothing leaked".into(),
-                        ok: false,
-                        detail: format!(
-                            "not scanned: its guest, handed on, was lost in `{lost}` before \
-                             the leak scan it was left to"
-                        ),
-                    });
-                }
-                h.res
-            })
-            .collect();
-        finished.push(res);
-        for mut res in finished {
-            res.passed = res.error.is_none() && res.checks.iter().all(|c| c.ok);
-            if let Ok(text) = serde_json::to_string_pretty(&res) {
-                let _ = fs::write(Path::new(&res.results).join("result.json"), text);
+            .map(|h| not_scanned(h, &name, &why))
+            .chain([res])
+        {
+            r.passed = r.error.is_none() && r.checks.iter().all(|c| c.ok);
+            if let Ok(text) = serde_json::to_string_pretty(&r) {
+                let _ = fs::write(Path::new(&r.results).join("result.json"), text);
             }
-            if !done(&res) {
-                break 'batch;
-            }
+            go_on &= done(&r);
+        }
+        if !go_on {
+            break;
         }
     }
     if let Some(g) = guest {
         let _ = g.vm.shutdown(Duration::from_secs(60));
     }
+}
+
+/// A held scenario's result, with a failed leak check if its guest's scan never came
+/// (the guest died, or the scenario that was to scan it ended before: `why`).
+fn not_scanned(mut h: Held, scanner: &str, why: &str) -> ScenarioResult {
+    if !h.scanned {
+        h.res.checks.push(Check {
+            name: "kmemleak: nothing leaked".into(),
+            ok: false,
+            detail: format!(
+                "not scanned: the guest it handed on was to be scanned after `{scanner}`, \
+                 which ended first: {why}"
+            ),
+        });
+    }
+    h.res
 }
 
 fn new_result(sc: &Scenario, file: &Path, opts: &RunOptions) -> ScenarioResult {
@@ -282,32 +288,44 @@ struct SharedGuest {
     mounts: String,
 }
 
+/// What a scenario gets from the one before it in its batch.
+struct Turn<'a> {
+    /// The guest handed over, if any.
+    guest: Option<SharedGuest>,
+    /// Whether the next scenario could have this guest.
+    hand_on: bool,
+    /// The scenarios before it in the guest whose leak scan is left to a later one.
+    held: &'a mut [Held],
+}
+
 /// What a scenario leaves to the next one.
 #[derive(Default)]
 struct Next {
     /// Its guest, when it is handed on.
     guest: Option<SharedGuest>,
-    /// The guest owes this scenario its kmemleak scan (debug flavor, handed on): the
-    /// scenario's start in guest jiffies, if read ([`leaks`]).
-    scan_owed: Option<Option<u64>>,
+    /// Set when the guest owes this scenario its kmemleak scan (debug flavor, handed on):
+    /// the scenario's window on kmemleak's clock ([`leaks`]).
+    scan_owed: Option<Window>,
 }
 
-/// Carries out one scenario, in `guest` if one is handed over (else in a guest it
-/// boots). Returns the guest when `hand_on` and the scenario passed and left it fit for
-/// another ([`hand_over`]); shuts it down otherwise, on the debug flavor after a leak scan
-/// that covers `held` too (the scenarios before it in the guest, their scans owed).
-#[allow(clippy::too_many_arguments)]
+/// Carries out one scenario, in the guest `turn` hands over if any (else in a guest it
+/// boots). Returns the guest when `turn.hand_on` and the scenario passed and left it fit
+/// for another ([`hand_over`]); shuts it down otherwise, on the debug flavor after a leak
+/// scan that covers `turn.held` too.
 fn run_inner(
     sc: &Scenario,
     paths: &Paths,
     opts: &RunOptions,
     dir: &Path,
     res: &mut ScenarioResult,
-    guest: Option<SharedGuest>,
-    hand_on: bool,
-    held: &mut [Held],
+    turn: Turn,
 ) -> Result<Next> {
     let deadline = Instant::now() + Duration::from_secs(sc.timeout_s);
+    let Turn {
+        guest,
+        hand_on,
+        held,
+    } = turn;
     // Two scenarios of one name (run_batch's callers, not `acq run`, which refuses them)
     // would share a directory: clearing it would pull the guest's sockets from under it.
     let guest = match guest {
@@ -353,6 +371,71 @@ fn run_inner(
         res.dma = Some(format!("{d:?}").to_lowercase());
     }
     res.accel = vm.accel.0.to_string();
+    let debug = paths.kernel_flavor == KernelFlavor::Debug;
+    let mut window = Window::default();
+    let guest = InGuest {
+        sc,
+        opts,
+        dir,
+        deadline,
+        mounts: &mounts,
+        hand_on,
+        debug,
+    };
+    match in_guest(&guest, &mut vm, res, &mut window, held) {
+        Ok(true) => Ok(Next {
+            guest: Some(SharedGuest {
+                vm,
+                booted_by,
+                mounts,
+            }),
+            // The leak scan is left to the last scenario in this guest.
+            scan_owed: debug.then_some(window),
+        }),
+        Ok(false) => {
+            vm.shutdown(
+                Duration::from_secs(60).min(remaining(deadline).max(Duration::from_secs(5))),
+            )?;
+            Ok(Next::default())
+        }
+        Err(e) => {
+            if debug && held.iter().any(|h| !h.scanned) {
+                // The scenarios before this one in the guest still need its leak scan:
+                // best effort (without it, they fail for want of one).
+                let _ = vm.sh("rmmod acq", Duration::from_secs(60));
+                let mut scanning = Scanning { res, window, held };
+                let _ = check_leaks(&mut vm, dir, bounded(deadline, 300), &mut scanning);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// What [`in_guest`] works with besides the guest and the results.
+struct InGuest<'a> {
+    sc: &'a Scenario,
+    opts: &'a RunOptions,
+    dir: &'a Path,
+    deadline: Instant,
+    /// /proc/mounts after the boot.
+    mounts: &'a str,
+    hand_on: bool,
+    /// The debug kernel flavor: kmemleak runs.
+    debug: bool,
+}
+
+/// The scenario in its guest: the driver loaded, the steps, the checks, the driver
+/// unloaded; then the hand-over when the guest may go to the next scenario, else (on the
+/// debug flavor) the leak scan. `window` is filled in as the scenario goes. Returns
+/// whether the guest is handed on.
+fn in_guest(
+    g: &InGuest,
+    vm: &mut Vm,
+    res: &mut ScenarioResult,
+    window: &mut Window,
+    held: &mut [Held],
+) -> Result<bool> {
+    let (sc, dir, deadline) = (g.sc, g.dir, g.deadline);
     // On the debug flavor: what the kernel leaked while booting is not the run's. (In a
     // guest handed over, the scenarios before this one own what they allocated.)
     if res.guest_booted_by.is_none() {
@@ -363,10 +446,11 @@ fn run_inner(
     }
     // The scenario's start on kmemleak's clock: a scan covering several scenarios lays
     // each object on the one it was allocated in ([`leaks`]).
-    let debug = paths.kernel_flavor == KernelFlavor::Debug;
-    let start = if debug { start_jiffies(&mut vm) } else { None };
+    if g.debug {
+        window.start = jiffies(vm);
+    }
     // The scenario's counters count from here, before the driver loads ([`since`]).
-    let baseline = card_counters(&vm, dir)
+    let baseline = card_counters(vm, dir)
         .into_iter()
         .enumerate()
         .map(|(i, c)| c.with_context(|| format!("card {i}: reading its counters before the steps")))
@@ -378,12 +462,12 @@ fn run_inner(
             (n("bytes"), n("pb_bytes"))
         })
         .collect();
-    let r = run_steps(sc, opts, dir, deadline, &mut vm, res, origins);
+    let r = run_steps(sc, g.opts, dir, deadline, vm, res, origins);
     if r.is_err() {
         vm.mark_failed();
     }
     // Counters and the kernel log are read even after a failed step: they explain it.
-    for (i, c) in card_counters(&vm, dir).into_iter().enumerate() {
+    for (i, c) in card_counters(vm, dir).into_iter().enumerate() {
         res.counters.push(
             c.map(|c| since(c, baseline.get(i)))
                 .unwrap_or_else(|e| json!({"error": format!("card {i}: {e:#}")})),
@@ -396,12 +480,6 @@ fn run_inner(
         res.disk_counters.push(c);
     }
     let dmesg = vm.sh("dmesg", Duration::from_secs(60).min(remaining(deadline)));
-    if r.is_err() && !held.is_empty() {
-        // The scenarios before this one in the guest still need its leak scan: best
-        // effort (without it, they fail for want of one).
-        let _ = vm.sh("rmmod acq", Duration::from_secs(60));
-        let _ = check_leaks(&mut vm, dir, bounded(deadline, 300), res, start, held);
-    }
     r?;
     let dmesg = dmesg?.stdout;
     fs::write(dir.join("dmesg.txt"), &dmesg)?;
@@ -441,33 +519,16 @@ fn run_inner(
             detail: format!("status {} {}", out.status, out.stderr.trim()),
         });
     }
-    // A scenario that loads the driver itself (a probe that must fail, say) is checked
-    // for leaks all the same on the debug flavor: a failed probe's error path is where
-    // they hide.
-    if sc.load_driver || debug {
-        seen = check_after_unload(&mut vm, &dmesg, &sc.expect, dir, deadline, res)?;
+    let unloaded = Instant::now();
+    if sc.load_driver || g.debug {
+        seen = check_after_unload(vm, &dmesg, &sc.expect, dir, deadline, res)?;
     }
-    if hand_on && res.checks.iter().all(|c| c.ok) {
-        match hand_over(
-            &mut vm,
-            sc.cards.len(),
-            &mounts,
-            &mut seen,
-            &sc.expect,
-            dir,
-            res,
-        ) {
-            Ok(()) => {
-                return Ok(Next {
-                    guest: Some(SharedGuest {
-                        vm,
-                        booted_by,
-                        mounts,
-                    }),
-                    // The leak scan is left to the last scenario in this guest.
-                    scan_owed: debug.then_some(start),
-                });
-            }
+    if g.debug {
+        window.end = jiffies(vm);
+    }
+    if g.hand_on && res.checks.iter().all(|c| c.ok) {
+        match hand_over(vm, sc, g.mounts, &mut seen, unloaded, dir, res) {
+            Ok(()) => return Ok(true),
             // Not the scenario's failure: the next one boots a guest of its own.
             Err(e) => append(
                 &dir.join("guest.txt"),
@@ -475,11 +536,18 @@ fn run_inner(
             )?,
         }
     }
-    if debug {
-        scan_for_leaks(&mut vm, &seen, &sc.expect, dir, deadline, res, start, held)?;
+    // A scenario that loads the driver itself (a probe that must fail, say) is checked
+    // for leaks all the same on the debug flavor: a failed probe's error path is where
+    // they hide.
+    if g.debug {
+        let scanning = Scanning {
+            res,
+            window: *window,
+            held,
+        };
+        scan_for_leaks(vm, &seen, &sc.expect, dir, deadline, scanning)?;
     }
-    vm.shutdown(Duration::from_secs(60).min(remaining(deadline).max(Duration::from_secs(5))))?;
-    Ok(Next::default())
+    Ok(false)
 }
 
 /// Each card's `counters` reply, read through its model's control socket (the exchange
@@ -576,22 +644,19 @@ fn check_after_unload(
 /// On the debug flavor, with the driver gone: kmemleak's scan, for this scenario and those
 /// held before it in this guest ([`leaks`]), and what the kernel reported during it (a
 /// timer or work item a driver left behind fires there), read from the log after `seen`.
-#[allow(clippy::too_many_arguments)]
 fn scan_for_leaks(
     vm: &mut Vm,
     seen: &str,
     ex: &super::format::Expect,
     dir: &Path,
     deadline: Instant,
-    res: &mut ScenarioResult,
-    start: Option<u64>,
-    held: &mut [Held],
+    mut s: Scanning,
 ) -> Result<()> {
-    check_leaks(vm, dir, bounded(deadline, 300), res, start, held)?;
+    check_leaks(vm, dir, bounded(deadline, 300), &mut s)?;
     let last = vm.sh("dmesg", bounded(deadline, 60))?.stdout;
     let later = last.get(seen.len()..).unwrap_or(&last);
     append(&dir.join("dmesg-unload.txt"), later)?;
-    res.checks.push(kernel_log_check(
+    s.res.checks.push(kernel_log_check(
         "kernel log clean to the end (after the leak scans)",
         later,
         ex,

@@ -88,26 +88,30 @@ pub fn batches(shapes: &[Option<String>], jobs: usize, reuse: bool) -> Vec<Vec<u
     out
 }
 
+/// How long after the driver's unload the hand-over reads the kernel log at the earliest.
+pub(super) const SETTLE: Duration = Duration::from_secs(2);
+
 /// Makes a guest whose scenario passed fit for the next one: each card's model resets the
 /// card and disarms what is still armed (a fault that never fired must not fire in the
 /// next scenario); every card is still there (found again by a rescan of the PCI bus if
 /// the scenario removed it in the guest) with no driver bound and no `driver_override`
 /// set; no process the scenario started still runs and
 /// no file system it mounted is still mounted (`mounts`: /proc/mounts after the boot);
-/// its files in /tmp are deleted (a stream's tmpfs sink holds guest RAM) and kmemleak's
-/// reports cleared; last, the kernel log since `seen` (the scenario's last read of it) is
-/// checked as the scenario's, with `ex`, and cleared (`seen` then empty): each scenario
-/// checks only its own. (On the debug flavor the guest has not been scanned for leaks:
-/// the last scenario in it scans for all, `leaks`.)
+/// its files in /tmp are deleted (a stream's tmpfs sink holds guest RAM); last, at least
+/// [`SETTLE`] after the driver was `unloaded`, the kernel log since `seen` (the scenario's
+/// last read of it) is checked as the scenario's, with its expectations, and cleared (`seen` then
+/// empty): each scenario checks only its own. (On the debug flavor the guest has not been
+/// scanned for leaks: the last scenario in it scans for all, `leaks`.)
 pub(super) fn hand_over(
     vm: &mut Vm,
-    cards: usize,
+    sc: &Scenario,
     mounts: &str,
     seen: &mut String,
-    ex: &super::super::format::Expect,
+    unloaded: Instant,
     dir: &Path,
     res: &mut ScenarioResult,
 ) -> Result<()> {
+    let (cards, ex) = (sc.cards.len(), &sc.expect);
     for (i, m) in vm.models.iter().enumerate() {
         let mut c = ModelControl::connect(&m.control, Some(&dir.join("control.log")))
             .with_context(|| format!("card {i}"))?;
@@ -146,15 +150,12 @@ pub(super) fn hand_over(
     if now != mounts {
         bail!("the scenario left file systems mounted:\n{now}");
     }
-    vm.sh_ok(
-        &format!(
-            "rm -rf /tmp/* /tmp/.[!.]* && {{ [ ! -w {k} ] || echo clear > {k}; }}",
-            k = crate::dmesg::KMEMLEAK
-        ),
-        Duration::from_secs(60),
-    )?;
+    vm.sh_ok("rm -rf /tmp/* /tmp/.[!.]*", Duration::from_secs(60))?;
     // Last, the kernel log since the scenario's checks read it, read and cleared at once:
-    // a report the scenario's driver left for later (a timer, a work item) is its own.
+    // a report the scenario's driver left for later (a timer, a work item) is its own. Read
+    // at least SETTLE after the unload, four times the driver's longest timer (the
+    // watchdog's 500 ms), so that such a report lands here and not in the next scenario.
+    std::thread::sleep(SETTLE.saturating_sub(unloaded.elapsed()));
     let last = vm.sh_ok("dmesg -c", Duration::from_secs(60))?;
     let later = last.get(seen.len()..).unwrap_or(&last);
     seen.clear();
