@@ -13,17 +13,17 @@ fn scenario(json: &str) -> Result<Scenario> {
     parse(json, "runner.rs").context("a scenario of this test")
 }
 
-/// Runs `first` then `second` as one batch of `acq run --reuse-guests`, results under
-/// `results` (relative to the repository).
+/// Runs `first` then `second` as one batch of `acq run --reuse-guests` with `opts`
+/// (`reuse_guests` set); returns their two results and the results as JSON, for messages.
 fn in_one_guest(
     paths: &Paths,
-    results: &str,
+    opts: RunOptions,
     first: &Scenario,
     second: &Scenario,
-) -> Vec<ScenarioResult> {
+) -> Result<(Vec<ScenarioResult>, String)> {
     let opts = RunOptions {
         reuse_guests: true,
-        ..RunOptions::new(paths.repo.join(results))
+        ..opts
     };
     let file = Path::new("runner.rs");
     let mut out = Vec::new();
@@ -31,7 +31,14 @@ fn in_one_guest(
         out.push(r.clone());
         true
     });
-    out
+    let summary = serde_json::to_string_pretty(&out)?;
+    ensure!(out.len() == 2, "two results, not {}: {summary}", out.len());
+    Ok((out, summary))
+}
+
+/// Results under `dir` of the repository.
+fn results_in(paths: &Paths, dir: &str) -> RunOptions {
+    RunOptions::new(paths.repo.join(dir))
 }
 
 /// A scenario whose card hangs (the watchdog resets it, the driver logs it, the reader
@@ -72,13 +79,8 @@ fn a_guest_handed_on_gives_the_next_scenario_its_own_counters_faults_and_kernel_
                                        "Linux version": {"max": 0},
                                        "/dev/acq0: version": {"min": 1, "max": 1}}}}"#,
     )?;
-    let results = in_one_guest(&paths, "target/acq-runs/test-runner-reuse", &first, &second);
-    let summary = serde_json::to_string_pretty(&results)?;
-    ensure!(
-        results.len() == 2,
-        "two results, not {}: {summary}",
-        results.len()
-    );
+    let opts = results_in(&paths, "target/acq-runs/test-runner-reuse");
+    let (results, summary) = in_one_guest(&paths, opts, &first, &second)?;
     ensure!(
         results.iter().all(|r| r.passed),
         "a scenario failed: {summary}"
@@ -110,10 +112,10 @@ fn a_guest_with_a_process_left_behind_is_not_handed_on() -> Result<()> {
         r#"{"name": "reuse-after-a-process", "timeout_s": 300,
             "steps": [{"stream": {"mode": "read", "bytes": "1M"}}]}"#,
     )?;
-    let results = in_one_guest(&paths, "target/acq-runs/test-runner-stray", &first, &second);
-    let summary = serde_json::to_string_pretty(&results)?;
+    let opts = results_in(&paths, "target/acq-runs/test-runner-stray");
+    let (results, summary) = in_one_guest(&paths, opts, &first, &second)?;
     ensure!(
-        results.len() == 2 && results.iter().all(|r| r.passed),
+        results.iter().all(|r| r.passed),
         "both scenarios pass: {summary}"
     );
     ensure!(
@@ -155,29 +157,12 @@ fn one_leak_scan_for_a_debug_guest_lays_each_leak_on_its_scenario() -> Result<()
              "steps": [{{"stream": {{"mode": "splice", "bytes": "1M"}}}}]}}"#
     ))?;
     let opts = RunOptions {
-        reuse_guests: true,
         driver: Some(ko),
         kernel_flavor: Some(acq::paths::KernelFlavor::Debug),
         memory_mib: Some(512),
-        ..RunOptions::new(paths.repo.join("target/acq-runs/test-runner-leaks"))
+        ..results_in(&paths, "target/acq-runs/test-runner-leaks")
     };
-    let file = Path::new("runner.rs");
-    let mut results = Vec::new();
-    run_batch(
-        &[(&first, file), (&second, file)],
-        &paths,
-        &opts,
-        &mut |r| {
-            results.push(r.clone());
-            true
-        },
-    );
-    let summary = serde_json::to_string_pretty(&results)?;
-    ensure!(
-        results.len() == 2,
-        "two results, not {}: {summary}",
-        results.len()
-    );
+    let (results, summary) = in_one_guest(&paths, opts, &first, &second)?;
     ensure!(
         results[1].guest_booted_by.as_deref() == Some("reuse-leak-first"),
         "the second scenario did not run in the first one's guest: {summary}"
