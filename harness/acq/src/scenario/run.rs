@@ -188,13 +188,19 @@ pub fn run_batch(
         let mut res = new_result(sc, file, opts);
         let dir = PathBuf::from(&res.results);
         let start = Instant::now();
-        // A guest is handed on only to a scenario of its shape, after one that passed.
+        // A guest is handed on only to a scenario of its shape, after one that passed, and
+        // not to one whose results directory is the guest's own (a scenario of the same
+        // name as the one that booted it: clearing the directory would pull the guest's
+        // sockets from under it).
         let shape = guest_shape(sc, opts);
+        let guest_dir = guest
+            .as_ref()
+            .map_or(dir.clone(), |g| g.vm.run_dir().to_path_buf());
         let more = opts.reuse_guests
             && shape.is_some()
-            && batch
-                .get(i + 1)
-                .is_some_and(|(next, _)| guest_shape(next, opts) == shape);
+            && batch.get(i + 1).is_some_and(|(next, _)| {
+                guest_shape(next, opts) == shape && name_and_dir(next, opts).1 != guest_dir
+            });
         let turn = Turn {
             guest: guest.take(),
             hand_on: more,
@@ -235,6 +241,11 @@ pub fn run_batch(
             break;
         }
     }
+    // Never the case (the batch's last scenario does not hand its guest on), but no
+    // result may depend on that.
+    for r in held.drain(..) {
+        done(&not_scanned(r, "the batch's end", "the batch ended first"));
+    }
     if let Some(g) = guest {
         let _ = g.vm.shutdown(Duration::from_secs(60));
     }
@@ -256,9 +267,15 @@ fn not_scanned(mut h: Held, scanner: &str, why: &str) -> ScenarioResult {
     h.res
 }
 
-fn new_result(sc: &Scenario, file: &Path, opts: &RunOptions) -> ScenarioResult {
+/// A scenario's name and results directory.
+fn name_and_dir(sc: &Scenario, opts: &RunOptions) -> (String, PathBuf) {
     let name = sc.name.clone().unwrap_or_else(|| "scenario".into());
     let dir = opts.results.join(&name);
+    (name, dir)
+}
+
+fn new_result(sc: &Scenario, file: &Path, opts: &RunOptions) -> ScenarioResult {
+    let (name, dir) = name_and_dir(sc, opts);
     ScenarioResult {
         name,
         file: file.display().to_string(),
@@ -373,7 +390,7 @@ fn run_inner(
     res.accel = vm.accel.0.to_string();
     let debug = paths.kernel_flavor == KernelFlavor::Debug;
     let mut window = Window::default();
-    let guest = InGuest {
+    let ctx = InGuest {
         sc,
         opts,
         dir,
@@ -382,7 +399,7 @@ fn run_inner(
         hand_on,
         debug,
     };
-    match in_guest(&guest, &mut vm, res, &mut window, held) {
+    match in_guest(&ctx, &mut vm, res, &mut window, held) {
         Ok(true) => Ok(Next {
             guest: Some(SharedGuest {
                 vm,
@@ -399,10 +416,11 @@ fn run_inner(
             Ok(Next::default())
         }
         Err(e) => {
-            if debug && held.iter().any(|h| !h.scanned) {
+            if held.iter().any(|h| !h.scanned) {
                 // The scenarios before this one in the guest still need its leak scan:
-                // best effort (without it, they fail for want of one).
-                let _ = vm.sh("rmmod acq", Duration::from_secs(60));
+                // best effort (without it, they fail for want of one; this one gets a
+                // leak check too).
+                let _ = vm.sh("rmmod acq", bounded(deadline, 60));
                 let mut scanning = Scanning { res, window, held };
                 let _ = check_leaks(&mut vm, dir, bounded(deadline, 300), &mut scanning);
             }
@@ -519,6 +537,8 @@ fn in_guest(
             detail: format!("status {} {}", out.status, out.stderr.trim()),
         });
     }
+    // For the hand-over's settle: only shared guests use it, and their scenarios all
+    // load the driver.
     let unloaded = Instant::now();
     if sc.load_driver || g.debug {
         seen = check_after_unload(vm, &dmesg, &sc.expect, dir, deadline, res)?;

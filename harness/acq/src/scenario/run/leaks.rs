@@ -68,10 +68,15 @@ pub(super) fn place(windows: &[Window], at: Option<u64>) -> Place {
     let Some(i) = starts.iter().rposition(|s| *s <= at) else {
         return Place::From(0);
     };
+    let last = i + 1 == windows.len();
     match windows[i].end {
-        // After its end: between it and the next (the last one's scan: its own).
-        Some(end) if at > end => Place::From((i + 1).min(windows.len() - 1)),
-        _ => Place::Own(i),
+        // After the last one's end (its hand-over, its scan): nobody else's.
+        _ if last => Place::Own(i),
+        // After its end: in the gap before the next one.
+        Some(end) if at > end => Place::From(i + 1),
+        Some(_) => Place::Own(i),
+        // Its end unread: in its window or in the gap after, nobody can tell.
+        None => Place::Unknown,
     }
 }
 
@@ -91,23 +96,19 @@ pub(super) fn check_leaks(
     bound: Duration,
     s: &mut Scanning,
 ) -> Result<()> {
-    const NAME: &str = "kmemleak: nothing leaked";
     // Two scans of the debug kernel's memory take seconds under TCG.
     let scan = vm.sh(&crate::dmesg::kmemleak_scan_cmd(), bound)?;
-    if scan.status != 3 {
-        fs::write(dir.join("kmemleak.txt"), &scan.stdout)?;
-    }
-    let failed = if scan.status == 3 {
+    let failed = match scan.status {
         // The debug kernel without kmemleak: it disabled itself (say, its pool ran out)
         // and would pass every leak.
-        Some(format!(
+        3 => Some(format!(
             "{} is missing on the debug kernel: kmemleak disabled itself (see dmesg.txt)",
             crate::dmesg::KMEMLEAK
-        ))
-    } else if !scan.success() {
-        Some(format!("the scan failed: {}", scan.stderr.trim()))
-    } else {
-        None
+        )),
+        _ => {
+            fs::write(dir.join("kmemleak.txt"), &scan.stdout)?;
+            (!scan.success()).then(|| format!("the scan failed: {}", scan.stderr.trim()))
+        }
     };
     let here = format!("the scan after `{}` ({})", s.res.name, dir.display());
     let mut results: Vec<&mut ScenarioResult> = Vec::new();
@@ -119,26 +120,33 @@ pub(super) fn check_leaks(
     }
     windows.push(s.window);
     results.push(&mut *s.res);
+    let shared = results.len() > 1;
     let last = results.len() - 1;
-    if let Some(why) = failed {
-        for (k, r) in results.into_iter().enumerate() {
-            r.checks.push(Check {
-                name: NAME.into(),
-                ok: false,
-                detail: if k == last {
-                    why.clone()
-                } else {
-                    format!("{why}: {here}")
-                },
-            });
+    let (own, laid) = attribute(&windows, &scan.stdout);
+    for (k, r) in results.into_iter().enumerate() {
+        let (ok, mut detail) = match &failed {
+            Some(why) => (false, why.clone()),
+            None => detail(&own[k], &laid[k], shared),
+        };
+        if k != last {
+            detail.push_str(&format!("; {here}"));
         }
-        return Ok(());
+        r.checks.push(Check {
+            name: "kmemleak: nothing leaked".into(),
+            ok,
+            detail,
+        });
     }
-    // Per scenario: the objects its own, and those laid on it with others.
+    Ok(())
+}
+
+/// Each scenario's objects of the `report`, by [`place`]: those allocated in its window,
+/// and those laid on it with others.
+fn attribute(windows: &[Window], report: &str) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
     let mut own: Vec<Vec<String>> = vec![Vec::new(); windows.len()];
     let mut laid: Vec<Vec<String>> = vec![Vec::new(); windows.len()];
-    for leak in crate::dmesg::kmemleak_objects(&scan.stdout) {
-        match place(&windows, leak.jiffies) {
+    for leak in crate::dmesg::kmemleak_objects(report) {
+        match place(windows, leak.jiffies) {
             Place::Own(k) => own[k].push(leak.summary),
             Place::From(k) => laid[k..]
                 .iter_mut()
@@ -146,38 +154,34 @@ pub(super) fn check_leaks(
             Place::Unknown => laid.iter_mut().for_each(|l| l.push(leak.summary.clone())),
         }
     }
-    for (k, r) in results.into_iter().enumerate() {
-        let all: Vec<&String> = own[k].iter().chain(&laid[k]).collect();
-        let mut detail = if all.is_empty() {
-            "no unreferenced objects".to_string()
-        } else {
-            let first: Vec<&str> = all.iter().take(3).map(|s| s.as_str()).collect();
-            format!(
-                "{} unreferenced object(s){}, kmemleak.txt: {}",
-                all.len(),
-                if laid[k].is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " ({} not allocated while it ran, but before it or between two \
-                         scenarios of its guest, or with the guest's clock unread: laid on \
-                         each scenario that may have dropped its last reference)",
-                        laid[k].len()
-                    )
-                },
-                first.join(" | ")
-            )
-        };
-        if k != last {
-            detail.push_str(&format!("; {here}"));
-        }
-        r.checks.push(Check {
-            name: NAME.into(),
-            ok: all.is_empty(),
-            detail,
-        });
+    (own, laid)
+}
+
+/// A scenario's leak check from its objects: whether it holds, and its detail (the first
+/// three objects; in a shared guest, how many were laid on it with others).
+fn detail(own: &[String], laid: &[String], shared: bool) -> (bool, String) {
+    let all: Vec<&str> = own.iter().chain(laid).map(String::as_str).collect();
+    if all.is_empty() {
+        return (true, "no unreferenced objects".into());
     }
-    Ok(())
+    let why = if shared && !laid.is_empty() {
+        format!(
+            " ({} not allocated while it ran but before it, between two scenarios of its \
+             guest, or with the guest's clock unread: laid on each scenario that may have \
+             dropped its last reference)",
+            laid.len()
+        )
+    } else {
+        String::new()
+    };
+    let first = all.iter().take(3).copied().collect::<Vec<_>>().join(" | ");
+    (
+        false,
+        format!(
+            "{} unreferenced object(s){why}, kmemleak.txt: {first}",
+            all.len()
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -210,15 +214,22 @@ mod tests {
         assert_eq!(place(&ws, Some(390)), Place::From(2));
         // Before the first (at boot): all of them.
         assert_eq!(place(&ws, Some(99)), Place::From(0));
-        // After the last one's end (its scan): still the last one's at most.
-        assert_eq!(place(&[w(100, 200)], Some(300)), Place::From(0));
-        assert_eq!(
-            place(&[w(100, 200), w(250, 300)], Some(301)),
-            Place::From(1)
-        );
+        // After the last one's end (its hand-over, its scan): the last one's.
+        assert_eq!(place(&[w(100, 200)], Some(300)), Place::Own(0));
+        assert_eq!(place(&[w(100, 200), w(250, 300)], Some(301)), Place::Own(1));
         // A clock not read: anyone's.
         assert_eq!(place(&ws, None), Place::Unknown);
         let unread = [w(100, 200), Window::default()];
         assert_eq!(place(&unread, Some(150)), Place::Unknown);
+        // An end not read: within that window or after it, nobody can tell.
+        let open = [
+            Window {
+                start: Some(100),
+                end: None,
+            },
+            w(250, 300),
+        ];
+        assert_eq!(place(&open, Some(220)), Place::Unknown);
+        assert_eq!(place(&open, Some(260)), Place::Own(1));
     }
 }
