@@ -7,8 +7,8 @@
 //! baseline scans, while most debug scenarios run for a few seconds. A guest handed over
 //! has had the driver unloaded, its kernel log checked and its cards reset by their
 //! models (on the debug flavor its leak scan is left to the last scenario in it, which
-//! tells each scenario's objects apart: `leaks`); the next scenario loads the driver again, which is
-//! itself a path worth testing (state that survives rmmod and insmod).
+//! tells each scenario's objects apart: `leaks`); the next scenario loads the driver
+//! again, which is itself a path worth testing (state that survives rmmod and insmod).
 
 use super::*;
 
@@ -98,10 +98,11 @@ pub(super) const SETTLE: Duration = Duration::from_secs(2);
 /// set; no process the scenario started still runs and
 /// no file system it mounted is still mounted (`mounts`: /proc/mounts after the boot);
 /// its files in /tmp are deleted (a stream's tmpfs sink holds guest RAM); last, at least
-/// [`SETTLE`] after the driver was `unloaded`, the kernel log since `seen` (the scenario's
-/// last read of it) is checked as the scenario's, with its expectations, and cleared (`seen` then
-/// empty): each scenario checks only its own. (On the debug flavor the guest has not been
-/// scanned for leaks: the last scenario in it scans for all, `leaks`.)
+/// [`SETTLE`] after the driver was `unloaded`, the kernel log since `seen` (the
+/// scenario's last read of it) is checked as the scenario's, with its expectations, and
+/// cleared (`seen` then empty): each scenario checks only its own. (On the debug flavor
+/// the guest has not been scanned for leaks: the last scenario in it scans for all,
+/// `leaks`.)
 pub(super) fn hand_over(
     vm: &mut Vm,
     sc: &Scenario,
