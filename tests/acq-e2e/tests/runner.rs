@@ -13,26 +13,31 @@ fn scenario(json: &str) -> Result<Scenario> {
     parse(json, "runner.rs").context("a scenario of this test")
 }
 
-/// Runs `first` then `second` as one batch of `acq run --reuse-guests` with `opts`
-/// (`reuse_guests` set); returns their two results and the results as JSON, for messages.
+/// Runs `scenarios` in turn as one batch of `acq run --reuse-guests` with `opts`
+/// (`reuse_guests` set); returns a result for each and the results as JSON, for messages.
 fn in_one_guest(
     paths: &Paths,
     opts: RunOptions,
-    first: &Scenario,
-    second: &Scenario,
+    scenarios: &[&Scenario],
 ) -> Result<(Vec<ScenarioResult>, String)> {
     let opts = RunOptions {
         reuse_guests: true,
         ..opts
     };
     let file = Path::new("runner.rs");
+    let batch: Vec<(&Scenario, &Path)> = scenarios.iter().map(|sc| (*sc, file)).collect();
     let mut out = Vec::new();
-    run_batch(&[(first, file), (second, file)], paths, &opts, &mut |r| {
+    run_batch(&batch, paths, &opts, &mut |r| {
         out.push(r.clone());
         true
     });
     let summary = serde_json::to_string_pretty(&out)?;
-    ensure!(out.len() == 2, "two results, not {}: {summary}", out.len());
+    ensure!(
+        out.len() == scenarios.len(),
+        "{} results, not {}: {summary}",
+        scenarios.len(),
+        out.len()
+    );
     Ok((out, summary))
 }
 
@@ -80,7 +85,7 @@ fn a_guest_handed_on_gives_the_next_scenario_its_own_counters_faults_and_kernel_
                                        "/dev/acq0: version": {"min": 1, "max": 1}}}}"#,
     )?;
     let opts = results_in(&paths, "target/acq-runs/test-runner-reuse");
-    let (results, summary) = in_one_guest(&paths, opts, &first, &second)?;
+    let (results, summary) = in_one_guest(&paths, opts, &[&first, &second])?;
     ensure!(
         results.iter().all(|r| r.passed),
         "a scenario failed: {summary}"
@@ -113,7 +118,7 @@ fn a_guest_with_a_process_left_behind_is_not_handed_on() -> Result<()> {
             "steps": [{"stream": {"mode": "read", "bytes": "1M"}}]}"#,
     )?;
     let opts = results_in(&paths, "target/acq-runs/test-runner-stray");
-    let (results, summary) = in_one_guest(&paths, opts, &first, &second)?;
+    let (results, summary) = in_one_guest(&paths, opts, &[&first, &second])?;
     ensure!(
         results.iter().all(|r| r.passed),
         "both scenarios pass: {summary}"
@@ -133,11 +138,14 @@ fn a_guest_with_a_process_left_behind_is_not_handed_on() -> Result<()> {
 
 /// On the debug kernel a guest handed on is scanned for leaks once, by the last scenario in
 /// it, and each object goes to the scenario it was allocated in. With a driver that leaks
-/// 4 KiB in every probe (the `leak-at-probe` mutant), two scenarios in one guest: the
-/// second runs in the first one's guest (the first passed every check it could make before
-/// the hand-over), and each fails with exactly its own leaked object (not both laid on
-/// each, not the first one's found in the second's alone); the first one's result says
-/// which scan found it.
+/// 4 KiB in every probe (the `leak-at-probe` mutant), three scenarios in one guest: the
+/// first two pass every check they can make before the hand-over, so the second and third
+/// run in the first one's guest; the third ends in an error (a step that fails), and the
+/// guest is scanned for all three all the same. Each fails with exactly its own leaked
+/// object (three different addresses: not all laid on each, not one found in the wrong
+/// scenario), and the first two name the scan that found theirs. (Before the scan was
+/// shared the first one's leak kept its guest from being handed on; before the scan
+/// after an error, the first two failed "not scanned".)
 #[test]
 fn one_leak_scan_for_a_debug_guest_lays_each_leak_on_its_scenario() -> Result<()> {
     let paths = Paths::discover()?.with_kernel(acq::paths::KernelFlavor::Debug)?;
@@ -148,27 +156,42 @@ fn one_leak_scan_for_a_debug_guest_lays_each_leak_on_its_scenario() -> Result<()
         &paths.repo.join("target/acq-runs/test-runner-leaks-driver"),
     )?;
     let card = r#"[{"device": {"pattern": "counter", "rate": "8M"}}]"#;
-    let first = scenario(&format!(
-        r#"{{"name": "reuse-leak-first", "timeout_s": 300, "cards": {card},
-             "steps": [{{"stream": {{"mode": "read", "bytes": "1M"}}}}]}}"#
-    ))?;
-    let second = scenario(&format!(
-        r#"{{"name": "reuse-leak-second", "timeout_s": 300, "cards": {card},
-             "steps": [{{"stream": {{"mode": "splice", "bytes": "1M"}}}}]}}"#
-    ))?;
+    let scenario_with = |name: &str, steps: &str| {
+        scenario(&format!(
+            r#"{{"name": "{name}", "timeout_s": 300, "cards": {card}, "steps": {steps}}}"#
+        ))
+    };
+    let first = scenario_with(
+        "reuse-leak-first",
+        r#"[{"stream": {"mode": "read", "bytes": "1M"}}]"#,
+    )?;
+    let second = scenario_with(
+        "reuse-leak-second",
+        r#"[{"stream": {"mode": "splice", "bytes": "1M"}}]"#,
+    )?;
+    let third = scenario_with(
+        "reuse-leak-third",
+        r#"[{"stream": {"mode": "read", "bytes": "1M"}}, {"exec": {"cmd": "false"}}]"#,
+    )?;
     let opts = RunOptions {
         driver: Some(ko),
         kernel_flavor: Some(acq::paths::KernelFlavor::Debug),
         memory_mib: Some(512),
         ..results_in(&paths, "target/acq-runs/test-runner-leaks")
     };
-    let (results, summary) = in_one_guest(&paths, opts, &first, &second)?;
+    let (results, summary) = in_one_guest(&paths, opts, &[&first, &second, &third])?;
     ensure!(
-        results[1].guest_booted_by.as_deref() == Some("reuse-leak-first"),
-        "the second scenario did not run in the first one's guest: {summary}"
+        results[1..]
+            .iter()
+            .all(|r| r.guest_booted_by.as_deref() == Some("reuse-leak-first")),
+        "the others did not run in the first one's guest: {summary}"
+    );
+    ensure!(
+        results[2].error.is_some(),
+        "the third scenario's failing step was no error: {summary}"
     );
     let mut objects = Vec::new();
-    for r in &results {
+    for (k, r) in results.iter().enumerate() {
         let leak = r
             .checks
             .iter()
@@ -188,6 +211,12 @@ fn one_leak_scan_for_a_debug_guest_lays_each_leak_on_its_scenario() -> Result<()
             "{}: fails for its leak alone: {summary}",
             r.name
         );
+        ensure!(
+            k == 2 || leak.detail.contains("reuse-leak-third"),
+            "{}: its result does not name the scan that found its leak: {}",
+            r.name,
+            leak.detail
+        );
         objects.extend(
             leak.detail
                 .split("unreferenced object ")
@@ -195,16 +224,11 @@ fn one_leak_scan_for_a_debug_guest_lays_each_leak_on_its_scenario() -> Result<()
                 .and_then(|o| o.split_whitespace().next()),
         );
     }
+    objects.sort();
+    objects.dedup();
     ensure!(
-        objects.len() == 2 && objects[0] != objects[1],
-        "the two scenarios were not given two different objects: {objects:?}"
-    );
-    ensure!(
-        results[0]
-            .checks
-            .iter()
-            .any(|c| c.detail.contains("reuse-leak-second")),
-        "the first scenario's result does not name the scan that found its leak: {summary}"
+        objects.len() == 3,
+        "the three scenarios were not given three different objects: {objects:?}"
     );
     Ok(())
 }
