@@ -343,15 +343,8 @@ fn run_inner(
         hand_on,
         held,
     } = turn;
-    // Two scenarios of one name (run_batch's callers, not `acq run`, which refuses them)
-    // would share a directory: clearing it would pull the guest's sockets from under it.
-    let guest = match guest {
-        Some(g) if g.vm.run_dir() == dir => {
-            let _ = g.vm.shutdown(Duration::from_secs(60));
-            None
-        }
-        g => g,
-    };
+    // (A guest handed over never lives in `dir`: run_batch hands none to a scenario whose
+    // results directory is the guest's own.)
     if dir.exists() {
         fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
