@@ -17,6 +17,7 @@ pub mod devices;
 pub mod disks;
 pub mod dmesg;
 pub mod explore;
+pub mod handover;
 pub mod initramfs;
 pub mod mutants;
 pub mod paths;

@@ -10,7 +10,9 @@ use anyhow::{bail, ensure, Result};
 
 pub mod gate;
 mod json;
+pub mod pool;
 pub use json::{json_field, json_has, json_num, json_str, json_true, json_u64, json_values};
+pub use pool::Guest;
 
 /// Seconds a simple guest command may take under TCG.
 pub const CMD: Duration = Duration::from_secs(60);
@@ -64,8 +66,11 @@ pub fn boot_unpluggable(
     modules: Vec<PathBuf>,
     files: ImageFiles,
 ) -> Result<(Vm, Paths)> {
-    boot_configured(test, cards, r#"{"msix_vectors": 0}"#, modules, files)
+    boot_configured(test, cards, UNPLUGGABLE, modules, files)
 }
+
+/// The model settings of a card QEMU 11.1 can hot-unplug: no MSI-X.
+pub const UNPLUGGABLE: &str = r#"{"msix_vectors": 0}"#;
 
 /// The file in the run directory that [`boot_configured`] writes the cards' model
 /// settings to (a test that plugs in another card reuses it).
@@ -159,14 +164,21 @@ pub fn stream_mib() -> u64 {
 /// How long a long stream may take in the guest.
 pub const LONG_STREAM: Duration = Duration::from_secs(900);
 
-/// One card with the driver loaded (`/dev/acq0`) and a tmpfs at /mnt/t for file sinks.
-pub fn boot_streaming_guest(test: &str) -> Result<Vm> {
+/// One card with the driver loaded (`/dev/acq0`) and a tmpfs at /mnt/t for file sinks, in
+/// a guest from the test binary's pool (`pool`).
+pub fn boot_streaming_guest(test: &str) -> Result<Guest> {
     let paths = Paths::discover()?;
     let (modules, files) = driver_image(&paths)?;
-    let (mut vm, _) = boot_with(test, 1, modules, files)?;
-    if !vm.sh_ok("cat /proc/modules", CMD)?.contains("acq ") {
-        vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
-    }
+    let mut vm = pool::lease(
+        test,
+        pool::Spec {
+            cards: 1,
+            config: None,
+            modules,
+            files,
+        },
+    )?;
+    vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
     ensure!(vm.sh_ok("ls /dev", CMD)?.contains("acq0"), "no /dev/acq0");
     // A tmpfs for the file sinks (the stream files are deleted after each run).
     vm.sh_ok(

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use acq_e2e::gate::{beside_others, quiet};
 use acq_e2e::{
-    assert_dmesg_clean, boot_unpluggable, boot_with, control_request, driver_image, json_num,
-    json_true, json_u64, CMD,
+    assert_dmesg_clean, control_request, driver_image, json_num, json_true, json_u64, pool, Guest,
+    CMD,
 };
 use anyhow::{ensure, Context, Result};
 
@@ -52,9 +52,16 @@ fn image() -> Result<(Vec<PathBuf>, acq_e2e::ImageFiles)> {
     Ok((modules, files))
 }
 
-fn boot(test: &str) -> Result<acq::vm::Vm> {
+/// A guest from the pool (`acq_e2e::pool`) with the driver loaded and a tmpfs at /mnt/t.
+fn boot(test: &str) -> Result<Guest> {
     let (modules, files) = image()?;
-    let (mut vm, _) = boot_with(test, 1, modules, files)?;
+    let spec = pool::Spec {
+        cards: 1,
+        config: None,
+        modules,
+        files,
+    };
+    let mut vm = pool::lease(test, spec)?;
     vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
     vm.sh_ok(
         "mkdir -p /mnt/t && mount -t tmpfs -o size=600m tmpfs /mnt/t",
@@ -88,7 +95,7 @@ fn chunk_for(method: &str) -> &'static str {
 
 /// Ends a test that collected `failures` over several runs: all of them at once, else a
 /// clean kernel log and the guest shut down.
-fn finish(mut vm: acq::vm::Vm, failures: Vec<String>) -> Result<()> {
+fn finish(mut vm: Guest, failures: Vec<String>) -> Result<()> {
     ensure!(failures.is_empty(), "{}", failures.join("\n"));
     assert_dmesg_clean(&mut vm)?;
     vm.shutdown(CMD)
@@ -121,7 +128,14 @@ fn ensure_contract(method: &str, out: &str) -> Result<()> {
 fn every_read_path_ends_with_one_enodev_when_its_card_is_unplugged() -> Result<()> {
     let _gate = beside_others();
     let (modules, files) = image()?;
-    let (mut vm, _) = boot_unpluggable("consumers-unplug", METHODS.len(), modules, files)?;
+    // A guest of its own: its cards are unplugged for good.
+    let spec = pool::Spec {
+        cards: METHODS.len(),
+        config: Some(acq_e2e::UNPLUGGABLE),
+        modules,
+        files,
+    };
+    let mut vm = pool::own("consumers-unplug", spec)?;
     vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
     let qmp_log = vm.run_dir().join("qmp.log");
     let mut failures = Vec::new();
@@ -828,7 +842,7 @@ fn a_card_that_hides_its_doorbell_request_is_woken_without_a_reset() -> Result<(
         "--method read --bytes 6M --chunk 64K --rate 512K --pause-at 512K --pause-ms 2500",
     )?;
     eprintln!("doorbell lie: {out}");
-    let model = control_request(&control, r#"{"cmd":"counters"}"#)?;
+    let model = vm.counters(0)?;
     ensure!(
         json_u64(&model, "doorbells") >= 1,
         "the driver never rang the doorbell: {model}"

@@ -10,19 +10,25 @@ use std::time::Duration;
 
 use acq_e2e::gate::{beside_others, quiet};
 use acq_e2e::{
-    assert_dmesg_clean, boot_configured, boot_with, driver_image, json_num, json_true, json_u64,
-    model_request, stream_mib, CMD,
+    assert_dmesg_clean, boot_configured, driver_image, json_num, json_true, json_u64,
+    model_request, pool, stream_mib, Guest, CMD,
 };
 use anyhow::{ensure, Context, Result};
 
 /// How long a long stream may take in the guest.
 const STREAM: Duration = Duration::from_secs(600);
 
-fn boot(test: &str, cards: usize) -> Result<acq::vm::Vm> {
+/// A guest from the pool (`acq_e2e::pool`) with `cards` cards, the driver not loaded.
+fn boot(test: &str, cards: usize) -> Result<Guest> {
     let paths = acq::paths::Paths::discover()?;
     let (modules, files) = driver_image(&paths)?;
-    let (vm, _) = boot_with(test, cards, modules, files)?;
-    Ok(vm)
+    let spec = pool::Spec {
+        cards,
+        config: None,
+        modules,
+        files,
+    };
+    pool::lease(test, spec)
 }
 
 fn insmod(vm: &mut acq::vm::Vm, cards: usize) -> Result<()> {
@@ -397,7 +403,7 @@ fn a_stop_within_the_specs_10_ms_is_waited_for() -> Result<()> {
     // `acq-ctl start` starts a session and its close() stops it: three slow stops.
     vm.sh_ok("acq-ctl start && acq-ctl start && acq-ctl start", CMD)?;
     let after = resets(&vm)?;
-    let counters = model_request(&vm, 0, r#"{"cmd":"counters"}"#)?;
+    let counters = vm.counters(0)?;
     ensure!(
         acq_e2e::json_field(&counters, "slow_stop") == Some(0.into()),
         "the three stops did not all reach the card: {counters}"

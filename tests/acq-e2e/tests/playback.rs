@@ -10,18 +10,25 @@
 use std::time::Duration;
 
 use acq_e2e::{
-    assert_dmesg_clean, boot_with, driver_image, json_num, json_true, json_u64, model_request,
-    stream_mib, CMD,
+    assert_dmesg_clean, driver_image, json_num, json_true, json_u64, model_request, pool,
+    stream_mib, Guest, CMD,
 };
 use anyhow::{ensure, Result};
 
 /// How long a long stream may take in the guest.
 const STREAM: Duration = Duration::from_secs(900);
 
-fn boot(test: &str) -> Result<acq::vm::Vm> {
+/// A guest from the pool (`acq_e2e::pool`) with the driver loaded.
+fn boot(test: &str) -> Result<Guest> {
     let paths = acq::paths::Paths::discover()?;
     let (modules, files) = driver_image(&paths)?;
-    let (mut vm, _) = boot_with(test, 1, modules, files)?;
+    let spec = pool::Spec {
+        cards: 1,
+        config: None,
+        modules,
+        files,
+    };
+    let mut vm = pool::lease(test, spec)?;
     vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
     let ls = vm.sh_ok("ls /dev", CMD)?;
     ensure!(
@@ -87,7 +94,7 @@ fn playback_write_and_splice_verified_by_the_card() -> Result<()> {
         json_num(&out, "mb_per_s").unwrap_or(0.0)
     );
     // The model saw the same.
-    let c = model_request(&vm, 0, r#"{"cmd":"counters"}"#)?;
+    let c = vm.counters(0)?;
     ensure!(json_u64(&c, "pb_verified_bytes") >= bytes, "model: {c}");
     ensure!(json_u64(&c, "pb_mismatch_blocks") == 0, "model: {c}");
 
@@ -270,13 +277,13 @@ fn playback_faults_underrun_and_loopback() -> Result<()> {
         json_u64(cap_line, "verified_bytes") == mib << 20,
         "loopback capture: {cap_line}"
     );
-    let c = model_request(&vm, 0, r#"{"cmd":"counters"}"#)?;
+    let c = vm.counters(0)?;
     ensure!(json_u64(&c, "loopback_bytes") >= mib << 20, "model: {c}");
     assert_dmesg_clean(&mut vm)?;
 
     // One MSI vector for every cause: playback completions wake the writer through it.
     vm.sh_ok("rmmod acq && insmod /lib/modules/acq.ko force_msi=1", CMD)?;
-    let irqs0 = json_u64(&model_request(&vm, 0, r#"{"cmd":"counters"}"#)?, "irqs");
+    let irqs0 = json_u64(&vm.counters(0)?, "irqs");
     let out = play(
         &mut vm,
         "--bytes 16M --pattern counter --seed 1 --verify",
@@ -286,7 +293,7 @@ fn playback_faults_underrun_and_loopback() -> Result<()> {
         card_num(&out, "verified_bytes") == Some(16 << 20),
         "MSI: {out}"
     );
-    let c = model_request(&vm, 0, r#"{"cmd":"counters"}"#)?;
+    let c = vm.counters(0)?;
     ensure!(json_u64(&c, "irqs") > irqs0, "no interrupt with MSI: {c}");
 
     assert_dmesg_clean(&mut vm)?;
@@ -318,7 +325,7 @@ fn a_hung_card_under_a_writer_is_reset_and_playback_goes_on() -> Result<()> {
         acq_e2e::json_field(&out, "EIO") == Some(1.into()),
         "not exactly one EIO: {out}"
     );
-    let c = model_request(&vm, 0, r#"{"cmd":"counters"}"#)?;
+    let c = vm.counters(0)?;
     ensure!(json_u64(&c, "resets") >= 1, "the card was never reset: {c}");
     // After the reset the card plays again: a new run is verified whole.
     let out = play(

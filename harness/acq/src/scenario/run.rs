@@ -35,11 +35,12 @@ mod reuse;
 mod tests;
 mod timeline;
 
+use crate::handover::since;
 use checks::*;
 use consumers::*;
 use leaks::{check_leaks, jiffies, Held, Scanning, Window};
+use reuse::hand_over;
 pub use reuse::{batches, guest_shape};
-use reuse::{hand_over, since};
 use timeline::*;
 
 /// How scenarios are run.

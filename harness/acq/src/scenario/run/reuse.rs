@@ -112,46 +112,8 @@ pub(super) fn hand_over(
     dir: &Path,
     res: &mut ScenarioResult,
 ) -> Result<()> {
-    let (cards, ex) = (sc.cards.len(), &sc.expect);
-    for (i, m) in vm.models.iter().enumerate() {
-        let mut c = ModelControl::connect(&m.control, Some(&dir.join("control.log")))
-            .with_context(|| format!("card {i}"))?;
-        c.request(&json!({"cmd": "reset"}))
-            .and_then(|_| c.request(&json!({"cmd": "clear_faults"})))
-            .with_context(|| format!("card {i}"))?;
-    }
-    // One guest command: the cards (rescanned for if one is missing), then, for each, a
-    // line if a driver has it or is set to take it (with acq unloaded none should: an
-    // `exec` that bound a card to vfio-pci, say), then the shell's pid and the processes.
-    let id = format!("{:#06x}", acq_hw::regs::pci::DEVICE_ID);
-    let list = format!("grep -lx {id} /sys/bus/pci/devices/*/device");
-    let out = vm.sh_ok(
-        &format!(
-            "n=$({list} | wc -l); [ \"$n\" = {cards} ] || {{ echo 1 > /sys/bus/pci/rescan; n=$({list} | wc -l); }}; \
-             echo $n; for d in $({list}); do d=${{d%/device}}; \
-             [ -e $d/driver ] && echo \"driver: $d is bound to $(basename $(readlink $d/driver))\"; \
-             o=$(cat $d/driver_override); [ \"$o\" = '(null)' ] || echo \"driver: $d has driver_override $o\"; \
-             done; echo $$; ps -o pid,ppid,args"
-        ),
-        Duration::from_secs(60),
-    )?;
-    let mut lines = out.lines().peekable();
-    let found: usize = lines.next().unwrap_or("").trim().parse().unwrap_or(0);
-    if found != cards {
-        bail!("the guest shows {found} card(s) of the {cards} it was booted with, after a rescan");
-    }
-    if let Some(line) = lines.peek().and_then(|l| l.strip_prefix("driver: ")) {
-        bail!("the scenario left a card to a driver: {line}");
-    }
-    let shell = lines.next().unwrap_or("").trim().to_string();
-    if let Some(p) = stray_processes(lines, &shell).first() {
-        bail!("a process the scenario started still runs: {p}");
-    }
-    let now = vm.sh_ok("cat /proc/mounts", Duration::from_secs(60))?;
-    if now != mounts {
-        bail!("the scenario left file systems mounted:\n{now}");
-    }
-    vm.sh_ok("rm -rf /tmp/* /tmp/.[!.]*", Duration::from_secs(60))?;
+    crate::handover::reset_cards(vm, Some(&dir.join("control.log")))?;
+    crate::handover::ensure_as_booted(vm, sc.cards.len(), mounts)?;
     // Last, the kernel log since the scenario's checks read it, read and cleared at once:
     // a report the scenario's driver left for later (a timer, a work item) is its own. Read
     // at least SETTLE after the unload, four times the driver's longest timer (the
@@ -161,49 +123,11 @@ pub(super) fn hand_over(
     let later = last.get(seen.len()..).unwrap_or(&last);
     seen.clear();
     super::append(&dir.join("dmesg-unload.txt"), later)?;
-    let check = kernel_log_check("kernel log clean through the hand-over", later, ex);
+    let check = kernel_log_check("kernel log clean through the hand-over", later, &sc.expect);
     let ok = check.ok;
     res.checks.push(check);
     if !ok {
         bail!("the kernel reported a problem while the guest was handed over (dmesg-unload.txt)");
     }
     Ok(())
-}
-
-/// The processes of `ps -o pid,ppid,args` (header first) that are not the guest's own:
-/// not a kernel thread (`[name]`), init, the agent, or the shell with pid `shell` that
-/// ran `ps` and its children.
-pub(super) fn stray_processes<'a>(ps: impl Iterator<Item = &'a str>, shell: &str) -> Vec<String> {
-    ps.skip(1)
-        .filter_map(|line| {
-            let mut f = line.split_whitespace();
-            let (pid, ppid) = (f.next()?, f.next()?);
-            let args = f.collect::<Vec<_>>().join(" ");
-            let ours = pid == "1"
-                || pid == shell
-                || ppid == shell
-                || args.starts_with('[')
-                || args == "/sbin/acq-agent";
-            (!ours).then(|| format!("pid {pid}: {args}"))
-        })
-        .collect()
-}
-
-/// A card's counters reply with its statistics (`CardStats`, counted since the model
-/// started) counted from `baseline` on, the same reply read when the scenario started: a
-/// scenario's counters are its own whether its guest was booted for it or handed over.
-/// The registers and flags in the reply are as they are now.
-pub(super) fn since(mut now: Value, baseline: Option<&Value>) -> Value {
-    let (Some(obj), Some(base)) = (now.as_object_mut(), baseline) else {
-        return now;
-    };
-    for name in acq_wire::counters::CardStats::NAMES {
-        if let (Some(v), Some(b)) = (
-            obj.get(*name).and_then(Value::as_u64),
-            base.get(*name).and_then(Value::as_u64),
-        ) {
-            obj.insert((*name).to_string(), json!(v.saturating_sub(b)));
-        }
-    }
-    now
 }

@@ -248,22 +248,6 @@ fn batches_share_guests_by_shape_and_keep_every_job_busy() {
 }
 
 #[test]
-fn a_process_left_behind_is_named_and_the_guests_own_are_not() {
-    let ps = "PID   PPID  COMMAND
-    1     0 {init} /bin/sh /init
-    2     0 [kthreadd]
-   52     1 /sbin/acq-agent
-   61    52 sleep 300
-   70    52 /bin/sh -c echo $$; ps -o pid,ppid,args
-   71    70 {ps} /bin/sh -c echo $$; ps -o pid,ppid,args";
-    assert_eq!(
-        reuse::stray_processes(ps.lines(), "70"),
-        ["pid 61: sleep 300"]
-    );
-    assert!(reuse::stray_processes(ps.lines().filter(|l| !l.contains("sleep")), "70").is_empty());
-}
-
-#[test]
 fn a_scenarios_card_statistics_count_from_its_start() {
     let base = json!({"sessions": 3, "error_completions": 2, "status": 5, "resets": 4});
     let now = json!({"sessions": 4, "error_completions": 2, "status": 1, "resets": 6,
