@@ -38,8 +38,7 @@ pub fn ensure_as_booted(vm: &mut Vm, cards: usize, mounts: &str) -> Result<()> {
     // One guest command: the cards (rescanned for if one is missing), then, for each, a
     // line if a driver has it or is set to take it (with acq unloaded none should: a run
     // that bound a card to vfio-pci, say), then the shell's pid and the processes.
-    let id = format!("{:#06x}", acq_hw::regs::pci::DEVICE_ID);
-    let list = format!("grep -lx {id} /sys/bus/pci/devices/*/device");
+    let list = card_device_files_cmd();
     let out = vm.sh_ok(
         &format!(
             "n=$({list} | wc -l); [ \"$n\" = {cards} ] || {{ echo 1 > /sys/bus/pci/rescan; n=$({list} | wc -l); }}; \
@@ -68,6 +67,21 @@ pub fn ensure_as_booted(vm: &mut Vm, cards: usize, mounts: &str) -> Result<()> {
     }
     vm.sh_ok("rm -rf /tmp/* /tmp/.[!.]*", CMD)?;
     Ok(())
+}
+
+/// The processes in the guest that are not its own ([`stray_processes`]).
+pub fn stray_processes_in(vm: &mut Vm) -> Result<Vec<String>> {
+    let out = vm.sh_ok("echo $$; ps -o pid,ppid,args", CMD)?;
+    let mut lines = out.lines();
+    let shell = lines.next().unwrap_or("").trim().to_string();
+    Ok(stray_processes(lines, &shell))
+}
+
+/// A guest shell command that prints the sysfs `device` file of each of the guest's cards
+/// (`/sys/bus/pci/devices/<address>/device`), found by their PCI device ID.
+pub fn card_device_files_cmd() -> String {
+    let id = format!("{:#06x}", acq_hw::regs::pci::DEVICE_ID);
+    format!("grep -lx {id} /sys/bus/pci/devices/*/device")
 }
 
 /// The processes of `ps -o pid,ppid,args` (header first) that are not the guest's own:

@@ -167,17 +167,25 @@ pub const LONG_STREAM: Duration = Duration::from_secs(900);
 /// One card with the driver loaded (`/dev/acq0`) and a tmpfs at /mnt/t for file sinks, in
 /// a guest from the test binary's pool (`pool`).
 pub fn boot_streaming_guest(test: &str) -> Result<Guest> {
+    streaming_guest(test, pool::lease)
+}
+
+/// Like [`boot_streaming_guest`], in a guest of the test's own (`pool::own`): for a test
+/// that leaves its card changed in a way the pool's hand-back cannot see.
+pub fn boot_streaming_guest_alone(test: &str) -> Result<Guest> {
+    streaming_guest(test, pool::own)
+}
+
+fn streaming_guest(test: &str, get: fn(&str, pool::Spec<'_>) -> Result<Guest>) -> Result<Guest> {
     let paths = Paths::discover()?;
     let (modules, files) = driver_image(&paths)?;
-    let mut vm = pool::lease(
-        test,
-        pool::Spec {
-            cards: 1,
-            config: None,
-            modules,
-            files,
-        },
-    )?;
+    let spec = pool::Spec {
+        cards: 1,
+        config: None,
+        modules,
+        files,
+    };
+    let mut vm = get(test, spec)?;
     vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
     ensure!(vm.sh_ok("ls /dev", CMD)?.contains("acq0"), "no /dev/acq0");
     // A tmpfs for the file sinks (the stream files are deleted after each run).

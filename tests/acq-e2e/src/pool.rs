@@ -1,22 +1,29 @@
 //! Guests shared by the tests of one test binary. Under TCG a guest's boot and power-off
-//! cost about 5 host CPU-seconds, as much as many a test's own work, and make test-vm is
-//! CPU-bound: a test that ends cleanly hands its guest back ([`Guest::shutdown`]), and the
-//! next test that asks for a guest of the same kind ([`lease`]: the same cards, card
-//! settings and image) gets it instead of booting one.
+//! cost about 5 host CPU-seconds, as much as many a test's own work: a test that ends
+//! cleanly hands its guest back ([`Guest::shutdown`]), and the next test that asks for a
+//! guest of the same kind ([`lease`]: the same cards, card settings and image) gets it
+//! instead of booting one.
 //!
-//! A guest is handed on only as clean as a fresh one, checked, not assumed: the driver
-//! unloaded (a report from the unload fails the test that loaded it), the tests' tmpfs
-//! unmounted, every card reset by its model with its faults disarmed, every card present
-//! with no driver bound, no process left, the mounts as after the boot, /tmp empty, and
-//! the kernel log cleared. Anything else and the guest is powered off as before. The
-//! next test reads the cards' counters from its own start ([`Guest::counters`]).
+//! A guest is handed on only when the hand-back finds it as the boot left it, in all that
+//! a test can change and a card reset does not undo: the device models it was booted with,
+//! all running (a test that killed or replaced one, say by `Vm::replug_card`, whose new
+//! model would die with the test's thread); the driver unloaded; the tests' tmpfs
+//! unmounted; each card reset by its model with its faults and interrupt storms ended;
+//! every card present with no driver bound or set to bind; no process left; the mounts as
+//! after the boot; /tmp emptied; and the kernel log, read at least 2 s after the unload,
+//! clean. A report in that log, an unload that does not return, or an unload refused with
+//! no process left to hold the driver fails the test that loaded it; anything else and the
+//! guest is powered off as before. The next test reads the cards' counters from its own
+//! start ([`Guest::counters`]).
+//!
+//! What the hand-back cannot see is left out: a test whose card keeps state across a reset
+//! (BAR2's contents, as `acq run --reuse-guests` also refuses) or that unplugs cards
+//! boots a guest of its own ([`own`]).
 //!
 //! A guest's processes (QEMU, its device models) die with the thread that started them
 //! (`PR_SET_PDEATHSIG`), and libtest runs each test in a thread of its own: a pooled
-//! guest is booted by a keeper thread that lives as long as the guest. A guest still idle
-//! when the test binary exits is powered off then (`atexit`). A test that may leave its
-//! guest changed in a way the checks cannot see (cards unplugged and plugged in again, a
-//! device model restarted by the test) boots a guest of its own ([`own`]).
+//! guest is booted by a keeper thread that lives as long as the guest. Guests still idle
+//! when the test binary exits are powered off then (`atexit`).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,8 +36,9 @@ use serde_json::Value;
 
 use crate::{ImageFiles, CMD};
 
-/// Idle guests kept at most: one per test slot (`gate`).
-const IDLE_MAX: usize = 4;
+/// Idle guests kept at most (each holds its guest's memory on the host; a kind of guest
+/// that only one test asks for would otherwise sit idle to the end).
+const IDLE_MAX: usize = 2;
 
 /// How long after the driver's unload the hand-back reads the kernel log at the earliest:
 /// four times the driver's longest timer (the watchdog's 500 ms), so that a report a timer
@@ -61,6 +69,7 @@ struct Idle {
     kept: Kept,
     cards: usize,
     mounts: String,
+    models: Vec<u32>,
     booted_for: String,
 }
 
@@ -100,38 +109,56 @@ pub struct Guest {
     /// `None` for a guest of the test's own ([`own`]).
     key: Option<String>,
     cards: usize,
+    /// /proc/mounts after the boot.
     mounts: String,
+    /// The device models' process IDs after the boot.
+    models: Vec<u32>,
     baseline: Vec<Value>,
 }
 
 /// A guest for `test` as `spec` says: an idle one of the same kind if the pool has one
 /// (its run directory stays the one it was booted in), else a new one booted by a keeper
-/// thread, its run directory named after the test.
+/// thread, its run directory named after the test. With `ACQ_E2E_POOL=0` in the
+/// environment every test boots its own ([`own`]), as before the pool.
 pub fn lease(test: &str, spec: Spec<'_>) -> Result<Guest> {
+    if std::env::var_os("ACQ_E2E_POOL").is_some_and(|v| v == "0") {
+        return own(test, spec);
+    }
     let key = spec.key();
     let found = {
         let mut idle = idle();
         let i = idle.iter().position(|g| g.key == key);
         i.map(|i| idle.remove(i))
     };
-    let (mut kept, cards, mounts) = match found {
-        Some(g) => {
-            HANDED_ON.fetch_add(1, Ordering::Relaxed);
-            eprintln!(
-                "{test}: the guest booted for {} (run files in {})",
-                g.booted_for,
-                g.kept.vm.run_dir().display()
-            );
-            (g.kept, g.cards, g.mounts)
+    if let Some(g) = found {
+        let run_dir = g.kept.vm.run_dir().display().to_string();
+        match started(test, g.kept, g.cards, g.mounts, g.models, key.clone()) {
+            Ok(guest) => {
+                HANDED_ON.fetch_add(1, Ordering::Relaxed);
+                eprintln!("{test}: the guest booted for {} ({run_dir})", g.booted_for);
+                return Ok(guest);
+            }
+            // Not the test's failure: it gets a guest of its own.
+            Err(e) => eprintln!("{test}: the idle guest in {run_dir} did not answer: {e:#}"),
         }
-        None => {
-            let cards = spec.cards;
-            let mut kept = boot_kept(test, spec)?;
-            let mounts = kept.vm.sh_ok("cat /proc/mounts", CMD)?;
-            (kept, cards, mounts)
-        }
-    };
-    // The console log shows where each test starts.
+    }
+    let cards = spec.cards;
+    let mut kept = boot_kept(test, spec)?;
+    let mounts = kept.vm.sh_ok("cat /proc/mounts", CMD)?;
+    let models = model_pids(&kept.vm);
+    started(test, kept, cards, mounts, models, key)
+}
+
+/// The guest for `test`, its start marked in the guest's kernel log (the console log
+/// shows where each test starts) and its cards' counters read.
+fn started(
+    test: &str,
+    mut kept: Kept,
+    cards: usize,
+    mounts: String,
+    models: Vec<u32>,
+    key: String,
+) -> Result<Guest> {
     kept.vm
         .sh_ok(&format!("echo 'acq-e2e: {test} starts' > /dev/kmsg"), CMD)?;
     let baseline = counters_of(&kept.vm)?;
@@ -140,8 +167,13 @@ pub fn lease(test: &str, spec: Spec<'_>) -> Result<Guest> {
         key: Some(key),
         cards,
         mounts,
+        models,
         baseline,
     })
+}
+
+fn model_pids(vm: &Vm) -> Vec<u32> {
+    vm.models.iter().map(|m| m.child.pid()).collect()
 }
 
 /// A guest of `test`'s own, booted in the test's thread and powered off at its end, for a
@@ -150,11 +182,13 @@ pub fn own(test: &str, spec: Spec<'_>) -> Result<Guest> {
     let cards = spec.cards;
     let vm = boot_vm(test, spec)?;
     let baseline = counters_of(&vm)?;
+    let models = model_pids(&vm);
     Ok(Guest {
         kept: Some(Kept { vm, _keeper: None }),
         key: None,
         cards,
         mounts: String::new(),
+        models,
         baseline,
     })
 }
@@ -171,9 +205,13 @@ fn boot_vm(test: &str, spec: Spec<'_>) -> Result<Vm> {
 /// Boots in a thread that outlives the test: it waits until the guest is dropped.
 fn boot_kept(test: &str, spec: Spec<'_>) -> Result<Kept> {
     AT_EXIT.call_once(|| {
-        // SAFETY: `power_off_idle` is an `extern "C" fn()` that does not unwind (it
-        // catches panics) and may run at exit: it only takes the pool's own lock.
-        unsafe { libc::atexit(power_off_idle) };
+        // SAFETY: `power_off_idle` is an `extern "C" fn()` that never unwinds (it catches
+        // panics), and what it does at exit is safe then: it takes the pool's own lock,
+        // which no other code holds across a call, and powers off the idle guests one
+        // after the other through their agents (a bounded wait each).
+        if unsafe { libc::atexit(power_off_idle) } != 0 {
+            eprintln!("guest pool: no atexit handler: idle guests will be killed at exit");
+        }
     });
     let (booted_tx, booted_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -261,7 +299,7 @@ impl Guest {
         let Some(key) = self.key.take() else {
             return kept.shutdown(timeout);
         };
-        match hand_back(&mut kept.vm, self.cards, &self.mounts) {
+        match hand_back(&mut kept.vm, self.cards, &self.mounts, &self.models) {
             Ok(()) => {
                 let g = Idle {
                     key,
@@ -274,6 +312,7 @@ impl Guest {
                     kept,
                     cards: self.cards,
                     mounts: std::mem::take(&mut self.mounts),
+                    models: std::mem::take(&mut self.models),
                 };
                 let extra = {
                     let mut idle = idle();
@@ -297,6 +336,16 @@ impl Guest {
     }
 }
 
+impl Drop for Guest {
+    /// A guest dropped without [`Guest::shutdown`] belongs to a test that failed: its run
+    /// files are kept (the failure's console log is in them).
+    fn drop(&mut self) {
+        if let Some(kept) = self.kept.as_mut() {
+            kept.vm.mark_failed();
+        }
+    }
+}
+
 enum HandBack {
     /// Not clean enough to hand on; not the test's failure.
     Unfit(anyhow::Error),
@@ -304,44 +353,80 @@ enum HandBack {
     Bug(anyhow::Error),
 }
 
-fn hand_back(vm: &mut Vm, cards: usize, mounts: &str) -> Result<(), HandBack> {
-    let unfit = HandBack::Unfit;
-    // (Not under busybox's `timeout`: its watchdog process outlives the command. A driver
-    // stuck in its unload shows as the command's own timeout.)
-    let out = vm
-        .sh(
-            "if grep -q '^acq ' /proc/modules; then rmmod acq || exit 1; fi; \
-             if grep -q ' /mnt/t ' /proc/mounts; then umount /mnt/t || exit 2; fi; rmdir /mnt/t 2>/dev/null; true",
-            CMD,
-        )
-        .map_err(unfit)?;
-    let unloaded = Instant::now();
-    match out.status {
-        0 => {}
-        1 => return Err(unfit(anyhow!("rmmod acq failed: {}", out.stderr.trim()))),
-        _ => {
-            return Err(unfit(anyhow!(
-                "/mnt/t stays mounted: {}",
-                out.stderr.trim()
-            )))
-        }
-    }
-    acq::handover::reset_cards(vm, None).map_err(unfit)?;
-    acq::handover::ensure_as_booted(vm, cards, mounts).map_err(unfit)?;
-    std::thread::sleep(SETTLE.saturating_sub(unloaded.elapsed()));
-    let log = vm.sh_ok("dmesg -c", CMD).map_err(unfit)?;
-    let bad = crate::kernel_bug_reports(&log);
-    if !bad.is_empty() {
-        return Err(HandBack::Bug(anyhow!(
-            "the guest kernel reported bugs by the time the driver was unloaded:\n{}",
-            bad.join("\n")
+/// The guest shell command that unloads the driver and the tests' tmpfs: status 1 if rmmod
+/// failed, 2 if the unmount did. (Not under busybox's `timeout`: its watchdog process
+/// outlives the command. A driver stuck in its unload shows as the command's timeout.)
+const UNLOAD: &str = "if grep -q '^acq ' /proc/modules; then rmmod acq || exit 1; fi; \
+     if grep -q ' /mnt/t ' /proc/mounts; then umount /mnt/t || exit 2; fi; \
+     rmdir /mnt/t 2>/dev/null; true";
+
+fn hand_back(vm: &mut Vm, cards: usize, mounts: &str, models: &[u32]) -> Result<(), HandBack> {
+    let alive = vm.models.iter_mut().all(|m| m.child.try_status().is_none());
+    if !alive || model_pids(vm) != models {
+        return Err(HandBack::Unfit(anyhow!(
+            "its device models are not the ones it was booted with, all running"
         )));
     }
-    Ok(())
+    let unload = vm.sh(UNLOAD, CMD);
+    let unloaded = Instant::now();
+    let mut bug = None;
+    let mut unfit = None;
+    match unload {
+        Err(e) => unfit = Some(e.context("unloading the driver")),
+        Ok(out) if out.timed_out => {
+            bug = Some(anyhow!("rmmod acq did not return within {CMD:?}"));
+        }
+        Ok(out) if out.status == 1 => match acq::handover::stray_processes_in(vm) {
+            Ok(left) if left.is_empty() => {
+                bug = Some(anyhow!(
+                    "rmmod acq failed with no process left to hold the driver: {}",
+                    out.stderr.trim()
+                ));
+            }
+            Ok(left) => {
+                unfit = Some(anyhow!(
+                    "rmmod acq failed ({}) with processes left: {}",
+                    out.stderr.trim(),
+                    left.join("; ")
+                ));
+            }
+            Err(e) => unfit = Some(e),
+        },
+        Ok(out) if out.status != 0 => {
+            unfit = Some(anyhow!("/mnt/t stays mounted: {}", out.stderr.trim()));
+        }
+        Ok(_) => {
+            if let Err(e) = acq::handover::reset_cards(vm, None)
+                .and_then(|()| acq::handover::ensure_as_booted(vm, cards, mounts))
+            {
+                unfit = Some(e);
+            }
+        }
+    }
+    // The kernel log is read whatever happened above: a report from the unload is the
+    // test's, even when the guest cannot be handed on.
+    std::thread::sleep(SETTLE.saturating_sub(unloaded.elapsed()));
+    match vm.sh_ok("dmesg -c", CMD) {
+        Ok(log) => {
+            let bad = crate::kernel_bug_reports(&log);
+            if !bad.is_empty() {
+                bug = Some(anyhow!(
+                    "the guest kernel reported bugs by the time the driver was unloaded:\n{}",
+                    bad.join("\n")
+                ));
+            }
+        }
+        Err(e) => unfit = unfit.or(Some(e.context("reading the kernel log"))),
+    }
+    match (bug, unfit) {
+        (Some(e), _) => Err(HandBack::Bug(e)),
+        (None, Some(e)) => Err(HandBack::Unfit(e)),
+        (None, None) => Ok(()),
+    }
 }
 
-/// Powers off the guests still idle when the test binary exits (an `atexit` handler):
-/// each through its agent, all at once.
+/// Powers off the guests still idle when the test binary exits (an `atexit` handler), one
+/// after the other through their agents.
 extern "C" fn power_off_idle() {
     let _ = std::panic::catch_unwind(|| {
         eprintln!(
@@ -350,14 +435,10 @@ extern "C" fn power_off_idle() {
             HANDED_ON.load(Ordering::Relaxed)
         );
         let guests: Vec<Idle> = std::mem::take(&mut *idle());
-        std::thread::scope(|s| {
-            for g in guests {
-                s.spawn(move || {
-                    if let Err(e) = g.kept.shutdown(CMD) {
-                        eprintln!("powering off an idle guest: {e:#}");
-                    }
-                });
+        for g in guests {
+            if let Err(e) = g.kept.shutdown(CMD) {
+                eprintln!("guest pool: powering off an idle guest: {e:#}");
             }
-        });
+        }
     });
 }

@@ -13,9 +13,12 @@
 //! completions.
 //!
 //! Needs `make driver guest build`. `ACQ_TEST_MIB` scales the long streams (default 256).
+//! Each test boots a guest of its own (`boot_streaming_guest_alone`): BAR2 keeps its
+//! contents across a card reset, so a card handed on would not start with the zeros of a
+//! card at power-on.
 
 use acq_e2e::{
-    acq_stream as stream, assert_dmesg_clean, assert_pool_full, boot_streaming_guest as boot,
+    acq_stream as stream, assert_dmesg_clean, assert_pool_full, boot_streaming_guest_alone as boot,
     ensure_verified, json_true, json_u64, kill_consumers_holding_pages, model_request, stream_mib,
     CMD,
 };

@@ -322,13 +322,16 @@ fn read_and_splice_survive_completions_that_lie() -> Result<()> {
         for method in ["read", "splice"] {
             let request =
                 format!(r#"{{"cmd":"inject","fault":"bad_completion","kind":"{kind}","count":1}}"#);
-            // `timeout`: a driver that waits for ever on a lie shows as no result.
+            // `timeout`: a driver that waits for ever on a lie shows as no result. 10 MiB
+            // at 4 MB/s: the lie comes 1.5 s after the command (at most 6 MiB in), and at
+            // least a second of the stream follows it (16 MiB took 21 s more a test, in
+            // the one test that keeps all but one other guest waiting).
             let (out, err) = run_with_fault(
                 &mut vm,
                 &control,
                 &request,
                 &format!(
-                    "timeout -s KILL 60 acq-consume --method {method} --bytes 16M \
+                    "timeout -s KILL 60 acq-consume --method {method} --bytes 10M \
                      --chunk 64K --rate 4M --block 2K"
                 ),
             )?;
@@ -784,9 +787,10 @@ fn mmap_sync_interrupted_after_a_release_can_be_retried() -> Result<()> {
 
 /// io_uring's first attempt at a request runs inline with IOCB_NOWAIT when poll() reports
 /// the file ready; the driver must then return what is ready (or EAGAIN) instead of
-/// blocking inside io_uring_enter(). 1 MiB requests to a 256 KB/s card: every submission
-/// returns at once (the wait for completions is where a consumer blocks). Found by review
-/// of v2's first cut, which honoured only O_NONBLOCK: a submission blocked for seconds.
+/// blocking inside io_uring_enter(). 1 MiB requests to a 512 KB/s card: every submission
+/// returns within 500 ms, where one that waited for a whole request would take 2 s (the
+/// wait for completions is where a consumer blocks). Found by review of v2's first cut,
+/// which honoured only O_NONBLOCK: a submission blocked for seconds.
 #[test]
 fn io_uring_submission_never_blocks() -> Result<()> {
     let _gate = quiet();
@@ -796,7 +800,7 @@ fn io_uring_submission_never_blocks() -> Result<()> {
         let out = consume(
             &mut vm,
             &format!(
-                "--method {method} --chunk 1M --bytes 3M --iovecs 16 --rate 256K \
+                "--method {method} --chunk 1M --bytes 3M --iovecs 16 --rate 512K \
                  --pause-at 1M --pause-ms 1000"
             ),
         )?;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use acq_e2e::{
-    boot_streaming_guest, boot_unpluggable, driver_image, json_u64, kernel_bug_reports,
+    boot_streaming_guest_alone, boot_unpluggable, driver_image, json_u64, kernel_bug_reports,
     CARD_CONFIG, CMD,
 };
 use anyhow::{ensure, Context, Result};
@@ -45,7 +45,8 @@ fn kill_model_under(vm: &mut acq::vm::Vm, cmd: &str, name: &str) -> Result<(bool
 /// EIO (acq-stream does) turned into a busy loop for ever.
 #[test]
 fn the_device_process_killed_mid_stream() -> Result<()> {
-    let mut vm = boot_streaming_guest("hostile-kill-model")?;
+    // A guest of its own: its card is dead for good.
+    let mut vm = boot_streaming_guest_alone("hostile-kill-model")?;
     let (ended, after) = kill_model_under(
         &mut vm,
         "acq-stream --device /dev/acq0 --mode read --bytes 1G --rate 8M --verify",
@@ -81,7 +82,8 @@ fn the_device_process_killed_mid_stream() -> Result<()> {
 /// EIO (a dead card cannot be started) and the writer ran until its own timeout.
 #[test]
 fn the_device_process_killed_under_a_writer() -> Result<()> {
-    let mut vm = boot_streaming_guest("hostile-kill-model-writer")?;
+    // A guest of its own: its card is dead for good.
+    let mut vm = boot_streaming_guest_alone("hostile-kill-model-writer")?;
     let (ended, after) = kill_model_under(
         &mut vm,
         "acq-stream --direction out --bytes 1G --rate 8M --timeout 200",

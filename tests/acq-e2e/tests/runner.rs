@@ -102,37 +102,61 @@ fn a_guest_handed_on_gives_the_next_scenario_its_own_counters_faults_and_kernel_
     Ok(())
 }
 
-/// A scenario that leaves a process running in its guest (a daemon its `exec` step
-/// started) passes, but its guest is not handed on: the next scenario boots its own, and
-/// the first one's guest.txt says why.
+/// Scenarios that pass but leave their guest changed in a way a card reset does not undo:
+/// a process running (a daemon an `exec` step started), a card set to go to another
+/// driver (`driver_override`), a file system mounted. None of their guests is handed on:
+/// each next scenario boots its own, and each guest.txt names what was left.
 #[test]
-fn a_guest_with_a_process_left_behind_is_not_handed_on() -> Result<()> {
+fn a_guest_left_changed_is_not_handed_on() -> Result<()> {
     let paths = Paths::discover()?;
-    let first = scenario(
-        r#"{"name": "reuse-leaves-a-process", "timeout_s": 300,
-            "steps": [{"exec": {"cmd": "setsid sleep 120 > /dev/null 2>&1 < /dev/null &"}},
-                      {"stream": {"mode": "read", "bytes": "1M"}}]}"#,
+    let leaving = |name: &str, cmd: &str| {
+        scenario(&format!(
+            r#"{{"name": "{name}", "timeout_s": 300,
+                "steps": [{{"exec": {{"cmd": "{cmd}"}}}},
+                          {{"stream": {{"mode": "read", "bytes": "1M"}}}}]}}"#
+        ))
+    };
+    let process = leaving(
+        "reuse-leaves-a-process",
+        "setsid sleep 120 > /dev/null 2>&1 < /dev/null &",
     )?;
-    let second = scenario(
-        r#"{"name": "reuse-after-a-process", "timeout_s": 300,
+    let override_ = leaving(
+        "reuse-leaves-a-driver-override",
+        &format!(
+            "for d in $({}); do echo vfio-pci > ${{d%/device}}/driver_override; done",
+            acq::handover::card_device_files_cmd()
+        ),
+    )?;
+    let mount = leaving(
+        "reuse-leaves-a-mount",
+        "mkdir -p /mnt/left && mount -t tmpfs tmpfs /mnt/left",
+    )?;
+    let last = scenario(
+        r#"{"name": "reuse-after-a-change", "timeout_s": 300,
             "steps": [{"stream": {"mode": "read", "bytes": "1M"}}]}"#,
     )?;
     let opts = results_in(&paths, "target/acq-runs/test-runner-stray");
-    let (results, summary) = in_one_guest(&paths, opts, &[&first, &second])?;
+    let (results, summary) = in_one_guest(&paths, opts, &[&process, &override_, &mount, &last])?;
     ensure!(
         results.iter().all(|r| r.passed),
-        "both scenarios pass: {summary}"
+        "every scenario passes: {summary}"
     );
     ensure!(
-        results[1].guest_booted_by.is_none(),
-        "the second scenario ran in a guest with the first one's process: {summary}"
+        results[1..].iter().all(|r| r.guest_booted_by.is_none()),
+        "a scenario ran in a guest the one before left changed: {summary}"
     );
-    let why = std::fs::read_to_string(Path::new(&results[0].results).join("guest.txt"))
-        .context("the first scenario's guest.txt")?;
-    ensure!(
-        why.contains("still runs") && why.contains("sleep 120"),
-        "guest.txt does not name the process: {why}"
-    );
+    for (r, left) in results
+        .iter()
+        .zip(["sleep 120", "driver_override vfio-pci", "/mnt/left"])
+    {
+        let why = std::fs::read_to_string(Path::new(&r.results).join("guest.txt"))
+            .with_context(|| format!("{}: guest.txt", r.name))?;
+        ensure!(
+            why.contains("not handed on") && why.contains(left),
+            "{}: guest.txt does not name `{left}`: {why}",
+            r.name
+        );
+    }
     Ok(())
 }
 
