@@ -10,7 +10,7 @@ GUEST_TARGET := x86_64-unknown-linux-gnu
 GUEST_DIR := target/guest
 ACQ := target/release/acq
 
-.PHONY: all host-deps cargo-restore deps toolroot kernel kernel-test kernel-debug kernel-bench guest build driver driver-debug driver-bench run shell bench test test-host test-vm mutants explore soak lint lint-host lint-driver fuzz fuzz-smoke fmt clean help
+.PHONY: all host-deps cargo-restore deps toolroot kernel kernels-for-test kernel-test kernel-debug kernel-bench guest build driver driver-debug driver-bench run shell bench test test-host test-vm mutants explore soak lint lint-host lint-driver fuzz fuzz-smoke fmt clean help
 
 all: build
 
@@ -88,7 +88,14 @@ bench: deps guest build driver-bench
 	$(ACQ) bench --kernel-flavor bench --update-docs
 
 ## Tests
-test: test-host lint fuzz-smoke test-vm
+test: test-host kernels-for-test lint fuzz-smoke test-vm
+
+# make test needs both the test and the debug kernel. On a cold cache they build side by
+# side (each with make -j$(nproc)), so that the stretches where one build runs a single
+# job (its configuration, the Rust crates, the final link) overlap the other's parallel
+# ones. A no-op on a warm cache.
+kernels-for-test: toolroot
+	@$(MAKE) --no-print-directory -j2 kernel-test kernel-debug
 
 test-host: cargo-restore
 	$(CARGO) test --locked --workspace --exclude acq-e2e

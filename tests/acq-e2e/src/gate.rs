@@ -7,7 +7,8 @@
 //! holds [`quiet`]: at most one other guest of its file runs beside it, as every test ran
 //! through many CI runs before make test-vm ran four at a time. Every other test holds
 //! [`beside_others`] while its guest runs (an ioctl given a second beside a call stuck for
-//! three, say). Cargo runs one test binary at a time, and each has its own gate.
+//! three, say). Cargo runs one test binary at a time, and each has its own gate. A guest
+//! idle in the binary's pool (`pool`, two at most) takes no slot: it runs nothing.
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
