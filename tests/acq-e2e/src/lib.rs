@@ -178,14 +178,7 @@ pub fn boot_streaming_guest_alone(test: &str) -> Result<Guest> {
 
 fn streaming_guest(test: &str, get: fn(&str, pool::Spec<'_>) -> Result<Guest>) -> Result<Guest> {
     let paths = Paths::discover()?;
-    let (modules, files) = driver_image(&paths)?;
-    let spec = pool::Spec {
-        cards: 1,
-        config: None,
-        modules,
-        files,
-    };
-    let mut vm = get(test, spec)?;
+    let mut vm = get(test, pool::Spec::cards(1, driver_image(&paths)?))?;
     vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
     ensure!(vm.sh_ok("ls /dev", CMD)?.contains("acq0"), "no /dev/acq0");
     // A tmpfs for the file sinks (the stream files are deleted after each run).

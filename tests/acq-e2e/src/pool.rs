@@ -94,6 +94,18 @@ pub struct Spec<'a> {
 }
 
 impl Spec<'_> {
+    /// `cards` cards with the model's default settings and `image` (modules, files: as
+    /// `driver_image` gives them).
+    pub fn cards(cards: usize, image: (Vec<PathBuf>, ImageFiles)) -> Spec<'static> {
+        let (modules, files) = image;
+        Spec {
+            cards,
+            config: None,
+            modules,
+            files,
+        }
+    }
+
     fn key(&self) -> String {
         format!(
             "{} {:?} {:?} {:?}",

@@ -54,14 +54,7 @@ fn image() -> Result<(Vec<PathBuf>, acq_e2e::ImageFiles)> {
 
 /// A guest from the pool (`acq_e2e::pool`) with the driver loaded and a tmpfs at /mnt/t.
 fn boot(test: &str) -> Result<Guest> {
-    let (modules, files) = image()?;
-    let spec = pool::Spec {
-        cards: 1,
-        config: None,
-        modules,
-        files,
-    };
-    let mut vm = pool::lease(test, spec)?;
+    let mut vm = pool::lease(test, pool::Spec::cards(1, image()?))?;
     vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
     vm.sh_ok(
         "mkdir -p /mnt/t && mount -t tmpfs -o size=600m tmpfs /mnt/t",

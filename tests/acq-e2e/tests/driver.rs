@@ -21,14 +21,7 @@ const STREAM: Duration = Duration::from_secs(600);
 /// A guest from the pool (`acq_e2e::pool`) with `cards` cards, the driver not loaded.
 fn boot(test: &str, cards: usize) -> Result<Guest> {
     let paths = acq::paths::Paths::discover()?;
-    let (modules, files) = driver_image(&paths)?;
-    let spec = pool::Spec {
-        cards,
-        config: None,
-        modules,
-        files,
-    };
-    pool::lease(test, spec)
+    pool::lease(test, pool::Spec::cards(cards, driver_image(&paths)?))
 }
 
 fn insmod(vm: &mut acq::vm::Vm, cards: usize) -> Result<()> {

@@ -21,14 +21,7 @@ const STREAM: Duration = Duration::from_secs(900);
 /// A guest from the pool (`acq_e2e::pool`) with the driver loaded.
 fn boot(test: &str) -> Result<Guest> {
     let paths = acq::paths::Paths::discover()?;
-    let (modules, files) = driver_image(&paths)?;
-    let spec = pool::Spec {
-        cards: 1,
-        config: None,
-        modules,
-        files,
-    };
-    let mut vm = pool::lease(test, spec)?;
+    let mut vm = pool::lease(test, pool::Spec::cards(1, driver_image(&paths)?))?;
     vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
     let ls = vm.sh_ok("ls /dev", CMD)?;
     ensure!(

@@ -12,13 +12,10 @@ use acq_e2e::{acq_stream, assert_dmesg_clean, driver_image, ensure_verified, jso
 use anyhow::{anyhow, ensure, Result};
 
 fn spec() -> Result<pool::Spec<'static>> {
-    let (modules, files) = driver_image(&acq::paths::Paths::discover()?)?;
-    Ok(pool::Spec {
-        cards: 1,
-        config: None,
-        modules,
-        files,
-    })
+    Ok(pool::Spec::cards(
+        1,
+        driver_image(&acq::paths::Paths::discover()?)?,
+    ))
 }
 
 /// The first test, in a thread of its own that ends before the second starts (as libtest
