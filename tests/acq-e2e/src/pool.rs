@@ -11,9 +11,9 @@
 //! unmounted; each card reset by its model with its faults and interrupt storms ended;
 //! every card present with no driver bound or set to bind; no process left; the mounts as
 //! after the boot; /tmp emptied; and the kernel log, read at least 2 s after the unload,
-//! clean. A report in that log, an unload that does not return, or an unload refused with
-//! no process left to hold the driver fails the test that loaded it; anything else and the
-//! guest is powered off as before. The next test reads the cards' counters from its own
+//! clean. A report in that log, an unload that does not return or takes the guest down, or
+//! one still refused after 2 s with no open file of /dev/acq* to hold the driver fails the
+//! test that loaded it; anything else and the guest is powered off as before. The next test reads the cards' counters from its own
 //! start ([`Guest::counters`]).
 //!
 //! What the hand-back cannot see is left out: a test whose card keeps state across a reset
@@ -21,9 +21,12 @@
 //! boots a guest of its own ([`own`]).
 //!
 //! A guest's processes (QEMU, its device models) die with the thread that started them
-//! (`PR_SET_PDEATHSIG`), and libtest runs each test in a thread of its own: a pooled
-//! guest is booted by a keeper thread that lives as long as the guest. Guests still idle
-//! when the test binary exits are powered off then (`atexit`).
+//! (`PR_SET_PDEATHSIG`), and libtest runs tests in threads of their own: a pooled guest is
+//! booted by a keeper thread that lives as long as the guest. Guests still idle when the
+//! test binary exits are powered off then (`atexit`; a failed power-off fails the binary,
+//! as it failed the test before the pool). A guest that stops answering while idle fails
+//! the next test that gets it, naming the test that handed it back. Idle guests hold
+//! their memory on the host (a guest's RAM is a memfd): at most two.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,6 +74,8 @@ struct Idle {
     mounts: String,
     models: Vec<u32>,
     booted_for: String,
+    /// The test that handed it back.
+    last_test: String,
 }
 
 static IDLE: Mutex<Vec<Idle>> = Mutex::new(Vec::new());
@@ -126,6 +131,8 @@ pub struct Guest {
     /// The device models' process IDs after the boot.
     models: Vec<u32>,
     baseline: Vec<Value>,
+    /// The test using it.
+    test: String,
 }
 
 /// A guest for `test` as `spec` says: an idle one of the same kind if the pool has one
@@ -144,15 +151,19 @@ pub fn lease(test: &str, spec: Spec<'_>) -> Result<Guest> {
     };
     if let Some(g) = found {
         let run_dir = g.kept.vm.run_dir().display().to_string();
-        match started(test, g.kept, g.cards, g.mounts, g.models, key.clone()) {
-            Ok(guest) => {
-                HANDED_ON.fetch_add(1, Ordering::Relaxed);
-                eprintln!("{test}: the guest booted for {} ({run_dir})", g.booted_for);
-                return Ok(guest);
-            }
-            // Not the test's failure: it gets a guest of its own.
-            Err(e) => eprintln!("{test}: the idle guest in {run_dir} did not answer: {e:#}"),
-        }
+        // A guest that passed its hand-back and then stopped answering while idle (a timer
+        // of the unloaded driver firing, a model that died): a bug of the test before,
+        // reported by this one, which has no guest to run in.
+        let guest =
+            started(test, g.kept, g.cards, g.mounts, g.models, key.clone()).with_context(|| {
+                format!(
+                    "the guest handed on by {} ({run_dir}) stopped answering while idle",
+                    g.last_test
+                )
+            })?;
+        HANDED_ON.fetch_add(1, Ordering::Relaxed);
+        eprintln!("{test}: the guest booted for {} ({run_dir})", g.booted_for);
+        return Ok(guest);
     }
     let cards = spec.cards;
     let mut kept = boot_kept(test, spec)?;
@@ -171,9 +182,17 @@ fn started(
     models: Vec<u32>,
     key: String,
 ) -> Result<Guest> {
-    kept.vm
-        .sh_ok(&format!("echo 'acq-e2e: {test} starts' > /dev/kmsg"), CMD)?;
-    let baseline = counters_of(&kept.vm)?;
+    let baseline = kept
+        .vm
+        .sh_ok(&format!("echo 'acq-e2e: {test} starts' > /dev/kmsg"), CMD)
+        .and_then(|_| counters_of(&kept.vm));
+    let baseline = match baseline {
+        Ok(b) => b,
+        Err(e) => {
+            kept.vm.mark_failed();
+            return Err(e);
+        }
+    };
     Ok(Guest {
         kept: Some(kept),
         key: Some(key),
@@ -181,6 +200,7 @@ fn started(
         mounts,
         models,
         baseline,
+        test: test.to_owned(),
     })
 }
 
@@ -192,8 +212,14 @@ fn model_pids(vm: &Vm) -> Vec<u32> {
 /// test that may change it in ways a hand-over cannot check.
 pub fn own(test: &str, spec: Spec<'_>) -> Result<Guest> {
     let cards = spec.cards;
-    let vm = boot_vm(test, spec)?;
-    let baseline = counters_of(&vm)?;
+    let mut vm = boot_vm(test, spec)?;
+    let baseline = match counters_of(&vm) {
+        Ok(b) => b,
+        Err(e) => {
+            vm.mark_failed();
+            return Err(e);
+        }
+    };
     let models = model_pids(&vm);
     Ok(Guest {
         kept: Some(Kept { vm, _keeper: None }),
@@ -202,6 +228,7 @@ pub fn own(test: &str, spec: Spec<'_>) -> Result<Guest> {
         mounts: String::new(),
         models,
         baseline,
+        test: test.to_owned(),
     })
 }
 
@@ -325,6 +352,7 @@ impl Guest {
                     cards: self.cards,
                     mounts: std::mem::take(&mut self.mounts),
                     models: std::mem::take(&mut self.models),
+                    last_test: std::mem::take(&mut self.test),
                 };
                 let extra = {
                     let mut idle = idle();
@@ -332,7 +360,11 @@ impl Guest {
                     (idle.len() > IDLE_MAX).then(|| idle.remove(0))
                 };
                 if let Some(old) = extra {
-                    let _ = old.kept.shutdown(CMD);
+                    // Its last test has passed: a failed power-off fails the one that
+                    // pushed it out, naming it.
+                    old.kept.shutdown(CMD).with_context(|| {
+                        format!("powering off the idle guest {} handed back", old.last_test)
+                    })?;
                 }
                 Ok(())
             }
@@ -366,9 +398,14 @@ enum HandBack {
 }
 
 /// The guest shell command that unloads the driver and the tests' tmpfs: status 1 if rmmod
-/// failed, 2 if the unmount did. (Not under busybox's `timeout`: its watchdog process
-/// outlives the command. A driver stuck in its unload shows as the command's timeout.)
-const UNLOAD: &str = "if grep -q '^acq ' /proc/modules; then rmmod acq || exit 1; fi; \
+/// still fails after 2 s of tries (a process that just ended may still be closing its
+/// file), printing how many open files still point at /dev/acq*; 2 if the unmount
+/// failed. (Not under busybox's `timeout`: its watchdog process outlives the command. A
+/// driver stuck in its unload shows as the command's timeout.)
+const UNLOAD: &str = "if grep -q '^acq ' /proc/modules; then \
+       for i in 1 2 3 4 5; do rmmod acq 2>/dev/null && break; sleep 0.5; done; \
+       if grep -q '^acq ' /proc/modules; then \
+         ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c ' -> /dev/acq'; rmmod acq; exit 1; fi; fi; \
      if grep -q ' /mnt/t ' /proc/mounts; then umount /mnt/t || exit 2; fi; \
      rmdir /mnt/t 2>/dev/null; true";
 
@@ -384,26 +421,29 @@ fn hand_back(vm: &mut Vm, cards: usize, mounts: &str, models: &[u32]) -> Result<
     let mut bug = None;
     let mut unfit = None;
     match unload {
-        Err(e) => unfit = Some(e.context("unloading the driver")),
+        // The guest answered the test's last command; only the unload ran since (a panic
+        // in it powers the guest off: panic=-1, -no-reboot).
+        Err(e) => {
+            bug = Some(e.context("the guest stopped answering while the driver was unloaded"))
+        }
         Ok(out) if out.timed_out => {
             bug = Some(anyhow!("rmmod acq did not return within {CMD:?}"));
         }
-        Ok(out) if out.status == 1 => match acq::handover::stray_processes_in(vm) {
-            Ok(left) if left.is_empty() => {
+        Ok(out) if out.status == 1 => {
+            let holders: u32 = out.stdout.trim().parse().unwrap_or(0);
+            if holders == 0 {
                 bug = Some(anyhow!(
-                    "rmmod acq failed with no process left to hold the driver: {}",
+                    "rmmod acq failed with no open file of /dev/acq* left to hold the driver: {}",
                     out.stderr.trim()
                 ));
-            }
-            Ok(left) => {
+            } else {
+                let left = acq::handover::stray_processes_in(vm).unwrap_or_default();
                 unfit = Some(anyhow!(
-                    "rmmod acq failed ({}) with processes left: {}",
-                    out.stderr.trim(),
+                    "rmmod acq failed: {holders} open files of /dev/acq* (processes left: {})",
                     left.join("; ")
                 ));
             }
-            Err(e) => unfit = Some(e),
-        },
+        }
         Ok(out) if out.status != 0 => {
             unfit = Some(anyhow!("/mnt/t stays mounted: {}", out.stderr.trim()));
         }
@@ -447,10 +487,22 @@ extern "C" fn power_off_idle() {
             HANDED_ON.load(Ordering::Relaxed)
         );
         let guests: Vec<Idle> = std::mem::take(&mut *idle());
+        let mut failed = false;
         for g in guests {
             if let Err(e) = g.kept.shutdown(CMD) {
-                eprintln!("guest pool: powering off an idle guest: {e:#}");
+                eprintln!(
+                    "guest pool: powering off the idle guest {} handed back failed: {e:#}",
+                    g.last_test
+                );
+                failed = true;
             }
+        }
+        if failed {
+            // Each test used to power its guest off and fail on a bad power-off: the
+            // binary fails instead, as libtest does for a failed test.
+            // SAFETY: _exit ends the process at once, which is what an atexit handler may
+            // do; nothing is left to run that the exit would skip but other handlers.
+            unsafe { libc::_exit(101) };
         }
     });
 }

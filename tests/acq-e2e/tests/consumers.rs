@@ -315,16 +315,16 @@ fn read_and_splice_survive_completions_that_lie() -> Result<()> {
         for method in ["read", "splice"] {
             let request =
                 format!(r#"{{"cmd":"inject","fault":"bad_completion","kind":"{kind}","count":1}}"#);
-            // `timeout`: a driver that waits for ever on a lie shows as no result. 10 MiB
+            // `timeout`: a driver that waits for ever on a lie shows as no result. 12 MiB
             // at 4 MB/s: the lie comes 1.5 s after the command (at most 6 MiB in), and at
-            // least a second of the stream follows it (16 MiB took 21 s more a test, in
-            // the one test that keeps all but one other guest waiting).
+            // least 1.5 s of the stream follows it (16 MiB took 14 s more a test, in a
+            // test that keeps all but one other guest waiting).
             let (out, err) = run_with_fault(
                 &mut vm,
                 &control,
                 &request,
                 &format!(
-                    "timeout -s KILL 60 acq-consume --method {method} --bytes 10M \
+                    "timeout -s KILL 60 acq-consume --method {method} --bytes 12M \
                      --chunk 64K --rate 4M --block 2K"
                 ),
             )?;
