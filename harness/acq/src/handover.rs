@@ -17,6 +17,11 @@ use crate::vm::Vm;
 /// How long one hand-over command may take in the guest.
 const CMD: Duration = Duration::from_secs(60);
 
+/// How long after the driver's unload a hand-over reads the kernel log at the earliest:
+/// four times the driver's longest timer (the watchdog's 500 ms), so that a report a timer
+/// or work item left behind lands in the run that loaded the driver.
+pub const SETTLE: Duration = Duration::from_secs(2);
+
 /// Each card's model resets the card and disarms what is still armed (a fault that never
 /// fired must not fire in the next run); the requests go to `log` when given.
 pub fn reset_cards(vm: &Vm, log: Option<&Path>) -> Result<()> {

@@ -176,7 +176,7 @@ pub fn boot_streaming_guest_alone(test: &str) -> Result<Guest> {
     streaming_guest(test, pool::own)
 }
 
-fn streaming_guest(test: &str, get: fn(&str, pool::Spec<'_>) -> Result<Guest>) -> Result<Guest> {
+fn streaming_guest(test: &str, get: fn(&str, pool::Spec) -> Result<Guest>) -> Result<Guest> {
     let paths = Paths::discover()?;
     let mut vm = get(test, pool::Spec::cards(1, driver_image(&paths)?))?;
     vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;

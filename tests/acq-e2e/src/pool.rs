@@ -43,11 +43,6 @@ use crate::{ImageFiles, CMD};
 /// that only one test asks for would otherwise sit idle to the end).
 const IDLE_MAX: usize = 2;
 
-/// How long after the driver's unload the hand-back reads the kernel log at the earliest:
-/// four times the driver's longest timer (the watchdog's 500 ms), so that a report a timer
-/// or work item left behind lands in the test that loaded the driver.
-const SETTLE: Duration = Duration::from_secs(2);
-
 /// Guests booted by this test binary's pool (including those of a test's own).
 pub static BOOTS: AtomicUsize = AtomicUsize::new(0);
 /// Guests handed from one test to the next.
@@ -67,13 +62,22 @@ impl Kept {
     }
 }
 
-struct Idle {
+/// A pooled guest's kind and what its hand-back checks it against, recorded at its boot.
+struct Booted {
+    /// The [`Spec`]'s key.
     key: String,
-    kept: Kept,
     cards: usize,
+    /// /proc/mounts after the boot.
     mounts: String,
+    /// The device models' process IDs after the boot.
     models: Vec<u32>,
-    booted_for: String,
+    /// The test it was booted for (its run directory is named after it).
+    test: String,
+}
+
+struct Idle {
+    kept: Kept,
+    booted: Booted,
     /// The test that handed it back.
     last_test: String,
 }
@@ -87,21 +91,21 @@ fn idle() -> std::sync::MutexGuard<'static, Vec<Idle>> {
 }
 
 /// What a guest boots with.
-pub struct Spec<'a> {
+pub struct Spec {
     /// Cards, each served by its own device model.
     pub cards: usize,
     /// The cards' model settings (JSON), if not the defaults.
-    pub config: Option<&'a str>,
+    pub config: Option<String>,
     /// Kernel modules in the image.
     pub modules: Vec<PathBuf>,
     /// Extra image files (guest path, host path).
     pub files: ImageFiles,
 }
 
-impl Spec<'_> {
+impl Spec {
     /// `cards` cards with the model's default settings and `image` (modules, files: as
     /// `driver_image` gives them).
-    pub fn cards(cards: usize, image: (Vec<PathBuf>, ImageFiles)) -> Spec<'static> {
+    pub fn cards(cards: usize, image: (Vec<PathBuf>, ImageFiles)) -> Spec {
         let (modules, files) = image;
         Spec {
             cards,
@@ -124,12 +128,8 @@ impl Spec<'_> {
 pub struct Guest {
     kept: Option<Kept>,
     /// `None` for a guest of the test's own ([`own`]).
-    key: Option<String>,
-    cards: usize,
-    /// /proc/mounts after the boot.
-    mounts: String,
-    /// The device models' process IDs after the boot.
-    models: Vec<u32>,
+    booted: Option<Booted>,
+    /// The cards' counters at the test's start.
     baseline: Vec<Value>,
     /// The test using it.
     test: String,
@@ -139,49 +139,49 @@ pub struct Guest {
 /// (its run directory stays the one it was booted in), else a new one booted by a keeper
 /// thread, its run directory named after the test. With `ACQ_E2E_POOL=0` in the
 /// environment every test boots its own ([`own`]), as before the pool.
-pub fn lease(test: &str, spec: Spec<'_>) -> Result<Guest> {
+pub fn lease(test: &str, spec: Spec) -> Result<Guest> {
     if std::env::var_os("ACQ_E2E_POOL").is_some_and(|v| v == "0") {
         return own(test, spec);
     }
     let key = spec.key();
     let found = {
         let mut idle = idle();
-        let i = idle.iter().position(|g| g.key == key);
+        let i = idle.iter().position(|g| g.booted.key == key);
         i.map(|i| idle.remove(i))
     };
-    if let Some(g) = found {
-        let run_dir = g.kept.vm.run_dir().display().to_string();
+    if let Some(Idle {
+        kept,
+        booted,
+        last_test,
+    }) = found
+    {
+        let run_dir = kept.vm.run_dir().display().to_string();
+        let booted_for = booted.test.clone();
         // A guest that passed its hand-back and then stopped answering while idle (a timer
         // of the unloaded driver firing, a model that died): a bug of the test before,
         // reported by this one, which has no guest to run in.
-        let guest =
-            started(test, g.kept, g.cards, g.mounts, g.models, key.clone()).with_context(|| {
-                format!(
-                    "the guest handed on by {} ({run_dir}) stopped answering while idle",
-                    g.last_test
-                )
-            })?;
+        let guest = started(test, kept, Some(booted)).with_context(|| {
+            format!("the guest handed on by {last_test} ({run_dir}) stopped answering while idle")
+        })?;
         HANDED_ON.fetch_add(1, Ordering::Relaxed);
-        eprintln!("{test}: the guest booted for {} ({run_dir})", g.booted_for);
+        eprintln!("{test}: the guest booted for {booted_for} ({run_dir})");
         return Ok(guest);
     }
     let cards = spec.cards;
     let mut kept = boot_kept(test, spec)?;
-    let mounts = kept.vm.sh_ok("cat /proc/mounts", CMD)?;
-    let models = model_pids(&kept.vm);
-    started(test, kept, cards, mounts, models, key)
+    let booted = Booted {
+        key,
+        cards,
+        mounts: kept.vm.sh_ok("cat /proc/mounts", CMD)?,
+        models: model_pids(&kept.vm),
+        test: test.to_owned(),
+    };
+    started(test, kept, Some(booted))
 }
 
 /// The guest for `test`, its start marked in the guest's kernel log (the console log
 /// shows where each test starts) and its cards' counters read.
-fn started(
-    test: &str,
-    mut kept: Kept,
-    cards: usize,
-    mounts: String,
-    models: Vec<u32>,
-    key: String,
-) -> Result<Guest> {
+fn started(test: &str, mut kept: Kept, booted: Option<Booted>) -> Result<Guest> {
     let baseline = kept
         .vm
         .sh_ok(&format!("echo 'acq-e2e: {test} starts' > /dev/kmsg"), CMD)
@@ -195,10 +195,7 @@ fn started(
     };
     Ok(Guest {
         kept: Some(kept),
-        key: Some(key),
-        cards,
-        mounts,
-        models,
+        booted,
         baseline,
         test: test.to_owned(),
     })
@@ -210,39 +207,22 @@ fn model_pids(vm: &Vm) -> Vec<u32> {
 
 /// A guest of `test`'s own, booted in the test's thread and powered off at its end, for a
 /// test that may change it in ways a hand-over cannot check.
-pub fn own(test: &str, spec: Spec<'_>) -> Result<Guest> {
-    let cards = spec.cards;
-    let mut vm = boot_vm(test, spec)?;
-    let baseline = match counters_of(&vm) {
-        Ok(b) => b,
-        Err(e) => {
-            vm.mark_failed();
-            return Err(e);
-        }
-    };
-    let models = model_pids(&vm);
-    Ok(Guest {
-        kept: Some(Kept { vm, _keeper: None }),
-        key: None,
-        cards,
-        mounts: String::new(),
-        models,
-        baseline,
-        test: test.to_owned(),
-    })
+pub fn own(test: &str, spec: Spec) -> Result<Guest> {
+    let vm = boot_vm(test, spec)?;
+    started(test, Kept { vm, _keeper: None }, None)
 }
 
-fn boot_vm(test: &str, spec: Spec<'_>) -> Result<Vm> {
+fn boot_vm(test: &str, spec: Spec) -> Result<Vm> {
     BOOTS.fetch_add(1, Ordering::Relaxed);
     let (vm, _) = match spec.config {
-        Some(c) => crate::boot_configured(test, spec.cards, c, spec.modules, spec.files)?,
+        Some(c) => crate::boot_configured(test, spec.cards, &c, spec.modules, spec.files)?,
         None => crate::boot_with(test, spec.cards, spec.modules, spec.files)?,
     };
     Ok(vm)
 }
 
 /// Boots in a thread that outlives the test: it waits until the guest is dropped.
-fn boot_kept(test: &str, spec: Spec<'_>) -> Result<Kept> {
+fn boot_kept(test: &str, spec: Spec) -> Result<Kept> {
     AT_EXIT.call_once(|| {
         // SAFETY: `power_off_idle` is an `extern "C" fn()` that never unwinds (it catches
         // panics), and what it does at exit is safe then: it takes the pool's own lock,
@@ -255,21 +235,9 @@ fn boot_kept(test: &str, spec: Spec<'_>) -> Result<Kept> {
     let (booted_tx, booted_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let name = test.to_owned();
-    let (cards, config, modules, files) = (
-        spec.cards,
-        spec.config.map(str::to_owned),
-        spec.modules,
-        spec.files,
-    );
     std::thread::Builder::new()
         .name(format!("keeper-{test}"))
         .spawn(move || {
-            let spec = Spec {
-                cards,
-                config: config.as_deref(),
-                modules,
-                files,
-            };
             let _ = booted_tx.send(boot_vm(&name, spec));
             // Until the guest is dropped: its sender goes with it.
             let _ = done_rx.recv();
@@ -286,12 +254,13 @@ fn boot_kept(test: &str, spec: Spec<'_>) -> Result<Kept> {
 
 /// Each card's model counters (one JSON object per card).
 fn counters_of(vm: &Vm) -> Result<Vec<Value>> {
-    (0..vm.models.len())
-        .map(|i| {
-            let line = crate::model_request(vm, i, r#"{"cmd":"counters"}"#)?;
-            serde_json::from_str(&line).with_context(|| format!("card {i} counters: {line}"))
-        })
-        .collect()
+    (0..vm.models.len()).map(|i| card_counters(vm, i)).collect()
+}
+
+/// Card `card`'s model counters, as the model counts them (since it started).
+fn card_counters(vm: &Vm, card: usize) -> Result<Value> {
+    let line = crate::model_request(vm, card, r#"{"cmd":"counters"}"#)?;
+    serde_json::from_str(&line).with_context(|| format!("card {card} counters: {line}"))
 }
 
 impl std::ops::Deref for Guest {
@@ -321,8 +290,7 @@ impl Guest {
     /// (a handed-on guest's cards have counted for the tests before); the registers and
     /// flags in it are as they are now.
     pub fn counters(&self, card: usize) -> Result<String> {
-        let now: Value =
-            serde_json::from_str(&crate::model_request(self, card, r#"{"cmd":"counters"}"#)?)?;
+        let now = card_counters(self, card)?;
         Ok(acq::handover::since(now, self.baseline.get(card)).to_string())
     }
 
@@ -335,23 +303,14 @@ impl Guest {
             .kept
             .take()
             .context("the guest was already shut down")?;
-        let Some(key) = self.key.take() else {
+        let Some(booted) = self.booted.take() else {
             return kept.shutdown(timeout);
         };
-        match hand_back(&mut kept.vm, self.cards, &self.mounts, &self.models) {
+        match hand_back(&mut kept.vm, &booted) {
             Ok(()) => {
                 let g = Idle {
-                    key,
-                    booted_for: kept
-                        .vm
-                        .run_dir()
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
                     kept,
-                    cards: self.cards,
-                    mounts: std::mem::take(&mut self.mounts),
-                    models: std::mem::take(&mut self.models),
+                    booted,
                     last_test: std::mem::take(&mut self.test),
                 };
                 let extra = {
@@ -409,9 +368,9 @@ const UNLOAD: &str = "if grep -q '^acq ' /proc/modules; then \
      if grep -q ' /mnt/t ' /proc/mounts; then umount /mnt/t || exit 2; fi; \
      rmdir /mnt/t 2>/dev/null; true";
 
-fn hand_back(vm: &mut Vm, cards: usize, mounts: &str, models: &[u32]) -> Result<(), HandBack> {
+fn hand_back(vm: &mut Vm, booted: &Booted) -> Result<(), HandBack> {
     let alive = vm.models.iter_mut().all(|m| m.child.try_status().is_none());
-    if !alive || model_pids(vm) != models {
+    if !alive || model_pids(vm) != booted.models {
         return Err(HandBack::Unfit(anyhow!(
             "its device models are not the ones it was booted with, all running"
         )));
@@ -449,7 +408,7 @@ fn hand_back(vm: &mut Vm, cards: usize, mounts: &str, models: &[u32]) -> Result<
         }
         Ok(_) => {
             if let Err(e) = acq::handover::reset_cards(vm, None)
-                .and_then(|()| acq::handover::ensure_as_booted(vm, cards, mounts))
+                .and_then(|()| acq::handover::ensure_as_booted(vm, booted.cards, &booted.mounts))
             {
                 unfit = Some(e);
             }
@@ -457,7 +416,7 @@ fn hand_back(vm: &mut Vm, cards: usize, mounts: &str, models: &[u32]) -> Result<
     }
     // The kernel log is read whatever happened above: a report from the unload is the
     // test's, even when the guest cannot be handed on.
-    std::thread::sleep(SETTLE.saturating_sub(unloaded.elapsed()));
+    std::thread::sleep(acq::handover::SETTLE.saturating_sub(unloaded.elapsed()));
     match vm.sh_ok("dmesg -c", CMD) {
         Ok(log) => {
             let bad = crate::kernel_bug_reports(&log);

@@ -124,7 +124,7 @@ fn every_read_path_ends_with_one_enodev_when_its_card_is_unplugged() -> Result<(
     // A guest of its own: its cards are unplugged for good.
     let spec = pool::Spec {
         cards: METHODS.len(),
-        config: Some(acq_e2e::UNPLUGGABLE),
+        config: Some(acq_e2e::UNPLUGGABLE.into()),
         modules,
         files,
     };

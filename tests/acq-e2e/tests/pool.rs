@@ -11,7 +11,7 @@ use acq_e2e::pool::{self, BOOTS, HANDED_ON};
 use acq_e2e::{acq_stream, assert_dmesg_clean, driver_image, ensure_verified, json_u64, CMD};
 use anyhow::{anyhow, ensure, Result};
 
-fn spec() -> Result<pool::Spec<'static>> {
+fn spec() -> Result<pool::Spec> {
     Ok(pool::Spec::cards(
         1,
         driver_image(&acq::paths::Paths::discover()?)?,

@@ -88,8 +88,7 @@ pub fn batches(shapes: &[Option<String>], jobs: usize, reuse: bool) -> Vec<Vec<u
     out
 }
 
-/// How long after the driver's unload the hand-over reads the kernel log at the earliest.
-pub(super) const SETTLE: Duration = Duration::from_secs(2);
+use crate::handover::SETTLE;
 
 /// Makes a guest whose scenario passed fit for the next one: each card's model resets the
 /// card and disarms what is still armed (a fault that never fired must not fire in the
