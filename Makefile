@@ -57,8 +57,11 @@ deps: toolroot kernel
 ## Builds
 # Guest tools are static (glibc, crt-static) and built into their own target directory so
 # their RUSTFLAGS never invalidate the host build.
+# The clone's path is mapped to a fixed one, so every clone builds the same bytes: a guest
+# snapshot is keyed by its image's bytes (harness/acq/src/snapshot.rs).
 guest: cargo-restore
-	RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$(GUEST_DIR) \
+	RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$(CURDIR)=/pcie-acq" \
+		CARGO_TARGET_DIR=$(GUEST_DIR) \
 		CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
 		$(CARGO) build --release --locked -p acq-guest --target $(GUEST_TARGET)
 

@@ -25,6 +25,18 @@ pub enum Request {
         /// The agent kills the command (SIGKILL) after this many milliseconds.
         timeout_ms: u64,
     },
+    /// Write a file into the guest (a kernel module or a tool for a guest restored from a
+    /// snapshot, whose image was built without them). Answered by [`Event::Written`].
+    Put {
+        /// Chosen by the host; echoed in the answer.
+        id: u64,
+        /// Absolute guest path; missing parent directories are created.
+        path: String,
+        /// Permission bits of the new file.
+        mode: u32,
+        /// The contents, hex-encoded ([`to_hex`]): JSON strings carry no raw bytes.
+        hex: String,
+    },
     /// Flush file systems and power the guest off.
     Shutdown {
         /// Echoed in the acknowledgement.
@@ -80,11 +92,50 @@ pub enum Event {
         /// What went wrong.
         message: String,
     },
+    /// A `Put` file is in place (written whole, then renamed over the path).
+    Written {
+        /// The request's id.
+        id: u64,
+        /// Bytes written.
+        bytes: u64,
+    },
     /// Acknowledges `Shutdown`; the guest powers off right after.
     ShuttingDown {
         /// The request's id.
         id: u64,
     },
+}
+
+/// Lower-case hex of `bytes`, two digits a byte (the encoding of [`Request::Put`]).
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
+}
+
+/// The bytes of [`to_hex`]'s output (either case), or what is wrong with `hex`.
+pub fn from_hex(hex: &str) -> Result<Vec<u8>, String> {
+    let digits = hex.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return Err(alloc::format!(
+            "odd number of hex digits ({})",
+            digits.len()
+        ));
+    }
+    let value = |at: usize| {
+        let c = digits[at];
+        (c as char)
+            .to_digit(16)
+            .map(|d| d as u8)
+            .ok_or_else(|| alloc::format!("not a hex digit at offset {at}: {:?}", c as char))
+    };
+    (0..digits.len() / 2)
+        .map(|i| Ok(value(2 * i)? << 4 | value(2 * i + 1)?))
+        .collect()
 }
 
 #[cfg(test)]
@@ -107,6 +158,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `shell`"), "{err}");
+    }
+
+    #[test]
+    fn hex_round_trips_and_names_a_bad_digit() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(from_hex(&to_hex(&bytes)).unwrap(), bytes);
+        assert_eq!(from_hex("00FFa5").unwrap(), vec![0, 255, 0xa5]);
+        assert_eq!(from_hex("abc").unwrap_err(), "odd number of hex digits (3)");
+        assert_eq!(
+            from_hex("0g").unwrap_err(),
+            "not a hex digit at offset 1: 'g'"
+        );
     }
 
     #[test]

@@ -94,7 +94,10 @@ pub type AliveCheck<'a> = &'a mut dyn FnMut() -> Result<()>;
 
 fn event_id(ev: &Event) -> Option<u64> {
     match ev {
-        Event::Output { id, .. } | Event::Exit { id, .. } | Event::ShuttingDown { id } => Some(*id),
+        Event::Output { id, .. }
+        | Event::Exit { id, .. }
+        | Event::Written { id, .. }
+        | Event::ShuttingDown { id } => Some(*id),
         Event::Error { id, .. } => *id,
         Event::Ready { .. } => None,
     }
@@ -109,6 +112,36 @@ impl Agent {
         alive: AliveCheck<'_>,
     ) -> Result<(Agent, String, Duration)> {
         let deadline = Instant::now() + timeout;
+        let agent = Agent::connect(listener, deadline, alive)?;
+        let general = agent
+            .general
+            .lock()
+            .map_err(|_| anyhow!("agent lock poisoned"))?;
+        loop {
+            match recv(&general, deadline, "the guest agent to become ready", alive)? {
+                Ok(Event::Ready { kernel, uptime_ms }) => {
+                    drop(general);
+                    return Ok((agent, kernel, Duration::from_millis(uptime_ms)));
+                }
+                Ok(other) => tracing::debug!("agent event before ready: {other:?}"),
+                Err(msg) => bail!("agent protocol error: {msg}"),
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for QEMU to connect to `listener`, for a guest restored from a
+    /// snapshot: its agent said `ready` before the snapshot was taken and is waiting for
+    /// requests, so none comes now (the caller asks the guest what it needs to know).
+    pub fn accept_restored(
+        listener: &UnixListener,
+        timeout: Duration,
+        alive: AliveCheck<'_>,
+    ) -> Result<Agent> {
+        Agent::connect(listener, Instant::now() + timeout, alive)
+    }
+
+    /// Accepts QEMU's connection and starts the thread that routes events by request id.
+    fn connect(listener: &UnixListener, deadline: Instant, alive: AliveCheck<'_>) -> Result<Agent> {
         listener.set_nonblocking(true)?;
         let stream = loop {
             match listener.accept() {
@@ -154,26 +187,12 @@ impl Agent {
                 r.by_id.clear();
             }
         });
-        let agent = Agent {
+        Ok(Agent {
             writer: Mutex::new(stream),
             routes,
             general: Mutex::new(rx),
             next_id: AtomicU64::new(1),
-        };
-        let general = agent
-            .general
-            .lock()
-            .map_err(|_| anyhow!("agent lock poisoned"))?;
-        loop {
-            match recv(&general, deadline, "the guest agent to become ready", alive)? {
-                Ok(Event::Ready { kernel, uptime_ms }) => {
-                    drop(general);
-                    return Ok((agent, kernel, Duration::from_millis(uptime_ms)));
-                }
-                Ok(other) => tracing::debug!("agent event before ready: {other:?}"),
-                Err(msg) => bail!("agent protocol error: {msg}"),
-            }
-        }
+        })
     }
 
     fn send(&self, req: &Request) -> Result<()> {
@@ -252,6 +271,42 @@ impl Agent {
                     break Err(anyhow!("guest command {argv:?}: {message}"))
                 }
                 Ok(other) => tracing::debug!("unexpected agent event for {id}: {other:?}"),
+            }
+        };
+        self.forget(id);
+        r
+    }
+
+    /// Writes `bytes` to the guest file `path` with permissions `mode` (through the
+    /// agent: the file appears whole or not at all).
+    pub fn put(
+        &self,
+        path: &str,
+        mode: u32,
+        bytes: &[u8],
+        timeout: Duration,
+        alive: AliveCheck<'_>,
+    ) -> Result<()> {
+        let (id, rx) = self.request(|id| Request::Put {
+            id,
+            path: path.to_owned(),
+            mode,
+            hex: acq_wire::agent::to_hex(bytes),
+        })?;
+        let deadline = Instant::now() + timeout;
+        let what = format!("the guest to write {path}");
+        let r = loop {
+            match recv(&rx, deadline, &what, alive) {
+                Ok(Event::Written { bytes: n, .. }) if n == bytes.len() as u64 => break Ok(()),
+                Ok(Event::Written { bytes: n, .. }) => {
+                    break Err(anyhow!(
+                        "the guest wrote {n} bytes of {path}, not {}",
+                        bytes.len()
+                    ))
+                }
+                Ok(Event::Error { message, .. }) => break Err(anyhow!("{message}")),
+                Ok(other) => tracing::debug!("unexpected agent event for {id}: {other:?}"),
+                Err(e) => break Err(e),
             }
         };
         self.forget(id);

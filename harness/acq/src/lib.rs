@@ -24,6 +24,7 @@ pub mod paths;
 pub mod process;
 pub mod scenario;
 pub mod signals;
+pub mod snapshot;
 pub mod soak;
 pub mod tsc;
 pub mod vm;

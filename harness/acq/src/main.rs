@@ -275,6 +275,10 @@ struct VmArgs {
     /// Seconds the guest may take to become ready.
     #[arg(long, default_value_t = 180)]
     boot_timeout: u64,
+    /// Boot the kernel with the cards present from power-on, instead of restoring the
+    /// machine from its snapshot and plugging the cards in (docs/architecture.md, "Guests").
+    #[arg(long)]
+    cold_boot: bool,
     /// Seconds each guest command may run before it is killed.
     #[arg(long, default_value_t = 600)]
     cmd_timeout: u64,
@@ -762,13 +766,15 @@ fn cmd_vm(args: VmArgs) -> Result<ExitCode> {
         kernel_args: args.kernel_args.clone(),
         run_dir,
         keep: args.keep,
+        snapshot: !args.cold_boot,
     };
     let mut vm = Vm::boot(&cfg, &paths).context("booting the guest")?;
     eprintln!(
-        "guest ready: kernel {}, accelerator {} ({}), boot {:.1} s (guest uptime {:.1} s), {} card(s)",
+        "guest ready: kernel {}, accelerator {} ({}), {} {:.1} s (guest uptime {:.1} s), {} card(s)",
         vm.kernel,
         vm.accel.0,
         vm.accel.1,
+        if vm.restored { "restored from its snapshot in" } else { "boot" },
         vm.boot_time.as_secs_f64(),
         vm.guest_uptime.as_secs_f64(),
         cfg.cards.len()

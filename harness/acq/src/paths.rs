@@ -12,6 +12,7 @@
 //! | `ACQ_KERNEL_DIR` | a built kernel tree (with `vmlinux` or `arch/x86/boot/bzImage`), used for the test flavor |
 //! | `ACQ_GUEST_BIN` | directory of the static guest binaries |
 //! | `ACQ_DEVICE` | the device model binary (default `target/release/acq-device`) |
+//! | `ACQ_SNAPSHOTS` | `0`: boot every guest instead of restoring its machine's snapshot (crate::snapshot) |
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,21 @@ pub enum QemuBinary {
 }
 
 impl Paths {
+    /// What names the QEMU in use for a snapshot's key (crate::snapshot): the toolroot's
+    /// directory (its name carries its inputs' hash), or a user's binary with its size and
+    /// modification time.
+    pub fn qemu_identity(&self) -> String {
+        match &self.qemu {
+            QemuBinary::Toolroot(t) => t.display().to_string(),
+            QemuBinary::Host(bin) => {
+                let meta = fs::metadata(bin).ok();
+                let size = meta.as_ref().map(|m| m.len());
+                let mtime = meta.and_then(|m| m.modified().ok());
+                format!("{} {size:?} {mtime:?}", bin.display())
+            }
+        }
+    }
+
     /// Resolves every location, failing with a message that says what to run when a piece
     /// is missing.
     pub fn discover() -> Result<Paths> {

@@ -22,6 +22,7 @@ use crate::devices::{self, DeviceModel};
 use crate::initramfs::{self, Entry};
 use crate::paths::{Paths, QemuBinary};
 use crate::process::Child;
+use crate::snapshot::{self, Snapshot};
 
 /// The CPU model of TCG guests; each run directory records it in `qemu.cmdline`.
 pub const TCG_CPU: &str = "max,erms=off,fsrm=off";
@@ -59,6 +60,10 @@ pub struct VmConfig {
     /// DMA mapping bounces through the software IOTLB, as in a confidential-computing
     /// guest: the driver's syncs and unmaps then move data, and a wrong one shows).
     pub kernel_args: Vec<String>,
+    /// Restore the machine from a snapshot when one was taken (crate::snapshot), taking
+    /// one otherwise. Off: the guest boots with its cards present from the start, the
+    /// path real hardware takes at power-on.
+    pub snapshot: bool,
 }
 
 impl Default for VmConfig {
@@ -77,6 +82,7 @@ impl Default for VmConfig {
             keep: false,
             viommu: false,
             kernel_args: Vec::new(),
+            snapshot: true,
         }
     }
 }
@@ -113,12 +119,26 @@ pub struct Vm {
     pub kernel: String,
     /// From QEMU start to agent ready.
     pub boot_time: Duration,
-    /// Guest uptime when the agent became ready.
+    /// Guest uptime when the agent became ready (after a restore: when it ran again).
     pub guest_uptime: Duration,
+    /// Whether the guest was restored from a snapshot (crate::snapshot) instead of booted.
+    pub restored: bool,
+    /// The snapshot of this guest's machine (restored from, or taken or to be taken by
+    /// the next boot), when snapshots are in use for it.
+    pub snapshot: Option<Snapshot>,
 }
 
 impl Vm {
-    /// Builds the image, starts QEMU and waits for the agent.
+    /// Builds the image, starts QEMU and waits for the agent; then the cards are in the
+    /// guest (not yet bound: the caller loads the driver) and so are `cfg.modules` and
+    /// `cfg.files`.
+    ///
+    /// A guest of a machine booted before is restored from its snapshot instead of booted
+    /// (crate::snapshot): its cards are plugged in and its modules and files put in place
+    /// once it runs, the same for the boot that takes the snapshot. Guests with a capture
+    /// disk, an interactive shell, under KVM or with `ACQ_SNAPSHOTS=0` boot with
+    /// everything on QEMU's command line and in the image, as a machine without
+    /// snapshots would.
     pub fn boot(cfg: &VmConfig, paths: &Paths) -> Result<Vm> {
         let accel = accel::resolve(cfg.accel)?;
         let run_dir = std::path::absolute(&cfg.run_dir)?;
@@ -126,8 +146,13 @@ impl Vm {
         // previous run with the same directory are overwritten below.
         fs::create_dir_all(&run_dir)
             .with_context(|| format!("creating run directory {}", run_dir.display()))?;
+        let snapshots = snapshot::enabled()
+            && accel.0 == Accel::Tcg
+            && cfg.disks.is_empty()
+            && !cfg.shell
+            && cfg.snapshot;
         let image = run_dir.join("initramfs.cpio");
-        build_image(cfg, paths, &image)?;
+        build_image(cfg, paths, &image, !snapshots)?;
         let kernel = place_kernel(&paths.kernel_image(), &run_dir)?;
 
         let mut models = Vec::new();
@@ -149,13 +174,11 @@ impl Vm {
             .collect::<Result<Vec<_>>>()?;
 
         let agent_sock = run_dir.join("agent.sock");
-        let _ = fs::remove_file(&agent_sock);
-        let listener = UnixListener::bind(&agent_sock)
-            .with_context(|| format!("binding {}", agent_sock.display()))?;
         let console = run_dir.join("console.log");
         let mut args = qemu_args(
             cfg,
             &sockets,
+            !snapshots,
             accel.0,
             &run_dir,
             &kernel,
@@ -165,60 +188,73 @@ impl Vm {
         );
         let disk_sockets: Vec<PathBuf> = disk_servers.iter().map(|s| s.socket.clone()).collect();
         args.extend(crate::disks::qemu_args(&disk_sockets));
-        fs::write(run_dir.join("qemu.cmdline"), shell_words(&args))?;
-
-        let mut cmd = match &paths.qemu {
-            QemuBinary::Host(bin) => {
-                let mut c = Command::new(bin);
-                c.args(&args);
-                c
-            }
-            QemuBinary::Toolroot(_) => {
-                let mut c = Command::new("bash");
-                c.arg(paths.repo.join("qemu/toolroot.sh")).arg("--run");
-                for dir in bind_dirs(&run_dir, &sockets) {
-                    c.arg("--bind").arg(dir);
-                }
-                c.arg("--").arg("qemu-system-x86_64").args(&args);
-                c
-            }
+        let snapshot = match snapshots {
+            true => Some(Snapshot::for_machine(
+                &snapshot::dir(),
+                &paths.qemu_identity(),
+                &kernel,
+                &image,
+                &args,
+                &run_dir,
+            )?),
+            false => None,
         };
-        let qemu_log = fs::File::create(run_dir.join("qemu.log"))?;
-        cmd.stderr(qemu_log.try_clone()?);
-        if cfg.shell {
-            cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit());
-        } else {
-            cmd.stdin(Stdio::null()).stdout(qemu_log);
-        }
+        let mut binds = bind_dirs(&run_dir, &sockets);
+        binds.extend(
+            snapshot
+                .as_ref()
+                .and_then(|s| s.state.parent().map(Path::to_path_buf)),
+        );
+        let qemu = Qemu {
+            paths,
+            args: &args,
+            binds: &binds,
+            run_dir: &run_dir,
+            shell: cfg.shell,
+        };
+
         tracing::info!(
             "starting QEMU ({}), run directory {}",
             accel.0,
             run_dir.display()
         );
         let start = Instant::now();
-        let mut qemu = Child::spawn("qemu", &mut cmd)?;
-        let ready = {
-            let mut alive = || qemu_alive(&mut qemu);
-            Agent::accept(&listener, cfg.boot_timeout, &mut alive)
-        };
-        let (agent, kernel, guest_uptime) = match ready {
-            Ok(r) => r,
-            Err(e) => {
-                if qemu.try_status().is_none() {
-                    save_cpu_state(&run_dir);
+        let restored = match snapshot.as_ref().filter(|s| s.exists()) {
+            Some(snap) => match qemu.restore(snap, cfg.boot_timeout) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!("{e:#}; booting the guest instead");
+                    snap.discard();
+                    None
                 }
-                qemu.terminate(Duration::from_secs(3));
-                return Err(with_logs(e, &run_dir));
+            },
+            None => None,
+        };
+        let (qemu_child, agent, ready) = match restored {
+            Some((child, agent)) => (child, agent, None),
+            None => {
+                let (mut child, agent, kernel, uptime) = qemu.boot(cfg.boot_timeout)?;
+                if let Err(e) = check_guest_clock(uptime, start.elapsed()) {
+                    child.terminate(Duration::from_secs(3));
+                    return Err(with_logs(e, &run_dir));
+                }
+                if let Some(snap) = &snapshot {
+                    let saved = connect_qmp(&run_dir, &mut child, Duration::from_secs(10))
+                        .and_then(|mut qmp| snap.save(&mut qmp));
+                    match saved {
+                        Ok(true) => {
+                            tracing::info!("saved the guest snapshot {}", snap.state.display())
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!("{e:#}"),
+                    }
+                }
+                (child, agent, Some((kernel, uptime)))
             }
         };
-        if let Err(e) = check_guest_clock(guest_uptime, start.elapsed()) {
-            qemu.terminate(Duration::from_secs(3));
-            return Err(with_logs(e, &run_dir));
-        }
-        drop(listener);
         let _ = fs::remove_file(&agent_sock);
-        Ok(Vm {
-            qemu,
+        let mut vm = Vm {
+            qemu: qemu_child,
             models,
             disk_servers,
             agent: Arc::new(agent),
@@ -227,10 +263,98 @@ impl Vm {
             failed: false,
             device_model: paths.device_model.clone(),
             accel,
-            kernel,
-            boot_time: start.elapsed(),
-            guest_uptime,
-        })
+            kernel: String::new(),
+            boot_time: Duration::ZERO,
+            guest_uptime: Duration::ZERO,
+            restored: ready.is_none(),
+            snapshot: snapshot.clone(),
+        };
+        // From here a failure drops `vm`, which kills and reaps QEMU and the models.
+        let (kernel, uptime, functions) = vm.probe()?;
+        (vm.kernel, vm.guest_uptime) = ready.unwrap_or((kernel, uptime));
+        if snapshot.is_some() {
+            vm.plug_cards(&sockets, functions)?;
+            vm.put_files(cfg)?;
+        }
+        vm.boot_time = start.elapsed();
+        Ok(vm)
+    }
+
+    /// Asks the guest its kernel, uptime and how many PCI functions it has added, and
+    /// sets its clock to the host's (a restored guest's clock says when its snapshot was
+    /// taken).
+    fn probe(&mut self) -> Result<(String, Duration, usize)> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let out = self.sh_ok(
+            &format!(
+                "date -s @{now} >/dev/null; cat /proc/sys/kernel/osrelease /proc/uptime; {PCI_FUNCTIONS}"
+            ),
+            Duration::from_secs(30),
+        )?;
+        let mut lines = out.lines();
+        let mut next = || lines.next().unwrap_or_default().trim().to_owned();
+        let (kernel, uptime, functions) = (next(), next(), next());
+        let uptime = uptime
+            .split_whitespace()
+            .next()
+            .and_then(|u| u.parse::<f64>().ok())
+            .map(Duration::from_secs_f64);
+        match (uptime, functions.parse::<usize>()) {
+            (Some(u), Ok(f)) if !kernel.is_empty() => Ok((kernel, u, f)),
+            _ => bail!("the guest's answer about itself does not read: {out:?}"),
+        }
+    }
+
+    /// Plugs the cards into their (empty) root ports and waits until the guest has added
+    /// them (`functions` PCI functions before). Not yet bound: no driver is loaded. One
+    /// at a time, in card order: the guest then lists them in that order, and the driver
+    /// numbers them /dev/acq0, /dev/acq1, ... as it does cards present at boot.
+    fn plug_cards(&mut self, sockets: &[PathBuf], functions: usize) -> Result<()> {
+        if sockets.is_empty() {
+            return Ok(());
+        }
+        let transcript = self.run_dir.join("qmp-plug.log");
+        let mut qmp = Qmp::connect(&qmp_socket(&self.run_dir), Some(&transcript))?;
+        for (i, sock) in sockets.iter().enumerate() {
+            qmp.execute("device_add", card_device(i, sock))
+                .with_context(|| format!("plugging in card {i} ({})", sock.display()))?;
+            let want = functions + i + 1;
+            let wait = format!(
+                "for i in $(seq 300); do [ $({PCI_FUNCTIONS}) -ge {want} ] && exit 0; sleep 0.05; done; \
+                 echo \"the guest did not add card {i} within 15 s\"; exit 1"
+            );
+            self.sh_ok(&wait, Duration::from_secs(30))?;
+        }
+        Ok(())
+    }
+
+    /// Puts the run's kernel modules and extra files into a guest whose image was built
+    /// without them (the snapshot's image is every run's).
+    fn put_files(&mut self, cfg: &VmConfig) -> Result<()> {
+        let modules = cfg.modules.iter().map(|m| {
+            let name = m.file_name().map(|n| n.to_string_lossy().into_owned());
+            (name.map(|n| format!("/lib/modules/{n}")), m, 0o644)
+        });
+        let files = (cfg.files.iter()).map(|(guest, host)| (Some(guest.clone()), host, 0o755));
+        for (guest, host, mode) in modules.chain(files) {
+            let guest = guest
+                .with_context(|| format!("module path {} has no file name", host.display()))?;
+            let bytes = fs::read(host).with_context(|| {
+                format!(
+                    "reading {} for the guest's {guest}: run `make guest` (guest tools) or `make deps`",
+                    host.display()
+                )
+            })?;
+            let qemu = &mut self.qemu;
+            let mut alive = || qemu_alive(qemu);
+            self.agent
+                .put(&guest, mode, &bytes, Duration::from_secs(60), &mut alive)
+                .with_context(|| format!("putting {} into the guest", host.display()))?;
+        }
+        Ok(())
     }
 
     /// The run directory (console log, QEMU log, command line).
@@ -318,12 +442,7 @@ impl Vm {
             old.child.terminate(Duration::from_secs(3));
         }
         let model = devices::start(&self.device_model, &self.run_dir, card, config)?;
-        let dev = serde_json::json!({
-            "driver": "vfio-user-pci",
-            "id": format!("acq{card}"),
-            "bus": format!("rp{card}"),
-            "socket": {"path": model.socket.display().to_string(), "type": "unix"},
-        });
+        let dev = card_device(card, &model.socket);
         if card == self.models.len() {
             self.models.push(model);
         } else {
@@ -490,6 +609,135 @@ impl Drop for Vm {
     }
 }
 
+/// The QEMU of one [`Vm::boot`]: how it is run (directly, or in the toolroot with the
+/// directories it needs bound) and its arguments.
+struct Qemu<'a> {
+    paths: &'a Paths,
+    args: &'a [String],
+    binds: &'a [PathBuf],
+    run_dir: &'a Path,
+    shell: bool,
+}
+
+impl Qemu<'_> {
+    /// Starts QEMU with `extra` arguments after the machine's.
+    fn spawn(&self, extra: &[&str]) -> Result<Child> {
+        let args = self
+            .args
+            .iter()
+            .map(String::as_str)
+            .chain(extra.iter().copied());
+        let mut cmd = match &self.paths.qemu {
+            QemuBinary::Host(bin) => {
+                let mut c = Command::new(bin);
+                c.args(args);
+                c
+            }
+            QemuBinary::Toolroot(_) => {
+                let mut c = Command::new("bash");
+                c.arg(self.paths.repo.join("qemu/toolroot.sh")).arg("--run");
+                for dir in self.binds {
+                    c.arg("--bind").arg(dir);
+                }
+                c.arg("--").arg("qemu-system-x86_64").args(args);
+                c
+            }
+        };
+        let mut line = shell_words(self.args);
+        if !extra.is_empty() {
+            line = format!("{} {}\n", line.trim_end(), extra.join(" "));
+        }
+        fs::write(self.run_dir.join("qemu.cmdline"), line)?;
+        let qemu_log = fs::File::create(self.run_dir.join("qemu.log"))?;
+        cmd.stderr(qemu_log.try_clone()?);
+        if self.shell {
+            cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit());
+        } else {
+            cmd.stdin(Stdio::null()).stdout(qemu_log);
+        }
+        Child::spawn("qemu", &mut cmd)
+    }
+
+    /// The agent's socket, bound afresh (QEMU connects to it).
+    fn listen(&self) -> Result<UnixListener> {
+        let sock = self.run_dir.join("agent.sock");
+        let _ = fs::remove_file(&sock);
+        UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))
+    }
+
+    /// Boots the machine and waits for the agent's `ready`: QEMU, the agent, the guest
+    /// kernel release and its uptime then.
+    fn boot(&self, timeout: Duration) -> Result<(Child, Agent, String, Duration)> {
+        let listener = self.listen()?;
+        let mut qemu = self.spawn(&[])?;
+        let ready = {
+            let mut alive = || qemu_alive(&mut qemu);
+            Agent::accept(&listener, timeout, &mut alive)
+        };
+        match ready {
+            Ok((agent, kernel, uptime)) => Ok((qemu, agent, kernel, uptime)),
+            Err(e) => {
+                if qemu.try_status().is_none() {
+                    save_cpu_state(self.run_dir);
+                }
+                qemu.terminate(Duration::from_secs(3));
+                Err(with_logs(e, self.run_dir))
+            }
+        }
+    }
+
+    /// Starts the machine from `snap` and connects the agent.
+    fn restore(&self, snap: &Snapshot, timeout: Duration) -> Result<(Child, Agent)> {
+        let listener = self.listen()?;
+        let mut qemu = self.spawn(&["-incoming", "defer"])?;
+        let r = connect_qmp(self.run_dir, &mut qemu, timeout)
+            .and_then(|mut qmp| snap.restore(&mut qmp))
+            .and_then(|()| {
+                let mut alive = || qemu_alive(&mut qemu);
+                Agent::accept_restored(&listener, timeout, &mut alive)
+            });
+        match r {
+            Ok(agent) => Ok((qemu, agent)),
+            Err(e) => {
+                qemu.terminate(Duration::from_secs(3));
+                Err(with_logs(e, self.run_dir))
+            }
+        }
+    }
+}
+
+/// Connects to QEMU's QMP socket once QEMU has made it (up to `timeout`).
+fn connect_qmp(run_dir: &Path, qemu: &mut Child, timeout: Duration) -> Result<Qmp> {
+    let start = Instant::now();
+    let transcript = run_dir.join("qmp-boot.log");
+    loop {
+        match Qmp::connect(&qmp_socket(run_dir), Some(&transcript)) {
+            Ok(q) => return Ok(q),
+            Err(e) if start.elapsed() > timeout => {
+                return Err(e.context(format!("QEMU's QMP socket within {timeout:?}")))
+            }
+            Err(_) => {
+                qemu_alive(qemu)?;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Counts the PCI functions the guest kernel has added (each gets its /proc/bus/pci file
+/// once it may be bound, after its resources are assigned).
+const PCI_FUNCTIONS: &str = "ls -d /proc/bus/pci/*/* 2>/dev/null | wc -l";
+
+/// A card as QEMU's `-device` (or QMP `device_add`) takes it: behind its own root port.
+fn card_device(i: usize, sock: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "driver": "vfio-user-pci",
+        "id": format!("acq{i}"),
+        "bus": format!("rp{i}"),
+        "socket": {"path": sock.display().to_string(), "type": "unix"},
+    })
+}
+
 fn qemu_alive(qemu: &mut Child) -> Result<()> {
     match qemu.try_status() {
         None => Ok(()),
@@ -562,7 +810,8 @@ fn bind_dirs(run_dir: &Path, cards: &[PathBuf]) -> Vec<PathBuf> {
     dirs
 }
 
-fn build_image(cfg: &VmConfig, paths: &Paths, out: &Path) -> Result<()> {
+/// The guest's initramfs; with `extras`, the run's modules and files in it too.
+fn build_image(cfg: &VmConfig, paths: &Paths, out: &Path, extras: bool) -> Result<()> {
     let recipe_path = paths.repo.join("qemu/initramfs.list");
     let recipe = fs::read_to_string(&recipe_path)
         .with_context(|| format!("reading {}", recipe_path.display()))?;
@@ -590,7 +839,11 @@ fn build_image(cfg: &VmConfig, paths: &Paths, out: &Path) -> Result<()> {
             )?);
         }
     }
-    for m in &cfg.modules {
+    let (modules, files) = match extras {
+        true => (&cfg.modules[..], &cfg.files[..]),
+        false => (&[][..], &[][..]),
+    };
+    for m in modules {
         let name = m
             .file_name()
             .with_context(|| format!("module path {} has no file name", m.display()))?;
@@ -600,7 +853,7 @@ fn build_image(cfg: &VmConfig, paths: &Paths, out: &Path) -> Result<()> {
             mode: 0o644,
         });
     }
-    for (guest, host) in &cfg.files {
+    for (guest, host) in files {
         entries.push(Entry::File {
             path: guest.clone(),
             source: host.clone(),
@@ -642,6 +895,7 @@ fn place_kernel(image: &Path, run_dir: &Path) -> Result<PathBuf> {
 fn qemu_args(
     cfg: &VmConfig,
     cards: &[PathBuf],
+    plug_cards: bool,
     accel: Accel,
     run_dir: &Path,
     kernel: &Path,
@@ -727,15 +981,14 @@ fn qemu_args(
     // Each card sits alone behind a root port so it can be hot-unplugged (QMP device_del,
     // the surprise_removal fault). q35 hot-plugs root ports through ACPI: the guest's
     // acpiphp acts at once, where native pciehp would wait out a 5 s attention button.
+    // Without `plug_cards` the root ports stay empty: the cards are plugged in once the
+    // guest runs (a guest restored from a snapshot, or booted to take one).
     for (i, sock) in cards.iter().enumerate() {
         let rp = format!("pcie-root-port,id=rp{i},chassis={},slot={}", i + 1, i + 1);
-        let card = serde_json::json!({
-            "driver": "vfio-user-pci",
-            "id": format!("acq{i}"),
-            "bus": format!("rp{i}"),
-            "socket": {"path": d(sock), "type": "unix"},
-        });
-        push(&["-device", &rp, "-device", &card.to_string()]);
+        push(&["-device", &rp]);
+        if plug_cards {
+            push(&["-device", &card_device(i, sock).to_string()]);
+        }
     }
     a
 }
@@ -794,7 +1047,7 @@ mod tests {
         let cfg = VmConfig::default();
         let p = Path::new("/r");
         let cards = [PathBuf::from("/r/a.sock"), PathBuf::from("/r/b.sock")];
-        let a = qemu_args(&cfg, &cards, Accel::Tcg, p, p, p, p, p).join(" ");
+        let a = qemu_args(&cfg, &cards, true, Accel::Tcg, p, p, p, p, p).join(" ");
         assert!(a.contains("memory-backend-memfd,id=mem,size=1024M,share=on"));
         assert!(a.contains("pcie-root-port,id=rp1,chassis=2,slot=2"));
         assert!(a.contains(r#""bus":"rp1""#));
@@ -819,6 +1072,7 @@ mod tests {
         let a = qemu_args(
             &cfg,
             &[PathBuf::from("/r/a.sock")],
+            true,
             Accel::Tcg,
             p,
             p,

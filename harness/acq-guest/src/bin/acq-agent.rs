@@ -138,6 +138,21 @@ fn handle_line(line: &str, port: &Port) {
             let port = Arc::clone(port);
             thread::spawn(move || exec(id, argv, Duration::from_millis(timeout_ms), &port));
         }
+        Ok(Request::Put {
+            id,
+            path,
+            mode,
+            hex,
+        }) => send(
+            port,
+            &match put(&path, mode, &hex) {
+                Ok(bytes) => Event::Written { id, bytes },
+                Err(message) => Event::Error {
+                    id: Some(id),
+                    message: format!("put {path}: {message}"),
+                },
+            },
+        ),
         Ok(Request::Shutdown { id }) => {
             send(port, &Event::ShuttingDown { id });
             power_off();
@@ -152,6 +167,25 @@ fn handle_line(line: &str, port: &Port) {
             },
         ),
     }
+}
+
+/// Writes a `Put` file: to a temporary name beside it, then renamed, so nobody sees half
+/// of it. Returns the bytes written.
+fn put(path: &str, mode: u32, hex: &str) -> Result<u64, String> {
+    let path = std::path::Path::new(path);
+    if !path.is_absolute() {
+        return Err("the path is not absolute".into());
+    }
+    let name = path.file_name().ok_or("the path names no file")?;
+    let bytes = acq_wire::agent::from_hex(hex)?;
+    let dir = path.parent().ok_or("the path has no directory")?;
+    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let tmp = dir.join(format!(".{}.put", name.to_string_lossy()));
+    fs::write(&tmp, &bytes).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
+    fs::rename(&tmp, path).map_err(|e| format!("renaming {}: {e}", tmp.display()))?;
+    Ok(bytes.len() as u64)
 }
 
 fn power_off() -> ! {

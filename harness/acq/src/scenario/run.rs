@@ -621,6 +621,7 @@ fn boot(
         keep: true,
         viommu,
         kernel_args,
+        snapshot: true,
     };
     res.memory_mib = cfg.memory_mib;
     Vm::boot(&cfg, paths)
