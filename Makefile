@@ -57,11 +57,12 @@ deps: toolroot kernel
 ## Builds
 # Guest tools are static (glibc, crt-static) and built into their own target directory so
 # their RUSTFLAGS never invalidate the host build.
-# The clone's path is mapped to a fixed one, so every clone builds the same bytes: a guest
-# snapshot is keyed by its image's bytes (harness/acq/src/snapshot.rs).
+# Every clone builds the same bytes (cargo names this repo's sources by relative paths):
+# a guest snapshot is keyed by its image's bytes (harness/acq/src/snapshot.rs), so a fresh
+# clone restores the snapshots another one saved (tests/acq-e2e/tests/snapshot.rs checks
+# that no guest tool names the clone).
 guest: cargo-restore
-	RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$(CURDIR)=/pcie-acq" \
-		CARGO_TARGET_DIR=$(GUEST_DIR) \
+	RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$(GUEST_DIR) \
 		CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
 		$(CARGO) build --release --locked -p acq-guest --target $(GUEST_TARGET)
 

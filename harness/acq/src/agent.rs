@@ -92,6 +92,9 @@ pub struct Agent {
 /// instead of at the deadline.
 pub type AliveCheck<'a> = &'a mut dyn FnMut() -> Result<()>;
 
+/// How long one request may take to reach the guest.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
 fn event_id(ev: &Event) -> Option<u64> {
     match ev {
         Event::Output { id, .. }
@@ -153,6 +156,9 @@ impl Agent {
             thread::sleep(Duration::from_millis(20));
         };
         stream.set_nonblocking(false)?;
+        // A guest that stops reading must not hold a request (a `put` of megabytes) for
+        // good: every wait on the guest has a bound.
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         let reader = stream.try_clone()?;
         let (tx, rx) = mpsc::channel();
         let routes = Arc::new(Mutex::new(Routes::default()));

@@ -159,6 +159,50 @@ pub fn start(binary: &Path, run_dir: &Path, index: usize, spec: &DiskSpec) -> Re
     })
 }
 
+/// The chassis number of disk 0's root port (cards' ports count from 1).
+const DISK_CHASSIS: usize = 100;
+
+/// QEMU arguments for a machine whose disks are plugged in once the guest runs (a guest
+/// restored from a snapshot, or booted to take one): an empty root port `dpN` for disk N.
+pub fn root_ports(disks: usize) -> Vec<String> {
+    (0..disks)
+        .flat_map(|i| {
+            let n = DISK_CHASSIS + i;
+            [
+                "-device".to_string(),
+                format!("pcie-root-port,id=dp{i},chassis={n},slot={n}"),
+            ]
+        })
+        .collect()
+}
+
+/// The QMP commands that plug disk `index` (served at `socket`) into its root port: its
+/// chardev, then the device.
+pub fn hotplug(index: usize, socket: &Path) -> [(&'static str, Value); 2] {
+    [
+        (
+            "chardev-add",
+            serde_json::json!({
+                "id": format!("sink{index}"),
+                "backend": {"type": "socket", "data": {
+                    "addr": {"type": "unix", "data": {"path": socket.display().to_string()}},
+                    "server": false,
+                }},
+            }),
+        ),
+        (
+            "device_add",
+            serde_json::json!({
+                "driver": "vhost-user-blk-pci",
+                "id": format!("disk{index}"),
+                "chardev": format!("sink{index}"),
+                "num-queues": 1,
+                "bus": format!("dp{index}"),
+            }),
+        ),
+    ]
+}
+
 /// QEMU arguments attaching vhost-user-blk disks at `sockets` (disk N is chardev `sinkN`).
 pub fn qemu_args(sockets: &[PathBuf]) -> Vec<String> {
     let mut a = Vec::new();

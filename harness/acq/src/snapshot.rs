@@ -80,6 +80,10 @@ impl Snapshot {
         let mut h = DefaultHasher::new();
         h.write_u32(FORMAT);
         h.write(qemu.as_bytes());
+        // The guest keeps the TSC rate its kernel was told at boot: a cache carried to a
+        // host of another rate must not restore a guest whose clock runs wrong there. In
+        // 10 MHz steps, so that a rate measured a few kHz apart names the same machine.
+        h.write_u32(crate::tsc::host_khz().map_or(0, |k| (k + 5_000) / 10_000));
         hash_file(&mut h, kernel)?;
         hash_file(&mut h, image)?;
         let run = run_dir.display().to_string();
@@ -107,15 +111,19 @@ impl Snapshot {
     }
 
     /// Saves the running guest behind `qmp` as this snapshot, unless another guest is
-    /// saving it now or already has. The guest is paused while QEMU writes its memory
-    /// (about a second) and runs on afterwards. Returns whether this call saved it.
+    /// saving it now or already has. The guest is stopped while QEMU writes its memory
+    /// (about a second: one pass, nothing dirtied meanwhile) and runs on afterwards.
+    /// Returns whether this call saved it; a save that fails is logged and leaves no
+    /// file. An error means the guest could not be run again.
     pub fn save(&self, qmp: &mut Qmp) -> Result<bool> {
         let dir = self
             .state
             .parent()
             .context("a snapshot path has a directory")?;
-        let lock = File::create(&self.lock)
-            .with_context(|| format!("creating {}", self.lock.display()))?;
+        let Ok(lock) = File::create(&self.lock) else {
+            tracing::warn!("cannot create {}: no snapshot taken", self.lock.display());
+            return Ok(false);
+        };
         // SAFETY: flock on a file descriptor we own; it blocks nothing (LOCK_NB) and the
         // lock goes with the descriptor when `lock` is dropped.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
@@ -124,38 +132,58 @@ impl Snapshot {
         if self.exists() {
             return Ok(false);
         }
-        let tmp = self
-            .state
-            .with_extension(format!("state.{}", std::process::id()));
-        let _ = fs::remove_file(&tmp);
-        let saved = migrate(qmp, "migrate", &json!({"uri": file_uri(&tmp)}));
-        // The source is paused after a migration, done or failed: it runs on either way.
-        let resumed = qmp.execute("cont", json!({}));
-        if let Err(e) = saved {
-            let _ = fs::remove_file(&tmp);
-            return Err(e.context(format!("saving the snapshot {}", self.state.display())));
+        let tmp = Unfinished(
+            self.state
+                .with_extension(format!("state.{}", std::process::id())),
+        );
+        let _ = fs::remove_file(&tmp.0);
+        qmp.execute("stop", json!({}))
+            .context("stopping the guest for its snapshot")?;
+        let saved = migrate(qmp, "migrate", json!({"uri": file_uri(&tmp.0)}));
+        if !matches!(saved, Ok(Ok(()))) {
+            // A migration still running would stop the guest again when it ends.
+            let _ = qmp.execute("migrate_cancel", json!({}));
+            let _ = wait_migration(qmp, "migrate", Duration::from_secs(10));
         }
-        resumed.context("resuming the guest after its snapshot")?;
+        qmp.execute("cont", json!({}))
+            .context("running the guest again after its snapshot")?;
+        let done = match saved {
+            Ok(Ok(())) => fs::rename(&tmp.0, &self.state)
+                .with_context(|| format!("renaming {} into place", tmp.0.display())),
+            Ok(Err(reason)) => Err(anyhow::anyhow!(reason)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            tracing::warn!("{e:#}: no snapshot saved as {}", self.state.display());
+            return Ok(false);
+        }
         let _ = fs::write(self.state.with_extension("machine"), &self.machine);
-        fs::rename(&tmp, &self.state)
-            .with_context(|| format!("renaming {} into place", tmp.display()))?;
         prune(dir, KEEP);
         Ok(true)
     }
 
-    /// Loads this snapshot into a QEMU started with `-incoming defer` and runs it.
+    /// Loads this snapshot into a QEMU started with `-incoming defer` and runs it. A
+    /// snapshot QEMU cannot load (cut short, of another QEMU) is deleted, so the guest's
+    /// boot saves a new one; any other failure (a timeout, QEMU gone) leaves it.
     pub fn restore(&self, qmp: &mut Qmp) -> Result<()> {
         // Most recently used first when pruning.
         let _ = File::options()
             .append(true)
             .open(&self.state)
             .and_then(|f| f.set_modified(SystemTime::now()));
-        migrate(
-            qmp,
-            "migrate-incoming",
-            &json!({"uri": file_uri(&self.state)}),
-        )
-        .with_context(|| format!("restoring the snapshot {}", self.state.display()))?;
+        let uri = file_uri(&self.state);
+        // exit-on-error off: a load that fails is reported (status "failed"), and QEMU
+        // stays to say so instead of exiting.
+        let args = json!({"uri": uri, "exit-on-error": false});
+        let loaded = migrate(qmp, "migrate-incoming", args)
+            .with_context(|| format!("restoring the snapshot {}", self.state.display()))?;
+        if let Err(reason) = loaded {
+            self.discard();
+            bail!(
+                "the snapshot {} does not load: {reason}; deleted",
+                self.state.display()
+            );
+        }
         qmp.execute("cont", json!({}))
             .context("running the restored guest")?;
         Ok(())
@@ -199,42 +227,82 @@ fn file_uri(path: &Path) -> String {
 
 /// Runs one migration command (`migrate` to save, `migrate-incoming` to restore) with
 /// the `mapped-ram` format (each page at a fixed offset: a sparse file written and read
-/// in place, no stream to parse) and waits for it to finish.
-fn migrate(qmp: &mut Qmp, command: &str, args: &serde_json::Value) -> Result<()> {
+/// in place, no stream to parse) and waits for it to finish: `Ok(Err(reason))` when QEMU
+/// reports it failed.
+fn migrate(
+    qmp: &mut Qmp,
+    command: &str,
+    args: serde_json::Value,
+) -> Result<std::result::Result<(), String>> {
     qmp.execute(
         "migrate-set-capabilities",
         json!({"capabilities": [{"capability": "mapped-ram", "state": true}]}),
     )?;
-    qmp.execute(command, args.clone())?;
+    qmp.execute(command, args)?;
+    wait_migration(qmp, command, MIGRATION_TIMEOUT)
+}
+
+/// Waits up to `timeout` for the migration `command` started to end (see [`migrate`]).
+fn wait_migration(
+    qmp: &mut Qmp,
+    command: &str,
+    timeout: Duration,
+) -> Result<std::result::Result<(), String>> {
     let start = Instant::now();
     loop {
         let status = qmp.execute("query-migrate", json!({}))?;
         match status.get("status").and_then(|s| s.as_str()) {
-            Some("completed") => return Ok(()),
-            Some("failed") | Some("cancelled") => bail!(
-                "QEMU's {command} ended {}: {}",
-                status["status"],
-                status
-                    .get("error-desc")
-                    .and_then(|e| e.as_str())
-                    .unwrap_or("no reason given")
-            ),
-            _ if start.elapsed() > MIGRATION_TIMEOUT => {
-                bail!("QEMU's {command} did not finish within {MIGRATION_TIMEOUT:?}: {status}")
+            Some("completed") => return Ok(Ok(())),
+            Some(end @ ("failed" | "cancelled")) => {
+                return Ok(Err(format!(
+                    "QEMU's {command} ended {end}: {}",
+                    status
+                        .get("error-desc")
+                        .and_then(|e| e.as_str())
+                        .unwrap_or("no reason given")
+                )))
+            }
+            _ if start.elapsed() > timeout => {
+                bail!("QEMU's {command} did not finish within {timeout:?}: {status}")
             }
             _ => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }
 
-/// Deletes all but the `keep` most recently used snapshots in `dir`.
+/// A snapshot file being written: removed unless renamed into place.
+struct Unfinished(PathBuf);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Deletes all but the `keep` most recently used snapshots in `dir`, and what saves
+/// left behind over an hour ago (a harness killed mid-save: `KEY.state.PID`; the lock of
+/// a snapshot deleted).
 fn prune(dir: &Path, keep: usize) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
+    let entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    let stale = |p: &Path| {
+        p.metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(3600)))
+    };
+    for p in &entries {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        let unfinished = name.contains(".state.");
+        let orphan_lock =
+            p.extension().is_some_and(|x| x == "lock") && !p.with_extension("state").exists();
+        if (unfinished || orphan_lock) && stale(p) {
+            let _ = fs::remove_file(p);
+        }
+    }
     let mut states: Vec<(SystemTime, PathBuf)> = entries
-        .flatten()
-        .map(|e| e.path())
+        .into_iter()
         .filter(|p| p.extension().is_some_and(|x| x == "state"))
         .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
         .collect();
@@ -311,13 +379,27 @@ mod tests {
                 .set_modified(now - Duration::from_secs(age))
                 .unwrap();
         }
+        // A save killed two hours ago and one under way; the lock of a deleted snapshot.
+        for (n, age) in [("d.state.17", 7200), ("e.state.18", 10), ("f.lock", 7200)] {
+            let p = t.join(n);
+            fs::write(&p, b"").unwrap();
+            File::options()
+                .append(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(now - Duration::from_secs(age))
+                .unwrap();
+        }
         prune(&t, 2);
         let mut left: Vec<String> = fs::read_dir(&t)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, ["b.lock", "b.state", "c.lock", "c.state"]);
+        assert_eq!(
+            left,
+            ["b.lock", "b.state", "c.lock", "c.state", "e.state.18"]
+        );
         fs::remove_dir_all(&t).unwrap();
     }
 }

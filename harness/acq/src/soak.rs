@@ -244,7 +244,7 @@ pub fn run(paths: &Paths, opts: &SoakOptions) -> Result<SoakReport> {
             report.kmemleak_leaks = Some(crate::dmesg::kmemleak_leaks(&scan.stdout));
         } else if kmemleak_expected {
             anyhow::bail!(
-                "{} is missing on the debug kernel: kmemleak disabled itself (see the console log)",
+                "{} is missing on the debug kernel: kmemleak disabled itself (its reason is in the kernel log, dmesg)",
                 crate::dmesg::KMEMLEAK
             );
         }

@@ -117,7 +117,8 @@ pub struct Vm {
     pub accel: (Accel, String),
     /// Guest kernel release.
     pub kernel: String,
-    /// From QEMU start to agent ready.
+    /// From QEMU's start to a guest ready for the run: the agent answering, the cards and
+    /// disks plugged in, the modules and files in place.
     pub boot_time: Duration,
     /// Guest uptime when the agent became ready (after a restore: when it ran again).
     pub guest_uptime: Duration,
@@ -134,11 +135,11 @@ impl Vm {
     /// `cfg.files`.
     ///
     /// A guest of a machine booted before is restored from its snapshot instead of booted
-    /// (crate::snapshot): its cards are plugged in and its modules and files put in place
-    /// once it runs, the same for the boot that takes the snapshot. Guests with a capture
-    /// disk, an interactive shell, under KVM or with `ACQ_SNAPSHOTS=0` boot with
-    /// everything on QEMU's command line and in the image, as a machine without
-    /// snapshots would.
+    /// (crate::snapshot): its cards and capture disks are plugged in and its modules and
+    /// files put in place once it runs, the same for the boot that takes the snapshot.
+    /// Guests with an interactive shell, under KVM, without `cfg.snapshot` or with
+    /// `ACQ_SNAPSHOTS=0` boot with everything on QEMU's command line and in the image, as
+    /// a machine without snapshots would.
     pub fn boot(cfg: &VmConfig, paths: &Paths) -> Result<Vm> {
         let accel = accel::resolve(cfg.accel)?;
         let run_dir = std::path::absolute(&cfg.run_dir)?;
@@ -148,11 +149,11 @@ impl Vm {
             .with_context(|| format!("creating run directory {}", run_dir.display()))?;
         let snapshots = snapshot::enabled()
             && accel.0 == Accel::Tcg
-            && cfg.disks.is_empty()
             && !cfg.shell
-            && cfg.snapshot;
+            && cfg.snapshot
+            && cfg.cards.iter().all(hotplug_fits);
         let image = run_dir.join("initramfs.cpio");
-        build_image(cfg, paths, &image, !snapshots)?;
+        let in_image = build_image(cfg, paths, &image, !snapshots)?;
         let kernel = place_kernel(&paths.kernel_image(), &run_dir)?;
 
         let mut models = Vec::new();
@@ -187,18 +188,27 @@ impl Vm {
             &console,
         );
         let disk_sockets: Vec<PathBuf> = disk_servers.iter().map(|s| s.socket.clone()).collect();
-        args.extend(crate::disks::qemu_args(&disk_sockets));
-        let snapshot = match snapshots {
-            true => Some(Snapshot::for_machine(
-                &snapshot::dir(),
-                &paths.qemu_identity(),
-                &kernel,
-                &image,
-                &args,
-                &run_dir,
-            )?),
-            false => None,
-        };
+        args.extend(match snapshots {
+            true => crate::disks::root_ports(disk_sockets.len()),
+            false => crate::disks::qemu_args(&disk_sockets),
+        });
+        // Without a snapshot (the cache cannot be written, say) the guest boots and its
+        // cards and files come as they would after a restore.
+        let snapshot = snapshots
+            .then(|| {
+                let dir = snapshot::dir();
+                Snapshot::for_machine(
+                    &dir,
+                    &paths.qemu_identity(),
+                    &kernel,
+                    &image,
+                    &args,
+                    &run_dir,
+                )
+                .inspect_err(|e| tracing::warn!("{e:#}: booting without a snapshot"))
+                .ok()
+            })
+            .flatten();
         let mut binds = bind_dirs(&run_dir, &sockets);
         binds.extend(
             snapshot
@@ -222,9 +232,9 @@ impl Vm {
         let restored = match snapshot.as_ref().filter(|s| s.exists()) {
             Some(snap) => match qemu.restore(snap, cfg.boot_timeout) {
                 Ok(r) => Some(r),
+                Err(e) if crate::signals::interrupted() => return Err(e),
                 Err(e) => {
                     tracing::warn!("{e:#}; booting the guest instead");
-                    snap.discard();
                     None
                 }
             },
@@ -233,7 +243,8 @@ impl Vm {
         let (qemu_child, agent, ready) = match restored {
             Some((child, agent)) => (child, agent, None),
             None => {
-                let (mut child, agent, kernel, uptime) = qemu.boot(cfg.boot_timeout)?;
+                let left = cfg.boot_timeout.saturating_sub(start.elapsed());
+                let (mut child, agent, kernel, uptime) = qemu.boot(left)?;
                 if let Err(e) = check_guest_clock(uptime, start.elapsed()) {
                     child.terminate(Duration::from_secs(3));
                     return Err(with_logs(e, &run_dir));
@@ -246,7 +257,8 @@ impl Vm {
                             tracing::info!("saved the guest snapshot {}", snap.state.display())
                         }
                         Ok(false) => {}
-                        Err(e) => tracing::warn!("{e:#}"),
+                        // The guest may be left stopped: no guest to hand out.
+                        Err(e) => return Err(with_logs(e, &run_dir)),
                     }
                 }
                 (child, agent, Some((kernel, uptime)))
@@ -269,12 +281,21 @@ impl Vm {
             restored: ready.is_none(),
             snapshot: snapshot.clone(),
         };
-        // From here a failure drops `vm`, which kills and reaps QEMU and the models.
-        let (kernel, uptime, functions) = vm.probe()?;
-        (vm.kernel, vm.guest_uptime) = ready.unwrap_or((kernel, uptime));
-        if snapshot.is_some() {
-            vm.plug_cards(&sockets, functions)?;
-            vm.put_files(cfg)?;
+        // A failure from here drops `vm`, which kills and reaps QEMU and the models; the
+        // run files are kept to say why.
+        let finish = |vm: &mut Vm| -> Result<()> {
+            let (kernel, uptime, functions) = vm.probe()?;
+            (vm.kernel, vm.guest_uptime) = ready.unwrap_or((kernel, uptime));
+            if snapshots {
+                vm.plug_cards(&sockets, functions)?;
+                vm.plug_disks(&disk_sockets)?;
+                vm.put_files(cfg, &in_image)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = finish(&mut vm) {
+            vm.failed = true;
+            return Err(with_logs(e, &vm.run_dir));
         }
         vm.boot_time = start.elapsed();
         Ok(vm)
@@ -331,9 +352,33 @@ impl Vm {
         Ok(())
     }
 
+    /// Plugs the capture disks in, one at a time in disk order (so that disk N is the
+    /// guest's Nth virtio disk, /dev/vda first), each once its backend is connected.
+    fn plug_disks(&mut self, sockets: &[PathBuf]) -> Result<()> {
+        if sockets.is_empty() {
+            return Ok(());
+        }
+        let transcript = self.run_dir.join("qmp-plug.log");
+        let mut qmp = Qmp::connect(&qmp_socket(&self.run_dir), Some(&transcript))?;
+        for (i, sock) in sockets.iter().enumerate() {
+            for (cmd, args) in crate::disks::hotplug(i, sock) {
+                qmp.execute(cmd, args).with_context(|| {
+                    format!("plugging in capture disk {i} ({})", sock.display())
+                })?;
+            }
+            let wait = format!(
+                "for i in $(seq 300); do [ $(ls /sys/block | grep -c '^vd') -gt {i} ] && exit 0; sleep 0.05; done; \
+                 echo \"the guest did not add capture disk {i} within 15 s\"; exit 1"
+            );
+            self.sh_ok(&wait, Duration::from_secs(30))?;
+        }
+        Ok(())
+    }
+
     /// Puts the run's kernel modules and extra files into a guest whose image was built
-    /// without them (the snapshot's image is every run's).
-    fn put_files(&mut self, cfg: &VmConfig) -> Result<()> {
+    /// without them (the snapshot's image is every run's), but for those the image holds
+    /// already (`in_image`: a guest tool a test lists again).
+    fn put_files(&mut self, cfg: &VmConfig, in_image: &[(String, PathBuf)]) -> Result<()> {
         let modules = cfg.modules.iter().map(|m| {
             let name = m.file_name().map(|n| n.to_string_lossy().into_owned());
             (name.map(|n| format!("/lib/modules/{n}")), m, 0o644)
@@ -342,6 +387,9 @@ impl Vm {
         for (guest, host, mode) in modules.chain(files) {
             let guest = guest
                 .with_context(|| format!("module path {} has no file name", host.display()))?;
+            if in_image.iter().any(|(g, h)| *g == guest && h == host) {
+                continue;
+            }
             let bytes = fs::read(host).with_context(|| {
                 format!(
                     "reading {} for the guest's {guest}: run `make guest` (guest tools) or `make deps`",
@@ -706,6 +754,22 @@ impl Qemu<'_> {
     }
 }
 
+/// Whether `card` can be plugged into a running guest as well as be present at boot. The
+/// guest kernel gives a hot-plugged card's BARs only what its root port's windows hold
+/// (a card whose BAR2 is larger than the 1 MiB default got none: "BAR 2 ... can't assign;
+/// no space", also with QEMU's `pref64-reserve` on the port), and the BARs of another
+/// server's card are not ours to know: those boot with their cards present.
+fn hotplug_fits(card: &Card) -> bool {
+    match card {
+        Card::Model { config: None } => true,
+        Card::Model { config: Some(path) } => fs::read(path)
+            .ok()
+            .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
+            .is_some_and(|c| c.get("bar2_size").is_none()),
+        Card::External(_) => false,
+    }
+}
+
 /// Connects to QEMU's QMP socket once QEMU has made it (up to `timeout`).
 fn connect_qmp(run_dir: &Path, qemu: &mut Child, timeout: Duration) -> Result<Qmp> {
     let start = Instant::now();
@@ -810,8 +874,14 @@ fn bind_dirs(run_dir: &Path, cards: &[PathBuf]) -> Vec<PathBuf> {
     dirs
 }
 
-/// The guest's initramfs; with `extras`, the run's modules and files in it too.
-fn build_image(cfg: &VmConfig, paths: &Paths, out: &Path, extras: bool) -> Result<()> {
+/// The guest's initramfs; with `extras`, the run's modules and files in it too. Returns
+/// its files: (guest path, host source).
+fn build_image(
+    cfg: &VmConfig,
+    paths: &Paths,
+    out: &Path,
+    extras: bool,
+) -> Result<Vec<(String, PathBuf)>> {
     let recipe_path = paths.repo.join("qemu/initramfs.list");
     let recipe = fs::read_to_string(&recipe_path)
         .with_context(|| format!("reading {}", recipe_path.display()))?;
@@ -870,7 +940,14 @@ fn build_image(cfg: &VmConfig, paths: &Paths, out: &Path, extras: bool) -> Resul
             }
         }
     }
-    initramfs::write_cpio(&entries, out)
+    initramfs::write_cpio(&entries, out)?;
+    let files = entries.into_iter().filter_map(|e| match e {
+        Entry::File { path, source, .. } => {
+            Some((format!("/{}", path.trim_start_matches('/')), source))
+        }
+        _ => None,
+    });
+    Ok(files.collect())
 }
 
 /// Puts the guest kernel image into the run directory (QEMU in the toolroot sees only

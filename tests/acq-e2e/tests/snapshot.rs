@@ -1,6 +1,7 @@
 //! Guests restored from a snapshot (harness/acq/src/snapshot.rs): the machine's first guest
 //! boots and saves it, the next is restored from it, and the two hold the same things: the
-//! cards in order behind their root ports, the run's modules and files, the host's time.
+//! cards and capture disks in order behind their root ports, the run's modules and files,
+//! the host's time.
 //! A snapshot that does not restore is booted past and replaced.
 //!
 //! Each test gives its machine a kernel argument of its own, so its snapshot is new (and
@@ -9,12 +10,13 @@
 use std::fs;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use acq::disks::DiskSpec;
 use acq::paths::Paths;
 use acq::vm::{Card, Vm, VmConfig};
 use acq_e2e::{driver_image, json_u64, model_request, CMD};
 use anyhow::{ensure, Context, Result};
 
-/// Two cards, the driver and its tools, a machine no other test has.
+/// Two cards, two capture disks, the driver and its tools, a machine no other test has.
 fn config(paths: &Paths, test: &str, run: usize) -> Result<VmConfig> {
     let (modules, mut files) = driver_image(paths)?;
     let script = paths
@@ -26,6 +28,13 @@ fn config(paths: &Paths, test: &str, run: usize) -> Result<VmConfig> {
     let nonce = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
     Ok(VmConfig {
         cards: vec![Card::Model { config: None }; 2],
+        disks: vec![
+            DiskSpec {
+                verify: false,
+                ..DiskSpec::default()
+            };
+            2
+        ],
         modules,
         files,
         run_dir: paths
@@ -38,8 +47,26 @@ fn config(paths: &Paths, test: &str, run: usize) -> Result<VmConfig> {
 
 /// The guest holds what its configuration asks for, however it started: the file put
 /// in place and executable, the driver loaded with card 0 as /dev/acq0 and card 1 as
-/// /dev/acq1 (a stream from each moves only its own model's counters), the host's time.
+/// /dev/acq1 (a stream from each moves only its own model's counters), disk 0 as
+/// /dev/vda and disk 1 as /dev/vdb (the same with writes), the host's time.
 fn check_guest(vm: &mut Vm) -> Result<()> {
+    for disk in 0..2 {
+        let before: Vec<u64> = (vm.disk_servers.iter())
+            .map(|d| Ok(d.disk_counters()?.data.bytes_written))
+            .collect::<Result<_>>()?;
+        let dev = ["/dev/vda", "/dev/vdb"][disk];
+        vm.sh_ok(
+            &format!("dd if=/dev/zero of={dev} bs=64k count=16 conv=fsync 2>&1"),
+            CMD,
+        )?;
+        for (d, before) in before.iter().enumerate() {
+            let moved = vm.disk_servers[d].disk_counters()?.data.bytes_written - before;
+            ensure!(
+                (d == disk) == (moved >= 1 << 20),
+                "writing {dev} moved {moved} bytes of capture disk {d}"
+            );
+        }
+    }
     let out = vm.sh_ok("/opt/acq/hello", CMD)?;
     ensure!(out == "put by the host\n", "the put file ran as {out:?}");
     let guest_time: u64 = vm.sh_ok("date +%s", CMD)?.trim().parse()?;
@@ -75,6 +102,36 @@ fn check_guest(vm: &mut Vm) -> Result<()> {
         }
     }
     vm.sh_ok("rmmod acq", CMD)?;
+    Ok(())
+}
+
+/// A snapshot is keyed by the guest image's bytes: a guest tool that named the clone it
+/// was built in (an absolute source path in a panic message, `CARGO_MANIFEST_DIR`) would
+/// give every clone its own snapshots, and a fresh clone's `make test` would boot every
+/// machine again.
+#[test]
+fn guest_tools_do_not_name_the_clone() -> Result<()> {
+    let paths = Paths::discover()?;
+    let repo = paths.repo.canonicalize()?.display().to_string();
+    let mut tools = 0;
+    for entry in fs::read_dir(&paths.guest_bin)? {
+        let path = entry?.path();
+        if !path.is_file() || path.extension().is_some() {
+            continue;
+        }
+        let bytes = fs::read(&path)?;
+        tools += 1;
+        ensure!(
+            !bytes.windows(repo.len()).any(|w| w == repo.as_bytes()),
+            "{} holds the clone's path {repo}",
+            path.display()
+        );
+    }
+    ensure!(
+        tools >= 5,
+        "only {tools} guest tools in {}",
+        paths.guest_bin.display()
+    );
     Ok(())
 }
 
@@ -151,4 +208,41 @@ fn a_snapshot_that_does_not_restore_is_replaced() -> Result<()> {
     })();
     snap.discard();
     r
+}
+
+/// A card whose BAR2 is larger than the default would get no BAR2 if plugged into a
+/// running guest: its guest boots with the card present, and the driver maps all of it.
+#[test]
+fn a_card_with_a_large_bar2_is_present_at_boot() -> Result<()> {
+    let paths = Paths::discover()?;
+    let dir = paths.repo.join("target/acq-runs/test-snapshot-large-bar2");
+    fs::create_dir_all(&dir)?;
+    let card = dir.join("card.json");
+    fs::write(&card, r#"{"bar2_size": "16M"}"#)?;
+    let (modules, files) = driver_image(&paths)?;
+    let mut vm = Vm::boot(
+        &VmConfig {
+            cards: vec![Card::Model { config: Some(card) }],
+            modules,
+            files,
+            run_dir: dir.join("run"),
+            ..VmConfig::default()
+        },
+        &paths,
+    )?;
+    vm.sh_ok(
+        "insmod /lib/modules/acq.ko && for i in $(seq 100); do [ -c /dev/acq0 ] && exit 0; sleep 0.1; done; exit 1",
+        CMD,
+    )?;
+    let dmesg = vm.sh_ok("dmesg", CMD)?;
+    ensure!(
+        dmesg.contains("BAR2 16384 KiB"),
+        "the driver did not map the 16 MiB BAR2:\n{dmesg}"
+    );
+    ensure!(
+        vm.snapshot.is_none() && !vm.restored,
+        "a snapshot for a large-BAR2 card"
+    );
+    vm.sh_ok("rmmod acq", CMD)?;
+    vm.shutdown(Duration::from_secs(60))
 }

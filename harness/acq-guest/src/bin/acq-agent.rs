@@ -181,11 +181,19 @@ fn put(path: &str, mode: u32, hex: &str) -> Result<u64, String> {
     let dir = path.parent().ok_or("the path has no directory")?;
     fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let tmp = dir.join(format!(".{}.put", name.to_string_lossy()));
-    fs::write(&tmp, &bytes).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-    fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
-    fs::rename(&tmp, path).map_err(|e| format!("renaming {}: {e}", tmp.display()))?;
-    Ok(bytes.len() as u64)
+    let written = fs::write(&tmp, &bytes)
+        .map_err(|e| format!("writing {}: {e}", tmp.display()))
+        .and_then(|()| {
+            fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(|e| format!("chmod {}: {e}", tmp.display()))
+        })
+        .and_then(|()| {
+            fs::rename(&tmp, path).map_err(|e| format!("renaming {}: {e}", tmp.display()))
+        });
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map(|()| bytes.len() as u64)
 }
 
 fn power_off() -> ! {
