@@ -139,20 +139,28 @@ impl Snapshot {
         let _ = fs::remove_file(&tmp.0);
         qmp.execute("stop", json!({}))
             .context("stopping the guest for its snapshot")?;
-        let saved = migrate(qmp, "migrate", json!({"uri": file_uri(&tmp.0)}));
-        if !matches!(saved, Ok(Ok(()))) {
-            // A migration still running would stop the guest again when it ends.
-            let _ = qmp.execute("migrate_cancel", json!({}));
-            let _ = wait_migration(qmp, "migrate", Duration::from_secs(10));
-        }
+        let saved = match start_migration(qmp, "migrate", json!({"uri": file_uri(&tmp.0)})) {
+            // Refused (a QEMU without mapped-ram, a migration blocker): nothing runs.
+            Err(e) => Err(e),
+            Ok(()) => match wait_migration(qmp, "migrate", MIGRATION_TIMEOUT) {
+                Ok(ended) => ended.map_err(anyhow::Error::msg),
+                Err(late) => {
+                    // A migration still running would stop the guest again when it ends.
+                    let _ = qmp.execute("migrate_cancel", json!({}));
+                    // Ended either way (cancelled, or done after all: the file goes with
+                    // `tmp`); one that does not end leaves the guest to be stopped.
+                    let _ended = wait_migration(qmp, "migrate", Duration::from_secs(10))
+                        .context("cancelling a snapshot save that did not finish")?;
+                    Err(late)
+                }
+            },
+        };
         qmp.execute("cont", json!({}))
             .context("running the guest again after its snapshot")?;
-        let done = match saved {
-            Ok(Ok(())) => fs::rename(&tmp.0, &self.state)
-                .with_context(|| format!("renaming {} into place", tmp.0.display())),
-            Ok(Err(reason)) => Err(anyhow::anyhow!(reason)),
-            Err(e) => Err(e),
-        };
+        let done = saved.and_then(|()| {
+            fs::rename(&tmp.0, &self.state)
+                .with_context(|| format!("renaming {} into place", tmp.0.display()))
+        });
         if let Err(e) = done {
             tracing::warn!("{e:#}: no snapshot saved as {}", self.state.display());
             return Ok(false);
@@ -175,7 +183,8 @@ impl Snapshot {
         // exit-on-error off: a load that fails is reported (status "failed"), and QEMU
         // stays to say so instead of exiting.
         let args = json!({"uri": uri, "exit-on-error": false});
-        let loaded = migrate(qmp, "migrate-incoming", args)
+        let loaded = start_migration(qmp, "migrate-incoming", args)
+            .and_then(|()| wait_migration(qmp, "migrate-incoming", MIGRATION_TIMEOUT))
             .with_context(|| format!("restoring the snapshot {}", self.state.display()))?;
         if let Err(reason) = loaded {
             self.discard();
@@ -225,24 +234,19 @@ fn file_uri(path: &Path) -> String {
     format!("file:{}", path.display())
 }
 
-/// Runs one migration command (`migrate` to save, `migrate-incoming` to restore) with
+/// Starts one migration command (`migrate` to save, `migrate-incoming` to restore) with
 /// the `mapped-ram` format (each page at a fixed offset: a sparse file written and read
-/// in place, no stream to parse) and waits for it to finish: `Ok(Err(reason))` when QEMU
-/// reports it failed.
-fn migrate(
-    qmp: &mut Qmp,
-    command: &str,
-    args: serde_json::Value,
-) -> Result<std::result::Result<(), String>> {
+/// in place, no stream to parse).
+fn start_migration(qmp: &mut Qmp, command: &str, args: serde_json::Value) -> Result<()> {
     qmp.execute(
         "migrate-set-capabilities",
         json!({"capabilities": [{"capability": "mapped-ram", "state": true}]}),
     )?;
-    qmp.execute(command, args)?;
-    wait_migration(qmp, command, MIGRATION_TIMEOUT)
+    qmp.execute(command, args).map(drop)
 }
 
-/// Waits up to `timeout` for the migration `command` started to end (see [`migrate`]).
+/// Waits up to `timeout` for the migration `command` started to end: `Ok(Err(reason))`
+/// when QEMU reports it failed or was cancelled (or knows of no migration at all).
 fn wait_migration(
     qmp: &mut Qmp,
     command: &str,
@@ -253,6 +257,7 @@ fn wait_migration(
         let status = qmp.execute("query-migrate", json!({}))?;
         match status.get("status").and_then(|s| s.as_str()) {
             Some("completed") => return Ok(Ok(())),
+            None => return Ok(Err(format!("QEMU reports no {command} under way"))),
             Some(end @ ("failed" | "cancelled")) => {
                 return Ok(Err(format!(
                     "QEMU's {command} ended {end}: {}",
@@ -367,28 +372,23 @@ mod tests {
     #[test]
     fn pruning_keeps_the_most_recently_used() {
         let t = scratch("prune");
-        let now = SystemTime::now();
-        for (n, age) in [("a", 30), ("b", 10), ("c", 20)] {
-            let p = t.join(format!("{n}.state"));
+        let aged = |name: &str, age: u64| {
+            let p = t.join(name);
             fs::write(&p, b"").unwrap();
-            fs::write(t.join(format!("{n}.lock")), b"").unwrap();
             File::options()
                 .append(true)
                 .open(&p)
                 .unwrap()
-                .set_modified(now - Duration::from_secs(age))
+                .set_modified(SystemTime::now() - Duration::from_secs(age))
                 .unwrap();
+        };
+        for (n, age) in [("a", 30), ("b", 10), ("c", 20)] {
+            aged(&format!("{n}.state"), age);
+            aged(&format!("{n}.lock"), 0);
         }
         // A save killed two hours ago and one under way; the lock of a deleted snapshot.
         for (n, age) in [("d.state.17", 7200), ("e.state.18", 10), ("f.lock", 7200)] {
-            let p = t.join(n);
-            fs::write(&p, b"").unwrap();
-            File::options()
-                .append(true)
-                .open(&p)
-                .unwrap()
-                .set_modified(now - Duration::from_secs(age))
-                .unwrap();
+            aged(n, age);
         }
         prune(&t, 2);
         let mut left: Vec<String> = fs::read_dir(&t)

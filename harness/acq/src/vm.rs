@@ -230,7 +230,8 @@ impl Vm {
         );
         let start = Instant::now();
         let restored = match snapshot.as_ref().filter(|s| s.exists()) {
-            Some(snap) => match qemu.restore(snap, cfg.boot_timeout) {
+            // Bounded well inside the boot's time: a boot after a failed restore needs it.
+            Some(snap) => match qemu.restore(snap, RESTORE_TIMEOUT.min(cfg.boot_timeout / 3)) {
                 Ok(r) => Some(r),
                 Err(e) if crate::signals::interrupted() => return Err(e),
                 Err(e) => {
@@ -734,7 +735,10 @@ impl Qemu<'_> {
         }
     }
 
-    /// Starts the machine from `snap` and connects the agent.
+    /// Starts the machine from `snap` and connects the agent, which must answer: a
+    /// snapshot whose guest does not (a kernel or an agent caught hung in it) is deleted,
+    /// as one QEMU cannot load is. On failure QEMU's log is kept as `qemu-restore.log`
+    /// (the boot that follows writes its own).
     fn restore(&self, snap: &Snapshot, timeout: Duration) -> Result<(Child, Agent)> {
         let listener = self.listen()?;
         let mut qemu = self.spawn(&["-incoming", "defer"])?;
@@ -742,13 +746,27 @@ impl Qemu<'_> {
             .and_then(|mut qmp| snap.restore(&mut qmp))
             .and_then(|()| {
                 let mut alive = || qemu_alive(&mut qemu);
-                Agent::accept_restored(&listener, timeout, &mut alive)
+                let agent = Agent::accept_restored(&listener, timeout, &mut alive)?;
+                let argv = ["true".to_string()];
+                let answer = agent.exec(&argv, RESTORE_ANSWER, &mut |_, _| {}, &mut alive);
+                match answer {
+                    Ok(out) if out.success() => Ok(agent),
+                    other => {
+                        snap.discard();
+                        bail!(
+                            "the guest restored from {} does not answer ({other:?}); snapshot deleted",
+                            snap.state.display()
+                        )
+                    }
+                }
             });
         match r {
             Ok(agent) => Ok((qemu, agent)),
             Err(e) => {
                 qemu.terminate(Duration::from_secs(3));
-                Err(with_logs(e, self.run_dir))
+                let log = self.run_dir.join("qemu.log");
+                let _ = fs::rename(&log, self.run_dir.join("qemu-restore.log"));
+                Err(e)
             }
         }
     }
@@ -765,10 +783,39 @@ fn hotplug_fits(card: &Card) -> bool {
         Card::Model { config: Some(path) } => fs::read(path)
             .ok()
             .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
-            .is_some_and(|c| c.get("bar2_size").is_none()),
+            .is_some_and(|c| match c.get("bar2_size") {
+                None => true,
+                Some(size) => {
+                    size_bytes(size).is_some_and(|b| b <= acq_hw::regs::bar::BAR2_SIZE_MIN)
+                }
+            }),
         Card::External(_) => false,
     }
 }
+
+/// A model setting's size (docs/device.md: a number, or a string with a K, M or G suffix
+/// of powers of 1024), or None when it does not read as one.
+fn size_bytes(v: &serde_json::Value) -> Option<u64> {
+    if let Some(n) = v.as_u64() {
+        return Some(n);
+    }
+    let s = v.as_str()?.trim();
+    let (digits, shift) = match s.chars().last()? {
+        'K' | 'k' => (&s[..s.len() - 1], 10),
+        'M' | 'm' => (&s[..s.len() - 1], 20),
+        'G' | 'g' => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let n = match digits.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok()?,
+        None => digits.parse::<u64>().ok()?,
+    };
+    n.checked_mul(1 << shift)
+}
+
+/// How long a restored guest's agent may take to run `true`; a restore's other waits.
+const RESTORE_ANSWER: Duration = Duration::from_secs(20);
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Connects to QEMU's QMP socket once QEMU has made it (up to `timeout`).
 fn connect_qmp(run_dir: &Path, qemu: &mut Child, timeout: Duration) -> Result<Qmp> {
@@ -1161,6 +1208,26 @@ mod tests {
         let iommu = a.find("intel-iommu,caching-mode=on,intremap=off").unwrap();
         assert!(iommu < a.find("virtio-serial-pci").unwrap());
         assert!(iommu < a.find("vfio-user-pci").unwrap());
+    }
+
+    #[test]
+    fn only_cards_with_the_default_bar2_are_plugged_in_later() {
+        let dir = std::env::temp_dir().join(format!("acq-vm-bar2-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let card = |json: &str| {
+            let path = dir.join(format!("{}.json", json.len()));
+            fs::write(&path, json).unwrap();
+            Card::Model { config: Some(path) }
+        };
+        assert!(hotplug_fits(&Card::Model { config: None }));
+        assert!(hotplug_fits(&card(r#"{"fifo_depth": "256K"}"#)));
+        assert!(hotplug_fits(&card(r#"{"bar2_size": "1M"}"#)));
+        assert!(hotplug_fits(&card(r#"{"bar2_size": 1048576}"#)));
+        assert!(!hotplug_fits(&card(r#"{"bar2_size": "16M"}"#)));
+        assert!(!hotplug_fits(&card(r#"{"bar2_size": "0x2000000"}"#)));
+        assert!(!hotplug_fits(&card(r#"{"bar2_size": "lots"}"#)));
+        assert!(!hotplug_fits(&Card::External("/r/a.sock".into())));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -10,11 +10,24 @@
 use std::fs;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use acq::accel::AccelChoice;
 use acq::disks::DiskSpec;
 use acq::paths::Paths;
 use acq::vm::{Card, Vm, VmConfig};
 use acq_e2e::{driver_image, json_u64, model_request, CMD};
 use anyhow::{ensure, Context, Result};
+
+/// The paths and the first guest's configuration of a new machine for `test`, or None
+/// (and the test skipped) when snapshots are off.
+fn new_machine(test: &str) -> Result<Option<(Paths, VmConfig)>> {
+    if !acq::snapshot::enabled() {
+        eprintln!("skipped: ACQ_SNAPSHOTS=0");
+        return Ok(None);
+    }
+    let paths = Paths::discover()?;
+    let cfg = config(&paths, test, 0)?;
+    Ok(Some((paths, cfg)))
+}
 
 /// Two cards, two capture disks, the driver and its tools, a machine no other test has.
 fn config(paths: &Paths, test: &str, run: usize) -> Result<VmConfig> {
@@ -41,6 +54,8 @@ fn config(paths: &Paths, test: &str, run: usize) -> Result<VmConfig> {
             .repo
             .join(format!("target/acq-runs/test-snapshot-{test}-{run}")),
         kernel_args: vec![format!("acq.snapshot_test={test}-{nonce}")],
+        // Snapshots are taken under TCG only.
+        accel: AccelChoice::Tcg,
         ..VmConfig::default()
     })
 }
@@ -137,8 +152,9 @@ fn guest_tools_do_not_name_the_clone() -> Result<()> {
 
 #[test]
 fn a_restored_guest_holds_what_a_booted_one_does() -> Result<()> {
-    let paths = Paths::discover()?;
-    let cfg = config(&paths, "same", 0)?;
+    let Some((paths, cfg)) = new_machine("same")? else {
+        return Ok(());
+    };
     let mut first = Vm::boot(&cfg, &paths)?;
     let snap = first
         .snapshot
@@ -170,8 +186,9 @@ fn a_restored_guest_holds_what_a_booted_one_does() -> Result<()> {
 
 #[test]
 fn a_snapshot_that_does_not_restore_is_replaced() -> Result<()> {
-    let paths = Paths::discover()?;
-    let cfg = config(&paths, "broken", 0)?;
+    let Some((paths, cfg)) = new_machine("broken")? else {
+        return Ok(());
+    };
     let first = Vm::boot(&cfg, &paths)?;
     let snap = first
         .snapshot
