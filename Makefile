@@ -59,7 +59,7 @@ deps: toolroot kernel
 # their RUSTFLAGS never invalidate the host build.
 # Every clone builds the same bytes (cargo names this repo's sources by relative paths):
 # a guest snapshot is keyed by its image's bytes (harness/acq/src/snapshot.rs), so a fresh
-# clone restores the snapshots another one saved (tests/acq-e2e/tests/snapshot.rs checks
+# clone restores the snapshots another one saved (tests/acq-e2e/tests/vm/snapshot.rs checks
 # that no guest tool names the clone).
 guest: cargo-restore
 	RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$(GUEST_DIR) \
@@ -136,7 +136,11 @@ fuzz-smoke: cargo-restore
 # the IOMMU and swiotlb sets (DMA_JOBS): four at a time, a playback scenario behind the
 # IOMMU (every DMA translated) saw its capture consumer overflow twice, in one CI run of
 # three. The tests that judge the driver by a latency, or by a consumer keeping up, run
-# beside at most one other guest of their file (acq_e2e::gate). VM_JOBS=1 DEBUG_JOBS=1
+# beside at most one other guest (acq_e2e::gate). The Rust VM tests are one test binary
+# (tests/acq-e2e/tests/vm/), so that four of them run from the first to the last: cargo
+# runs binaries one after the other, and each file's last tests ran alone. libtest starts
+# twice VM_JOBS tests; the gate lets VM_JOBS guests run (ACQ_TEST_GUESTS) and the others
+# wait, so that the slot beside a quiet test finds a test ready for it. VM_JOBS=1 DEBUG_JOBS=1
 # DMA_JOBS=1 for one at a time. Tried and left out: every test file and scenario set side
 # by side, sharing four machine-wide guest slots (a debug or DMA guest taking two, a quiet
 # test three): 1540 s against about 1490 one after the other, every test passing. The
@@ -188,7 +192,7 @@ DMA_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,stream-splice-tee
 test-vm: deps guest build driver driver-debug
 	$(CARGO) test --locked -p acq-e2e --no-run
 	@bash qemu/cargo-cache.sh save
-	$(CARGO) test --locked -p acq-e2e -- --test-threads=$(VM_JOBS)
+	ACQ_TEST_GUESTS=$(VM_JOBS) $(CARGO) test --locked -p acq-e2e -- --test-threads=$$((2 * $(VM_JOBS)))
 	$(ACQ) run --jobs $(VM_JOBS) --reuse-guests --results results/test-vm tests/scenarios
 	$(ACQ) run --jobs $(DEBUG_JOBS) --kernel-flavor debug --memory 512 --reuse-guests \
 		--results results/test-vm-debug $(DEBUG_SCENARIOS)

@@ -695,7 +695,7 @@ kernel::module_pci_driver! {
         },
         debug_wake_window_ms: u32 {
             default: 0,
-            description: "Test only: a waiter sleeps this long between its last check of the ring and its sleep, to show that no wake-up is lost there (tests/acq-e2e/tests/driver.rs)",
+            description: "Test only: a waiter sleeps this long between its last check of the ring and its sleep, to show that no wake-up is lost there (tests/acq-e2e/tests/vm/driver.rs)",
         },
     },
 }

@@ -1,33 +1,57 @@
-//! How many of a test file's guests run at once. make test-vm runs four tests of a file at
-//! a time (`--test-threads`), each with its own guest, on a 2-CPU host. Under TCG a
-//! guest's clock runs on while its vCPU waits for a host CPU, so a test that judges the
-//! driver by how long something takes (a wake-up, a second reader, a submission, a
-//! signal's effect) or by a consumer keeping up with no overflow, with less than about a
-//! second to spare, would measure the host's load as much as the driver. Such a test
-//! holds [`quiet`]: at most one other guest of its file runs beside it, as every test ran
-//! through many CI runs before make test-vm ran four at a time. Every other test holds
-//! [`beside_others`] while its guest runs (an ioctl given a second beside a call stuck for
-//! three, say). Cargo runs one test binary at a time, and each has its own gate. A guest
-//! idle in the binary's pool (`pool`, two at most) takes no slot: it runs nothing.
+//! How many of the VM tests' guests run at once. make test-vm runs four tests at a time
+//! (`--test-threads`), each with its own guest, on a 2-CPU host. Under TCG a guest's clock
+//! runs on while its vCPU waits for a host CPU, so a test that judges the driver by how
+//! long something takes (a wake-up, a second reader, a submission, a signal's effect) or
+//! by a consumer keeping up with no overflow, with less than about a second to spare,
+//! would measure the host's load as much as the driver. Such a test holds [`quiet`]: at
+//! most one other guest runs beside it, as every test ran through many CI runs before
+//! make test-vm ran four at a time. Every other test holds [`beside_others`] while its
+//! guest runs (an ioctl given a second beside a call stuck for three, say). The gate is
+//! the test binary's: the VM tests are one binary (`tests/vm/`), so it counts them all;
+//! the pool's own test, a binary of its own, runs alone. A guest idle in the pool
+//! (`pool`, two at most) takes no slot: it runs nothing.
 
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
-/// Guests a test binary runs at once at most (four, whatever `--test-threads` allows).
-const SLOTS: u32 = 4;
+/// Guests the test binary runs at once at most: `ACQ_TEST_GUESTS` (make test-vm passes its
+/// VM_JOBS), four by default. libtest may start more tests than that (make test-vm starts
+/// twice as many): the others wait here, so that a slot left free beside a quiet test
+/// finds a test ready to take it.
+fn total() -> u32 {
+    static TOTAL: OnceLock<u32> = OnceLock::new();
+    *TOTAL.get_or_init(|| {
+        std::env::var("ACQ_TEST_GUESTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(4)
+    })
+}
 
-/// A quiet test's share of the slots: it leaves room for one other guest.
-const QUIET: u32 = SLOTS - 1;
+/// A quiet test's share of `total` slots: it leaves room for one other guest (none when
+/// there is only one slot).
+fn quiet_share(total: u32) -> u32 {
+    total.saturating_sub(1).max(1)
+}
 
 struct Slots {
-    free: u32,
-    /// Quiet tests waiting for their share: other tests wait behind them, or a steady
-    /// stream of ordinary tests would keep three slots from ever being free at once.
+    used: u32,
+    /// Quiet tests waiting for their share: while none runs, other tests wait behind
+    /// them, or a steady stream of ordinary tests would keep three slots from ever being
+    /// free at once.
     quiet_waiting: u32,
+    /// Quiet tests running. Beside one, the slot it leaves may go to an ordinary test even
+    /// while another quiet test waits: the running one gives back three slots when it
+    /// ends, all the waiting one needs, so nothing waits longer for it. (Before, that slot
+    /// stayed empty behind each waiting quiet test: a CI run's CPUs idled 10-50% busy
+    /// through consumers.rs's quiet tests.)
+    quiet_running: u32,
 }
 
 static SLOTS_STATE: Mutex<Slots> = Mutex::new(Slots {
-    free: SLOTS,
+    used: 0,
     quiet_waiting: 0,
+    quiet_running: 0,
 });
 static SLOTS_CHANGED: Condvar = Condvar::new();
 
@@ -41,35 +65,49 @@ fn slots() -> MutexGuard<'static, Slots> {
 #[must_use = "the slots are given back when the guard is dropped"]
 pub struct Guard {
     held: u32,
+    quiet: bool,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        slots().free += self.held;
+        let mut s = slots();
+        s.used -= self.held;
+        if self.quiet {
+            s.quiet_running -= 1;
+        }
+        drop(s);
         SLOTS_CHANGED.notify_all();
     }
 }
 
+/// Whether a test asking for `n` slots (`quiet` or not) may take them now, of `total`.
+fn may_take(s: &Slots, total: u32, n: u32, quiet: bool) -> bool {
+    let free = total - s.used;
+    free >= n && (quiet || s.quiet_waiting == 0 || s.quiet_running > 0)
+}
+
 fn take(n: u32, quiet: bool) -> Guard {
+    let total = total();
     let mut s = slots();
     if quiet {
         s.quiet_waiting += 1;
     }
-    while s.free < n || (!quiet && s.quiet_waiting > 0) {
+    while !may_take(&s, total, n, quiet) {
         s = SLOTS_CHANGED
             .wait(s)
             .unwrap_or_else(PoisonError::into_inner);
     }
     if quiet {
         s.quiet_waiting -= 1;
+        s.quiet_running += 1;
     }
-    s.free -= n;
-    Guard { held: n }
+    s.used += n;
+    Guard { held: n, quiet }
 }
 
 /// Held while at most one other test of this binary runs a guest.
 pub fn quiet() -> Guard {
-    take(QUIET, true)
+    take(quiet_share(total()), true)
 }
 
 /// Held while a test runs a guest that other tests' guests may run beside.
@@ -82,6 +120,36 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;
+
+    fn state(used: u32, quiet_waiting: u32, quiet_running: u32) -> Slots {
+        Slots {
+            used,
+            quiet_waiting,
+            quiet_running,
+        }
+    }
+
+    /// The slot beside a running quiet test goes to an ordinary test even while another
+    /// quiet test waits (it stayed empty before); when the running one ends, the waiting
+    /// one gets its three slots before any ordinary test gets one.
+    #[test]
+    fn the_slot_beside_a_quiet_test_is_used_and_the_next_quiet_one_still_gets_its_share() {
+        // One quiet test running (3 slots), another waiting: an ordinary one may run.
+        assert!(may_take(&state(3, 1, 1), 4, 1, false));
+        // ... and then the slots are full.
+        assert!(!may_take(&state(4, 1, 1), 4, 1, false));
+        // The running quiet test ended, the ordinary one still runs: the waiting quiet
+        // test may take its three, an ordinary test may not take the rest first.
+        assert!(may_take(&state(1, 1, 0), 4, 3, true));
+        assert!(!may_take(&state(1, 1, 0), 4, 1, false));
+        // Two ordinary tests running: the quiet one waits for a third slot.
+        assert!(!may_take(&state(2, 1, 0), 4, 3, true));
+        // Nobody quiet: slots go in turn.
+        assert!(may_take(&state(3, 0, 0), 4, 1, false));
+        assert_eq!(quiet_share(4), 3);
+        assert_eq!(quiet_share(2), 1);
+        assert_eq!(quiet_share(1), 1);
+    }
 
     /// Quiet tests and ordinary ones on many threads: never more than four guests at
     /// once, never more than two while a quiet test runs. (RUNNING counts a thread only
@@ -113,8 +181,8 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert!(MOST.load(Ordering::SeqCst) <= SLOTS);
+        assert!(MOST.load(Ordering::SeqCst) <= total());
         assert!(MOST_BESIDE_QUIET.load(Ordering::SeqCst) <= 2);
-        assert_eq!(slots().free, SLOTS);
+        assert_eq!(slots().used, 0);
     }
 }

@@ -1,6 +1,7 @@
 //! The card as an adversary, beyond what one fault request does: the device process
 //! itself dying under a running stream.
 
+use acq_e2e::gate::beside_others;
 use std::time::{Duration, Instant};
 
 use acq_e2e::{
@@ -45,6 +46,7 @@ fn kill_model_under(vm: &mut acq::vm::Vm, cmd: &str, name: &str) -> Result<(bool
 /// EIO (acq-stream does) turned into a busy loop for ever.
 #[test]
 fn the_device_process_killed_mid_stream() -> Result<()> {
+    let _gate = beside_others();
     // A guest of its own: its card is dead for good.
     let mut vm = boot_streaming_guest_alone("hostile-kill-model")?;
     let (ended, after) = kill_model_under(
@@ -82,6 +84,7 @@ fn the_device_process_killed_mid_stream() -> Result<()> {
 /// EIO (a dead card cannot be started) and the writer ran until its own timeout.
 #[test]
 fn the_device_process_killed_under_a_writer() -> Result<()> {
+    let _gate = beside_others();
     // A guest of its own: its card is dead for good.
     let mut vm = boot_streaming_guest_alone("hostile-kill-model-writer")?;
     let (ended, after) = kill_model_under(
@@ -126,6 +129,7 @@ fn wait_for_card(vm: &mut acq::vm::Vm) -> Result<()> {
 /// restarted model.)
 #[test]
 fn a_card_plugged_in_again_streams_after_an_unplug_and_after_its_model_died() -> Result<()> {
+    let _gate = beside_others();
     let paths = acq::paths::Paths::discover()?;
     let (modules, files) = driver_image(&paths)?;
     let (mut vm, _) = boot_unpluggable("hostile-replug", 1, modules, files)?;

@@ -7,6 +7,7 @@
 //!
 //! Needs `make driver guest build`.
 
+use acq_e2e::gate::beside_others;
 use std::time::Duration;
 
 use acq_e2e::{
@@ -46,6 +47,7 @@ fn share(vm: &mut acq::vm::Vm, args: &str) -> Result<String> {
 /// valid blocks. The module unloads afterwards.
 #[test]
 fn card_to_card_without_a_cpu_copy() -> Result<()> {
+    let _gate = beside_others();
     let (modules, files) = image()?;
     let (mut vm, _) = boot_with("dmabuf-c2c", 2, modules, files)?;
     vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;
@@ -136,6 +138,7 @@ fn card_to_card_without_a_cpu_copy() -> Result<()> {
 /// debug kernel this is where a use-after-free of card 0's pages would show.
 #[test]
 fn card_zero_unplugged_while_card_one_plays_its_buffer() -> Result<()> {
+    let _gate = beside_others();
     let (modules, files) = image()?;
     let (mut vm, _) = boot_unpluggable("dmabuf-unplug", 2, modules, files)?;
     vm.sh_ok("insmod /lib/modules/acq.ko", CMD)?;

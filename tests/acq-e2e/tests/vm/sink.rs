@@ -7,6 +7,7 @@
 //! Needs `make driver guest build` (the module, the guest tools, the device model and the
 //! sink).
 
+use acq_e2e::gate::beside_others;
 use std::time::{Duration, Instant};
 
 use acq::disks::DiskSpec;
@@ -105,6 +106,7 @@ fn run(vm: &mut Vm, cmd: &str) -> Result<(bool, String, Duration)> {
 #[test]
 fn card_stream_to_the_capture_disk_is_verified_on_the_host_and_faults_reach_the_guest() -> Result<()>
 {
+    let _gate = beside_others();
     let paths = acq::paths::Paths::discover()?;
     let (modules, files) = driver_image(&paths)?;
     let disk = DiskSpec {
@@ -294,12 +296,14 @@ fn steps(vm: &mut Vm) -> Result<()> {
     Ok(())
 }
 
-/// Throughput of the raw capture disk from the guest (`cargo test -p acq-e2e --test sink
-/// -- --ignored --nocapture`): the card's stream to /dev/null (the source alone), to the
-/// disk with O_DIRECT and buffered, and zeros to the disk (the disk alone).
+/// Throughput of the raw capture disk from the guest (`cargo test -p acq-e2e --test vm
+/// sink::sink_throughput -- --ignored --nocapture`): the card's stream to /dev/null (the
+/// source alone), to the disk with O_DIRECT and buffered, and zeros to the disk (the disk
+/// alone).
 #[test]
 #[ignore]
 fn sink_throughput() -> Result<()> {
+    let _gate = beside_others();
     const SIZE: u64 = 256 * MIB;
     let paths = acq::paths::Paths::discover()?;
     let (modules, files) = driver_image(&paths)?;
@@ -366,6 +370,7 @@ fn sink_throughput() -> Result<()> {
 /// splice and every fault.)
 #[test]
 fn consumer_account_of_the_disk_matches_the_disk() -> Result<()> {
+    let _gate = beside_others();
     let paths = acq::paths::Paths::discover()?;
     let (modules, files) = driver_image(&paths)?;
     let cfg = VmConfig {

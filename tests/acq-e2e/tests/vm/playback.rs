@@ -7,6 +7,7 @@
 //! Needs `make driver guest build`. `ACQ_TEST_MIB` scales the long streams (default
 //! 256 MiB).
 
+use acq_e2e::gate::beside_others;
 use std::time::Duration;
 
 use acq_e2e::{
@@ -66,6 +67,7 @@ fn card_num(out: &str, key: &str) -> Option<u64> {
 
 #[test]
 fn playback_write_and_splice_verified_by_the_card() -> Result<()> {
+    let _gate = beside_others();
     let mib = stream_mib();
     let bytes = mib << 20;
     let mut vm = boot("playback-stream")?;
@@ -182,6 +184,7 @@ fn playback_write_and_splice_verified_by_the_card() -> Result<()> {
 
 #[test]
 fn playback_faults_underrun_and_loopback() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("playback-faults")?;
 
     // A corrupted source: the card reports the first bad byte exactly where it is.
@@ -303,6 +306,7 @@ fn playback_faults_underrun_and_loopback() -> Result<()> {
 /// played.
 #[test]
 fn a_hung_card_under_a_writer_is_reset_and_playback_goes_on() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("playback-hang")?;
     let control = vm.models[0].control.clone();
     let inject = std::thread::spawn(move || {

@@ -7,6 +7,7 @@
 //! Each test gives its machine a kernel argument of its own, so its snapshot is new (and
 //! deleted at the end): the first boot must take it, whatever the cache holds.
 
+use acq_e2e::gate::beside_others;
 use std::fs;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -126,6 +127,7 @@ fn check_guest(vm: &mut Vm) -> Result<()> {
 /// machine again.
 #[test]
 fn guest_tools_do_not_name_the_clone() -> Result<()> {
+    let _gate = beside_others();
     let paths = Paths::discover()?;
     let repo = paths.repo.canonicalize()?.display().to_string();
     let mut tools = 0;
@@ -152,6 +154,7 @@ fn guest_tools_do_not_name_the_clone() -> Result<()> {
 
 #[test]
 fn a_restored_guest_holds_what_a_booted_one_does() -> Result<()> {
+    let _gate = beside_others();
     let Some((paths, cfg)) = new_machine("same")? else {
         return Ok(());
     };
@@ -186,6 +189,7 @@ fn a_restored_guest_holds_what_a_booted_one_does() -> Result<()> {
 
 #[test]
 fn a_snapshot_that_does_not_restore_is_replaced() -> Result<()> {
+    let _gate = beside_others();
     let Some((paths, cfg)) = new_machine("broken")? else {
         return Ok(());
     };
@@ -231,6 +235,7 @@ fn a_snapshot_that_does_not_restore_is_replaced() -> Result<()> {
 /// running guest: its guest boots with the card present, and the driver maps all of it.
 #[test]
 fn a_card_with_a_large_bar2_is_present_at_boot() -> Result<()> {
+    let _gate = beside_others();
     let paths = Paths::discover()?;
     let dir = paths.repo.join("target/acq-runs/test-snapshot-large-bar2");
     fs::create_dir_all(&dir)?;

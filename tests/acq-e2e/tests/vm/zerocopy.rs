@@ -6,6 +6,7 @@
 //! Needs `make driver guest build`. `ACQ_TEST_MIB` scales the stream volume (default
 //! 256 MiB per mode and sink).
 
+use acq_e2e::gate::beside_others;
 use acq_e2e::{
     acq_stream as stream, assert_dmesg_clean, assert_pool_full, boot_streaming_guest as boot,
     driver_image, ensure_verified, json_true, json_u64, kill_consumers_holding_pages,
@@ -21,6 +22,7 @@ fn rmmod_clean(vm: &mut acq::vm::Vm) -> Result<()> {
 
 #[test]
 fn zerocopy_every_mode_and_sink_streams_verified() -> Result<()> {
+    let _gate = beside_others();
     let mib = stream_mib();
     let bytes = mib << 20;
     let mut vm = boot("zc-modes")?;
@@ -70,6 +72,7 @@ fn zerocopy_every_mode_and_sink_streams_verified() -> Result<()> {
 
 #[test]
 fn zerocopy_tee_read_vs_splice_and_errnos() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("zc-tee")?;
 
     // tee(): two copies, both verified, identical.
@@ -129,6 +132,7 @@ fn zerocopy_tee_read_vs_splice_and_errnos() -> Result<()> {
 
 #[test]
 fn zerocopy_held_pages_and_dead_consumers_return_every_page() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("zc-hold")?;
 
     // A consumer that keeps the device's pages in its pipe without reading: the card (a
@@ -202,6 +206,7 @@ fn zerocopy_held_pages_and_dead_consumers_return_every_page() -> Result<()> {
 
 #[test]
 fn zerocopy_raw_peer_and_bad_arguments() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("zc-raw")?;
     // The in-guest peer: /dev/zero through the same loops, no ioctls.
     for mode in ["read", "splice"] {
@@ -239,6 +244,7 @@ fn zerocopy_raw_peer_and_bad_arguments() -> Result<()> {
 
 #[test]
 fn zerocopy_file_on_a_virtio_blk_disk() -> Result<()> {
+    let _gate = beside_others();
     let mib = stream_mib();
     let paths = acq::paths::Paths::discover()?;
     let (modules, files) = driver_image(&paths)?;

@@ -2,6 +2,7 @@
 //! scenario that runs in a guest another scenario booted (docs/scenarios.md, "One guest
 //! for several scenarios").
 
+use acq_e2e::gate::beside_others;
 use std::path::Path;
 
 use acq::paths::Paths;
@@ -59,6 +60,7 @@ fn results_in(paths: &Paths, dir: &str) -> RunOptions {
 #[test]
 fn a_guest_handed_on_gives_the_next_scenario_its_own_counters_faults_and_kernel_log() -> Result<()>
 {
+    let _gate = beside_others();
     let paths = Paths::discover()?;
     let first = scenario(
         r#"{"name": "reuse-hang", "timeout_s": 300,
@@ -108,6 +110,7 @@ fn a_guest_handed_on_gives_the_next_scenario_its_own_counters_faults_and_kernel_
 /// each next scenario boots its own, and each guest.txt names what was left.
 #[test]
 fn a_guest_left_changed_is_not_handed_on() -> Result<()> {
+    let _gate = beside_others();
     let paths = Paths::discover()?;
     let leaving = |name: &str, cmd: &str| {
         scenario(&format!(
@@ -172,6 +175,7 @@ fn a_guest_left_changed_is_not_handed_on() -> Result<()> {
 /// after an error, the first two failed "not scanned".)
 #[test]
 fn one_leak_scan_for_a_debug_guest_lays_each_leak_on_its_scenario() -> Result<()> {
+    let _gate = beside_others();
     let paths = Paths::discover()?.with_kernel(acq::paths::KernelFlavor::Debug)?;
     let mutant = acq::mutants::load(&paths.repo.join("tests/mutants/leak-at-probe.toml"))?;
     let ko = acq::mutants::prepare(

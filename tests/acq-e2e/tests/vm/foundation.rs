@@ -1,6 +1,7 @@
 //! Foundation: the guest boots with our kernel, the agent answers, Rust modules load and
 //! unload, the kernel stays clean, and the guest shuts down cleanly.
 
+use acq_e2e::gate::beside_others;
 use std::time::Duration;
 
 use acq_e2e::{assert_dmesg_clean, boot, CMD};
@@ -8,6 +9,7 @@ use anyhow::{ensure, Result};
 
 #[test]
 fn guest_boots_runs_a_rust_module_and_powers_off() -> Result<()> {
+    let _gate = beside_others();
     let paths = acq::paths::Paths::discover()?;
     let sample = paths.kernel_build.join("samples/rust/rust_minimal.ko");
     let (mut vm, _) = boot("foundation", vec![sample])?;

@@ -17,6 +17,7 @@
 //! contents across a card reset, so a card handed on would not start with the zeros of a
 //! card at power-on.
 
+use acq_e2e::gate::beside_others;
 use acq_e2e::{
     acq_stream as stream, assert_dmesg_clean, assert_pool_full, boot_streaming_guest_alone as boot,
     ensure_verified, json_true, json_u64, kill_consumers_holding_pages, model_request, stream_mib,
@@ -51,6 +52,7 @@ fn bar2_data_off(vm: &mut acq::vm::Vm) -> Result<u32> {
 
 #[test]
 fn bar2_streams_verified_by_read_splice_and_mmap() -> Result<()> {
+    let _gate = beside_others();
     let mib = stream_mib();
     let bytes = mib << 20;
     let mut vm = boot("bar2-modes")?;
@@ -179,6 +181,7 @@ fn bar2_streams_verified_by_read_splice_and_mmap() -> Result<()> {
 
 #[test]
 fn bar2_errors_overflow_held_pages_and_back_to_dma() -> Result<()> {
+    let _gate = beside_others();
     let mut vm = boot("bar2-errors")?;
     vm.sh_ok(&format!("acq-ctl set --transfer bar2 {RING}"), CMD)?;
 
@@ -264,6 +267,7 @@ fn bar2_errors_overflow_held_pages_and_back_to_dma() -> Result<()> {
 /// when its completion was taken.
 #[test]
 fn pages_in_a_pipe_keep_their_data_through_unbind_under_swiotlb_force() -> Result<()> {
+    let _gate = beside_others();
     let paths = acq::paths::Paths::discover()?;
     let (modules, files) = acq_e2e::driver_image(&paths)?;
     let mut failures = Vec::new();

@@ -539,7 +539,7 @@ fn a_waiter_woken_but_kept_from_its_cpu_is_not_a_lost_wake_up() -> Result<()> {
 /// Not a test: boots `ACQ_DEBUG_CARDS` cards (default 1) with the driver and the guest
 /// tools, runs the shell command `ACQ_DEBUG_CMD` and prints its output. For poking at the
 /// driver by hand: `ACQ_DEBUG_CMD='insmod /lib/modules/acq.ko && acq-ctl info' cargo test
-/// -p acq-e2e --test driver -- --ignored --nocapture debug_shell`.
+/// -p acq-e2e --test vm driver::debug_shell -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn debug_shell() -> Result<()> {
