@@ -79,7 +79,8 @@ mkdir -p "$ACQ_CACHE"
 exec 9>"$ACQ_CACHE/cargo.lock"
 
 # restore: into each target directory cargo has not used (no CACHEDIR.TAG, which cargo
-# writes first: qemu/module.sh's target/driver-* alone does not count), through a copy
+# writes first: qemu/module.sh's target/driver-* alone does not count) and that no restore
+# seeded before (.acq-restored), through a copy
 # beside it whose top-level directories are then moved in, so that an interrupted restore
 # leaves whole profiles or none.
 restore() {
@@ -87,7 +88,10 @@ restore() {
     [ -d "$entry" ] || return 0
     local t tmp c
     for t in "${dirs[@]}"; do
-        [ ! -e "$t/CACHEDIR.TAG" ] && [ -d "$entry/$t" ] || continue
+        # .acq-restored: seeded already, by an earlier restore of this make (make test
+        # restores before the host tests and again in host-checks, before the fuzz
+        # targets' directory has seen cargo).
+        [ ! -e "$t/CACHEDIR.TAG" ] && [ ! -e "$t/.acq-restored" ] && [ -d "$entry/$t" ] || continue
         log "cargo: the dependencies of $t from $entry"
         tmp="$t.restore.$$"
         # shellcheck disable=SC2064
@@ -99,6 +103,7 @@ restore() {
             [ -e "$t/${c##*/}" ] || mv "$c" "$t/"
         done
         rm -rf "$tmp"
+        touch "$t/.acq-restored"
     done
 }
 

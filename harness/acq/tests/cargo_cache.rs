@@ -93,7 +93,7 @@ fn files(root: &Path) -> BTreeSet<String> {
     out
 }
 
-fn run(repo: &Path, cache: &Path, cmd: &str) {
+fn run(repo: &Path, cache: &Path, cmd: &str) -> String {
     let out = Command::new("bash")
         .arg(repo.join("qemu/cargo-cache.sh"))
         .arg(cmd)
@@ -106,6 +106,7 @@ fn run(repo: &Path, cache: &Path, cmd: &str) {
         out.status.success() && !stderr.contains("failed"),
         "cargo-cache.sh {cmd}: {stderr}"
     );
+    stderr.into_owned()
 }
 
 /// The files of an entry, but its list of units.
@@ -195,9 +196,18 @@ fn only_crates_io_units_are_kept_and_a_fresh_clone_gets_them_back() {
     run(&b, &cache, "restore");
     let restored: BTreeSet<String> = files(&b)
         .into_iter()
-        .filter(|f| f.contains("target/"))
+        .filter(|f| f.contains("target/") && !f.ends_with("/.acq-restored"))
         .collect();
     assert_eq!(restored, set(&deps), "the restored target directories");
+    // A second restore before cargo ran (make test restores for the host tests, then
+    // again for host-checks) leaves the seeded directories alone: it copied the whole
+    // entry again before.
+    assert!(b.join("tests/acq-fuzz/target/.acq-restored").exists());
+    let again = run(&b, &cache, "restore");
+    assert!(
+        !again.contains("dependencies of"),
+        "a second restore copied the entry again: {again}"
+    );
     assert_eq!(
         fs::metadata(b.join(&rlib)).unwrap().modified().unwrap(),
         old

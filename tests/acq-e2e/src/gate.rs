@@ -1,15 +1,17 @@
-//! How many of the VM tests' guests run at once. make test-vm runs four tests at a time
-//! (`--test-threads`), each with its own guest, on a 2-CPU host. Under TCG a guest's clock
-//! runs on while its vCPU waits for a host CPU, so a test that judges the driver by how
-//! long something takes (a wake-up, a second reader, a submission, a signal's effect) or
-//! by a consumer keeping up with no overflow, with less than about a second to spare,
-//! would measure the host's load as much as the driver. Such a test holds [`quiet`]: at
-//! most one other guest runs beside it, as every test ran through many CI runs before
-//! make test-vm ran four at a time. Every other test holds [`beside_others`] while its
-//! guest runs (an ioctl given a second beside a call stuck for three, say). The gate is
-//! the test binary's: the VM tests are one binary (`tests/vm/`), so it counts them all;
-//! the pool's own test, a binary of its own, runs alone. A guest idle in the pool
-//! (`pool`, two at most) takes no slot: it runs nothing.
+//! How many of the VM tests' guests run at once. make test-vm lets four run (VM_JOBS, as
+//! `ACQ_TEST_GUESTS`) on a 2-CPU host, and libtest starts twice as many tests: the others
+//! wait here. Under TCG a guest's clock runs on while its vCPU waits for a host CPU, so a
+//! test that judges the driver by how long something takes (a wake-up, a second reader, a
+//! submission, a signal's effect) or by a consumer keeping up with no overflow, with less
+//! than about a second to spare, would measure the host's load as much as the driver. Such
+//! a test holds [`quiet`]: at most one other guest runs beside it, as every test ran
+//! through many CI runs before make test-vm ran four at a time, and never one that keeps
+//! a host CPU busy by itself ([`heavy`]: a debug kernel's, one behind the virtual IOMMU, a
+//! long stream at full speed). Every other test holds [`beside_others`] while its guest
+//! runs (an ioctl given a second beside a call stuck for three, say). The gate is the test
+//! binary's: the VM tests are one binary (`tests/vm/`), so it counts them all; the pool's
+//! own test, a binary of its own, runs alone. A guest idle in the pool (`pool`, two at
+//! most) takes no slot: it runs nothing.
 
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -29,20 +31,26 @@ fn total() -> u32 {
 }
 
 /// A quiet test's share of `total` slots: it leaves room for one other guest (none when
-/// there is only one slot).
+/// there is only one slot; with two, two quiet tests may run side by side).
 fn quiet_share(total: u32) -> u32 {
     total.saturating_sub(1).max(1)
+}
+
+/// A heavy test's share: two slots, so that it never fits beside a quiet test's share
+/// (with three slots or more).
+fn heavy_share(total: u32) -> u32 {
+    total.min(2)
 }
 
 struct Slots {
     used: u32,
     /// Quiet tests waiting for their share: while none runs, other tests wait behind
-    /// them, or a steady stream of ordinary tests would keep three slots from ever being
-    /// free at once.
+    /// them, or a steady stream of ordinary tests would keep a quiet test's share from
+    /// ever being free at once.
     quiet_waiting: u32,
     /// Quiet tests running. Beside one, the slot it leaves may go to an ordinary test even
-    /// while another quiet test waits: the running one gives back three slots when it
-    /// ends, all the waiting one needs, so nothing waits longer for it. (Before, that slot
+    /// while another quiet test waits: the running one gives back its share when it ends,
+    /// all the waiting one needs, so nothing waits longer for it. (Before, that slot
     /// stayed empty behind each waiting quiet test: a CI run's CPUs idled 10-50% busy
     /// through consumers.rs's quiet tests.)
     quiet_running: u32,
@@ -97,11 +105,14 @@ fn take(n: u32, quiet: bool) -> Guard {
             .wait(s)
             .unwrap_or_else(PoisonError::into_inner);
     }
+    s.used += n;
     if quiet {
         s.quiet_waiting -= 1;
         s.quiet_running += 1;
+        // An ordinary test that waited behind this one may now take the slot beside it.
+        drop(s);
+        SLOTS_CHANGED.notify_all();
     }
-    s.used += n;
     Guard { held: n, quiet }
 }
 
@@ -113,6 +124,13 @@ pub fn quiet() -> Guard {
 /// Held while a test runs a guest that other tests' guests may run beside.
 pub fn beside_others() -> Guard {
     take(1, false)
+}
+
+/// Held while a test runs a guest that keeps a host CPU busy by itself (a debug kernel's,
+/// one behind the virtual IOMMU, a long verified stream at full speed): it counts as two,
+/// so it never runs beside a quiet test.
+pub fn heavy() -> Guard {
+    take(heavy_share(total()), false)
 }
 
 #[cfg(test)]
@@ -149,9 +167,20 @@ mod tests {
         assert_eq!(quiet_share(4), 3);
         assert_eq!(quiet_share(2), 1);
         assert_eq!(quiet_share(1), 1);
+        // A heavy test never fits beside a running quiet one.
+        for total in 3..=8 {
+            let used = quiet_share(total);
+            assert!(!may_take(
+                &state(used, 0, 1),
+                total,
+                heavy_share(total),
+                false
+            ));
+        }
+        assert_eq!(heavy_share(1), 1);
     }
 
-    /// Quiet tests and ordinary ones on many threads: never more than four guests at
+    /// Quiet tests and ordinary ones on many threads: never more than `total` guests at
     /// once, never more than two while a quiet test runs. (RUNNING counts a thread only
     /// while it holds its guard: it counts up after taking it and down before giving it
     /// back, so what the quiet thread sees is at most what holds slots.)

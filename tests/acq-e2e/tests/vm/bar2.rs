@@ -17,7 +17,7 @@
 //! contents across a card reset, so a card handed on would not start with the zeros of a
 //! card at power-on.
 
-use acq_e2e::gate::beside_others;
+use acq_e2e::gate::{beside_others, heavy};
 use acq_e2e::{
     acq_stream as stream, assert_dmesg_clean, assert_pool_full, boot_streaming_guest_alone as boot,
     ensure_verified, json_true, json_u64, kill_consumers_holding_pages, model_request, stream_mib,
@@ -52,7 +52,7 @@ fn bar2_data_off(vm: &mut acq::vm::Vm) -> Result<u32> {
 
 #[test]
 fn bar2_streams_verified_by_read_splice_and_mmap() -> Result<()> {
-    let _gate = beside_others();
+    let _gate = heavy();
     let mib = stream_mib();
     let bytes = mib << 20;
     let mut vm = boot("bar2-modes")?;

@@ -2,7 +2,7 @@
 //! scenario that runs in a guest another scenario booted (docs/scenarios.md, "One guest
 //! for several scenarios").
 
-use acq_e2e::gate::beside_others;
+use acq_e2e::gate::{beside_others, heavy};
 use std::path::Path;
 
 use acq::paths::Paths;
@@ -175,7 +175,7 @@ fn a_guest_left_changed_is_not_handed_on() -> Result<()> {
 /// after an error, the first two failed "not scanned".)
 #[test]
 fn one_leak_scan_for_a_debug_guest_lays_each_leak_on_its_scenario() -> Result<()> {
-    let _gate = beside_others();
+    let _gate = heavy();
     let paths = Paths::discover()?.with_kernel(acq::paths::KernelFlavor::Debug)?;
     let mutant = acq::mutants::load(&paths.repo.join("tests/mutants/leak-at-probe.toml"))?;
     let ko = acq::mutants::prepare(

@@ -10,7 +10,7 @@
 //! (qemu/kernel/base.config). `ACQ_TEST_MIB` scales the compared stream (default 32 MiB).
 //! Each test runs in about a minute under TCG.
 
-use acq_e2e::gate::beside_others;
+use acq_e2e::gate::heavy;
 use std::time::Duration;
 
 use acq_e2e::{
@@ -89,13 +89,13 @@ fn vfio_with_fault(vm: &mut acq::vm::Vm, fault: &str, args: &str) -> Result<Stri
 
 #[test]
 fn vfio_driver_agrees_with_kernel_driver_and_handles_faults() -> Result<()> {
-    let _gate = beside_others();
+    let _gate = heavy();
     agree_and_handle_faults(false)
 }
 
 #[test]
 fn vfio_driver_behind_viommu_agrees_with_kernel_driver_and_handles_faults() -> Result<()> {
-    let _gate = beside_others();
+    let _gate = heavy();
     agree_and_handle_faults(true)
 }
 

@@ -6,7 +6,7 @@
 //! Needs `make driver guest build`. `ACQ_TEST_MIB` scales the stream volume (default
 //! 256 MiB per mode and sink).
 
-use acq_e2e::gate::beside_others;
+use acq_e2e::gate::{beside_others, heavy};
 use acq_e2e::{
     acq_stream as stream, assert_dmesg_clean, assert_pool_full, boot_streaming_guest as boot,
     driver_image, ensure_verified, json_true, json_u64, kill_consumers_holding_pages,
@@ -22,7 +22,7 @@ fn rmmod_clean(vm: &mut acq::vm::Vm) -> Result<()> {
 
 #[test]
 fn zerocopy_every_mode_and_sink_streams_verified() -> Result<()> {
-    let _gate = beside_others();
+    let _gate = heavy();
     let mib = stream_mib();
     let bytes = mib << 20;
     let mut vm = boot("zc-modes")?;
@@ -244,7 +244,7 @@ fn zerocopy_raw_peer_and_bad_arguments() -> Result<()> {
 
 #[test]
 fn zerocopy_file_on_a_virtio_blk_disk() -> Result<()> {
-    let _gate = beside_others();
+    let _gate = heavy();
     let mib = stream_mib();
     let paths = acq::paths::Paths::discover()?;
     let (modules, files) = driver_image(&paths)?;
