@@ -88,10 +88,11 @@ restore() {
     [ -d "$entry" ] || return 0
     local t tmp c
     for t in "${dirs[@]}"; do
-        # .acq-restored: seeded already, by an earlier restore of this make (make test
-        # restores before the host tests and again in host-checks, before the fuzz
-        # targets' directory has seen cargo).
-        [ ! -e "$t/CACHEDIR.TAG" ] && [ ! -e "$t/.acq-restored" ] && [ -d "$entry/$t" ] || continue
+        # .acq-restored: seeded already by an earlier restore (make test restores before
+        # the host tests and again in host-checks, before the fuzz targets' directory has
+        # seen cargo), unless what it seeded is gone since (rm -rf target/* keeps it).
+        [ ! -e "$t/CACHEDIR.TAG" ] && [ -d "$entry/$t" ] || continue
+        if [ -e "$t/.acq-restored" ] && [ -n "$(ls "$t")" ]; then continue; fi
         log "cargo: the dependencies of $t from $entry"
         tmp="$t.restore.$$"
         # shellcheck disable=SC2064
