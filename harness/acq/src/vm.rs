@@ -335,41 +335,49 @@ impl Vm {
     /// at a time, in card order: the guest then lists them in that order, and the driver
     /// numbers them /dev/acq0, /dev/acq1, ... as it does cards present at boot.
     fn plug_cards(&mut self, sockets: &[PathBuf], functions: usize) -> Result<()> {
-        if sockets.is_empty() {
-            return Ok(());
-        }
-        let transcript = self.run_dir.join("qmp-plug.log");
-        let mut qmp = Qmp::connect(&qmp_socket(&self.run_dir), Some(&transcript))?;
-        for (i, sock) in sockets.iter().enumerate() {
-            qmp.execute("device_add", card_device(i, sock))
-                .with_context(|| format!("plugging in card {i} ({})", sock.display()))?;
-            let want = functions + i + 1;
-            let wait = format!(
-                "for i in $(seq 300); do [ $({PCI_FUNCTIONS}) -ge {want} ] && exit 0; sleep 0.05; done; \
-                 echo \"the guest did not add card {i} within 15 s\"; exit 1"
-            );
-            self.sh_ok(&wait, Duration::from_secs(30))?;
-        }
-        Ok(())
+        self.plug_in_turn("card", sockets, PCI_FUNCTIONS, functions, |i, sock| {
+            vec![("device_add", card_device(i, sock))]
+        })
     }
 
     /// Plugs the capture disks in, one at a time in disk order (so that disk N is the
     /// guest's Nth virtio disk, /dev/vda first), each once its backend is connected.
     fn plug_disks(&mut self, sockets: &[PathBuf]) -> Result<()> {
+        self.plug_in_turn(
+            "capture disk",
+            sockets,
+            "ls /sys/block | grep -c '^vd'",
+            0,
+            |i, sock| crate::disks::hotplug(i, sock).into(),
+        )
+    }
+
+    /// Plugs in the device served at each of `sockets` in turn: device i by the QMP
+    /// commands `commands(i, socket)`, then a wait (up to 15 s) until the guest shell
+    /// command `count` prints at least `before + i + 1`, so that the guest has added it
+    /// before the next one comes.
+    fn plug_in_turn(
+        &mut self,
+        what: &str,
+        sockets: &[PathBuf],
+        count: &str,
+        before: usize,
+        commands: impl Fn(usize, &Path) -> Vec<(&'static str, serde_json::Value)>,
+    ) -> Result<()> {
         if sockets.is_empty() {
             return Ok(());
         }
         let transcript = self.run_dir.join("qmp-plug.log");
         let mut qmp = Qmp::connect(&qmp_socket(&self.run_dir), Some(&transcript))?;
         for (i, sock) in sockets.iter().enumerate() {
-            for (cmd, args) in crate::disks::hotplug(i, sock) {
-                qmp.execute(cmd, args).with_context(|| {
-                    format!("plugging in capture disk {i} ({})", sock.display())
-                })?;
+            for (cmd, args) in commands(i, sock) {
+                qmp.execute(cmd, args)
+                    .with_context(|| format!("plugging in {what} {i} ({})", sock.display()))?;
             }
+            let want = before + i + 1;
             let wait = format!(
-                "for i in $(seq 300); do [ $(ls /sys/block | grep -c '^vd') -gt {i} ] && exit 0; sleep 0.05; done; \
-                 echo \"the guest did not add capture disk {i} within 15 s\"; exit 1"
+                "for i in $(seq 300); do [ $({count}) -ge {want} ] && exit 0; sleep 0.05; done; \
+                 echo \"the guest did not add {what} {i} within 15 s\"; exit 1"
             );
             self.sh_ok(&wait, Duration::from_secs(30))?;
         }
@@ -380,18 +388,11 @@ impl Vm {
     /// without them (the snapshot's image is every run's), but for those the image holds
     /// already (`in_image`: a guest tool a test lists again).
     fn put_files(&mut self, cfg: &VmConfig, in_image: &[(String, PathBuf)]) -> Result<()> {
-        let modules = cfg.modules.iter().map(|m| {
-            let name = m.file_name().map(|n| n.to_string_lossy().into_owned());
-            (name.map(|n| format!("/lib/modules/{n}")), m, 0o644)
-        });
-        let files = (cfg.files.iter()).map(|(guest, host)| (Some(guest.clone()), host, 0o755));
-        for (guest, host, mode) in modules.chain(files) {
-            let guest = guest
-                .with_context(|| format!("module path {} has no file name", host.display()))?;
-            if in_image.iter().any(|(g, h)| *g == guest && h == host) {
+        for (guest, host, mode) in extra_files(&cfg.modules, &cfg.files)? {
+            if in_image.iter().any(|(g, h)| *g == guest && *h == host) {
                 continue;
             }
-            let bytes = fs::read(host).with_context(|| {
+            let bytes = fs::read(&host).with_context(|| {
                 format!(
                     "reading {} for the guest's {guest}: run `make guest` (guest tools) or `make deps`",
                     host.display()
@@ -778,39 +779,22 @@ impl Qemu<'_> {
 /// no space", also with QEMU's `pref64-reserve` on the port), and the BARs of another
 /// server's card are not ours to know: those boot with their cards present.
 fn hotplug_fits(card: &Card) -> bool {
+    /// The one card setting that decides it (the model's own parser judges the rest).
+    #[derive(serde::Deserialize)]
+    struct Bar2 {
+        bar2_size: Option<acq_wire::Size>,
+    }
     match card {
         Card::Model { config: None } => true,
         Card::Model { config: Some(path) } => fs::read(path)
             .ok()
-            .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
-            .is_some_and(|c| match c.get("bar2_size") {
-                None => true,
-                Some(size) => {
-                    size_bytes(size).is_some_and(|b| b <= acq_hw::regs::bar::BAR2_SIZE_MIN)
-                }
+            .and_then(|text| serde_json::from_slice::<Bar2>(&text).ok())
+            .is_some_and(|c| {
+                c.bar2_size
+                    .is_none_or(|size| size.0 <= acq_hw::regs::bar::BAR2_SIZE_MIN)
             }),
         Card::External(_) => false,
     }
-}
-
-/// A model setting's size (docs/device.md: a number, or a string with a K, M or G suffix
-/// of powers of 1024), or None when it does not read as one.
-fn size_bytes(v: &serde_json::Value) -> Option<u64> {
-    if let Some(n) = v.as_u64() {
-        return Some(n);
-    }
-    let s = v.as_str()?.trim();
-    let (digits, shift) = match s.chars().last()? {
-        'K' | 'k' => (&s[..s.len() - 1], 10),
-        'M' | 'm' => (&s[..s.len() - 1], 20),
-        'G' | 'g' => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
-    };
-    let n = match digits.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok()?,
-        None => digits.parse::<u64>().ok()?,
-    };
-    n.checked_mul(1 << shift)
 }
 
 /// How long a restored guest's agent may take to run `true`; a restore's other waits.
@@ -921,6 +905,30 @@ fn bind_dirs(run_dir: &Path, cards: &[PathBuf]) -> Vec<PathBuf> {
     dirs
 }
 
+/// Where the run's kernel modules and extra files go in the guest, with their permission
+/// bits: (guest path, host path, mode). The image holds them (`build_image`), or they are
+/// put into a restored guest (`Vm::put_files`).
+fn extra_files(
+    modules: &[PathBuf],
+    files: &[(String, PathBuf)],
+) -> Result<Vec<(String, PathBuf, u32)>> {
+    let mut out = Vec::with_capacity(modules.len() + files.len());
+    for m in modules {
+        let name = m
+            .file_name()
+            .with_context(|| format!("module path {} has no file name", m.display()))?;
+        out.push((
+            format!("/lib/modules/{}", name.to_string_lossy()),
+            m.clone(),
+            0o644,
+        ));
+    }
+    for (guest, host) in files {
+        out.push((guest.clone(), host.clone(), 0o755));
+    }
+    Ok(out)
+}
+
 /// The guest's initramfs; with `extras`, the run's modules and files in it too. Returns
 /// its files: (guest path, host source).
 fn build_image(
@@ -960,22 +968,8 @@ fn build_image(
         true => (&cfg.modules[..], &cfg.files[..]),
         false => (&[][..], &[][..]),
     };
-    for m in modules {
-        let name = m
-            .file_name()
-            .with_context(|| format!("module path {} has no file name", m.display()))?;
-        entries.push(Entry::File {
-            path: format!("/lib/modules/{}", name.to_string_lossy()),
-            source: m.clone(),
-            mode: 0o644,
-        });
-    }
-    for (guest, host) in files {
-        entries.push(Entry::File {
-            path: guest.clone(),
-            source: host.clone(),
-            mode: 0o755,
-        });
+    for (path, source, mode) in extra_files(modules, files)? {
+        entries.push(Entry::File { path, source, mode });
     }
     for e in &entries {
         if let Entry::File { source, path, .. } = e {

@@ -22,11 +22,8 @@ use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 fn total() -> u32 {
     static TOTAL: OnceLock<u32> = OnceLock::new();
     *TOTAL.get_or_init(|| {
-        std::env::var("ACQ_TEST_GUESTS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|n| *n > 0)
-            .unwrap_or(4)
+        // More than u32::MAX guests is no limit at all.
+        u32::try_from(crate::env_count("ACQ_TEST_GUESTS", 4)).unwrap_or(u32::MAX)
     })
 }
 

@@ -152,13 +152,19 @@ pub fn assert_dmesg_clean(vm: &mut Vm) -> Result<()> {
     Ok(())
 }
 
-/// MiB per long stream: `ACQ_TEST_MIB` (default 256, the issues' figure), for quick runs.
-pub fn stream_mib() -> u64 {
-    std::env::var("ACQ_TEST_MIB")
+/// The positive number in the environment variable `name`, or `default` when it is unset,
+/// zero or not a number.
+pub fn env_count(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|v| *v > 0)
-        .unwrap_or(256)
+        .unwrap_or(default)
+}
+
+/// MiB per long stream: `ACQ_TEST_MIB` (default 256, the issues' figure), for quick runs.
+pub fn stream_mib() -> u64 {
+    env_count("ACQ_TEST_MIB", 256)
 }
 
 /// How long a long stream may take in the guest.

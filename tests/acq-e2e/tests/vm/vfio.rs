@@ -21,11 +21,7 @@ use anyhow::{ensure, Result};
 const STREAM: Duration = Duration::from_secs(300);
 
 fn mib() -> u64 {
-    std::env::var("ACQ_TEST_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|v| *v > 0)
-        .unwrap_or(32)
+    acq_e2e::env_count("ACQ_TEST_MIB", 32)
 }
 
 /// A model counter (docs/device.md 18).
