@@ -41,8 +41,9 @@ pub fn kernel_bug_reports(dmesg: &str) -> Vec<String> {
 /// kmemleak's interface (debug kernel flavor, debugfs).
 pub const KMEMLEAK: &str = "/sys/kernel/debug/kmemleak";
 
-/// A guest shell command run before the driver loads: scan and forget what the kernel
-/// leaked while booting, so a later report is about the run. Prints nothing on a kernel
+/// A guest shell command run once a guest has booted, before its snapshot is taken
+/// (crate::vm): scan and forget what the kernel leaked while booting, so a later report
+/// is about the run. The cards and files come after it. Prints nothing on a kernel
 /// without kmemleak. Two scans, as below. (Leaving out the objects allocated before the
 /// driver loaded, by their allocation jiffies, would save these 14 s of a KASAN guest under
 /// TCG, but hides a boot-time object the driver leaks a reference to: the card's pci_dev

@@ -24,6 +24,19 @@ use anyhow::{bail, Context, Result};
 /// includes from outside driver/ (qemu/module.sh copies it beside an out-of-tree build).
 pub const CONTRACT: &str = "device-model/acq-hw/src/regs.rs";
 
+/// The cache directory, where qemu/lib.sh places it: `$ACQ_CACHE`, else
+/// `$XDG_CACHE_HOME/pcie-acq`, else `~/.cache/pcie-acq`.
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("ACQ_CACHE") {
+        Some(c) => PathBuf::from(c),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(|| PathBuf::from("/tmp"))
+            .join("pcie-acq"),
+    }
+}
+
 /// Resolved locations for one run.
 #[derive(Debug, Clone)]
 pub struct Paths {

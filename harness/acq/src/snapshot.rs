@@ -5,9 +5,10 @@
 //! the debug kernel), and `make test` boots about a hundred guests. Restoring a snapshot
 //! takes about 0.2 s. What a snapshot holds is only what every guest of a machine shares:
 //! the kernel and the base image booted up to the agent's `ready`, the cards' root ports
-//! empty. The cards, the kernel modules and the extra files differ from run to run; they
-//! are added to the running guest after the restore (QMP `device_add`, the agent's
-//! `put`), the same way for a guest booted to take the snapshot, so a guest holds the same
+//! empty (and on the debug flavor, what the boot leaked already forgotten by kmemleak).
+//! The cards, the kernel modules and the extra files differ from run to run; they are
+//! added to the running guest after the restore (QMP `device_add`, the agent's `put`),
+//! the same way for a guest booted to take the snapshot, so a guest holds the same
 //! things however it started.
 //!
 //! The cache is `$ACQ_CACHE/snapshots/KEY.state` (QEMU's `mapped-ram` format: sparse,
@@ -34,20 +35,11 @@ pub const KEEP: usize = 64;
 /// The longest a save or a restore may take (a 1 GiB guest takes about a second).
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bump when what a snapshot holds changes in a way its key does not show.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
-/// The snapshot directory of the cache (`$ACQ_CACHE/snapshots`, the cache as qemu/lib.sh
-/// places it).
+/// The snapshot directory of the cache (`$ACQ_CACHE/snapshots`).
 pub fn dir() -> PathBuf {
-    let cache = match std::env::var_os("ACQ_CACHE") {
-        Some(c) => PathBuf::from(c),
-        None => std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .unwrap_or_else(|| PathBuf::from("/tmp"))
-            .join("pcie-acq"),
-    };
-    cache.join("snapshots")
+    crate::paths::cache_dir().join("snapshots")
 }
 
 /// Whether snapshots are in use: `ACQ_SNAPSHOTS=0` boots every guest from scratch.

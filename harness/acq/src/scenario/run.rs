@@ -448,14 +448,9 @@ fn in_guest(
     held: &mut [Held],
 ) -> Result<bool> {
     let (sc, dir, deadline) = (g.sc, g.dir, g.deadline);
-    // On the debug flavor: what the kernel leaked while booting is not the run's. (In a
-    // guest handed over, the scenarios before this one own what they allocated.)
-    if res.guest_booted_by.is_none() {
-        vm.sh_ok(
-            &crate::dmesg::kmemleak_baseline_cmd(),
-            Duration::from_secs(120),
-        )?;
-    }
+    // (On the debug flavor, what the kernel leaked while booting was forgotten before the
+    // guest was handed out: crate::vm. In a guest handed over, the scenarios before this
+    // one own what they allocated.)
     // The scenario's start on kmemleak's clock: a scan covering several scenarios lays
     // each object on the one it was allocated in ([`leaks`]).
     if g.debug {
