@@ -10,7 +10,7 @@ GUEST_TARGET := x86_64-unknown-linux-gnu
 GUEST_DIR := target/guest
 ACQ := target/release/acq
 
-.PHONY: all host-deps cargo-restore deps toolroot kernel kernels-for-test host-checks kernel-test kernel-debug kernel-bench guest build driver driver-debug driver-bench run shell bench test test-host test-vm mutants explore soak lint lint-host lint-driver fuzz fuzz-smoke fmt clean help
+.PHONY: all host-deps cargo-restore deps toolroot kernel kernels-for-test host-checks kernel-test kernel-debug kernel-bench guest build driver driver-debug driver-bench run shell bench test test-host test-vm mutants explore soak lint lint-host lint-workspace lint-fuzz lint-driver fuzz fuzz-smoke fmt clean help
 
 all: build
 
@@ -92,16 +92,23 @@ bench: deps guest build driver-bench
 	$(ACQ) bench --kernel-flavor bench --update-docs
 
 ## Tests
-# The host tests first, alone (some time a card's rate on the host), then the host's other
-# builds and checks side by side (host-checks), the module's lint and the VM tests. Only
-# the cargo builds that share target/ wait for each other (cargo's lock); the fuzz targets
-# and the guest tools have target directories of their own. Measured on a fresh clone
-# with a warm cache: these four and the host tests side by side took 155 s against 203
-# one after the other.
-test: test-host kernels-for-test host-checks lint-driver test-vm
+# The host tests first, alone (some time a card's rate on the host), then the host's builds
+# side by side (host-checks: cargo's lock has the release build wait for nothing else, the
+# guest tools and the modules have target directories of their own), the module's lint
+# and the VM tests. The lints and the fuzz targets' build and smoke (target directories of
+# their own, no guest) run beside all of it at idle CPU priority (qemu/beside.sh:
+# SCHED_IDLE, they get only the CPU time the rest leaves unused: the VM tests' guests
+# leave about two thirds of the two CPUs idle for the first 100 s, while the quiet tests
+# run, and a sixth after); their output is shown once they end, and their failure fails
+# make test.
+test: cargo-restore
+	@bash qemu/host-deps.sh setsid chrt
+	@bash qemu/beside.sh results/beside.log \
+		'$(MAKE) --no-print-directory lint-workspace lint-fuzz fuzz-smoke' \
+		$(MAKE) --no-print-directory test-host kernels-for-test host-checks lint-driver test-vm
 
 host-checks: cargo-restore
-	@$(MAKE) --no-print-directory -j3 --output-sync=target lint-host build fuzz-smoke guest
+	@$(MAKE) --no-print-directory -j3 --output-sync=target build guest driver-debug
 
 # make test needs both the test and the debug kernel. On a cold cache they build side by
 # side (each with make -j$(nproc)), so that the stretches where one build runs a single
@@ -115,9 +122,15 @@ test-host: cargo-restore
 
 lint: lint-host lint-driver
 
-lint-host: cargo-restore
+lint-host: lint-workspace lint-fuzz
+
+# Its own target directory (inside target/, so the cargo cache keeps its dependencies):
+# make test runs it beside the builds and tests, which then never wait on its lock.
+lint-workspace: cargo-restore
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	CARGO_TARGET_DIR=target/lint $(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+lint-fuzz: cargo-restore
 	cd tests/acq-fuzz && $(CARGO) fmt -- --check && $(CARGO) clippy --locked --all-targets -- -D warnings
 
 # The kernel module through clippy with the kernel's own lint set (CLIPPY=1), warnings
@@ -141,15 +154,18 @@ fuzz-smoke: cargo-restore
 # 2-core machine fill both cores (measured side by side: the Rust VM tests 503 s at 4
 # against 591 at 2, the 73 scenarios 280 s against about 330, every test passing; the
 # guests then used 1.6 and 2.0 of the 2 CPUs). The debug kernel's guests (KASAN,
-# kmemleak scans) keep a CPU busy each: DEBUG_JOBS stays at 2 (3 took as long). So do
-# the IOMMU and swiotlb sets (DMA_JOBS): four at a time, a playback scenario behind the
+# kmemleak scans) keep a CPU busy each, but each also waits 5 s for its leak scan:
+# DEBUG_JOBS=3 ran the set in 175 s against 195 at 2 (one after the other, every
+# scenario passing). The IOMMU and swiotlb sets (DMA_JOBS): four at a time, a playback scenario behind the
 # IOMMU (every DMA translated) saw its capture consumer overflow twice, in one CI run of
 # three. The tests that judge the driver by a latency, or by a consumer keeping up, run
 # beside at most one other guest (acq_e2e::gate). The Rust VM tests are one test binary
 # (tests/acq-e2e/tests/vm/), so that four of them run from the first to the last: cargo
 # runs binaries one after the other, and each file's last tests ran alone. libtest starts
-# twice VM_JOBS tests; the gate lets VM_JOBS guests run (ACQ_TEST_GUESTS) and the others
-# wait, so that the slot beside a quiet test finds a test ready for it. VM_JOBS=1 DEBUG_JOBS=1
+# every test at once; the gate lets VM_JOBS guests run (ACQ_TEST_GUESTS) and chooses who
+# goes next: the quiet tests first, each beside the longest test waiting, then the longest
+# first by the times the run before kept in the cache (425 s against 445 in name order,
+# where the longest tests ended the run nearly alone). VM_JOBS=1 DEBUG_JOBS=1
 # DMA_JOBS=1 for one at a time. Tried and left out: every test file and scenario set side
 # by side, sharing four machine-wide guest slots (a debug or DMA guest taking two, a quiet
 # test three): 1540 s against about 1490 one after the other, every test passing. The
@@ -159,15 +175,16 @@ fuzz-smoke: cargo-restore
 # most of these tests wait on paced cards, so the four slots bound them as much as the
 # CPUs do (the files that use it took 475 s against 473-503 in CI runs before it).
 VM_JOBS ?= 4
-DEBUG_JOBS ?= 2
+DEBUG_JOBS ?= 3
 DMA_JOBS ?= 2
 
 # The scenarios that also run on the debug kernel (KASAN, kmemleak) in make test-vm: every
 # kind of fault the driver must survive, each data path, removal and unbind, remove and
 # probe meeting a broken card. Their guests get 512 MiB (acq run --memory): a kmemleak scan
 # reads every page's struct page, and the four scans of a run took 14 s against 18 s
-# with 1 GiB. A KASAN boot is 12-14 s and kmemleak's baseline 7 s more, where most of
-# these scenarios run for a few seconds: --reuse-guests saves most of it, and in a shared
+# with 1 GiB. A KASAN boot is 12-14 s and kmemleak's baseline 7 s more (both now in the
+# machine's snapshot: the set took 195 s against 230 with the baseline in every guest),
+# where most of these scenarios run for a few seconds: --reuse-guests saves most of it, and in a shared
 # guest one leak scan (about 12 s) serves all its scenarios, each object laid on the
 # scenario it was allocated in (docs/scenarios.md): the set took 356 s against 375.
 DEBUG_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,default stream-splice-tee \
@@ -201,7 +218,7 @@ DMA_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,stream-splice-tee
 test-vm: deps guest build driver driver-debug
 	$(CARGO) test --locked -p acq-e2e --no-run
 	@bash qemu/cargo-cache.sh save
-	ACQ_TEST_GUESTS=$(VM_JOBS) $(CARGO) test --locked -p acq-e2e -- --test-threads=$$((2 * $(VM_JOBS)))
+	ACQ_TEST_GUESTS=$(VM_JOBS) $(CARGO) test --locked -p acq-e2e -- --test-threads=256
 	$(ACQ) run --jobs $(VM_JOBS) --reuse-guests --results results/test-vm tests/scenarios
 	$(ACQ) run --jobs $(DEBUG_JOBS) --kernel-flavor debug --memory 512 --reuse-guests \
 		--results results/test-vm-debug $(DEBUG_SCENARIOS)

@@ -2,16 +2,22 @@
 # Install the host tools the build needs when they are missing, with the host's own package
 # manager, so `make run` and `make test` set up a fresh Debian/Ubuntu machine by themselves
 # (Rust from rustup and make itself are the only prerequisites): cc for cargo's linker,
-# debootstrap and util-linux (unshare, findmnt) for the toolroot.
+# debootstrap and util-linux (unshare, findmnt) for the toolroot, util-linux (setsid, chrt)
+# for make test's job beside the tests (qemu/beside.sh).
 #
-#   qemu/host-deps.sh            all of them (qemu/toolroot.sh)
-#   qemu/host-deps.sh cc         only cargo's linker (host builds: no root needed when present)
+#   qemu/host-deps.sh            all of them
+#   qemu/host-deps.sh TOOL...    only those (cc: cargo's linker for host builds; no root
+#                                needed when they are present)
 source "$(dirname "$0")/lib.sh"
 
 wanted=("$@")
-[ ${#wanted[@]} -gt 0 ] || wanted=(cc debootstrap unshare findmnt)
+all=(cc:gcc debootstrap:debootstrap unshare:util-linux findmnt:util-linux setsid:util-linux chrt:util-linux)
+[ ${#wanted[@]} -gt 0 ] || wanted=("${all[@]%%:*}")
+for w in "${wanted[@]}"; do
+    [[ " ${all[*]%%:*} " == *" $w "* ]] || die "qemu/host-deps.sh: no host tool named $w (known: ${all[*]%%:*})"
+done
 need=()
-for tool in cc:gcc debootstrap:debootstrap unshare:util-linux findmnt:util-linux; do
+for tool in "${all[@]}"; do
     [[ " ${wanted[*]} " == *" ${tool%%:*} "* ]] || continue
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done

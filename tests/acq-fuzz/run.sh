@@ -36,6 +36,12 @@ build() {
     (cd "$here" && RUSTFLAGS="$flags" cargo build --locked --release --target "$triple" -q)
 }
 
+# How long one input may run, and how long a run may take beyond its SECONDS (loading its
+# corpus, the final stats), before it counts as hung. The smoke's are loose: make test runs
+# it at idle CPU priority beside the VM tests (qemu/beside.sh), where it gets the CPU only
+# when they leave it unused.
+input_timeout=10 slack=120
+
 # run TARGET SECONDS: fuzz from the seeds; prints one summary line.
 run() {
     local t=$1 secs=$2 seeds=("$here/corpus/$1")
@@ -43,7 +49,7 @@ run() {
     [ -d "$here/regressions/$t" ] && seeds+=("$here/regressions/$t")
     mkdir -p "$cache/$t" "$results"
     local log="$results/$t.log" rc=0
-    timeout --kill-after=10 $((secs + 120)) "$bin/$t" -max_total_time="$secs" -timeout=10 \
+    timeout --kill-after=10 $((secs + slack)) "$bin/$t" -max_total_time="$secs" -timeout="$input_timeout" \
         -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$results/$t-" \
         "$cache/$t" "${seeds[@]}" >"$log" 2>&1 || rc=$?
     local runs cov
@@ -60,7 +66,8 @@ replay() {
     [ "$t" = scenario ] && dirs+=("$root/tests/scenarios")
     [ -d "$here/regressions/$t" ] && dirs+=("$here/regressions/$t")
     mkdir -p "$results"
-    "$bin/$t" -runs=0 "${dirs[@]}" >"$results/$t-replay.log" 2>&1 || {
+    timeout --kill-after=10 "$slack" "$bin/$t" -runs=0 -timeout="$input_timeout" "${dirs[@]}" \
+        >"$results/$t-replay.log" 2>&1 || {
         echo "$t: a seed or saved crash fails again, see $results/$t-replay.log"
         return 1
     }
@@ -81,6 +88,7 @@ fuzz)
     exit $fail
     ;;
 smoke)
+    input_timeout=60 slack=900
     targets=("$@")
     [ $# -eq 0 ] && targets=("${all[@]}")
     build

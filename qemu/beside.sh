@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Runs a job that needs no guest beside the main one, at idle CPU priority (SCHED_IDLE):
+# it gets only the CPU time the main job leaves unused, so it costs the main job's tests
+# none of theirs (make test: the fuzz crate's lint, build and smoke beside the host tests,
+# the builds and the VM tests, whose guests leave a quarter of the CPUs idle while they
+# wait on paced cards and quiet tests). Its output goes to LOG and is shown once it ends.
+#
+#   qemu/beside.sh LOG 'BACKGROUND COMMAND' FOREGROUND COMMAND...
+#
+# The main job's status wins; the run fails too when the background job failed or did not
+# end within BESIDE_TIMEOUT seconds of the main job's end (default 1800). Either job is
+# killed, with everything it started, when the other fails or the script is interrupted.
+source "$(dirname "$0")/lib.sh"
+
+[ $# -ge 3 ] || die "usage: qemu/beside.sh LOG 'BACKGROUND COMMAND' FOREGROUND COMMAND..."
+out=$1 background=$2
+shift 2
+timeout_s=${BESIDE_TIMEOUT:-1800}
+mkdir -p "$(dirname "$out")"
+
+# A session of its own, so that the whole of it can be killed; SCHED_IDLE is inherited
+# by everything it starts.
+setsid chrt --idle 0 bash -c "$background" >"$out" 2>&1 </dev/null &
+bg=$!
+
+stop_background() {
+    kill -0 "$bg" 2>/dev/null || return 0
+    kill -TERM -- "-$bg" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$bg" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL -- "-$bg" 2>/dev/null || true
+    wait "$bg" 2>/dev/null || true
+}
+trap 'stop_background; exit 130' INT TERM HUP
+trap stop_background EXIT
+
+status=0
+"$@" || status=$?
+if [ "$status" != 0 ]; then
+    log "stopping the job beside ($background): the main job failed"
+    exit "$status"
+fi
+
+if kill -0 "$bg" 2>/dev/null; then
+    log "waiting for the job beside ($background), up to ${timeout_s} s"
+fi
+waited=0
+while kill -0 "$bg" 2>/dev/null && [ "$waited" -lt "$timeout_s" ]; do
+    sleep 1
+    waited=$((waited + 1))
+done
+if kill -0 "$bg" 2>/dev/null; then
+    cat "$out"
+    die "the job beside ($background) did not end within ${timeout_s} s of the main job; its log: $out"
+fi
+bg_status=0
+wait "$bg" || bg_status=$?
+log "the job beside, at idle CPU priority ($background; log $out):"
+cat "$out"
+[ "$bg_status" = 0 ] || die "the job beside ($background) failed (status $bg_status); its log: $out"
