@@ -10,7 +10,7 @@ GUEST_TARGET := x86_64-unknown-linux-gnu
 GUEST_DIR := target/guest
 ACQ := target/release/acq
 
-.PHONY: all host-deps cargo-restore deps toolroot kernel kernels-for-test host-checks kernel-test kernel-debug kernel-bench guest build driver driver-debug driver-bench run shell bench test test-host test-vm mutants explore soak lint lint-host lint-workspace lint-fuzz lint-driver fuzz fuzz-smoke fmt clean help
+.PHONY: all host-deps cargo-restore deps toolroot kernel kernels-for-test host-checks kernel-test kernel-debug kernel-bench guest build driver driver-debug driver-bench run shell bench test test-host test-vm mutants explore soak lint lint-host lint-workspace lint-fuzz lint-driver fuzz vm-runs cargo-save swiotlb-set smokes fuzz-smoke fmt clean help
 
 all: build
 
@@ -93,19 +93,17 @@ bench: deps guest build driver-bench
 
 ## Tests
 # The host tests first, alone (some time a card's rate on the host), then the host's builds
-# side by side (host-checks: cargo's lock has the release build wait for nothing else, the
-# guest tools and the modules have target directories of their own), the module's lint
-# and the VM tests. The lints and the fuzz targets' build and smoke (target directories of
-# their own, no guest) run beside all of it at idle CPU priority (qemu/beside.sh:
-# SCHED_IDLE, they get only the CPU time the rest leaves unused: the VM tests' guests
-# leave about two thirds of the two CPUs idle for the first 100 s, while the quiet tests
+# side by side (host-checks: the guest tools and the modules have target directories of
+# their own), the module's lint and the VM tests. The lints and the fuzz targets' build and
+# smoke (target directories of their own, no guest) run beside the VM tests at idle CPU
+# priority (BESIDE, qemu/beside.sh: SCHED_IDLE, they get only the CPU time the guests
+# leave unused, about two thirds of the two CPUs for the first 100 s while the quiet tests
 # run, and a sixth after); their output is shown once they end, and their failure fails
-# make test.
-test: cargo-restore
-	@bash qemu/host-deps.sh setsid chrt
-	@bash qemu/beside.sh results/beside.log \
-		'$(MAKE) --no-print-directory lint-workspace lint-fuzz fuzz-smoke' \
-		$(MAKE) --no-print-directory test-host kernels-for-test host-checks lint-driver test-vm
+# make test. They start once the VM tests are built and the VM tests' binaries run without
+# cargo: a cargo at idle priority holding the package cache's lock while it waits for a
+# CPU held up a cargo beside it (the guest tools' build took 47 s against 15).
+test: test-host kernels-for-test host-checks lint-driver
+	@$(MAKE) --no-print-directory test-vm BESIDE="lint-workspace lint-fuzz fuzz-smoke cargo-save"
 
 host-checks: cargo-restore
 	@$(MAKE) --no-print-directory -j3 --output-sync=target build guest driver-debug
@@ -216,16 +214,40 @@ DMA_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,stream-splice-tee
 # one planted driver bug that a rate-limited scenario must catch (the mutants machinery and
 # the lost wake-up invariant stay tested; docs/explore.md).
 test-vm: deps guest build driver driver-debug
-	$(CARGO) test --locked -p acq-e2e --no-run
+	set -o pipefail; $(CARGO) test --locked -p acq-e2e --no-run --message-format=json-render-diagnostics \
+		| grep -o '"executable":"[^"]*"' | cut -d'"' -f4 > target/acq-e2e-tests
 	@bash qemu/cargo-cache.sh save
-	ACQ_TEST_GUESTS=$(VM_JOBS) $(CARGO) test --locked -p acq-e2e -- --test-threads=256
+	@bash qemu/beside.sh results/beside.log "$(if $(BESIDE),$(MAKE) --no-print-directory $(BESIDE))" \
+		$(MAKE) --no-print-directory vm-runs
+
+# What make test's job beside the VM tests runs (none for make test-vm alone), and the
+# cargo cache saved again after it (the lint's dependencies, target/lint).
+BESIDE ?=
+cargo-save:
+	@bash qemu/cargo-cache.sh save
+
+# make test-vm's runs, once everything is built. The Rust VM tests' binaries in cargo
+# test's order, from the package's directory as cargo test runs them; libtest starts every
+# test at once.
+vm-runs:
+	@for t in $$(cat target/acq-e2e-tests); do \
+		echo "==> $$t"; \
+		(cd tests/acq-e2e && ACQ_TEST_GUESTS=$(VM_JOBS) "$$t" --test-threads=256) || exit 1; \
+	done
 	$(ACQ) run --jobs $(VM_JOBS) --reuse-guests --results results/test-vm tests/scenarios
 	$(ACQ) run --jobs $(DEBUG_JOBS) --kernel-flavor debug --memory 512 --reuse-guests \
 		--results results/test-vm-debug $(DEBUG_SCENARIOS)
 	$(ACQ) run --jobs $(DMA_JOBS) --dma viommu --reuse-guests \
 		--results results/test-vm-viommu $(DMA_SCENARIOS)
+	@$(MAKE) --no-print-directory -j2 --output-sync=target swiotlb-set smokes
+
+# The swiotlb set beside the two smokes (a third guest beside its two: the set and the
+# smokes each kept the CPUs about half busy alone).
+swiotlb-set:
 	$(ACQ) run --jobs $(DMA_JOBS) --dma swiotlb --reuse-guests \
 		--results results/test-vm-swiotlb $(DMA_SCENARIOS)
+
+smokes:
 	$(ACQ) mutants --only irq-wakes-nobody --scenarios tests/scenarios/control-config-restart.json \
 		--results results/mutants-smoke --min-score 1
 	$(ACQ) explore --seed 1 --runs 2 --results results/explore-smoke

@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Runs a job that needs no guest beside the main one, at idle CPU priority (SCHED_IDLE):
 # it gets only the CPU time the main job leaves unused, so it costs the main job's tests
-# none of theirs (make test: the fuzz crate's lint, build and smoke beside the host tests,
-# the builds and the VM tests, whose guests leave a quarter of the CPUs idle while they
-# wait on paced cards and quiet tests). Its output goes to LOG and is shown once it ends.
+# none of theirs (make test: the lints and the fuzz targets' build and smoke beside the VM
+# tests, whose guests leave much of the CPUs idle while they wait on paced cards and
+# beside quiet tests). Its output goes to LOG and is shown once it ends.
 #
 #   qemu/beside.sh LOG 'BACKGROUND COMMAND' FOREGROUND COMMAND...
 #
+# An empty BACKGROUND COMMAND runs the foreground alone.
 # The main job's status wins; the run fails too when the background job failed or did not
-# end within BESIDE_TIMEOUT seconds of the main job's end (default 1800). Either job is
-# killed, with everything it started, when the other fails or the script is interrupted.
+# end within BESIDE_TIMEOUT seconds of the main job's end (default 1800). The background
+# job is killed, with everything it started, when the main job fails or the script is
+# interrupted.
 source "$(dirname "$0")/lib.sh"
 
 [ $# -ge 3 ] || die "usage: qemu/beside.sh LOG 'BACKGROUND COMMAND' FOREGROUND COMMAND..."
 out=$1 background=$2
 shift 2
+# No job beside: the main one alone.
+[ -n "$background" ] || exec "$@"
+"$ACQ_QEMU_DIR/host-deps.sh" setsid chrt
 timeout_s=${BESIDE_TIMEOUT:-1800}
 mkdir -p "$(dirname "$out")"
 

@@ -293,10 +293,13 @@ fn every_method_with_fault(
 /// A card that lies in one completion about a block it wrote (`bad_completion`, docs/
 /// faults.md), while read() and splice() consume: each lie costs at most one EIO and
 /// one EPIPE, never a hang, a copy beyond the block, or a kernel warning; every other
-/// byte is verified and each gap in the data is one EPIPE where it starts.
+/// byte is verified and each gap in the data is one EPIPE where it starts. A guest kept
+/// from its CPU long enough for the card's FIFO to overflow gets one more EPIPE an
+/// overflow, which the card counts: the test allows those and no other, so it runs beside
+/// other guests.
 #[test]
 fn read_and_splice_survive_completions_that_lie() -> Result<()> {
-    let _gate = quiet();
+    let _gate = beside_others();
     let mut vm = boot("consumers-lies")?;
     let control = control_socket(&vm)?;
     let mut failures = Vec::new();
@@ -315,6 +318,7 @@ fn read_and_splice_survive_completions_that_lie() -> Result<()> {
         for method in ["read", "splice"] {
             let request =
                 format!(r#"{{"cmd":"inject","fault":"bad_completion","kind":"{kind}","count":1}}"#);
+            let overflows_before = json_u64(&vm.counters(0)?, "overflows");
             // `timeout`: a driver that waits for ever on a lie shows as no result. 12 MiB
             // at 4 MB/s: the lie comes 1.5 s after the command (at most 6 MiB in), and at
             // least 1.5 s of the stream follows it (16 MiB took 14 s more a test, in a
@@ -336,10 +340,14 @@ fn read_and_splice_survive_completions_that_lie() -> Result<()> {
                 continue;
             }
             let (got_eio, got_epipe) = (json_u64(&out, "eio"), json_u64(&out, "epipe"));
-            if (got_eio, got_epipe) != (eio, epipe) {
+            // An overflow's gap may start where the lie's does: one EPIPE for both.
+            let overflows =
+                json_u64(&vm.counters(0)?, "overflows").saturating_sub(overflows_before);
+            if got_eio != eio || !(epipe..=epipe + overflows).contains(&got_epipe) {
                 failures.push(format!(
                     "{kind} {method}: {got_eio} EIO and {got_epipe} EPIPE, not {eio} and \
-                     {epipe}: {out}"
+                     {epipe} (and up to one EPIPE for each of the card's {overflows} \
+                     overflows): {out}"
                 ));
             }
             if let Err(e) = ensure_contract(method, &out) {
