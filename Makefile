@@ -10,7 +10,7 @@ GUEST_TARGET := x86_64-unknown-linux-gnu
 GUEST_DIR := target/guest
 ACQ := target/release/acq
 
-.PHONY: all host-deps cargo-restore deps toolroot kernel kernels-for-test host-checks kernel-test kernel-debug kernel-bench guest build driver driver-debug driver-bench run shell bench test test-host test-vm mutants explore soak lint lint-host lint-workspace lint-fuzz lint-driver fuzz vm-runs cargo-save swiotlb-set smokes fuzz-smoke fmt clean help
+.PHONY: all host-deps cargo-restore deps toolroot kernel kernels-for-test kernel-test kernel-debug kernel-bench guest build driver driver-debug driver-bench run shell bench test test-host test-vm mutants explore soak lint lint-host lint-workspace lint-fuzz lint-driver fuzz vm-runs cargo-save swiotlb-set smokes host-builds doc-tests fuzz-smoke fmt clean help
 
 all: build
 
@@ -18,7 +18,7 @@ help:
 	@echo "make run       boot the guest VM and run the main job (builds what is missing)"
 	@echo "make shell     an interactive guest with one card and the driver loaded"
 	@echo "make bench     throughput of every path side by side (updates docs/performance.md)"
-	@echo "make test      host unit tests, lint, then the VM tests (make test-vm)"
+	@echo "make test      host unit tests, the builds, the VM tests (make test-vm) with lint and the fuzz smoke beside them"
 	@echo "make test-vm   only the end-to-end tests in the VM"
 	@echo "make deps      provision the toolroot (QEMU, kernel toolchain) and the test guest kernel"
 	@echo "make kernel-debug driver-debug   the KASAN/kmemleak guest kernel and the driver for it"
@@ -37,8 +37,9 @@ host-deps:
 
 # Compiled crates.io dependencies (qemu/cargo-cache.sh): a fresh clone's target
 # directories are seeded from the cache before the first build, and make test-vm (after
-# every build of make test) saves this clone's when they differ. cargo still decides what
-# is fresh.
+# the builds the VM tests need) saves this clone's when they differ, as make test does
+# again after the lints' and the fuzz targets' builds beside them. cargo still decides
+# what is fresh.
 cargo-restore: host-deps
 	@bash qemu/cargo-cache.sh restore
 
@@ -92,21 +93,30 @@ bench: deps guest build driver-bench
 	$(ACQ) bench --kernel-flavor bench --update-docs
 
 ## Tests
-# The host tests first, alone (some time a card's rate on the host), then the host's builds
-# side by side (host-checks: the guest tools and the modules have target directories of
-# their own), the module's lint and the VM tests. The lints and the fuzz targets' build and
-# smoke (target directories of their own, no guest) run beside the VM tests at idle CPU
-# priority (BESIDE, qemu/beside.sh: SCHED_IDLE, they get only the CPU time the guests
-# leave unused, about two thirds of the two CPUs for the first 100 s while the quiet tests
-# run, and a sixth after); their output is shown once they end, and their failure fails
-# make test. They start once the VM tests are built and the VM tests' binaries run without
-# cargo: a cargo at idle priority holding the package cache's lock while it waits for a
-# CPU held up a cargo beside it (the guest tools' build took 47 s against 15).
-test: test-host kernels-for-test host-checks lint-driver
-	@$(MAKE) --no-print-directory test-vm BESIDE="lint-workspace lint-fuzz fuzz-smoke cargo-save"
+# The host tests first (some time a card's rate on the host), with the release build and
+# the guest tools built beside them at idle CPU priority (qemu/beside.sh: SCHED_IDLE, they
+# get only the CPU time the tests leave unused, which is most of it, so no test's timing
+# sees them; the tests' binaries run without cargo, whose lock would hold up the builds:
+# tests/binaries.sh), then the kernels (cold cache), the module's lint and the VM tests.
+# The lints, the doc tests and the fuzz targets' build and smoke (no guest) run beside the
+# VM tests the same way (BESIDE), taking the CPU time the guests leave unused, about two
+# thirds of the two CPUs for the first 100 s while the quiet tests run, and a sixth after.
+# Each job beside shows its output once it ends, and its failure fails make test. (A cargo
+# at idle priority must not start while a cargo in the foreground may: one holding the
+# package cache's lock while it waited for a CPU held up the guest tools' build, 47 s
+# against 15.)
+test: cargo-restore
+	@bash tests/binaries.sh build target/host-tests --locked --workspace --exclude acq-e2e
+	@bash qemu/beside.sh results/host-builds.log '$(MAKE) --no-print-directory host-builds' \
+		bash tests/binaries.sh run target/host-tests
+	@$(MAKE) --no-print-directory kernels-for-test lint-driver
+	@$(MAKE) --no-print-directory test-vm BESIDE="lint-workspace lint-fuzz doc-tests fuzz-smoke"
 
-host-checks: cargo-restore
-	@$(MAKE) --no-print-directory -j3 --output-sync=target build guest driver-debug
+host-builds: cargo-restore
+	@$(MAKE) --no-print-directory -j2 --output-sync=target build guest
+
+doc-tests: cargo-restore
+	$(CARGO) test --locked --workspace --exclude acq-e2e --doc
 
 # make test needs both the test and the debug kernel. On a cold cache they build side by
 # side (each with make -j$(nproc)), so that the stretches where one build runs a single
@@ -214,26 +224,24 @@ DMA_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,stream-splice-tee
 # one planted driver bug that a rate-limited scenario must catch (the mutants machinery and
 # the lost wake-up invariant stay tested; docs/explore.md).
 test-vm: deps guest build driver driver-debug
-	set -o pipefail; $(CARGO) test --locked -p acq-e2e --no-run --message-format=json-render-diagnostics \
-		| grep -o '"executable":"[^"]*"' | cut -d'"' -f4 > target/acq-e2e-tests
+	@bash tests/binaries.sh build target/acq-e2e-tests --locked -p acq-e2e
 	@bash qemu/cargo-cache.sh save
-	@bash qemu/beside.sh results/beside.log "$(if $(BESIDE),$(MAKE) --no-print-directory $(BESIDE))" \
+	@bash qemu/beside.sh results/beside.log \
+		"$(if $(BESIDE),$(MAKE) --no-print-directory $(BESIDE) && $(MAKE) --no-print-directory cargo-save)" \
 		$(MAKE) --no-print-directory vm-runs
 
-# What make test's job beside the VM tests runs (none for make test-vm alone), and the
-# cargo cache saved again after it (the lint's dependencies, target/lint).
+# What make test's job beside the VM tests builds and runs (none for make test-vm alone);
+# once it is done, the cargo cache is saved again (the lint's dependencies, target/lint).
+# A failing lint is reported once the VM tests end, and not when they fail.
 BESIDE ?=
 cargo-save:
 	@bash qemu/cargo-cache.sh save
 
-# make test-vm's runs, once everything is built. The Rust VM tests' binaries in cargo
-# test's order, from the package's directory as cargo test runs them; libtest starts every
-# test at once.
+# make test-vm's runs, once everything is built. The Rust VM tests' binaries run without
+# cargo (tests/binaries.sh; in the order cargo built them, stopping at the first that
+# fails, as cargo test does); libtest starts every test at once.
 vm-runs:
-	@for t in $$(cat target/acq-e2e-tests); do \
-		echo "==> $$t"; \
-		(cd tests/acq-e2e && ACQ_TEST_GUESTS=$(VM_JOBS) "$$t" --test-threads=256) || exit 1; \
-	done
+	ACQ_TEST_GUESTS=$(VM_JOBS) bash tests/binaries.sh run target/acq-e2e-tests --test-threads=256
 	$(ACQ) run --jobs $(VM_JOBS) --reuse-guests --results results/test-vm tests/scenarios
 	$(ACQ) run --jobs $(DEBUG_JOBS) --kernel-flavor debug --memory 512 --reuse-guests \
 		--results results/test-vm-debug $(DEBUG_SCENARIOS)

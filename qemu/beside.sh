@@ -19,32 +19,47 @@ out=$1 background=$2
 shift 2
 # No job beside: the main one alone.
 [ -n "$background" ] || exec "$@"
-"$ACQ_QEMU_DIR/host-deps.sh" setsid chrt
+"$ACQ_QEMU_DIR/host-deps.sh" setsid chrt pkill pgrep
 timeout_s=${BESIDE_TIMEOUT:-1800}
 mkdir -p "$(dirname "$out")"
 
-# A session of its own, so that the whole of it can be killed; SCHED_IDLE is inherited
-# by everything it starts.
-setsid chrt --idle 0 bash -c "$background" >"$out" 2>&1 </dev/null &
-bg=$!
-
+bg=
+# The background job is a session of its own: everything it starts (make, cargo, and the
+# fuzz smoke's `timeout`, which puts each fuzzer in a process group of its own) is in it,
+# whatever process group it moved to. Terminated, then killed 5 s later.
 stop_background() {
-    kill -0 "$bg" 2>/dev/null || return 0
-    kill -TERM -- "-$bg" 2>/dev/null || true
+    [ -n "$bg" ] || return 0
+    pkill -TERM -s "$bg" 2>/dev/null || true
     for _ in $(seq 50); do
-        kill -0 "$bg" 2>/dev/null || break
+        pgrep -s "$bg" >/dev/null 2>&1 || break
         sleep 0.1
     done
-    kill -KILL -- "-$bg" 2>/dev/null || true
+    pkill -KILL -s "$bg" 2>/dev/null || true
     wait "$bg" 2>/dev/null || true
+    bg=
 }
-trap 'stop_background; exit 130' INT TERM HUP
+trap 'stop_background; exit 130' INT
+trap 'stop_background; exit 143' TERM
+trap 'stop_background; exit 129' HUP
 trap stop_background EXIT
+
+# `setsid` makes its process the leader of a new session without forking, as it is not a
+# process group leader (a background job of a shell without job control): the session's
+# id is then $bg. SCHED_IDLE is inherited by everything it starts.
+setsid chrt --idle 0 bash -c "$background" >"$out" 2>&1 </dev/null &
+bg=$!
+# The session exists once the child has called setsid(): wait for it (a second at most),
+# so that a kill from here on reaches all of it.
+for _ in $(seq 100); do
+    sid=$(sed 's/.*) //' "/proc/$bg/stat" 2>/dev/null | cut -d' ' -f4) || sid=
+    if [ "$sid" = "$bg" ] || [ ! -e "/proc/$bg" ]; then break; fi
+    sleep 0.01
+done
 
 status=0
 "$@" || status=$?
 if [ "$status" != 0 ]; then
-    log "stopping the job beside ($background): the main job failed"
+    log "stopping the job beside ($background; its log so far: $out): the main job failed"
     exit "$status"
 fi
 
@@ -62,6 +77,7 @@ if kill -0 "$bg" 2>/dev/null; then
 fi
 bg_status=0
 wait "$bg" || bg_status=$?
+bg=
 log "the job beside, at idle CPU priority ($background; log $out):"
 cat "$out"
 [ "$bg_status" = 0 ] || die "the job beside ($background) failed (status $bg_status); its log: $out"

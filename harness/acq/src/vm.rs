@@ -250,6 +250,7 @@ impl Vm {
                     child.terminate(Duration::from_secs(3));
                     return Err(with_logs(e, &run_dir));
                 }
+                let left = cfg.boot_timeout.saturating_sub(start.elapsed());
                 if let Err(e) = forget_boot_leaks(&agent, &mut child, left) {
                     child.terminate(Duration::from_secs(3));
                     return Err(with_logs(e, &run_dir));

@@ -111,6 +111,11 @@ static SLOTS_CHANGED: Condvar = Condvar::new();
 /// would otherwise take the slots in name order, ahead of the quiet and long ones).
 const OPENS_AFTER: Duration = Duration::from_millis(500);
 
+/// The longest a test waits for its slots: the whole of make test-vm's VM tests take
+/// under ten minutes, so a test still waiting after an hour waits behind one that hung,
+/// and fails saying so instead of waiting for ever.
+const WAIT_LIMIT: Duration = Duration::from_secs(3600);
+
 /// When the gate gives its first slot.
 fn opening() -> Instant {
     static OPENS: OnceLock<Instant> = OnceLock::new();
@@ -152,7 +157,10 @@ pub struct Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         log("release", self.kind);
-        record(self.since.elapsed());
+        // A test that failed may have ended early: its time would misplace it next run.
+        if !std::thread::panicking() {
+            record(self.since.elapsed());
+        }
         let mut s = slots();
         s.used -= self.held;
         if self.kind == Kind::Quiet {
@@ -167,6 +175,7 @@ fn take(kind: Kind) -> Guard {
     let total = total();
     let expected = expected().unwrap_or_else(|| kind.unknown_duration());
     let opens = opening();
+    let came = Instant::now();
     let mut s = slots();
     s.arrived += 1;
     let me = rank(kind, expected, s.arrived);
@@ -177,16 +186,31 @@ fn take(kind: Kind) -> Guard {
             break;
         }
         // Before the opening, each waiter wakes at it; after, when slots change.
-        s = if early.is_zero() {
-            SLOTS_CHANGED
-                .wait(s)
-                .unwrap_or_else(PoisonError::into_inner)
+        let waited = came.elapsed();
+        if waited >= WAIT_LIMIT {
+            let why = format!(
+                "waited {} s for the gate ({} of {total} slots held, {} quiet test(s) \
+                 running, {} test(s) waiting): a test holding slots has hung",
+                waited.as_secs(),
+                s.used,
+                s.quiet_running,
+                s.waiting.len()
+            );
+            // Out of the queue first, so that nobody waits behind a test that gave up.
+            s.waiting.retain(|w| w.rank != me);
+            drop(s);
+            SLOTS_CHANGED.notify_all();
+            panic!("{why}");
+        }
+        let bound = if early.is_zero() {
+            WAIT_LIMIT - waited
         } else {
-            SLOTS_CHANGED
-                .wait_timeout(s, early)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0
+            early
         };
+        s = SLOTS_CHANGED
+            .wait_timeout(s, bound)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
     }
     s.waiting.retain(|w| w.rank != me);
     let held = kind.share(total);
@@ -236,7 +260,7 @@ fn record(held: Duration) {
 
 /// With `ACQ_GATE_LOG=FILE`, each take and release is appended to FILE as a line
 /// `MILLISECONDS_SINCE_EPOCH take|release KIND TEST`: where a run's guests spent their
-/// time, to lay out as a timeline (docs/performance.md).
+/// time, to lay out as a timeline (docs/architecture.md, "Tests").
 fn log(what: &str, kind: Kind) {
     let Some(path) = std::env::var_os("ACQ_GATE_LOG") else {
         return;

@@ -321,8 +321,8 @@ fn read_and_splice_survive_completions_that_lie() -> Result<()> {
             let overflows_before = json_u64(&vm.counters(0)?, "overflows");
             // `timeout`: a driver that waits for ever on a lie shows as no result. 12 MiB
             // at 4 MB/s: the lie comes 1.5 s after the command (at most 6 MiB in), and at
-            // least 1.5 s of the stream follows it (16 MiB took 14 s more a test, in a
-            // test that keeps all but one other guest waiting).
+            // least 1.5 s of the stream follows it (16 MiB took 14 s more a test, when
+            // this test kept all but one other guest waiting).
             let (out, err) = run_with_fault(
                 &mut vm,
                 &control,
