@@ -10,7 +10,7 @@ GUEST_TARGET := x86_64-unknown-linux-gnu
 GUEST_DIR := target/guest
 ACQ := target/release/acq
 
-.PHONY: all host-deps cargo-restore deps toolroot kernel kernels-for-test kernel-test kernel-debug kernel-bench guest build driver driver-debug driver-bench run shell bench test test-host test-vm mutants explore soak lint lint-host lint-workspace lint-fuzz lint-driver fuzz vm-runs cargo-save swiotlb-set smokes host-builds doc-tests fuzz-smoke fmt clean help
+.PHONY: all host-deps cargo-restore deps toolroot kernel kernels-for-test kernel-test kernel-debug kernel-bench guest build driver driver-debug driver-bench run shell bench test test-host test-vm mutants explore soak lint lint-host lint-workspace lint-fuzz lint-driver fuzz vm-runs cargo-save swiotlb-set smokes host-builds modules doc-tests vm-tests-built fuzz-smoke fmt clean help
 
 all: build
 
@@ -93,11 +93,12 @@ bench: deps guest build driver-bench
 	$(ACQ) bench --kernel-flavor bench --update-docs
 
 ## Tests
-# The host tests first (some time a card's rate on the host), with the release build and
-# the guest tools built beside them at idle CPU priority (qemu/beside.sh: SCHED_IDLE, they
-# get only the CPU time the tests leave unused, which is most of it, so no test's timing
-# sees them; the tests' binaries run without cargo, whose lock would hold up the builds:
-# tests/binaries.sh), then the kernels (cold cache), the module's lint and the VM tests.
+# The host tests first (some time a card's rate on the host), with the release build, the
+# guest tools and the modules built beside them at idle CPU priority (qemu/beside.sh:
+# SCHED_IDLE, they get only the CPU time the tests leave unused, which is most of it, so
+# no test's timing sees them; the tests' binaries run without cargo, whose lock would hold
+# up the builds: tests/binaries.sh), then the VM tests. On a cold cache the kernels are
+# built first.
 # The lints, the doc tests and the fuzz targets' build and smoke (no guest) run beside the
 # VM tests the same way (BESIDE), taking the CPU time the guests leave unused, about two
 # thirds of the two CPUs for the first 100 s while the quiet tests run, and a sixth after.
@@ -105,15 +106,21 @@ bench: deps guest build driver-bench
 # at idle priority must not start while a cargo in the foreground may: one holding the
 # package cache's lock while it waited for a CPU held up the guest tools' build, 47 s
 # against 15.)
-test: cargo-restore
+test: cargo-restore kernels-for-test
 	@bash tests/binaries.sh build target/host-tests --locked --workspace --exclude acq-e2e
 	@bash qemu/beside.sh results/host-builds.log '$(MAKE) --no-print-directory host-builds' \
 		bash tests/binaries.sh run target/host-tests
-	@$(MAKE) --no-print-directory kernels-for-test lint-driver
 	@$(MAKE) --no-print-directory test-vm BESIDE="lint-workspace lint-fuzz doc-tests fuzz-smoke"
 
+# The host's builds side by side: the release build (one crate, harness/acq, builds alone
+# at its end), the guest tools, the modules one after the other (the module's lint builds
+# driver/acq.ko the way make driver does), and the VM tests (after the release build:
+# cargo's lock on target/).
 host-builds: cargo-restore
-	@$(MAKE) --no-print-directory -j2 --output-sync=target build guest
+	@$(MAKE) --no-print-directory -j4 --output-sync=target build guest modules vm-tests-built
+
+modules: kernels-for-test
+	@$(MAKE) --no-print-directory -j1 lint-driver driver driver-debug
 
 doc-tests: cargo-restore
 	$(CARGO) test --locked --workspace --exclude acq-e2e --doc
@@ -223,12 +230,15 @@ DMA_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,stream-splice-tee
 # own guest, and so do explore's and the mutants' runs), and
 # one planted driver bug that a rate-limited scenario must catch (the mutants machinery and
 # the lost wake-up invariant stay tested; docs/explore.md).
-test-vm: deps guest build driver driver-debug
-	@bash tests/binaries.sh build target/acq-e2e-tests --locked -p acq-e2e
+test-vm: deps guest build driver driver-debug vm-tests-built
 	@bash qemu/cargo-cache.sh save
 	@bash qemu/beside.sh results/beside.log \
 		"$(if $(BESIDE),$(MAKE) --no-print-directory $(BESIDE) && $(MAKE) --no-print-directory cargo-save)" \
 		$(MAKE) --no-print-directory vm-runs
+
+# The VM tests' binaries, listed for tests/binaries.sh.
+vm-tests-built: cargo-restore
+	@bash tests/binaries.sh build target/acq-e2e-tests --locked -p acq-e2e
 
 # What make test's job beside the VM tests builds and runs (none for make test-vm alone);
 # once it is done, the cargo cache is saved again (the lint's dependencies, target/lint).
@@ -241,7 +251,7 @@ cargo-save:
 # cargo (tests/binaries.sh; in the order cargo built them, stopping at the first that
 # fails, as cargo test does); libtest starts every test at once.
 vm-runs:
-	ACQ_TEST_GUESTS=$(VM_JOBS) bash tests/binaries.sh run target/acq-e2e-tests --test-threads=256
+	ACQ_TEST_GUESTS=$(VM_JOBS) SKIP=pool bash tests/binaries.sh run target/acq-e2e-tests --test-threads=256
 	$(ACQ) run --jobs $(VM_JOBS) --reuse-guests --results results/test-vm tests/scenarios
 	$(ACQ) run --jobs $(DEBUG_JOBS) --kernel-flavor debug --memory 512 --reuse-guests \
 		--results results/test-vm-debug $(DEBUG_SCENARIOS)
@@ -249,8 +259,9 @@ vm-runs:
 		--results results/test-vm-viommu $(DMA_SCENARIOS)
 	@$(MAKE) --no-print-directory -j2 --output-sync=target swiotlb-set smokes
 
-# The swiotlb set beside the two smokes (a third guest beside its two: the set and the
-# smokes each kept the CPUs about half busy alone).
+# The swiotlb set beside the two smokes and the pool's own test (tests/acq-e2e/tests/
+# pool.rs, a binary of its own: it counts its binary's boots): a third guest beside its
+# two, the set and the others each keeping the CPUs about half busy alone.
 swiotlb-set:
 	$(ACQ) run --jobs $(DMA_JOBS) --dma swiotlb --reuse-guests \
 		--results results/test-vm-swiotlb $(DMA_SCENARIOS)
@@ -259,6 +270,7 @@ smokes:
 	$(ACQ) mutants --only irq-wakes-nobody --scenarios tests/scenarios/control-config-restart.json \
 		--results results/mutants-smoke --min-score 1
 	$(ACQ) explore --seed 1 --runs 2 --results results/explore-smoke
+	ONLY=pool bash tests/binaries.sh run target/acq-e2e-tests
 
 # Random scenarios against the invariants, failing ones shrunk into results/explore/found/
 # (opt-in; docs/explore.md).

@@ -4,10 +4,13 @@
 # directory's lock for as long as they run, so the builds beside them would wait.
 #
 #   tests/binaries.sh build LIST CARGO-TEST-ARGS...   cargo test --no-run ARGS; LIST gets
-#                                                    one "PACKAGE-DIR<TAB>BINARY" a line
+#                                                    one "PACKAGE-DIR<TAB>BINARY<TAB>TARGET"
+#                                                    a line
 #   tests/binaries.sh run LIST [TEST-ARGS...]         each binary in turn, from its package's
 #                                                    directory as cargo test runs it,
-#                                                    stopping at the first that fails
+#                                                    stopping at the first that fails; only
+#                                                    the targets named in $ONLY when set, none
+#                                                    of those named in $SKIP
 #
 # What cargo test does besides is not done here: doc tests (make test runs them beside
 # the VM tests: doc-tests) and the environment cargo sets at run time (no test reads it).
@@ -23,7 +26,7 @@ build)
     # integration tests, have executables too).
     "${CARGO:-cargo}" test --no-run --message-format=json-render-diagnostics "$@" |
         grep -E '"profile":\{[^}]*"test":true' |
-        sed -n 's|.*"manifest_path":"\([^"]*\)/Cargo.toml".*"executable":"\([^"]*\)".*|\1\t\2|p' \
+        sed -n 's|.*"manifest_path":"\([^"]*\)/Cargo.toml","target":{[^}]*"name":"\([^"]*\)".*"executable":"\([^"]*\)".*|\1\t\3\t\2|p' \
             >"$list.new"
     [ -s "$list.new" ] || { echo "cargo test --no-run $* built no test binary" >&2; exit 1; }
     mv "$list.new" "$list"
@@ -32,13 +35,18 @@ run)
     list=${2:?LIST}
     shift 2
     [ -s "$list" ] || { echo "no test binaries listed in $list (tests/binaries.sh build)" >&2; exit 1; }
-    while IFS=$'\t' read -r dir bin; do
+    only=" ${ONLY:-} " skip=" ${SKIP:-} " ran=0
+    while IFS=$'\t' read -r dir bin target; do
+        [ -z "${ONLY:-}" ] || [[ "$only" == *" $target "* ]] || continue
+        [[ "$skip" != *" $target "* ]] || continue
         echo "==> $bin"
         (cd "$dir" && "$bin" "$@" </dev/null) || exit 1
+        ran=$((ran + 1))
     done <"$list"
+    [ "$ran" -gt 0 ] || { echo "none of the test binaries in $list is to run (ONLY=${ONLY:-} SKIP=${SKIP:-})" >&2; exit 1; }
     ;;
 *)
-    sed -n '2,13p' "$0"
+    sed -n '2,16p' "$0"
     exit 2
     ;;
 esac
