@@ -114,13 +114,15 @@ test: cargo-restore kernels-for-test
 
 # The host's builds side by side: the release build (one crate, harness/acq, builds alone
 # at its end), the guest tools, the modules one after the other (the module's lint builds
-# driver/acq.ko the way make driver does), and the VM tests (after the release build:
-# cargo's lock on target/).
+# driver/acq.ko the way make driver does), and the VM tests (cargo's lock on target/ has
+# the two cargo builds there take turns).
 host-builds: cargo-restore
 	@$(MAKE) --no-print-directory -j4 --output-sync=target build guest modules vm-tests-built
 
 modules: kernels-for-test
-	@$(MAKE) --no-print-directory -j1 lint-driver driver driver-debug
+	@$(MAKE) --no-print-directory lint-driver
+	@$(MAKE) --no-print-directory driver
+	@$(MAKE) --no-print-directory driver-debug
 
 doc-tests: cargo-restore
 	$(CARGO) test --locked --workspace --exclude acq-e2e --doc
@@ -181,7 +183,8 @@ fuzz-smoke: cargo-restore
 # goes next: the quiet tests first, each beside the longest test waiting, then the longest
 # first by the times the run before kept in the cache (425 s against 445 in name order,
 # where the longest tests ended the run nearly alone). VM_JOBS=1 DEBUG_JOBS=1
-# DMA_JOBS=1 for one at a time. Tried and left out: every test file and scenario set side
+# DMA_JOBS=1 for one at a time (but for the swiotlb set, which runs beside the smokes and
+# the pool's own test). Tried and left out: every test file and scenario set side
 # by side, sharing four machine-wide guest slots (a debug or DMA guest taking two, a quiet
 # test three): 1540 s against about 1490 one after the other, every test passing. The
 # guests' work is CPU-bound once four run: side by side only shares the same two CPUs.
@@ -248,10 +251,11 @@ cargo-save:
 	@bash qemu/cargo-cache.sh save
 
 # make test-vm's runs, once everything is built. The Rust VM tests' binaries run without
-# cargo (tests/binaries.sh; in the order cargo built them, stopping at the first that
-# fails, as cargo test does); libtest starts every test at once.
+# cargo (tests/binaries.sh: in the order cargo finished building them, which may vary,
+# stopping at the first that fails, as cargo test does); libtest starts every test at
+# once. The pool's own test runs last, beside the swiotlb set.
 vm-runs:
-	ACQ_TEST_GUESTS=$(VM_JOBS) SKIP=pool bash tests/binaries.sh run target/acq-e2e-tests --test-threads=256
+	ACQ_TEST_GUESTS=$(VM_JOBS) ACQ_TESTS_SKIP=pool bash tests/binaries.sh run target/acq-e2e-tests --test-threads=256
 	$(ACQ) run --jobs $(VM_JOBS) --reuse-guests --results results/test-vm tests/scenarios
 	$(ACQ) run --jobs $(DEBUG_JOBS) --kernel-flavor debug --memory 512 --reuse-guests \
 		--results results/test-vm-debug $(DEBUG_SCENARIOS)
@@ -270,7 +274,7 @@ smokes:
 	$(ACQ) mutants --only irq-wakes-nobody --scenarios tests/scenarios/control-config-restart.json \
 		--results results/mutants-smoke --min-score 1
 	$(ACQ) explore --seed 1 --runs 2 --results results/explore-smoke
-	ONLY=pool bash tests/binaries.sh run target/acq-e2e-tests
+	ACQ_TESTS_ONLY=pool bash tests/binaries.sh run target/acq-e2e-tests
 
 # Random scenarios against the invariants, failing ones shrunk into results/explore/found/
 # (opt-in; docs/explore.md).

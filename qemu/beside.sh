@@ -19,7 +19,7 @@ out=$1 background=$2
 shift 2
 # No job beside: the main one alone.
 [ -n "$background" ] || exec "$@"
-"$ACQ_QEMU_DIR/host-deps.sh" setsid chrt pkill pgrep
+"$ACQ_QEMU_DIR/host-deps.sh" setsid chrt ionice pkill pgrep
 timeout_s=${BESIDE_TIMEOUT:-1800}
 mkdir -p "$(dirname "$out")"
 
@@ -45,8 +45,9 @@ trap stop_background EXIT
 
 # `setsid` makes its process the leader of a new session without forking, as it is not a
 # process group leader (a background job of a shell without job control): the session's
-# id is then $bg. SCHED_IDLE is inherited by everything it starts.
-setsid chrt --idle 0 bash -c "$background" >"$out" 2>&1 </dev/null &
+# id is then $bg. SCHED_IDLE, and the idle I/O class (ionice -c 3: the disk too goes to the
+# main job first), are inherited by everything it starts.
+setsid chrt --idle 0 ionice -c 3 bash -c "$background" >"$out" 2>&1 </dev/null &
 bg=$!
 # The session exists once the child has called setsid(): wait for it (a second at most),
 # so that a kill from here on reaches all of it.
@@ -55,6 +56,8 @@ for _ in $(seq 100); do
     if [ "$sid" = "$bg" ] || [ ! -e "/proc/$bg" ]; then break; fi
     sleep 0.01
 done
+[ "$sid" = "$bg" ] || [ ! -e "/proc/$bg" ] ||
+    die "the job beside ($background) is not a session of its own (session ${sid:-unknown}): it could not be stopped whole"
 
 status=0
 "$@" || status=$?

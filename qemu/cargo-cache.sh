@@ -53,7 +53,10 @@ dependency_units() {
     pkgs=$(paste -sd'|' <<<"$names")
     crates=$(tr - _ <<<"$names" | paste -sd'|')
     [ -n "$pkgs" ] || return 0
+    # acq-runs/: the VM tests' run directories, made and removed while make test saves
+    # the cache beside them (a directory gone mid-walk would fail the save).
     (cd "$t" && find . -regextype posix-extended \
+        -path ./acq-runs -prune -o \
         \( -regex ".*/(\.fingerprint|build)/($pkgs)-[0-9a-f]{16}" -prune -print \) -o \
         \( -regex ".*/deps/(lib)?($crates)-[0-9a-f]{16}(\.[a-z]+)?" -print \)) |
         awk '{ line[NR] = $0 }
@@ -89,8 +92,8 @@ restore() {
     local t tmp c
     for t in "${dirs[@]}"; do
         # .acq-restored: seeded already by an earlier restore (make test restores before
-        # the host tests and again in host-checks, before the fuzz targets' directory has
-        # seen cargo), unless what it seeded is gone since (rm -rf target/* keeps it).
+        # the host tests and again for each build beside them, before the fuzz targets'
+        # directory has seen cargo), unless what it seeded is gone since (rm -rf target/* keeps it).
         [ ! -e "$t/CACHEDIR.TAG" ] && [ -d "$entry/$t" ] || continue
         if [ -e "$t/.acq-restored" ] && [ -n "$(ls "$t")" ]; then continue; fi
         log "cargo: the dependencies of $t from $entry"

@@ -2,8 +2,8 @@
 # Install the host tools the build needs when they are missing, with the host's own package
 # manager, so `make run` and `make test` set up a fresh Debian/Ubuntu machine by themselves
 # (Rust from rustup and make itself are the only prerequisites): cc for cargo's linker,
-# debootstrap and util-linux (unshare, findmnt) for the toolroot, util-linux (setsid, chrt)
-# and procps (pkill, pgrep) for make test's job beside the tests (qemu/beside.sh).
+# debootstrap and util-linux (unshare, findmnt) for the toolroot, util-linux (setsid, chrt,
+# ionice) and procps (pkill, pgrep) for make test's job beside the tests (qemu/beside.sh).
 #
 #   qemu/host-deps.sh            all of them
 #   qemu/host-deps.sh TOOL...    only those (cc: cargo's linker for host builds; no root
@@ -11,7 +11,7 @@
 source "$(dirname "$0")/lib.sh"
 
 wanted=("$@")
-all=(cc:gcc debootstrap:debootstrap unshare:util-linux findmnt:util-linux setsid:util-linux chrt:util-linux pkill:procps pgrep:procps)
+all=(cc:gcc debootstrap:debootstrap unshare:util-linux findmnt:util-linux setsid:util-linux chrt:util-linux ionice:util-linux pkill:procps pgrep:procps)
 [ ${#wanted[@]} -gt 0 ] || wanted=("${all[@]%%:*}")
 for w in "${wanted[@]}"; do
     [[ " ${all[*]%%:*} " == *" $w "* ]] || die "qemu/host-deps.sh: no host tool named $w (known: ${all[*]%%:*})"

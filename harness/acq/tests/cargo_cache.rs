@@ -200,7 +200,7 @@ fn only_crates_io_units_are_kept_and_a_fresh_clone_gets_them_back() {
         .collect();
     assert_eq!(restored, set(&deps), "the restored target directories");
     // A second restore before cargo ran (make test restores for the host tests, then
-    // again for host-checks) leaves the seeded directories alone: it copied the whole
+    // again for the builds beside them) leaves the seeded directories alone: it copied the whole
     // entry again before.
     assert!(b.join("tests/acq-fuzz/target/.acq-restored").exists());
     let again = run(&b, &cache, "restore");
