@@ -1,0 +1,135 @@
+//! qemu/beside.sh, make test's job beside the tests: the main job's status wins, a job
+//! beside that fails or overruns fails the run, and a job beside is stopped whole (every
+//! process it started, also one in a process group of its own, as the fuzz smoke's
+//! `timeout` makes) when the main job fails or its time is up. Its output is shown.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The script in the repository.
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../qemu/beside.sh")
+}
+
+/// A fresh directory for one test's log and marker files.
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("acq-beside-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs beside.sh with `background` beside `foreground` (a shell command), its log in
+/// `d`, the job beside given `timeout_s` after the main job.
+fn beside(d: &Path, background: &str, foreground: &str, timeout_s: u32) -> Output {
+    Command::new("bash")
+        .arg(script())
+        .arg(d.join("beside.log"))
+        .arg(background)
+        .args(["bash", "-c", foreground])
+        .env("BESIDE_TIMEOUT", timeout_s.to_string())
+        .output()
+        .unwrap()
+}
+
+/// Whether a process whose command line holds `marker` is still alive (the markers are
+/// unique to each test: `sleep` with a made-up number of seconds).
+fn alive(marker: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(marker)
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// Waits up to 5 s for every process with `marker` to be gone.
+fn gone(marker: &str) -> bool {
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        if !alive(marker) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn both_jobs_pass_and_the_job_beside_runs_at_idle_priority_with_its_output_shown() {
+    let d = dir("pass");
+    let out = beside(&d, "chrt -p $$; echo from-beside", "echo from-main", 60);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("from-main"), "{stdout}");
+    assert!(
+        stdout.contains("from-beside"),
+        "the job beside's output: {stdout}"
+    );
+    assert!(
+        stdout.contains("SCHED_IDLE"),
+        "the job beside's policy: {stdout}"
+    );
+}
+
+#[test]
+fn the_main_jobs_failure_wins_and_stops_the_job_beside_whole() {
+    let d = dir("main-fails");
+    // The fuzz smoke's `timeout` puts its command in a process group of its own.
+    let out = beside(
+        &d,
+        "timeout 300 sleep 7301 & sleep 7302",
+        "sleep 0.5; exit 7",
+        60,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        gone("sleep 7301"),
+        "a process of the job beside outlived the script"
+    );
+    assert!(gone("sleep 7302"), "the job beside outlived the script");
+}
+
+#[test]
+fn a_failing_job_beside_fails_the_run_and_says_so() {
+    let d = dir("beside-fails");
+    let out = beside(&d, "echo lint-said-no; exit 3", "true", 60);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("failed (status 3)"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("lint-said-no"));
+}
+
+#[test]
+fn a_job_beside_that_overruns_fails_the_run_and_is_stopped_whole() {
+    let d = dir("overrun");
+    let out = beside(&d, "timeout 300 sleep 7303 & sleep 7304", "true", 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("did not end within 1 s"), "{stderr}");
+    assert!(
+        gone("sleep 7303") && gone("sleep 7304"),
+        "the job beside outlived the script"
+    );
+}
+
+#[test]
+fn without_a_job_beside_the_main_job_runs_alone() {
+    let d = dir("alone");
+    let out = beside(&d, "", "exit 4", 60);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(!d.join("beside.log").exists(), "a log for no job");
+}
