@@ -80,27 +80,37 @@ fn both_jobs_pass_and_the_job_beside_runs_at_idle_priority_with_its_output_shown
     );
 }
 
+/// A job beside that starts a process in a process group of its own (as the fuzz smoke's
+/// `timeout` does) and one in its own group: the command, and each process's marker (`n`
+/// and `n + 1` seconds of sleep, unique to the test).
+fn job_with_a_group_of_its_own(n: u32) -> (String, [String; 2]) {
+    let markers = [format!("sleep {n}"), format!("sleep {}", n + 1)];
+    let command = format!("timeout 300 {} & {}", markers[0], markers[1]);
+    (command, markers)
+}
+
+/// Every process the job beside started is gone once the script has returned.
+fn assert_stopped_whole(markers: &[String]) {
+    for m in markers {
+        assert!(
+            gone(m),
+            "a process of the job beside ({m}) outlived the script"
+        );
+    }
+}
+
 #[test]
 fn the_main_jobs_failure_wins_and_stops_the_job_beside_whole() {
     let d = dir("main-fails");
-    // The fuzz smoke's `timeout` puts its command in a process group of its own.
-    let out = beside(
-        &d,
-        "timeout 300 sleep 7301 & sleep 7302",
-        "sleep 0.5; exit 7",
-        60,
-    );
+    let (job, markers) = job_with_a_group_of_its_own(7301);
+    let out = beside(&d, &job, "sleep 0.5; exit 7", 60);
     assert_eq!(
         out.status.code(),
         Some(7),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        gone("sleep 7301"),
-        "a process of the job beside outlived the script"
-    );
-    assert!(gone("sleep 7302"), "the job beside outlived the script");
+    assert_stopped_whole(&markers);
 }
 
 #[test]
@@ -116,14 +126,12 @@ fn a_failing_job_beside_fails_the_run_and_says_so() {
 #[test]
 fn a_job_beside_that_overruns_fails_the_run_and_is_stopped_whole() {
     let d = dir("overrun");
-    let out = beside(&d, "timeout 300 sleep 7303 & sleep 7304", "true", 1);
+    let (job, markers) = job_with_a_group_of_its_own(7303);
+    let out = beside(&d, &job, "true", 1);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("did not end within 1 s"), "{stderr}");
-    assert!(
-        gone("sleep 7303") && gone("sleep 7304"),
-        "the job beside outlived the script"
-    );
+    assert_stopped_whole(&markers);
 }
 
 #[test]
