@@ -1,5 +1,6 @@
-//! The guest image: an uncompressed cpio (newc) archive, built fresh for every boot from
-//! the recipe in `qemu/initramfs.list` plus the modules and files a run adds.
+//! The guest image: an uncompressed cpio (newc) archive, built for a boot from the recipe
+//! in `qemu/initramfs.list` plus the modules and files a run adds (once a process for the
+//! same files: [`write_or_link`]).
 //!
 //! The recipe uses the kernel's `gen_init_cpio` syntax (a subset: `dir`, `file`, `nod`,
 //! `slink`), with `@NAME@` placeholders the harness fills in (`@REPO@`, `@TOOLROOT@`,
@@ -10,8 +11,11 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{bail, Context, Result};
+
+use crate::file_id::FileId;
 
 /// One entry of the archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,8 +118,67 @@ fn substitute(line: &str, vars: &HashMap<&str, String>) -> Result<String> {
     Ok(out)
 }
 
+/// The archives this process wrote: what went into each (the entries, and each source
+/// file's id when it was read) and where it is, with the id it had then. Most guests of a
+/// test binary or a scenario run boot from the same archive (tens of MB); it is written
+/// once and hard-linked into each run directory (crate::file_id).
+type Written = Vec<(Vec<(Entry, Option<FileId>)>, PathBuf, FileId)>;
+static WRITTEN: Mutex<Written> = Mutex::new(Vec::new());
+
+/// Archives kept in [`WRITTEN`]: a run boots guests of a few kinds (extra modules and files
+/// go into the archive only for guests that boot without a snapshot).
+const WRITTEN_MAX: usize = 8;
+
+/// Writes the archive of `entries` to `out` (as [`write_cpio`]), or hard-links the one this
+/// process wrote from the same entries, when none of its source files changed since and it
+/// is still where it was written, unchanged. A link that fails (another file system) falls
+/// back to writing.
+pub fn write_or_link(entries: &[Entry], out: &Path) -> Result<()> {
+    let inputs = entries
+        .iter()
+        .map(|e| {
+            let id = match e {
+                Entry::File { source, .. } => FileId::of(source).ok(),
+                _ => None,
+            };
+            (e.clone(), id)
+        })
+        .collect::<Vec<_>>();
+    let written = WRITTEN.lock().unwrap_or_else(PoisonError::into_inner);
+    let same = written.iter().find(|(i, _, _)| *i == inputs).cloned();
+    drop(written);
+    if let Some((_, path, id)) = same {
+        if path == out && FileId::of(out).ok() == Some(id) {
+            return Ok(());
+        }
+        if FileId::of(&path).ok() == Some(id) {
+            let _ = fs::remove_file(out);
+            if fs::hard_link(&path, out).is_ok() && FileId::of(out).ok() == Some(id) {
+                return Ok(());
+            }
+        }
+    }
+    write_cpio(entries, out)?;
+    let id = FileId::of(out).with_context(|| format!("reading back {}", out.display()))?;
+    let mut written = WRITTEN.lock().unwrap_or_else(PoisonError::into_inner);
+    written.retain(|(i, _, _)| *i != inputs);
+    if written.len() >= WRITTEN_MAX {
+        written.remove(0);
+    }
+    written.push((inputs, out.to_path_buf(), id));
+    Ok(())
+}
+
 /// Writes `entries` as a newc cpio archive to `out`.
 pub fn write_cpio(entries: &[Entry], out: &Path) -> Result<()> {
+    // A new file, never the old one written over: `out` may be a hard link of an archive
+    // other guests boot from (write_or_link).
+    match fs::remove_file(out) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing the old {}", out.display()))
+        }
+        _ => {}
+    }
     let mut buf = Vec::new();
     for (ino, e) in (1u32..).zip(entries) {
         let (path, mode, data, rdev) = match e {
@@ -273,5 +336,44 @@ mod tests {
         assert!(text.contains("TRAILER!!!"));
         // Second header starts 4-aligned: 110-byte header + "d\0" padded to 112.
         assert_eq!(&data[112..118], b"070701");
+    }
+
+    #[test]
+    fn one_archive_a_process_for_the_same_files_and_a_new_one_when_a_file_changes() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("acq-cpio-link-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("tool");
+        fs::write(&src, b"version one").unwrap();
+        let entries = [Entry::File {
+            path: "/bin/tool".into(),
+            source: src.clone(),
+            mode: 0o755,
+        }];
+        let (a, b, c) = (dir.join("a.cpio"), dir.join("b.cpio"), dir.join("c.cpio"));
+        let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+        write_or_link(&entries, &a).unwrap();
+        write_or_link(&entries, &b).unwrap();
+        assert_eq!(
+            ino(&a),
+            ino(&b),
+            "the second guest's image is the first's, linked"
+        );
+        // A run directory used again gets its archive written anew, never the shared file
+        // written over.
+        fs::write(&src, b"version two, longer").unwrap();
+        write_or_link(&entries, &b).unwrap();
+        assert_ne!(ino(&a), ino(&b));
+        let text = |p: &Path| String::from_utf8_lossy(&fs::read(p).unwrap()).into_owned();
+        assert!(text(&a).contains("version one"), "{}", text(&a));
+        assert!(text(&b).contains("version two, longer"), "{}", text(&b));
+        write_or_link(&entries, &c).unwrap();
+        assert_eq!(ino(&b), ino(&c));
+        // The archive linked from is gone: written again.
+        fs::remove_file(&b).unwrap();
+        fs::remove_file(&c).unwrap();
+        write_or_link(&entries, &c).unwrap();
+        assert!(text(&c).contains("version two, longer"));
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

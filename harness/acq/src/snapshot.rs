@@ -23,10 +23,13 @@ use std::hash::Hasher;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
+
+use crate::file_id::FileId;
 
 use crate::control::Qmp;
 
@@ -69,15 +72,11 @@ impl Snapshot {
         args: &[String],
         run_dir: &Path,
     ) -> Result<Snapshot> {
-        let mut h = DefaultHasher::new();
-        h.write_u32(FORMAT);
-        h.write(qemu.as_bytes());
         // The guest keeps the TSC rate its kernel was told at boot: a cache carried to a
         // host of another rate must not restore a guest whose clock runs wrong there. In
         // 10 MHz steps, so that a rate measured a few kHz apart names the same machine.
-        h.write_u32(crate::tsc::host_khz().map_or(0, |k| (k + 5_000) / 10_000));
-        hash_file(&mut h, kernel)?;
-        hash_file(&mut h, image)?;
+        let tsc = crate::tsc::host_khz().map_or(0, |k| (k + 5_000) / 10_000);
+        let mut h = hashed_files(qemu, tsc, kernel, image)?;
         let run = run_dir.display().to_string();
         let mut machine = format!("{qemu}\n");
         for a in args {
@@ -206,6 +205,47 @@ fn machine_arg(arg: &str, run_dir: &str) -> String {
         .filter(|w| !w.starts_with("tsc_early_khz="))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The key's hash of its first parts: the format, the QEMU, the TSC rate and the bytes of
+/// the kernel and of the image. Kept for the process by the files' ids (crate::file_id): a
+/// test binary or a scenario run starts dozens of guests from the same two files (45 MB
+/// together, each hashed at every start before).
+fn hashed_files(qemu: &str, tsc: u32, kernel: &Path, image: &Path) -> Result<DefaultHasher> {
+    type Key = (String, u32, FileId, FileId);
+    static HASHED: Mutex<Vec<(Key, DefaultHasher)>> = Mutex::new(Vec::new());
+    /// A run's guests boot a few kernels (flavors) and images (kinds of guest).
+    const HASHED_MAX: usize = 8;
+    let ids = (FileId::of(kernel), FileId::of(image));
+    let key = match ids {
+        (Ok(k), Ok(i)) => Some((qemu.to_string(), tsc, k, i)),
+        _ => None,
+    };
+    let hashed = HASHED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(h) = key
+        .as_ref()
+        .and_then(|k| hashed.iter().find(|(h, _)| h == k))
+    {
+        return Ok(h.1.clone());
+    }
+    drop(hashed);
+    let mut h = DefaultHasher::new();
+    h.write_u32(FORMAT);
+    h.write(qemu.as_bytes());
+    h.write_u32(tsc);
+    hash_file(&mut h, kernel)?;
+    hash_file(&mut h, image)?;
+    // Kept only if neither file changed while it was read.
+    if key.is_some()
+        && (FileId::of(kernel).ok(), FileId::of(image).ok()) == (ids.0.ok(), ids.1.ok())
+    {
+        let mut hashed = HASHED.lock().unwrap_or_else(PoisonError::into_inner);
+        if hashed.len() >= HASHED_MAX {
+            hashed.remove(0);
+        }
+        hashed.extend(key.map(|k| (k, h.clone())));
+    }
+    Ok(h)
 }
 
 fn hash_file(h: &mut DefaultHasher, path: &Path) -> Result<()> {
@@ -358,6 +398,12 @@ mod tests {
         assert_ne!(one, snap(&args("512M")));
         fs::write(&i, b"image, rebuilt").unwrap();
         assert_ne!(one, snap(&args("1024M")));
+        // The key is the bytes': the same image written again as another file names the
+        // same machine (each run directory's image is its own file, or a link).
+        let rebuilt = snap(&args("1024M"));
+        fs::remove_file(&i).unwrap();
+        fs::write(&i, b"image, rebuilt").unwrap();
+        assert_eq!(rebuilt, snap(&args("1024M")));
         fs::remove_dir_all(&t).unwrap();
     }
 

@@ -1007,7 +1007,7 @@ fn build_image(
             }
         }
     }
-    initramfs::write_cpio(&entries, out)?;
+    initramfs::write_or_link(&entries, out)?;
     let files = entries.into_iter().filter_map(|e| match e {
         Entry::File { path, source, .. } => {
             Some((format!("/{}", path.trim_start_matches('/')), source))
