@@ -9,14 +9,8 @@ export ACQ_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pcie-acq
 GUEST_TARGET := x86_64-unknown-linux-gnu
 GUEST_DIR := target/guest
 ACQ := target/release/acq
-# What make test-vm runs the scenarios with: the harness's debug build, which the tests
-# build anyway (the Rust VM tests run the same code as a library, in the same profile).
-# The release build of the CLI (26 s of one CPU, of 35 for all the release builds) is then
-# no longer on make test's way to its first guest: make test builds it beside the VM
-# tests, for the commands the docs give (target/release/acq run FILE).
-TEST_ACQ := target/debug/acq
 
-.PHONY: all host-deps cargo-restore deps toolroot kernel kernels-for-test kernel-test kernel-debug kernel-bench guest build driver driver-debug driver-bench run shell bench test test-host test-vm mutants explore soak lint lint-host lint-workspace lint-fuzz lint-driver fuzz vm-runs cargo-save swiotlb-set smokes host-builds models cli cli-dev modules doc-tests vm-tests-built fuzz-smoke fmt clean help
+.PHONY: all host-deps cargo-restore deps toolroot kernel kernels-for-test kernel-test kernel-debug kernel-bench guest build driver driver-debug driver-bench run shell bench test test-host test-vm mutants explore soak lint lint-host lint-workspace lint-fuzz lint-driver fuzz vm-runs cargo-save swiotlb-set smokes host-builds modules doc-tests vm-tests-built fuzz-smoke fmt clean help
 
 all: build
 
@@ -73,20 +67,8 @@ guest: cargo-restore
 		CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
 		$(CARGO) build --release --locked -p acq-guest --target $(GUEST_TARGET)
 
-build: models cli
-
-# The device model and the capture disk: what every guest needs, optimized (the card's
-# fill and the disk's checks run at host speed).
-models: cargo-restore
-	$(CARGO) build --release --locked -p acq-device -p acq-sink
-
-# The acq CLI, for make run, bench and the commands of the docs.
-cli: cargo-restore
-	$(CARGO) build --release --locked -p acq
-
-# The acq CLI as make test-vm runs it (TEST_ACQ).
-cli-dev: cargo-restore
-	$(CARGO) build --locked -p acq
+build: cargo-restore
+	$(CARGO) build --release --locked -p acq -p acq-device -p acq-sink
 
 # The kernel module, built in the toolroot by the same rustc (and C compiler) as the guest
 # kernel flavor it is for (a module built by any other rustc fails to load: E0514): the test
@@ -111,14 +93,14 @@ bench: deps guest build driver-bench
 	$(ACQ) bench --kernel-flavor bench --update-docs
 
 ## Tests
-# The host tests first (some time a card's rate on the host), with the device model's
-# release build, the guest tools and the modules built beside them at idle CPU priority (qemu/beside.sh:
+# The host tests first (some time a card's rate on the host), with the release build, the
+# guest tools and the modules built beside them at idle CPU priority (qemu/beside.sh:
 # SCHED_IDLE, they get only the CPU time the tests leave unused, which is most of it, so
 # no test's timing sees them; the tests' binaries run without cargo, whose lock would hold
 # up the builds: tests/binaries.sh), then the VM tests. On a cold cache the kernels are
 # built first.
-# The CLI's release build, the lints, the doc tests and the fuzz targets' build and smoke
-# (no guest) run beside the VM tests the same way (BESIDE), taking the CPU time the guests leave unused, about two
+# The lints, the doc tests and the fuzz targets' build and smoke (no guest) run beside the
+# VM tests the same way (BESIDE), taking the CPU time the guests leave unused, about two
 # thirds of the two CPUs for the first 100 s while the quiet tests run, and a sixth after.
 # Each job beside shows its output once it ends, and its failure fails make test. (A cargo
 # at idle priority must not start while a cargo in the foreground may: one holding the
@@ -128,14 +110,16 @@ test: cargo-restore kernels-for-test
 	@bash tests/binaries.sh build target/host-tests --locked --workspace --exclude acq-e2e
 	@bash qemu/beside.sh results/host-builds.log '$(MAKE) --no-print-directory host-builds' \
 		bash tests/binaries.sh run target/host-tests
-	@$(MAKE) --no-print-directory test-vm BESIDE="cli lint-workspace lint-fuzz doc-tests fuzz-smoke"
+	@$(MAKE) --no-print-directory test-vm BESIDE="lint-workspace lint-fuzz doc-tests fuzz-smoke"
 
-# The host's builds side by side: the device model's release build, the guest tools, the
-# modules one after the other (the module's lint builds driver/acq.ko the way make driver
-# does), and the VM tests and the CLI that runs the scenarios (cargo locks a profile's
-# directory, target/release or target/debug: the builds of the two profiles run at once).
+# The host's builds side by side: the release build (one crate, harness/acq, builds alone
+# at its end), the guest tools, the modules one after the other (the module's lint builds
+# driver/acq.ko the way make driver does), and the VM tests (cargo locks a profile's
+# directory, target/release or target/debug: the two builds there run at once). The
+# scenarios run by the release build: the debug one took every scenario 1-3 s longer
+# under load, make test 1033 s against 910-956 (tried at ce78d8d, reverted).
 host-builds: cargo-restore
-	@$(MAKE) --no-print-directory -j4 --output-sync=target models guest modules vm-tests-built
+	@$(MAKE) --no-print-directory -j4 --output-sync=target build guest modules vm-tests-built
 
 modules: kernels-for-test
 	@$(MAKE) --no-print-directory lint-driver
@@ -251,17 +235,15 @@ DMA_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,stream-splice-tee
 # own guest, and so do explore's and the mutants' runs), and
 # one planted driver bug that a rate-limited scenario must catch (the mutants machinery and
 # the lost wake-up invariant stay tested; docs/explore.md).
-test-vm: deps guest models driver driver-debug vm-tests-built
+test-vm: deps guest build driver driver-debug vm-tests-built
 	@bash qemu/cargo-cache.sh save
 	@bash qemu/beside.sh results/beside.log \
 		"$(if $(BESIDE),$(MAKE) --no-print-directory $(BESIDE) && $(MAKE) --no-print-directory cargo-save)" \
 		$(MAKE) --no-print-directory vm-runs
 
-# The VM tests' binaries, listed for tests/binaries.sh, and the CLI that runs the
-# scenarios (TEST_ACQ: the same profile, so one after the other).
+# The VM tests' binaries, listed for tests/binaries.sh.
 vm-tests-built: cargo-restore
 	@bash tests/binaries.sh build target/acq-e2e-tests --locked -p acq-e2e
-	@$(MAKE) --no-print-directory cli-dev
 
 # What make test's job beside the VM tests builds and runs (none for make test-vm alone);
 # once it is done, the cargo cache is saved again (the lint's dependencies, target/lint).
@@ -276,10 +258,10 @@ cargo-save:
 # once. The pool's own test runs last, beside the swiotlb set.
 vm-runs:
 	ACQ_TEST_GUESTS=$(VM_JOBS) ACQ_TESTS_SKIP=pool bash tests/binaries.sh run target/acq-e2e-tests --test-threads=256
-	$(TEST_ACQ) run --jobs $(VM_JOBS) --reuse-guests --results results/test-vm tests/scenarios
-	$(TEST_ACQ) run --jobs $(DEBUG_JOBS) --kernel-flavor debug --memory 512 --reuse-guests \
+	$(ACQ) run --jobs $(VM_JOBS) --reuse-guests --results results/test-vm tests/scenarios
+	$(ACQ) run --jobs $(DEBUG_JOBS) --kernel-flavor debug --memory 512 --reuse-guests \
 		--results results/test-vm-debug $(DEBUG_SCENARIOS)
-	$(TEST_ACQ) run --jobs $(DMA_JOBS) --dma viommu --reuse-guests \
+	$(ACQ) run --jobs $(DMA_JOBS) --dma viommu --reuse-guests \
 		--results results/test-vm-viommu $(DMA_SCENARIOS)
 	@$(MAKE) --no-print-directory -j2 --output-sync=target swiotlb-set smokes
 
@@ -287,13 +269,13 @@ vm-runs:
 # pool.rs, a binary of its own: it counts its binary's boots): a third guest beside its
 # two, the set and the others each keeping the CPUs about half busy alone.
 swiotlb-set:
-	$(TEST_ACQ) run --jobs $(DMA_JOBS) --dma swiotlb --reuse-guests \
+	$(ACQ) run --jobs $(DMA_JOBS) --dma swiotlb --reuse-guests \
 		--results results/test-vm-swiotlb $(DMA_SCENARIOS)
 
 smokes:
-	$(TEST_ACQ) mutants --only irq-wakes-nobody --scenarios tests/scenarios/control-config-restart.json \
+	$(ACQ) mutants --only irq-wakes-nobody --scenarios tests/scenarios/control-config-restart.json \
 		--results results/mutants-smoke --min-score 1
-	$(TEST_ACQ) explore --seed 1 --runs 2 --results results/explore-smoke
+	$(ACQ) explore --seed 1 --runs 2 --results results/explore-smoke
 	ACQ_TESTS_ONLY=pool bash tests/binaries.sh run target/acq-e2e-tests
 
 # Random scenarios against the invariants, failing ones shrunk into results/explore/found/

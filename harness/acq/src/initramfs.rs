@@ -144,23 +144,22 @@ pub fn write_or_link(entries: &[Entry], out: &Path) -> Result<()> {
             (e.clone(), id)
         })
         .collect::<Vec<_>>();
-    let written = WRITTEN.lock().unwrap_or_else(PoisonError::into_inner);
-    let same = written.iter().find(|(i, _, _)| *i == inputs).cloned();
-    drop(written);
-    if let Some((_, path, id)) = same {
-        if path == out && FileId::of(out).ok() == Some(id) {
+    // Held while writing: guests started at once (a run's first jobs) wait for the first
+    // one's archive instead of each writing its own.
+    let mut written = WRITTEN.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, path, id)) = written.iter().find(|(i, _, _)| *i == inputs) {
+        if path == out && FileId::of(out).ok() == Some(*id) {
             return Ok(());
         }
-        if FileId::of(&path).ok() == Some(id) {
+        if FileId::of(path).ok() == Some(*id) {
             let _ = fs::remove_file(out);
-            if fs::hard_link(&path, out).is_ok() && FileId::of(out).ok() == Some(id) {
+            if fs::hard_link(path, out).is_ok() && FileId::of(out).ok() == Some(*id) {
                 return Ok(());
             }
         }
     }
     write_cpio(entries, out)?;
     let id = FileId::of(out).with_context(|| format!("reading back {}", out.display()))?;
-    let mut written = WRITTEN.lock().unwrap_or_else(PoisonError::into_inner);
     written.retain(|(i, _, _)| *i != inputs);
     if written.len() >= WRITTEN_MAX {
         written.remove(0);

@@ -221,14 +221,14 @@ fn hashed_files(qemu: &str, tsc: u32, kernel: &Path, image: &Path) -> Result<Def
         (Ok(k), Ok(i)) => Some((qemu.to_string(), tsc, k, i)),
         _ => None,
     };
-    let hashed = HASHED.lock().unwrap_or_else(PoisonError::into_inner);
+    // Held while hashing: guests started at once wait for the first one's hash.
+    let mut hashed = HASHED.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(h) = key
         .as_ref()
         .and_then(|k| hashed.iter().find(|(h, _)| h == k))
     {
         return Ok(h.1.clone());
     }
-    drop(hashed);
     let mut h = DefaultHasher::new();
     h.write_u32(FORMAT);
     h.write(qemu.as_bytes());
@@ -239,7 +239,6 @@ fn hashed_files(qemu: &str, tsc: u32, kernel: &Path, image: &Path) -> Result<Def
     if key.is_some()
         && (FileId::of(kernel).ok(), FileId::of(image).ok()) == (ids.0.ok(), ids.1.ok())
     {
-        let mut hashed = HASHED.lock().unwrap_or_else(PoisonError::into_inner);
         if hashed.len() >= HASHED_MAX {
             hashed.remove(0);
         }
