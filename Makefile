@@ -10,7 +10,7 @@ GUEST_TARGET := x86_64-unknown-linux-gnu
 GUEST_DIR := target/guest
 ACQ := target/release/acq
 
-.PHONY: all host-deps cargo-restore deps toolroot kernel kernels-for-test kernel-test kernel-debug kernel-bench guest build driver driver-debug driver-bench run shell bench test test-host test-vm mutants explore soak lint lint-host lint-workspace lint-fuzz lint-driver fuzz vm-runs cargo-save swiotlb-set smokes host-builds modules doc-tests tests-built fuzz-smoke fmt clean help
+.PHONY: all host-deps cargo-restore deps toolroot kernel kernels-for-test kernel-test kernel-debug kernel-bench guest build driver driver-debug driver-bench run shell bench test test-host test-vm mutants explore soak lint lint-host lint-workspace lint-fuzz lint-driver fuzz vm-runs cargo-save swiotlb-set smokes host-builds modules doc-tests vm-tests-built fuzz-smoke fmt clean help
 
 all: build
 
@@ -93,11 +93,8 @@ bench: deps guest build driver-bench
 	$(ACQ) bench --kernel-flavor bench --update-docs
 
 ## Tests
-# First the two cargo builds in the foreground, side by side: every test binary (one cargo
-# run, host and VM tests alike: tests-built) and the release build, whose last crate
-# (harness/acq, 26 s of one CPU) compiles while the other build links its tests. Then the
-# host tests (some time a card's rate on the host), with the guest tools and the modules
-# built beside them at idle CPU priority (qemu/beside.sh:
+# The host tests first (some time a card's rate on the host), with the release build, the
+# guest tools and the modules built beside them at idle CPU priority (qemu/beside.sh:
 # SCHED_IDLE, they get only the CPU time the tests leave unused, which is most of it, so
 # no test's timing sees them; the tests' binaries run without cargo, whose lock would hold
 # up the builds: tests/binaries.sh), then the VM tests. On a cold cache the kernels are
@@ -110,21 +107,19 @@ bench: deps guest build driver-bench
 # package cache's lock while it waited for a CPU held up the guest tools' build, 47 s
 # against 15.)
 test: cargo-restore kernels-for-test
-	@$(MAKE) --no-print-directory -j2 --output-sync=target tests-built build
+	@bash tests/binaries.sh build target/host-tests --locked --workspace --exclude acq-e2e
 	@bash qemu/beside.sh results/host-builds.log '$(MAKE) --no-print-directory host-builds' \
 		bash tests/binaries.sh run target/host-tests
 	@$(MAKE) --no-print-directory test-vm BESIDE="lint-workspace lint-fuzz doc-tests fuzz-smoke"
 
-# The host's builds beside the host tests: the guest tools and the modules one after the
-# other (the module's lint builds driver/acq.ko the way make driver does). Measured at
-# 18e0ab4, with the release build here too (at idle priority: its last crate alone took
-# it to 71 s) and the test binaries built in two cargo runs, the first guest started 111
-# s into make test. (Cargo locks a profile's directory, target/release or target/debug:
-# builds of the two profiles run at once. The scenarios run by the release CLI: the debug
-# one took every scenario 1-3 s longer under load, make test 1033 s against 910-956;
-# tried at ce78d8d, reverted.)
+# The host's builds side by side: the release build (one crate, harness/acq, builds alone
+# at its end), the guest tools, the modules one after the other (the module's lint builds
+# driver/acq.ko the way make driver does), and the VM tests (cargo locks a profile's
+# directory, target/release or target/debug: the two builds there run at once). The
+# scenarios run by the release build: the debug one took every scenario 1-3 s longer
+# under load, make test 1033 s against 910-956 (tried at ce78d8d, reverted).
 host-builds: cargo-restore
-	@$(MAKE) --no-print-directory -j2 --output-sync=target guest modules
+	@$(MAKE) --no-print-directory -j4 --output-sync=target build guest modules vm-tests-built
 
 modules: kernels-for-test
 	@$(MAKE) --no-print-directory lint-driver
@@ -240,21 +235,15 @@ DMA_SCENARIOS = $(addprefix tests/scenarios/,$(addsuffix .json,stream-splice-tee
 # own guest, and so do explore's and the mutants' runs), and
 # one planted driver bug that a rate-limited scenario must catch (the mutants machinery and
 # the lost wake-up invariant stay tested; docs/explore.md).
-test-vm: deps guest build driver driver-debug tests-built
+test-vm: deps guest build driver driver-debug vm-tests-built
 	@bash qemu/cargo-cache.sh save
 	@bash qemu/beside.sh results/beside.log \
 		"$(if $(BESIDE),$(MAKE) --no-print-directory $(BESIDE) && $(MAKE) --no-print-directory cargo-save)" \
 		$(MAKE) --no-print-directory vm-runs
 
-# Every test binary of the workspace, in one cargo run (one feature resolution: make test
-# and make test-vm build the same units), listed for tests/binaries.sh: the host tests'
-# (target/host-tests) and the VM tests' (target/acq-e2e-tests, the acq-e2e package's).
-tests-built: cargo-restore
-	@bash tests/binaries.sh build target/all-tests --locked --workspace
-	@awk -F'\t' '$$1 !~ /\/tests\/acq-e2e$$/' target/all-tests >target/host-tests
-	@awk -F'\t' '$$1 ~ /\/tests\/acq-e2e$$/' target/all-tests >target/acq-e2e-tests
-	@[ -s target/host-tests ] && [ -s target/acq-e2e-tests ] || \
-		{ echo "target/all-tests lists no host or no VM test binary" >&2; exit 1; }
+# The VM tests' binaries, listed for tests/binaries.sh.
+vm-tests-built: cargo-restore
+	@bash tests/binaries.sh build target/acq-e2e-tests --locked -p acq-e2e
 
 # What make test's job beside the VM tests builds and runs (none for make test-vm alone);
 # once it is done, the cargo cache is saved again (the lint's dependencies, target/lint).
