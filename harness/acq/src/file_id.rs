@@ -42,6 +42,8 @@ mod tests {
     #[test]
     fn a_file_written_again_or_replaced_is_another_and_a_hard_link_the_same() {
         let t = std::env::temp_dir().join(format!("acq-file-id-{}", std::process::id()));
+        // What a failed run with the same process id left.
+        let _ = std::fs::remove_dir_all(&t);
         std::fs::create_dir_all(&t).unwrap();
         let (a, b) = (t.join("a"), t.join("b"));
         std::fs::write(&a, b"one").unwrap();

@@ -118,53 +118,76 @@ fn substitute(line: &str, vars: &HashMap<&str, String>) -> Result<String> {
     Ok(out)
 }
 
-/// The archives this process wrote: what went into each (the entries, and each source
-/// file's id when it was read) and where it is, with the id it had then. Most guests of a
-/// test binary or a scenario run boot from the same archive (tens of MB); it is written
-/// once and hard-linked into each run directory (crate::file_id).
-type Written = Vec<(Vec<(Entry, Option<FileId>)>, PathBuf, FileId)>;
-static WRITTEN: Mutex<Written> = Mutex::new(Vec::new());
+/// An archive this process wrote: what went into it (the entries, and each source file's
+/// id when it was read), its id, and the paths it was written or linked at, any of which
+/// may be gone (a guest's run directory is removed when the guest ends cleanly). Most
+/// guests of a test binary or a scenario run boot from the same archive (tens of MB): it
+/// is written once and hard-linked into each run directory (crate::file_id).
+struct Written {
+    inputs: Vec<(Entry, Option<FileId>)>,
+    id: FileId,
+    paths: Vec<PathBuf>,
+}
+static WRITTEN: Mutex<Vec<Written>> = Mutex::new(Vec::new());
 
 /// Archives kept in [`WRITTEN`]: a run boots guests of a few kinds (extra modules and files
 /// go into the archive only for guests that boot without a snapshot).
 const WRITTEN_MAX: usize = 8;
 
 /// Writes the archive of `entries` to `out` (as [`write_cpio`]), or hard-links the one this
-/// process wrote from the same entries, when none of its source files changed since and it
-/// is still where it was written, unchanged. A link that fails (another file system) falls
-/// back to writing.
+/// process wrote from the same entries, when none of its source files changed since and
+/// one of its paths still holds it unchanged. A link that fails (another file system)
+/// falls back to writing; so does a source file whose id cannot be read (nothing kept).
 pub fn write_or_link(entries: &[Entry], out: &Path) -> Result<()> {
-    let inputs = entries
-        .iter()
-        .map(|e| {
-            let id = match e {
-                Entry::File { source, .. } => FileId::of(source).ok(),
-                _ => None,
-            };
-            (e.clone(), id)
-        })
-        .collect::<Vec<_>>();
+    // Each entry with its source file's id (None for entries without one).
+    let source_ids = || -> Option<Vec<(Entry, Option<FileId>)>> {
+        entries
+            .iter()
+            .map(|e| match e {
+                Entry::File { source, .. } => {
+                    FileId::of(source).ok().map(|id| (e.clone(), Some(id)))
+                }
+                _ => Some((e.clone(), None)),
+            })
+            .collect()
+    };
+    let Some(inputs) = source_ids() else {
+        return write_cpio(entries, out);
+    };
     // Held while writing: guests started at once (a run's first jobs) wait for the first
     // one's archive instead of each writing its own.
     let mut written = WRITTEN.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((_, path, id)) = written.iter().find(|(i, _, _)| *i == inputs) {
-        if path == out && FileId::of(out).ok() == Some(*id) {
+    if let Some(w) = written.iter_mut().find(|w| w.inputs == inputs) {
+        w.paths.retain(|p| FileId::of(p).ok() == Some(w.id));
+        if w.paths.iter().any(|p| p == out) {
             return Ok(());
         }
-        if FileId::of(path).ok() == Some(*id) {
+        if let Some(from) = w.paths.first() {
             let _ = fs::remove_file(out);
-            if fs::hard_link(path, out).is_ok() && FileId::of(out).ok() == Some(*id) {
+            if fs::hard_link(from, out).is_ok() && FileId::of(out).ok() == Some(w.id) {
+                w.paths.push(out.to_path_buf());
                 return Ok(());
             }
         }
     }
     write_cpio(entries, out)?;
-    let id = FileId::of(out).with_context(|| format!("reading back {}", out.display()))?;
-    written.retain(|(i, _, _)| *i != inputs);
-    if written.len() >= WRITTEN_MAX {
-        written.remove(0);
+    // `out` is a new file now: no longer any archive's path.
+    for w in written.iter_mut() {
+        w.paths.retain(|p| p != out);
     }
-    written.push((inputs, out.to_path_buf(), id));
+    written.retain(|w| w.inputs != inputs && !w.paths.is_empty());
+    // Kept only if no source changed while it was read, and the archive can be found again.
+    let unchanged = source_ids().as_ref() == Some(&inputs);
+    if let (true, Ok(id)) = (unchanged, FileId::of(out)) {
+        if written.len() >= WRITTEN_MAX {
+            written.remove(0);
+        }
+        written.push(Written {
+            inputs,
+            id,
+            paths: vec![out.to_path_buf()],
+        });
+    }
     Ok(())
 }
 
@@ -341,6 +364,8 @@ mod tests {
     fn one_archive_a_process_for_the_same_files_and_a_new_one_when_a_file_changes() {
         use std::os::unix::fs::MetadataExt;
         let dir = std::env::temp_dir().join(format!("acq-cpio-link-{}", std::process::id()));
+        // What a failed run with the same process id left.
+        let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let src = dir.join("tool");
         fs::write(&src, b"version one").unwrap();
@@ -349,30 +374,35 @@ mod tests {
             source: src.clone(),
             mode: 0o755,
         }];
-        let (a, b, c) = (dir.join("a.cpio"), dir.join("b.cpio"), dir.join("c.cpio"));
-        let ino = |p: &Path| fs::metadata(p).unwrap().ino();
-        write_or_link(&entries, &a).unwrap();
-        write_or_link(&entries, &b).unwrap();
+        let guest = |name: &str| dir.join(format!("{name}.cpio"));
+        let ino = |name: &str| fs::metadata(guest(name)).unwrap().ino();
+        let text =
+            |name: &str| String::from_utf8_lossy(&fs::read(guest(name)).unwrap()).into_owned();
+        write_or_link(&entries, &guest("a")).unwrap();
+        write_or_link(&entries, &guest("b")).unwrap();
         assert_eq!(
-            ino(&a),
-            ino(&b),
+            ino("a"),
+            ino("b"),
             "the second guest's image is the first's, linked"
         );
+        // The first guest's run directory is removed when it ends: a later link serves.
+        fs::remove_file(guest("a")).unwrap();
+        write_or_link(&entries, &guest("c")).unwrap();
+        assert_eq!(ino("b"), ino("c"));
         // A run directory used again gets its archive written anew, never the shared file
         // written over.
         fs::write(&src, b"version two, longer").unwrap();
-        write_or_link(&entries, &b).unwrap();
-        assert_ne!(ino(&a), ino(&b));
-        let text = |p: &Path| String::from_utf8_lossy(&fs::read(p).unwrap()).into_owned();
-        assert!(text(&a).contains("version one"), "{}", text(&a));
-        assert!(text(&b).contains("version two, longer"), "{}", text(&b));
-        write_or_link(&entries, &c).unwrap();
-        assert_eq!(ino(&b), ino(&c));
-        // The archive linked from is gone: written again.
-        fs::remove_file(&b).unwrap();
-        fs::remove_file(&c).unwrap();
-        write_or_link(&entries, &c).unwrap();
-        assert!(text(&c).contains("version two, longer"));
+        write_or_link(&entries, &guest("b")).unwrap();
+        assert_ne!(ino("b"), ino("c"));
+        assert!(text("c").contains("version one"), "{}", text("c"));
+        assert!(text("b").contains("version two, longer"), "{}", text("b"));
+        write_or_link(&entries, &guest("d")).unwrap();
+        assert_eq!(ino("b"), ino("d"));
+        // Every path of the archive gone: written again.
+        fs::remove_file(guest("b")).unwrap();
+        fs::remove_file(guest("d")).unwrap();
+        write_or_link(&entries, &guest("d")).unwrap();
+        assert!(text("d").contains("version two, longer"));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

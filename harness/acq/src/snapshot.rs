@@ -29,9 +29,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use crate::file_id::FileId;
-
 use crate::control::Qmp;
+use crate::file_id::FileId;
 
 /// Snapshots kept in the cache (the most recently used ones).
 pub const KEEP: usize = 64;
