@@ -115,12 +115,9 @@ test: cargo-restore kernels-for-test
 # The host's builds side by side: the release build (one crate, harness/acq, builds alone
 # at its end), the guest tools, the modules one after the other (the module's lint builds
 # driver/acq.ko the way make driver does), and the VM tests (cargo locks a profile's
-# directory, target/release or target/debug: the two builds there run at once). The
-# scenarios run by the release build: the debug one took every scenario 1-3 s longer
-# under load, make test 1033 s against 910-956 (tried at ce78d8d, reverted). Tried and
-# reverted too (e078eb1): every test binary in one cargo run beside the release build,
-# both in the foreground before the host tests: the first guest started at 118 s against
-# 106-114. The work before the first guest keeps both CPUs busy (94-96%) either way.
+# directory, target/release or target/debug: the two builds there run at once). Other
+# orders of this work, and the scenarios run by the debug CLI, were tried and measured
+# slower: README, "Later on 2026-12-06".
 host-builds: cargo-restore
 	@$(MAKE) --no-print-directory -j4 --output-sync=target build guest modules vm-tests-built
 

@@ -215,33 +215,32 @@ fn hashed_files(qemu: &str, tsc: u32, kernel: &Path, image: &Path) -> Result<Def
     static HASHED: Mutex<Vec<(Key, DefaultHasher)>> = Mutex::new(Vec::new());
     /// A run's guests boot a few kernels (flavors) and images (kinds of guest).
     const HASHED_MAX: usize = 8;
-    let ids = (FileId::of(kernel), FileId::of(image));
-    let key = match ids {
-        (Ok(k), Ok(i)) => Some((qemu.to_string(), tsc, k, i)),
-        _ => None,
+    let hash = || -> Result<DefaultHasher> {
+        let mut h = DefaultHasher::new();
+        h.write_u32(FORMAT);
+        h.write(qemu.as_bytes());
+        h.write_u32(tsc);
+        hash_file(&mut h, kernel)?;
+        hash_file(&mut h, image)?;
+        Ok(h)
     };
+    let ids = || Some((FileId::of(kernel).ok()?, FileId::of(image).ok()?));
+    let Some((k, i)) = ids() else {
+        return hash();
+    };
+    let key = (qemu.to_string(), tsc, k, i);
     // Held while hashing: guests started at once wait for the first one's hash.
     let mut hashed = HASHED.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(h) = key
-        .as_ref()
-        .and_then(|k| hashed.iter().find(|(h, _)| h == k))
-    {
-        return Ok(h.1.clone());
+    if let Some((_, h)) = hashed.iter().find(|(have, _)| *have == key) {
+        return Ok(h.clone());
     }
-    let mut h = DefaultHasher::new();
-    h.write_u32(FORMAT);
-    h.write(qemu.as_bytes());
-    h.write_u32(tsc);
-    hash_file(&mut h, kernel)?;
-    hash_file(&mut h, image)?;
+    let h = hash()?;
     // Kept only if neither file changed while it was read.
-    if key.is_some()
-        && (FileId::of(kernel).ok(), FileId::of(image).ok()) == (ids.0.ok(), ids.1.ok())
-    {
+    if ids() == Some((k, i)) {
         if hashed.len() >= HASHED_MAX {
             hashed.remove(0);
         }
-        hashed.extend(key.map(|k| (k, h.clone())));
+        hashed.push((key, h.clone()));
     }
     Ok(h)
 }
