@@ -689,6 +689,10 @@ fn run_heap(a: &Args, heap: &str) -> Result<(serde_json::Value, bool), String> {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    if acq_wire::consumer::asks_for_help(&argv) {
+        println!("usage: {}", ShareArgs::usage());
+        return ExitCode::SUCCESS;
+    }
     let a = match parse(&argv) {
         Ok(a) => a,
         Err(e) => {

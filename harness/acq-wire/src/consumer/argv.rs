@@ -43,6 +43,13 @@ impl fmt::Display for ArgError {
     }
 }
 
+/// Whether the command line asks for help (`-h` or `--help` anywhere, as the GNU tools take
+/// it): the tool prints its usage on stdout and exits 0, as a user of standard tools
+/// expects, instead of refusing the line.
+pub fn asks_for_help<S: AsRef<str>>(args: &[S]) -> bool {
+    args.iter().any(|a| matches!(a.as_ref(), "-h" | "--help"))
+}
+
 /// The arguments after the program name, walked flag by flag.
 pub struct Argv {
     args: alloc::vec::IntoIter<String>,

@@ -16,7 +16,7 @@ pub mod playback;
 pub mod report;
 pub mod share;
 
-pub use argv::{ArgError, Argv};
+pub use argv::{asks_for_help, ArgError, Argv};
 
 /// Which way an acq-stream command line streams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

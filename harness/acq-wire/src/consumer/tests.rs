@@ -594,3 +594,12 @@ fn the_direction_is_found_as_the_parsers_walk_the_line() {
     let p = PlaybackArgs::parse(line("--direction=out --bytes 1M")).unwrap();
     assert_eq!(p.bytes, 1 << 20);
 }
+
+#[test]
+fn help_is_asked_for_anywhere_on_the_line() {
+    assert!(asks_for_help(&line("--help")));
+    assert!(asks_for_help(&line("--mode read -h --bytes 1M")));
+    assert!(!asks_for_help(&line("--mode read --bytes 1M")));
+    // A flag that starts like it is not it.
+    assert!(!asks_for_help(&line("--helpful --hold-s 1")));
+}

@@ -238,6 +238,23 @@ fn zerocopy_raw_peer_and_bad_arguments() -> Result<()> {
             "{bad}: {out:?}"
         );
     }
+    // `--help` (or `-h`) anywhere: the usage on stdout and exit 0, as the standard tools
+    // do (v2's tools refused it as an unknown command or option, exit 2).
+    for tool in [
+        "acq-stream --help",
+        "acq-stream --direction out --help",
+        "acq-consume -h",
+        "acq-ctl --help",
+        "acq-ctl set --rate 1M --help",
+        "acq-share --help",
+        "acq-vfio --help",
+    ] {
+        let out = vm.sh(tool, CMD)?;
+        ensure!(
+            out.status == 0 && out.stdout.starts_with("usage: ") && out.stderr.is_empty(),
+            "{tool}: {out:?}"
+        );
+    }
     rmmod_clean(&mut vm)?;
     vm.shutdown(CMD)
 }

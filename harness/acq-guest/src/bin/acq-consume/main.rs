@@ -440,7 +440,12 @@ fn report(
 }
 
 fn main() -> ExitCode {
-    let args = match Args::parse(std::env::args().skip(1)) {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if acq_wire::consumer::asks_for_help(&argv) {
+        println!("usage: {}", Args::usage());
+        return ExitCode::SUCCESS;
+    }
+    let args = match Args::parse(argv) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("acq-consume: {e}\nusage: {}", Args::usage());

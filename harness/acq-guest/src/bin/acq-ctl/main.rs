@@ -97,14 +97,15 @@ use acq_guest::mapping::ReadOnlyMap;
 use acq_guest::uapi::AcqConfig;
 use acq_wire::consumer::{Argv, DeviceArgs};
 
+const USAGE: &str =
+    "usage: acq-ctl [--device /dev/acqN] info|config|stats|start|stop|reset|probe-invalid\n\
+    \x20      acq-ctl [--device /dev/acqN] set [--block B] [--ring-log2 L] [--rate R] \
+    [--pattern P] [--seed S] [--irq-count C] [--irq-time-us T] [--transfer dma|bar2]\n\
+    \x20      acq-ctl memcpy --bytes N";
+
 fn usage(msg: &str) -> ExitCode {
     eprintln!("acq-ctl: {msg}");
-    eprintln!(
-        "usage: acq-ctl [--device /dev/acqN] info|config|stats|start|stop|reset|probe-invalid\n\
-         \x20      acq-ctl [--device /dev/acqN] set [--block B] [--ring-log2 L] [--rate R] \
-         [--pattern P] [--seed S] [--irq-count C] [--irq-time-us T] [--transfer dma|bar2]\n\
-         \x20      acq-ctl memcpy --bytes N"
-    );
+    eprintln!("{USAGE}");
     ExitCode::from(2)
 }
 
@@ -114,6 +115,10 @@ fn main() -> ExitCode {
     let mut argv = Vec::new();
     while let Some(a) = walk.next_flag() {
         argv.push(a);
+    }
+    if acq_wire::consumer::asks_for_help(&argv) {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
     }
     let mut device = "/dev/acq0".to_string();
     let mut rest = argv.as_slice();

@@ -7,12 +7,16 @@ pub(crate) use acq_wire::consumer::{
     CaptureArgs as Args, CaptureMode as Mode, SinkOpts, SinkPath as SinkSpec,
 };
 
-pub(crate) fn usage(msg: &str) -> ExitCode {
-    eprintln!("acq-stream: {msg}");
-    eprintln!(
+pub(crate) fn usage_text() -> String {
+    format!(
         "usage: {}\n       acq-stream --direction out ... (acq-stream --direction out --help)",
         Args::usage()
-    );
+    )
+}
+
+pub(crate) fn usage(msg: &str) -> ExitCode {
+    eprintln!("acq-stream: {msg}");
+    eprintln!("{}", usage_text());
     ExitCode::from(2)
 }
 

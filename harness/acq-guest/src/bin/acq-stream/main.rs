@@ -104,6 +104,10 @@ fn main() -> ExitCode {
     if Direction::of(&argv) == Direction::Out {
         return playback::main(&argv);
     }
+    if acq_wire::consumer::asks_for_help(&argv) {
+        println!("{}", usage_text());
+        return ExitCode::SUCCESS;
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => return usage(&e),

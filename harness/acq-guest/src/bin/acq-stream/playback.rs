@@ -149,6 +149,10 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
 
 /// Entry point of `acq-stream --direction out ...` (`argv` without the program name).
 pub fn main(argv: &[String]) -> ExitCode {
+    if acq_wire::consumer::asks_for_help(argv) {
+        println!("usage: {}", Args::usage());
+        return ExitCode::SUCCESS;
+    }
     let a = match parse(argv) {
         Ok(a) => a,
         Err(e) => {

@@ -24,13 +24,17 @@ pub(super) struct Args {
     pub(super) progress: bool,
 }
 
-pub(super) fn usage(msg: &str) -> ExitCode {
-    eprintln!("acq-vfio: {msg}");
-    eprintln!(
+pub(super) fn usage_text() -> String {
+    format!(
         "usage: acq-vfio [--device auto|DDDD:BB:DD.F] [--bind] --mode read --bytes N [--verify] \
          [--sink PATH] {} [--timeout SECONDS] [--progress]\n(--transfer: this tool streams by DMA)",
         DEVICE_USAGE.replace(" [--transfer dma|bar2 | --bar2]", "")
-    );
+    )
+}
+
+pub(super) fn usage(msg: &str) -> ExitCode {
+    eprintln!("acq-vfio: {msg}");
+    eprintln!("{}", usage_text());
     ExitCode::from(2)
 }
 

@@ -31,6 +31,11 @@ mod card;
 use card::*;
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if acq_wire::consumer::asks_for_help(&argv) {
+        println!("{}", usage_text());
+        return ExitCode::SUCCESS;
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => return usage(&e),
