@@ -12,12 +12,30 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../qemu/beside.sh")
 }
 
-/// A fresh directory for one test's log and marker files.
-fn dir(name: &str) -> PathBuf {
+/// A fresh directory for one test's log and marker files, removed when the test passes
+/// (kept, for its log, when it fails).
+struct TestDir(PathBuf);
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn dir(name: &str) -> TestDir {
     let d = std::env::temp_dir().join(format!("acq-beside-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TestDir(d)
 }
 
 /// Runs beside.sh with `background` beside `foreground` (a shell command), its log in
