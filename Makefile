@@ -10,7 +10,7 @@ GUEST_TARGET := x86_64-unknown-linux-gnu
 GUEST_DIR := target/guest
 ACQ := target/release/acq
 
-.PHONY: all host-deps cargo-restore deps toolroot kernel kernels-for-test kernel-test kernel-debug kernel-bench guest build driver driver-debug driver-bench run shell bench test test-host test-vm mutants explore soak lint lint-host lint-workspace lint-fuzz lint-driver fuzz vm-runs cargo-save swiotlb-set smokes host-builds modules doc-tests vm-tests-built fuzz-smoke fmt clean help
+.PHONY: all host-deps cargo-restore deps toolroot kernel kernels-for-test test-kernels lint-and-fuzz-builds fuzz-build kernel-test kernel-debug kernel-bench guest build driver driver-debug driver-bench run shell bench test test-host test-vm mutants explore soak lint lint-host lint-workspace lint-fuzz lint-driver fuzz vm-runs cargo-save swiotlb-set smokes host-builds modules doc-tests vm-tests-built fuzz-smoke fmt clean help
 
 all: build
 
@@ -98,7 +98,7 @@ bench: deps guest build driver-bench
 # SCHED_IDLE, they get only the CPU time the tests leave unused, which is most of it, so
 # no test's timing sees them; the tests' binaries run without cargo, whose lock would hold
 # up the builds: tests/binaries.sh), then the VM tests. On a cold cache the kernels are
-# built first.
+# built first, the lints and the fuzz targets' build beside them (test-kernels).
 # The lints, the doc tests and the fuzz targets' build and smoke (no guest) run beside the
 # VM tests the same way (BESIDE), taking the CPU time the guests leave unused, about two
 # thirds of the two CPUs for the first 100 s while the quiet tests run, and a sixth after.
@@ -106,7 +106,7 @@ bench: deps guest build driver-bench
 # at idle priority must not start while a cargo in the foreground may: one holding the
 # package cache's lock while it waited for a CPU held up the guest tools' build, 47 s
 # against 15.)
-test: cargo-restore kernels-for-test
+test: cargo-restore test-kernels
 	@bash tests/binaries.sh build target/host-tests --locked --workspace --exclude acq-e2e
 	@bash qemu/beside.sh results/host-builds.log '$(MAKE) --no-print-directory host-builds' \
 		bash tests/binaries.sh run target/host-tests
@@ -135,6 +135,29 @@ doc-tests: cargo-restore
 # ones. A no-op on a warm cache.
 kernels-for-test: toolroot
 	@$(MAKE) --no-print-directory -j2 kernel-test kernel-debug
+
+# make test's kernels. When one is to be built (a cold cache), the lints and the fuzz
+# targets' build run beside the kernel builds, at the same priority, instead of beside the
+# VM tests: on a cold cargo cache they compile their dependencies (about 300 CPU-seconds:
+# clippy's 110, the fuzz crates' with sanitizer coverage and libFuzzer's C++ 170), which
+# beside the guests slowed them (a cold run's control-second-process failed), while a
+# kernel build minds no neighbour. The job beside the VM tests then finds them done. Their
+# cargo runs without make's jobserver, so that it uses both CPUs once the kernels are done.
+test-kernels: toolroot
+	@if [ -f "$$(bash qemu/kernel.sh --path test)/.complete" ] && \
+	    [ -f "$$(bash qemu/kernel.sh --path debug)/.complete" ]; then :; else \
+	    $(MAKE) --no-print-directory -j3 kernel-test kernel-debug lint-and-fuzz-builds; fi
+
+lint-and-fuzz-builds: cargo-restore
+	@mkdir -p results
+	@echo "==> the lints and the fuzz targets' build beside the kernel builds (log: results/lint-and-fuzz-builds.log)"
+	@if MAKEFLAGS= $(MAKE) --no-print-directory lint-workspace lint-fuzz fuzz-build \
+	    >results/lint-and-fuzz-builds.log 2>&1; then \
+	    echo "==> the lints and the fuzz targets' build beside the kernel builds: done"; \
+	else cat results/lint-and-fuzz-builds.log; exit 1; fi
+
+fuzz-build: cargo-restore
+	bash tests/acq-fuzz/run.sh build
 
 test-host: cargo-restore
 	$(CARGO) test --locked --workspace --exclude acq-e2e
