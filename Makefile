@@ -129,32 +129,35 @@ modules: kernels-for-test
 doc-tests: cargo-restore
 	$(CARGO) test --locked --workspace --exclude acq-e2e --doc
 
-# make test needs both the test and the debug kernel. On a cold cache they build side by
-# side (each with make -j$(nproc)), so that the stretches where one build runs a single
-# job (its configuration, the Rust crates, the final link) overlap the other's parallel
-# ones. A no-op on a warm cache.
+# make test needs both the test and the debug kernel (make modules too). On a cold cache
+# they build side by side (each with make -j$(nproc)), so that the stretches where one
+# build runs a single job (its configuration, the Rust crates, the final link) overlap the
+# other's parallel ones. A no-op on a warm cache.
 kernels-for-test: toolroot
 	@$(MAKE) --no-print-directory -j2 kernel-test kernel-debug
 
-# make test's kernels. When one is to be built (a cold cache), the lints and the fuzz
-# targets' build run beside the kernel builds, at the same priority, instead of beside the
-# VM tests: on a cold cargo cache they compile their dependencies (about 300 CPU-seconds:
-# clippy's 110, the fuzz crates' with sanitizer coverage and libFuzzer's C++ 170), which
-# beside the guests slowed them (a cold run's control-second-process failed), while a
-# kernel build minds no neighbour. The job beside the VM tests then finds them done. Their
-# cargo runs without make's jobserver, so that it uses both CPUs once the kernels are done.
+# make test's kernels, and the lints' and the fuzz targets' builds when their dependencies
+# are not compiled yet (the fuzz targets' triple is tests/acq-fuzz/run.sh's) (a cold cargo cache: about 300 CPU-seconds, clippy's 110 and the
+# fuzz crates' with sanitizer coverage and libFuzzer's C++ 170). Those run now, beside the
+# kernel builds when there are any (a kernel build minds no neighbour), instead of beside
+# the VM tests, whose guests they slowed (a cold run's control-second-process failed). The
+# job beside the VM tests then finds them built, and runs and reports them as on a warm
+# cache.
 test-kernels: toolroot
-	@if [ -f "$$(bash qemu/kernel.sh --path test)/.complete" ] && \
-	    [ -f "$$(bash qemu/kernel.sh --path debug)/.complete" ]; then :; else \
-	    $(MAKE) --no-print-directory -j3 kernel-test kernel-debug lint-and-fuzz-builds; fi
+	@cold=; [ -d target/lint/debug ] && [ -d tests/acq-fuzz/target/x86_64-unknown-linux-gnu/release ] || \
+	    cold=lint-and-fuzz-builds; \
+	$(MAKE) --no-print-directory -j3 kernel-test kernel-debug $$cold
 
+# Their cargo runs without make's jobserver (MAKEFLAGS emptied, -n and -k with it), so that
+# it uses both CPUs whatever else make runs. A failure is announced here and reported by
+# the job beside the VM tests, which runs them again.
 lint-and-fuzz-builds: cargo-restore
 	@mkdir -p results
-	@echo "==> the lints and the fuzz targets' build beside the kernel builds (log: results/lint-and-fuzz-builds.log)"
-	@if MAKEFLAGS= $(MAKE) --no-print-directory lint-workspace lint-fuzz fuzz-build \
+	@echo "==> the lints' and the fuzz targets' dependencies are not compiled yet: built now, not beside the VM tests (log: results/lint-and-fuzz-builds.log)"
+	@if MAKEFLAGS= $(MAKE) --no-print-directory -k lint-workspace lint-fuzz fuzz-build \
 	    >results/lint-and-fuzz-builds.log 2>&1; then \
-	    echo "==> the lints and the fuzz targets' build beside the kernel builds: done"; \
-	else cat results/lint-and-fuzz-builds.log; exit 1; fi
+	    echo "==> the lints and the fuzz targets' build: done"; \
+	else echo "==> the lints and the fuzz targets' build FAILED (results/lint-and-fuzz-builds.log): the job beside the VM tests runs them again and reports it"; fi
 
 fuzz-build: cargo-restore
 	bash tests/acq-fuzz/run.sh build

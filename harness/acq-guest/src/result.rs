@@ -1,11 +1,20 @@
 //! How the stream tools end (acq-stream in both directions, acq-share, acq-vfio): one JSON
 //! result line on stdout and an exit status the harness relies on (0 ok, 1 a failed run, 2
-//! bad arguments, printed by each tool's usage).
+//! bad arguments, printed by each tool's usage); and how every guest tool answers `--help`.
 
 use std::process::ExitCode;
 
 use acq_wire::consumer::ConsumerReport;
 use serde_json::Value;
+
+/// `-h` or `--help` on `argv` (acq_wire's `asks_for_help`): prints `usage` on stdout and
+/// gives exit status 0; `None` when help is not asked for.
+pub fn help(argv: &[String], usage: impl FnOnce() -> String) -> Option<ExitCode> {
+    acq_wire::consumer::asks_for_help(argv).then(|| {
+        println!("{}", usage());
+        ExitCode::SUCCESS
+    })
+}
 
 /// A result line: the fields the harness reads, from their type, and `detail`, the
 /// tool's own further fields (its settings, the driver's counters). A detail field of

@@ -77,8 +77,12 @@ struct Args {
     hold_s: u64,
 }
 
+fn usage_text() -> String {
+    format!("usage: {}", ShareArgs::usage())
+}
+
 fn usage() -> ExitCode {
-    eprintln!("usage: {}", ShareArgs::usage());
+    eprintln!("{}", usage_text());
     ExitCode::from(2)
 }
 
@@ -689,9 +693,8 @@ fn run_heap(a: &Args, heap: &str) -> Result<(serde_json::Value, bool), String> {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    if acq_wire::consumer::asks_for_help(&argv) {
-        println!("usage: {}", ShareArgs::usage());
-        return ExitCode::SUCCESS;
+    if let Some(done) = acq_guest::result::help(&argv, usage_text) {
+        return done;
     }
     let a = match parse(&argv) {
         Ok(a) => a,

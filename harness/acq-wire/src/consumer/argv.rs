@@ -43,9 +43,10 @@ impl fmt::Display for ArgError {
     }
 }
 
-/// Whether the command line asks for help (`-h` or `--help` anywhere, as the GNU tools take
-/// it): the tool prints its usage on stdout and exits 0, as a user of standard tools
-/// expects, instead of refusing the line.
+/// Whether the command line asks for help: `-h` or `--help` as any argument, a flag's value
+/// included (no tool takes a value that could be either). The tool then prints its usage
+/// on stdout and exits 0, as a user of standard tools expects, instead of refusing the
+/// line. The parsers never see it.
 pub fn asks_for_help<S: AsRef<str>>(args: &[S]) -> bool {
     args.iter().any(|a| matches!(a.as_ref(), "-h" | "--help"))
 }

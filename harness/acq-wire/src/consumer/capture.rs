@@ -374,7 +374,6 @@ impl CaptureArgs {
                 "--sink-retry-ms" => a.sink_opts.retry_ms = argv.size(f)?,
                 "--direct" => a.sink_opts.direct = true,
                 "--sink-base" => a.sink_opts.base = Some(argv.size(f)?),
-                "-h" | "--help" => return Err(ArgError::line("help")),
                 other => return Err(ArgError::line(format!("unknown argument {other:?}"))),
             }
         }

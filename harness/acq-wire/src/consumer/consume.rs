@@ -233,7 +233,6 @@ impl ConsumeArgs {
                 "--timeout" => a.timeout = argv.size(f)?,
                 "--until-gone" => a.until_gone = true,
                 "--threads" => a.threads = count(argv.size(f)?, f)?,
-                "-h" | "--help" => return Err(ArgError::line("help")),
                 other => return Err(ArgError::line(format!("unknown argument {other:?}"))),
             }
         }

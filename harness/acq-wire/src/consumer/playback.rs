@@ -263,7 +263,6 @@ impl PlaybackArgs {
                         "is the capture channel's: playback always moves its data by DMA",
                     ))
                 }
-                "-h" | "--help" => return Err(ArgError::line("help")),
                 other => {
                     return Err(ArgError::line(format!(
                         "unknown argument for --direction out: {other:?}"

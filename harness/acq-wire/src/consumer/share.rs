@@ -172,7 +172,6 @@ impl ShareArgs {
                 "--close-capture-after" => a.close_capture_after = Some(argv.size(f)?),
                 "--until-gone" => a.until_gone = true,
                 "--hold-s" => a.hold_s = Some(argv.size(f)?),
-                "-h" | "--help" => return Err(ArgError::line("help")),
                 other => return Err(ArgError::line(format!("unknown argument {other:?}"))),
             }
         }

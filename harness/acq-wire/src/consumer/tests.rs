@@ -602,4 +602,6 @@ fn help_is_asked_for_anywhere_on_the_line() {
     assert!(!asks_for_help(&line("--mode read --bytes 1M")));
     // A flag that starts like it is not it.
     assert!(!asks_for_help(&line("--helpful --hold-s 1")));
+    // A flag's value counts too (no tool takes "-h" as a value).
+    assert!(asks_for_help(&line("--out -h")));
 }

@@ -593,10 +593,11 @@ fn standard_tools_deliver_a_verified_stream() -> Result<()> {
     // not their rate. With the default ring (256 blocks) a CI run's host load once slowed
     // the tee pipeline to 0.66 MB/s against the card's 2: the card overflowed and busybox
     // head, which reports any read error as EIO (its fclose_if_not_stdin), said
-    // "Input/output error". The `paused` row checks the premise: a consumer that reads
-    // nothing for 3 s (6 MB of the card's time) still gets its 4 MiB whole.
+    // "Input/output error". The `paused` row checks the premise: a consumer that takes the
+    // first 64 KiB (the pipe's) and then nothing for 3 s (6 MiB of the card's time) still
+    // gets its 4 MiB whole.
     vm.sh_ok(
-        "acq-ctl set --rate 2M --ring-log2 10 --pattern counter --seed 0",
+        "acq-ctl set --rate 2M --block 4096 --ring-log2 10 --pattern counter --seed 0",
         CMD,
     )?;
     for (name, cmd) in [

@@ -240,18 +240,21 @@ fn zerocopy_raw_peer_and_bad_arguments() -> Result<()> {
     }
     // `--help` (or `-h`) anywhere: the usage on stdout and exit 0, as the standard tools
     // do (v2's tools refused it as an unknown command or option, exit 2).
-    for tool in [
-        "acq-stream --help",
-        "acq-stream --direction out --help",
-        "acq-consume -h",
-        "acq-ctl --help",
-        "acq-ctl set --rate 1M --help",
-        "acq-share --help",
-        "acq-vfio --help",
+    for (tool, usage) in [
+        ("acq-stream --help", "usage: acq-stream [--direction in]"),
+        (
+            "acq-stream --direction out --help",
+            "usage: acq-stream --direction out",
+        ),
+        ("acq-consume -h", "usage: acq-consume"),
+        ("acq-ctl --help", "usage: acq-ctl"),
+        ("acq-ctl set --rate 1M --help", "usage: acq-ctl"),
+        ("acq-share --help", "usage: acq-share"),
+        ("acq-vfio --help", "usage: acq-vfio"),
     ] {
         let out = vm.sh(tool, CMD)?;
         ensure!(
-            out.status == 0 && out.stdout.starts_with("usage: ") && out.stderr.is_empty(),
+            out.status == 0 && out.stdout.starts_with(usage) && out.stderr.is_empty(),
             "{tool}: {out:?}"
         );
     }

@@ -441,14 +441,14 @@ fn report(
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    if acq_wire::consumer::asks_for_help(&argv) {
-        println!("usage: {}", Args::usage());
-        return ExitCode::SUCCESS;
+    let usage = || format!("usage: {}", Args::usage());
+    if let Some(done) = acq_guest::result::help(&argv, usage) {
+        return done;
     }
     let args = match Args::parse(argv) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("acq-consume: {e}\nusage: {}", Args::usage());
+            eprintln!("acq-consume: {e}\n{}", usage());
             return ExitCode::from(2);
         }
     };

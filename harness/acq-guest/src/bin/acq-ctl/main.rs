@@ -116,9 +116,8 @@ fn main() -> ExitCode {
     while let Some(a) = walk.next_flag() {
         argv.push(a);
     }
-    if acq_wire::consumer::asks_for_help(&argv) {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
+    if let Some(done) = acq_guest::result::help(&argv, || USAGE.to_string()) {
+        return done;
     }
     let mut device = "/dev/acq0".to_string();
     let mut rest = argv.as_slice();

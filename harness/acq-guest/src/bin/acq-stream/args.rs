@@ -20,6 +20,6 @@ pub(crate) fn usage(msg: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-pub(crate) fn parse_args() -> Result<Args, String> {
-    Args::parse(std::env::args().skip(1)).map_err(|e| e.to_string())
+pub(crate) fn parse_args(argv: Vec<String>) -> Result<Args, String> {
+    Args::parse(argv).map_err(|e| e.to_string())
 }

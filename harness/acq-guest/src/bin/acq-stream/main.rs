@@ -104,11 +104,10 @@ fn main() -> ExitCode {
     if Direction::of(&argv) == Direction::Out {
         return playback::main(&argv);
     }
-    if acq_wire::consumer::asks_for_help(&argv) {
-        println!("{}", usage_text());
-        return ExitCode::SUCCESS;
+    if let Some(done) = acq_guest::result::help(&argv, usage_text) {
+        return done;
     }
-    let args = match parse_args() {
+    let args = match parse_args(argv) {
         Ok(a) => a,
         Err(e) => return usage(&e),
     };

@@ -149,15 +149,15 @@ fn run(a: &Args) -> Result<(serde_json::Value, bool), String> {
 
 /// Entry point of `acq-stream --direction out ...` (`argv` without the program name).
 pub fn main(argv: &[String]) -> ExitCode {
-    if acq_wire::consumer::asks_for_help(argv) {
-        println!("usage: {}", Args::usage());
-        return ExitCode::SUCCESS;
+    let usage = || format!("usage: {}", Args::usage());
+    if let Some(done) = acq_guest::result::help(argv, usage) {
+        return done;
     }
     let a = match parse(argv) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("acq-stream: {e}");
-            eprintln!("usage: {}", Args::usage());
+            eprintln!("{}", usage());
             return ExitCode::from(2);
         }
     };

@@ -38,8 +38,8 @@ pub(super) fn usage(msg: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-pub(super) fn parse_args() -> Result<Args, String> {
-    parse(std::env::args().skip(1)).map_err(|e| e.to_string())
+pub(super) fn parse_args(argv: Vec<String>) -> Result<Args, String> {
+    parse(argv).map_err(|e| e.to_string())
 }
 
 fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
@@ -76,7 +76,6 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
             "--sink" => a.sink = Some(argv.value(f)?),
             "--timeout" => a.timeout = Some(argv.secs(f)?),
             "--progress" => a.progress = true,
-            "-h" | "--help" => return Err(ArgError::line("help")),
             other => return Err(ArgError::line(format!("unknown argument {other:?}"))),
         }
     }
