@@ -593,9 +593,10 @@ impl Vm {
         }
     }
 
-    /// The last `n` lines of the guest console.
-    pub fn console_tail(&self, n: usize) -> String {
-        tail(&self.run_dir.join("console.log"), n)
+    /// The last `n` lines of the guest console after the last line holding `marker` (all
+    /// of it when no line does).
+    pub fn console_since(&self, marker: &str, n: usize) -> String {
+        tail_after(&self.run_dir.join("console.log"), Some(marker), n)
     }
 }
 
@@ -912,9 +913,19 @@ fn failure_context(run_dir: &Path) -> String {
 }
 
 fn tail(path: &Path, n: usize) -> String {
+    tail_after(path, None, n)
+}
+
+/// The last `n` lines of the file at `path` after the last line holding `marker` (after
+/// none when no line does, or with no marker); nothing when the file cannot be read.
+fn tail_after(path: &Path, marker: Option<&str>, n: usize) -> String {
     let text = fs::read(path).unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().collect();
+    let from = marker
+        .and_then(|m| lines.iter().rposition(|l| l.contains(m)))
+        .map_or(0, |i| i + 1);
+    let lines = &lines[from..];
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
@@ -1174,6 +1185,21 @@ fn check_guest_clock(guest_uptime: Duration, host_elapsed: Duration) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tail_starts_after_the_last_marker() {
+        let dir = std::env::temp_dir().join(format!("acq-tail-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("console.log");
+        fs::write(&log, "a\nt1 starts\nb\nc\nt1 starts\nd\ne\nf\n").unwrap();
+        assert_eq!(tail_after(&log, Some("t1 starts"), 40), "d\ne\nf");
+        assert_eq!(tail_after(&log, Some("t1 starts"), 2), "e\nf");
+        // No marker in the file, or none asked for: the whole file's tail.
+        assert_eq!(tail_after(&log, Some("t2 starts"), 3), "d\ne\nf");
+        assert_eq!(tail(&log, 2), "e\nf");
+        assert_eq!(tail_after(&dir.join("missing"), None, 2), "");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_guest_clock_far_ahead_of_the_hosts_is_refused() {

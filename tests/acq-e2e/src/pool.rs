@@ -181,12 +181,17 @@ pub fn lease(test: &str, spec: Spec) -> Result<Guest> {
     started(test, kept, Some(booted))
 }
 
+/// The line that marks `test`'s start in the guest's kernel log.
+fn start_marker(test: &str) -> String {
+    format!("acq-e2e: {test} starts")
+}
+
 /// The guest for `test`, its start marked in the guest's kernel log (the console log
 /// shows where each test starts) and its cards' counters read.
 fn started(test: &str, mut kept: Kept, booted: Option<Booted>) -> Result<Guest> {
     let baseline = kept
         .vm
-        .sh_ok(&format!("echo 'acq-e2e: {test} starts' > /dev/kmsg"), CMD)
+        .sh_ok(&format!("echo '{}' > /dev/kmsg", start_marker(test)), CMD)
         .and_then(|_| counters_of(&kept.vm));
     let baseline = match baseline {
         Ok(b) => b,
@@ -343,10 +348,17 @@ impl Guest {
 
 impl Drop for Guest {
     /// A guest dropped without [`Guest::shutdown`] belongs to a test that failed: its run
-    /// files are kept (the failure's console log is in them).
+    /// files are kept, and the guest's kernel log since the test started is printed with
+    /// the test's output (a CI log is often all there is: the run directory goes with the
+    /// clone).
     fn drop(&mut self) {
         if let Some(kept) = self.kept.as_mut() {
             kept.vm.mark_failed();
+            eprintln!(
+                "--- the guest's console since {} started (its last 40 lines) ---\n{}",
+                self.test,
+                kept.vm.console_since(&start_marker(&self.test), 40)
+            );
         }
     }
 }
