@@ -9,6 +9,8 @@ export ACQ_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pcie-acq
 GUEST_TARGET := x86_64-unknown-linux-gnu
 GUEST_DIR := target/guest
 ACQ := target/release/acq
+# The workspace's clippy builds here, apart from target/debug (see lint-workspace).
+LINT_DIR := target/lint
 
 .PHONY: all host-deps cargo-restore deps toolroot kernel kernels-for-test test-kernels lint-and-fuzz-builds fuzz-build kernel-test kernel-debug kernel-bench guest build driver driver-debug driver-bench run shell bench test test-host test-vm mutants explore soak lint lint-host lint-workspace lint-fuzz lint-driver fuzz vm-runs cargo-save swiotlb-set smokes host-builds modules doc-tests vm-tests-built fuzz-smoke fmt clean help
 
@@ -137,14 +139,14 @@ kernels-for-test: toolroot
 	@$(MAKE) --no-print-directory -j2 kernel-test kernel-debug
 
 # make test's kernels, and the lints' and the fuzz targets' builds when their dependencies
-# are not compiled yet (the fuzz targets' triple is tests/acq-fuzz/run.sh's) (a cold cargo cache: about 300 CPU-seconds, clippy's 110 and the
+# are not compiled yet (a cold cargo cache: about 300 CPU-seconds, clippy's 110 and the
 # fuzz crates' with sanitizer coverage and libFuzzer's C++ 170). Those run now, beside the
 # kernel builds when there are any (a kernel build minds no neighbour), instead of beside
 # the VM tests, whose guests they slowed (a cold run's control-second-process failed). The
 # job beside the VM tests then finds them built, and runs and reports them as on a warm
 # cache.
 test-kernels: toolroot
-	@cold=; [ -d target/lint/debug ] && [ -d tests/acq-fuzz/target/x86_64-unknown-linux-gnu/release ] || \
+	@cold=; [ -d $(LINT_DIR)/debug ] && bash tests/acq-fuzz/run.sh compiled || \
 	    cold=lint-and-fuzz-builds; \
 	$(MAKE) --no-print-directory -j3 kernel-test kernel-debug $$cold
 
@@ -173,7 +175,7 @@ lint-host: lint-workspace lint-fuzz
 # make test runs it beside the builds and tests, which then never wait on its lock.
 lint-workspace: cargo-restore
 	$(CARGO) fmt --all -- --check
-	CARGO_TARGET_DIR=target/lint $(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	CARGO_TARGET_DIR=$(LINT_DIR) $(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 lint-fuzz: cargo-restore
 	cd tests/acq-fuzz && $(CARGO) fmt -- --check && $(CARGO) clippy --locked --all-targets -- -D warnings

@@ -5,6 +5,8 @@
 #   run.sh fuzz SECONDS [TARGET...]   fuzz each target for SECONDS (default: all targets)
 #   run.sh smoke [TARGET...]          replay the seeds and every saved crash, then fuzz
 #                                     each target for a few seconds (make test)
+#   run.sh compiled                   exit 0 when the fuzz crates were compiled here
+#                                     before (built, or restored from the cargo cache)
 #
 # New inputs go to $ACQ_CACHE/fuzz/<target> (the checked-in seeds in corpus/<target>
 # are read, never written); crashes to results/fuzz/<target>-crash-*, with the
@@ -78,6 +80,7 @@ cmd=${1:-}
 shift || true
 case "$cmd" in
 build) build ;;
+compiled) [ -d "$bin" ] ;;
 fuzz)
     secs=${1:?seconds}
     shift

@@ -593,8 +593,8 @@ impl Vm {
         }
     }
 
-    /// The last `n` lines of the guest console after the last line holding `marker` (all
-    /// of it when no line does).
+    /// The last `n` lines of the guest console after the last line holding `marker` (of
+    /// the whole console when no line does).
     pub fn console_since(&self, marker: &str, n: usize) -> String {
         tail_after(&self.run_dir.join("console.log"), Some(marker), n)
     }
