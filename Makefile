@@ -37,9 +37,10 @@ help:
 host-deps:
 	@bash qemu/host-deps.sh cc
 
-# Compiled crates.io dependencies (qemu/cargo-cache.sh): a fresh clone's target
-# directories are seeded from the cache before the first build, and make test-vm (after
-# the builds the VM tests need) saves this clone's when they differ, as make test does
+# Compiled crates, crates.io's and this repo's (qemu/cargo-cache.sh): a fresh clone's
+# target directories are seeded from the cache before the first build, its sources of the
+# content the cache was built from given the mtimes they had then; make test-vm (after the
+# builds the VM tests need) saves this clone's build when it differs, as make test does
 # again after the lints' and the fuzz targets' builds beside them. cargo still decides
 # what is fresh.
 cargo-restore: host-deps

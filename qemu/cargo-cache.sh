@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
-# Cargo's compiled crates.io dependencies, kept in the cache so that a fresh clone compiles
-# only this repo's own crates (#19: the dependencies were about half the build time of a
-# fresh clone's make test).
+# Cargo's compiled crates, kept in the cache so that a fresh clone of sources the cache has
+# seen compiles nothing, and one of other sources compiles only what they change (#19: a
+# warm make test spent its first 100 s, both CPUs, compiling this repo's crates again).
 #
 #   qemu/cargo-cache.sh restore   a target directory (target/, tests/acq-fuzz/target/) that
 #                                 cargo has not used yet is seeded from the cache entry
-#   qemu/cargo-cache.sh save      the entry becomes this clone's dependency units, when
-#                                 they are not what it holds already
+#   qemu/cargo-cache.sh save      the entry becomes this clone's build, when it is not what
+#                                 it holds already
 #
 # The entry ($ACQ_CACHE/cargo-<key>) is keyed by both Cargo.lock files and the toolchain's
-# versions. Correctness stays with cargo: it reuses a restored unit only when its
-# fingerprint (rustc, features, flags, profile, target, the crate's sources) matches, and
-# rebuilds it otherwise. Only crates.io crates are kept (their units matched by name from
-# Cargo.lock: every profile and target of target/, target/guest/ and tests/acq-fuzz/target/).
-# This repo's crates are never kept: cargo judges them by the mtime of their sources, and a
-# cached artefact younger than a clone's sources would pass for theirs.
+# versions. It holds every profile directory of both target directories (incremental state
+# left out) and `sources`: the content hash and mtime of each of the clone's source files
+# (git ls-files -co --exclude-standard) when it was saved.
+#
+# Correctness stays with cargo, which reuses a unit when its fingerprint (rustc, features,
+# flags, profile, target) matches and no source it was built from is younger than it. For
+# crates.io crates that holds as is. This repo's crates are judged by the mtimes of a clone's
+# sources, and a clone's mtimes say nothing about the entry: an artefact younger than a
+# source of other content would pass for its build. So each restore sets the mtime of every
+# source file: a file whose content is the one the entry was built from gets the mtime it
+# had then (its units stay fresh), any other file the time of the restore (its units, older
+# than that, are rebuilt). It sets them back only in a tree no build has touched: neither
+# target directory used by cargo, and no kbuild objects (driver/, target/driver-*), whose
+# make judges by mtimes too; otherwise every source gets the time of the restore and cargo
+# rebuilds this repo's crates. Not in a git checkout the cache is not used.
 #
 # An entry is one clone's build, whole, never a merge of several: some crates include a
 # build script's output by its absolute path (serde's OUT_DIR), so their crate hash differs
@@ -35,45 +44,63 @@ key() {
     { echo "$CARGO_CACHE_VERSION"; cat "${locks[@]}"; echo "$tools"; } | hash_of
 }
 
-# Crate names of the crates.io packages of both lock files, one regex alternation each:
-# package names (unit directories: .fingerprint/<pkg>-<hash>, build/<pkg>-<hash>) and
-# crate names (deps/lib<crate>-<hash>.rlib, deps/<crate>-<hash>.d).
-registry_names() {
-    awk '/^\[\[package\]\]/ { n = "" } /^name = / { n = $3 } /^source = "registry/ { print n }' \
-        "${locks[@]}" | tr -d '"' | sort -u
+# The profile directories of target directory $1 (those holding cargo's .fingerprint/),
+# relative to it. acq-runs/: the VM tests' run directories, made and removed while make
+# test saves the cache beside them (a directory gone mid-walk would fail the save).
+profiles() {
+    (cd "$1" && find . -path ./acq-runs -prune -o -type d -name .fingerprint -printf '%h\n' -prune) |
+        sort
 }
 
-# The dependency units of target directory $1, as paths relative to it. A file in deps/
-# or build/ goes with a unit only when its hash is that of a crates.io unit's fingerprint
-# in the same profile: this repo's targets may share a crate's name (the fuzz target
-# vfio_user beside the vfio_user crate), never a fingerprint's hash.
-dependency_units() {
-    local t=$1 names pkgs crates
-    names=$(registry_names)
-    pkgs=$(paste -sd'|' <<<"$names")
-    crates=$(tr - _ <<<"$names" | paste -sd'|')
-    [ -n "$pkgs" ] || return 0
-    # acq-runs/: the VM tests' run directories, made and removed while make test saves
-    # the cache beside them (a directory gone mid-walk would fail the save).
-    (cd "$t" && find . -regextype posix-extended \
-        -path ./acq-runs -prune -o \
-        \( -regex ".*/(\.fingerprint|build)/($pkgs)-[0-9a-f]{16}" -prune -print \) -o \
-        \( -regex ".*/deps/(lib)?($crates)-[0-9a-f]{16}(\.[a-z]+)?" -print \)) |
-        awk '{ line[NR] = $0 }
-            END {
-                for (i = 1; i <= NR; i++) if (match(line[i], /\/\.fingerprint\/.*-[0-9a-f]+$/)) {
-                    dir = substr(line[i], 1, RSTART - 1)
-                    fp[dir " " substr(line[i], length(line[i]) - 15)] = 1
-                }
-                for (i = 1; i <= NR; i++) {
-                    if (match(line[i], /\/\.fingerprint\//)) { print line[i]; continue }
-                    match(line[i], /\/(deps|build)\//)
-                    dir = substr(line[i], 1, RSTART - 1)
-                    name = substr(line[i], RSTART + RLENGTH)
-                    sub(/\..*$/, "", name)
-                    if ((dir " " substr(name, length(name) - 15)) in fp) print line[i]
-                }
-            }'
+# The source files (NUL-separated), as git sees them: tracked and untracked but not
+# ignored (build outputs are ignored, and their mtimes must never move). Fails outside a
+# git checkout.
+sources() {
+    git rev-parse --show-toplevel >/dev/null 2>&1 || return 1
+    git ls-files -co --exclude-standard -z
+}
+
+# "mtime<TAB>path" and "sha256<TAB>path" of every source file, sorted by path.
+source_times() {
+    sources | find -files0-from - -maxdepth 0 -type f -printf '%T@\t%p\n' | sort -t$'\t' -k2
+}
+source_hashes() {
+    sources | find -files0-from - -maxdepth 0 -type f -print0 | xargs -0 -r sha256sum |
+        sed 's/  /\t/' | sort -t$'\t' -k2
+}
+
+# "sha256<TAB>mtime<TAB>path" of every source file whose mtime did not change while it
+# was hashed (one edited meanwhile is left out: a restore then treats it as changed).
+source_manifest() {
+    local t1 h t2
+    t1=$(source_times) && h=$(source_hashes) && t2=$(source_times) || return 1
+    awk -F'\t' 'FILENAME == ARGV[1] { a[$2] = $1; next }
+        FILENAME == ARGV[2] { b[$2] = $1; next }
+        ($2 in a) && a[$2] == b[$2] { print $1 "\t" a[$2] "\t" $2 }' \
+        <(printf '%s\n' "$t1") <(printf '%s\n' "$t2") <(printf '%s\n' "$h")
+}
+
+# No build has touched this tree: cargo has used neither target directory, and no kbuild
+# objects (their .cmd files) lie in driver/ or under target/ (qemu/module.sh's copies, the
+# mutants' trees).
+untouched_tree() {
+    local t
+    for t in "${dirs[@]}"; do [ ! -e "$t/CACHEDIR.TAG" ] || return 1; done
+    [ -z "$(find driver target -name '*.cmd' -print -quit 2>/dev/null)" ]
+}
+
+# Sets every source file's mtime: with $1 = back, a file whose content is the one entry $2
+# was built from gets the mtime it had then; every other file (all of them with $1 = now)
+# gets the present time.
+set_source_times() {
+    local mode=$1 manifest=$2/sources when p
+    [ "$mode" = back ] && [ -f "$manifest" ] || manifest=/dev/null
+    source_hashes | awk -F'\t' -v manifest="$manifest" '
+        BEGIN { while ((getline l < manifest) > 0) { split(l, f, "\t"); h[f[3]] = f[1]; t[f[3]] = f[2] } }
+        { if (($2 in h) && h[$2] == $1) print t[$2] "\t" $2; else print "now\t" $2 }' |
+        while IFS=$'\t' read -r when p; do
+            if [ "$when" = now ]; then touch -m -c -- "$p"; else touch -m -c -d "@$when" -- "$p"; fi
+        done
 }
 
 k=$(key) || { log "cargo cache: no rustc or cargo on PATH, nothing cached"; exit 0; }
@@ -83,20 +110,35 @@ exec 9>"$ACQ_CACHE/cargo.lock"
 
 # restore: into each target directory cargo has not used (no CACHEDIR.TAG, which cargo
 # writes first: qemu/module.sh's target/driver-* alone does not count) and that no restore
-# seeded before (.acq-restored), through a copy
-# beside it whose top-level directories are then moved in, so that an interrupted restore
-# leaves whole profiles or none.
+# seeded before (.acq-restored). The sources' mtimes are set first, so that a restore cut
+# short leaves at worst sources set back beside no artefact; then each directory comes
+# through a copy beside it whose top-level directories are moved in, so that an
+# interrupted restore leaves whole profiles or none.
 restore() {
     flock -s 9
     [ -d "$entry" ] || return 0
-    local t tmp c
+    local t tmp c mode=now todo=()
     for t in "${dirs[@]}"; do
         # .acq-restored: seeded already by an earlier restore (make test restores before
         # the host tests and again for each build beside them, before the fuzz targets'
         # directory has seen cargo), unless what it seeded is gone since (rm -rf target/* keeps it).
         [ ! -e "$t/CACHEDIR.TAG" ] && [ -d "$entry/$t" ] || continue
         if [ -e "$t/.acq-restored" ] && [ -n "$(ls "$t")" ]; then continue; fi
-        log "cargo: the dependencies of $t from $entry"
+        todo+=("$t")
+    done
+    [ ${#todo[@]} -gt 0 ] || return 0
+    if ! sources >/dev/null; then
+        log "cargo cache: $ACQ_REPO is not a git checkout, its sources cannot be matched: nothing restored"
+        return 0
+    fi
+    if [ -f "$entry/sources" ] && untouched_tree; then mode=back; fi
+    set_source_times "$mode" "$entry"
+    for t in "${todo[@]}"; do
+        if [ $mode = back ]; then
+            log "cargo: $t from $entry (sources of the same content keep their units)"
+        else
+            log "cargo: $t from $entry (this repo's crates are rebuilt: the tree was built in before, or the entry lists no sources)"
+        fi
         tmp="$t.restore.$$"
         # shellcheck disable=SC2064
         trap "rm -rf '$tmp'" EXIT
@@ -112,38 +154,45 @@ restore() {
 }
 
 save() {
-    local new="$entry.new.$$" t listed
-    local -A units=()
+    local new="$entry.new.$$" t p e listed manifest
+    local -A profs=()
     flock 9
     # Expanded now: the trap runs after the function's locals are gone.
     # shellcheck disable=SC2064
     trap "rm -rf '$new'" EXIT
-    # This clone's units (one scan of each directory, listed and copied alike) against the
-    # entry's: nothing to do when they are the same.
+    manifest=$(source_manifest) || { log "cargo cache: not a git checkout, nothing saved"; return 0; }
+    # This clone's units and sources against the entry's: nothing to do when they are the same.
     for t in "${dirs[@]}"; do
-        if [ -d "$t" ]; then units[$t]=$(dependency_units "$t"); fi
+        if [ -d "$t" ]; then profs[$t]=$(profiles "$t"); fi
     done
-    listed=$(for t in "${!units[@]}"; do
-        [ -z "${units[$t]}" ] || sed "s|^\\.|$t|" <<<"${units[$t]}"
+    listed=$(for t in "${!profs[@]}"; do
+        for p in ${profs[$t]}; do
+            (cd "$t/$p/.fingerprint" && ls -1) | sed "s|^|$t/${p#./}/.fingerprint/|"
+        done
     done | sort)
     [ -n "$listed" ] || return 0
+    listed+=$'\n'$(cut -f1,3 <<<"$manifest")
     if [ -f "$entry/units" ] && [ "$listed" = "$(cat "$entry/units")" ]; then
         return 0
     fi
     rm -rf "$new"
-    mkdir -p "$new"
-    for t in "${!units[@]}"; do
-        [ -n "${units[$t]}" ] || continue
-        mkdir -p "$new/$t"
-        # cp -a keeps the mtimes whole (cargo compares them to the nanosecond).
-        (cd "$t" && xargs -d '\n' cp -a --parents -t "$new/$t" <<<"${units[$t]}")
+    for t in "${!profs[@]}"; do
+        for p in ${profs[$t]}; do
+            mkdir -p "$new/$t/$p"
+            # cp -a keeps the mtimes whole (cargo compares them to the nanosecond).
+            for e in "$t/$p"/* "$t/$p"/.[!.]*; do
+                [ -e "$e" ] && [ "${e##*/}" != incremental ] || continue
+                cp -a "$e" "$new/$t/$p/"
+            done
+        done
     done
-    echo "$listed" >"$new/units"
+    printf '%s\n' "$manifest" >"$new/sources"
+    printf '%s\n' "$listed" >"$new/units"
     rm -rf "$entry.old"
     [ ! -d "$entry" ] || mv "$entry" "$entry.old"
     mv "$new" "$entry"
     rm -rf "$entry.old"
-    log "cargo: $(wc -l <"$entry/units") dependency units of $ACQ_REPO saved in $entry ($(du -sh "$entry" | cut -f1))"
+    log "cargo: the build of $ACQ_REPO saved in $entry ($(du -sh "$entry" | cut -f1))"
 }
 
 # Each command runs in a process of its own, where errexit stops it at the first failure

@@ -1,6 +1,8 @@
-//! qemu/cargo-cache.sh on a made-up repository: the cache keeps crates.io units only
-//! (never this repo's crates, which cargo judges by mtime), a fresh clone's missing target
-//! directories get them back with their mtimes, and a later save adds what is new.
+//! qemu/cargo-cache.sh on made-up repositories: the cache keeps every profile directory but
+//! incremental state, a fresh clone's missing target directories get them back with their
+//! mtimes, a later save adds what is new; and with real cargo and git, a fresh clone of the
+//! same sources compiles nothing while one whose sources differ (even with older mtimes) or
+//! a tree built in before compiles this repo's crates again.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -42,7 +44,8 @@ source = "registry+https://github.com/rust-lang/crates.io-index"
 
 const H: &str = "0123456789abcdef";
 
-/// A repository with the two scripts and the two lock files, in a fresh directory.
+/// A git checkout (nothing committed: the script takes untracked files for sources too)
+/// with the two scripts and the two lock files, in a fresh directory.
 fn repo(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("acq-cargo-cache-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
@@ -54,7 +57,30 @@ fn repo(name: &str) -> PathBuf {
     fs::write(dir.join("Cargo.lock"), LOCK).unwrap();
     fs::create_dir_all(dir.join("tests/acq-fuzz")).unwrap();
     fs::write(dir.join("tests/acq-fuzz/Cargo.lock"), FUZZ_LOCK).unwrap();
+    fs::write(
+        dir.join(".gitignore"),
+        "/target\n/tests/acq-fuzz/target\n/cache\n*.cmd\n",
+    )
+    .unwrap();
+    git(&dir, &["init", "-q"]);
     dir
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let st = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "git {args:?} in {}", dir.display());
 }
 
 fn touch(root: &Path, rel: &str) {
@@ -109,10 +135,11 @@ fn run(repo: &Path, cache: &Path, cmd: &str) -> String {
     stderr.into_owned()
 }
 
-/// The files of an entry, but its list of units.
+/// The files of an entry, but its list of units and its sources.
 fn units(entry: &Path) -> BTreeSet<String> {
     let mut f = files(entry);
     assert!(f.remove("units"), "the entry lists its units");
+    assert!(f.remove("sources"), "the entry lists its sources");
     f
 }
 
@@ -132,47 +159,36 @@ fn set(names: &[String]) -> BTreeSet<String> {
 }
 
 #[test]
-fn only_crates_io_units_are_kept_and_a_fresh_clone_gets_them_back() {
+fn every_profile_but_incremental_state_is_kept_and_a_fresh_clone_gets_it_back() {
     let a = repo("a");
     let cache = a.join("cache");
-    // Units as cargo leaves them: a fingerprint directory and files of the same hash in
-    // the same profile (a build script: its compiled and its run unit).
-    let deps = [
+    // Units as cargo leaves them, crates.io's and this repo's, in every profile directory
+    // (one that holds .fingerprint/) of both target directories, uplifted binaries too.
+    let kept = [
         format!("target/debug/.fingerprint/serde-{H}/lib-serde.json"),
         format!("target/debug/.fingerprint/serde-{H}/dep-lib-serde"),
         format!("target/debug/deps/libserde-{H}.rlib"),
-        format!("target/debug/deps/libserde-{H}.rmeta"),
         format!("target/debug/deps/serde-{H}.d"),
-        "target/debug/.fingerprint/serde-fedcba9876543210/run-build-script".to_string(),
         "target/debug/build/serde-fedcba9876543210/out/private.rs".to_string(),
-        format!("target/guest/x86_64-unknown-linux-gnu/release/.fingerprint/vfio_user-{H}/lib"),
-        format!("target/guest/x86_64-unknown-linux-gnu/release/deps/libvfio_user-{H}.rlib"),
-        format!("tests/acq-fuzz/target/x86_64-unknown-linux-gnu/release/.fingerprint/libfuzzer-sys-{H}/lib"),
-        format!(
-            "tests/acq-fuzz/target/x86_64-unknown-linux-gnu/release/deps/liblibfuzzer_sys-{H}.rlib"
-        ),
-        format!("tests/acq-fuzz/target/release/.fingerprint/libfuzzer-sys-{H}/build"),
-    ];
-    // This repo's crates, a test binary named like no crate ("vfio" beside "vfio_user"), a
-    // target named like a crate (the fuzz target vfio_user: its unit is acq-fuzz's),
-    // files whose unit is another profile's, uplifted binaries, incremental state: none
-    // of it may be cached.
-    let own = [
         format!("target/debug/.fingerprint/acq-wire-{H}/lib-acq_wire.json"),
         format!("target/debug/deps/libacq_wire-{H}.rlib"),
-        "target/debug/.fingerprint/acq-e2e-1111111111111111/test-vfio".to_string(),
-        "target/debug/deps/vfio-1111111111111111".to_string(),
-        "target/debug/deps/serde_extra-2222222222222222.d".to_string(),
-        "tests/acq-fuzz/target/debug/.fingerprint/acq-fuzz-3333333333333333/bin".to_string(),
-        "tests/acq-fuzz/target/debug/deps/libvfio_user-3333333333333333.rmeta".to_string(),
-        "tests/acq-fuzz/target/debug/deps/vfio_user-3333333333333333.d".to_string(),
-        format!("target/release/deps/libserde-{H}.rlib"),
-        format!("target/debug/incremental/acq_wire-{H}/s-1/query-cache.bin"),
         "target/debug/acq".to_string(),
-        "target/acq-runs/1/console.log".to_string(),
+        format!("target/guest/x86_64-unknown-linux-gnu/release/.fingerprint/vfio_user-{H}/lib"),
+        format!("target/guest/x86_64-unknown-linux-gnu/release/deps/libvfio_user-{H}.rlib"),
+        format!("target/lint/debug/.fingerprint/acq-wire-{H}/lib"),
+        format!("tests/acq-fuzz/target/x86_64-unknown-linux-gnu/release/.fingerprint/libfuzzer-sys-{H}/lib"),
         format!("tests/acq-fuzz/target/x86_64-unknown-linux-gnu/release/deps/acq_fuzz-{H}"),
+        format!("tests/acq-fuzz/target/release/.fingerprint/libfuzzer-sys-{H}/build"),
     ];
-    for f in deps.iter().chain(own.iter()) {
+    // Incremental state (rustc rebuilds it), the VM tests' run directories, the lists of
+    // test binaries (their paths are this clone's) and kbuild's copies: not cached.
+    let left = [
+        format!("target/debug/incremental/acq_wire-{H}/s-1/query-cache.bin"),
+        "target/acq-runs/1/console.log".to_string(),
+        "target/host-tests".to_string(),
+        "target/driver-debug/driver/acq.ko".to_string(),
+    ];
+    for f in kept.iter().chain(left.iter()) {
         touch(&a, f);
     }
     // Nanoseconds too: cargo compares mtimes to the nanosecond.
@@ -187,25 +203,29 @@ fn only_crates_io_units_are_kept_and_a_fresh_clone_gets_them_back() {
 
     run(&a, &cache, "save");
     let e = entry(&cache);
-    assert_eq!(units(&e), set(&deps), "the cache entry");
+    assert_eq!(units(&e), set(&kept), "the cache entry");
+    let sources = fs::read_to_string(e.join("sources")).unwrap();
+    assert!(
+        sources.lines().any(|l| l.ends_with("\tCargo.lock")),
+        "{sources}"
+    );
+    assert!(!sources.contains("target/"), "{sources}");
 
     // A fresh clone: no target directories. Restore brings the units with their mtimes.
     let b = repo("b");
-    touch(&b, "target/.keep-nothing");
-    fs::remove_dir_all(b.join("target")).unwrap();
     run(&b, &cache, "restore");
     let restored: BTreeSet<String> = files(&b)
         .into_iter()
         .filter(|f| f.contains("target/") && !f.ends_with("/.acq-restored"))
         .collect();
-    assert_eq!(restored, set(&deps), "the restored target directories");
+    assert_eq!(restored, set(&kept), "the restored target directories");
     // A second restore before cargo ran (make test restores for the host tests, then
     // again for the builds beside them) leaves the seeded directories alone: it copied the whole
     // entry again before.
     assert!(b.join("tests/acq-fuzz/target/.acq-restored").exists());
     let again = run(&b, &cache, "restore");
     assert!(
-        !again.contains("dependencies of"),
+        !again.contains(" from "),
         "a second restore copied the entry again: {again}"
     );
     assert_eq!(
@@ -240,7 +260,7 @@ fn only_crates_io_units_are_kept_and_a_fresh_clone_gets_them_back() {
     // A clone that restored the entry and built one more unit saves both.
     let newer = serde_unit(&b, "release", "4444444444444444");
     run(&b, &cache, "save");
-    let mut want = set(&deps);
+    let mut want = set(&kept);
     want.extend(newer);
     assert_eq!(units(&entry(&cache)), want, "the entry after a second save");
 
@@ -256,6 +276,114 @@ fn only_crates_io_units_are_kept_and_a_fresh_clone_gets_them_back() {
     let _ = fs::remove_dir_all(d);
 
     for d in [a, b, c] {
+        let _ = fs::remove_dir_all(d);
+    }
+}
+
+/// A crate built by real cargo in a git checkout, committed, its cache saved.
+fn built_crate(cache: &Path) -> PathBuf {
+    let a = repo("crate");
+    fs::write(
+        a.join("Cargo.toml"),
+        "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    touch(&a, "src/lib.rs");
+    fs::write(a.join("src/lib.rs"), "pub fn f() -> u32 { 1 }\n").unwrap();
+    assert!(cargo_build(&a).contains("Compiling tiny"));
+    git(&a, &["add", "-A"]);
+    git(&a, &["commit", "-qm", "tiny"]);
+    run(&a, cache, "save");
+    a
+}
+
+/// `cargo build` in `dir` (its own target directory, whatever the caller's environment
+/// says); returns what cargo printed.
+fn cargo_build(dir: &Path) -> String {
+    let out = Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+        .args(["build", "--offline"])
+        .current_dir(dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "cargo build in {}: {err}",
+        dir.display()
+    );
+    err
+}
+
+fn clone(a: &Path, name: &str) -> PathBuf {
+    let b = a.with_file_name(format!(
+        "{}-{name}",
+        a.file_name().unwrap().to_string_lossy()
+    ));
+    let _ = fs::remove_dir_all(&b);
+    git(
+        a.parent().unwrap(),
+        &["clone", "-q", &a.to_string_lossy(), &b.to_string_lossy()],
+    );
+    b
+}
+
+/// The point of the cache (#19): a fresh clone of sources the cache has seen compiles
+/// nothing. Before, the cache kept crates.io units only, and every clone compiled this
+/// repo's crates again (about 100 s of both CPUs in make test).
+#[test]
+fn a_fresh_clone_of_the_same_sources_compiles_nothing() {
+    let cache = std::env::temp_dir().join(format!("acq-cargo-cache-same-{}", std::process::id()));
+    let a = built_crate(&cache);
+    let b = clone(&a, "same");
+    let log = run(&b, &cache, "restore");
+    assert!(log.contains("keep their units"), "{log}");
+    let out = cargo_build(&b);
+    assert!(
+        !out.contains("Compiling"),
+        "the same sources compiled again: {out}"
+    );
+    for d in [a, b, cache] {
+        let _ = fs::remove_dir_all(d);
+    }
+}
+
+/// What a cache of this repo's crates could get wrong: a clone's source of other content
+/// whose mtime is older than the cached artefact would pass for its build. It is compiled,
+/// and so is everything in a tree a build touched before (its kbuild objects judged by
+/// mtime too: no time is set back there).
+#[test]
+fn other_sources_or_a_tree_built_in_before_compile_again() {
+    let cache = std::env::temp_dir().join(format!("acq-cargo-cache-other-{}", std::process::id()));
+    let a = built_crate(&cache);
+
+    let b = clone(&a, "other");
+    fs::write(b.join("src/lib.rs"), "pub fn f() -> u32 { 2 }\n").unwrap();
+    let long_ago = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    fs::File::options()
+        .write(true)
+        .open(b.join("src/lib.rs"))
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    run(&b, &cache, "restore");
+    assert!(
+        cargo_build(&b).contains("Compiling tiny"),
+        "a source of other content passed for the cached build"
+    );
+
+    let k = clone(&a, "kbuild");
+    touch(&k, "driver/.acq.o.cmd");
+    let log = run(&k, &cache, "restore");
+    assert!(log.contains("rebuilt"), "{log}");
+    assert!(
+        cargo_build(&k).contains("Compiling tiny"),
+        "sources set back in a tree with kbuild objects"
+    );
+    for d in [a, b, k, cache] {
         let _ = fs::remove_dir_all(d);
     }
 }
