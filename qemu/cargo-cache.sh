@@ -153,6 +153,32 @@ restore() {
     done
 }
 
+# Every file of profile directory $1 but its incremental state, listed as
+# "size mtime path" (sorted), or its directories as paths.
+profile_files() {
+    (cd "$1" && find . -path ./incremental -prune -o ! -type d -printf '%s %T@ %p\n') | sort
+}
+profile_dirs() {
+    (cd "$1" && find . -path ./incremental -prune -o -type d -print)
+}
+
+# Copies profile directory $1 to $3 for a new entry. A file that the entry's copy $2 holds
+# with the same size and mtime becomes a hard link to it (a unit cargo did not build again:
+# most of them, when a commit changes a few crates): an entry's files are never written
+# once saved (a restore copies them out), and the new entry replaces the old. The others
+# are copied; cp -a keeps the mtimes whole (cargo compares them to the nanosecond).
+copy_profile() {
+    local from=$1 old=$2 to=$3 same
+    mkdir -p "$to"
+    profile_dirs "$from" | (cd "$to" && xargs -r -d '\n' mkdir -p)
+    same=$(if [ -d "$old" ]; then comm -12 <(profile_files "$old") <(profile_files "$from"); fi)
+    if [ -n "$same" ]; then
+        cut -d' ' -f3- <<<"$same" | (cd "$old" && xargs -d '\n' cp -al --parents -t "$to")
+    fi
+    comm -13 <(printf '%s\n' "$same" | sed '/^$/d') <(profile_files "$from") | cut -d' ' -f3- |
+        (cd "$from" && xargs -r -d '\n' cp -a --parents -t "$to")
+}
+
 save() {
     local new="$entry.new.$$" t p e listed manifest
     local -A profs=()
@@ -178,12 +204,7 @@ save() {
     rm -rf "$new"
     for t in "${!profs[@]}"; do
         for p in ${profs[$t]}; do
-            mkdir -p "$new/$t/$p"
-            # cp -a keeps the mtimes whole (cargo compares them to the nanosecond).
-            for e in "$t/$p"/* "$t/$p"/.[!.]*; do
-                [ -e "$e" ] && [ "${e##*/}" != incremental ] || continue
-                cp -a "$e" "$new/$t/$p/"
-            done
+            copy_profile "$t/$p" "$entry/$t/$p" "$new/$t/$p"
         done
     done
     printf '%s\n' "$manifest" >"$new/sources"

@@ -20,6 +20,7 @@ while [ $# -gt 0 ]; do
         *) break ;;
     esac
 done
+given_tree=$tree
 kdir=$("$ACQ_QEMU_DIR/kernel.sh" --path "$flavor")
 [ -f "$kdir/.complete" ] || die "the $flavor guest kernel is not built: run 'make kernel-$flavor' (or qemu/kernel.sh $flavor)"
 
@@ -45,7 +46,43 @@ tree=$(realpath -e "$tree") || die "no such tree: $tree"
 
 # shellcheck disable=SC2207
 kargs=($(cat "$kdir/kbuild.args" 2>/dev/null))
+
+# A module built before from the same inputs comes from the cache ($ACQ_CACHE/modules/),
+# as kbuild's objects cannot: kbuild judges them by mtime and by command lines that name
+# the tree's absolute path, so a fresh clone built the three modules make test needs again
+# (#19). The key: the flavor's kernel build (its directory, which names its inputs' key,
+# and its .complete, rewritten by each build of it), the make arguments, and the name and
+# content of each source the module is made of (driver/'s Rust, C, headers and Kbuild, and
+# the contract). A hit leaves the module alone in driver/: the objects of an older build
+# there are deleted, so that none can pass for the new module's. Not for --tree (the
+# mutants' trees, each built once).
+module_key() {
+    {
+        echo "$kdir $(stat -c '%i %Y' "$kdir/.complete")"
+        printf '%s\n' "${kargs[@]}" -- "$@"
+        (cd "$tree" && find driver "$ACQ_CONTRACT_DIR/regs.rs" -type f \
+            \( -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name Kbuild \) ! -name '*.mod.c' \
+            -print0 | sort -z | xargs -0 sha256sum)
+    } | hash_of
+}
+modcache=
+modules=${ACQ_MODULE_CACHE:-$ACQ_CACHE/modules}
+[ -n "$given_tree" ] || modcache=$modules/$flavor-$(module_key "$@").ko
+if [ -n "$modcache" ] && [ -f "$modcache" ]; then
+    (cd "$tree/driver" && rm -f -- *.o .*.cmd *.mod *.mod.c modules.order Module.symvers acq.ko)
+    cp "$modcache" "$tree/driver/acq.ko"
+    log "module: $tree/driver/acq.ko from $modcache"
+    echo "$tree/driver/acq.ko"
+    exit 0
+fi
 "$ACQ_QEMU_DIR/toolroot.sh" --run --bind "$kdir" --bind "$tree" -- \
     make -C "$kdir/build" M="$tree/driver" "${kargs[@]}" "$@" modules >&2
 [ -f "$tree/driver/acq.ko" ] || die "the build made no $tree/driver/acq.ko"
+if [ -n "$modcache" ]; then
+    # Written whole or not at all; the 24 most recent kept.
+    mkdir -p "${modcache%/*}"
+    if cp "$tree/driver/acq.ko" "$modcache.$$"; then mv "$modcache.$$" "$modcache"; else rm -f "$modcache.$$"; fi
+    # shellcheck disable=SC2012
+    ls -t "${modcache%/*}"/*.ko | tail -n +25 | xargs -r rm -f --
+fi
 echo "$tree/driver/acq.ko"

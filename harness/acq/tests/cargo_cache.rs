@@ -257,12 +257,29 @@ fn every_profile_but_incremental_state_is_kept_and_a_fresh_clone_gets_it_back() 
         ))
         .exists());
 
-    // A clone that restored the entry and built one more unit saves both.
+    // A clone that restored the entry, built one more unit and rebuilt another saves all:
+    // what it did not build again is linked to the old entry's files, what it built copied.
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+    let unchanged = format!("target/debug/deps/libacq_wire-{H}.rlib");
+    let before = ino(&entry(&cache).join(&unchanged));
     let newer = serde_unit(&b, "release", "4444444444444444");
+    fs::write(b.join(&rlib), "rebuilt").unwrap();
     run(&b, &cache, "save");
+    let e = entry(&cache);
     let mut want = set(&kept);
     want.extend(newer);
-    assert_eq!(units(&entry(&cache)), want, "the entry after a second save");
+    assert_eq!(units(&e), want, "the entry after a second save");
+    assert_eq!(
+        ino(&e.join(&unchanged)),
+        before,
+        "an unchanged file copied again"
+    );
+    assert_eq!(fs::read_to_string(e.join(&rlib)).unwrap(), "rebuilt");
+    assert_ne!(
+        ino(&e.join(&rlib)),
+        ino(&b.join(&rlib)),
+        "the entry shares a clone's file"
+    );
 
     // An entry is one clone's build, never a merge: a clone with other units replaces it.
     let d = repo("d");
