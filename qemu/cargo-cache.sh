@@ -10,8 +10,8 @@
 #
 # The entry ($ACQ_CACHE/cargo-<key>) is keyed by both Cargo.lock files and the toolchain's
 # versions. It holds every profile directory of both target directories (incremental state
-# left out) and `sources`: the content hash and mtime of each of the clone's source files
-# (git ls-files -co --exclude-standard) when it was saved.
+# left out), `sources`: the content hash and mtime of each of the clone's source files
+# (git ls-files -co --exclude-standard) when it was saved, and `checkout`: its directory.
 #
 # Correctness stays with cargo, which reuses a unit when its fingerprint (rustc, features,
 # flags, profile, target) matches and no source it was built from is younger than it. For
@@ -22,8 +22,14 @@
 # had then (its units stay fresh), any other file the time of the restore (its units, older
 # than that, are rebuilt). It sets them back only in a tree no build has touched: neither
 # target directory used by cargo, and no kbuild objects (driver/, target/driver-*), whose
-# make judges by mtimes too; otherwise every source gets the time of the restore and cargo
-# rebuilds this repo's crates. Not in a git checkout the cache is not used.
+# make judges by mtimes too; and only in the directory the entry was built in (`checkout`):
+# cargo does not rebuild a crate when its checkout moves, and a crate that compiled in its
+# checkout's path (env!("CARGO_MANIFEST_DIR"): the acq harness finds the repository so, and
+# most tests their files) would run another clone's scripts and modules (seen: a fresh
+# clone's host tests ran the deleted clone's qemu/beside.sh). Otherwise every source gets
+# the time of the restore and cargo rebuilds this repo's crates. A CI runner that clones
+# into the same directory each time gets them all. Not in a git checkout the cache is not
+# used.
 #
 # An entry is one clone's build, whole, never a merge of several: some crates include a
 # build script's output by its absolute path (serde's OUT_DIR), so their crate hash differs
@@ -131,14 +137,19 @@ restore() {
         log "cargo cache: $ACQ_REPO is not a git checkout, its sources cannot be matched: nothing restored"
         return 0
     fi
-    if [ -f "$entry/sources" ] && untouched_tree; then mode=back; fi
+    local why="this repo's crates are rebuilt:"
+    if [ ! -f "$entry/sources" ]; then
+        why+=" the entry lists no sources"
+    elif [ "$(cat "$entry/checkout" 2>/dev/null)" != "$(pwd -P)" ]; then
+        why+=" the entry was built in $(cat "$entry/checkout" 2>/dev/null || echo "another directory")"
+    elif ! untouched_tree; then
+        why+=" this tree was built in before"
+    else
+        mode=back why="sources of the same content keep their units"
+    fi
     set_source_times "$mode" "$entry"
     for t in "${todo[@]}"; do
-        if [ $mode = back ]; then
-            log "cargo: $t from $entry (sources of the same content keep their units)"
-        else
-            log "cargo: $t from $entry (this repo's crates are rebuilt: the tree was built in before, or the entry lists no sources)"
-        fi
+        log "cargo: $t from $entry ($why)"
         tmp="$t.restore.$$"
         # shellcheck disable=SC2064
         trap "rm -rf '$tmp'" EXIT
@@ -197,7 +208,7 @@ save() {
         done
     done | sort)
     [ -n "$listed" ] || return 0
-    listed+=$'\n'$(cut -f1,3 <<<"$manifest")
+    listed+=$'\n'$(pwd -P)$'\n'$(cut -f1,3 <<<"$manifest")
     if [ -f "$entry/units" ] && [ "$listed" = "$(cat "$entry/units")" ]; then
         return 0
     fi
@@ -208,6 +219,7 @@ save() {
         done
     done
     printf '%s\n' "$manifest" >"$new/sources"
+    pwd -P >"$new/checkout"
     printf '%s\n' "$listed" >"$new/units"
     rm -rf "$entry.old"
     [ ! -d "$entry" ] || mv "$entry" "$entry.old"

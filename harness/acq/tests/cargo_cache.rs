@@ -140,6 +140,7 @@ fn units(entry: &Path) -> BTreeSet<String> {
     let mut f = files(entry);
     assert!(f.remove("units"), "the entry lists its units");
     assert!(f.remove("sources"), "the entry lists its sources");
+    assert!(f.remove("checkout"), "the entry names its checkout");
     f
 }
 
@@ -297,9 +298,9 @@ fn every_profile_but_incremental_state_is_kept_and_a_fresh_clone_gets_it_back() 
     }
 }
 
-/// A crate built by real cargo in a git checkout, committed, its cache saved.
-fn built_crate(cache: &Path) -> PathBuf {
-    let a = repo("crate");
+/// A crate built by real cargo in a git checkout `name`, committed, its cache saved.
+fn built_crate(name: &str, cache: &Path) -> PathBuf {
+    let a = repo(name);
     fs::write(
         a.join("Cargo.toml"),
         "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
@@ -307,6 +308,12 @@ fn built_crate(cache: &Path) -> PathBuf {
     .unwrap();
     touch(&a, "src/lib.rs");
     fs::write(a.join("src/lib.rs"), "pub fn f() -> u32 { 1 }\n").unwrap();
+    // What the acq harness does to find its repository.
+    fs::write(
+        a.join("src/main.rs"),
+        "fn main() { println!(\"{}\", env!(\"CARGO_MANIFEST_DIR\")); }\n",
+    )
+    .unwrap();
     assert!(cargo_build(&a).contains("Compiling tiny"));
     git(&a, &["add", "-A"]);
     git(&a, &["commit", "-qm", "tiny"]);
@@ -335,35 +342,63 @@ fn cargo_build(dir: &Path) -> String {
     err
 }
 
-fn clone(a: &Path, name: &str) -> PathBuf {
-    let b = a.with_file_name(format!(
+/// `dir`'s clone, in a directory beside it named `name`.
+fn clone(dir: &Path, name: &str) -> PathBuf {
+    let b = dir.with_file_name(format!(
         "{}-{name}",
-        a.file_name().unwrap().to_string_lossy()
+        dir.file_name().unwrap().to_string_lossy()
     ));
     let _ = fs::remove_dir_all(&b);
     git(
-        a.parent().unwrap(),
-        &["clone", "-q", &a.to_string_lossy(), &b.to_string_lossy()],
+        dir.parent().unwrap(),
+        &["clone", "-q", &dir.to_string_lossy(), &b.to_string_lossy()],
     );
     b
 }
 
-/// The point of the cache (#19): a fresh clone of sources the cache has seen compiles
-/// nothing. Before, the cache kept crates.io units only, and every clone compiled this
-/// repo's crates again (about 100 s of both CPUs in make test).
+/// A fresh clone in `dir`'s own directory (as a CI runner clones into its workspace):
+/// `dir` is cloned aside, removed, and cloned again from there; returns the aside copy.
+fn clone_in_place(dir: &Path) -> PathBuf {
+    let aside = clone(dir, "aside");
+    fs::remove_dir_all(dir).unwrap();
+    git(
+        dir.parent().unwrap(),
+        &[
+            "clone",
+            "-q",
+            &aside.to_string_lossy(),
+            &dir.to_string_lossy(),
+        ],
+    );
+    aside
+}
+
+/// What the crate's binary says its checkout is.
+fn checkout_of_binary(dir: &Path) -> String {
+    let out = Command::new(dir.join("target/debug/tiny"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The point of the cache (#19): a fresh clone of sources the cache has seen, in the
+/// directory it was built in, compiles nothing. Before, the cache kept crates.io units
+/// only, and every clone compiled this repo's crates again (about 100 s of both CPUs in
+/// make test).
 #[test]
 fn a_fresh_clone_of_the_same_sources_compiles_nothing() {
     let cache = std::env::temp_dir().join(format!("acq-cargo-cache-same-{}", std::process::id()));
-    let a = built_crate(&cache);
-    let b = clone(&a, "same");
-    let log = run(&b, &cache, "restore");
+    let a = built_crate("crate-same", &cache);
+    let aside = clone_in_place(&a);
+    let log = run(&a, &cache, "restore");
     assert!(log.contains("keep their units"), "{log}");
-    let out = cargo_build(&b);
+    let out = cargo_build(&a);
     assert!(
         !out.contains("Compiling"),
         "the same sources compiled again: {out}"
     );
-    for d in [a, b, cache] {
+    assert_eq!(checkout_of_binary(&a), a.display().to_string());
+    for d in [a, aside, cache] {
         let _ = fs::remove_dir_all(d);
     }
 }
@@ -375,32 +410,54 @@ fn a_fresh_clone_of_the_same_sources_compiles_nothing() {
 #[test]
 fn other_sources_or_a_tree_built_in_before_compile_again() {
     let cache = std::env::temp_dir().join(format!("acq-cargo-cache-other-{}", std::process::id()));
-    let a = built_crate(&cache);
+    let a = built_crate("crate-other", &cache);
 
-    let b = clone(&a, "other");
-    fs::write(b.join("src/lib.rs"), "pub fn f() -> u32 { 2 }\n").unwrap();
+    let aside = clone_in_place(&a);
+    fs::write(a.join("src/lib.rs"), "pub fn f() -> u32 { 2 }\n").unwrap();
     let long_ago = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
     fs::File::options()
         .write(true)
-        .open(b.join("src/lib.rs"))
+        .open(a.join("src/lib.rs"))
         .unwrap()
         .set_modified(long_ago)
         .unwrap();
-    run(&b, &cache, "restore");
+    run(&a, &cache, "restore");
     assert!(
-        cargo_build(&b).contains("Compiling tiny"),
+        cargo_build(&a).contains("Compiling tiny"),
         "a source of other content passed for the cached build"
     );
 
-    let k = clone(&a, "kbuild");
-    touch(&k, "driver/.acq.o.cmd");
-    let log = run(&k, &cache, "restore");
+    let _ = fs::remove_dir_all(&aside);
+    let aside = clone_in_place(&a);
+    touch(&a, "driver/.acq.o.cmd");
+    let log = run(&a, &cache, "restore");
     assert!(log.contains("rebuilt"), "{log}");
     assert!(
-        cargo_build(&k).contains("Compiling tiny"),
+        cargo_build(&a).contains("Compiling tiny"),
         "sources set back in a tree with kbuild objects"
     );
-    for d in [a, b, k, cache] {
+    for d in [a, aside, cache] {
+        let _ = fs::remove_dir_all(d);
+    }
+}
+
+/// A clone in another directory compiles this repo's crates again: cargo would take the
+/// cached ones as they are, and a binary that compiled in its checkout's path would use the
+/// other clone's files. Failed before: a fresh clone's host tests ran the scripts of the
+/// deleted clone the cache was saved from (CI, 2026-12-07).
+#[test]
+fn a_clone_in_another_directory_compiles_again_and_its_binaries_know_it() {
+    let cache = std::env::temp_dir().join(format!("acq-cargo-cache-moved-{}", std::process::id()));
+    let a = built_crate("crate-moved", &cache);
+    let b = clone(&a, "moved");
+    let log = run(&b, &cache, "restore");
+    assert!(log.contains("was built in"), "{log}");
+    assert!(
+        cargo_build(&b).contains("Compiling tiny"),
+        "another checkout's build passed for this one's"
+    );
+    assert_eq!(checkout_of_binary(&b), b.display().to_string());
+    for d in [a, b, cache] {
         let _ = fs::remove_dir_all(d);
     }
 }
