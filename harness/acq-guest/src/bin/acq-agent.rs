@@ -207,10 +207,16 @@ fn power_off() -> ! {
     std::process::exit(1)
 }
 
+/// What a command's threads tell [`exec`]: output, the end of one of its pipes, its exit
+/// (`None`: waiting for it failed).
 enum Chunk {
     Data(Stream, Vec<u8>),
     Eof,
+    Exited(Option<ExitStatus>),
 }
+
+/// How long [`exec`] sleeps at most while a killed command has not exited yet.
+const KILLED_RECHECK: Duration = Duration::from_secs(1);
 
 fn exec(id: u64, argv: Vec<String>, timeout: Duration, port: &Port) {
     let start = Instant::now();
@@ -274,15 +280,28 @@ fn exec(id: u64, argv: Vec<String>, timeout: Duration, port: &Port) {
         spawn_reader(out, Stream::Stdout, tx.clone());
     }
     if let Some(err) = child.stderr.take() {
-        spawn_reader(err, Stream::Stderr, tx);
+        spawn_reader(err, Stream::Stderr, tx.clone());
     }
     let pgid = child.id() as i32;
+    // Its exit comes as a message too: the loop below sleeps until something happens or
+    // the deadline, instead of polling. (It polled every 10 ms, a hundred wake-ups a second
+    // for as long as a command ran: the guest's tick never stopped, and an idle guest under
+    // TCG kept a tenth of a host CPU busy.)
+    thread::spawn(move || {
+        let _ = tx.send(Chunk::Exited(child.wait().ok()));
+    });
+    let deadline = start + timeout;
     let mut open_streams = 2;
     let mut timed_out = false;
-    let mut status: Option<ExitStatus> = None;
+    let mut exit: Option<Option<ExitStatus>> = None;
     let mut exited_at: Option<Instant> = None;
     loop {
-        match rx.recv_timeout(Duration::from_millis(10)) {
+        let until = match exited_at {
+            Some(t) => t + DRAIN_GRACE,
+            None if timed_out => Instant::now() + KILLED_RECHECK,
+            None => deadline,
+        };
+        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
             Ok(Chunk::Data(stream, data)) => send(
                 port,
                 &Event::Output {
@@ -292,26 +311,26 @@ fn exec(id: u64, argv: Vec<String>, timeout: Duration, port: &Port) {
                 },
             ),
             Ok(Chunk::Eof) => open_streams -= 1,
+            Ok(Chunk::Exited(status)) => {
+                exit = Some(status);
+                exited_at = Some(Instant::now());
+            }
             Err(RecvTimeoutError::Timeout) => {}
+            // Every sender is gone: both pipes ended and the exit was sent before.
             Err(RecvTimeoutError::Disconnected) => open_streams = 0,
         }
-        if status.is_none() {
-            if let Ok(Some(s)) = child.try_wait() {
-                status = Some(s);
-                exited_at = Some(Instant::now());
-            } else if start.elapsed() > timeout && !timed_out {
-                timed_out = true;
-                // SAFETY: kill() on the child's own process group (created by
-                // process_group(0) above); no memory is involved.
-                unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            }
+        if exit.is_none() && !timed_out && Instant::now() >= deadline {
+            timed_out = true;
+            // SAFETY: kill() on the child's own process group (created by
+            // process_group(0) above); no memory is involved.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
         }
-        let drained = open_streams == 0 || exited_at.is_some_and(|t| t.elapsed() > DRAIN_GRACE);
-        if status.is_some() && drained {
+        let drained = open_streams == 0 || exited_at.is_some_and(|t| t.elapsed() >= DRAIN_GRACE);
+        if exit.is_some() && drained {
             break;
         }
     }
-    let status = status.map_or(-1, |s| {
+    let status = exit.flatten().map_or(-1, |s| {
         s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
     });
     send(
