@@ -54,8 +54,8 @@ key() {
 # relative to it. acq-runs/: the VM tests' run directories, made and removed while make
 # test saves the cache beside them (a directory gone mid-walk would fail the save).
 profiles() {
-    (cd "$1" && find . -path ./acq-runs -prune -o -type d -name .fingerprint -printf '%h\n' -prune) |
-        sort
+    (cd "$1" && find . \( -path ./acq-runs -o -path './.restore.*' \) -prune -o \
+        -type d -name .fingerprint -printf '%h\n' -prune) | sort
 }
 
 # The source files (NUL-separated), as git sees them: tracked and untracked but not
@@ -63,16 +63,22 @@ profiles() {
 # git checkout.
 sources() {
     git rev-parse --show-toplevel >/dev/null 2>&1 || return 1
-    git ls-files -co --exclude-standard -z
+    git ls-files -co --exclude-standard --deduplicate -z
+}
+
+# The files of the sources() list that exist (a tracked file deleted in the working tree
+# is listed too), NUL-separated: find prints each given path as is.
+existing_sources() {
+    sources | { find -files0-from - -maxdepth 0 -type f -print0 2>/dev/null || true; }
 }
 
 # "mtime<TAB>path" and "sha256<TAB>path" of every source file, sorted by path.
 source_times() {
-    sources | find -files0-from - -maxdepth 0 -type f -printf '%T@\t%p\n' | sort -t$'\t' -k2
+    existing_sources | { find -files0-from - -maxdepth 0 -printf '%T@\t%p\n' 2>/dev/null || true; } |
+        sort -t$'\t' -k2
 }
 source_hashes() {
-    sources | find -files0-from - -maxdepth 0 -type f -print0 | xargs -0 -r sha256sum |
-        sed 's/  /\t/' | sort -t$'\t' -k2
+    existing_sources | xargs -0 -r sha256sum | sed 's/  /\t/' | sort -t$'\t' -k2
 }
 
 # "sha256<TAB>mtime<TAB>path" of every source file whose mtime did not change while it
@@ -86,13 +92,13 @@ source_manifest() {
         <(printf '%s\n' "$t1") <(printf '%s\n' "$t2") <(printf '%s\n' "$h")
 }
 
-# No build has touched this tree: cargo has used neither target directory, and no kbuild
-# objects (their .cmd files) lie in driver/ or under target/ (qemu/module.sh's copies, the
-# mutants' trees).
+# No build has touched this tree: cargo has used no target directory in it (each one it
+# was given gets a CACHEDIR.TAG: target/, target/guest/, target/lint/, an editor's
+# target/rust-analyzer/), and no kbuild objects (their .cmd files) lie in driver/ or under
+# target/ (qemu/module.sh's copies).
 untouched_tree() {
-    local t
-    for t in "${dirs[@]}"; do [ ! -e "$t/CACHEDIR.TAG" ] || return 1; done
-    [ -z "$(find driver target -name '*.cmd' -print -quit 2>/dev/null)" ]
+    [ -z "$(find "${dirs[@]}" -maxdepth 2 -name CACHEDIR.TAG -print -quit 2>/dev/null)" ] &&
+        [ -z "$(find driver target -name '*.cmd' -print -quit 2>/dev/null)" ]
 }
 
 # Sets every source file's mtime: with $1 = back, a file whose content is the one entry $2
@@ -121,7 +127,9 @@ exec 9>"$ACQ_CACHE/cargo.lock"
 # through a copy beside it whose top-level directories are moved in, so that an
 # interrupted restore leaves whole profiles or none.
 restore() {
-    flock -s 9
+    # Exclusive: two restores of one tree at once (make -j) would each take the other's
+    # half-moved artefacts for sources to touch.
+    flock 9
     [ -d "$entry" ] || return 0
     local t tmp c mode=now todo=()
     for t in "${dirs[@]}"; do
@@ -150,24 +158,26 @@ restore() {
     set_source_times "$mode" "$entry"
     for t in "${todo[@]}"; do
         log "cargo: $t from $entry ($why)"
-        tmp="$t.restore.$$"
+        # Inside the target directory, which git ignores: never taken for sources.
+        mkdir -p "$t"
+        tmp="$t/.restore.$$"
         # shellcheck disable=SC2064
         trap "rm -rf '$tmp'" EXIT
         cp -a "$entry/$t" "$tmp"
-        mkdir -p "$t"
         for c in "$tmp"/* "$tmp"/.[!.]*; do
             [ -e "$c" ] || continue
-            [ -e "$t/${c##*/}" ] || mv "$c" "$t/"
+            [ -e "$t/${c##*/}" ] || mv -T "$c" "$t/${c##*/}"
         done
         rm -rf "$tmp"
         touch "$t/.acq-restored"
     done
 }
 
-# Every file of profile directory $1 but its incremental state, listed as
+# Every file of profile directory $1 but its incremental state and cargo's lock, listed as
 # "size mtime path" (sorted), or its directories as paths.
 profile_files() {
-    (cd "$1" && find . -path ./incremental -prune -o ! -type d -printf '%s %T@ %p\n') | sort
+    (cd "$1" && find . -path ./incremental -prune -o ! -type d ! -name .cargo-lock \
+        -printf '%s %T@ %p\n') | sort
 }
 profile_dirs() {
     (cd "$1" && find . -path ./incremental -prune -o -type d -print)
@@ -212,12 +222,30 @@ save() {
     if [ -f "$entry/units" ] && [ "$listed" = "$(cat "$entry/units")" ]; then
         return 0
     fi
+    # No cargo may build in a profile while it is copied (cargo holds an flock on its
+    # .cargo-lock while it builds there): a unit half written would be saved.
+    local fd
+    for t in "${!profs[@]}"; do
+        for p in ${profs[$t]}; do
+            exec {fd}>>"$t/$p/.cargo-lock"
+            if ! flock -n "$fd"; then
+                log "cargo cache: cargo is building in $t/${p#./}: not saved"
+                return 0
+            fi
+        done
+    done
     rm -rf "$new"
     for t in "${!profs[@]}"; do
         for p in ${profs[$t]}; do
             copy_profile "$t/$p" "$entry/$t/$p" "$new/$t/$p"
         done
     done
+    # A source edited while the artefacts were copied might have been built since: its
+    # old mtime would pass for the new artefacts' in a clone of the old content.
+    if [ "$(cut -f2,3 <<<"$manifest")" != "$(source_times | awk -F'\t' 'NR == FNR { m[$3] = 1; next } $2 in m' <(printf '%s\n' "$manifest") -)" ]; then
+        log "cargo cache: sources changed while the build was saved: not saved"
+        return 0
+    fi
     printf '%s\n' "$manifest" >"$new/sources"
     pwd -P >"$new/checkout"
     printf '%s\n' "$listed" >"$new/units"

@@ -68,21 +68,29 @@ module_key() {
 modcache=
 modules=${ACQ_MODULE_CACHE:-$ACQ_CACHE/modules}
 [ -n "$given_tree" ] || modcache=$modules/$flavor-$(module_key "$@").ko
-if [ -n "$modcache" ] && [ -f "$modcache" ]; then
+forget_objects() {
     (cd "$tree/driver" && rm -f -- *.o .*.cmd *.mod *.mod.c modules.order Module.symvers acq.ko)
+}
+if [ -n "$modcache" ] && [ -f "$modcache" ]; then
+    forget_objects
     cp "$modcache" "$tree/driver/acq.ko"
+    touch "$modcache"
     log "module: $tree/driver/acq.ko from $modcache"
     echo "$tree/driver/acq.ko"
     exit 0
 fi
+# What goes into the cache is built whole from the sources of its key: no object of an
+# older build that kbuild might judge current by its mtime.
+[ -z "$modcache" ] || forget_objects
 "$ACQ_QEMU_DIR/toolroot.sh" --run --bind "$kdir" --bind "$tree" -- \
     make -C "$kdir/build" M="$tree/driver" "${kargs[@]}" "$@" modules >&2
 [ -f "$tree/driver/acq.ko" ] || die "the build made no $tree/driver/acq.ko"
-if [ -n "$modcache" ]; then
-    # Written whole or not at all; the 24 most recent kept.
-    mkdir -p "${modcache%/*}"
+# Kept only if no source changed during the build (its key computed again); written whole
+# or not at all; the 24 most recently used kept.
+if [ -n "$modcache" ] && [ "$modules/$flavor-$(module_key "$@").ko" = "$modcache" ]; then
+    mkdir -p "$modules"
     if cp "$tree/driver/acq.ko" "$modcache.$$"; then mv "$modcache.$$" "$modcache"; else rm -f "$modcache.$$"; fi
     # shellcheck disable=SC2012
-    ls -t "${modcache%/*}"/*.ko | tail -n +25 | xargs -r rm -f --
+    ls -t "$modules"/*.ko | tail -n +25 | xargs -r -d '\n' rm -f --
 fi
 echo "$tree/driver/acq.ko"

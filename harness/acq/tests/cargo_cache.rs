@@ -462,6 +462,90 @@ fn a_clone_in_another_directory_compiles_again_and_its_binaries_know_it() {
     }
 }
 
+/// A tracked file deleted in the working tree (git still lists it) neither stops a save
+/// nor a restore. Failed before: find's error for it failed both, the save saying "not a
+/// git checkout".
+#[test]
+fn a_source_deleted_in_the_working_tree_stops_nothing() {
+    let a = repo("deleted");
+    let cache = a.join("cache");
+    touch(&a, "gone.rs");
+    git(&a, &["add", "-A"]);
+    git(&a, &["commit", "-qm", "x"]);
+    fs::remove_file(a.join("gone.rs")).unwrap();
+    touch(&a, &format!("target/debug/.fingerprint/serde-{H}/lib"));
+    let log = run(&a, &cache, "save");
+    assert!(log.contains("saved"), "{log}");
+    let sources = fs::read_to_string(entry(&cache).join("sources")).unwrap();
+    assert!(!sources.contains("gone.rs"), "{sources}");
+    fs::remove_dir_all(a.join("target")).unwrap();
+    let log = run(&a, &cache, "restore");
+    assert!(log.contains("keep their units"), "{log}");
+    assert!(a
+        .join(format!("target/debug/.fingerprint/serde-{H}/lib"))
+        .exists());
+    let _ = fs::remove_dir_all(a);
+}
+
+/// cargo given target/guest/ (or an editor's target/rust-analyzer/) marks that directory,
+/// not target/: such a tree was built in, and no source time is set back in it.
+#[test]
+fn a_tree_with_a_nested_target_directory_cargo_used_is_not_set_back() {
+    let a = repo("nested");
+    let cache = a.join("cache");
+    touch(&a, &format!("target/debug/.fingerprint/serde-{H}/lib"));
+    run(&a, &cache, "save");
+    fs::remove_dir_all(a.join("target")).unwrap();
+    touch(&a, "target/guest/CACHEDIR.TAG");
+    let log = run(&a, &cache, "restore");
+    assert!(log.contains("built in before"), "{log}");
+    let _ = fs::remove_dir_all(a);
+}
+
+/// No save while cargo builds in a profile (its flock on the profile's .cargo-lock): a
+/// unit half written would be kept.
+#[test]
+fn no_save_while_cargo_builds() {
+    let a = repo("building");
+    let cache = a.join("cache");
+    touch(&a, &format!("target/debug/.fingerprint/serde-{H}/lib"));
+    let lock = a.join("target/debug/.cargo-lock");
+    fs::write(&lock, "").unwrap();
+    let mut cargo = Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    // flock holds the lock once it runs sleep: wait for that.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while Command::new("flock")
+        .args(["-n"])
+        .arg(&lock)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = run(&a, &cache, "save");
+    let _ = cargo.kill();
+    let _ = cargo.wait();
+    assert!(log.contains("cargo is building in target/debug"), "{log}");
+    assert!(
+        !cache.exists()
+            || fs::read_dir(&cache)
+                .unwrap()
+                .all(|e| !e.unwrap().path().is_dir()),
+        "saved while cargo built"
+    );
+    let _ = fs::remove_dir_all(a);
+}
+
 #[test]
 fn another_lock_file_is_another_entry() {
     let a = repo("lock");

@@ -290,7 +290,10 @@ fn exec(id: u64, argv: Vec<String>, timeout: Duration, port: &Port) {
     thread::spawn(move || {
         let _ = tx.send(Chunk::Exited(child.wait().ok()));
     });
-    let deadline = start + timeout;
+    // A timeout too far out to add is none (about 30 years from now will do).
+    let deadline = start
+        .checked_add(timeout)
+        .unwrap_or_else(|| start + Duration::from_secs(1 << 30));
     let mut open_streams = 2;
     let mut timed_out = false;
     let mut exit: Option<Option<ExitStatus>> = None;
