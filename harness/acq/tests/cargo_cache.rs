@@ -298,6 +298,18 @@ fn every_profile_but_incremental_state_is_kept_and_a_fresh_clone_gets_it_back() 
     }
 }
 
+/// A cache directory of its own for test `name`.
+fn scratch_cache(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("acq-cargo-cache-{name}-{}", std::process::id()))
+}
+
+/// Removes what a test made.
+fn remove_all<const N: usize>(dirs: [PathBuf; N]) {
+    for d in dirs {
+        let _ = fs::remove_dir_all(d);
+    }
+}
+
 /// A crate built by real cargo in a git checkout `name`, committed, its cache saved.
 fn built_crate(name: &str, cache: &Path) -> PathBuf {
     let a = repo(name);
@@ -387,7 +399,7 @@ fn checkout_of_binary(dir: &Path) -> String {
 /// make test).
 #[test]
 fn a_fresh_clone_of_the_same_sources_compiles_nothing() {
-    let cache = std::env::temp_dir().join(format!("acq-cargo-cache-same-{}", std::process::id()));
+    let cache = scratch_cache("same");
     let a = built_crate("crate-same", &cache);
     let aside = clone_in_place(&a);
     let log = run(&a, &cache, "restore");
@@ -398,9 +410,7 @@ fn a_fresh_clone_of_the_same_sources_compiles_nothing() {
         "the same sources compiled again: {out}"
     );
     assert_eq!(checkout_of_binary(&a), a.display().to_string());
-    for d in [a, aside, cache] {
-        let _ = fs::remove_dir_all(d);
-    }
+    remove_all([a, aside, cache]);
 }
 
 /// What a cache of this repo's crates could get wrong: a clone's source of other content
@@ -409,7 +419,7 @@ fn a_fresh_clone_of_the_same_sources_compiles_nothing() {
 /// mtime too: no time is set back there).
 #[test]
 fn other_sources_or_a_tree_built_in_before_compile_again() {
-    let cache = std::env::temp_dir().join(format!("acq-cargo-cache-other-{}", std::process::id()));
+    let cache = scratch_cache("other");
     let a = built_crate("crate-other", &cache);
 
     let aside = clone_in_place(&a);
@@ -436,9 +446,7 @@ fn other_sources_or_a_tree_built_in_before_compile_again() {
         cargo_build(&a).contains("Compiling tiny"),
         "sources set back in a tree with kbuild objects"
     );
-    for d in [a, aside, cache] {
-        let _ = fs::remove_dir_all(d);
-    }
+    remove_all([a, aside, cache]);
 }
 
 /// A clone in another directory compiles this repo's crates again: cargo would take the
@@ -447,7 +455,7 @@ fn other_sources_or_a_tree_built_in_before_compile_again() {
 /// deleted clone the cache was saved from (CI, 2026-12-07).
 #[test]
 fn a_clone_in_another_directory_compiles_again_and_its_binaries_know_it() {
-    let cache = std::env::temp_dir().join(format!("acq-cargo-cache-moved-{}", std::process::id()));
+    let cache = scratch_cache("moved");
     let a = built_crate("crate-moved", &cache);
     let b = clone(&a, "moved");
     let log = run(&b, &cache, "restore");
@@ -457,9 +465,7 @@ fn a_clone_in_another_directory_compiles_again_and_its_binaries_know_it() {
         "another checkout's build passed for this one's"
     );
     assert_eq!(checkout_of_binary(&b), b.display().to_string());
-    for d in [a, b, cache] {
-        let _ = fs::remove_dir_all(d);
-    }
+    remove_all([a, b, cache]);
 }
 
 /// A tracked file deleted in the working tree (git still lists it) neither stops a save
