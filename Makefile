@@ -38,9 +38,9 @@ host-deps:
 	@bash qemu/host-deps.sh cc
 
 # Compiled crates, crates.io's and this repo's (qemu/cargo-cache.sh): a fresh clone's
-# target directories are seeded from the cache before the first build; in the directory
-# the cache was built in, its sources of the content the cache was built from get the
-# mtimes they had then, so that nothing is compiled again; make test-vm (after the
+# target directories are seeded from the cache before the first build, and its sources of
+# the content the cache was built from get the mtimes they had then, so that nothing is
+# compiled again; make test-vm (after the
 # builds the VM tests need) saves this clone's build when it differs, as make test does
 # again after the lints' and the fuzz targets' builds beside them. cargo still decides
 # what is fresh.

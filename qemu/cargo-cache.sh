@@ -10,8 +10,8 @@
 #
 # The entry ($ACQ_CACHE/cargo-<key>) is keyed by both Cargo.lock files and the toolchain's
 # versions. It holds every profile directory of both target directories (incremental state
-# left out), `sources`: the content hash and mtime of each of the clone's source files
-# (git ls-files -co --exclude-standard) when it was saved, and `checkout`: its directory.
+# left out) and `sources`: the content hash and mtime of each of the clone's source files
+# (git ls-files -co --exclude-standard) when it was saved.
 #
 # Correctness stays with cargo, which reuses a unit when its fingerprint (rustc, features,
 # flags, profile, target) matches and no source it was built from is younger than it. For
@@ -22,14 +22,15 @@
 # had then (its units stay fresh), any other file the time of the restore (its units, older
 # than that, are rebuilt). It sets them back only in a tree no build has touched: neither
 # target directory used by cargo, and no kbuild objects (driver/, target/driver-*), whose
-# make judges by mtimes too; and only in the directory the entry was built in (`checkout`):
-# cargo does not rebuild a crate when its checkout moves, and a crate that compiled in its
-# checkout's path (env!("CARGO_MANIFEST_DIR"): the acq harness finds the repository so, and
-# most tests their files) would run another clone's scripts and modules (seen: a fresh
-# clone's host tests ran the deleted clone's qemu/beside.sh). Otherwise every source gets
-# the time of the restore and cargo rebuilds this repo's crates. A CI runner that clones
-# into the same directory each time gets them all. Not in a git checkout the cache is not
-# used.
+# make judges by mtimes too; otherwise every source gets the time of the restore and cargo
+# rebuilds this repo's crates. Not in a git checkout the cache is not used.
+#
+# In any directory: cargo does not rebuild a crate whose checkout moved, so no crate of this
+# repo may compile in the path of its checkout (env!("CARGO_MANIFEST_DIR"),
+# env!("CARGO_BIN_EXE_..."), a build script's OUT_DIR): each finds its files at run time
+# (acq::paths::find_repo, a package's binaries beside its test's). Otherwise a fresh clone
+# would run the files of the clone the entry was saved from (seen: host tests running a
+# deleted clone's qemu/beside.sh). harness/acq/tests/cargo_cache.rs checks every source.
 #
 # An entry is one clone's build, whole, never a merge of several: some crates include a
 # build script's output by its absolute path (serde's OUT_DIR), so their crate hash differs
@@ -148,8 +149,6 @@ restore() {
     local why="this repo's crates are rebuilt:"
     if [ ! -f "$entry/sources" ]; then
         why+=" the entry lists no sources"
-    elif [ "$(cat "$entry/checkout" 2>/dev/null)" != "$(pwd -P)" ]; then
-        why+=" the entry was built in $(cat "$entry/checkout" 2>/dev/null || echo "another directory")"
     elif ! untouched_tree; then
         why+=" this tree was built in before"
     else
@@ -218,7 +217,7 @@ save() {
         done
     done | sort)
     [ -n "$listed" ] || return 0
-    listed+=$'\n'$(pwd -P)$'\n'$(cut -f1,3 <<<"$manifest")
+    listed+=$'\n'$(cut -f1,3 <<<"$manifest")
     if [ -f "$entry/units" ] && [ "$listed" = "$(cat "$entry/units")" ]; then
         return 0
     fi
@@ -247,7 +246,6 @@ save() {
         return 0
     fi
     printf '%s\n' "$manifest" >"$new/sources"
-    pwd -P >"$new/checkout"
     printf '%s\n' "$listed" >"$new/units"
     rm -rf "$entry.old"
     [ ! -d "$entry" ] || mv "$entry" "$entry.old"

@@ -14,7 +14,8 @@ use common::{temp_dir, wait_for, with_timeout, Proc};
 use serde_json::{json, Value};
 use vfio_user::Client;
 
-const BIN: &str = env!("CARGO_BIN_EXE_acq-device");
+static BIN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| common::package_bin("acq-device"));
 
 fn start(dir: &Path, extra: &[&str]) -> Proc {
     let (sock, ctl) = (dir.join("acq.sock"), dir.join("acq.ctl"));
@@ -25,7 +26,7 @@ fn start(dir: &Path, extra: &[&str]) -> Proc {
         ctl.as_os_str(),
     ];
     args.extend(extra.iter().map(std::ffi::OsStr::new));
-    Proc::start(BIN, args, &sock, "the vfio-user socket")
+    Proc::start(&BIN, args, &sock, "the vfio-user socket")
 }
 
 struct Control {
@@ -65,13 +66,13 @@ fn help_names_the_interface() {
 }
 
 fn help_names_the_interface_body() {
-    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let out = Command::new(&*BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for word in ["--socket", "--control", "--config", "bench"] {
         assert!(text.contains(word), "--help lacks {word}");
     }
-    let out = Command::new(BIN).output().unwrap();
+    let out = Command::new(&*BIN).output().unwrap();
     assert!(!out.status.success(), "--socket is required");
 }
 
@@ -84,7 +85,7 @@ fn bad_settings_body() {
     let dir = temp_dir("bin-cfg");
     let cfg = dir.join("model.json");
     std::fs::write(&cfg, r#"{"bar2_size": "3M"}"#).unwrap();
-    let out = Command::new(BIN)
+    let out = Command::new(&*BIN)
         .arg("--socket")
         .arg(dir.join("s"))
         .arg("--config")
@@ -98,7 +99,7 @@ fn bad_settings_body() {
         !dir.join("s").exists(),
         "no socket for a card that is not ready"
     );
-    let out = Command::new(BIN)
+    let out = Command::new(&*BIN)
         .args(["--socket", "/nonexistent/x", "--fifo-depth", "12345"])
         .output()
         .unwrap();

@@ -19,7 +19,8 @@ use common::{temp_dir, wait_for, with_timeout, Proc};
 use serde_json::Value;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
-const BIN: &str = env!("CARGO_BIN_EXE_acq-device");
+static BIN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| common::package_bin("acq-device"));
 
 impl Proc {
     fn acq_device(dir: &Path) -> Proc {
@@ -30,7 +31,7 @@ impl Proc {
             "--control".as_ref(),
             ctl.as_os_str(),
         ];
-        Proc::start(BIN, args, &sock, "the vfio-user socket")
+        Proc::start(&BIN, args, &sock, "the vfio-user socket")
     }
 
     fn fds(&self) -> usize {

@@ -22,7 +22,8 @@ use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vmm_sys_util::eventfd::EventFd;
 
-const BIN: &str = env!("CARGO_BIN_EXE_acq-sink");
+static BIN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| common::package_bin("acq-sink"));
 const DISK: u64 = 1 << 20;
 const RAM: usize = 4 << 20;
 const QSIZE: u16 = 256;
@@ -59,7 +60,7 @@ fn start(dir: &Path, extra: &[&str]) -> Proc {
         size.as_ref(),
     ];
     args.extend(extra.iter().map(std::ffi::OsStr::new));
-    Proc::start(BIN, args, &sock, "the vhost-user socket")
+    Proc::start(&BIN, args, &sock, "the vhost-user socket")
 }
 
 fn control(dir: &Path, req: Value) -> Value {
@@ -290,7 +291,7 @@ fn with_sink(
 
 #[test]
 fn help_names_the_device() {
-    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let out = Command::new(&*BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for needle in [
@@ -303,7 +304,7 @@ fn help_names_the_device() {
     ] {
         assert!(text.contains(needle), "--help lacks {needle}:\n{text}");
     }
-    let out = Command::new(BIN)
+    let out = Command::new(&*BIN)
         .args(["--socket", "/nonexistent/x", "--size", "1000"])
         .output()
         .unwrap();

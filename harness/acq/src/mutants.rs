@@ -497,11 +497,7 @@ mod tests {
     use super::*;
 
     fn repo() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .ancestors()
-            .nth(2)
-            .unwrap()
-            .to_path_buf()
+        crate::paths::find_repo().unwrap()
     }
 
     #[test]

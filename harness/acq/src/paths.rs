@@ -37,6 +37,29 @@ pub fn cache_dir() -> PathBuf {
     }
 }
 
+/// The repository: `$ACQ_REPO`, or the nearest directory holding `qemu/lib.sh` and
+/// `Cargo.toml` above this program (target/release/acq, target/debug/deps/TEST), or above
+/// the current directory. Found at run time, never from the path this crate compiled in:
+/// a build that another clone reuses (qemu/cargo-cache.sh) must use that clone's files.
+pub fn find_repo() -> Result<PathBuf> {
+    if let Some(r) = std::env::var_os("ACQ_REPO") {
+        return Ok(PathBuf::from(r));
+    }
+    let is_repo = |d: &Path| d.join("qemu/lib.sh").is_file() && d.join("Cargo.toml").is_file();
+    let exe = std::env::current_exe().ok();
+    let cwd = std::env::current_dir().ok();
+    for start in exe.iter().chain(cwd.iter()) {
+        if let Some(repo) = start.ancestors().find(|d| is_repo(d)) {
+            return Ok(repo.to_path_buf());
+        }
+    }
+    bail!(
+        "no pcie-acq repository (a directory with qemu/lib.sh) above {} or {}: set ACQ_REPO",
+        exe.as_deref().unwrap_or(Path::new("?")).display(),
+        cwd.as_deref().unwrap_or(Path::new("?")).display()
+    )
+}
+
 /// Resolved locations for one run.
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -84,15 +107,7 @@ impl Paths {
     /// Resolves every location, failing with a message that says what to run when a piece
     /// is missing.
     pub fn discover() -> Result<Paths> {
-        let repo = match std::env::var_os("ACQ_REPO") {
-            Some(r) => PathBuf::from(r),
-            // harness/acq: the repository is two levels up.
-            None => Path::new(env!("CARGO_MANIFEST_DIR"))
-                .ancestors()
-                .nth(2)
-                .context("harness/acq has no grandparent directory")?
-                .to_path_buf(),
-        };
+        let repo = find_repo()?;
         let toolroot = script_path(&repo, "toolroot.sh")?;
         let toolroot = toolroot.join(".complete").exists().then_some(toolroot);
         let qemu = match std::env::var_os("ACQ_QEMU") {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// The script in the repository.
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../qemu/beside.sh")
+    acq::paths::find_repo().unwrap().join("qemu/beside.sh")
 }
 
 /// A fresh directory for one test's log and marker files, removed when the test passes

@@ -49,7 +49,7 @@ const H: &str = "0123456789abcdef";
 fn repo(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("acq-cargo-cache-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../qemu");
+    let src = acq::paths::find_repo().unwrap().join("qemu");
     fs::create_dir_all(dir.join("qemu")).unwrap();
     for f in ["lib.sh", "cargo-cache.sh"] {
         fs::copy(src.join(f), dir.join("qemu").join(f)).unwrap();
@@ -140,7 +140,6 @@ fn units(entry: &Path) -> BTreeSet<String> {
     let mut f = files(entry);
     assert!(f.remove("units"), "the entry lists its units");
     assert!(f.remove("sources"), "the entry lists its sources");
-    assert!(f.remove("checkout"), "the entry names its checkout");
     f
 }
 
@@ -320,10 +319,11 @@ fn built_crate(name: &str, cache: &Path) -> PathBuf {
     .unwrap();
     touch(&a, "src/lib.rs");
     fs::write(a.join("src/lib.rs"), "pub fn f() -> u32 { 1 }\n").unwrap();
-    // What the acq harness does to find its repository.
+    // Its checkout found at run time, as this repo's crates find theirs.
     fs::write(
         a.join("src/main.rs"),
-        "fn main() { println!(\"{}\", env!(\"CARGO_MANIFEST_DIR\")); }\n",
+        "fn main() { let e = std::env::current_exe().unwrap(); \
+         println!(\"{}\", e.ancestors().nth(3).unwrap().display()); }\n",
     )
     .unwrap();
     assert!(cargo_build(&a).contains("Compiling tiny"));
@@ -449,28 +449,71 @@ fn other_sources_or_a_tree_built_in_before_compile_again() {
     remove_all([a, aside, cache]);
 }
 
-/// A clone in another directory compiles this repo's crates again: cargo would take the
-/// cached ones as they are, and a binary that compiled in its checkout's path would use the
-/// other clone's files. Failed before: a fresh clone's host tests ran the scripts of the
-/// deleted clone the cache was saved from (CI, 2026-12-07).
+/// A fresh clone in another directory (a CI runner's new workspace) compiles nothing
+/// either, and its binary finds its own checkout: no crate here compiles in the path of its
+/// checkout (`no_crate_compiles_in_its_checkouts_path`).
 #[test]
-fn a_clone_in_another_directory_compiles_again_and_its_binaries_know_it() {
+fn a_fresh_clone_elsewhere_compiles_nothing_and_its_binaries_find_their_checkout() {
     let cache = scratch_cache("moved");
     let a = built_crate("crate-moved", &cache);
     let b = clone(&a, "moved");
     let log = run(&b, &cache, "restore");
-    assert!(log.contains("was built in"), "{log}");
-    assert!(
-        cargo_build(&b).contains("Compiling tiny"),
-        "another checkout's build passed for this one's"
-    );
+    assert!(log.contains("keep their units"), "{log}");
+    let out = cargo_build(&b);
+    assert!(!out.contains("Compiling"), "compiled again: {out}");
     assert_eq!(checkout_of_binary(&b), b.display().to_string());
     remove_all([a, b, cache]);
 }
 
-/// A tracked file deleted in the working tree (git still lists it) neither stops a save
-/// nor a restore. Failed before: find's error for it failed both, the save saying "not a
-/// git checkout".
+/// What makes the cache sound in any directory: cargo does not rebuild a crate whose
+/// checkout moved, so a crate that compiled in its checkout's path would use another
+/// clone's files. Every Rust source of both workspaces (and no build script) is checked.
+/// Failed before: the harness's repository, the device model's binaries in its tests, and
+/// the files of six test files were all found by compile-time paths (a fresh clone's host
+/// tests ran a deleted clone's qemu/beside.sh).
+#[test]
+fn no_crate_compiles_in_its_checkouts_path() {
+    let repo = acq::paths::find_repo().unwrap();
+    let out = Command::new("git")
+        .args(["ls-files", "-z", "*.rs"])
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // Whitespace left out: `env!(` and its argument may stand on two lines.
+    let needles: Vec<String> = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_BIN_EXE_",
+        "OUT_DIR",
+        "CARGO_TARGET_TMPDIR",
+    ]
+    .iter()
+    .map(|v| format!("env!(\"{v}"))
+    .collect();
+    let mut found = Vec::new();
+    for f in out.stdout.split(|b| *b == 0).filter(|f| !f.is_empty()) {
+        let rel = std::str::from_utf8(f).unwrap();
+        if rel.ends_with("build.rs") {
+            found.push(format!("{rel}: a build script"));
+            continue;
+        }
+        let text: String = fs::read_to_string(repo.join(rel))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        for n in &needles {
+            if text.contains(n.as_str()) {
+                found.push(format!("{rel}: {n}"));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "compile-time paths of the checkout (find them at run time: acq::paths::find_repo):\n{}",
+        found.join("\n")
+    );
+}
+
 #[test]
 fn a_source_deleted_in_the_working_tree_stops_nothing() {
     let a = repo("deleted");

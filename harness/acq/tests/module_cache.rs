@@ -11,7 +11,7 @@ use std::process::Command;
 
 /// This repo's qemu/, driver/ sources and contract, copied into a fresh directory.
 fn tree() -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let repo = acq::paths::find_repo().unwrap();
     let dir = std::env::temp_dir().join(format!("acq-module-cache-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
@@ -56,7 +56,7 @@ fn build(tree: &Path) -> String {
 fn the_same_sources_are_built_once_and_a_changed_contract_again() {
     let kernel = Command::new("bash")
         .args(["qemu/kernel.sh", "--path", "test"])
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .current_dir(acq::paths::find_repo().unwrap())
         .output()
         .unwrap();
     let kdir = String::from_utf8_lossy(&kernel.stdout).trim().to_string();

@@ -35,6 +35,21 @@ pub fn wait_for(secs: f64, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The package's binary `name`, in the directory above this test binary's (cargo puts a
+/// test in target/PROFILE/deps/ and the package's binaries in target/PROFILE/). Found at run
+/// time, not by the path the test compiled in (`CARGO_BIN_EXE_*`): a test binary another
+/// clone reuses (qemu/cargo-cache.sh) must run that clone's build.
+pub fn package_bin(name: &str) -> String {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("a test binary in target/PROFILE/deps/")
+        .join(name);
+    assert!(bin.is_file(), "no {} beside the test binary", bin.display());
+    bin.display().to_string()
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh directory for sockets.

@@ -570,10 +570,9 @@ fn count_range() {
 
 #[test]
 fn checked_in_schema_is_current() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../docs/scenario.schema.json"
-    );
+    let path = crate::paths::find_repo()
+        .unwrap()
+        .join("docs/scenario.schema.json");
     let on_disk = std::fs::read_to_string(path).unwrap_or_default();
     assert!(
         on_disk == schema_json(),
