@@ -137,7 +137,10 @@ restore() {
         # .acq-restored: seeded already by an earlier restore (make test restores before
         # the host tests and again for each build beside them, before the fuzz targets'
         # directory has seen cargo), unless what it seeded is gone since (rm -rf target/* keeps it).
+        # Used by cargo: its CACHEDIR.TAG, or a profile it built (this cargo writes no tag
+        # in target/ itself: a cold make test's later restores took it for unused).
         [ ! -e "$t/CACHEDIR.TAG" ] && [ -d "$entry/$t" ] || continue
+        if [ ! -e "$t/.acq-restored" ] && [ -n "$(profiles "$t" 2>/dev/null)" ]; then continue; fi
         if [ -e "$t/.acq-restored" ] && [ -n "$(ls "$t")" ]; then continue; fi
         todo+=("$t")
     done

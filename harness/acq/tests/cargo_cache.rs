@@ -595,6 +595,21 @@ fn no_save_while_cargo_builds() {
     let _ = fs::remove_dir_all(a);
 }
 
+/// A target directory cargo built in but left no CACHEDIR.TAG in (target/ itself: a cold
+/// make test's restore beside the VM tests, once the entry existed) is used: nothing is
+/// restored into it and no source is touched. Failed before: it was restored and every
+/// source set to the present time, so the lints beside the VM tests compiled everything.
+#[test]
+fn a_target_directory_cargo_built_in_is_not_restored_into() {
+    let a = repo("built");
+    let cache = a.join("cache");
+    touch(&a, &format!("target/debug/.fingerprint/serde-{H}/lib"));
+    run(&a, &cache, "save");
+    let log = run(&a, &cache, "restore");
+    assert!(!log.contains("target from"), "{log}");
+    let _ = fs::remove_dir_all(a);
+}
+
 #[test]
 fn another_lock_file_is_another_entry() {
     let a = repo("lock");
