@@ -106,14 +106,16 @@ untouched_tree() {
 # was built from gets the mtime it had then; every other file (all of them with $1 = now)
 # gets the present time.
 set_source_times() {
-    local mode=$1 manifest=$2/sources when p
+    local mode=$1 manifest=$2/sources when p times
     [ "$mode" = back ] && [ -f "$manifest" ] || manifest=/dev/null
-    source_hashes | awk -F'\t' -v manifest="$manifest" '
+    times=$(source_hashes | awk -F'\t' -v manifest="$manifest" '
         BEGIN { while ((getline l < manifest) > 0) { split(l, f, "\t"); h[f[3]] = f[1]; t[f[3]] = f[2] } }
-        { if (($2 in h) && h[$2] == $1) print t[$2] "\t" $2; else print "now\t" $2 }' |
-        while IFS=$'\t' read -r when p; do
-            if [ "$when" = now ]; then touch -m -c -- "$p"; else touch -m -c -d "@$when" -- "$p"; fi
-        done
+        { if (($2 in h) && h[$2] == $1) print t[$2] "\t" $2; else print "now\t" $2 }')
+    # The present time in one touch for all; a time of then needs a touch each.
+    awk -F'\t' '$1 == "now" { print $2 }' <<<"$times" | xargs -r -d '\n' touch -m -c --
+    awk -F'\t' '$1 != "now"' <<<"$times" | while IFS=$'\t' read -r when p; do
+        [ -z "$p" ] || touch -m -c -d "@$when" -- "$p"
+    done
 }
 
 k=$(key) || { log "cargo cache: no rustc or cargo on PATH, nothing cached"; exit 0; }

@@ -4,6 +4,8 @@
 //! same sources compiles nothing while one whose sources differ (even with older mtimes) or
 //! a tree built in before compiles this repo's crates again.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -633,11 +635,7 @@ fn another_lock_file_is_another_entry() {
 /// so the small tmpfs it fills vanishes with it; needs root, as make test's CI has.
 #[test]
 fn a_save_that_fails_keeps_the_old_entry_and_says_so() {
-    if !Command::new("unshare")
-        .args(["--mount", "true"])
-        .status()
-        .is_ok_and(|s| s.success())
-    {
+    if !common::mount_namespaces_allowed() {
         eprintln!("skipped: unshare --mount needs root here");
         return;
     }

@@ -5,6 +5,8 @@
 //! module: about 10 CPU-seconds). Needs the test kernel (`make kernel-test`; make test
 //! builds it before the host tests) and root (the toolroot's mount namespace).
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,11 +66,7 @@ fn the_same_sources_are_built_once_and_a_changed_contract_again() {
         eprintln!("skipped: the test kernel is not built (make kernel-test)");
         return;
     }
-    if !Command::new("unshare")
-        .args(["--mount", "true"])
-        .status()
-        .is_ok_and(|s| s.success())
-    {
+    if !common::mount_namespaces_allowed() {
         eprintln!("skipped: the toolroot's mount namespace needs root here");
         return;
     }
