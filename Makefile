@@ -111,6 +111,7 @@ bench: deps guest build driver-bench
 # package cache's lock while it waited for a CPU held up the guest tools' build, 47 s
 # against 15.)
 test: cargo-restore test-kernels
+	@bash qemu/host-deps.sh strace
 	@bash tests/binaries.sh build target/host-tests --locked --workspace --exclude acq-e2e
 	@ACQ_TESTS_SKIP=module_cache bash qemu/beside.sh results/host-builds.log \
 		'$(MAKE) --no-print-directory host-builds' bash tests/binaries.sh run target/host-tests
@@ -172,6 +173,7 @@ fuzz-build: cargo-restore
 	bash tests/acq-fuzz/run.sh build
 
 test-host: cargo-restore
+	@bash qemu/host-deps.sh strace
 	$(CARGO) test --locked --workspace --exclude acq-e2e
 
 lint: lint-host lint-driver

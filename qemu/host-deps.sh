@@ -3,7 +3,8 @@
 # manager, so `make run` and `make test` set up a fresh Debian/Ubuntu machine by themselves
 # (Rust from rustup and make itself are the only prerequisites): cc for cargo's linker,
 # debootstrap and util-linux (unshare, findmnt) for the toolroot, util-linux (setsid, chrt,
-# ionice) and procps (pkill, pgrep) for make test's job beside the tests (qemu/beside.sh).
+# ionice) and procps (pkill, pgrep) for make test's job beside the tests (qemu/beside.sh),
+# strace for a host test that holds a server's listen(2) up (acq-device's tests/binary.rs).
 #
 #   qemu/host-deps.sh            all of them
 #   qemu/host-deps.sh TOOL...    only those (cc: cargo's linker for host builds; no root
@@ -11,7 +12,7 @@
 source "$(dirname "$0")/lib.sh"
 
 wanted=("$@")
-all=(cc:gcc debootstrap:debootstrap unshare:util-linux findmnt:util-linux setsid:util-linux chrt:util-linux ionice:util-linux pkill:procps pgrep:procps)
+all=(cc:gcc debootstrap:debootstrap unshare:util-linux findmnt:util-linux setsid:util-linux chrt:util-linux ionice:util-linux pkill:procps pgrep:procps strace:strace)
 [ ${#wanted[@]} -gt 0 ] || wanted=("${all[@]%%:*}")
 for w in "${wanted[@]}"; do
     [[ " ${all[*]%%:*} " == *" $w "* ]] || die "qemu/host-deps.sh: no host tool named $w (known: ${all[*]%%:*})"

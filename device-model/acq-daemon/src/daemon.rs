@@ -1,11 +1,12 @@
 //! What the two servers (`acq-device` and `acq-sink`) do the same way as processes: log
-//! to stderr, take over a socket path a dead predecessor left, and end on SIGTERM or
-//! SIGINT through one signal thread.
+//! to stderr, take over a socket path a dead predecessor left, create a socket whose path
+//! means "listening", and end on SIGTERM or SIGINT through one signal thread.
 
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal};
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{bail, Context, Result};
 use tracing::{error, info};
@@ -50,6 +51,26 @@ pub fn clear_stale_socket(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A listening Unix socket at `path` (which must not exist), there only once it listens.
+///
+/// The harness waits for a server's socket file and then has QEMU connect to it, but
+/// `UnixListener::bind` is bind(2) and then listen(2): a client that finds the file
+/// between the two is refused. A replugged card's `device_add` failed so in CI ("Failed
+/// to connect to '.../acq0.sock': Connection refused"). So the socket is bound and
+/// listening under a temporary name in the same directory (a few bytes longer than
+/// `path`'s at most) and then linked into place (link(2), unlike rename(2), fails on an
+/// existing `path` as bind(2) does).
+pub fn listen_ready(path: &Path) -> io::Result<UnixListener> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_file_name(format!(".{}.{n}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked.map(|()| listener)
+}
+
 /// SIGTERM and SIGINT, blocked in the thread that made this (and every thread it starts
 /// after), so that only a thread in [`TermSignals::wait`] receives them.
 pub struct TermSignals {
@@ -84,3 +105,26 @@ impl TermSignals {
 unsafe impl Send for TermSignals {}
 // SAFETY: as above: shared references only read the mask.
 unsafe impl Sync for TermSignals {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ready_socket_listens_at_its_path_and_leaves_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("acq-listen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("card.sock");
+        let listener = listen_ready(&path).unwrap();
+        UnixStream::connect(&path).expect("connecting to the ready socket");
+        assert!(listener.accept().is_ok());
+        let again = listen_ready(&path).expect_err("a second socket at the same path");
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(names, ["card.sock"], "only the socket itself is left");
+    }
+}

@@ -119,7 +119,7 @@ pub struct ControlServer {
 impl ControlServer {
     /// Creates the socket at `path` (which must not exist).
     pub fn bind(path: &Path) -> io::Result<ControlServer> {
-        let listener = UnixListener::bind(path)?;
+        let listener = acq_daemon::daemon::listen_ready(path)?;
         Ok(ControlServer {
             listener,
             path: path.to_owned(),

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use acq_daemon::daemon::listen_ready;
 use thiserror::Error;
 use tracing::{debug, error, info, warn};
 use vfio_bindings::bindings::vfio::{
@@ -442,7 +443,7 @@ pub struct VfioUserServer {
 impl VfioUserServer {
     /// Creates the socket at `path` (which must not exist). Clients can connect from now on.
     pub fn bind(path: &Path, layout: &PciLayout) -> Result<VfioUserServer, TransportError> {
-        let listener = UnixListener::bind(path).map_err(|source| TransportError::Bind {
+        let listener = listen_ready(path).map_err(|source| TransportError::Bind {
             path: path.to_owned(),
             source,
         })?;

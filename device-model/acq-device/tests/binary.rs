@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use acq_device::regs::{id, reg};
@@ -202,6 +202,73 @@ fn serves_control_requests_survives_reconnects_and_exits_cleanly_on_sigterm() {
 /// Whether a connection attempt was refused (nobody listens on the path).
 fn refused(r: std::io::Result<UnixStream>) -> bool {
     matches!(r, Err(e) if e.kind() == ErrorKind::ConnectionRefused)
+}
+
+/// strace running the card; dropped, it kills both (a failed assertion must not leave them).
+struct Traced(std::process::Child);
+
+impl Traced {
+    /// Sends `sig` to the card, strace's child, if it still runs.
+    fn signal_card(&self, sig: i32) {
+        let children = format!("/proc/{0}/task/{0}/children", self.0.id());
+        let pids = std::fs::read_to_string(children).unwrap_or_default();
+        for pid in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) on a pid strace lists as its child (a tracee that has not
+            // been reaped, so the pid is not reused); no memory is involved.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        self.signal_card(libc::SIGKILL);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A socket file of the card's is there only once the card listens on it: the harness
+/// waits for the file and then has QEMU connect. Here every listen(2) of the card is held
+/// up for 300 ms (strace's syscall delay, standing in for a server preempted between bind
+/// and listen on a loaded machine, where a replugged card's `device_add` was refused in
+/// CI); a client connecting the moment each file exists must be served.
+#[test]
+fn a_socket_file_appears_only_once_the_card_listens() {
+    with_timeout(60, || {
+        let dir = temp_dir("bin-listen");
+        let (sock, ctl) = (dir.join("acq.sock"), dir.join("acq.ctl"));
+        let mut strace = Traced(
+            Command::new("strace")
+                .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=listen"])
+                .args(["-e", "inject=listen:delay_enter=300000"])
+                .arg(&*BIN)
+                .arg("--socket")
+                .arg(&sock)
+                .arg("--control")
+                .arg(&ctl)
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("running strace (qemu/host-deps.sh installs it)"),
+        );
+        for (path, what) in [(&ctl, "control"), (&sock, "vfio-user")] {
+            wait_for(20.0, what, || path.exists());
+            let c = UnixStream::connect(path);
+            assert!(c.is_ok(), "the {what} socket existed but refused: {c:?}");
+            let _ = c.unwrap().shutdown(Shutdown::Both);
+        }
+        // SIGTERM to the card: it removes its sockets and exits, and strace with it.
+        strace.signal_card(libc::SIGTERM);
+        assert!(strace.0.wait().unwrap().success());
+        assert!(!sock.exists() && !ctl.exists(), "the card left its sockets");
+        let _ = std::fs::remove_dir_all(&dir);
+    });
 }
 
 #[test]

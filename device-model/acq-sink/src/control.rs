@@ -2,7 +2,6 @@
 //! conventions as the card's (docs/device.md, "Model control socket"; docs/sink.md).
 
 use std::io;
-use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -62,7 +61,7 @@ fn reply(sink: &SharedDisk, line: &str) -> Value {
 
 /// Binds the control socket at `path` and serves it in background threads.
 pub fn spawn(path: &Path, sink: Arc<SharedDisk>) -> io::Result<()> {
-    let listener = UnixListener::bind(path)?;
+    let listener = acq_daemon::daemon::listen_ready(path)?;
     let handler = move |line: &str| handle_line(&sink, line);
     jsonl::serve(listener, "sink-control", Arc::new(handler))?;
     Ok(())

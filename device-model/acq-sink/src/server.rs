@@ -3,6 +3,8 @@
 //! disconnects (QEMU quitting or reconnecting) can come back.
 
 use std::path::Path;
+
+use acq_daemon::daemon::listen_ready;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -22,7 +24,7 @@ pub enum ServerError {
         /// The socket.
         path: String,
         /// The cause.
-        source: vhost::vhost_user::Error,
+        source: std::io::Error,
     },
     /// A per-connection resource could not be created.
     #[error("setting up a connection: {0}")]
@@ -38,11 +40,13 @@ impl SinkServer {
     /// Creates the socket at `path` (which must not exist; the caller clears stale ones).
     /// Its existence means "ready".
     pub fn bind(path: &Path) -> Result<SinkServer, ServerError> {
-        let listener = Listener::new(path, false).map_err(|source| ServerError::Listen {
+        let listener = listen_ready(path).map_err(|source| ServerError::Listen {
             path: path.display().to_string(),
             source,
         })?;
-        Ok(SinkServer { listener })
+        Ok(SinkServer {
+            listener: Listener::from(listener),
+        })
     }
 
     /// Serves connections one after another, forever (or until a setup error).
