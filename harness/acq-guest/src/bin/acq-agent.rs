@@ -208,11 +208,11 @@ fn power_off() -> ! {
 }
 
 /// What a command's threads tell [`exec`]: output, the end of one of its pipes, its exit
-/// (`None`: waiting for it failed).
+/// (not reaped yet: [`exec`] reaps it).
 enum Chunk {
     Data(Stream, Vec<u8>),
     Eof,
-    Exited(Option<ExitStatus>),
+    Exited,
 }
 
 /// How long [`exec`] sleeps at most while a killed command has not exited yet.
@@ -286,9 +286,26 @@ fn exec(id: u64, argv: Vec<String>, timeout: Duration, port: &Port) {
     // Its exit comes as a message too: the loop below sleeps until something happens or
     // the deadline, instead of polling. (It polled every 10 ms, a hundred wake-ups a second
     // for as long as a command ran: the guest's tick never stopped, and an idle guest under
-    // TCG kept a tenth of a host CPU busy.)
+    // TCG kept a tenth of a host CPU busy.) The thread waits without reaping (WNOWAIT), and
+    // the loop reaps once it has the message: until then the command's pid, which is its
+    // process group's id too, cannot be given to another process, so the deadline's
+    // kill(-pgid) reaches this command's group and nothing else.
     thread::spawn(move || {
-        let _ = tx.send(Chunk::Exited(child.wait().ok()));
+        // SAFETY: siginfo_t is plain data; waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on this process's own child, with a valid siginfo_t to fill;
+        // WNOWAIT leaves the child to be reaped by `child.wait()` in the loop.
+        while unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pgid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+        {}
+        let _ = tx.send(Chunk::Exited);
     });
     // A timeout too far out to add is none (about 30 years from now will do).
     let deadline = start
@@ -314,8 +331,8 @@ fn exec(id: u64, argv: Vec<String>, timeout: Duration, port: &Port) {
                 },
             ),
             Ok(Chunk::Eof) => open_streams -= 1,
-            Ok(Chunk::Exited(status)) => {
-                exit = Some(status);
+            Ok(Chunk::Exited) => {
+                exit = Some(child.wait().ok());
                 exited_at = Some(Instant::now());
             }
             Err(RecvTimeoutError::Timeout) => {}
