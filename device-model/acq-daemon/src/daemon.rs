@@ -57,9 +57,12 @@ pub fn clear_stale_socket(path: &Path) -> Result<()> {
 /// `UnixListener::bind` is bind(2) and then listen(2): a client that finds the file
 /// between the two is refused. A replugged card's `device_add` failed so in CI ("Failed
 /// to connect to '.../acq0.sock': Connection refused"). So the socket is bound and
-/// listening under a temporary name in the same directory (a few bytes longer than
-/// `path`'s at most) and then linked into place (link(2), unlike rename(2), fails on an
-/// existing `path` as bind(2) does).
+/// listening under a temporary name in the same directory and then linked into place
+/// (link(2), unlike rename(2), fails on an existing `path` as bind(2) does). The temporary
+/// name, `.PID.N`, is 10 bytes for a 7-digit pid and a server's first sockets, one more
+/// than `acq0.sock`: a directory within a byte of sun_path's 108 fails here, the error
+/// naming `path` (the harness's run directories are far shorter). A server killed between
+/// the bind and the link leaves the temporary name behind.
 pub fn listen_ready(path: &Path) -> io::Result<UnixListener> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -113,6 +116,7 @@ mod tests {
     #[test]
     fn a_ready_socket_listens_at_its_path_and_leaves_nothing_else() {
         let dir = std::env::temp_dir().join(format!("acq-listen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("card.sock");
         let listener = listen_ready(&path).unwrap();

@@ -5,6 +5,7 @@ mod common;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -204,29 +205,30 @@ fn refused(r: std::io::Result<UnixStream>) -> bool {
     matches!(r, Err(e) if e.kind() == ErrorKind::ConnectionRefused)
 }
 
-/// strace running the card; dropped, it kills both (a failed assertion must not leave them).
+/// strace running the card, the two alone in a process group; dropped while strace runs,
+/// it kills the group (a failed assertion must not leave them running).
 struct Traced(std::process::Child);
 
 impl Traced {
-    /// Sends `sig` to the card, strace's child, if it still runs.
-    fn signal_card(&self, sig: i32) {
-        let children = format!("/proc/{0}/task/{0}/children", self.0.id());
-        let pids = std::fs::read_to_string(children).unwrap_or_default();
-        for pid in pids
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
-            // SAFETY: kill(2) on a pid strace lists as its child (a tracee that has not
-            // been reaped, so the pid is not reused); no memory is involved.
-            unsafe { libc::kill(pid, sig) };
+    /// Sends `sig` to strace and the card, if strace has not ended.
+    fn signal_group(&mut self, sig: i32) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            // SAFETY: killpg(2) on the group strace leads (process_group(0)); strace was
+            // running just now and only this test reaps it, so its pid, the group's id,
+            // belongs to it or to its zombie and no other process. No memory is involved.
+            unsafe { libc::killpg(self.0.id() as i32, sig) };
         }
+    }
+
+    /// Whether strace has ended (reaping it).
+    fn ended(&mut self) -> bool {
+        !matches!(self.0.try_wait(), Ok(None))
     }
 }
 
 impl Drop for Traced {
     fn drop(&mut self) {
-        self.signal_card(libc::SIGKILL);
-        let _ = self.0.kill();
+        self.signal_group(libc::SIGKILL);
         let _ = self.0.wait();
     }
 }
@@ -241,6 +243,7 @@ fn a_socket_file_appears_only_once_the_card_listens() {
     with_timeout(60, || {
         let dir = temp_dir("bin-listen");
         let (sock, ctl) = (dir.join("acq.sock"), dir.join("acq.ctl"));
+        let log = dir.join("strace.log");
         let mut strace = Traced(
             Command::new("strace")
                 .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=listen"])
@@ -253,20 +256,42 @@ fn a_socket_file_appears_only_once_the_card_listens() {
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .process_group(0)
                 .spawn()
                 .expect("running strace (qemu/host-deps.sh installs it)"),
         );
+        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
         for (path, what) in [(&ctl, "control"), (&sock, "vfio-user")] {
-            wait_for(20.0, what, || path.exists());
+            wait_for(20.0, what, || {
+                if strace.ended() {
+                    panic!(
+                        "strace ended before the {what} socket appeared: {}",
+                        log_text()
+                    );
+                }
+                path.exists()
+            });
             let c = UnixStream::connect(path);
-            assert!(c.is_ok(), "the {what} socket existed but refused: {c:?}");
+            assert!(
+                c.is_ok(),
+                "the {what} socket existed but refused: {c:?}; strace and the card said: {}",
+                log_text()
+            );
             let _ = c.unwrap().shutdown(Shutdown::Both);
         }
-        // SIGTERM to the card: it removes its sockets and exits, and strace with it.
-        strace.signal_card(libc::SIGTERM);
-        assert!(strace.0.wait().unwrap().success());
-        assert!(!sock.exists() && !ctl.exists(), "the card left its sockets");
+        // SIGTERM: the card removes its sockets and exits.
+        strace.signal_group(libc::SIGTERM);
+        wait_for(20.0, "strace to end", || strace.ended());
+        wait_for(20.0, "the card to remove its sockets", || {
+            !sock.exists() && !ctl.exists()
+        });
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "strace.log")
+            .collect();
+        assert!(left.is_empty(), "left beside the card's sockets: {left:?}");
         let _ = std::fs::remove_dir_all(&dir);
     });
 }

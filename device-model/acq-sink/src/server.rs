@@ -2,7 +2,7 @@
 //! gets a fresh device (queues, memory table) on the same disk, so a frontend that
 //! disconnects (QEMU quitting or reconnecting) can come back.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use acq_daemon::daemon::listen_ready;
 use std::sync::Arc;
@@ -31,9 +31,10 @@ pub enum ServerError {
     Setup(String),
 }
 
-/// A bound vhost-user socket.
+/// A bound vhost-user socket; dropped, it removes its file.
 pub struct SinkServer {
     listener: Listener,
+    path: PathBuf,
 }
 
 impl SinkServer {
@@ -46,6 +47,7 @@ impl SinkServer {
         })?;
         Ok(SinkServer {
             listener: Listener::from(listener),
+            path: path.to_owned(),
         })
     }
 
@@ -87,5 +89,11 @@ impl SinkServer {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         Ok(())
+    }
+}
+
+impl Drop for SinkServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }

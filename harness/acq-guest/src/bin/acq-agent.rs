@@ -199,7 +199,7 @@ fn put(path: &str, mode: u32, hex: &str) -> Result<u64, String> {
 fn power_off() -> ! {
     // SAFETY: sync() has no preconditions.
     unsafe { libc::sync() };
-    // The guest kernel has no ACPI, so it cannot power off; it reboots instead, which QEMU
+    // A reboot rather than a power-off (no ACPI power-off path to depend on), which QEMU
     // (started with -no-reboot) turns into a clean exit.
     // SAFETY: reboot() with a valid command; we run as root in the guest. It only returns
     // on failure.
